@@ -1,0 +1,40 @@
+"""The HTTP API: one Flask-RESTX namespace per resource, errors in one JSON shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from flask_restx import Api
+
+from .errors import to_response
+
+
+class LiveCodeApi(Api):
+    def handle_error(self, e: Exception) -> Any:
+        body, status, headers = to_response(e)
+        return self.make_response(body, status, headers)
+
+
+def build_api(app: Flask) -> LiveCodeApi:
+    from . import executions, health, languages, sessions
+
+    api = LiveCodeApi(
+        app,
+        version="1.0",
+        title="LiveCode Execution API",
+        description="Code sessions with autosave, and sandboxed asynchronous executions.",
+        doc="/docs",
+        catch_all_404s=True,
+        authorizations={
+            "Bearer": {"type": "apiKey", "in": "header", "name": "Authorization",
+                       "description": "Bearer <access token from /api/v1/auth/login>"},
+            "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        },
+        security=[{"Bearer": []}, {"ApiKey": []}],
+    )
+    api.add_namespace(sessions.ns, path="/api/v1/code-sessions")
+    api.add_namespace(executions.ns, path="/api/v1/executions")
+    api.add_namespace(languages.ns, path="/api/v1/languages")
+    api.add_namespace(health.ns, path="/health")
+    return api

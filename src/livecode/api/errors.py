@@ -1,0 +1,81 @@
+"""Every error, from any layer, leaves the API in one JSON shape."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from flask import Flask, Response, jsonify
+from kombu.exceptions import OperationalError as KombuOperationalError
+from werkzeug.exceptions import HTTPException
+
+from ..db import is_unavailable
+from ..errors import ApiError
+
+log = logging.getLogger(__name__)
+
+HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "UNPROCESSABLE",
+    429: "RATE_LIMITED",
+}
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        err["details"] = details
+    return {"error": err}
+
+
+def to_response(exc: BaseException) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Map an exception to (body, status, headers)."""
+    if isinstance(exc, ApiError):
+        return exc.body(), exc.status, exc.headers
+    if isinstance(exc, HTTPException):
+        status = exc.code or 500
+        headers: dict[str, str] = {}
+        valid_methods = getattr(exc, "valid_methods", None)
+        if status == 405 and valid_methods:
+            headers["Allow"] = ", ".join(valid_methods)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after:
+            headers["Retry-After"] = str(retry_after)
+        message = exc.description or exc.name
+        if status == 404:
+            message = "no such resource; see /docs for the API"
+        return error_body(HTTP_CODES.get(status, exc.name.upper().replace(" ", "_")), message), status, headers
+    if is_unavailable(exc):
+        log.warning("database unavailable: %s", exc)
+        return error_body("DATABASE_UNAVAILABLE", "the database is unavailable; try again shortly"), 503, {"Retry-After": "1"}
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, KombuOperationalError)):
+        log.warning("redis unavailable: %s", exc)
+        return error_body("REDIS_UNAVAILABLE", "the broker (Redis) is unavailable; try again shortly"), 503, {"Retry-After": "1"}
+    log.exception("unhandled error", exc_info=exc)
+    return error_body("INTERNAL_ERROR", "an internal error occurred; it has been logged"), 500, {}
+
+
+def json_error_response(exc: BaseException) -> Response:
+    body, status, headers = to_response(exc)
+    resp = jsonify(body)
+    resp.status_code = status
+    for k, v in headers.items():
+        resp.headers[k] = v
+    return resp
+
+
+def register_error_handlers(app: Flask) -> None:
+    """For routes outside Flask-RESTX (metrics, static, unknown paths)."""
+
+    @app.errorhandler(Exception)
+    def _handle(exc: Exception) -> Response:
+        return json_error_response(exc)

@@ -1,0 +1,94 @@
+"""/api/v1/executions: submit a run of a session's code, read results, list a session's runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_restx import Namespace, Resource
+
+from ..errors import ValidationError
+from ..services import executions as svc
+from . import schemas
+from .body import json_body, optional_int, optional_str, parse_uuid, query_int, reject_unknown
+from .context import enqueue, owner_id, request_id, rt
+from .idempotency import idempotent
+
+ns = Namespace("executions", description="Asynchronous executions of a session's code")
+schemas.attach(ns)
+
+EXECUTE_FIELDS = {"stdin", "args", "priority", *svc.LIMIT_FIELDS}
+
+
+def parse_execute_options(body: dict[str, Any]) -> svc.ExecuteOptions:
+    reject_unknown(body, EXECUTE_FIELDS)
+    args = body.get("args", [])
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise ValidationError("field 'args' must be a list of strings", code="INVALID_FIELD")
+    limits = {}
+    for name in svc.LIMIT_FIELDS:
+        value = optional_int(body, name, minimum=1)
+        if value is not None:
+            limits[name] = value
+    return svc.ExecuteOptions(
+        stdin=optional_str(body, "stdin", "") or "",
+        args=list(args),
+        limits=limits,
+        priority=optional_str(body, "priority", "interactive") or "interactive",
+    )
+
+
+@ns.route("/session/<string:session_id>/execute")
+@ns.param("session_id", "the session's UUID")
+class Execute(Resource):
+    @ns.doc("execute_session", params={"Idempotency-Key": {"in": "header", "type": "string"}})
+    @ns.expect(schemas.execute_request, validate=False)
+    @ns.response(202, "Queued", schemas.execution_queued)
+    @ns.response(400, "Invalid options, unknown or unavailable language, limit above maximum", schemas.error)
+    @ns.response(404, "No such session", schemas.error)
+    @ns.response(409, "The session already has an execution in progress", schemas.error)
+    @ns.response(422, "Idempotency key reused with a different body", schemas.error)
+    @ns.response(429, "Rate limit exceeded", schemas.error)
+    def post(self, session_id: str) -> Any:
+        """Queue a run of the session's current code. Returns at once; poll the execution or
+        follow its events."""
+        sid = parse_uuid(session_id, "session_id")
+        body = json_body(allow_empty=True)
+
+        def submit() -> tuple[dict[str, Any], int]:
+            options = parse_execute_options(body)
+            r = rt()
+            result = svc.submit_execution(
+                r.db, enqueue(), r.settings, sid, owner_id=owner_id(), options=options,
+                request_id=request_id(),
+            )
+            return result, 202
+
+        return idempotent("execute", body, submit)
+
+
+@ns.route("/<string:execution_id>")
+@ns.param("execution_id", "the execution's UUID")
+class ExecutionItem(Resource):
+    @ns.doc("get_execution")
+    @ns.response(200, "The execution", schemas.execution)
+    @ns.response(400, "Not a UUID", schemas.error)
+    @ns.response(404, "No such execution", schemas.error)
+    def get(self, execution_id: str) -> Any:
+        """Get an execution's state and, once finished, its result."""
+        eid = parse_uuid(execution_id, "execution_id")
+        return svc.get_execution(rt().db, eid, owner_id())
+
+
+@ns.route("/session/<string:session_id>")
+@ns.param("session_id", "the session's UUID")
+class SessionExecutions(Resource):
+    @ns.doc("list_session_executions", params={"page": "1-based page", "per_page": "1 to 100"})
+    @ns.response(200, "The session's executions, newest first", schemas.execution_page)
+    @ns.response(400, "Invalid id or paging", schemas.error)
+    @ns.response(404, "No such session", schemas.error)
+    def get(self, session_id: str) -> Any:
+        """List a session's executions, newest first."""
+        sid = parse_uuid(session_id, "session_id")
+        page = query_int("page", 1, 1, 1_000_000)
+        per_page = query_int("per_page", 20, 1, 100)
+        return svc.list_executions(rt().db, sid, owner_id(), page, per_page)

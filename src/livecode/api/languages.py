@@ -1,0 +1,25 @@
+"""/api/v1/languages: what can run here, with toolchain versions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_restx import Namespace, Resource
+
+from ..sandbox import list_languages
+from . import schemas
+
+ns = Namespace("languages", description="Supported languages")
+schemas.attach(ns)
+
+
+@ns.route("")
+class Languages(Resource):
+    @ns.doc("list_languages")
+    @ns.response(200, "Languages", [schemas.language])
+    def get(self) -> Any:
+        """List every language with its toolchain version and whether it is installed."""
+        return [
+            {k: lang.get(k) for k in ("id", "name", "version", "available", "compiled")}
+            for lang in list_languages()
+        ]

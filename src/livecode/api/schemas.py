@@ -1,0 +1,138 @@
+"""Flask-RESTX models: the OpenAPI description of every request, response and error."""
+
+from __future__ import annotations
+
+from flask_restx import Namespace, fields
+
+# Models live on this namespace-less registry and are attached to each namespace that uses them.
+shared = Namespace("shared", description="shared models")
+
+error_detail = shared.model(
+    "ErrorDetail",
+    {
+        "code": fields.String(required=True, example="SESSION_NOT_FOUND"),
+        "message": fields.String(required=True),
+        "details": fields.Raw(description="extra machine-readable context"),
+    },
+)
+error = shared.model("Error", {"error": fields.Nested(error_detail, required=True)})
+
+session_create = shared.model(
+    "CodeSessionCreate",
+    {
+        "language": fields.String(required=True, example="python"),
+        "source_code": fields.String(required=True, example="print('Hello World')"),
+    },
+)
+session_patch = shared.model(
+    "CodeSessionAutosave",
+    {
+        "source_code": fields.String(required=True, example="print('Hello World!')"),
+        "version": fields.Integer(
+            description="the version this edit was based on; applied only if still current"
+        ),
+    },
+)
+session = shared.model(
+    "CodeSession",
+    {
+        "session_id": fields.String(required=True),
+        "id": fields.String(required=True),
+        "language": fields.String(required=True),
+        "source_code": fields.String(required=True),
+        "status": fields.String(required=True, example="ACTIVE"),
+        "version": fields.Integer(required=True),
+        "created_at": fields.String(required=True),
+        "updated_at": fields.String(required=True),
+    },
+)
+autosaved = shared.model(
+    "CodeSessionSaved",
+    {
+        "session_id": fields.String(required=True),
+        "status": fields.String(required=True),
+        "version": fields.Integer(required=True),
+        "updated_at": fields.String(required=True),
+    },
+)
+execute_request = shared.model(
+    "ExecuteRequest",
+    {
+        "stdin": fields.String(description="standard input for the program"),
+        "args": fields.List(fields.String, description="command-line arguments"),
+        "priority": fields.String(enum=["interactive", "batch"], default="interactive"),
+        "time_limit_ms": fields.Integer(),
+        "cpu_time_ms": fields.Integer(),
+        "memory_limit_mb": fields.Integer(),
+        "max_processes": fields.Integer(),
+        "max_output_bytes": fields.Integer(),
+    },
+)
+execution_queued = shared.model(
+    "ExecutionQueued",
+    {
+        "execution_id": fields.String(required=True),
+        "status": fields.String(required=True, example="QUEUED"),
+        "session_id": fields.String(required=True),
+        "queued_at": fields.String(required=True),
+    },
+)
+execution = shared.model(
+    "Execution",
+    {
+        "execution_id": fields.String(required=True),
+        "session_id": fields.String(required=True),
+        "status": fields.String(
+            required=True, enum=["QUEUED", "RUNNING", "COMPLETED", "FAILED", "TIMEOUT"]
+        ),
+        "reason": fields.String(
+            description="why FAILED or TIMEOUT: COMPILE_ERROR, RUNTIME_ERROR, MEMORY_LIMIT, "
+            "OUTPUT_LIMIT, TIME_LIMIT, INTERNAL_ERROR, WORKER_LOST, DEAD_LETTER"
+        ),
+        "language": fields.String(),
+        "priority": fields.String(),
+        "stdout": fields.String(),
+        "stderr": fields.String(),
+        "compile_output": fields.String(),
+        "stdout_truncated": fields.Boolean(),
+        "stderr_truncated": fields.Boolean(),
+        "exit_code": fields.Integer(),
+        "signal": fields.Integer(),
+        "execution_time_ms": fields.Integer(),
+        "cpu_time_ms": fields.Integer(),
+        "memory_kb": fields.Integer(),
+        "attempts": fields.Integer(),
+        "queued_at": fields.String(),
+        "started_at": fields.String(),
+        "finished_at": fields.String(),
+    },
+)
+execution_page = shared.model(
+    "ExecutionPage",
+    {
+        "items": fields.List(fields.Nested(execution), required=True),
+        "page": fields.Integer(required=True),
+        "per_page": fields.Integer(required=True),
+        "total": fields.Integer(required=True),
+    },
+)
+language = shared.model(
+    "Language",
+    {
+        "id": fields.String(required=True),
+        "name": fields.String(required=True),
+        "version": fields.String(),
+        "available": fields.Boolean(required=True),
+        "compiled": fields.Boolean(),
+    },
+)
+health = shared.model(
+    "Health",
+    {"status": fields.String(required=True, example="ok"), "details": fields.Raw()},
+)
+
+
+def attach(ns: Namespace) -> None:
+    """Register every shared model on a namespace so its Swagger document has them."""
+    for model in shared.models.values():
+        ns.add_model(model.name, model)

@@ -1,0 +1,63 @@
+"""create_app(): the only place things are wired together."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from flask import Flask, Response, g, request
+
+from . import migrate
+from .api import build_api
+from .api.errors import register_error_handlers
+from .config import Settings, load_settings
+from .logging_setup import configure_logging
+from .runtime import Runtime, init_runtime
+
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None,
+               enqueue: Any = None, run_migrations: bool | None = None) -> Flask:
+    settings = settings or load_settings()
+    configure_logging(settings)
+    rt = runtime or init_runtime(settings)
+    if run_migrations is None:
+        run_migrations = settings.embedded
+    if run_migrations:
+        if settings.embedded:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        migrate.upgrade(rt.db.engine)
+
+    app = Flask(__name__, static_folder=None)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        RESTX_MASK_SWAGGER=False,
+        ERROR_404_HELP=False,
+        JSON_SORT_KEYS=False,
+        PROPAGATE_EXCEPTIONS=False,
+    )
+    if enqueue is None:
+        from .worker.celery_app import configure_celery, enqueue_execution
+
+        configure_celery(settings)
+        enqueue = enqueue_execution
+    app.extensions["livecode.runtime"] = rt
+    app.extensions["livecode.enqueue"] = enqueue
+
+    @app.before_request
+    def _request_id() -> None:
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+
+    @app.after_request
+    def _headers(resp: Response) -> Response:
+        resp.headers["X-Request-ID"] = g.get("request_id", "")
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return resp
+
+    register_error_handlers(app)
+    build_api(app)
+    return app

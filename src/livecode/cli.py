@@ -1,0 +1,186 @@
+"""`livecode serve | api | worker | db | dlq`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import uuid
+from typing import Any
+
+from .config import ConfigError, load_settings
+
+
+def _settings(mode: str | None) -> Any:
+    try:
+        return load_settings(mode)
+    except ConfigError as exc:
+        sys.exit(f"livecode: {exc}")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    """Embedded: API + in-process broker and worker, SQLite. No servers needed."""
+    from .app import create_app
+    from .embedded import InProcessWorker
+    from .runtime import init_runtime
+    from .sandbox import SandboxUnavailable
+    from .server import serve
+
+    settings = _settings("embedded")
+    state: dict[str, Any] = {}
+
+    def factory() -> Any:
+        rt = init_runtime(settings)
+        app = create_app(settings, runtime=rt)
+        worker = InProcessWorker(rt)
+        try:
+            worker.start()
+        except SandboxUnavailable as exc:
+            sys.stderr.write(f"livecode: the sandbox is unavailable: {exc}\n")
+            os._exit(3)
+        state["worker"] = worker
+        app.extensions["livecode.worker"] = worker
+        return app
+
+    def worker_exit(_server: Any, _worker: Any) -> None:
+        if state.get("worker"):
+            state["worker"].stop()
+
+    auth = "single local user, no sign-in" if not settings.auth_required else "sign-in required"
+    print(
+        f"LiveCode (embedded): http://{args.host}:{args.port}/  docs: http://{args.host}:{args.port}/docs\n"
+        f"  data: {settings.data_dir}  sandbox: {settings.sandbox}  accounts: {auth}",
+        flush=True,
+    )
+    serve(factory, host=args.host, port=args.port, workers=1, threads=args.threads,
+          worker_exit=worker_exit)
+
+
+def cmd_api(args: argparse.Namespace) -> None:
+    """Distributed: the API under gunicorn; workers run separately."""
+    from .app import create_app
+    from .server import serve
+
+    settings = _settings("distributed")
+    if args.migrate:
+        from . import migrate
+        from .db import Database
+
+        db = Database(settings)
+        migrate.upgrade(db.engine)
+        db.dispose()
+    serve(lambda: create_app(settings), host=args.host, port=args.port,
+          workers=args.workers, threads=args.threads)
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from .sandbox import SandboxUnavailable
+    from .worker.celery_app import celery, configure_celery
+    from .worker.sandbox_runner import get_process_runner
+
+    settings = _settings("distributed")
+    configure_celery(settings)
+    try:
+        get_process_runner(settings)
+    except SandboxUnavailable as exc:
+        sys.exit(f"livecode worker: refusing to start: {exc}")
+    queues = args.queues or f"{settings.queue_high},{settings.queue_low}"
+    argv = ["worker", "--loglevel", args.loglevel, "-Q", queues, "--pool", "threads",
+            "-c", str(args.concurrency or settings.worker_concurrency),
+            "--without-gossip", "--without-mingle"]
+    if args.name:
+        argv += ["-n", args.name]
+    import livecode.worker.lifecycle  # noqa: F401 - connects the worker signals
+
+    celery.worker_main(argv)
+
+
+def cmd_db(args: argparse.Namespace) -> None:
+    from . import migrate
+    from .db import Database
+
+    settings = _settings(None)
+    db = Database(settings)
+    if args.action == "upgrade":
+        migrate.upgrade(db.engine, args.revision or "head")
+        print(f"database at {migrate.current(db.engine)}")
+    elif args.action == "downgrade":
+        migrate.downgrade(db.engine, args.revision or "-1")
+        print(f"database at {migrate.current(db.engine)}")
+    else:
+        print(migrate.current(db.engine))
+
+
+def cmd_dlq(args: argparse.Namespace) -> None:
+    from .runtime import init_runtime
+    from .worker import deadletter
+    from .worker.celery_app import configure_celery, enqueue_execution
+
+    settings = _settings(None)
+    rt = init_runtime(settings)
+    configure_celery(settings)
+    if args.action == "list":
+        print(json.dumps(deadletter.list_dead_letters(rt, args.limit), indent=2))
+        return
+    if args.action == "purge":
+        target = uuid.UUID(args.id) if args.id else None
+        print(json.dumps({"purged": deadletter.purge_dead_letters(rt, target)}))
+        return
+    if not args.id:
+        sys.exit(f"livecode dlq {args.action}: give the dead letter's id")
+    dl_id = uuid.UUID(args.id)
+    if args.action == "show":
+        found = deadletter.get_dead_letter(rt, dl_id)
+    else:
+        found = deadletter.requeue_dead_letter(rt, dl_id, enqueue_execution)
+    if found is None:
+        sys.exit(f"no dead letter {dl_id}")
+    print(json.dumps(found, indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="livecode", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="embedded: API + worker in one process, no servers needed")
+    s.add_argument("--host", default=os.environ.get("LIVECODE_HOST", "127.0.0.1"))
+    s.add_argument("--port", type=int, default=int(os.environ.get("LIVECODE_PORT", "5000")))
+    s.add_argument("--threads", type=int, default=64)
+    s.set_defaults(func=cmd_serve)
+
+    a = sub.add_parser("api", help="distributed: the API (needs DATABASE_URL, REDIS_URL)")
+    a.add_argument("--host", default=os.environ.get("LIVECODE_HOST", "127.0.0.1"))
+    a.add_argument("--port", type=int, default=int(os.environ.get("LIVECODE_PORT", "5000")))
+    a.add_argument("--workers", type=int, default=int(os.environ.get("LIVECODE_API_WORKERS", "2")))
+    a.add_argument("--threads", type=int, default=int(os.environ.get("LIVECODE_API_THREADS", "32")))
+    a.add_argument("--migrate", action="store_true", help="apply migrations first")
+    a.set_defaults(func=cmd_api)
+
+    w = sub.add_parser("worker", help="distributed: a Celery worker")
+    w.add_argument("-n", "--name", help="node name, e.g. worker1@%%h")
+    w.add_argument("-Q", "--queues", help="comma-separated queues (default: high then low)")
+    w.add_argument("-c", "--concurrency", type=int)
+    w.add_argument("--loglevel", default="INFO")
+    w.set_defaults(func=cmd_worker)
+
+    d = sub.add_parser("db", help="database migrations")
+    d.add_argument("action", choices=["upgrade", "downgrade", "current"])
+    d.add_argument("revision", nargs="?")
+    d.set_defaults(func=cmd_db)
+
+    q = sub.add_parser("dlq", help="dead-letter queue")
+    q.add_argument("action", choices=["list", "show", "requeue", "purge"])
+    q.add_argument("id", nargs="?")
+    q.add_argument("--limit", type=int, default=100)
+    q.set_defaults(func=cmd_dlq)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Engines and sessions. One `Database` per process, shared by the API and the worker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm import Session, sessionmaker
+
+from .config import Settings
+
+# Errors meaning "the database is not reachable right now" (worth a 503 or a retry), as opposed to
+# errors in what we asked of it.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (OperationalError, PoolTimeout)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, PoolTimeout):
+        return True
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def make_engine(url: str, settings: Settings) -> Engine:
+    kwargs: dict[str, Any] = {"future": True}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 15}
+        engine = create_engine(url, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    kwargs.update(
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_recycle=settings.db_pool_recycle,
+        pool_pre_ping=settings.db_pool_pre_ping,
+        pool_timeout=max(1, settings.db_connect_timeout_s * 2),
+        connect_args={
+            "connect_timeout": settings.db_connect_timeout_s,
+            # TCP keepalives so a vanished server is noticed instead of hanging a request.
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 2,
+        },
+    )
+    return create_engine(url, **kwargs)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=15000")
+    cur.close()
+
+
+class Database:
+    """The primary engine for writes and, when configured, a replica engine for reads."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.database_url, settings)
+        self.replica_engine = (
+            make_engine(settings.database_replica_url, settings)
+            if settings.database_replica_url
+            else self.engine
+        )
+        self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        self._replica_factory = sessionmaker(self.replica_engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A transaction on the primary, committed on success."""
+        with self._factory() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read(self, fresh: bool = False) -> Iterator[Session]:
+        """A read-only session; on the replica unless `fresh` asks for read-your-writes."""
+        factory = self._factory if fresh else self._replica_factory
+        with factory() as session:
+            yield session
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        if self.replica_engine is not self.engine:
+            self.replica_engine.dispose()

@@ -1,0 +1,70 @@
+"""The embedded mode: API, broker and worker in one process, SQLite in the data directory.
+
+The worker is Celery's own WorkController (threads pool) consuming the in-memory broker, so the
+embedded mode runs exactly the task code of the distributed mode. Executions that were QUEUED or
+RUNNING when the previous process stopped are queued again at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from typing import Any
+
+from celery.worker import WorkController
+
+from .runtime import Runtime
+from .worker.celery_app import celery, configure_celery, enqueue_execution
+from .worker.lifecycle import start_background, stop_background
+from .worker.reconciler import reconcile_once
+from .worker.sandbox_runner import get_process_runner
+
+log = logging.getLogger(__name__)
+
+
+class InProcessWorker:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.name = f"embedded@{socket.gethostname()}:{os.getpid()}"
+        self.controller: WorkController | None = None
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        settings = self.rt.settings
+        configure_celery(settings)
+        celery.conf.livecode_inprocess = True
+        get_process_runner(settings)  # refuse to start without the configured sandbox
+        self.controller = WorkController(
+            app=celery,
+            hostname=self.name,
+            pool_cls="threads",
+            concurrency=settings.worker_concurrency,
+            queues=[settings.queue_high, settings.queue_low],
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            loglevel=settings.log_level,
+        )
+        self.thread = threading.Thread(target=self.controller.start, name="livecode-worker", daemon=True)
+        self.thread.start()
+        counts = reconcile_once(self.rt, enqueue_execution, startup=True)
+        if any(counts.values()):
+            log.warning("queued again after restart", extra=counts)
+        start_background(self.rt, self.name, settings.worker_concurrency)
+
+    def alive(self) -> bool:
+        return bool(self.thread and self.thread.is_alive())
+
+    def stop(self, timeout: float = 30.0) -> None:
+        stop_background()
+        if self.controller is not None:
+            self.controller.stop(in_sighandler=False)
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+
+def stop_worker(worker: Any) -> None:
+    if worker is not None:
+        worker.stop()

@@ -1,0 +1,302 @@
+"""Executions: submit (API side) and the state transitions (worker side). No Flask, no Celery.
+
+Every transition is a conditional UPDATE on the row's current status (and attempt number), so a
+task delivered twice, or a run the reconciler already gave up on, changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, insert, literal, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..config import Settings
+from ..db import Database
+from ..errors import Conflict, NotFound, ValidationError
+from ..models import ACTIVE_STATUSES, CodeSession, Execution, ExecutionStatus, Priority, utcnow
+from .sessions import iso, not_found
+from .validation import check_language, check_text
+
+log = logging.getLogger(__name__)
+
+# (execution_id, priority, request_id) -> None; publishes the id on the queue.
+Enqueue = Callable[[uuid.UUID, str, str | None], None]
+
+LIMIT_FIELDS = ("time_limit_ms", "cpu_time_ms", "memory_limit_mb", "max_processes", "max_output_bytes")
+
+
+@dataclass
+class ExecuteOptions:
+    stdin: str = ""
+    args: list[str] = field(default_factory=list)
+    limits: dict[str, int] = field(default_factory=dict)
+    priority: str = Priority.INTERACTIVE.value
+
+
+def limit_maxima(settings: Settings) -> dict[str, int]:
+    return {
+        "time_limit_ms": settings.max_time_limit_ms,
+        "cpu_time_ms": settings.max_time_limit_ms,
+        "memory_limit_mb": settings.max_memory_limit_mb,
+        "max_processes": settings.max_processes,
+        "max_output_bytes": settings.max_output_bytes,
+    }
+
+
+def check_options(opts: ExecuteOptions, settings: Settings) -> None:
+    check_text(opts.stdin, "stdin", settings.max_stdin_bytes)
+    if len(opts.args) > 64:
+        raise ValidationError("args may hold at most 64 items", code="INVALID_ARGS")
+    for arg in opts.args:
+        check_text(arg, "args", 4096)
+    maxima = limit_maxima(settings)
+    for name, value in opts.limits.items():
+        if name not in maxima:
+            raise ValidationError(f"unknown limit {name!r}; known: {', '.join(LIMIT_FIELDS)}")
+        if value < 1:
+            raise ValidationError(f"{name} must be at least 1", code="INVALID_LIMIT")
+        if value > maxima[name]:
+            raise ValidationError(
+                f"{name}={value} is above the maximum of {maxima[name]}",
+                code="LIMIT_ABOVE_MAXIMUM",
+                details={"limit": name, "maximum": maxima[name]},
+            )
+    if opts.priority not in {p.value for p in Priority}:
+        raise ValidationError("priority must be 'interactive' or 'batch'", code="INVALID_PRIORITY")
+
+
+def serialize_execution(e: Execution) -> dict[str, Any]:
+    return {
+        "execution_id": str(e.id),
+        "session_id": str(e.session_id),
+        "status": e.status,
+        "reason": e.reason,
+        "language": e.language,
+        "priority": e.priority,
+        "stdout": e.stdout,
+        "stderr": e.stderr,
+        "compile_output": e.compile_output,
+        "stdout_truncated": e.stdout_truncated,
+        "stderr_truncated": e.stderr_truncated,
+        "exit_code": e.exit_code,
+        "signal": e.signal,
+        "execution_time_ms": e.execution_time_ms,
+        "cpu_time_ms": e.cpu_time_ms,
+        "memory_kb": e.memory_kb,
+        "attempts": e.attempts,
+        "queued_at": iso(e.queued_at),
+        "started_at": iso(e.started_at),
+        "finished_at": iso(e.finished_at),
+    }
+
+
+def _active_execution(db: Database, session_id: uuid.UUID) -> uuid.UUID | None:
+    with db.read(fresh=True) as s:
+        return s.execute(
+            select(Execution.id).where(
+                Execution.session_id == session_id,
+                Execution.status.in_(ACTIVE_STATUSES),
+                Execution.priority == Priority.INTERACTIVE.value,
+            )
+        ).scalar()
+
+
+def submit_execution(
+    db: Database,
+    enqueue: Enqueue,
+    settings: Settings,
+    session_id: uuid.UUID,
+    *,
+    owner_id: uuid.UUID | None,
+    options: ExecuteOptions,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """Insert a QUEUED execution holding a copy of the session's code, then queue its id."""
+    check_options(options, settings)
+    with db.read(fresh=True) as s:
+        q = select(CodeSession.language).where(CodeSession.id == session_id)
+        if owner_id is not None:
+            q = q.where(CodeSession.user_id == owner_id)
+        language = s.execute(q).scalar()
+    if language is None:
+        raise not_found(session_id)
+    check_language(language)
+
+    execution_id = uuid.uuid4()
+    now = utcnow()
+    # INSERT ... SELECT copies the source as it is at this instant, in one statement.
+    copy = select(
+        literal(execution_id),
+        CodeSession.id,
+        CodeSession.user_id,
+        CodeSession.language,
+        CodeSession.source_code,
+        literal(options.stdin),
+        literal(options.args, Execution.args.type),
+        literal(options.limits, Execution.limits.type),
+        literal(options.priority),
+        literal(ExecutionStatus.QUEUED.value),
+        literal(False),
+        literal(False),
+        literal(0),
+        literal(request_id, Execution.request_id.type),
+        literal(now, Execution.queued_at.type),
+    ).where(CodeSession.id == session_id)
+    stmt = insert(Execution).from_select(
+        [
+            "id", "session_id", "user_id", "language", "source_code", "stdin", "args", "limits",
+            "priority", "status", "stdout_truncated", "stderr_truncated", "attempts",
+            "request_id", "queued_at",
+        ],
+        copy,
+    )
+    try:
+        with db.write() as s:
+            inserted = s.execute(stmt).rowcount  # type: ignore[attr-defined]
+    except IntegrityError as exc:
+        active = _active_execution(db, session_id)
+        if active is None:  # the session was deleted between the read and the insert
+            raise not_found(session_id) from exc
+        raise Conflict(
+            f"session {session_id} already has an execution in progress: {active}",
+            code="EXECUTION_IN_PROGRESS",
+            details={"active_execution_id": str(active)},
+        ) from exc
+    if not inserted:
+        raise not_found(session_id)
+    try:
+        enqueue(execution_id, options.priority, request_id)
+    except Exception:  # noqa: BLE001 - the row is the truth; the reconciler queues it again
+        log.warning("enqueue failed; the reconciler will queue it", extra={"execution_id": str(execution_id)}, exc_info=True)
+    return {"execution_id": str(execution_id), "status": ExecutionStatus.QUEUED.value,
+            "session_id": str(session_id), "queued_at": iso(now)}
+
+
+def get_execution(
+    db: Database, execution_id: uuid.UUID, owner_id: uuid.UUID | None
+) -> dict[str, Any]:
+    with db.read(fresh=True) as s:
+        q = select(Execution).where(Execution.id == execution_id)
+        if owner_id is not None:
+            q = q.where(Execution.user_id == owner_id)
+        row = s.scalars(q).first()
+        if row is None:
+            raise NotFound(f"execution {execution_id} not found", code="EXECUTION_NOT_FOUND")
+        return serialize_execution(row)
+
+
+def list_executions(
+    db: Database, session_id: uuid.UUID, owner_id: uuid.UUID | None, page: int, per_page: int
+) -> dict[str, Any]:
+    with db.read() as s:
+        q = select(CodeSession.id).where(CodeSession.id == session_id)
+        if owner_id is not None:
+            q = q.where(CodeSession.user_id == owner_id)
+        if s.execute(q).scalar() is None:
+            raise not_found(session_id)
+        total = s.execute(
+            select(func.count()).select_from(Execution).where(Execution.session_id == session_id)
+        ).scalar_one()
+        rows = s.scalars(
+            select(Execution)
+            .where(Execution.session_id == session_id)
+            .order_by(Execution.queued_at.desc(), Execution.id.desc())
+            .limit(per_page)
+            .offset((page - 1) * per_page)
+        ).all()
+        return {
+            "items": [serialize_execution(r) for r in rows],
+            "page": page,
+            "per_page": per_page,
+            "total": total,
+        }
+
+
+# ---- worker-side transitions -------------------------------------------------------------
+
+
+@dataclass
+class ClaimedRun:
+    execution_id: uuid.UUID
+    attempt: int
+    language: str
+    source_code: str
+    stdin: str
+    args: list[str]
+    limits: dict[str, int]
+    request_id: str | None
+
+
+def claim_execution(db: Database, execution_id: uuid.UUID, worker: str) -> ClaimedRun | None:
+    """QUEUED -> RUNNING. None when the execution is not QUEUED (already taken, done, gone)."""
+    stmt = (
+        update(Execution)
+        .where(Execution.id == execution_id, Execution.status == ExecutionStatus.QUEUED.value)
+        .values(
+            status=ExecutionStatus.RUNNING.value,
+            started_at=utcnow(),
+            worker=worker,
+            attempts=Execution.attempts + 1,
+        )
+        .returning(
+            Execution.attempts, Execution.language, Execution.source_code, Execution.stdin,
+            Execution.args, Execution.limits, Execution.request_id,
+        )
+    )
+    with db.write() as s:
+        row = s.execute(stmt).first()
+    if row is None:
+        return None
+    return ClaimedRun(
+        execution_id, row.attempts, row.language, row.source_code, row.stdin,
+        list(row.args or []), dict(row.limits or {}), row.request_id,
+    )
+
+
+def finish_execution(
+    db: Database, execution_id: uuid.UUID, attempt: int, status: ExecutionStatus, **result: Any
+) -> bool:
+    """RUNNING -> terminal, only for the attempt that is still current."""
+    stmt = (
+        update(Execution)
+        .where(
+            Execution.id == execution_id,
+            Execution.status == ExecutionStatus.RUNNING.value,
+            Execution.attempts == attempt,
+        )
+        .values(status=status.value, finished_at=utcnow(), **result)
+    )
+    with db.write() as s:
+        return bool(s.execute(stmt).rowcount)  # type: ignore[attr-defined]
+
+
+def release_execution(db: Database, execution_id: uuid.UUID, attempt: int) -> bool:
+    """RUNNING -> QUEUED for a run that was interrupted before it could finish (worker shutdown)."""
+    stmt = (
+        update(Execution)
+        .where(
+            Execution.id == execution_id,
+            Execution.status == ExecutionStatus.RUNNING.value,
+            Execution.attempts == attempt,
+        )
+        .values(status=ExecutionStatus.QUEUED.value, worker=None, started_at=None)
+    )
+    with db.write() as s:
+        return bool(s.execute(stmt).rowcount)  # type: ignore[attr-defined]
+
+
+def fail_queued(db: Database, execution_id: uuid.UUID, reason: str, message: str) -> bool:
+    """QUEUED or RUNNING -> FAILED, e.g. when the task gave up after its retries."""
+    stmt = (
+        update(Execution)
+        .where(Execution.id == execution_id, Execution.status.in_(ACTIVE_STATUSES))
+        .values(status=ExecutionStatus.FAILED.value, reason=reason, stderr=message,
+                finished_at=utcnow())
+    )
+    with db.write() as s:
+        return bool(s.execute(stmt).rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,127 @@
+"""Code sessions: create, read, autosave with optimistic locking, delete. No Flask here."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import delete, select, update
+
+from ..db import Database
+from ..errors import Conflict, NotFound
+from ..models import CodeSession, utcnow
+from .validation import check_language, check_source
+
+
+def session_etag(session_id: uuid.UUID, version: int) -> str:
+    return f'"{session_id}-v{version}"'
+
+
+def serialize_session(s: CodeSession) -> dict[str, Any]:
+    return {
+        "session_id": str(s.id),
+        "id": str(s.id),
+        "language": s.language,
+        "source_code": s.source_code,
+        "status": s.status,
+        "version": s.version,
+        "created_at": iso(s.created_at),
+        "updated_at": iso(s.updated_at),
+    }
+
+
+def iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = value.isoformat()
+    # SQLite hands back naive datetimes; every timestamp we store is UTC.
+    return text if value.tzinfo else text + "+00:00"
+
+
+def _owned(stmt: Any, owner_id: uuid.UUID | None) -> Any:
+    return stmt.where(CodeSession.user_id == owner_id) if owner_id is not None else stmt
+
+
+def not_found(session_id: uuid.UUID) -> NotFound:
+    return NotFound(f"code session {session_id} not found", code="SESSION_NOT_FOUND")
+
+
+def create_session(
+    db: Database, *, language: str, source_code: str, owner_id: uuid.UUID | None, max_bytes: int
+) -> dict[str, Any]:
+    check_language(language)
+    check_source(source_code, max_bytes)
+    now = utcnow()
+    row = CodeSession(
+        id=uuid.uuid4(),
+        user_id=owner_id,
+        language=language,
+        source_code=source_code,
+        status="ACTIVE",
+        version=1,
+        created_at=now,
+        updated_at=now,
+    )
+    with db.write() as s:
+        s.add(row)
+    return serialize_session(row)
+
+
+def get_session(
+    db: Database, session_id: uuid.UUID, owner_id: uuid.UUID | None, fresh: bool = False
+) -> dict[str, Any]:
+    with db.read(fresh=fresh) as s:
+        row = s.scalars(_owned(select(CodeSession).where(CodeSession.id == session_id), owner_id)).first()
+        if row is None:
+            raise not_found(session_id)
+        return serialize_session(row)
+
+
+def autosave(
+    db: Database,
+    session_id: uuid.UUID,
+    *,
+    source_code: str,
+    expected_version: int | None,
+    owner_id: uuid.UUID | None,
+    max_bytes: int,
+) -> dict[str, Any]:
+    """One conditional UPDATE: applied only if `expected_version` (when given) is still current."""
+    check_source(source_code, max_bytes)
+    now = utcnow()
+    stmt = update(CodeSession).where(CodeSession.id == session_id)
+    stmt = _owned(stmt, owner_id)
+    if expected_version is not None:
+        stmt = stmt.where(CodeSession.version == expected_version)
+    stmt = stmt.values(
+        source_code=source_code, version=CodeSession.version + 1, updated_at=now
+    ).returning(CodeSession.version, CodeSession.updated_at)
+    with db.write() as s:
+        saved = s.execute(stmt).first()
+    if saved is not None:
+        return {
+            "session_id": str(session_id),
+            "status": "ACTIVE",
+            "version": saved.version,
+            "updated_at": iso(saved.updated_at),
+        }
+    # Only the failure path reads: either the session is not there (or not ours), or the version
+    # moved on under the client.
+    with db.read(fresh=True) as s:
+        current = s.execute(
+            _owned(select(CodeSession.version).where(CodeSession.id == session_id), owner_id)
+        ).scalar()
+    if current is None:
+        raise not_found(session_id)
+    raise Conflict(
+        f"version conflict: you edited version {expected_version}, the current version is {current}",
+        code="VERSION_CONFLICT",
+        details={"current_version": current, "your_version": expected_version},
+    )
+
+
+def delete_session(db: Database, session_id: uuid.UUID, owner_id: uuid.UUID | None) -> None:
+    with db.write() as s:
+        result = s.execute(_owned(delete(CodeSession).where(CodeSession.id == session_id), owner_id))
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        raise not_found(session_id)

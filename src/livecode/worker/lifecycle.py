@@ -1,0 +1,59 @@
+"""Worker start-up and shut-down: refuse to start without a sandbox, keep a heartbeat, reconcile."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import signals
+
+from ..runtime import Runtime, runtime
+from .celery_app import celery, enqueue_execution
+from .reconciler import Reconciler
+from .registry import Heartbeat, process_stats
+from .sandbox_runner import get_process_runner
+
+log = logging.getLogger(__name__)
+
+_threads: list[Any] = []
+
+
+def start_background(rt: Runtime, worker_name: str, concurrency: int) -> None:
+    """Heartbeat and reconciler threads for one worker process (or the embedded server)."""
+    from .tasks import active_runs
+
+    hb = Heartbeat(
+        rt.registry, worker_name, rt.settings.heartbeat_interval_s, rt.settings.heartbeat_ttl_s,
+        lambda: process_stats(active_runs(), concurrency),
+    )
+    rec = Reconciler(rt, enqueue_execution, worker_name)
+    hb.start()
+    rec.start()
+    _threads.extend([hb, rec])
+
+
+def stop_background() -> None:
+    for t in _threads:
+        t.stop()
+    _threads.clear()
+
+
+@signals.worker_init.connect
+def _check_sandbox(sender: Any = None, **_: Any) -> None:
+    # Refuse to start (raise) if the host cannot give the configured isolation.
+    get_process_runner(runtime().settings)
+
+
+@signals.worker_ready.connect
+def _on_ready(sender: Any = None, **_: Any) -> None:
+    rt = runtime()
+    if rt.settings.embedded and celery.conf.get("livecode_inprocess"):
+        return  # the embedded server starts its own background threads
+    name = getattr(sender, "hostname", None) or "worker"
+    start_background(rt, name, int(celery.conf.worker_concurrency or 1))
+    log.info("worker ready", extra={"worker": name})
+
+
+@signals.worker_shutdown.connect
+def _on_shutdown(sender: Any = None, **_: Any) -> None:
+    stop_background()

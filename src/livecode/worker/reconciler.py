@@ -1,0 +1,163 @@
+"""Makes sure no execution stays QUEUED or RUNNING forever.
+
+- RUNNING on a worker that has no heartbeat any more (killed, host lost), or running far past any
+  limit: back to QUEUED and published again, or FAILED with WORKER_LOST once it has used up its
+  attempts.
+- QUEUED but carried by no message in the broker (Redis restarted or flushed, a publish that
+  failed): published again.
+Every change is a conditional UPDATE, so two reconcilers racing, or a message that turns up again
+later, still run each execution to one result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from ..models import Execution, ExecutionStatus, utcnow
+from ..runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = "livecode:reconciler:lock"
+
+Enqueue = Callable[[uuid.UUID, str, str | None], None]
+
+
+def broker_execution_ids(rt: Runtime, queues: list[str]) -> set[str] | None:
+    """Ids of executions that some broker message still carries (queued or unacknowledged).
+    None when the broker cannot be inspected (the in-process broker)."""
+    if rt.redis is None:
+        return None
+    ids: set[str] = set()
+    for queue in queues:
+        for raw in rt.redis.lrange(queue, 0, -1):
+            ids.add(_message_task_id(raw))
+    for raw in rt.redis.hvals("unacked"):
+        try:
+            message = json.loads(raw)[0]
+            ids.add(message.get("headers", {}).get("id", ""))
+        except (ValueError, IndexError, AttributeError, TypeError):
+            continue
+    # Scheduled retries (countdown) sit in a worker's memory, not in Redis: those executions
+    # are QUEUED with a recent queued_at or are RUNNING, and the grace period covers them.
+    return ids
+
+
+def _message_task_id(raw: bytes) -> str:
+    try:
+        return str(json.loads(raw).get("headers", {}).get("id", ""))
+    except (ValueError, AttributeError):
+        return ""
+
+
+def reconcile_once(rt: Runtime, enqueue: Enqueue, *, startup: bool = False) -> dict[str, int]:
+    """One pass. `startup` (embedded mode) means every QUEUED or RUNNING row is orphaned: the
+    in-process broker and worker of the previous process are gone."""
+    s = rt.settings
+    now = utcnow()
+    grace = timedelta(seconds=s.requeue_grace_s)
+    stale_after = timedelta(milliseconds=s.max_time_limit_ms * 2 + 120_000)
+    alive = set(rt.registry.alive())
+    requeued = failed = republished = 0
+
+    with rt.db.read(fresh=True) as sess:
+        running = sess.execute(
+            select(Execution.id, Execution.worker, Execution.attempts, Execution.started_at,
+                   Execution.priority, Execution.request_id)
+            .where(Execution.status == ExecutionStatus.RUNNING.value)
+        ).all()
+    for row in running:
+        started = _aware(row.started_at)
+        lost = startup or (row.worker not in alive and (started is None or now - started > grace))
+        stale = started is not None and now - started > stale_after
+        if not (lost or stale):
+            continue
+        if row.attempts >= s.max_attempts:
+            values = dict(status=ExecutionStatus.FAILED.value, reason="WORKER_LOST",
+                          stderr=f"the worker running this execution was lost {row.attempts} times",
+                          finished_at=now)
+        else:
+            values = dict(status=ExecutionStatus.QUEUED.value, worker=None, started_at=None)
+        with rt.db.write() as sess:
+            changed = sess.execute(
+                update(Execution)
+                .where(Execution.id == row.id, Execution.status == ExecutionStatus.RUNNING.value,
+                       Execution.attempts == row.attempts)
+                .values(**values)
+            ).rowcount  # type: ignore[attr-defined]
+        if not changed:
+            continue
+        if values["status"] == ExecutionStatus.QUEUED.value:
+            requeued += 1
+            _safe_enqueue(enqueue, row.id, row.priority, row.request_id)
+        else:
+            failed += 1
+        log.warning("lost execution %s", "requeued" if values["status"] == "QUEUED" else "failed",
+                    extra={"execution_id": str(row.id), "worker": row.worker})
+
+    carried = None if startup else broker_execution_ids(rt, [s.queue_high, s.queue_low])
+    if startup or carried is not None:
+        with rt.db.read(fresh=True) as sess:
+            queued = sess.execute(
+                select(Execution.id, Execution.priority, Execution.request_id, Execution.queued_at)
+                .where(Execution.status == ExecutionStatus.QUEUED.value)
+                .order_by(Execution.queued_at)
+            ).all()
+        for row in queued:
+            if carried is not None and (str(row.id) in carried or now - _aware(row.queued_at) < grace):
+                continue
+            republished += 1
+            _safe_enqueue(enqueue, row.id, row.priority, row.request_id)
+    if requeued or failed or republished:
+        log.warning("reconciled", extra={"requeued": requeued, "failed": failed,
+                                          "republished": republished})
+    return {"requeued": requeued, "failed": failed, "republished": republished}
+
+
+def _aware(value):  # type: ignore[no-untyped-def]
+    from datetime import UTC
+
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _safe_enqueue(enqueue: Enqueue, execution_id: uuid.UUID, priority: str, request_id: str | None) -> None:
+    try:
+        enqueue(execution_id, priority, request_id)
+    except Exception:  # noqa: BLE001 - tried again on the next pass
+        log.warning("re-enqueue failed", extra={"execution_id": str(execution_id)}, exc_info=True)
+
+
+class Reconciler(threading.Thread):
+    """Runs `reconcile_once` every interval; with Redis, one process at a time holds a lock."""
+
+    def __init__(self, rt: Runtime, enqueue: Enqueue, holder: str) -> None:
+        super().__init__(name="livecode-reconciler", daemon=True)
+        self.rt, self.enqueue, self.holder = rt, enqueue, holder
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        interval = self.rt.settings.reconcile_interval_s
+        while not self.stopped.wait(interval):
+            try:
+                if self._acquire(interval):
+                    reconcile_once(self.rt, self.enqueue)
+            except Exception:  # noqa: BLE001 - a dependency is down; try again next tick
+                log.warning("reconcile pass failed", exc_info=True)
+
+    def _acquire(self, interval: float) -> bool:
+        if self.rt.redis is None:
+            return True
+        ttl_ms = int(interval * 1000 * 0.9)
+        return bool(self.rt.redis.set(LOCK_KEY, self.holder, nx=True, px=max(ttl_ms, 100)))
+
+    def stop(self) -> None:
+        self.stopped.set()

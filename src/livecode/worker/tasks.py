@@ -1,0 +1,189 @@
+"""The one task: take an execution id, claim the row, run it in the sandbox, record the result.
+
+Retries cover infrastructure (a lost database connection), never the user's program: a program
+that fails, times out or floods is a result, recorded once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Retry
+
+from ..db import is_unavailable
+from ..models import ExecutionStatus
+from ..runtime import Runtime, runtime
+from ..sandbox import Outcome, RunRequest, RunResult, SandboxLimits
+from ..services.executions import ClaimedRun, claim_execution, fail_queued, finish_execution
+from .celery_app import celery
+from .deadletter import record_dead_letter
+from .sandbox_runner import get_process_runner
+
+log = logging.getLogger(__name__)
+
+OUTCOME_STATUS: dict[Outcome, tuple[ExecutionStatus, str | None]] = {
+    Outcome.OK: (ExecutionStatus.COMPLETED, None),
+    Outcome.RUNTIME_ERROR: (ExecutionStatus.FAILED, "RUNTIME_ERROR"),
+    Outcome.COMPILE_ERROR: (ExecutionStatus.FAILED, "COMPILE_ERROR"),
+    Outcome.MEMORY_LIMIT: (ExecutionStatus.FAILED, "MEMORY_LIMIT"),
+    Outcome.OUTPUT_LIMIT: (ExecutionStatus.FAILED, "OUTPUT_LIMIT"),
+    Outcome.INTERNAL_ERROR: (ExecutionStatus.FAILED, "INTERNAL_ERROR"),
+    Outcome.TIME_LIMIT: (ExecutionStatus.TIMEOUT, "TIME_LIMIT"),
+}
+
+_active = 0
+_active_lock = threading.Lock()
+
+
+def active_runs() -> int:
+    return _active
+
+
+def limits_for(claimed: ClaimedRun, rt: Runtime) -> SandboxLimits:
+    s = rt.settings
+    asked = claimed.limits
+    time_ms = asked.get("time_limit_ms", s.time_limit_ms)
+    return SandboxLimits(
+        time_limit_ms=time_ms,
+        cpu_time_ms=asked.get("cpu_time_ms", time_ms),
+        memory_mb=asked.get("memory_limit_mb", s.memory_limit_mb),
+        max_processes=asked.get("max_processes", s.max_processes),
+        max_output_bytes=asked.get("max_output_bytes", s.max_output_bytes),
+    )
+
+
+def result_columns(result: RunResult) -> dict[str, Any]:
+    return {
+        "reason": OUTCOME_STATUS[result.outcome][1],
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "compile_output": result.compile_output,
+        "stdout_truncated": result.stdout_truncated,
+        "stderr_truncated": result.stderr_truncated,
+        "exit_code": result.exit_code,
+        "signal": result.signal,
+        "execution_time_ms": result.wall_time_ms,
+        "cpu_time_ms": result.cpu_time_ms,
+        "memory_kb": result.memory_kb,
+    }
+
+
+def _save_with_backoff(rt: Runtime, claimed: ClaimedRun, status: ExecutionStatus, cols: dict[str, Any], max_retries: int) -> bool:
+    """Write the result, retrying a lost database 2^n s apart. The program is not run again."""
+    for attempt in range(max_retries + 1):
+        try:
+            return finish_execution(rt.db, claimed.execution_id, claimed.attempt, status, **cols)
+        except Exception as exc:
+            if not is_unavailable(exc) or attempt == max_retries:
+                raise
+            time.sleep(2**attempt)
+    return False
+
+
+def _publish(rt: Runtime, execution_id: str, kind: str, data: dict[str, Any]) -> None:
+    try:
+        rt.events.publish(execution_id, kind, data)
+    except Exception:  # noqa: BLE001 - streaming is best effort; the row is the truth
+        log.debug("event publish failed", exc_info=True)
+
+
+def run_claimed(rt: Runtime, claimed: ClaimedRun) -> RunResult:
+    eid = str(claimed.execution_id)
+    request = RunRequest(
+        language=claimed.language,
+        source=claimed.source_code,
+        stdin=claimed.stdin,
+        args=tuple(claimed.args),
+        limits=limits_for(claimed, rt),
+    )
+
+    def on_output(stream: str, text: str) -> None:
+        _publish(rt, eid, "output", {"stream": stream, "text": text})
+
+    from .interactive import stdin_source_for
+
+    return get_process_runner(rt.settings).run(
+        request, on_output=on_output, stdin_source=stdin_source_for(rt, eid)
+    )
+
+
+class ExecutionTask(Task):
+    abstract = True
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        if isinstance(exc, Retry):
+            return
+        execution_id = args[0] if args else task_id
+        record_dead_letter(runtime(), execution_id, self.name, exc, self.request.retries + 1)
+
+
+@celery.task(
+    bind=True,
+    base=ExecutionTask,
+    name="livecode.execute",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=3,
+    soft_time_limit=300,
+    time_limit=330,
+)
+def execute_code_task(self: Task, execution_id: str) -> str:
+    global _active
+    rt = runtime()
+    worker = self.request.hostname or "worker"
+    request_id = (self.request.get("request_id") if hasattr(self.request, "get") else None) or getattr(self.request, "request_id", None)
+    extra = {"execution_id": execution_id, "request_id": request_id, "worker": worker}
+    try:
+        claimed = claim_execution(rt.db, uuid.UUID(execution_id), worker)
+    except Exception as exc:
+        if is_unavailable(exc) and self.request.retries < rt.settings.task_max_retries:
+            log.warning("database unavailable; retrying", extra=extra)
+            raise self.retry(exc=exc, countdown=2**self.request.retries, max_retries=rt.settings.task_max_retries) from exc
+        raise
+    if claimed is None:
+        log.info("execution not QUEUED; nothing to do", extra=extra)
+        return "skipped"
+    extra["request_id"] = claimed.request_id
+    log.info("execution started", extra={**extra, "language": claimed.language, "attempt": claimed.attempt})
+    _publish(rt, execution_id, "status", {"status": ExecutionStatus.RUNNING.value})
+    with _active_lock:
+        _active += 1
+    try:
+        result = run_claimed(rt, claimed)
+    finally:
+        with _active_lock:
+            _active -= 1
+    status, reason = OUTCOME_STATUS[result.outcome]
+    cols = result_columns(result)
+    if result.outcome == Outcome.INTERNAL_ERROR and result.message:
+        cols["stderr"] = (result.stderr + "\n" if result.stderr else "") + result.message
+    saved = _save_with_backoff(rt, claimed, status, cols, rt.settings.task_max_retries)
+    log.info(
+        "execution finished",
+        extra={**extra, "status": status.value, "reason": reason, "saved": saved,
+               "execution_time_ms": result.wall_time_ms},
+    )
+    if saved:
+        from ..services.executions import get_execution
+
+        try:
+            final = get_execution(rt.db, claimed.execution_id, None)
+        except Exception:  # noqa: BLE001
+            final = {"execution_id": execution_id, "status": status.value}
+        _publish(rt, execution_id, "status", {"status": status.value})
+        _publish(rt, execution_id, "result", final)
+        _publish(rt, execution_id, "end", {"status": status.value})
+    return status.value
+
+
+def give_up(execution_id: str, message: str) -> None:
+    """Mark an execution FAILED when its task will not be tried again."""
+    try:
+        fail_queued(runtime().db, uuid.UUID(execution_id), "WORKER_LOST", message)
+    except Exception:  # noqa: BLE001
+        log.exception("could not mark execution failed", extra={"execution_id": execution_id})
