@@ -1,0 +1,264 @@
+"""One cgroup per run: whole-tree memory and process limits, CPU and peak-memory accounting,
+and killing every process of the run. cgroup v1 (memory, pids, cpuacct) or v2, whichever
+the host has; the run's cgroups are created under the worker's own cgroup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+from .types import SandboxUnavailable
+
+log = logging.getLogger(__name__)
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+_V1_REQUIRED = ("memory", "pids")
+_V1_OPTIONAL = ("cpuacct",)
+_counter = itertools.count()
+
+
+def _read(path: Path) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _write(path: Path, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def _own_paths() -> dict[str, str]:
+    """controller name ("" for v2) -> this process's cgroup path."""
+    out: dict[str, str] = {}
+    for line in _read(Path("/proc/self/cgroup")).splitlines():
+        _, controllers, path = line.split(":", 2)
+        for c in controllers.split(",") if controllers else [""]:
+            out[c] = path
+    return out
+
+
+class RunCgroup:
+    """The cgroup(s) of one run. Create with CgroupHost.create()."""
+
+    def __init__(self, dirs: dict[str, Path], v2: bool) -> None:
+        self.dirs = dirs  # controller ("" for v2) -> directory
+        self.v2 = v2
+        self.seen_pids: set[int] = set()
+
+    @property
+    def _procs_dir(self) -> Path:
+        if self.v2:
+            return self.dirs[""]
+        return self.dirs.get("pids") or next(iter(self.dirs.values()))
+
+    def open_procs_fds(self) -> list[int]:
+        """Write-only fds of every cgroup.procs; the child writes b"0" to each to join."""
+        return [os.open(d / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for d in self.dirs.values()]
+
+    def set_limits(self, memory_bytes: int, max_pids: int) -> None:
+        if self.v2:
+            d = self.dirs[""]
+            _write(d / "memory.max", str(memory_bytes))
+            with contextlib.suppress(OSError):
+                _write(d / "memory.swap.max", "0")
+            _write(d / "pids.max", str(max_pids))
+            return
+        mem = self.dirs["memory"]
+        _write(mem / "memory.limit_in_bytes", str(memory_bytes))
+        memsw = mem / "memory.memsw.limit_in_bytes"
+        if memsw.exists():
+            _write(memsw, str(memory_bytes))
+        with contextlib.suppress(OSError):
+            _write(mem / "memory.swappiness", "0")
+        _write(self.dirs["pids"] / "pids.max", str(max_pids))
+
+    def pids(self) -> list[int]:
+        try:
+            text = _read(self._procs_dir / "cgroup.procs")
+        except OSError:
+            return []
+        pids = [int(p) for p in text.split()]
+        self.seen_pids.update(pids)
+        return pids
+
+    def cpu_ms(self) -> int | None:
+        try:
+            if self.v2:
+                for line in _read(self.dirs[""] / "cpu.stat").splitlines():
+                    if line.startswith("usage_usec "):
+                        return int(line.split()[1]) // 1000
+                return None
+            if "cpuacct" in self.dirs:
+                return int(_read(self.dirs["cpuacct"] / "cpuacct.usage")) // 1_000_000
+        except (OSError, ValueError):
+            pass
+        return None
+
+    def peak_kb(self) -> int | None:
+        name = "memory.peak" if self.v2 else "memory.max_usage_in_bytes"
+        d = self.dirs[""] if self.v2 else self.dirs["memory"]
+        try:
+            return int(_read(d / name)) // 1024
+        except (OSError, ValueError):
+            return None
+
+    def oom_killed(self) -> bool:
+        """Whether the kernel's OOM killer killed a process of this run."""
+        d = self.dirs[""] if self.v2 else self.dirs["memory"]
+        try:
+            text = _read(d / ("memory.events" if self.v2 else "memory.oom_control"))
+            counters = dict(line.split(" ", 1) for line in text.splitlines() if " " in line)
+            if "oom_kill" in counters:
+                return int(counters["oom_kill"]) > 0
+            if not self.v2:  # old kernels without the counter
+                return int(_read(d / "memory.failcnt")) > 0
+        except (OSError, ValueError):
+            pass
+        return False
+
+    def kill_all(self, exclude_reap: int | None = None, timeout_s: float = 5.0) -> bool:
+        """SIGKILL every process until the cgroup is empty; reap those reparented to us.
+
+        Killing the sandbox's pid-1 also makes the kernel kill its whole pid namespace, so
+        forks racing with the kill cannot outlive it. Returns True once empty.
+        """
+        if self.v2 and (self.dirs[""] / "cgroup.kill").exists():
+            with contextlib.suppress(OSError):
+                _write(self.dirs[""] / "cgroup.kill", "1")
+        deadline = time.monotonic() + timeout_s
+        pause = 0.0005
+        while True:
+            pids = self.pids()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self.reap(exclude_reap)
+            if not pids:
+                return True
+            if time.monotonic() > deadline:
+                log.error("cgroup %s still has processes %s", self._procs_dir, pids)
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+
+    def reap(self, exclude: int | None) -> None:
+        """waitpid() the run's processes that became our children (we are a subreaper)."""
+        for pid in list(self.seen_pids):
+            if pid == exclude:
+                continue
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                self.seen_pids.discard(pid)  # not ours (its parent reaps it) or already gone
+                continue
+            if done:
+                self.seen_pids.discard(pid)
+
+    def destroy(self) -> None:
+        for d in self.dirs.values():
+            for attempt in range(200):
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as e:
+                    if e.errno != errno.EBUSY or attempt == 199:
+                        log.warning("cannot remove cgroup %s: %s", d, e)
+                        break
+                    self.reap(None)
+                    time.sleep(0.005)
+
+
+class CgroupHost:
+    """Where this worker creates its runs' cgroups."""
+
+    def __init__(self, parents: dict[str, Path], v2: bool) -> None:
+        self.parents = parents
+        self.v2 = v2
+
+    @classmethod
+    def detect(cls) -> CgroupHost:
+        if os.geteuid() != 0:
+            raise SandboxUnavailable(
+                "cannot create cgroups: the worker must run as root (it drops to a per-run "
+                "unprivileged uid for user code)"
+            )
+        own = _own_paths()
+        if (CGROUP_ROOT / "cgroup.controllers").exists():
+            return cls._detect_v2(own.get("", "/"))
+        parents: dict[str, Path] = {}
+        for c in _V1_REQUIRED + _V1_OPTIONAL:
+            base = CGROUP_ROOT / c
+            if not (base / "cgroup.procs").exists():
+                if c in _V1_REQUIRED:
+                    raise SandboxUnavailable(
+                        f"cgroup v1 controller '{c}' is not mounted at {base}: mount it "
+                        f"(mount -t cgroup -o {c} cgroup {base}) or use a cgroup v2 host"
+                    )
+                continue
+            parent = base / own.get(c, "/").lstrip("/") / "livecode"
+            try:
+                parent.mkdir(exist_ok=True)
+            except OSError as e:
+                raise SandboxUnavailable(
+                    f"cannot create cgroup {parent}: {e}; run the worker as root or delegate a writable cgroup to it"
+                ) from e
+            parents[c] = parent
+        host = cls(parents, v2=False)
+        host.sweep()
+        return host
+
+    @classmethod
+    def _detect_v2(cls, own_path: str) -> CgroupHost:
+        own = CGROUP_ROOT / own_path.lstrip("/")
+        needed = {"memory", "pids"}
+        try:
+            enabled = set(_read(own / "cgroup.subtree_control").split())
+            if not needed <= enabled:
+                # No internal processes: move ourselves to a leaf, then delegate to children.
+                leaf = own / "livecode-supervisor"
+                leaf.mkdir(exist_ok=True)
+                _write(leaf / "cgroup.procs", str(os.getpid()))
+                _write(own / "cgroup.subtree_control", " ".join("+" + c for c in needed))
+        except OSError as e:
+            raise SandboxUnavailable(
+                f"cannot enable memory and pids controllers for child cgroups of {own}: {e}; "
+                "run the worker as root in its own cgroup (systemd: Delegate=yes)"
+            ) from e
+        host = cls({"": own}, v2=True)
+        host.sweep()
+        return host
+
+    def create(self, slot: int) -> RunCgroup:
+        name = f"run-{os.getpid()}-{slot}-{next(_counter)}"
+        dirs: dict[str, Path] = {}
+        try:
+            for c, parent in self.parents.items():
+                d = parent / name
+                d.mkdir()
+                dirs[c] = d
+        except OSError:
+            RunCgroup(dirs, self.v2).destroy()
+            raise
+        return RunCgroup(dirs, self.v2)
+
+    def sweep(self) -> None:
+        """Remove run cgroups left by workers that died (their pid is gone)."""
+        for c, parent in self.parents.items():
+            for d in parent.glob("run-*"):
+                try:
+                    owner = int(d.name.split("-")[1])
+                except (IndexError, ValueError):
+                    continue
+                if owner == os.getpid() or Path(f"/proc/{owner}").exists():
+                    continue
+                RunCgroup({c: d}, self.v2).kill_all(timeout_s=1.0)
+                RunCgroup({c: d}, self.v2).destroy()

@@ -1,0 +1,120 @@
+"""LIVECODE_SANDBOX=none: a plain child process with rlimits, an empty environment and capped
+output. NO isolation: the program can read and write anything the worker can. Local
+development only; every run logs a warning."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import math
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .runner import Runner, Stage, StageResult
+from .supervise import StreamSpec, Watch, supervise
+from .types import OutputCallback
+
+log = logging.getLogger(__name__)
+
+
+class UnsandboxedRunner(Runner):
+    def __init__(self, work_root: Path, cache_dir: Path) -> None:
+        super().__init__(cache_dir)
+        self.work_root = work_root
+
+    def check(self) -> None:
+        self.work_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.cache.ensure()
+        log.warning("sandbox disabled (LIVECODE_SANDBOX=none): user code runs unisolated")
+
+    def _execute(self, stage: Stage, on_output: OutputCallback | None) -> StageResult:
+        log.warning("running user code WITHOUT a sandbox (LIVECODE_SANDBOX=none)")
+        self.work_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix="run-", dir=self.work_root))
+        try:
+            return self._in_dir(stage, on_output, workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _in_dir(self, stage: Stage, on_output: OutputCallback | None, workdir: Path) -> StageResult:
+        for spec in stage.files:
+            data = spec.data if spec.data is not None else Path(spec.path or "").read_bytes()
+            target = workdir / os.path.basename(spec.name)
+            target.write_bytes(data)
+            target.chmod(spec.mode)
+        (workdir / "tmp").mkdir()
+        env = {**stage.env, "HOME": str(workdir), "TMPDIR": str(workdir / "tmp")}
+        for key in ("GOCACHE", "GOPATH"):
+            if key in env:
+                env[key] = str(workdir / "tmp" / key.lower())
+        limits = [
+            (resource.RLIMIT_CORE, 0),
+            (resource.RLIMIT_FSIZE, stage.max_file_kb * 1024),
+            (resource.RLIMIT_NOFILE, stage.max_open_files),
+            (resource.RLIMIT_CPU, math.ceil(stage.cpu_ms / 1000)),
+        ]
+
+        def child_setup() -> None:
+            for res, value in limits:
+                hard = value + 1 if res == resource.RLIMIT_CPU else value
+                resource.setrlimit(res, (value, hard))
+
+        proc = subprocess.Popen(
+            stage.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=workdir,
+            preexec_fn=child_setup,
+            start_new_session=True,
+        )
+        assert proc.stdin and proc.stdout and proc.stderr
+
+        def kill_tree() -> None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+        streams = [
+            StreamSpec(os.dup(proc.stdout.fileno()), stage.stdout_cap,
+                       "stdout" if stage.kind == "run" else "compile"),
+            StreamSpec(os.dup(proc.stderr.fileno()), stage.stderr_cap,
+                       "stderr" if stage.kind == "run" else "compile"),
+        ]  # fmt: skip
+        stdin_fd = os.dup(proc.stdin.fileno())
+        for f in (proc.stdin, proc.stdout, proc.stderr):
+            f.close()
+        watch = Watch(proc.pid, kill_tree, stage.wall_ms / 1000)
+        sup = supervise(watch, streams, stdin_fd, stage.stdin, stage.stdin_source, on_output)
+        proc.returncode = sup.status
+        sr = StageResult(
+            stdout=bytes(sup.data[0]),
+            stderr=bytes(sup.data[1]),
+            stdout_truncated=sup.truncated[0],
+            stderr_truncated=sup.truncated[1],
+            wall_ms=sup.wall_ms,
+            cpu_ms=sup.rusage_cpu_ms,
+            memory_kb=sup.rusage_maxrss_kb,
+            killed_for=sup.killed_for,
+        )
+        raw = sup.status or 0
+        if os.WIFSIGNALED(raw):
+            sr.signal = os.WTERMSIG(raw)
+        else:
+            sr.exit_code = os.WEXITSTATUS(raw)
+        if stage.kind == "compile":
+            sr.stderr = sr.stdout + sr.stderr
+            sr.stdout = b""
+            if sr.exit_code == 0:
+                for pattern in stage.collect:
+                    for path in glob.glob(str(workdir / pattern)):
+                        p = Path(path)
+                        if p.is_file() and not p.is_symlink():
+                            sr.artifacts[p.name] = p.read_bytes()
+        return sr

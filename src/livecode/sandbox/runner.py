@@ -1,0 +1,232 @@
+"""The run flow shared by every runner: look up the language, compile (or take the compiled
+program from the cache), run, and turn what happened into a RunResult."""
+
+from __future__ import annotations
+
+import logging
+import signal as signals
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cache import ArtifactCache, cache_key
+from .languages import Language, all_languages, get_language, toolchain_version
+from .types import Outcome, OutputCallback, RunRequest, RunResult, SandboxLimits, StdinSource
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_CAP = 128 * 1024 * 1024  # largest compiled program we accept from a compile stage
+COMPILE_OUTPUT_CAP = 256 * 1024
+BASE_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "TMPDIR": "/tmp",
+}
+
+
+@dataclass
+class FileSpec:
+    """A file placed in the fresh work directory before the stage starts."""
+
+    name: str
+    mode: int
+    data: bytes | None = None
+    path: Path | None = None  # host file in the root-owned cache; opened O_NOFOLLOW
+
+
+@dataclass
+class Stage:
+    kind: str  # "compile" | "run"
+    argv: list[str]
+    env: dict[str, str]
+    files: list[FileSpec]
+    wall_ms: int
+    cpu_ms: int
+    memory_mb: int
+    max_processes: int
+    max_file_kb: int
+    max_disk_kb: int
+    max_open_files: int
+    stdout_cap: int
+    stderr_cap: int
+    stdin: bytes = b""
+    stdin_source: StdinSource | None = None
+    collect: tuple[str, ...] = ()  # artifact globs to bring back (compile stage)
+
+
+@dataclass
+class StageResult:
+    exit_code: int | None = None
+    signal: int | None = None
+    stdout: bytes = b""
+    stderr: bytes = b""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    wall_ms: int = 0
+    cpu_ms: int | None = None
+    memory_kb: int | None = None
+    killed_for: str | None = None  # "wall" | "cpu" | "output"
+    oom: bool = False
+    internal_error: str | None = None
+    artifacts: dict[str, bytes] = field(default_factory=dict)
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+class Runner(ABC):
+    """Runs one request at a time per calling thread; safe to call from several threads."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.cache = ArtifactCache(cache_dir)
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise SandboxUnavailable saying what is missing and how to fix it."""
+
+    @abstractmethod
+    def _execute(self, stage: Stage, on_output: OutputCallback | None) -> StageResult:
+        """Run one stage in a fresh work directory."""
+
+    def run(
+        self,
+        req: RunRequest,
+        on_output: OutputCallback | None = None,
+        stdin_source: StdinSource | None = None,
+    ) -> RunResult:
+        try:
+            return self._run(req, on_output, stdin_source)
+        except Exception as e:  # the sandbox failed, not the user's program
+            log.exception("sandbox run failed")
+            return RunResult(Outcome.INTERNAL_ERROR, message=f"sandbox failure: {e}")
+
+    def _run(self, req: RunRequest, on_output: OutputCallback | None, stdin_source: StdinSource | None) -> RunResult:
+        lang = get_language(req.language)
+        if lang is None or not lang.available:
+            names = ", ".join(lg.id for lg in all_languages() if lg.available)
+            return RunResult(
+                Outcome.INTERNAL_ERROR,
+                message=f"language '{req.language}' is not available; available: {names}",
+            )
+        limits = req.limits
+        files = [FileSpec(lang.source_file, 0o644, data=req.source.encode("utf-8"))]
+        compile_output = ""
+        cached = False
+        if lang.compiled:
+            got = self._compiled(lang, req, on_output)
+            if isinstance(got, RunResult):
+                return got
+            artifacts, compile_output, cached = got
+            files += artifacts
+        env = {**BASE_ENV, **lang.env}
+        stage = Stage(
+            kind="run",
+            argv=[*lang.run, *req.args],
+            env=env,
+            files=files,
+            wall_ms=limits.time_limit_ms,
+            cpu_ms=limits.cpu_time_ms,
+            memory_mb=limits.memory_mb,
+            max_processes=limits.max_processes,
+            max_file_kb=limits.max_file_size_kb,
+            max_disk_kb=limits.max_disk_kb,
+            max_open_files=limits.max_open_files,
+            stdout_cap=limits.max_output_bytes,
+            stderr_cap=limits.max_output_bytes,
+            stdin=req.stdin.encode("utf-8"),
+            stdin_source=stdin_source,
+        )
+        sr = self._execute(stage, on_output)
+        result = self._to_result(sr, limits)
+        result.compile_output = compile_output
+        result.cached = cached
+        return result
+
+    def _compiled(
+        self, lang: Language, req: RunRequest, on_output: OutputCallback | None
+    ) -> tuple[list[FileSpec], str, bool] | RunResult:
+        """The compiled program's files, from the cache or by compiling in the sandbox."""
+        assert lang.compile is not None
+        key = cache_key(lang, toolchain_version(lang), req.source)
+        hit = self.cache.get(key)
+        if hit is not None:
+            files, output = hit
+            if output and on_output:
+                on_output("compile", output)
+            return files, output, True
+        limits: SandboxLimits = req.limits
+        stage = Stage(
+            kind="compile",
+            argv=list(lang.compile),
+            env={**BASE_ENV, "HOME": "/tmp", **lang.env, **lang.compile_env},
+            files=[FileSpec(lang.source_file, 0o644, data=req.source.encode("utf-8"))],
+            wall_ms=limits.compile_time_limit_ms,
+            cpu_ms=limits.compile_time_limit_ms * 4,  # parallel compilers; wall time bounds it
+            memory_mb=limits.compile_memory_mb,
+            max_processes=limits.compile_max_processes,
+            max_file_kb=max(limits.max_file_size_kb, ARTIFACT_CAP // 1024),
+            max_disk_kb=limits.compile_max_disk_kb,
+            max_open_files=max(limits.max_open_files, 1024),
+            stdout_cap=ARTIFACT_CAP,
+            stderr_cap=COMPILE_OUTPUT_CAP,
+            collect=lang.artifacts,
+        )
+        sr = self._execute(stage, on_output)
+        output = _decode(sr.stderr)
+        if sr.internal_error:
+            return RunResult(Outcome.INTERNAL_ERROR, compile_output=output, message=sr.internal_error)
+        problem = None
+        if sr.killed_for in ("wall", "cpu"):
+            problem = f"compilation exceeded its time limit ({limits.compile_time_limit_ms} ms)"
+        elif sr.oom:
+            problem = f"compilation exceeded its memory limit ({limits.compile_memory_mb} MB)"
+        elif sr.killed_for == "output" or sr.exit_code != 0 or not sr.artifacts:
+            problem = "compilation failed"
+        if problem:
+            return RunResult(
+                Outcome.COMPILE_ERROR,
+                exit_code=sr.exit_code,
+                signal=sr.signal,
+                compile_output=output,
+                wall_time_ms=sr.wall_ms,
+                cpu_time_ms=sr.cpu_ms,
+                memory_kb=sr.memory_kb,
+                message=problem,
+            )
+        files = self.cache.put(key, sr.artifacts, output)
+        return files, output, False
+
+    @staticmethod
+    def _to_result(sr: StageResult, limits: SandboxLimits) -> RunResult:
+        res = RunResult(
+            Outcome.OK,
+            exit_code=sr.exit_code,
+            signal=sr.signal,
+            stdout=_decode(sr.stdout),
+            stderr=_decode(sr.stderr),
+            stdout_truncated=sr.stdout_truncated,
+            stderr_truncated=sr.stderr_truncated,
+            wall_time_ms=sr.wall_ms,
+            cpu_time_ms=sr.cpu_ms,
+            memory_kb=sr.memory_kb,
+        )
+        cpu_over = sr.cpu_ms is not None and sr.cpu_ms >= limits.cpu_time_ms
+        if sr.internal_error:
+            res.outcome, res.message = Outcome.INTERNAL_ERROR, sr.internal_error
+        elif sr.killed_for == "output":
+            res.outcome = Outcome.OUTPUT_LIMIT
+            res.message = f"output exceeded {limits.max_output_bytes} bytes; program killed"
+        elif sr.killed_for == "wall":
+            res.outcome, res.message = Outcome.TIME_LIMIT, f"wall time over {limits.time_limit_ms} ms"
+        elif sr.killed_for == "cpu" or sr.signal == signals.SIGXCPU or (sr.signal and cpu_over):
+            res.outcome, res.message = Outcome.TIME_LIMIT, f"CPU time over {limits.cpu_time_ms} ms"
+        elif sr.oom:
+            res.outcome = Outcome.MEMORY_LIMIT
+            res.message = f"memory over {limits.memory_mb} MB; killed by the OOM killer"
+        elif sr.exit_code != 0 or sr.signal:
+            res.outcome = Outcome.RUNTIME_ERROR
+            if sr.signal:
+                res.message = f"killed by signal {sr.signal} ({signals.Signals(sr.signal).name})"
+        return res

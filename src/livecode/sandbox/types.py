@@ -1,0 +1,79 @@
+"""The sandbox's narrow interface: a request and limits in, a result out.
+
+Nothing here knows about Flask, Celery or SQL; the worker maps these to rows.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+class Outcome(str, enum.Enum):
+    """How a run ended; the worker maps it to an execution status and reason."""
+
+    OK = "OK"  # exit code 0
+    RUNTIME_ERROR = "RUNTIME_ERROR"  # non-zero exit or killed by a signal of its own
+    COMPILE_ERROR = "COMPILE_ERROR"
+    TIME_LIMIT = "TIME_LIMIT"  # wall or CPU time exceeded
+    MEMORY_LIMIT = "MEMORY_LIMIT"
+    OUTPUT_LIMIT = "OUTPUT_LIMIT"  # killed for flooding stdout/stderr
+    INTERNAL_ERROR = "INTERNAL_ERROR"  # the sandbox itself failed; not the user's fault
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Per-run resource limits. Defaults are the service defaults."""
+
+    time_limit_ms: int = 30_000  # wall clock
+    cpu_time_ms: int = 30_000
+    memory_mb: int = 256  # whole process tree
+    max_processes: int = 64  # processes + threads
+    max_file_size_kb: int = 10_240  # any single file written
+    max_disk_kb: int = 65_536  # total size of work dir + /tmp
+    max_open_files: int = 256
+    max_output_bytes: int = 1_048_576  # each of stdout and stderr
+    compile_time_limit_ms: int = 60_000
+    compile_memory_mb: int = 1024
+    compile_max_processes: int = 256  # compilers (go, rustc, javac) are multi-threaded
+    compile_max_disk_kb: int = 524_288  # work dir + /tmp while compiling (Go's build cache)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    language: str
+    source: str
+    stdin: str = ""
+    args: tuple[str, ...] = ()
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+
+
+@dataclass
+class RunResult:
+    outcome: Outcome
+    exit_code: int | None = None
+    signal: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    compile_output: str = ""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    wall_time_ms: int = 0
+    cpu_time_ms: int | None = None
+    memory_kb: int | None = None
+    message: str = ""  # human-readable detail for INTERNAL_ERROR and limits
+    cached: bool = False  # compiled artifact came from the cache; the compiler did not run
+
+
+# Called from the runner thread for each chunk of output as it is produced:
+# on_output(stream, text) with stream "stdout" | "stderr" | "compile".
+OutputCallback = Callable[[str, str], None]
+
+# Returns the next chunk of stdin to feed the program, None when there is none
+# right now, or b"" at end of input. Used for interactive runs (WebSocket).
+StdinSource = Callable[[], bytes | None]
+
+
+class SandboxUnavailable(RuntimeError):
+    """The host cannot provide a protection the configuration requires."""

@@ -1,0 +1,51 @@
+"""Fixtures for sandbox tests: they call the sandbox directly (no Flask, Celery or SQL)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+if str(SRC) not in sys.path:  # running without `pip install -e .`
+    sys.path.insert(0, str(SRC))
+
+from livecode.sandbox import Runner, get_runner  # noqa: E402
+
+# Small uid range of its own so tests never collide with a worker running on the same host.
+TEST_UID_BASE = 62000
+
+requires_bwrap = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("bwrap") is None,
+    reason="the bwrap sandbox needs root (to create cgroups and drop to slot uids) and "
+    "bubblewrap (apt-get install bubblewrap; scripts/install-system-deps.sh)",
+)
+
+
+@pytest.fixture(scope="session")
+def sandbox_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("sandbox")
+    base.chmod(0o700)
+    return base / "work", base / "cache"
+
+
+@pytest.fixture(scope="session")
+def runner(sandbox_dirs: tuple[Path, Path]) -> Iterator[Runner]:
+    if os.geteuid() != 0 or shutil.which("bwrap") is None:
+        pytest.skip("needs root and bubblewrap")
+    work, cache = sandbox_dirs
+    r = get_runner("bwrap", work_root=str(work), cache_dir=str(cache), uid_base=TEST_UID_BASE)
+    r.check()
+    yield r
+
+
+@pytest.fixture(scope="session")
+def dev_runner(tmp_path_factory: pytest.TempPathFactory) -> Runner:
+    base = tmp_path_factory.mktemp("dev")
+    r = get_runner("none", work_root=str(base / "work"), cache_dir=str(base / "cache"))
+    r.check()
+    return r
