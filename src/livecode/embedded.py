@@ -19,6 +19,7 @@ from .runtime import Runtime
 from .worker.celery_app import celery, configure_celery, enqueue_execution
 from .worker.lifecycle import start_background, stop_background
 from .worker.reconciler import reconcile_once
+from .worker.registry import set_identity
 from .worker.sandbox_runner import get_process_runner
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class InProcessWorker:
         configure_celery(settings)
         celery.conf.livecode_inprocess = True
         get_process_runner(settings)  # refuse to start without the configured sandbox
+        set_identity(self.name)
         self.controller = WorkController(
             app=celery,
             hostname=self.name,

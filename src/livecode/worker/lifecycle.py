@@ -10,7 +10,7 @@ from celery import signals
 from ..runtime import Runtime, runtime
 from .celery_app import celery, enqueue_execution
 from .reconciler import Reconciler
-from .registry import Heartbeat, process_stats
+from .registry import Heartbeat, process_stats, set_identity
 from .sandbox_runner import get_process_runner
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,7 @@ def start_background(rt: Runtime, worker_name: str, concurrency: int) -> None:
     """Heartbeat and reconciler threads for one worker process (or the embedded server)."""
     from .tasks import active_runs
 
+    set_identity(worker_name)
     hb = Heartbeat(
         rt.registry, worker_name, rt.settings.heartbeat_interval_s, rt.settings.heartbeat_ttl_s,
         lambda: process_stats(active_runs(), concurrency),
@@ -42,6 +43,8 @@ def stop_background() -> None:
 def _check_sandbox(sender: Any = None, **_: Any) -> None:
     # Refuse to start (raise) if the host cannot give the configured isolation.
     get_process_runner(runtime().settings)
+    if getattr(sender, "hostname", None):
+        set_identity(sender.hostname)
 
 
 @signals.worker_ready.connect

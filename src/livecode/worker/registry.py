@@ -95,3 +95,16 @@ class Heartbeat(threading.Thread):
 
     def stop(self) -> None:
         self.stopped.set()
+
+
+_identity: str | None = None
+
+
+def set_identity(name: str) -> None:
+    """The name this process's heartbeat uses; executions it claims record the same name."""
+    global _identity
+    _identity = name
+
+
+def identity(default: str = "worker") -> str:
+    return _identity or default

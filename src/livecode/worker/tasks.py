@@ -22,6 +22,7 @@ from ..sandbox import Outcome, RunRequest, RunResult, SandboxLimits
 from ..services.executions import ClaimedRun, claim_execution, fail_queued, finish_execution
 from .celery_app import celery
 from .deadletter import record_dead_letter
+from .registry import identity
 from .sandbox_runner import get_process_runner
 
 log = logging.getLogger(__name__)
@@ -135,9 +136,8 @@ class ExecutionTask(Task):
 def execute_code_task(self: Task, execution_id: str) -> str:
     global _active
     rt = runtime()
-    worker = self.request.hostname or "worker"
-    request_id = (self.request.get("request_id") if hasattr(self.request, "get") else None) or getattr(self.request, "request_id", None)
-    extra = {"execution_id": execution_id, "request_id": request_id, "worker": worker}
+    worker = identity(self.request.hostname or "worker")
+    extra = {"execution_id": execution_id, "request_id": getattr(self.request, "request_id", None), "worker": worker}
     try:
         claimed = claim_execution(rt.db, uuid.UUID(execution_id), worker)
     except Exception as exc:

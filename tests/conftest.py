@@ -1,0 +1,143 @@
+"""Shared fixtures. Integration fixtures use real PostgreSQL, Redis and livecode processes:
+the servers on 127.0.0.1:5432 and :6379 when they answer, otherwise throwaway ones started from
+the installed binaries."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.support.client import ApiClient
+from tests.support.procs import (
+    PostgresServer,
+    Process,
+    RedisServer,
+    create_database,
+    port_open,
+    start_api,
+    start_embedded,
+    start_worker,
+    wait_workers,
+)
+
+SANDBOX = os.environ.get("LIVECODE_TEST_SANDBOX", "bwrap")
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    if os.environ.get("LIVECODE_TEST_PG_URL"):
+        yield os.environ["LIVECODE_TEST_PG_URL"]
+    elif port_open(5432):
+        yield "postgresql://postgres@127.0.0.1:5432/postgres"
+    else:
+        server = PostgresServer().start()
+        yield server.url
+        server.destroy()
+
+
+@pytest.fixture(scope="session")
+def redis_base_url() -> Iterator[str]:
+    if os.environ.get("LIVECODE_TEST_REDIS_URL"):
+        yield os.environ["LIVECODE_TEST_REDIS_URL"]
+    elif port_open(6379):
+        yield "redis://127.0.0.1:6379/11"
+    else:
+        server = RedisServer().start()
+        yield server.url
+        server.destroy()
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVECODE_", "DATABASE_", "REDIS_"))}
+    env.update(
+        LIVECODE_SANDBOX=SANDBOX,
+        LIVECODE_LOG_JSON="true",
+        SECRET_KEY="test-secret-key-not-for-production",
+        PYTHONUNBUFFERED="1",
+        LIVECODE_RECONCILE_INTERVAL_S="1",
+        LIVECODE_REQUEUE_GRACE_S="2",
+        LIVECODE_HEARTBEAT_TTL_S="4",
+        LIVECODE_AUTH_REQUIRED="false",
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Cluster:
+    base: str
+    env: dict[str, str]
+    api: Process
+    workers: list[Process] = field(default_factory=list)
+
+    def client(self, **kw: Any) -> ApiClient:
+        return ApiClient(self.base, **kw)
+
+    def logs(self) -> str:
+        return "\n".join(p.output()[-4000:] for p in [self.api, *self.workers])
+
+    def stop(self) -> None:
+        for p in [*self.workers, self.api]:
+            p.stop()
+
+
+def flush_redis(url: str) -> None:
+    import redis
+
+    redis.Redis.from_url(url).flushdb()
+
+
+def start_cluster(pg_admin_url: str, redis_url: str, workers: int = 1, **env_extra: str) -> Cluster:
+    import subprocess
+
+    from tests.support.procs import livecode
+
+    db_url = create_database(pg_admin_url)
+    flush_redis(redis_url)
+    env = base_env(DATABASE_URL=db_url, REDIS_URL=redis_url, **env_extra)
+    subprocess.run(livecode("db", "upgrade"), env=env, check=True, capture_output=True)
+    api, base = start_api(env)
+    procs = [start_worker(env, f"w{i}@test") for i in range(workers)]
+    cluster = Cluster(base, env, api, procs)
+    try:
+        wait_workers(base, workers)
+    except Exception:
+        print(cluster.logs())
+        cluster.stop()
+        raise
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def cluster(pg_admin_url: str, redis_base_url: str) -> Iterator[Cluster]:
+    c = start_cluster(pg_admin_url, redis_base_url)
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="session")
+def embedded() -> Iterator[Cluster]:
+    data_dir = tempfile.mkdtemp(prefix="lc-embedded-")
+    env = base_env(LIVECODE_DATA_DIR=data_dir)
+    env.pop("SECRET_KEY")
+    proc, base = start_embedded(env)
+    c = Cluster(base, env, proc)
+    wait_workers(base, 1)
+    yield c
+    c.stop()
+
+
+@pytest.fixture(params=["distributed", "embedded"])
+def system(request: pytest.FixtureRequest) -> Cluster:
+    """The core flows run against both ways of running LiveCode."""
+    return request.getfixturevalue("cluster" if request.param == "distributed" else "embedded")
+
+
+@pytest.fixture
+def api(system: Cluster) -> ApiClient:
+    return system.client()

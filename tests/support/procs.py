@@ -1,0 +1,229 @@
+"""Start and stop real service processes for tests: PostgreSQL, Redis, the API, workers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001
+            last_exc = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc})")
+
+
+def _find(binary: str) -> str | None:
+    found = shutil.which(binary)
+    if found:
+        return found
+    for base in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (base / binary).exists():
+            return str(base / binary)
+    return None
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster in a temp dir on a free port (owned by an unprivileged
+    user when run as root, as initdb requires)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="lc-pg-"))
+        self.user = "postgres" if os.geteuid() == 0 else None
+
+    def _run(self, argv: list[str], **kw: Any) -> subprocess.CompletedProcess[bytes]:
+        if self.user:
+            argv = ["runuser", "-u", self.user, "--", *argv]
+        return subprocess.run(argv, check=True, capture_output=True, **kw)
+
+    def start(self) -> PostgresServer:
+        initdb, pg_ctl = _find("initdb"), _find("pg_ctl")
+        if not initdb or not pg_ctl:
+            raise RuntimeError("PostgreSQL binaries not found: apt-get install postgresql")
+        if self.user:
+            shutil.chown(self.dir, self.user)
+        self._run([initdb, "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres", "--no-sync"])
+        self.pg_ctl = pg_ctl
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        self._run([self.pg_ctl, "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-w", "-o",
+                   f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off", "start"])
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run([self.pg_ctl, "-D", str(self.dir / "data"), "-m", mode, "-w", "stop"])
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def destroy(self) -> None:
+        try:
+            self.stop("immediate")
+        except Exception:  # noqa: BLE001
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisServer:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="lc-redis-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if not binary:
+            raise RuntimeError("redis-server not found: apt-get install redis-server")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for(lambda: port_open(self.port), 10, what="redis")
+        return self
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def destroy(self) -> None:
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def create_database(admin_url: str) -> str:
+    """A fresh database on the server at `admin_url`; returns its URL."""
+    import psycopg
+
+    name = f"livecode_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=3) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+class Process:
+    """A livecode process (api, worker, serve) with its output in a log file."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], name: str) -> None:
+        self.log_path = Path(tempfile.mkstemp(prefix=f"lc-{name}-", suffix=".log")[1])
+        self.log = open(self.log_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     cwd=ROOT, start_new_session=True)
+        self.name = name
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.killpg(self.proc.pid, sig) if sig == signal.SIGKILL else self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.log.close()
+
+
+def livecode(*args: str) -> list[str]:
+    return [str(BIN / "livecode"), *args]
+
+
+def start_api(env: dict[str, str], port: int | None = None, workers: int = 1) -> tuple[Process, str]:
+    port = port or free_port()
+    proc = Process(livecode("api", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+                            "--threads", "32"), env, "api")
+    base = f"http://127.0.0.1:{port}"
+    wait_api(proc, base)
+    return proc, base
+
+
+def start_worker(env: dict[str, str], name: str, queues: str | None = None, concurrency: int = 2) -> Process:
+    argv = livecode("worker", "-n", name, "-c", str(concurrency), "--loglevel", "INFO")
+    if queues:
+        argv += ["-Q", queues]
+    return Process(argv, env, "worker")
+
+
+def start_embedded(env: dict[str, str], port: int | None = None) -> tuple[Process, str]:
+    port = port or free_port()
+    proc = Process(livecode("serve", "--host", "127.0.0.1", "--port", str(port)), env, "serve")
+    base = f"http://127.0.0.1:{port}"
+    wait_api(proc, base)
+    return proc, base
+
+
+def wait_api(proc: Process, base: str, timeout: float = 60) -> None:
+    def up() -> bool:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited:\n{proc.output()[-3000:]}")
+        return requests.get(base + "/api/v1/languages", timeout=2).status_code == 200
+
+    try:
+        wait_for(up, timeout, 0.1, what=f"{proc.name} at {base}")
+    except TimeoutError:
+        raise RuntimeError(f"{proc.name} did not come up:\n{proc.output()[-3000:]}") from None
+
+
+def wait_workers(base: str, count: int = 1, timeout: float = 60) -> None:
+    def ready() -> bool:
+        r = requests.get(base + "/health/celery", timeout=3)
+        return r.status_code == 200 and r.json()["details"]["celery"]["workers"] >= count
+
+    wait_for(ready, timeout, 0.2, what=f"{count} worker(s)")
