@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     Uuid,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -123,6 +124,8 @@ class Execution(Base):
     args: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
     limits: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     priority: Mapped[str] = mapped_column(String(16), nullable=False, default="interactive")
+    # Keeps stdin open for input sent over the WebSocket until EOF or the time limit.
+    interactive: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     status: Mapped[str] = mapped_column(String(20), nullable=False, index=True)
     reason: Mapped[str | None] = mapped_column(String(32))
     stdout: Mapped[str | None] = mapped_column(Text)
