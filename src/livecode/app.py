@@ -10,6 +10,7 @@ from flask import Flask, Response, g, request
 
 from . import migrate
 from .api import build_api
+from .api.auth import init_auth
 from .api.errors import register_error_handlers
 from .config import Settings, load_settings
 from .logging_setup import configure_logging
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         return resp
 
+    init_auth(app, settings)  # after the request id, so a 401 is logged with it
     register_error_handlers(app)
     build_api(app)
     return app
