@@ -17,7 +17,7 @@ class LiveCodeApi(Api):
 
 
 def build_api(app: Flask) -> LiveCodeApi:
-    from . import executions, health, languages, sessions
+    from . import admin, auth, executions, health, keys, languages, sessions
 
     api = LiveCodeApi(
         app,
@@ -37,4 +37,7 @@ def build_api(app: Flask) -> LiveCodeApi:
     api.add_namespace(executions.ns, path="/api/v1/executions")
     api.add_namespace(languages.ns, path="/api/v1/languages")
     api.add_namespace(health.ns, path="/health")
+    api.add_namespace(auth.ns, path="/api/v1/auth")
+    api.add_namespace(keys.ns, path="/api/v1/api-keys")
+    api.add_namespace(admin.ns, path="/api/v1/admin")
     return api
