@@ -66,6 +66,7 @@ def reconcile_once(rt: Runtime, enqueue: Enqueue, *, startup: bool = False) -> d
     stale_after = timedelta(milliseconds=s.max_time_limit_ms * 2 + 120_000)
     alive = set(rt.registry.alive())
     requeued = failed = republished = 0
+    sent: set[uuid.UUID] = set()
 
     with rt.db.read(fresh=True) as sess:
         running = sess.execute(
@@ -96,6 +97,7 @@ def reconcile_once(rt: Runtime, enqueue: Enqueue, *, startup: bool = False) -> d
             continue
         if values["status"] == ExecutionStatus.QUEUED.value:
             requeued += 1
+            sent.add(row.id)
             _safe_enqueue(enqueue, row.id, row.priority, row.request_id)
         else:
             failed += 1
@@ -111,6 +113,8 @@ def reconcile_once(rt: Runtime, enqueue: Enqueue, *, startup: bool = False) -> d
                 .order_by(Execution.queued_at)
             ).all()
         for row in queued:
+            if row.id in sent:
+                continue
             if carried is not None and (str(row.id) in carried or now - _aware(row.queued_at) < grace):
                 continue
             republished += 1

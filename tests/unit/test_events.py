@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import threading
+import time
+
+from livecode.events import MemoryEventBus
+
+
+def test_memory_bus_replays_after_an_id_in_order() -> None:
+    bus = MemoryEventBus()
+    ids = [bus.publish("e1", "output", {"text": str(i)}) for i in range(5)]
+    assert [d["text"] for _, _, d in bus.read("e1", None, 0)] == ["0", "1", "2", "3", "4"]
+    rest = bus.read("e1", ids[2], 0)
+    assert [d["text"] for _, _, d in rest] == ["3", "4"]
+    assert bus.read("e1", ids[-1], 0) == []
+    assert bus.read("other", None, 0) == []
+
+
+def test_memory_bus_read_blocks_until_an_event_arrives() -> None:
+    bus = MemoryEventBus()
+    threading.Timer(0.1, lambda: bus.publish("e", "status", {"status": "RUNNING"})).start()
+    t0 = time.monotonic()
+    events = bus.read("e", None, 5000)
+    assert events and events[0][1] == "status"
+    assert time.monotonic() - t0 < 4
+
+
+def test_memory_bus_is_bounded_in_executions() -> None:
+    bus = MemoryEventBus(max_executions=3)
+    for i in range(5):
+        bus.publish(f"e{i}", "status", {})
+    assert bus.read("e0", None, 0) == []
+    assert bus.read("e4", None, 0) != []
