@@ -16,14 +16,7 @@ if str(SRC) not in sys.path:  # running without `pip install -e .`
 
 from livecode.sandbox import Runner, get_runner  # noqa: E402
 
-# Small uid range of its own so tests never collide with a worker running on the same host.
-TEST_UID_BASE = 62000
-
-requires_bwrap = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("bwrap") is None,
-    reason="the bwrap sandbox needs root (to create cgroups and drop to slot uids) and "
-    "bubblewrap (apt-get install bubblewrap; scripts/install-system-deps.sh)",
-)
+from .helpers import TEST_SLOTS, TEST_UID_BASE  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +31,7 @@ def runner(sandbox_dirs: tuple[Path, Path]) -> Iterator[Runner]:
     if os.geteuid() != 0 or shutil.which("bwrap") is None:
         pytest.skip("needs root and bubblewrap")
     work, cache = sandbox_dirs
-    r = get_runner("bwrap", work_root=str(work), cache_dir=str(cache), uid_base=TEST_UID_BASE)
+    r = get_runner("bwrap", work_root=str(work), cache_dir=str(cache), uid_base=TEST_UID_BASE, slots=TEST_SLOTS)
     r.check()
     yield r
 

@@ -8,7 +8,7 @@ import pytest
 
 from livecode.sandbox import Outcome, Runner, RunRequest, SandboxLimits, list_languages
 
-from .conftest import requires_bwrap
+from .helpers import requires_bwrap
 
 pytestmark = [pytest.mark.timeout(60)]
 

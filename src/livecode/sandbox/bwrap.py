@@ -32,6 +32,7 @@ BOX = "/sandbox"
 WORK = f"{BOX}/work"
 _PASSWD = f"sandbox:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox:{WORK}:/bin/sh\n".encode()
 _GROUP = f"sandbox:x:{SANDBOX_UID}:\n".encode()
+_SHM_MAX_KB = 16 * 1024  # POSIX shm / semaphores (multiprocessing); /dev itself is read-only
 _EXTRA_PIDS = 2  # bwrap's monitor and its pid-1 init live in the run's cgroup too
 # Runs the compiler, then streams the artifacts to stdout as a tar; compiler output -> stderr.
 _COLLECT = (
@@ -135,6 +136,8 @@ class BwrapRunner(Runner):
             *self._ro,
             "--proc", "/proc",
             "--dev", "/dev",
+            "--size", str(min(stage.max_disk_kb, _SHM_MAX_KB) * 1024),
+            "--tmpfs", "/dev/shm",
             "--size", str(stage.max_disk_kb * 1024),
             "--tmpfs", BOX,
             "--dir", WORK,
@@ -143,7 +146,7 @@ class BwrapRunner(Runner):
         ]  # fmt: skip
         for fd, mode, dest in file_fds:
             args += ["--perms", f"{mode:04o}", "--file", str(fd), dest]
-        args += ["--remount-ro", "/", "--chdir", WORK, "--json-status-fd", str(status_fd), "--"]
+        args += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", WORK, "--json-status-fd", str(status_fd), "--"]
         if stage.kind == "compile":
             return [*args, "/bin/sh", "-c", _COLLECT, "sh", *stage.argv]
         return [*args, *stage.argv]
@@ -228,6 +231,11 @@ class BwrapRunner(Runner):
             sup = supervise(watch, streams, stdin_w, stage.stdin, stage.stdin_source, on_output)
             proc.returncode = sup.status  # reaped by supervise(); keep Popen quiet
             status = _read_status(status_r)
+            for doc in status:
+                # bwrap's pid-1 is orphaned when its monitor exits; we are the subreaper, so
+                # kill_all() reaps it, else its zombie would count against the slot's NPROC.
+                if isinstance(doc.get("child-pid"), int):
+                    cg.seen_pids.add(doc["child-pid"])
             return self._stage_result(stage, sup, status, cg)
         finally:
             for fd in to_close:

@@ -213,20 +213,29 @@ class Runner(ABC):
             memory_kb=sr.memory_kb,
         )
         cpu_over = sr.cpu_ms is not None and sr.cpu_ms >= limits.cpu_time_ms
+        # Precedence: our own kills first, then the OOM killer (a tree that lost a process to
+        # it and then hung is reported as MEMORY_LIMIT), then time, then the program's own exit.
         if sr.internal_error:
             res.outcome, res.message = Outcome.INTERNAL_ERROR, sr.internal_error
         elif sr.killed_for == "output":
             res.outcome = Outcome.OUTPUT_LIMIT
             res.message = f"output exceeded {limits.max_output_bytes} bytes; program killed"
+        elif sr.oom:
+            res.outcome = Outcome.MEMORY_LIMIT
+            res.message = f"memory over {limits.memory_mb} MB; killed by the OOM killer"
         elif sr.killed_for == "wall":
             res.outcome, res.message = Outcome.TIME_LIMIT, f"wall time over {limits.time_limit_ms} ms"
         elif sr.killed_for == "cpu" or sr.signal == signals.SIGXCPU or (sr.signal and cpu_over):
             res.outcome, res.message = Outcome.TIME_LIMIT, f"CPU time over {limits.cpu_time_ms} ms"
-        elif sr.oom:
-            res.outcome = Outcome.MEMORY_LIMIT
-            res.message = f"memory over {limits.memory_mb} MB; killed by the OOM killer"
         elif sr.exit_code != 0 or sr.signal:
             res.outcome = Outcome.RUNTIME_ERROR
             if sr.signal:
-                res.message = f"killed by signal {sr.signal} ({signals.Signals(sr.signal).name})"
+                res.message = f"killed by signal {sr.signal} ({_signal_name(sr.signal)})"
         return res
+
+
+def _signal_name(num: int) -> str:
+    try:
+        return signals.Signals(num).name
+    except ValueError:
+        return "unknown"

@@ -1,0 +1,151 @@
+"""Nothing survives a run, and nothing the program planted is followed by the runner."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from livecode.sandbox import Outcome, Runner
+
+from .helpers import TEST_SLOTS, TEST_UID_BASE, no_leftovers, processes_of_uids, requires_bwrap, run
+
+pytestmark = [requires_bwrap, pytest.mark.sandbox, pytest.mark.timeout(60)]
+
+ESCAPE = """
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+if os.fork() == 0:            # double fork + setsid: a classic daemon
+    os.setsid()
+    if os.fork() == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for fd in (0, 1, 2):
+            os.close(fd)
+        while True:
+            try:
+                open('/tmp/still-alive', 'w').write(str(time.time()))
+            except OSError:
+                pass
+            time.sleep(0.05)
+    os._exit(0)
+if os.fork() == 0:            # a plain child that keeps stdout open and ignores SIGTERM
+    while True:
+        time.sleep(1)
+print('parent done', flush=True)
+if sys.argv[1:] == ['hang']:
+    time.sleep(60)
+"""
+
+
+def wait_for_no_leftovers(deadline_s: float = 5.0) -> bool:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if no_leftovers():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_daemons_gone_after_normal_exit(runner: Runner) -> None:
+    start = time.monotonic()
+    res = run(runner, "python", ESCAPE, time_limit_ms=20_000)
+    assert res.outcome is Outcome.OK, res
+    assert "parent done" in res.stdout
+    assert time.monotonic() - start < 10  # the child holding stdout did not make us wait
+    assert no_leftovers(), processes_of_uids(TEST_UID_BASE, TEST_SLOTS)
+
+
+def test_daemons_gone_after_timeout(runner: Runner) -> None:
+    res = run(runner, "python", ESCAPE, args=("hang",), time_limit_ms=1000)
+    assert res.outcome is Outcome.TIME_LIMIT, res
+    assert no_leftovers(), processes_of_uids(TEST_UID_BASE, TEST_SLOTS)
+
+
+def test_bash_background_and_nohup_gone(runner: Runner) -> None:
+    src = "nohup sleep 100 >/dev/null 2>&1 &\nsetsid sleep 100 &\n(trap '' TERM; sleep 100) &\necho started"
+    res = run(runner, "bash", src)
+    assert res.stdout.strip() == "started"
+    assert no_leftovers()
+
+
+def test_no_zombies_accumulate(runner: Runner) -> None:
+    for _ in range(5):
+        assert run(runner, "bash", "true").outcome is Outcome.OK
+    zombies = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            if (
+                stat.rsplit(")", 1)[1].split()[0] == "Z"
+                and f"PPid:\t{os.getpid()}" in Path(f"/proc/{pid}/status").read_text()
+            ):
+                zombies.append(pid)
+    assert not zombies
+
+
+def test_planted_symlinks_not_followed(runner: Runner, tmp_path: Path) -> None:
+    canary = tmp_path / "canary.txt"
+    canary.write_text("original")
+    canary.chmod(0o600)
+    before = canary.stat()
+    shadow_before = os.stat("/etc/shadow")
+    names = ["main.py", "main", "compile_output.txt", "passwd", "..", "x"]
+    src = (
+        "\n".join(
+            f"ln -sfn {target} {name} 2>/dev/null; ln -sfn {target} /tmp/{name} 2>/dev/null"
+            for name in names
+            for target in (canary, "/etc/shadow")
+        )
+        + "\nls -la . /tmp | head -50\necho planted"
+    )
+    res = run(runner, "bash", src)
+    assert "planted" in res.stdout
+    after = canary.stat()
+    assert canary.read_text() == "original"
+    assert (after.st_uid, after.st_gid, after.st_mode, after.st_mtime_ns) == (
+        before.st_uid,
+        before.st_gid,
+        before.st_mode,
+        before.st_mtime_ns,
+    )
+    sh = os.stat("/etc/shadow")
+    assert (sh.st_uid, sh.st_mode, sh.st_mtime_ns) == (
+        shadow_before.st_uid,
+        shadow_before.st_mode,
+        shadow_before.st_mtime_ns,
+    )
+
+
+def test_concurrent_runs_get_distinct_host_uids(runner: Runner) -> None:
+    uids: set[int] = set()
+    lock = threading.Lock()
+
+    def on_output(stream: str, text: str) -> None:
+        if "up" in text:
+            from .helpers import sandboxed_processes
+
+            with lock:
+                uids.update(uid for _, uid in sandboxed_processes())
+
+    results = []
+
+    def one() -> None:
+        from livecode.sandbox import RunRequest
+
+        results.append(runner.run(RunRequest("bash", "echo up; sleep 2"), on_output=on_output))
+
+    threads = [threading.Thread(target=one) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert [r.outcome for r in results] == [Outcome.OK] * 3
+    assert len({u for u in uids if TEST_UID_BASE <= u < TEST_UID_BASE + TEST_SLOTS}) == 3, uids
+    assert wait_for_no_leftovers()

@@ -1,0 +1,100 @@
+"""Hello world with stdin and args in every language; compile errors; the compile cache."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from livecode.sandbox import Outcome, Runner, get_language
+
+from .helpers import requires_bwrap, run
+
+pytestmark = [requires_bwrap, pytest.mark.sandbox, pytest.mark.timeout(120)]
+
+HELLO = {
+    "python": "import sys\nname = input()\nprint(f'Hello {name}!', sys.argv[1:])",
+    "javascript": (
+        "const name = require('fs').readFileSync(0, 'utf8').trim();\n"
+        "console.log(`Hello ${name}!`, JSON.stringify(process.argv.slice(2)));"
+    ),
+    "c": (
+        "#include <stdio.h>\nint main(int argc, char **argv) {\n  char name[64];\n"
+        '  if (scanf("%63s", name) != 1) return 1;\n  printf("Hello %s! %s|%s\\n", name, argv[1], argv[2]);\n'
+        "  return 0;\n}\n"
+    ),
+    "cpp": (
+        "#include <iostream>\n#include <string>\nint main(int argc, char **argv) {\n"
+        '  std::string name; std::cin >> name;\n  std::cout << "Hello " << name << "! " << argv[1] << "|" << argv[2]'
+        " << std::endl;\n}\n"
+    ),
+    "java": (
+        "import java.util.Scanner;\npublic class Main {\n  public static void main(String[] args) {\n"
+        "    String name = new Scanner(System.in).next();\n"
+        '    System.out.println("Hello " + name + "! " + args[0] + "|" + args[1]);\n  }\n}\n'
+    ),
+    "go": (
+        'package main\n\nimport (\n\t"fmt"\n\t"os"\n)\n\nfunc main() {\n\tvar name string\n\tfmt.Scan(&name)\n'
+        '\tfmt.Printf("Hello %s! %s|%s\\n", name, os.Args[1], os.Args[2])\n}\n'
+    ),
+    "rust": (
+        "use std::io::Read;\nfn main() {\n    let mut s = String::new();\n"
+        "    std::io::stdin().read_to_string(&mut s).unwrap();\n    let a: Vec<String> = std::env::args().collect();\n"
+        '    println!("Hello {}! {}|{}", s.trim(), a[1], a[2]);\n}\n'
+    ),
+    "bash": 'read -r name\necho "Hello $name! $1|$2"',
+}
+ARGS = ("one", "two words")
+EXPECTED_TAIL = {
+    "python": "Hello World! ['one', 'two words']\n",
+    "javascript": 'Hello World! ["one","two words"]\n',
+}
+
+
+@pytest.mark.parametrize("lang", sorted(HELLO))
+def test_hello_world_with_stdin_and_args(runner: Runner, lang: str) -> None:
+    language = get_language(lang)
+    assert language is not None
+    if not language.available:
+        pytest.fail(f"{lang} toolchain missing on this host: run scripts/install-system-deps.sh")
+    res = run(runner, lang, HELLO[lang], stdin="World\n", args=ARGS, compile_time_limit_ms=120_000)
+    assert res.outcome is Outcome.OK, res
+    assert res.stdout == EXPECTED_TAIL.get(lang, "Hello World! one|two words\n"), res
+    assert res.exit_code == 0
+
+
+def test_compile_error_reports_compiler_output(runner: Runner) -> None:
+    res = run(runner, "c", "int main() { return undefined_thing; }")
+    assert res.outcome is Outcome.COMPILE_ERROR, res
+    assert "undefined_thing" in res.compile_output
+    again = run(runner, "c", "int main() { return undefined_thing; }")
+    assert again.outcome is Outcome.COMPILE_ERROR and not again.cached
+
+
+def test_compile_cache_hit_on_second_run(runner: Runner) -> None:
+    src = '#include <stdio.h>\nint main(void) { puts("cache %d"); return 0; }\n'.replace("%d", str(os.getpid()))
+    first = run(runner, "c", src)
+    second = run(runner, "c", src)
+    assert first.outcome is Outcome.OK and second.outcome is Outcome.OK
+    assert first.cached is False and second.cached is True
+    assert first.stdout == second.stdout == f"cache {os.getpid()}\n"
+    changed = run(runner, "c", src.replace("cache", "changed"))
+    assert changed.cached is False and changed.stdout.startswith("changed")
+
+
+def test_compiler_cannot_read_host_files(runner: Runner) -> None:
+    res = run(runner, "c", '#include "/etc/shadow"\nint main(void) { return 0; }')
+    assert res.outcome is Outcome.COMPILE_ERROR
+    assert "root:" not in res.compile_output
+
+
+def test_compile_time_limit(runner: Runner) -> None:
+    # Constant evaluation that would keep the compiler busy for minutes.
+    src = (
+        "constexpr long f() { long s = 0; for (long i = 0; i < 200000; i++)"
+        " for (long j = 0; j < 200000; j++) s += i ^ j; return s; }\n"
+        "static_assert(f() != 1);\nint main() { return 0; }\n"
+    )
+    res = run(runner, "cpp", src, compile_time_limit_ms=1000)
+    assert res.outcome is Outcome.COMPILE_ERROR, res
+    assert "time limit" in res.message and res.cached is False
