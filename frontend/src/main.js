@@ -1,0 +1,458 @@
+// The playground: one session in the editor, autosaved; runs streamed into the output pane.
+
+import { api, describeError, getToken, setToken } from "./api.js";
+import { Autosaver } from "./autosave.js";
+import { createEditor } from "./editor.js";
+import { HistoryView } from "./history.js";
+import { isSample, sampleFor } from "./languages.js";
+import { OutputView } from "./output.js";
+import { ExecutionStream, isTerminal } from "./stream.js";
+
+const $ = (id) => document.getElementById(id);
+const LAST_LANGUAGE = "livecode.language";
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+const state = {
+  sessionId: null,
+  language: null,
+  languages: new Map(), // id -> {id, name, version, available}
+  running: false,
+  needsToken: false,
+};
+
+const output = new OutputView();
+const history = new HistoryView({ onSelect: (id) => showRun(id) });
+let editor;
+let saver;
+let stream = null;
+
+// --- Messages --------------------------------------------------------------------------------
+
+let messageSource = null;
+
+/** Show the banner. `source` tags it so the code that raised it can clear it later. */
+function showMessage(text, { kind = "warn", source = null, actions = [] } = {}) {
+  messageSource = source;
+  $("message").dataset.kind = kind;
+  $("message-text").textContent = text;
+  const box = $("message-actions");
+  box.textContent = "";
+  for (const { label, id, onClick } of actions) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = label;
+    if (id) b.id = id;
+    b.addEventListener("click", onClick);
+    box.append(b);
+  }
+  $("message").hidden = false;
+}
+
+function hideMessage(source) {
+  if (source === undefined || source === messageSource) {
+    $("message").hidden = true;
+    messageSource = null;
+  }
+}
+
+function showApiError(prefix, err, source) {
+  if (err && err.status === 401) state.needsToken = true;
+  showMessage(`${prefix}: ${describeError(err)}`, { kind: "error", source });
+}
+
+// --- Saving ----------------------------------------------------------------------------------
+
+function onSaveState(kind, info = {}) {
+  const el = $("save-state");
+  el.dataset.state = kind;
+  if (kind === "new") el.textContent = "Not saved yet";
+  else if (kind === "dirty") el.textContent = "Unsaved changes";
+  else if (kind === "saving") el.textContent = "Saving…";
+  else if (kind === "saved") {
+    el.textContent = `Saved v${info.version}`;
+    hideMessage("save");
+  } else if (kind === "conflict") {
+    el.textContent = "Not saved: version conflict";
+    showMessage(
+      `This session was changed elsewhere (the server now has version ${info.serverVersion}), so your ` +
+        "latest edits were not saved. Load the server's version, or keep yours and overwrite it.",
+      {
+        kind: "error",
+        source: "save",
+        actions: [
+          { label: "Load server's version", id: "conflict-reload", onClick: reloadServerVersion },
+          { label: "Keep mine", id: "conflict-overwrite", onClick: () => saver.overwrite() },
+        ],
+      },
+    );
+  } else if (kind === "error") {
+    el.textContent = "Not saved";
+    const retry = info.error && info.error.transient ? " Retrying…" : " It will be saved on your next edit.";
+    showApiError("Autosave failed", info.error, "save");
+    $("message-text").textContent += retry;
+  }
+}
+
+async function reloadServerVersion() {
+  try {
+    const session = await saver.takeServerVersion();
+    editor.setText(session.source_code);
+    saver.attach(session);
+  } catch (err) {
+    showApiError("Could not load the server's version", err, "save");
+  }
+}
+
+async function createSession(text) {
+  const session = await api("POST", "/api/v1/code-sessions", { language: state.language, source_code: text });
+  state.sessionId = session.session_id;
+  window.history.replaceState(null, "", `/s/${session.session_id}`);
+  sessionOpened();
+  return session;
+}
+
+function hasUnsaved() {
+  if (saver.sessionId === null) return !isSample(editor.getText());
+  return saver.dirty || saver.timer !== null || saver.inflight !== null;
+}
+
+// --- Languages -------------------------------------------------------------------------------
+
+function fillLanguages(list) {
+  const select = $("language");
+  select.textContent = "";
+  for (const lang of list) {
+    state.languages.set(lang.id, lang);
+    const opt = document.createElement("option");
+    opt.value = lang.id;
+    opt.disabled = !lang.available;
+    opt.textContent = lang.available
+      ? `${lang.name}${lang.version ? ` (${lang.version})` : ""}`
+      : `${lang.name} (not installed)`;
+    select.append(opt);
+  }
+}
+
+function languageName(id) {
+  return (state.languages.get(id) || { name: id }).name;
+}
+
+function defaultLanguage() {
+  const available = [...state.languages.values()].filter((l) => l.available).map((l) => l.id);
+  let last = null;
+  try {
+    last = localStorage.getItem(LAST_LANGUAGE);
+  } catch {
+    // Storage disabled.
+  }
+  return [last, "python", available[0]].find((id) => id && available.includes(id)) || available[0] || "python";
+}
+
+function showLanguage(id) {
+  const select = $("language");
+  if (![...select.options].some((o) => o.value === id)) {
+    // A session in a language this server no longer lists: show it rather than misreport.
+    const opt = document.createElement("option");
+    opt.value = id;
+    opt.textContent = `${id} (not listed)`;
+    select.append(opt);
+  }
+  select.value = id;
+  state.language = id;
+  editor.setLanguage(id);
+}
+
+async function changeLanguage() {
+  const select = $("language");
+  const next = select.value;
+  const prev = state.language;
+  if (next === prev) return;
+  try {
+    localStorage.setItem(LAST_LANGUAGE, next);
+  } catch {
+    // Storage disabled.
+  }
+  const text = editor.getText();
+  const source = isSample(text) ? sampleFor(next) : text;
+  if (state.sessionId === null) {
+    if (source !== text) editor.setText(source);
+    showLanguage(next);
+    return;
+  }
+  // A session's language is fixed when it is created: continue in a new session, and leave the
+  // old one (still at its own link) as it was.
+  select.disabled = true;
+  try {
+    await saver.flush();
+    const session = await api("POST", "/api/v1/code-sessions", { language: next, source_code: source });
+    window.history.pushState(null, "", `/s/${session.session_id}`);
+    await openSession(session);
+    $("language-note").textContent = `New ${languageName(next)} session; the ${languageName(prev)} one keeps its own link.`;
+    $("language-note").hidden = false;
+  } catch (err) {
+    select.value = prev;
+    showApiError("Could not switch language", err, "language");
+  } finally {
+    select.disabled = state.running;
+  }
+}
+
+// --- Sessions --------------------------------------------------------------------------------
+
+function sessionIdFromUrl() {
+  const match = location.pathname.match(/^\/s\/([^/]+)\/?$/);
+  const id = match ? decodeURIComponent(match[1]) : new URLSearchParams(location.search).get("session");
+  return id && UUID.test(id) ? id : null;
+}
+
+function sessionOpened() {
+  $("share").disabled = false;
+  document.title = `LiveCode · ${languageName(state.language)} session`;
+}
+
+function startNew() {
+  state.sessionId = null;
+  const lang = defaultLanguage();
+  editor.setText(sampleFor(lang));
+  showLanguage(lang);
+  output.clear();
+  output.setStatus(null);
+  history.load(null);
+  onSaveState("new");
+}
+
+async function openSession(session) {
+  state.sessionId = session.session_id;
+  editor.setText(session.source_code);
+  showLanguage(session.language);
+  saver.attach(session);
+  sessionOpened();
+  output.clear();
+  output.setStatus(null);
+  $("language-note").hidden = true;
+  let newest = null;
+  try {
+    newest = await history.load(session.session_id);
+  } catch (err) {
+    showApiError("Could not load the run history", err, "history");
+  }
+  if (!newest) return;
+  if (isTerminal(newest.status)) {
+    history.select(newest.execution_id);
+    output.showExecution(newest, { redraw: true });
+  } else {
+    // A run still in flight (started before a reload, or from another tab): follow it.
+    track(newest.execution_id);
+  }
+}
+
+// --- Running ---------------------------------------------------------------------------------
+
+function setRunning(on) {
+  state.running = on;
+  const run = $("run");
+  run.disabled = on;
+  run.textContent = on ? "Running…" : "Run";
+  run.setAttribute("aria-busy", String(on));
+  $("language").disabled = on;
+  history.setDisabled(on);
+}
+
+async function run() {
+  // Disable before the first await, so a double click (or Ctrl+Enter held down) starts one run.
+  if (state.running || !editor) return;
+  setRunning(true);
+  hideMessage("run");
+  try {
+    if (!(await saver.flush())) {
+      if (!saver.conflict) showMessage("Not run: the code could not be saved (see above).", { kind: "error", source: "run" });
+      return;
+    }
+    const interactive = $("interactive").checked;
+    const body = {};
+    if ($("stdin").value) body.stdin = $("stdin").value;
+    if (interactive) body.interactive = true;
+    let executionId;
+    try {
+      const queued = await api("POST", `/api/v1/executions/session/${state.sessionId}/execute`, body);
+      executionId = queued.execution_id;
+    } catch (err) {
+      const active = err.code === "EXECUTION_IN_PROGRESS" && err.details.active_execution_id;
+      if (!active) throw err;
+      showMessage("This session already had a run in progress (another tab?); showing that one.", { source: "run" });
+      executionId = active;
+    }
+    await follow(executionId, { interactive });
+  } catch (err) {
+    showApiError("Run failed", err, "run");
+  } finally {
+    setRunning(false);
+    refreshHistory();
+  }
+}
+
+/** Follow a run already in flight, with the Run button disabled until it ends. */
+async function track(executionId) {
+  setRunning(true);
+  try {
+    await follow(executionId);
+  } catch (err) {
+    showApiError("Lost track of the run", err, "run");
+  } finally {
+    setRunning(false);
+    refreshHistory();
+  }
+}
+
+async function follow(executionId, { interactive = false } = {}) {
+  output.clear();
+  output.setStatus("QUEUED");
+  history.current = executionId;
+  refreshHistory();
+  let result = null;
+  const s = new ExecutionStream(executionId, {
+    onEvent(event, data) {
+      if (event === "status") output.setStatus(data.status);
+      else if (event === "output") {
+        const kind = data.stream === "stderr" ? "stderr" : data.stream === "compile" ? "compile" : "stdout";
+        output.append(kind, data.text);
+      } else if (event === "result") {
+        result = data;
+        output.showExecution(data);
+      }
+    },
+    onInputReady(ready) {
+      $("live-input").hidden = !ready;
+      if (ready) $("live-line").focus();
+    },
+    onTransport(transport) {
+      $("output").dataset.transport = transport;
+    },
+  });
+  stream = s;
+  try {
+    s.start({ interactive });
+    await s.done;
+  } finally {
+    s.close();
+    if (stream === s) stream = null;
+    $("live-input").hidden = true;
+  }
+  if (!result || !result.status) {
+    result = await api("GET", `/api/v1/executions/${executionId}`);
+    output.showExecution(result);
+  }
+  if (interactive && $("output").dataset.transport !== "websocket") {
+    output.note("(this server did not offer interactive input; the run used the stdin box only)");
+  }
+}
+
+async function refreshHistory() {
+  if (!state.sessionId) return;
+  try {
+    await history.load(state.sessionId);
+  } catch {
+    // The history is a convenience; a failed refresh keeps the old list.
+  }
+}
+
+async function showRun(executionId) {
+  if (state.running) return;
+  try {
+    const execution = await api("GET", `/api/v1/executions/${executionId}`);
+    history.select(executionId);
+    if (!isTerminal(execution.status)) {
+      track(executionId);
+      return;
+    }
+    output.clear();
+    output.showExecution(execution, { redraw: true });
+  } catch (err) {
+    showApiError("Could not load that run", err, "history");
+  }
+}
+
+function sendLine(event) {
+  event.preventDefault();
+  const input = $("live-line");
+  const text = `${input.value}\n`;
+  if (stream && stream.sendStdin(text)) {
+    output.append("stdin", text);
+    input.value = "";
+  }
+}
+
+// --- Start-up --------------------------------------------------------------------------------
+
+async function copyLink() {
+  const url = location.href;
+  try {
+    await navigator.clipboard.writeText(url);
+    $("share").textContent = "Link copied";
+    setTimeout(() => ($("share").textContent = "Copy link"), 2000);
+  } catch {
+    showMessage(`This session's address: ${url}`, { source: "share" });
+  }
+}
+
+function wire() {
+  $("run").addEventListener("click", run);
+  $("language").addEventListener("change", changeLanguage);
+  $("share").addEventListener("click", copyLink);
+  $("live-input").addEventListener("submit", sendLine);
+  $("live-eof").addEventListener("click", () => stream && stream.sendEof() && output.note("[stdin closed]"));
+  $("stdin").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
+      e.preventDefault();
+      run();
+    }
+  });
+  $("settings-form").addEventListener("submit", (e) => e.preventDefault());
+  const token = $("token");
+  token.value = getToken();
+  token.addEventListener("change", () => {
+    setToken(token.value.trim());
+    if (state.needsToken) location.reload();
+  });
+  window.addEventListener("popstate", () => location.reload());
+  window.addEventListener("beforeunload", (e) => {
+    if (!editor || !hasUnsaved()) return;
+    saver.flush();
+    e.preventDefault();
+    e.returnValue = "";
+  });
+}
+
+async function init() {
+  wire();
+  editor = createEditor($("editor"), { onChange: () => saver.changed(), onRun: run });
+  saver = new Autosaver({ getText: editor.getText, create: createSession, onState: onSaveState });
+  try {
+    fillLanguages(await api("GET", "/api/v1/languages"));
+  } catch (err) {
+    showApiError("Could not load the language list", err, "languages");
+  }
+  const sessionId = sessionIdFromUrl();
+  if (sessionId) {
+    try {
+      await openSession(await api("GET", `/api/v1/code-sessions/${sessionId}`));
+    } catch (err) {
+      if (err.status === 404) {
+        window.history.replaceState(null, "", "/");
+        startNew();
+        showMessage("That session does not exist (it may have been deleted); this is a new one.", { kind: "error" });
+      } else {
+        startNew();
+        showApiError("Could not open the session", err, "session");
+      }
+    }
+  } else {
+    startNew();
+  }
+  $("language").disabled = state.running;
+  $("run").disabled = state.running;
+  editor.setEditable(true);
+  document.body.dataset.ready = "true";
+}
+
+init();
