@@ -127,6 +127,8 @@ class BwrapRunner(Runner):
         args = [
             self.bwrap,
             "--unshare-all",
+            "--unshare-user",  # required, not "-try": we must never run without it
+            "--disable-userns",  # no nested user namespaces: less kernel attack surface
             "--die-with-parent",
             "--new-session",
             "--cap-drop", "ALL",
