@@ -63,6 +63,10 @@ def base_env(**extra: str) -> dict[str, str]:
         LIVECODE_REQUEUE_GRACE_S="2",
         LIVECODE_HEARTBEAT_TTL_S="4",
         LIVECODE_AUTH_REQUIRED="false",
+        # The shared fixtures run many executions from one address; the rate-limit tests start
+        # their own API processes with the real limits.
+        LIVECODE_EXECUTION_RATE_LIMIT="100000/minute",
+        LIVECODE_LOGIN_RATE_LIMIT="100000/minute",
     )
     env.update(extra)
     return env
@@ -141,3 +145,28 @@ def system(request: pytest.FixtureRequest) -> Cluster:
 @pytest.fixture
 def api(system: Cluster) -> ApiClient:
     return system.client()
+
+
+@dataclass
+class AuthApis:
+    """Two API processes with sign-in required and the real rate limits, sharing the `cluster`'s
+    database, Redis and worker (as several API replicas of one deployment do)."""
+
+    bases: list[str]
+    env: dict[str, str]
+    procs: list[Process]
+
+    @property
+    def base(self) -> str:
+        return self.bases[0]
+
+
+@pytest.fixture(scope="session")
+def auth_apis(cluster: Cluster) -> Iterator[AuthApis]:
+    env = {**cluster.env, "LIVECODE_AUTH_REQUIRED": "true", "LIVECODE_EXECUTION_RATE_LIMIT": "10/minute",
+           "LIVECODE_LOGIN_RATE_LIMIT": "50/minute"}
+    started = [start_api(env) for _ in range(2)]
+    apis = AuthApis([base for _, base in started], env, [proc for proc, _ in started])
+    yield apis
+    for proc in apis.procs:
+        proc.stop()

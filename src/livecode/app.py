@@ -15,6 +15,7 @@ from .api.errors import register_error_handlers
 from .api.playground import register_playground
 from .config import Settings, load_settings
 from .logging_setup import configure_logging
+from .ratelimit import init_limiter
 from .runtime import Runtime, init_runtime
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         return resp
 
     init_auth(app, settings)  # after the request id, so a 401 is logged with it
+    init_limiter(app, settings)
     register_error_handlers(app)
     build_api(app)
     register_playground(app)

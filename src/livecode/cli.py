@@ -139,6 +139,32 @@ def cmd_dlq(args: argparse.Namespace) -> None:
     print(json.dumps(found, indent=2))
 
 
+def cmd_user(args: argparse.Namespace) -> None:
+    """Accounts from the command line, e.g. the first admin: `livecode user create alice --admin`.
+    The password comes from LIVECODE_PASSWORD or is asked for (never a command-line argument)."""
+    import getpass
+
+    from . import migrate
+    from .db import Database
+    from .errors import ApiError
+    from .services import accounts
+
+    db = Database(_settings(None))
+    if db.is_sqlite:
+        migrate.upgrade(db.engine)  # the embedded database may not exist yet
+    role = "admin" if args.admin else "user"
+    try:
+        if args.action == "create":
+            password = os.environ.get("LIVECODE_PASSWORD") or getpass.getpass(f"password for {args.username}: ")
+            print(json.dumps(accounts.create_user(db, args.username, password, role)))
+        elif not accounts.set_role(db, args.username, role):
+            sys.exit(f"no user {args.username!r}")
+        else:
+            print(json.dumps({"username": args.username, "role": role}))
+    except ApiError as exc:
+        sys.exit(f"livecode user {args.action}: {exc.message}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="livecode", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -174,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("id", nargs="?")
     q.add_argument("--limit", type=int, default=100)
     q.set_defaults(func=cmd_dlq)
+
+    u = sub.add_parser("user", help="accounts: create a user (--admin for an operator) or set a role")
+    u.add_argument("action", choices=["create", "set-role"])
+    u.add_argument("username")
+    u.add_argument("--admin", action="store_true", help="the admin role (operator endpoints)")
+    u.set_defaults(func=cmd_user)
     return p
 
 

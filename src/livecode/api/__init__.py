@@ -18,6 +18,7 @@ class LiveCodeApi(Api):
 
 def build_api(app: Flask) -> LiveCodeApi:
     from . import admin, auth, executions, health, keys, languages, sessions
+    from . import batch  # noqa: F401 - adds POST /api/v1/executions/batch to executions.ns
 
     api = LiveCodeApi(
         app,

@@ -25,6 +25,7 @@ from jwt import ExpiredSignatureError, PyJWTError
 
 from ..config import Settings
 from ..errors import ApiError
+from ..ratelimit import login_limit
 from ..services import accounts
 from . import schemas
 from .body import json_body, reject_unknown, require_str
@@ -211,6 +212,8 @@ def _credentials_body() -> tuple[str, str]:
 
 @ns.route("/register")
 class Register(Resource):
+    decorators = [login_limit]
+
     @ns.doc("register", security=[])
     @ns.expect(credentials_model, validate=False)
     @ns.response(201, "Created", user_model)
@@ -225,6 +228,8 @@ class Register(Resource):
 
 @ns.route("/login")
 class Login(Resource):
+    decorators = [login_limit]
+
     @ns.doc("login", security=[])
     @ns.expect(credentials_model, validate=False)
     @ns.response(200, "Signed in", tokens_model)

@@ -7,6 +7,7 @@ from typing import Any
 from flask_restx import Namespace, Resource
 
 from ..errors import ValidationError
+from ..ratelimit import execution_limit
 from ..services import executions as svc
 from . import schemas
 from .body import json_body, optional_int, optional_str, parse_uuid, query_int, reject_unknown
@@ -40,6 +41,7 @@ def parse_execute_options(body: dict[str, Any]) -> svc.ExecuteOptions:
 @ns.route("/session/<string:session_id>/execute")
 @ns.param("session_id", "the session's UUID")
 class Execute(Resource):
+    decorators = [execution_limit]  # checked before the handler: a refused request creates nothing
     @ns.doc("execute_session", params={"Idempotency-Key": {"in": "header", "type": "string"}})
     @ns.expect(schemas.execute_request, validate=False)
     @ns.response(202, "Queued", schemas.execution_queued)

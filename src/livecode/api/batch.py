@@ -1,0 +1,69 @@
+"""POST /api/v1/executions/batch: submit many batch (low-priority) executions at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_restx import Resource, fields
+
+from ..errors import ValidationError
+from ..ratelimit import batch_execution_limit
+from ..services import executions as svc
+from ..services.batch import MAX_BATCH, BatchItem, submit_batch
+from . import schemas
+from .body import json_body, parse_uuid, reject_unknown
+from .context import enqueue, owner_id, request_id, rt
+from .executions import ns, parse_execute_options
+
+ITEM_FIELDS = {"session_id", "stdin", "args", *svc.LIMIT_FIELDS}
+
+batch_item = ns.model("BatchItem", {
+    "session_id": fields.String(required=True),
+    "stdin": fields.String(),
+    "args": fields.List(fields.String),
+    **{name: fields.Integer() for name in svc.LIMIT_FIELDS},
+})
+batch_request = ns.model("BatchRequest", {
+    "executions": fields.List(fields.Nested(batch_item), required=True,
+                              description=f"1 to {MAX_BATCH} runs; a session may appear many times"),
+})
+batch_response = ns.model("BatchQueued", {
+    "count": fields.Integer(required=True),
+    "executions": fields.List(fields.Nested(schemas.execution_queued), required=True),
+})
+
+
+def parse_items(body: dict[str, Any]) -> list[BatchItem]:
+    reject_unknown(body, {"executions"})
+    raw = body.get("executions")
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_BATCH:
+        raise ValidationError(f"field 'executions' must be a list of 1 to {MAX_BATCH} items", code="INVALID_FIELD")
+    items = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict) or not isinstance(item.get("session_id"), str):
+            raise ValidationError(f"executions[{index}] must be an object with a string 'session_id'",
+                                  code="INVALID_FIELD", details={"index": index})
+        reject_unknown(item, ITEM_FIELDS)
+        options = parse_execute_options({k: v for k, v in item.items() if k != "session_id"})
+        items.append(BatchItem(parse_uuid(item["session_id"], f"executions[{index}].session_id"), options))
+    return items
+
+
+@ns.route("/batch")
+class Batch(Resource):
+    # Each item counts against the caller's executions-per-minute limit.
+    decorators = [batch_execution_limit]
+
+    @ns.doc("execute_batch")
+    @ns.expect(batch_request, validate=False)
+    @ns.response(202, "All queued (low priority)", batch_response)
+    @ns.response(400, "Invalid item; nothing was queued", schemas.error)
+    @ns.response(404, "A session does not exist; nothing was queued", schemas.error)
+    @ns.response(429, "The items exceed your executions-per-minute limit; nothing was queued", schemas.error)
+    def post(self) -> Any:
+        """Queue many runs on the low-priority queue in one request: all or nothing. Interactive
+        runs overtake them. Poll each execution as usual."""
+        items = parse_items(json_body())
+        r = rt()
+        return submit_batch(r.db, enqueue(), r.settings, items, owner_id=owner_id(),
+                            request_id=request_id()), 202

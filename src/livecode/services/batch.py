@@ -1,0 +1,86 @@
+"""Batch submission (design 4.2, 4.3): many low-priority executions in one request and one
+transaction. No Flask here."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from ..config import Settings
+from ..db import Database
+from ..models import CodeSession, Execution, ExecutionStatus, Priority, utcnow
+from .executions import Enqueue, ExecuteOptions, check_options
+from .sessions import iso, not_found
+from .validation import check_language
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 1000
+
+
+@dataclass
+class BatchItem:
+    session_id: uuid.UUID
+    options: ExecuteOptions
+
+
+def submit_batch(
+    db: Database,
+    enqueue: Enqueue,
+    settings: Settings,
+    items: list[BatchItem],
+    *,
+    owner_id: uuid.UUID | None,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """Queue every item on the low-priority queue, or none of them: every session must exist and
+    belong to the caller, and every option be valid, before anything is written."""
+    for item in items:
+        item.options.priority = Priority.BATCH.value
+        check_options(item.options, settings)
+    wanted = {item.session_id for item in items}
+    with db.read(fresh=True) as s:
+        q = select(CodeSession.id, CodeSession.user_id, CodeSession.language, CodeSession.source_code).where(
+            CodeSession.id.in_(wanted)
+        )
+        if owner_id is not None:
+            q = q.where(CodeSession.user_id == owner_id)
+        sessions = {row.id: row for row in s.execute(q)}
+    for sid in sorted(wanted - set(sessions), key=str):
+        raise not_found(sid)
+    for language in {row.language for row in sessions.values()}:
+        check_language(language)
+
+    now = utcnow()
+    rows = []
+    for item in items:
+        src = sessions[item.session_id]
+        rows.append({
+            "id": uuid.uuid4(), "session_id": src.id, "user_id": src.user_id, "language": src.language,
+            "source_code": src.source_code, "stdin": item.options.stdin, "args": item.options.args,
+            "limits": item.options.limits, "priority": Priority.BATCH.value,
+            "status": ExecutionStatus.QUEUED.value, "stdout_truncated": False, "stderr_truncated": False,
+            "attempts": 0, "request_id": request_id, "queued_at": now,
+        })
+    with db.write() as s:
+        s.execute(insert(Execution), rows)
+    failed = 0
+    for row in rows:
+        try:
+            enqueue(row["id"], Priority.BATCH.value, request_id)
+        except Exception:  # noqa: BLE001 - the row is the truth; the reconciler queues it again
+            failed += 1
+    if failed:
+        log.warning("enqueue failed for part of a batch; the reconciler will queue them", extra={"failed": failed})
+    return {
+        "count": len(rows),
+        "executions": [
+            {"execution_id": str(r["id"]), "session_id": str(r["session_id"]), "status": r["status"],
+             "queued_at": iso(now)}
+            for r in rows
+        ],
+    }
