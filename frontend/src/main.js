@@ -106,7 +106,7 @@ async function reloadServerVersion() {
 async function createSession(text) {
   const session = await api("POST", "/api/v1/code-sessions", { language: state.language, source_code: text });
   state.sessionId = session.session_id;
-  window.history.replaceState(null, "", `/s/${session.session_id}`);
+  window.history.replaceState(null, "", sessionUrl(session.session_id));
   sessionOpened();
   return session;
 }
@@ -185,7 +185,7 @@ async function changeLanguage() {
   try {
     await saver.flush();
     const session = await api("POST", "/api/v1/code-sessions", { language: next, source_code: source });
-    window.history.pushState(null, "", `/s/${session.session_id}`);
+    window.history.pushState(null, "", sessionUrl(session.session_id));
     await openSession(session);
     $("language-note").textContent = `New ${languageName(next)} session; the ${languageName(prev)} one keeps its own link.`;
     $("language-note").hidden = false;
@@ -198,6 +198,12 @@ async function changeLanguage() {
 }
 
 // --- Sessions --------------------------------------------------------------------------------
+
+/** A session's shareable address. `/?session=` rather than `/s/<id>` (also served) because "/" is
+ * reachable without signing in on servers that require accounts, so the page can ask for a token. */
+function sessionUrl(id) {
+  return `/?session=${encodeURIComponent(id)}`;
+}
 
 function sessionIdFromUrl() {
   const match = location.pathname.match(/^\/s\/([^/]+)\/?$/);
@@ -312,8 +318,17 @@ async function follow(executionId, { interactive = false } = {}) {
   let result = null;
   const s = new ExecutionStream(executionId, {
     onEvent(event, data) {
-      if (event === "status") output.setStatus(data.status);
-      else if (event === "output") {
+      if (event === "status") {
+        if (data.attempt > 1) {
+          // The run started over on another worker (the first one was lost): its output restarts too.
+          output.clear();
+          output.note(`[the run restarted on another worker: attempt ${data.attempt}]`);
+        }
+        output.setStatus(data.status);
+      } else if (event === "error") {
+        const err = data.error || {};
+        output.note(`[${err.message || err.code || "error"}]`);
+      } else if (event === "output") {
         const kind = data.stream === "stderr" ? "stderr" : data.stream === "compile" ? "compile" : "stdout";
         output.append(kind, data.text);
       } else if (event === "result") {

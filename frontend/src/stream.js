@@ -3,7 +3,7 @@
 // read with fetch so the bearer token can be sent and a 404 seen. When the server has no event
 // stream for the run (an older server: 404/405), fall back to polling GET /executions/{id}.
 
-import { ApiError, api, authHeaders, errorFrom, networkError } from "./api.js";
+import { ApiError, api, authHeaders, errorFrom, getToken, networkError } from "./api.js";
 
 const TERMINAL = new Set(["COMPLETED", "FAILED", "TIMEOUT"]);
 const POLL_MS = 400;
@@ -104,7 +104,10 @@ export class ExecutionStream {
   /** Resolves true when the run ended over the socket, false to fall back to SSE. */
   runWebSocket() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const url = `${scheme}//${location.host}/api/v1/executions/${encodeURIComponent(this.id)}/ws`;
+    let url = `${scheme}//${location.host}/api/v1/executions/${encodeURIComponent(this.id)}/ws`;
+    // A browser cannot set headers on a WebSocket: the server takes the token as a query parameter here.
+    const token = getToken();
+    if (token) url += `?access_token=${encodeURIComponent(token)}`;
     return new Promise((resolve) => {
       let ws;
       try {
@@ -184,6 +187,10 @@ export class ExecutionStream {
       throw networkError();
     }
     if (!resp.ok) throw await errorFrom(resp);
+    if (resp.status === 204) {
+      // "You have seen the end already": the stored row gives the final status and result.
+      throw new ApiError(204, "STREAM_OVER", "the event stream has nothing more");
+    }
     if (!(resp.headers.get("Content-Type") || "").startsWith("text/event-stream")) {
       throw new ApiError(406, "NOT_AN_EVENT_STREAM", "the server did not answer with an event stream");
     }
