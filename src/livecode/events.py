@@ -3,33 +3,53 @@
 Distributed: one Redis stream per execution, so a client on any API process can follow a run on
 any worker, replay what it missed from an event id (SSE `Last-Event-ID`) and then block for the
 live tail. Embedded: the same interface over an in-process store.
+
+Event kinds: "status" {status, attempt?}, "output" {stream: stdout|stderr|compile, text},
+"result" {the execution as GET /api/v1/executions/{id} returns it}, "end" {status}.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import redis
+
+log = logging.getLogger(__name__)
 
 Event = tuple[str, str, dict[str, Any]]  # (event id, kind, data)
 
 STREAM_TTL_S = 3600
 STREAM_MAXLEN = 20_000
+READ_COUNT = 100  # events per read: what one follower holds in memory at a time
 TERMINAL_KINDS = frozenset({"end"})
 
 
 class EventBus(Protocol):
     def publish(self, execution_id: str, kind: str, data: dict[str, Any]) -> str: ...
 
-    def read(self, execution_id: str, after: str | None, block_ms: int) -> list[Event]: ...
+    def read(self, execution_id: str, after: str | None, block_ms: int, count: int = READ_COUNT) -> list[Event]:
+        """Events after id `after` (None: from the start), oldest first, at most `count`;
+        waits up to `block_ms` for the first one when there is none yet (0: do not wait)."""
+        ...
+
+    def read_last(self, execution_id: str) -> Event | None:
+        """The newest event, or None when the stream is empty or gone."""
+        ...
 
 
 def _key(execution_id: str) -> str:
     return f"livecode:events:{execution_id}"
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 class RedisEventBus:
@@ -41,63 +61,167 @@ class RedisEventBus:
         pipe = self.client.pipeline(transaction=False)
         pipe.xadd(key, {"k": kind, "d": json.dumps(data)}, maxlen=STREAM_MAXLEN, approximate=True)
         pipe.expire(key, STREAM_TTL_S)
-        event_id = pipe.execute()[0]
-        return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+        return _text(pipe.execute()[0])
 
-    def read(self, execution_id: str, after: str | None, block_ms: int) -> list[Event]:
-        reply = self.client.xread(
-            {_key(execution_id): after or "0-0"}, count=500, block=block_ms or None
-        )
-        events: list[Event] = []
-        for _stream, entries in reply or []:
-            for event_id, fields in entries:
-                eid = event_id.decode() if isinstance(event_id, bytes) else event_id
-                kind = fields[b"k"].decode() if b"k" in fields else fields["k"]
-                raw = fields[b"d"] if b"d" in fields else fields["d"]
-                events.append((eid, kind, json.loads(raw)))
-        return events
+    def read(self, execution_id: str, after: str | None, block_ms: int, count: int = READ_COUNT) -> list[Event]:
+        # block=None means "don't block"; block=0 would mean "forever" to Redis.
+        reply: Any = self.client.xread({_key(execution_id): after or "0-0"}, count=count, block=block_ms or None)
+        return [_entry(e) for _stream, entries in reply or [] for e in entries]
+
+    def read_last(self, execution_id: str) -> Event | None:
+        reply: Any = self.client.xrevrange(_key(execution_id), count=1)
+        return _entry(reply[0]) if reply else None
+
+
+def _entry(entry: Any) -> Event:
+    event_id, fields = entry
+    kind = _text(fields.get(b"k", fields.get("k", "")))
+    return _text(event_id), kind, json.loads(fields.get(b"d", fields.get("d", "{}")))
+
+
+def parse_id(event_id: str) -> tuple[int, int]:
+    """A bus event id "<ms>-<seq>" as a sortable pair; ValueError if it is not one."""
+    a, sep, b = event_id.partition("-")
+    if not a.isdigit() or (sep and not b.isdigit()):
+        raise ValueError(f"not an event id: {event_id!r}")
+    return int(a), int(b or 0)
+
+
+@dataclass
+class _MemoryStream:
+    events: list[Event] = field(default_factory=list)
+    keys: list[tuple[int, int]] = field(default_factory=list)
+    size: int = 0  # approximate bytes held
+    touched: float = 0.0
 
 
 class MemoryEventBus:
-    """In-process bus for the embedded mode; bounded in executions kept and events each."""
+    """In-process bus for the embedded mode. Bounded like the Redis one: events per execution,
+    an expiry after the last event, and a total size (oldest executions are dropped first)."""
 
-    def __init__(self, max_executions: int = 1000) -> None:
-        self._streams: OrderedDict[str, list[Event]] = OrderedDict()
+    def __init__(self, max_executions: int = 1000, max_bytes: int = 64 * 1024 * 1024,
+                 ttl_s: float = STREAM_TTL_S) -> None:
+        self._streams: OrderedDict[str, _MemoryStream] = OrderedDict()
         self._cond = threading.Condition()
         self._seq = 0
         self._max = max_executions
+        self._max_bytes = max_bytes
+        self._ttl = ttl_s
+        self._bytes = 0
 
     def publish(self, execution_id: str, kind: str, data: dict[str, Any]) -> str:
+        size = len(json.dumps(data)) + 64
         with self._cond:
             self._seq += 1
-            event_id = f"{int(time.time() * 1000)}-{self._seq}"
-            stream = self._streams.setdefault(execution_id, [])
+            key = (int(time.time() * 1000), self._seq)
+            event_id = f"{key[0]}-{key[1]}"
+            stream = self._streams.get(execution_id)
+            if stream is None:
+                stream = self._streams[execution_id] = _MemoryStream()
             self._streams.move_to_end(execution_id)
-            if len(stream) < STREAM_MAXLEN:
-                stream.append((event_id, kind, data))
-            while len(self._streams) > self._max:
-                self._streams.popitem(last=False)
+            stream.touched = time.monotonic()
+            stream.events.append((event_id, kind, data))
+            stream.keys.append(key)
+            stream.size += size
+            self._bytes += size
+            if len(stream.events) > STREAM_MAXLEN:  # trim the oldest, as XADD MAXLEN does
+                dropped = len(json.dumps(stream.events[0][2])) + 64
+                self._bytes -= dropped
+                stream.size -= dropped
+                del stream.events[0], stream.keys[0]
+            self._evict()
             self._cond.notify_all()
             return event_id
 
-    def read(self, execution_id: str, after: str | None, block_ms: int) -> list[Event]:
+    def _evict(self) -> None:
+        now = time.monotonic()
+        while self._streams:
+            oldest_id, oldest = next(iter(self._streams.items()))
+            over = len(self._streams) > self._max or (self._bytes > self._max_bytes and len(self._streams) > 1)
+            if not over and now - oldest.touched < self._ttl:
+                break
+            del self._streams[oldest_id]
+            self._bytes -= oldest.size
+
+    def read(self, execution_id: str, after: str | None, block_ms: int, count: int = READ_COUNT) -> list[Event]:
         deadline = time.monotonic() + block_ms / 1000
+        start = parse_id(after) if after else None
         with self._cond:
             while True:
-                stream = self._streams.get(execution_id, [])
-                out = [e for e in stream if after is None or _after(e[0], after)]
+                stream = self._streams.get(execution_id)
+                if stream is not None:
+                    i = bisect.bisect_right(stream.keys, start) if start else 0
+                    if i < len(stream.events):
+                        return stream.events[i : i + count]
                 remaining = deadline - time.monotonic()
-                if out or remaining <= 0:
-                    return out
+                if remaining <= 0:
+                    return []
                 self._cond.wait(remaining)
 
+    def read_last(self, execution_id: str) -> Event | None:
+        with self._cond:
+            stream = self._streams.get(execution_id)
+            return stream.events[-1] if stream and stream.events else None
 
-def _after(event_id: str, after: str) -> bool:
-    def parse(v: str) -> tuple[int, int]:
-        a, _, b = v.partition("-")
-        return int(a or 0), int(b or 0)
 
-    try:
-        return parse(event_id) > parse(after)
-    except ValueError:
-        return True
+class OutputPublisher:
+    """The sandbox's on_output callback. It never blocks the sandbox's reader thread on the bus:
+    chunks go into a buffer that a background thread publishes. What arrives while a publish is
+    in flight or within `interval_s` of the previous one is coalesced into one event, so a
+    program writing a byte at a time makes tens of events a second, not thousands, and a run
+    stays far below the stream's MAXLEN. The buffer is bounded by the sandbox's output cap.
+    """
+
+    def __init__(self, bus: EventBus, execution_id: str, *, interval_s: float = 0.02,
+                 max_event_chars: int = 16 * 1024, event_budget: int = 5000) -> None:
+        self.bus = bus
+        self.execution_id = execution_id
+        self.interval_s = interval_s
+        self.max_event_chars = max_event_chars
+        self.event_budget = event_budget  # past this many events, coalesce over 0.5 s
+        self.published = 0
+        self._pending: list[list[str]] = []  # [stream, text] in arrival order
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=f"output-{execution_id[:8]}", daemon=True)
+        self._thread.start()
+
+    def __call__(self, stream: str, text: str) -> None:
+        with self._cond:
+            if self._pending and self._pending[-1][0] == stream:
+                self._pending[-1][1] += text
+            else:
+                self._pending.append([stream, text])
+            self._cond.notify()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Publish what is buffered and stop; called before the run's final events."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                batch, self._pending = self._pending, []
+                closed = self._closed
+            for stream, text in batch:
+                for i in range(0, len(text), self.max_event_chars):
+                    self._publish(stream, text[i : i + self.max_event_chars])
+            if closed:
+                with self._cond:
+                    if not self._pending:
+                        return
+                continue
+            # Coalescing window: the first line after a pause goes out at once, a flood in slices.
+            time.sleep(self.interval_s if self.published < self.event_budget else 0.5)
+
+    def _publish(self, stream: str, text: str) -> None:
+        try:
+            self.bus.publish(self.execution_id, "output", {"stream": stream, "text": text})
+            self.published += 1
+        except Exception:  # noqa: BLE001 - streaming is best effort; the stored result is the truth
+            log.debug("output publish failed", exc_info=True)

@@ -17,7 +17,7 @@ class LiveCodeApi(Api):
 
 
 def build_api(app: Flask) -> LiveCodeApi:
-    from . import admin, auth, executions, health, keys, languages, sessions
+    from . import admin, auth, executions, health, keys, languages, sessions, stream
     from . import batch  # noqa: F401 - adds POST /api/v1/executions/batch to executions.ns
 
     api = LiveCodeApi(
@@ -36,9 +36,11 @@ def build_api(app: Flask) -> LiveCodeApi:
     )
     api.add_namespace(sessions.ns, path="/api/v1/code-sessions")
     api.add_namespace(executions.ns, path="/api/v1/executions")
+    api.add_namespace(stream.ns, path="/api/v1/executions")  # .../{id}/events (SSE)
     api.add_namespace(languages.ns, path="/api/v1/languages")
     api.add_namespace(health.ns, path="/health")
     api.add_namespace(auth.ns, path="/api/v1/auth")
     api.add_namespace(keys.ns, path="/api/v1/api-keys")
     api.add_namespace(admin.ns, path="/api/v1/admin")
+    stream.register_websocket(app)  # .../{id}/ws: not a Flask-RESTX resource
     return api

@@ -17,7 +17,7 @@ from .idempotency import idempotent
 ns = Namespace("executions", description="Asynchronous executions of a session's code")
 schemas.attach(ns)
 
-EXECUTE_FIELDS = {"stdin", "args", "priority", *svc.LIMIT_FIELDS}
+EXECUTE_FIELDS = {"stdin", "args", "priority", "interactive", *svc.LIMIT_FIELDS}
 
 
 def parse_execute_options(body: dict[str, Any]) -> svc.ExecuteOptions:
@@ -30,11 +30,15 @@ def parse_execute_options(body: dict[str, Any]) -> svc.ExecuteOptions:
         value = optional_int(body, name, minimum=1)
         if value is not None:
             limits[name] = value
+    interactive = body.get("interactive", False)
+    if not isinstance(interactive, bool):
+        raise ValidationError("field 'interactive' must be true or false", code="INVALID_FIELD")
     return svc.ExecuteOptions(
         stdin=optional_str(body, "stdin", "") or "",
         args=list(args),
         limits=limits,
         priority=optional_str(body, "priority", "interactive") or "interactive",
+        interactive=interactive,
     )
 
 
@@ -42,6 +46,7 @@ def parse_execute_options(body: dict[str, Any]) -> svc.ExecuteOptions:
 @ns.param("session_id", "the session's UUID")
 class Execute(Resource):
     decorators = [execution_limit]  # checked before the handler: a refused request creates nothing
+
     @ns.doc("execute_session", params={"Idempotency-Key": {"in": "header", "type": "string"}})
     @ns.expect(schemas.execute_request, validate=False)
     @ns.response(202, "Queued", schemas.execution_queued)
@@ -62,6 +67,7 @@ class Execute(Resource):
             result = svc.submit_execution(
                 r.db, enqueue(), r.settings, sid, owner_id=owner_id(), options=options,
                 request_id=request_id(),
+                on_queued=lambda eid: r.events.publish(str(eid), "status", {"status": "QUEUED"}),
             )
             return result, 202
 

@@ -61,6 +61,11 @@ execute_request = shared.model(
         "stdin": fields.String(description="standard input for the program"),
         "args": fields.List(fields.String, description="command-line arguments"),
         "priority": fields.String(enum=["interactive", "batch"], default="interactive"),
+        "interactive": fields.Boolean(
+            default=False,
+            description="keep stdin open for input sent over the WebSocket "
+            "(/api/v1/executions/{id}/ws) until EOF or the time limit; `stdin` is fed first",
+        ),
         "time_limit_ms": fields.Integer(),
         "cpu_time_ms": fields.Integer(),
         "memory_limit_mb": fields.Integer(),
@@ -91,6 +96,7 @@ execution = shared.model(
         ),
         "language": fields.String(),
         "priority": fields.String(),
+        "interactive": fields.Boolean(),
         "stdout": fields.String(),
         "stderr": fields.String(),
         "compile_output": fields.String(),

@@ -36,6 +36,7 @@ class ExecuteOptions:
     args: list[str] = field(default_factory=list)
     limits: dict[str, int] = field(default_factory=dict)
     priority: str = Priority.INTERACTIVE.value
+    interactive: bool = False  # stdin stays open for input sent over the WebSocket
 
 
 def limit_maxima(settings: Settings) -> dict[str, int]:
@@ -78,6 +79,7 @@ def serialize_execution(e: Execution) -> dict[str, Any]:
         "reason": e.reason,
         "language": e.language,
         "priority": e.priority,
+        "interactive": e.interactive,
         "stdout": e.stdout,
         "stderr": e.stderr,
         "compile_output": e.compile_output,
@@ -115,8 +117,11 @@ def submit_execution(
     owner_id: uuid.UUID | None,
     options: ExecuteOptions,
     request_id: str | None = None,
+    on_queued: Callable[[uuid.UUID], object] | None = None,
 ) -> dict[str, Any]:
-    """Insert a QUEUED execution holding a copy of the session's code, then queue its id."""
+    """Insert a QUEUED execution holding a copy of the session's code, then queue its id.
+    `on_queued` runs between the two (it publishes the QUEUED event, so that it precedes the
+    worker's RUNNING); its failure is logged, never the caller's."""
     check_options(options, settings)
     with db.read(fresh=True) as s:
         q = select(CodeSession.language).where(CodeSession.id == session_id)
@@ -140,6 +145,7 @@ def submit_execution(
         literal(options.args, Execution.args.type),
         literal(options.limits, Execution.limits.type),
         literal(options.priority),
+        literal(options.interactive),
         literal(ExecutionStatus.QUEUED.value),
         literal(False),
         literal(False),
@@ -150,7 +156,7 @@ def submit_execution(
     stmt = insert(Execution).from_select(
         [
             "id", "session_id", "user_id", "language", "source_code", "stdin", "args", "limits",
-            "priority", "status", "stdout_truncated", "stderr_truncated", "attempts",
+            "priority", "interactive", "status", "stdout_truncated", "stderr_truncated", "attempts",
             "request_id", "queued_at",
         ],
         copy,
@@ -169,6 +175,11 @@ def submit_execution(
         ) from exc
     if not inserted:
         raise not_found(session_id)
+    if on_queued is not None:
+        try:
+            on_queued(execution_id)
+        except Exception:  # noqa: BLE001 - an event is a convenience; the row is the truth
+            log.warning("on_queued failed", extra={"execution_id": str(execution_id)}, exc_info=True)
     try:
         enqueue(execution_id, options.priority, request_id)
     except Exception:  # noqa: BLE001 - the row is the truth; the reconciler queues it again
@@ -230,6 +241,7 @@ class ClaimedRun:
     args: list[str]
     limits: dict[str, int]
     request_id: str | None
+    interactive: bool = False
 
 
 def claim_execution(db: Database, execution_id: uuid.UUID, worker: str) -> ClaimedRun | None:
@@ -245,7 +257,7 @@ def claim_execution(db: Database, execution_id: uuid.UUID, worker: str) -> Claim
         )
         .returning(
             Execution.attempts, Execution.language, Execution.source_code, Execution.stdin,
-            Execution.args, Execution.limits, Execution.request_id,
+            Execution.args, Execution.limits, Execution.request_id, Execution.interactive,
         )
     )
     with db.write() as s:
@@ -254,7 +266,7 @@ def claim_execution(db: Database, execution_id: uuid.UUID, worker: str) -> Claim
         return None
     return ClaimedRun(
         execution_id, row.attempts, row.language, row.source_code, row.stdin,
-        list(row.args or []), dict(row.limits or {}), row.request_id,
+        list(row.args or []), dict(row.limits or {}), row.request_id, bool(row.interactive),
     )
 
 

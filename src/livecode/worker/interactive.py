@@ -1,12 +1,175 @@
-"""Interactive stdin for a running program: lines a WebSocket client sends reach the sandbox."""
+"""Interactive stdin: what a WebSocket client types reaches the running program.
+
+The API process that holds the WebSocket may not be the worker's process, so input travels
+through Redis: a list `livecode:stdin:{id}` the API appends to and the worker's stdin source pops
+from (without blocking: the sandbox polls it every tick). In the embedded mode (no Redis) it is a
+queue in this process's memory. Either way the total a client may send is the stdin limit
+(settings.max_stdin_bytes) and input that nobody reads expires.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from ..errors import PayloadTooLarge
 from ..runtime import Runtime
 from ..sandbox import StdinSource
 
+log = logging.getLogger(__name__)
+
+KEY_TTL_S = 3600
+POLL_INTERVAL_S = 0.05  # the sandbox asks on every loop turn; Redis is asked at most this often
+_DATA, _EOF = b"d", b"e"  # list item tags: data follows the tag byte; EOF is the tag alone
+
+
+def _key(execution_id: str) -> str:
+    return f"livecode:stdin:{execution_id}"
+
+
+def _bytes_key(execution_id: str) -> str:
+    return f"livecode:stdin:{execution_id}:bytes"
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"interactive input is limited to {limit} bytes per execution",
+                           code="STDIN_TOO_LARGE", details={"limit": limit})
+
+
+@dataclass
+class _Channel:
+    items: deque[bytes] = field(default_factory=deque)
+    total: int = 0
+    touched: float = field(default_factory=time.monotonic)
+
+
+class _MemoryStdin:
+    """The embedded mode's channels, one per execution, bounded in count and age."""
+
+    def __init__(self, max_channels: int = 1000) -> None:
+        self._channels: OrderedDict[str, _Channel] = OrderedDict()
+        self._lock = threading.Lock()
+        self._max = max_channels
+
+    def push(self, execution_id: str, item: bytes, size: int, limit: int) -> None:
+        with self._lock:
+            ch = self._channels.get(execution_id)
+            if ch is None:
+                ch = self._channels[execution_id] = _Channel()
+            if ch.total + size > limit:
+                raise _too_large(limit)
+            ch.total += size
+            ch.items.append(item)
+            ch.touched = time.monotonic()
+            self._channels.move_to_end(execution_id)
+            now = time.monotonic()
+            while self._channels and (
+                len(self._channels) > self._max or now - next(iter(self._channels.values())).touched > KEY_TTL_S
+            ):
+                self._channels.popitem(last=False)
+
+    def pop_all(self, execution_id: str) -> list[bytes]:
+        with self._lock:
+            ch = self._channels.get(execution_id)
+            if ch is None:
+                return []
+            items = list(ch.items)
+            ch.items.clear()
+            return items
+
+    def discard(self, execution_id: str) -> None:
+        with self._lock:
+            self._channels.pop(execution_id, None)
+
+
+_memory = _MemoryStdin()
+
+
+def _push(rt: Runtime, execution_id: str, item: bytes, size: int) -> None:
+    limit = rt.settings.max_stdin_bytes
+    if rt.redis is None:
+        _memory.push(execution_id, item, size, limit)
+        return
+    key, counter = _key(execution_id), _bytes_key(execution_id)
+    total = int(rt.redis.incrby(counter, size))
+    if total > limit:
+        rt.redis.decrby(counter, size)
+        raise _too_large(limit)
+    pipe = rt.redis.pipeline(transaction=False)
+    pipe.rpush(key, item)
+    pipe.expire(key, KEY_TTL_S)
+    pipe.expire(counter, KEY_TTL_S)
+    pipe.execute()
+
+
+def send_stdin(rt: Runtime, execution_id: str, data: str) -> None:
+    """Queue `data` for the execution's program. PayloadTooLarge past the stdin limit."""
+    raw = data.encode("utf-8")
+    if raw:
+        _push(rt, execution_id, _DATA + raw, len(raw))
+
+
+def close_stdin(rt: Runtime, execution_id: str) -> None:
+    """End of input: the program's next read returns EOF once the queued input is consumed."""
+    _push(rt, execution_id, _EOF, 0)
+
+
+def discard_stdin(rt: Runtime, execution_id: str) -> None:
+    """Drop what is left for a run that has finished."""
+    if rt.redis is None:
+        _memory.discard(execution_id)
+        return
+    try:
+        rt.redis.delete(_key(execution_id), _bytes_key(execution_id))
+    except redis.RedisError:
+        log.debug("could not delete stdin keys", exc_info=True)
+
+
+class _StdinSource:
+    """The sandbox's StdinSource for one run: the next input, None for nothing yet, b"" at EOF.
+    Never blocks: the sandbox calls it from its output-reading loop."""
+
+    def __init__(self, rt: Runtime, execution_id: str) -> None:
+        self.rt = rt
+        self.execution_id = execution_id
+        self.next_poll = 0.0
+        self.eof = False
+
+    def _pop(self) -> list[bytes]:
+        if self.rt.redis is None:
+            return _memory.pop_all(self.execution_id)
+        reply: Any = self.rt.redis.lpop(_key(self.execution_id), 64)
+        return list(reply or [])
+
+    def __call__(self) -> bytes | None:
+        if self.eof:
+            return b""
+        now = time.monotonic()
+        if now < self.next_poll:
+            return None
+        self.next_poll = now + POLL_INTERVAL_S
+        try:
+            items = self._pop()
+        except redis.RedisError:
+            log.debug("stdin poll failed", exc_info=True)
+            return None
+        out = bytearray()
+        for item in items:
+            if item[:1] == _EOF:
+                self.eof = True  # anything sent after EOF can never be read: dropped
+                break
+            out += item[1:]
+        if out:
+            return bytes(out)  # EOF, if seen, is reported on the next call
+        return b"" if self.eof else None
+
 
 def stdin_source_for(rt: Runtime, execution_id: str) -> StdinSource | None:
-    """None: the run gets its stored stdin only. Interactive runs are wired in by the streaming
-    layer (see livecode.api.stream), which registers a source for the execution id."""
-    return None
+    """The stdin source for an interactive run (the worker calls this only for those)."""
+    return _StdinSource(rt, execution_id)

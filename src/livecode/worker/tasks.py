@@ -103,14 +103,20 @@ def run_claimed(rt: Runtime, claimed: ClaimedRun) -> RunResult:
         limits=limits_for(claimed, rt),
     )
 
-    def on_output(stream: str, text: str) -> None:
-        _publish(rt, eid, "output", {"stream": stream, "text": text})
+    from ..events import OutputPublisher
+    from .interactive import discard_stdin, stdin_source_for
 
-    from .interactive import stdin_source_for
-
-    return get_process_runner(rt.settings).run(
-        request, on_output=on_output, stdin_source=stdin_source_for(rt, eid)
-    )
+    # Output goes to the bus from a thread of its own: a slow bus never slows the program.
+    on_output = OutputPublisher(rt.events, eid)
+    try:
+        return get_process_runner(rt.settings).run(
+            request, on_output=on_output,
+            stdin_source=stdin_source_for(rt, eid) if claimed.interactive else None,
+        )
+    finally:
+        on_output.close()  # every chunk is published before the terminal events
+        if claimed.interactive:
+            discard_stdin(rt, eid)
 
 
 class ExecutionTask(Task):
@@ -150,7 +156,8 @@ def execute_code_task(self: Task, execution_id: str) -> str:
         return "skipped"
     extra["request_id"] = claimed.request_id
     log.info("execution started", extra={**extra, "language": claimed.language, "attempt": claimed.attempt})
-    _publish(rt, execution_id, "status", {"status": ExecutionStatus.RUNNING.value})
+    # attempt > 1: the run started over on another worker; clients drop the output shown so far.
+    _publish(rt, execution_id, "status", {"status": ExecutionStatus.RUNNING.value, "attempt": claimed.attempt})
     with _active_lock:
         _active += 1
     try:
