@@ -54,23 +54,40 @@ def processes_of_uids(first: int, count: int) -> list[tuple[int, int]]:
     return found
 
 
-def sandboxed_processes() -> list[tuple[int, int]]:
-    """(pid, real uid) of host processes inside a run's cgroup (…/livecode/run-*)."""
+IDLE_POOL_EXES = {"/usr/bin/bwrap", "/.livecode-launcher"}
+
+
+def leftovers() -> list[tuple[int, int, str]]:
+    """Processes of the tests' uids other than idle pre-built sandboxes (bwrap and its launcher
+    waiting for a job; /proc/PID/exe cannot be faked by the program, unlike its name)."""
     found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for pid, uid in processes_of_uids(TEST_UID_BASE, TEST_SLOTS):
         try:
-            with open(f"/proc/{pid}/cgroup") as f:
-                text = f.read()
+            exe = os.readlink(f"/proc/{pid}/exe")
         except OSError:
-            continue
-        if "/livecode/run-" in text:
-            uid_line = _status_field(pid, "Uid")
-            if uid_line is not None:
-                found.append((int(pid), int(uid_line.split()[0])))
+            continue  # exited meanwhile, or a zombie
+        if exe not in IDLE_POOL_EXES:
+            found.append((pid, uid, exe))
     return found
 
 
 def no_leftovers() -> bool:
-    return not processes_of_uids(TEST_UID_BASE, TEST_SLOTS)
+    return not leftovers()
+
+
+def host_uids_of_cmdline(token: str) -> set[int]:
+    """Real uids, as the host sees them, of processes whose argv contains `token`."""
+    uids = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if token.encode() in argv:
+            uid_line = _status_field(pid, "Uid")
+            if uid_line is not None:
+                uids.add(int(uid_line.split()[0]))
+    return uids

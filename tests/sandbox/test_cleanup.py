@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from livecode.sandbox import Outcome, Runner
+from livecode.sandbox import Outcome, Runner, RunRequest
 
-from .helpers import TEST_SLOTS, TEST_UID_BASE, no_leftovers, processes_of_uids, requires_bwrap, run
+from .helpers import TEST_SLOTS, TEST_UID_BASE, host_uids_of_cmdline, leftovers, no_leftovers, requires_bwrap, run
 
 pytestmark = [requires_bwrap, pytest.mark.sandbox, pytest.mark.timeout(60)]
 
@@ -56,13 +57,13 @@ def test_daemons_gone_after_normal_exit(runner: Runner) -> None:
     assert res.outcome is Outcome.OK, res
     assert "parent done" in res.stdout
     assert time.monotonic() - start < 10  # the child holding stdout did not make us wait
-    assert no_leftovers(), processes_of_uids(TEST_UID_BASE, TEST_SLOTS)
+    assert no_leftovers(), leftovers()
 
 
 def test_daemons_gone_after_timeout(runner: Runner) -> None:
     res = run(runner, "python", ESCAPE, args=("hang",), time_limit_ms=1000)
     assert res.outcome is Outcome.TIME_LIMIT, res
-    assert no_leftovers(), processes_of_uids(TEST_UID_BASE, TEST_SLOTS)
+    assert no_leftovers(), leftovers()
 
 
 def test_bash_background_and_nohup_gone(runner: Runner) -> None:
@@ -124,28 +125,27 @@ def test_planted_symlinks_not_followed(runner: Runner, tmp_path: Path) -> None:
 
 
 def test_concurrent_runs_get_distinct_host_uids(runner: Runner) -> None:
-    uids: set[int] = set()
+    seen: dict[str, set[int]] = {}
     lock = threading.Lock()
-
-    def on_output(stream: str, text: str) -> None:
-        if "up" in text:
-            from .helpers import sandboxed_processes
-
-            with lock:
-                uids.update(uid for _, uid in sandboxed_processes())
-
     results = []
 
-    def one() -> None:
-        from livecode.sandbox import RunRequest
+    def one(token: str) -> None:
+        def on_output(stream: str, text: str) -> None:
+            if "up" in text:  # running now: look it up on the host by its unique argument
+                with lock:
+                    seen[token] = host_uids_of_cmdline(token)
 
-        results.append(runner.run(RunRequest("bash", "echo up; sleep 2"), on_output=on_output))
+        results.append(runner.run(RunRequest("bash", "echo up; sleep 2", args=(token,)), on_output=on_output))
 
-    threads = [threading.Thread(target=one) for _ in range(3)]
+    tokens = [f"tok-{uuid.uuid4()}" for _ in range(3)]
+    threads = [threading.Thread(target=one, args=(t,)) for t in tokens]
     for t in threads:
         t.start()
     for t in threads:
         t.join(30)
     assert [r.outcome for r in results] == [Outcome.OK] * 3
-    assert len({u for u in uids if TEST_UID_BASE <= u < TEST_UID_BASE + TEST_SLOTS}) == 3, uids
+    assert all(len(seen[t]) == 1 for t in tokens), seen  # one uid per run...
+    uids = {next(iter(seen[t])) for t in tokens}
+    assert len(uids) == 3, seen  # ...a different one for each concurrent run
+    assert all(TEST_UID_BASE <= u < TEST_UID_BASE + TEST_SLOTS for u in uids)
     assert wait_for_no_leftovers()

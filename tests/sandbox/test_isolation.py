@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import socket
+import uuid
 from pathlib import Path
 
 import pytest
 
 from livecode.sandbox import Outcome, Runner, RunRequest
 
-from .helpers import REPO, TEST_SLOTS, TEST_UID_BASE, requires_bwrap, run, sandboxed_processes
+from .helpers import REPO, TEST_SLOTS, TEST_UID_BASE, host_uids_of_cmdline, requires_bwrap, run
 
 pytestmark = [requires_bwrap, pytest.mark.sandbox, pytest.mark.timeout(60)]
 
@@ -157,11 +158,12 @@ def test_files_of_previous_run_not_visible(runner: Runner) -> None:
 
 
 def test_unprivileged_inside_and_on_host(runner: Runner) -> None:
-    seen: list[tuple[int, int]] = []
+    token = f"tok-{uuid.uuid4()}"
+    seen: set[int] = set()
 
     def on_output(stream: str, text: str) -> None:
         if "ready" in text:  # the program is running: look at it from the host
-            seen.extend(sandboxed_processes())
+            seen.update(host_uids_of_cmdline(token))
 
     src = """
 import os, time
@@ -171,7 +173,7 @@ print([l for l in st.splitlines() if l.startswith(('CapEff', 'CapPrm', 'CapBnd',
 print('ready', flush=True)
 time.sleep(1)
 """
-    res = runner.run(RunRequest("python", src), on_output=on_output)
+    res = runner.run(RunRequest("python", src, args=(token,)), on_output=on_output)
     lines = res.stdout.splitlines()
     uid, euid, gid = (int(x) for x in lines[0].split()[:3])
     assert uid != 0 and euid != 0 and gid != 0
@@ -179,8 +181,9 @@ time.sleep(1)
     assert "CapEff:\t0000000000000000" in status and "CapPrm:\t0000000000000000" in status
     assert "CapBnd:\t0000000000000000" in status
     assert "NoNewPrivs:\t1" in status
-    assert seen, "found no sandboxed process on the host while the program ran"
-    assert all(TEST_UID_BASE <= host_uid < TEST_UID_BASE + TEST_SLOTS for _, host_uid in seen), seen
+    assert len(seen) == 1, "found no sandboxed process on the host while the program ran"
+    host_uid = seen.pop()
+    assert host_uid != 0 and TEST_UID_BASE <= host_uid < TEST_UID_BASE + TEST_SLOTS
 
 
 def test_cannot_signal_or_see_host_processes(runner: Runner) -> None:

@@ -56,6 +56,7 @@ def get_runner(
     cache_dir: str | None = None,
     uid_base: int | None = None,
     slots: int | None = None,
+    pool_size: int | None = None,
 ) -> Runner:
     """A runner for `mode` "bwrap" (the sandbox) or "none" (development only, no isolation).
 
@@ -63,6 +64,7 @@ def get_runner(
     cache_dir: compiled-program cache, never visible to user code.
     uid_base/slots: run slot n uses host uid uid_base+n (env LIVECODE_SANDBOX_UID_BASE,
     LIVECODE_SANDBOX_SLOTS); these uids must not belong to anything else on the host.
+    pool_size: sandboxes set up ahead of time (env LIVECODE_SANDBOX_POOL, default 2; 0 = none).
     """
     root = Path(work_root or os.path.join(tempfile.gettempdir(), "livecode-sandbox"))
     cache = Path(cache_dir) if cache_dir else _default_cache_dir()
@@ -74,6 +76,7 @@ def get_runner(
             cache,
             uid_base=uid_base or int(os.environ.get("LIVECODE_SANDBOX_UID_BASE", DEFAULT_UID_BASE)),
             slots=slots or int(os.environ.get("LIVECODE_SANDBOX_SLOTS", DEFAULT_SLOTS)),
+            pool_size=pool_size if pool_size is not None else int(os.environ.get("LIVECODE_SANDBOX_POOL", 2)),
         )
     if mode == "none":
         from .local import UnsandboxedRunner

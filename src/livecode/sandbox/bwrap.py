@@ -2,7 +2,8 @@
 
 Every stage gets fresh namespaces (user, pid, net, ipc, uts, cgroup), a read-only view of the
 toolchains only, and a size-limited tmpfs for its work directory and /tmp that vanishes with it.
-Files go in through file descriptors (bwrap --file); output comes back through pipes.
+Files go in through file descriptors (bwrap --file) or the launcher's pipe; output comes back
+through pipes. With a pool (pool.py), run stages take a sandbox that was set up ahead of time.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import glob
 import io
 import json
+import logging
 import math
 import os
 import resource
@@ -18,14 +20,19 @@ import shutil
 import subprocess
 import tarfile
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cache import valid_artifact_name
 from .cgroups import CgroupHost, RunCgroup
 from .hostfs import SlotPool, ensure_private_dir, set_child_subreaper
-from .runner import FileSpec, Runner, Stage, StageResult
+from .launcher import build_launcher, encode_message
+from .pool import SandboxPool
+from .runner import ARTIFACT_CAP, FileSpec, Runner, Stage, StageResult
 from .supervise import StreamSpec, Supervised, Watch, supervise
-from .types import OutputCallback, SandboxUnavailable
+from .types import OutputCallback, SandboxLimits, SandboxUnavailable
+
+log = logging.getLogger(__name__)
 
 SANDBOX_UID = 1000  # uid/gid as seen inside; on the host it is uid_base + slot
 BOX = "/sandbox"
@@ -34,6 +41,8 @@ _PASSWD = f"sandbox:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox:{WORK}:/bin/sh\n".enco
 _GROUP = f"sandbox:x:{SANDBOX_UID}:\n".encode()
 _SHM_MAX_KB = 16 * 1024  # POSIX shm / semaphores (multiprocessing); /dev itself is read-only
 _EXTRA_PIDS = 2  # bwrap's monitor and its pid-1 init live in the run's cgroup too
+_LAUNCHER = "/.livecode-launcher"
+_DEFAULTS = SandboxLimits()
 # Runs the compiler, then streams the artifacts to stdout as a tar; compiler output -> stderr.
 _COLLECT = (
     f'"$@" >&2 || exit $?\ncd {WORK} || exit 125\nexec /usr/bin/tar -cf - --no-recursion -- $LIVECODE_ARTIFACTS\n'
@@ -56,17 +65,44 @@ def _ro_mounts() -> list[str]:
     return args
 
 
+@dataclass
+class Spawned:
+    """A started bubblewrap: its slot, cgroup, process and our ends of its pipes."""
+
+    slot: int
+    cg: RunCgroup
+    proc: subprocess.Popen[bytes]
+    stdin_w: int
+    out_r: int
+    err_r: int
+    status_r: int
+    ctrl_w: int | None = None  # launcher's message pipe (pooled sandboxes)
+    disk_kb: int = 0
+    fds: list[int] = field(default_factory=list)  # still ours to close
+
+    def close_fds(self) -> None:
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds.clear()
+
+
 class BwrapRunner(Runner):
-    def __init__(self, work_root: Path, cache_dir: Path, uid_base: int = 61000, slots: int = 16) -> None:
+    def __init__(
+        self, work_root: Path, cache_dir: Path, uid_base: int = 61000, slots: int = 16, pool_size: int = 2
+    ) -> None:
         super().__init__(cache_dir)
         self.work_root = work_root
         self.uid_base = uid_base
         self.slot_count = slots
+        self.pool_size = pool_size
         self.bwrap = shutil.which("bwrap", path="/usr/bin:/bin:/usr/local/bin") or "bwrap"
         self._ready = False
         self._ready_lock = threading.Lock()
         self._cgroups: CgroupHost | None = None
         self._slots: SlotPool | None = None
+        self._launcher: Path | None = None
+        self._pool: SandboxPool[Spawned] | None = None
         self._ro = _ro_mounts()
 
     # -- start-up ---------------------------------------------------------------------------
@@ -89,6 +125,17 @@ class BwrapRunner(Runner):
             set_child_subreaper()
             self._ready = True
         self._smoke_test()
+        with self._ready_lock:
+            if self.pool_size > 0 and self._pool is None:
+                self._launcher = build_launcher(self.cache.root)
+                if self._launcher is not None:
+                    self._pool = SandboxPool(self._prespawn, self._discard, self.pool_size)
+
+    def close(self) -> None:
+        """Destroy the pooled sandboxes (they also die with the worker)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def _smoke_test(self) -> None:
         stage = Stage(
@@ -110,20 +157,127 @@ class BwrapRunner(Runner):
     def _execute(self, stage: Stage, on_output: OutputCallback | None) -> StageResult:
         if not self._ready:
             self.check()
+        if stage.kind == "run" and self._pool is not None and stage.max_disk_kb == _DEFAULTS.max_disk_kb:
+            sp = self._pool.take()
+            if sp is not None:
+                result = self._run_prepared(sp, stage, on_output)
+                if result is not None:
+                    return result
+        return self._run_cold(stage, on_output)
+
+    def _run_cold(self, stage: Stage, on_output: OutputCallback | None) -> StageResult:
+        sp = None
+        slot, cg = self._new_slot_and_cgroup()
+        try:
+            cg.set_limits(stage.memory_mb * 1024 * 1024, stage.max_processes + _EXTRA_PIDS)
+            env = {"HOME": WORK, **stage.env}
+            if stage.kind == "compile":
+                env["LIVECODE_ARTIFACTS"] = " ".join(stage.collect)
+                command = ["/bin/sh", "-c", _COLLECT, "sh", *stage.argv]
+            else:
+                command = list(stage.argv)
+            biggest = max(
+                [len(f.data or b"") if f.path is None else os.stat(f.path).st_size for f in stage.files] + [0]
+            )
+            rlimits = _rlimits(stage, biggest)
+            sp = self._spawn(slot, cg, stage.files, command, env, rlimits, stage.max_disk_kb)
+            return self._supervise(sp, stage, on_output)
+        finally:
+            self._finish(slot, cg, sp)
+
+    def _run_prepared(self, sp: Spawned, stage: Stage, on_output: OutputCallback | None) -> StageResult | None:
+        """Hand a pooled sandbox its job. None (and the sandbox destroyed) if it was unusable."""
+        assert sp.ctrl_w is not None
+        try:
+            sp.cg.set_limits(stage.memory_mb * 1024 * 1024, stage.max_processes + _EXTRA_PIDS)
+            sp.cg.reset_counters()
+            files = [
+                (f"{WORK}/{f.name}", f.mode, f.data if f.data is not None else _read_cached(f.path))
+                for f in stage.files
+            ]
+            biggest = max([len(d) for _, _, d in files] + [0])
+            rlimits = [(res, soft, hard) for res, soft, hard in _rlimits(stage, biggest)]
+            message = encode_message(files, rlimits, {"HOME": WORK, **stage.env}, list(stage.argv), WORK)
+            os.set_blocking(sp.ctrl_w, True)
+            with open(sp.ctrl_w, "wb", closefd=False) as ctrl:
+                ctrl.write(message)
+            sp.fds.remove(sp.ctrl_w)
+            os.close(sp.ctrl_w)
+            sp.ctrl_w = None
+        except (OSError, ValueError):
+            log.warning("pooled sandbox unusable; building one for this run", exc_info=True)
+            self._finish(sp.slot, sp.cg, sp)
+            return None
+        try:
+            return self._supervise(sp, stage, on_output)
+        finally:
+            self._finish(sp.slot, sp.cg, sp)
+
+    def _prespawn(self) -> Spawned:
+        """A sandbox set up ahead of time: namespaces, cgroup, tmpfs, and the launcher waiting."""
+        assert self._launcher is not None
+        slot, cg = self._new_slot_and_cgroup()
+        try:
+            cg.set_limits(_DEFAULTS.memory_mb * 1024 * 1024, _DEFAULTS.max_processes + _EXTRA_PIDS)
+            ctrl_r, ctrl_w = os.pipe2(os.O_CLOEXEC)
+            inf = resource.RLIM_INFINITY
+            rlimits = [  # generous until the launcher lowers them to the request's
+                (resource.RLIMIT_CORE, 0, 0),
+                (resource.RLIMIT_FSIZE, ARTIFACT_CAP, inf),
+                (resource.RLIMIT_NOFILE, 256, _hard(resource.RLIMIT_NOFILE)),
+                (resource.RLIMIT_NPROC, _DEFAULTS.max_processes + _EXTRA_PIDS, _hard(resource.RLIMIT_NPROC)),
+                (resource.RLIMIT_CPU, 3600, inf),
+            ]
+            launcher = FileSpec(_LAUNCHER, 0o555, path=self._launcher)  # copied in: the cache is root-only
+            try:
+                sp = self._spawn(
+                    slot,
+                    cg,
+                    [launcher],
+                    [_LAUNCHER, str(ctrl_r)],
+                    {"PATH": "/usr/bin:/bin"},
+                    rlimits,
+                    _DEFAULTS.max_disk_kb,
+                    extra_fds=[ctrl_r],
+                )
+            finally:
+                os.close(ctrl_r)
+            sp.ctrl_w = ctrl_w
+            sp.fds.append(ctrl_w)
+            return sp
+        except BaseException:
+            self._finish(slot, cg, None)
+            raise
+
+    def _discard(self, sp: Spawned) -> None:
+        self._finish(sp.slot, sp.cg, sp)
+
+    def _new_slot_and_cgroup(self) -> tuple[int, RunCgroup]:
         assert self._slots is not None and self._cgroups is not None
         slot = self._slots.acquire()
         try:
-            cg = self._cgroups.create(slot)
-            try:
-                cg.set_limits(stage.memory_mb * 1024 * 1024, stage.max_processes + _EXTRA_PIDS)
-                return self._spawn_and_supervise(stage, on_output, self.uid_base + slot, cg)
-            finally:
-                cg.kill_all()
-                cg.destroy()
+            return slot, self._cgroups.create(slot)
+        except BaseException:
+            self._slots.release(slot)
+            raise
+
+    def _finish(self, slot: int, cg: RunCgroup, sp: Spawned | None) -> None:
+        """Kill everything of the run, reap, remove its cgroup, free the slot."""
+        assert self._slots is not None
+        try:
+            if sp is not None:
+                cg.kill_all(exclude_reap=sp.proc.pid)
+                if sp.proc.returncode is None:  # never supervised (a discarded pooled sandbox)
+                    with contextlib.suppress(ChildProcessError):
+                        _, status = os.waitpid(sp.proc.pid, 0)
+                        sp.proc.returncode = status
+                sp.close_fds()
+            cg.kill_all()
+            cg.destroy()
         finally:
             self._slots.release(slot)
 
-    def _argv(self, stage: Stage, file_fds: list[tuple[int, int, str]], status_fd: int) -> list[str]:
+    def _argv(self, disk_kb: int, file_fds: list[tuple[int, int, str]], status_fd: int, extra: list[str]) -> list[str]:
         args = [
             self.bwrap,
             "--unshare-all",
@@ -138,111 +292,112 @@ class BwrapRunner(Runner):
             *self._ro,
             "--proc", "/proc",
             "--dev", "/dev",
-            "--size", str(min(stage.max_disk_kb, _SHM_MAX_KB) * 1024),
+            "--size", str(min(disk_kb, _SHM_MAX_KB) * 1024),
             "--tmpfs", "/dev/shm",
-            "--size", str(stage.max_disk_kb * 1024),
+            "--size", str(disk_kb * 1024),
             "--tmpfs", BOX,
             "--dir", WORK,
             "--dir", f"{BOX}/tmp",
             "--symlink", f"{BOX}/tmp", "/tmp",
+            *extra,
         ]  # fmt: skip
         for fd, mode, dest in file_fds:
             args += ["--perms", f"{mode:04o}", "--file", str(fd), dest]
-        args += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", WORK, "--json-status-fd", str(status_fd), "--"]
-        if stage.kind == "compile":
-            return [*args, "/bin/sh", "-c", _COLLECT, "sh", *stage.argv]
-        return [*args, *stage.argv]
+        return [*args, "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", WORK, "--json-status-fd", str(status_fd)]
 
-    def _spawn_and_supervise(
-        self, stage: Stage, on_output: OutputCallback | None, uid: int, cg: RunCgroup
-    ) -> StageResult:
-        to_close: list[int] = []
-        file_fds: list[tuple[int, int, str]] = []
-        biggest = 0
+    def _spawn(
+        self,
+        slot: int,
+        cg: RunCgroup,
+        files: list[FileSpec],
+        command: list[str],
+        env: dict[str, str],
+        rlimits: list[tuple[int, int, int]],
+        disk_kb: int,
+        extra_fds: list[int] | None = None,
+        extra_args: list[str] | None = None,
+    ) -> Spawned:
+        uid = self.uid_base + slot
+        child_fds: list[int] = []  # the child's ends; closed here once it has them
+        ours: list[int] = []
         try:
+            file_fds: list[tuple[int, int, str]] = []
             etc = [FileSpec("/etc/passwd", 0o644, _PASSWD), FileSpec("/etc/group", 0o644, _GROUP)]
-            for spec in [*etc, *stage.files]:
+            for spec in [*etc, *files]:
                 if spec.path is not None:
                     fd = os.open(spec.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                    biggest = max(biggest, os.fstat(fd).st_size)
                 else:
                     fd = os.memfd_create("livecode-file", os.MFD_CLOEXEC)
                     os.write(fd, spec.data or b"")
                     os.lseek(fd, 0, os.SEEK_SET)
-                    biggest = max(biggest, len(spec.data or b""))
-                to_close.append(fd)
+                child_fds.append(fd)
                 dest = spec.name if spec.name.startswith("/") else f"{WORK}/{spec.name}"
                 file_fds.append((fd, spec.mode, dest))
             stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             status_r, status_w = os.pipe2(os.O_CLOEXEC)
-            to_close += [stdin_r, out_w, err_w, status_w, status_r]
-            env = {"HOME": WORK, **stage.env}
-            if stage.kind == "compile":
-                env["LIVECODE_ARTIFACTS"] = " ".join(stage.collect)
+            child_fds += [stdin_r, out_w, err_w, status_w]
+            ours += [stdin_w, out_r, err_r, status_r]
             procs_fds = cg.open_procs_fds()
-            to_close += procs_fds
-            fsize = max(stage.max_file_kb * 1024, biggest)
-            limits = [
-                (resource.RLIMIT_CORE, 0),
-                (resource.RLIMIT_FSIZE, fsize),
-                (resource.RLIMIT_NOFILE, stage.max_open_files),
-                (resource.RLIMIT_NPROC, stage.max_processes + _EXTRA_PIDS),
-            ]
-            cpu_s = math.ceil(stage.cpu_ms / 1000)
-            limits.append((resource.RLIMIT_CPU, cpu_s))
+            child_fds += procs_fds
 
             def child_setup() -> None:
                 # Runs in the forked child before exec: join the run's cgroups while still root,
                 # set rlimits, then drop to the slot's uid for good (no groups, no way back).
                 for cfd in procs_fds:
                     os.write(cfd, b"0")
-                for res, value in limits:
-                    hard = value + 1 if res == resource.RLIMIT_CPU else value
-                    resource.setrlimit(res, (value, hard))
+                for res, soft, hard in rlimits:
+                    resource.setrlimit(res, (soft, hard))
                 os.setgroups([])
                 os.setresgid(uid, uid, uid)
                 os.setresuid(uid, uid, uid)
 
+            argv = [*self._argv(disk_kb, file_fds, status_w, extra_args or []), "--", *command]
             proc = subprocess.Popen(
-                self._argv(stage, file_fds, status_w),
+                argv,
                 stdin=stdin_r,
                 stdout=out_w,
                 stderr=err_w,
                 env=env,
                 cwd="/",
-                pass_fds=[fd for fd, _, _ in file_fds] + [status_w],
+                pass_fds=[fd for fd, _, _ in file_fds] + [status_w, *(extra_fds or [])],
                 preexec_fn=child_setup,
                 start_new_session=True,
             )
-            for fd in (stdin_r, out_w, err_w, status_w, *procs_fds, *[f for f, _, _ in file_fds]):
-                to_close.remove(fd)
+        except BaseException:
+            for fd in ours:
                 os.close(fd)
-            streams = [
-                StreamSpec(out_r, stage.stdout_cap, "stdout" if stage.kind == "run" else None),
-                StreamSpec(err_r, stage.stderr_cap, "stderr" if stage.kind == "run" else "compile"),
-            ]
-            watch = Watch(
-                pid=proc.pid,
-                kill_tree=lambda: cg.kill_all(exclude_reap=proc.pid),
-                wall_limit_s=stage.wall_ms / 1000,
-                cpu_limit_ms=stage.cpu_ms,
-                cpu_used_ms=cg.cpu_ms,
-            )
-            sup = supervise(watch, streams, stdin_w, stage.stdin, stage.stdin_source, on_output)
-            proc.returncode = sup.status  # reaped by supervise(); keep Popen quiet
-            status = _read_status(status_r)
-            for doc in status:
-                # bwrap's pid-1 is orphaned when its monitor exits; we are the subreaper, so
-                # kill_all() reaps it, else its zombie would count against the slot's NPROC.
-                if isinstance(doc.get("child-pid"), int):
-                    cg.seen_pids.add(doc["child-pid"])
-            return self._stage_result(stage, sup, status, cg)
+            raise
         finally:
-            for fd in to_close:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            for fd in child_fds:
+                os.close(fd)
+        return Spawned(slot, cg, proc, stdin_w, out_r, err_r, status_r, disk_kb=disk_kb, fds=list(ours))
+
+    def _supervise(self, sp: Spawned, stage: Stage, on_output: OutputCallback | None) -> StageResult:
+        cg = sp.cg
+        streams = [
+            StreamSpec(sp.out_r, stage.stdout_cap, "stdout" if stage.kind == "run" else None),
+            StreamSpec(sp.err_r, stage.stderr_cap, "stderr" if stage.kind == "run" else "compile"),
+        ]
+        for fd in (sp.out_r, sp.err_r, sp.stdin_w):
+            sp.fds.remove(fd)  # supervise() owns and closes them now
+        watch = Watch(
+            pid=sp.proc.pid,
+            kill_tree=lambda: cg.kill_all(exclude_reap=sp.proc.pid),
+            wall_limit_s=stage.wall_ms / 1000,
+            cpu_limit_ms=stage.cpu_ms,
+            cpu_used_ms=cg.cpu_ms,
+        )
+        sup = supervise(watch, streams, sp.stdin_w, stage.stdin, stage.stdin_source, on_output)
+        sp.proc.returncode = sup.status  # reaped by supervise(); keep Popen quiet
+        status = _read_status(sp.status_r)
+        for doc in status:
+            # bwrap's pid-1 is orphaned when its monitor exits; we are the subreaper, so
+            # kill_all() reaps it, else its zombie would count against the slot's NPROC.
+            if isinstance(doc.get("child-pid"), int):
+                cg.seen_pids.add(doc["child-pid"])
+        return self._stage_result(stage, sup, status, cg)
 
     @staticmethod
     def _stage_result(stage: Stage, sup: Supervised, status: list[dict[str, int]], cg: RunCgroup) -> StageResult:
@@ -257,7 +412,10 @@ class BwrapRunner(Runner):
             killed_for=sup.killed_for,
             oom=cg.oom_killed(),
         )
-        if not any("child-pid" in s for s in status) and sup.killed_for is None:
+        # bwrap reports its own set-up failures as exit status 1 with "bwrap: ..." on stderr.
+        setup_failed = os.WIFEXITED(sup.status or 0) and os.WEXITSTATUS(sup.status or 0) == 1
+        setup_failed = setup_failed and sr.stderr.startswith(b"bwrap: ") and not sr.stdout
+        if (setup_failed or not any("child-pid" in s for s in status)) and sup.killed_for is None:
             sr.internal_error = (
                 "bubblewrap failed to set up the sandbox: " + sr.stderr.decode("utf-8", "replace").strip()
             )
@@ -281,6 +439,33 @@ class BwrapRunner(Runner):
                 sr.exit_code = 1
             sr.stdout = b""
         return sr
+
+
+def _rlimits(stage: Stage, biggest_file: int) -> list[tuple[int, int, int]]:
+    fsize = max(stage.max_file_kb * 1024, biggest_file)  # the program's own files must fit
+    cpu_s = math.ceil(stage.cpu_ms / 1000)
+    nproc = min(stage.max_processes + _EXTRA_PIDS, _hard(resource.RLIMIT_NPROC))
+    nofile = min(stage.max_open_files, _hard(resource.RLIMIT_NOFILE))
+    return [
+        (resource.RLIMIT_CORE, 0, 0),
+        (resource.RLIMIT_FSIZE, fsize, fsize),
+        (resource.RLIMIT_NOFILE, nofile, nofile),
+        (resource.RLIMIT_NPROC, nproc, nproc),
+        (resource.RLIMIT_CPU, cpu_s, cpu_s + 1),  # SIGXCPU, then SIGKILL a second later
+    ]
+
+
+def _hard(res: int) -> int:
+    """Our own hard limit: without CAP_SYS_RESOURCE (containers) we cannot raise past it."""
+    hard = resource.getrlimit(res)[1]
+    return 1 << 30 if hard == resource.RLIM_INFINITY else hard
+
+
+def _read_cached(path: Path | None) -> bytes:
+    assert path is not None
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
+        return f.read()
 
 
 def _read_status(fd: int) -> list[dict[str, int]]:

@@ -51,6 +51,7 @@ class RunCgroup:
         self.dirs = dirs  # controller ("" for v2) -> directory
         self.v2 = v2
         self.seen_pids: set[int] = set()
+        self.cpu_base_ms = 0
 
     @property
     def _procs_dir(self) -> Path:
@@ -88,7 +89,24 @@ class RunCgroup:
         self.seen_pids.update(pids)
         return pids
 
+    def reset_counters(self) -> None:
+        """Forget what set-up used (a pooled sandbox is built before its run is known)."""
+        if self.v2:
+            self.cpu_base_ms = self._raw_cpu_ms() or 0
+            with contextlib.suppress(OSError):  # kernels >= 6.12 reset the peak on write
+                _write(self.dirs[""] / "memory.peak", "0")
+            return
+        with contextlib.suppress(OSError):
+            _write(self.dirs["memory"] / "memory.max_usage_in_bytes", "0")
+        if "cpuacct" in self.dirs:
+            with contextlib.suppress(OSError):
+                _write(self.dirs["cpuacct"] / "cpuacct.usage", "0")
+
     def cpu_ms(self) -> int | None:
+        raw = self._raw_cpu_ms()
+        return None if raw is None else max(raw - self.cpu_base_ms, 0)
+
+    def _raw_cpu_ms(self) -> int | None:
         try:
             if self.v2:
                 for line in _read(self.dirs[""] / "cpu.stat").splitlines():

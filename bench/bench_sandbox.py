@@ -1,0 +1,130 @@
+"""Sandbox speed: hello worlds through the sandbox against the same without it.
+
+    sudo .venv/bin/python bench/bench_sandbox.py [--n 40] [--mode bwrap]
+
+Prints median and p95 (ms) of: a Python hello world and /bin/true, bare and sandboxed; and for
+C++, Java, Go and Rust the compile-and-run time (cold cache), the cached re-run time, and the
+bare run time of the same binary. Figures go in docs/sandbox.md. Never a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from livecode.sandbox import Outcome, RunRequest, get_language, get_runner  # noqa: E402
+from livecode.sandbox.runner import Runner, Stage  # noqa: E402
+
+HELLO = {
+    "cpp": '#include <iostream>\nint main() { std::cout << "Hello World!" << std::endl; }\n',
+    "java": 'public class Main { public static void main(String[] a) { System.out.println("Hello World!"); } }\n',
+    "go": 'package main\nimport "fmt"\nfunc main() { fmt.Println("Hello World!") }\n',
+    "rust": 'fn main() { println!("Hello World!"); }\n',
+}
+COMMENT = {"cpp": "//", "java": "//", "go": "//", "rust": "//"}
+
+
+def timed(fn: Callable[[], object], n: int, warmup: int = 2) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def stats(xs: list[float]) -> str:
+    xs = sorted(xs)
+    p95 = xs[min(len(xs) - 1, round(0.95 * (len(xs) - 1)))]
+    return f"median {statistics.median(xs):7.1f}  p95 {p95:7.1f}"
+
+
+def bare(argv: list[str], cwd: str | None = None) -> None:
+    subprocess.run(argv, cwd=cwd, stdout=subprocess.DEVNULL, check=True, env={"PATH": "/usr/bin:/bin"})
+
+
+def sandboxed(runner: Runner, lang: str, src: str) -> None:
+    res = runner.run(RunRequest(lang, src))
+    if res.outcome is not Outcome.OK or "Hello" not in res.stdout:
+        raise SystemExit(f"{lang} failed: {res}")
+
+
+def sandboxed_true(runner: Runner) -> None:
+    stage = Stage("run", ["/bin/true"], {"PATH": "/usr/bin:/bin"}, [], 10_000, 10_000, 64, 16, 1024, 1024, 64, 4096, 4096)
+    sr = runner._execute(stage, None)
+    if sr.exit_code != 0:
+        raise SystemExit(f"/bin/true failed: {sr}")
+
+
+def compiled_rows(runner: Runner, n: int) -> None:
+    for lang, src in HELLO.items():
+        language = get_language(lang)
+        if language is None or not language.available:
+            print(f"{lang:6} toolchain missing")
+            continue
+        # Cold: a source the cache has never seen.
+        cold = []
+        for _ in range(3):
+            fresh = f"{src}{COMMENT[lang]} {uuid.uuid4()}\n"
+            t = time.perf_counter()
+            res = runner.run(RunRequest(lang, fresh))
+            cold.append((time.perf_counter() - t) * 1000)
+            assert res.outcome is Outcome.OK and not res.cached, res
+        warm_src = f"{src}{COMMENT[lang]} warm\n"
+        first = runner.run(RunRequest(lang, warm_src))
+        assert first.outcome is Outcome.OK, first
+        cached = timed(lambda lang=lang, s=warm_src: sandboxed(runner, lang, s), n)
+        # Bare: the same compiler and flags on the host, then the binary run directly.
+        with tempfile.TemporaryDirectory() as d:
+            Path(d, language.source_file).write_text(warm_src)
+            assert language.compile is not None
+            env = {"PATH": "/usr/bin:/bin", "HOME": d, **language.compile_env}
+            env.update({k: os.path.join(d, k.lower()) for k in ("GOCACHE", "GOPATH") if k in env})
+            subprocess.run(list(language.compile), cwd=d, check=True, env=env, capture_output=True)
+            bare_runs = timed(lambda d=d: bare(list(language.run), cwd=d), n)
+        print(f"{lang:6} compile+run  {stats(cold)}")
+        print(f"{lang:6} cached run   {stats(cached)}   (x{statistics.median(cached) / statistics.median(bare_runs):.2f})")
+        print(f"{lang:6} bare run     {stats(bare_runs)}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=40)
+    ap.add_argument("--mode", default="bwrap")
+    ap.add_argument("--skip-compiled", action="store_true")
+    args = ap.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="livecode-bench-"))
+    base.chmod(0o700)
+    runner = get_runner(args.mode, work_root=str(base / "work"), cache_dir=str(base / "cache"))
+    runner.check()
+    print(f"# {platform.node()}: {os.cpu_count()} cores, kernel {platform.release()}, {platform.python_version()}")
+    print(f"# mode={args.mode} n={args.n} (ms, whole run() call including set-up and clean-up)")
+    py_bare = timed(lambda: bare(["/usr/bin/python3", "-c", "print('Hello World!')"]), args.n)
+    py_box = timed(lambda: sandboxed(runner, "python", "print('Hello World!')"), args.n)
+    true_bare = timed(lambda: bare(["/bin/true"]), args.n)
+    true_box = timed(lambda: sandboxed_true(runner), args.n)
+    print(f"python bare      {stats(py_bare)}")
+    print(f"python sandbox   {stats(py_box)}   (x{statistics.median(py_box) / statistics.median(py_bare):.2f})")
+    print(f"/bin/true bare   {stats(true_bare)}")
+    print(f"/bin/true sandbox {stats(true_box)}")
+    if not args.skip_compiled:
+        compiled_rows(runner, max(10, args.n // 4))
+    shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
