@@ -165,7 +165,9 @@ class AuthApis:
 def auth_apis(cluster: Cluster) -> Iterator[AuthApis]:
     env = {**cluster.env, "LIVECODE_AUTH_REQUIRED": "true", "LIVECODE_EXECUTION_RATE_LIMIT": "10/minute",
            "LIVECODE_LOGIN_RATE_LIMIT": "50/minute"}
-    started = [start_api(env) for _ in range(2)]
+    # The first runs two gunicorn processes, as `livecode api` does by default: /metrics must add
+    # them up, and rate limits hold across processes as well as across hosts.
+    started = [start_api(env, workers=2), start_api(env)]
     apis = AuthApis([base for _, base in started], env, [proc for proc, _ in started])
     yield apis
     for proc in apis.procs:

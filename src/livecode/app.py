@@ -15,6 +15,7 @@ from .api.errors import register_error_handlers
 from .api.playground import register_playground
 from .config import Settings, load_settings
 from .logging_setup import configure_logging
+from .metrics import init_metrics
 from .ratelimit import init_limiter
 from .runtime import Runtime, init_runtime
 
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         return resp
 
+    init_metrics(app, rt)  # first after the request id: it times and logs every request, 401s too
     init_auth(app, settings)  # after the request id, so a 401 is logged with it
     init_limiter(app, settings)
     register_error_handlers(app)

@@ -57,8 +57,29 @@ def cmd_serve(args: argparse.Namespace) -> None:
           worker_exit=worker_exit)
 
 
+def _prometheus_multiprocess() -> Any:
+    """/metrics must add up every gunicorn process: prometheus_client's multiprocess mode, set up
+    before prometheus_client is first imported. Returns gunicorn's child_exit hook."""
+    import glob
+    import tempfile
+
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="livecode-metrics-")
+    os.makedirs(path, exist_ok=True)
+    for stale in glob.glob(os.path.join(path, "*.db")):  # left by a previous run
+        os.remove(stale)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+
+    def child_exit(_server: Any, worker: Any) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+    return child_exit
+
+
 def cmd_api(args: argparse.Namespace) -> None:
     """Distributed: the API under gunicorn; workers run separately."""
+    child_exit = _prometheus_multiprocess()  # before anything imports prometheus_client
     from .app import create_app
     from .server import serve
 
@@ -71,7 +92,7 @@ def cmd_api(args: argparse.Namespace) -> None:
         migrate.upgrade(db.engine)
         db.dispose()
     serve(lambda: create_app(settings), host=args.host, port=args.port,
-          workers=args.workers, threads=args.threads)
+          workers=args.workers, threads=args.threads, child_exit=child_exit)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -80,6 +101,9 @@ def cmd_worker(args: argparse.Namespace) -> None:
     from .worker.sandbox_runner import get_process_runner
 
     settings = _settings("distributed")
+    from .logging_setup import configure_logging
+
+    configure_logging(settings)  # JSON lines carrying each execution's request id
     configure_celery(settings)
     try:
         get_process_runner(settings)
@@ -92,6 +116,10 @@ def cmd_worker(args: argparse.Namespace) -> None:
     if args.name:
         argv += ["-n", args.name]
     import livecode.worker.lifecycle  # noqa: F401 - connects the worker signals
+
+    from .metrics import connect_worker_signals
+
+    connect_worker_signals()
 
     celery.worker_main(argv)
 
