@@ -28,6 +28,7 @@ class SandboxPool(Generic[T]):
         self._cond = threading.Condition()
         self._closed = False
         self._failures = 0
+        self.served = 0  # runs that got a pre-built sandbox
         # The filler thread is the sandboxes' parent: bwrap --die-with-parent follows the thread
         # that forked it, so this thread lives as long as the pool.
         self._thread = threading.Thread(target=self._fill, name="sandbox-pool", daemon=True)
@@ -41,10 +42,15 @@ class SandboxPool(Generic[T]):
                 built, candidate = self._ready.popleft()
                 if time.monotonic() - built < _MAX_IDLE_S:
                     item = candidate
+                    self.served += 1
                     break
                 self._discard_later(candidate)
             self._cond.notify_all()
             return item
+
+    def ready_count(self) -> int:
+        with self._cond:
+            return len(self._ready)
 
     def _discard_later(self, item: T) -> None:
         threading.Thread(target=self._discard, args=(item,), daemon=True).start()

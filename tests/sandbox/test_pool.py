@@ -1,0 +1,79 @@
+"""Pre-built sandboxes: used once, limits of the request applied; and the path without a pool."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from livecode.sandbox import Outcome, Runner, get_runner
+from livecode.sandbox.bwrap import BwrapRunner
+
+from .helpers import TEST_SLOTS, TEST_UID_BASE, no_leftovers, requires_bwrap, run
+
+pytestmark = [requires_bwrap, pytest.mark.sandbox, pytest.mark.timeout(60)]
+
+
+def wait_pool_ready(runner: BwrapRunner, deadline_s: float = 20.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if runner._pool is not None and runner._pool.ready_count() > 0:
+            return
+        time.sleep(0.02)
+    pytest.fail("the pool never produced a ready sandbox")
+
+
+def test_pooled_sandbox_serves_one_run_each(runner: Runner) -> None:
+    assert isinstance(runner, BwrapRunner) and runner._pool is not None
+    for _ in range(3):
+        wait_pool_ready(runner)
+        before = runner._pool.served
+        res = run(
+            runner, "bash", "touch /tmp/mark-$$; ls /tmp; cat /proc/sys/kernel/random/boot_id >/dev/null; echo $$"
+        )
+        assert res.outcome is Outcome.OK, res
+        assert runner._pool.served == before + 1  # it really came from the pool
+        assert res.stdout.count("mark-") == 1  # nothing from an earlier run
+        assert res.stdout.endswith("\n2\n")  # a fresh pid namespace each time
+
+
+def test_pooled_sandbox_gets_request_limits(runner: Runner) -> None:
+    assert isinstance(runner, BwrapRunner)
+    wait_pool_ready(runner)
+    src = "import resource\nprint(resource.getrlimit(resource.RLIMIT_NOFILE), resource.getrlimit(resource.RLIMIT_CPU))"
+    res = run(runner, "python", src, max_open_files=40, cpu_time_ms=3000)
+    assert res.stdout.strip() == "(40, 40) (3, 4)", res
+
+
+@pytest.fixture(scope="module")
+def cold_runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
+    base = tmp_path_factory.mktemp("cold")
+    base.chmod(0o700)
+    r = get_runner(
+        "bwrap",
+        work_root=str(base / "work"),
+        cache_dir=str(Path(base / "cache")),
+        uid_base=TEST_UID_BASE,
+        slots=TEST_SLOTS,
+        pool_size=0,
+    )
+    r.check()
+    yield r
+
+
+def test_without_pool_hello_and_limits(cold_runner: Runner) -> None:
+    res = run(cold_runner, "python", "print(input()[::-1])", stdin="abc\n")
+    assert res.stdout == "cba\n"
+    res = run(
+        cold_runner,
+        "python",
+        "import os\nwhile True:\n    try: os.fork()\n    except OSError: pass",
+        max_processes=8,
+        time_limit_ms=1500,
+    )
+    assert res.outcome is Outcome.TIME_LIMIT
+    res = run(cold_runner, "python", "x = b'x' * (100 << 20)", memory_mb=48)
+    assert res.outcome is Outcome.MEMORY_LIMIT
+    assert no_leftovers()
