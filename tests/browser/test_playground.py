@@ -151,6 +151,11 @@ def test_double_click_on_run_starts_one_execution(page: Page, client: ApiClient)
     assert page.output() == "got forty-two\n"
     runs = client.request("GET", f"/api/v1/executions/session/{sid}").json()
     assert runs["total"] == 1, runs
+    # The page itself sent one execute request (the server's one-run-per-session 409 is a second
+    # line of defence, not what keeps a double click to one run).
+    posts = page.driver.execute_script(
+        "return performance.getEntriesByType('resource').filter(e => e.name.endsWith('/execute')).length")
+    assert posts == 1
 
 
 def test_version_conflict_is_shown_and_the_server_version_can_be_loaded(page: Page, client: ApiClient) -> None:
@@ -180,3 +185,39 @@ def test_unknown_session_url_says_so(page: Page) -> None:
     assert page.session_id() is None
     assert page.text("#save-state") == "Not saved yet"
 
+
+
+def test_interactive_input_goes_over_the_websocket(page: Page, client: ApiClient, embedded) -> None:
+    if not streaming_available(embedded.base):
+        pytest.skip("this server has no streaming endpoints yet")
+    source = "name = input('name? ')\nprint(f'hello {name}')\n"
+    page.open("/")
+    page.replace_code(source)
+    sid = wait_saved(page, client, source)["session_id"]
+    page.el("#interactive").click()
+    page.run_button().click()
+    page.wait(lambda: page.el("#live-input").is_displayed(), RUN_TIMEOUT, what="the input line")
+    page.wait(lambda: "name? " in page.output(), RUN_TIMEOUT, what="the program's prompt")
+    assert page.el("#output").get_attribute("data-transport") == "websocket"
+    page.el("#live-line").send_keys("Ada\n")
+    assert wait_finished(page) == "COMPLETED"
+    assert "hello Ada" in page.output()
+    run = client.request("GET", f"/api/v1/executions/session/{sid}").json()["items"][0]
+    assert run["stdout"] == "name? hello Ada\n"
+
+
+def test_changing_language_of_a_saved_session_starts_a_new_one(page: Page, client: ApiClient) -> None:
+    session = client.create_session("print('keep me')\n")
+    page.open(f"/?session={session['session_id']}")
+    page.wait(lambda: page.text("#save-state") == "Saved v1", what="the loaded session")
+    page.driver.execute_script(
+        "const s = document.getElementById('language'); s.value = 'bash'; s.dispatchEvent(new Event('change'))")
+    page.wait(lambda: page.session_id() not in (None, session["session_id"]), what="a new session")
+    new = client.request("GET", f"/api/v1/code-sessions/{page.session_id()}").json()
+    assert new["language"] == "bash" and new["source_code"] == "print('keep me')\n"
+    old = client.request("GET", f"/api/v1/code-sessions/{session['session_id']}").json()
+    assert old["language"] == "python" and old["version"] == 1
+    page.driver.back()
+    page.wait(lambda: page.session_id() == session["session_id"]
+              and page.driver.execute_script("return document.body.dataset.ready") == "true"
+              and page.el("#language").get_attribute("value") == "python", what="the old session again")
