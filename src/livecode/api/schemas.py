@@ -108,6 +108,7 @@ execution = shared.model(
         "cpu_time_ms": fields.Integer(),
         "memory_kb": fields.Integer(),
         "attempts": fields.Integer(),
+        "worker": fields.String(description="the worker that ran (or is running) it"),
         "queued_at": fields.String(),
         "started_at": fields.String(),
         "finished_at": fields.String(),

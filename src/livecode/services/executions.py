@@ -91,6 +91,7 @@ def serialize_execution(e: Execution) -> dict[str, Any]:
         "cpu_time_ms": e.cpu_time_ms,
         "memory_kb": e.memory_kb,
         "attempts": e.attempts,
+        "worker": e.worker,
         "queued_at": iso(e.queued_at),
         "started_at": iso(e.started_at),
         "finished_at": iso(e.finished_at),
