@@ -19,6 +19,7 @@ class LiveCodeApi(Api):
 def build_api(app: Flask) -> LiveCodeApi:
     from . import admin, auth, executions, health, keys, languages, sessions, stream
     from . import batch  # noqa: F401 - adds POST /api/v1/executions/batch to executions.ns
+    from . import dead_letters  # noqa: F401 - adds /api/v1/admin/dead-letters to admin.ns
 
     api = LiveCodeApi(
         app,

@@ -5,6 +5,8 @@
   attempts.
 - QUEUED but carried by no message in the broker (Redis restarted or flushed, a publish that
   failed): published again.
+- Dead letters parked in Redis while the database was down: moved into the database first, so
+  that their executions are FAILED (DEAD_LETTER) rather than published again.
 Every change is a conditional UPDATE, so two reconcilers racing, or a message that turns up again
 later, still run each execution to one result.
 """
@@ -22,6 +24,7 @@ from sqlalchemy import select, update
 
 from ..models import Execution, ExecutionStatus, utcnow
 from ..runtime import Runtime
+from .deadletter import drain_pending
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ def broker_execution_ids(rt: Runtime, queues: list[str]) -> set[str] | None:
     return ids
 
 
-def _message_task_id(raw: bytes) -> str:
+def _message_task_id(raw: bytes | str) -> str:
     try:
         return str(json.loads(raw).get("headers", {}).get("id", ""))
     except (ValueError, AttributeError):
@@ -66,6 +69,7 @@ def reconcile_once(rt: Runtime, enqueue: Enqueue, *, startup: bool = False) -> d
     stale_after = timedelta(milliseconds=s.max_time_limit_ms * 2 + 120_000)
     alive = set(rt.registry.alive())
     requeued = failed = republished = 0
+    dead_lettered = drain_pending(rt)
     sent: set[uuid.UUID] = set()
 
     with rt.db.read(fresh=True) as sess:
@@ -107,22 +111,23 @@ def reconcile_once(rt: Runtime, enqueue: Enqueue, *, startup: bool = False) -> d
     carried = None if startup else broker_execution_ids(rt, [s.queue_high, s.queue_low])
     if startup or carried is not None:
         with rt.db.read(fresh=True) as sess:
-            queued = sess.execute(
+            queued_rows = sess.execute(
                 select(Execution.id, Execution.priority, Execution.request_id, Execution.queued_at)
                 .where(Execution.status == ExecutionStatus.QUEUED.value)
                 .order_by(Execution.queued_at)
             ).all()
-        for row in queued:
-            if row.id in sent:
+        for qrow in queued_rows:
+            if qrow.id in sent:
                 continue
-            if carried is not None and (str(row.id) in carried or now - _aware(row.queued_at) < grace):
+            if carried is not None and (str(qrow.id) in carried or now - _aware(qrow.queued_at) < grace):
                 continue
             republished += 1
-            _safe_enqueue(enqueue, row.id, row.priority, row.request_id)
-    if requeued or failed or republished:
-        log.warning("reconciled", extra={"requeued": requeued, "failed": failed,
-                                          "republished": republished})
-    return {"requeued": requeued, "failed": failed, "republished": republished}
+            _safe_enqueue(enqueue, qrow.id, qrow.priority, qrow.request_id)
+    counts = {"requeued": requeued, "failed": failed, "republished": republished,
+              "dead_lettered": dead_lettered}
+    if any(counts.values()):
+        log.warning("reconciled", extra=counts)
+    return counts
 
 
 def _aware(value):  # type: ignore[no-untyped-def]

@@ -10,13 +10,14 @@ import logging
 import threading
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 from celery import Task
 from celery.exceptions import Retry
 
 from ..db import is_unavailable
-from ..models import ExecutionStatus
+from ..models import ExecutionStatus, utcnow
 from ..runtime import Runtime, runtime
 from ..sandbox import Outcome, RunRequest, RunResult, SandboxLimits
 from ..services.executions import ClaimedRun, claim_execution, fail_queued, finish_execution
@@ -126,7 +127,9 @@ class ExecutionTask(Task):
         if isinstance(exc, Retry):
             return
         execution_id = args[0] if args else task_id
-        record_dead_letter(runtime(), execution_id, self.name, exc, self.request.retries + 1)
+        first = (kwargs or {}).get("first_failed_at")
+        record_dead_letter(runtime(), execution_id, self.name, exc, self.request.retries + 1,
+                           datetime.fromisoformat(first) if first else None)
 
 
 @celery.task(
@@ -139,7 +142,7 @@ class ExecutionTask(Task):
     soft_time_limit=300,
     time_limit=330,
 )
-def execute_code_task(self: Task, execution_id: str) -> str:
+def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None = None) -> str:
     global _active
     rt = runtime()
     worker = identity(self.request.hostname or "worker")
@@ -149,7 +152,10 @@ def execute_code_task(self: Task, execution_id: str) -> str:
     except Exception as exc:
         if is_unavailable(exc) and self.request.retries < rt.settings.task_max_retries:
             log.warning("database unavailable; retrying", extra=extra)
-            raise self.retry(exc=exc, countdown=2**self.request.retries, max_retries=rt.settings.task_max_retries) from exc
+            # The retry carries when the first attempt failed, for the dead letter if all fail.
+            first = first_failed_at or utcnow().isoformat()
+            raise self.retry(exc=exc, countdown=2**self.request.retries, max_retries=rt.settings.task_max_retries,
+                             kwargs={"first_failed_at": first}) from exc
         raise
     if claimed is None:
         log.info("execution not QUEUED; nothing to do", extra=extra)
