@@ -52,7 +52,8 @@ def test_register_login_refresh(auth_apis: Any) -> None:
                  400, "INVALID_PASSWORD")
     assert_error(requests.post(base + "/api/v1/auth/login", json={"username": username, "password": "wrong-password"}),
                  401, "INVALID_CREDENTIALS")
-    assert_error(requests.post(base + "/api/v1/auth/login", json={"username": "nobody-" + username, "password": password}),
+    assert_error(requests.post(base + "/api/v1/auth/login",
+                               json={"username": "nobody-" + username, "password": password}),
                  401, "INVALID_CREDENTIALS")
 
     tokens = login(base, username, password)
@@ -117,7 +118,8 @@ def test_another_users_data_is_404_through_every_endpoint(auth_apis: Any) -> Non
         "autosave with version": mallory.request("PATCH", f"/api/v1/code-sessions/{sid}",
                                                  json={"source_code": "print('pwned')", "version": 1}),
         "execute": mallory.execute(sid),
-        "batch execute": mallory.request("POST", "/api/v1/executions/batch", json={"executions": [{"session_id": sid}]}),
+        "batch execute": mallory.request("POST", "/api/v1/executions/batch",
+                                         json={"executions": [{"session_id": sid}]}),
         "list executions": mallory.request("GET", f"/api/v1/executions/session/{sid}"),
         "read execution": mallory.request("GET", f"/api/v1/executions/{eid}"),
         "delete session": mallory.request("DELETE", f"/api/v1/code-sessions/{sid}"),
@@ -146,7 +148,8 @@ def test_admin_reaches_operator_endpoints(auth_apis: Any) -> None:
 
     name = f"admin{uuid.uuid4().hex[:8]}"
     env = {**auth_apis.env, "LIVECODE_PASSWORD": "admin-password-1"}
-    out = subprocess.run(livecode("user", "create", name, "--admin"), env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(livecode("user", "create", name, "--admin"), env=env, capture_output=True, text=True,
+                         timeout=60)
     assert out.returncode == 0, out.stderr
     tokens = login(auth_apis.base, name, "admin-password-1")
     admin = ApiClient(auth_apis.base, headers={"Authorization": f"Bearer {tokens['access_token']}"})
