@@ -53,6 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         f"  data: {settings.data_dir}  sandbox: {settings.sandbox}  accounts: {auth}",
         flush=True,
     )
+    os.environ["LIVECODE_API_THREADS"] = str(args.threads)  # streams leave some for requests
     serve(factory, host=args.host, port=args.port, workers=1, threads=args.threads,
           worker_exit=worker_exit)
 
@@ -91,6 +92,7 @@ def cmd_api(args: argparse.Namespace) -> None:
         db = Database(settings)
         migrate.upgrade(db.engine)
         db.dispose()
+    os.environ["LIVECODE_API_THREADS"] = str(args.threads)  # streams leave some for requests
     serve(lambda: create_app(settings), host=args.host, port=args.port,
           workers=args.workers, threads=args.threads, child_exit=child_exit)
 
@@ -207,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--host", default=os.environ.get("LIVECODE_HOST", "127.0.0.1"))
     a.add_argument("--port", type=int, default=int(os.environ.get("LIVECODE_PORT", "5000")))
     a.add_argument("--workers", type=int, default=int(os.environ.get("LIVECODE_API_WORKERS", "2")))
-    a.add_argument("--threads", type=int, default=int(os.environ.get("LIVECODE_API_THREADS", "32")))
+    # Each SSE/WebSocket follower holds a thread (see docs/streaming.md): 128 lets ~96 follow.
+    a.add_argument("--threads", type=int, default=int(os.environ.get("LIVECODE_API_THREADS", "128")))
     a.add_argument("--migrate", action="store_true", help="apply migrations first")
     a.set_defaults(func=cmd_api)
 

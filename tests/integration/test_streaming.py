@@ -112,7 +112,7 @@ def test_sse_lines_arrive_while_the_program_runs(api: ApiClient) -> None:
 
 
 def test_late_connect_replays_everything_and_reconnect_resumes(api: ApiClient) -> None:
-    source = "import sys\nfor i in range(5):\n    print(i, flush=True)\n    print('e', i, file=sys.stderr, flush=True)\n"
+    source = "import sys\nfor i in range(5):\n    print(i, flush=True)\n    print('e', i, file=sys.stderr, flush=True)"
     eid = submit(api, source)
     stored = api.wait_execution(eid)
     events = collect(api, eid)
@@ -272,3 +272,60 @@ def test_unknown_execution_and_bad_resume_point(api: ApiClient) -> None:
     r = requests.get(f"{api.base}/api/v1/executions/{eid}/events", headers={"Last-Event-ID": "garbage"}, timeout=10)
     assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_LAST_EVENT_ID"
     assert api.wait_execution(eid)["status"] in TERMINAL
+
+
+def test_followers_beyond_the_thread_budget_get_503_and_requests_still_work(cluster: Cluster) -> None:
+    from tests.support.procs import Process, free_port, livecode, wait_api, wait_for
+
+    port = free_port()
+    # 5 threads: 1 may follow, 4 stay for ordinary requests.
+    proc = Process(livecode("api", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--threads", "5"),
+                   cluster.env, "api-small")
+    try:
+        api = ApiClient(f"http://127.0.0.1:{port}")
+        wait_api(proc, api.base)
+        eid = submit(api, "import time\ntime.sleep(3)")
+        with open_sse(api, eid) as first:
+            assert first.status_code == 200
+            busy = open_sse(api, eid)
+            assert busy.status_code == 503 and busy.json()["error"]["code"] == "STREAMS_BUSY"
+            assert busy.headers["Retry-After"] == "2"
+            with pytest.raises(websocket.WebSocketBadStatusException) as info:
+                websocket.create_connection(ws_url(api, eid), timeout=10)
+            assert info.value.status_code == 503
+            assert api.request("GET", f"/api/v1/executions/{eid}").status_code == 200
+        # The slot is given back when the client goes away (seen at its next event or heartbeat).
+        wait_for(lambda: open_sse(api, eid).status_code in (200, 204), timeout=30, what="a free slot")
+    finally:
+        proc.stop()
+
+
+def test_shared_tail_gives_every_follower_every_event_in_order() -> None:
+    import threading
+
+    from livecode.events import MemoryEventBus, SharedTails
+
+    bus = MemoryEventBus()
+    tails = SharedTails(bus, keep=5)
+    got: dict[int, list[str]] = {i: [] for i in range(4)}
+
+    def follower(i: int) -> None:
+        cursor = None
+        while not got[i] or got[i][-1] != "end":
+            for event_id, kind, data in tails.read("x", cursor, 500):
+                cursor = event_id
+                got[i].append(kind if kind == "end" else data["n"])
+
+    threads = [threading.Thread(target=follower, args=(i,)) for i in range(4)]
+    for t in threads[:2]:
+        t.start()
+    for n in range(40):
+        bus.publish("x", "output", {"n": str(n)})
+        if n == 20:  # late followers start behind the shared window (keep=5) and catch up
+            for t in threads[2:]:
+                t.start()
+    bus.publish("x", "end", {})
+    for t in threads:
+        t.join(10)
+    expected = [str(n) for n in range(40)] + ["end"]
+    assert all(got[i] == expected for i in got), got

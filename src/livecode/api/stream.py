@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -24,13 +25,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from flask import Blueprint, Flask, Response, g, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 from flask_restx import Namespace, Resource
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
-from ..errors import ApiError, NotFound, ValidationError
-from ..events import Event, parse_id
+from ..errors import ApiError, NotFound, ServiceUnavailable, ValidationError
+from ..events import Event, EventBus, SharedTails, parse_id
 from ..runtime import Runtime
 from ..services import executions as svc
 from ..worker.interactive import close_stdin, send_stdin
@@ -78,7 +79,7 @@ def check_last_event_id(value: str | None) -> str | None:
     return value
 
 
-def nothing_left(r: Runtime, execution_id: str, row: dict[str, Any], after: str | None) -> bool:
+def nothing_left(bus: EventBus, execution_id: str, row: dict[str, Any], after: str | None) -> bool:
     """True when a reconnecting client has already seen the end (an EventSource reconnects by
     itself after the server closes; it is answered 204, which makes it stop)."""
     if after is None or row["status"] not in TERMINAL:
@@ -88,7 +89,7 @@ def nothing_left(r: Runtime, execution_id: str, row: dict[str, Any], after: str 
     if after.startswith("final-"):
         return False
     try:
-        last = r.events.read_last(execution_id)
+        last = bus.read_last(execution_id)
     except redis.RedisError:
         return False
     return last is not None and last[1] == "end" and parse_id(last[0]) <= parse_id(after)
@@ -120,7 +121,7 @@ def _finished_age_s(row: dict[str, Any]) -> float:
     return max(0.0, (datetime.now(UTC) - finished).total_seconds())
 
 
-def follow(r: Runtime, execution_id: uuid.UUID, owner: uuid.UUID | None, row: dict[str, Any],
+def follow(bus: EventBus, r: Runtime, execution_id: uuid.UUID, owner: uuid.UUID | None, row: dict[str, Any],
            after: str | None, *, heartbeat_s: float = HEARTBEAT_S) -> Iterator[Event | None]:
     """The execution's events after `after`, then the live tail, until "end". Yields None when
     `heartbeat_s` passed without an event. Holds at most one bus read (READ_COUNT events)."""
@@ -137,7 +138,7 @@ def follow(r: Runtime, execution_id: uuid.UUID, owner: uuid.UUID | None, row: di
     ended_at = now - _finished_age_s(row) if row["status"] in TERMINAL else None
     while True:
         try:
-            events = r.events.read(eid, cursor, 250 if ended_at is not None else TICK_MS)
+            events = bus.read(eid, cursor, 250 if ended_at is not None else TICK_MS)
         except redis.RedisError:
             log.warning("event bus unavailable; retrying", extra={"execution_id": eid})
             events = []
@@ -175,6 +176,47 @@ def follow(r: Runtime, execution_id: uuid.UUID, owner: uuid.UUID | None, row: di
                 ended_at = now
 
 
+def tails() -> SharedTails:
+    return current_app.extensions["livecode.tails"]  # type: ignore[no-any-return]
+
+
+class StreamSlots:
+    """Each follower holds a server thread for as long as it follows. Past `limit` followers a
+    new one is refused (503) rather than queued behind the others, so that ordinary requests
+    always find a free thread. None: no limit (the app runs outside `livecode api|serve`)."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.active = 0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_server(cls) -> StreamSlots:
+        raw = os.environ.get("LIVECODE_API_THREADS", "")
+        if not raw.isdigit():
+            return cls(None)
+        threads = int(raw)
+        return cls(max(1, threads - max(4, threads // 4)))
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self.limit is not None and self.active >= self.limit:
+                raise ServiceUnavailable(
+                    f"this API process follows {self.limit} executions at once already; retry shortly, "
+                    "or poll GET /api/v1/executions/{id}",
+                    code="STREAMS_BUSY", headers={"Retry-After": "2"}, details={"limit": self.limit},
+                )
+            self.active += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self.active -= 1
+
+
+def slots() -> StreamSlots:
+    return current_app.extensions["livecode.stream_slots"]  # type: ignore[no-any-return]
+
+
 def _lookup(execution_id: str) -> tuple[uuid.UUID, dict[str, Any]]:
     eid = parse_uuid(execution_id, "execution_id")
     return eid, svc.get_execution(rt().db, eid, owner_id())
@@ -193,10 +235,13 @@ def sse_format(event: Event) -> str:
     return f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def _sse_body(events: Iterator[Event | None]) -> Iterator[str]:
-    yield "retry: 2000\n\n"  # sent at once, so the client sees the headers without waiting
-    for event in events:
-        yield ": keepalive\n\n" if event is None else sse_format(event)
+def _sse_body(events: Iterator[Event | None], slot: StreamSlots) -> Iterator[str]:
+    try:
+        yield "retry: 2000\n\n"  # sent at once, so the client sees the headers without waiting
+        for event in events:
+            yield ": keepalive\n\n" if event is None else sse_format(event)
+    finally:  # also when the client went away: the server closes the generator
+        slot.release()
 
 
 @ns.route("/<string:execution_id>/events")
@@ -216,6 +261,7 @@ class ExecutionEvents(Resource):
     @ns.response(204, "The client has already received the end of the stream")
     @ns.response(400, "Not a UUID, or an invalid Last-Event-ID", schemas.error)
     @ns.response(404, "No such execution", schemas.error)
+    @ns.response(503, "STREAMS_BUSY: this API process follows as many executions as it can", schemas.error)
     def get(self, execution_id: str) -> Any:
         """Follow an execution: what was missed since Last-Event-ID, then the live events.
 
@@ -226,11 +272,13 @@ class ExecutionEvents(Resource):
         """
         eid, row = _lookup(execution_id)
         after = _resume_point()
-        r = rt()
-        if nothing_left(r, str(eid), row, after):
+        bus = tails()
+        if nothing_left(bus, str(eid), row, after):
             return Response(status=204)
+        slot = slots()
+        slot.acquire()
         return Response(
-            _sse_body(follow(r, eid, owner_id(), row, after)),
+            _sse_body(follow(bus, rt(), eid, owner_id(), row, after), slot),
             mimetype="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -246,8 +294,8 @@ def _error_message(code: str, message: str) -> dict[str, Any]:
 class _Session:
     """One WebSocket follower: the main thread sends events; a second thread takes stdin."""
 
-    def __init__(self, ws: Any, r: Runtime, execution_id: uuid.UUID, row: dict[str, Any]) -> None:
-        self.ws, self.r, self.row = ws, r, row
+    def __init__(self, ws: Any, bus: EventBus, r: Runtime, execution_id: uuid.UUID, row: dict[str, Any]) -> None:
+        self.ws, self.bus, self.r, self.row = ws, bus, r, row
         self.eid = str(execution_id)
         self.status = row["status"]
         self.closed = threading.Event()
@@ -303,8 +351,8 @@ class _Session:
         receiver = threading.Thread(target=self.receive_loop, name=f"ws-stdin-{self.eid[:8]}", daemon=True)
         receiver.start()
         try:
-            if not nothing_left(self.r, self.eid, self.row, after):
-                for event in follow(self.r, uuid.UUID(self.eid), owner, self.row, after):
+            if not nothing_left(self.bus, self.eid, self.row, after):
+                for event in follow(self.bus, self.r, uuid.UUID(self.eid), owner, self.row, after):
                     if self.closed.is_set():
                         break
                     if event is None:
@@ -318,8 +366,10 @@ class _Session:
 
 
 def register_websocket(app: Flask) -> None:
-    """The WebSocket route. It is a plain Flask route (Flask-RESTX has no WebSockets); the
+    """The WebSocket route, and the process's shared tails that SSE and WebSocket followers
+    read through. The route is a plain Flask route (Flask-RESTX has no WebSockets); the
     execution is looked up before the handshake so an unknown one is a 404 JSON error."""
+    app.extensions["livecode.tails"] = SharedTails(app.extensions["livecode.runtime"].events)
     bp = Blueprint("execution_ws", __name__)
     sock = Sock()
     app.config.setdefault("SOCK_SERVER_OPTIONS", {
@@ -327,15 +377,25 @@ def register_websocket(app: Flask) -> None:
         "max_message_size": app.config.get("MAX_CONTENT_LENGTH") or 2 * 1024 * 1024,
     })
 
+    app.extensions["livecode.stream_slots"] = StreamSlots.for_server()
+
     @bp.before_request
     def _check() -> None:
         execution_id = (request.view_args or {}).get("execution_id", "")
         g.stream_execution = _lookup(execution_id)
         g.stream_after = _resume_point()
+        slots().acquire()  # before the handshake, so a refusal is a plain 503
+        g.stream_slot_held = True
+
+    @bp.teardown_request
+    def _release(_exc: BaseException | None) -> None:
+        # Runs however the request ended, a failed handshake included.
+        if g.pop("stream_slot_held", False):
+            slots().release()
 
     @sock.route("/api/v1/executions/<string:execution_id>/ws", bp=bp)
     def _ws(ws: Any, execution_id: str) -> None:
         eid, row = g.stream_execution
-        _Session(ws, rt(), eid, row).run(g.stream_after, owner_id())
+        _Session(ws, tails(), rt(), eid, row).run(g.stream_after, owner_id())
 
     app.register_blueprint(bp)
