@@ -271,7 +271,9 @@ async function run() {
   hideMessage("run");
   try {
     if (!(await saver.flush())) {
-      if (!saver.conflict) showMessage("Not run: the code could not be saved (see above).", { kind: "error", source: "run" });
+      // A conflict already shows its own choices; anything else is said here, with the cause.
+      if (saver.error) showApiError("Not run: the code could not be saved", saver.error, "save");
+      else if (!saver.conflict) showMessage("Not run: the code is still being saved; try again.", { source: "run" });
       return;
     }
     const interactive = $("interactive").checked;

@@ -4,13 +4,17 @@ sees it autosaved, runs it, watches the output arrive while it runs, reloads and
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 
 import pytest
 import requests
 
 from tests.browser.conftest import Page
+from tests.conftest import base_env
 from tests.support.client import ApiClient
+from tests.support.procs import start_embedded
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -221,3 +225,36 @@ def test_changing_language_of_a_saved_session_starts_a_new_one(page: Page, clien
     page.wait(lambda: page.session_id() == session["session_id"]
               and page.driver.execute_script("return document.body.dataset.ready") == "true"
               and page.el("#language").get_attribute("value") == "python", what="the old session again")
+
+
+def test_sign_in_required_is_explained_and_a_token_works(browser) -> None:
+    """On a server that requires accounts, the page says how to sign in, and a pasted token is
+    sent on every call (the embedded default has no sign-in, hence a server of its own here)."""
+    data_dir = tempfile.mkdtemp(prefix="lc-embedded-auth-")
+    env = base_env(LIVECODE_DATA_DIR=data_dir, LIVECODE_AUTH_REQUIRED="true")
+    proc, base = start_embedded(env)
+    try:
+        page = Page(browser, base).open("/")
+        page.run_button().click()
+        page.wait(lambda: "requires sign-in" in page.text("#message-text"), what="the sign-in message")
+        assert page.text("#save-state") == "Not saved"
+        assert page.run_button().is_enabled()
+
+        creds = {"username": "ada", "password": "correct horse battery staple"}
+        assert requests.post(base + "/api/v1/auth/register", json=creds, timeout=30).status_code == 201
+        token = requests.post(base + "/api/v1/auth/login", json=creds, timeout=30).json()["access_token"]
+        page.el(".settings summary").click()
+        page.el("#token").send_keys(token + "\n")  # "change" reloads the page with the token
+        page.wait(lambda: page.driver.execute_script("return localStorage.getItem('livecode.token')") == token,
+                  what="the token to be stored")
+        page.open("/")
+        page.replace_code("print('signed in')\n")
+        page.run_button().click()
+        assert wait_finished(page) == "COMPLETED"
+        assert page.output() == "signed in\n"
+        owner = ApiClient(base, headers={"Authorization": f"Bearer {token}"})
+        assert owner.request("GET", f"/api/v1/code-sessions/{page.session_id()}").status_code == 200
+    finally:
+        browser.execute_script("localStorage.removeItem('livecode.token')")
+        proc.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
