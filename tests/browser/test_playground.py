@@ -258,3 +258,27 @@ def test_sign_in_required_is_explained_and_a_token_works(browser) -> None:
         browser.execute_script("localStorage.removeItem('livecode.token')")
         proc.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_without_an_event_stream_the_page_falls_back_to_polling(page: Page, client: ApiClient) -> None:
+    """A server without the SSE endpoint (404) still gets runs shown: the page polls the execution."""
+    script = page.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
+        const realFetch = window.fetch;
+        window.fetch = (input, init) => String(input).endsWith('/events')
+          ? Promise.resolve(new Response('{"error":{"code":"NOT_FOUND","message":"no such resource"}}',
+              {status: 404, headers: {'Content-Type': 'application/json'}}))
+          : realFetch(input, init);
+    """})
+    try:
+        source = "print('polled')\n"
+        page.open("/")
+        page.replace_code(source)
+        sid = wait_saved(page, client, source)["session_id"]
+        page.run_button().click()
+        assert wait_finished(page) == "COMPLETED"
+        assert page.el("#output").get_attribute("data-transport") == "polling"
+        assert page.output() == "polled\n"
+        assert page.text("#exit-code") == "0"
+        assert client.request("GET", f"/api/v1/executions/session/{sid}").json()["total"] == 1
+    finally:
+        page.driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]})
