@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -60,9 +61,36 @@ def _message_task_id(raw: bytes | str) -> str:
         return ""
 
 
-def reconcile_once(rt: Runtime, enqueue: Enqueue, *, startup: bool = False) -> dict[str, int]:
+class AbsentWorkers:
+    """When this process first saw each worker without a heartbeat. A heartbeat can vanish while
+    its worker lives (Redis restarted or flushed: every key is gone until the next beat), so a
+    worker only counts as lost once it has stayed absent for a whole heartbeat TTL."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._seen: dict[str, tuple[float, float]] = {}  # worker -> (first absent, last checked)
+
+    def lost(self, worker: str, alive: set[str]) -> bool:
+        now = time.monotonic()
+        if worker in alive:
+            self._seen.pop(worker, None)
+            return False
+        first, last = self._seen.get(worker, (now, now))
+        if now - last > self.ttl_s:  # not checked for a while: it may have been back meanwhile
+            first = now
+        self._seen[worker] = (first, now)
+        return now - first >= self.ttl_s
+
+    def forget_except(self, workers: set[str]) -> None:
+        for name in set(self._seen) - workers:
+            del self._seen[name]
+
+
+def reconcile_once(rt: Runtime, enqueue: Enqueue, *, startup: bool = False,
+                   absent: AbsentWorkers | None = None) -> dict[str, int]:
     """One pass. `startup` (embedded mode) means every QUEUED or RUNNING row is orphaned: the
-    in-process broker and worker of the previous process are gone."""
+    in-process broker and worker of the previous process are gone. Without `absent`, a worker
+    with no heartbeat right now counts as lost (a single pass, as in the tests)."""
     s = rt.settings
     now = utcnow()
     grace = timedelta(seconds=s.requeue_grace_s)
@@ -78,9 +106,12 @@ def reconcile_once(rt: Runtime, enqueue: Enqueue, *, startup: bool = False) -> d
                    Execution.priority, Execution.request_id)
             .where(Execution.status == ExecutionStatus.RUNNING.value)
         ).all()
+    if absent is not None:
+        absent.forget_except({row.worker for row in running if row.worker})
     for row in running:
         started = _aware(row.started_at)
-        lost = startup or (row.worker not in alive and (started is None or now - started > grace))
+        missing = absent.lost(row.worker or "", alive) if absent else row.worker not in alive
+        lost = startup or (missing and (started is None or now - started > grace))
         stale = started is not None and now - started > stale_after
         if not (lost or stale):
             continue
@@ -152,13 +183,14 @@ class Reconciler(threading.Thread):
         super().__init__(name="livecode-reconciler", daemon=True)
         self.rt, self.enqueue, self.holder = rt, enqueue, holder
         self.stopped = threading.Event()
+        self.absent = AbsentWorkers(rt.settings.heartbeat_ttl_s)
 
     def run(self) -> None:
         interval = self.rt.settings.reconcile_interval_s
         while not self.stopped.wait(interval):
             try:
                 if self._acquire(interval):
-                    reconcile_once(self.rt, self.enqueue)
+                    reconcile_once(self.rt, self.enqueue, absent=self.absent)
             except Exception:  # noqa: BLE001 - a dependency is down; try again next tick
                 log.warning("reconcile pass failed", exc_info=True)
 
