@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from livecode.sandbox import Outcome, RunRequest, get_language, get_runner  # noqa: E402
+from livecode.sandbox import Outcome, RunRequest, SandboxLimits, get_language, get_runner  # noqa: E402
 from livecode.sandbox.runner import Runner, Stage  # noqa: E402
 
 HELLO = {
@@ -36,11 +36,15 @@ HELLO = {
 COMMENT = {"cpp": "//", "java": "//", "go": "//", "rust": "//"}
 
 
+PAUSE_S = 0.0
+
+
 def timed(fn: Callable[[], object], n: int, warmup: int = 2) -> list[float]:
     for _ in range(warmup):
         fn()
     out = []
     for _ in range(n):
+        time.sleep(PAUSE_S)
         t = time.perf_counter()
         fn()
         out.append((time.perf_counter() - t) * 1000)
@@ -64,7 +68,9 @@ def sandboxed(runner: Runner, lang: str, src: str) -> None:
 
 
 def sandboxed_true(runner: Runner) -> None:
-    stage = Stage("run", ["/bin/true"], {"PATH": "/usr/bin:/bin"}, [], 10_000, 10_000, 64, 16, 1024, 1024, 64, 4096, 4096)
+    d = SandboxLimits()
+    stage = Stage("run", ["/bin/true"], {"PATH": "/usr/bin:/bin"}, [], 10_000, 10_000, d.memory_mb, d.max_processes,
+                  d.max_file_size_kb, d.max_disk_kb, d.max_open_files, 4096, 4096)  # fmt: skip
     sr = runner._execute(stage, None)
     if sr.exit_code != 0:
         raise SystemExit(f"/bin/true failed: {sr}")
@@ -95,9 +101,12 @@ def compiled_rows(runner: Runner, n: int) -> None:
             env = {"PATH": "/usr/bin:/bin", "HOME": d, **language.compile_env}
             env.update({k: os.path.join(d, k.lower()) for k in ("GOCACHE", "GOPATH") if k in env})
             subprocess.run(list(language.compile), cwd=d, check=True, env=env, capture_output=True)
-            bare_runs = timed(lambda d=d: bare(list(language.run), cwd=d), n)
+            run_argv = list(language.run)
+            bare_runs = timed(lambda d=d, argv=run_argv: bare(argv, cwd=d), n)
         print(f"{lang:6} compile+run  {stats(cold)}")
-        print(f"{lang:6} cached run   {stats(cached)}   (x{statistics.median(cached) / statistics.median(bare_runs):.2f})")
+        print(
+            f"{lang:6} cached run   {stats(cached)}   (x{statistics.median(cached) / statistics.median(bare_runs):.2f})"
+        )
         print(f"{lang:6} bare run     {stats(bare_runs)}")
 
 
@@ -106,13 +115,20 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--mode", default="bwrap")
     ap.add_argument("--skip-compiled", action="store_true")
+    ap.add_argument("--pool", type=int, default=None, help="pre-built sandboxes (0: none; default: env or 2)")
+    ap.add_argument("--pause-ms", type=int, default=0, help="idle time between runs (lets the pool refill)")
     args = ap.parse_args()
+    global PAUSE_S
+    PAUSE_S = args.pause_ms / 1000
     base = Path(tempfile.mkdtemp(prefix="livecode-bench-"))
     base.chmod(0o700)
-    runner = get_runner(args.mode, work_root=str(base / "work"), cache_dir=str(base / "cache"))
+    pool = None if args.pool is None else args.pool
+    runner = get_runner(args.mode, work_root=str(base / "work"), cache_dir=str(base / "cache"), pool_size=pool)
     runner.check()
+    time.sleep(1)  # let the pool fill
     print(f"# {platform.node()}: {os.cpu_count()} cores, kernel {platform.release()}, {platform.python_version()}")
-    print(f"# mode={args.mode} n={args.n} (ms, whole run() call including set-up and clean-up)")
+    print(f"# mode={args.mode} n={args.n} pool={pool} pause={args.pause_ms}ms (ms per whole run() call)")
+    print(f"# load average before: {os.getloadavg()}")
     py_bare = timed(lambda: bare(["/usr/bin/python3", "-c", "print('Hello World!')"]), args.n)
     py_box = timed(lambda: sandboxed(runner, "python", "print('Hello World!')"), args.n)
     true_bare = timed(lambda: bare(["/bin/true"]), args.n)

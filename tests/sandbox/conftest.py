@@ -34,6 +34,7 @@ def runner(sandbox_dirs: tuple[Path, Path]) -> Iterator[Runner]:
     r = get_runner("bwrap", work_root=str(work), cache_dir=str(cache), uid_base=TEST_UID_BASE, slots=TEST_SLOTS)
     r.check()
     yield r
+    r.close()
 
 
 @pytest.fixture(scope="session")

@@ -77,3 +77,10 @@ def test_without_pool_hello_and_limits(cold_runner: Runner) -> None:
     res = run(cold_runner, "python", "x = b'x' * (100 << 20)", memory_mb=48)
     assert res.outcome is Outcome.MEMORY_LIMIT
     assert no_leftovers()
+
+
+def test_pooled_sandbox_can_get_more_memory_than_default(runner: Runner) -> None:
+    assert isinstance(runner, BwrapRunner)
+    wait_pool_ready(runner)
+    res = run(runner, "python", "x = b'x' * (300 << 20)\nprint(len(x) >> 20)", memory_mb=400)
+    assert res.outcome is Outcome.OK and res.stdout == "300\n", res

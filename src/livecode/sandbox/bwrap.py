@@ -8,6 +8,7 @@ through pipes. With a pool (pool.py), run stages take a sandbox that was set up 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import io
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from .cache import valid_artifact_name
 from .cgroups import CgroupHost, RunCgroup
-from .hostfs import SlotPool, ensure_private_dir, set_child_subreaper
+from .hostfs import OrphanReaper, SlotPool, ensure_private_dir, set_child_subreaper
 from .launcher import build_launcher, encode_message
 from .pool import SandboxPool
 from .runner import ARTIFACT_CAP, FileSpec, Runner, Stage, StageResult
@@ -42,6 +43,7 @@ _GROUP = f"sandbox:x:{SANDBOX_UID}:\n".encode()
 _SHM_MAX_KB = 16 * 1024  # POSIX shm / semaphores (multiprocessing); /dev itself is read-only
 _EXTRA_PIDS = 2  # bwrap's monitor and its pid-1 init live in the run's cgroup too
 _LAUNCHER = "/.livecode-launcher"
+_PREBUILD_NICE = 10  # building spare sandboxes must not slow down the runs in progress
 _DEFAULTS = SandboxLimits()
 # Runs the compiler, then streams the artifacts to stdout as a tar; compiler output -> stderr.
 _COLLECT = (
@@ -104,6 +106,7 @@ class BwrapRunner(Runner):
         self._launcher: Path | None = None
         self._pool: SandboxPool[Spawned] | None = None
         self._ro = _ro_mounts()
+        self._orphans = OrphanReaper()
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -130,6 +133,7 @@ class BwrapRunner(Runner):
                 self._launcher = build_launcher(self.cache.root)
                 if self._launcher is not None:
                     self._pool = SandboxPool(self._prespawn, self._discard, self.pool_size)
+                    atexit.register(self.close)  # kill and reap the spare sandboxes
 
     def close(self) -> None:
         """Destroy the pooled sandboxes (they also die with the worker)."""
@@ -157,13 +161,18 @@ class BwrapRunner(Runner):
     def _execute(self, stage: Stage, on_output: OutputCallback | None) -> StageResult:
         if not self._ready:
             self.check()
-        if stage.kind == "run" and self._pool is not None and stage.max_disk_kb == _DEFAULTS.max_disk_kb:
-            sp = self._pool.take()
+        pool = self._pool
+        if stage.kind != "run" or pool is None or stage.max_disk_kb != _DEFAULTS.max_disk_kb:
+            return self._run_cold(stage, on_output)
+        try:
+            sp = pool.take()
             if sp is not None:
                 result = self._run_prepared(sp, stage, on_output)
                 if result is not None:
                     return result
-        return self._run_cold(stage, on_output)
+            return self._run_cold(stage, on_output)
+        finally:
+            pool.done()
 
     def _run_cold(self, stage: Stage, on_output: OutputCallback | None) -> StageResult:
         sp = None
@@ -190,6 +199,8 @@ class BwrapRunner(Runner):
         assert sp.ctrl_w is not None
         try:
             sp.cg.set_limits(stage.memory_mb * 1024 * 1024, stage.max_processes + _EXTRA_PIDS)
+            for pid in sp.cg.pids():  # built at low priority; the run gets normal priority
+                os.setpriority(os.PRIO_PROCESS, pid, 0)
             sp.cg.reset_counters()
             files = [
                 (f"{WORK}/{f.name}", f.mode, f.data if f.data is not None else _read_cached(f.path))
@@ -239,6 +250,7 @@ class BwrapRunner(Runner):
                     rlimits,
                     _DEFAULTS.max_disk_kb,
                     extra_fds=[ctrl_r],
+                    nice=_PREBUILD_NICE,
                 )
             finally:
                 os.close(ctrl_r)
@@ -273,6 +285,9 @@ class BwrapRunner(Runner):
                         sp.proc.returncode = status
                 sp.close_fds()
             cg.kill_all()
+            left = cg.reap_all(exclude=None)
+            if left:  # pathological (a process stuck exiting): reap it in the background
+                self._orphans.add(left)
             cg.destroy()
         finally:
             self._slots.release(slot)
@@ -316,6 +331,7 @@ class BwrapRunner(Runner):
         disk_kb: int,
         extra_fds: list[int] | None = None,
         extra_args: list[str] | None = None,
+        nice: int = 0,
     ) -> Spawned:
         uid = self.uid_base + slot
         child_fds: list[int] = []  # the child's ends; closed here once it has them
@@ -349,6 +365,8 @@ class BwrapRunner(Runner):
                     os.write(cfd, b"0")
                 for res, soft, hard in rlimits:
                     resource.setrlimit(res, (soft, hard))
+                if nice:
+                    os.nice(nice)
                 os.setgroups([])
                 os.setresgid(uid, uid, uid)
                 os.setresuid(uid, uid, uid)

@@ -52,6 +52,7 @@ class RunCgroup:
         self.v2 = v2
         self.seen_pids: set[int] = set()
         self.cpu_base_ms = 0
+        self.limits: tuple[int, int] | None = None
 
     @property
     def _procs_dir(self) -> Path:
@@ -64,6 +65,11 @@ class RunCgroup:
         return [os.open(d / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for d in self.dirs.values()]
 
     def set_limits(self, memory_bytes: int, max_pids: int) -> None:
+        if self.limits == (memory_bytes, max_pids):
+            return  # a pooled sandbox already has them
+        first = self.limits is None
+        raising = self.limits is not None and memory_bytes > self.limits[0]
+        self.limits = (memory_bytes, max_pids)
         if self.v2:
             d = self.dirs[""]
             _write(d / "memory.max", str(memory_bytes))
@@ -72,12 +78,14 @@ class RunCgroup:
             _write(d / "pids.max", str(max_pids))
             return
         mem = self.dirs["memory"]
-        _write(mem / "memory.limit_in_bytes", str(memory_bytes))
-        memsw = mem / "memory.memsw.limit_in_bytes"
-        if memsw.exists():
-            _write(memsw, str(memory_bytes))
-        with contextlib.suppress(OSError):
-            _write(mem / "memory.swappiness", "0")
+        files = [mem / "memory.limit_in_bytes"]
+        if (mem / "memory.memsw.limit_in_bytes").exists():  # memory+swap must stay >= memory
+            files.append(mem / "memory.memsw.limit_in_bytes")
+        for f in reversed(files) if raising else files:
+            _write(f, str(memory_bytes))
+        if first:
+            with contextlib.suppress(OSError):
+                _write(mem / "memory.swappiness", "0")
         _write(self.dirs["pids"] / "pids.max", str(max_pids))
 
     def pids(self) -> list[int]:
@@ -174,10 +182,27 @@ class RunCgroup:
             try:
                 done, _ = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
-                self.seen_pids.discard(pid)  # not ours (its parent reaps it) or already gone
+                # Not our child (yet: it is reparented to us only when its parent dies), or
+                # gone. Forget it only once it no longer exists at all.
+                if not os.path.exists(f"/proc/{pid}"):
+                    self.seen_pids.discard(pid)
                 continue
             if done:
                 self.seen_pids.discard(pid)
+
+    def reap_all(self, exclude: int | None, timeout_s: float = 2.0) -> set[int]:
+        """Reap the run's processes that were reparented to us, waiting for those still exiting
+        (bwrap's pid-1 finishes only after the kernel killed its whole pid namespace).
+        Returns the pids still around at the deadline."""
+        deadline = time.monotonic() + timeout_s
+        pause = 0.0002
+        while True:
+            self.reap(exclude)
+            left = {p for p in self.seen_pids if p != exclude and os.path.exists(f"/proc/{p}")}
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
 
     def destroy(self) -> None:
         for d in self.dirs.values():

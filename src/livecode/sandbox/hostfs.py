@@ -79,3 +79,36 @@ class SlotPool:
             fd = self._held.pop(slot, None)
         if fd is not None:
             os.close(fd)  # closing drops the flock
+
+
+class OrphanReaper:
+    """Reaps, in the background, sandbox processes that were still exiting when their run
+    ended (as a child subreaper we inherit them; unreaped, their zombies would count against
+    the slot uid's RLIMIT_NPROC)."""
+
+    def __init__(self) -> None:
+        self._pids: set[int] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, pids: set[int]) -> None:
+        with self._lock:
+            self._pids |= pids
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="sandbox-reaper", daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(0.1)
+            with self._lock:
+                for pid in list(self._pids):
+                    try:
+                        done, _ = os.waitpid(pid, os.WNOHANG)
+                    except ChildProcessError:
+                        done = pid if not os.path.exists(f"/proc/{pid}") else 0
+                    if done:
+                        self._pids.discard(pid)
+                if not self._pids:
+                    self._thread = None
+                    return

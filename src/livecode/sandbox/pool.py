@@ -45,8 +45,14 @@ class SandboxPool(Generic[T]):
                     self.served += 1
                     break
                 self._discard_later(candidate)
-            self._cond.notify_all()
+            # No refill yet: building a sandbox now would compete with this run for the CPU
+            # (and the GIL). done() asks for it once the run is over.
             return item
+
+    def done(self) -> None:
+        """A run finished: time to top the pool up again."""
+        with self._cond:
+            self._cond.notify_all()
 
     def ready_count(self) -> int:
         with self._cond:

@@ -86,6 +86,9 @@ class Runner(ABC):
     def check(self) -> None:
         """Raise SandboxUnavailable saying what is missing and how to fix it."""
 
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the runner holds between runs (pre-built sandboxes)."""
+
     @abstractmethod
     def _execute(self, stage: Stage, on_output: OutputCallback | None) -> StageResult:
         """Run one stage in a fresh work directory."""

@@ -121,6 +121,7 @@ def supervise(
 
     try:
         drain_deadline: float | None = None
+        next_cpu_check = start + _TICK_S  # RLIMIT_CPU covers a single process before that
         while True:
             now = time.monotonic()
             if exited and (open_streams == 0 or (drain_deadline and now >= drain_deadline)):
@@ -146,7 +147,9 @@ def supervise(
                     stdin_registered = True
                 elif not pending and stdin_eof:
                     close_stdin()
-            if watch.cpu_limit_ms is not None and watch.cpu_used_ms is not None and not killed:
+            cpu_due = now >= next_cpu_check
+            if cpu_due and watch.cpu_limit_ms is not None and watch.cpu_used_ms is not None and not killed:
+                next_cpu_check = now + _TICK_S
                 used = watch.cpu_used_ms()
                 if used is not None and used > watch.cpu_limit_ms:
                     kill("cpu")
