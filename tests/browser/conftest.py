@@ -157,6 +157,8 @@ def browser() -> Iterator[Any]:
 def page(browser: Any, embedded: Cluster, request: pytest.FixtureRequest) -> Iterator[Page]:
     p = Page(browser, embedded.base)
     yield p
+    # Each test starts from a clean browser: no remembered language or token.
+    browser.execute_script("try { localStorage.clear() } catch (e) {}")
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         shot = Path(tempfile.gettempdir()) / f"lc-playground-{request.node.name}.png"
