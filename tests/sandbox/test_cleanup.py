@@ -137,16 +137,26 @@ def test_concurrent_runs_get_distinct_host_uids(runner: Runner) -> None:
 
     def one(token: str) -> None:
         def on_output(stream: str, text: str) -> None:
-            if "up" in text:  # running now: look it up on the host by its unique argument
+            if "up" in text:  # running now (and waiting for us): look it up by its argument
                 with lock:
                     seen[token] = host_uids_of_cmdline(token)
 
-        results.append(runner.run(RunRequest("bash", "echo up; sleep 2", args=(token,)), on_output=on_output))
+        def stdin_source() -> bytes | None:
+            return b"go\n" if released.is_set() else None
+
+        req = RunRequest("bash", "echo up; read -r x", args=(token,))
+        results.append(runner.run(req, on_output=on_output, stdin_source=stdin_source))
+
+    released = threading.Event()
 
     tokens = [f"tok-{uuid.uuid4()}" for _ in range(3)]
     threads = [threading.Thread(target=one, args=(t,)) for t in tokens]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + 30
+    while len(seen) < 3 and time.monotonic() < deadline:  # all three alive at once
+        time.sleep(0.02)
+    released.set()
     for t in threads:
         t.join(30)
     assert [r.outcome for r in results] == [Outcome.OK] * 3

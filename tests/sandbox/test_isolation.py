@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import uuid
 from pathlib import Path
 
@@ -161,9 +162,15 @@ def test_unprivileged_inside_and_on_host(runner: Runner) -> None:
     token = f"tok-{uuid.uuid4()}"
     seen: set[int] = set()
 
+    looked = threading.Event()
+
     def on_output(stream: str, text: str) -> None:
-        if "ready" in text:  # the program is running: look at it from the host
+        if "ready" in text:  # the program is running (and waits for us): look from the host
             seen.update(host_uids_of_cmdline(token))
+            looked.set()
+
+    def stdin_source() -> bytes | None:
+        return b"go\n" if looked.is_set() else None
 
     src = """
 import os, time
@@ -171,9 +178,9 @@ st = open('/proc/self/status').read()
 print(os.getuid(), os.geteuid(), os.getgid(), os.getgroups())
 print([l for l in st.splitlines() if l.startswith(('CapEff', 'CapPrm', 'CapBnd', 'NoNewPrivs', 'CapAmb'))])
 print('ready', flush=True)
-time.sleep(1)
+input()
 """
-    res = runner.run(RunRequest("python", src, args=(token,)), on_output=on_output)
+    res = runner.run(RunRequest("python", src, args=(token,)), on_output=on_output, stdin_source=stdin_source)
     lines = res.stdout.splitlines()
     uid, euid, gid = (int(x) for x in lines[0].split()[:3])
     assert uid != 0 and euid != 0 and gid != 0
