@@ -163,7 +163,12 @@ def cmd_dlq(args: argparse.Namespace) -> None:
     if args.action == "show":
         found = deadletter.get_dead_letter(rt, dl_id)
     else:
-        found = deadletter.requeue_dead_letter(rt, dl_id, enqueue_execution)
+        from .errors import ApiError
+
+        try:
+            found = deadletter.requeue_dead_letter(rt, dl_id, enqueue_execution)
+        except ApiError as exc:  # e.g. requeued already
+            sys.exit(f"livecode dlq requeue: {exc.message}")
     if found is None:
         sys.exit(f"no dead letter {dl_id}")
     print(json.dumps(found, indent=2))
