@@ -92,6 +92,7 @@ class Settings:
     auth_required: bool = False
     execution_rate_limit: str = "10/minute"
     login_rate_limit: str = "10/minute"
+    rate_limits_enabled: bool = True  # off only to measure what the limits cost (bench/)
     access_token_minutes: int = 15
     refresh_token_days: int = 30
 
@@ -176,6 +177,7 @@ def load_settings(mode: str | None = None, **overrides: Any) -> Settings:
         auth_required=_bool("LIVECODE_AUTH_REQUIRED", mode == "distributed"),
         execution_rate_limit=_env("LIVECODE_EXECUTION_RATE_LIMIT", "10/minute") or "10/minute",
         login_rate_limit=_env("LIVECODE_LOGIN_RATE_LIMIT", "10/minute") or "10/minute",
+        rate_limits_enabled=_bool("LIVECODE_RATE_LIMITS_ENABLED", True),
         access_token_minutes=_int("LIVECODE_ACCESS_TOKEN_MINUTES", 15),
         refresh_token_days=_int("LIVECODE_REFRESH_TOKEN_DAYS", 30),
         log_level=(_env("LIVECODE_LOG_LEVEL", "INFO") or "INFO").upper(),

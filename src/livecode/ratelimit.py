@@ -10,6 +10,7 @@ The limit is checked before the handler runs, so a refused request creates nothi
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
@@ -54,7 +55,7 @@ def _login_message() -> str:
 limiter = Limiter(
     key_func=user_or_address,
     strategy="moving-window",
-    headers_enabled=True,
+    headers_enabled=False,  # set on refusals only, below
     key_prefix="livecode",
 )
 
@@ -81,17 +82,24 @@ login_limit = limiter.shared_limit(
 
 def init_limiter(app: Flask, settings: Settings) -> None:
     app.config.update(
+        RATELIMIT_ENABLED=settings.rate_limits_enabled,
         RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
         # Shorter than the defaults so a Redis outage is a quick 503, not a hung request.
         RATELIMIT_STORAGE_OPTIONS={"socket_connect_timeout": 1, "socket_timeout": 2} if settings.redis_url else {},
     )
 
-    # Registered before the limiter's own hook, so it runs after it (Flask runs these in reverse):
-    # Retry-After belongs on a refusal, not on a success.
     @app.after_request
-    def _retry_after_only_on_refusal(resp: Response) -> Response:
-        if resp.status_code < 400:
-            resp.headers.pop("Retry-After", None)
+    def _refusal_headers(resp: Response) -> Response:
+        # Only a refusal carries the rate-limit headers: computing them costs a second Redis
+        # round trip, which every admitted request would otherwise pay.
+        if resp.status_code == 429:
+            current = limiter.current_limit
+            if current is not None:
+                reset_at = int(current.reset_at)
+                resp.headers["Retry-After"] = str(max(1, reset_at - int(time.time())))
+                resp.headers["X-RateLimit-Limit"] = str(current.limit.amount)
+                resp.headers["X-RateLimit-Remaining"] = str(max(0, current.remaining))
+                resp.headers["X-RateLimit-Reset"] = str(reset_at)
         return resp
 
     limiter.init_app(app)
