@@ -43,7 +43,7 @@ if command -v dpkg-query >/dev/null; then
     as_root bash scripts/install-system-deps.sh
   fi
   if [ "$want_test" = 1 ]; then
-    pkgs=(redis-server chromium nodejs npm)
+    pkgs=(redis-server chromium chromium-driver)
     command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || pkgs+=(postgresql)
     apt_install "${pkgs[@]}"
   fi
@@ -60,7 +60,4 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'
   touch "$stamp"
-fi
-if [ "$want_test" = 1 ] && [ -f tests/browser/package.json ] && [ ! -d tests/browser/node_modules ]; then
-  (cd tests/browser && npm ci --no-audit --no-fund --silent)
 fi
