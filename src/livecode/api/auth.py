@@ -37,7 +37,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 jwt = JWTManager()
 
 # Reachable without credentials even when sign-in is required.
-PUBLIC_PREFIXES = ("/health", "/swaggerui/", "/static/")
+PUBLIC_PREFIXES = ("/health", "/swaggerui/", "/static/", "/s/")
 PUBLIC_PATHS = frozenset({
     "/docs", "/swagger.json", "/metrics", "/api/v1/languages", "/api/v1/auth/register",
     "/api/v1/auth/login", "/api/v1/auth/refresh",
