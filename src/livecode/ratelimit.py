@@ -85,7 +85,7 @@ def init_limiter(app: Flask, settings: Settings) -> None:
         RATELIMIT_ENABLED=settings.rate_limits_enabled,
         RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
         # Shorter than the defaults so a Redis outage is a quick 503, not a hung request.
-        RATELIMIT_STORAGE_OPTIONS={"socket_connect_timeout": 1, "socket_timeout": 2} if settings.redis_url else {},
+        RATELIMIT_STORAGE_OPTIONS={"socket_connect_timeout": 1, "socket_timeout": 5} if settings.redis_url else {},
     )
 
     @app.after_request

@@ -127,6 +127,17 @@ def test_another_users_data_is_404_through_every_endpoint(auth_apis: Any) -> Non
     paths = requests.get(auth_apis.base + "/swagger.json", timeout=10).json()["paths"]
     if "/api/v1/executions/{execution_id}/events" in paths:
         attempts["events"] = mallory.request("GET", f"/api/v1/executions/{eid}/events", stream=True, timeout=10)
+        # Browsers cannot set headers on EventSource/WebSocket requests: the token may be a query
+        # parameter there, and it is checked the same way.
+        token = str(mallory.http.headers["Authorization"]).split()[1]
+        attempts["events with ?access_token"] = requests.get(
+            f"{auth_apis.base}/api/v1/executions/{eid}/events", params={"access_token": token}, stream=True,
+            timeout=10)
+        own_token = str(alice.http.headers["Authorization"]).split()[1]
+        own = requests.get(f"{auth_apis.base}/api/v1/executions/{eid}/events", params={"access_token": own_token},
+                           stream=True, timeout=10)
+        assert own.status_code == 200, own.text[:200]
+        own.close()
     for what, r in attempts.items():
         assert r.status_code == 404, f"{what}: {r.status_code} {r.text[:200]}"
         assert r.json()["error"]["code"] in {"SESSION_NOT_FOUND", "EXECUTION_NOT_FOUND"}, what

@@ -145,3 +145,22 @@ def test_secrets_and_source_code_are_never_logged(cluster: Any, auth_apis: Any) 
         assert canary not in text, f"{proc.name} logged user data"
         assert secret not in text, f"{proc.name} logged SECRET_KEY"
         assert tokens["access_token"] not in text and tokens["refresh_token"] not in text
+
+
+def test_embedded_metrics(embedded: Any) -> None:
+    """`livecode serve` runs its worker in-process: the same figures, without Redis."""
+    api = embedded.client()
+    before = scrape(embedded.base)
+    assert api.run("print('embedded metrics')")["status"] == "COMPLETED"
+
+    def recorded() -> Any:
+        now = scrape(embedded.base)
+        key = ("livecode_executions_total", frozenset({("status", "COMPLETED"), ("language", "python")}))
+        return now if now.get(key, 0) >= before.get(key, 0) + 1 else None
+
+    after = wait_for(recorded, 20, 0.2, what="the in-process worker's figures")
+    assert value(after, "livecode_queue_wait_seconds_count", queue="high_priority") >= 1
+    assert value(after, "livecode_workers_alive") == 1
+    assert ("livecode_queue_length", frozenset({("queue", "low_priority")})) in after
+    assert value(after, "livecode_http_request_duration_seconds_count",
+                 endpoint=EXECUTE_RULE, method="POST", status="202") >= 1
