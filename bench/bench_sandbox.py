@@ -139,6 +139,7 @@ def main() -> None:
     print(f"/bin/true sandbox {stats(true_box)}")
     if not args.skip_compiled:
         compiled_rows(runner, max(10, args.n // 4))
+    runner.close()
     shutil.rmtree(base, ignore_errors=True)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -71,8 +72,16 @@ def leftovers() -> list[tuple[int, int, str]]:
     return found
 
 
-def no_leftovers() -> bool:
-    return not leftovers()
+def no_leftovers(deadline_s: float = 3.0) -> bool:
+    """No leftover process, allowing a moment for a spare sandbox being built right now (its
+    forked child is briefly a copy of this interpreter before it execs bwrap). A real leftover,
+    like the tests' daemons that loop forever, is still there at the deadline."""
+    end = time.monotonic() + deadline_s
+    while leftovers():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def host_uids_of_cmdline(token: str) -> set[int]:

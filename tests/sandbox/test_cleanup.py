@@ -42,15 +42,6 @@ if sys.argv[1:] == ['hang']:
 """
 
 
-def wait_for_no_leftovers(deadline_s: float = 5.0) -> bool:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if no_leftovers():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_daemons_gone_after_normal_exit(runner: Runner) -> None:
     start = time.monotonic()
     res = run(runner, "python", ESCAPE, time_limit_ms=20_000)
@@ -164,4 +155,4 @@ def test_concurrent_runs_get_distinct_host_uids(runner: Runner) -> None:
     uids = {next(iter(seen[t])) for t in tokens}
     assert len(uids) == 3, seen  # ...a different one for each concurrent run
     assert all(TEST_UID_BASE <= u < TEST_UID_BASE + TEST_SLOTS for u in uids)
-    assert wait_for_no_leftovers()
+    assert no_leftovers()

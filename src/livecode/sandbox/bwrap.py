@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import glob
 import io
 import json
@@ -231,6 +232,8 @@ class BwrapRunner(Runner):
         try:
             cg.set_limits(_DEFAULTS.memory_mb * 1024 * 1024, _DEFAULTS.max_processes + _EXTRA_PIDS)
             ctrl_r, ctrl_w = os.pipe2(os.O_CLOEXEC)
+            with contextlib.suppress(OSError):  # compiled programs go through it in one go
+                fcntl.fcntl(ctrl_w, fcntl.F_SETPIPE_SZ, _pipe_max())
             inf = resource.RLIM_INFINITY
             rlimits = [  # generous until the launcher lowers them to the request's
                 (resource.RLIMIT_CORE, 0, 0),
@@ -471,6 +474,14 @@ def _rlimits(stage: Stage, biggest_file: int) -> list[tuple[int, int, int]]:
         (resource.RLIMIT_NPROC, nproc, nproc),
         (resource.RLIMIT_CPU, cpu_s, cpu_s + 1),  # SIGXCPU, then SIGKILL a second later
     ]
+
+
+def _pipe_max() -> int:
+    try:
+        with open("/proc/sys/fs/pipe-max-size") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 1 << 20
 
 
 def _hard(res: int) -> int:

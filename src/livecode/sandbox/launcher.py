@@ -54,7 +54,7 @@ static char *field(char **p, char *end) {
 int main(int argc, char **argv) {
     if (argc != 2) { errno = EINVAL; die("usage: launcher FD"); }
     int fd = atoi(argv[1]);
-    size_t cap = 1 << 16, len = 0;
+    size_t cap = 1 << 20, len = 0;
     char *buf = malloc(cap);
     if (!buf) die("malloc");
     for (;;) {
