@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import schemathesis
 
 from tests.support.procs import livecode, wait_for
 from tests.support.stack import Editors, Stack
@@ -137,6 +138,9 @@ def test_task_that_exhausts_its_retries_is_dead_lettered_then_requeued(stack: St
     assert letter["first_failed_at"] < letter["created_at"]
     one = client.request("GET", f"{DLQ}/{letter['id']}")
     assert one.status_code == 200 and one.json() == letter
+    documented = schemathesis.openapi.from_url(stack.base + "/swagger.json")
+    documented[DLQ]["GET"].validate_response(listing)
+    documented[DLQ + "/{dead_letter_id}"]["GET"].validate_response(one)
 
     # Requeue through the API: the execution runs, once.
     r = client.request("POST", f"{DLQ}/{letter['id']}/requeue")

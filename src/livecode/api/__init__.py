@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 from flask import Flask
@@ -15,11 +16,27 @@ class LiveCodeApi(Api):
         body, status, headers = to_response(e)
         return self.make_response(body, status, headers)
 
+    @cached_property
+    def __schema__(self) -> dict[str, Any]:
+        from .auth import is_public
+        from .schemas import add_common_responses
+
+        return add_common_responses(super().__schema__, is_public)
+
 
 def build_api(app: Flask) -> LiveCodeApi:
-    from . import admin, auth, executions, health, keys, languages, sessions, stream
-    from . import batch  # noqa: F401 - adds POST /api/v1/executions/batch to executions.ns
-    from . import dead_letters  # noqa: F401 - adds /api/v1/admin/dead-letters to admin.ns
+    from . import (
+        admin,
+        auth,
+        batch,  # noqa: F401 - adds POST /api/v1/executions/batch to executions.ns
+        dead_letters,  # noqa: F401 - adds /api/v1/admin/dead-letters to admin.ns
+        executions,
+        health,
+        keys,
+        languages,
+        sessions,
+        stream,
+    )
 
     api = LiveCodeApi(
         app,

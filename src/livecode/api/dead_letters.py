@@ -20,16 +20,16 @@ from .context import enqueue, rt
 dead_letter = ns.model("DeadLetter", {
     "id": fields.String(required=True),
     "execution_id": fields.String(required=True),
-    "execution_status": fields.String(
+    "execution_status": schemas.nullable(fields.String(
         required=True,
         description="the execution's status now (FAILED until requeued); null if it was deleted",
-    ),
+    )),
     "task_name": fields.String(required=True),
     "error": fields.String(required=True, description="the last error, e.g. OperationalError: ..."),
     "attempts": fields.Integer(required=True, description="how many times the task was tried"),
     "first_failed_at": fields.String(required=True, description="when the first attempt failed"),
     "created_at": fields.String(required=True, description="when the task gave up"),
-    "requeued_at": fields.String(description="when an operator last requeued it; null if never"),
+    "requeued_at": schemas.nullable(fields.String(description="when an operator last requeued it; null if never")),
 })
 dead_letter_list = ns.model("DeadLetterList", {
     "items": fields.List(fields.Nested(dead_letter), required=True),

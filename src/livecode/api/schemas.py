@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 from flask_restx import Namespace, fields
 
 # Models live on this namespace-less registry and are attached to each namespace that uses them.
 shared = Namespace("shared", description="shared models")
+
+F = TypeVar("F", bound=fields.Raw)
+
+
+def nullable(field: F) -> F:
+    """Mark a field that may be null. Swagger 2.0 has no `nullable`; its `x-nullable` extension
+    says it to validators and client generators."""
+    plain = field.schema
+    field.schema = lambda: {**plain(), "x-nullable": True}  # type: ignore[method-assign]
+    return field
 
 error_detail = shared.model(
     "ErrorDetail",
@@ -90,28 +104,28 @@ execution = shared.model(
         "status": fields.String(
             required=True, enum=["QUEUED", "RUNNING", "COMPLETED", "FAILED", "TIMEOUT"]
         ),
-        "reason": fields.String(
+        "reason": nullable(fields.String(
             description="why FAILED or TIMEOUT: COMPILE_ERROR, RUNTIME_ERROR, MEMORY_LIMIT, "
             "OUTPUT_LIMIT, TIME_LIMIT, INTERNAL_ERROR, WORKER_LOST, DEAD_LETTER"
-        ),
+        )),
         "language": fields.String(),
         "priority": fields.String(),
         "interactive": fields.Boolean(),
-        "stdout": fields.String(),
-        "stderr": fields.String(),
-        "compile_output": fields.String(),
+        "stdout": nullable(fields.String()),
+        "stderr": nullable(fields.String()),
+        "compile_output": nullable(fields.String()),
         "stdout_truncated": fields.Boolean(),
         "stderr_truncated": fields.Boolean(),
-        "exit_code": fields.Integer(),
-        "signal": fields.Integer(),
-        "execution_time_ms": fields.Integer(),
-        "cpu_time_ms": fields.Integer(),
-        "memory_kb": fields.Integer(),
+        "exit_code": nullable(fields.Integer()),
+        "signal": nullable(fields.Integer()),
+        "execution_time_ms": nullable(fields.Integer()),
+        "cpu_time_ms": nullable(fields.Integer()),
+        "memory_kb": nullable(fields.Integer()),
         "attempts": fields.Integer(),
-        "worker": fields.String(description="the worker that ran (or is running) it"),
+        "worker": nullable(fields.String(description="the worker that ran (or is running) it")),
         "queued_at": fields.String(),
-        "started_at": fields.String(),
-        "finished_at": fields.String(),
+        "started_at": nullable(fields.String()),
+        "finished_at": nullable(fields.String()),
     },
 )
 execution_page = shared.model(
@@ -143,3 +157,35 @@ def attach(ns: Namespace) -> None:
     """Register every shared model on a namespace so its Swagger document has them."""
     for model in shared.models.values():
         ns.add_model(model.name, model)
+
+
+# Answers any operation can give whatever its handler does: bad ids, headers or bodies (400),
+# credentials (401), size and media type of a body (413, 415), rate limits (429), and a dependency
+# that is down (503). Added to every operation of the Swagger document so it states them all.
+COMMON_RESPONSES = {
+    "400": "Invalid input: a malformed id, query parameter, header or body",
+    "401": "Missing, invalid or expired credentials",
+    "413": "The request body is too large",
+    "415": "The request body is not JSON",
+    "429": "Rate limit exceeded; see Retry-After",
+    "503": "A dependency (the database or Redis) is unavailable; see Retry-After",
+}
+
+
+def add_common_responses(spec: dict[str, Any], is_public: Callable[[str, str], bool]) -> dict[str, Any]:
+    """Document COMMON_RESPONSES on every operation of `spec` (in place; idempotent)."""
+    for path, item in spec.get("paths", {}).items():
+        url = re.sub(r"{[^}]+}", "x", path)
+        for method, operation in item.items():
+            if method not in {"get", "post", "put", "patch", "delete"}:
+                continue
+            codes = ["400", "429", "503"]
+            if not is_public(url, method.upper()):
+                codes.append("401")
+            if method in {"post", "put", "patch"}:
+                codes += ["413", "415"]
+            responses = operation.setdefault("responses", {})
+            for code in codes:
+                responses.setdefault(code, {"description": COMMON_RESPONSES[code],
+                                            "schema": {"$ref": "#/definitions/Error"}})
+    return spec
