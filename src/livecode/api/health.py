@@ -35,7 +35,11 @@ def _health_redis() -> redis.Redis:
 
 
 def check_database() -> dict[str, Any]:
-    return _timed(lambda: rt().db.ping() or {"dialect": rt().db.engine.dialect.name})
+    def ping() -> dict[str, Any]:
+        rt().db.ping()
+        return {"dialect": rt().db.engine.dialect.name}
+
+    return _timed(ping)
 
 
 def check_redis() -> dict[str, Any]:
@@ -61,7 +65,7 @@ def check_workers() -> dict[str, Any]:
 
 def respond(checks: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], int]:
     down = [name for name, c in checks.items() if c["status"] != "ok"]
-    body = {"status": "ok" if not down else "down", "mode": rt().settings.mode, "details": checks}
+    body: dict[str, Any] = {"status": "ok" if not down else "down", "mode": rt().settings.mode, "details": checks}
     if down:
         body["down"] = down
     return body, 200 if not down else 503

@@ -7,7 +7,7 @@ from ..sandbox import get_language, list_languages
 
 
 def available_language_ids() -> list[str]:
-    return sorted(lang["id"] for lang in list_languages() if lang["available"])
+    return sorted(str(lang["id"]) for lang in list_languages() if lang["available"])
 
 
 def check_language(language: str, *, require_available: bool = True) -> None:
