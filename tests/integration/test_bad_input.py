@@ -46,14 +46,16 @@ def test_missing_and_mistyped_fields(client: ApiClient) -> None:
     assert_error(client.request("POST", "/api/v1/code-sessions", json=["python"]), 400)
     assert_error(
         client.request("POST", "/api/v1/code-sessions", json={"language": "python", "source_code": "x", "extra": 1}),
-        400, "UNKNOWN_FIELD",
+        400,
+        "UNKNOWN_FIELD",
     )
 
 
 def test_unknown_language_lists_supported(client: ApiClient) -> None:
     err = assert_error(
         client.request("POST", "/api/v1/code-sessions", json={"language": "cobol", "source_code": "x"}),
-        400, "UNSUPPORTED_LANGUAGE",
+        400,
+        "UNSUPPORTED_LANGUAGE",
     )
     assert "python" in err["message"] and "python" in err["details"]["supported"]
 
@@ -112,10 +114,19 @@ def test_limits_above_maximum_and_bad_options(client: ApiClient) -> None:
 
 def test_bad_version_and_paging(client: ApiClient) -> None:
     sid = client.create_session("x")["session_id"]
-    assert_error(client.request("PATCH", f"/api/v1/code-sessions/{sid}", json={"source_code": "y", "version": "1"}), 400)
-    assert_error(client.request("PATCH", f"/api/v1/code-sessions/{sid}", json={"source_code": "y", "version": 10**30}), 400)
-    assert_error(client.request("PATCH", f"/api/v1/code-sessions/{sid}", json={"source_code": "y"},
-                                headers={"If-Match": '"garbage"'}), 400, "INVALID_ETAG")
+    assert_error(
+        client.request("PATCH", f"/api/v1/code-sessions/{sid}", json={"source_code": "y", "version": "1"}), 400
+    )
+    assert_error(
+        client.request("PATCH", f"/api/v1/code-sessions/{sid}", json={"source_code": "y", "version": 10**30}), 400
+    )
+    assert_error(
+        client.request(
+            "PATCH", f"/api/v1/code-sessions/{sid}", json={"source_code": "y"}, headers={"If-Match": '"garbage"'}
+        ),
+        400,
+        "INVALID_ETAG",
+    )
     assert_error(client.request("GET", f"/api/v1/executions/session/{sid}?page=0"), 400)
     assert_error(client.request("GET", f"/api/v1/executions/session/{sid}?per_page=abc"), 400)
 

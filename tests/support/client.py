@@ -21,7 +21,9 @@ class ApiClient:
         kw.setdefault("timeout", 30)
         return self.http.request(method, self.base + path, **kw)
 
-    def create_session(self, source: str = "print('Hello World!')", language: str = "python", **kw: Any) -> dict[str, Any]:
+    def create_session(
+        self, source: str = "print('Hello World!')", language: str = "python", **kw: Any
+    ) -> dict[str, Any]:
         r = self.request("POST", "/api/v1/code-sessions", json={"language": language, "source_code": source}, **kw)
         assert r.status_code == 201, r.text
         return r.json()

@@ -42,7 +42,9 @@ def require_str(body: dict[str, Any], name: str, *, max_len: int | None = None) 
     return optional_str(body, name, max_len=max_len) or ""
 
 
-def optional_str(body: dict[str, Any], name: str, default: str | None = None, *, max_len: int | None = None) -> str | None:
+def optional_str(
+    body: dict[str, Any], name: str, default: str | None = None, *, max_len: int | None = None
+) -> str | None:
     value = body.get(name, default)
     if value is None:
         return default
@@ -61,7 +63,8 @@ def optional_int(body: dict[str, Any], name: str, *, minimum: int = 0, maximum: 
         raise ValidationError(f"field {name!r} must be an integer", code="INVALID_FIELD", details={"field": name})
     if not minimum <= value <= maximum:
         raise ValidationError(
-            f"field {name!r} must be between {minimum} and {maximum}", code="INVALID_FIELD",
+            f"field {name!r} must be between {minimum} and {maximum}",
+            code="INVALID_FIELD",
             details={"field": name},
         )
     return value

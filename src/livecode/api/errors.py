@@ -56,10 +56,18 @@ def to_response(exc: BaseException) -> tuple[dict[str, Any], int, dict[str, str]
         return error_body(HTTP_CODES.get(status, exc.name.upper().replace(" ", "_")), message), status, headers
     if is_unavailable(exc):
         log.warning("database unavailable: %s", exc)
-        return error_body("DATABASE_UNAVAILABLE", "the database is unavailable; try again shortly"), 503, {"Retry-After": "1"}
+        return (
+            error_body("DATABASE_UNAVAILABLE", "the database is unavailable; try again shortly"),
+            503,
+            {"Retry-After": "1"},
+        )
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, KombuOperationalError)):
         log.warning("redis unavailable: %s", exc)
-        return error_body("REDIS_UNAVAILABLE", "the broker (Redis) is unavailable; try again shortly"), 503, {"Retry-After": "1"}
+        return (
+            error_body("REDIS_UNAVAILABLE", "the broker (Redis) is unavailable; try again shortly"),
+            503,
+            {"Retry-After": "1"},
+        )
     log.exception("unhandled error", exc_info=exc)
     return error_body("INTERNAL_ERROR", "an internal error occurred; it has been logged"), 500, {}
 

@@ -37,13 +37,20 @@ class SessionList(Resource):
             source = require_str(body, "source_code")
             s = rt().settings
             created = svc.create_session(
-                rt().db, language=language, source_code=source, owner_id=owner_id(),
+                rt().db,
+                language=language,
+                source_code=source,
+                owner_id=owner_id(),
                 max_bytes=s.max_source_bytes,
             )
             return created, 201
 
         result, status = idempotent("create_session", body, create)
-        headers = {"ETag": svc.session_etag(parse_uuid(result["session_id"], "id"), result["version"])} if status == 201 else {}
+        headers = (
+            {"ETag": svc.session_etag(parse_uuid(result["session_id"], "id"), result["version"])}
+            if status == 201
+            else {}
+        )
         return result, status, headers
 
 
@@ -79,7 +86,11 @@ class SessionItem(Resource):
             version = _version_from_etag(sid, request.headers["If-Match"])
         s = rt().settings
         saved = svc.autosave(
-            rt().db, sid, source_code=source, expected_version=version, owner_id=owner_id(),
+            rt().db,
+            sid,
+            source_code=source,
+            expected_version=version,
+            owner_id=owner_id(),
             max_bytes=s.max_source_bytes,
         )
         return saved, 200, {"ETag": svc.session_etag(sid, saved["version"])}

@@ -156,9 +156,22 @@ def submit_execution(
     ).where(CodeSession.id == session_id)
     stmt = insert(Execution).from_select(
         [
-            "id", "session_id", "user_id", "language", "source_code", "stdin", "args", "limits",
-            "priority", "interactive", "status", "stdout_truncated", "stderr_truncated", "attempts",
-            "request_id", "queued_at",
+            "id",
+            "session_id",
+            "user_id",
+            "language",
+            "source_code",
+            "stdin",
+            "args",
+            "limits",
+            "priority",
+            "interactive",
+            "status",
+            "stdout_truncated",
+            "stderr_truncated",
+            "attempts",
+            "request_id",
+            "queued_at",
         ],
         copy,
     )
@@ -184,14 +197,18 @@ def submit_execution(
     try:
         enqueue(execution_id, options.priority, request_id)
     except Exception:  # noqa: BLE001 - the row is the truth; the reconciler queues it again
-        log.warning("enqueue failed; the reconciler will queue it", extra={"execution_id": str(execution_id)}, exc_info=True)
-    return {"execution_id": str(execution_id), "status": ExecutionStatus.QUEUED.value,
-            "session_id": str(session_id), "queued_at": iso(now)}
+        log.warning(
+            "enqueue failed; the reconciler will queue it", extra={"execution_id": str(execution_id)}, exc_info=True
+        )
+    return {
+        "execution_id": str(execution_id),
+        "status": ExecutionStatus.QUEUED.value,
+        "session_id": str(session_id),
+        "queued_at": iso(now),
+    }
 
 
-def get_execution(
-    db: Database, execution_id: uuid.UUID, owner_id: uuid.UUID | None
-) -> dict[str, Any]:
+def get_execution(db: Database, execution_id: uuid.UUID, owner_id: uuid.UUID | None) -> dict[str, Any]:
     with db.read(fresh=True) as s:
         q = select(Execution).where(Execution.id == execution_id)
         if owner_id is not None:
@@ -257,8 +274,14 @@ def claim_execution(db: Database, execution_id: uuid.UUID, worker: str) -> Claim
             attempts=Execution.attempts + 1,
         )
         .returning(
-            Execution.attempts, Execution.language, Execution.source_code, Execution.stdin,
-            Execution.args, Execution.limits, Execution.request_id, Execution.interactive,
+            Execution.attempts,
+            Execution.language,
+            Execution.source_code,
+            Execution.stdin,
+            Execution.args,
+            Execution.limits,
+            Execution.request_id,
+            Execution.interactive,
         )
     )
     with db.write() as s:
@@ -266,8 +289,15 @@ def claim_execution(db: Database, execution_id: uuid.UUID, worker: str) -> Claim
     if row is None:
         return None
     return ClaimedRun(
-        execution_id, row.attempts, row.language, row.source_code, row.stdin,
-        list(row.args or []), dict(row.limits or {}), row.request_id, bool(row.interactive),
+        execution_id,
+        row.attempts,
+        row.language,
+        row.source_code,
+        row.stdin,
+        list(row.args or []),
+        dict(row.limits or {}),
+        row.request_id,
+        bool(row.interactive),
     )
 
 
@@ -308,8 +338,7 @@ def fail_queued(db: Database, execution_id: uuid.UUID, reason: str, message: str
     stmt = (
         update(Execution)
         .where(Execution.id == execution_id, Execution.status.in_(ACTIVE_STATUSES))
-        .values(status=ExecutionStatus.FAILED.value, reason=reason, stderr=message,
-                finished_at=utcnow())
+        .values(status=ExecutionStatus.FAILED.value, reason=reason, stderr=message, finished_at=utcnow())
     )
     with db.write() as s:
         return bool(s.execute(stmt).rowcount)  # type: ignore[attr-defined]

@@ -75,7 +75,9 @@ def result_columns(result: RunResult) -> dict[str, Any]:
     }
 
 
-def _save_with_backoff(rt: Runtime, claimed: ClaimedRun, status: ExecutionStatus, cols: dict[str, Any], max_retries: int) -> bool:
+def _save_with_backoff(
+    rt: Runtime, claimed: ClaimedRun, status: ExecutionStatus, cols: dict[str, Any], max_retries: int
+) -> bool:
     """Write the result, retrying a lost database 2^n s apart. The program is not run again."""
     for attempt in range(max_retries + 1):
         try:
@@ -111,7 +113,8 @@ def run_claimed(rt: Runtime, claimed: ClaimedRun) -> RunResult:
     on_output = OutputPublisher(rt.events, eid)
     try:
         return get_process_runner(rt.settings).run(
-            request, on_output=on_output,
+            request,
+            on_output=on_output,
             stdin_source=stdin_source_for(rt, eid) if claimed.interactive else None,
         )
     finally:
@@ -128,8 +131,14 @@ class ExecutionTask(Task):
             return
         execution_id = args[0] if args else task_id
         first = (kwargs or {}).get("first_failed_at")
-        record_dead_letter(runtime(), execution_id, self.name, exc, self.request.retries + 1,
-                           datetime.fromisoformat(first) if first else None)
+        record_dead_letter(
+            runtime(),
+            execution_id,
+            self.name,
+            exc,
+            self.request.retries + 1,
+            datetime.fromisoformat(first) if first else None,
+        )
 
 
 @celery.task(
@@ -154,8 +163,12 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
             log.warning("database unavailable; retrying", extra=extra)
             # The retry carries when the first attempt failed, for the dead letter if all fail.
             first = first_failed_at or utcnow().isoformat()
-            raise self.retry(exc=exc, countdown=2**self.request.retries, max_retries=rt.settings.task_max_retries,
-                             kwargs={"first_failed_at": first}) from exc
+            raise self.retry(
+                exc=exc,
+                countdown=2**self.request.retries,
+                max_retries=rt.settings.task_max_retries,
+                kwargs={"first_failed_at": first},
+            ) from exc
         raise
     if claimed is None:
         log.info("execution not QUEUED; nothing to do", extra=extra)
@@ -178,8 +191,13 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
     saved = _save_with_backoff(rt, claimed, status, cols, rt.settings.task_max_retries)
     log.info(
         "execution finished",
-        extra={**extra, "status": status.value, "reason": reason, "saved": saved,
-               "execution_time_ms": result.wall_time_ms},
+        extra={
+            **extra,
+            "status": status.value,
+            "reason": reason,
+            "saved": saved,
+            "execution_time_ms": result.wall_time_ms,
+        },
     )
     if saved:
         from ..services.executions import get_execution
