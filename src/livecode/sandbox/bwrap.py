@@ -80,6 +80,7 @@ class Spawned:
     err_r: int
     status_r: int
     ctrl_w: int | None = None  # launcher's message pipe (pooled sandboxes)
+    result_r: int | None = None  # launcher's exit-status pipe (pooled sandboxes)
     disk_kb: int = 0
     fds: list[int] = field(default_factory=list)  # still ours to close
 
@@ -199,7 +200,7 @@ class BwrapRunner(Runner):
         """Hand a pooled sandbox its job. None (and the sandbox destroyed) if it was unusable."""
         assert sp.ctrl_w is not None
         try:
-            sp.cg.set_limits(stage.memory_mb * 1024 * 1024, stage.max_processes + _EXTRA_PIDS)
+            sp.cg.set_limits(stage.memory_mb * 1024 * 1024, stage.max_processes + _EXTRA_PIDS + 1)
             for pid in sp.cg.pids():  # built at low priority; the run gets normal priority
                 os.setpriority(os.PRIO_PROCESS, pid, 0)
             sp.cg.reset_counters()
@@ -208,7 +209,7 @@ class BwrapRunner(Runner):
                 for f in stage.files
             ]
             biggest = max([len(d) for _, _, d in files] + [0])
-            rlimits = [(res, soft, hard) for res, soft, hard in _rlimits(stage, biggest)]
+            rlimits = _rlimits(stage, biggest, extra_pids=_EXTRA_PIDS + 1)  # + the launcher
             message = encode_message(files, rlimits, {"HOME": WORK, **stage.env}, list(stage.argv), WORK)
             os.set_blocking(sp.ctrl_w, True)
             with open(sp.ctrl_w, "wb", closefd=False) as ctrl:
@@ -221,9 +222,14 @@ class BwrapRunner(Runner):
             self._finish(sp.slot, sp.cg, sp)
             return None
         try:
-            return self._supervise(sp, stage, on_output)
-        finally:
+            result = self._supervise(sp, stage, on_output)
+        except BaseException:
             self._finish(sp.slot, sp.cg, sp)
+            raise
+        # Every process already got SIGKILL; waiting for the kernel to tear the namespaces
+        # down, reaping and removing the cgroup happen off the request path.
+        threading.Thread(target=self._finish, args=(sp.slot, sp.cg, sp), daemon=True).start()
+        return result
 
     def _prespawn(self) -> Spawned:
         """A sandbox set up ahead of time: namespaces, cgroup, tmpfs, and the launcher waiting."""
@@ -232,6 +238,7 @@ class BwrapRunner(Runner):
         try:
             cg.set_limits(_DEFAULTS.memory_mb * 1024 * 1024, _DEFAULTS.max_processes + _EXTRA_PIDS)
             ctrl_r, ctrl_w = os.pipe2(os.O_CLOEXEC)
+            result_r, result_w = os.pipe2(os.O_CLOEXEC)
             with contextlib.suppress(OSError):  # compiled programs go through it in one go
                 fcntl.fcntl(ctrl_w, fcntl.F_SETPIPE_SZ, _pipe_max())
             inf = resource.RLIM_INFINITY
@@ -248,17 +255,22 @@ class BwrapRunner(Runner):
                     slot,
                     cg,
                     [launcher],
-                    [_LAUNCHER, str(ctrl_r)],
+                    [_LAUNCHER, str(ctrl_r), str(result_w)],
                     {"PATH": "/usr/bin:/bin"},
                     rlimits,
                     _DEFAULTS.max_disk_kb,
-                    extra_fds=[ctrl_r],
+                    extra_fds=[ctrl_r, result_w],
                     nice=_PREBUILD_NICE,
                 )
+            except BaseException:
+                for fd in (ctrl_w, result_r):
+                    os.close(fd)
+                raise
             finally:
                 os.close(ctrl_r)
-            sp.ctrl_w = ctrl_w
-            sp.fds.append(ctrl_w)
+                os.close(result_w)
+            sp.ctrl_w, sp.result_r = ctrl_w, result_r
+            sp.fds += [ctrl_w, result_r]
             return sp
         except BaseException:
             self._finish(slot, cg, None)
@@ -409,9 +421,12 @@ class BwrapRunner(Runner):
             wall_limit_s=stage.wall_ms / 1000,
             cpu_limit_ms=stage.cpu_ms,
             cpu_used_ms=cg.cpu_ms,
+            result_fd=sp.result_r,
+            kill_now=cg.kill_once,
         )
         sup = supervise(watch, streams, sp.stdin_w, stage.stdin, stage.stdin_source, on_output)
-        sp.proc.returncode = sup.status  # reaped by supervise(); keep Popen quiet
+        if sup.reaped:
+            sp.proc.returncode = sup.status  # reaped by supervise(); keep Popen quiet
         status = _read_status(sp.status_r)
         for doc in status:
             # bwrap's pid-1 is orphaned when its monitor exits; we are the subreaper, so
@@ -442,7 +457,12 @@ class BwrapRunner(Runner):
             )
             return sr
         raw = sup.status or 0
-        if os.WIFSIGNALED(raw):  # bwrap itself was killed (by us)
+        if sup.exact:  # the launcher saw the program's own wait status
+            if os.WIFSIGNALED(raw):
+                sr.signal = os.WTERMSIG(raw)
+            else:
+                sr.exit_code = os.WEXITSTATUS(raw)
+        elif os.WIFSIGNALED(raw):  # bwrap itself was killed (by us)
             sr.signal = os.WTERMSIG(raw)
         else:
             code = os.WEXITSTATUS(raw)
@@ -462,10 +482,10 @@ class BwrapRunner(Runner):
         return sr
 
 
-def _rlimits(stage: Stage, biggest_file: int) -> list[tuple[int, int, int]]:
+def _rlimits(stage: Stage, biggest_file: int, extra_pids: int = _EXTRA_PIDS) -> list[tuple[int, int, int]]:
     fsize = max(stage.max_file_kb * 1024, biggest_file)  # the program's own files must fit
     cpu_s = math.ceil(stage.cpu_ms / 1000)
-    nproc = min(stage.max_processes + _EXTRA_PIDS, _hard(resource.RLIMIT_NPROC))
+    nproc = min(stage.max_processes + extra_pids, _hard(resource.RLIMIT_NPROC))
     nofile = min(stage.max_open_files, _hard(resource.RLIMIT_NOFILE))
     return [
         (resource.RLIMIT_CORE, 0, 0),

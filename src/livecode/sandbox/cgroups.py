@@ -174,6 +174,16 @@ class RunCgroup:
             time.sleep(pause)
             pause = min(pause * 2, 0.02)
 
+    def kill_once(self) -> None:
+        """One SIGKILL pass over the cgroup, without waiting for the processes to go."""
+        if self.v2 and (self.dirs[""] / "cgroup.kill").exists():
+            with contextlib.suppress(OSError):
+                _write(self.dirs[""] / "cgroup.kill", "1")
+            return
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
     def reap(self, exclude: int | None) -> None:
         """waitpid() the run's processes that became our children (we are a subreaper)."""
         for pid in list(self.seen_pids):

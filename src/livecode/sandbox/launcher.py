@@ -2,9 +2,10 @@
 
 A pooled sandbox (see pool.py) is started with this launcher as its command. It blocks reading
 a message from the host on a pipe: the files to create in the work directory, rlimits, the
-environment and argv. It writes the files, sets the rlimits and execs the program, so the
-program is the launcher's pid. It runs as the slot's unprivileged uid inside the namespaces
-like the program itself; it only spares the request path bwrap's start-up.
+environment and argv. It writes the files, forks the program
+(which sets the rlimits and execs), waits for it and writes its exact exit status
+("exit N" / "signal N") to a result pipe. It runs as the slot's unprivileged uid inside the
+namespaces like the program itself; it only spares the request path bwrap's start-up.
 
 Message: records of a tag byte followed by NUL-terminated fields:
   F path mode(octal) size(decimal) <size raw bytes>     create a file (O_EXCL, O_NOFOLLOW)
@@ -30,8 +31,10 @@ LAUNCHER_C = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define MAX_ARGS 4096
@@ -52,8 +55,10 @@ static char *field(char **p, char *end) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2) { errno = EINVAL; die("usage: launcher FD"); }
+    if (argc != 3) { errno = EINVAL; die("usage: launcher MSG_FD RESULT_FD"); }
     int fd = atoi(argv[1]);
+    int result_fd = atoi(argv[2]);
+    if (fcntl(result_fd, F_SETFD, FD_CLOEXEC) < 0) die("result fd");
     size_t cap = 1 << 20, len = 0;
     char *buf = malloc(cap);
     if (!buf) die("malloc");
@@ -116,11 +121,29 @@ int main(int argc, char **argv) {
     envs[ne] = NULL;
     if (na == 0) { errno = EINVAL; die("no program"); }
     if (chdir(cwd) < 0) die(cwd);
-    for (int i = 0; i < nl; i++)
-        if (setrlimit(lres[i], &lval[i]) < 0) die("setrlimit");
-    execve(args[0], args, envs);
-    die(args[0]);
-    return 127;
+    pid_t child = fork();
+    if (child < 0) die("fork");
+    if (child == 0) {
+        for (int i = 0; i < nl; i++)
+            if (setrlimit(lres[i], &lval[i]) < 0) die("setrlimit");
+        execve(args[0], args, envs);
+        die(args[0]);
+    }
+    /* Report the program's exact exit status the moment it ends, so the host need not wait
+       for bubblewrap's own exit (pid namespace and mount teardown). Not dumpable: the program
+       (same uid) cannot ptrace us or open our fds through /proc. */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    int devnull = open("/dev/null", O_RDWR);
+    if (devnull >= 0) { dup2(devnull, 0); dup2(devnull, 1); dup2(devnull, 2); }
+    int status;
+    while (waitpid(child, &status, 0) < 0)
+        if (errno != EINTR) _exit(127);
+    char line[64];
+    int n;
+    if (WIFEXITED(status)) n = snprintf(line, sizeof line, "exit %d\n", WEXITSTATUS(status));
+    else n = snprintf(line, sizeof line, "signal %d\n", WTERMSIG(status));
+    if (write(result_fd, line, (size_t)n) < 0) _exit(127);
+    _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
 }
 """
 

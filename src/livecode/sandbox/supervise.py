@@ -38,6 +38,8 @@ class Supervised:
     truncated: dict[int, bool] = field(default_factory=dict)
     wall_ms: int = 0
     killed_for: str | None = None  # "wall" | "cpu" | "output"
+    reaped: bool = False  # the direct child was waited for (else the caller must)
+    exact: bool = False  # status came from the launcher: the program's own wait status
 
 
 @dataclass
@@ -49,6 +51,8 @@ class Watch:
     wall_limit_s: float
     cpu_limit_ms: int | None = None
     cpu_used_ms: Callable[[], int | None] | None = None  # whole-tree CPU time, if known
+    result_fd: int | None = None  # launcher's "exit N" / "signal N" line (pooled sandboxes)
+    kill_now: Callable[[], object] | None = None  # one SIGKILL pass, no waiting (after result)
 
 
 def _set_nonblocking(fd: int) -> None:
@@ -69,6 +73,10 @@ def supervise(
     sel = selectors.DefaultSelector()
     pidfd = os.pidfd_open(watch.pid)
     sel.register(pidfd, selectors.EVENT_READ, "exit")
+    if watch.result_fd is not None:
+        _set_nonblocking(watch.result_fd)
+        sel.register(watch.result_fd, selectors.EVENT_READ, "result")
+    result_buf = bytearray()
     decoders = {i: codecs.getincrementaldecoder("utf-8")("replace") for i in range(len(streams))}
     for i, s in enumerate(streams):
         _set_nonblocking(s.fd)
@@ -163,6 +171,9 @@ def supervise(
                 if tag == "exit":
                     sel.unregister(pidfd)
                     _, status, ru = os.wait4(watch.pid, 0)
+                    res.reaped = True
+                    if exited:
+                        continue  # the launcher already reported the program's status
                     res.status = status
                     res.rusage_cpu_ms = int((ru.ru_utime + ru.ru_stime) * 1000)
                     res.rusage_maxrss_kb = ru.ru_maxrss
@@ -170,6 +181,26 @@ def supervise(
                     res.wall_ms = int((time.monotonic() - start) * 1000)
                     # Whatever the program left behind (daemons, setsid, double forks) dies now.
                     kill(None)
+                elif tag == "result":
+                    assert watch.result_fd is not None
+                    try:
+                        chunk = os.read(watch.result_fd, 64)
+                    except BlockingIOError:
+                        continue
+                    result_buf += chunk
+                    status_now = _parse_result(bytes(result_buf))
+                    if not chunk or status_now is not None:
+                        sel.unregister(watch.result_fd)
+                    if status_now is None or exited:
+                        continue  # no report (launcher killed): bwrap's exit will tell
+                    res.status, res.exact, exited = status_now, True, True
+                    res.wall_ms = int((time.monotonic() - start) * 1000)
+                    # SIGKILL everything now; waiting for the namespaces' teardown is left to
+                    # the caller's clean-up, off the request path.
+                    if not killed and watch.kill_now is not None:
+                        watch.kill_now()
+                    elif not killed:
+                        kill(None)
                 elif tag == "stdin":
                     assert stdin_fd is not None
                     try:
@@ -209,7 +240,7 @@ def supervise(
         if not exited:
             kill(None)
             _, status, ru = os.wait4(watch.pid, 0)
-            res.status = status
+            res.status, res.reaped = status, True
             res.wall_ms = int((time.monotonic() - start) * 1000)
         close_stdin()
         sel.close()
@@ -218,3 +249,17 @@ def supervise(
             with contextlib.suppress(OSError):
                 os.close(s.fd)
     return res
+
+
+def _parse_result(data: bytes) -> int | None:
+    """The launcher's line as a wait status (exit N -> N << 8, signal N -> N)."""
+    if not data.endswith(b"\n"):
+        return None
+    kind, _, num = data.decode("ascii", "replace").strip().partition(" ")
+    if not num.isdigit():
+        return None
+    if kind == "exit":
+        return (int(num) & 0xFF) << 8
+    if kind == "signal":
+        return int(num) & 0x7F
+    return None
