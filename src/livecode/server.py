@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
+from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
+
+
+def _write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """Gunicorn answers a request it cannot parse (request line or headers too long, bad header
+    characters) itself, before Flask sees it; answer in the API's JSON error shape, not HTML."""
+    body = json.dumps({"error": {"code": reason.upper().replace(" ", "_").replace("-", "_"),
+                                 "message": f"{reason}: {mesg}"}})
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    gunicorn_util.write_nonblock(sock, (head + body).encode("latin-1", "replace"))
+
+
+gunicorn_util.write_error = _write_json_error
 
 
 class GunicornServer(BaseApplication):  # type: ignore[misc]

@@ -13,7 +13,7 @@ from ..errors import ApiError, ValidationError
 
 def json_body(*, allow_empty: bool = False) -> dict[str, Any]:
     mimetype = request.mimetype or ""
-    raw = request.get_data(cache=True)
+    raw = _read_body()
     if not raw and allow_empty:
         return {}
     if mimetype != "application/json" and not mimetype.endswith("+json"):
@@ -34,6 +34,17 @@ def json_body(*, allow_empty: bool = False) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ValidationError("the request body must be a JSON object", code="INVALID_JSON")
     return body
+
+
+def _read_body() -> bytes:
+    if request.content_length is not None or request.max_content_length is None:
+        return request.get_data(cache=True)
+    # A streamed (chunked) body: werkzeug's read() stops quietly at the size limit, which would
+    # turn an oversized body into a truncated one; reading in chunks raises 413 instead.
+    chunks = []
+    while chunk := request.stream.read(64 * 1024):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def require_str(body: dict[str, Any], name: str, *, max_len: int | None = None) -> str:

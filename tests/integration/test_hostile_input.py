@@ -1,0 +1,241 @@
+"""Hostile input beyond test_bad_input.py: huge and streamed bodies, deep nesting inside valid
+documents, NUL bytes and invalid UTF-8 in every field, odd content types, numbers out of range,
+long and odd unicode in paths and headers. Each gets a clear 4xx and changes nothing: the row
+counts and the target session are checked straight in PostgreSQL afterwards."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import requests
+
+from tests.support.client import ApiClient
+
+pytestmark = pytest.mark.integration
+
+SESSIONS = "/api/v1/code-sessions"
+JSON = {"Content-Type": "application/json"}
+
+
+class Target:
+    def __init__(self, cluster: Any) -> None:
+        self.base = cluster.base
+        self.db_url = cluster.env["DATABASE_URL"]
+        self.client = ApiClient(cluster.base)
+        self.sid = self.client.create_session("print('untouched')")["session_id"]
+        self.execute_path = f"/api/v1/executions/session/{self.sid}/execute"
+        self.patch_path = f"{SESSIONS}/{self.sid}"
+
+    def snapshot(self) -> tuple[Any, ...]:
+        with psycopg.connect(self.db_url, connect_timeout=3, autocommit=True) as conn:
+            counts = conn.execute("SELECT (SELECT count(*) FROM code_sessions), (SELECT count(*) FROM executions),"
+                                  " (SELECT count(*) FROM idempotency_keys)").fetchone()
+            session = conn.execute("SELECT version, source_code FROM code_sessions WHERE id = %s",
+                                   (self.sid,)).fetchone()
+        return (counts, session)
+
+    def send(self, method: str, path: str, **kw: Any) -> requests.Response:
+        kw.setdefault("timeout", 60)
+        return requests.request(method, self.base + path, **kw)
+
+
+@pytest.fixture
+def target(cluster: Any) -> Iterator[Target]:
+    t = Target(cluster)
+    before = t.snapshot()
+    yield t
+    assert t.snapshot() == before, "a refused request changed something"
+    # The service is still fine afterwards.
+    assert t.client.request("GET", f"{SESSIONS}/{t.sid}").json()["source_code"] == "print('untouched')"
+
+
+def assert_4xx(resp: requests.Response, status: int | tuple[int, ...] | None = None, code: str | None = None) -> None:
+    expected = (status,) if isinstance(status, int) else status
+    assert 400 <= resp.status_code < 500, (resp.status_code, resp.text[:300])
+    if expected:
+        assert resp.status_code in expected, (resp.status_code, resp.text[:300])
+    assert resp.headers.get("Content-Type", "").startswith("application/json"), resp.headers
+    err = resp.json()["error"]
+    assert err["code"] and err["message"]
+    if code:
+        assert err["code"] == code, err
+
+
+# ---- size ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["create", "patch", "execute"])
+def test_bodies_of_many_megabytes(target: Target, which: str) -> None:
+    path, method = {"create": (SESSIONS, "POST"), "patch": (target.patch_path, "PATCH"),
+                    "execute": (target.execute_path, "POST")}[which]
+    field = "stdin" if which == "execute" else "source_code"
+    body = b'{"language": "python", "' + field.encode() + b'": "' + b"A" * (24 * 1024 * 1024) + b'"}'
+    assert_4xx(target.send(method, path, data=body, headers=JSON), 413)
+
+
+def test_streamed_body_without_content_length(target: Target) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"language": "python", "source_code": "'
+        for _ in range(40):
+            yield b"B" * (256 * 1024)
+        yield b'"}'
+
+    r = target.send("POST", SESSIONS, data=chunks(), headers=JSON)  # chunked transfer encoding
+    assert_4xx(r, 413)
+
+
+def test_many_small_fields(target: Target) -> None:
+    body = {"language": "python", "source_code": "x", **{f"k{i}": i for i in range(100_000)}}
+    assert_4xx(target.send("POST", SESSIONS, json=body), 400, "UNKNOWN_FIELD")
+
+
+# ---- structure ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [1_000, 5_000, 50_000])
+def test_deep_nesting_inside_a_valid_document(target: Target, depth: int) -> None:
+    nested = '{"a":' * depth + "1" + "}" * depth
+    body = '{"stdin": "x", "args": ' + nested + "}"
+    r = target.send("POST", target.execute_path, data=body.encode(), headers=JSON)
+    assert_4xx(r, 400)
+    arrays = '{"language": "python", "source_code": ' + "[" * depth + "]" * depth + "}"
+    assert_4xx(target.send("POST", SESSIONS, data=arrays.encode(), headers=JSON), 400)
+
+
+@pytest.mark.parametrize("raw", [b"", b"null", b"[]", b'"text"', b"123", b"{", b'{"a":1}{"b":2}', b"\xef\xbb\xbf{}",
+                                 b'{"language": "python", "language": "python", "source_code": 1}'])
+def test_documents_that_are_not_a_session(target: Target, raw: bytes) -> None:
+    assert_4xx(target.send("POST", SESSIONS, data=raw, headers=JSON), 400)
+
+
+# ---- bytes and characters -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["language", "source_code"])
+def test_nul_bytes_when_creating(target: Target, field: str) -> None:
+    body = {"language": "python", "source_code": "ok", field: "py\x00thon"}
+    assert_4xx(target.send("POST", SESSIONS, json=body), 400)
+
+
+@pytest.mark.parametrize("body", [{"stdin": "a\x00b"}, {"args": ["a\x00b"]}, {"stdin": "\ud800"}])
+def test_nul_bytes_and_surrogates_when_executing(target: Target, body: dict[str, Any]) -> None:
+    assert_4xx(target.send("POST", target.execute_path, json=body), 400)
+
+
+@pytest.mark.parametrize("raw", [b'{"source_code": "\xc3\x28"}', b'{"source_code": "\xed\xa0\x80"}',
+                                 b'{"source_code": "\xf8\x88\x80\x80\x80"}', b'{"source_\xff": "x"}'])
+def test_invalid_utf8_in_an_autosave(target: Target, raw: bytes) -> None:
+    assert_4xx(target.send("PATCH", target.patch_path, data=raw, headers=JSON), 400)
+
+
+def test_utf16_body_is_refused(target: Target) -> None:
+    raw = '{"language": "python", "source_code": "x"}'.encode("utf-16")
+    assert_4xx(target.send("POST", SESSIONS, data=raw, headers=JSON), 400)
+
+
+# ---- content types ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content_type", [
+    None, "", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/xml",
+    "application/jsonp", "text/json", "*/*", "application/json\u00e9",
+])
+def test_wrong_or_missing_content_type(target: Target, content_type: str | None) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type.encode("utf-8").decode("latin-1")}
+    body = b'{"language": "python", "source_code": "x"}'
+    r = target.send("POST", SESSIONS, data=body, headers=headers)
+    assert_4xx(r, 415, "UNSUPPORTED_MEDIA_TYPE")
+    r = target.send("PATCH", target.patch_path, data=b'{"source_code": "changed"}', headers=headers)
+    assert_4xx(r, 415)
+
+
+# ---- numbers ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "2147483648", "9223372036854775808", "1e309", "-1e309", "NaN",
+                                   "Infinity", "1.0", "1.5", "true", '"1"', "1" * 5000, "[1]"])
+def test_versions_out_of_range(target: Target, value: str) -> None:
+    raw = '{"source_code": "changed", "version": ' + value + "}"
+    assert_4xx(target.send("PATCH", target.patch_path, data=raw.encode(), headers=JSON), 400)
+
+
+@pytest.mark.parametrize("limit", ["time_limit_ms", "memory_limit_mb", "max_processes", "max_output_bytes",
+                                   "cpu_time_ms"])
+@pytest.mark.parametrize("value", ["-1", "0", "1e100", "18446744073709551616", "0.5", "NaN"])
+def test_limits_out_of_range(target: Target, limit: str, value: str) -> None:
+    raw = '{"' + limit + '": ' + value + "}"
+    assert_4xx(target.send("POST", target.execute_path, data=raw.encode(), headers=JSON), 400)
+
+
+@pytest.mark.parametrize("query", ["page=-1", "page=99999999999999999999999", "per_page=0", "per_page=101",
+                                   "per_page=1e3", "page=%00", "page=%ff", "per_page=" + "9" * 5000])
+def test_paging_out_of_range(target: Target, query: str) -> None:
+    r = target.send("GET", f"/api/v1/executions/session/{target.sid}?{query}")
+    assert_4xx(r, (400, 414))  # 414: a request line over the server's limit
+
+
+# ---- paths and headers --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("segment", [
+    "\u202eevil", "a\u200db", "\U0001f4a9" * 100, "e\u0301" * 200, "%00", "%ff%fe", "..%2f..%2fetc%2fpasswd",
+    str(uuid.uuid4()) + "%00", str(uuid.uuid4()).upper().replace("-", ""), "\ufeff" + str(uuid.uuid4()),
+    "x" * 3000,
+])
+def test_odd_unicode_and_long_ids_in_paths(target: Target, segment: str) -> None:
+    for method, path in [("GET", f"{SESSIONS}/{segment}"), ("DELETE", f"{SESSIONS}/{segment}"),
+                         ("GET", f"/api/v1/executions/{segment}"),
+                         ("POST", f"/api/v1/executions/session/{segment}/execute")]:
+        r = target.send(method, path, json={} if method == "POST" else None)
+        # An id in another spelling of a UUID may parse; then it names nothing: 404.
+        assert_4xx(r, (400, 404))
+
+
+def test_very_long_path_is_refused(target: Target) -> None:
+    r = target.send("GET", f"{SESSIONS}/" + "\u00e9" * 20_000)
+    # Refused by the HTTP server before the application sees it (request line limit), in JSON.
+    assert_4xx(r, 414, "URI_TOO_LONG")
+
+
+@pytest.mark.parametrize("header,value", [
+    ("X-Request-ID", "x" * 8000), ("X-Request-ID", "\u202e\u200d\U0001f4a9"), ("X-Request-ID", "a\tb"),
+    ("Accept", "\u00e9" * 1000), ("Accept-Language", "\U0001f4a9"), ("User-Agent", "\x01\x02"),
+])
+def test_odd_harmless_headers_are_ignored(target: Target, header: str, value: str) -> None:
+    r = target.send("GET", f"{SESSIONS}/{target.sid}",
+                    headers={header: value.encode("utf-8").decode("latin-1")})
+    if r.status_code == 200:
+        rid = r.headers["X-Request-ID"]
+        assert rid != value and len(rid) <= 64  # a hostile request id is replaced, never echoed
+    else:
+        assert 400 <= r.status_code < 500, r.status_code
+
+
+@pytest.mark.parametrize("header,value,status", [
+    ("If-Match", "\u202e\"x\"", 400), ("If-Match", '"' + "9" * 5000 + '"', 400),
+    ("Authorization", "Bearer " + "\U0001f4a9" * 50, 401), ("Authorization", "Basic Zm9vOmJhcg==", 401),
+    ("X-API-Key", "lc_" + "\u00e9" * 500, 401), ("X-Bad-Bytes", "k\x01y\x7f", 400),
+])
+def test_odd_meaningful_headers_on_an_autosave_are_4xx(target: Target, header: str, value: str, status: int) -> None:
+    headers = {header: value.encode("utf-8").decode("latin-1"), **JSON}
+    r = target.send("PATCH", target.patch_path, data=b'{"source_code": "changed"}', headers=headers)
+    assert_4xx(r, status)
+
+
+@pytest.mark.parametrize("key", ["\u00e9" * 300, "\u202e\u200d", "k\x01y", "x" * 5000])
+def test_odd_idempotency_keys_are_4xx(target: Target, key: str) -> None:
+    for path in (SESSIONS, target.execute_path):
+        headers = {"Idempotency-Key": key.encode("utf-8").decode("latin-1"), **JSON}
+        r = target.send("POST", path, data=b'{"language": "python", "source_code": "x"}'
+                        if path == SESSIONS else b"{}", headers=headers)
+        assert_4xx(r, 400)
+
+
+def test_header_flood_is_refused(target: Target) -> None:
+    headers = {f"X-Flood-{i}": "v" * 100 for i in range(200)}
+    r = target.send("PATCH", target.patch_path, data=b'{"source_code": "changed"}', headers={**headers, **JSON})
+    assert_4xx(r, 431)  # over the server's limit on header fields, answered in JSON
