@@ -12,7 +12,7 @@ import requests
 
 from tests.support.accounts import login, register, user_client
 from tests.support.client import ApiClient
-from tests.support.procs import livecode
+from tests.support.procs import livecode, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -96,6 +96,14 @@ def test_api_keys(auth_apis: Any) -> None:
     assert_error(other.request("DELETE", f"/api/v1/api-keys/{created['id']}"), 404, "API_KEY_NOT_FOUND")
     assert by_key.request("GET", "/api/v1/auth/me").status_code == 200  # the other user's try did nothing
     assert owner.request("DELETE", f"/api/v1/api-keys/{created['id']}").status_code == 204
+    # Refused at once by the process that revoked it; every API process caches a valid key for
+    # at most 5 s, so within that the key is refused everywhere.
+    def refused_everywhere() -> bool:
+        return all(requests.get(base + "/api/v1/auth/me", headers={"X-API-Key": key, "Connection": "close"},
+                                timeout=10).status_code == 401
+                   for base in auth_apis.bases for _ in range(4))
+
+    wait_for(refused_everywhere, 15, 0.5, what="every API process to refuse the revoked key")
     assert_error(by_key.request("GET", "/api/v1/auth/me"), 401, "INVALID_API_KEY")
     assert_error(ApiClient(auth_apis.base, headers={"X-API-Key": "lc_guess"}).request("GET", "/api/v1/auth/me"),
                  401, "INVALID_API_KEY")

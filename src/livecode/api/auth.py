@@ -65,6 +65,8 @@ class Forbidden(ApiError):
 
 
 def is_public(path: str, method: str) -> bool:
+    if method == "OPTIONS":  # CORS preflights carry no credentials
+        return True
     if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
         return True
     return path == "/" and method in {"GET", "HEAD"}

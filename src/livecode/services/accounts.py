@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -143,24 +145,68 @@ def list_api_keys(db: Database, user_id: uuid.UUID) -> list[dict[str, Any]]:
 def revoke_api_key(db: Database, user_id: uuid.UUID, key_id: uuid.UUID) -> None:
     """Revoke one of the user's keys; another user's key is 404, as if it did not exist."""
     with db.write() as s:
-        done = s.execute(
+        revoked = s.execute(
             update(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
-            .values(revoked_at=utcnow())
-        ).rowcount  # type: ignore[attr-defined]
-        if not done:
+            .values(revoked_at=utcnow()).returning(ApiKey.key_hash)
+        ).scalar()
+        if revoked is None:
             exists = s.execute(select(ApiKey.id).where(ApiKey.id == key_id, ApiKey.user_id == user_id)).scalar()
             if exists is None:
                 raise NotFound(f"API key {key_id} not found", code="API_KEY_NOT_FOUND")
+    if revoked is not None:
+        _key_cache.drop(revoked)  # after the commit, so no request can cache it again
+
+
+class _KeyCache:
+    """Valid keys seen in the last KEY_CACHE_S seconds, by hash. Looking a key up in the database
+    on every request costs more than the rest of an autosave; a server-to-server client sends the
+    same key again and again. Only valid keys are kept, so a wrong key is always checked."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 10_000) -> None:
+        self.ttl_s, self.max_entries = ttl_s, max_entries
+        self._entries: dict[str, tuple[Principal, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key_hash: str) -> Principal | None:
+        with self._lock:
+            hit = self._entries.get(key_hash)
+            if hit is None or hit[1] < time.monotonic():
+                return None
+            return hit[0]
+
+    def put(self, key_hash: str, principal: Principal) -> None:
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[key_hash] = (principal, time.monotonic() + self.ttl_s)
+
+    def drop(self, key_hash: str) -> None:
+        with self._lock:
+            self._entries.pop(key_hash, None)
+
+
+# A revoked key is refused at once by the process that revoked it, and by every other API process
+# within this many seconds.
+KEY_CACHE_S = 5.0
+_key_cache = _KeyCache(KEY_CACHE_S)
 
 
 def principal_for_key(db: Database, key: str) -> Principal | None:
-    """The owner of an unrevoked key. Read from the primary so a revocation takes effect at once."""
+    """The owner of an unrevoked key (read from the primary, then cached for KEY_CACHE_S)."""
     if not key.startswith(KEY_PREFIX) or len(key) > 200:
         return None
+    digest = hash_key(key)
+    cached = _key_cache.get(digest)
+    if cached is not None:
+        return cached
     with db.read(fresh=True) as s:
         row = s.execute(
             select(User.id, User.role, User.username)
             .join(ApiKey, ApiKey.user_id == User.id)
-            .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+            .where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
         ).first()
-    return Principal(row.id, row.role, row.username) if row else None
+    if row is None:
+        return None
+    principal = Principal(row.id, row.role, row.username)
+    _key_cache.put(digest, principal)
+    return principal
