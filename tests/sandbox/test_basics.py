@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
-from livecode.sandbox import Outcome, Runner, RunRequest, SandboxLimits, list_languages
+from livecode.sandbox import (
+    Outcome,
+    Runner,
+    RunRequest,
+    SandboxLimits,
+    SandboxUnavailable,
+    get_runner,
+    list_languages,
+)
 
 from .helpers import requires_bwrap
 
@@ -92,3 +101,28 @@ def test_dev_runner_caps_output_and_time(dev_runner: Runner) -> None:
     assert len(res.stdout) == 1000
     res = dev_runner.run(RunRequest("python", "import time; time.sleep(30)", limits=SandboxLimits(time_limit_ms=500)))
     assert res.outcome is Outcome.TIME_LIMIT
+
+
+def test_dev_runner_compiles(dev_runner: Runner) -> None:
+    src = '#include <stdio.h>\nint main(void) { puts("compiled"); return 0; }\n'
+    res = dev_runner.run(RunRequest("c", src))
+    assert res.outcome is Outcome.OK and res.stdout == "compiled\n", res
+    assert dev_runner.run(RunRequest("c", src)).cached is True
+    bad = dev_runner.run(RunRequest("c", "int main( {"))
+    assert bad.outcome is Outcome.COMPILE_ERROR and "error" in bad.compile_output
+
+
+def test_check_says_what_is_missing(tmp_path: Path) -> None:
+    from livecode.sandbox.bwrap import BwrapRunner
+
+    r = BwrapRunner(tmp_path / "work", tmp_path / "cache")
+    r.bwrap = str(tmp_path / "no-bwrap-here")
+    with pytest.raises(SandboxUnavailable, match="apt-get install bubblewrap"):
+        r.check()
+    res = r.run(RunRequest("python", "print(1)"))
+    assert res.outcome is Outcome.INTERNAL_ERROR and "bubblewrap" in res.message
+
+
+def test_unknown_mode_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown sandbox mode"):
+        get_runner("docker")

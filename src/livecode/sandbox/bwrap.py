@@ -228,8 +228,14 @@ class BwrapRunner(Runner):
             raise
         # Every process already got SIGKILL; waiting for the kernel to tear the namespaces
         # down, reaping and removing the cgroup happen off the request path.
-        threading.Thread(target=self._finish, args=(sp.slot, sp.cg, sp), daemon=True).start()
+        threading.Thread(target=self._finish_quietly, args=(sp,), daemon=True).start()
         return result
+
+    def _finish_quietly(self, sp: Spawned) -> None:
+        try:
+            self._finish(sp.slot, sp.cg, sp)
+        except Exception:
+            log.exception("sandbox clean-up failed (slot %d)", sp.slot)
 
     def _prespawn(self) -> Spawned:
         """A sandbox set up ahead of time: namespaces, cgroup, tmpfs, and the launcher waiting."""
