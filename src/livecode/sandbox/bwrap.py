@@ -12,26 +12,23 @@ import atexit
 import contextlib
 import fcntl
 import glob
-import io
-import json
 import logging
 import math
 import os
 import resource
 import shutil
 import subprocess
-import tarfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cache import valid_artifact_name
 from .cgroups import CgroupHost, RunCgroup
 from .hostfs import OrphanReaper, SlotPool, ensure_private_dir, set_child_subreaper
 from .launcher import build_launcher, encode_message
 from .pool import SandboxPool
+from .results import read_status, stage_result
 from .runner import ARTIFACT_CAP, FileSpec, Runner, Stage, StageResult
-from .supervise import StreamSpec, Supervised, Watch, supervise
+from .supervise import StreamSpec, Watch, supervise
 from .types import OutputCallback, SandboxLimits, SandboxUnavailable
 
 log = logging.getLogger(__name__)
@@ -433,59 +430,13 @@ class BwrapRunner(Runner):
         sup = supervise(watch, streams, sp.stdin_w, stage.stdin, stage.stdin_source, on_output)
         if sup.reaped:
             sp.proc.returncode = sup.status  # reaped by supervise(); keep Popen quiet
-        status = _read_status(sp.status_r)
+        status = read_status(sp.status_r)
         for doc in status:
             # bwrap's pid-1 is orphaned when its monitor exits; we are the subreaper, so
             # kill_all() reaps it, else its zombie would count against the slot's NPROC.
             if isinstance(doc.get("child-pid"), int):
                 cg.seen_pids.add(doc["child-pid"])
-        return self._stage_result(stage, sup, status, cg)
-
-    @staticmethod
-    def _stage_result(stage: Stage, sup: Supervised, status: list[dict[str, int]], cg: RunCgroup) -> StageResult:
-        sr = StageResult(
-            stdout=bytes(sup.data[0]),
-            stderr=bytes(sup.data[1]),
-            stdout_truncated=sup.truncated[0],
-            stderr_truncated=sup.truncated[1],
-            wall_ms=sup.wall_ms,
-            cpu_ms=cg.cpu_ms(),
-            memory_kb=cg.peak_kb(),
-            killed_for=sup.killed_for,
-            oom=cg.oom_killed(),
-        )
-        # bwrap reports its own set-up failures as exit status 1 with "bwrap: ..." on stderr.
-        setup_failed = os.WIFEXITED(sup.status or 0) and os.WEXITSTATUS(sup.status or 0) == 1
-        setup_failed = setup_failed and sr.stderr.startswith(b"bwrap: ") and not sr.stdout
-        if (setup_failed or not any("child-pid" in s for s in status)) and sup.killed_for is None:
-            sr.internal_error = (
-                "bubblewrap failed to set up the sandbox: " + sr.stderr.decode("utf-8", "replace").strip()
-            )
-            return sr
-        raw = sup.status or 0
-        if sup.exact:  # the launcher saw the program's own wait status
-            if os.WIFSIGNALED(raw):
-                sr.signal = os.WTERMSIG(raw)
-            else:
-                sr.exit_code = os.WEXITSTATUS(raw)
-        elif os.WIFSIGNALED(raw):  # bwrap itself was killed (by us)
-            sr.signal = os.WTERMSIG(raw)
-        else:
-            code = os.WEXITSTATUS(raw)
-            if code > 128 and sup.killed_for is None and code - 128 < 65:
-                sr.signal = code - 128  # bwrap reports a signalled child as 128+signal
-            elif sup.killed_for is not None:
-                sr.signal = 9
-            else:
-                sr.exit_code = code
-        if stage.kind == "compile" and sr.exit_code == 0 and not sr.stdout_truncated:
-            try:
-                sr.artifacts = _untar(sr.stdout)
-            except (tarfile.TarError, ValueError) as e:
-                sr.stderr += f"\ncould not collect the compiled program: {e}\n".encode()
-                sr.exit_code = 1
-            sr.stdout = b""
-        return sr
+        return stage_result(stage, sup, status, cg)
 
 
 def _rlimits(stage: Stage, biggest_file: int, extra_pids: int = _EXTRA_PIDS) -> list[tuple[int, int, int]]:
@@ -521,34 +472,3 @@ def _read_cached(path: Path | None) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     with open(fd, "rb") as f:
         return f.read()
-
-
-def _read_status(fd: int) -> list[dict[str, int]]:
-    os.set_blocking(fd, False)
-    chunks = []
-    with contextlib.suppress(BlockingIOError, OSError):
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    out: list[dict[str, int]] = []
-    for line in b"".join(chunks).decode("utf-8", "replace").splitlines():
-        with contextlib.suppress(ValueError):
-            doc = json.loads(line)
-            if isinstance(doc, dict):
-                out.append(doc)
-    return out
-
-
-def _untar(data: bytes) -> dict[str, bytes]:
-    """Artifacts from the compile stage's tar stream: plain regular files only."""
-    out: dict[str, bytes] = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tf:
-        for member in tf:
-            if not member.isreg() or not valid_artifact_name(member.name):
-                raise ValueError(f"unexpected entry {member.name!r} in compiler output")
-            f = tf.extractfile(member)
-            assert f is not None
-            out[member.name] = f.read()
-    return out
