@@ -105,3 +105,26 @@ def test_pooled_sandbox_can_get_more_memory_than_default(pooled_runner: Runner) 
     wait_pool_ready(runner)
     res = run(runner, "python", "x = b'x' * (300 << 20)\nprint(len(x) >> 20)", memory_mb=400)
     assert res.outcome is Outcome.OK and res.stdout == "300\n", res
+
+
+def test_closing_the_pool_leaves_no_process_or_zombie(tmp_path: Path) -> None:
+    from .test_cleanup import our_zombies
+
+    tmp_path.chmod(0o700)
+    r = get_runner(
+        "bwrap",
+        work_root=str(tmp_path / "work"),
+        cache_dir=str(tmp_path / "cache"),
+        uid_base=TEST_UID_BASE,
+        slots=TEST_SLOTS,
+        pool_size=2,
+    )
+    r.check()
+    assert isinstance(r, BwrapRunner)
+    wait_pool_ready(r)
+    assert run(r, "bash", "echo hi").stdout == "hi\n"
+    r.close()
+    end = time.monotonic() + 5
+    while our_zombies() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not our_zombies()

@@ -296,6 +296,7 @@ class BwrapRunner(Runner):
         assert self._slots is not None
         try:
             if sp is not None:
+                _note_child_pid(cg, read_status(sp.status_r))  # a pooled sandbox never supervised
                 cg.kill_all(exclude_reap=sp.proc.pid)
                 if sp.proc.returncode is None:  # never supervised (a discarded pooled sandbox)
                     with contextlib.suppress(ChildProcessError):
@@ -431,11 +432,7 @@ class BwrapRunner(Runner):
         if sup.reaped:
             sp.proc.returncode = sup.status  # reaped by supervise(); keep Popen quiet
         status = read_status(sp.status_r)
-        for doc in status:
-            # bwrap's pid-1 is orphaned when its monitor exits; we are the subreaper, so
-            # kill_all() reaps it, else its zombie would count against the slot's NPROC.
-            if isinstance(doc.get("child-pid"), int):
-                cg.seen_pids.add(doc["child-pid"])
+        _note_child_pid(cg, status)
         return stage_result(stage, sup, status, cg)
 
 
@@ -451,6 +448,15 @@ def _rlimits(stage: Stage, biggest_file: int, extra_pids: int = _EXTRA_PIDS) -> 
         (resource.RLIMIT_NPROC, nproc, nproc),
         (resource.RLIMIT_CPU, cpu_s, cpu_s + 1),  # SIGXCPU, then SIGKILL a second later
     ]
+
+
+def _note_child_pid(cg: RunCgroup, status: list[dict[str, int]]) -> None:
+    """bwrap's pid 1 is orphaned when its monitor dies first (by our SIGKILL, or with the thread
+    that started it). We are the subreaper, so it becomes our zombie: remember it to reap it,
+    else it would count against the slot uid's RLIMIT_NPROC."""
+    for doc in status:
+        if isinstance(doc.get("child-pid"), int):
+            cg.seen_pids.add(doc["child-pid"])
 
 
 def _pipe_max() -> int:
