@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import glob
 import logging
 import math
 import os
 import resource
 import shutil
+import socket
 import subprocess
 import threading
 from dataclasses import dataclass, field
@@ -76,8 +76,9 @@ class Spawned:
     out_r: int
     err_r: int
     status_r: int
-    ctrl_w: int | None = None  # launcher's message pipe (pooled sandboxes)
-    result_r: int | None = None  # launcher's exit-status pipe (pooled sandboxes)
+    sock: socket.socket | None = None  # the launcher's message socket (pooled sandboxes)
+    diag_r: int | None = None  # bubblewrap's and the launcher's own stderr (pooled sandboxes)
+    result_r: int | None = None  # launcher's exit-status pipe (pooled sandboxes, per run)
     disk_kb: int = 0
     fds: list[int] = field(default_factory=list)  # still ours to close
 
@@ -86,6 +87,8 @@ class Spawned:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.fds.clear()
+        if self.sock is not None:
+            self.sock.close()
 
 
 class BwrapRunner(Runner):
@@ -195,29 +198,47 @@ class BwrapRunner(Runner):
 
     def _run_prepared(self, sp: Spawned, stage: Stage, on_output: OutputCallback | None) -> StageResult | None:
         """Hand a pooled sandbox its job. None (and the sandbox destroyed) if it was unusable."""
-        assert sp.ctrl_w is not None
+        assert sp.sock is not None
+        child_ends: list[int] = []
         try:
             sp.cg.set_limits(stage.memory_mb * 1024 * 1024, stage.max_processes + _EXTRA_PIDS + 1)
             for pid in sp.cg.pids():  # built at low priority; the run gets normal priority
                 os.setpriority(os.PRIO_PROCESS, pid, 0)
             sp.cg.reset_counters()
-            files = [
-                (f"{WORK}/{f.name}", f.mode, f.data if f.data is not None else _read_cached(f.path))
-                for f in stage.files
-            ]
-            biggest = max([len(d) for _, _, d in files] + [0])
+            # Fresh pipes for this run, handed to the launcher only: bubblewrap never holds them.
+            stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            res_r, res_w = os.pipe2(os.O_CLOEXEC)
+            sp.fds += [stdin_w, out_r, err_r, res_r]
+            child_ends += [stdin_r, out_w, err_w, res_w]
+            sp.stdin_w, sp.out_r, sp.err_r, sp.result_r = stdin_w, out_r, err_r, res_r
+            passed = [stdin_r, out_w, err_w, res_w]
+            files: list[tuple[str, int, bytes | int]] = []
+            biggest = 0
+            for f in stage.files:
+                if f.data is not None:
+                    files.append((f"{WORK}/{f.name}", f.mode, f.data))
+                    biggest = max(biggest, len(f.data))
+                else:  # a cached compiled file: the launcher copies it in-kernel from the fd
+                    assert f.path is not None
+                    fd = os.open(f.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                    child_ends.append(fd)
+                    biggest = max(biggest, os.fstat(fd).st_size)
+                    files.append((f"{WORK}/{f.name}", f.mode, len(passed)))
+                    passed.append(fd)
             rlimits = _rlimits(stage, biggest, extra_pids=_EXTRA_PIDS + 1)  # + the launcher
             message = encode_message(files, rlimits, {"HOME": WORK, **stage.env}, list(stage.argv), WORK)
-            os.set_blocking(sp.ctrl_w, True)
-            with open(sp.ctrl_w, "wb", closefd=False) as ctrl:
-                ctrl.write(message)
-            sp.fds.remove(sp.ctrl_w)
-            os.close(sp.ctrl_w)
-            sp.ctrl_w = None
+            socket.send_fds(sp.sock, [message[:1]], passed)
+            sp.sock.sendall(message[1:])
+            sp.sock.shutdown(socket.SHUT_WR)
         except (OSError, ValueError):
             log.warning("pooled sandbox unusable; building one for this run", exc_info=True)
             self._finish(sp.slot, sp.cg, sp)
             return None
+        finally:
+            for fd in child_ends:
+                os.close(fd)
         try:
             result = self._supervise(sp, stage, on_output)
         except BaseException:
@@ -240,10 +261,7 @@ class BwrapRunner(Runner):
         slot, cg = self._new_slot_and_cgroup()
         try:
             cg.set_limits(_DEFAULTS.memory_mb * 1024 * 1024, _DEFAULTS.max_processes + _EXTRA_PIDS)
-            ctrl_r, ctrl_w = os.pipe2(os.O_CLOEXEC)
-            result_r, result_w = os.pipe2(os.O_CLOEXEC)
-            with contextlib.suppress(OSError):  # compiled programs go through it in one go
-                fcntl.fcntl(ctrl_w, fcntl.F_SETPIPE_SZ, _pipe_max())
+            host_sock, box_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             inf = resource.RLIM_INFINITY
             rlimits = [  # generous until the launcher lowers them to the request's
                 (resource.RLIMIT_CORE, 0, 0),
@@ -258,22 +276,20 @@ class BwrapRunner(Runner):
                     slot,
                     cg,
                     [launcher],
-                    [_LAUNCHER, str(ctrl_r), str(result_w)],
+                    [_LAUNCHER, str(box_sock.fileno())],
                     {"PATH": "/usr/bin:/bin"},
                     rlimits,
                     _DEFAULTS.max_disk_kb,
-                    extra_fds=[ctrl_r, result_w],
+                    extra_fds=[box_sock.fileno()],
                     nice=_PREBUILD_NICE,
+                    stdio=False,
                 )
             except BaseException:
-                for fd in (ctrl_w, result_r):
-                    os.close(fd)
+                host_sock.close()
                 raise
             finally:
-                os.close(ctrl_r)
-                os.close(result_w)
-            sp.ctrl_w, sp.result_r = ctrl_w, result_r
-            sp.fds += [ctrl_w, result_r]
+                box_sock.close()
+            sp.sock = host_sock
             return sp
         except BaseException:
             self._finish(slot, cg, None)
@@ -351,6 +367,7 @@ class BwrapRunner(Runner):
         extra_fds: list[int] | None = None,
         extra_args: list[str] | None = None,
         nice: int = 0,
+        stdio: bool = True,
     ) -> Spawned:
         uid = self.uid_base + slot
         child_fds: list[int] = []  # the child's ends; closed here once it has them
@@ -368,12 +385,19 @@ class BwrapRunner(Runner):
                 child_fds.append(fd)
                 dest = spec.name if spec.name.startswith("/") else f"{WORK}/{spec.name}"
                 file_fds.append((fd, spec.mode, dest))
-            stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
-            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            if stdio:  # the program's own stdio is bubblewrap's
+                stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+                out_r, out_w = os.pipe2(os.O_CLOEXEC)
+                ours += [stdin_w, out_r]
+                child_fds += [stdin_r, out_w]
+            else:  # pooled: the launcher gets the run's pipes later; bwrap's stderr is diagnostics
+                stdin_r = out_w = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                stdin_w = out_r = -1
+                child_fds.append(stdin_r)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             status_r, status_w = os.pipe2(os.O_CLOEXEC)
-            child_fds += [stdin_r, out_w, err_w, status_w]
-            ours += [stdin_w, out_r, err_r, status_r]
+            child_fds += [err_w, status_w]
+            ours += [err_r, status_r]
             procs_fds = cg.open_procs_fds()
             child_fds += procs_fds
 
@@ -409,7 +433,9 @@ class BwrapRunner(Runner):
         finally:
             for fd in child_fds:
                 os.close(fd)
-        return Spawned(slot, cg, proc, stdin_w, out_r, err_r, status_r, disk_kb=disk_kb, fds=list(ours))
+        if stdio:
+            return Spawned(slot, cg, proc, stdin_w, out_r, err_r, status_r, disk_kb=disk_kb, fds=list(ours))
+        return Spawned(slot, cg, proc, -1, -1, -1, status_r, diag_r=err_r, disk_kb=disk_kb, fds=list(ours))
 
     def _supervise(self, sp: Spawned, stage: Stage, on_output: OutputCallback | None) -> StageResult:
         cg = sp.cg
@@ -433,7 +459,14 @@ class BwrapRunner(Runner):
             sp.proc.returncode = sup.status  # reaped by supervise(); keep Popen quiet
         status = read_status(sp.status_r)
         _note_child_pid(cg, status)
-        return stage_result(stage, sup, status, cg)
+        sr = stage_result(stage, sup, status, cg)
+        if sp.diag_r is not None and not sup.exact and sup.killed_for is None and not sr.internal_error:
+            # No status from the launcher: it failed before starting the program (or the
+            # program killed its parent; then there is nothing on bwrap's stderr).
+            diag = _read_available(sp.diag_r).decode("utf-8", "replace").strip()
+            if diag:
+                sr.internal_error = f"sandbox launcher failed: {diag}"
+        return sr
 
 
 def _rlimits(stage: Stage, biggest_file: int, extra_pids: int = _EXTRA_PIDS) -> list[tuple[int, int, int]]:
@@ -459,22 +492,16 @@ def _note_child_pid(cg: RunCgroup, status: list[dict[str, int]]) -> None:
             cg.seen_pids.add(doc["child-pid"])
 
 
-def _pipe_max() -> int:
-    try:
-        with open("/proc/sys/fs/pipe-max-size") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 1 << 20
-
-
 def _hard(res: int) -> int:
     """Our own hard limit: without CAP_SYS_RESOURCE (containers) we cannot raise past it."""
     hard = resource.getrlimit(res)[1]
     return 1 << 30 if hard == resource.RLIM_INFINITY else hard
 
 
-def _read_cached(path: Path | None) -> bytes:
-    assert path is not None
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with open(fd, "rb") as f:
-        return f.read()
+def _read_available(fd: int) -> bytes:
+    os.set_blocking(fd, False)
+    chunks = []
+    with contextlib.suppress(BlockingIOError, OSError):
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
