@@ -65,6 +65,21 @@ def test_sigkill_worker_mid_run_is_run_again_by_another(stack: Stack) -> None:
     stack.wait_all_terminal()
 
 
+def test_worker_killed_and_restarted_under_the_same_name(stack: Stack) -> None:
+    # A restarted container keeps its node name, so its heartbeat looks alive again at once; the
+    # run its predecessor had started must still be found and run again.
+    first = stack.start_worker("same")
+    eid = submit(stack)
+    stack.wait_status(eid, {"RUNNING"}, 60)
+    first.signal(signal.SIGKILL)
+    first.proc.wait(10)
+    stack.start_worker("same")
+
+    final = stack.wait_terminal(eid, 90)
+    assert final["status"] == "COMPLETED", (final, stack.logs())
+    assert final["attempts"] == 2 and final["stdout"] == "start\ndone\n"
+
+
 def test_sigkill_worker_after_last_attempt_fails_worker_lost(stack: Stack) -> None:
     # With LIVECODE_MAX_ATTEMPTS=1 a run is never started twice: a lost worker means FAILED.
     workers = {"lost-a@fault": stack.start_worker("lost-a", LIVECODE_MAX_ATTEMPTS="1"),

@@ -34,7 +34,7 @@ from tests.support.procs import (
 class Stack:
     """PostgreSQL + Redis + `livecode api` (+ workers started on demand)."""
 
-    def __init__(self, **env_extra: str) -> None:
+    def __init__(self, api_workers: int = 1, **env_extra: str) -> None:
         self.pg = PostgresServer().start()
         self.redis_server = RedisServer().start()
         try:
@@ -42,7 +42,8 @@ class Stack:
             self.env = base_env(DATABASE_URL=self.db_url, REDIS_URL=self.redis_server.url, **env_extra)
             subprocess.run(livecode("db", "upgrade"), env=self.env, check=True, capture_output=True)
             self.api_port = free_port()
-            self.api, self.base = start_api(self.env, self.api_port, workers=1)
+            self.api_workers = api_workers
+            self.api, self.base = start_api(self.env, self.api_port, workers=api_workers)
         except Exception:
             self.destroy()
             raise
@@ -55,6 +56,8 @@ class Stack:
         """Start `livecode worker -n <name>@fault`; wait until its heartbeat is seen."""
         node = f"{name}@fault"
         proc = start_worker({**self.env, **env}, node, concurrency=concurrency)
+        if node in self.workers:  # a restart under the same name: keep the old log around
+            self.old_logs.append(f"--- {node} (before)\n{_tail(self.workers[node])}")
         self.workers[node] = proc
         if wait:
             self.wait_worker(node, proc)
@@ -78,7 +81,7 @@ class Stack:
         if self.api.alive():
             self.api.stop()
         self.old_logs.append(f"--- api\n{_tail(self.api)}")
-        self.api, self.base = start_api(self.env, self.api_port, workers=1)
+        self.api, self.base = start_api(self.env, self.api_port, workers=self.api_workers)
 
     def logs(self) -> str:
         parts = [*self.old_logs[-6:], f"--- api\n{_tail(self.api)}"]

@@ -19,7 +19,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 
@@ -95,7 +96,8 @@ def reconcile_once(rt: Runtime, enqueue: Enqueue, *, startup: bool = False,
     now = utcnow()
     grace = timedelta(seconds=s.requeue_grace_s)
     stale_after = timedelta(milliseconds=s.max_time_limit_ms * 2 + 120_000)
-    alive = set(rt.registry.alive())
+    alive_info = rt.registry.alive()
+    alive = set(alive_info)
     requeued = failed = republished = 0
     dead_lettered = drain_pending(rt)
     sent: set[uuid.UUID] = set()
@@ -111,7 +113,8 @@ def reconcile_once(rt: Runtime, enqueue: Enqueue, *, startup: bool = False,
     for row in running:
         started = _aware(row.started_at)
         missing = absent.lost(row.worker or "", alive) if absent else row.worker not in alive
-        lost = startup or (missing and (started is None or now - started > grace))
+        lost = startup or ((missing or _reborn(alive_info.get(row.worker or ""), started))
+                           and (started is None or now - started > grace))
         stale = started is not None and now - started > stale_after
         if not (lost or stale):
             continue
@@ -159,6 +162,13 @@ def reconcile_once(rt: Runtime, enqueue: Enqueue, *, startup: bool = False,
     if any(counts.values()):
         log.warning("reconciled", extra=counts)
     return counts
+
+
+def _reborn(info: dict[str, Any] | None, started: datetime | None) -> bool:
+    """The worker of this name is alive but started after the run did: it is a new process under
+    the old name (a restarted container), and the run died with its predecessor."""
+    boot = (info or {}).get("boot")
+    return bool(boot and started is not None and float(boot) > started.timestamp())
 
 
 def _aware(value):  # type: ignore[no-untyped-def]

@@ -16,6 +16,9 @@ import psutil
 import redis
 
 PREFIX = "livecode:worker:"
+# Wall-clock time this process started (read at import, so before it could claim any run; not
+# psutil's create_time, which is only as exact as the kernel's whole-second boot time).
+BOOTED_AT = time.time()
 
 
 class WorkerRegistry(Protocol):
@@ -70,6 +73,9 @@ def process_stats(active_runs: int, concurrency: int) -> dict[str, Any]:
             "active": active_runs,
             "concurrency": concurrency,
             "ts": time.time(),
+            # When this process started: a run a worker of the same name began before this was
+            # begun by a previous incarnation that died (a restart under the same node name).
+            "boot": BOOTED_AT,
         }
 
 
