@@ -44,10 +44,10 @@ if sys.argv[1:] == ['hang']:
 
 def test_daemons_gone_after_normal_exit(runner: Runner) -> None:
     start = time.monotonic()
-    res = run(runner, "python", ESCAPE, time_limit_ms=20_000)
+    res = run(runner, "python", ESCAPE, time_limit_ms=60_000)
     assert res.outcome is Outcome.OK, res
     assert "parent done" in res.stdout
-    assert time.monotonic() - start < 10  # the child holding stdout did not make us wait
+    assert time.monotonic() - start < 30  # the child holding stdout did not make us wait 60 s
     assert no_leftovers(), leftovers()
 
 
