@@ -80,6 +80,32 @@ def test_worker_killed_and_restarted_under_the_same_name(stack: Stack) -> None:
     assert final["attempts"] == 2 and final["stdout"] == "start\ndone\n"
 
 
+def test_worker_killed_between_receiving_and_claiming(stack: Stack) -> None:
+    # The message sits in Redis' `unacked` hash (for the visibility timeout, an hour) while the
+    # row is still QUEUED: the reconciler must not count such a message as carrying the run.
+    import psycopg
+
+    eid = None
+    with psycopg.connect(stack.db_url, connect_timeout=3) as conn:
+        sid = stack.client().create_session("print('once')")["session_id"]
+        r = stack.client().execute(sid)
+        eid = r.json()["execution_id"]
+        conn.execute("SELECT 1 FROM executions WHERE id = %s FOR UPDATE", (eid,))  # the claim waits
+        victim = stack.start_worker("claim-a")
+        wait_for(lambda: stack.sql(
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE executions%%'"),
+            60, 0.05, what="the worker's claim to wait on the row lock")
+        victim.signal(signal.SIGKILL)
+        victim.proc.wait(10)
+        conn.rollback()
+    assert stack.execution_row(eid)["status"] == "QUEUED"
+    assert stack.redis().hlen("unacked") >= 1
+
+    stack.start_worker("claim-b")
+    final = stack.wait_terminal(eid, 90)
+    assert (final["status"], final["stdout"], final["attempts"]) == ("COMPLETED", "once\n", 1), stack.logs()
+
+
 def test_sigkill_worker_after_last_attempt_fails_worker_lost(stack: Stack) -> None:
     # With LIVECODE_MAX_ATTEMPTS=1 a run is never started twice: a lost worker means FAILED.
     workers = {"lost-a@fault": stack.start_worker("lost-a", LIVECODE_MAX_ATTEMPTS="1"),

@@ -4,7 +4,7 @@
   limit: back to QUEUED and published again, or FAILED with WORKER_LOST once it has used up its
   attempts.
 - QUEUED but carried by no message in the broker (Redis restarted or flushed, a publish that
-  failed): published again.
+  failed, a message delivered to a worker that died before claiming it): published again.
 - Dead letters parked in Redis while the database was down: moved into the database first, so
   that their executions are FAILED (DEAD_LETTER) rather than published again.
 Every change is a conditional UPDATE, so two reconcilers racing, or a message that turns up again
@@ -44,7 +44,16 @@ def broker_execution_ids(rt: Runtime, queues: list[str]) -> set[str] | None:
     for queue in queues:
         for raw in rt.redis.lrange(queue, 0, -1):
             ids.add(_message_task_id(raw))
-    for raw in rt.redis.hvals("unacked"):
+    # A delivered message stays in `unacked` until its worker acknowledges it, or, if that worker
+    # died, until the visibility timeout (an hour) gives it back. A live worker claims the row as
+    # soon as it receives the message (or after a retry countdown of at most 2^(retries-1) s), so
+    # a QUEUED row whose only message was delivered longer ago than that is orphaned.
+    s = rt.settings
+    fresh_after = time.time() - (s.requeue_grace_s + 2**s.task_max_retries + 5)
+    delivered = dict(rt.redis.zrange("unacked_index", 0, -1, withscores=True))  # type: ignore[arg-type]
+    for tag, raw in rt.redis.hgetall("unacked").items():  # type: ignore[union-attr]
+        if delivered.get(tag, 0.0) < fresh_after:
+            continue
         try:
             message = json.loads(raw)[0]
             ids.add(message.get("headers", {}).get("id", ""))
