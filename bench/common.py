@@ -47,7 +47,7 @@ def summary(values_ms: list[float]) -> dict[str, float]:
 class Stack:
     """A distributed system (PostgreSQL, Redis, API, workers) for a benchmark run."""
 
-    def __init__(self, workers: int = 2, **env: str) -> None:
+    def __init__(self, workers: int = 2, api_workers: int = 2, **env: str) -> None:
         self.servers: list[Any] = []
         pg = "postgresql://postgres@127.0.0.1:5432/postgres"
         if not port_open(5432):
@@ -59,7 +59,7 @@ class Stack:
             rserver = RedisServer().start()
             self.servers.append(rserver)
             redis_url = rserver.url
-        self.cluster: Cluster = start_cluster(pg, redis_url, workers=workers, **env)
+        self.cluster: Cluster = start_cluster(pg, redis_url, workers=workers, api_workers=api_workers, **env)
 
     @property
     def base(self) -> str:

@@ -96,7 +96,9 @@ def flush_redis(url: str) -> None:
     redis.Redis.from_url(url).flushdb()
 
 
-def start_cluster(pg_admin_url: str, redis_url: str, workers: int = 1, **env_extra: str) -> Cluster:
+def start_cluster(
+    pg_admin_url: str, redis_url: str, workers: int = 1, api_workers: int = 1, **env_extra: str
+) -> Cluster:
     import subprocess
 
     from tests.support.procs import livecode
@@ -105,7 +107,7 @@ def start_cluster(pg_admin_url: str, redis_url: str, workers: int = 1, **env_ext
     flush_redis(redis_url)
     env = base_env(DATABASE_URL=db_url, REDIS_URL=redis_url, **env_extra)
     subprocess.run(livecode("db", "upgrade"), env=env, check=True, capture_output=True)
-    api, base = start_api(env)
+    api, base = start_api(env, workers=api_workers)
     procs = [start_worker(env, f"w{i}@test") for i in range(workers)]
     cluster = Cluster(base, env, api, procs)
     try:

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
@@ -84,6 +84,13 @@ class Database:
         """A transaction on the primary, committed on success."""
         with self._factory() as session, session.begin():
             yield session
+
+    @contextmanager
+    def write_core(self) -> Iterator[Connection]:
+        """A Core transaction on the primary: for hot single-statement writes (autosave) that
+        need none of the ORM's bookkeeping."""
+        with self.engine.begin() as conn:
+            yield conn
 
     @contextmanager
     def read(self, fresh: bool = False) -> Iterator[Session]:

@@ -96,8 +96,8 @@ def autosave(
     stmt = stmt.values(
         source_code=source_code, version=CodeSession.version + 1, updated_at=now
     ).returning(CodeSession.version, CodeSession.updated_at)
-    with db.write() as s:
-        saved = s.execute(stmt).first()
+    with db.write_core() as conn:
+        saved = conn.execute(stmt).first()
     if saved is not None:
         return {
             "session_id": str(session_id),
