@@ -8,6 +8,8 @@ with 2 gunicorn processes each):
    Two API processes run side by side on one database and the modes alternate round by round,
    so drift on the machine affects all of them alike. The execution limit is set high enough
    that nothing is refused: the limiter still does all its Redis work.
+   Then the same two requests in one process with the Flask test client (no server, no client
+   threads): API CPU time per request, alternating modes over several runs.
 3. Interactive start delay (started_at - queued_at) with a backlog of B batch executions and
    2 worker processes: K interactive runs, one after another, while the backlog drains.
 
@@ -65,16 +67,18 @@ def headers_for(base_on: str) -> dict[str, dict[str, str]]:
     name, password = f"bench{int(time.time() * 1000) % 10**9}", "bench-password-1"
     r = requests.post(base_on + "/api/v1/auth/register", json={"username": name, "password": password}, timeout=30)
     assert r.status_code == 201, r.text
-    tokens = requests.post(base_on + "/api/v1/auth/login", json={"username": name, "password": password},
-                           timeout=30).json()
+    tokens = requests.post(
+        base_on + "/api/v1/auth/login", json={"username": name, "password": password}, timeout=30
+    ).json()
     bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
     key = requests.post(base_on + "/api/v1/api-keys", json={"name": "bench"}, headers=bearer, timeout=30).json()["key"]
     return {"off": {}, "on_jwt": bearer, "on_api_key": {"X-API-Key": key}}
 
 
 def new_session(base: str, headers: dict[str, str], source: str = "pass") -> str:
-    r = requests.post(base + "/api/v1/code-sessions", json={"language": "python", "source_code": source},
-                      headers=headers, timeout=30)
+    r = requests.post(
+        base + "/api/v1/code-sessions", json={"language": "python", "source_code": source}, headers=headers, timeout=30
+    )
     assert r.status_code == 201, r.text
     return str(r.json()["session_id"])
 
@@ -125,8 +129,12 @@ def autosave_round(base: str, headers: dict[str, str], seconds: float, clients: 
         t.join()
     elapsed = time.perf_counter() - t0
     cpu_ms = (api_cpu_s(proc) - cpu0) * 1000 / max(1, len(latencies))
-    return {"requests_per_s": round(len(latencies) / elapsed, 1), "errors": errors,
-            "api_cpu_ms_per_request": round(cpu_ms, 3), **summary(latencies)}
+    return {
+        "requests_per_s": round(len(latencies) / elapsed, 1),
+        "errors": errors,
+        "api_cpu_ms_per_request": round(cpu_ms, 3),
+        **summary(latencies),
+    }
 
 
 def execute_round(base: str, headers: dict[str, str], count: int, proc: Process) -> dict[str, Any]:
@@ -156,6 +164,70 @@ def overhead(results: dict[str, list[dict[str, Any]]], key: str, higher_is_bette
     return out
 
 
+def child(mode: str, requests_n: int) -> None:
+    """One API in this process (Flask test client, no HTTP server, no client threads, nothing
+    queued): CPU time per request is then what the request costs the API, and the least disturbed
+    by other load on the machine."""
+    import uuid
+
+    from livecode.app import create_app
+    from livecode.config import load_settings
+
+    settings = load_settings("distributed", auth_required=mode != "off", rate_limits_enabled=mode != "off",
+                             execution_rate_limit="1000000/minute")
+    app = create_app(settings, enqueue=lambda *a, **k: None)
+    client = app.test_client()
+    headers: dict[str, str] = {}
+    if mode != "off":
+        name = "b" + uuid.uuid4().hex[:12]
+        client.post("/api/v1/auth/register", json={"username": name, "password": "bench-password-1"})
+        token = client.post("/api/v1/auth/login", json={"username": name, "password": "bench-password-1"}).json
+        headers = {"Authorization": f"Bearer {token['access_token']}"}  # type: ignore[index]
+        if mode == "on_api_key":
+            key = client.post("/api/v1/api-keys", json={"name": "bench"}, headers=headers).json
+            headers = {"X-API-Key": key["key"]}  # type: ignore[index]
+    sid = client.post("/api/v1/code-sessions", json={"language": "python", "source_code": "pass"},
+                      headers=headers).json["session_id"]  # type: ignore[index]
+    out = {}
+    for what, call in [
+        ("autosave", lambda: client.patch(f"/api/v1/code-sessions/{sid}", json={"source_code": "x"}, headers=headers)),
+        ("execute", lambda: client.post(f"/api/v1/executions/session/{sid}/execute", json={"priority": "batch"},
+                                        headers=headers)),
+    ]:
+        for _ in range(50):
+            call()
+        cpu0 = time.process_time()
+        for _ in range(requests_n):
+            status = call().status_code
+            assert status in (200, 202), status
+        out[what] = (time.process_time() - cpu0) * 1000 / requests_n
+    print(json.dumps(out))
+
+
+def in_process(env: dict[str, str], rounds: int, requests_n: int) -> dict[str, Any]:
+    import sys
+
+    samples: dict[str, dict[str, list[float]]] = {m: {"autosave": [], "execute": []} for m in MODES}
+    for _ in range(rounds):
+        for mode in MODES:
+            out = subprocess.run([sys.executable, "-m", "bench.bench_auth_overhead", "--child", mode,
+                                  "--child-requests", str(requests_n)],
+                                 env=env, capture_output=True, text=True,
+                                 check=True).stdout
+            for what, value in json.loads(out.strip().splitlines()[-1]).items():
+                samples[mode][what].append(value)
+    result: dict[str, Any] = {"requests_per_round": requests_n, "rounds": rounds}
+    for what in ("autosave", "execute"):
+        off = statistics.median(samples["off"][what])
+        row: dict[str, Any] = {"off_cpu_ms": round(off, 3)}
+        for mode in MODES[1:]:
+            on = statistics.median(samples[mode][what])
+            row[f"{mode}_cpu_ms"] = round(on, 3)
+            row[f"{mode}_cost_pct"] = round(100 * (on - off) / off, 1)
+        result[what] = row
+    return result
+
+
 def ts(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
@@ -163,8 +235,9 @@ def ts(value: str) -> datetime:
 def start_delay_under_backlog(base: str, env: dict[str, str], backlog: int, runs: int) -> dict[str, Any]:
     batch_sid = new_session(base, {})
     t0 = time.perf_counter()
-    r = requests.post(base + "/api/v1/executions/batch",
-                      json={"executions": [{"session_id": batch_sid}] * backlog}, timeout=300)
+    r = requests.post(
+        base + "/api/v1/executions/batch", json={"executions": [{"session_id": batch_sid}] * backlog}, timeout=300
+    )
     assert r.status_code == 202, r.text
     submit_s = time.perf_counter() - t0
     workers = [start_worker(env, f"bench{i}@auth") for i in range(2)]
@@ -175,7 +248,8 @@ def start_delay_under_backlog(base: str, env: dict[str, str], backlog: int, runs
             waiting.append(requests.get(base + "/api/v1/admin/stats", timeout=10).json()["queues"]["low_priority"])
             sid = new_session(base, {}, "print('interactive')")
             eid = requests.post(f"{base}/api/v1/executions/session/{sid}/execute", json={}, timeout=30).json()[
-                "execution_id"]
+                "execution_id"
+            ]
             while True:
                 data = requests.get(f"{base}/api/v1/executions/{eid}", timeout=30).json()
                 if data["status"] in {"COMPLETED", "FAILED", "TIMEOUT"}:
@@ -187,7 +261,8 @@ def start_delay_under_backlog(base: str, env: dict[str, str], backlog: int, runs
         while requests.get(base + "/api/v1/admin/stats", timeout=10).json()["queues"]["low_priority"] > 0:
             time.sleep(0.5)
         return {
-            "backlog": backlog, "batch_submit_s": round(submit_s, 2),
+            "backlog": backlog,
+            "batch_submit_s": round(submit_s, 2),
             "backlog_waiting_when_submitted": waiting,
             "interactive_start_delay": summary(delays),
             "rest_of_backlog_drained_s": round(time.perf_counter() - drain_t0, 1),
@@ -205,7 +280,13 @@ def main() -> None:
     ap.add_argument("--executes", type=int, default=300)
     ap.add_argument("--backlog", type=int, default=1000)
     ap.add_argument("--interactive", type=int, default=10)
+    ap.add_argument("--inprocess-rounds", type=int, default=5)
+    ap.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
+    ap.add_argument("--child-requests", type=int, default=1000, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        child(args.child, args.child_requests)
+        return
 
     pg, redis_url, started = servers()
     db_url = create_database(pg)
@@ -226,23 +307,33 @@ def main() -> None:
         execute: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
         for _ in range(args.rounds):
             for mode in MODES:
-                autosave[mode].append(autosave_round(bases[mode], headers[mode], args.seconds, args.clients,
-                                                    api_of[mode]))
+                autosave[mode].append(
+                    autosave_round(bases[mode], headers[mode], args.seconds, args.clients, api_of[mode])
+                )
             for mode in MODES:
                 execute[mode].append(execute_round(bases[mode], headers[mode], args.executes, api_of[mode]))
         api_on.stop()
         procs.remove(api_on)
+        inproc = in_process(env_on, args.inprocess_rounds, 1000)
         flush_redis(redis_url)  # the queued executions of part 2 would be a backlog of their own
         result = {
             "machine": machine(),
-            "autosave": {"clients": args.clients, "seconds_per_round": args.seconds, "rounds": autosave,
-                         "requests_per_s": overhead(autosave, "requests_per_s", True),
-                         "median_ms": overhead(autosave, "median_ms", False),
-                         "api_cpu_ms_per_request": overhead(autosave, "api_cpu_ms_per_request", False)},
-            "execute_202": {"sequential_requests_per_round": args.executes, "rounds": execute,
-                            "median_ms": overhead(execute, "median_ms", False),
-                            "p95_ms": overhead(execute, "p95_ms", False),
-                            "api_cpu_ms_per_request": overhead(execute, "api_cpu_ms_per_request", False)},
+            "in_process_cpu_per_request": inproc,
+            "autosave": {
+                "clients": args.clients,
+                "seconds_per_round": args.seconds,
+                "rounds": autosave,
+                "requests_per_s": overhead(autosave, "requests_per_s", True),
+                "median_ms": overhead(autosave, "median_ms", False),
+                "api_cpu_ms_per_request": overhead(autosave, "api_cpu_ms_per_request", False),
+            },
+            "execute_202": {
+                "sequential_requests_per_round": args.executes,
+                "rounds": execute,
+                "median_ms": overhead(execute, "median_ms", False),
+                "p95_ms": overhead(execute, "p95_ms", False),
+                "api_cpu_ms_per_request": overhead(execute, "api_cpu_ms_per_request", False),
+            },
         }
         # Part 3 on a fresh database, so part 2's QUEUED rows are not picked up by the reconciler.
         db2 = create_database(pg)
@@ -252,8 +343,9 @@ def main() -> None:
         procs.remove(api_off)
         api_b, base_b = start_api(env_backlog, workers=2)
         procs.append(api_b)
-        result["interactive_under_backlog"] = start_delay_under_backlog(base_b, env_backlog, args.backlog,
-                                                                        args.interactive)
+        result["interactive_under_backlog"] = start_delay_under_backlog(
+            base_b, env_backlog, args.backlog, args.interactive
+        )
         print(json.dumps(result, indent=2))
     finally:
         for p in procs:
