@@ -73,8 +73,12 @@ def autosave(api: ApiClient, seconds: int, clients: int = 32) -> dict[str, objec
     if have("wrk"):
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
             fh.write(LUA)
-        out = subprocess.run(["wrk", "-t2", f"-c{clients}", f"-d{seconds}s", "-s", fh.name, "--latency", url],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["wrk", "-t2", f"-c{clients}", f"-d{seconds}s", "-s", fh.name, "--latency", url],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         os.unlink(fh.name)
         return {"tool": "wrk", "clients": clients, "raw": out}
     latencies: list[float] = []
@@ -96,8 +100,13 @@ def autosave(api: ApiClient, seconds: int, clients: int = 32) -> dict[str, objec
         for _ in range(clients):
             pool.submit(client)
     elapsed = time.perf_counter() - t0
-    return {"tool": "python threads", "clients": clients, "requests_per_s": round(len(latencies) / elapsed, 1),
-            "errors": errors, **summary(latencies)}
+    return {
+        "tool": "python threads",
+        "clients": clients,
+        "requests_per_s": round(len(latencies) / elapsed, 1),
+        "errors": errors,
+        **summary(latencies),
+    }
 
 
 def main() -> None:
