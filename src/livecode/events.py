@@ -183,6 +183,7 @@ class OutputPublisher:
         self._pending: list[list[str]] = []  # [stream, text] in arrival order
         self._cond = threading.Condition()
         self._closed = False
+        self._closing = threading.Event()  # ends a coalescing pause early: the run is over
         self._thread = threading.Thread(target=self._loop, name=f"output-{execution_id[:8]}", daemon=True)
         self._thread.start()
 
@@ -199,6 +200,7 @@ class OutputPublisher:
         with self._cond:
             self._closed = True
             self._cond.notify()
+        self._closing.set()
         self._thread.join(timeout)
 
     def _loop(self) -> None:
@@ -217,7 +219,7 @@ class OutputPublisher:
                         return
                 continue
             # Coalescing window: the first line after a pause goes out at once, a flood in slices.
-            time.sleep(self.interval_s if self.published < self.event_budget else 0.5)
+            self._closing.wait(self.interval_s if self.published < self.event_budget else 0.5)
 
     def _publish(self, stream: str, text: str) -> None:
         try:
