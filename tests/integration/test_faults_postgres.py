@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 import schemathesis
@@ -15,32 +14,9 @@ import schemathesis
 from tests.support.procs import livecode, wait_for
 from tests.support.stack import Editors, Stack
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("restored_stack")]
 
 DLQ = "/api/v1/admin/dead-letters"
-
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    s = Stack()
-    yield s
-    s.destroy()
-
-
-@pytest.fixture(autouse=True)
-def _clean(stack: Stack) -> Iterator[None]:
-    yield
-    if not _pg_up(stack):
-        stack.pg.resume()
-    stack.stop_workers()
-
-
-def _pg_up(stack: Stack) -> bool:
-    try:
-        stack.sql("SELECT 1")
-        return True
-    except Exception:  # noqa: BLE001
-        return False
 
 
 def submit(stack: Stack, program: str = "print('once')") -> tuple[str, str]:

@@ -3,29 +3,12 @@ each execution still runs exactly once (`attempts` counts the claims: 1 means it
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests.support.procs import wait_for
 from tests.support.stack import Editors, Stack
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    s = Stack()
-    yield s
-    s.destroy()
-
-
-@pytest.fixture(autouse=True)
-def _clean_workers(stack: Stack) -> Iterator[None]:
-    yield
-    stack.stop_workers()
-    if stack.redis_server.proc is None:
-        stack.redis_server.start()
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("restored_stack")]
 
 
 def submit_many(stack: Stack, count: int, program: str = "print('once')") -> list[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -18,24 +17,9 @@ import requests
 from tests.support.procs import wait_for
 from tests.support.stack import Editors, Stack
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("restored_stack")]
 
 SLOW_PROGRAM = "import time\nprint('start', flush=True)\ntime.sleep(4)\nprint('done')"
-
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    s = Stack()
-    yield s
-    s.destroy()
-
-
-@pytest.fixture(autouse=True)
-def _clean_workers(stack: Stack) -> Iterator[None]:
-    yield
-    stack.stop_workers()
-    if not stack.api.alive():
-        stack.restart_api()
 
 
 def submit(stack: Stack, program: str = SLOW_PROGRAM) -> str:

@@ -83,6 +83,24 @@ class Stack:
         self.old_logs.append(f"--- api\n{_tail(self.api)}")
         self.api, self.base = start_api(self.env, self.api_port, workers=self.api_workers)
 
+    def pg_up(self) -> bool:
+        try:
+            self.sql("SELECT 1")
+            return True
+        except Exception:  # noqa: BLE001
+            return False
+
+    def restore(self) -> None:
+        """After a fault test: every server back up, no workers left, so the next test starts
+        from a known state on the same throwaway stack."""
+        self.stop_workers()
+        if not self.pg_up():
+            self.pg.resume()
+        if self.redis_server.proc is None:
+            self.redis_server.start()
+        if not self.api.alive():
+            self.restart_api()
+
     def logs(self) -> str:
         parts = [*self.old_logs[-6:], f"--- api\n{_tail(self.api)}"]
         parts += [f"--- {n}\n{_tail(p)}" for n, p in self.workers.items()]
