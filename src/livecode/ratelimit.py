@@ -43,13 +43,17 @@ def _login_limit() -> str:
 
 
 def _execution_message() -> str:
-    return (f"rate limit exceeded: at most {_settings().execution_rate_limit} executions per user; "
-            "see the Retry-After header")
+    return (
+        f"rate limit exceeded: at most {_settings().execution_rate_limit} executions per user; "
+        "see the Retry-After header"
+    )
 
 
 def _login_message() -> str:
-    return (f"too many sign-in attempts from this address (limit {_settings().login_rate_limit}); "
-            "see the Retry-After header")
+    return (
+        f"too many sign-in attempts from this address (limit {_settings().login_rate_limit}); "
+        "see the Retry-After header"
+    )
 
 
 limiter = Limiter(
@@ -69,13 +73,20 @@ def batch_cost() -> int:
 
 # Shared scope: single and batch submissions draw on the same per-user budget.
 execution_limit = limiter.shared_limit(
-    _execution_limit, scope="executions", error_message=_execution_message,
+    _execution_limit,
+    scope="executions",
+    error_message=_execution_message,
 )
 batch_execution_limit = limiter.shared_limit(
-    _execution_limit, scope="executions", error_message=_execution_message, cost=batch_cost,
+    _execution_limit,
+    scope="executions",
+    error_message=_execution_message,
+    cost=batch_cost,
 )
 login_limit = limiter.shared_limit(
-    _login_limit, scope="sign-in", key_func=lambda: f"addr:{client_address()}",
+    _login_limit,
+    scope="sign-in",
+    key_func=lambda: f"addr:{client_address()}",
     error_message=_login_message,
 )
 
@@ -101,5 +112,11 @@ def init_limiter(app: Flask, settings: Settings) -> None:
                 resp.headers["X-RateLimit-Remaining"] = str(max(0, current.remaining))
                 resp.headers["X-RateLimit-Reset"] = str(reset_at)
         return resp
+
+    @limiter.request_filter
+    def _reads_and_autosaves_are_not_limited() -> bool:
+        # Every limit guards a POST (execute, batch, sign-in). Exempting the other methods up
+        # front skips the limiter's per-request resolution on the hot paths (autosave, polling).
+        return request.method != "POST"
 
     limiter.init_app(app)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 
 from ..db import Database
 from ..errors import Conflict, NotFound
@@ -67,14 +68,26 @@ def create_session(
     return serialize_session(row)
 
 
-def get_session(
-    db: Database, session_id: uuid.UUID, owner_id: uuid.UUID | None, fresh: bool = False
-) -> dict[str, Any]:
+def get_session(db: Database, session_id: uuid.UUID, owner_id: uuid.UUID | None, fresh: bool = False) -> dict[str, Any]:
     with db.read(fresh=fresh) as s:
         row = s.scalars(_owned(select(CodeSession).where(CodeSession.id == session_id), owner_id)).first()
         if row is None:
             raise not_found(session_id)
         return serialize_session(row)
+
+
+@functools.cache
+def _autosave_statement(owned: bool, versioned: bool) -> Any:
+    """The autosave UPDATE, built once per shape: autosave is the hottest write, and building the
+    statement anew each time cost about as much CPU as running it."""
+    stmt = update(CodeSession).where(CodeSession.id == bindparam("sid"))
+    if owned:
+        stmt = stmt.where(CodeSession.user_id == bindparam("owner"))
+    if versioned:
+        stmt = stmt.where(CodeSession.version == bindparam("expected"))
+    return stmt.values(
+        source_code=bindparam("src"), version=CodeSession.version + 1, updated_at=bindparam("now")
+    ).returning(CodeSession.version, CodeSession.updated_at)
 
 
 def autosave(
@@ -88,16 +101,10 @@ def autosave(
 ) -> dict[str, Any]:
     """One conditional UPDATE: applied only if `expected_version` (when given) is still current."""
     check_source(source_code, max_bytes)
-    now = utcnow()
-    stmt = update(CodeSession).where(CodeSession.id == session_id)
-    stmt = _owned(stmt, owner_id)
-    if expected_version is not None:
-        stmt = stmt.where(CodeSession.version == expected_version)
-    stmt = stmt.values(
-        source_code=source_code, version=CodeSession.version + 1, updated_at=now
-    ).returning(CodeSession.version, CodeSession.updated_at)
+    params = {"sid": session_id, "owner": owner_id, "expected": expected_version, "src": source_code, "now": utcnow()}
+    stmt = _autosave_statement(owner_id is not None, expected_version is not None)
     with db.write_core() as conn:
-        saved = conn.execute(stmt).first()
+        saved = conn.execute(stmt, params).first()
     if saved is not None:
         return {
             "session_id": str(session_id),
@@ -108,9 +115,7 @@ def autosave(
     # Only the failure path reads: either the session is not there (or not ours), or the version
     # moved on under the client.
     with db.read(fresh=True) as s:
-        current = s.execute(
-            _owned(select(CodeSession.version).where(CodeSession.id == session_id), owner_id)
-        ).scalar()
+        current = s.execute(_owned(select(CodeSession.version).where(CodeSession.id == session_id), owner_id)).scalar()
     if current is None:
         raise not_found(session_id)
     raise Conflict(
