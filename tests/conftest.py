@@ -68,6 +68,8 @@ def base_env(**extra: str) -> dict[str, str]:
         LIVECODE_EXECUTION_RATE_LIMIT="100000/minute",
         LIVECODE_LOGIN_RATE_LIMIT="100000/minute",
     )
+    if os.environ.get("LIVECODE_TEST_WORKER_UID_BASE"):  # parallel test runs on one host
+        env["LIVECODE_SANDBOX_UID_BASE"] = os.environ["LIVECODE_TEST_WORKER_UID_BASE"]
     env.update(extra)
     return env
 

@@ -12,7 +12,7 @@ import pytest
 from livecode.sandbox import Runner, RunRequest, RunResult, SandboxLimits
 
 # The tests' own uid range (see conftest), so they never collide with a worker on the host.
-TEST_UID_BASE = 62000
+TEST_UID_BASE = int(os.environ.get("LIVECODE_TEST_UID_BASE", "62000"))
 TEST_SLOTS = 8
 REPO = Path(__file__).resolve().parents[2]
 
