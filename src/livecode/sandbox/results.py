@@ -26,28 +26,22 @@ def stage_result(stage: Stage, sup: Supervised, status: list[dict[str, int]], cg
         killed_for=sup.killed_for,
         oom=cg.oom_killed(),
     )
-    # bwrap reports its own set-up failures as exit status 1 with "bwrap: ..." on stderr.
-    setup_failed = os.WIFEXITED(sup.status or 0) and os.WEXITSTATUS(sup.status or 0) == 1
-    setup_failed = setup_failed and sr.stderr.startswith(b"bwrap: ") and not sr.stdout
-    if (setup_failed or not any("child-pid" in s for s in status)) and sup.killed_for is None:
-        sr.internal_error = "bubblewrap failed to set up the sandbox: " + sr.stderr.decode("utf-8", "replace").strip()
-        return sr
+    # The launcher's line is the only status we believe: bubblewrap's own exit code is that of
+    # the sandbox's pid 1, and what a program does to itself must not change what we report.
     raw = sup.status or 0
     if sup.exact:  # the launcher saw the program's own wait status
         if os.WIFSIGNALED(raw):
             sr.signal = os.WTERMSIG(raw)
         else:
             sr.exit_code = os.WEXITSTATUS(raw)
-    elif os.WIFSIGNALED(raw):  # bwrap itself was killed (by us)
-        sr.signal = os.WTERMSIG(raw)
+    elif sup.killed_for is not None or sr.oom:
+        sr.signal = 9  # killed by us (limits) or by the OOM killer before the launcher could tell
+    elif not any("child-pid" in s for s in status):
+        sr.internal_error = "bubblewrap failed to set up the sandbox"
+        return sr
     else:
-        code = os.WEXITSTATUS(raw)
-        if code > 128 and sup.killed_for is None and code - 128 < 65:
-            sr.signal = code - 128  # bwrap reports a signalled child as 128+signal
-        elif sup.killed_for is not None:
-            sr.signal = 9
-        else:
-            sr.exit_code = code
+        sr.internal_error = "the sandbox ended without the program's exit status"
+        return sr
     if stage.kind == "compile" and sr.exit_code == 0 and not sr.stdout_truncated:
         try:
             sr.artifacts = untar(sr.stdout)

@@ -51,7 +51,7 @@ class Watch:
     wall_limit_s: float
     cpu_limit_ms: int | None = None
     cpu_used_ms: Callable[[], int | None] | None = None  # whole-tree CPU time, if known
-    result_fd: int | None = None  # launcher's "exit N" / "signal N" line (pooled sandboxes)
+    result_fd: int | None = None  # the launcher's "exit N" / "signal N" line
     kill_now: Callable[[], object] | None = None  # one SIGKILL pass, no waiting (after result)
 
 
@@ -77,6 +77,7 @@ def supervise(
         _set_nonblocking(watch.result_fd)
         sel.register(watch.result_fd, selectors.EVENT_READ, "result")
     result_buf = bytearray()
+    result_done = False  # the result pipe is unregistered
     decoders = {i: codecs.getincrementaldecoder("utf-8")("replace") for i in range(len(streams))}
     for i, s in enumerate(streams):
         _set_nonblocking(s.fd)
@@ -172,9 +173,20 @@ def supervise(
                     sel.unregister(pidfd)
                     _, status, ru = os.wait4(watch.pid, 0)
                     res.reaped = True
+                    if not exited and watch.result_fd is not None and not result_done:
+                        # The launcher writes its line before it exits, and bubblewrap exits
+                        # after it: a line not read yet is in the pipe now, and it wins.
+                        result_done = True
+                        sel.unregister(watch.result_fd)
+                        with contextlib.suppress(OSError):
+                            result_buf += os.read(watch.result_fd, 64)
+                        status_now = _parse_result(bytes(result_buf))
+                        if status_now is not None:
+                            res.status, res.exact = status_now, True
                     if exited:
                         continue  # the launcher already reported the program's status
-                    res.status = status
+                    if not res.exact:
+                        res.status = status  # not the program's: the caller reports no status
                     res.rusage_cpu_ms = int((ru.ru_utime + ru.ru_stime) * 1000)
                     res.rusage_maxrss_kb = ru.ru_maxrss
                     exited = True
@@ -183,6 +195,8 @@ def supervise(
                     kill(None)
                 elif tag == "result":
                     assert watch.result_fd is not None
+                    if result_done:
+                        continue  # read and unregistered by the "exit" event of this same batch
                     try:
                         chunk = os.read(watch.result_fd, 64)
                     except BlockingIOError:
@@ -191,8 +205,9 @@ def supervise(
                     status_now = _parse_result(bytes(result_buf))
                     if not chunk or status_now is not None:
                         sel.unregister(watch.result_fd)
+                        result_done = True
                     if status_now is None or exited:
-                        continue  # no report (launcher killed): bwrap's exit will tell
+                        continue  # no report (the launcher was killed): bwrap's exit ends the run
                     res.status, res.exact, exited = status_now, True, True
                     res.wall_ms = int((time.monotonic() - start) * 1000)
                     # SIGKILL everything now; waiting for the namespaces' teardown is left to
