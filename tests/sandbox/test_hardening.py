@@ -183,19 +183,11 @@ HIDDEN_FILES = [
     "/proc/diskstats",
     "/proc/partitions",
     "/proc/swaps",
-    "/proc/vmstat",
-    "/proc/zoneinfo",
-    "/proc/buddyinfo",
     "/proc/interrupts",
-    "/proc/softirqs",
     "/proc/locks",
-    "/proc/kallsyms",
-    "/proc/iomem",
-    "/proc/ioports",
-    "/proc/keys",
     "/proc/key-users",
 ]
-HIDDEN_DIRS = ["/proc/bus/", "/proc/pressure/", "/proc/fs/", "/proc/irq/", "/proc/acpi/", "/proc/driver/"]
+HIDDEN_DIRS = ["/proc/bus/", "/proc/pressure/", "/proc/fs/"]
 
 
 def _host(path: str) -> str:
