@@ -226,6 +226,17 @@ def test_meminfo_follows_the_requests_limit(runner: Runner) -> None:
         assert res.stdout.strip() == str(memory_mb * 1024), (memory_mb, res)
 
 
+def test_node_heap_can_use_the_runs_memory_limit(runner: Runner) -> None:
+    # Node sizes its heap from /proc/meminfo (now the run's limit) to a quarter of it; the run's
+    # NODE_OPTIONS let it use the whole limit as before.
+    src = (
+        "const a = [];\nfor (let mb = 0; mb < 300; mb++) a.push(new Array(1 << 17).fill(mb));\n"
+        "console.log(a.length, require('os').totalmem() >> 20);"
+    )
+    res = run(runner, "javascript", src, memory_mb=480, time_limit_ms=30_000, cpu_time_ms=30_000)
+    assert res.outcome is Outcome.OK and res.stdout == "300 480\n", res
+
+
 # -- item 2 (ptys): a run cannot take the host's devpts pool -------------------------------------
 
 PTY_GRAB = r"""
