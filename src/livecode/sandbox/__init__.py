@@ -40,6 +40,7 @@ __all__ = [
     "StdinSource",
     "get_language",
     "get_runner",
+    "io_limits_from_env",
     "list_languages",
 ]
 

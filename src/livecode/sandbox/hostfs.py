@@ -45,6 +45,7 @@ def set_child_subreaper() -> None:
 
 
 DEFAULT_LOCK_DIR = Path("/run/livecode/slots")
+_FOREIGN_RECHECK_S = 1.0  # a uid found busy with foreign processes is skipped this long
 
 
 class SlotPool:
@@ -68,9 +69,11 @@ class SlotPool:
             ) from e
         self.count = count
         self.uid_base = uid_base
+        _warn_if_container_private(self.lock_dir)
         self._lock = threading.Lock()
         self._held: dict[int, int] = {}  # slot -> fd holding the flock
         self._warned: set[int] = set()
+        self._foreign_until: dict[int, float] = {}  # uid -> when to look at its processes again
 
     def acquire(self, timeout_s: float = 60.0) -> int:
         deadline = time.monotonic() + timeout_s
@@ -80,6 +83,8 @@ class SlotPool:
                     if slot in self._held:
                         continue
                     uid = self.uid_base + slot
+                    if self._foreign_until.get(uid, 0.0) > time.monotonic():
+                        continue
                     fd = os.open(
                         self.lock_dir / f"uid-{uid}.lock",
                         os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -93,11 +98,15 @@ class SlotPool:
                     if uid_has_processes(uid):
                         os.close(fd)
                         self._warn_foreign(uid)
+                        self._foreign_until[uid] = time.monotonic() + _FOREIGN_RECHECK_S
                         continue
                     self._held[slot] = fd
                     return slot
             if time.monotonic() > deadline:
-                raise SandboxUnavailable("no free sandbox slot (all uids busy)")
+                raise SandboxUnavailable(
+                    f"no free sandbox slot: uids {self.uid_base}..{self.uid_base + self.count - 1} are all busy on "
+                    "this host (every worker on a host shares them: raise LIVECODE_SANDBOX_SLOTS)"
+                )
             time.sleep(0.01)
 
     def release(self, slot: int) -> None:
@@ -114,6 +123,21 @@ class SlotPool:
                 "LIVECODE_SANDBOX_LOCK_DIR, or a leftover); skipping it while they live",
                 uid,
             )
+
+
+def _warn_if_container_private(lock_dir: Path) -> None:
+    """In a container, a lock directory on the container's own root file system is seen by no
+    other container of the host (each replica would hand out the same uids): say so."""
+    in_container = (
+        os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv") or "KUBERNETES_SERVICE_HOST" in os.environ
+    )
+    if in_container and os.stat(lock_dir).st_dev == os.stat("/").st_dev:
+        log.warning(
+            "slot lock directory %s is private to this container: mount the host's directory there (a bind mount "
+            "or hostPath shared by every worker on the host), or give each replica its own LIVECODE_SANDBOX_UID_BASE "
+            "range; otherwise two replicas run programs as the same uid",
+            lock_dir,
+        )
 
 
 def uid_has_processes(uid: int) -> bool:
