@@ -89,7 +89,7 @@ def get_runner(
 ) -> Runner:
     """A runner for `mode` "bwrap" (the sandbox) or "none" (development only, no isolation).
 
-    work_root: root-only directory for per-run state (slot locks; "none": work dirs).
+    work_root: root-only directory for per-run state ("none": the work dirs).
     cache_dir: compiled-program cache, never visible to user code.
     uid_base/slots: run slot n uses host uid uid_base+n (env LIVECODE_SANDBOX_UID_BASE,
     LIVECODE_SANDBOX_SLOTS); these uids must not belong to anything else on the host.
