@@ -13,6 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from .cache import DEFAULT_MAX_MB, CacheStats
 from .languages import Language, get_language, list_languages
 from .runner import Runner
 from .types import (
@@ -26,6 +27,7 @@ from .types import (
 )
 
 __all__ = [
+    "CacheStats",
     "Language",
     "Outcome",
     "OutputCallback",
@@ -57,6 +59,7 @@ def get_runner(
     uid_base: int | None = None,
     slots: int | None = None,
     pool_size: int | None = None,
+    cache_max_mb: int | None = None,
 ) -> Runner:
     """A runner for `mode` "bwrap" (the sandbox) or "none" (development only, no isolation).
 
@@ -65,21 +68,30 @@ def get_runner(
     uid_base/slots: run slot n uses host uid uid_base+n (env LIVECODE_SANDBOX_UID_BASE,
     LIVECODE_SANDBOX_SLOTS); these uids must not belong to anything else on the host.
     pool_size: sandboxes set up ahead of time (env LIVECODE_SANDBOX_POOL, default 2; 0 = none).
+    cache_max_mb: bound of the compile cache, least recently used entries evicted past it (env
+    LIVECODE_COMPILE_CACHE_MAX_MB, default 2048); every process sharing cache_dir should agree.
     """
     root = Path(work_root or os.path.join(tempfile.gettempdir(), "livecode-sandbox"))
     cache = Path(cache_dir) if cache_dir else _default_cache_dir()
+    if cache_max_mb is None:
+        cache_max_mb = int(os.environ.get("LIVECODE_COMPILE_CACHE_MAX_MB", DEFAULT_MAX_MB))
     if mode == "bwrap":
         from .bwrap import BwrapRunner
 
-        return BwrapRunner(
+        return _bounded(BwrapRunner(
             root,
             cache,
             uid_base=uid_base or int(os.environ.get("LIVECODE_SANDBOX_UID_BASE", DEFAULT_UID_BASE)),
             slots=slots or int(os.environ.get("LIVECODE_SANDBOX_SLOTS", DEFAULT_SLOTS)),
             pool_size=pool_size if pool_size is not None else int(os.environ.get("LIVECODE_SANDBOX_POOL", 2)),
-        )
+        ), cache_max_mb)  # fmt: skip
     if mode == "none":
         from .local import UnsandboxedRunner
 
-        return UnsandboxedRunner(root, cache)
+        return _bounded(UnsandboxedRunner(root, cache), cache_max_mb)
     raise ValueError(f"unknown sandbox mode {mode!r}; use 'bwrap' or 'none'")
+
+
+def _bounded(runner: Runner, cache_max_mb: int) -> Runner:
+    runner.cache.max_bytes = cache_max_mb * 1024 * 1024
+    return runner

@@ -187,9 +187,7 @@ class BwrapRunner(Runner):
                 command = ["/bin/sh", "-c", _COLLECT, "sh", *stage.argv]
             else:
                 command = list(stage.argv)
-            biggest = max(
-                [len(f.data or b"") if f.path is None else os.stat(f.path).st_size for f in stage.files] + [0]
-            )
+            biggest = max([f.size() for f in stage.files] + [0])
             rlimits = _rlimits(stage, biggest)
             sp = self._spawn(slot, cg, stage.files, command, env, rlimits, stage.max_disk_kb)
             return self._supervise(sp, stage, on_output)
@@ -221,8 +219,7 @@ class BwrapRunner(Runner):
                     files.append((f"{WORK}/{f.name}", f.mode, f.data))
                     biggest = max(biggest, len(f.data))
                 else:  # a cached compiled file: the launcher copies it in-kernel from the fd
-                    assert f.path is not None
-                    fd = os.open(f.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                    fd = f.open()
                     child_ends.append(fd)
                     biggest = max(biggest, os.fstat(fd).st_size)
                     files.append((f"{WORK}/{f.name}", f.mode, len(passed)))
@@ -376,8 +373,8 @@ class BwrapRunner(Runner):
             file_fds: list[tuple[int, int, str]] = []
             etc = [FileSpec("/etc/passwd", 0o644, _PASSWD), FileSpec("/etc/group", 0o644, _GROUP)]
             for spec in [*etc, *files]:
-                if spec.path is not None:
-                    fd = os.open(spec.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                if spec.data is None:
+                    fd = spec.open()
                 else:
                     fd = os.memfd_create("livecode-file", os.MFD_CLOEXEC)
                     os.write(fd, spec.data or b"")
@@ -440,7 +437,7 @@ class BwrapRunner(Runner):
     def _supervise(self, sp: Spawned, stage: Stage, on_output: OutputCallback | None) -> StageResult:
         cg = sp.cg
         streams = [
-            StreamSpec(sp.out_r, stage.stdout_cap, "stdout" if stage.kind == "run" else None),
+            StreamSpec(sp.out_r, stage.stdout_cap, "stdout" if stage.kind == "run" else None, stage.stdout_file),
             StreamSpec(sp.err_r, stage.stderr_cap, "stderr" if stage.kind == "run" else "compile"),
         ]
         for fd in (sp.out_r, sp.err_r, sp.stdin_w):
