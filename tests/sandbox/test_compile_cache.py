@@ -86,8 +86,9 @@ def test_100mb_program_is_a_compile_error_saying_why_and_leaves_nothing(cache_ru
     r, cache = cache_runner
     res = run(r, "c", HUGE_C)  # default limits: max_disk_kb 65536
     assert res.outcome is Outcome.COMPILE_ERROR, res
-    assert "does not fit the run's disk limit of 64.0 MB" in res.message, res.message
-    assert "max_disk_kb = 65536" in res.message and "MB" in res.message.split("(")[1]
+    assert "the compiled program needs over 64.0 MB" in res.message, res.message
+    assert "more than the run's disk limit of 64.0 MB (limit max_disk_kb = 65536)" in res.message
+    assert res.message in res.compile_output  # what the API shows of a compile error
     assert entries(cache) == []
     assert all(size < 64 * 1024 for _, size in cache_files(cache)), cache_files(cache)
     assert r.cache.stats().entries == 0
@@ -110,6 +111,7 @@ def test_program_just_under_the_disk_limit_runs_and_is_cached(cache_runner: tupl
     assert over.outcome is Outcome.COMPILE_ERROR and "16.0 MB" in over.message and "max_disk_kb" in over.message
     small = run(r, "c", fits, max_disk_kb=8 * 1024)
     assert small.outcome is Outcome.COMPILE_ERROR and "8.0 MB" in small.message, small
+    assert over.message in over.compile_output and small.message in small.compile_output
     assert len(entries(cache)) == 1
 
 

@@ -189,18 +189,17 @@ class Runner(ABC):
         key = cache_key(lang, toolchain_version(lang), req.source)
         limits: SandboxLimits = req.limits
         # The program must fit the run's disk (a tmpfs of max_disk_kb) beside its source file.
-        room = limits.max_disk_kb * 1024 - pages(len(req.source.encode("utf-8")))
+        source_pages = pages(len(req.source.encode("utf-8")))
+        room = limits.max_disk_kb * 1024 - source_pages
         hit = self.cache.get(key)
         if hit is not None:
             files, output = hit
             used = sum(pages(f.size()) for f in files)
             if used > room:  # compiled earlier for a run with more disk
                 close_files(files)
+                problem = _too_large(used + source_pages, limits)
                 return RunResult(
-                    Outcome.COMPILE_ERROR,
-                    compile_output=output,
-                    cached=True,
-                    message=_too_large(f"{used / MB:.1f} MB", limits),
+                    Outcome.COMPILE_ERROR, compile_output=_with(output, problem), cached=True, message=problem
                 )
             if output and on_output:
                 on_output("compile", output)
@@ -240,14 +239,16 @@ class Runner(ABC):
         elif sr.oom:
             problem = f"compilation exceeded its memory limit ({limits.compile_memory_mb} MB)"
         elif sr.killed_for == "output" and sr.stdout_truncated:
-            problem = _too_large(f"over {stage.stdout_cap / MB:.1f} MB", limits)
+            problem = _too_large(limits.max_disk_kb * 1024, limits, over=True)
+            output = _with(output, problem)  # the API shows compile_output, not the message
         elif sr.killed_for == "output" or sr.exit_code != 0:
             problem = "compilation failed"
         else:
             try:
                 return self.cache.put(key, tar_file, output, room), output, False
             except ArtifactTooLarge as e:
-                problem = _too_large(f"{e.size / MB:.1f} MB", limits)
+                problem = _too_large(e.size + limits.max_disk_kb * 1024 - room, limits)
+                output = _with(output, problem)
             except (tarfile.TarError, ValueError) as e:
                 output += f"\ncould not collect the compiled program: {e}\n"
                 sr.exit_code = 1
@@ -299,10 +300,17 @@ class Runner(ABC):
         return res
 
 
-def _too_large(size: str, limits: SandboxLimits) -> str:
+def _with(output: str, problem: str) -> str:
+    return f"{output}\n{problem}\n" if output else f"{problem}\n"
+
+
+def _too_large(needed: int, limits: SandboxLimits, over: bool = False) -> str:
+    """Why a compiled program is refused; `needed`: bytes of the run's tmpfs it and the source take."""
+    kb = -(-needed // 1024)
     return (
-        f"the compiled program ({size}) does not fit the run's disk limit of {limits.max_disk_kb / 1024:.1f} MB "
-        f"(limit max_disk_kb = {limits.max_disk_kb}, which also holds the source file)"
+        f"the compiled program needs {'over ' if over else ''}{needed / MB:.1f} MB ({kb} KB) of disk with its "
+        f"source file, more than the run's disk limit of {limits.max_disk_kb / 1024:.1f} MB "
+        f"(limit max_disk_kb = {limits.max_disk_kb})"
     )
 
 
