@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -188,8 +189,16 @@ def test_untar_keeps_only_plain_regular_files(tmp_path: Path) -> None:
     cache = ArtifactCache(tmp_path / "c")
     link = tarfile.TarInfo("main")
     link.type, link.linkname = tarfile.SYMTYPE, "/etc/shadow"
+    hard = tarfile.TarInfo("main")
+    hard.type, hard.linkname = tarfile.LNKTYPE, "/etc/shadow"
+    fifo = tarfile.TarInfo("main")
+    fifo.type = tarfile.FIFOTYPE
     for bad in (
         tar_of({}, link),
+        tar_of({}, hard),
+        tar_of({}, fifo),
+        tar_of({"main": b"1"}, tarfile.TarInfo("main")),  # the same name twice
+        tar_of({}),  # nothing compiled
         tar_of({"../x": b"1"}),
         tar_of({"a/b": b"1"}),
         tar_of({".hidden": b"1"}),
@@ -203,7 +212,17 @@ def test_untar_keeps_only_plain_regular_files(tmp_path: Path) -> None:
     assert entries(cache.root) == [] and cache.get("ab" + "1" * 62) is None
 
 
-def test_eviction_is_safe_under_concurrent_puts_and_reads(tmp_path: Path) -> None:
+def _writer(root: str, n: int | str, count: int = 15) -> None:
+    n = int(n)
+    cache = ArtifactCache(Path(root), max_bytes=MB)
+    body = os.urandom(100 * 1024)
+    for i in range(count):
+        put(cache, f"{n:02x}{i:062x}", tar_of({"main": body, "lib": body[:1000]}))
+
+
+@pytest.mark.parametrize("writers_are", ["threads", "processes"])
+def test_eviction_is_safe_under_concurrent_puts_and_reads(tmp_path: Path, writers_are: str) -> None:
+    """Threads of a worker and worker processes share one cache directory."""
     cache = ArtifactCache(tmp_path / "c", max_bytes=MB)
     cache.ensure()
     hot_key = "ff" + "0" * 62
@@ -211,17 +230,19 @@ def test_eviction_is_safe_under_concurrent_puts_and_reads(tmp_path: Path) -> Non
     put(cache, hot_key, tar_of({"main": body}))
     errors: list[BaseException] = []
     reads = [0]
+    writing = threading.Event()
+    writing.set()
 
     def writer(n: int) -> None:
         try:
-            for i in range(15):
-                put(cache, f"{n:02x}{i:062x}", tar_of({"main": body, "lib": body[:1000]}))
+            _writer(str(cache.root), n)
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
 
     def reader() -> None:
         try:
-            for _ in range(200):
+            deadline = time.monotonic() + 120
+            while (writing.is_set() or reads[0] < 200) and time.monotonic() < deadline:
                 got = cache.get(hot_key)
                 if got is None:
                     put(cache, hot_key, tar_of({"main": body}))
@@ -233,14 +254,29 @@ def test_eviction_is_safe_under_concurrent_puts_and_reads(tmp_path: Path) -> Non
                     reads[0] += 1
                 finally:
                     close_files(files)
+                time.sleep(0.002)  # leave the (busy, 2-core) machine to the writers
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)] + [threading.Thread(target=reader)]
+    procs: list[subprocess.Popen[bytes]] = []
+    if writers_are == "processes":  # worker processes of one host: the same code, another process
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+        script = "from tests.sandbox.test_compile_cache import _writer as w; import sys; w(*sys.argv[1:], 30)"
+        procs = [
+            subprocess.Popen([sys.executable, "-c", script, str(cache.root), str(n)], env=env, cwd=REPO)
+            for n in range(2)
+        ]
+        writers = [threading.Thread(target=lambda: [proc.wait(120) for proc in procs])]
+    else:
+        writers = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    threads = [threading.Thread(target=reader), *writers]
     for t in threads:
         t.start()
-    for t in threads:
+    for t in writers:
         t.join(120)
+    writing.clear()
+    threads[0].join(120)
+    assert [proc.wait(120) for proc in procs] == [0] * len(procs)
     assert not errors, errors
     assert reads[0] > 0
     stats = cache.stats()
