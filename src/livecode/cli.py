@@ -191,7 +191,14 @@ def cmd_user(args: argparse.Namespace) -> None:
     try:
         if args.action == "create":
             password = os.environ.get("LIVECODE_PASSWORD") or getpass.getpass(f"password for {args.username}: ")
-            print(json.dumps(accounts.create_user(db, args.username, password, role)))
+            print(json.dumps(accounts.create_user(db, args.username, password, role,
+                                                  min_password=db.settings.password_min_length)))
+        elif args.action == "invite":  # the username argument is ignored: `livecode user invite -`
+            print(json.dumps(accounts.create_invitation(db, None, days=args.days)))
+        elif args.action == "delete":
+            if not accounts.delete_user(db, args.username):
+                sys.exit(f"no user {args.username!r}")
+            print(json.dumps({"deleted": args.username}))
         elif not accounts.set_role(db, args.username, role):
             sys.exit(f"no user {args.username!r}")
         else:
@@ -237,10 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--limit", type=int, default=100)
     q.set_defaults(func=cmd_dlq)
 
-    u = sub.add_parser("user", help="accounts: create a user (--admin for an operator) or set a role")
-    u.add_argument("action", choices=["create", "set-role"])
-    u.add_argument("username")
+    u = sub.add_parser("user", help="accounts: create (--admin for an operator), set-role, delete a user; "
+                                    "invite: a one-time registration code")
+    u.add_argument("action", choices=["create", "set-role", "delete", "invite"])
+    u.add_argument("username", help="the account ('-' for invite)")
     u.add_argument("--admin", action="store_true", help="the admin role (operator endpoints)")
+    u.add_argument("--days", type=int, default=7, help="invite: days the code stays valid")
     u.set_defaults(func=cmd_user)
     return p
 

@@ -95,6 +95,10 @@ class Settings:
     rate_limits_enabled: bool = True  # off only to measure what the limits cost (bench/)
     access_token_minutes: int = 15
     refresh_token_days: int = 30
+    # Who may create an account: "open" (anyone), "invite" (POST /api/v1/auth/invitations by an
+    # admin, or `livecode user invite -`), "closed" (operators only: `livecode user create`).
+    registration: str = "open"
+    password_min_length: int = 8
 
     log_level: str = "INFO"
     log_json: bool = True
@@ -180,6 +184,8 @@ def load_settings(mode: str | None = None, **overrides: Any) -> Settings:
         rate_limits_enabled=_bool("LIVECODE_RATE_LIMITS_ENABLED", True),
         access_token_minutes=_int("LIVECODE_ACCESS_TOKEN_MINUTES", 15),
         refresh_token_days=_int("LIVECODE_REFRESH_TOKEN_DAYS", 30),
+        registration=(_env("LIVECODE_REGISTRATION", "open") or "open").lower(),
+        password_min_length=_int("LIVECODE_PASSWORD_MIN_LENGTH", 8),
         log_level=(_env("LIVECODE_LOG_LEVEL", "INFO") or "INFO").upper(),
         log_json=_bool("LIVECODE_LOG_JSON", True),
     )
@@ -190,6 +196,8 @@ def load_settings(mode: str | None = None, **overrides: Any) -> Settings:
     if grace:
         values["requeue_grace_s"] = float(grace)
     values.update(overrides)
+    if values["registration"] not in {"open", "invite", "closed"}:
+        raise ConfigError(f"LIVECODE_REGISTRATION must be 'open', 'invite' or 'closed', got {values['registration']!r}")
     if values["sandbox"] not in {"bwrap", "none"}:
         raise ConfigError(f"LIVECODE_SANDBOX must be 'bwrap' or 'none', got {values['sandbox']!r}")
     return Settings(**values)

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cgroups import CgroupHost, RunCgroup
-from .hostfs import OrphanReaper, SlotPool, ensure_private_dir, set_child_subreaper
+from .hostfs import DEFAULT_LOCK_DIR, OrphanReaper, SlotPool, ensure_private_dir, set_child_subreaper
+from .iolimits import SYSTEM_PATHS, IoLimits
 from .launcher import build_launcher, encode_message
 from .pool import SandboxPool
 from .results import read_status, stage_result
@@ -93,10 +94,19 @@ class Spawned:
 
 class BwrapRunner(Runner):
     def __init__(
-        self, work_root: Path, cache_dir: Path, uid_base: int = 61000, slots: int = 16, pool_size: int = 2
+        self,
+        work_root: Path,
+        cache_dir: Path,
+        uid_base: int = 61000,
+        slots: int = 16,
+        pool_size: int = 2,
+        lock_dir: Path = DEFAULT_LOCK_DIR,
+        io_limits: IoLimits | None = None,
     ) -> None:
         super().__init__(cache_dir)
         self.work_root = work_root
+        self.lock_dir = lock_dir
+        self.io_limits = io_limits or IoLimits()
         self.uid_base = uid_base
         self.slot_count = slots
         self.pool_size = pool_size
@@ -123,10 +133,10 @@ class BwrapRunner(Runner):
                     "the bwrap sandbox needs the worker to run as root: it creates a cgroup per "
                     "run and starts each run as its own unprivileged uid"
                 )
-            self._cgroups = CgroupHost.detect()
             ensure_private_dir(self.work_root)
             self.cache.ensure()
-            self._slots = SlotPool(self.work_root / "slots", self.slot_count)
+            self._cgroups = CgroupHost.detect(self.io_limits, [*SYSTEM_PATHS, str(self.cache.root)])
+            self._slots = SlotPool(self.lock_dir, self.slot_count, self.uid_base)
             set_child_subreaper()
             self._ready = True
         self._smoke_test()
