@@ -57,7 +57,7 @@ def entries(root: Path) -> list[Path]:
 def bounded_runner(sandbox_dirs: tuple[Path, Path]) -> Iterator[Runner]:
     if os.geteuid() != 0:
         pytest.skip("needs root and bubblewrap")
-    r = get_runner(  # the session's work root, so slots are shared with the other tests
+    r = get_runner(  # slots are locked host-wide, shared with the other tests
         "bwrap",
         work_root=str(sandbox_dirs[0]),
         cache_dir=str(sandbox_dirs[1]) + "-bounded",
