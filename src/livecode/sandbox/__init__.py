@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 DEFAULT_UID_BASE = 61000
-DEFAULT_SLOTS = 16
+DEFAULT_SLOTS = 64  # shared by every worker on the host; uids 61000-61063 stay below systemd DynamicUser (61184+)
 # Per-run disk I/O bounds: enough for a toolchain's cold start from disk, far from a disk's
 # full bandwidth (a run reading 530 MB/s made the host's fsync latency 7x worse).
 DEFAULT_IO_READ_MBPS = 64
