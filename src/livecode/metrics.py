@@ -229,6 +229,7 @@ class RuntimeCollector(Collector):
             rss.add_metric([name], float(info.get("rss_bytes") or 0))
             active.add_metric([name], float(info.get("active") or 0))
         yield from (alive, cpu, rss, active)
+        yield from _compile_cache(workers)
 
     def _executions(self) -> Iterable[Metric]:
         try:
@@ -258,6 +259,28 @@ class RuntimeCollector(Collector):
         for queue in sorted(histograms["wait"]):
             wait.add_metric([queue], *_histogram_from(values, f"wait|{queue}", WAIT_BUCKETS))
         yield from (tasks, outcomes, duration, wait)
+
+
+def _compile_cache(workers: dict[str, dict[str, Any]]) -> Iterable[Metric]:
+    """The compile cache as each worker sees it (from its heartbeat). Workers of one host that
+    share a cache directory report the same figures: aggregate with max by host, not sum."""
+    size = GaugeMetricFamily("livecode_compile_cache_bytes", "Bytes of compiled programs in the cache",
+                             labels=["worker"])
+    bound = GaugeMetricFamily("livecode_compile_cache_max_bytes", "Bound of the compile cache (LRU eviction)",
+                              labels=["worker"])
+    entries = GaugeMetricFamily("livecode_compile_cache_entries", "Compiled programs in the cache",
+                                labels=["worker"])
+    evictions = CounterMetricFamily("livecode_compile_cache_evictions",
+                                    "Compiled programs evicted to keep the cache under its bound", labels=["worker"])
+    for name, info in sorted(workers.items()):
+        cache = info.get("compile_cache")
+        if not isinstance(cache, dict):
+            continue
+        size.add_metric([name], float(cache.get("bytes") or 0))
+        bound.add_metric([name], float(cache.get("max_bytes") or 0))
+        entries.add_metric([name], float(cache.get("entries") or 0))
+        evictions.add_metric([name], float(cache.get("evictions") or 0))
+    yield from (size, bound, entries, evictions)
 
 
 def multiprocess_enabled() -> bool:

@@ -21,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -218,16 +219,15 @@ class BwrapRunner(Runner):
             sp.fds += [stdin_w, out_r, err_r, res_r]
             child_ends += [stdin_r, out_w, err_w, res_w]
             sp.stdin_w, sp.out_r, sp.err_r, sp.result_r = stdin_w, out_r, err_r, res_r
-            files: list[tuple[str, int, bytes | Path]] = []
+            files: list[tuple[str, int, bytes | Callable[[], int]]] = []
             biggest = 0
             for f in stage.files:
                 if f.data is not None:
                     files.append((f"{WORK}/{f.name}", f.mode, f.data))
                     biggest = max(biggest, len(f.data))
                 else:  # a cached compiled file: the launcher copies it in-kernel from an fd
-                    assert f.path is not None
-                    files.append((f"{WORK}/{f.name}", f.mode, f.path))
-                    biggest = max(biggest, os.stat(f.path).st_size)
+                    files.append((f"{WORK}/{f.name}", f.mode, f.open))
+                    biggest = max(biggest, f.size())
             rlimits = _rlimits(stage, biggest)
             env = {"HOME": WORK, **stage.env}
             if stage.kind == "compile":
@@ -410,10 +410,7 @@ class BwrapRunner(Runner):
             file_fds: list[tuple[int, int, str]] = []
             etc = [FileSpec("/etc/passwd", 0o644, _PASSWD), FileSpec("/etc/group", 0o644, _GROUP)]
             for spec in [*etc, *files]:
-                if spec.path is not None:
-                    fd = os.open(spec.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                else:
-                    fd = _memfd(spec.data or b"")
+                fd = spec.open() if spec.data is None else _memfd(spec.data)
                 child_fds.append(fd)
                 dest = spec.name if spec.name.startswith("/") else f"{WORK}/{spec.name}"
                 file_fds.append((fd, spec.mode, dest))
@@ -471,7 +468,7 @@ class BwrapRunner(Runner):
     def _supervise(self, sp: Spawned, stage: Stage, on_output: OutputCallback | None) -> StageResult:
         cg = sp.cg
         streams = [
-            StreamSpec(sp.out_r, stage.stdout_cap, "stdout" if stage.kind == "run" else None),
+            StreamSpec(sp.out_r, stage.stdout_cap, "stdout" if stage.kind == "run" else None, stage.stdout_file),
             StreamSpec(sp.err_r, stage.stderr_cap, "stderr" if stage.kind == "run" else "compile"),
         ]
         for fd in (sp.out_r, sp.err_r, sp.stdin_w):

@@ -37,7 +37,7 @@ import resource
 import socket
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .types import SandboxUnavailable
@@ -291,25 +291,25 @@ def build_launcher(cache_dir: Path) -> Path:
 def send_job(
     sock: socket.socket,
     pipes: list[int],
-    files: list[tuple[str, int, bytes | Path]],
+    files: list[tuple[str, int, bytes | Callable[[], int]]],
     rlimits: list[tuple[int, int, int]],
     env: dict[str, str],
     argv: list[str],
     cwd: str,
 ) -> None:
     """Send one job: `pipes` (stdin, stdout, stderr, result) with the first byte, then the
-    cached files (a Path: opened O_NOFOLLOW here) in batches of FD_BATCH descriptors, each
-    batch closed on our side once sent. The caller closes `pipes`."""
+    cached files (given as a function returning a new read-only fd at offset 0) in batches of
+    FD_BATCH descriptors, each batch closed on our side once sent. The caller closes `pipes`."""
     inline = [(path, mode, data) for path, mode, data in files if isinstance(data, bytes)]
     _send(sock, encode_message(inline, rlimits, env, argv, cwd), pipes)
-    cached = [(path, mode, src) for path, mode, src in files if isinstance(src, Path)]
+    cached = [(path, mode, src) for path, mode, src in files if not isinstance(src, bytes)]
     index = len(pipes)
     for start in range(0, len(cached), FD_BATCH):
         batch = cached[start : start + FD_BATCH]
         fds: list[int] = []
         try:
-            for _, _, src in batch:
-                fds.append(os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC))
+            for _, _, opener in batch:
+                fds.append(opener())
             records = [(path, mode, index + i) for i, (path, mode, _) in enumerate(batch)]
             _send(sock, encode_message(records, [], {}, [], None), fds)
         finally:

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
-import tarfile
 
-from .cache import valid_artifact_name
 from .cgroups import RunCgroup
 from .runner import Stage, StageResult
 from .supervise import Supervised
@@ -42,13 +39,7 @@ def stage_result(stage: Stage, sup: Supervised, status: list[dict[str, int]], cg
     else:
         sr.internal_error = "the sandbox ended without the program's exit status"
         return sr
-    if stage.kind == "compile" and sr.exit_code == 0 and not sr.stdout_truncated:
-        try:
-            sr.artifacts = untar(sr.stdout)
-        except (tarfile.TarError, ValueError) as e:
-            sr.stderr += f"\ncould not collect the compiled program: {e}\n".encode()
-            sr.exit_code = 1
-        sr.stdout = b""
+    # A compile stage's stdout (the artifacts' tar) went to stage.stdout_file; the runner unpacks it.
     return sr
 
 
@@ -67,17 +58,4 @@ def read_status(fd: int) -> list[dict[str, int]]:
             doc = json.loads(line)
             if isinstance(doc, dict):
                 out.append(doc)
-    return out
-
-
-def untar(data: bytes) -> dict[str, bytes]:
-    """Artifacts from the compile stage's tar stream: plain regular files only."""
-    out: dict[str, bytes] = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tf:
-        for member in tf:
-            if not member.isreg() or not valid_artifact_name(member.name):
-                raise ValueError(f"unexpected entry {member.name!r} in compiler output")
-            f = tf.extractfile(member)
-            assert f is not None
-            out[member.name] = f.read()
     return out

@@ -27,6 +27,7 @@ class StreamSpec:
     fd: int  # read end, owned by supervise() once passed
     cap: int
     name: str | None  # on_output stream name, or None to not stream it
+    sink: int | None = None  # write the stream to this file (ours, not closed) instead of memory
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Supervised:
     rusage_maxrss_kb: int | None = None
     data: dict[int, bytearray] = field(default_factory=dict)  # by StreamSpec index
     truncated: dict[int, bool] = field(default_factory=dict)
+    sizes: dict[int, int] = field(default_factory=dict)  # bytes kept, in memory or in the sink
     wall_ms: int = 0
     killed_for: str | None = None  # "wall" | "cpu" | "output"
     reaped: bool = False  # the direct child was waited for (else the caller must)
@@ -84,6 +86,7 @@ def supervise(
         sel.register(s.fd, selectors.EVENT_READ, i)
         res.data[i] = bytearray()
         res.truncated[i] = False
+        res.sizes[i] = 0
     pending = bytearray(stdin_data)
     stdin_eof = stdin_source is None  # the whole input is already in `pending`
     if stdin_fd is not None:
@@ -114,12 +117,17 @@ def supervise(
 
     def on_chunk(i: int, chunk: bytes) -> None:
         spec = streams[i]
-        buf = res.data[i]
-        room = spec.cap - len(buf)
+        room = spec.cap - res.sizes[i]
         if len(chunk) > room:
             chunk = chunk[: max(room, 0)]
             res.truncated[i] = True
-        buf += chunk
+        res.sizes[i] += len(chunk)
+        if spec.sink is None:
+            res.data[i] += chunk
+        else:  # a compiled program: straight to disk, never held in memory
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(spec.sink, view) :]
         if spec.name and on_output and chunk:
             text = decoders[i].decode(chunk)
             if text:
