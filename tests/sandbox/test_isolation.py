@@ -67,7 +67,7 @@ def test_environment_is_empty(runner: Runner, monkeypatch: pytest.MonkeyPatch) -
     assert "s3cret-test-value" not in res.stdout
     allowed = {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PWD", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}
     assert set(env) <= allowed, env
-    # And not through /proc either: pid 1 is bwrap's init, started with the same clean env.
+    # And not through /proc either: pid 1 is the launcher, started with an even smaller env.
     res = run(runner, "bash", "cat /proc/1/environ /proc/self/environ | tr '\\0' '\\n'")
     assert "SECRET_KEY" not in res.stdout and "DATABASE_URL" not in res.stdout
 
@@ -81,7 +81,7 @@ print(pids); print(cmds)
 """
     res = run(runner, "python", src)
     pids = eval(res.stdout.splitlines()[0])
-    assert max(pids) < 10, res.stdout  # a fresh pid namespace: bwrap's init, us
+    assert max(pids) < 10, res.stdout  # a fresh pid namespace: the launcher, us
     assert "pytest" not in res.stdout and "celery" not in res.stdout
 
 
