@@ -21,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +125,7 @@ class BwrapRunner(Runner):
         self._pool: SandboxPool[tuple[int, int], Spawned] | None = None
         self._ro = _ro_mounts()
         self._orphans = OrphanReaper()
+        self._finishing: set[threading.Thread] = set()  # clean-ups of finished runs, in the background
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -144,19 +146,24 @@ class BwrapRunner(Runner):
             self._slots = SlotPool(self.lock_dir, self.slot_count, self.uid_base)
             self._launcher = build_launcher(self.cache.root)
             set_child_subreaper()
+            if not self._ready:
+                atexit.register(self.close)  # kill and reap the spare sandboxes, finish clean-ups
             self._ready = True
         self._smoke_test()
         with self._ready_lock:
             if self.pool_size > 0 and self._pool is None:
                 key = (_DEFAULTS.memory_mb, _DEFAULTS.max_disk_kb)
                 self._pool = SandboxPool(self._prespawn, self._discard, self.pool_size, key)
-                atexit.register(self.close)  # kill and reap the spare sandboxes
 
     def close(self) -> None:
-        """Destroy the pooled sandboxes (they also die with the worker)."""
+        """Destroy the pooled sandboxes and wait for the clean-ups in progress: a sandbox whose
+        clean-up dies with us would leave its (killed) processes as zombies of our subreaper."""
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+        deadline = time.monotonic() + 10.0
+        for t in list(self._finishing):
+            t.join(max(deadline - time.monotonic(), 0.0))
 
     def _smoke_test(self) -> None:
         stage = Stage(
@@ -258,7 +265,9 @@ class BwrapRunner(Runner):
             raise
         # Every process already got SIGKILL; waiting for the kernel to tear the namespaces
         # down, reaping and removing the cgroup happen off the request path.
-        threading.Thread(target=self._finish_quietly, args=(sp,), daemon=True).start()
+        finisher = threading.Thread(target=self._finish_quietly, args=(sp,), daemon=True)
+        self._finishing.add(finisher)
+        finisher.start()
         return result
 
     def _finish_quietly(self, sp: Spawned) -> None:
@@ -266,6 +275,8 @@ class BwrapRunner(Runner):
             self._finish(sp.slot, sp.cg, sp)
         except Exception:
             log.exception("sandbox clean-up failed (slot %d)", sp.slot)
+        finally:
+            self._finishing.discard(threading.current_thread())
 
     def _prespawn(self, key: tuple[int, int]) -> Spawned:
         """A sandbox set up ahead of time for runs with these (memory_mb, max_disk_kb)."""

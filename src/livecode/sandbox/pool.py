@@ -35,6 +35,7 @@ class SandboxPool(Generic[K, T]):
         self._closed = False
         self._failures = 0
         self.served = 0  # runs that got a pre-built sandbox
+        self._discarding: set[threading.Thread] = set()
         # The filler thread is the sandboxes' parent: bwrap --die-with-parent follows the thread
         # that forked it, so this thread lives as long as the pool.
         self._thread = threading.Thread(target=self._fill, name="sandbox-pool", daemon=True)
@@ -74,7 +75,15 @@ class SandboxPool(Generic[K, T]):
             return sum(1 for _, k, _ in self._ready if key is None or k == key)
 
     def _discard_later(self, item: T) -> None:
-        threading.Thread(target=self._discard, args=(item,), daemon=True).start()
+        t = threading.Thread(target=self._discard_now, args=(item,), daemon=True)
+        self._discarding.add(t)
+        t.start()
+
+    def _discard_now(self, item: T) -> None:
+        try:
+            self._discard(item)
+        finally:
+            self._discarding.discard(threading.current_thread())
 
     def _fill(self) -> None:
         while True:
@@ -106,3 +115,5 @@ class SandboxPool(Generic[K, T]):
             self._cond.notify_all()
         for item in items:
             self._discard(item)
+        for t in list(self._discarding):  # a discard cut short at exit would leave zombies
+            t.join(10.0)
