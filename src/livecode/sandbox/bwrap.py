@@ -243,7 +243,7 @@ class BwrapRunner(Runner):
             else:
                 argv = list(stage.argv)
             send_job(sp.sock, [stdin_r, out_w, err_w, res_w], files, rlimits, env, argv, WORK)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError):
             if prebuilt:
                 log.warning("pooled sandbox unusable; building one for this run", exc_info=True)
                 self._finish(sp.slot, sp.cg, sp)
@@ -254,7 +254,7 @@ class BwrapRunner(Runner):
             sp.cg.kill_all(exclude_reap=sp.proc.pid)
             diag = _read_available(sp.diag_r).decode("utf-8", "replace").strip()
             self._finish(sp.slot, sp.cg, sp)
-            return StageResult(internal_error=f"could not start the sandbox: {e}; {diag}".strip("; "))
+            return StageResult(internal_error=f"could not start the sandbox: {diag or 'see the worker log'}")
         finally:
             for fd in child_ends:
                 os.close(fd)
