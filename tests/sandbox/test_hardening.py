@@ -154,6 +154,24 @@ def test_exact_status_on_every_path(any_path: Runner) -> None:
     assert res.signal == 11 and res.exit_code is None, res
 
 
+def test_orphans_are_reaped_by_pid_1(any_path: Runner) -> None:
+    src = "for i in 1 2 3; do (sleep 0.1 &); done; sleep 0.6; grep -l '^State:.*zombie' /proc/[0-9]*/status; echo done"
+    res = run(any_path, "bash", src)
+    assert res.stdout == "done\n", res  # no zombie left by the double-forked sleeps
+
+
+def test_a_sandbox_that_cannot_be_set_up_is_an_internal_error(
+    runner: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert isinstance(runner, BwrapRunner)
+    argv = runner._argv
+    monkeypatch.setattr(runner, "_argv", lambda *a, **k: [*argv(*a, **k)[:1], "--no-such-option", *argv(*a, **k)[1:]])
+    with without_pool(runner):
+        res = run(runner, "bash", "echo hi")
+    assert res.outcome is Outcome.INTERNAL_ERROR and "--no-such-option" in res.message, res
+    assert res.exit_code is None and res.signal is None and res.stdout == ""
+
+
 # -- item 8: host details in /proc ---------------------------------------------------------------
 
 PROC_PROBE = r"""
