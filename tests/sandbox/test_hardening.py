@@ -160,9 +160,7 @@ def test_orphans_are_reaped_by_pid_1(any_path: Runner) -> None:
     assert res.stdout == "done\n", res  # no zombie left by the double-forked sleeps
 
 
-def test_a_sandbox_that_cannot_be_set_up_is_an_internal_error(
-    runner: Runner, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_sandbox_that_cannot_be_set_up_is_an_internal_error(runner: Runner, monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(runner, BwrapRunner)
     argv = runner._argv
     monkeypatch.setattr(runner, "_argv", lambda *a, **k: [*argv(*a, **k)[:1], "--no-such-option", *argv(*a, **k)[1:]])
