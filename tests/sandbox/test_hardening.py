@@ -242,6 +242,21 @@ def test_meminfo_follows_the_requests_limit(runner: Runner) -> None:
         assert res.stdout.strip() == str(memory_mb * 1024), (memory_mb, res)
 
 
+def test_the_pool_follows_the_limits_runs_ask_for(runner: Runner) -> None:
+    """A spare sandbox's meminfo and tmpfs are fixed when it is built: the pool builds spares
+    for the limits of the latest runs, so a deployment's own defaults still get pre-built ones."""
+    assert isinstance(runner, BwrapRunner) and runner._pool is not None
+    limits = {"memory_mb": 320, "max_disk_kb": 32 * 1024}
+    run(runner, "bash", "true", **limits)
+    end = time.monotonic() + 30
+    while not runner._pool.ready_count((320, 32 * 1024)) and time.monotonic() < end:
+        time.sleep(0.05)
+    served = runner._pool.served
+    res = run(runner, "bash", "grep MemTotal /proc/meminfo; df -k /tmp | tail -1", **limits)
+    assert runner._pool.served == served + 1, res
+    assert res.stdout.split()[1] == str(320 * 1024) and res.stdout.split()[4] == str(32 * 1024), res
+
+
 def test_node_heap_can_use_the_runs_memory_limit(runner: Runner) -> None:
     # Node sizes its heap from /proc/meminfo (now the run's limit) to a quarter of it; the run's
     # NODE_OPTIONS let it use the whole limit as before.
