@@ -27,8 +27,8 @@ from .hostfs import OrphanReaper, SlotPool, ensure_private_dir, set_child_subrea
 from .launcher import build_launcher, encode_message
 from .pool import SandboxPool
 from .results import read_status, stage_result
-from .seccomp import build_filter
 from .runner import ARTIFACT_CAP, FileSpec, Runner, Stage, StageResult
+from .seccomp import build_filter
 from .supervise import StreamSpec, Watch, supervise
 from .types import OutputCallback, SandboxLimits, SandboxUnavailable
 
