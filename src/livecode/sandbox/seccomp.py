@@ -169,7 +169,7 @@ def build_filter(cache_dir: Path) -> Path:
 
     Raises SandboxUnavailable (saying what to install) when it cannot be built."""
     spec = "\n".join(rules()) + "\n"
-    digest = hashlib.sha256((GENERATOR_C + spec).encode()).hexdigest()[:16]
+    digest = hashlib.sha256((os.uname().machine + GENERATOR_C + spec).encode()).hexdigest()[:16]
     target = cache_dir / f"seccomp-{digest}.bpf"
     if target.exists():
         return target
