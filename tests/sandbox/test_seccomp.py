@@ -92,6 +92,11 @@ static long a_name_to_handle_at(void) {
     fh.h.handle_bytes = sizeof fh.raw;
     return syscall(SYS_name_to_handle_at, AT_FDCWD, "/usr/bin", &fh.h, &mount_id, 0);
 }
+static long a_listmount(void) {  /* with statmount: every mount's source, /dev/vda included */
+    struct { unsigned size, spare; unsigned long long mnt_id, param, mnt_ns_id; } req = { 32, 0, ~0ULL, 0, 0 };
+    unsigned long long ids[64];
+    return syscall(458 /* listmount */, &req, ids, 64, 0);
+}
 static long a_adjtimex(void) { struct timex t; memset(&t, 0, sizeof t); return syscall(SYS_adjtimex, &t); }
 static long a_personality(void) { return syscall(SYS_personality, ADDR_NO_RANDOMIZE); }
 static long a_socket_inet(void) { return socket(AF_INET, SOCK_STREAM, 0); }
@@ -119,7 +124,7 @@ static long a_clone_thread_like(void) {  /* fork(): clone without namespace flag
 static const struct { const char *name; long (*fn)(void); } ATTACKS[] = {
     A(ptrace), A(process_vm_readv), A(kcmp), A(pidfd_getfd), A(io_setup), A(io_uring_setup), A(bpf),
     A(perf_event_open), A(userfaultfd), A(keyctl), A(add_key), A(modify_ldt), A(memfd_secret),
-    A(unshare), A(clone), A(clone3), A(name_to_handle_at), A(adjtimex), A(personality),
+    A(unshare), A(clone), A(clone3), A(name_to_handle_at), A(listmount), A(adjtimex), A(personality),
     A(socket_inet), A(socket_inet6), A(socket_netlink), A(socket_packet), A(socket_vsock),
     A(socketpair_inet), A(i386_abi), A(socket_unix), A(socketpair_unix), A(personality_query), A(clone_thread_like),
 };
@@ -168,6 +173,7 @@ EXPECTED = {
     "clone3": "ENOSYS",  # was ENOSPC; ENOSYS makes glibc fall back to clone, whose flags are checked
     # mounts and file systems
     "name_to_handle_at": "EPERM",  # was OK
+    "listmount": "EPERM",  # was OK (Linux >= 6.8); ENOSYS on older kernels without the filter
     # host administration
     "adjtimex": "EPERM",  # was OK (read-only query)
     "personality": "EPERM",  # was OK: ADDR_NO_RANDOMIZE

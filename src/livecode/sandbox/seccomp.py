@@ -48,6 +48,9 @@ DENIED: dict[str, tuple[str, ...]] = {
         "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
         "quotactl", "quotactl_fd", "open_by_handle_at", "name_to_handle_at", "fanotify_init",
         "nfsservctl", "sysfs", "ustat", "_sysctl",
+        # They list every mount of the sandbox with its source: the host's block device and the
+        # slot's host uid, whatever /proc/self/mountinfo shows.
+        "statmount", "listmount",
     ),
     "host administration": (
         "reboot", "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
@@ -56,6 +59,10 @@ DENIED: dict[str, tuple[str, ...]] = {
         "sethostname", "setdomainname",
     ),
 }  # fmt: skip
+
+# Syscalls newer than the libseccomp of Debian 12 (2.5.4) knows by name. Numbers of syscalls
+# added since Linux 5.1 are the same on x86-64, arm64 and the other unified-table architectures.
+NEWER_SYSCALLS = {"statmount": 457, "listmount": 458}
 
 # clone3 passes its flags in memory, where a filter cannot look: ENOSYS makes glibc (and
 # others) fall back to clone, whose flags are checked below.
@@ -86,15 +93,20 @@ PERSONALITY_ALLOWED = (0x0, 0xFFFFFFFF)
 
 
 def rules() -> list[str]:
-    """The filter as lines for the generator: `ERRNO SYSCALL [ARG OP A B]...`, where OP is ne or gt
+    """The filter as lines for the generator: `ERRNO SYSCALL[=NUMBER] [ARG OP A B]...` (NUMBER when
+    libseccomp does not know the name), where OP is ne or gt
     (argument vs A) or masked_eq ((argument & A) == B); the call is denied when every comparison
     of one of its lines holds."""
-    lines = [f"{errno.EPERM} {name}" for group in DENIED.values() for name in group]
+    lines = [f"{errno.EPERM} {_named(name)}" for group in DENIED.values() for name in group]
     lines += [f"{errno.ENOSYS} {name}" for name in ENOSYS]
     lines += [f"{errno.EPERM} clone 0 masked_eq {flag} {flag}" for flag in CLONE_NAMESPACE_FLAGS.values()]
     lines += [f"{SOCKET_ERRNO} {name} 0 ne {AF_UNIX} 0" for name in SOCKET_CALLS]
     lines += [f"{errno.EPERM} personality 0 {op} {a} {b}" for op, a, b in _personality_denied()]
     return lines
+
+
+def _named(name: str) -> str:
+    return f"{name}={NEWER_SYSCALLS[name]}" if name in NEWER_SYSCALLS else name
 
 
 def _personality_denied() -> list[tuple[str, int, int]]:
@@ -117,7 +129,8 @@ GENERATOR_C = r"""
 #include <stdlib.h>
 #include <string.h>
 
-/* Reads rules on stdin, writes the BPF program on stdout. Unknown names are an error. */
+/* Reads rules on stdin, writes the BPF program on stdout. Unknown names without a number
+   ("name=457") are an error. */
 static int fail(const char *what, const char *detail, int rc) {
     fprintf(stderr, "seccomp generator: %s %s: %s\n", what, detail, strerror(rc < 0 ? -rc : rc));
     return 1;
@@ -134,7 +147,10 @@ int main(void) {
         char name[64];
         int err, used;
         if (sscanf(line, "%d %63s%n", &err, name, &used) != 2) return fail("bad rule", line, EINVAL);
+        char *number = strchr(name, '=');
+        if (number) *number++ = 0;
         int nr = seccomp_syscall_resolve_name(name);
+        if (nr == __NR_SCMP_ERROR && number) nr = atoi(number);
         if (nr == __NR_SCMP_ERROR) return fail("unknown syscall", name, ENOENT);
         struct scmp_arg_cmp cmp[6];
         unsigned n = 0;
