@@ -215,6 +215,36 @@ def test_every_denied_group_is_attacked() -> None:
         assert attacked & set(names), f"no attack in test_seccomp.py for the {group!r} group"
 
 
+AIO_GRAB = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <linux/aio_abi.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(void) {  /* issue 9, item 2: take the host's AIO events (fs.aio-max-nr, 65536 here) */
+    int got = 0;
+    const char *why = "OK";
+    for (int i = 0; i < 16; i++) {  /* bounded to a quarter of the default pool */
+        aio_context_t ctx = 0;
+        if (syscall(SYS_io_setup, 1024, &ctx) < 0) { why = strerrorname_np(errno); break; }
+        got++;
+    }
+    printf("%d %s\n", got, why);
+    return 0;
+}
+"""
+
+
+def test_aio_events_cannot_be_taken(runner: Runner) -> None:
+    before = int(Path("/proc/sys/fs/aio-nr").read_text())
+    res = run(runner, "c", AIO_GRAB, memory_mb=64)
+    assert res.outcome is Outcome.OK, res
+    assert res.stdout.split() == ["0", "EPERM"], res
+    assert int(Path("/proc/sys/fs/aio-nr").read_text()) <= before  # nothing left behind either
+
+
 TCP_FLOOD = """
 import errno, socket
 # Issue 9, item 1: queue data in loopback TCP buffers, which cgroup v1 does not charge to the run.
