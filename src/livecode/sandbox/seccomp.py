@@ -93,10 +93,11 @@ PERSONALITY_ALLOWED = (0x0, 0xFFFFFFFF)
 
 
 def rules() -> list[str]:
-    """The filter as lines for the generator: `ERRNO SYSCALL[=NUMBER] [ARG OP A B]...` (NUMBER when
-    libseccomp does not know the name), where OP is ne or gt
-    (argument vs A) or masked_eq ((argument & A) == B); the call is denied when every comparison
-    of one of its lines holds."""
+    """The filter as lines for the generator: `ERRNO SYSCALL[=NUMBER] [ARG OP A B]...`.
+
+    NUMBER is used when libseccomp does not know the name. OP is ne or gt (argument vs A) or
+    masked_eq ((argument & A) == B). A call is denied with ERRNO when every comparison of one of
+    its lines holds; a line without comparisons always holds."""
     lines = [f"{errno.EPERM} {_named(name)}" for group in DENIED.values() for name in group]
     lines += [f"{errno.ENOSYS} {name}" for name in ENOSYS]
     lines += [f"{errno.EPERM} clone 0 masked_eq {flag} {flag}" for flag in CLONE_NAMESPACE_FLAGS.values()]
