@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
@@ -64,8 +65,11 @@ def interleaved(fns: list[Callable[[], object]], n: int) -> list[list[float]]:
     for _ in range(2):
         for fn in fns:
             fn()
+    order = list(zip(fns, outs, strict=True))
+    shuffle = random.Random(0).shuffle  # a different order each round: no position bias
     for _ in range(n):
-        for fn, out in zip(fns, outs, strict=True):
+        shuffle(order)
+        for fn, out in order:
             time.sleep(PAUSE_S)
             t = time.perf_counter()
             fn()
@@ -168,6 +172,15 @@ def compare_seccomp(runner: Runner, base: Path, n: int) -> None:
         print(f"{name:10} bare               {stats(host)}")
         print(f"{name:10} sandbox            {stats(filtered)}   (x{ratio:.2f})")
         print(f"{name:10} sandbox, no filter {stats(unfiltered)}   (x{ratio_nf:.2f})")
+    # CPU time of the run's cgroup: what the filter costs, less blurred by other load than wall time.
+    cpu: dict[str, list[float]] = {"sandbox": [], "sandbox, no filter": []}
+    for _ in range(n):
+        for label, r in (("sandbox", runner), ("sandbox, no filter", bare_runner)):
+            time.sleep(PAUSE_S)
+            res = r.run(RunRequest("python", "print('Hello World!')"))
+            cpu[label].append(float(res.cpu_time_ms or 0))
+    for label, xs in cpu.items():
+        print(f"python     cpu ms, {label:18} {stats(xs)}")
     bare_runner.close()
 
 
