@@ -92,7 +92,7 @@ static long a_name_to_handle_at(void) {
     fh.h.handle_bytes = sizeof fh.raw;
     return syscall(SYS_name_to_handle_at, AT_FDCWD, "/usr/bin", &fh.h, &mount_id, 0);
 }
-static long a_listmount(void) {  /* with statmount: every mount's source, /dev/vda included */
+static long a_listmount(void) {  /* with statmount: every mount's source, the host's block device included */
     struct { unsigned size, spare; unsigned long long mnt_id, param, mnt_ns_id; } req = { 32, 0, ~0ULL, 0, 0 };
     unsigned long long ids[64];
     return syscall(458 /* listmount */, &req, ids, 64, 0);
