@@ -33,6 +33,7 @@ ATTACKS_C = r"""
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/personality.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -113,6 +114,11 @@ static long a_i386_abi(void) {  /* int 0x80: the 32-bit syscall table, numbers o
     if (r < 0) { errno = (int)-r; return -1; }
     return r;
 }
+static long a_mmap_hugetlb(void) {  /* the host's hugetlb pool: kernel-wide, not charged to the run */
+    void *p = mmap(0, 2 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+    return p == MAP_FAILED ? -1 : 0;
+}
+static long a_memfd_hugetlb(void) { return syscall(SYS_memfd_create, "x", MFD_HUGETLB); }
 static long a_personality_query(void) { return syscall(SYS_personality, 0xffffffffUL); }
 static long a_clone_thread_like(void) {  /* fork(): clone without namespace flags */
     long r = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
@@ -126,7 +132,8 @@ static const struct { const char *name; long (*fn)(void); } ATTACKS[] = {
     A(perf_event_open), A(userfaultfd), A(keyctl), A(add_key), A(modify_ldt), A(memfd_secret),
     A(unshare), A(clone), A(clone3), A(name_to_handle_at), A(listmount), A(adjtimex), A(personality),
     A(socket_inet), A(socket_inet6), A(socket_netlink), A(socket_packet), A(socket_vsock),
-    A(socketpair_inet), A(i386_abi), A(socket_unix), A(socketpair_unix), A(personality_query), A(clone_thread_like),
+    A(socketpair_inet), A(i386_abi), A(mmap_hugetlb), A(memfd_hugetlb),
+    A(socket_unix), A(socketpair_unix), A(personality_query), A(clone_thread_like),
 };
 
 int main(void) {
@@ -179,6 +186,9 @@ EXPECTED = {
     "personality": "EPERM",  # was OK: ADDR_NO_RANDOMIZE
     # another syscall ABI: the filter is for x86-64's table; anything else gets ENOSYS
     "i386_abi": "ENOSYS",  # was ENOSPC: unshare through int 0x80 (CONFIG_IA32_EMULATION=y)
+    # the hugetlb pool (none reserved on the machine this was written on: ENOMEM without the filter)
+    "mmap_hugetlb": "EPERM",  # was ENOMEM
+    "memfd_hugetlb": "EPERM",  # was OK (the pages come at the first fault)
     # no network: only AF_UNIX
     "socket_inet": "EAFNOSUPPORT",  # was OK
     "socket_inet6": "EAFNOSUPPORT",  # was OK

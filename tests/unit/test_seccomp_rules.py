@@ -14,8 +14,9 @@ import pytest
 from livecode.sandbox import seccomp
 
 
-def denied(syscall: str, arg0: int) -> int | None:
+def denied(syscall: str, arg0: int, *more: int) -> int | None:
     """The errno the rules give syscall(arg0, ...), None if allowed."""
+    args = (arg0, *more)
     for line in seccomp.rules():
         err, name, *cmp = line.split()
         if name.split("=")[0] != syscall:
@@ -23,8 +24,8 @@ def denied(syscall: str, arg0: int) -> int | None:
         holds = True
         for i in range(0, len(cmp), 4):
             arg, op, a, b = int(cmp[i]), cmp[i + 1], int(cmp[i + 2]), int(cmp[i + 3])
-            assert arg == 0
-            holds &= {"ne": arg0 != a, "gt": arg0 > a, "masked_eq": arg0 & a == b}[op]
+            x = args[arg]
+            holds &= {"ne": x != a, "gt": x > a, "masked_eq": x & a == b}[op]
         if holds:
             return int(err)
     return None
@@ -57,6 +58,16 @@ def test_only_unix_sockets() -> None:
     for family in (2, 10, 16, 17, 40, 0, 1 << 32 | 1):  # INET, INET6, NETLINK, PACKET, VSOCK, ...
         assert denied("socket", family) == errno.EAFNOSUPPORT
         assert denied("socketpair", family) == errno.EAFNOSUPPORT
+
+
+def test_no_explicit_huge_pages() -> None:
+    map_private_anon, map_hugetlb = 0x22, 0x40000
+    assert denied("mmap", 0, 4096, 3, map_private_anon) is None
+    assert denied("mmap", 0, 4096, 3, map_private_anon | map_hugetlb) == errno.EPERM
+    assert denied("memfd_create", 0, 1) is None  # MFD_CLOEXEC
+    assert denied("memfd_create", 0, 1 | 4) == errno.EPERM  # MFD_HUGETLB
+    assert denied("shmget", 0, 4096, 0o1600) is None  # IPC_CREAT | 0600
+    assert denied("shmget", 0, 4096, 0o5600) == errno.EPERM  # SHM_HUGETLB
 
 
 def test_plain_denials() -> None:

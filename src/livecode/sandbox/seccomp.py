@@ -87,6 +87,15 @@ AF_UNIX = 1
 SOCKET_CALLS = ("socket", "socketpair")
 SOCKET_ERRNO = errno.EAFNOSUPPORT
 
+# The host's hugetlb pool (vm.nr_hugepages, e.g. reserved for PostgreSQL's huge_pages) is
+# kernel-wide and not charged to the run's memory cgroup: no huge pages asked for explicitly.
+# (Transparent huge pages are ordinary, charged memory and stay allowed.)
+HUGETLB_FLAGS = {  # syscall: (argument index, flag)
+    "mmap": (3, 0x40000),  # MAP_HUGETLB
+    "memfd_create": (1, 0x4),  # MFD_HUGETLB
+    "shmget": (2, 0o4000),  # SHM_HUGETLB
+}
+
 # personality(2): only the default (PER_LINUX) and the query (0xffffffff); no
 # ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC, ...
 PERSONALITY_ALLOWED = (0x0, 0xFFFFFFFF)
@@ -102,6 +111,7 @@ def rules() -> list[str]:
     lines += [f"{errno.ENOSYS} {name}" for name in ENOSYS]
     lines += [f"{errno.EPERM} clone 0 masked_eq {flag} {flag}" for flag in CLONE_NAMESPACE_FLAGS.values()]
     lines += [f"{SOCKET_ERRNO} {name} 0 ne {AF_UNIX} 0" for name in SOCKET_CALLS]
+    lines += [f"{errno.EPERM} {name} {arg} masked_eq {flag} {flag}" for name, (arg, flag) in HUGETLB_FLAGS.items()]
     lines += [f"{errno.EPERM} personality 0 {op} {a} {b}" for op, a, b in _personality_denied()]
     return lines
 
