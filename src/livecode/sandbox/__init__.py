@@ -23,6 +23,7 @@ from .types import (
     SandboxLimits,
     SandboxUnavailable,
     StdinSource,
+    text_view,
 )
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "get_language",
     "get_runner",
     "list_languages",
+    "text_view",
 ]
 
 DEFAULT_UID_BASE = 61000

@@ -46,14 +46,14 @@ class ArtifactCache:
     def _entry(self, key: str) -> Path:
         return self.root / key[:2] / key
 
-    def get(self, key: str) -> tuple[list[FileSpec], str] | None:
+    def get(self, key: str) -> tuple[list[FileSpec], bytes] | None:
         from .runner import FileSpec
 
         entry = self._entry(key)
         files_dir = entry / "files"
         try:
             names = sorted(os.listdir(files_dir))
-            output = (entry / _OUTPUT_NAME).read_text("utf-8")
+            output = (entry / _OUTPUT_NAME).read_bytes()
         except OSError:
             return None
         files: list[FileSpec] = []
@@ -65,7 +65,7 @@ class ArtifactCache:
             files.append(FileSpec(name, 0o755, path=path))
         return files, output
 
-    def put(self, key: str, artifacts: dict[str, bytes], output: str) -> list[FileSpec]:
+    def put(self, key: str, artifacts: dict[str, bytes], output: bytes) -> list[FileSpec]:
         from .runner import FileSpec
 
         self.ensure()
@@ -80,7 +80,7 @@ class ArtifactCache:
                 fd = os.open(tmp / "files" / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
-            (tmp / _OUTPUT_NAME).write_text(output, "utf-8")
+            (tmp / _OUTPUT_NAME).write_bytes(output)
             try:
                 os.rename(tmp, self._entry(key))  # atomic; a concurrent twin may have won
             except OSError:

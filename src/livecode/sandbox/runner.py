@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .cache import ArtifactCache, cache_key
 from .languages import Language, all_languages, get_language, toolchain_version
-from .types import Outcome, OutputCallback, RunRequest, RunResult, SandboxLimits, StdinSource
+from .types import Outcome, OutputCallback, RunRequest, RunResult, SandboxLimits, StdinSource, text_view
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,6 @@ class StageResult:
     artifacts: dict[str, bytes] = field(default_factory=dict)
 
 
-def _decode(data: bytes) -> str:
-    return data.decode("utf-8", errors="replace")
-
-
 class Runner(ABC):
     """Runs one request at a time per calling thread; safe to call from several threads."""
 
@@ -115,7 +111,7 @@ class Runner(ABC):
             )
         limits = req.limits
         files = [FileSpec(lang.source_file, 0o644, data=req.source.encode("utf-8"))]
-        compile_output = ""
+        compile_output = b""
         cached = False
         if lang.compiled:
             got = self._compiled(lang, req, on_output)
@@ -143,13 +139,13 @@ class Runner(ABC):
         )
         sr = self._execute(stage, on_output)
         result = self._to_result(sr, limits)
-        result.compile_output = compile_output
+        result.compile_output_bytes = compile_output
         result.cached = cached
         return result
 
     def _compiled(
         self, lang: Language, req: RunRequest, on_output: OutputCallback | None
-    ) -> tuple[list[FileSpec], str, bool] | RunResult:
+    ) -> tuple[list[FileSpec], bytes, bool] | RunResult:
         """The compiled program's files, from the cache or by compiling in the sandbox."""
         assert lang.compile is not None
         key = cache_key(lang, toolchain_version(lang), req.source)
@@ -157,7 +153,7 @@ class Runner(ABC):
         if hit is not None:
             files, output = hit
             if output and on_output:
-                on_output("compile", output)
+                on_output("compile", text_view(output))
             return files, output, True
         limits: SandboxLimits = req.limits
         stage = Stage(
@@ -177,9 +173,9 @@ class Runner(ABC):
             collect=lang.artifacts,
         )
         sr = self._execute(stage, on_output)
-        output = _decode(sr.stderr)
+        output = sr.stderr  # the compiler's diagnostics, exactly as written
         if sr.internal_error:
-            return RunResult(Outcome.INTERNAL_ERROR, compile_output=output, message=sr.internal_error)
+            return RunResult(Outcome.INTERNAL_ERROR, compile_output_bytes=output, message=sr.internal_error)
         problem = None
         if sr.killed_for in ("wall", "cpu"):
             problem = f"compilation exceeded its time limit ({limits.compile_time_limit_ms} ms)"
@@ -192,7 +188,7 @@ class Runner(ABC):
                 Outcome.COMPILE_ERROR,
                 exit_code=sr.exit_code,
                 signal=sr.signal,
-                compile_output=output,
+                compile_output_bytes=output,
                 wall_time_ms=sr.wall_ms,
                 cpu_time_ms=sr.cpu_ms,
                 memory_kb=sr.memory_kb,
@@ -207,8 +203,8 @@ class Runner(ABC):
             Outcome.OK,
             exit_code=sr.exit_code,
             signal=sr.signal,
-            stdout=_decode(sr.stdout),
-            stderr=_decode(sr.stderr),
+            stdout_bytes=sr.stdout,
+            stderr_bytes=sr.stderr,
             stdout_truncated=sr.stdout_truncated,
             stderr_truncated=sr.stderr_truncated,
             wall_time_ms=sr.wall_ms,
