@@ -17,7 +17,8 @@ import requests
 
 from tests.conftest import Cluster
 from tests.support.client import ApiClient
-from tests.support.procs import Process, start_api, start_embedded, wait_workers
+from tests.support.procs import Process, create_database, start_api, start_embedded, wait_workers
+from tests.unit.test_output_bytes import check_migration_round_trip
 
 pytestmark = pytest.mark.integration
 
@@ -186,3 +187,8 @@ def roomy(request: pytest.FixtureRequest) -> Iterator[tuple[ApiClient, list[Proc
 def test_a_10_mb_line_with_any_bytes_survives(roomy: tuple[ApiClient, list[Process]]) -> None:
     api, logs = roomy
     check_round_trip(api, logs, line=10 * 1024 * 1024, max_output=BIG)
+
+
+def test_migration_converts_existing_rows_on_postgresql(pg_admin_url: str) -> None:
+    url = create_database(pg_admin_url)
+    check_migration_round_trip(url.replace("postgresql://", "postgresql+psycopg://", 1))
