@@ -17,8 +17,8 @@ import requests
 
 from tests.conftest import Cluster
 from tests.support.client import ApiClient
+from tests.support.migrations import check_migration_round_trip
 from tests.support.procs import Process, create_database, start_api, start_embedded, wait_workers
-from tests.unit.test_output_bytes import check_migration_round_trip
 
 pytestmark = pytest.mark.integration
 
