@@ -102,3 +102,28 @@ def test_a_failing_api_route_is_a_generic_500_with_an_error_id_in_the_log(
         resp = client.get(f"/api/v1/executions/{eid}")
     error_id = assert_generic_500(resp)
     assert "Traceback" in logged_with(caplog, error_id)
+
+
+def test_a_dependency_that_is_down_is_named_without_its_details(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Nothing listens on port 1 of the loopback: both connections are refused at once.
+    monkeypatch.setenv("DATABASE_URL", "postgresql://livecode-user@127.0.0.1:1/livecode")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("SECRET_KEY", "test-secret-key-not-for-production")
+    monkeypatch.setenv("LIVECODE_DATA_DIR", str(tmp_path))
+    r = build_runtime(load_settings("distributed"))
+    app = create_app(r.settings, runtime=r, enqueue=lambda *a: None, run_migrations=False)
+    with caplog.at_level(logging.WARNING):
+        resp = app.test_client().get("/health")
+    assert resp.status_code == 503
+    body = resp.get_json()
+    assert body["down"] == ["database", "broker"]
+    raw = resp.get_data(as_text=True)
+    for detail in ("127.0.0.1", "port", "livecode-user", "SQL", "refused"):
+        assert detail not in raw, (detail, raw)
+    error_id = re.search(r"error id ([0-9a-f]{32})", body["details"]["database"]["error"])
+    assert error_id, body
+    logged = [r.getMessage() for r in caplog.records if getattr(r, "error_id", None) == error_id.group(1)]
+    assert logged and "127.0.0.1" in logged[0]  # the operator's log has what went wrong
+    r.db.dispose()
