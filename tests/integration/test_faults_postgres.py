@@ -173,7 +173,7 @@ def test_acknowledged_work_survives_a_postgres_restart(stack: Stack) -> None:
     assert not editors.errors, editors.errors
     stack.wait_all_terminal(120)
     editors.ledger.verify(stack)
-    rows = {r[0]: r[1:] for r in stack.sql("SELECT id::text, status, stdout FROM executions")}
+    rows = {r[0]: r[1:] for r in stack.sql("SELECT id::text, status, convert_from(stdout, 'UTF8') FROM executions")}
     assert all(rows[eid] == ("COMPLETED", "ok\n") for eid in editors.ledger.executions), rows
 
 
