@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     Uuid,
@@ -161,9 +162,11 @@ class Execution(Base):
     interactive: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     status: Mapped[str] = mapped_column(String(20), nullable=False, index=True)
     reason: Mapped[str | None] = mapped_column(String(32))
-    stdout: Mapped[str | None] = mapped_column(Text)
-    stderr: Mapped[str | None] = mapped_column(Text)
-    compile_output: Mapped[str | None] = mapped_column(Text)
+    # Output is bytes (bytea / BLOB): whatever a program writes (NUL, invalid UTF-8) is kept as is;
+    # the API decodes a text view, or returns the bytes base64-encoded.
+    stdout: Mapped[bytes | None] = mapped_column(LargeBinary)
+    stderr: Mapped[bytes | None] = mapped_column(LargeBinary)
+    compile_output: Mapped[bytes | None] = mapped_column(LargeBinary)
     stdout_truncated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     stderr_truncated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     exit_code: Mapped[int | None] = mapped_column(Integer)

@@ -182,7 +182,7 @@ def tar_of(files: dict[str, bytes], extra: tarfile.TarInfo | None = None) -> byt
 def put(cache: ArtifactCache, key: str, data: bytes, max_bytes: int = 64 * MB) -> None:
     with cache.incoming() as fd:
         os.write(fd, data)
-        close_files(cache.put(key, fd, "", max_bytes))
+        close_files(cache.put(key, fd, b"", max_bytes))
 
 
 def test_untar_keeps_only_plain_regular_files(tmp_path: Path) -> None:

@@ -21,15 +21,13 @@ PROBE_CONNECT = """
 import json, socket, sys
 out = {}
 for port in map(int, sys.argv[1:]):
-    s = socket.socket()
-    s.settimeout(2)
-    try:
-        s.connect(("127.0.0.1", port))
-        out[port] = "connected"
+    try:  # the seccomp filter refuses AF_INET sockets already; the netns has no route either
+        with socket.socket() as s:
+            s.settimeout(2)
+            s.connect(("127.0.0.1", port))
+            out[port] = "connected"
     except OSError as e:
         out[port] = type(e).__name__
-    finally:
-        s.close()
 print(json.dumps(out))
 """
 
@@ -53,7 +51,8 @@ def test_no_network_to_loopback_services(runner: Runner) -> None:
 
 
 def test_only_loopback_interface(runner: Runner) -> None:
-    res = run(runner, "python", "import socket; print(sorted(n for _, n in socket.if_nameindex()))")
+    # /proc/net/dev, not if_nameindex(): the seccomp filter refuses the netlink socket it needs.
+    res = run(runner, "python", "print(sorted(l.split(':')[0].strip() for l in open('/proc/net/dev') if ':' in l))")
     assert res.stdout.strip() == "['lo']", res
 
 

@@ -47,6 +47,7 @@ TICK_MS = 1000  # longest single wait on the bus (below the Redis client's 5 s s
 HEARTBEAT_S = 15.0
 RECHECK_S = 5.0  # how often a follower looks at the row for a run that ended without "end"
 END_GRACE_S = 3.0  # the worker saves the row, then publishes the final events: wait for them
+STALL_S = 30.0  # a follower still behind the bus's last event gives up on the bus after this
 
 ns = Namespace(
     "streaming",
@@ -133,7 +134,7 @@ def follow(bus: EventBus, r: Runtime, execution_id: uuid.UUID, owner: uuid.UUID 
         after = None
     cursor, streamed = after, after is not None
     now = time.monotonic()
-    last_sent, next_check = now, now + RECHECK_S
+    last_sent, last_event, next_check = now, now, now + RECHECK_S
     # When the row is already terminal, the final events are either in the stream or about to be.
     ended_at = now - _finished_age_s(row) if row["status"] in TERMINAL else None
     while True:
@@ -150,9 +151,10 @@ def follow(bus: EventBus, r: Runtime, execution_id: uuid.UUID, owner: uuid.UUID 
                 return
         now = time.monotonic()
         if events:
-            last_sent = now
+            last_sent = last_event = now
             continue
-        if ended_at is not None and now - ended_at >= END_GRACE_S:
+        if (ended_at is not None and now - ended_at >= END_GRACE_S
+                and not _behind(bus, eid, cursor, now - last_event)):
             # The stream expired, or the run ended without its final events: the row speaks.
             try:
                 row = svc.get_execution(r.db, execution_id, owner)
@@ -174,6 +176,19 @@ def follow(bus: EventBus, r: Runtime, execution_id: uuid.UUID, owner: uuid.UUID 
                 continue
             if row["status"] in TERMINAL:
                 ended_at = now
+
+
+def _behind(bus: EventBus, execution_id: str, cursor: str | None, idle_s: float) -> bool:
+    """True while the bus holds events after `cursor` not read yet (a replay of a big output
+    takes a while): then the stream, not the row, must deliver them, or the streamed output
+    would stop short of the stored one."""
+    if idle_s >= STALL_S:
+        return False
+    try:
+        last = bus.read_last(execution_id)
+    except redis.RedisError:
+        return False
+    return last is not None and (cursor is None or parse_id(last[0]) > parse_id(cursor))
 
 
 def tails() -> SharedTails:

@@ -26,6 +26,7 @@ from .types import (
     SandboxLimits,
     SandboxUnavailable,
     StdinSource,
+    text_view,
 )
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "get_runner",
     "io_limits_from_env",
     "list_languages",
+    "text_view",
 ]
 
 DEFAULT_UID_BASE = 61000

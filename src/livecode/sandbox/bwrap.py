@@ -34,6 +34,7 @@ from .pool import SandboxPool
 from .procfs import LOADAVG, mask_args, meminfo, proc_stat
 from .results import read_status, stage_result
 from .runner import ARTIFACT_CAP, FileSpec, Runner, Stage, StageResult
+from .seccomp import build_filter
 from .supervise import StreamSpec, Watch, supervise
 from .types import OutputCallback, SandboxLimits, SandboxUnavailable
 
@@ -108,6 +109,7 @@ class BwrapRunner(Runner):
         pool_size: int = 2,
         lock_dir: Path = DEFAULT_LOCK_DIR,
         io_limits: IoLimits | None = None,
+        seccomp: bool = True,  # False only to measure the filter's cost or prove a test needs it
     ) -> None:
         super().__init__(cache_dir)
         self.work_root = work_root
@@ -126,6 +128,8 @@ class BwrapRunner(Runner):
         self._ro = _ro_mounts()
         self._orphans = OrphanReaper()
         self._finishing: set[threading.Thread] = set()  # clean-ups of finished runs, in the background
+        self._use_seccomp = seccomp
+        self._seccomp: bytes | None = None  # the BPF program (seccomp.py) every stage runs under
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -143,6 +147,8 @@ class BwrapRunner(Runner):
             ensure_private_dir(self.work_root)
             self.cache.ensure()
             self._cgroups = CgroupHost.detect(self.io_limits, [*SYSTEM_PATHS, str(self.cache.root)])
+            if self._use_seccomp and self._seccomp is None:
+                self._seccomp = build_filter(self.cache.root).read_bytes()
             self._slots = SlotPool(self.lock_dir, self.slot_count, self.uid_base)
             self._launcher = build_launcher(self.cache.root)
             set_child_subreaper()
@@ -362,10 +368,12 @@ class BwrapRunner(Runner):
         file_fds: list[tuple[int, int, str]],
         status_fd: int,
         extra: list[str],
+        seccomp: list[int],
         proc_fds: list[tuple[int, str]] | None = None,
     ) -> list[str]:
         args = [
             self.bwrap,
+            *[arg for fd in seccomp for arg in ("--seccomp", str(fd))],
             "--unshare-all",
             "--unshare-user",  # required, not "-try": we must never run without it
             "--disable-userns",  # no nested user namespaces: less kernel attack surface
@@ -441,6 +449,12 @@ class BwrapRunner(Runner):
             ours += [err_r, status_r]
             procs_fds = cg.open_procs_fds()
             child_fds += procs_fds
+            seccomp_fds = []
+            if self._seccomp is not None:  # bwrap reads it to EOF and applies it just before exec
+                seccomp_fds.append(os.memfd_create("livecode-seccomp", os.MFD_CLOEXEC))
+                child_fds += seccomp_fds
+                os.write(seccomp_fds[0], self._seccomp)
+                os.lseek(seccomp_fds[0], 0, os.SEEK_SET)
 
             def child_setup() -> None:
                 # Runs in the forked child before exec: join the run's cgroups while still root,
@@ -455,7 +469,7 @@ class BwrapRunner(Runner):
                 os.setresgid(uid, uid, uid)
                 os.setresuid(uid, uid, uid)
 
-            argv = [*self._argv(disk_kb, file_fds, status_w, extra_args or [], proc_fds), "--", *command]
+            argv = [*self._argv(disk_kb, file_fds, status_w, extra_args or [], seccomp_fds, proc_fds), "--", *command]
             proc = subprocess.Popen(
                 argv,
                 stdin=devnull,
@@ -463,7 +477,9 @@ class BwrapRunner(Runner):
                 stderr=err_w,
                 env=env,
                 cwd="/",
-                pass_fds=[fd for fd, _, _ in file_fds] + [fd for fd, _ in proc_fds] + [status_w, *(extra_fds or [])],
+                pass_fds=[fd for fd, _, _ in file_fds]
+                + [fd for fd, _ in proc_fds]
+                + [status_w, *(extra_fds or []), *seccomp_fds],
                 preexec_fn=child_setup,
                 start_new_session=True,
             )

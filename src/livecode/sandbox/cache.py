@@ -101,7 +101,7 @@ class ArtifactCache:
 
     # -- lookups -----------------------------------------------------------------------------
 
-    def get(self, key: str) -> tuple[list[FileSpec], str] | None:
+    def get(self, key: str) -> tuple[list[FileSpec], bytes] | None:
         """The entry's files as open descriptors (the caller closes them), or None."""
         from .runner import FileSpec
 
@@ -109,7 +109,7 @@ class ArtifactCache:
         files_dir = entry / "files"
         try:
             names = sorted(os.listdir(files_dir))
-            output = (entry / _OUTPUT_NAME).read_text("utf-8")
+            output = (entry / _OUTPUT_NAME).read_bytes()
         except OSError:
             return None
         files: list[FileSpec] = []
@@ -152,7 +152,7 @@ class ArtifactCache:
         finally:
             os.close(fd)
 
-    def put(self, key: str, tar_fd: int, output: str, max_bytes: int) -> list[FileSpec]:
+    def put(self, key: str, tar_fd: int, output: bytes, max_bytes: int) -> list[FileSpec]:
         """Unpack the compile's tar (regular files with plain names only) into the entry `key`.
 
         Raises ArtifactTooLarge when its files take more than `max_bytes` of a tmpfs, ValueError
@@ -170,8 +170,8 @@ class ArtifactCache:
             for name in sorted(sizes):
                 fd = os.open(tmp / "files" / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
                 files.append(FileSpec(name, 0o755, fd=fd))
-            (tmp / _OUTPUT_NAME).write_text(output, "utf-8")
-            size = sum(sizes.values()) + len(output.encode("utf-8"))
+            (tmp / _OUTPUT_NAME).write_bytes(output)
+            size = sum(sizes.values()) + len(output)
             with self._locked():
                 try:
                     os.rename(tmp, self._entry(key))  # atomic; a concurrent twin may have won

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .cache import ArtifactCache, ArtifactTooLarge, cache_key, close_files, pages
 from .languages import Language, all_languages, get_language, toolchain_version
-from .types import Outcome, OutputCallback, RunRequest, RunResult, SandboxLimits, StdinSource
+from .types import Outcome, OutputCallback, RunRequest, RunResult, SandboxLimits, StdinSource, text_view
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,6 @@ class StageResult:
     internal_error: str | None = None
 
 
-def _decode(data: bytes) -> str:
-    return data.decode("utf-8", errors="replace")
-
-
 class Runner(ABC):
     """Runs one request at a time per calling thread; safe to call from several threads."""
 
@@ -135,7 +131,7 @@ class Runner(ABC):
                 message=f"language '{req.language}' is not available; available: {names}",
             )
         files = [FileSpec(lang.source_file, 0o644, data=req.source.encode("utf-8"))]
-        compile_output = ""
+        compile_output = b""
         cached = False
         if lang.compiled:
             got = self._compiled(lang, req, on_output)
@@ -147,7 +143,7 @@ class Runner(ABC):
             result = self._run_stage(req, lang, files, on_output, stdin_source)
         finally:
             close_files(files)
-        result.compile_output = compile_output
+        result.compile_output_bytes = compile_output
         result.cached = cached
         return result
 
@@ -185,7 +181,7 @@ class Runner(ABC):
 
     def _compiled(
         self, lang: Language, req: RunRequest, on_output: OutputCallback | None
-    ) -> tuple[list[FileSpec], str, bool] | RunResult:
+    ) -> tuple[list[FileSpec], bytes, bool] | RunResult:
         """The compiled program's files, from the cache or by compiling in the sandbox."""
         assert lang.compile is not None
         key = cache_key(lang, toolchain_version(lang), req.source)
@@ -201,17 +197,17 @@ class Runner(ABC):
                 close_files(files)
                 problem = _too_large(used + source_pages, limits)
                 return RunResult(
-                    Outcome.COMPILE_ERROR, compile_output=_with(output, problem), cached=True, message=problem
+                    Outcome.COMPILE_ERROR, compile_output_bytes=_with(output, problem), cached=True, message=problem
                 )
             if output and on_output:
-                on_output("compile", output)
+                on_output("compile", text_view(output))
             return files, output, True
         with self.cache.incoming() as tar_file:
             return self._compile(lang, req, on_output, key, room, tar_file)
 
     def _compile(
         self, lang: Language, req: RunRequest, on_output: OutputCallback | None, key: str, room: int, tar_file: int
-    ) -> tuple[list[FileSpec], str, bool] | RunResult:
+    ) -> tuple[list[FileSpec], bytes, bool] | RunResult:
         assert lang.compile is not None
         limits = req.limits
         stage = Stage(
@@ -232,9 +228,9 @@ class Runner(ABC):
             stdout_file=tar_file,
         )
         sr = self._execute(stage, on_output)
-        output = _decode(sr.stderr)
+        output = sr.stderr  # the compiler's diagnostics, exactly as written
         if sr.internal_error:
-            return RunResult(Outcome.INTERNAL_ERROR, compile_output=output, message=sr.internal_error)
+            return RunResult(Outcome.INTERNAL_ERROR, compile_output_bytes=output, message=sr.internal_error)
         problem = None
         if sr.killed_for in ("wall", "cpu"):
             problem = f"compilation exceeded its time limit ({limits.compile_time_limit_ms} ms)"
@@ -252,14 +248,14 @@ class Runner(ABC):
                 problem = _too_large(e.size + limits.max_disk_kb * 1024 - room, limits)
                 output = _with(output, problem)
             except (tarfile.TarError, ValueError) as e:
-                output += f"\ncould not collect the compiled program: {e}\n"
+                output += f"\ncould not collect the compiled program: {e}\n".encode()
                 sr.exit_code = 1
                 problem = "compilation failed"
         return RunResult(
             Outcome.COMPILE_ERROR,
             exit_code=sr.exit_code,
             signal=sr.signal,
-            compile_output=output,
+            compile_output_bytes=output,
             wall_time_ms=sr.wall_ms,
             cpu_time_ms=sr.cpu_ms,
             memory_kb=sr.memory_kb,
@@ -272,8 +268,8 @@ class Runner(ABC):
             Outcome.OK,
             exit_code=sr.exit_code,
             signal=sr.signal,
-            stdout=_decode(sr.stdout),
-            stderr=_decode(sr.stderr),
+            stdout_bytes=sr.stdout,
+            stderr_bytes=sr.stderr,
             stdout_truncated=sr.stdout_truncated,
             stderr_truncated=sr.stderr_truncated,
             wall_time_ms=sr.wall_ms,
@@ -302,8 +298,9 @@ class Runner(ABC):
         return res
 
 
-def _with(output: str, problem: str) -> str:
-    return f"{output}\n{problem}\n" if output else f"{problem}\n"
+def _with(output: bytes, problem: str) -> bytes:
+    note = f"{problem}\n".encode()
+    return output + b"\n" + note if output else note
 
 
 def _too_large(needed: int, limits: SandboxLimits, over: bool = False) -> str:

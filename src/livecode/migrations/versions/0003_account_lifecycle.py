@@ -1,7 +1,7 @@
 """accounts: token versions, refresh-token rotation, invitations, API-key expiry, normalised usernames
 
 Revision ID: 0003_accounts
-Revises: 0002
+Revises: 0002_output_bytes
 Create Date: 2026-12-03 08:00:00
 """
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003_accounts"
-down_revision: str | None = "0002"
+down_revision: str | None = "0002_output_bytes"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
