@@ -54,6 +54,25 @@ def any_path(request: pytest.FixtureRequest, runner: Runner) -> Iterator[Runner]
         yield runner
 
 
+@pytest.fixture(params=["pooled", "cold", "cold-unfiltered"])
+def attack_path(request: pytest.FixtureRequest, runner: Runner) -> Iterator[Runner]:
+    """any_path, plus a sandbox without the seccomp filter: the launcher's defences must hold
+    on their own (the filter refuses ptrace and pidfd_getfd, which these attacks use)."""
+    assert isinstance(runner, BwrapRunner)
+    if request.param == "pooled":
+        yield runner
+        return
+    with without_pool(runner):
+        if request.param == "cold":
+            yield runner
+            return
+        bpf, runner._seccomp = runner._seccomp, None
+        try:
+            yield runner
+        finally:
+            runner._seccomp = bpf
+
+
 # -- item 7: the reported outcome is the truth ---------------------------------------------------
 
 PTRACE_TRACEME = r"""
@@ -75,9 +94,11 @@ int main(void) {
 """
 
 
-def test_ptrace_traceme_cannot_forge_a_clean_exit(any_path: Runner) -> None:
-    res = run(any_path, "c", PTRACE_TRACEME, time_limit_ms=10_000)
+def test_ptrace_traceme_cannot_forge_a_clean_exit(attack_path: Runner) -> None:
+    res = run(attack_path, "c", PTRACE_TRACEME, time_limit_ms=10_000)
     assert "still running" in res.stdout, res
+    if isinstance(attack_path, BwrapRunner) and attack_path._seccomp is None:
+        assert "traced=0" in res.stdout, res  # the launcher really was its tracer
     assert res.outcome is Outcome.RUNTIME_ERROR, res
     assert res.signal == 11 and res.exit_code is None, res
     assert no_leftovers()
@@ -132,8 +153,8 @@ int main(void) {
 """
 
 
-def test_pid1_eventfd_cannot_forge_the_exit_status(any_path: Runner) -> None:
-    res = run(any_path, "c", PID1_EVENTFD, time_limit_ms=10_000)
+def test_pid1_eventfd_cannot_forge_the_exit_status(attack_path: Runner) -> None:
+    res = run(attack_path, "c", PID1_EVENTFD, time_limit_ms=10_000)
     assert res.outcome is Outcome.RUNTIME_ERROR and res.signal == 11, res
     assert "forged=0" in res.stdout, res
     assert "bwrap" not in res.stdout and "--unshare" not in res.stdout, res  # pid 1 is not bubblewrap
