@@ -1,4 +1,5 @@
-"""Gunicorn (gthread) as the production WSGI server, for `livecode api` and `livecode serve`."""
+"""Gunicorn as the production WSGI server, for `livecode api` and `livecode serve`: its gthread
+worker with a front that reads each request before it takes a thread (livecode.front_worker)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
+
+from .front_worker import FrontLimits, GuardedThreadWorker
 
 
 def _write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
@@ -38,12 +41,22 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         return self.app_factory()
 
 
+def front_limits(settings: Any) -> FrontLimits:
+    return FrontLimits(
+        header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
+        send_timeout_s=settings.send_timeout_s, connections_per_address=settings.connections_per_address,
+        exempt=tuple(settings.connection_limit_exempt), max_body_bytes=settings.max_request_bytes,
+    )
+
+
 def serve(app_factory: Callable[[], Any], *, host: str, port: int, workers: int, threads: int,
-          **hooks: Any) -> None:
+          limits: FrontLimits | None = None, **hooks: Any) -> None:
+    # Set before gunicorn forks its workers, which inherit it.
+    GuardedThreadWorker.limits = limits or FrontLimits()
     options = {
         "bind": f"{host}:{port}" if ":" not in host else f"[{host}]:{port}",
         "workers": workers,
-        "worker_class": "gthread",
+        "worker_class": f"{GuardedThreadWorker.__module__}.{GuardedThreadWorker.__qualname__}",
         "threads": threads,
         "timeout": 60,
         "graceful_timeout": 30,

@@ -1,0 +1,339 @@
+"""gunicorn's gthread worker with a front that reads each request before it takes a thread.
+
+Why: gthread hands a connection to the thread pool as soon as its first bytes arrive (or after
+5 s of silence), and the thread then reads the headers and the body with blocking reads and no
+deadline. A client that sends its headers or body a byte at a time holds a thread for as long
+as it likes; a few hundred of them (threads x processes) hold every thread and /health stops
+answering. Here the worker's own event loop (the selector gunicorn already runs for accepting
+and keep-alive) reads the request line, the headers and a body of known length (or a whole
+chunked body) without blocking, within `header_timeout_s` and `body_timeout_s`; only a complete
+request is handed to a thread, with the bytes already read given to gunicorn's parser, which
+then parses them as usual. Slow clients cost a buffer, not a thread.
+
+Also:
+- `connections_per_address`: open connections of one client address in this process; the next
+  one is answered 429 TOO_MANY_CONNECTIONS at once and closed.
+- `send_timeout_s`: SO_SNDTIMEO (and SO_RCVTIMEO) on every connection, so a write to a client
+  that stopped reading (its socket buffer stays full) fails after that long instead of holding
+  the thread for ever; the response iterable is then closed (a stream gives back its slot).
+- closing a connection gracefully (half-close, then drain what the client still sends) happens
+  in the event loop, not by blocking it for up to 2 s per connection as gunicorn does.
+
+Built on gunicorn 27's gthread worker (TConn, enqueue_req, finish_request, murder_pending); the
+version range is pinned in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import selectors
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+RECV_BYTES = 65536
+LINGER_S = 2.0  # how long a half-closed connection is drained (as gunicorn's close_graceful)
+
+
+@dataclass(frozen=True)
+class FrontLimits:
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    send_timeout_s: float = 30.0
+    connections_per_address: int = 64  # 0: no cap
+    exempt: tuple[str, ...] = ()
+    max_body_bytes: int = 2 * 1024 * 1024  # more than this is handed on unread: the app answers 413
+
+
+def _error_response(status: str, code: str, message: str, extra: str = "") -> bytes:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    head = (f"HTTP/1.1 {status}\r\nConnection: close\r\nContent-Type: application/json\r\n{extra}"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode("latin-1") + body
+
+
+TOO_MANY_CONNECTIONS = _error_response(
+    "429 Too Many Requests", "TOO_MANY_CONNECTIONS",
+    "too many open connections from this address; close some and retry", "Retry-After: 1\r\n")
+REQUEST_TIMEOUT = _error_response(
+    "408 Request Timeout", "REQUEST_TIMEOUT", "the request did not arrive in time; send it again, faster")
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def _chunked_end(buf: bytes | bytearray, pos: int) -> int | None:
+    """Where a chunked body starting at `pos` ends (after the trailers), -1 when it is malformed
+    (the parser will say so), None when more is needed."""
+    while True:
+        line_end = buf.find(b"\r\n", pos)
+        if line_end < 0:
+            return None if len(buf) - pos < 1024 else -1
+        size_text = bytes(buf[pos:line_end]).split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            return -1
+        if size < 0:
+            return -1
+        if size == 0:
+            # Trailers, then an empty line: "0\r\n\r\n" when there are none.
+            if buf[line_end + 2:line_end + 4] == b"\r\n":
+                return line_end + 4
+            end = buf.find(b"\r\n\r\n", line_end + 2)
+            return None if end < 0 else end + 4
+        pos = line_end + 2 + size + 2
+        if pos > len(buf):
+            return None
+
+
+@dataclass
+class _Head:
+    complete_at: int | None  # the index just past the whole request, None until it is known
+    expects_continue: bool
+
+
+def _request_extent(buf: bytes | bytearray, head_end: int, max_body: int) -> _Head:
+    """How much of `buf` the request (whose headers end at `head_end`) takes."""
+    length: int | None = None
+    chunked = expect = False
+    for line in bytes(buf[:head_end]).split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            try:
+                length = int(value.strip())
+            except ValueError:
+                return _Head(head_end + 4, False)  # the parser answers 400
+        elif name == b"transfer-encoding":
+            chunked = chunked or b"chunked" in value.lower()
+        elif name == b"expect":
+            expect = value.strip().lower() == b"100-continue"
+    start = head_end + 4
+    if chunked:
+        end = _chunked_end(buf, start)
+        if end is None and len(buf) - start > max_body:
+            end = len(buf)  # past the cap: the app reads on and answers 413
+        return _Head(len(buf) if end == -1 else end, expect)
+    if not length or length < 0 or length > max_body:
+        return _Head(start, False)  # no body; or one the app refuses (413) without reading it
+    return _Head(start + length if len(buf) >= start + length else None, expect)
+
+
+class FrontConn(TConn):  # type: ignore[misc]
+    """A connection, with what the front read of it and the per-address bookkeeping."""
+
+    def __init__(self, worker: GuardedThreadWorker, cfg: Any, sock: socket.socket, client: Any,
+                 server: Any, address: str) -> None:
+        super().__init__(cfg, sock, client, server)
+        self.worker, self.address = worker, address
+        self.buf = bytearray()
+        self.deadline = 0.0
+        self.head_done = False
+        self.sent_continue = False
+        self._closed = False
+
+    def init(self) -> None:
+        """In the thread: the parser gets the bytes the front read before it reads the socket."""
+        super().init()
+        if self.buf:
+            self.parser.unreader.unread(bytes(self.buf))
+            self.buf = bytearray()
+
+    def close(self, graceful: bool = False) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.worker.forget_address(self.address)
+        if graceful:
+            self.worker.linger(self.sock)
+        else:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+
+class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
+    """See the module docstring. `limits` is set by livecode.server.serve before the fork."""
+
+    limits = FrontLimits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reading: dict[FrontConn, None] = {}  # connections whose request is being read
+        self.lingering: dict[socket.socket, float] = {}
+        self.per_address: dict[str, int] = {}
+
+    # ---- accepting -------------------------------------------------------------------------
+
+    def accept(self, listener: socket.socket) -> None:
+        try:
+            sock, client = listener.accept()
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        address = client[0] if isinstance(client, tuple) else ""
+        cap = self.limits.connections_per_address
+        if cap and address not in self.limits.exempt and self.per_address.get(address, 0) >= cap:
+            self._refuse(sock, TOO_MANY_CONNECTIONS)
+            return
+        self.per_address[address] = self.per_address.get(address, 0) + 1
+        self.nr_conns += 1
+        timeout = self.limits.send_timeout_s
+        tv = struct.pack("ll", int(timeout), int((timeout % 1) * 1_000_000))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+        except OSError:  # e.g. a UNIX socket on a platform without them
+            pass
+        conn = FrontConn(self, self.cfg, sock, client, listener.getsockname(), address)
+        self._start_reading(conn)
+
+    def forget_address(self, address: str) -> None:
+        left = self.per_address.get(address, 0) - 1
+        if left > 0:
+            self.per_address[address] = left
+        else:
+            self.per_address.pop(address, None)
+
+    def _refuse(self, sock: socket.socket, response: bytes) -> None:
+        try:
+            sock.setblocking(False)
+            sock.send(response)
+        except OSError:
+            pass
+        self.linger(sock)
+
+    # ---- the front: read a whole request without a thread ---------------------------------
+
+    def enqueue_req(self, conn: FrontConn) -> None:
+        """gunicorn calls this for a new request on a connection (kept-alive, or pipelined bytes
+        left in its parser): it goes to the front first, which hands it to a thread once read."""
+        self._start_reading(conn)
+
+    def _start_reading(self, conn: FrontConn) -> None:
+        conn.sock.setblocking(False)
+        if conn.parser is not None:  # bytes of the next request that gunicorn already read
+            conn.buf[:0] = conn.parser.unreader.take_buffered()
+        conn.head_done = conn.sent_continue = False
+        conn.deadline = time.monotonic() + self.limits.header_timeout_s
+        self.reading[conn] = None
+        if conn.buf and self._complete(conn):
+            self._hand_over(conn)
+            return
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
+
+    def _on_readable(self, conn: FrontConn, _sock: Any) -> None:
+        try:
+            data = conn.sock.recv(RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client went away
+            self._drop(conn)
+            return
+        conn.buf += data
+        if self._complete(conn):
+            self.poller.unregister(conn.sock)
+            self._hand_over(conn)
+
+    def _complete(self, conn: FrontConn) -> bool:
+        """True once the whole request is here (or enough to know the parser refuses it)."""
+        buf = conn.buf
+        head_end = buf.find(b"\r\n\r\n")
+        if head_end < 0:
+            if len(buf) <= self._max_head():
+                return False
+            complete_at: int | None = len(buf)  # too long: the parser answers 431/400
+        else:
+            if not conn.head_done:
+                conn.head_done = True
+                conn.deadline = time.monotonic() + self.limits.body_timeout_s
+            extent = _request_extent(buf, head_end, self.limits.max_body_bytes)
+            complete_at = extent.complete_at
+            if complete_at is None and extent.expects_continue and not conn.sent_continue:
+                conn.sent_continue = True  # the client waits for this before it sends the body
+                try:
+                    conn.sock.send(CONTINUE)
+                except OSError:
+                    pass
+        return complete_at is not None
+
+    def _hand_over(self, conn: FrontConn) -> None:
+        del self.reading[conn]
+        conn.data_ready = True  # gthread must not wait for more data: it is all read already
+        super().enqueue_req(conn)
+
+    def _max_head(self) -> int:
+        cfg = self.cfg
+        return int(cfg.limit_request_line + 4 + cfg.limit_request_fields * (cfg.limit_request_field_size + 2))
+
+    def _drop(self, conn: FrontConn, response: bytes | None = None) -> None:
+        self.reading.pop(conn, None)
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        if response is not None:
+            try:
+                conn.sock.send(response)
+            except OSError:
+                pass
+        self.nr_conns -= 1
+        conn.close(graceful=response is not None)
+
+    # ---- deadlines and lingering closes (run by gunicorn's loop about once a second) -------
+
+    def murder_pending(self) -> None:
+        super().murder_pending()
+        now = time.monotonic()
+        expired = [c for c in self.reading if c.deadline <= now]
+        for conn in expired:
+            # A connection that never sent a byte is just closed; one that started a request
+            # is told why.
+            self._drop(conn, REQUEST_TIMEOUT if conn.buf else None)
+        for sock in [s for s, until in self.lingering.items() if until <= now]:
+            self._end_linger(sock)
+
+    def linger(self, sock: socket.socket) -> None:
+        """Half-close and drain until the client closes too (or LINGER_S), in the event loop:
+        closing with unread bytes would reset the connection and could cut off the answer."""
+        try:
+            sock.setblocking(False)
+            sock.shutdown(socket.SHUT_WR)
+            self.poller.register(sock, selectors.EVENT_READ, self._on_linger_readable)
+        except (OSError, ValueError, KeyError):
+            try:
+                sock.close()
+            except OSError:
+                pass
+            return
+        self.lingering[sock] = time.monotonic() + LINGER_S
+
+    def _on_linger_readable(self, sock: socket.socket) -> None:
+        try:
+            if sock.recv(RECV_BYTES):
+                return
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
+        self._end_linger(sock)
+
+    def _end_linger(self, sock: socket.socket) -> None:
+        self.lingering.pop(sock, None)
+        try:
+            self.poller.unregister(sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        try:
+            sock.close()
+        except OSError:
+            pass
