@@ -289,6 +289,14 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         self.nr_conns -= 1
         conn.close(graceful=response is not None)
 
+    def handle_request(self, req: Any, conn: FrontConn) -> bool:
+        try:
+            return bool(super().handle_request(req, conn))
+        except (BlockingIOError, TimeoutError):
+            # SO_SNDTIMEO ran out: the client stopped reading. The response was closed already.
+            self.log.info("dropped a client that stopped reading (send timeout) from %s", conn.address)
+            return False
+
     # ---- deadlines and lingering closes (run by gunicorn's loop about once a second) -------
 
     def murder_pending(self) -> None:
