@@ -66,62 +66,82 @@ REQUEST_TIMEOUT = _error_response(
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-def _chunked_end(buf: bytes | bytearray, pos: int) -> int | None:
-    """Where a chunked body starting at `pos` ends (after the trailers), -1 when it is malformed
-    (the parser will say so), None when more is needed."""
-    while True:
-        line_end = buf.find(b"\r\n", pos)
-        if line_end < 0:
-            return None if len(buf) - pos < 1024 else -1
-        size_text = bytes(buf[pos:line_end]).split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            return -1
-        if size < 0:
-            return -1
-        if size == 0:
-            # Trailers, then an empty line: "0\r\n\r\n" when there are none.
-            if buf[line_end + 2:line_end + 4] == b"\r\n":
-                return line_end + 4
-            end = buf.find(b"\r\n\r\n", line_end + 2)
-            return None if end < 0 else end + 4
-        pos = line_end + 2 + size + 2
-        if pos > len(buf):
-            return None
+class RequestReader:
+    """Follows one request's bytes as they arrive: where the head ends and how long the body is.
+    Each call looks only at what is new (a request sent in many small pieces costs no more than
+    one sent at once)."""
 
+    MAX_CHUNK_LINE = 1024  # a chunk-size line longer than this is malformed: the parser says so
+    MAX_TRAILERS = 64 * 1024
 
-@dataclass
-class _Head:
-    complete_at: int | None  # the index just past the whole request, None until it is known
-    expects_continue: bool
+    def __init__(self, max_head: int, max_body: int) -> None:
+        self.max_head, self.max_body = max_head, max_body
+        self.scanned = 0  # bytes searched for the end of the head so far
+        self.head_end: int | None = None  # where the body starts
+        self.length = 0  # the body's length (Content-Length)
+        self.chunked = False
+        self.expects_continue = False
+        self.hand_over_now = False  # malformed or too large: the parser or the app answers
+        self.next_chunk = 0  # where the next chunk-size line starts (chunked)
 
+    def complete(self, buf: bytearray) -> bool:
+        """True once `buf` holds the whole request, or enough to know that it is refused."""
+        if self.head_end is None:
+            found = buf.find(b"\r\n\r\n", max(0, self.scanned - 3))
+            if found < 0:
+                self.scanned = len(buf)
+                return len(buf) > self.max_head  # too long: the parser answers 431/400
+            self.head_end = self.next_chunk = found + 4
+            self._read_head(bytes(buf[:found]))
+        if self.hand_over_now:
+            return True
+        if self.chunked:
+            return self._chunks_complete(buf) or len(buf) - self.head_end > self.max_body
+        return len(buf) >= self.head_end + self.length
 
-def _request_extent(buf: bytes | bytearray, head_end: int, max_body: int) -> _Head:
-    """How much of `buf` the request (whose headers end at `head_end`) takes."""
-    length: int | None = None
-    chunked = expect = False
-    for line in bytes(buf[:head_end]).split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length":
+    def _read_head(self, head: bytes) -> None:
+        length: int | None = None
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                try:
+                    length = int(value.strip())
+                except ValueError:
+                    self.hand_over_now = True
+            elif name == b"transfer-encoding":
+                self.chunked = self.chunked or b"chunked" in value.lower()
+            elif name == b"expect":
+                self.expects_continue = value.strip().lower() == b"100-continue"
+        if length is not None and (self.chunked or length < 0 or length > self.max_body):
+            # Both framings, a negative length (the parser answers 400), or a body the app
+            # refuses (413) from its Content-Length without reading it.
+            self.hand_over_now = True
+        self.length = length or 0
+
+    def _chunks_complete(self, buf: bytearray) -> bool:
+        while True:
+            pos = self.next_chunk
+            if pos > len(buf):
+                return False  # inside a chunk's data
+            line_end = buf.find(b"\r\n", pos, pos + self.MAX_CHUNK_LINE)
+            if line_end < 0:
+                if len(buf) - pos >= self.MAX_CHUNK_LINE:
+                    self.hand_over_now = True
+                return self.hand_over_now
             try:
-                length = int(value.strip())
+                size = int(bytes(buf[pos:line_end]).split(b";", 1)[0].strip(), 16)
             except ValueError:
-                return _Head(head_end + 4, False)  # the parser answers 400
-        elif name == b"transfer-encoding":
-            chunked = chunked or b"chunked" in value.lower()
-        elif name == b"expect":
-            expect = value.strip().lower() == b"100-continue"
-    start = head_end + 4
-    if chunked:
-        end = _chunked_end(buf, start)
-        if end is None and len(buf) - start > max_body:
-            end = len(buf)  # past the cap: the app reads on and answers 413
-        return _Head(len(buf) if end == -1 else end, expect)
-    if not length or length < 0 or length > max_body:
-        return _Head(start, False)  # no body; or one the app refuses (413) without reading it
-    return _Head(start + length if len(buf) >= start + length else None, expect)
+                size = -1
+            if size < 0:
+                self.hand_over_now = True
+                return True
+            if size == 0:  # the last chunk; then trailers, if any, and an empty line
+                if buf[line_end + 2:line_end + 4] == b"\r\n":
+                    return True
+                return (buf.find(b"\r\n\r\n", line_end) >= 0
+                        or len(buf) - line_end > self.MAX_TRAILERS)
+            self.next_chunk = line_end + 2 + size + 2
 
 
 class FrontConn(TConn):  # type: ignore[misc]
@@ -133,8 +153,7 @@ class FrontConn(TConn):  # type: ignore[misc]
         self.worker, self.address = worker, address
         self.buf = bytearray()
         self.deadline = 0.0
-        self.head_done = False
-        self.sent_continue = False
+        self.reader: RequestReader | None = None
         self._closed = False
 
     def init(self) -> None:
@@ -221,7 +240,7 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         conn.sock.setblocking(False)
         if conn.parser is not None:  # bytes of the next request that gunicorn already read
             conn.buf[:0] = conn.parser.unreader.take_buffered()
-        conn.head_done = conn.sent_continue = False
+        conn.reader = RequestReader(self._max_head(), self.limits.max_body_bytes)
         conn.deadline = time.monotonic() + self.limits.header_timeout_s
         self.reading[conn] = None
         if conn.buf and self._complete(conn):
@@ -246,25 +265,19 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
 
     def _complete(self, conn: FrontConn) -> bool:
         """True once the whole request is here (or enough to know the parser refuses it)."""
-        buf = conn.buf
-        head_end = buf.find(b"\r\n\r\n")
-        if head_end < 0:
-            if len(buf) <= self._max_head():
-                return False
-            complete_at: int | None = len(buf)  # too long: the parser answers 431/400
-        else:
-            if not conn.head_done:
-                conn.head_done = True
-                conn.deadline = time.monotonic() + self.limits.body_timeout_s
-            extent = _request_extent(buf, head_end, self.limits.max_body_bytes)
-            complete_at = extent.complete_at
-            if complete_at is None and extent.expects_continue and not conn.sent_continue:
-                conn.sent_continue = True  # the client waits for this before it sends the body
+        reader = conn.reader
+        assert reader is not None
+        head_was_done = reader.head_end is not None
+        if reader.complete(conn.buf):
+            return True
+        if reader.head_end is not None and not head_was_done:
+            conn.deadline = time.monotonic() + self.limits.body_timeout_s
+            if reader.expects_continue:  # the client waits for this before it sends the body
                 try:
                     conn.sock.send(CONTINUE)
                 except OSError:
                     pass
-        return complete_at is not None
+        return False
 
     def _hand_over(self, conn: FrontConn) -> None:
         del self.reading[conn]
