@@ -223,6 +223,9 @@ def ws_url(api: ApiClient, eid: str) -> str:
     return api.base.replace("http://", "ws://") + f"/api/v1/executions/{eid}/ws"
 
 
+# 900 KB of control characters, which JSON sends as \u0001, twice (output events, then the
+# result): far more than the socket buffers hold.
+BIG_OUTPUT = "import sys\nfor i in range(9000):\n    sys.stdout.write(chr(1) * 99 + '\\n')\n"
 TICKER = "import time\nfor i in range(20):\n    print(i, flush=True)\n    time.sleep(0.5)\n"
 
 
@@ -261,7 +264,7 @@ def test_head_flood_and_every_ending_leave_no_slot_held(cluster: Cluster) -> Non
         proc.stop()
 
 
-def stalled_follower(port: int, eid: str, source: str, held: list[socket.socket]) -> int:
+def stalled_follower(port: int, eid: str, source: str, held: list[socket.socket], token: str = "") -> int:
     """An SSE request from `source` by a client that never reads past the status line (the
     socket is kept in `held`); returns the status."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -270,7 +273,8 @@ def stalled_follower(port: int, eid: str, source: str, held: list[socket.socket]
     s.bind((source, 0))
     s.settimeout(30)
     s.connect(("127.0.0.1", port))
-    s.sendall(f"GET /api/v1/executions/{eid}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    s.sendall(f"GET /api/v1/executions/{eid}/events HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode())
     status = s.recv(15)
     assert status.startswith(b"HTTP/1.1 "), status
     return int(status[9:12])
@@ -281,9 +285,8 @@ def test_stalled_readers_are_capped_and_dropped_and_requests_still_answer(cluste
     port = int(api.base.rsplit(":", 1)[1])
     held: list[socket.socket] = []
     try:
-        # One finished run with a lot of output: 900 KB of control characters, which JSON sends as
-        # \u0001, twice (output events, then the result): far more than the socket buffers hold.
-        eid = submit(api, "import sys\nfor i in range(9000):\n    sys.stdout.write(chr(1) * 99 + '\\n')\n")
+        # One finished run with a lot of output.
+        eid = submit(api, BIG_OUTPUT)
         assert api.wait_execution(eid)["status"] == "COMPLETED"
 
         assert [stalled_follower(port, eid, "127.0.0.1", held) for _ in range(2)] == [200, 200]
@@ -307,6 +310,32 @@ def test_stalled_readers_are_capped_and_dropped_and_requests_still_answer(cluste
         for s in held:
             s.close()
         proc.stop()
+
+
+def test_one_user_cannot_take_every_slot(auth_apis: Any) -> None:
+    from tests.support.accounts import user_client
+
+    base = auth_apis.bases[1]  # one gunicorn process: the caps are per process
+    port = int(base.rsplit(":", 1)[1])
+    greedy, other = user_client(base), user_client(base)
+    token = greedy.http.headers["Authorization"].split(" ", 1)[1]
+    eid = submit(greedy, BIG_OUTPUT)
+    assert greedy.wait_execution(eid)["status"] == "COMPLETED"
+    held: list[socket.socket] = []
+    try:
+        # The default cap: 8 per user, whatever address each connection comes from.
+        statuses = [stalled_follower(port, eid, f"127.0.0.{2 + i}", held, token) for i in range(8)]
+        assert statuses == [200] * 8
+        over = requests.get(f"{base}/api/v1/executions/{eid}/events", headers=greedy.http.headers, timeout=10)
+        assert over.status_code == 429 and over.json()["error"]["code"] == "TOO_MANY_STREAMS"
+        # Another user still follows their own run.
+        mine = submit(other, "print('mine')")
+        other.wait_execution(mine)
+        with other.http.get(f"{base}/api/v1/executions/{mine}/events", stream=True, timeout=30) as r:
+            assert r.status_code == 200 and b"event: end" in r.content
+    finally:
+        for s in held:
+            s.close()
 
 
 def test_anonymous_websocket_options_is_the_same_for_any_execution(auth_apis: Any) -> None:
