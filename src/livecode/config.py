@@ -107,6 +107,7 @@ class Settings:
     header_timeout_s: float = 10.0  # the request line and headers must arrive within this
     body_timeout_s: float = 30.0  # the body must arrive within this once the headers are in
     connections_per_address: int = 64  # open TCP connections of one client address
+    connections_per_process: int = 1000  # open TCP connections of one API process, all clients
     connection_limit_exempt: tuple[str, ...] = ()  # addresses not capped (a reverse proxy's)
 
     @property
@@ -231,6 +232,7 @@ def _stream_and_connection_settings() -> dict[str, Any]:
         header_timeout_s=seconds("LIVECODE_HEADER_TIMEOUT_S", 10.0),
         body_timeout_s=seconds("LIVECODE_BODY_TIMEOUT_S", 30.0),
         connections_per_address=count("LIVECODE_CONNECTIONS_PER_ADDRESS", 64),
+        connections_per_process=max(1, count("LIVECODE_CONNECTIONS_PER_PROCESS", 1000)),
         connection_limit_exempt=tuple(a.strip() for a in exempt.split(",") if a.strip()),
     )
 

@@ -47,6 +47,7 @@ class FrontLimits:
     body_timeout_s: float = 30.0
     send_timeout_s: float = 30.0
     connections_per_address: int = 64  # 0: no cap
+    connections_per_process: int = 1000  # gunicorn's worker_connections
     exempt: tuple[str, ...] = ()
     max_body_bytes: int = 2 * 1024 * 1024  # more than this is handed on unread: the app answers 413
 

@@ -179,13 +179,14 @@ def test_per_user_cap_counts_the_account_not_the_address() -> None:
 def test_anonymous_websocket_options_does_not_reveal_executions(app: Flask) -> None:
     client = app.test_client()
     eid = queued_execution(client)
-    answers = []
-    for target in (eid, str(uuid.uuid4()), "not-a-uuid"):
-        r = client.options(f"/api/v1/executions/{target}/ws", headers=WS_HEADERS)
-        answers.append((r.status_code, r.headers.get("Allow"), r.get_data()))
-        r.close()
-    assert answers[0] == answers[1] == answers[2], answers
-    assert answers[0][0] == 200
+    for route in ("ws", "events"):
+        answers = []
+        for target in (eid, str(uuid.uuid4()), "not-a-uuid"):
+            r = client.options(f"/api/v1/executions/{target}/{route}", headers=WS_HEADERS)
+            answers.append((r.status_code, r.headers.get("Allow"), r.get_data()))
+            r.close()
+        assert answers[0] == answers[1] == answers[2], (route, answers)
+        assert answers[0][0] == 200
     assert slot_count(app) == 0
 
 
