@@ -252,6 +252,10 @@ def test_head_flood_and_every_ending_leave_no_slot_held(cluster: Cluster) -> Non
             websocket.create_connection(ws_url(api, str(uuid.uuid4())), timeout=10)
         assert requests.options(ws_url(api, done).replace("ws://", "http://"), headers=WS_HEADERS,
                                 timeout=10).status_code == 200
+        # A handshake that fails after the slot was taken (no Sec-WebSocket-Key).
+        bad = requests.get(ws_url(api, done).replace("ws://", "http://"),
+                           headers={"Upgrade": "websocket", "Connection": "Upgrade"}, timeout=10)
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "BAD_WEBSOCKET_HANDSHAKE"
         running = submit(api, TICKER)
         with requests.get(f"{api.base}/api/v1/executions/{running}/events", stream=True, timeout=30) as r:
             assert r.status_code == 200

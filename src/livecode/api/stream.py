@@ -28,6 +28,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from flask_restx import Namespace, Resource
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
+from wsproto.utilities import RemoteProtocolError
 
 from ..errors import ApiError, NotFound, ValidationError
 from ..events import Event, EventBus, SharedTails, parse_id
@@ -37,6 +38,7 @@ from ..worker.interactive import close_stdin, send_stdin
 from . import schemas
 from .body import parse_uuid
 from .context import owner_id, rt
+from .errors import json_error_response
 from .stream_slots import ReleaseStreamSlots, StreamSlots, hold_slot
 
 log = logging.getLogger(__name__)
@@ -360,6 +362,15 @@ def register_websocket(app: Flask) -> None:
         g.stream_execution = _lookup(execution_id)
         g.stream_after = _resume_point()
         hold_slot(owner_id())  # before the handshake, so a refusal is a plain 503/429
+
+    @app.errorhandler(RemoteProtocolError)
+    def _bad_handshake(exc: RemoteProtocolError) -> Response:
+        # An Upgrade request wsproto refuses (no key, wrong version): the client's mistake, a 4xx.
+        status = getattr(exc.event_hint, "status_code", None) or 400
+        return json_error_response(ApiError(
+            f"not a valid WebSocket handshake: {exc}", code="BAD_WEBSOCKET_HANDSHAKE", status=status,
+            headers={"Sec-WebSocket-Version": "13"} if status == 426 else None,
+        ))
 
     @sock.route("/api/v1/executions/<string:execution_id>/ws", bp=bp)
     def _ws(ws: Any, execution_id: str) -> None:
