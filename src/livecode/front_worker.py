@@ -238,6 +238,10 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         self._start_reading(conn)
 
     def _start_reading(self, conn: FrontConn) -> None:
+        if self.cfg.is_ssl:  # the front reads plain HTTP; TLS belongs to the proxy in front
+            conn.data_ready = False
+            super().enqueue_req(conn)
+            return
         conn.sock.setblocking(False)
         if conn.parser is not None:  # bytes of the next request that gunicorn already read
             conn.buf[:0] = conn.parser.unreader.take_buffered()

@@ -7,8 +7,8 @@ always find a free thread; past the caller's own cap it is refused with 429 TOO_
 that one client cannot take every slot.
 
 A slot is a `Lease`, given back exactly once however the request ends. The lease is handed to the
-WSGI middleware below, which gives it back when the server closes the response (RFC 3333 / PEP
-3333: the server calls close() on every response iterable, whether it was sent in full, cut off
+WSGI middleware below, which gives it back when the server closes the response (PEP 3333: the
+server calls close() on every response iterable, whether it was sent in full, cut off
 by the client, not sent at all (HEAD), or replaced by an error response) or when the application
 raises. A generator's `finally` is not enough: a generator that was never started (HEAD, a
 failure before the first write) does not run it when closed.
