@@ -195,6 +195,9 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         try:
             sock, client = listener.accept()
         except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):  # should not happen (see serve()); never exit for it
+                self.log.warning("out of file descriptors; a connection waits")
+                return
             if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
             return
@@ -223,12 +226,16 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
             self.per_address.pop(address, None)
 
     def _refuse(self, sock: socket.socket, response: bytes) -> None:
+        # Closed at once, not lingered: refused connections must not pile up as open sockets.
         try:
             sock.setblocking(False)
             sock.send(response)
         except OSError:
             pass
-        self.linger(sock)
+        try:
+            sock.close()
+        except OSError:
+            pass
 
     # ---- the front: read a whole request without a thread ---------------------------------
 
@@ -330,7 +337,14 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
 
     def linger(self, sock: socket.socket) -> None:
         """Half-close and drain until the client closes too (or LINGER_S), in the event loop:
-        closing with unread bytes would reset the connection and could cut off the answer."""
+        closing with unread bytes would reset the connection and could cut off the answer. At
+        most `connections_per_process` sockets linger; past that they are closed at once."""
+        if len(self.lingering) >= self.limits.connections_per_process:
+            try:
+                sock.close()
+            except OSError:
+                pass
+            return
         try:
             sock.setblocking(False)
             sock.shutdown(socket.SHUT_WR)

@@ -66,7 +66,8 @@ def serve(app_factory: Callable[[], Any], *, host: str, port: int, workers: int,
           limits: FrontLimits | None = None, **hooks: Any) -> None:
     # Set before gunicorn forks its workers, which inherit it.
     GuardedThreadWorker.limits = limits = limits or FrontLimits()
-    _allow_open_files(limits.connections_per_process + 256)  # + database, Redis, logs, sandbox pipes
+    # Open connections, as many lingering closes, and the database, Redis, logs, sandbox pipes.
+    _allow_open_files(2 * limits.connections_per_process + 256)
     options = {
         "bind": f"{host}:{port}" if ":" not in host else f"[{host}]:{port}",
         "workers": workers,
