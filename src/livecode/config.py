@@ -108,7 +108,7 @@ class Settings:
     body_timeout_s: float = 30.0  # the body must arrive within this once the headers are in
     connections_per_address: int = 64  # open TCP connections of one client address
     connections_per_process: int = 1000  # open TCP connections of one API process, all clients
-    connection_limit_exempt: tuple[str, ...] = ()  # addresses not capped (a reverse proxy's)
+    connection_limit_exempt: tuple[str, ...] = ()  # addresses or networks not capped (a reverse proxy's)
 
     @property
     def embedded(self) -> bool:
@@ -208,6 +208,8 @@ def load_settings(mode: str | None = None, **overrides: Any) -> Settings:
 
 
 def _stream_and_connection_settings() -> dict[str, Any]:
+    import ipaddress
+
     def seconds(name: str, default: float) -> float:
         raw = _env(name)
         try:
@@ -224,7 +226,13 @@ def _stream_and_connection_settings() -> dict[str, Any]:
             raise ConfigError(f"{name} must be 0 (no cap) or more, got {value}")
         return value
 
-    exempt = _env("LIVECODE_CONNECTION_LIMIT_EXEMPT") or ""
+    exempt = [a.strip() for a in (_env("LIVECODE_CONNECTION_LIMIT_EXEMPT") or "").split(",") if a.strip()]
+    for network in exempt:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"LIVECODE_CONNECTION_LIMIT_EXEMPT: {network!r} is not an address or network "
+                              "(e.g. 10.0.0.5 or 10.0.0.0/8)") from exc
     return dict(
         streams_per_user=count("LIVECODE_STREAMS_PER_USER", 8),
         streams_per_address=count("LIVECODE_STREAMS_PER_ADDRESS", 8),
@@ -233,7 +241,7 @@ def _stream_and_connection_settings() -> dict[str, Any]:
         body_timeout_s=seconds("LIVECODE_BODY_TIMEOUT_S", 30.0),
         connections_per_address=count("LIVECODE_CONNECTIONS_PER_ADDRESS", 64),
         connections_per_process=max(1, count("LIVECODE_CONNECTIONS_PER_PROCESS", 1000)),
-        connection_limit_exempt=tuple(a.strip() for a in exempt.split(",") if a.strip()),
+        connection_limit_exempt=tuple(exempt),
     )
 
 

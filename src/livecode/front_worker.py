@@ -26,6 +26,7 @@ version range is pinned in pyproject.toml.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import selectors
 import socket
@@ -188,6 +189,8 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         self.reading: dict[FrontConn, None] = {}  # connections whose request is being read
         self.lingering: dict[socket.socket, float] = {}
         self.per_address: dict[str, int] = {}
+        self.exempt = [ipaddress.ip_network(n, strict=False) for n in self.limits.exempt]
+        self.exempt_cache: dict[str, bool] = {}
 
     # ---- accepting -------------------------------------------------------------------------
 
@@ -203,7 +206,7 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
             return
         address = client[0] if isinstance(client, tuple) else ""
         cap = self.limits.connections_per_address
-        if cap and address not in self.limits.exempt and self.per_address.get(address, 0) >= cap:
+        if cap and self.per_address.get(address, 0) >= cap and not self._exempt(address):
             self._refuse(sock, TOO_MANY_CONNECTIONS)
             return
         self.per_address[address] = self.per_address.get(address, 0) + 1
@@ -217,6 +220,22 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
             pass
         conn = FrontConn(self, self.cfg, sock, client, listener.getsockname(), address)
         self._start_reading(conn)
+
+    def _exempt(self, address: str) -> bool:
+        """Whether `address` is in LIVECODE_CONNECTION_LIMIT_EXEMPT (addresses or networks)."""
+        if not self.exempt:
+            return False
+        known = self.exempt_cache.get(address)
+        if known is None:
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                return False
+            known = any(ip in net for net in self.exempt)
+            if len(self.exempt_cache) > 10_000:
+                self.exempt_cache.clear()
+            self.exempt_cache[address] = known
+        return known
 
     def forget_address(self, address: str) -> None:
         left = self.per_address.get(address, 0) - 1

@@ -22,7 +22,7 @@ from tests.support.procs import Process, free_port, livecode, wait_api
 
 pytestmark = pytest.mark.integration
 
-ATTACKER, BYSTANDER = "127.0.0.1", "127.0.0.2"
+ATTACKER, BYSTANDER, PROXY = "127.0.0.1", "127.0.0.2", "127.0.0.3"
 THREADS = 8
 SLOW = 36  # slow connections: 12 slow headers, 12 slow bodies, 12 silent
 CAP = 40
@@ -32,7 +32,7 @@ class Api:
     def __init__(self, cluster: Cluster) -> None:
         self.port = free_port()
         env = {**cluster.env, "LIVECODE_HEADER_TIMEOUT_S": "4", "LIVECODE_BODY_TIMEOUT_S": "4",
-               "LIVECODE_CONNECTIONS_PER_ADDRESS": str(CAP)}
+               "LIVECODE_CONNECTIONS_PER_ADDRESS": str(CAP), "LIVECODE_CONNECTION_LIMIT_EXEMPT": f"{PROXY}/32"}
         self.proc = Process(livecode("api", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
                                      "--threads", str(THREADS)), env, "api-slow")
         wait_api(self.proc, f"http://127.0.0.1:{self.port}")
@@ -129,6 +129,13 @@ def test_slow_clients_do_not_take_the_threads(api: Api) -> None:
         assert b"TOO_MANY_CONNECTIONS" in answer + over.recv(500)
         over.close()
         assert api.request("GET", "/health")[0] == 200
+        # An exempt address (a reverse proxy's) is not capped.
+        proxied = [api.connect(PROXY) for _ in range(CAP + 5)]
+        assert answer_of(proxied[-1], 1) == b"<no answer>"  # open, waiting for its request
+        proxied[-1].sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer_of(proxied[-1], 10).startswith(b"HTTP/1.1 200")
+        for s in proxied:
+            s.close()
 
         # However steadily they trickle, the slow requests end at the header or body timeout (4 s).
         answers = [answer_of(s, 20) for s in trickle.socks]
