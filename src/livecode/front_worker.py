@@ -346,7 +346,8 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
     def murder_pending(self) -> None:
         super().murder_pending()
         now = time.monotonic()
-        expired = [c for c in self.reading if c.deadline <= now]
+        # A stopping worker does not wait for requests that have not started.
+        expired = [c for c in self.reading if c.deadline <= now or (not self.alive and not c.buf)]
         for conn in expired:
             # A connection that never sent a byte is just closed; one that started a request
             # is told why.
