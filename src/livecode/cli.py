@@ -25,7 +25,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from .embedded import InProcessWorker
     from .runtime import init_runtime
     from .sandbox import SandboxUnavailable
-    from .server import serve
+    from .server import front_limits, serve
 
     settings = _settings("embedded")
     state: dict[str, Any] = {}
@@ -55,7 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     )
     os.environ["LIVECODE_API_THREADS"] = str(args.threads)  # streams leave some for requests
     serve(factory, host=args.host, port=args.port, workers=1, threads=args.threads,
-          worker_exit=worker_exit)
+          limits=front_limits(settings), worker_exit=worker_exit)
 
 
 def _prometheus_multiprocess() -> Any:
@@ -82,7 +82,7 @@ def cmd_api(args: argparse.Namespace) -> None:
     """Distributed: the API under gunicorn; workers run separately."""
     child_exit = _prometheus_multiprocess()  # before anything imports prometheus_client
     from .app import create_app
-    from .server import serve
+    from .server import front_limits, serve
 
     settings = _settings("distributed")
     if args.migrate:
@@ -94,7 +94,7 @@ def cmd_api(args: argparse.Namespace) -> None:
         db.dispose()
     os.environ["LIVECODE_API_THREADS"] = str(args.threads)  # streams leave some for requests
     serve(lambda: create_app(settings), host=args.host, port=args.port,
-          workers=args.workers, threads=args.threads, child_exit=child_exit)
+          workers=args.workers, threads=args.threads, limits=front_limits(settings), child_exit=child_exit)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:

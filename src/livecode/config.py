@@ -103,6 +103,17 @@ class Settings:
     log_level: str = "INFO"
     log_json: bool = True
 
+    # Streams and connections: what one client may hold of an API process (docs/operations.md).
+    # Per API process (each gunicorn process counts its own); 0 switches a cap off.
+    streams_per_user: int = 8  # SSE + WebSocket followers of one signed-in user
+    streams_per_address: int = 8  # the same for requests without an account, by client address
+    send_timeout_s: float = 30.0  # a response write (a stream event) that makes no progress this long ends it
+    header_timeout_s: float = 10.0  # the request line and headers must arrive within this
+    body_timeout_s: float = 30.0  # the body must arrive within this once the headers are in
+    connections_per_address: int = 64  # open TCP connections of one client address
+    connections_per_process: int = 1000  # open TCP connections of one API process, all clients
+    connection_limit_exempt: tuple[str, ...] = ()  # addresses or networks not capped (a reverse proxy's)
+
     @property
     def embedded(self) -> bool:
         return self.mode == "embedded"
@@ -189,6 +200,7 @@ def load_settings(mode: str | None = None, **overrides: Any) -> Settings:
         log_level=(_env("LIVECODE_LOG_LEVEL", "INFO") or "INFO").upper(),
         log_json=_bool("LIVECODE_LOG_JSON", True),
     )
+    values.update(_stream_and_connection_settings())
     reconcile = _env("LIVECODE_RECONCILE_INTERVAL_S")
     if reconcile:
         values["reconcile_interval_s"] = float(reconcile)
@@ -201,6 +213,44 @@ def load_settings(mode: str | None = None, **overrides: Any) -> Settings:
     if values["sandbox"] not in {"bwrap", "none"}:
         raise ConfigError(f"LIVECODE_SANDBOX must be 'bwrap' or 'none', got {values['sandbox']!r}")
     return Settings(**values)
+
+
+def _stream_and_connection_settings() -> dict[str, Any]:
+    import ipaddress
+
+    def seconds(name: str, default: float) -> float:
+        raw = _env(name)
+        try:
+            value = default if raw is None else float(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from exc
+        if value <= 0:
+            raise ConfigError(f"{name} must be more than 0 seconds, got {raw!r}")
+        return value
+
+    def count(name: str, default: int) -> int:
+        value = _int(name, default)
+        if value < 0:
+            raise ConfigError(f"{name} must be 0 (no cap) or more, got {value}")
+        return value
+
+    exempt = [a.strip() for a in (_env("LIVECODE_CONNECTION_LIMIT_EXEMPT") or "").split(",") if a.strip()]
+    for network in exempt:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"LIVECODE_CONNECTION_LIMIT_EXEMPT: {network!r} is not an address or network "
+                              "(e.g. 10.0.0.5 or 10.0.0.0/8)") from exc
+    return dict(
+        streams_per_user=count("LIVECODE_STREAMS_PER_USER", 8),
+        streams_per_address=count("LIVECODE_STREAMS_PER_ADDRESS", 8),
+        send_timeout_s=seconds("LIVECODE_SEND_TIMEOUT_S", 30.0),
+        header_timeout_s=seconds("LIVECODE_HEADER_TIMEOUT_S", 10.0),
+        body_timeout_s=seconds("LIVECODE_BODY_TIMEOUT_S", 30.0),
+        connections_per_address=count("LIVECODE_CONNECTIONS_PER_ADDRESS", 64),
+        connections_per_process=max(1, count("LIVECODE_CONNECTIONS_PER_PROCESS", 1000)),
+        connection_limit_exempt=tuple(exempt),
+    )
 
 
 def _embedded_secret(data_dir: Path) -> str:

@@ -1,13 +1,17 @@
-"""Gunicorn (gthread) as the production WSGI server, for `livecode api` and `livecode serve`."""
+"""Gunicorn as the production WSGI server, for `livecode api` and `livecode serve`: its gthread
+worker with a front that reads each request before it takes a thread (livecode.front_worker)."""
 
 from __future__ import annotations
 
 import json
+import resource
 from collections.abc import Callable
 from typing import Any
 
 from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
+
+from .front_worker import FrontLimits, GuardedThreadWorker
 
 
 def _write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
@@ -38,13 +42,38 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         return self.app_factory()
 
 
+def _allow_open_files(wanted: int) -> None:
+    """Raise the soft limit on open files to what the connections need (up to the hard limit):
+    past it accept() fails and the worker process exits."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if new > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+
+
+def front_limits(settings: Any) -> FrontLimits:
+    return FrontLimits(
+        header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
+        send_timeout_s=settings.send_timeout_s, connections_per_address=settings.connections_per_address,
+        connections_per_process=settings.connections_per_process,
+        exempt=tuple(settings.connection_limit_exempt), max_body_bytes=settings.max_request_bytes,
+    )
+
+
 def serve(app_factory: Callable[[], Any], *, host: str, port: int, workers: int, threads: int,
-          **hooks: Any) -> None:
+          limits: FrontLimits | None = None, **hooks: Any) -> None:
+    # Set before gunicorn forks its workers, which inherit it.
+    GuardedThreadWorker.limits = limits = limits or FrontLimits()
+    # Open connections, as many lingering closes, and the database, Redis, logs, sandbox pipes.
+    _allow_open_files(2 * limits.connections_per_process + 256)
     options = {
         "bind": f"{host}:{port}" if ":" not in host else f"[{host}]:{port}",
         "workers": workers,
-        "worker_class": "gthread",
+        "worker_class": f"{GuardedThreadWorker.__module__}.{GuardedThreadWorker.__qualname__}",
         "threads": threads,
+        "worker_connections": limits.connections_per_process,
         "timeout": 60,
         "graceful_timeout": 30,
         "keepalive": 5,

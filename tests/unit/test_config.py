@@ -43,3 +43,24 @@ def test_sandbox_none_must_be_explicit(monkeypatch) -> None:  # type: ignore[no-
     monkeypatch.setenv("LIVECODE_SANDBOX", "docker")
     with pytest.raises(ConfigError):
         load_settings("embedded")
+
+
+def test_stream_and_connection_limits(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    s = load_settings("embedded")
+    assert (s.streams_per_user, s.streams_per_address, s.connections_per_address, s.connections_per_process) == (
+        8, 8, 64, 1000)
+    assert (s.send_timeout_s, s.header_timeout_s, s.body_timeout_s) == (30.0, 10.0, 30.0)
+    monkeypatch.setenv("LIVECODE_STREAMS_PER_USER", "0")
+    monkeypatch.setenv("LIVECODE_HEADER_TIMEOUT_S", "2.5")
+    monkeypatch.setenv("LIVECODE_CONNECTION_LIMIT_EXEMPT", "10.0.0.5, 10.1.0.0/16")
+    s = load_settings("embedded")
+    assert s.streams_per_user == 0 and s.header_timeout_s == 2.5
+    assert s.connection_limit_exempt == ("10.0.0.5", "10.1.0.0/16")
+    for name, bad, match in [("LIVECODE_SEND_TIMEOUT_S", "0", "more than 0"),
+                             ("LIVECODE_BODY_TIMEOUT_S", "soon", "seconds"),
+                             ("LIVECODE_STREAMS_PER_ADDRESS", "-1", "0 \\(no cap\\)"),
+                             ("LIVECODE_CONNECTION_LIMIT_EXEMPT", "proxy.local", "not an address")]:
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ConfigError, match=match):
+            load_settings("embedded")
+        monkeypatch.delenv(name)
