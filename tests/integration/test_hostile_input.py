@@ -5,6 +5,9 @@ counts and the target session are checked straight in PostgreSQL afterwards."""
 
 from __future__ import annotations
 
+import http.client
+import json
+import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +16,7 @@ import psycopg
 import pytest
 import requests
 
+from tests.support.accounts import login, register
 from tests.support.client import ApiClient
 
 pytestmark = pytest.mark.integration
@@ -239,3 +243,121 @@ def test_header_flood_is_refused(target: Target) -> None:
     headers = {f"X-Flood-{i}": "v" * 100 for i in range(200)}
     r = target.send("PATCH", target.patch_path, data=b'{"source_code": "changed"}', headers={**headers, **JSON})
     assert_4xx(r, 431)  # over the server's limit on header fields, answered in JSON
+
+
+# ---- issue 10: malformed input that answered 500 -------------------------------------------------
+
+
+def raw_request(base: str, head: str, body: bytes = b"", timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes as they are (a malformed chunked body, a broken request line) and read the first
+    answer."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(head.encode("latin-1") + body)
+        sock.shutdown(socket.SHUT_WR)  # all sent: a body cut short ends here, not at a timeout
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        data = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+
+
+def assert_raw_4xx(answer: tuple[int, dict[str, str], bytes], status: int | tuple[int, ...] = (400,)) -> None:
+    code, headers, data = answer
+    expected = (status,) if isinstance(status, int) else status
+    assert code in expected, (code, data[:300])
+    assert headers.get("content-type", "").startswith("application/json"), headers
+    err = json.loads(data)["error"]
+    assert err["code"] and err["message"]
+
+
+def unhandled_errors(cluster: Any) -> int:
+    return cluster.api.output().count('"unhandled error"') + cluster.api.output().count("Traceback")
+
+
+BAD_CHUNKS = [
+    b"zz\r\n{}\r\n0\r\n\r\n",  # not a hexadecimal size
+    b"2\r\n{}XX0\r\n\r\n",  # no CRLF after the chunk
+    b"ffffffffffffffffffff\r\n{}\r\n0\r\n\r\n",  # an absurd size
+    b"5\r\n{}",  # cut short
+]
+
+
+@pytest.mark.parametrize("chunked", BAD_CHUNKS, ids=["size", "terminator", "huge", "short"])
+@pytest.mark.parametrize("route", ["/api/v1/auth/refresh", "/api/v1/auth/login", "/api/v1/auth/register", SESSIONS,
+                                   "execute", "/api/v1/executions/batch", "patch", "/api/v1/api-keys"])
+def test_bad_chunked_body_is_a_4xx(target: Target, cluster: Any, route: str, chunked: bytes) -> None:
+    path = {"execute": target.execute_path, "patch": target.patch_path}.get(route, route)
+    method = "PATCH" if route == "patch" else "POST"
+    auth = ""
+    if route == "/api/v1/api-keys":  # needs an account, so that the body is read at all
+        auth = f"Authorization: Bearer {login(target.base, *register(target.base))['access_token']}\r\n"
+    errors = unhandled_errors(cluster)
+    head = (f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}"
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+    answer = raw_request(target.base, head, chunked)
+    assert_raw_4xx(answer)
+    assert unhandled_errors(cluster) == errors, cluster.api.output()[-3000:]
+
+
+def db_count(cluster: Any, table: str) -> int:
+    with psycopg.connect(cluster.env["DATABASE_URL"], connect_timeout=3, autocommit=True) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608 - fixed names
+        return int(row[0]) if row else 0
+
+
+HOSTILE_TEXT = ['"ad\\u0000min-user"', '"\\ud800admin-user"', '"admin-user\\udfff"', '"\\u0000"',
+                '"\\ud83d\\ude00\\ud800"']
+
+
+@pytest.mark.parametrize("value", HOSTILE_TEXT)
+@pytest.mark.parametrize("field", ["username", "password"])
+@pytest.mark.parametrize("route", ["login", "register"])
+def test_nul_and_lone_surrogates_when_signing_in(target: Target, cluster: Any, route: str, field: str,
+                                                  value: str) -> None:
+    errors, users = unhandled_errors(cluster), db_count(cluster, "users")
+    fields = {"username": '"sweep-user-1"', "password": '"correct-horse-42"', field: value}
+    raw = "{" + ", ".join(f'"{k}": {v}' for k, v in fields.items()) + "}"
+    r = target.send("POST", f"/api/v1/auth/{route}", data=raw.encode(), headers=JSON)
+    assert_4xx(r, 400)
+    assert db_count(cluster, "users") == users
+    assert unhandled_errors(cluster) == errors
+
+
+@pytest.mark.parametrize("value", HOSTILE_TEXT)
+def test_nul_and_lone_surrogates_in_an_api_key_name(target: Target, cluster: Any, value: str) -> None:
+    username, password = register(target.base)
+    token = login(target.base, username, password)["access_token"]
+    errors, keys = unhandled_errors(cluster), db_count(cluster, "api_keys")
+    r = target.send("POST", "/api/v1/api-keys", data=('{"name": ' + value + "}").encode(),
+                    headers={**JSON, "Authorization": f"Bearer {token}"})
+    assert_4xx(r, 400)
+    assert db_count(cluster, "api_keys") == keys
+    assert unhandled_errors(cluster) == errors
+
+
+@pytest.mark.parametrize("depth", [1_000, 5_000, 100_000])
+@pytest.mark.parametrize("shape", ["arrays", "objects", "inside-an-item"])
+def test_deeply_nested_batch(target: Target, cluster: Any, depth: int, shape: str) -> None:
+    errors = unhandled_errors(cluster)
+    if shape == "arrays":
+        body = "[" * depth + "]" * depth
+    elif shape == "objects":
+        body = '{"executions": ' + '{"a":' * depth + "1" + "}" * depth + "}"
+    else:
+        body = ('{"executions": [{"session_id": "' + target.sid + '", "args": ' + "[" * depth + "]" * depth + "}]}")
+    for content_type in ("application/json", "text/x+json"):
+        r = target.send("POST", "/api/v1/executions/batch", data=body.encode(), headers={"Content-Type": content_type})
+        assert_4xx(r, 400)
+    assert unhandled_errors(cluster) == errors
+
+
+def test_valid_batch_sent_chunked_is_queued(cluster: Any) -> None:
+    client = ApiClient(cluster.base)
+    sid = client.create_session("print('chunked')")["session_id"]
+    body = json.dumps({"executions": [{"session_id": sid, "stdin": "a"}, {"session_id": sid}]}).encode()
+    r = client.request("POST", "/api/v1/executions/batch", data=iter([body[:10], body[10:]]), headers=JSON)
+    assert r.status_code == 202, r.text
+    assert r.json()["count"] == 2
+    assert "Content-Length" not in r.request.headers and r.request.headers["Transfer-Encoding"] == "chunked"
+    for item in r.json()["executions"]:
+        assert client.wait_execution(item["execution_id"])["status"] == "COMPLETED"

@@ -81,8 +81,13 @@ def _settings_in(cwd: Path, env_extra: dict[str, str]) -> subprocess.CompletedPr
     """load_settings() in a fresh process (a .env file changes os.environ for good)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVECODE_", "DATABASE_", "REDIS_", "SECRET_"))}
     env.update(PYTHONPATH=SRC, HOME=str(cwd), **env_extra)
-    code = "from livecode.config import load_settings; s = load_settings(); print(s.mode, s.max_source_bytes)"
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    # A script file, as the `livecode` command is: with `python -c` python-dotenv would look in the
+    # working directory anyway (it treats that as an interactive session).
+    script = cwd / "show_settings.py"
+    script.write_text("from livecode.config import load_settings\n"
+                      "s = load_settings()\nprint(s.mode, s.max_source_bytes)\n")
+    return subprocess.run([sys.executable, str(script)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=60)
 
 
 def test_dotenv_is_read_from_the_working_directory(tmp_path: Path) -> None:
