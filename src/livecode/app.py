@@ -12,6 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import migrate
 from .api import build_api
 from .api.auth import init_auth
+from .api.body import drain_unread_body
 from .api.errors import register_error_handlers
 from .api.headers import init_security_headers
 from .api.playground import register_playground
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     @app.after_request
     def _headers(resp: Response) -> Response:
+        drain_unread_body()
         resp.headers["X-Request-ID"] = g.get("request_id", "")
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         return resp

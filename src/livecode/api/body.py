@@ -60,6 +60,26 @@ def _read_body() -> bytes:
     return raw
 
 
+def drain_unread_body() -> None:
+    """After an answer given without reading the body (401, 404, 405, 429 ...): read the rest of
+    an acceptable body before answering. gunicorn drains at most 64 KiB itself and then closes
+    the connection with the rest unread, which resets it: a client still sending never sees its
+    answer. Bounded by the request size limit (an oversized body is not read) and by the
+    server's read timeouts."""
+    if g.get("livecode_raw_body") is not None:
+        return
+    length = request.content_length
+    chunked = "chunked" in (request.headers.get("Transfer-Encoding") or "").lower()
+    limit = request.max_content_length
+    if not (length or chunked) or (length and limit is not None and length > limit):
+        return
+    try:
+        while request.stream.read(64 * 1024):
+            pass
+    except Exception:  # noqa: BLE001 - a broken or oversized body: the server closes the connection
+        pass
+
+
 def require_str(body: dict[str, Any], name: str, *, max_len: int | None = None) -> str:
     if name not in body:
         raise ValidationError(f"missing field {name!r}", code="MISSING_FIELD", details={"field": name})
