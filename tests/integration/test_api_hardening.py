@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 import pytest
+import requests
 
 from tests.support.procs import free_port, livecode, wait_for
 
@@ -80,3 +81,17 @@ def test_tokens_never_reach_the_log_from_requests_gunicorn_refuses(cluster: Any)
     assert canary not in log and canary.split(".")[-1] not in log
     assert key not in log and key[3:] not in log
     assert "access_token=[redacted]" in log  # the line is still there, only the secret is not
+
+
+def test_an_answer_given_before_the_body_is_read_reaches_the_client(cluster: Any) -> None:
+    """A 401/404/405 needs no body, so the body was left unread; gunicorn drains 64 KiB of it and
+    then closes the connection with the rest unread, which resets it: the client, still sending,
+    never saw its answer."""
+    body = b'{"pad": "' + b"x" * (1536 * 1024) + b'"}'  # under the 2 MiB request limit
+    session = requests.Session()
+    for method, path, status in [("DELETE", f"/api/v1/admin/dead-letters/{uuid.uuid4()}", 404),
+                                 ("BREW", "/api/v1/languages", 405), ("POST", "/health", 405)] * 3:
+        r = session.request(method, cluster.base + path, data=body, headers={"Content-Type": "application/json"},
+                            timeout=60)
+        assert r.status_code == status, r.text[:200]
+        assert r.json()["error"]["code"]
