@@ -5,7 +5,9 @@ the embedded mode (one process). The moving-window strategy is one atomic Lua sc
 Redis: 30 concurrent requests against a limit of 10 admit exactly 10, and no burst of 2x the limit
 slips through at a window boundary as it would with fixed windows.
 
-The limit is checked before the handler runs, so a refused request creates nothing.
+A single submission's limit is checked before the handler runs; a batch is charged its number of
+runs by the batch service, after checking the batch and right before inserting it (one atomic
+hit with that cost). Either way a refused request creates nothing.
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ def charge_executions(cost: int) -> None:
             "X-RateLimit-Reset": str(reset_at),
         },
     )
+
 
 login_limit = limiter.shared_limit(
     _login_limit,
