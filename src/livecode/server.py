@@ -10,21 +10,34 @@ from typing import Any
 
 from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger as GunicornLogger
 
 from .front_worker import FrontLimits, GuardedThreadWorker
+from .logging_setup import RedactSecretsFilter, redact
 
 
 def _write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
     """Gunicorn answers a request it cannot parse (request line or headers too long, bad header
     characters) itself, before Flask sees it; answer in the API's JSON error shape, not HTML."""
     body = json.dumps({"error": {"code": reason.upper().replace(" ", "_").replace("-", "_"),
-                                 "message": f"{reason}: {mesg}"}})
+                                 "message": f"{reason}: {redact(mesg)}"}})
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
     gunicorn_util.write_nonblock(sock, (head + body).encode("latin-1", "replace"))
 
 
 gunicorn_util.write_error = _write_json_error
+
+
+class RedactingLogger(GunicornLogger):  # type: ignore[misc]
+    """gunicorn's own log lines echo what it could not parse (a request line with
+    ?access_token=..., an Authorization header with a bad byte): redact them like ours."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            if not any(isinstance(f, RedactSecretsFilter) for f in log.filters):
+                log.addFilter(RedactSecretsFilter())
 
 
 class GunicornServer(BaseApplication):  # type: ignore[misc]
@@ -78,6 +91,7 @@ def serve(app_factory: Callable[[], Any], *, host: str, port: int, workers: int,
         "graceful_timeout": 30,
         "keepalive": 5,
         "accesslog": None,
+        "logger_class": RedactingLogger,
         "preload_app": False,
         **hooks,
     }
