@@ -69,6 +69,7 @@ def base_env(**extra: str) -> dict[str, str]:
         # The shared fixtures run many executions from one address; the rate-limit tests start
         # their own API processes with the real limits.
         LIVECODE_EXECUTION_RATE_LIMIT="100000/minute",
+        LIVECODE_EXECUTION_RATE_LIMIT_PER_ADDRESS="100000/minute",
         LIVECODE_LOGIN_RATE_LIMIT="100000/minute",
     )
     if os.environ.get("LIVECODE_TEST_WORKER_UID_BASE"):  # parallel test runs on one host

@@ -93,6 +93,9 @@ class Settings:
     # Accounts, rate limits.
     auth_required: bool = False
     execution_rate_limit: str = "10/minute"
+    # Executions per client address, whoever is signed in ("" = no such limit): one address
+    # cannot multiply its budget by registering accounts.
+    execution_rate_limit_per_address: str = "30/minute"
     login_rate_limit: str = "10/minute"
     rate_limits_enabled: bool = True  # off only to measure what the limits cost (bench/)
     access_token_minutes: int = 15
@@ -198,6 +201,8 @@ def load_settings(mode: str | None = None, **overrides: Any) -> Settings:
         max_attempts=_int("LIVECODE_MAX_ATTEMPTS", 3),
         auth_required=_bool("LIVECODE_AUTH_REQUIRED", mode == "distributed"),
         execution_rate_limit=_env("LIVECODE_EXECUTION_RATE_LIMIT", "10/minute") or "10/minute",
+        execution_rate_limit_per_address=os.environ.get("LIVECODE_EXECUTION_RATE_LIMIT_PER_ADDRESS",
+                                                        "30/minute").strip(),
         login_rate_limit=_env("LIVECODE_LOGIN_RATE_LIMIT", "10/minute") or "10/minute",
         rate_limits_enabled=_bool("LIVECODE_RATE_LIMITS_ENABLED", True),
         access_token_minutes=_int("LIVECODE_ACCESS_TOKEN_MINUTES", 15),

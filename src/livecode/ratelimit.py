@@ -13,6 +13,7 @@ hit with that cost). Either way a refused request creates nothing.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
@@ -44,6 +45,21 @@ def _execution_limit() -> str:
 
 def _login_limit() -> str:
     return _settings().login_rate_limit
+
+
+def _address_limit() -> str:
+    return _settings().execution_rate_limit_per_address
+
+
+def _no_address_limit() -> bool:
+    return not _settings().execution_rate_limit_per_address
+
+
+def _address_message() -> str:
+    return (
+        f"rate limit exceeded: at most {_settings().execution_rate_limit_per_address} executions per "
+        "client address, whichever account sends them; see the Retry-After header"
+    )
 
 
 def _execution_message() -> str:
@@ -81,29 +97,54 @@ execution_limit = limiter.shared_limit(
 )
 
 
+ADDRESS_SCOPE = "executions-by-address"
+
+# Beside the per-user budget: every execution from one client address, whoever is signed in, so
+# fresh accounts do not multiply one address's budget.
+execution_address_limit = limiter.shared_limit(
+    _address_limit,
+    scope=ADDRESS_SCOPE,
+    key_func=lambda: f"addr:{client_address()}",
+    error_message=_address_message,
+    exempt_when=_no_address_limit,
+)
+
+
 class RateLimited(ApiError):
     status = 429
     code = "RATE_LIMITED"
 
 
 def charge_executions(cost: int) -> None:
-    """Take `cost` executions from the caller's budget in one atomic step (one Lua script in
-    Redis), or take none and answer 429. The batch service calls it once it knows how many rows
-    it will insert, right before inserting them, so what is charged is what is queued, whatever
-    the body looked like to anyone else."""
+    """Take `cost` executions from the caller's budgets (the user's and the client address's) in
+    atomic steps (one Lua script each in Redis), or answer 429. The batch service calls it once it
+    knows how many rows it will insert, right before inserting them, so what is charged is what is
+    queued, whatever the body looked like to anyone else."""
     settings = _settings()
     if cost <= 0 or not settings.rate_limits_enabled:
         return
-    item = parse_limit(settings.execution_rate_limit)
-    # The same key flask-limiter builds for the shared limit above: prefix, key, scope.
-    key = [KEY_PREFIX, user_or_address(), EXECUTIONS_SCOPE]
-    if limiter.limiter.hit(item, *key, cost=cost):
-        return
+    user_item = parse_limit(settings.execution_rate_limit)
+    # The same keys flask-limiter builds for the shared limits above: prefix, key, scope.
+    user_key = [KEY_PREFIX, user_or_address(), EXECUTIONS_SCOPE]
+    address = settings.execution_rate_limit_per_address
+    address_item = parse_limit(address) if address else None
+    address_key = [KEY_PREFIX, f"addr:{client_address()}", ADDRESS_SCOPE]
+    # The address budget is looked at first so that a refusal there charges nothing; two batches
+    # racing between this look and the hit below can pass it by at most one batch.
+    if address_item is not None and not limiter.limiter.test(address_item, *address_key, cost=cost):
+        _refuse(address_item, address_key, cost, f"{address} executions per client address")
+    if not limiter.limiter.hit(user_item, *user_key, cost=cost):
+        _refuse(user_item, user_key, cost, f"{settings.execution_rate_limit} executions per user")
+    if address_item is not None:
+        limiter.limiter.hit(address_item, *address_key, cost=cost)
+
+
+def _refuse(item: Any, key: list[str], cost: int, what: str) -> None:
     stats = limiter.limiter.get_window_stats(item, *key)
     reset_at = int(stats.reset_time)
     raise RateLimited(
-        f"rate limit exceeded: at most {settings.execution_rate_limit} executions per user; this request "
-        f"asks for {cost} and {max(0, stats.remaining)} are left; see the Retry-After header",
+        f"rate limit exceeded: at most {what}; this request asks for {cost} and "
+        f"{max(0, stats.remaining)} are left; see the Retry-After header",
         details={"cost": cost, "remaining": max(0, stats.remaining)},
         headers={
             "Retry-After": str(max(1, reset_at - int(time.time()))),
