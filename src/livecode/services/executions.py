@@ -228,7 +228,8 @@ def submit_execution(
     try:
         with db.write() as s:
             storage.store_sources(s, {digest: session.source_code}, now)
-            if not s.execute(stmt).rowcount:  # type: ignore[attr-defined]
+            # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... SELECT that inserted nothing.
+            if s.execute(stmt.returning(Execution.id)).first() is None:
                 raise _NotInserted  # rolls back the source too: a refusal changes nothing
     except _NotInserted:
         _refusal(db, settings, session_id, session.user_id)

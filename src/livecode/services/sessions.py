@@ -79,8 +79,9 @@ def create_session(
     table = CodeSession.__table__
     pick = select(*(literal(v, table.c[c].type) for c, v in values.items())).where(under_cap)
     with db.write() as s:
-        inserted = s.execute(insert(CodeSession).from_select(list(values), pick)).rowcount  # type: ignore[attr-defined]
-    if not inserted:
+        # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... SELECT that inserted nothing.
+        inserted = s.execute(insert(CodeSession).from_select(list(values), pick).returning(CodeSession.id)).first()
+    if inserted is None:
         assert settings is not None
         with db.read(fresh=True) as s:
             count = storage.stored_sessions(s, settings, owner_id)
