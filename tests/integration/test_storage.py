@@ -187,3 +187,57 @@ def test_the_worker_expires_old_runs_and_collects_unreferenced_sources(cluster: 
 def test_sources_migration_round_trip_on_postgresql(pg_admin_url: str) -> None:
     url = create_database(pg_admin_url).replace("postgresql://", "postgresql+psycopg://")
     check_sources_migration(url)
+
+
+def test_collection_never_deletes_a_source_a_submission_is_about_to_reference(
+    pg_admin_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The race of collect_sources with a submission, forced on PostgreSQL: the submission has
+    stored (touched) an old unreferenced source but not yet inserted its execution when the
+    collection's DELETE reaches the row. The DELETE waits, re-checks, and keeps the source."""
+    import threading
+    import uuid
+    from datetime import timedelta
+
+    from sqlalchemy import text
+
+    from livecode import migrate
+    from livecode.config import load_settings
+    from livecode.db import Database
+    from livecode.models import utcnow
+    from livecode.services.storage import collect_sources, source_hash, store_sources
+
+    url = create_database(pg_admin_url).replace("postgresql://", "postgresql+psycopg://")
+    db = Database(load_settings("embedded", database_url=url))
+    migrate.upgrade(db.engine)
+    settings = db.settings
+    code = "print('raced')"
+    digest, sid = source_hash(code), uuid.uuid4()
+    with db.write() as s:
+        s.execute(text("INSERT INTO code_sessions VALUES (:s, NULL, 'python', :c, 'ACTIVE', 1, now(), now())"),
+                  {"s": sid, "c": code})
+        # Used two days ago, referenced by nothing (its runs expired): a candidate for collection.
+        store_sources(s, {digest: code}, utcnow() - timedelta(days=2))
+    collected: list[int] = []
+    with db.write() as s:
+        store_sources(s, {digest: code}, utcnow())  # the submission's upsert: the row is now locked
+        collector = threading.Thread(target=lambda: collected.append(collect_sources(db, settings)))
+        collector.start()
+        wait_for(lambda: query_pg(url, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                       "AND query LIKE 'DELETE FROM sources%%'") == [(1,)],
+                 timeout=30, what="the collection to wait for the submission's lock")
+        s.execute(text("INSERT INTO executions (id, session_id, language, source_hash, stdin, args, limits, "
+                       "priority, interactive, status, stdout_truncated, stderr_truncated, attempts, queued_at) "
+                       "VALUES (:e, :s, 'python', :h, '', '[]', '{}', 'batch', false, 'QUEUED', false, false, 0, "
+                       "now())"), {"e": uuid.uuid4(), "s": sid, "h": digest})
+    collector.join(30)
+    assert collected == [0]
+    # Kept by the re-check on the touched row, not only by the foreign key as the last resort.
+    assert "became referenced" not in caplog.text
+    assert query_pg(url, "SELECT count(*) FROM sources WHERE hash = %s", digest) == [(1,)]
+    db.dispose()
+
+
+def query_pg(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
