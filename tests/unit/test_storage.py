@@ -124,3 +124,20 @@ def test_expiry_deletes_old_runs_then_the_sources_nobody_uses(rt: Runtime, clien
 
 def test_sources_migration_round_trip_on_sqlite(tmp_path: Path) -> None:
     check_sources_migration(f"sqlite:///{tmp_path / 'db.sqlite'}")
+
+
+def test_the_storage_settings_are_read_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from livecode.config import ConfigError
+
+    monkeypatch.setenv("LIVECODE_DATA_DIR", str(tmp_path))
+    defaults = load_settings("embedded")
+    assert (defaults.max_stored_executions, defaults.max_sessions, defaults.execution_retention_days) == (
+        10_000, 1000, 30)
+    monkeypatch.setenv("LIVECODE_MAX_STORED_EXECUTIONS", "0")
+    monkeypatch.setenv("LIVECODE_EXECUTION_RETENTION_DAYS", "7")
+    monkeypatch.setenv("LIVECODE_STORAGE_CLEANUP_INTERVAL_S", "60")
+    s = load_settings("embedded")
+    assert (s.max_stored_executions, s.execution_retention_days, s.storage_cleanup_interval_s) == (0, 7, 60.0)
+    monkeypatch.setenv("LIVECODE_MAX_SESSIONS", "-1")
+    with pytest.raises(ConfigError, match="LIVECODE_MAX_SESSIONS"):
+        load_settings("embedded")
