@@ -177,7 +177,8 @@ def init_limiter(app: Flask, settings: Settings) -> None:
         # round trip, which every admitted request would otherwise pay.
         if resp.status_code == 429:
             current = limiter.current_limit
-            if current is not None:
+            # A storage quota's 429 is not a rate limit: waiting does not lift it.
+            if current is not None and current.breached:
                 reset_at = int(current.reset_at)
                 resp.headers["Retry-After"] = str(max(1, reset_at - int(time.time())))
                 resp.headers["X-RateLimit-Limit"] = str(current.limit.amount)

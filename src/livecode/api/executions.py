@@ -70,7 +70,7 @@ class Execute(Resource):
     @ns.response(404, "No such session", schemas.error)
     @ns.response(409, "The session already has an execution in progress", schemas.error)
     @ns.response(422, "Idempotency key reused with a different body", schemas.error)
-    @ns.response(429, "Rate limit exceeded", schemas.error)
+    @ns.response(429, "Rate limit exceeded, or at the storage quota (EXECUTION_QUOTA_EXCEEDED)", schemas.error)
     def post(self, session_id: str) -> Any:
         """Queue a run of the session's current code. Returns at once; poll the execution or
         follow its events."""
