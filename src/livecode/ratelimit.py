@@ -5,15 +5,20 @@ the embedded mode (one process). The moving-window strategy is one atomic Lua sc
 Redis: 30 concurrent requests against a limit of 10 admit exactly 10, and no burst of 2x the limit
 slips through at a window boundary as it would with fixed windows.
 
-A single submission's limit is checked before the handler runs; a batch is charged its number of
-runs by the batch service, after checking the batch and right before inserting it (one atomic
-hit with that cost). Either way a refused request creates nothing.
+Executions are charged to two budgets: the user's (or, signed out, the client address's) and the
+client address's whoever is signed in (LIVECODE_EXECUTION_RATE_LIMIT_PER_ADDRESS), so fresh
+accounts do not multiply one address's budget. A single submission is charged before the handler
+runs; a batch is charged its number of runs by the batch service, after checking the batch and
+right before inserting it (one atomic hit per budget with that cost). Either way a refused request
+creates nothing.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
@@ -39,34 +44,8 @@ def _settings() -> Settings:
     return current_app.extensions["livecode.runtime"].settings  # type: ignore[no-any-return]
 
 
-def _execution_limit() -> str:
-    return _settings().execution_rate_limit
-
-
 def _login_limit() -> str:
     return _settings().login_rate_limit
-
-
-def _address_limit() -> str:
-    return _settings().execution_rate_limit_per_address
-
-
-def _no_address_limit() -> bool:
-    return not _settings().execution_rate_limit_per_address
-
-
-def _address_message() -> str:
-    return (
-        f"rate limit exceeded: at most {_settings().execution_rate_limit_per_address} executions per "
-        "client address, whichever account sends them; see the Retry-After header"
-    )
-
-
-def _execution_message() -> str:
-    return (
-        f"rate limit exceeded: at most {_settings().execution_rate_limit} executions per user; "
-        "see the Retry-After header"
-    )
 
 
 def _login_message() -> str:
@@ -75,6 +54,8 @@ def _login_message() -> str:
         "see the Retry-After header"
     )
 
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 KEY_PREFIX = "livecode"
 
@@ -90,24 +71,19 @@ EXECUTIONS_SCOPE = "executions"
 
 # A single submission costs one, checked before the handler. A batch is charged by
 # charge_executions() with the number of runs it queues, in the same bucket.
-execution_limit = limiter.shared_limit(
-    _execution_limit,
-    scope=EXECUTIONS_SCOPE,
-    error_message=_execution_message,
-)
+ADDRESS_SCOPE = "executions-by-address"  # beside the user's: every run from one client address
 
 
-ADDRESS_SCOPE = "executions-by-address"
+def execution_charge(fn: F) -> F:
+    """For the execute route: charge one execution to the user's and the client address's budgets
+    before the handler runs (so a refused request creates nothing), or answer 429."""
 
-# Beside the per-user budget: every execution from one client address, whoever is signed in, so
-# fresh accounts do not multiply one address's budget.
-execution_address_limit = limiter.shared_limit(
-    _address_limit,
-    scope=ADDRESS_SCOPE,
-    key_func=lambda: f"addr:{client_address()}",
-    error_message=_address_message,
-    exempt_when=_no_address_limit,
-)
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        charge_executions(1)
+        return fn(*args, **kwargs)
+
+    return cast(F, wrapper)
 
 
 class RateLimited(ApiError):
@@ -132,7 +108,8 @@ def charge_executions(cost: int) -> None:
     # The address budget is looked at first so that a refusal there charges nothing; two batches
     # racing between this look and the hit below can pass it by at most one batch.
     if address_item is not None and not limiter.limiter.test(address_item, *address_key, cost=cost):
-        _refuse(address_item, address_key, cost, f"{address} executions per client address")
+        _refuse(address_item, address_key, cost,
+                f"{address} executions per client address, whichever account sends them")
     if not limiter.limiter.hit(user_item, *user_key, cost=cost):
         _refuse(user_item, user_key, cost, f"{settings.execution_rate_limit} executions per user")
     if address_item is not None:

@@ -8,7 +8,7 @@ from flask import request
 from flask_restx import Namespace, Resource
 
 from ..errors import ValidationError
-from ..ratelimit import execution_address_limit, execution_limit
+from ..ratelimit import execution_charge
 from ..services import executions as svc
 from . import schemas
 from .body import json_body, optional_int, optional_str, parse_uuid, query_int, reject_unknown
@@ -59,9 +59,9 @@ def parse_execute_options(body: dict[str, Any]) -> svc.ExecuteOptions:
 @ns.route("/session/<string:session_id>/execute")
 @ns.param("session_id", "the session's UUID")
 class Execute(Resource):
-    # Checked before the handler (the user's budget, then the client address's): a refused request
+    # Charged before the handler (the user's budget and the client address's): a refused request
     # creates nothing.
-    decorators = [execution_address_limit, execution_limit]
+    decorators = [execution_charge]
 
     @ns.doc("execute_session", params={"Idempotency-Key": {"in": "header", "type": "string"}})
     @ns.expect(schemas.execute_request, validate=False)
