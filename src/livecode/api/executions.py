@@ -8,7 +8,7 @@ from flask import request
 from flask_restx import Namespace, Resource
 
 from ..errors import ValidationError
-from ..ratelimit import execution_limit
+from ..ratelimit import execution_charge
 from ..services import executions as svc
 from . import schemas
 from .body import json_body, optional_int, optional_str, parse_uuid, query_int, reject_unknown
@@ -59,7 +59,9 @@ def parse_execute_options(body: dict[str, Any]) -> svc.ExecuteOptions:
 @ns.route("/session/<string:session_id>/execute")
 @ns.param("session_id", "the session's UUID")
 class Execute(Resource):
-    decorators = [execution_limit]  # checked before the handler: a refused request creates nothing
+    # Charged before the handler (the user's budget and the client address's): a refused request
+    # creates nothing.
+    decorators = [execution_charge]
 
     @ns.doc("execute_session", params={"Idempotency-Key": {"in": "header", "type": "string"}})
     @ns.expect(schemas.execute_request, validate=False)
@@ -68,7 +70,7 @@ class Execute(Resource):
     @ns.response(404, "No such session", schemas.error)
     @ns.response(409, "The session already has an execution in progress", schemas.error)
     @ns.response(422, "Idempotency key reused with a different body", schemas.error)
-    @ns.response(429, "Rate limit exceeded", schemas.error)
+    @ns.response(429, "Rate limit exceeded, or at the storage quota (EXECUTION_QUOTA_EXCEEDED)", schemas.error)
     def post(self, session_id: str) -> Any:
         """Queue a run of the session's current code. Returns at once; poll the execution or
         follow its events."""
