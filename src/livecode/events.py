@@ -34,6 +34,10 @@ TERMINAL_KINDS = frozenset({"end"})
 class EventBus(Protocol):
     def publish(self, execution_id: str, kind: str, data: dict[str, Any]) -> str: ...
 
+    def publish_many(self, execution_id: str, events: list[tuple[str, dict[str, Any]]]) -> list[str]:
+        """Several events in order, in one round trip (the run's final status, result and end)."""
+        ...
+
     def read(self, execution_id: str, after: str | None, block_ms: int, count: int = READ_COUNT) -> list[Event]:
         """Events after id `after` (None: from the start), oldest first, at most `count`;
         waits up to `block_ms` for the first one when there is none yet (0: do not wait)."""
@@ -113,13 +117,17 @@ class RedisEventBus:
         self._listener_lock = threading.Lock()
 
     def publish(self, execution_id: str, kind: str, data: dict[str, Any]) -> str:
+        return self.publish_many(execution_id, [(kind, data)])[0]
+
+    def publish_many(self, execution_id: str, events: list[tuple[str, dict[str, Any]]]) -> list[str]:
         key = _key(execution_id)
         pipe = self.client.pipeline(transaction=False)
-        pipe.xadd(key, {"k": kind, "d": json.dumps(data)}, maxlen=STREAM_MAXLEN, approximate=True)
+        for kind, data in events:
+            pipe.xadd(key, {"k": kind, "d": json.dumps(data)}, maxlen=STREAM_MAXLEN, approximate=True)
         pipe.expire(key, STREAM_TTL_S)
-        if kind in TERMINAL_KINDS:
-            pipe.publish(self.finished_channel, execution_id)  # same round trip
-        return _text(pipe.execute()[0])
+        if any(kind in TERMINAL_KINDS for kind, _ in events):
+            pipe.publish(self.finished_channel, execution_id)  # same round trip, after the XADDs
+        return [_text(i) for i in pipe.execute()[: len(events)]]
 
     def watch_finished(self, execution_id: str) -> threading.Event:
         with self._listener_lock:  # started by the first waiter: workers never listen
@@ -226,6 +234,9 @@ class MemoryEventBus:
         if kind in TERMINAL_KINDS:
             self.finished.notify(execution_id)
         return event_id
+
+    def publish_many(self, execution_id: str, events: list[tuple[str, dict[str, Any]]]) -> list[str]:
+        return [self.publish(execution_id, kind, data) for kind, data in events]
 
     def watch_finished(self, execution_id: str) -> threading.Event:
         return self.finished.register(execution_id)
@@ -362,6 +373,9 @@ class SharedTails:
 
     def publish(self, execution_id: str, kind: str, data: dict[str, Any]) -> str:
         return self.bus.publish(execution_id, kind, data)
+
+    def publish_many(self, execution_id: str, events: list[tuple[str, dict[str, Any]]]) -> list[str]:
+        return self.bus.publish_many(execution_id, events)
 
     def read_last(self, execution_id: str) -> Event | None:
         return self.bus.read_last(execution_id)
