@@ -285,7 +285,9 @@ def latencies(base: str, runs: int) -> dict[str, Any]:
     url = f"{base}/api/v1/executions/session/{sid}/execute"
     waited, polled, posts, gets, fallbacks = [], [], [], [], 0
     for _ in range(3):  # warm the path (pool, caches)
-        http.post(url + "?wait=true", json={}, timeout=60)
+        r = http.post(url + "?wait=true", json={}, timeout=60)
+        if r.status_code == 202:  # no blocking wait (old code): the next run must not find this one active
+            api.wait_execution(r.json()["execution_id"])
     for _ in range(runs):
         t0 = time.perf_counter()
         r = http.post(url + "?wait=true", json={}, timeout=60)
