@@ -278,7 +278,7 @@ def throughput(stack: Stack, meter: CpuMeter, pg: psycopg.Connection[Any], sourc
             "completed": statuses.count("COMPLETED")}
 
 
-def latencies(base: str, runs: int) -> dict[str, Any]:
+def latencies(base: str, runs: int, meter: CpuMeter | None = None) -> dict[str, Any]:
     api = ApiClient(base)
     sid = api.create_session(HELLO)["session_id"]
     http = requests.Session()
@@ -288,6 +288,8 @@ def latencies(base: str, runs: int) -> dict[str, Any]:
         r = http.post(url + "?wait=true", json={}, timeout=60)
         if r.status_code == 202:  # no blocking wait (old code): the next run must not find this one active
             api.wait_execution(r.json()["execution_id"])
+    cpu: dict[str, float] = {}
+    a = meter.snapshot() if meter else None
     for _ in range(runs):
         t0 = time.perf_counter()
         r = http.post(url + "?wait=true", json={}, timeout=60)
@@ -295,6 +297,10 @@ def latencies(base: str, runs: int) -> dict[str, Any]:
         if r.status_code != 200:  # no blocking wait (old code): poll to the end before the next
             fallbacks += 1
             api.wait_execution(r.json()["execution_id"])
+    if meter and a:
+        b = meter.snapshot()
+        cpu["wait_api_cpu_ms"] = CpuMeter.delta_ms(a, b)["api"] / runs
+        a = b
     eid = ""
     for _ in range(runs):
         t0 = time.perf_counter()
@@ -305,6 +311,8 @@ def latencies(base: str, runs: int) -> dict[str, Any]:
             time.sleep(0.002)
         polled.append((time.perf_counter() - t0) * 1000)
         posts.append((t1 - t0) * 1000)
+    if meter and a:
+        cpu["poll_api_cpu_ms"] = CpuMeter.delta_ms(a, meter.snapshot())["api"] / runs
     for _ in range(max(runs, 50)):
         t0 = time.perf_counter()
         http.get(f"{base}/api/v1/executions/{eid}", timeout=60)
@@ -312,7 +320,7 @@ def latencies(base: str, runs: int) -> dict[str, Any]:
     return {
         "wait_median_ms": statistics.median(waited), "wait_p95_ms": pct(waited, 95), "wait_fallbacks": fallbacks,
         "poll_median_ms": statistics.median(polled), "post_median_ms": statistics.median(posts),
-        "get_median_ms": statistics.median(gets),
+        "get_median_ms": statistics.median(gets), **cpu,
     }
 
 
@@ -474,6 +482,9 @@ def table(r: dict[str, Any]) -> str:
             f"{lat['wait_p95_ms'] / plain:.1f}x", "<= 2x")
     add("execute -> result, polling every 2 ms, median", f"{lat['poll_median_ms']:.1f} ms", "",
         f"{lat['poll_median_ms'] / plain:.1f}x", "<= 2.5x")
+    if "wait_api_cpu_ms" in lat:
+        add("API CPU per run: blocking wait / polling every 2 ms",
+            f"{lat['wait_api_cpu_ms']:.1f} / {lat['poll_api_cpu_ms']:.1f} ms", "", "", "")
     add("POST .../execute, median", f"{lat['post_median_ms']:.1f} ms", "", "", "<= 4 ms")
     add("GET /api/v1/executions/{id}, median", f"{lat['get_median_ms']:.1f} ms", "", "", "<= 2 ms")
     if r.get("waits"):
@@ -539,7 +550,7 @@ def main() -> None:
         if not args.no_c:
             api.run(C_HELLO, "c", timeout=120)  # compiled once; the runs below hit the cache
             report["throughput_c"] = throughput(stack, meter, pg, C_HELLO, "c", max(20, count // 2))
-        report["latency"] = latencies(stack.base, runs)
+        report["latency"] = latencies(stack.base, runs, meter)
         if waits:
             report["waits"] = concurrent_waits(stack.base, waits)
         if seconds:
