@@ -43,7 +43,7 @@ if command -v dpkg-query >/dev/null; then
     as_root bash scripts/install-system-deps.sh
   fi
   if [ "$want_test" = 1 ]; then
-    pkgs=(redis-server chromium chromium-driver)
+    pkgs=(redis-server chromium chromium-driver wrk)  # wrk: bench/ (autosave load)
     command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || pkgs+=(postgresql)
     apt_install "${pkgs[@]}"
   fi

@@ -68,6 +68,12 @@ class Settings:
     max_stdin_bytes: int = 256 * 1024
     max_request_bytes: int = 2 * 1024 * 1024
 
+    # POST .../execute?wait=true: the longest wait (a longer timeout_ms is cut to it), and how many
+    # requests of one API process may wait at once (each holds a server thread; past it the
+    # request answers 202 at once). 0: three quarters of the API's threads (LIVECODE_API_THREADS).
+    max_wait_ms: int = 30_000
+    max_waits: int = 0
+
     # Execution limits: defaults and the maxima a request may ask for.
     time_limit_ms: int = 30_000
     max_time_limit_ms: int = 60_000
@@ -202,6 +208,8 @@ def load_settings(mode: str | None = None, **overrides: Any) -> Settings:
         max_source_bytes=_int("LIVECODE_MAX_SOURCE_BYTES", 256 * 1024),
         max_stdin_bytes=_int("LIVECODE_MAX_STDIN_BYTES", 256 * 1024),
         max_request_bytes=_int("LIVECODE_MAX_REQUEST_BYTES", 2 * 1024 * 1024),
+        max_wait_ms=_int("LIVECODE_MAX_WAIT_MS", 30_000),
+        max_waits=_int("LIVECODE_MAX_WAITS", 0),
         time_limit_ms=_int("LIVECODE_TIME_LIMIT_MS", 30_000),
         max_time_limit_ms=_int("LIVECODE_MAX_TIME_LIMIT_MS", 60_000),
         memory_limit_mb=_int("LIVECODE_MEMORY_LIMIT_MB", 256),

@@ -375,6 +375,27 @@ def finish_execution(
         return bool(s.execute(stmt).rowcount)  # type: ignore[attr-defined]
 
 
+def finish_execution_returning(
+    db: Database, execution_id: uuid.UUID, attempt: int, status: ExecutionStatus, **result: Any
+) -> dict[str, Any] | None:
+    """finish_execution that also returns the finished execution as GET returns it (from the
+    UPDATE's RETURNING: no second read), or None when the row was not the attempt's to finish."""
+    stmt = (
+        update(Execution)
+        .where(
+            Execution.id == execution_id,
+            Execution.status == ExecutionStatus.RUNNING.value,
+            Execution.attempts == attempt,
+        )
+        .values(status=status.value, finished_at=utcnow(), **result)
+        .returning(Execution)
+        .execution_options(synchronize_session=False)
+    )
+    with db.write() as s:
+        row = s.execute(stmt).scalars().first()
+        return serialize_execution(row) if row is not None else None
+
+
 def release_execution(db: Database, execution_id: uuid.UUID, attempt: int) -> bool:
     """RUNNING -> QUEUED for a run that was interrupted before it could finish (worker shutdown)."""
     stmt = (
