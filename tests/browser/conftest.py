@@ -58,10 +58,14 @@ class Page:
         return self
 
     def wait(self, check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+        from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
         from selenium.webdriver.support.ui import WebDriverWait
 
+        # A page that reloads between finding an element and reading it: look again next poll.
+        ignored = (NoSuchElementException, StaleElementReferenceException)
         try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(lambda _d: check())
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.05, ignored_exceptions=ignored).until(
+                lambda _d: check())
         except Exception as exc:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}; page state: {self.state()}") from exc
 

@@ -88,7 +88,9 @@ class UidSampler(threading.Thread):
 
 def test_two_workers_with_their_own_directories_never_share_a_uid(stack: Stack, tmp_path: Path) -> None:
     # Few slots, so the two workers' uids overlap fully; each worker alone could use them all
-    # (3 runs + 1 pre-built sandbox = 4 slots).
+    # (3 runs + 1 pre-built sandbox = 4 slots). A uid range of their own: the locks are host-wide,
+    # and the session's other workers hold uids of the default range.
+    uid_base = str(int(os.environ.get("LIVECODE_TEST_WORKER_UID_BASE", "61000")) + 300)
     for name in ("a", "b"):
         for sub in ("tmp", "data"):
             (tmp_path / f"{sub}-{name}").mkdir()
@@ -98,6 +100,7 @@ def test_two_workers_with_their_own_directories_never_share_a_uid(stack: Stack, 
             TMPDIR=str(tmp_path / f"tmp-{name}"),
             LIVECODE_DATA_DIR=str(tmp_path / f"data-{name}"),
             LIVECODE_SANDBOX_SLOTS="4",
+            LIVECODE_SANDBOX_UID_BASE=uid_base,
             LIVECODE_SANDBOX_POOL="1",
         )
     api = stack.client()

@@ -32,9 +32,9 @@ def replica_api(cluster: Any, pg_admin_url: str) -> Iterator[tuple[ApiClient, st
     proc.stop()
 
 
-def rows(url: str, table: str, row_id: str) -> list[dict[str, Any]]:
+def rows(url: str, table: str, row_id: str, key: str = "id") -> list[dict[str, Any]]:
     with psycopg.connect(url, row_factory=psycopg.rows.dict_row) as conn:
-        return conn.execute(f"SELECT * FROM {table} WHERE id = %s", (row_id,)).fetchall()  # noqa: S608
+        return conn.execute(f"SELECT * FROM {table} WHERE {key} = %s", (row_id,)).fetchall()  # noqa: S608
 
 
 def copy_row(row: dict[str, Any], url: str, table: str) -> None:
@@ -70,7 +70,10 @@ def test_lists_read_the_replica_and_writes_go_to_the_primary(replica_api: Any) -
 
     # The replica catches up, but only to version 1 of the session.
     copy_row(stale_copy, replica, "code_sessions")
-    copy_row(rows(primary, "executions", eid)[0], replica, "executions")
+    execution = rows(primary, "executions", eid)[0]
+    source = rows(primary, "sources", execution["source_hash"], key="hash")[0]
+    copy_row(source, replica, "sources")  # the program text the execution references
+    copy_row(execution, replica, "executions")
     listed = api.request("GET", f"/api/v1/executions/session/{sid}")
     assert listed.status_code == 200, listed.text
     assert [e["execution_id"] for e in listed.json()["items"]] == [eid]
