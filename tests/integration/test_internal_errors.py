@@ -3,7 +3,8 @@ execution shows a generic message and an error id; the SQL, its parameters and t
 only in the operator's log (under that id), and the program's output is not even there.
 
 The failure is a real one: a trigger in the real database (PostgreSQL for the distributed
-system, SQLite for the embedded one) refuses the save of runs whose source (stored once, in `sources`) carries a marker."""
+system, SQLite for the embedded one) refuses the save of runs whose source (stored once, in
+`sources`) carries a marker."""
 
 from __future__ import annotations
 
@@ -25,13 +26,14 @@ pytestmark = pytest.mark.integration
 REFUSE_RESULT = "REFUSE-RESULT"  # the result cannot be saved; a row without the output can
 REFUSE_ALL = "REFUSE-ALL"  # nothing but the dead letter's FAILED can be saved
 
+SOURCE = "(SELECT content FROM sources WHERE hash = NEW.source_hash)"  # the run's program text
 PG_TRIGGER = f"""
 CREATE OR REPLACE FUNCTION lc_test_refuse_save() RETURNS trigger AS $$
 BEGIN
-  IF NEW.stdout IS NOT NULL AND position('{REFUSE_RESULT}' in (SELECT content FROM sources WHERE hash = NEW.source_hash)) > 0 THEN
+  IF NEW.stdout IS NOT NULL AND position('{REFUSE_RESULT}' in {SOURCE}) > 0 THEN
     RAISE EXCEPTION 'test trigger refuses this save';
   END IF;
-  IF position('{REFUSE_ALL}' in (SELECT content FROM sources WHERE hash = NEW.source_hash)) > 0 AND NEW.status IN ('COMPLETED', 'FAILED', 'TIMEOUT')
+  IF position('{REFUSE_ALL}' in {SOURCE}) > 0 AND NEW.status IN ('COMPLETED', 'FAILED', 'TIMEOUT')
      AND NEW.reason IS DISTINCT FROM 'DEAD_LETTER' THEN
     RAISE EXCEPTION 'test trigger refuses every save';
   END IF;
@@ -43,10 +45,10 @@ CREATE TRIGGER lc_test_refuse_save BEFORE UPDATE ON executions
 """
 SQLITE_TRIGGERS = [
     f"""CREATE TRIGGER IF NOT EXISTS lc_test_refuse_result BEFORE UPDATE ON executions
-        WHEN NEW.stdout IS NOT NULL AND instr((SELECT content FROM sources WHERE hash = NEW.source_hash), '{REFUSE_RESULT}') > 0
+        WHEN NEW.stdout IS NOT NULL AND instr({SOURCE}, '{REFUSE_RESULT}') > 0
         BEGIN SELECT RAISE(ABORT, 'test trigger refuses this save'); END""",
     f"""CREATE TRIGGER IF NOT EXISTS lc_test_refuse_all BEFORE UPDATE ON executions
-        WHEN instr((SELECT content FROM sources WHERE hash = NEW.source_hash), '{REFUSE_ALL}') > 0 AND NEW.status IN ('COMPLETED', 'FAILED', 'TIMEOUT')
+        WHEN instr({SOURCE}, '{REFUSE_ALL}') > 0 AND NEW.status IN ('COMPLETED', 'FAILED', 'TIMEOUT')
              AND (NEW.reason IS NULL OR NEW.reason <> 'DEAD_LETTER')
         BEGIN SELECT RAISE(ABORT, 'test trigger refuses every save'); END""",
 ]
