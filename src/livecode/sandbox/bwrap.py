@@ -35,6 +35,7 @@ from .procfs import LOADAVG, mask_args, meminfo, proc_stat
 from .results import read_status, stage_result
 from .runner import ARTIFACT_CAP, FileSpec, Runner, Stage, StageResult
 from .seccomp import build_filter
+from .spawner import build_spawner, spawner_argv
 from .supervise import StreamSpec, Watch, supervise
 from .types import OutputCallback, SandboxLimits, SandboxUnavailable
 
@@ -124,6 +125,7 @@ class BwrapRunner(Runner):
         self._cgroups: CgroupHost | None = None
         self._slots: SlotPool | None = None
         self._launcher: Path | None = None
+        self._spawner: Path | None = None  # the exec helper that starts bwrap as the slot uid
         self._pool: SandboxPool[tuple[int, int], Spawned] | None = None
         self._ro = _ro_mounts()
         self._orphans = OrphanReaper()
@@ -151,6 +153,7 @@ class BwrapRunner(Runner):
                 self._seccomp = build_filter(self.cache.root).read_bytes()
             self._slots = SlotPool(self.lock_dir, self.slot_count, self.uid_base)
             self._launcher = build_launcher(self.cache.root)
+            self._spawner = build_spawner(self.cache.root)
             set_child_subreaper()
             if not self._ready:
                 atexit.register(self.close)  # kill and reap the spare sandboxes, finish clean-ups
@@ -456,22 +459,14 @@ class BwrapRunner(Runner):
                 os.write(seccomp_fds[0], self._seccomp)
                 os.lseek(seccomp_fds[0], 0, os.SEEK_SET)
 
-            def child_setup() -> None:
-                # Runs in the forked child before exec: join the run's cgroups while still root,
-                # set rlimits, then drop to the slot's uid for good (no groups, no way back).
-                for cfd in procs_fds:
-                    os.write(cfd, b"0")
-                for res, soft, hard in rlimits:
-                    resource.setrlimit(res, (soft, hard))
-                if nice:
-                    os.nice(nice)
-                os.setgroups([])
-                os.setresgid(uid, uid, uid)
-                os.setresuid(uid, uid, uid)
-
+            # The exec helper (spawner.py) joins the cgroups, sets the rlimits and the priority
+            # and drops to the slot's uid, then execs bwrap: no preexec_fn, so CPython vforks
+            # instead of copying the whole worker with fork().
+            assert self._spawner is not None
+            helper = spawner_argv(self._spawner, uid, uid, nice, procs_fds, rlimits)
             argv = [*self._argv(disk_kb, file_fds, status_w, extra_args or [], seccomp_fds, proc_fds), "--", *command]
             proc = subprocess.Popen(
-                argv,
+                [*helper, *argv],
                 stdin=devnull,
                 stdout=devnull,
                 stderr=err_w,
@@ -479,8 +474,7 @@ class BwrapRunner(Runner):
                 cwd="/",
                 pass_fds=[fd for fd, _, _ in file_fds]
                 + [fd for fd, _ in proc_fds]
-                + [status_w, *(extra_fds or []), *seccomp_fds],
-                preexec_fn=child_setup,
+                + [status_w, *(extra_fds or []), *seccomp_fds, *procs_fds],
                 start_new_session=True,
             )
         except BaseException:

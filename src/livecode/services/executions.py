@@ -341,8 +341,8 @@ def claim_execution(db: Database, execution_id: uuid.UUID, worker: str) -> Claim
             Execution.interactive,
         )
     )
-    with db.write() as s:
-        row = s.execute(stmt).first()
+    with db.write_core() as conn:  # Core: one statement, none of the ORM session's bookkeeping
+        row = conn.execute(stmt).first()
     if row is None:
         return None
     return ClaimedRun(
@@ -388,12 +388,11 @@ def finish_execution_returning(
             Execution.attempts == attempt,
         )
         .values(status=status.value, finished_at=utcnow(), **result)
-        .returning(Execution)
-        .execution_options(synchronize_session=False)
+        .returning(*Execution.__table__.columns)
     )
-    with db.write() as s:
-        row = s.execute(stmt).scalars().first()
-        return serialize_execution(row) if row is not None else None
+    with db.write_core() as conn:  # Core: the row's columns are all serialize_execution reads
+        row = conn.execute(stmt).first()
+    return serialize_execution(row) if row is not None else None  # type: ignore[arg-type]
 
 
 def release_execution(db: Database, execution_id: uuid.UUID, attempt: int) -> bool:

@@ -1,0 +1,97 @@
+"""The exec helper that starts bubblewrap as the slot uid (spawner.py): it fails closed, and the
+sandbox spawn no longer needs a preexec_fn (so CPython can vfork instead of fork the worker)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from livecode.sandbox.spawner import build_spawner, spawner_argv
+
+from .helpers import TEST_UID_BASE
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+UID = TEST_UID_BASE + 1
+
+
+@pytest.fixture(scope="module")
+def spawner(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cache = tmp_path_factory.mktemp("spawner-cache")
+    cache.chmod(0o700)
+    return build_spawner(cache)
+
+
+def test_drops_to_the_slot_uid_with_no_groups_and_sets_limits(spawner: Path) -> None:
+    argv = spawner_argv(spawner, UID, UID, 5, [], [(7, 77, 77)])  # RLIMIT_NOFILE
+    ids = 'echo "$(id -u) $(id -g) $(id -G) $(ulimit -n) $(nice)"; grep -E "^(Uid|Gid|Groups):" /proc/self/status'
+    proc = subprocess.run([*argv, "/bin/sh", "-c", ids], capture_output=True, cwd="/", timeout=30, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.decode().splitlines()
+    assert lines[0].split() == [str(UID), str(UID), str(UID), "77", "5"]
+    status = {line.split(":")[0]: line.split()[1:] for line in lines[1:]}
+    assert status["Uid"] == [str(UID)] * 4 and status["Gid"] == [str(UID)] * 4  # real, effective, saved, fs
+    assert status["Groups"] == []
+
+
+def test_joins_the_given_cgroup_procs_fd_before_exec(spawner: Path) -> None:
+    # A pipe stands in for cgroup.procs: the helper must write "0" to it and close it.
+    r, w = os.pipe()
+    argv = spawner_argv(spawner, UID, UID, 0, [w], [])
+    proc = subprocess.run([*argv, "/bin/true"], pass_fds=[w], capture_output=True, timeout=30, check=False)
+    os.close(w)
+    assert proc.returncode == 0, proc.stderr
+    assert os.read(r, 10) == b"0"
+    os.close(r)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["bad_fd", "readonly_fd", "bad_rlimit", "root_uid", "garbage", "no_program"],
+)
+def test_fails_closed_and_never_execs(spawner: Path, case: str) -> None:
+    program = ["/bin/echo", "ran"]
+    pass_fds: list[int] = []
+    if case == "bad_fd":
+        argv = spawner_argv(spawner, UID, UID, 0, [99], [])
+    elif case == "readonly_fd":  # a cgroup that cannot be joined must stop the spawn
+        fd = os.open("/dev/null", os.O_RDONLY)
+        pass_fds = [fd]
+        argv = spawner_argv(spawner, UID, UID, 0, [fd], [])
+    elif case == "bad_rlimit":  # soft above hard
+        argv = spawner_argv(spawner, UID, UID, 0, [], [(7, 100, 10)])
+    elif case == "root_uid":
+        argv = spawner_argv(spawner, 0, 0, 0, [], [])
+    elif case == "garbage":
+        argv = [str(spawner), f"{UID}x", str(UID), "0", "0", "0", "--"]
+    else:
+        argv = spawner_argv(spawner, UID, UID, 0, [], [])
+        program = []
+    proc = subprocess.run([*argv, *program], pass_fds=pass_fds, capture_output=True, timeout=30, check=False)
+    for fd in pass_fds:
+        os.close(fd)
+    assert proc.returncode != 0
+    assert b"livecode-spawner" in proc.stderr
+    assert b"ran" not in proc.stdout
+
+
+def test_sandbox_spawn_passes_no_preexec_fn(runner, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    # A preexec_fn (or user=/group=/extra_groups=) forces CPython to fork() the whole worker.
+    seen: list[dict[str, object]] = []
+    real = subprocess.Popen
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", spy)
+    from .helpers import run
+
+    res = run(runner, "python", "print(6 * 7)", memory_mb=97)  # no spare sandbox fits: a fresh spawn
+    assert res.stdout.strip() == "42"
+    assert seen, "no sandbox was spawned"
+    for kwargs in seen:
+        for forbidden in ("preexec_fn", "user", "group", "extra_groups"):
+            assert kwargs.get(forbidden) is None
