@@ -1,0 +1,117 @@
+"""cgroup v2 only: the worker delegates controllers from its own cgroup (no internal processes)
+and every run's cgroup carries its bounds. Skipped on cgroup v1 hosts; scripts/test-cgroup-v2
+runs these (and the other sandbox tests) in a VM with a pure v2 hierarchy."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from livecode.sandbox import Outcome, Runner, RunRequest, SandboxLimits
+from livecode.sandbox.cgroups import CGROUP_ROOT, CgroupHost
+
+from .helpers import requires_bwrap, run
+
+GUEST = os.environ.get("LIVECODE_TEST_CGROUP_V2_GUEST") == "1"  # in scripts/test-cgroup-v2's VM
+
+pytestmark = [
+    requires_bwrap,
+    pytest.mark.sandbox,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(
+        not (CGROUP_ROOT / "cgroup.controllers").exists(),
+        reason="this host has cgroup v1 (scripts/test-cgroup-v2 runs these in a cgroup v2 VM)",
+    ),
+]
+
+
+LEAF = "livecode-supervisor"
+
+
+def own_cgroup() -> Path:
+    with open("/proc/self/cgroup") as f:
+        path = f.read().strip().split("::", 1)[1]
+    return CGROUP_ROOT / path.lstrip("/")
+
+
+def runs_parent() -> Path:
+    """Where the runs' cgroups are: beside the worker's leaf, or in the real root cgroup (which
+    may hold processes and delegate at once, so nobody moved)."""
+    me = own_cgroup()
+    return me.parent if me.name == LEAF else me
+
+
+def test_worker_moves_its_cgroup_to_a_leaf_and_delegates(runner: Runner) -> None:
+    # The runner fixture started the sandbox: this process (and any other process that lived in
+    # its cgroup, like scripts/test-cgroup-v2's neighbour) now lives in a leaf, and the parent
+    # hands memory and pids to the runs' cgroups.
+    me = own_cgroup()
+    parent = runs_parent()
+    assert {"memory", "pids"} <= set((parent / "cgroup.subtree_control").read_text().split())
+    if me != CGROUP_ROOT or GUEST:
+        assert me.name == LEAF, me
+        assert (parent / "cgroup.procs").read_text().split() == []  # no internal processes
+    if GUEST:  # the script's container: its other process moved along
+        assert len((me / "cgroup.procs").read_text().split()) >= 2
+
+
+def test_second_start_in_the_same_cgroup_reuses_it() -> None:
+    # A second runner in this process, or a sibling worker process whose cgroup was moved to the
+    # leaf by the first one, must create its runs beside the leaf, not nest another leaf.
+    first = CgroupHost.detect()
+    second = CgroupHost.detect()
+    assert first.parents == second.parents == {"": runs_parent()}
+    assert not (own_cgroup() / LEAF).exists()
+
+
+def test_run_cgroup_has_the_requested_bounds(runner: Runner) -> None:
+    parent = runs_parent()
+    seen: dict[str, str] = {}
+    released = threading.Event()
+
+    def on_output(stream: str, text: str) -> None:
+        if "up" in text and not seen:
+            for d in parent.glob("run-*"):
+                if (d / "cgroup.procs").read_text().split():  # the one with our program in it
+                    for name in ("memory.max", "memory.swap.max", "pids.max"):
+                        seen[name] = (d / name).read_text().strip()
+            released.set()
+
+    req = RunRequest("bash", "echo up; read -r x; echo done", limits=SandboxLimits(memory_mb=48, max_processes=12))
+    res = runner.run(req, on_output=on_output, stdin_source=lambda: b"go\n" if released.is_set() else None)
+    assert res.outcome is Outcome.OK, res
+    assert seen["memory.max"] == str(48 << 20)
+    assert seen["memory.swap.max"] == "0"  # swap never stretches the memory limit
+    assert int(seen["pids.max"]) in range(12, 12 + 4)  # + bubblewrap's own processes
+
+
+def test_peak_memory_and_cpu_are_the_runs(runner: Runner) -> None:
+    src = "import time\nb = bytearray(96 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\nt = time.process_time()\n"
+    src += "while time.process_time() - t < 0.3: pass\nprint('ok')"
+    res = run(runner, "python", src, memory_mb=256)
+    assert res.outcome is Outcome.OK, res
+    assert res.memory_kb is not None and 96 * 1024 <= res.memory_kb < 256 * 1024, res
+    assert res.cpu_time_ms is not None and res.cpu_time_ms >= 300, res
+
+
+def test_oom_in_a_child_is_memory_limit(runner: Runner) -> None:
+    src = "import os\nif os.fork() == 0:\n    b = bytearray(200 << 20)\n    os._exit(0)\nprint(os.wait()[1])"
+    res = run(runner, "python", src, memory_mb=48)
+    assert res.outcome is Outcome.MEMORY_LIMIT, res
+    assert res.memory_kb is not None and res.memory_kb <= 49 * 1024, res
+
+
+def test_run_cgroups_are_removed(runner: Runner) -> None:
+    parent = runs_parent()
+    assert run(runner, "bash", "echo hi").stdout == "hi\n"
+    end = time.monotonic() + 10
+    while time.monotonic() < end:  # pooled sandboxes keep theirs; finished runs' go at once
+        live = [d for d in parent.glob("run-*") if not (d / "cgroup.procs").read_text().split()]
+        if not live:
+            break
+        time.sleep(0.1)
+    assert not live, live
