@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -68,22 +69,38 @@ def test_second_start_in_the_same_cgroup_reuses_it() -> None:
     assert not (own_cgroup() / LEAF).exists()
 
 
+def cgroup_of_cmdline(token: str) -> Path | None:
+    """The cgroup (as this process sees it) of the process whose argv contains `token`."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if token.encode() in argv:
+                path = Path(f"/proc/{pid}/cgroup").read_text().strip().split("::", 1)[1]
+                return CGROUP_ROOT / path.lstrip("/")
+        except OSError:
+            continue
+    return None
+
+
 def test_run_cgroup_has_the_requested_bounds(runner: Runner) -> None:
-    parent = runs_parent()
+    token = f"tok-{uuid.uuid4()}"
     seen: dict[str, str] = {}
     released = threading.Event()
 
     def on_output(stream: str, text: str) -> None:
-        if "up" in text and not seen:
-            for d in parent.glob("run-*"):
-                if (d / "cgroup.procs").read_text().split():  # the one with our program in it
-                    for name in ("memory.max", "memory.swap.max", "pids.max"):
-                        seen[name] = (d / name).read_text().strip()
+        if "up" in text and not released.is_set():
+            d = cgroup_of_cmdline(token)
+            if d is not None:
+                seen["parent"] = str(d.parent)
+                for name in ("memory.max", "memory.swap.max", "pids.max"):
+                    seen[name] = (d / name).read_text().strip()
             released.set()
 
-    req = RunRequest("bash", "echo up; read -r x; echo done", limits=SandboxLimits(memory_mb=48, max_processes=12))
+    limits = SandboxLimits(memory_mb=48, max_processes=12)
+    req = RunRequest("bash", "echo up; read -r x; echo done", args=(token,), limits=limits)
     res = runner.run(req, on_output=on_output, stdin_source=lambda: b"go\n" if released.is_set() else None)
     assert res.outcome is Outcome.OK, res
+    assert seen["parent"] == str(runs_parent()), seen
     assert seen["memory.max"] == str(48 << 20)
     assert seen["memory.swap.max"] == "0"  # swap never stretches the memory limit
     assert int(seen["pids.max"]) in range(12, 12 + 4)  # + bubblewrap's own processes
