@@ -1,10 +1,12 @@
 """Sandbox speed: hello worlds through the sandbox against the same without it.
 
-    sudo .venv/bin/python bench/bench_sandbox.py [--n 40] [--mode bwrap]
+    sudo .venv/bin/python bench/bench_sandbox.py [--n 40] [--mode bwrap] [--compare-seccomp]
 
 Prints median and p95 (ms) of: a Python hello world and /bin/true, bare and sandboxed; and for
 C++, Java, Go and Rust the compile-and-run time (cold cache), the cached re-run time, and the
-bare run time of the same binary. Figures go in docs/sandbox.md. Never a pass/fail test.
+bare run time of the same binary. --compare-seccomp adds the same hello worlds in a second
+sandbox without the seccomp filter (its own uid range, right after the first one), alternating
+with the others. Figures go in docs/sandbox.md. Never a pass/fail test.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
@@ -53,18 +56,25 @@ def timed(fn: Callable[[], object], n: int, warmup: int = 2) -> list[float]:
 
 def paired(a: Callable[[], object], b: Callable[[], object], n: int) -> tuple[list[float], list[float]]:
     """Alternate a and b so both see the same background load (CI machines are noisy)."""
-    xs: list[float] = []
-    ys: list[float] = []
+    xs, ys = interleaved([a, b], n)
+    return xs, ys
+
+
+def interleaved(fns: list[Callable[[], object]], n: int) -> list[list[float]]:
+    outs: list[list[float]] = [[] for _ in fns]
     for _ in range(2):
-        a()
-        b()
+        for fn in fns:
+            fn()
+    order = list(zip(fns, outs, strict=True))
+    shuffle = random.Random(0).shuffle  # a different order each round: no position bias
     for _ in range(n):
-        for fn, out in ((a, xs), (b, ys)):
+        shuffle(order)
+        for fn, out in order:
             time.sleep(PAUSE_S)
             t = time.perf_counter()
             fn()
             out.append((time.perf_counter() - t) * 1000)
-    return xs, ys
+    return outs
 
 
 def stats(xs: list[float]) -> str:
@@ -129,6 +139,51 @@ def compiled_rows(runner: Runner, n: int) -> None:
         print(f"{lang:6} bare run     {stats(bare_runs)}")
 
 
+def compare_seccomp(runner: Runner, base: Path, n: int) -> None:
+    """Hello worlds bare, sandboxed, and sandboxed without the seccomp filter, round-robin."""
+    from livecode.sandbox.bwrap import BwrapRunner
+
+    assert isinstance(runner, BwrapRunner)
+    bare_runner = BwrapRunner(
+        base / "work-nofilter",
+        base / "cache-nofilter",
+        uid_base=runner.uid_base + runner.slot_count,  # its own uids: slots are per runner
+        slots=runner.slot_count,
+        pool_size=runner.pool_size,
+        seccomp=False,
+    )
+    bare_runner.check()
+    time.sleep(1)  # let both pools fill
+    print(f"# {platform.node()}: {os.cpu_count()} cores, kernel {platform.release()}, {platform.python_version()}")
+    print(f"# seccomp comparison n={n} pool={runner.pool_size} (ms per whole run() call)")
+    print(f"# load average before: {os.getloadavg()}")
+    rows = {
+        "python": (
+            lambda: bare(["/usr/bin/python3", "-c", "print('Hello World!')"]),
+            lambda: sandboxed(runner, "python", "print('Hello World!')"),
+            lambda: sandboxed(bare_runner, "python", "print('Hello World!')"),
+        ),
+        "/bin/true": (lambda: bare(["/bin/true"]), lambda: sandboxed_true(runner), lambda: sandboxed_true(bare_runner)),
+    }
+    for name, fns in rows.items():
+        host, filtered, unfiltered = interleaved(list(fns), n)
+        ratio = statistics.median(filtered) / statistics.median(host)
+        ratio_nf = statistics.median(unfiltered) / statistics.median(host)
+        print(f"{name:10} bare               {stats(host)}")
+        print(f"{name:10} sandbox            {stats(filtered)}   (x{ratio:.2f})")
+        print(f"{name:10} sandbox, no filter {stats(unfiltered)}   (x{ratio_nf:.2f})")
+    # CPU time of the run's cgroup: what the filter costs, less blurred by other load than wall time.
+    cpu: dict[str, list[float]] = {"sandbox": [], "sandbox, no filter": []}
+    for _ in range(n):
+        for label, r in (("sandbox", runner), ("sandbox, no filter", bare_runner)):
+            time.sleep(PAUSE_S)
+            res = r.run(RunRequest("python", "print('Hello World!')"))
+            cpu[label].append(float(res.cpu_time_ms or 0))
+    for label, xs in cpu.items():
+        print(f"python     cpu ms, {label:18} {stats(xs)}")
+    bare_runner.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=40)
@@ -136,14 +191,29 @@ def main() -> None:
     ap.add_argument("--skip-compiled", action="store_true")
     ap.add_argument("--pool", type=int, default=None, help="pre-built sandboxes (0: none; default: env or 2)")
     ap.add_argument("--pause-ms", type=int, default=0, help="idle time between runs (lets the pool refill)")
+    ap.add_argument("--uid-base", type=int, default=None, help="first slot uid (default: env or 61000)")
+    ap.add_argument("--slots", type=int, default=None, help="slot uids per runner (default: env or 16)")
+    ap.add_argument("--compare-seccomp", action="store_true", help="also run without the seccomp filter")
     args = ap.parse_args()
     global PAUSE_S
     PAUSE_S = args.pause_ms / 1000
     base = Path(tempfile.mkdtemp(prefix="livecode-bench-"))
     base.chmod(0o700)
     pool = None if args.pool is None else args.pool
-    runner = get_runner(args.mode, work_root=str(base / "work"), cache_dir=str(base / "cache"), pool_size=pool)
+    runner = get_runner(
+        args.mode,
+        work_root=str(base / "work"),
+        cache_dir=str(base / "cache"),
+        pool_size=pool,
+        uid_base=args.uid_base,
+        slots=args.slots,
+    )
     runner.check()
+    if args.compare_seccomp:
+        compare_seccomp(runner, base, args.n)
+        runner.close()
+        shutil.rmtree(base, ignore_errors=True)
+        return
     time.sleep(1)  # let the pool fill
     print(f"# {platform.node()}: {os.cpu_count()} cores, kernel {platform.release()}, {platform.python_version()}")
     print(f"# mode={args.mode} n={args.n} pool={pool} pause={args.pause_ms}ms (ms per whole run() call)")

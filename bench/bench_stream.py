@@ -129,7 +129,9 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=12.0)
     p.add_argument("--latency-lines", type=int, default=200)
     args = p.parse_args()
-    stack = Stack(workers=1, LIVECODE_LOG_LEVEL="WARNING")
+    # Every client comes from this one address: the per-address caps are switched off.
+    stack = Stack(workers=1, LIVECODE_LOG_LEVEL="WARNING", LIVECODE_STREAMS_PER_ADDRESS="0",
+                  LIVECODE_CONNECTIONS_PER_ADDRESS="0")
     report: dict[str, Any] = {"machine": machine(), "single_client": None, "ramp": {}}
     try:
         for threads in [int(t) for t in args.threads.split(",")]:

@@ -11,13 +11,16 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 
 # bubblewrap: namespaces and mounts; util-linux: setpriv/unshare/prlimit (debugging);
-# tar: compiled programs leave the compile sandbox as a tar stream on a pipe.
+# tar: compiled programs leave the compile sandbox as a tar stream on a pipe;
+# libseccomp-dev: the sandbox's seccomp filter is generated with libseccomp (built with gcc at
+# first use; the worker refuses to start without it).
 # Toolchains come from Debian packages only (absolute /usr paths in languages.toml), never
 # from root's home (~/.cargo, ~/.pyenv), which the sandbox does not expose.
 PACKAGES=(
   bubblewrap
   util-linux
   tar
+  libseccomp-dev
   bash
   python3
   nodejs

@@ -5,6 +5,7 @@ the installed binaries."""
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from tests.support.procs import (
 )
 
 SANDBOX = os.environ.get("LIVECODE_TEST_SANDBOX", "bwrap")
+# A strong key, new for each test run (a placeholder or short key is refused at start-up).
+TEST_SECRET_KEY = secrets.token_urlsafe(48)
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +60,7 @@ def base_env(**extra: str) -> dict[str, str]:
     env.update(
         LIVECODE_SANDBOX=SANDBOX,
         LIVECODE_LOG_JSON="true",
-        SECRET_KEY="test-secret-key-not-for-production",
+        SECRET_KEY=TEST_SECRET_KEY,
         PYTHONUNBUFFERED="1",
         LIVECODE_RECONCILE_INTERVAL_S="1",
         LIVECODE_REQUEUE_GRACE_S="2",

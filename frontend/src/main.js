@@ -1,6 +1,16 @@
 // The playground: one session in the editor, autosaved; runs streamed into the output pane.
 
-import { api, describeError, getToken, setToken } from "./api.js";
+import {
+  api,
+  describeError,
+  getToken,
+  register,
+  sessionState,
+  setToken,
+  signIn,
+  signOut,
+  signedInUser,
+} from "./api.js";
 import { Autosaver } from "./autosave.js";
 import { createEditor } from "./editor.js";
 import { HistoryView } from "./history.js";
@@ -56,8 +66,48 @@ function hideMessage(source) {
 }
 
 function showApiError(prefix, err, source) {
-  if (err && err.status === 401) state.needsToken = true;
+  if (err && err.status === 401) needSignIn();
   showMessage(`${prefix}: ${describeError(err)}`, { kind: "error", source });
+}
+
+// --- Signing in ------------------------------------------------------------------------------
+
+/** The server wants an account: offer the sign-in form (once a 401 has said so). */
+function needSignIn() {
+  state.needsToken = true;
+  $("account").hidden = true;
+  $("sign-in").hidden = false;
+}
+
+function showAccount() {
+  const name = signedInUser();
+  $("account").hidden = !name;
+  $("account-name").textContent = name ? `Signed in as ${name}` : "";
+}
+
+async function submitSignIn(e, creating = false) {
+  if (e) e.preventDefault();
+  const user = $("sign-in-user").value.trim();
+  const password = $("sign-in-password").value;
+  $("sign-in-error").textContent = "";
+  if (!user || !password) {
+    $("sign-in-error").textContent = "Enter a username and a password.";
+    return;
+  }
+  try {
+    if (creating) await register(user, password);
+    else await signIn(user, password);
+  } catch (err) {
+    $("sign-in-error").textContent = describeError(err);
+    return;
+  }
+  // Start again signed in: a shared session in the URL opens now.
+  location.reload();
+}
+
+async function doSignOut() {
+  await signOut();
+  location.href = "/";
 }
 
 // --- Saving ----------------------------------------------------------------------------------
@@ -425,6 +475,10 @@ function wire() {
     }
   });
   $("settings-form").addEventListener("submit", (e) => e.preventDefault());
+  $("sign-in").addEventListener("submit", (e) => submitSignIn(e));
+  $("register").addEventListener("click", () => submitSignIn(null, true));
+  $("sign-out").addEventListener("click", doSignOut);
+  showAccount();
   const token = $("token");
   token.value = getToken();
   token.addEventListener("change", () => {
@@ -449,6 +503,14 @@ async function init() {
   } catch (err) {
     showApiError("Could not load the language list", err, "languages");
   }
+  if (!getToken()) {
+    // Does this server want an account? A made-up session id answers 401 if so, 404 if not.
+    try {
+      await api("GET", "/api/v1/code-sessions/00000000-0000-0000-0000-000000000000");
+    } catch (err) {
+      if (err.status === 401) needSignIn();
+    }
+  }
   const sessionId = sessionIdFromUrl();
   if (sessionId) {
     try {
@@ -458,6 +520,20 @@ async function init() {
         window.history.replaceState(null, "", "/");
         startNew();
         showMessage("That session does not exist (it may have been deleted); this is a new one.", { kind: "error" });
+      } else if (err.status === 401) {
+        // A shared link opened while signed out (or after the sign-in expired): say so, and keep
+        // the link, rather than putting a sample in its place.
+        needSignIn();
+        editor.setText("");
+        const why = sessionState.expired || getToken() ? "Your sign-in has expired" : "This shared session needs sign-in";
+        showMessage(`${why}: sign in (top right) to open it; the link keeps working.`, {
+          kind: "error",
+          source: "session",
+        });
+        $("language").disabled = true;
+        $("run").disabled = true;
+        document.body.dataset.ready = "true";
+        return;
       } else {
         startNew();
         showApiError("Could not open the session", err, "session");

@@ -3,7 +3,7 @@
 // read with fetch so the bearer token can be sent and a 404 seen. When the server has no event
 // stream for the run (an older server: 404/405), fall back to polling GET /executions/{id}.
 
-import { ApiError, api, authHeaders, errorFrom, getToken, networkError } from "./api.js";
+import { ApiError, api, authHeaders, ensureFreshToken, errorFrom, getToken, networkError } from "./api.js";
 
 const TERMINAL = new Set(["COMPLETED", "FAILED", "TIMEOUT"]);
 const POLL_MS = 400;
@@ -68,6 +68,7 @@ export class ExecutionStream {
   /** Start following; `this.done` resolves with the final status (or rejects with ApiError). */
   start({ interactive = false } = {}) {
     (async () => {
+      if (interactive) await ensureFreshToken();
       if (interactive && (await this.runWebSocket())) return;
       await this.runSse();
     })().catch((err) => this.reject(err));
@@ -174,6 +175,7 @@ export class ExecutionStream {
   }
 
   async sseOnce() {
+    await ensureFreshToken();
     const headers = { Accept: "text/event-stream", ...authHeaders() };
     if (this.lastId !== null) headers["Last-Event-ID"] = this.lastId;
     let resp;

@@ -7,11 +7,14 @@ import uuid
 from typing import Any
 
 from flask import Flask, Response, g, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import migrate
 from .api import build_api
 from .api.auth import init_auth
+from .api.body import drain_unread_body
 from .api.errors import register_error_handlers
+from .api.headers import init_security_headers
 from .api.playground import register_playground
 from .config import Settings, load_settings
 from .logging_setup import configure_logging
@@ -49,6 +52,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         configure_celery(settings)
         enqueue = enqueue_execution
     app.extensions["livecode.runtime"] = rt
+    if settings.trusted_proxy_hops:
+        # Only the last N hops of X-Forwarded-For were added by our own proxies; anything before
+        # them is whatever the client sent. With 0 the TCP peer is the client.
+        hops = settings.trusted_proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     app.extensions["livecode.enqueue"] = enqueue
 
     @app.before_request
@@ -58,6 +66,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     @app.after_request
     def _headers(resp: Response) -> Response:
+        drain_unread_body()
         resp.headers["X-Request-ID"] = g.get("request_id", "")
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         return resp
@@ -65,6 +74,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     init_metrics(app, rt)  # first after the request id: it times and logs every request, 401s too
     init_auth(app, settings)  # after the request id, so a 401 is logged with it
     init_limiter(app, settings)
+    init_security_headers(app)
     register_error_handlers(app)
     build_api(app)
     register_playground(app)

@@ -25,7 +25,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from .embedded import InProcessWorker
     from .runtime import init_runtime
     from .sandbox import SandboxUnavailable
-    from .server import serve
+    from .server import front_limits, serve
 
     settings = _settings("embedded")
     state: dict[str, Any] = {}
@@ -55,7 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     )
     os.environ["LIVECODE_API_THREADS"] = str(args.threads)  # streams leave some for requests
     serve(factory, host=args.host, port=args.port, workers=1, threads=args.threads,
-          worker_exit=worker_exit)
+          limits=front_limits(settings), worker_exit=worker_exit)
 
 
 def _prometheus_multiprocess() -> Any:
@@ -82,7 +82,7 @@ def cmd_api(args: argparse.Namespace) -> None:
     """Distributed: the API under gunicorn; workers run separately."""
     child_exit = _prometheus_multiprocess()  # before anything imports prometheus_client
     from .app import create_app
-    from .server import serve
+    from .server import front_limits, serve
 
     settings = _settings("distributed")
     if args.migrate:
@@ -94,7 +94,7 @@ def cmd_api(args: argparse.Namespace) -> None:
         db.dispose()
     os.environ["LIVECODE_API_THREADS"] = str(args.threads)  # streams leave some for requests
     serve(lambda: create_app(settings), host=args.host, port=args.port,
-          workers=args.workers, threads=args.threads, child_exit=child_exit)
+          workers=args.workers, threads=args.threads, limits=front_limits(settings), child_exit=child_exit)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -191,7 +191,14 @@ def cmd_user(args: argparse.Namespace) -> None:
     try:
         if args.action == "create":
             password = os.environ.get("LIVECODE_PASSWORD") or getpass.getpass(f"password for {args.username}: ")
-            print(json.dumps(accounts.create_user(db, args.username, password, role)))
+            print(json.dumps(accounts.create_user(db, args.username, password, role,
+                                                  min_password=db.settings.password_min_length)))
+        elif args.action == "invite":  # the username argument is ignored: `livecode user invite -`
+            print(json.dumps(accounts.create_invitation(db, None, days=args.days)))
+        elif args.action == "delete":
+            if not accounts.delete_user(db, args.username):
+                sys.exit(f"no user {args.username!r}")
+            print(json.dumps({"deleted": args.username}))
         elif not accounts.set_role(db, args.username, role):
             sys.exit(f"no user {args.username!r}")
         else:
@@ -237,10 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--limit", type=int, default=100)
     q.set_defaults(func=cmd_dlq)
 
-    u = sub.add_parser("user", help="accounts: create a user (--admin for an operator) or set a role")
-    u.add_argument("action", choices=["create", "set-role"])
-    u.add_argument("username")
+    u = sub.add_parser("user", help="accounts: create (--admin for an operator), set-role, delete a user; "
+                                    "invite: a one-time registration code")
+    u.add_argument("action", choices=["create", "set-role", "delete", "invite"])
+    u.add_argument("username", help="the account ('-' for invite)")
     u.add_argument("--admin", action="store_true", help="the admin role (operator endpoints)")
+    u.add_argument("--days", type=int, default=7, help="invite: days the code stays valid")
     u.set_defaults(func=cmd_user)
     return p
 

@@ -6,8 +6,10 @@ them; distributed mode needs DATABASE_URL, REDIS_URL and SECRET_KEY and fails fa
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
+from collections import Counter
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -95,9 +97,32 @@ class Settings:
     rate_limits_enabled: bool = True  # off only to measure what the limits cost (bench/)
     access_token_minutes: int = 15
     refresh_token_days: int = 30
+    # Who may create an account: "open" (anyone), "invite" (POST /api/v1/auth/invitations by an
+    # admin, or `livecode user invite -`), "closed" (operators only: `livecode user create`).
+    registration: str = "open"
+    password_min_length: int = 8
 
     log_level: str = "INFO"
     log_json: bool = True
+
+    # Streams and connections: what one client may hold of an API process (docs/operations.md).
+    # Per API process (each gunicorn process counts its own); 0 switches a cap off.
+    streams_per_user: int = 8  # SSE + WebSocket followers of one signed-in user
+    streams_per_address: int = 8  # the same for requests without an account, by client address
+    send_timeout_s: float = 30.0  # a response write (a stream event) that makes no progress this long ends it
+    header_timeout_s: float = 10.0  # the request line and headers must arrive within this
+    body_timeout_s: float = 30.0  # the body must arrive within this once the headers are in
+    connections_per_address: int = 64  # open TCP connections of one client address
+    connections_per_process: int = 1000  # open TCP connections of one API process, all clients
+    connection_limit_exempt: tuple[str, ...] = ()  # addresses or networks not capped (a reverse proxy's)
+    # ---- API hardening (issue 10: proxies, metrics) ----
+    # Reverse proxies in front of the API that append to X-Forwarded-For / X-Forwarded-Proto
+    # (LIVECODE_TRUSTED_PROXY_HOPS). 0: the TCP peer is the client and forwarded headers are
+    # ignored (a client could otherwise pick a fresh sign-in bucket per request). N: the N-th
+    # address from the right of X-Forwarded-For is the client (werkzeug's ProxyFix).
+    trusted_proxy_hops: int = 0
+    # LIVECODE_METRICS_TOKEN: when set, GET /metrics needs `Authorization: Bearer <token>`.
+    metrics_token: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -117,12 +142,7 @@ class Settings:
 def load_settings(mode: str | None = None, **overrides: Any) -> Settings:
     """Build settings from the environment; `mode` None means: distributed iff DATABASE_URL
     names a server database and REDIS_URL is set."""
-    try:
-        from dotenv import load_dotenv
-
-        load_dotenv(override=False)
-    except ImportError:  # pragma: no cover - python-dotenv is a dependency
-        pass
+    _load_env_file()
 
     data_dir = Path(_env("LIVECODE_DATA_DIR") or default_data_dir()).expanduser().resolve()
     database_url = _env("DATABASE_URL") or ""
@@ -143,8 +163,10 @@ def load_settings(mode: str | None = None, **overrides: Any) -> Settings:
     secret_key = _env("SECRET_KEY") or ""
     if not secret_key:
         if mode == "distributed":
-            raise ConfigError("SECRET_KEY is required in distributed mode (e.g. openssl rand -hex 32)")
+            raise ConfigError(f"SECRET_KEY is required in distributed mode; make one with {MAKE_SECRET}")
         secret_key = _embedded_secret(data_dir)
+    else:
+        check_secret_key(secret_key)
 
     values: dict[str, Any] = dict(
         mode=mode,
@@ -180,9 +202,14 @@ def load_settings(mode: str | None = None, **overrides: Any) -> Settings:
         rate_limits_enabled=_bool("LIVECODE_RATE_LIMITS_ENABLED", True),
         access_token_minutes=_int("LIVECODE_ACCESS_TOKEN_MINUTES", 15),
         refresh_token_days=_int("LIVECODE_REFRESH_TOKEN_DAYS", 30),
+        registration=(_env("LIVECODE_REGISTRATION", "open") or "open").lower(),
+        password_min_length=_int("LIVECODE_PASSWORD_MIN_LENGTH", 8),
         log_level=(_env("LIVECODE_LOG_LEVEL", "INFO") or "INFO").upper(),
         log_json=_bool("LIVECODE_LOG_JSON", True),
+        trusted_proxy_hops=_int("LIVECODE_TRUSTED_PROXY_HOPS", 0),
+        metrics_token=_env("LIVECODE_METRICS_TOKEN"),
     )
+    values.update(_stream_and_connection_settings())
     reconcile = _env("LIVECODE_RECONCILE_INTERVAL_S")
     if reconcile:
         values["reconcile_interval_s"] = float(reconcile)
@@ -190,9 +217,107 @@ def load_settings(mode: str | None = None, **overrides: Any) -> Settings:
     if grace:
         values["requeue_grace_s"] = float(grace)
     values.update(overrides)
+    if values["registration"] not in {"open", "invite", "closed"}:
+        raise ConfigError(f"LIVECODE_REGISTRATION must be 'open', 'invite' or 'closed', got {values['registration']!r}")
+    if values["trusted_proxy_hops"] < 0:
+        raise ConfigError("LIVECODE_TRUSTED_PROXY_HOPS must be 0 or more")
     if values["sandbox"] not in {"bwrap", "none"}:
         raise ConfigError(f"LIVECODE_SANDBOX must be 'bwrap' or 'none', got {values['sandbox']!r}")
     return Settings(**values)
+
+
+def _stream_and_connection_settings() -> dict[str, Any]:
+    import ipaddress
+
+    def seconds(name: str, default: float) -> float:
+        raw = _env(name)
+        try:
+            value = default if raw is None else float(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from exc
+        if value <= 0:
+            raise ConfigError(f"{name} must be more than 0 seconds, got {raw!r}")
+        return value
+
+    def count(name: str, default: int) -> int:
+        value = _int(name, default)
+        if value < 0:
+            raise ConfigError(f"{name} must be 0 (no cap) or more, got {value}")
+        return value
+
+    exempt = [a.strip() for a in (_env("LIVECODE_CONNECTION_LIMIT_EXEMPT") or "").split(",") if a.strip()]
+    for network in exempt:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"LIVECODE_CONNECTION_LIMIT_EXEMPT: {network!r} is not an address or network "
+                              "(e.g. 10.0.0.5 or 10.0.0.0/8)") from exc
+    return dict(
+        streams_per_user=count("LIVECODE_STREAMS_PER_USER", 8),
+        streams_per_address=count("LIVECODE_STREAMS_PER_ADDRESS", 8),
+        send_timeout_s=seconds("LIVECODE_SEND_TIMEOUT_S", 30.0),
+        header_timeout_s=seconds("LIVECODE_HEADER_TIMEOUT_S", 10.0),
+        body_timeout_s=seconds("LIVECODE_BODY_TIMEOUT_S", 30.0),
+        connections_per_address=count("LIVECODE_CONNECTIONS_PER_ADDRESS", 64),
+        connections_per_process=max(1, count("LIVECODE_CONNECTIONS_PER_PROCESS", 1000)),
+        connection_limit_exempt=tuple(exempt),
+    )
+
+
+def _load_env_file() -> None:
+    """`.env` from the working directory (where `cp .env.example .env` puts it), or the file named
+    by LIVECODE_ENV_FILE. The environment wins over the file."""
+    from dotenv import load_dotenv
+
+    named = _env("LIVECODE_ENV_FILE")
+    path = Path(named).expanduser() if named else Path.cwd() / ".env"
+    if named and not path.is_file():
+        raise ConfigError(f"LIVECODE_ENV_FILE names {str(path)!r}, which is not a readable file")
+    if path.is_file():
+        load_dotenv(path, override=False)
+
+
+# ---- SECRET_KEY strength ----------------------------------------------------------------------
+
+MAKE_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+MIN_SECRET_BYTES = 32
+MIN_SECRET_BITS = 80  # a rough estimate from the key's own characters (see _estimated_bits)
+# Placeholders from our own examples and the usual ones people leave in place.
+PLACEHOLDER_SECRETS = frozenset({
+    "change-me", "changeme", "change_me", "change-this", "changethis", "secret", "secret-key", "secret_key",
+    "secretkey", "your-secret-key", "your_secret_key", "mysecret", "password", "test-secret-key-not-for-production",
+    "dev", "development", "default", "replace-me", "replaceme", "xxx", "todo",
+})
+PLACEHOLDER_WORDS = ("change-me", "changeme", "change_me", "replace-me", "replace_me", "not-for-production",
+                     "your-secret", "your_secret", "placeholder", "example")
+
+
+def check_secret_key(key: str) -> None:
+    """Refuse a SECRET_KEY that can be guessed: anyone who knows it signs tokens for any user,
+    admins included. Known placeholders, fewer than 32 bytes, and low-entropy keys (few distinct
+    characters, or a short pattern repeated) are refused with how to make a good one."""
+    how = f"; make one with {MAKE_SECRET} (or `openssl rand -hex 32`)"
+    lowered = key.strip().lower()
+    if lowered in PLACEHOLDER_SECRETS or any(word in lowered for word in PLACEHOLDER_WORDS):
+        raise ConfigError("SECRET_KEY is a placeholder from an example; anyone could forge tokens with it" + how)
+    size = len(key.encode("utf-8", "surrogatepass"))
+    if size < MIN_SECRET_BYTES:
+        raise ConfigError(f"SECRET_KEY is {size} bytes; at least {MIN_SECRET_BYTES} are required" + how)
+    bits = _estimated_bits(key)
+    if bits < MIN_SECRET_BITS:
+        raise ConfigError(
+            f"SECRET_KEY has low entropy (about {int(bits)} bits; at least {MIN_SECRET_BITS} are required)" + how
+        )
+
+
+def _estimated_bits(key: str) -> float:
+    """A rough, conservative estimate of a key's entropy: the Shannon entropy of its character
+    distribution, counted once per distinct three-character window (so a repeated pattern counts
+    once, not once per repetition). Random hex or base64 keys of 32 characters or more pass."""
+    counts = Counter(key)
+    per_char = -sum(n / len(key) * math.log2(n / len(key)) for n in counts.values())
+    novel = len({key[i:i + 3] for i in range(max(1, len(key) - 2))})
+    return per_char * novel
 
 
 def _embedded_secret(data_dir: Path) -> str:

@@ -28,7 +28,9 @@ def is_unavailable(exc: BaseException) -> bool:
 
 
 def make_engine(url: str, settings: Settings) -> Engine:
-    kwargs: dict[str, Any] = {"future": True}
+    # hide_parameters: a statement's parameters (program output, source code, secrets) never
+    # appear in exception messages, hence never in logs, dead letters or anything shown to a user.
+    kwargs: dict[str, Any] = {"future": True, "hide_parameters": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 15}
         engine = create_engine(url, **kwargs)

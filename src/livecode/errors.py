@@ -3,7 +3,18 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
+
+
+def new_error_id() -> str:
+    """An id for one internal error: the user is shown it with a generic message, the operator's
+    log line with the details (traceback, SQL) carries it too."""
+    return uuid.uuid4().hex
+
+
+def internal_error_message(error_id: str) -> str:
+    return f"an internal error occurred; it has been logged with error id {error_id}"
 
 
 class ApiError(Exception):

@@ -3,11 +3,49 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import traceback
 
 from .config import Settings
 
 _configured = False
+
+# Secrets that can reach a log line inside text we do not control: a request line gunicorn could
+# not parse (with ?access_token=), a header it refused, an exception message. Each pattern keeps
+# its first group (the name) and replaces the value.
+_SECRET_PATTERNS = (
+    re.compile(r"((?:access|refresh)_token\W{0,3}[=:]\W{0,3})[^&\s'\",;}]+", re.IGNORECASE),
+    re.compile(r"((?:authorization|x-api-key|proxy-authorization)\W{0,3}[=:,]\W{0,3})"
+               r"(?:(?:bearer|basic|token)\s+)?[^\s'\",;}]+", re.IGNORECASE),
+    re.compile(r"()\blc_[A-Za-z0-9_-]{16,}"),  # an API key wherever it appears
+    re.compile(r"()\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),  # a JWT
+)
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+    return text
+
+
+class RedactSecretsFilter(logging.Filter):
+    """Takes tokens, API keys and Authorization values out of a record's message and traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken format string is logged as it is
+            return True
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and record.exc_info[0] is not None:
+            # Formatters render exc_text when exc_info is gone; render it here, redacted.
+            record.exc_text = redact("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
+            record.exc_info = None
+        return True
 
 
 class RequestIdFilter(logging.Filter):
@@ -38,6 +76,7 @@ def configure_logging(settings: Settings) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     handler.addFilter(RequestIdFilter())
+    handler.addFilter(RedactSecretsFilter())
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(settings.log_level)

@@ -14,6 +14,7 @@ Where each figure comes from, and why:
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import threading
@@ -34,11 +35,16 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .errors import ApiError
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Label values come from fixed sets only, so no request can add series: a made-up method is
+# "other", a path no route matches is "<unmatched>" (the route template, never the path).
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "<unmatched>"
 REDIS_KEY = "livecode:metrics:executions"
 WAIT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -229,6 +235,7 @@ class RuntimeCollector(Collector):
             rss.add_metric([name], float(info.get("rss_bytes") or 0))
             active.add_metric([name], float(info.get("active") or 0))
         yield from (alive, cpu, rss, active)
+        yield from _compile_cache(workers)
 
     def _executions(self) -> Iterable[Metric]:
         try:
@@ -260,6 +267,28 @@ class RuntimeCollector(Collector):
         yield from (tasks, outcomes, duration, wait)
 
 
+def _compile_cache(workers: dict[str, dict[str, Any]]) -> Iterable[Metric]:
+    """The compile cache as each worker sees it (from its heartbeat). Workers of one host that
+    share a cache directory report the same figures: aggregate with max by host, not sum."""
+    size = GaugeMetricFamily("livecode_compile_cache_bytes", "Bytes of compiled programs in the cache",
+                             labels=["worker"])
+    bound = GaugeMetricFamily("livecode_compile_cache_max_bytes", "Bound of the compile cache (LRU eviction)",
+                              labels=["worker"])
+    entries = GaugeMetricFamily("livecode_compile_cache_entries", "Compiled programs in the cache",
+                                labels=["worker"])
+    evictions = CounterMetricFamily("livecode_compile_cache_evictions",
+                                    "Compiled programs evicted to keep the cache under its bound", labels=["worker"])
+    for name, info in sorted(workers.items()):
+        cache = info.get("compile_cache")
+        if not isinstance(cache, dict):
+            continue
+        size.add_metric([name], float(cache.get("bytes") or 0))
+        bound.add_metric([name], float(cache.get("max_bytes") or 0))
+        entries.add_metric([name], float(cache.get("entries") or 0))
+        evictions.add_metric([name], float(cache.get("evictions") or 0))
+    yield from (size, bound, entries, evictions)
+
+
 def multiprocess_enabled() -> bool:
     return bool(os.environ.get(MULTIPROC_ENV))
 
@@ -288,6 +317,19 @@ def _record_pool(rt: Runtime) -> None:
             DB_POOL_OVERFLOW.labels(name).set(max(0, pool.overflow()))
 
 
+def check_metrics_token(expected: str | None) -> None:
+    """With LIVECODE_METRICS_TOKEN set, a scrape must send `Authorization: Bearer <token>`: 401
+    without credentials, 403 with the wrong ones."""
+    if not expected:
+        return
+    scheme, _, sent = (request.headers.get("Authorization") or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not sent.strip():
+        raise ApiError("/metrics needs 'Authorization: Bearer <LIVECODE_METRICS_TOKEN>'", code="UNAUTHORIZED",
+                       status=401, headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+    if not hmac.compare_digest(sent.strip().encode("utf-8", "replace"), expected.encode("utf-8")):
+        raise ApiError("the metrics token is not valid", code="FORBIDDEN", status=403)
+
+
 def init_metrics(app: Flask, rt: Runtime) -> None:
     """Time every request, log it as one JSON line, and serve GET /metrics."""
     access_log = logging.getLogger("livecode.access")
@@ -302,18 +344,20 @@ def init_metrics(app: Flask, rt: Runtime) -> None:
         if started is None:
             return resp
         elapsed = time.perf_counter() - started
-        rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-        HTTP_LATENCY.labels(rule, request.method, str(resp.status_code)).observe(elapsed)
+        rule = request.url_rule.rule if request.url_rule is not None else UNMATCHED
+        method = request.method if request.method in HTTP_METHODS else "other"
+        HTTP_LATENCY.labels(rule, method, str(resp.status_code)).observe(elapsed)
         _record_pool(rt)
         if rule != "/metrics":
             # The path and query are left out on purpose: a stream URL may carry an access token.
             access_log.info("request", extra={
-                "method": request.method, "endpoint": rule, "status": resp.status_code,
+                "method": method, "endpoint": rule, "status": resp.status_code,
                 "duration_ms": round(elapsed * 1000, 2), "user_id": str(g.get("user_id") or "") or None,
             })
         return resp
 
     def metrics_view() -> Response:
+        check_metrics_token(rt.settings.metrics_token)
         return Response(render(rt), mimetype=CONTENT_TYPE_LATEST)
 
     app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     Uuid,
@@ -66,6 +67,38 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
     role: Mapped[str] = mapped_column(String(16), nullable=False, default="user")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Bumped by a password change: every token issued before it (access and refresh) is refused.
+    token_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
+
+
+class RefreshToken(Base):
+    """One issued refresh token. Each refresh uses it up and issues the next one of its family;
+    presenting a used one again (a stolen copy) revokes the whole family, as does a logout."""
+
+    __tablename__ = "refresh_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    family_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False, index=True)
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Invitation(Base):
+    """A one-time code that lets someone register when registration is by invitation."""
+
+    __tablename__ = "invitations"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    used_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("users.id", ondelete="SET NULL"))
 
 
 class ApiKey(Base):
@@ -80,6 +113,7 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class CodeSession(Base):
@@ -128,9 +162,11 @@ class Execution(Base):
     interactive: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     status: Mapped[str] = mapped_column(String(20), nullable=False, index=True)
     reason: Mapped[str | None] = mapped_column(String(32))
-    stdout: Mapped[str | None] = mapped_column(Text)
-    stderr: Mapped[str | None] = mapped_column(Text)
-    compile_output: Mapped[str | None] = mapped_column(Text)
+    # Output is bytes (bytea / BLOB): whatever a program writes (NUL, invalid UTF-8) is kept as is;
+    # the API decodes a text view, or returns the bytes base64-encoded.
+    stdout: Mapped[bytes | None] = mapped_column(LargeBinary)
+    stderr: Mapped[bytes | None] = mapped_column(LargeBinary)
+    compile_output: Mapped[bytes | None] = mapped_column(LargeBinary)
     stdout_truncated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     stderr_truncated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     exit_code: Mapped[int | None] = mapped_column(Integer)

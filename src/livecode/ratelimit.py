@@ -5,22 +5,26 @@ the embedded mode (one process). The moving-window strategy is one atomic Lua sc
 Redis: 30 concurrent requests against a limit of 10 admit exactly 10, and no burst of 2x the limit
 slips through at a window boundary as it would with fixed windows.
 
-The limit is checked before the handler runs, so a refused request creates nothing.
+A single submission's limit is checked before the handler runs; a batch is charged its number of
+runs by the batch service, after checking the batch and right before inserting it (one atomic
+hit with that cost). Either way a refused request creates nothing.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
+from limits import parse as parse_limit
 
 from .config import Settings
+from .errors import ApiError
 
 
 def client_address() -> str:
-    # Behind a reverse proxy, run gunicorn with --forwarded-allow-ips so this is the client's.
+    # The TCP peer, or behind LIVECODE_TRUSTED_PROXY_HOPS reverse proxies the address they saw
+    # (werkzeug's ProxyFix, installed by create_app, rewrites remote_addr from X-Forwarded-For).
     return request.remote_addr or "unknown"
 
 
@@ -56,33 +60,60 @@ def _login_message() -> str:
     )
 
 
+KEY_PREFIX = "livecode"
+
 limiter = Limiter(
     key_func=user_or_address,
     strategy="moving-window",
     headers_enabled=False,  # set on refusals only, below
-    key_prefix="livecode",
+    key_prefix=KEY_PREFIX,
 )
 
 
-def batch_cost() -> int:
-    """A batch submission costs one execution per item (a malformed body costs one and fails later)."""
-    body: Any = request.get_json(silent=True)
-    items = body.get("executions") if isinstance(body, dict) else None
-    return max(1, len(items)) if isinstance(items, list) else 1
+EXECUTIONS_SCOPE = "executions"
 
-
-# Shared scope: single and batch submissions draw on the same per-user budget.
+# A single submission costs one, checked before the handler. A batch is charged by
+# charge_executions() with the number of runs it queues, in the same bucket.
 execution_limit = limiter.shared_limit(
     _execution_limit,
-    scope="executions",
+    scope=EXECUTIONS_SCOPE,
     error_message=_execution_message,
 )
-batch_execution_limit = limiter.shared_limit(
-    _execution_limit,
-    scope="executions",
-    error_message=_execution_message,
-    cost=batch_cost,
-)
+
+
+class RateLimited(ApiError):
+    status = 429
+    code = "RATE_LIMITED"
+
+
+def charge_executions(cost: int) -> None:
+    """Take `cost` executions from the caller's budget in one atomic step (one Lua script in
+    Redis), or take none and answer 429. The batch service calls it once it knows how many rows
+    it will insert, right before inserting them, so what is charged is what is queued, whatever
+    the body looked like to anyone else."""
+    settings = _settings()
+    if cost <= 0 or not settings.rate_limits_enabled:
+        return
+    item = parse_limit(settings.execution_rate_limit)
+    # The same key flask-limiter builds for the shared limit above: prefix, key, scope.
+    key = [KEY_PREFIX, user_or_address(), EXECUTIONS_SCOPE]
+    if limiter.limiter.hit(item, *key, cost=cost):
+        return
+    stats = limiter.limiter.get_window_stats(item, *key)
+    reset_at = int(stats.reset_time)
+    raise RateLimited(
+        f"rate limit exceeded: at most {settings.execution_rate_limit} executions per user; this request "
+        f"asks for {cost} and {max(0, stats.remaining)} are left; see the Retry-After header",
+        details={"cost": cost, "remaining": max(0, stats.remaining)},
+        headers={
+            "Retry-After": str(max(1, reset_at - int(time.time()))),
+            "X-RateLimit-Limit": str(item.amount),
+            "X-RateLimit-Remaining": str(max(0, stats.remaining)),
+            "X-RateLimit-Reset": str(reset_at),
+        },
+    )
+
+
 login_limit = limiter.shared_limit(
     _login_limit,
     scope="sign-in",

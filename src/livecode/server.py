@@ -1,26 +1,43 @@
-"""Gunicorn (gthread) as the production WSGI server, for `livecode api` and `livecode serve`."""
+"""Gunicorn as the production WSGI server, for `livecode api` and `livecode serve`: its gthread
+worker with a front that reads each request before it takes a thread (livecode.front_worker)."""
 
 from __future__ import annotations
 
 import json
+import resource
 from collections.abc import Callable
 from typing import Any
 
 from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger as GunicornLogger
+
+from .front_worker import FrontLimits, GuardedThreadWorker
+from .logging_setup import RedactSecretsFilter, redact
 
 
 def _write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
     """Gunicorn answers a request it cannot parse (request line or headers too long, bad header
     characters) itself, before Flask sees it; answer in the API's JSON error shape, not HTML."""
     body = json.dumps({"error": {"code": reason.upper().replace(" ", "_").replace("-", "_"),
-                                 "message": f"{reason}: {mesg}"}})
+                                 "message": f"{reason}: {redact(mesg)}"}})
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
     gunicorn_util.write_nonblock(sock, (head + body).encode("latin-1", "replace"))
 
 
 gunicorn_util.write_error = _write_json_error
+
+
+class RedactingLogger(GunicornLogger):  # type: ignore[misc]
+    """gunicorn's own log lines echo what it could not parse (a request line with
+    ?access_token=..., an Authorization header with a bad byte): redact them like ours."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            if not any(isinstance(f, RedactSecretsFilter) for f in log.filters):
+                log.addFilter(RedactSecretsFilter())
 
 
 class GunicornServer(BaseApplication):  # type: ignore[misc]
@@ -38,17 +55,43 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         return self.app_factory()
 
 
+def _allow_open_files(wanted: int) -> None:
+    """Raise the soft limit on open files to what the connections need (up to the hard limit):
+    past it accept() fails and the worker process exits."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if new > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+
+
+def front_limits(settings: Any) -> FrontLimits:
+    return FrontLimits(
+        header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
+        send_timeout_s=settings.send_timeout_s, connections_per_address=settings.connections_per_address,
+        connections_per_process=settings.connections_per_process,
+        exempt=tuple(settings.connection_limit_exempt), max_body_bytes=settings.max_request_bytes,
+    )
+
+
 def serve(app_factory: Callable[[], Any], *, host: str, port: int, workers: int, threads: int,
-          **hooks: Any) -> None:
+          limits: FrontLimits | None = None, **hooks: Any) -> None:
+    # Set before gunicorn forks its workers, which inherit it.
+    GuardedThreadWorker.limits = limits = limits or FrontLimits()
+    # Open connections, as many lingering closes, and the database, Redis, logs, sandbox pipes.
+    _allow_open_files(2 * limits.connections_per_process + 256)
     options = {
         "bind": f"{host}:{port}" if ":" not in host else f"[{host}]:{port}",
         "workers": workers,
-        "worker_class": "gthread",
+        "worker_class": f"{GuardedThreadWorker.__module__}.{GuardedThreadWorker.__qualname__}",
         "threads": threads,
+        "worker_connections": limits.connections_per_process,
         "timeout": 60,
         "graceful_timeout": 30,
         "keepalive": 5,
         "accesslog": None,
+        "logger_class": RedactingLogger,
         "preload_app": False,
         **hooks,
     }

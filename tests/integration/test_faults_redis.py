@@ -98,5 +98,6 @@ def test_acknowledged_work_survives_a_redis_restart(stack: Stack) -> None:
     assert not editors.errors, editors.errors
     stack.wait_all_terminal(120)
     editors.ledger.verify(stack)
-    rows = {r[0]: r[1:] for r in stack.sql("SELECT id::text, status, stdout, attempts FROM executions")}
+    rows = {r[0]: r[1:] for r in stack.sql(
+        "SELECT id::text, status, convert_from(stdout, 'UTF8'), attempts FROM executions")}
     assert all(rows[eid] == ("COMPLETED", "ok\n", 1) for eid in editors.ledger.executions), rows

@@ -174,5 +174,5 @@ def test_acknowledged_work_survives_worker_kills(stack: Stack) -> None:
     stack.wait_all_terminal(120)
     editors.ledger.verify(stack)
     # The run the kill interrupted was run again: every acknowledged execution completed.
-    rows = {r[0]: r[1:] for r in stack.sql("SELECT id::text, status, stdout FROM executions")}
+    rows = {r[0]: r[1:] for r in stack.sql("SELECT id::text, status, convert_from(stdout, 'UTF8') FROM executions")}
     assert all(rows[eid] == ("COMPLETED", "ok\n") for eid in editors.ledger.executions), rows

@@ -5,15 +5,23 @@ counts and the target session are checked straight in PostgreSQL afterwards."""
 
 from __future__ import annotations
 
+import http.client
+import json
+import re
+import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 import pytest
 import requests
 
+from tests.support.accounts import login, register
 from tests.support.client import ApiClient
+from tests.support.procs import create_database, livecode, start_api
 
 pytestmark = pytest.mark.integration
 
@@ -239,3 +247,284 @@ def test_header_flood_is_refused(target: Target) -> None:
     headers = {f"X-Flood-{i}": "v" * 100 for i in range(200)}
     r = target.send("PATCH", target.patch_path, data=b'{"source_code": "changed"}', headers={**headers, **JSON})
     assert_4xx(r, 431)  # over the server's limit on header fields, answered in JSON
+
+
+# ---- issue 10: malformed input that answered 500 -------------------------------------------------
+
+
+def raw_request(base: str, head: str, body: bytes = b"", timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes as they are (a malformed chunked body, a broken request line) and read the first
+    answer."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(head.encode("latin-1") + body)
+        sock.shutdown(socket.SHUT_WR)  # all sent: a body cut short ends here, not at a timeout
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        data = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+
+
+def assert_raw_4xx(answer: tuple[int, dict[str, str], bytes], status: int | tuple[int, ...] = (400,)) -> None:
+    code, headers, data = answer
+    expected = (status,) if isinstance(status, int) else status
+    assert code in expected, (code, data[:300])
+    assert headers.get("content-type", "").startswith("application/json"), headers
+    err = json.loads(data)["error"]
+    assert err["code"] and err["message"]
+
+
+def unhandled_errors(cluster: Any) -> int:
+    return cluster.api.output().count('"unhandled error"') + cluster.api.output().count("Traceback")
+
+
+BAD_CHUNKS = [
+    b"zz\r\n{}\r\n0\r\n\r\n",  # not a hexadecimal size
+    b"2\r\n{}XX0\r\n\r\n",  # no CRLF after the chunk
+    b"ffffffffffffffffffff\r\n{}\r\n0\r\n\r\n",  # an absurd size
+    b"5\r\n{}",  # cut short
+]
+
+
+@pytest.mark.parametrize("chunked", BAD_CHUNKS, ids=["size", "terminator", "huge", "short"])
+@pytest.mark.parametrize("route", ["/api/v1/auth/refresh", "/api/v1/auth/login", "/api/v1/auth/register", SESSIONS,
+                                   "execute", "/api/v1/executions/batch", "patch", "/api/v1/api-keys"])
+def test_bad_chunked_body_is_a_4xx(target: Target, cluster: Any, route: str, chunked: bytes) -> None:
+    path = {"execute": target.execute_path, "patch": target.patch_path}.get(route, route)
+    method = "PATCH" if route == "patch" else "POST"
+    auth = ""
+    if route == "/api/v1/api-keys":  # needs an account, so that the body is read at all
+        auth = f"Authorization: Bearer {login(target.base, *register(target.base))['access_token']}\r\n"
+    errors = unhandled_errors(cluster)
+    head = (f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}"
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+    answer = raw_request(target.base, head, chunked)
+    assert_raw_4xx(answer)
+    assert unhandled_errors(cluster) == errors, cluster.api.output()[-3000:]
+
+
+def db_count(cluster: Any, table: str) -> int:
+    with psycopg.connect(cluster.env["DATABASE_URL"], connect_timeout=3, autocommit=True) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608 - fixed names
+        return int(row[0]) if row else 0
+
+
+HOSTILE_TEXT = ['"ad\\u0000min-user"', '"\\ud800admin-user"', '"admin-user\\udfff"', '"\\u0000"',
+                '"\\ud83d\\ude00\\ud800"']
+
+
+@pytest.mark.parametrize("value", HOSTILE_TEXT)
+@pytest.mark.parametrize("field", ["username", "password"])
+@pytest.mark.parametrize("route", ["login", "register"])
+def test_nul_and_lone_surrogates_when_signing_in(target: Target, cluster: Any, route: str, field: str,
+                                                  value: str) -> None:
+    errors, users = unhandled_errors(cluster), db_count(cluster, "users")
+    fields = {"username": '"sweep-user-1"', "password": '"correct-horse-42"', field: value}
+    raw = "{" + ", ".join(f'"{k}": {v}' for k, v in fields.items()) + "}"
+    r = target.send("POST", f"/api/v1/auth/{route}", data=raw.encode(), headers=JSON)
+    assert_4xx(r, 400)
+    assert db_count(cluster, "users") == users
+    assert unhandled_errors(cluster) == errors
+
+
+@pytest.mark.parametrize("value", HOSTILE_TEXT)
+def test_nul_and_lone_surrogates_in_an_api_key_name(target: Target, cluster: Any, value: str) -> None:
+    username, password = register(target.base)
+    token = login(target.base, username, password)["access_token"]
+    errors, keys = unhandled_errors(cluster), db_count(cluster, "api_keys")
+    r = target.send("POST", "/api/v1/api-keys", data=('{"name": ' + value + "}").encode(),
+                    headers={**JSON, "Authorization": f"Bearer {token}"})
+    assert_4xx(r, 400)
+    assert db_count(cluster, "api_keys") == keys
+    assert unhandled_errors(cluster) == errors
+
+
+@pytest.mark.parametrize("depth", [1_000, 5_000, 100_000])
+@pytest.mark.parametrize("shape", ["arrays", "objects", "inside-an-item"])
+def test_deeply_nested_batch(target: Target, cluster: Any, depth: int, shape: str) -> None:
+    errors = unhandled_errors(cluster)
+    if shape == "arrays":
+        body = "[" * depth + "]" * depth
+    elif shape == "objects":
+        body = '{"executions": ' + '{"a":' * depth + "1" + "}" * depth + "}"
+    else:
+        body = ('{"executions": [{"session_id": "' + target.sid + '", "args": ' + "[" * depth + "]" * depth + "}]}")
+    for content_type in ("application/json", "text/x+json"):
+        r = target.send("POST", "/api/v1/executions/batch", data=body.encode(), headers={"Content-Type": content_type})
+        assert_4xx(r, 400)
+    assert unhandled_errors(cluster) == errors
+
+
+def test_valid_batch_sent_chunked_is_queued(cluster: Any) -> None:
+    client = ApiClient(cluster.base)
+    sid = client.create_session("print('chunked')")["session_id"]
+    body = json.dumps({"executions": [{"session_id": sid, "stdin": "a"}, {"session_id": sid}]}).encode()
+    r = client.request("POST", "/api/v1/executions/batch", data=iter([body[:10], body[10:]]), headers=JSON)
+    assert r.status_code == 202, r.text
+    assert r.json()["count"] == 2
+    assert "Content-Length" not in r.request.headers and r.request.headers["Transfer-Encoding"] == "chunked"
+    for item in r.json()["executions"]:
+        assert client.wait_execution(item["execution_id"])["status"] == "COMPLETED"
+
+
+# ---- every route, every header: hostile bodies, headers and parameters ---------------------------
+
+
+@dataclass
+class SweepApi:
+    base: str
+    proc: Any
+    token: str
+    sid: str
+
+
+@pytest.fixture(scope="module")
+def sweep_api(cluster: Any, pg_admin_url: str) -> Iterator[SweepApi]:
+    """An API of its own (its own database, sign-in required) whose admin sweeps every route: the
+    handlers run, not only the 401 in front of them, and admin endpoints purge nothing of others."""
+    env = {**cluster.env, "DATABASE_URL": create_database(pg_admin_url), "LIVECODE_AUTH_REQUIRED": "true"}
+    subprocess.run(livecode("db", "upgrade"), env=env, check=True, capture_output=True, timeout=120)
+    password = "sweep-" + uuid.uuid4().hex
+    subprocess.run(livecode("user", "create", "sweeper", "--admin"), env={**env, "LIVECODE_PASSWORD": password},
+                   check=True, capture_output=True, timeout=120)
+    proc, base = start_api(env)
+    token = login(base, "sweeper", password)["access_token"]
+    sid = ApiClient(base, headers={"Authorization": f"Bearer {token}"}).create_session("print(1)")["session_id"]
+    yield SweepApi(base, proc, token, sid)
+    proc.stop()
+
+
+def latin1(value: str) -> str:
+    """Header values go out as their UTF-8 bytes (requests sends str headers as latin-1)."""
+    return value.encode("utf-8").decode("latin-1")
+
+
+HOSTILE_IDS = ["not-a-uuid", str(uuid.uuid4()), "%00", "%ff%fe", "\u202eevil", "x" * 2000, "..%2f..%2fetc",
+               "00000000-0000-0000-0000-000000000000", "real"]
+HOSTILE_VALUES = ['"\\u0000"', '"\\ud800"', "1e400", "-1", str(2**70), "[]", "{}", "null", "true",
+                  '"' + "x" * 20_000 + '"', "[" * 2000 + "]" * 2000, '"\\u202e\\u200d"', "-0.0", '"NaN"']
+HOSTILE_BODIES: list[tuple[str, bytes | Any, str | None]] = [
+    ("empty", b"", "application/json"),
+    ("truncated", b"{", "application/json"),
+    ("deep-arrays", b"[" * 50_000 + b"]" * 50_000, "application/json"),
+    ("deep-objects", b'{"a":' * 5_000 + b"1" + b"}" * 5_000, "application/json"),
+    ("bad-utf8", b'{"\xff": "\xfe"}', "application/json"),
+    ("not-an-object", b"[1, 2, 3]", "application/json"),
+    ("x+json", b"{}", "text/x+json"),
+    ("form", b"a=1&b=2", "application/x-www-form-urlencoded"),
+    ("multipart", b"--x\r\nContent-Disposition: form-data; name=a\r\n\r\n1\r\n--x--\r\n",
+     "multipart/form-data; boundary=x"),
+    ("no-content-type", b"{}", None),
+    ("chunked", "chunked", "application/json"),
+]
+HOSTILE_HEADERS: list[dict[str, str]] = [
+    {"Authorization": "Bearer " + "\U0001f4a9" * 20}, {"Authorization": "Bearer eyJhbGciOiJub25lIn0.e30."},
+    {"Authorization": "Basic Zm9vOmJhcg=="}, {"Authorization": "Bearer"}, {"Authorization": "Bearer " + "a" * 5000},
+    {"X-API-Key": "lc_" + "\u00e9" * 300}, {"X-API-Key": "x" * 5000},
+    {"Idempotency-Key": "\u202e" * 50}, {"Idempotency-Key": "k" * 5000},
+    {"If-Match": '"\u202e"'}, {"If-Match": "*"}, {"If-Match": 'W/"1", "2"'}, {"If-None-Match": "x" * 3000},
+    {"Last-Event-ID": "\u00e9" * 500}, {"Last-Event-ID": "1-1-1-1"}, {"Last-Event-ID": "99999999999999999999-0"},
+    {"X-Request-ID": "\U0001f4a9" * 30}, {"X-Forwarded-For": ", ,::::zz, 999.1.1.1"},
+    {"X-Forwarded-Proto": "gopher"}, {"Forwarded": "for=\"[::1\";proto=x"},
+    {"Accept": "application/xml;q=\u00e9"}, {"Accept-Encoding": "br;q=2, *;q=-1"}, {"Range": "bytes=9-1,-5"},
+    {"Content-Encoding": "gzip"}, {"Content-Type": "application/json; charset=utf-16"},
+    {"Content-Type": "application/json; charset=\u00e9\u00e9"}, {"Origin": "null"},
+    {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "!!"},
+]
+HOSTILE_QUERY = ["-1", "9" * 5000, "%00", "%ff", "1e9", "", "[]", "\u202e", "0x10", "1&page=2&page=x"]
+EXTRA_QUERY = ["access_token=" + "a" * 300, "access_token=eyJ.e30.x", "last_event_id=zz", "limit=-5"]
+NOT_IN_SWAGGER = [("/api/v1/executions/{execution_id}/ws", ["get"], []), ("/s/{session_id}", ["get"], []),
+                  ("/static/{path}", ["get"], []), ("/docs", ["get"], []), ("/swagger.json", ["get"], []),
+                  ("/metrics", ["get"], []), ("/", ["get"], [])]
+
+
+def routes(base: str) -> list[tuple[str, list[str], list[dict[str, Any]]]]:
+    spec = requests.get(base + "/swagger.json", timeout=30).json()
+    out = []
+    for path, ops in spec["paths"].items():
+        methods = [m for m in ops if m != "parameters"]
+        params = [p for m in methods for p in ops[m].get("parameters", [])]
+        out.append((path, methods, params))
+    assert len(out) >= 15, "the sweep found too few routes in /swagger.json"
+    return out + NOT_IN_SWAGGER
+
+
+def body_fields(base: str) -> set[str]:
+    spec = requests.get(base + "/swagger.json", timeout=30).json()
+    return {name for model in spec["definitions"].values() for name in model.get("properties", {})}
+
+
+def check_answer(r: requests.Response, what: str, failures: list[str]) -> None:
+    if r.status_code >= 500:
+        failures.append(f"{what}: {r.status_code} {r.text[:200]}")
+    elif r.status_code >= 400:
+        try:
+            err = r.json()["error"]
+            assert r.headers.get("Content-Type", "").startswith("application/json")
+            assert isinstance(err["code"], str) and err["code"] and isinstance(err["message"], str)
+        except Exception:  # noqa: BLE001 - collected and reported together
+            failures.append(f"{what}: {r.status_code} not in the error shape: {r.text[:200]!r}")
+
+
+def test_every_route_with_hostile_input(sweep_api: SweepApi) -> None:
+    """Every route of /swagger.json (and the few outside it), every documented method and one made
+    up: hostile path ids, bodies, headers and query parameters. No answer is a 5xx, and every
+    4xx is in the one error shape."""
+    http = requests.Session()
+    auth = {"Authorization": f"Bearer {sweep_api.token}"}
+    fields = sorted(body_fields(sweep_api.base))
+    failures: list[str] = []
+    sent = 0
+
+    def send(method: str, path: str, what: str, headers: dict[str, str] | None = None, body: Any = None,
+             content_type: str | None = "application/json", query: str = "") -> None:
+        nonlocal sent
+        hdrs = {**auth, **({"Content-Type": content_type} if content_type and body is not None else {})}
+        hdrs.update({k: latin1(v) for k, v in (headers or {}).items()})
+        if body == "chunked":
+            body = iter([b"{", b"}"])
+        url = sweep_api.base + path + (("?" + query) if query else "")
+        try:
+            r = http.request(method, url, data=body, headers=hdrs, timeout=60, stream=True)
+        except requests.RequestException as exc:
+            failures.append(f"{what}: no answer ({exc.__class__.__name__}: {str(exc)[:120]})")
+            return
+        with r:
+            sent += 1
+            if r.headers.get("Content-Type", "").startswith("text/event-stream"):
+                return  # a live stream answered 200: nothing to read to the end
+            check_answer(r, what, failures)
+
+    for template, methods, params in routes(sweep_api.base):
+        streaming = template.endswith(("/events", "/ws"))
+
+        def fill(value: str, template: str = template, streaming: bool = streaming) -> str:
+            if value == "real":
+                value = str(uuid.uuid4()) if streaming else sweep_api.sid
+            return re.sub(r"\{[^}]+\}", lambda _m: value, template)
+
+        path = fill("real")
+        for method in [m.upper() for m in methods] + ["BREW"]:
+            has_body = method in ("POST", "PUT", "PATCH", "DELETE", "BREW")
+            for value in HOSTILE_IDS if "{" in template else []:
+                send(method, fill(value), f"{method} {template} id={value[:20]!r}", body=b"{}" if has_body else None)
+            for name, raw, ctype in HOSTILE_BODIES if has_body else []:
+                send(method, path, f"{method} {template} body={name}", body=raw, content_type=ctype)
+            for value in HOSTILE_VALUES if has_body else []:
+                doc = "{" + ", ".join(f'"{f}": {value}' for f in fields) + "}"
+                send(method, path, f"{method} {template} fields={value[:20]}", body=doc.encode())
+                send(method, path, f"{method} {template} field={value[:20]}",
+                     body=('{"executions": [{"session_id": ' + value + "}], \"name\": " + value + "}").encode())
+            for headers in HOSTILE_HEADERS:
+                send(method, path, f"{method} {template} headers={list(headers)}", headers=headers,
+                     body=b"{}" if has_body else None)
+            query_names = [p["name"] for p in params if p.get("in") == "query"]
+            for value in HOSTILE_QUERY:
+                for name in query_names:
+                    send(method, path, f"{method} {template} ?{name}={value[:20]}", query=f"{name}={value}")
+            for query in EXTRA_QUERY:
+                send(method, path, f"{method} {template} ?{query[:30]}", query=query)
+    assert sent > 2000, sent
+    assert not failures, f"{len(failures)} of {sent} answers were wrong:\n" + "\n".join(failures[:40])
+    log = sweep_api.proc.output()
+    assert '"unhandled error"' not in log and "Traceback" not in log, log[-4000:]

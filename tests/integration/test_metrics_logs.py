@@ -68,6 +68,11 @@ def test_metrics_report_real_traffic(cluster: Any) -> None:
     worker_cpu = [v for (n, _), v in after.items() if n == "livecode_worker_cpu_seconds_total"]
     assert worker_rss and min(worker_rss) > 1_000_000
     assert worker_cpu and max(worker_cpu) > 0
+    # The compile cache's figures come with each worker's heartbeat (its whole cache directory).
+    cache_bound = [v for (n, _), v in after.items() if n == "livecode_compile_cache_max_bytes"]
+    assert cache_bound and min(cache_bound) > 0
+    assert {"livecode_compile_cache_bytes", "livecode_compile_cache_entries",
+            "livecode_compile_cache_evictions_total"} <= names(after)
 
 
 def test_metrics_add_up_every_api_process(auth_apis: Any) -> None:

@@ -4,6 +4,8 @@ LIVECODE_EXECUTION_RATE_LIMIT=10/minute and LIVECODE_LOGIN_RATE_LIMIT=50/minute.
 
 from __future__ import annotations
 
+import json
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -13,6 +15,7 @@ from requests.adapters import HTTPAdapter
 
 from tests.support.accounts import register, user_client
 from tests.support.client import ApiClient
+from tests.support.procs import start_api
 
 pytestmark = pytest.mark.integration
 
@@ -113,3 +116,126 @@ def test_sign_in_attempts_are_limited_per_client_address(auth_apis: Any) -> None
     # Even the right password is refused from that address now; other addresses are not affected.
     assert guesser.post(url, json={"username": username, "password": password}, timeout=30).status_code == 429
     assert requests.post(url, json={"username": username, "password": password}, timeout=30).status_code == 200
+
+
+# ---- issue 10: the batch is charged by what it queues ------------------------------------------
+
+BATCH = "/api/v1/executions/batch"
+
+
+def batch_body(sid: str, n: int) -> bytes:
+    return json.dumps({"executions": [{"session_id": sid}] * n}).encode()
+
+
+@pytest.mark.parametrize("content_type", ["text/x+json", "application/vnd.livecode+json",
+                                          "application/json; charset=utf-8", "chunked"])
+def test_batch_cost_counts_whatever_body_the_api_accepts(auth_apis: Any, content_type: str) -> None:
+    """A batch sent as text/x+json (which the body parser accepts and Flask's get_json does not)
+    was charged as one run while every item was queued: 55 runs in seconds against 10/minute."""
+    client = user_client(auth_apis.base)
+    sid = client.create_session("pass")["session_id"]
+
+    def send(n: int) -> requests.Response:
+        if content_type == "chunked":  # no Content-Length: a generator makes requests stream it
+            return client.request("POST", BATCH, data=iter([batch_body(sid, n)]),
+                                  headers={"Content-Type": "application/json"})
+        return client.request("POST", BATCH, data=batch_body(sid, n), headers={"Content-Type": content_type})
+
+    check_refusal(send(LIMIT + 1), remaining=LIMIT)
+    assert executions_of(client, sid) == 0
+    ok = send(LIMIT - 1)
+    assert ok.status_code == 202, ok.text
+    assert ok.json()["count"] == LIMIT - 1
+    check_refusal(send(2), remaining=1)  # one left: a batch of two does not fit, and takes nothing
+    assert client.execute(sid, priority="batch").status_code == 202  # ... so the last one is still there
+    check_refusal(send(1))
+    check_refusal(client.execute(sid, priority="batch"))
+    assert executions_of(client, sid) == LIMIT
+
+
+def test_concurrent_batches_never_exceed_the_limit(auth_apis: Any) -> None:
+    """Five batches of 11 at once (the 55-run attack) all refused; then eight batches of 3 at once:
+    exactly three fit in 10, atomically, and exactly 9 runs are queued."""
+    client = user_client(auth_apis.base)
+    sid = client.create_session("pass")["session_id"]
+    headers = {"Content-Type": "text/x+json"}
+    big = fire([lambda: client.request("POST", BATCH, data=batch_body(sid, 11), headers=headers) for _ in range(5)])
+    assert sorted(r.status_code for r in big) == [429] * 5, [r.text[:200] for r in big]
+    small = fire([lambda: client.request("POST", BATCH, data=batch_body(sid, 3), headers=headers) for _ in range(8)])
+    codes = sorted(r.status_code for r in small)
+    assert codes == [202] * 3 + [429] * 5, codes
+    assert executions_of(client, sid) == 9
+
+
+# ---- issue 10: the sign-in limit behind a reverse proxy -----------------------------------------
+
+
+def _api_with(cluster_env: dict[str, str], **env: str) -> tuple[Any, str]:
+    return start_api({**cluster_env, "LIVECODE_AUTH_REQUIRED": "true", **env})
+
+
+SIGN_IN_LIMIT = 4  # an amount no other test uses, so these buckets are this module's own
+
+
+def from_address(source: str) -> requests.Session:
+    session = requests.Session()
+    session.mount("http://", SourceAddressAdapter(source))
+    return session
+
+
+def _register(base: str, source: str) -> tuple[str, str]:
+    """Register from an address of its own, so registering uses no attempt of the buckets under test."""
+    username, password = f"u{uuid.uuid4().hex[:12]}", "correct-horse-42"
+    r = from_address(source).post(base + "/api/v1/auth/register", json={"username": username, "password": password},
+                                  timeout=60)
+    assert r.status_code == 201, r.text
+    return username, password
+
+
+def _wrong_password(base: str, username: str, headers: dict[str, str], session: requests.Session | None = None
+                    ) -> int:
+    r = (session or requests).post(base + "/api/v1/auth/login", json={"username": username, "password": "x" * 12},
+                                   headers=headers, timeout=60)
+    assert r.status_code in (401, 429), r.text
+    if r.status_code == 429:
+        assert r.json()["error"]["code"] == "RATE_LIMITED"
+    return r.status_code
+
+
+def test_behind_a_trusted_proxy_each_client_has_its_own_sign_in_bucket(cluster: Any) -> None:
+    proc, base = _api_with(cluster.env, LIVECODE_TRUSTED_PROXY_HOPS="1",
+                           LIVECODE_LOGIN_RATE_LIMIT=f"{SIGN_IN_LIMIT}/minute")
+    try:
+        username, password = _register(base, "127.0.0.79")
+        # The proxy appends the address it saw; whatever the client put before it is not trusted.
+        guesser = {"X-Forwarded-For": "198.51.100.7"}
+        codes = [_wrong_password(base, username, guesser) for _ in range(SIGN_IN_LIMIT + 2)]
+        assert codes == [401] * SIGN_IN_LIMIT + [429, 429], codes
+        # The same client cannot get a fresh bucket by sending its own X-Forwarded-For first.
+        spoofed = {"X-Forwarded-For": "203.0.113.99, 198.51.100.7"}
+        assert _wrong_password(base, username, spoofed) == 429
+        # Other clients behind the same proxy are not locked out, and the right password works.
+        for n in range(1, 4):
+            other = {"X-Forwarded-For": f"192.0.2.{n}"}
+            assert _wrong_password(base, username, other) == 401
+            r = requests.post(base + "/api/v1/auth/login", json={"username": username, "password": password},
+                              headers=other, timeout=60)
+            assert r.status_code == 200, r.text
+    finally:
+        proc.stop()
+
+
+def test_without_trusted_proxies_a_forwarded_header_is_ignored(cluster: Any) -> None:
+    proc, base = _api_with(cluster.env, LIVECODE_LOGIN_RATE_LIMIT=f"{SIGN_IN_LIMIT}/minute")  # hops: default 0
+    try:
+        username, _ = _register(base, "127.0.0.79")
+        guesser = from_address("127.0.0.78")
+        codes = [_wrong_password(base, username, {"X-Forwarded-For": f"192.0.2.{n}"}, guesser)
+                 for n in range(SIGN_IN_LIMIT + 2)]
+        # Every made-up address is the same client: the peer address counts, nothing else.
+        assert codes == [401] * SIGN_IN_LIMIT + [429, 429], codes
+        assert _wrong_password(base, username, {"X-Forwarded-For": "192.0.2.200"}, guesser) == 429
+        assert _wrong_password(base, username, {"X-Real-IP": "192.0.2.201", "Forwarded": "for=192.0.2.202"},
+                               guesser) == 429
+    finally:
+        proc.stop()

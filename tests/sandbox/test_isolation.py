@@ -21,15 +21,13 @@ PROBE_CONNECT = """
 import json, socket, sys
 out = {}
 for port in map(int, sys.argv[1:]):
-    s = socket.socket()
-    s.settimeout(2)
-    try:
-        s.connect(("127.0.0.1", port))
-        out[port] = "connected"
+    try:  # the seccomp filter refuses AF_INET sockets already; the netns has no route either
+        with socket.socket() as s:
+            s.settimeout(2)
+            s.connect(("127.0.0.1", port))
+            out[port] = "connected"
     except OSError as e:
         out[port] = type(e).__name__
-    finally:
-        s.close()
 print(json.dumps(out))
 """
 
@@ -53,7 +51,8 @@ def test_no_network_to_loopback_services(runner: Runner) -> None:
 
 
 def test_only_loopback_interface(runner: Runner) -> None:
-    res = run(runner, "python", "import socket; print(sorted(n for _, n in socket.if_nameindex()))")
+    # /proc/net/dev, not if_nameindex(): the seccomp filter refuses the netlink socket it needs.
+    res = run(runner, "python", "print(sorted(l.split(':')[0].strip() for l in open('/proc/net/dev') if ':' in l))")
     assert res.stdout.strip() == "['lo']", res
 
 
@@ -67,7 +66,7 @@ def test_environment_is_empty(runner: Runner, monkeypatch: pytest.MonkeyPatch) -
     assert "s3cret-test-value" not in res.stdout
     allowed = {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PWD", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}
     assert set(env) <= allowed, env
-    # And not through /proc either: pid 1 is bwrap's init, started with the same clean env.
+    # And not through /proc either: pid 1 is the launcher, started with an even smaller env.
     res = run(runner, "bash", "cat /proc/1/environ /proc/self/environ | tr '\\0' '\\n'")
     assert "SECRET_KEY" not in res.stdout and "DATABASE_URL" not in res.stdout
 
@@ -81,7 +80,7 @@ print(pids); print(cmds)
 """
     res = run(runner, "python", src)
     pids = eval(res.stdout.splitlines()[0])
-    assert max(pids) < 10, res.stdout  # a fresh pid namespace: bwrap's init, us
+    assert max(pids) < 10, res.stdout  # a fresh pid namespace: the launcher, us
     assert "pytest" not in res.stdout and "celery" not in res.stdout
 
 

@@ -130,7 +130,9 @@ class Stack:
 
     def execution_row(self, execution_id: str) -> dict[str, Any]:
         rows = self.sql(
-            "SELECT status, reason, attempts, worker, stdout FROM executions WHERE id = %s", execution_id
+            # stdout is bytes (bytea); these tests' programs write UTF-8.
+            "SELECT status, reason, attempts, worker, convert_from(stdout, 'UTF8') FROM executions WHERE id = %s",
+            execution_id,
         )
         assert rows, f"execution {execution_id} is not in the database"
         status, reason, attempts, worker, stdout = rows[0]

@@ -43,7 +43,7 @@ def test_missing_controllers_are_named(tmp_path: Path) -> None:
     (tmp_path / "cgroup.controllers").write_text("cpu io\n")
     (tmp_path / "cgroup.subtree_control").write_text("")
     with pytest.raises(SandboxUnavailable, match=r"memory, pids not delegated .*Delegate=yes"):
-        _v2_delegate(tmp_path)
+        _v2_delegate(tmp_path, [])
 
 
 def test_own_cgroup_must_be_mounted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

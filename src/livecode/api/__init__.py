@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask
 from flask_restx import Api
+from werkzeug.exceptions import HTTPException
 
 from .errors import to_response
 
@@ -15,6 +16,15 @@ class LiveCodeApi(Api):
     def handle_error(self, e: Exception) -> Any:
         body, status, headers = to_response(e)
         return self.make_response(body, status, headers)
+
+    def _should_use_fr_error_handler(self) -> bool:
+        # Flask-RESTX matches the URL again to pick a handler; for a made-up method with
+        # WebSocket headers werkzeug raises there (WebsocketMismatch), which became a bare 500.
+        # Either handler answers in the one error shape.
+        try:
+            return bool(super()._should_use_fr_error_handler())
+        except HTTPException:
+            return True
 
     @cached_property
     def __schema__(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from ..errors import ApiError
 from ..ratelimit import login_limit
 from ..services import accounts
 from . import schemas
-from .body import json_body, reject_unknown, require_str
+from .body import json_body, optional_int, reject_unknown, require_str
 from .context import rt
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,7 +40,7 @@ jwt = JWTManager()
 PUBLIC_PREFIXES = ("/health", "/swaggerui/", "/static/", "/s/")
 PUBLIC_PATHS = frozenset({
     "/docs", "/swagger.json", "/metrics", "/api/v1/languages", "/api/v1/auth/register",
-    "/api/v1/auth/login", "/api/v1/auth/refresh",
+    "/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/logout",
 })
 # Browsers cannot set headers on WebSocket or EventSource requests: there, and only there, the
 # access token may come as `?access_token=`.
@@ -103,9 +103,17 @@ def _principal_from_token(token: str) -> accounts.Principal:
                            "exchange it at POST /api/v1/auth/refresh", code="INVALID_TOKEN")
     try:
         user_id = uuid.UUID(str(claims["sub"]))
-    except (KeyError, ValueError) as exc:
+        family = uuid.UUID(str(claims["fam"])) if claims.get("fam") else None
+        version = int(claims.get("tv", 0))
+    except (KeyError, ValueError, TypeError) as exc:
         raise Unauthorized("the access token is not valid", code="INVALID_TOKEN") from exc
-    return accounts.Principal(user_id, str(claims.get("role", "user")), str(claims.get("username", "")))
+    # The token's signature proves who it was issued to; whether that still grants access (the
+    # account exists, its role now, no password change or sign-out since) is checked here.
+    principal = accounts.principal_for_token(rt().db, user_id, version, family)
+    if principal is None:
+        raise Unauthorized("this token no longer grants access: the account was deleted, its password "
+                           "changed or it signed out since; sign in again", code="TOKEN_REVOKED")
+    return principal
 
 
 def credentials() -> accounts.Principal | None:
@@ -114,16 +122,19 @@ def credentials() -> accounts.Principal | None:
     if key:
         principal = accounts.principal_for_key(rt().db, key.strip())
         if principal is None:
-            raise Unauthorized("the API key is not valid or has been revoked", code="INVALID_API_KEY")
+            raise Unauthorized("the API key is not valid, has expired or has been revoked", code="INVALID_API_KEY")
+        g.auth_method = "api_key"
         return principal
     header = request.headers.get("Authorization")
     if header:
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("the Authorization header must be 'Bearer <access token>'", code="INVALID_TOKEN")
+        g.auth_method = "token"
         return _principal_from_token(token.strip())
     query_token = request.args.get("access_token")
     if query_token and request.method == "GET" and request.path.endswith(STREAM_SUFFIXES):
+        g.auth_method = "token"
         return _principal_from_token(query_token)
     return None
 
@@ -132,6 +143,7 @@ def authenticate() -> None:
     """Before every request: set g.user_id / g.user_role, or answer 401."""
     g.user_id = None
     g.user_role = None
+    g.auth_method = None
     if is_public(request.path, request.method):
         if not rt().settings.auth_required:
             g.user_role = "admin"
@@ -189,16 +201,40 @@ def init_auth(app: Flask, settings: Settings) -> None:
     app.before_request(authenticate)
 
 
-def issue_tokens(principal: accounts.Principal, *, with_refresh: bool = True) -> dict[str, Any]:
-    claims = {"role": principal.role, "username": principal.username}
-    out: dict[str, Any] = {
+def token_login_required(fn: F) -> F:
+    """For what only the account holder signed in with a password may do (create API keys, change
+    the password): an API key, which may sit in a server's configuration, is not enough."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if g.get("user_id") is None:
+            raise Unauthorized("this endpoint needs an account: " + SIGN_IN_HINT)
+        if g.get("auth_method") != "token":
+            raise Forbidden("this needs a sign-in token ('Authorization: Bearer <access token>' from "
+                            "POST /api/v1/auth/login), not an API key", code="SIGN_IN_TOKEN_REQUIRED")
+        return fn(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def issue_tokens(principal: accounts.Principal, family: uuid.UUID | None = None) -> dict[str, Any]:
+    """An access token and a refresh token of one sign-in (`family`; a new one if None). The
+    refresh token is recorded so it can be used exactly once."""
+    family = family or uuid.uuid4()
+    claims = {"role": principal.role, "username": principal.username, "tv": principal.token_version,
+              "fam": str(family)}
+    jti = str(uuid.uuid4())
+    settings = rt().settings
+    refresh = create_refresh_token(identity=str(principal.user_id),
+                                   additional_claims={"jti": jti, "tv": principal.token_version})
+    accounts.record_refresh(rt().db, jti, principal.user_id, family,
+                            accounts.utcnow() + timedelta(days=settings.refresh_token_days))
+    return {
         "access_token": create_access_token(identity=str(principal.user_id), additional_claims=claims),
+        "refresh_token": refresh,
         "token_type": "Bearer",
-        "expires_in": rt().settings.access_token_minutes * 60,
+        "expires_in": settings.access_token_minutes * 60,
     }
-    if with_refresh:
-        out["refresh_token"] = create_refresh_token(identity=str(principal.user_id))
-    return out
 
 
 # ---- /api/v1/auth ---------------------------------------------------------------------------
@@ -216,19 +252,45 @@ user_model = ns.model("User", {
 })
 tokens_model = ns.model("Tokens", {
     "access_token": fields.String(required=True),
-    "refresh_token": fields.String(description="absent from /refresh answers"),
+    "refresh_token": fields.String(required=True, description="use once: /refresh answers with the next one"),
     "token_type": fields.String(required=True, example="Bearer"),
     "expires_in": fields.Integer(required=True, description="seconds the access token is valid"),
 })
 refresh_model = ns.model("Refresh", {
     "refresh_token": fields.String(description="or send it as 'Authorization: Bearer <refresh token>'"),
 })
+register_model = ns.inherit("Registration", credentials_model, {
+    "invitation": fields.String(description="the invitation code, when registration is by invitation"),
+})
+password_model = ns.model("PasswordChange", {
+    "current_password": fields.String(required=True), "new_password": fields.String(required=True),
+})
+invitation_create = ns.model("InvitationCreate", {
+    "days": fields.Integer(description="days the code stays valid (1 to 90, default 7)"),
+})
+invitation_model = ns.model("Invitation", {
+    "code": fields.String(required=True, description="give it to the person who registers; shown only now"),
+    "expires_at": fields.String(required=True),
+})
 
 
-def _credentials_body() -> tuple[str, str]:
+def _credentials_body(extra: frozenset[str] = frozenset()) -> tuple[str, str, dict[str, Any]]:
     body = json_body()
-    reject_unknown(body, {"username", "password"})
-    return require_str(body, "username", max_len=64), require_str(body, "password", max_len=accounts.MAX_PASSWORD)
+    reject_unknown(body, {"username", "password", *extra})
+    username = require_str(body, "username", max_len=64)
+    return username, require_str(body, "password", max_len=accounts.MAX_PASSWORD), body
+
+
+def _refresh_token_from_request(body: dict[str, Any]) -> str:
+    token = body.get("refresh_token")
+    if token is None:
+        scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer":
+            token = ""
+    if not isinstance(token, str) or not token.strip():
+        raise Unauthorized("send the refresh token as body 'refresh_token' or 'Authorization: Bearer <token>'",
+                           code="INVALID_TOKEN")
+    return token.strip()
 
 
 @ns.route("/register")
@@ -236,15 +298,31 @@ class Register(Resource):
     decorators = [login_limit]
 
     @ns.doc("register", security=[])
-    @ns.expect(credentials_model, validate=False)
+    @ns.expect(register_model, validate=False)
     @ns.response(201, "Created", user_model)
-    @ns.response(400, "Invalid username or password", schemas.error)
+    @ns.response(400, "Invalid username, password or invitation", schemas.error)
+    @ns.response(403, "Registration is closed", schemas.error)
     @ns.response(409, "Username taken", schemas.error)
     @ns.response(429, "Too many attempts from this address", schemas.error)
     def post(self) -> Any:
-        """Create an account (role `user`). Sign in with POST /api/v1/auth/login."""
-        username, password = _credentials_body()
-        return accounts.create_user(rt().db, username, password), 201
+        """Create an account (role `user`). Sign in with POST /api/v1/auth/login. Usernames are
+        case-insensitive (NFKC, case-folded); common passwords are refused. When the operator
+        requires invitations, send the code as `invitation`."""
+        settings = rt().settings
+        if settings.registration == "closed":
+            raise Forbidden("registration is closed on this service: ask an operator for an account",
+                            code="REGISTRATION_CLOSED")
+        username, password, body = _credentials_body(frozenset({"invitation"}))
+        invitation = None
+        if settings.registration == "invite":
+            invitation = body.get("invitation")
+            if not isinstance(invitation, str) or not invitation.strip() or len(invitation) > 200:
+                raise Forbidden("registration needs an invitation code: send it as 'invitation'",
+                                code="INVITATION_REQUIRED")
+        elif "invitation" in body:
+            reject_unknown(body, {"username", "password"})
+        return accounts.create_user(rt().db, username, password, min_password=settings.password_min_length,
+                                    invitation=invitation), 201
 
 
 @ns.route("/login")
@@ -259,7 +337,7 @@ class Login(Resource):
     def post(self) -> Any:
         """Sign in: a short-lived access token (send it as `Authorization: Bearer ...`) and a
         refresh token."""
-        username, password = _credentials_body()
+        username, password, _ = _credentials_body()
         principal = accounts.authenticate(rt().db, username, password)
         if principal is None:
             raise Unauthorized("wrong username or password", code="INVALID_CREDENTIALS")
@@ -273,32 +351,100 @@ class Refresh(Resource):
     @ns.response(200, "A new access token", tokens_model)
     @ns.response(401, "Missing, expired or invalid refresh token", schemas.error)
     def post(self) -> Any:
-        """Exchange a refresh token for a new access token."""
+        """Exchange a refresh token for a new access token and the next refresh token. Each refresh
+        token works once: presenting a used one again revokes every token of that sign-in."""
         body = json_body(allow_empty=True)
         reject_unknown(body, {"refresh_token"})
-        token = body.get("refresh_token")
-        if token is None:
-            scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
-            if scheme.lower() != "bearer":
-                token = ""
-        if not isinstance(token, str) or not token.strip():
-            raise Unauthorized("send the refresh token as body 'refresh_token' or 'Authorization: Bearer <token>'",
-                               code="INVALID_TOKEN")
+        claims = _refresh_claims(_refresh_token_from_request(body))
         try:
-            claims = decode_token(token.strip())
-        except ExpiredSignatureError as exc:
-            raise Unauthorized("the refresh token has expired; sign in again", code="TOKEN_EXPIRED") from exc
-        except (JWTExtendedException, PyJWTError, ValueError) as exc:
+            user_id = uuid.UUID(str(claims["sub"]))
+            version = int(claims.get("tv", 0))
+            jti = str(claims["jti"])
+        except (KeyError, ValueError, TypeError) as exc:
             raise Unauthorized("the refresh token is not valid", code="INVALID_TOKEN") from exc
-        if claims.get("type") != "refresh":
-            raise Unauthorized("that is not a refresh token", code="INVALID_TOKEN")
+        principal, family = accounts.use_refresh(rt().db, jti, user_id, version)
+        return issue_tokens(principal, family)
+
+
+def _refresh_claims(token: str, *, allow_expired: bool = False) -> dict[str, Any]:
+    if len(token) > 4096:
+        raise Unauthorized("the refresh token is not valid", code="INVALID_TOKEN")
+    try:
+        claims = decode_token(token, allow_expired=allow_expired)
+    except ExpiredSignatureError as exc:
+        raise Unauthorized("the refresh token has expired; sign in again", code="TOKEN_EXPIRED") from exc
+    except (JWTExtendedException, PyJWTError, ValueError) as exc:
+        raise Unauthorized("the refresh token is not valid", code="INVALID_TOKEN") from exc
+    if claims.get("type") != "refresh":
+        raise Unauthorized("that is not a refresh token", code="INVALID_TOKEN")
+    return claims  # type: ignore[no-any-return]
+
+
+@ns.route("/logout")
+class Logout(Resource):
+    @ns.doc("logout", security=[])
+    @ns.expect(refresh_model, validate=False)
+    @ns.response(204, "Signed out: the refresh token and the access tokens of this sign-in no longer work")
+    @ns.response(401, "No valid token was sent", schemas.error)
+    def post(self) -> Any:
+        """End this sign-in: revokes its refresh token (and the next ones) and, within seconds on
+        every API process, its access tokens. Send the refresh token, or the access token as
+        `Authorization: Bearer ...`."""
+        body = json_body(allow_empty=True)
+        reject_unknown(body, {"refresh_token"})
+        token = _refresh_token_from_request(body)
         try:
-            principal = accounts.get_principal(rt().db, uuid.UUID(str(claims["sub"])))
-        except (KeyError, ValueError):
-            principal = None
-        if principal is None:
-            raise Unauthorized("the account no longer exists", code="INVALID_TOKEN")
-        return issue_tokens(principal, with_refresh=False)
+            claims = decode_token(token, allow_expired=True) if len(token) <= 4096 else {}
+        except (JWTExtendedException, PyJWTError, ValueError):
+            claims = {}
+        try:
+            user_id = uuid.UUID(str(claims["sub"]))
+            if claims.get("type") == "refresh":
+                found = accounts.family_of(rt().db, str(claims["jti"]))
+                family = found[1] if found and found[0] == user_id else None
+            else:
+                family = uuid.UUID(str(claims["fam"]))
+        except (KeyError, ValueError, TypeError):
+            family = None
+        if family is None:
+            raise Unauthorized("send this sign-in's refresh token or access token", code="INVALID_TOKEN")
+        accounts.revoke_family(rt().db, user_id, family)
+        return "", 204
+
+
+@ns.route("/password")
+class Password(Resource):
+    @ns.doc("change_password")
+    @ns.expect(password_model, validate=False)
+    @ns.response(200, "Changed; every earlier token is revoked; here are new ones", tokens_model)
+    @ns.response(400, "The new password is not acceptable", schemas.error)
+    @ns.response(403, "Wrong current password, or not signed in with a token", schemas.error)
+    @token_login_required
+    def post(self) -> Any:
+        """Change your password. Every access and refresh token issued before (on any device) stops
+        working; the answer carries tokens for this sign-in. API keys are not affected."""
+        body = json_body()
+        reject_unknown(body, {"current_password", "new_password"})
+        current = require_str(body, "current_password", max_len=accounts.MAX_PASSWORD)
+        new = require_str(body, "new_password", max_len=accounts.MAX_PASSWORD)
+        principal = accounts.change_password(rt().db, cast(uuid.UUID, current_user_id()), current, new,
+                                             rt().settings.password_min_length)
+        return issue_tokens(principal)
+
+
+@ns.route("/invitations")
+class Invitations(Resource):
+    @ns.doc("create_invitation")
+    @ns.expect(invitation_create, validate=False)
+    @ns.response(201, "A one-time registration code", invitation_model)
+    @ns.response(403, "Needs the admin role", schemas.error)
+    @admin_required
+    def post(self) -> Any:
+        """Operators: a one-time code for someone to register with (LIVECODE_REGISTRATION=invite)."""
+        body = json_body(allow_empty=True)
+        reject_unknown(body, {"days"})
+        days = optional_int(body, "days", minimum=1, maximum=90) or 7
+        return accounts.create_invitation(rt().db, current_user_id(), days), 201
 
 
 @ns.route("/me")
@@ -309,7 +455,4 @@ class Me(Resource):
     @login_required
     def get(self) -> Any:
         """The signed-in user."""
-        principal = accounts.get_principal(rt().db, cast(uuid.UUID, current_user_id()))
-        if principal is None:
-            raise Unauthorized("the account no longer exists", code="INVALID_TOKEN")
-        return {"user_id": str(principal.user_id), "username": principal.username, "role": principal.role}
+        return {"user_id": str(g.user_id), "username": g.get("username", ""), "role": g.user_role}

@@ -6,7 +6,8 @@ import json
 import uuid
 from typing import Any
 
-from flask import request
+from flask import g, request
+from gunicorn.http.errors import ParseException as GunicornParseError
 
 from ..errors import ApiError, ValidationError
 
@@ -37,14 +38,46 @@ def json_body(*, allow_empty: bool = False) -> dict[str, Any]:
 
 
 def _read_body() -> bytes:
-    if request.content_length is not None or request.max_content_length is None:
-        return request.get_data(cache=True)
-    # A streamed (chunked) body: werkzeug's read() stops quietly at the size limit, which would
-    # turn an oversized body into a truncated one; reading in chunks raises 413 instead.
-    chunks = []
-    while chunk := request.stream.read(64 * 1024):
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """The raw body, read once per request (so every reader sees the same bytes, chunked or not)."""
+    cached: bytes | None = g.get("livecode_raw_body")
+    if cached is not None:
+        return cached
+    try:
+        if request.content_length is not None or request.max_content_length is None:
+            raw = request.get_data(cache=True)
+        else:
+            # A streamed (chunked) body: werkzeug's read() stops quietly at the size limit, which
+            # would turn an oversized body into a truncated one; reading in chunks raises 413 instead.
+            chunks = []
+            while chunk := request.stream.read(64 * 1024):
+                chunks.append(chunk)
+            raw = b"".join(chunks)
+    except (OSError, ValueError, GunicornParseError) as exc:
+        # A malformed chunked encoding or a body cut short: the server's reader raises these.
+        raise ValidationError("the request body could not be read: malformed chunked encoding or a truncated body",
+                              code="INVALID_BODY") from exc
+    g.livecode_raw_body = raw
+    return raw
+
+
+def drain_unread_body() -> None:
+    """After an answer given without reading the body (401, 404, 405, 429 ...): read the rest of
+    an acceptable body before answering. gunicorn drains at most 64 KiB itself and then closes
+    the connection with the rest unread, which resets it: a client still sending never sees its
+    answer. Bounded by the request size limit (an oversized body is not read) and by the
+    server's read timeouts."""
+    if g.get("livecode_raw_body") is not None:
+        return
+    length = request.content_length
+    chunked = "chunked" in (request.headers.get("Transfer-Encoding") or "").lower()
+    limit = request.max_content_length
+    if not (length or chunked) or (length and limit is not None and length > limit):
+        return
+    try:
+        while request.stream.read(64 * 1024):
+            pass
+    except Exception:  # noqa: BLE001 - a broken or oversized body: the server closes the connection
+        pass
 
 
 def require_str(body: dict[str, Any], name: str, *, max_len: int | None = None) -> str:
@@ -61,6 +94,14 @@ def optional_str(
         return default
     if not isinstance(value, str):
         raise ValidationError(f"field {name!r} must be a string", code="INVALID_FIELD", details={"field": name})
+    if "\x00" in value:
+        raise ValidationError(f"field {name!r} must not contain NUL characters", code="INVALID_FIELD",
+                              details={"field": name})
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate from a JSON escape like \ud800
+        raise ValidationError(f"field {name!r} is not valid Unicode (a lone surrogate)", code="INVALID_FIELD",
+                              details={"field": name}) from exc
     if max_len is not None and len(value) > max_len:
         raise ValidationError(f"field {name!r} is longer than {max_len} characters", code="INVALID_FIELD")
     return value

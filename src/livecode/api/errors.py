@@ -11,7 +11,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from werkzeug.exceptions import HTTPException
 
 from ..db import is_unavailable
-from ..errors import ApiError
+from ..errors import ApiError, internal_error_message, new_error_id
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ def to_response(exc: BaseException) -> tuple[dict[str, Any], int, dict[str, str]
     """Map an exception to (body, status, headers)."""
     if isinstance(exc, ApiError):
         return exc.body(), exc.status, exc.headers
+    if isinstance(exc, HTTPException) and (exc.code or 500) == 500:
+        # Flask's own 500 (e.g. an aborted request): report the exception behind it, if any.
+        return internal_error(getattr(exc, "original_exception", None) or exc)
     if isinstance(exc, HTTPException):
         status = exc.code or 500
         headers: dict[str, str] = {}
@@ -68,8 +71,15 @@ def to_response(exc: BaseException) -> tuple[dict[str, Any], int, dict[str, str]
             503,
             {"Retry-After": "1"},
         )
-    log.exception("unhandled error", exc_info=exc)
-    return error_body("INTERNAL_ERROR", "an internal error occurred; it has been logged"), 500, {}
+    return internal_error(exc)
+
+
+def internal_error(exc: BaseException) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """A bug. The user gets a generic message and an error id; the details (traceback, SQL) go
+    only to the operator's log line, which carries the same id."""
+    error_id = new_error_id()
+    log.error("unhandled error (error id %s)", error_id, exc_info=exc, extra={"error_id": error_id})
+    return error_body("INTERNAL_ERROR", internal_error_message(error_id), {"error_id": error_id}), 500, {}
 
 
 def json_error_response(exc: BaseException) -> Response:

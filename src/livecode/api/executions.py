@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import request
 from flask_restx import Namespace, Resource
 
 from ..errors import ValidationError
@@ -18,6 +19,19 @@ ns = Namespace("executions", description="Asynchronous executions of a session's
 schemas.attach(ns)
 
 EXECUTE_FIELDS = {"stdin", "args", "priority", "interactive", *svc.LIMIT_FIELDS}
+ENCODING_PARAM = {
+    "in": "query",
+    "type": "string",
+    "enum": list(svc.OUTPUT_ENCODINGS),
+    "default": "text",
+    "description": "how stdout, stderr and compile_output are returned: `text` (UTF-8; every "
+    "undecodable byte sequence replaced by U+FFFD) or `base64` (the exact bytes the program "
+    "wrote, base64-encoded). The body's `encoding` field says which.",
+}
+
+
+def output_encoding() -> str:
+    return svc.check_encoding(request.args.get("encoding"))
 
 
 def parse_execute_options(body: dict[str, Any]) -> svc.ExecuteOptions:
@@ -77,26 +91,27 @@ class Execute(Resource):
 @ns.route("/<string:execution_id>")
 @ns.param("execution_id", "the execution's UUID")
 class ExecutionItem(Resource):
-    @ns.doc("get_execution")
+    @ns.doc("get_execution", params={"encoding": ENCODING_PARAM})
     @ns.response(200, "The execution", schemas.execution)
-    @ns.response(400, "Not a UUID", schemas.error)
+    @ns.response(400, "Not a UUID, or an unknown encoding", schemas.error)
     @ns.response(404, "No such execution", schemas.error)
     def get(self, execution_id: str) -> Any:
         """Get an execution's state and, once finished, its result."""
         eid = parse_uuid(execution_id, "execution_id")
-        return svc.get_execution(rt().db, eid, owner_id())
+        return svc.get_execution(rt().db, eid, owner_id(), output_encoding())
 
 
 @ns.route("/session/<string:session_id>")
 @ns.param("session_id", "the session's UUID")
 class SessionExecutions(Resource):
-    @ns.doc("list_session_executions", params={"page": "1-based page", "per_page": "1 to 100"})
+    @ns.doc("list_session_executions",
+            params={"page": "1-based page", "per_page": "1 to 100", "encoding": ENCODING_PARAM})
     @ns.response(200, "The session's executions, newest first", schemas.execution_page)
-    @ns.response(400, "Invalid id or paging", schemas.error)
+    @ns.response(400, "Invalid id, paging or encoding", schemas.error)
     @ns.response(404, "No such session", schemas.error)
     def get(self, session_id: str) -> Any:
         """List a session's executions, newest first."""
         sid = parse_uuid(session_id, "session_id")
         page = query_int("page", 1, 1, 1_000_000)
         per_page = query_int("per_page", 20, 1, 100)
-        return svc.list_executions(rt().db, sid, owner_id(), page, per_page)
+        return svc.list_executions(rt().db, sid, owner_id(), page, per_page, output_encoding())

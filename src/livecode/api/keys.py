@@ -9,20 +9,25 @@ from flask_restx import Namespace, Resource, fields
 
 from ..services import accounts
 from . import schemas
-from .auth import current_user_id, login_required
-from .body import json_body, optional_str, parse_uuid, reject_unknown
+from .auth import current_user_id, login_required, token_login_required
+from .body import json_body, optional_int, optional_str, parse_uuid, reject_unknown
 from .context import rt
 
 ns = Namespace("api-keys", description="API keys for server-to-server clients (header X-API-Key)")
 schemas.attach(ns)
 
-key_create = ns.model("ApiKeyCreate", {"name": fields.String(example="ci-bot", description="a label for you")})
+key_create = ns.model("ApiKeyCreate", {
+    "name": fields.String(example="ci-bot", description="a label for you"),
+    "expires_in_days": fields.Integer(example=90, description="the key stops working after this many days "
+                                                              "(1 to 3650); without it, when revoked"),
+})
 key_model = ns.model("ApiKey", {
     "id": fields.String(required=True),
     "name": fields.String(required=True),
     "prefix": fields.String(required=True, description="the key's first characters, to recognise it"),
     "created_at": fields.String(required=True),
     "revoked_at": fields.String(),
+    "expires_at": fields.String(),
 })
 key_created = ns.inherit("ApiKeyCreated", key_model, {
     "key": fields.String(required=True, description="the secret; shown only in this answer"),
@@ -40,13 +45,16 @@ class KeyList(Resource):
     @ns.expect(key_create, validate=False)
     @ns.response(201, "Created; the key is shown only now", key_created)
     @ns.response(401, "Not signed in", schemas.error)
-    @login_required
+    @ns.response(403, "Signed in with an API key: creating keys needs a sign-in token", schemas.error)
+    @token_login_required
     def post(self) -> Any:
-        """Create an API key. Store the returned `key`: only its hash is kept."""
+        """Create an API key. Store the returned `key`: only its hash is kept. Needs a sign-in
+        token (an API key cannot make more keys)."""
         body = json_body(allow_empty=True)
-        reject_unknown(body, {"name"})
+        reject_unknown(body, {"name", "expires_in_days"})
         name = optional_str(body, "name", "", max_len=100) or ""
-        return accounts.create_api_key(rt().db, _me(), name), 201
+        days = optional_int(body, "expires_in_days", minimum=1, maximum=3650)
+        return accounts.create_api_key(rt().db, _me(), name, days), 201
 
     @ns.doc("list_api_keys")
     @ns.response(200, "Your keys, newest first (without secrets)", key_list)

@@ -23,11 +23,20 @@ CSP = (
 bp = Blueprint("playground", __name__)
 
 
+def _checked(resp: Response) -> Response:
+    """A failed If-Match / If-Unmodified-Since on a file is a 412 with the file as its body;
+    answer it in the one JSON error shape instead."""
+    if resp.status_code == 412:
+        resp.close()
+        abort(412)
+    return resp
+
+
 def _page() -> Response:
     if not (STATIC_DIR / "index.html").is_file():
         # A source checkout whose frontend was never built; say how to fix it instead of a bare 404.
         abort(404, description="the playground is not built; run scripts/build-frontend.sh")
-    resp = send_from_directory(STATIC_DIR, "index.html", max_age=0)
+    resp = _checked(send_from_directory(STATIC_DIR, "index.html", max_age=0))
     resp.headers["Content-Security-Policy"] = CSP
     resp.headers["Referrer-Policy"] = "no-referrer"
     resp.headers["Cache-Control"] = "no-cache"
@@ -54,7 +63,7 @@ def shared_session(session_id: str) -> Response:
 def static_file(filename: str) -> Response:
     """The built bundle. Revalidated on every load (ETag/Last-Modified), so a new build shows
     up at once without cache-busting file names."""
-    resp = send_from_directory(STATIC_DIR, filename, max_age=0)
+    resp = _checked(send_from_directory(STATIC_DIR, filename, max_age=0))
     resp.headers["Cache-Control"] = "no-cache"
     return resp
 

@@ -111,9 +111,14 @@ execution = shared.model(
         "language": fields.String(),
         "priority": fields.String(),
         "interactive": fields.Boolean(),
-        "stdout": nullable(fields.String()),
-        "stderr": nullable(fields.String()),
-        "compile_output": nullable(fields.String()),
+        "encoding": fields.String(
+            enum=["text", "base64"],
+            description="how stdout, stderr and compile_output are given: `text` (UTF-8, undecodable "
+            "bytes replaced by U+FFFD) or `base64` (the exact bytes; ask with ?encoding=base64)",
+        ),
+        "stdout": nullable(fields.String(description="what the program wrote to stdout, in `encoding`")),
+        "stderr": nullable(fields.String(description="what the program wrote to stderr, in `encoding`")),
+        "compile_output": nullable(fields.String(description="the compiler's output, in `encoding`")),
         "stdout_truncated": fields.Boolean(),
         "stderr_truncated": fields.Boolean(),
         "exit_code": nullable(fields.Integer()),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -29,8 +28,9 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from flask_restx import Namespace, Resource
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
+from wsproto.utilities import RemoteProtocolError
 
-from ..errors import ApiError, NotFound, ServiceUnavailable, ValidationError
+from ..errors import ApiError, NotFound, ValidationError
 from ..events import Event, EventBus, SharedTails, parse_id
 from ..runtime import Runtime
 from ..services import executions as svc
@@ -38,6 +38,8 @@ from ..worker.interactive import close_stdin, send_stdin
 from . import schemas
 from .body import parse_uuid
 from .context import owner_id, rt
+from .errors import json_error_response
+from .stream_slots import ReleaseStreamSlots, StreamSlots, hold_slot
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ TICK_MS = 1000  # longest single wait on the bus (below the Redis client's 5 s s
 HEARTBEAT_S = 15.0
 RECHECK_S = 5.0  # how often a follower looks at the row for a run that ended without "end"
 END_GRACE_S = 3.0  # the worker saves the row, then publishes the final events: wait for them
+STALL_S = 30.0  # a follower still behind the bus's last event gives up on the bus after this
 
 ns = Namespace(
     "streaming",
@@ -133,7 +136,7 @@ def follow(bus: EventBus, r: Runtime, execution_id: uuid.UUID, owner: uuid.UUID 
         after = None
     cursor, streamed = after, after is not None
     now = time.monotonic()
-    last_sent, next_check = now, now + RECHECK_S
+    last_sent, last_event, next_check = now, now, now + RECHECK_S
     # When the row is already terminal, the final events are either in the stream or about to be.
     ended_at = now - _finished_age_s(row) if row["status"] in TERMINAL else None
     while True:
@@ -150,9 +153,10 @@ def follow(bus: EventBus, r: Runtime, execution_id: uuid.UUID, owner: uuid.UUID 
                 return
         now = time.monotonic()
         if events:
-            last_sent = now
+            last_sent = last_event = now
             continue
-        if ended_at is not None and now - ended_at >= END_GRACE_S:
+        if (ended_at is not None and now - ended_at >= END_GRACE_S
+                and not _behind(bus, eid, cursor, now - last_event)):
             # The stream expired, or the run ended without its final events: the row speaks.
             try:
                 row = svc.get_execution(r.db, execution_id, owner)
@@ -176,45 +180,21 @@ def follow(bus: EventBus, r: Runtime, execution_id: uuid.UUID, owner: uuid.UUID 
                 ended_at = now
 
 
+def _behind(bus: EventBus, execution_id: str, cursor: str | None, idle_s: float) -> bool:
+    """True while the bus holds events after `cursor` not read yet (a replay of a big output
+    takes a while): then the stream, not the row, must deliver them, or the streamed output
+    would stop short of the stored one."""
+    if idle_s >= STALL_S:
+        return False
+    try:
+        last = bus.read_last(execution_id)
+    except redis.RedisError:
+        return False
+    return last is not None and (cursor is None or parse_id(last[0]) > parse_id(cursor))
+
+
 def tails() -> SharedTails:
     return current_app.extensions["livecode.tails"]  # type: ignore[no-any-return]
-
-
-class StreamSlots:
-    """Each follower holds a server thread for as long as it follows. Past `limit` followers a
-    new one is refused (503) rather than queued behind the others, so that ordinary requests
-    always find a free thread. None: no limit (the app runs outside `livecode api|serve`)."""
-
-    def __init__(self, limit: int | None) -> None:
-        self.limit = limit
-        self.active = 0
-        self._lock = threading.Lock()
-
-    @classmethod
-    def for_server(cls) -> StreamSlots:
-        raw = os.environ.get("LIVECODE_API_THREADS", "")
-        if not raw.isdigit():
-            return cls(None)
-        threads = int(raw)
-        return cls(max(1, threads - max(4, threads // 4)))
-
-    def acquire(self) -> None:
-        with self._lock:
-            if self.limit is not None and self.active >= self.limit:
-                raise ServiceUnavailable(
-                    f"this API process follows {self.limit} executions at once already; retry shortly, "
-                    "or poll GET /api/v1/executions/{id}",
-                    code="STREAMS_BUSY", headers={"Retry-After": "2"}, details={"limit": self.limit},
-                )
-            self.active += 1
-
-    def release(self) -> None:
-        with self._lock:
-            self.active -= 1
-
-
-def slots() -> StreamSlots:
-    return current_app.extensions["livecode.stream_slots"]  # type: ignore[no-any-return]
 
 
 def _lookup(execution_id: str) -> tuple[uuid.UUID, dict[str, Any]]:
@@ -235,13 +215,10 @@ def sse_format(event: Event) -> str:
     return f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def _sse_body(events: Iterator[Event | None], slot: StreamSlots) -> Iterator[str]:
-    try:
-        yield "retry: 2000\n\n"  # sent at once, so the client sees the headers without waiting
-        for event in events:
-            yield ": keepalive\n\n" if event is None else sse_format(event)
-    finally:  # also when the client went away: the server closes the generator
-        slot.release()
+def _sse_body(events: Iterator[Event | None]) -> Iterator[str]:
+    yield "retry: 2000\n\n"  # sent at once, so the client sees the headers without waiting
+    for event in events:
+        yield ": keepalive\n\n" if event is None else sse_format(event)
 
 
 @ns.route("/<string:execution_id>/events")
@@ -261,6 +238,8 @@ class ExecutionEvents(Resource):
     @ns.response(204, "The client has already received the end of the stream")
     @ns.response(400, "Not a UUID, or an invalid Last-Event-ID", schemas.error)
     @ns.response(404, "No such execution", schemas.error)
+    @ns.response(429, "TOO_MANY_STREAMS: this user (or address) follows as many executions as allowed",
+                 schemas.error)
     @ns.response(503, "STREAMS_BUSY: this API process follows as many executions as it can", schemas.error)
     def get(self, execution_id: str) -> Any:
         """Follow an execution: what was missed since Last-Event-ID, then the live events.
@@ -275,13 +254,12 @@ class ExecutionEvents(Resource):
         bus = tails()
         if nothing_left(bus, str(eid), row, after):
             return Response(status=204)
-        slot = slots()
-        slot.acquire()
-        return Response(
-            _sse_body(follow(bus, rt(), eid, owner_id(), row, after), slot),
-            mimetype="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        if request.method == "HEAD":  # the headers a GET would have; nobody follows
+            return Response(mimetype="text/event-stream", headers=headers)
+        hold_slot(owner_id())  # given back when the server closes the response, however it ends
+        return Response(_sse_body(follow(bus, rt(), eid, owner_id(), row, after)),
+                        mimetype="text/event-stream", headers=headers)
 
 
 # ---- WebSocket -------------------------------------------------------------------------------
@@ -360,6 +338,10 @@ class _Session:
                     if event[1] == "status":
                         self.status = event[2].get("status", self.status)
                     self.send({"id": event[0], "event": event[1], "data": event[2]})
+        except OSError:
+            # The client stopped reading: the send timeout (SO_SNDTIMEO) ran out. The connection
+            # is dropped; the slot is given back when the request ends.
+            log.info("websocket client stopped reading; closing", extra={"execution_id": self.eid})
         finally:
             self.closed.set()
             receiver.join(2)
@@ -377,21 +359,33 @@ def register_websocket(app: Flask) -> None:
         "max_message_size": app.config.get("MAX_CONTENT_LENGTH") or 2 * 1024 * 1024,
     })
 
-    app.extensions["livecode.stream_slots"] = StreamSlots.for_server()
+    settings = app.extensions["livecode.runtime"].settings
+    app.extensions["livecode.stream_slots"] = StreamSlots.for_server(settings.streams_per_user,
+                                                                     settings.streams_per_address)
+    app.wsgi_app = ReleaseStreamSlots(app.wsgi_app)  # type: ignore[method-assign]
 
     @bp.before_request
     def _check() -> None:
+        if request.method == "OPTIONS":
+            # A CORS preflight carries no credentials: answered the same (200, Allow) whether or
+            # not the execution exists, and without looking it up.
+            return
+        if request.method != "GET":
+            raise ApiError("a WebSocket opens with GET", code="METHOD_NOT_ALLOWED", status=405,
+                           headers={"Allow": "GET, OPTIONS"})
         execution_id = (request.view_args or {}).get("execution_id", "")
         g.stream_execution = _lookup(execution_id)
         g.stream_after = _resume_point()
-        slots().acquire()  # before the handshake, so a refusal is a plain 503
-        g.stream_slot_held = True
+        hold_slot(owner_id())  # before the handshake, so a refusal is a plain 503/429
 
-    @bp.teardown_request
-    def _release(_exc: BaseException | None) -> None:
-        # Runs however the request ended, a failed handshake included.
-        if g.pop("stream_slot_held", False):
-            slots().release()
+    @app.errorhandler(RemoteProtocolError)
+    def _bad_handshake(exc: RemoteProtocolError) -> Response:
+        # An Upgrade request wsproto refuses (no key, wrong version): the client's mistake, a 4xx.
+        status = getattr(exc.event_hint, "status_code", None) or 400
+        return json_error_response(ApiError(
+            f"not a valid WebSocket handshake: {exc}", code="BAD_WEBSOCKET_HANDSHAKE", status=status,
+            headers={"Sec-WebSocket-Version": "13"} if status == 426 else None,
+        ))
 
     @sock.route("/api/v1/executions/<string:execution_id>/ws", bp=bp)
     def _ws(ws: Any, execution_id: str) -> None:

@@ -27,7 +27,9 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = create_engine(config.get_main_option("sqlalchemy.url") or "", poolclass=pool.NullPool)
+    engine = create_engine(
+        config.get_main_option("sqlalchemy.url") or "", poolclass=pool.NullPool, hide_parameters=True
+    )
     with engine.connect() as conn:
         _run(conn)
 

@@ -2,8 +2,10 @@
 
 Every stage gets fresh namespaces (user, pid, net, ipc, uts, cgroup), a read-only view of the
 toolchains only, and a size-limited tmpfs for its work directory and /tmp that vanishes with it.
-Files go in through file descriptors (bwrap --file) or the launcher's pipe; output comes back
-through pipes. With a pool (pool.py), run stages take a sandbox that was set up ahead of time.
+Every sandbox's pid 1 is the launcher (launcher.py): it takes the stage's files, limits and
+pipes over a unix socket, runs the program and reports its exact exit status on a pipe of its
+own, the only status the host believes. Output comes back through pipes. With a pool (pool.py),
+run stages take a sandbox that was set up ahead of time.
 """
 
 from __future__ import annotations
@@ -19,15 +21,20 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cgroups import CgroupHost, RunCgroup
-from .hostfs import OrphanReaper, SlotPool, ensure_private_dir, set_child_subreaper
-from .launcher import build_launcher, encode_message
+from .hostfs import DEFAULT_LOCK_DIR, OrphanReaper, SlotPool, ensure_private_dir, set_child_subreaper
+from .iolimits import SYSTEM_PATHS, IoLimits
+from .launcher import LAUNCHER_NOFILE, build_launcher, send_job
 from .pool import SandboxPool
+from .procfs import LOADAVG, mask_args, meminfo, proc_stat
 from .results import read_status, stage_result
 from .runner import ARTIFACT_CAP, FileSpec, Runner, Stage, StageResult
+from .seccomp import build_filter
 from .supervise import StreamSpec, Watch, supervise
 from .types import OutputCallback, SandboxLimits, SandboxUnavailable
 
@@ -39,10 +46,11 @@ WORK = f"{BOX}/work"
 _PASSWD = f"sandbox:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox:{WORK}:/bin/sh\n".encode()
 _GROUP = f"sandbox:x:{SANDBOX_UID}:\n".encode()
 _SHM_MAX_KB = 16 * 1024  # POSIX shm / semaphores (multiprocessing); /dev itself is read-only
-_EXTRA_PIDS = 2  # bwrap's monitor and its pid-1 init live in the run's cgroup too
+_EXTRA_PIDS = 2  # bwrap's monitor and the launcher (the sandbox's pid 1) live in the run's cgroup too
 _LAUNCHER = "/.livecode-launcher"
 _PREBUILD_NICE = 10  # building spare sandboxes must not slow down the runs in progress
 _DEFAULTS = SandboxLimits()
+_SEND_TIMEOUT_S = 30.0  # the launcher reads its job as soon as bubblewrap has set the sandbox up
 # Runs the compiler, then streams the artifacts to stdout as a tar; compiler output -> stderr.
 _COLLECT = (
     f'"$@" >&2 || exit $?\ncd {WORK} || exit 125\nexec /usr/bin/tar -cf - --no-recursion -- $LIVECODE_ARTIFACTS\n'
@@ -67,19 +75,19 @@ def _ro_mounts() -> list[str]:
 
 @dataclass
 class Spawned:
-    """A started bubblewrap: its slot, cgroup, process and our ends of its pipes."""
+    """A started bubblewrap with the launcher waiting: its slot, cgroup, process and our ends
+    of its pipes (the program's pipes and the result pipe are made when the job is sent)."""
 
     slot: int
     cg: RunCgroup
     proc: subprocess.Popen[bytes]
-    stdin_w: int
-    out_r: int
-    err_r: int
-    status_r: int
-    sock: socket.socket | None = None  # the launcher's message socket (pooled sandboxes)
-    diag_r: int | None = None  # bubblewrap's and the launcher's own stderr (pooled sandboxes)
-    result_r: int | None = None  # launcher's exit-status pipe (pooled sandboxes, per run)
-    disk_kb: int = 0
+    status_r: int  # bubblewrap's --json-status-fd
+    sock: socket.socket  # the launcher's message socket
+    diag_r: int  # bubblewrap's and the launcher's own stderr
+    stdin_w: int = -1
+    out_r: int = -1
+    err_r: int = -1
+    result_r: int | None = None  # the launcher's exit-status pipe
     fds: list[int] = field(default_factory=list)  # still ours to close
 
     def close_fds(self) -> None:
@@ -93,10 +101,20 @@ class Spawned:
 
 class BwrapRunner(Runner):
     def __init__(
-        self, work_root: Path, cache_dir: Path, uid_base: int = 61000, slots: int = 16, pool_size: int = 2
+        self,
+        work_root: Path,
+        cache_dir: Path,
+        uid_base: int = 61000,
+        slots: int = 16,
+        pool_size: int = 2,
+        lock_dir: Path = DEFAULT_LOCK_DIR,
+        io_limits: IoLimits | None = None,
+        seccomp: bool = True,  # False only to measure the filter's cost or prove a test needs it
     ) -> None:
         super().__init__(cache_dir)
         self.work_root = work_root
+        self.lock_dir = lock_dir
+        self.io_limits = io_limits or IoLimits()
         self.uid_base = uid_base
         self.slot_count = slots
         self.pool_size = pool_size
@@ -106,9 +124,12 @@ class BwrapRunner(Runner):
         self._cgroups: CgroupHost | None = None
         self._slots: SlotPool | None = None
         self._launcher: Path | None = None
-        self._pool: SandboxPool[Spawned] | None = None
+        self._pool: SandboxPool[tuple[int, int], Spawned] | None = None
         self._ro = _ro_mounts()
         self._orphans = OrphanReaper()
+        self._finishing: set[threading.Thread] = set()  # clean-ups of finished runs, in the background
+        self._use_seccomp = seccomp
+        self._seccomp: bytes | None = None  # the BPF program (seccomp.py) every stage runs under
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -123,25 +144,32 @@ class BwrapRunner(Runner):
                     "the bwrap sandbox needs the worker to run as root: it creates a cgroup per "
                     "run and starts each run as its own unprivileged uid"
                 )
-            self._cgroups = CgroupHost.detect()
             ensure_private_dir(self.work_root)
             self.cache.ensure()
-            self._slots = SlotPool(self.work_root / "slots", self.slot_count)
+            self._cgroups = CgroupHost.detect(self.io_limits, [*SYSTEM_PATHS, str(self.cache.root)])
+            if self._use_seccomp and self._seccomp is None:
+                self._seccomp = build_filter(self.cache.root).read_bytes()
+            self._slots = SlotPool(self.lock_dir, self.slot_count, self.uid_base)
+            self._launcher = build_launcher(self.cache.root)
             set_child_subreaper()
+            if not self._ready:
+                atexit.register(self.close)  # kill and reap the spare sandboxes, finish clean-ups
             self._ready = True
         self._smoke_test()
         with self._ready_lock:
             if self.pool_size > 0 and self._pool is None:
-                self._launcher = build_launcher(self.cache.root)
-                if self._launcher is not None:
-                    self._pool = SandboxPool(self._prespawn, self._discard, self.pool_size)
-                    atexit.register(self.close)  # kill and reap the spare sandboxes
+                key = (_DEFAULTS.memory_mb, _DEFAULTS.max_disk_kb)
+                self._pool = SandboxPool(self._prespawn, self._discard, self.pool_size, key)
 
     def close(self) -> None:
-        """Destroy the pooled sandboxes (they also die with the worker)."""
+        """Destroy the pooled sandboxes and wait for the clean-ups in progress: a sandbox whose
+        clean-up dies with us would leave its (killed) processes as zombies of our subreaper."""
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+        deadline = time.monotonic() + 10.0
+        for t in list(self._finishing):
+            t.join(max(deadline - time.monotonic(), 0.0))
 
     def _smoke_test(self) -> None:
         stage = Stage(
@@ -164,12 +192,12 @@ class BwrapRunner(Runner):
         if not self._ready:
             self.check()
         pool = self._pool
-        if stage.kind != "run" or pool is None or stage.max_disk_kb != _DEFAULTS.max_disk_kb:
+        if stage.kind != "run" or pool is None:
             return self._run_cold(stage, on_output)
         try:
-            sp = pool.take()
+            sp = pool.take((stage.memory_mb, stage.max_disk_kb))
             if sp is not None:
-                result = self._run_prepared(sp, stage, on_output)
+                result = self._run_job(sp, stage, on_output, prebuilt=True)
                 if result is not None:
                     return result
             return self._run_cold(stage, on_output)
@@ -177,34 +205,25 @@ class BwrapRunner(Runner):
             pool.done()
 
     def _run_cold(self, stage: Stage, on_output: OutputCallback | None) -> StageResult:
-        sp = None
-        slot, cg = self._new_slot_and_cgroup()
-        try:
-            cg.set_limits(stage.memory_mb * 1024 * 1024, stage.max_processes + _EXTRA_PIDS)
-            env = {"HOME": WORK, **stage.env}
-            if stage.kind == "compile":
-                env["LIVECODE_ARTIFACTS"] = " ".join(stage.collect)
-                command = ["/bin/sh", "-c", _COLLECT, "sh", *stage.argv]
-            else:
-                command = list(stage.argv)
-            biggest = max(
-                [len(f.data or b"") if f.path is None else os.stat(f.path).st_size for f in stage.files] + [0]
-            )
-            rlimits = _rlimits(stage, biggest)
-            sp = self._spawn(slot, cg, stage.files, command, env, rlimits, stage.max_disk_kb)
-            return self._supervise(sp, stage, on_output)
-        finally:
-            self._finish(slot, cg, sp)
+        """Build a sandbox for this stage (compile stages, runs no spare sandbox fits) and run it
+        through its launcher exactly like a pre-built one."""
+        sp = self._start_sandbox(stage.memory_mb, stage.max_disk_kb, stage.max_processes)
+        result = self._run_job(sp, stage, on_output, prebuilt=False)
+        assert result is not None  # only a pre-built sandbox is given up on
+        return result
 
-    def _run_prepared(self, sp: Spawned, stage: Stage, on_output: OutputCallback | None) -> StageResult | None:
-        """Hand a pooled sandbox its job. None (and the sandbox destroyed) if it was unusable."""
-        assert sp.sock is not None
+    def _run_job(
+        self, sp: Spawned, stage: Stage, on_output: OutputCallback | None, prebuilt: bool
+    ) -> StageResult | None:
+        """Hand a sandbox its job and supervise it. None (and the sandbox destroyed) if a
+        pre-built sandbox was unusable."""
         child_ends: list[int] = []
         try:
-            sp.cg.set_limits(stage.memory_mb * 1024 * 1024, stage.max_processes + _EXTRA_PIDS + 1)
-            for pid in sp.cg.pids():  # built at low priority; the run gets normal priority
-                os.setpriority(os.PRIO_PROCESS, pid, 0)
-            sp.cg.reset_counters()
+            sp.cg.set_limits(stage.memory_mb * 1024 * 1024, stage.max_processes + _EXTRA_PIDS)
+            if prebuilt:
+                for pid in sp.cg.pids():  # built at low priority; the run gets normal priority
+                    os.setpriority(os.PRIO_PROCESS, pid, 0)
+                sp.cg.reset_counters()
             # Fresh pipes for this run, handed to the launcher only: bubblewrap never holds them.
             stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
@@ -213,29 +232,35 @@ class BwrapRunner(Runner):
             sp.fds += [stdin_w, out_r, err_r, res_r]
             child_ends += [stdin_r, out_w, err_w, res_w]
             sp.stdin_w, sp.out_r, sp.err_r, sp.result_r = stdin_w, out_r, err_r, res_r
-            passed = [stdin_r, out_w, err_w, res_w]
-            files: list[tuple[str, int, bytes | int]] = []
+            files: list[tuple[str, int, bytes | Callable[[], int]]] = []
             biggest = 0
             for f in stage.files:
                 if f.data is not None:
                     files.append((f"{WORK}/{f.name}", f.mode, f.data))
                     biggest = max(biggest, len(f.data))
-                else:  # a cached compiled file: the launcher copies it in-kernel from the fd
-                    assert f.path is not None
-                    fd = os.open(f.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                    child_ends.append(fd)
-                    biggest = max(biggest, os.fstat(fd).st_size)
-                    files.append((f"{WORK}/{f.name}", f.mode, len(passed)))
-                    passed.append(fd)
-            rlimits = _rlimits(stage, biggest, extra_pids=_EXTRA_PIDS + 1)  # + the launcher
-            message = encode_message(files, rlimits, {"HOME": WORK, **stage.env}, list(stage.argv), WORK)
-            socket.send_fds(sp.sock, [message[:1]], passed)
-            sp.sock.sendall(message[1:])
-            sp.sock.shutdown(socket.SHUT_WR)
+                else:  # a cached compiled file: the launcher copies it in-kernel from an fd
+                    files.append((f"{WORK}/{f.name}", f.mode, f.open))
+                    biggest = max(biggest, f.size())
+            rlimits = _rlimits(stage, biggest)
+            env = {"HOME": WORK, **stage.env}
+            if stage.kind == "compile":
+                env["LIVECODE_ARTIFACTS"] = " ".join(stage.collect)
+                argv = ["/bin/sh", "-c", _COLLECT, "sh", *stage.argv]
+            else:
+                argv = list(stage.argv)
+            send_job(sp.sock, [stdin_r, out_w, err_w, res_w], files, rlimits, env, argv, WORK)
         except (OSError, ValueError):
-            log.warning("pooled sandbox unusable; building one for this run", exc_info=True)
+            if prebuilt:
+                log.warning("pooled sandbox unusable; building one for this run", exc_info=True)
+                self._finish(sp.slot, sp.cg, sp)
+                return None
+            # A sandbox built for this very stage could not take it: bubblewrap failed to set
+            # it up (its stderr says why), or a cached file vanished.
+            log.warning("sandbox could not take its job", exc_info=True)
+            sp.cg.kill_all(exclude_reap=sp.proc.pid)
+            diag = _read_available(sp.diag_r).decode("utf-8", "replace").strip()
             self._finish(sp.slot, sp.cg, sp)
-            return None
+            return StageResult(internal_error=f"could not start the sandbox: {diag or 'see the worker log'}")
         finally:
             for fd in child_ends:
                 os.close(fd)
@@ -246,7 +271,9 @@ class BwrapRunner(Runner):
             raise
         # Every process already got SIGKILL; waiting for the kernel to tear the namespaces
         # down, reaping and removing the cgroup happen off the request path.
-        threading.Thread(target=self._finish_quietly, args=(sp,), daemon=True).start()
+        finisher = threading.Thread(target=self._finish_quietly, args=(sp,), daemon=True)
+        self._finishing.add(finisher)
+        finisher.start()
         return result
 
     def _finish_quietly(self, sp: Spawned) -> None:
@@ -254,20 +281,28 @@ class BwrapRunner(Runner):
             self._finish(sp.slot, sp.cg, sp)
         except Exception:
             log.exception("sandbox clean-up failed (slot %d)", sp.slot)
+        finally:
+            self._finishing.discard(threading.current_thread())
 
-    def _prespawn(self) -> Spawned:
-        """A sandbox set up ahead of time: namespaces, cgroup, tmpfs, and the launcher waiting."""
+    def _prespawn(self, key: tuple[int, int]) -> Spawned:
+        """A sandbox set up ahead of time for runs with these (memory_mb, max_disk_kb)."""
+        memory_mb, disk_kb = key
+        return self._start_sandbox(memory_mb, disk_kb, _DEFAULTS.max_processes, nice=_PREBUILD_NICE)
+
+    def _start_sandbox(self, memory_mb: int, disk_kb: int, max_processes: int, nice: int = 0) -> Spawned:
+        """Namespaces, cgroup, tmpfs, and the launcher waiting for its job as pid 1."""
         assert self._launcher is not None
         slot, cg = self._new_slot_and_cgroup()
         try:
-            cg.set_limits(_DEFAULTS.memory_mb * 1024 * 1024, _DEFAULTS.max_processes + _EXTRA_PIDS)
+            cg.set_limits(memory_mb * 1024 * 1024, max_processes + _EXTRA_PIDS)
             host_sock, box_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            host_sock.settimeout(_SEND_TIMEOUT_S)
             inf = resource.RLIM_INFINITY
-            rlimits = [  # generous until the launcher lowers them to the request's
+            rlimits = [  # generous until the launcher sets the stage's own in the program
                 (resource.RLIMIT_CORE, 0, 0),
                 (resource.RLIMIT_FSIZE, ARTIFACT_CAP, inf),
-                (resource.RLIMIT_NOFILE, 256, _hard(resource.RLIMIT_NOFILE)),
-                (resource.RLIMIT_NPROC, _DEFAULTS.max_processes + _EXTRA_PIDS, _hard(resource.RLIMIT_NPROC)),
+                (resource.RLIMIT_NOFILE, LAUNCHER_NOFILE, _hard(resource.RLIMIT_NOFILE)),
+                (resource.RLIMIT_NPROC, max_processes + _EXTRA_PIDS, _hard(resource.RLIMIT_NPROC)),
                 (resource.RLIMIT_CPU, 3600, inf),
             ]
             launcher = FileSpec(_LAUNCHER, 0o555, path=self._launcher)  # copied in: the cache is root-only
@@ -279,17 +314,17 @@ class BwrapRunner(Runner):
                     [_LAUNCHER, str(box_sock.fileno())],
                     {"PATH": "/usr/bin:/bin"},
                     rlimits,
-                    _DEFAULTS.max_disk_kb,
+                    disk_kb,
+                    memory_mb,
+                    host_sock,
                     extra_fds=[box_sock.fileno()],
-                    nice=_PREBUILD_NICE,
-                    stdio=False,
+                    nice=nice,
                 )
             except BaseException:
                 host_sock.close()
                 raise
             finally:
                 box_sock.close()
-            sp.sock = host_sock
             return sp
         except BaseException:
             self._finish(slot, cg, None)
@@ -327,12 +362,22 @@ class BwrapRunner(Runner):
         finally:
             self._slots.release(slot)
 
-    def _argv(self, disk_kb: int, file_fds: list[tuple[int, int, str]], status_fd: int, extra: list[str]) -> list[str]:
+    def _argv(
+        self,
+        disk_kb: int,
+        file_fds: list[tuple[int, int, str]],
+        status_fd: int,
+        extra: list[str],
+        seccomp: list[int],
+        proc_fds: list[tuple[int, str]] | None = None,
+    ) -> list[str]:
         args = [
             self.bwrap,
+            *[arg for fd in seccomp for arg in ("--seccomp", str(fd))],
             "--unshare-all",
             "--unshare-user",  # required, not "-try": we must never run without it
             "--disable-userns",  # no nested user namespaces: less kernel attack surface
+            "--as-pid-1",  # the launcher is init: no bwrap init whose status a program could forge
             "--die-with-parent",
             "--new-session",
             "--cap-drop", "ALL",
@@ -341,7 +386,12 @@ class BwrapRunner(Runner):
             "--hostname", "sandbox",
             *self._ro,
             "--proc", "/proc",
+            *mask_args(),  # host details a program has no need for (procfs.py)
             "--dev", "/dev",
+            # No ptys: bwrap's devpts instance would draw on the host-wide pty limit
+            # (kernel.pty.max), so a run could take every pty of the host. /dev/ptmx now dangles.
+            "--tmpfs", "/dev/pts",
+            "--remount-ro", "/dev/pts",
             "--size", str(min(disk_kb, _SHM_MAX_KB) * 1024),
             "--tmpfs", "/dev/shm",
             "--size", str(disk_kb * 1024),
@@ -351,6 +401,8 @@ class BwrapRunner(Runner):
             "--symlink", f"{BOX}/tmp", "/tmp",
             *extra,
         ]  # fmt: skip
+        for fd, dest in proc_fds or []:  # synthesized /proc files (procfs.py)
+            args += ["--perms", "0444", "--ro-bind-data", str(fd), dest]
         for fd, mode, dest in file_fds:
             args += ["--perms", f"{mode:04o}", "--file", str(fd), dest]
         return [*args, "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", WORK, "--json-status-fd", str(status_fd)]
@@ -364,10 +416,11 @@ class BwrapRunner(Runner):
         env: dict[str, str],
         rlimits: list[tuple[int, int, int]],
         disk_kb: int,
+        memory_mb: int,
+        sock: socket.socket,
         extra_fds: list[int] | None = None,
         extra_args: list[str] | None = None,
         nice: int = 0,
-        stdio: bool = True,
     ) -> Spawned:
         uid = self.uid_base + slot
         child_fds: list[int] = []  # the child's ends; closed here once it has them
@@ -376,30 +429,32 @@ class BwrapRunner(Runner):
             file_fds: list[tuple[int, int, str]] = []
             etc = [FileSpec("/etc/passwd", 0o644, _PASSWD), FileSpec("/etc/group", 0o644, _GROUP)]
             for spec in [*etc, *files]:
-                if spec.path is not None:
-                    fd = os.open(spec.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                else:
-                    fd = os.memfd_create("livecode-file", os.MFD_CLOEXEC)
-                    os.write(fd, spec.data or b"")
-                    os.lseek(fd, 0, os.SEEK_SET)
+                fd = spec.open() if spec.data is None else _memfd(spec.data)
                 child_fds.append(fd)
                 dest = spec.name if spec.name.startswith("/") else f"{WORK}/{spec.name}"
                 file_fds.append((fd, spec.mode, dest))
-            if stdio:  # the program's own stdio is bubblewrap's
-                stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
-                out_r, out_w = os.pipe2(os.O_CLOEXEC)
-                ours += [stdin_w, out_r]
-                child_fds += [stdin_r, out_w]
-            else:  # pooled: the launcher gets the run's pipes later; bwrap's stderr is diagnostics
-                stdin_r = out_w = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-                stdin_w = out_r = -1
-                child_fds.append(stdin_r)
+            proc_fds: list[tuple[int, str]] = []
+            for data, dest in ((meminfo(memory_mb * 1024 * 1024), "/proc/meminfo"), (proc_stat(), "/proc/stat")):
+                proc_fds.append((_memfd(data), dest))
+                child_fds.append(proc_fds[-1][0])
+            proc_fds.append((_memfd(LOADAVG), "/proc/loadavg"))
+            child_fds.append(proc_fds[-1][0])
+            # bwrap's stdin and stdout are /dev/null: the program gets its own pipes through the
+            # launcher. bwrap's stderr (and the launcher's) is for diagnostics.
+            devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            child_fds.append(devnull)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             status_r, status_w = os.pipe2(os.O_CLOEXEC)
             child_fds += [err_w, status_w]
             ours += [err_r, status_r]
             procs_fds = cg.open_procs_fds()
             child_fds += procs_fds
+            seccomp_fds = []
+            if self._seccomp is not None:  # bwrap reads it to EOF and applies it just before exec
+                seccomp_fds.append(os.memfd_create("livecode-seccomp", os.MFD_CLOEXEC))
+                child_fds += seccomp_fds
+                os.write(seccomp_fds[0], self._seccomp)
+                os.lseek(seccomp_fds[0], 0, os.SEEK_SET)
 
             def child_setup() -> None:
                 # Runs in the forked child before exec: join the run's cgroups while still root,
@@ -414,15 +469,17 @@ class BwrapRunner(Runner):
                 os.setresgid(uid, uid, uid)
                 os.setresuid(uid, uid, uid)
 
-            argv = [*self._argv(disk_kb, file_fds, status_w, extra_args or []), "--", *command]
+            argv = [*self._argv(disk_kb, file_fds, status_w, extra_args or [], seccomp_fds, proc_fds), "--", *command]
             proc = subprocess.Popen(
                 argv,
-                stdin=stdin_r,
-                stdout=out_w,
+                stdin=devnull,
+                stdout=devnull,
                 stderr=err_w,
                 env=env,
                 cwd="/",
-                pass_fds=[fd for fd, _, _ in file_fds] + [status_w, *(extra_fds or [])],
+                pass_fds=[fd for fd, _, _ in file_fds]
+                + [fd for fd, _ in proc_fds]
+                + [status_w, *(extra_fds or []), *seccomp_fds],
                 preexec_fn=child_setup,
                 start_new_session=True,
             )
@@ -433,14 +490,12 @@ class BwrapRunner(Runner):
         finally:
             for fd in child_fds:
                 os.close(fd)
-        if stdio:
-            return Spawned(slot, cg, proc, stdin_w, out_r, err_r, status_r, disk_kb=disk_kb, fds=list(ours))
-        return Spawned(slot, cg, proc, -1, -1, -1, status_r, diag_r=err_r, disk_kb=disk_kb, fds=list(ours))
+        return Spawned(slot, cg, proc, status_r, sock, diag_r=err_r, fds=list(ours))
 
     def _supervise(self, sp: Spawned, stage: Stage, on_output: OutputCallback | None) -> StageResult:
         cg = sp.cg
         streams = [
-            StreamSpec(sp.out_r, stage.stdout_cap, "stdout" if stage.kind == "run" else None),
+            StreamSpec(sp.out_r, stage.stdout_cap, "stdout" if stage.kind == "run" else None, stage.stdout_file),
             StreamSpec(sp.err_r, stage.stderr_cap, "stderr" if stage.kind == "run" else "compile"),
         ]
         for fd in (sp.out_r, sp.err_r, sp.stdin_w):
@@ -460,16 +515,17 @@ class BwrapRunner(Runner):
         status = read_status(sp.status_r)
         _note_child_pid(cg, status)
         sr = stage_result(stage, sup, status, cg)
-        if sp.diag_r is not None and not sup.exact and sup.killed_for is None and not sr.internal_error:
-            # No status from the launcher: it failed before starting the program (or the
-            # program killed its parent; then there is nothing on bwrap's stderr).
+        if sr.internal_error:
+            # No status from the launcher: bubblewrap or the launcher failed before the program
+            # started, and said why on their stderr.
             diag = _read_available(sp.diag_r).decode("utf-8", "replace").strip()
             if diag:
-                sr.internal_error = f"sandbox launcher failed: {diag}"
+                sr.internal_error += f": {diag}"
         return sr
 
 
 def _rlimits(stage: Stage, biggest_file: int, extra_pids: int = _EXTRA_PIDS) -> list[tuple[int, int, int]]:
+    """The program's own rlimits (the launcher sets them in the child before exec)."""
     fsize = max(stage.max_file_kb * 1024, biggest_file)  # the program's own files must fit
     cpu_s = math.ceil(stage.cpu_ms / 1000)
     nproc = min(stage.max_processes + extra_pids, _hard(resource.RLIMIT_NPROC))
@@ -484,9 +540,9 @@ def _rlimits(stage: Stage, biggest_file: int, extra_pids: int = _EXTRA_PIDS) -> 
 
 
 def _note_child_pid(cg: RunCgroup, status: list[dict[str, int]]) -> None:
-    """bwrap's pid 1 is orphaned when its monitor dies first (by our SIGKILL, or with the thread
-    that started it). We are the subreaper, so it becomes our zombie: remember it to reap it,
-    else it would count against the slot uid's RLIMIT_NPROC."""
+    """The sandbox's pid 1 (the launcher) is orphaned when bwrap's monitor dies first (by our
+    SIGKILL, or with the thread that started it). We are the subreaper, so it becomes our zombie:
+    remember it to reap it, else it would count against the slot uid's RLIMIT_NPROC."""
     for doc in status:
         if isinstance(doc.get("child-pid"), int):
             cg.seen_pids.add(doc["child-pid"])
@@ -496,6 +552,13 @@ def _hard(res: int) -> int:
     """Our own hard limit: without CAP_SYS_RESOURCE (containers) we cannot raise past it."""
     hard = resource.getrlimit(res)[1]
     return 1 << 30 if hard == resource.RLIM_INFINITY else hard
+
+
+def _memfd(data: bytes) -> int:
+    fd = os.memfd_create("livecode-file", os.MFD_CLOEXEC)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def _read_available(fd: int) -> bytes:

@@ -1,6 +1,6 @@
-"""One cgroup per run: whole-tree memory and process limits, CPU and peak-memory accounting,
-and killing every process of the run. cgroup v1 (memory, pids, cpuacct) or v2, whichever
-the host has; the run's cgroups are created under the worker's own cgroup.
+"""One cgroup per run: whole-tree memory and process limits, disk I/O limits, CPU and
+peak-memory accounting, and killing every process of the run. cgroup v1 (memory, pids, cpuacct,
+blkio) or v2, whichever the host has; the run's cgroups are created under the worker's own cgroup.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import signal
 import time
 from pathlib import Path
 
+from .iolimits import IoLimits, disks_behind
 from .types import SandboxUnavailable
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _V1_REQUIRED = ("memory", "pids")
 _V1_OPTIONAL = ("cpuacct",)
+_V1_IO = "blkio"
 _V2_REQUIRED = ("memory", "pids")
 _V2_OPTIONAL = ("cpu", "io")  # cpu.weight/cpu.max and io.max; CPU accounting (cpu.stat) needs neither
 _V2_LEAF = "livecode-supervisor"  # where the worker's own processes live (no internal processes)
@@ -298,9 +300,20 @@ class CgroupHost:
     def __init__(self, parents: dict[str, Path], v2: bool) -> None:
         self.parents = parents
         self.v2 = v2
+        # (controller, file, line) written into every new run cgroup: the disk I/O bounds.
+        self.io_rules: list[tuple[str, str, str]] = []
 
     @classmethod
-    def detect(cls) -> CgroupHost:
+    def detect(cls, io: IoLimits | None = None, io_paths: list[str] | None = None) -> CgroupHost:
+        """The worker's cgroup host. With `io` limits, every run is bounded on the disks behind
+        `io_paths` where the kernel allows it (blkio on v1, the io controller on v2)."""
+        host = cls._detect(io is not None and io.enabled)
+        if io is not None and io.enabled:
+            host._set_up_io(io, io_paths or [])
+        return host
+
+    @classmethod
+    def _detect(cls, want_io: bool) -> CgroupHost:
         if os.geteuid() != 0:
             raise SandboxUnavailable(
                 "cannot create cgroups: the worker must run as root (it drops to a per-run "
@@ -308,9 +321,9 @@ class CgroupHost:
             )
         own = _own_paths()
         if (CGROUP_ROOT / "cgroup.controllers").exists():
-            return cls._detect_v2(own.get("", "/"))
+            return cls._detect_v2(own.get("", "/"), want_io)
         parents: dict[str, Path] = {}
-        for c in _V1_REQUIRED + _V1_OPTIONAL:
+        for c in _V1_REQUIRED + _V1_OPTIONAL + ((_V1_IO,) if want_io else ()):
             base = CGROUP_ROOT / c
             if not (base / "cgroup.procs").exists():
                 if c in _V1_REQUIRED:
@@ -332,13 +345,48 @@ class CgroupHost:
         return host
 
     @classmethod
-    def _detect_v2(cls, own_path: str) -> CgroupHost:
+    def _detect_v2(cls, own_path: str, want_io: bool = False) -> CgroupHost:
         own = _v2_own_cgroup(own_path)
-        enabled = _v2_delegate(own)
+        enabled = _v2_delegate(own, [c for c in _V2_OPTIONAL if c != "io" or want_io])
         log.info("cgroup v2: runs' cgroups under %s (controllers %s)", own, " ".join(sorted(enabled)))
         host = cls({"": own}, v2=True)
         host.sweep()
         return host
+
+    def _set_up_io(self, io: IoLimits, paths: list[str]) -> None:
+        """Keep the I/O rules the kernel accepts, tried once on a probe cgroup (a device
+        without blk-throttle support refuses them), so each run's cgroup just writes them."""
+        controller = "" if self.v2 else _V1_IO
+        parent = self.parents.get(controller)
+        try:
+            if self.v2:  # io.max exists in the run cgroups only with io in the parent's subtree_control
+                usable = parent is not None and "io" in _read(parent / "cgroup.subtree_control").split()
+            else:
+                usable = parent is not None and (parent / "blkio.throttle.read_bps_device").exists()
+        except OSError:
+            usable = False
+        if parent is None or not usable:
+            log.warning("no usable blkio (v1) / io (v2) cgroup controller: the disk I/O of runs is not bounded")
+            return
+        candidates: list[tuple[str, str, str]] = []
+        for device in disks_behind(paths):
+            if self.v2:
+                candidates.append((controller, "io.max", io.v2_line(device)))
+            else:
+                candidates += [(controller, name, line) for name, line in io.v1_rules(device)]
+        probe = parent / f"probe-{os.getpid()}"
+        try:
+            probe.mkdir(exist_ok=True)
+            for rule in candidates:
+                try:
+                    _write(probe / rule[1], rule[2])
+                    self.io_rules.append(rule)
+                except OSError as e:
+                    log.warning("disk I/O limit %r refused by the kernel (%s): not bounded on that device", rule[2], e)
+        finally:
+            with contextlib.suppress(OSError):
+                probe.rmdir()
+        log.info("disk I/O of each run bounded by: %s", [line for _, _, line in self.io_rules])
 
     def create(self, slot: int) -> RunCgroup:
         name = f"run-{os.getpid()}-{slot}-{next(_counter)}"
@@ -348,6 +396,8 @@ class CgroupHost:
                 d = parent / name
                 d.mkdir()
                 dirs[c] = d
+            for controller, file, line in self.io_rules:
+                _write(dirs[controller] / file, line)
         except OSError:
             RunCgroup(dirs, self.v2).destroy()
             raise
@@ -382,8 +432,8 @@ def _v2_own_cgroup(own_path: str) -> Path:
     return own
 
 
-def _v2_delegate(own: Path) -> set[str]:
-    """Enable memory and pids (and cpu, io when offered) for the child cgroups of `own`.
+def _v2_delegate(own: Path, optional: list[str]) -> set[str]:
+    """Enable memory and pids (and the `optional` ones when offered) for the child cgroups of `own`.
     Returns the controllers now enabled there.
 
     cgroup v2 lets a non-root cgroup hand controllers to its children only while no process
@@ -404,7 +454,7 @@ def _v2_delegate(own: Path) -> set[str]:
             f"{' '.join(sorted(available)) or 'none'}): the parent cgroup must enable them "
             "(systemd: Delegate=yes on the worker's unit; containers: a cgroup v2 runtime)"
         )
-    wanted = [c for c in _V2_REQUIRED + _V2_OPTIONAL if c in available and c not in enabled]
+    wanted = [c for c in [*_V2_REQUIRED, *optional] if c in available and c not in enabled]
     for c in wanted:
         try:
             _v2_enable(own, c)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import logging
 import os
 import stat
 import threading
@@ -11,6 +12,8 @@ import time
 from pathlib import Path
 
 from .types import SandboxUnavailable
+
+log = logging.getLogger(__name__)
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -41,15 +44,36 @@ def set_child_subreaper() -> None:
         raise SandboxUnavailable(f"prctl(PR_SET_CHILD_SUBREAPER) failed: {os.strerror(err)}")
 
 
-class SlotPool:
-    """Hands out run slots; slot n runs as uid base+n. flock() makes slots exclusive across
-    threads and across worker processes sharing the same lock directory."""
+DEFAULT_LOCK_DIR = Path("/run/livecode/slots")
+_FOREIGN_RECHECK_S = 1.0  # a uid found busy with foreign processes is skipped this long
 
-    def __init__(self, lock_dir: Path, count: int) -> None:
-        self.lock_dir = ensure_private_dir(lock_dir)
+
+class SlotPool:
+    """Hands out run slots; slot n runs as host uid uid_base+n.
+
+    A uid is a host-wide resource (its RLIMIT_NPROC counts every process of that uid, whichever
+    worker started it), so the lock is per uid, not per slot number, and lives in a host-wide
+    directory (default /run/livecode/slots) that every worker on the host shares, whatever its
+    data directory or TMPDIR. flock() makes a uid exclusive across threads, processes and
+    containers that see the same directory; ranges of different workers may overlap.
+    As a second guard, a uid that still owns live processes visible in /proc (a worker using
+    another lock directory, a leftover) is skipped."""
+
+    def __init__(self, lock_dir: Path, count: int, uid_base: int) -> None:
+        try:
+            self.lock_dir = ensure_private_dir(lock_dir)
+        except OSError as e:
+            raise SandboxUnavailable(
+                f"cannot create the slot lock directory {lock_dir}: {e}; set LIVECODE_SANDBOX_LOCK_DIR to a "
+                "writable directory shared by every worker on this host"
+            ) from e
         self.count = count
+        self.uid_base = uid_base
+        _warn_if_container_private(self.lock_dir)
         self._lock = threading.Lock()
         self._held: dict[int, int] = {}  # slot -> fd holding the flock
+        self._warned: set[int] = set()
+        self._foreign_until: dict[int, float] = {}  # uid -> when to look at its processes again
 
     def acquire(self, timeout_s: float = 60.0) -> int:
         deadline = time.monotonic() + timeout_s
@@ -58,8 +82,11 @@ class SlotPool:
                 with self._lock:
                     if slot in self._held:
                         continue
+                    uid = self.uid_base + slot
+                    if self._foreign_until.get(uid, 0.0) > time.monotonic():
+                        continue
                     fd = os.open(
-                        self.lock_dir / f"slot-{slot}.lock",
+                        self.lock_dir / f"uid-{uid}.lock",
                         os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                         0o600,
                     )
@@ -68,10 +95,18 @@ class SlotPool:
                     except BlockingIOError:
                         os.close(fd)
                         continue
+                    if uid_has_processes(uid):
+                        os.close(fd)
+                        self._warn_foreign(uid)
+                        self._foreign_until[uid] = time.monotonic() + _FOREIGN_RECHECK_S
+                        continue
                     self._held[slot] = fd
                     return slot
             if time.monotonic() > deadline:
-                raise SandboxUnavailable("no free sandbox slot (all uids busy)")
+                raise SandboxUnavailable(
+                    f"no free sandbox slot: uids {self.uid_base}..{self.uid_base + self.count - 1} are all busy on "
+                    "this host (every worker on a host shares them: raise LIVECODE_SANDBOX_SLOTS)"
+                )
             time.sleep(0.01)
 
     def release(self, slot: int) -> None:
@@ -79,6 +114,45 @@ class SlotPool:
             fd = self._held.pop(slot, None)
         if fd is not None:
             os.close(fd)  # closing drops the flock
+
+    def _warn_foreign(self, uid: int) -> None:
+        if uid not in self._warned:
+            self._warned.add(uid)
+            log.warning(
+                "sandbox uid %d owns processes this worker did not start (another worker with a different "
+                "LIVECODE_SANDBOX_LOCK_DIR, or a leftover); skipping it while they live",
+                uid,
+            )
+
+
+def _warn_if_container_private(lock_dir: Path) -> None:
+    """In a container, a lock directory on the container's own root file system is seen by no
+    other container of the host (each replica would hand out the same uids): say so."""
+    in_container = (
+        os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv") or "KUBERNETES_SERVICE_HOST" in os.environ
+    )
+    if in_container and os.stat(lock_dir).st_dev == os.stat("/").st_dev:
+        log.warning(
+            "slot lock directory %s is private to this container: mount the host's directory there (a bind mount "
+            "or hostPath shared by every worker on the host), or give each replica its own LIVECODE_SANDBOX_UID_BASE "
+            "range; otherwise two replicas run programs as the same uid",
+            lock_dir,
+        )
+
+
+def uid_has_processes(uid: int) -> bool:
+    """Whether a process (or zombie) of `uid` is visible in /proc. The owner of /proc/PID is the
+    process's effective uid (root for one that made itself non-dumpable), which for sandbox
+    processes is also their real uid; one stat per process keeps it cheap (~6 us each)."""
+    with os.scandir("/proc") as it:
+        for entry in it:
+            if entry.name.isdigit():
+                try:
+                    if entry.stat(follow_symlinks=False).st_uid == uid:
+                        return True
+                except OSError:
+                    continue  # exited meanwhile
+    return False
 
 
 class OrphanReaper:

@@ -1,12 +1,19 @@
-"""A tiny C program that waits inside a pre-built sandbox for its one job.
+"""A tiny C program that is pid 1 of every sandbox and runs its one job.
 
-A pooled sandbox (see pool.py) is started with this launcher as its command. It blocks reading
-a message from the host on a unix socket: the files to create in the work directory, rlimits,
-the environment and argv, plus (SCM_RIGHTS) the program's stdin/stdout/stderr pipes, the result
-pipe and the cached compiled files, all made or opened for this run only. It writes the files, forks the program
-(which sets the rlimits and execs), waits for it and writes its exact exit status
-("exit N" / "signal N") to a result pipe. It runs as the slot's unprivileged uid inside the
-namespaces like the program itself; it only spares the request path bwrap's start-up.
+Every sandbox (pre-built ones from pool.py, and those built for a run) is started with this
+launcher as its command and bubblewrap's `--as-pid-1`: there is no bubblewrap init inside, so
+the launcher is the pid namespace's init. It blocks reading a message from the host on a unix
+socket: the files to create in the work directory, rlimits, the environment and argv, plus
+(SCM_RIGHTS) the program's stdin/stdout/stderr pipes, the result pipe and the cached compiled
+files, all made or opened for this run only. It writes the files, forks the program (which sets
+the rlimits and execs), reaps every process that is reparented to it, and writes the program's
+exact exit status ("exit N" / "signal N") to the result pipe once the program has really ended.
+
+Why pid 1: the kernel ignores signals sent to a namespace's init from inside the namespace
+unless it handles them (the launcher handles none), and the launcher is not dumpable from its
+first instruction, so the program (same uid) can neither kill, ptrace nor take fds from it
+(/proc/1/fd, pidfd_getfd). A program that makes the launcher its tracer (PTRACE_TRACEME) is
+detached at its first stop, with its signal delivered; a stop is never taken for an exit.
 
 Message: records of a tag byte followed by NUL-terminated fields:
   F path mode(octal) size(decimal) <size raw bytes>     create a file (O_EXCL, O_NOFOLLOW)
@@ -15,7 +22,11 @@ Message: records of a tag byte followed by NUL-terminated fields:
   E KEY=VALUE                                           environment entry
   A arg                                                 argv entry (first is the program)
   C dir                                                 working directory
-Passed fds: 0 stdin, 1 stdout, 2 stderr (the program's), 3 the result pipe, then D files.
+Passed fds, numbered in the order they arrive: 0 stdin, 1 stdout, 2 stderr (the program's),
+3 the result pipe, then the D files. The host sends the D files in batches (send_job), each
+batch's fds attached to the first byte of its records; the launcher creates each file as soon
+as its record is complete and closes its fd, so any number of files passes through a bounded
+number of open descriptors.
 """
 
 from __future__ import annotations
@@ -23,9 +34,20 @@ from __future__ import annotations
 import hashlib
 import os
 import resource
+import socket
 import subprocess
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from .types import SandboxUnavailable
+
+# Descriptors per sendmsg (SCM_RIGHTS carries at most 253). The launcher may hold two batches
+# at once (one recvmsg can return the end of a batch's records and the next batch's fds), plus
+# the run's four pipes, its socket and stdio: LAUNCHER_NOFILE must stay above that.
+FD_BATCH = 100
+LAUNCHER_NOFILE = 256
+assert 2 * FD_BATCH + 16 <= LAUNCHER_NOFILE
 
 LAUNCHER_C = r"""
 #define _GNU_SOURCE
@@ -34,7 +56,9 @@ LAUNCHER_C = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/resource.h>
@@ -45,29 +69,110 @@ LAUNCHER_C = r"""
 #define MAX_ARGS 4096
 #define MAX_ENV 512
 #define MAX_LIMITS 32
-#define MAX_FDS 64
+#define FDS_PER_MSG 253 /* SCM_MAX_FD */
+
+static char *buf;
+static size_t len, cap;
+static int *fds;
+static size_t nfds, fds_cap;
+static size_t arg_at[MAX_ARGS], env_at[MAX_ENV], cwd_at;
+static int na, ne, nl, have_cwd;
+static int lres[MAX_LIMITS];
+static struct rlimit lval[MAX_LIMITS];
 
 static void die(const char *what) {
     dprintf(2, "livecode-launcher: %s: %s\n", what, strerror(errno));
     _exit(127);
 }
 
-static char *field(char **p, char *end) {
-    char *start = *p;
-    char *nul = memchr(start, 0, (size_t)(end - start));
-    if (!nul) { errno = EINVAL; die("truncated message"); }
-    *p = nul + 1;
-    return start;
+/* Offsets of the n NUL-terminated fields from `at`; 0 if they have not all arrived yet. */
+static int fields(size_t at, int n, size_t *start, size_t *next) {
+    for (int i = 0; i < n; i++) {
+        char *nul = at < len ? memchr(buf + at, 0, len - at) : NULL;
+        if (!nul) return 0;
+        start[i] = at;
+        at = (size_t)(nul - buf) + 1;
+    }
+    *next = at;
+    return 1;
+}
+
+static int create(const char *path, const char *mode_field, mode_t *mode) {
+    *mode = (mode_t)strtol(mode_field, NULL, 8);
+    int out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (out < 0) die(path);
+    return out;
+}
+
+/* Handle every complete record from *pos on; stop at one that has not fully arrived. */
+static void parse(size_t *pos) {
+    while (*pos < len) {
+        char tag = buf[*pos];
+        size_t f[3], next;
+        int nf = tag == 'R' || tag == 'F' || tag == 'D' ? 3 : 1;
+        if (!fields(*pos + 1, nf, f, &next)) return;
+        if (tag == 'A') {
+            if (na == MAX_ARGS) { errno = E2BIG; die("argv"); }
+            arg_at[na++] = f[0];
+        } else if (tag == 'E') {
+            if (ne == MAX_ENV) { errno = E2BIG; die("env"); }
+            env_at[ne++] = f[0];
+        } else if (tag == 'C') {
+            cwd_at = f[0];
+            have_cwd = 1;
+        } else if (tag == 'R') {
+            if (nl == MAX_LIMITS) { errno = E2BIG; die("rlimits"); }
+            lres[nl] = atoi(buf + f[0]);
+            lval[nl].rlim_cur = strtoull(buf + f[1], NULL, 10);
+            lval[nl].rlim_max = strtoull(buf + f[2], NULL, 10);
+            nl++;
+        } else if (tag == 'F') {
+            size_t size = strtoull(buf + f[2], NULL, 10);
+            if (len - next < size) return; /* the content is still on its way */
+            mode_t mode;
+            int out = create(buf + f[0], buf + f[1], &mode);
+            for (size_t off = 0; off < size;) {
+                ssize_t w = write(out, buf + next + off, size - off);
+                if (w < 0) { if (errno == EINTR) continue; die(buf + f[0]); }
+                off += (size_t)w;
+            }
+            if (fchmod(out, mode) < 0 || close(out) < 0) die(buf + f[0]);
+            next += size;
+        } else if (tag == 'D') { /* file content from a passed fd (a cached compiled program) */
+            size_t idx = strtoull(buf + f[2], NULL, 10);
+            if (idx < 4 || idx >= nfds || fds[idx] < 0) { errno = EINVAL; die("fd index"); }
+            mode_t mode;
+            int out = create(buf + f[0], buf + f[1], &mode);
+            for (;;) {
+                ssize_t w = sendfile(out, fds[idx], NULL, 1 << 30);
+                if (w < 0) { if (errno == EINTR) continue; die(buf + f[0]); }
+                if (w == 0) break;
+            }
+            if (fchmod(out, mode) < 0 || close(out) < 0) die(buf + f[0]);
+            close(fds[idx]);
+            fds[idx] = -1;
+        } else {
+            errno = EINVAL;
+            die("bad message");
+        }
+        *pos = next;
+    }
 }
 
 int main(int argc, char **argv) {
+    /* First of all: not dumpable, so the program (same uid) cannot ptrace us, open our fds
+       through /proc/1/fd or take them with pidfd_getfd. */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     if (argc != 2) { errno = EINVAL; die("usage: launcher SOCKET_FD"); }
     int sock = atoi(argv[1]);
-    size_t cap = 1 << 20, len = 0;
-    char *buf = malloc(cap);
+    if (sock < 3) { errno = EINVAL; die("socket fd"); }
+    /* Hold nothing bubblewrap may have left open besides stdio and the socket. */
+    close_range(3, (unsigned)sock - 1, 0);
+    close_range((unsigned)sock + 1, ~0U, 0);
+    cap = 1 << 20;
+    buf = malloc(cap);
     if (!buf) die("malloc");
-    int fds[MAX_FDS];
-    int nfds = 0;
+    size_t pos = 0;
     for (;;) {
         if (len == cap) {
             cap *= 2;
@@ -75,89 +180,45 @@ int main(int argc, char **argv) {
             if (!buf) die("realloc");
         }
         struct iovec iov = { buf + len, cap - len };
-        union { struct cmsghdr align; char raw[CMSG_SPACE(sizeof(int) * MAX_FDS)]; } control;
+        union { struct cmsghdr align; char raw[CMSG_SPACE(sizeof(int) * FDS_PER_MSG)]; } control;
         struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
                               .msg_control = control.raw, .msg_controllen = sizeof control.raw };
         ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
         if (n < 0) { if (errno == EINTR) continue; die("recvmsg"); }
+        if (msg.msg_flags & MSG_CTRUNC) { errno = EMFILE; die("descriptors lost in transit"); }
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
             if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-            int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-            if (nfds + k > MAX_FDS) { errno = E2BIG; die("fds"); }
-            memcpy(fds + nfds, CMSG_DATA(c), sizeof(int) * (size_t)k);
+            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            if (nfds + k > fds_cap) {
+                fds_cap = (nfds + k) * 2;
+                fds = realloc(fds, fds_cap * sizeof(int));
+                if (!fds) die("realloc");
+            }
+            memcpy(fds + nfds, CMSG_DATA(c), sizeof(int) * k);
             nfds += k;
         }
         if (n == 0) break;
         len += (size_t)n;
+        parse(&pos);
     }
     close(sock);
     if (len == 0) _exit(0); /* the host discarded this sandbox */
+    if (pos != len) { errno = EINVAL; die("truncated message"); }
     if (nfds < 4) { errno = EINVAL; die("missing stdio/result fds"); }
+    if (na == 0) { errno = EINVAL; die("no program"); }
     int result_fd = fds[3];
     char *args[MAX_ARGS + 1], *envs[MAX_ENV + 1];
-    int na = 0, ne = 0, nl = 0;
-    int lres[MAX_LIMITS];
-    struct rlimit lval[MAX_LIMITS];
-    const char *cwd = "/";
-    char *p = buf, *end = buf + len;
-    while (p < end) {
-        char tag = *p++;
-        char *f1 = field(&p, end);
-        if (tag == 'A') {
-            if (na == MAX_ARGS) { errno = E2BIG; die("argv"); }
-            args[na++] = f1;
-        } else if (tag == 'E') {
-            if (ne == MAX_ENV) { errno = E2BIG; die("env"); }
-            envs[ne++] = f1;
-        } else if (tag == 'C') {
-            cwd = f1;
-        } else if (tag == 'R') {
-            char *soft = field(&p, end), *hard = field(&p, end);
-            if (nl == MAX_LIMITS) { errno = E2BIG; die("rlimits"); }
-            lres[nl] = atoi(f1);
-            lval[nl].rlim_cur = strtoull(soft, NULL, 10);
-            lval[nl].rlim_max = strtoull(hard, NULL, 10);
-            nl++;
-        } else if (tag == 'F') {
-            mode_t mode = (mode_t)strtol(field(&p, end), NULL, 8);
-            size_t size = strtoull(field(&p, end), NULL, 10);
-            if (size > (size_t)(end - p)) { errno = EINVAL; die("file size"); }
-            int out = open(f1, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-            if (out < 0) die(f1);
-            for (size_t off = 0; off < size;) {
-                ssize_t w = write(out, p + off, size - off);
-                if (w < 0) { if (errno == EINTR) continue; die(f1); }
-                off += (size_t)w;
-            }
-            if (fchmod(out, mode) < 0 || close(out) < 0) die(f1);
-            p += size;
-        } else if (tag == 'D') { /* file content from a passed fd (a cached compiled program) */
-            mode_t mode = (mode_t)strtol(field(&p, end), NULL, 8);
-            int idx = atoi(field(&p, end));
-            if (idx < 4 || idx >= nfds) { errno = EINVAL; die("fd index"); }
-            int out = open(f1, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-            if (out < 0) die(f1);
-            for (;;) {
-                ssize_t w = sendfile(out, fds[idx], NULL, 1 << 30);
-                if (w < 0) { if (errno == EINTR) continue; die(f1); }
-                if (w == 0) break;
-            }
-            if (fchmod(out, mode) < 0 || close(out) < 0) die(f1);
-            close(fds[idx]);
-        } else {
-            errno = EINVAL;
-            die("bad message");
-        }
-    }
+    for (int i = 0; i < na; i++) args[i] = buf + arg_at[i];
+    for (int i = 0; i < ne; i++) envs[i] = buf + env_at[i];
     args[na] = NULL;
     envs[ne] = NULL;
-    if (na == 0) { errno = EINVAL; die("no program"); }
+    const char *cwd = have_cwd ? buf + cwd_at : "/";
     if (chdir(cwd) < 0) die(cwd);
     pid_t child = fork();
     if (child < 0) die("fork");
     if (child == 0) {
         /* The program's stdio: pipes made for this run only, never held by bubblewrap's own
-           processes, so end-of-output comes as soon as the program's processes close them. */
+           process, so end-of-output comes as soon as the program's processes close them. */
         for (int i = 0; i < 3; i++)
             if (dup2(fds[i], i) < 0) die("dup2");
         for (int i = 0; i < nl; i++)
@@ -165,35 +226,49 @@ int main(int argc, char **argv) {
         execve(args[0], args, envs);
         die(args[0]);
     }
-    /* Report the program's exact exit status the moment it ends, so the host need not wait
-       for bubblewrap's own exit (pid namespace and mount teardown). Not dumpable: the program
-       (same uid) cannot ptrace us or open our fds through /proc. */
-    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     for (int i = 0; i < 3; i++) close(fds[i]);
     int devnull = open("/dev/null", O_RDWR);
     if (devnull >= 0) { dup2(devnull, 0); dup2(devnull, 1); dup2(devnull, 2); }
+    /* As init, every orphan of the run is reparented to us: reap them all, and report only
+       when the program itself has exited or was killed. A stop is a ptrace-stop of a process
+       that made us its tracer (we never attach or ask for stops): detach it and deliver its
+       signal, as if it had no tracer; if that fails, kill it rather than leave it hanging. */
     int status;
-    while (waitpid(child, &status, 0) < 0)
-        if (errno != EINTR) _exit(127);
+    for (;;) {
+        pid_t pid = waitpid(-1, &status, __WALL);
+        if (pid < 0) {
+            if (errno == EINTR) continue;
+            _exit(127); /* ECHILD: cannot happen while the program is unreaped */
+        }
+        if (WIFSTOPPED(status)) {
+            if (ptrace(PTRACE_DETACH, pid, 0, (void *)(long)WSTOPSIG(status)) < 0 && errno != ESRCH)
+                kill(pid, SIGKILL);
+            continue;
+        }
+        if (pid == child && (WIFEXITED(status) || WIFSIGNALED(status))) break;
+    }
     char line[64];
     int n;
     if (WIFEXITED(status)) n = snprintf(line, sizeof line, "exit %d\n", WEXITSTATUS(status));
     else n = snprintf(line, sizeof line, "signal %d\n", WTERMSIG(status));
     if (write(result_fd, line, (size_t)n) < 0) _exit(127);
+    /* Our exit ends the pid namespace: the kernel kills whatever the program left behind. */
     _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
 }
 """
 
 
-def build_launcher(cache_dir: Path) -> Path | None:
-    """Compile the launcher into the root-only cache dir once; None when no C compiler."""
+def build_launcher(cache_dir: Path) -> Path:
+    """Compile the launcher into the root-only cache dir once."""
     digest = hashlib.sha256(LAUNCHER_C.encode()).hexdigest()[:16]
     target = cache_dir / f"launcher-{digest}"
     if target.exists():
         return target
     cc = next((c for c in ("/usr/bin/gcc", "/usr/bin/cc") if os.access(c, os.X_OK)), None)
     if cc is None:
-        return None
+        raise SandboxUnavailable(
+            "the sandbox's launcher (pid 1 of every sandbox) is built with gcc: apt-get install gcc libc6-dev"
+        )
     with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
         src = Path(tmp, "launcher.c")
         src.write_text(LAUNCHER_C)
@@ -206,18 +281,56 @@ def build_launcher(cache_dir: Path) -> Path | None:
             check=False,
         )
         if proc.returncode != 0:
-            return None
+            detail = proc.stderr.decode("utf-8", "replace").strip()[-2000:]
+            raise SandboxUnavailable(f"could not build the sandbox's launcher with {cc}: {detail}")
         out.chmod(0o755)
         os.replace(out, target)
     return target
 
 
-def encode_message(
-    files: list[tuple[str, int, bytes | int]],
+def send_job(
+    sock: socket.socket,
+    pipes: list[int],
+    files: list[tuple[str, int, bytes | Callable[[], int]]],
     rlimits: list[tuple[int, int, int]],
     env: dict[str, str],
     argv: list[str],
     cwd: str,
+) -> None:
+    """Send one job: `pipes` (stdin, stdout, stderr, result) with the first byte, then the
+    cached files (given as a function returning a new read-only fd at offset 0) in batches of
+    FD_BATCH descriptors, each batch closed on our side once sent. The caller closes `pipes`."""
+    inline = [(path, mode, data) for path, mode, data in files if isinstance(data, bytes)]
+    _send(sock, encode_message(inline, rlimits, env, argv, cwd), pipes)
+    cached = [(path, mode, src) for path, mode, src in files if not isinstance(src, bytes)]
+    index = len(pipes)
+    for start in range(0, len(cached), FD_BATCH):
+        batch = cached[start : start + FD_BATCH]
+        fds: list[int] = []
+        try:
+            for _, _, opener in batch:
+                fds.append(opener())
+            records = [(path, mode, index + i) for i, (path, mode, _) in enumerate(batch)]
+            _send(sock, encode_message(records, [], {}, [], None), fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        index += len(batch)
+    sock.shutdown(socket.SHUT_WR)
+
+
+def _send(sock: socket.socket, data: bytes, fds: list[int]) -> None:
+    # The fds travel with the first byte: a stream socket may send the rest in several pieces.
+    socket.send_fds(sock, [data[:1]], fds)
+    sock.sendall(data[1:])
+
+
+def encode_message(
+    files: Sequence[tuple[str, int, bytes | int]],
+    rlimits: list[tuple[int, int, int]],
+    env: dict[str, str],
+    argv: list[str],
+    cwd: str | None,
 ) -> bytes:
     parts: list[bytes] = []
     for path, mode, data in files:
@@ -236,5 +349,6 @@ def encode_message(
         if "\0" in arg:
             raise ValueError("arguments cannot contain NUL bytes")
         parts += [b"A", arg.encode(), b"\0"]
-    parts += [b"C", cwd.encode(), b"\0"]
+    if cwd is not None:
+        parts += [b"C", cwd.encode(), b"\0"]
     return b"".join(parts)

@@ -13,6 +13,7 @@ import resource
 import shutil
 import signal
 import subprocess
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -44,9 +45,12 @@ class UnsandboxedRunner(Runner):
 
     def _in_dir(self, stage: Stage, on_output: OutputCallback | None, workdir: Path) -> StageResult:
         for spec in stage.files:
-            data = spec.data if spec.data is not None else Path(spec.path or "").read_bytes()
             target = workdir / os.path.basename(spec.name)
-            target.write_bytes(data)
+            if spec.data is not None:
+                target.write_bytes(spec.data)
+            else:
+                with open(spec.open(), "rb") as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
             target.chmod(spec.mode)
         (workdir / "tmp").mkdir()
         env = {**stage.env, "HOME": str(workdir), "TMPDIR": str(workdir / "tmp")}
@@ -111,10 +115,12 @@ class UnsandboxedRunner(Runner):
         if stage.kind == "compile":
             sr.stderr = sr.stdout + sr.stderr
             sr.stdout = b""
-            if sr.exit_code == 0:
-                for pattern in stage.collect:
-                    for path in glob.glob(str(workdir / pattern)):
-                        p = Path(path)
-                        if p.is_file() and not p.is_symlink():
-                            sr.artifacts[p.name] = p.read_bytes()
+            if sr.exit_code == 0 and stage.stdout_file is not None:
+                # The same tar stream the sandbox sends back; the runner checks and unpacks it.
+                with os.fdopen(os.dup(stage.stdout_file), "wb") as out, tarfile.open(fileobj=out, mode="w") as tf:
+                    for pattern in stage.collect:
+                        for path in glob.glob(str(workdir / pattern)):
+                            p = Path(path)
+                            if p.is_file() and not p.is_symlink():
+                                tf.add(p, arcname=p.name)
         return sr

@@ -3,6 +3,10 @@
 bubblewrap's set-up (namespaces, mounts, tmpfs) and the run's cgroup are done by a background
 thread, off the request path. A pooled sandbox never carries state between runs: it is built
 empty, takes one job through its launcher, and is killed with its cgroup afterwards.
+
+A sandbox is built for a key (the limits fixed at build time: the tmpfs size, the memory shown
+in its /proc/meminfo) and only serves a run with the same key. The pool builds for the key the
+runs asked for last, so it follows the limits a deployment actually uses.
 """
 
 from __future__ import annotations
@@ -11,40 +15,51 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
+K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 _MAX_IDLE_S = 300.0  # rebuild idle sandboxes now and then so none lingers for hours
 
 
-class SandboxPool(Generic[T]):
-    def __init__(self, build: Callable[[], T], discard: Callable[[T], None], size: int) -> None:
+class SandboxPool(Generic[K, T]):
+    def __init__(self, build: Callable[[K], T], discard: Callable[[T], None], size: int, key: K) -> None:
         self._build = build
         self._discard = discard
         self._size = size
-        self._ready: collections.deque[tuple[float, T]] = collections.deque()
+        self._want = key  # what the next sandbox is built for
+        self._ready: collections.deque[tuple[float, K, T]] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
         self._failures = 0
         self.served = 0  # runs that got a pre-built sandbox
+        self._discarding: set[threading.Thread] = set()
         # The filler thread is the sandboxes' parent: bwrap --die-with-parent follows the thread
         # that forked it, so this thread lives as long as the pool.
         self._thread = threading.Thread(target=self._fill, name="sandbox-pool", daemon=True)
         self._thread.start()
 
-    def take(self) -> T | None:
-        """A ready sandbox, or None (the caller then builds one on the request path)."""
+    def take(self, key: K) -> T | None:
+        """A ready sandbox built for `key`, or None (the caller then builds one on the request path)."""
         with self._cond:
             item = None
+            keep: collections.deque[tuple[float, K, T]] = collections.deque()
             while self._ready:
-                built, candidate = self._ready.popleft()
-                if time.monotonic() - built < _MAX_IDLE_S:
+                built, k, candidate = self._ready.popleft()
+                if time.monotonic() - built >= _MAX_IDLE_S:
+                    self._discard_later(candidate)
+                elif item is None and k == key:
                     item = candidate
                     self.served += 1
-                    break
-                self._discard_later(candidate)
+                else:
+                    keep.append((built, k, candidate))
+            if item is None and key != self._want and len(keep) >= self._size:
+                # The runs changed their limits: make room for a sandbox that fits them.
+                self._discard_later(keep.popleft()[2])
+            self._want = key
+            self._ready = keep
             # No refill yet: building a sandbox now would compete with this run for the CPU
             # (and the GIL). done() asks for it once the run is over.
             return item
@@ -54,12 +69,21 @@ class SandboxPool(Generic[T]):
         with self._cond:
             self._cond.notify_all()
 
-    def ready_count(self) -> int:
+    def ready_count(self, key: K | None = None) -> int:
+        """Sandboxes ready (for `key`, if given)."""
         with self._cond:
-            return len(self._ready)
+            return sum(1 for _, k, _ in self._ready if key is None or k == key)
 
     def _discard_later(self, item: T) -> None:
-        threading.Thread(target=self._discard, args=(item,), daemon=True).start()
+        t = threading.Thread(target=self._discard_now, args=(item,), daemon=True)
+        self._discarding.add(t)
+        t.start()
+
+    def _discard_now(self, item: T) -> None:
+        try:
+            self._discard(item)
+        finally:
+            self._discarding.discard(threading.current_thread())
 
     def _fill(self) -> None:
         while True:
@@ -68,8 +92,9 @@ class SandboxPool(Generic[T]):
                     self._cond.wait()
                 if self._closed:
                     return
+                key = self._want
             try:
-                item = self._build()
+                item = self._build(key)
                 self._failures = 0
             except Exception:
                 self._failures += 1
@@ -80,13 +105,15 @@ class SandboxPool(Generic[T]):
                 if self._closed:
                     self._discard(item)
                     return
-                self._ready.append((time.monotonic(), item))
+                self._ready.append((time.monotonic(), key, item))
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
-            items = [item for _, item in self._ready]
+            items = [item for _, _, item in self._ready]
             self._ready.clear()
             self._cond.notify_all()
         for item in items:
             self._discard(item)
+        for t in list(self._discarding):  # a discard cut short at exit would leave zombies
+            t.join(10.0)

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
-import tarfile
 
-from .cache import valid_artifact_name
 from .cgroups import RunCgroup
 from .runner import Stage, StageResult
 from .supervise import Supervised
@@ -26,35 +23,23 @@ def stage_result(stage: Stage, sup: Supervised, status: list[dict[str, int]], cg
         killed_for=sup.killed_for,
         oom=cg.oom_killed(),
     )
-    # bwrap reports its own set-up failures as exit status 1 with "bwrap: ..." on stderr.
-    setup_failed = os.WIFEXITED(sup.status or 0) and os.WEXITSTATUS(sup.status or 0) == 1
-    setup_failed = setup_failed and sr.stderr.startswith(b"bwrap: ") and not sr.stdout
-    if (setup_failed or not any("child-pid" in s for s in status)) and sup.killed_for is None:
-        sr.internal_error = "bubblewrap failed to set up the sandbox: " + sr.stderr.decode("utf-8", "replace").strip()
-        return sr
+    # The launcher's line is the only status we believe: bubblewrap's own exit code is that of
+    # the sandbox's pid 1, and what a program does to itself must not change what we report.
     raw = sup.status or 0
     if sup.exact:  # the launcher saw the program's own wait status
         if os.WIFSIGNALED(raw):
             sr.signal = os.WTERMSIG(raw)
         else:
             sr.exit_code = os.WEXITSTATUS(raw)
-    elif os.WIFSIGNALED(raw):  # bwrap itself was killed (by us)
-        sr.signal = os.WTERMSIG(raw)
+    elif sup.killed_for is not None or sr.oom:
+        sr.signal = 9  # killed by us (limits) or by the OOM killer before the launcher could tell
+    elif not any("child-pid" in s for s in status):
+        sr.internal_error = "bubblewrap failed to set up the sandbox"
+        return sr
     else:
-        code = os.WEXITSTATUS(raw)
-        if code > 128 and sup.killed_for is None and code - 128 < 65:
-            sr.signal = code - 128  # bwrap reports a signalled child as 128+signal
-        elif sup.killed_for is not None:
-            sr.signal = 9
-        else:
-            sr.exit_code = code
-    if stage.kind == "compile" and sr.exit_code == 0 and not sr.stdout_truncated:
-        try:
-            sr.artifacts = untar(sr.stdout)
-        except (tarfile.TarError, ValueError) as e:
-            sr.stderr += f"\ncould not collect the compiled program: {e}\n".encode()
-            sr.exit_code = 1
-        sr.stdout = b""
+        sr.internal_error = "the sandbox ended without the program's exit status"
+        return sr
+    # A compile stage's stdout (the artifacts' tar) went to stage.stdout_file; the runner unpacks it.
     return sr
 
 
@@ -73,17 +58,4 @@ def read_status(fd: int) -> list[dict[str, int]]:
             doc = json.loads(line)
             if isinstance(doc, dict):
                 out.append(doc)
-    return out
-
-
-def untar(data: bytes) -> dict[str, bytes]:
-    """Artifacts from the compile stage's tar stream: plain regular files only."""
-    out: dict[str, bytes] = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tf:
-        for member in tf:
-            if not member.isreg() or not valid_artifact_name(member.name):
-                raise ValueError(f"unexpected entry {member.name!r} in compiler output")
-            f = tf.extractfile(member)
-            assert f is not None
-            out[member.name] = f.read()
     return out

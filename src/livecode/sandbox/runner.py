@@ -4,18 +4,22 @@ program from the cache), run, and turn what happened into a RunResult."""
 from __future__ import annotations
 
 import logging
+import os
 import signal as signals
+import tarfile
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import ArtifactCache, cache_key
+from .cache import ArtifactCache, ArtifactTooLarge, cache_key, close_files, pages
 from .languages import Language, all_languages, get_language, toolchain_version
-from .types import Outcome, OutputCallback, RunRequest, RunResult, SandboxLimits, StdinSource
+from .types import Outcome, OutputCallback, RunRequest, RunResult, SandboxLimits, StdinSource, text_view
 
 log = logging.getLogger(__name__)
 
 ARTIFACT_CAP = 128 * 1024 * 1024  # largest compiled program we accept from a compile stage
+TAR_SLACK = 1024 * 1024  # tar headers and padding on top of the files while streaming
+MB = 1024 * 1024
 COMPILE_OUTPUT_CAP = 256 * 1024
 BASE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -33,6 +37,23 @@ class FileSpec:
     mode: int
     data: bytes | None = None
     path: Path | None = None  # host file in the root-owned cache; opened O_NOFOLLOW
+    fd: int | None = None  # an open cached file (lives on if its entry is evicted); the runner closes it
+
+    def open(self) -> int:
+        """A new read-only descriptor of a path or fd file, at offset 0 (bubblewrap and the
+        launcher read from the current offset, so a retried stage needs its own)."""
+        if self.fd is not None:
+            return os.open(f"/proc/self/fd/{self.fd}", os.O_RDONLY | os.O_CLOEXEC)
+        assert self.path is not None
+        return os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+    def size(self) -> int:
+        if self.data is not None:
+            return len(self.data)
+        if self.fd is not None:
+            return os.fstat(self.fd).st_size
+        assert self.path is not None
+        return os.stat(self.path).st_size
 
 
 @dataclass
@@ -53,6 +74,7 @@ class Stage:
     stdin: bytes = b""
     stdin_source: StdinSource | None = None
     collect: tuple[str, ...] = ()  # artifact globs to bring back (compile stage)
+    stdout_file: int | None = None  # compile stage: the artifacts' tar goes to this file, not memory
 
 
 @dataclass
@@ -69,11 +91,6 @@ class StageResult:
     killed_for: str | None = None  # "wall" | "cpu" | "output"
     oom: bool = False
     internal_error: str | None = None
-    artifacts: dict[str, bytes] = field(default_factory=dict)
-
-
-def _decode(data: bytes) -> str:
-    return data.decode("utf-8", errors="replace")
 
 
 class Runner(ABC):
@@ -113,9 +130,8 @@ class Runner(ABC):
                 Outcome.INTERNAL_ERROR,
                 message=f"language '{req.language}' is not available; available: {names}",
             )
-        limits = req.limits
         files = [FileSpec(lang.source_file, 0o644, data=req.source.encode("utf-8"))]
-        compile_output = ""
+        compile_output = b""
         cached = False
         if lang.compiled:
             got = self._compiled(lang, req, on_output)
@@ -123,7 +139,26 @@ class Runner(ABC):
                 return got
             artifacts, compile_output, cached = got
             files += artifacts
-        env = {**BASE_ENV, **lang.env}
+        try:
+            result = self._run_stage(req, lang, files, on_output, stdin_source)
+        finally:
+            close_files(files)
+        result.compile_output_bytes = compile_output
+        result.cached = cached
+        return result
+
+    def _run_stage(
+        self,
+        req: RunRequest,
+        lang: Language,
+        files: list[FileSpec],
+        on_output: OutputCallback | None,
+        stdin_source: StdinSource | None,
+    ) -> RunResult:
+        limits = req.limits
+        # "{memory_mb}" in a language's env is the run's memory limit: Node sizes its heap from
+        # /proc/meminfo, which shows that limit, to a quarter of it; the flag lets it use it all.
+        env = {**BASE_ENV, **{k: v.replace("{memory_mb}", str(limits.memory_mb)) for k, v in lang.env.items()}}
         stage = Stage(
             kind="run",
             argv=[*lang.run, *req.args],
@@ -142,24 +177,39 @@ class Runner(ABC):
             stdin_source=stdin_source,
         )
         sr = self._execute(stage, on_output)
-        result = self._to_result(sr, limits)
-        result.compile_output = compile_output
-        result.cached = cached
-        return result
+        return self._to_result(sr, limits)
 
     def _compiled(
         self, lang: Language, req: RunRequest, on_output: OutputCallback | None
-    ) -> tuple[list[FileSpec], str, bool] | RunResult:
+    ) -> tuple[list[FileSpec], bytes, bool] | RunResult:
         """The compiled program's files, from the cache or by compiling in the sandbox."""
         assert lang.compile is not None
         key = cache_key(lang, toolchain_version(lang), req.source)
+        limits: SandboxLimits = req.limits
+        # The program must fit the run's disk (a tmpfs of max_disk_kb) beside its source file.
+        source_pages = pages(len(req.source.encode("utf-8")))
+        room = limits.max_disk_kb * 1024 - source_pages
         hit = self.cache.get(key)
         if hit is not None:
             files, output = hit
+            used = sum(pages(f.size()) for f in files)
+            if used > room:  # compiled earlier for a run with more disk
+                close_files(files)
+                problem = _too_large(used + source_pages, limits)
+                return RunResult(
+                    Outcome.COMPILE_ERROR, compile_output_bytes=_with(output, problem), cached=True, message=problem
+                )
             if output and on_output:
-                on_output("compile", output)
+                on_output("compile", text_view(output))
             return files, output, True
-        limits: SandboxLimits = req.limits
+        with self.cache.incoming() as tar_file:
+            return self._compile(lang, req, on_output, key, room, tar_file)
+
+    def _compile(
+        self, lang: Language, req: RunRequest, on_output: OutputCallback | None, key: str, room: int, tar_file: int
+    ) -> tuple[list[FileSpec], bytes, bool] | RunResult:
+        assert lang.compile is not None
+        limits = req.limits
         stage = Stage(
             kind="compile",
             argv=list(lang.compile),
@@ -172,34 +222,45 @@ class Runner(ABC):
             max_file_kb=max(limits.max_file_size_kb, ARTIFACT_CAP // 1024),
             max_disk_kb=limits.compile_max_disk_kb,
             max_open_files=max(limits.max_open_files, 1024),
-            stdout_cap=ARTIFACT_CAP,
+            stdout_cap=max(0, min(ARTIFACT_CAP, room + TAR_SLACK)),  # the tar: killed past this
             stderr_cap=COMPILE_OUTPUT_CAP,
             collect=lang.artifacts,
+            stdout_file=tar_file,
         )
         sr = self._execute(stage, on_output)
-        output = _decode(sr.stderr)
+        output = sr.stderr  # the compiler's diagnostics, exactly as written
         if sr.internal_error:
-            return RunResult(Outcome.INTERNAL_ERROR, compile_output=output, message=sr.internal_error)
+            return RunResult(Outcome.INTERNAL_ERROR, compile_output_bytes=output, message=sr.internal_error)
         problem = None
         if sr.killed_for in ("wall", "cpu"):
             problem = f"compilation exceeded its time limit ({limits.compile_time_limit_ms} ms)"
         elif sr.oom:
             problem = f"compilation exceeded its memory limit ({limits.compile_memory_mb} MB)"
-        elif sr.killed_for == "output" or sr.exit_code != 0 or not sr.artifacts:
+        elif sr.killed_for == "output" and sr.stdout_truncated:
+            problem = _too_large(limits.max_disk_kb * 1024, limits, over=True)
+            output = _with(output, problem)  # the API shows compile_output, not the message
+        elif sr.killed_for == "output" or sr.exit_code != 0:
             problem = "compilation failed"
-        if problem:
-            return RunResult(
-                Outcome.COMPILE_ERROR,
-                exit_code=sr.exit_code,
-                signal=sr.signal,
-                compile_output=output,
-                wall_time_ms=sr.wall_ms,
-                cpu_time_ms=sr.cpu_ms,
-                memory_kb=sr.memory_kb,
-                message=problem,
-            )
-        files = self.cache.put(key, sr.artifacts, output)
-        return files, output, False
+        else:
+            try:
+                return self.cache.put(key, tar_file, output, room), output, False
+            except ArtifactTooLarge as e:
+                problem = _too_large(e.size + limits.max_disk_kb * 1024 - room, limits)
+                output = _with(output, problem)
+            except (tarfile.TarError, ValueError) as e:
+                output += f"\ncould not collect the compiled program: {e}\n".encode()
+                sr.exit_code = 1
+                problem = "compilation failed"
+        return RunResult(
+            Outcome.COMPILE_ERROR,
+            exit_code=sr.exit_code,
+            signal=sr.signal,
+            compile_output_bytes=output,
+            wall_time_ms=sr.wall_ms,
+            cpu_time_ms=sr.cpu_ms,
+            memory_kb=sr.memory_kb,
+            message=problem,
+        )
 
     @staticmethod
     def _to_result(sr: StageResult, limits: SandboxLimits) -> RunResult:
@@ -207,8 +268,8 @@ class Runner(ABC):
             Outcome.OK,
             exit_code=sr.exit_code,
             signal=sr.signal,
-            stdout=_decode(sr.stdout),
-            stderr=_decode(sr.stderr),
+            stdout_bytes=sr.stdout,
+            stderr_bytes=sr.stderr,
             stdout_truncated=sr.stdout_truncated,
             stderr_truncated=sr.stderr_truncated,
             wall_time_ms=sr.wall_ms,
@@ -235,6 +296,21 @@ class Runner(ABC):
             if sr.signal:
                 res.message = f"killed by signal {sr.signal} ({_signal_name(sr.signal)})"
         return res
+
+
+def _with(output: bytes, problem: str) -> bytes:
+    note = f"{problem}\n".encode()
+    return output + b"\n" + note if output else note
+
+
+def _too_large(needed: int, limits: SandboxLimits, over: bool = False) -> str:
+    """Why a compiled program is refused; `needed`: bytes of the run's tmpfs it and the source take."""
+    kb = -(-needed // 1024)
+    return (
+        f"the compiled program needs {'over ' if over else ''}{needed / MB:.1f} MB ({kb} KB) of disk with its "
+        f"source file, more than the run's disk limit of {limits.max_disk_kb / 1024:.1f} MB "
+        f"(limit max_disk_kb = {limits.max_disk_kb})"
+    )
 
 
 def _signal_name(num: int) -> str:

@@ -27,6 +27,7 @@ class StreamSpec:
     fd: int  # read end, owned by supervise() once passed
     cap: int
     name: str | None  # on_output stream name, or None to not stream it
+    sink: int | None = None  # write the stream to this file (ours, not closed) instead of memory
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Supervised:
     rusage_maxrss_kb: int | None = None
     data: dict[int, bytearray] = field(default_factory=dict)  # by StreamSpec index
     truncated: dict[int, bool] = field(default_factory=dict)
+    sizes: dict[int, int] = field(default_factory=dict)  # bytes kept, in memory or in the sink
     wall_ms: int = 0
     killed_for: str | None = None  # "wall" | "cpu" | "output"
     reaped: bool = False  # the direct child was waited for (else the caller must)
@@ -51,7 +53,7 @@ class Watch:
     wall_limit_s: float
     cpu_limit_ms: int | None = None
     cpu_used_ms: Callable[[], int | None] | None = None  # whole-tree CPU time, if known
-    result_fd: int | None = None  # launcher's "exit N" / "signal N" line (pooled sandboxes)
+    result_fd: int | None = None  # the launcher's "exit N" / "signal N" line
     kill_now: Callable[[], object] | None = None  # one SIGKILL pass, no waiting (after result)
 
 
@@ -77,12 +79,14 @@ def supervise(
         _set_nonblocking(watch.result_fd)
         sel.register(watch.result_fd, selectors.EVENT_READ, "result")
     result_buf = bytearray()
+    result_done = False  # the result pipe is unregistered
     decoders = {i: codecs.getincrementaldecoder("utf-8")("replace") for i in range(len(streams))}
     for i, s in enumerate(streams):
         _set_nonblocking(s.fd)
         sel.register(s.fd, selectors.EVENT_READ, i)
         res.data[i] = bytearray()
         res.truncated[i] = False
+        res.sizes[i] = 0
     pending = bytearray(stdin_data)
     stdin_eof = stdin_source is None  # the whole input is already in `pending`
     if stdin_fd is not None:
@@ -113,12 +117,17 @@ def supervise(
 
     def on_chunk(i: int, chunk: bytes) -> None:
         spec = streams[i]
-        buf = res.data[i]
-        room = spec.cap - len(buf)
+        room = spec.cap - res.sizes[i]
         if len(chunk) > room:
             chunk = chunk[: max(room, 0)]
             res.truncated[i] = True
-        buf += chunk
+        res.sizes[i] += len(chunk)
+        if spec.sink is None:
+            res.data[i] += chunk
+        else:  # a compiled program: straight to disk, never held in memory
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(spec.sink, view) :]
         if spec.name and on_output and chunk:
             text = decoders[i].decode(chunk)
             if text:
@@ -172,9 +181,20 @@ def supervise(
                     sel.unregister(pidfd)
                     _, status, ru = os.wait4(watch.pid, 0)
                     res.reaped = True
+                    if not exited and watch.result_fd is not None and not result_done:
+                        # The launcher writes its line before it exits, and bubblewrap exits
+                        # after it: a line not read yet is in the pipe now, and it wins.
+                        result_done = True
+                        sel.unregister(watch.result_fd)
+                        with contextlib.suppress(OSError):
+                            result_buf += os.read(watch.result_fd, 64)
+                        status_now = _parse_result(bytes(result_buf))
+                        if status_now is not None:
+                            res.status, res.exact = status_now, True
                     if exited:
                         continue  # the launcher already reported the program's status
-                    res.status = status
+                    if not res.exact:
+                        res.status = status  # not the program's: the caller reports no status
                     res.rusage_cpu_ms = int((ru.ru_utime + ru.ru_stime) * 1000)
                     res.rusage_maxrss_kb = ru.ru_maxrss
                     exited = True
@@ -183,6 +203,8 @@ def supervise(
                     kill(None)
                 elif tag == "result":
                     assert watch.result_fd is not None
+                    if result_done:
+                        continue  # read and unregistered by the "exit" event of this same batch
                     try:
                         chunk = os.read(watch.result_fd, 64)
                     except BlockingIOError:
@@ -191,8 +213,9 @@ def supervise(
                     status_now = _parse_result(bytes(result_buf))
                     if not chunk or status_now is not None:
                         sel.unregister(watch.result_fd)
+                        result_done = True
                     if status_now is None or exited:
-                        continue  # no report (launcher killed): bwrap's exit will tell
+                        continue  # no report (the launcher was killed): bwrap's exit ends the run
                     res.status, res.exact, exited = status_now, True, True
                     res.wall_ms = int((time.monotonic() - start) * 1000)
                     # SIGKILL everything now; waiting for the namespaces' teardown is left to

@@ -49,14 +49,23 @@ class RunRequest:
     limits: SandboxLimits = field(default_factory=SandboxLimits)
 
 
+def text_view(data: bytes) -> str:
+    """Output as text: UTF-8 with every undecodable sequence replaced by U+FFFD (the same text
+    an incremental decoder with errors="replace" produces chunk by chunk)."""
+    return data.decode("utf-8", errors="replace")
+
+
 @dataclass
 class RunResult:
+    """What a run produced. Output is kept as the exact bytes the program wrote (`*_bytes`);
+    `stdout`, `stderr` and `compile_output` are text views of them."""
+
     outcome: Outcome
     exit_code: int | None = None
     signal: int | None = None
-    stdout: str = ""
-    stderr: str = ""
-    compile_output: str = ""
+    stdout_bytes: bytes = b""
+    stderr_bytes: bytes = b""
+    compile_output_bytes: bytes = b""
     stdout_truncated: bool = False
     stderr_truncated: bool = False
     wall_time_ms: int = 0
@@ -64,6 +73,18 @@ class RunResult:
     memory_kb: int | None = None
     message: str = ""  # human-readable detail for INTERNAL_ERROR and limits
     cached: bool = False  # compiled artifact came from the cache; the compiler did not run
+
+    @property
+    def stdout(self) -> str:
+        return text_view(self.stdout_bytes)
+
+    @property
+    def stderr(self) -> str:
+        return text_view(self.stderr_bytes)
+
+    @property
+    def compile_output(self) -> str:
+        return text_view(self.compile_output_bytes)
 
 
 # Called from the runner thread for each chunk of output as it is produced:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,9 +37,12 @@ def submit_batch(
     *,
     owner_id: uuid.UUID | None,
     request_id: str | None = None,
+    charge: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Queue every item on the low-priority queue, or none of them: every session must exist and
-    belong to the caller, and every option be valid, before anything is written."""
+    belong to the caller, and every option be valid, before anything is written. `charge(n)` (the
+    rate limit) is called with the number of runs right before they are inserted; it refuses the
+    whole batch by raising."""
     for item in items:
         item.options.priority = Priority.BATCH.value
         check_options(item.options, settings)
@@ -66,6 +70,8 @@ def submit_batch(
             "status": ExecutionStatus.QUEUED.value, "stdout_truncated": False, "stderr_truncated": False,
             "attempts": 0, "request_id": request_id, "queued_at": now,
         })
+    if charge is not None:
+        charge(len(rows))
     with db.write() as s:
         s.execute(insert(Execution), rows)
     failed = 0

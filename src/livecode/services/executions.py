@@ -6,6 +6,7 @@ task delivered twice, or a run the reconciler already gave up on, changes nothin
 
 from __future__ import annotations
 
+import base64
 import logging
 import uuid
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from ..config import Settings
 from ..db import Database
 from ..errors import Conflict, NotFound, ValidationError
 from ..models import ACTIVE_STATUSES, CodeSession, Execution, ExecutionStatus, Priority, utcnow
+from ..sandbox.types import text_view
 from .sessions import iso, not_found
 from .validation import check_language, check_text
 
@@ -28,6 +30,10 @@ log = logging.getLogger(__name__)
 Enqueue = Callable[[uuid.UUID, str, str | None], None]
 
 LIMIT_FIELDS = ("time_limit_ms", "cpu_time_ms", "memory_limit_mb", "max_processes", "max_output_bytes")
+
+# How stdout, stderr and compile_output are returned. "text": UTF-8 with every undecodable
+# sequence replaced by U+FFFD (what the event stream sends). "base64": the exact bytes written.
+OUTPUT_ENCODINGS = ("text", "base64")
 
 
 @dataclass
@@ -71,7 +77,28 @@ def check_options(opts: ExecuteOptions, settings: Settings) -> None:
         raise ValidationError("priority must be 'interactive' or 'batch'", code="INVALID_PRIORITY")
 
 
-def serialize_execution(e: Execution) -> dict[str, Any]:
+def check_encoding(value: str | None) -> str:
+    """The output encoding a client asked for (default "text"); 400 for an unknown one."""
+    if value is None or value == "":
+        return "text"
+    if value not in OUTPUT_ENCODINGS:
+        raise ValidationError(
+            f"unknown output encoding {value[:40]!r}; known: {', '.join(OUTPUT_ENCODINGS)}",
+            code="INVALID_ENCODING",
+            details={"allowed": list(OUTPUT_ENCODINGS)},
+        )
+    return value
+
+
+def encode_output(data: bytes | None, encoding: str = "text") -> str | None:
+    if data is None:
+        return None
+    if encoding == "base64":
+        return base64.b64encode(data).decode("ascii")
+    return text_view(data)
+
+
+def serialize_execution(e: Execution, encoding: str = "text") -> dict[str, Any]:
     return {
         "execution_id": str(e.id),
         "session_id": str(e.session_id),
@@ -80,9 +107,10 @@ def serialize_execution(e: Execution) -> dict[str, Any]:
         "language": e.language,
         "priority": e.priority,
         "interactive": e.interactive,
-        "stdout": e.stdout,
-        "stderr": e.stderr,
-        "compile_output": e.compile_output,
+        "encoding": encoding,
+        "stdout": encode_output(e.stdout, encoding),
+        "stderr": encode_output(e.stderr, encoding),
+        "compile_output": encode_output(e.compile_output, encoding),
         "stdout_truncated": e.stdout_truncated,
         "stderr_truncated": e.stderr_truncated,
         "exit_code": e.exit_code,
@@ -208,7 +236,9 @@ def submit_execution(
     }
 
 
-def get_execution(db: Database, execution_id: uuid.UUID, owner_id: uuid.UUID | None) -> dict[str, Any]:
+def get_execution(
+    db: Database, execution_id: uuid.UUID, owner_id: uuid.UUID | None, encoding: str = "text"
+) -> dict[str, Any]:
     with db.read(fresh=True) as s:
         q = select(Execution).where(Execution.id == execution_id)
         if owner_id is not None:
@@ -216,11 +246,12 @@ def get_execution(db: Database, execution_id: uuid.UUID, owner_id: uuid.UUID | N
         row = s.scalars(q).first()
         if row is None:
             raise NotFound(f"execution {execution_id} not found", code="EXECUTION_NOT_FOUND")
-        return serialize_execution(row)
+        return serialize_execution(row, encoding)
 
 
 def list_executions(
-    db: Database, session_id: uuid.UUID, owner_id: uuid.UUID | None, page: int, per_page: int
+    db: Database, session_id: uuid.UUID, owner_id: uuid.UUID | None, page: int, per_page: int,
+    encoding: str = "text",
 ) -> dict[str, Any]:
     with db.read() as s:
         q = select(CodeSession.id).where(CodeSession.id == session_id)
@@ -239,7 +270,7 @@ def list_executions(
             .offset((page - 1) * per_page)
         ).all()
         return {
-            "items": [serialize_execution(r) for r in rows],
+            "items": [serialize_execution(r, encoding) for r in rows],
             "page": page,
             "per_page": per_page,
             "total": total,
@@ -334,11 +365,12 @@ def release_execution(db: Database, execution_id: uuid.UUID, attempt: int) -> bo
 
 
 def fail_queued(db: Database, execution_id: uuid.UUID, reason: str, message: str) -> bool:
-    """QUEUED or RUNNING -> FAILED, e.g. when the task gave up after its retries."""
+    """QUEUED or RUNNING -> FAILED, e.g. when the task gave up after its retries. `message` is
+    shown to the user: a generic text, never exception details."""
     stmt = (
         update(Execution)
         .where(Execution.id == execution_id, Execution.status.in_(ACTIVE_STATUSES))
-        .values(status=ExecutionStatus.FAILED.value, reason=reason, stderr=message, finished_at=utcnow())
+        .values(status=ExecutionStatus.FAILED.value, reason=reason, stderr=message.encode(), finished_at=utcnow())
     )
     with db.write() as s:
         return bool(s.execute(stmt).rowcount)  # type: ignore[attr-defined]

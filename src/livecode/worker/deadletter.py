@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import Conflict
+from ..errors import Conflict, internal_error_message
 from ..models import DeadLetter, Execution, ExecutionStatus, utcnow
 from ..runtime import Runtime
 
@@ -57,8 +57,11 @@ def _store(rt: Runtime, letter: dict[str, Any]) -> bool:
         s.execute(
             update(Execution)
             .where(Execution.id == eid, Execution.status.in_(("QUEUED", "RUNNING")))
+            # The user sees a generic message; the error itself is the operator's (the dead letter,
+            # the log line), under the same id.
             .values(status=ExecutionStatus.FAILED.value, reason=REASON,
-                    stderr=f"the task failed after {letter['attempts']} attempts: {letter['error']}",
+                    stderr=(f"the task failed after {letter['attempts']} attempts; "
+                            + internal_error_message(letter["id"])).encode(),
                     finished_at=utcnow())
         )
     return True
@@ -74,7 +77,8 @@ def record_dead_letter(
     except ValueError:
         log.error("dead letter for a task without an execution id", extra={"execution_id": str(execution_id)})
         return
-    extra = {"execution_id": letter["execution_id"], "error": letter["error"], "attempts": attempts}
+    extra = {"execution_id": letter["execution_id"], "error": letter["error"], "attempts": attempts,
+             "error_id": letter["id"]}
     try:
         _store(rt, letter)
         log.error("task dead-lettered", extra=extra)

@@ -11,7 +11,7 @@ from ..runtime import Runtime, runtime
 from .celery_app import celery, enqueue_execution
 from .reconciler import Reconciler
 from .registry import Heartbeat, process_stats, set_identity
-from .sandbox_runner import get_process_runner
+from .sandbox_runner import compile_cache_stats, get_process_runner
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +25,20 @@ def start_background(rt: Runtime, worker_name: str, concurrency: int) -> None:
     set_identity(worker_name)
     hb = Heartbeat(
         rt.registry, worker_name, rt.settings.heartbeat_interval_s, rt.settings.heartbeat_ttl_s,
-        lambda: process_stats(active_runs(), concurrency),
+        lambda: _beat_info(active_runs(), concurrency),
     )
     rec = Reconciler(rt, enqueue_execution, worker_name)
     hb.start()
     rec.start()
     _threads.extend([hb, rec])
+
+
+def _beat_info(active: int, concurrency: int) -> dict[str, Any]:
+    info = process_stats(active, concurrency)
+    cache = compile_cache_stats()
+    if cache is not None:
+        info["compile_cache"] = cache
+    return info
 
 
 def stop_background() -> None:

@@ -129,7 +129,7 @@ def reconcile_once(rt: Runtime, enqueue: Enqueue, *, startup: bool = False,
             continue
         if row.attempts >= s.max_attempts:
             values = dict(status=ExecutionStatus.FAILED.value, reason="WORKER_LOST",
-                          stderr=f"the worker running this execution was lost {row.attempts} times",
+                          stderr=f"the worker running this execution was lost {row.attempts} times".encode(),
                           finished_at=now)
         else:
             values = dict(status=ExecutionStatus.QUEUED.value, worker=None, started_at=None)

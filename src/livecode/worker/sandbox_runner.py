@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import asdict
+from typing import Any
 
 from ..config import Settings
 from ..sandbox import Runner, get_runner
@@ -29,3 +31,10 @@ def get_process_runner(settings: Settings) -> Runner:
                 log.warning("LIVECODE_SANDBOX=none: user code runs WITHOUT isolation (development only)")
             _runner = runner
         return _runner
+
+
+def compile_cache_stats() -> dict[str, Any] | None:
+    """This process's compile cache figures (the whole cache directory, shared by every worker
+    process of the host that uses it), for the heartbeat; None before the runner exists."""
+    runner = _runner
+    return asdict(runner.cache.stats()) if runner is not None else None

@@ -17,6 +17,7 @@ from celery import Task
 from celery.exceptions import Retry
 
 from ..db import is_unavailable
+from ..errors import internal_error_message, new_error_id
 from ..models import ExecutionStatus, utcnow
 from ..runtime import Runtime, runtime
 from ..sandbox import Outcome, RunRequest, RunResult, SandboxLimits
@@ -62,9 +63,9 @@ def limits_for(claimed: ClaimedRun, rt: Runtime) -> SandboxLimits:
 def result_columns(result: RunResult) -> dict[str, Any]:
     return {
         "reason": OUTCOME_STATUS[result.outcome][1],
-        "stdout": result.stdout,
-        "stderr": result.stderr,
-        "compile_output": result.compile_output,
+        "stdout": result.stdout_bytes,
+        "stderr": result.stderr_bytes,
+        "compile_output": result.compile_output_bytes,
         "stdout_truncated": result.stdout_truncated,
         "stderr_truncated": result.stderr_truncated,
         "exit_code": result.exit_code,
@@ -73,6 +74,40 @@ def result_columns(result: RunResult) -> dict[str, Any]:
         "cpu_time_ms": result.cpu_time_ms,
         "memory_kb": result.memory_kb,
     }
+
+
+def internal_error_stderr(result: RunResult, extra: dict[str, Any]) -> bytes:
+    """The sandbox failed: the user sees a generic message and an error id after the program's
+    own stderr; what went wrong (which may name host paths) goes only to the operator's log."""
+    error_id = new_error_id()
+    log.error("sandbox internal error (error id %s): %s", error_id, result.message,
+              extra={**extra, "error_id": error_id})
+    notice = internal_error_message(error_id).encode()
+    return (result.stderr_bytes + b"\n" if result.stderr_bytes else b"") + notice
+
+
+def _save(rt: Runtime, claimed: ClaimedRun, status: ExecutionStatus, cols: dict[str, Any],
+          extra: dict[str, Any]) -> tuple[bool, ExecutionStatus]:
+    """Write the result. When that fails for good (not a lost connection), the run is recorded as
+    FAILED/INTERNAL_ERROR without its output, with a generic message and an error id for the
+    user; the exception goes to the operator's log with the same id (the engine hides statement
+    parameters, so the program's output is not in it). Raises only if that fails too.
+    Returns whether the row was written and the status it was given."""
+    try:
+        return _save_with_backoff(rt, claimed, status, cols, rt.settings.task_max_retries), status
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise
+        error_id = new_error_id()
+        log.error("could not save the result (error id %s)", error_id, exc_info=True,
+                  extra={**extra, "error_id": error_id})
+    fallback = {
+        "reason": "INTERNAL_ERROR",
+        "stderr": internal_error_message(error_id).encode(),
+        "execution_time_ms": cols.get("execution_time_ms"),
+    }
+    failed = ExecutionStatus.FAILED
+    return _save_with_backoff(rt, claimed, failed, fallback, rt.settings.task_max_retries), failed
 
 
 def _save_with_backoff(
@@ -186,9 +221,9 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
             _active -= 1
     status, reason = OUTCOME_STATUS[result.outcome]
     cols = result_columns(result)
-    if result.outcome == Outcome.INTERNAL_ERROR and result.message:
-        cols["stderr"] = (result.stderr + "\n" if result.stderr else "") + result.message
-    saved = _save_with_backoff(rt, claimed, status, cols, rt.settings.task_max_retries)
+    if result.outcome == Outcome.INTERNAL_ERROR:
+        cols["stderr"] = internal_error_stderr(result, extra)
+    saved, status = _save(rt, claimed, status, cols, extra)
     log.info(
         "execution finished",
         extra={

@@ -1,0 +1,399 @@
+"""gunicorn's gthread worker with a front that reads each request before it takes a thread.
+
+Why: gthread hands a connection to the thread pool as soon as its first bytes arrive (or after
+5 s of silence), and the thread then reads the headers and the body with blocking reads and no
+deadline. A client that sends its headers or body a byte at a time holds a thread for as long
+as it likes; a few hundred of them (threads x processes) hold every thread and /health stops
+answering. Here the worker's own event loop (the selector gunicorn already runs for accepting
+and keep-alive) reads the request line, the headers and a body of known length (or a whole
+chunked body) without blocking, within `header_timeout_s` and `body_timeout_s`; only a complete
+request is handed to a thread, with the bytes already read given to gunicorn's parser, which
+then parses them as usual. Slow clients cost a buffer, not a thread.
+
+Also:
+- `connections_per_address`: open connections of one client address in this process; the next
+  one is answered 429 TOO_MANY_CONNECTIONS at once and closed.
+- `send_timeout_s`: SO_SNDTIMEO (and SO_RCVTIMEO) on every connection, so a write to a client
+  that stopped reading (its socket buffer stays full) fails after that long instead of holding
+  the thread for ever; the response iterable is then closed (a stream gives back its slot).
+- closing a connection gracefully (half-close, then drain what the client still sends) happens
+  in the event loop, not by blocking it for up to 2 s per connection as gunicorn does.
+
+Built on gunicorn 27's gthread worker (TConn, enqueue_req, finish_request, murder_pending); the
+version range is pinned in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import json
+import selectors
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+RECV_BYTES = 65536
+LINGER_S = 2.0  # how long a half-closed connection is drained (as gunicorn's close_graceful)
+
+
+@dataclass(frozen=True)
+class FrontLimits:
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    send_timeout_s: float = 30.0
+    connections_per_address: int = 64  # 0: no cap
+    connections_per_process: int = 1000  # gunicorn's worker_connections
+    exempt: tuple[str, ...] = ()
+    max_body_bytes: int = 2 * 1024 * 1024  # more than this is handed on unread: the app answers 413
+
+
+def _error_response(status: str, code: str, message: str, extra: str = "") -> bytes:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    head = (f"HTTP/1.1 {status}\r\nConnection: close\r\nContent-Type: application/json\r\n{extra}"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode("latin-1") + body
+
+
+TOO_MANY_CONNECTIONS = _error_response(
+    "429 Too Many Requests", "TOO_MANY_CONNECTIONS",
+    "too many open connections from this address; close some and retry", "Retry-After: 1\r\n")
+REQUEST_TIMEOUT = _error_response(
+    "408 Request Timeout", "REQUEST_TIMEOUT", "the request did not arrive in time; send it again, faster")
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class RequestReader:
+    """Follows one request's bytes as they arrive: where the head ends and how long the body is.
+    Each call looks only at what is new (a request sent in many small pieces costs no more than
+    one sent at once)."""
+
+    MAX_CHUNK_LINE = 1024  # a chunk-size line longer than this is malformed: the parser says so
+    MAX_TRAILERS = 64 * 1024
+
+    def __init__(self, max_head: int, max_body: int) -> None:
+        self.max_head, self.max_body = max_head, max_body
+        self.scanned = 0  # bytes searched for the end of the head so far
+        self.head_end: int | None = None  # where the body starts
+        self.length = 0  # the body's length (Content-Length)
+        self.chunked = False
+        self.expects_continue = False
+        self.hand_over_now = False  # malformed or too large: the parser or the app answers
+        self.next_chunk = 0  # where the next chunk-size line starts (chunked)
+
+    def complete(self, buf: bytearray) -> bool:
+        """True once `buf` holds the whole request, or enough to know that it is refused."""
+        if self.head_end is None:
+            found = buf.find(b"\r\n\r\n", max(0, self.scanned - 3))
+            if found < 0:
+                self.scanned = len(buf)
+                return len(buf) > self.max_head  # too long: the parser answers 431/400
+            self.head_end = self.next_chunk = found + 4
+            self._read_head(bytes(buf[:found]))
+        if self.hand_over_now:
+            return True
+        if self.chunked:
+            return self._chunks_complete(buf) or len(buf) - self.head_end > self.max_body
+        return len(buf) >= self.head_end + self.length
+
+    def _read_head(self, head: bytes) -> None:
+        length: int | None = None
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                try:
+                    length = int(value.strip())
+                except ValueError:
+                    self.hand_over_now = True
+            elif name == b"transfer-encoding":
+                self.chunked = self.chunked or b"chunked" in value.lower()
+            elif name == b"expect":
+                self.expects_continue = value.strip().lower() == b"100-continue"
+        if length is not None and (self.chunked or length < 0 or length > self.max_body):
+            # Both framings, a negative length (the parser answers 400), or a body the app
+            # refuses (413) from its Content-Length without reading it.
+            self.hand_over_now = True
+        self.length = length or 0
+
+    def _chunks_complete(self, buf: bytearray) -> bool:
+        while True:
+            pos = self.next_chunk
+            if pos > len(buf):
+                return False  # inside a chunk's data
+            line_end = buf.find(b"\r\n", pos, pos + self.MAX_CHUNK_LINE)
+            if line_end < 0:
+                if len(buf) - pos >= self.MAX_CHUNK_LINE:
+                    self.hand_over_now = True
+                return self.hand_over_now
+            try:
+                size = int(bytes(buf[pos:line_end]).split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                size = -1
+            if size < 0:
+                self.hand_over_now = True
+                return True
+            if size == 0:  # the last chunk; then trailers, if any, and an empty line
+                if buf[line_end + 2:line_end + 4] == b"\r\n":
+                    return True
+                return (buf.find(b"\r\n\r\n", line_end) >= 0
+                        or len(buf) - line_end > self.MAX_TRAILERS)
+            self.next_chunk = line_end + 2 + size + 2
+
+
+class FrontConn(TConn):  # type: ignore[misc]
+    """A connection, with what the front read of it and the per-address bookkeeping."""
+
+    def __init__(self, worker: GuardedThreadWorker, cfg: Any, sock: socket.socket, client: Any,
+                 server: Any, address: str) -> None:
+        super().__init__(cfg, sock, client, server)
+        self.worker, self.address = worker, address
+        self.buf = bytearray()
+        self.deadline = 0.0
+        self.reader: RequestReader | None = None
+        self._closed = False
+
+    def init(self) -> None:
+        """In the thread: the parser gets the bytes the front read before it reads the socket."""
+        super().init()
+        if self.buf:
+            self.parser.unreader.unread(bytes(self.buf))
+            self.buf = bytearray()
+
+    def close(self, graceful: bool = False) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.worker.forget_address(self.address)
+        if graceful:
+            self.worker.linger(self.sock)
+        else:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+
+class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
+    """See the module docstring. `limits` is set by livecode.server.serve before the fork."""
+
+    limits = FrontLimits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reading: dict[FrontConn, None] = {}  # connections whose request is being read
+        self.lingering: dict[socket.socket, float] = {}
+        self.per_address: dict[str, int] = {}
+        self.exempt = [ipaddress.ip_network(n, strict=False) for n in self.limits.exempt]
+        self.exempt_cache: dict[str, bool] = {}
+
+    # ---- accepting -------------------------------------------------------------------------
+
+    def accept(self, listener: socket.socket) -> None:
+        try:
+            sock, client = listener.accept()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):  # should not happen (see serve()); never exit for it
+                self.log.warning("out of file descriptors; a connection waits")
+                return
+            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        address = client[0] if isinstance(client, tuple) else ""
+        cap = self.limits.connections_per_address
+        if cap and self.per_address.get(address, 0) >= cap and not self._exempt(address):
+            self._refuse(sock, TOO_MANY_CONNECTIONS)
+            return
+        self.per_address[address] = self.per_address.get(address, 0) + 1
+        self.nr_conns += 1
+        timeout = self.limits.send_timeout_s
+        tv = struct.pack("ll", int(timeout), int((timeout % 1) * 1_000_000))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+        except OSError:  # e.g. a UNIX socket on a platform without them
+            pass
+        conn = FrontConn(self, self.cfg, sock, client, listener.getsockname(), address)
+        self._start_reading(conn)
+
+    def _exempt(self, address: str) -> bool:
+        """Whether `address` is in LIVECODE_CONNECTION_LIMIT_EXEMPT (addresses or networks)."""
+        if not self.exempt:
+            return False
+        known = self.exempt_cache.get(address)
+        if known is None:
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                return False
+            known = any(ip in net for net in self.exempt)
+            if len(self.exempt_cache) > 10_000:
+                self.exempt_cache.clear()
+            self.exempt_cache[address] = known
+        return known
+
+    def forget_address(self, address: str) -> None:
+        left = self.per_address.get(address, 0) - 1
+        if left > 0:
+            self.per_address[address] = left
+        else:
+            self.per_address.pop(address, None)
+
+    def _refuse(self, sock: socket.socket, response: bytes) -> None:
+        # Closed at once, not lingered: refused connections must not pile up as open sockets.
+        try:
+            sock.setblocking(False)
+            sock.send(response)
+        except OSError:
+            pass
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+    # ---- the front: read a whole request without a thread ---------------------------------
+
+    def enqueue_req(self, conn: FrontConn) -> None:
+        """gunicorn calls this for a new request on a connection (kept-alive, or pipelined bytes
+        left in its parser): it goes to the front first, which hands it to a thread once read."""
+        self._start_reading(conn)
+
+    def _start_reading(self, conn: FrontConn) -> None:
+        if self.cfg.is_ssl:  # the front reads plain HTTP; TLS belongs to the proxy in front
+            conn.data_ready = False
+            super().enqueue_req(conn)
+            return
+        conn.sock.setblocking(False)
+        if conn.parser is not None:  # bytes of the next request that gunicorn already read
+            conn.buf[:0] = conn.parser.unreader.take_buffered()
+        conn.reader = RequestReader(self._max_head(), self.limits.max_body_bytes)
+        conn.deadline = time.monotonic() + self.limits.header_timeout_s
+        self.reading[conn] = None
+        if conn.buf and self._complete(conn):
+            self._hand_over(conn)
+            return
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
+
+    def _on_readable(self, conn: FrontConn, _sock: Any) -> None:
+        try:
+            data = conn.sock.recv(RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client went away
+            self._drop(conn)
+            return
+        conn.buf += data
+        if self._complete(conn):
+            self.poller.unregister(conn.sock)
+            self._hand_over(conn)
+
+    def _complete(self, conn: FrontConn) -> bool:
+        """True once the whole request is here (or enough to know the parser refuses it)."""
+        reader = conn.reader
+        assert reader is not None
+        head_was_done = reader.head_end is not None
+        if reader.complete(conn.buf):
+            return True
+        if reader.head_end is not None and not head_was_done:
+            conn.deadline = time.monotonic() + self.limits.body_timeout_s
+            if reader.expects_continue:  # the client waits for this before it sends the body
+                try:
+                    conn.sock.send(CONTINUE)
+                except OSError:
+                    pass
+        return False
+
+    def _hand_over(self, conn: FrontConn) -> None:
+        del self.reading[conn]
+        conn.data_ready = True  # gthread must not wait for more data: it is all read already
+        super().enqueue_req(conn)
+
+    def _max_head(self) -> int:
+        cfg = self.cfg
+        return int(cfg.limit_request_line + 4 + cfg.limit_request_fields * (cfg.limit_request_field_size + 2))
+
+    def _drop(self, conn: FrontConn, response: bytes | None = None) -> None:
+        self.reading.pop(conn, None)
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        if response is not None:
+            try:
+                conn.sock.send(response)
+            except OSError:
+                pass
+        self.nr_conns -= 1
+        conn.close(graceful=response is not None)
+
+    def handle_request(self, req: Any, conn: FrontConn) -> bool:
+        try:
+            return bool(super().handle_request(req, conn))
+        except (BlockingIOError, TimeoutError):
+            # SO_SNDTIMEO ran out: the client stopped reading. The response was closed already.
+            self.log.info("dropped a client that stopped reading (send timeout) from %s", conn.address)
+            return False
+
+    # ---- deadlines and lingering closes (run by gunicorn's loop about once a second) -------
+
+    def murder_pending(self) -> None:
+        super().murder_pending()
+        now = time.monotonic()
+        # A stopping worker does not wait for requests that have not started.
+        expired = [c for c in self.reading if c.deadline <= now or (not self.alive and not c.buf)]
+        for conn in expired:
+            # A connection that never sent a byte is just closed; one that started a request
+            # is told why.
+            self._drop(conn, REQUEST_TIMEOUT if conn.buf else None)
+        for sock in [s for s, until in self.lingering.items() if until <= now]:
+            self._end_linger(sock)
+
+    def linger(self, sock: socket.socket) -> None:
+        """Half-close and drain until the client closes too (or LINGER_S), in the event loop:
+        closing with unread bytes would reset the connection and could cut off the answer. At
+        most `connections_per_process` sockets linger; past that they are closed at once."""
+        if len(self.lingering) >= self.limits.connections_per_process:
+            try:
+                sock.close()
+            except OSError:
+                pass
+            return
+        try:
+            sock.setblocking(False)
+            sock.shutdown(socket.SHUT_WR)
+            self.poller.register(sock, selectors.EVENT_READ, self._on_linger_readable)
+        except (OSError, ValueError, KeyError):
+            try:
+                sock.close()
+            except OSError:
+                pass
+            return
+        self.lingering[sock] = time.monotonic() + LINGER_S
+
+    def _on_linger_readable(self, sock: socket.socket) -> None:
+        try:
+            if sock.recv(RECV_BYTES):
+                return
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
+        self._end_linger(sock)
+
+    def _end_linger(self, sock: socket.socket) -> None:
+        self.lingering.pop(sock, None)
+        try:
+            self.poller.unregister(sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        try:
+            sock.close()
+        except OSError:
+            pass
