@@ -106,7 +106,8 @@ class Editor(threading.Thread):
 
 def account(stack: Stack, stats: Stats) -> dict[str, Any]:
     """What PostgreSQL holds for everything the API acknowledged."""
-    rows = {r[0]: r[1:] for r in stack.sql("SELECT id::text, status, attempts, stdout, source_code FROM executions")}
+    rows = {r[0]: r[1:] for r in stack.sql("SELECT e.id::text, e.status, e.attempts, e.stdout, s.content "
+                                           "FROM executions e JOIN sources s ON s.hash = e.source_hash")}
     sessions = dict(stack.sql("SELECT id::text, version FROM code_sessions"))
     sources = dict(stack.sql("SELECT id::text, source_code FROM code_sessions"))
     lost = [eid for eid in stats.submitted if eid not in rows]

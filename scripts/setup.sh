@@ -44,7 +44,7 @@ if command -v dpkg-query >/dev/null; then
     as_root bash scripts/install-system-deps.sh
   fi
   if [ "$want_test" = 1 ]; then
-    pkgs=(redis-server chromium chromium-driver)
+    pkgs=(redis-server chromium chromium-driver wrk)  # wrk: bench/ (autosave load)
     # scripts/test-cgroup-v2 boots Debian's kernel under QEMU (virtme-ng, from the dev extra).
     pkgs+=(qemu-system-x86 busybox-static)
     [ "$(dpkg --print-architecture)" = amd64 ] && pkgs+=(linux-image-amd64)

@@ -69,7 +69,15 @@ def base_env(**extra: str) -> dict[str, str]:
         # The shared fixtures run many executions from one address; the rate-limit tests start
         # their own API processes with the real limits.
         LIVECODE_EXECUTION_RATE_LIMIT="100000/minute",
+        LIVECODE_EXECUTION_RATE_LIMIT_PER_ADDRESS="100000/minute",
         LIVECODE_LOGIN_RATE_LIMIT="100000/minute",
+        # Every anonymous request is one owner: the shared fixtures would reach the storage caps;
+        # the storage tests start their own API processes with small caps.
+        LIVECODE_MAX_STORED_EXECUTIONS="0",
+        LIVECODE_MAX_SESSIONS="0",
+        # The storage job runs often, so that its test need not wait minutes (it only deletes
+        # executions past the 30-day retention, and sources unused for an hour).
+        LIVECODE_STORAGE_CLEANUP_INTERVAL_S="1",
     )
     if os.environ.get("LIVECODE_TEST_WORKER_UID_BASE"):  # parallel test runs on one host
         env["LIVECODE_SANDBOX_UID_BASE"] = os.environ["LIVECODE_TEST_WORKER_UID_BASE"]

@@ -68,6 +68,12 @@ class Settings:
     max_stdin_bytes: int = 256 * 1024
     max_request_bytes: int = 2 * 1024 * 1024
 
+    # POST .../execute?wait=true: the longest wait (a longer timeout_ms is cut to it), and how many
+    # requests of one API process may wait at once (each holds a server thread; past it the
+    # request answers 202 at once). 0: three quarters of the API's threads (LIVECODE_API_THREADS).
+    max_wait_ms: int = 30_000
+    max_waits: int = 0
+
     # Execution limits: defaults and the maxima a request may ask for.
     time_limit_ms: int = 30_000
     max_time_limit_ms: int = 60_000
@@ -93,6 +99,9 @@ class Settings:
     # Accounts, rate limits.
     auth_required: bool = False
     execution_rate_limit: str = "10/minute"
+    # Executions per client address, whoever is signed in ("" = no such limit): one address
+    # cannot multiply its budget by registering accounts.
+    execution_rate_limit_per_address: str = "30/minute"
     login_rate_limit: str = "10/minute"
     rate_limits_enabled: bool = True  # off only to measure what the limits cost (bench/)
     access_token_minutes: int = 15
@@ -101,6 +110,22 @@ class Settings:
     # admin, or `livecode user invite -`), "closed" (operators only: `livecode user create`).
     registration: str = "open"
     password_min_length: int = 8
+
+    # Storage quotas and retention (issue 10, item 8). A request that would go over a cap is
+    # refused with 429 and changes nothing; 0 turns a cap (or the expiry) off.
+    # LIVECODE_MAX_STORED_EXECUTIONS: executions kept per owner (user; anonymous counts as one).
+    max_stored_executions: int = 10_000
+    # LIVECODE_MAX_SESSIONS: code sessions per owner.
+    max_sessions: int = 1000
+    # LIVECODE_EXECUTION_RETENTION_DAYS: finished executions older than this are deleted.
+    execution_retention_days: int = 30
+    # LIVECODE_STORAGE_CLEANUP_INTERVAL_S: how often one worker (cluster-wide) expires executions
+    # and collects unreferenced sources.
+    storage_cleanup_interval_s: float = 300.0
+    # LIVECODE_STORAGE_CLEANUP_BATCH: rows deleted per statement (each its own short transaction).
+    storage_cleanup_batch: int = 1000
+    # LIVECODE_SOURCE_GC_GRACE_S: an unreferenced source is kept this long after its last use.
+    source_gc_grace_s: int = 3600
 
     log_level: str = "INFO"
     log_json: bool = True
@@ -183,6 +208,8 @@ def load_settings(mode: str | None = None, **overrides: Any) -> Settings:
         max_source_bytes=_int("LIVECODE_MAX_SOURCE_BYTES", 256 * 1024),
         max_stdin_bytes=_int("LIVECODE_MAX_STDIN_BYTES", 256 * 1024),
         max_request_bytes=_int("LIVECODE_MAX_REQUEST_BYTES", 2 * 1024 * 1024),
+        max_wait_ms=_int("LIVECODE_MAX_WAIT_MS", 30_000),
+        max_waits=_int("LIVECODE_MAX_WAITS", 0),
         time_limit_ms=_int("LIVECODE_TIME_LIMIT_MS", 30_000),
         max_time_limit_ms=_int("LIVECODE_MAX_TIME_LIMIT_MS", 60_000),
         memory_limit_mb=_int("LIVECODE_MEMORY_LIMIT_MB", 256),
@@ -198,12 +225,20 @@ def load_settings(mode: str | None = None, **overrides: Any) -> Settings:
         max_attempts=_int("LIVECODE_MAX_ATTEMPTS", 3),
         auth_required=_bool("LIVECODE_AUTH_REQUIRED", mode == "distributed"),
         execution_rate_limit=_env("LIVECODE_EXECUTION_RATE_LIMIT", "10/minute") or "10/minute",
+        execution_rate_limit_per_address=os.environ.get("LIVECODE_EXECUTION_RATE_LIMIT_PER_ADDRESS",
+                                                        "30/minute").strip(),
         login_rate_limit=_env("LIVECODE_LOGIN_RATE_LIMIT", "10/minute") or "10/minute",
         rate_limits_enabled=_bool("LIVECODE_RATE_LIMITS_ENABLED", True),
         access_token_minutes=_int("LIVECODE_ACCESS_TOKEN_MINUTES", 15),
         refresh_token_days=_int("LIVECODE_REFRESH_TOKEN_DAYS", 30),
         registration=(_env("LIVECODE_REGISTRATION", "open") or "open").lower(),
         password_min_length=_int("LIVECODE_PASSWORD_MIN_LENGTH", 8),
+        max_stored_executions=_int("LIVECODE_MAX_STORED_EXECUTIONS", 10_000),
+        max_sessions=_int("LIVECODE_MAX_SESSIONS", 1000),
+        execution_retention_days=_int("LIVECODE_EXECUTION_RETENTION_DAYS", 30),
+        storage_cleanup_interval_s=float(_env("LIVECODE_STORAGE_CLEANUP_INTERVAL_S") or 300.0),
+        storage_cleanup_batch=_int("LIVECODE_STORAGE_CLEANUP_BATCH", 1000),
+        source_gc_grace_s=_int("LIVECODE_SOURCE_GC_GRACE_S", 3600),
         log_level=(_env("LIVECODE_LOG_LEVEL", "INFO") or "INFO").upper(),
         log_json=_bool("LIVECODE_LOG_JSON", True),
         trusted_proxy_hops=_int("LIVECODE_TRUSTED_PROXY_HOPS", 0),
@@ -221,6 +256,11 @@ def load_settings(mode: str | None = None, **overrides: Any) -> Settings:
         raise ConfigError(f"LIVECODE_REGISTRATION must be 'open', 'invite' or 'closed', got {values['registration']!r}")
     if values["trusted_proxy_hops"] < 0:
         raise ConfigError("LIVECODE_TRUSTED_PROXY_HOPS must be 0 or more")
+    for name in ("max_stored_executions", "max_sessions", "execution_retention_days", "source_gc_grace_s"):
+        if values[name] < 0:
+            raise ConfigError(f"LIVECODE_{name.upper()} must be 0 or more, got {values[name]}")
+    if values["storage_cleanup_interval_s"] <= 0 or values["storage_cleanup_batch"] < 1:
+        raise ConfigError("LIVECODE_STORAGE_CLEANUP_INTERVAL_S and LIVECODE_STORAGE_CLEANUP_BATCH must be positive")
     if values["sandbox"] not in {"bwrap", "none"}:
         raise ConfigError(f"LIVECODE_SANDBOX must be 'bwrap' or 'none', got {values['sandbox']!r}")
     return Settings(**values)

@@ -74,3 +74,10 @@ class Unprocessable(ApiError):
 class ServiceUnavailable(ApiError):
     status = 503
     code = "SERVICE_UNAVAILABLE"
+
+
+class QuotaExceeded(ApiError):
+    """A storage cap was reached: waiting does not help, deleting something (or expiry) does."""
+
+    status = 429
+    code = "QUOTA_EXCEEDED"

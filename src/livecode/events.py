@@ -34,6 +34,10 @@ TERMINAL_KINDS = frozenset({"end"})
 class EventBus(Protocol):
     def publish(self, execution_id: str, kind: str, data: dict[str, Any]) -> str: ...
 
+    def publish_many(self, execution_id: str, events: list[tuple[str, dict[str, Any]]]) -> list[str]:
+        """Several events in order, in one round trip (the run's final status, result and end)."""
+        ...
+
     def read(self, execution_id: str, after: str | None, block_ms: int, count: int = READ_COUNT) -> list[Event]:
         """Events after id `after` (None: from the start), oldest first, at most `count`;
         waits up to `block_ms` for the first one when there is none yet (0: do not wait)."""
@@ -42,6 +46,13 @@ class EventBus(Protocol):
     def read_last(self, execution_id: str) -> Event | None:
         """The newest event, or None when the stream is empty or gone."""
         ...
+
+    def watch_finished(self, execution_id: str) -> threading.Event:
+        """An Event set when the execution's "end" is published (and, spuriously, when the
+        notifications may have been missed: the waiter re-reads the row). Pair with unwatch."""
+        ...
+
+    def unwatch_finished(self, execution_id: str, event: threading.Event) -> None: ...
 
 
 def _key(execution_id: str) -> str:
@@ -52,16 +63,104 @@ def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+class FinishWaiters:
+    """Threads of this process waiting for executions to end (the blocking execute), by id.
+    One notification wakes every waiter of that id; `notify_all` wakes them all so that each
+    re-reads its row once (after notifications may have been missed)."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, list[threading.Event]] = {}
+        self._lock = threading.Lock()
+
+    def register(self, execution_id: str) -> threading.Event:
+        event = threading.Event()
+        with self._lock:
+            self._waiting.setdefault(execution_id, []).append(event)
+        return event
+
+    def unregister(self, execution_id: str, event: threading.Event) -> None:
+        with self._lock:
+            events = self._waiting.get(execution_id)
+            if events is not None:
+                events[:] = [e for e in events if e is not event]
+                if not events:
+                    del self._waiting[execution_id]
+
+    def notify(self, execution_id: str) -> None:
+        with self._lock:
+            events = list(self._waiting.get(execution_id, ()))
+        for e in events:
+            e.set()
+
+    def notify_all(self) -> None:
+        with self._lock:
+            events = [e for es in self._waiting.values() for e in es]
+        for e in events:
+            e.set()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(es) for es in self._waiting.values())
+
+
 class RedisEventBus:
+    """Besides the streams, "end" is announced on one pub/sub channel (per Redis database): an
+    API process listens there with one thread and one connection, whatever the number of
+    requests waiting, instead of one blocking read per waiter."""
+
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        db = client.connection_pool.connection_kwargs.get("db", 0)
+        self.finished_channel = f"livecode:finished:{db}"  # channels are not per database
+        self.finished = FinishWaiters()
+        self._listener: threading.Thread | None = None
+        self._listener_lock = threading.Lock()
 
     def publish(self, execution_id: str, kind: str, data: dict[str, Any]) -> str:
+        return self.publish_many(execution_id, [(kind, data)])[0]
+
+    def publish_many(self, execution_id: str, events: list[tuple[str, dict[str, Any]]]) -> list[str]:
         key = _key(execution_id)
         pipe = self.client.pipeline(transaction=False)
-        pipe.xadd(key, {"k": kind, "d": json.dumps(data)}, maxlen=STREAM_MAXLEN, approximate=True)
+        for kind, data in events:
+            pipe.xadd(key, {"k": kind, "d": json.dumps(data)}, maxlen=STREAM_MAXLEN, approximate=True)
         pipe.expire(key, STREAM_TTL_S)
-        return _text(pipe.execute()[0])
+        if any(kind in TERMINAL_KINDS for kind, _ in events):
+            pipe.publish(self.finished_channel, execution_id)  # same round trip, after the XADDs
+        return [_text(i) for i in pipe.execute()[: len(events)]]
+
+    def watch_finished(self, execution_id: str) -> threading.Event:
+        with self._listener_lock:  # started by the first waiter: workers never listen
+            if self._listener is None:
+                self._listener = threading.Thread(target=self._listen, name="finished-listener", daemon=True)
+                self._listener.start()
+        return self.finished.register(execution_id)
+
+    def unwatch_finished(self, execution_id: str, event: threading.Event) -> None:
+        self.finished.unregister(execution_id, event)
+
+    def _listen(self) -> None:
+        while True:
+            pubsub = self.client.pubsub()
+            try:
+                pubsub.subscribe(self.finished_channel)
+                while True:
+                    msg = pubsub.get_message(timeout=1.0)
+                    if msg is None:
+                        continue
+                    if msg["type"] == "message":
+                        self.finished.notify(_text(msg["data"]))
+                    elif msg["type"] == "subscribe":
+                        # (Re)subscribed: what ended before this was not heard; waiters re-read.
+                        self.finished.notify_all()
+            except Exception:  # noqa: BLE001 - waiters fall back to their deadline meanwhile
+                log.warning("finished-listener lost Redis; reconnecting", exc_info=True)
+                time.sleep(0.5)
+            finally:
+                try:
+                    pubsub.close()
+                except Exception:  # noqa: BLE001
+                    pass
 
     def read(self, execution_id: str, after: str | None, block_ms: int, count: int = READ_COUNT) -> list[Event]:
         # block=None means "don't block"; block=0 would mean "forever" to Redis.
@@ -108,6 +207,7 @@ class MemoryEventBus:
         self._max_bytes = max_bytes
         self._ttl = ttl_s
         self._bytes = 0
+        self.finished = FinishWaiters()
 
     def publish(self, execution_id: str, kind: str, data: dict[str, Any]) -> str:
         size = len(json.dumps(data)) + 64
@@ -131,7 +231,18 @@ class MemoryEventBus:
                 del stream.events[0], stream.keys[0]
             self._evict()
             self._cond.notify_all()
-            return event_id
+        if kind in TERMINAL_KINDS:
+            self.finished.notify(execution_id)
+        return event_id
+
+    def publish_many(self, execution_id: str, events: list[tuple[str, dict[str, Any]]]) -> list[str]:
+        return [self.publish(execution_id, kind, data) for kind, data in events]
+
+    def watch_finished(self, execution_id: str) -> threading.Event:
+        return self.finished.register(execution_id)
+
+    def unwatch_finished(self, execution_id: str, event: threading.Event) -> None:
+        self.finished.unregister(execution_id, event)
 
     def _evict(self) -> None:
         now = time.monotonic()
@@ -263,8 +374,17 @@ class SharedTails:
     def publish(self, execution_id: str, kind: str, data: dict[str, Any]) -> str:
         return self.bus.publish(execution_id, kind, data)
 
+    def publish_many(self, execution_id: str, events: list[tuple[str, dict[str, Any]]]) -> list[str]:
+        return self.bus.publish_many(execution_id, events)
+
     def read_last(self, execution_id: str) -> Event | None:
         return self.bus.read_last(execution_id)
+
+    def watch_finished(self, execution_id: str) -> threading.Event:
+        return self.bus.watch_finished(execution_id)
+
+    def unwatch_finished(self, execution_id: str, event: threading.Event) -> None:
+        self.bus.unwatch_finished(execution_id, event)
 
     def read(self, execution_id: str, after: str | None, block_ms: int, count: int = READ_COUNT) -> list[Event]:
         start = parse_id(after) if after else (0, 0)

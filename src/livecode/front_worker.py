@@ -135,7 +135,7 @@ class RequestReader:
                 size = int(bytes(buf[pos:line_end]).split(b";", 1)[0].strip(), 16)
             except ValueError:
                 size = -1
-            if size < 0:
+            if size < 0 or size > self.max_body:  # malformed, or more than a body may be: refused by the parser
                 self.hand_over_now = True
                 return True
             if size == 0:  # the last chunk; then trailers, if any, and an empty line
@@ -286,7 +286,13 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
             return
         except OSError:
             data = b""
-        if not data:  # the client went away
+        if not data:  # the client closed its side
+            if conn.reader is not None and conn.reader.head_end is not None:
+                # A request whose body was cut short: the parser answers it (400), as it would
+                # without the front; the client may still be reading.
+                self.poller.unregister(conn.sock)
+                self._hand_over(conn)
+                return
             self._drop(conn)
             return
         conn.buf += data

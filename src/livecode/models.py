@@ -131,6 +131,19 @@ class CodeSession(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class Source(Base):
+    """A program's text, stored once however many executions run it (content-addressed): the key
+    is the sha256 of its UTF-8 encoding. Executions reference it by hash; the storage job deletes
+    a source once no execution references it and it has not been used for a grace period."""
+
+    __tablename__ = "sources"
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    content: Mapped[str] = mapped_column(Text, nullable=False)
+    size_bytes: Mapped[int] = mapped_column(Integer, nullable=False)
+    last_used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+
+
 class Execution(Base):
     __tablename__ = "executions"
     __table_args__ = (
@@ -153,7 +166,11 @@ class Execution(Base):
     )
     user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
     language: Mapped[str] = mapped_column(String(50), nullable=False)
-    source_code: Mapped[str] = mapped_column(Text, nullable=False)
+    # The code as it was when the run was submitted, by content hash (see Source). The foreign key
+    # is what makes collecting unreferenced sources safe against a concurrent submission.
+    source_hash: Mapped[str] = mapped_column(
+        String(64), ForeignKey("sources.hash", name="fk_executions_source_hash"), nullable=False, index=True
+    )
     stdin: Mapped[str] = mapped_column(Text, nullable=False, default="")
     args: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
     limits: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
@@ -179,7 +196,7 @@ class Execution(Base):
     request_id: Mapped[str | None] = mapped_column(String(64))
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class IdempotencyRecord(Base):

@@ -5,14 +5,20 @@ the embedded mode (one process). The moving-window strategy is one atomic Lua sc
 Redis: 30 concurrent requests against a limit of 10 admit exactly 10, and no burst of 2x the limit
 slips through at a window boundary as it would with fixed windows.
 
-A single submission's limit is checked before the handler runs; a batch is charged its number of
-runs by the batch service, after checking the batch and right before inserting it (one atomic
-hit with that cost). Either way a refused request creates nothing.
+Executions are charged to two budgets: the user's (or, signed out, the client address's) and the
+client address's whoever is signed in (LIVECODE_EXECUTION_RATE_LIMIT_PER_ADDRESS), so fresh
+accounts do not multiply one address's budget. A single submission is charged before the handler
+runs; a batch is charged its number of runs by the batch service, after checking the batch and
+right before inserting it (one atomic hit per budget with that cost). Either way a refused request
+creates nothing.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
@@ -38,19 +44,8 @@ def _settings() -> Settings:
     return current_app.extensions["livecode.runtime"].settings  # type: ignore[no-any-return]
 
 
-def _execution_limit() -> str:
-    return _settings().execution_rate_limit
-
-
 def _login_limit() -> str:
     return _settings().login_rate_limit
-
-
-def _execution_message() -> str:
-    return (
-        f"rate limit exceeded: at most {_settings().execution_rate_limit} executions per user; "
-        "see the Retry-After header"
-    )
 
 
 def _login_message() -> str:
@@ -59,6 +54,8 @@ def _login_message() -> str:
         "see the Retry-After header"
     )
 
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 KEY_PREFIX = "livecode"
 
@@ -74,11 +71,19 @@ EXECUTIONS_SCOPE = "executions"
 
 # A single submission costs one, checked before the handler. A batch is charged by
 # charge_executions() with the number of runs it queues, in the same bucket.
-execution_limit = limiter.shared_limit(
-    _execution_limit,
-    scope=EXECUTIONS_SCOPE,
-    error_message=_execution_message,
-)
+ADDRESS_SCOPE = "executions-by-address"  # beside the user's: every run from one client address
+
+
+def execution_charge(fn: F) -> F:
+    """For the execute route: charge one execution to the user's and the client address's budgets
+    before the handler runs (so a refused request creates nothing), or answer 429."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        charge_executions(1)
+        return fn(*args, **kwargs)
+
+    return cast(F, wrapper)
 
 
 class RateLimited(ApiError):
@@ -87,23 +92,36 @@ class RateLimited(ApiError):
 
 
 def charge_executions(cost: int) -> None:
-    """Take `cost` executions from the caller's budget in one atomic step (one Lua script in
-    Redis), or take none and answer 429. The batch service calls it once it knows how many rows
-    it will insert, right before inserting them, so what is charged is what is queued, whatever
-    the body looked like to anyone else."""
+    """Take `cost` executions from the caller's budgets (the user's and the client address's) in
+    atomic steps (one Lua script each in Redis), or answer 429. The batch service calls it once it
+    knows how many rows it will insert, right before inserting them, so what is charged is what is
+    queued, whatever the body looked like to anyone else."""
     settings = _settings()
     if cost <= 0 or not settings.rate_limits_enabled:
         return
-    item = parse_limit(settings.execution_rate_limit)
-    # The same key flask-limiter builds for the shared limit above: prefix, key, scope.
-    key = [KEY_PREFIX, user_or_address(), EXECUTIONS_SCOPE]
-    if limiter.limiter.hit(item, *key, cost=cost):
-        return
+    user_item = parse_limit(settings.execution_rate_limit)
+    # The same keys flask-limiter builds for the shared limits above: prefix, key, scope.
+    user_key = [KEY_PREFIX, user_or_address(), EXECUTIONS_SCOPE]
+    address = settings.execution_rate_limit_per_address
+    address_item = parse_limit(address) if address else None
+    address_key = [KEY_PREFIX, f"addr:{client_address()}", ADDRESS_SCOPE]
+    # The address budget is looked at first so that a refusal there charges nothing; two batches
+    # racing between this look and the hit below can pass it by at most one batch.
+    if address_item is not None and not limiter.limiter.test(address_item, *address_key, cost=cost):
+        _refuse(address_item, address_key, cost,
+                f"{address} executions per client address, whichever account sends them")
+    if not limiter.limiter.hit(user_item, *user_key, cost=cost):
+        _refuse(user_item, user_key, cost, f"{settings.execution_rate_limit} executions per user")
+    if address_item is not None:
+        limiter.limiter.hit(address_item, *address_key, cost=cost)
+
+
+def _refuse(item: Any, key: list[str], cost: int, what: str) -> None:
     stats = limiter.limiter.get_window_stats(item, *key)
     reset_at = int(stats.reset_time)
     raise RateLimited(
-        f"rate limit exceeded: at most {settings.execution_rate_limit} executions per user; this request "
-        f"asks for {cost} and {max(0, stats.remaining)} are left; see the Retry-After header",
+        f"rate limit exceeded: at most {what}; this request asks for {cost} and "
+        f"{max(0, stats.remaining)} are left; see the Retry-After header",
         details={"cost": cost, "remaining": max(0, stats.remaining)},
         headers={
             "Retry-After": str(max(1, reset_at - int(time.time()))),
@@ -136,7 +154,8 @@ def init_limiter(app: Flask, settings: Settings) -> None:
         # round trip, which every admitted request would otherwise pay.
         if resp.status_code == 429:
             current = limiter.current_limit
-            if current is not None:
+            # A storage quota's 429 is not a rate limit: waiting does not lift it.
+            if current is not None and current.breached:
                 reset_at = int(current.reset_at)
                 resp.headers["Retry-After"] = str(max(1, reset_at - int(time.time())))
                 resp.headers["X-RateLimit-Limit"] = str(current.limit.amount)

@@ -13,13 +13,28 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from tests.support.accounts import login, register
+from tests.integration.test_rate_limits import from_address
 from tests.support.client import ApiClient
 from tests.support.procs import livecode, start_api, wait_for
 
 pytestmark = pytest.mark.integration
 
 PROPAGATION_S = 15  # each API process caches a principal for 5 s
+# Sign-in attempts are limited per client address: this module signs in from an address of its own.
+HTTP = from_address("127.0.0.83")
+
+
+def register(base: str, username: str | None = None, password: str = "correct-horse-42") -> tuple[str, str]:
+    username = username or f"u{uuid.uuid4().hex[:12]}"
+    r = HTTP.post(base + "/api/v1/auth/register", json={"username": username, "password": password}, timeout=30)
+    assert r.status_code == 201, r.text
+    return username, password
+
+
+def login(base: str, username: str, password: str) -> dict[str, str]:
+    r = HTTP.post(base + "/api/v1/auth/login", json={"username": username, "password": password}, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
 
 
 def bearer(base: str, token: str) -> ApiClient:
@@ -117,8 +132,8 @@ def test_password_change_revokes_every_token(auth_apis: Any) -> None:
     assert refresh(base, old["refresh_token"]).status_code == 401
     assert refresh(base, other_device["refresh_token"]).status_code == 401
     assert status_everywhere(auth_apis, new["access_token"]) == [200, 200]
-    assert requests.post(base + "/api/v1/auth/login", json={"username": name, "password": password},
-                         timeout=30).status_code == 401
+    assert HTTP.post(base + "/api/v1/auth/login", json={"username": name, "password": password},
+                     timeout=30).status_code == 401
     login(base, name, "a-new-password-77")
 
 
@@ -190,8 +205,8 @@ def test_usernames_are_normalised_and_common_passwords_refused(auth_apis: Any) -
     register(base, stem, "long-enough-pass-3")
 
     def reg(username: str, password: str = "long-enough-pass-3") -> requests.Response:
-        return requests.post(base + "/api/v1/auth/register", json={"username": username, "password": password},
-                             timeout=30)
+        return HTTP.post(base + "/api/v1/auth/register", json={"username": username, "password": password},
+                         timeout=30)
 
     # Case variants and full-width look-alikes are the same account.
     fullwidth = "".join(chr(ord(c) + 0xFEE0) for c in stem.lower())
@@ -225,13 +240,13 @@ def gated_apis(auth_apis: Any) -> Iterator[dict[str, str]]:
 
 def test_registration_can_be_closed_or_by_invitation(auth_apis: Any, gated_apis: dict[str, str]) -> None:
     body = {"username": f"n{uuid.uuid4().hex[:8]}", "password": "long-enough-pass-3"}
-    r = requests.post(gated_apis["closed"] + "/api/v1/auth/register", json=body, timeout=30)
+    r = HTTP.post(gated_apis["closed"] + "/api/v1/auth/register", json=body, timeout=30)
     assert r.status_code == 403 and r.json()["error"]["code"] == "REGISTRATION_CLOSED", r.text
 
     base = gated_apis["invite"]
-    r = requests.post(base + "/api/v1/auth/register", json=body, timeout=30)
+    r = HTTP.post(base + "/api/v1/auth/register", json=body, timeout=30)
     assert r.status_code == 403 and r.json()["error"]["code"] == "INVITATION_REQUIRED", r.text
-    r = requests.post(base + "/api/v1/auth/register", json={**body, "invitation": "inv_made-up"}, timeout=30)
+    r = HTTP.post(base + "/api/v1/auth/register", json={**body, "invitation": "inv_made-up"}, timeout=30)
     assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_INVITATION", r.text
 
     # An ordinary user cannot invite; an admin can, and each code works once.
@@ -243,12 +258,12 @@ def test_registration_can_be_closed_or_by_invitation(auth_apis: Any, gated_apis:
     r = admin.request("POST", "/api/v1/auth/invitations", json={"days": 2})
     assert r.status_code == 201, r.text
     code = r.json()["code"]
-    r = requests.post(base + "/api/v1/auth/register", json={**body, "invitation": code}, timeout=30)
+    r = HTTP.post(base + "/api/v1/auth/register", json={**body, "invitation": code}, timeout=30)
     assert r.status_code == 201, r.text
     again = {"username": f"n{uuid.uuid4().hex[:8]}", "password": "long-enough-pass-3", "invitation": code}
-    r = requests.post(base + "/api/v1/auth/register", json=again, timeout=30)
+    r = HTTP.post(base + "/api/v1/auth/register", json=again, timeout=30)
     assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_INVITATION", r.text
     # The failed attempt created no account.
-    r = requests.post(base + "/api/v1/auth/login", json={"username": again["username"],
+    r = HTTP.post(base + "/api/v1/auth/login", json={"username": again["username"],
                                                          "password": again["password"]}, timeout=30)
     assert r.status_code == 401

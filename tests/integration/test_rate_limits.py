@@ -239,3 +239,42 @@ def test_without_trusted_proxies_a_forwarded_header_is_ignored(cluster: Any) -> 
                                guesser) == 429
     finally:
         proc.stop()
+
+
+def _client_from(base: str, source: str) -> ApiClient:
+    """A new account whose requests all come from the loopback address `source`."""
+    username, password = _register(base, source)
+    session = from_address(source)
+    r = session.post(base + "/api/v1/auth/login", json={"username": username, "password": password}, timeout=60)
+    assert r.status_code == 200, r.text
+    client = ApiClient(base, headers={"Authorization": f"Bearer {r.json()['access_token']}"})
+    client.http.mount("http://", SourceAddressAdapter(source))
+    return client
+
+
+def test_fresh_accounts_do_not_multiply_one_address_budget(cluster: Any) -> None:
+    per_user, per_address = 4, 6
+    proc, base = _api_with(cluster.env, LIVECODE_EXECUTION_RATE_LIMIT=f"{per_user}/minute",
+                           LIVECODE_EXECUTION_RATE_LIMIT_PER_ADDRESS=f"{per_address}/minute")
+    try:
+        first, second, third = (_client_from(base, "127.0.0.61") for _ in range(3))
+        elsewhere = _client_from(base, "127.0.0.62")
+        sids = [c.create_session("pass")["session_id"] for c in (first, second, third, elsewhere)]
+        # The first account uses its whole per-user budget...
+        codes = [first.execute(sids[0], priority="batch").status_code for _ in range(per_user + 1)]
+        assert codes == [202] * per_user + [429], codes
+        # ...a second account from the same address gets only what is left of the address's...
+        codes = [second.execute(sids[1], priority="batch").status_code for _ in range(per_user)]
+        assert codes == [202] * (per_address - per_user) + [429] * (2 * per_user - per_address), codes
+        refused = second.execute(sids[1], priority="batch")
+        assert refused.status_code == 429 and "per client address" in refused.json()["error"]["message"]
+        # ...and a third account, or a batch, gets nothing more: nothing is queued for them.
+        assert third.execute(sids[2], priority="batch").status_code == 429
+        batch = third.request("POST", "/api/v1/executions/batch", json={"executions": [{"session_id": sids[2]}]})
+        assert batch.status_code == 429 and batch.json()["error"]["code"] == "RATE_LIMITED", batch.text
+        assert executions_of(third, sids[2]) == 0
+        assert executions_of(second, sids[1]) == per_address - per_user
+        # Another address has its own budget.
+        assert elsewhere.execute(sids[3], priority="batch").status_code == 202
+    finally:
+        proc.stop()

@@ -31,3 +31,16 @@ def test_memory_bus_is_bounded_in_executions() -> None:
         bus.publish(f"e{i}", "status", {})
     assert bus.read("e0", None, 0) == []
     assert bus.read("e4", None, 0) != []
+
+
+def test_the_end_event_wakes_only_the_waiters_of_that_execution() -> None:
+    bus = MemoryEventBus()
+    mine, other = bus.watch_finished("a"), bus.watch_finished("b")
+    bus.publish("a", "status", {"status": "RUNNING"})
+    assert not mine.is_set()
+    bus.publish_many("a", [("status", {"status": "COMPLETED"}), ("result", {}), ("end", {"status": "COMPLETED"})])
+    assert mine.is_set() and not other.is_set()
+    assert [kind for _, kind, _ in bus.read("a", None, 0)] == ["status", "status", "result", "end"]
+    bus.unwatch_finished("a", mine)
+    bus.unwatch_finished("b", other)
+    assert len(bus.finished) == 0

@@ -46,6 +46,7 @@ def test_slow_head_and_body_are_not_complete() -> None:
     b"POST / HTTP/1.1\r\nContent-Length: 999999\r\n\r\n",  # the app answers 413 unread
     b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",  # both framings
     b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # bad chunk size
+    b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffff\r\n{}",  # absurd chunk size
     b"GET / HTTP/1.1\r\nX: " + b"a" * (MAX_HEAD + 10),  # head too long
 ])
 def test_refused_requests_are_handed_on_without_waiting(request_bytes: bytes) -> None:

@@ -9,8 +9,9 @@ import pytest
 
 from livecode import migrate
 from livecode.config import load_settings
-from livecode.models import CodeSession, Execution, utcnow
+from livecode.models import CodeSession, Execution, Source, utcnow
 from livecode.runtime import build_runtime
+from livecode.services.storage import source_hash
 from livecode.worker.reconciler import reconcile_once
 
 
@@ -30,8 +31,10 @@ def add_execution(rt, status: str, worker: str | None = None, attempts: int = 0,
     then = utcnow() - timedelta(seconds=age_s)
     with rt.db.write() as s:
         s.add(CodeSession(id=sid, language="python", source_code="print(1)"))
+        if s.get(Source, source_hash("print(1)")) is None:
+            s.add(Source(hash=source_hash("print(1)"), content="print(1)", size_bytes=8, last_used_at=then))
         s.flush()
-        s.add(Execution(id=eid, session_id=sid, language="python", source_code="print(1)", status=status,
+        s.add(Execution(id=eid, session_id=sid, language="python", source_hash=source_hash("print(1)"), status=status,
                         worker=worker, attempts=attempts, queued_at=then,
                         started_at=then if status == "RUNNING" else None))
     return eid

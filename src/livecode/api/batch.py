@@ -59,7 +59,8 @@ class Batch(Resource):
     @ns.response(202, "All queued (low priority)", batch_response)
     @ns.response(400, "Invalid item; nothing was queued", schemas.error)
     @ns.response(404, "A session does not exist; nothing was queued", schemas.error)
-    @ns.response(429, "The items exceed your executions-per-minute limit; nothing was queued", schemas.error)
+    @ns.response(429, "The items exceed your executions-per-minute limit, or would take you over the storage "
+                 "quota (EXECUTION_QUOTA_EXCEEDED); nothing was queued", schemas.error)
     def post(self) -> Any:
         """Queue many runs on the low-priority queue in one request: all or nothing. Interactive
         runs overtake them. Poll each execution as usual."""

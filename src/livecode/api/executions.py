@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from flask import request
 from flask_restx import Namespace, Resource
 
 from ..errors import ValidationError
-from ..ratelimit import execution_limit
+from ..ratelimit import execution_charge
 from ..services import executions as svc
+from ..services.waiting import wait_for_end
 from . import schemas
 from .body import json_body, optional_int, optional_str, parse_uuid, query_int, reject_unknown
 from .context import enqueue, owner_id, request_id, rt
 from .idempotency import idempotent
+from .waiting import WAIT_PARAMS, wait_seconds, wait_slots
 
 ns = Namespace("executions", description="Asynchronous executions of a session's code")
 schemas.attach(ns)
@@ -59,33 +62,60 @@ def parse_execute_options(body: dict[str, Any]) -> svc.ExecuteOptions:
 @ns.route("/session/<string:session_id>/execute")
 @ns.param("session_id", "the session's UUID")
 class Execute(Resource):
-    decorators = [execution_limit]  # checked before the handler: a refused request creates nothing
+    # Charged before the handler (the user's budget and the client address's): a refused request
+    # creates nothing.
+    decorators = [execution_charge]
 
-    @ns.doc("execute_session", params={"Idempotency-Key": {"in": "header", "type": "string"}})
+    @ns.doc("execute_session", params={"Idempotency-Key": {"in": "header", "type": "string"},
+                                       **WAIT_PARAMS, "encoding": ENCODING_PARAM})
     @ns.expect(schemas.execute_request, validate=False)
+    @ns.response(200, "Finished (wait=true): the execution, as GET /api/v1/executions/{id}", schemas.execution)
     @ns.response(202, "Queued", schemas.execution_queued)
-    @ns.response(400, "Invalid options, unknown or unavailable language, limit above maximum", schemas.error)
+    @ns.response(400, "Invalid options or query parameters, unknown or unavailable language, limit above maximum",
+                 schemas.error)
     @ns.response(404, "No such session", schemas.error)
     @ns.response(409, "The session already has an execution in progress", schemas.error)
     @ns.response(422, "Idempotency key reused with a different body", schemas.error)
-    @ns.response(429, "Rate limit exceeded", schemas.error)
+    @ns.response(429, "Rate limit exceeded, or at the storage quota (EXECUTION_QUOTA_EXCEEDED)", schemas.error)
     def post(self, session_id: str) -> Any:
-        """Queue a run of the session's current code. Returns at once; poll the execution or
-        follow its events."""
+        """Queue a run of the session's current code. Returns at once (202); poll the execution or
+        follow its events. With `wait=true` it answers when the run has finished (200, the
+        finished execution), or 202 as usual when `timeout_ms` runs out first."""
         sid = parse_uuid(session_id, "session_id")
         body = json_body(allow_empty=True)
+        r = rt()
+        wait_s = wait_seconds(r.settings)
+        encoding = output_encoding() if wait_s is not None else "text"
+        waiting = wait_s is not None and wait_slots(r.settings).try_acquire()
+        watch: dict[str, Any] = {}
+
+        def queued(eid: Any) -> None:
+            r.events.publish(str(eid), "status", {"status": "QUEUED"})
+            if waiting:  # listen before the id is on the queue: the end cannot pass unheard
+                watch["eid"] = str(eid)
+                watch["event"] = r.events.watch_finished(str(eid))
 
         def submit() -> tuple[dict[str, Any], int]:
             options = parse_execute_options(body)
-            r = rt()
             result = svc.submit_execution(
                 r.db, enqueue(), r.settings, sid, owner_id=owner_id(), options=options,
-                request_id=request_id(),
-                on_queued=lambda eid: r.events.publish(str(eid), "status", {"status": "QUEUED"}),
+                request_id=request_id(), on_queued=queued,
             )
             return result, 202
 
-        return idempotent("execute", body, submit)
+        try:
+            result, status = idempotent("execute", body, submit)
+            if not waiting or status != 202 or wait_s is None:
+                return result, status
+            eid = uuid.UUID(result["execution_id"])
+            final = wait_for_end(r.db, r.events, eid, owner_id(), wait_s, encoding=encoding,
+                                 watch=watch.pop("event", None))
+            return (final, 200) if final is not None else (result, 202)
+        finally:
+            if "event" in watch:  # registered, but the wait never started
+                r.events.unwatch_finished(watch["eid"], watch["event"])
+            if waiting:
+                wait_slots(r.settings).release()
 
 
 @ns.route("/<string:execution_id>")

@@ -27,6 +27,7 @@ class SessionList(Resource):
     @ns.response(413, "Source too large", schemas.error)
     @ns.response(415, "Not JSON", schemas.error)
     @ns.response(422, "Idempotency key reused with a different body", schemas.error)
+    @ns.response(429, "At the session quota (SESSION_QUOTA_EXCEEDED); nothing was created", schemas.error)
     def post(self) -> Any:
         """Create a code session (status ACTIVE, version 1)."""
         body = json_body()
@@ -42,6 +43,7 @@ class SessionList(Resource):
                 source_code=source,
                 owner_id=owner_id(),
                 max_bytes=s.max_source_bytes,
+                settings=s,
             )
             return created, 201
 

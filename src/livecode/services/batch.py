@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
 
 from ..config import Settings
 from ..db import Database
 from ..models import CodeSession, Execution, ExecutionStatus, Priority, utcnow
+from . import storage
 from .executions import Enqueue, ExecuteOptions, check_options
 from .sessions import iso, not_found
 from .validation import check_language
@@ -60,19 +63,24 @@ def submit_batch(
         check_language(language)
 
     now = utcnow()
+    digests = {sid: storage.source_hash(row.source_code) for sid, row in sessions.items()}
     rows = []
     for item in items:
         src = sessions[item.session_id]
         rows.append({
             "id": uuid.uuid4(), "session_id": src.id, "user_id": src.user_id, "language": src.language,
-            "source_code": src.source_code, "stdin": item.options.stdin, "args": item.options.args,
+            "source_hash": digests[src.id], "stdin": item.options.stdin, "args": item.options.args,
             "limits": item.options.limits, "priority": Priority.BATCH.value,
             "status": ExecutionStatus.QUEUED.value, "stdout_truncated": False, "stderr_truncated": False,
             "attempts": 0, "request_id": request_id, "queued_at": now,
         })
-    if charge is not None:
-        charge(len(rows))
     with db.write() as s:
+        # Each distinct source once (a batch of 1000 runs of one session stores its code once);
+        # written first, so that SQLite takes the write lock before the quota is counted.
+        storage.store_sources(s, {digests[sid]: row.source_code for sid, row in sessions.items()}, now)
+        _check_quota(s, settings, rows)  # raising rolls back: a refused batch changes nothing
+        if charge is not None:  # the rate limit last: a batch refused for any other reason costs nothing
+            charge(len(rows))
         s.execute(insert(Execution), rows)
     failed = 0
     for row in rows:
@@ -90,3 +98,14 @@ def submit_batch(
             for r in rows
         ],
     }
+
+
+def _check_quota(s: Session, settings: Settings, rows: list[dict[str, Any]]) -> None:
+    """Refuse the whole batch if it would take an owner over the stored-executions cap."""
+    cap = settings.max_stored_executions
+    if not cap:
+        return
+    for owner, requested in Counter(row["user_id"] for row in rows).items():
+        count = storage.stored_executions(s, settings, owner)
+        if count + requested > cap:
+            raise storage.execution_quota_error(settings, count, requested)

@@ -11,7 +11,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
@@ -19,8 +19,9 @@ from sqlalchemy.exc import IntegrityError
 from ..config import Settings
 from ..db import Database
 from ..errors import Conflict, NotFound, ValidationError
-from ..models import ACTIVE_STATUSES, CodeSession, Execution, ExecutionStatus, Priority, utcnow
+from ..models import ACTIVE_STATUSES, CodeSession, Execution, ExecutionStatus, Priority, Source, utcnow
 from ..sandbox.types import text_view
+from . import storage
 from .sessions import iso, not_found
 from .validation import check_language, check_text
 
@@ -126,6 +127,20 @@ def serialize_execution(e: Execution, encoding: str = "text") -> dict[str, Any]:
     }
 
 
+class _NotInserted(Exception):
+    pass
+
+
+def _refusal(db: Database, settings: Settings, session_id: uuid.UUID, owner: uuid.UUID | None) -> NoReturn:
+    """Why INSERT ... SELECT inserted nothing: the owner is at the cap, or the session is gone."""
+    with db.read(fresh=True) as s:
+        exists = s.execute(select(CodeSession.id).where(CodeSession.id == session_id)).scalar() is not None
+        count = storage.stored_executions(s, settings, owner) if settings.max_stored_executions else 0
+    if exists and settings.max_stored_executions and count >= settings.max_stored_executions:
+        raise storage.execution_quota_error(settings, count)
+    raise not_found(session_id)
+
+
 def _active_execution(db: Database, session_id: uuid.UUID) -> uuid.UUID | None:
     with db.read(fresh=True) as s:
         return s.execute(
@@ -148,28 +163,32 @@ def submit_execution(
     request_id: str | None = None,
     on_queued: Callable[[uuid.UUID], object] | None = None,
 ) -> dict[str, Any]:
-    """Insert a QUEUED execution holding a copy of the session's code, then queue its id.
-    `on_queued` runs between the two (it publishes the QUEUED event, so that it precedes the
-    worker's RUNNING); its failure is logged, never the caller's."""
+    """Insert a QUEUED execution of the session's code (stored once, by hash: services/storage.py),
+    then queue its id. `on_queued` runs between the two (it publishes the QUEUED event, so that it
+    precedes the worker's RUNNING); its failure is logged, never the caller's."""
     check_options(options, settings)
     with db.read(fresh=True) as s:
-        q = select(CodeSession.language).where(CodeSession.id == session_id)
+        q = select(CodeSession.language, CodeSession.source_code, CodeSession.user_id).where(
+            CodeSession.id == session_id
+        )
         if owner_id is not None:
             q = q.where(CodeSession.user_id == owner_id)
-        language = s.execute(q).scalar()
-    if language is None:
+        session = s.execute(q).first()
+    if session is None:
         raise not_found(session_id)
-    check_language(language)
+    check_language(session.language)
 
     execution_id = uuid.uuid4()
     now = utcnow()
-    # INSERT ... SELECT copies the source as it is at this instant, in one statement.
+    digest = storage.source_hash(session.source_code)
+    # The run is of the code as read above (the code when the request came). INSERT ... SELECT
+    # inserts nothing if the session is gone by now, or if its owner is at the storage cap.
     copy = select(
         literal(execution_id),
         CodeSession.id,
         CodeSession.user_id,
         CodeSession.language,
-        CodeSession.source_code,
+        literal(digest, Execution.source_hash.type),
         literal(options.stdin),
         literal(options.args, Execution.args.type),
         literal(options.limits, Execution.limits.type),
@@ -182,13 +201,16 @@ def submit_execution(
         literal(request_id, Execution.request_id.type),
         literal(now, Execution.queued_at.type),
     ).where(CodeSession.id == session_id)
+    under_cap = storage.under_execution_cap(settings, session.user_id)
+    if under_cap is not None:
+        copy = copy.where(under_cap)
     stmt = insert(Execution).from_select(
         [
             "id",
             "session_id",
             "user_id",
             "language",
-            "source_code",
+            "source_hash",
             "stdin",
             "args",
             "limits",
@@ -205,7 +227,12 @@ def submit_execution(
     )
     try:
         with db.write() as s:
-            inserted = s.execute(stmt).rowcount  # type: ignore[attr-defined]
+            storage.store_sources(s, {digest: session.source_code}, now)
+            # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... SELECT that inserted nothing.
+            if s.execute(stmt.returning(Execution.id)).first() is None:
+                raise _NotInserted  # rolls back the source too: a refusal changes nothing
+    except _NotInserted:
+        _refusal(db, settings, session_id, session.user_id)
     except IntegrityError as exc:
         active = _active_execution(db, session_id)
         if active is None:  # the session was deleted between the read and the insert
@@ -215,8 +242,6 @@ def submit_execution(
             code="EXECUTION_IN_PROGRESS",
             details={"active_execution_id": str(active)},
         ) from exc
-    if not inserted:
-        raise not_found(session_id)
     if on_queued is not None:
         try:
             on_queued(execution_id)
@@ -307,7 +332,8 @@ def claim_execution(db: Database, execution_id: uuid.UUID, worker: str) -> Claim
         .returning(
             Execution.attempts,
             Execution.language,
-            Execution.source_code,
+            # The code by hash, in the same statement: a referenced source is never collected.
+            select(Source.content).where(Source.hash == Execution.source_hash).scalar_subquery().label("source_code"),
             Execution.stdin,
             Execution.args,
             Execution.limits,
@@ -347,6 +373,27 @@ def finish_execution(
     )
     with db.write() as s:
         return bool(s.execute(stmt).rowcount)  # type: ignore[attr-defined]
+
+
+def finish_execution_returning(
+    db: Database, execution_id: uuid.UUID, attempt: int, status: ExecutionStatus, **result: Any
+) -> dict[str, Any] | None:
+    """finish_execution that also returns the finished execution as GET returns it (from the
+    UPDATE's RETURNING: no second read), or None when the row was not the attempt's to finish."""
+    stmt = (
+        update(Execution)
+        .where(
+            Execution.id == execution_id,
+            Execution.status == ExecutionStatus.RUNNING.value,
+            Execution.attempts == attempt,
+        )
+        .values(status=status.value, finished_at=utcnow(), **result)
+        .returning(Execution)
+        .execution_options(synchronize_session=False)
+    )
+    with db.write() as s:
+        row = s.execute(stmt).scalars().first()
+        return serialize_execution(row) if row is not None else None
 
 
 def release_execution(db: Database, execution_id: uuid.UUID, attempt: int) -> bool:

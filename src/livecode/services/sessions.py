@@ -6,11 +6,13 @@ import functools
 import uuid
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, insert, literal, select, update
 
+from ..config import Settings
 from ..db import Database
 from ..errors import Conflict, NotFound
 from ..models import CodeSession, utcnow
+from . import storage
 from .validation import check_language, check_source
 
 
@@ -48,8 +50,10 @@ def not_found(session_id: uuid.UUID) -> NotFound:
 
 
 def create_session(
-    db: Database, *, language: str, source_code: str, owner_id: uuid.UUID | None, max_bytes: int
+    db: Database, *, language: str, source_code: str, owner_id: uuid.UUID | None, max_bytes: int,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
+    """Create a session; with `settings`, refused (429) when the owner has `max_sessions` already."""
     check_language(language)
     check_source(source_code, max_bytes)
     now = utcnow()
@@ -63,8 +67,25 @@ def create_session(
         created_at=now,
         updated_at=now,
     )
+    under_cap = storage.under_session_cap(settings, owner_id) if settings is not None else None
+    if under_cap is None:
+        with db.write() as s:
+            s.add(row)
+        return serialize_session(row)
+    # One INSERT ... SELECT ... WHERE <count below the cap>: the check and the insert are one
+    # statement (on SQLite, under the write lock).
+    values = {c: getattr(row, c) for c in ("id", "user_id", "language", "source_code", "status", "version",
+                                            "created_at", "updated_at")}
+    table = CodeSession.__table__
+    pick = select(*(literal(v, table.c[c].type) for c, v in values.items())).where(under_cap)
     with db.write() as s:
-        s.add(row)
+        # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... SELECT that inserted nothing.
+        inserted = s.execute(insert(CodeSession).from_select(list(values), pick).returning(CodeSession.id)).first()
+    if inserted is None:
+        assert settings is not None
+        with db.read(fresh=True) as s:
+            count = storage.stored_sessions(s, settings, owner_id)
+        raise storage.session_quota_error(settings, count)
     return serialize_session(row)
 
 

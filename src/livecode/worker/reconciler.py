@@ -27,6 +27,7 @@ from sqlalchemy import select, update
 from ..models import Execution, ExecutionStatus, utcnow
 from ..runtime import Runtime
 from .deadletter import drain_pending
+from .janitor import StorageCleanup
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,7 @@ class Reconciler(threading.Thread):
         self.rt, self.enqueue, self.holder = rt, enqueue, holder
         self.stopped = threading.Event()
         self.absent = AbsentWorkers(rt.settings.heartbeat_ttl_s)
+        self.cleanup = StorageCleanup(rt, holder)
 
     def run(self) -> None:
         interval = self.rt.settings.reconcile_interval_s
@@ -212,6 +214,10 @@ class Reconciler(threading.Thread):
                     reconcile_once(self.rt, self.enqueue, absent=self.absent)
             except Exception:  # noqa: BLE001 - a dependency is down; try again next tick
                 log.warning("reconcile pass failed", exc_info=True)
+            try:
+                self.cleanup.tick()
+            except Exception:  # noqa: BLE001 - as above: the next interval tries again
+                log.warning("storage cleanup failed", exc_info=True)
 
     def _acquire(self, interval: float) -> bool:
         if self.rt.redis is None:

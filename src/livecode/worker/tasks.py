@@ -21,7 +21,7 @@ from ..errors import internal_error_message, new_error_id
 from ..models import ExecutionStatus, utcnow
 from ..runtime import Runtime, runtime
 from ..sandbox import Outcome, RunRequest, RunResult, SandboxLimits
-from ..services.executions import ClaimedRun, claim_execution, fail_queued, finish_execution
+from ..services.executions import ClaimedRun, claim_execution, fail_queued, finish_execution_returning
 from .celery_app import celery
 from .deadletter import record_dead_letter
 from .registry import identity
@@ -87,12 +87,13 @@ def internal_error_stderr(result: RunResult, extra: dict[str, Any]) -> bytes:
 
 
 def _save(rt: Runtime, claimed: ClaimedRun, status: ExecutionStatus, cols: dict[str, Any],
-          extra: dict[str, Any]) -> tuple[bool, ExecutionStatus]:
+          extra: dict[str, Any]) -> tuple[dict[str, Any] | None, ExecutionStatus]:
     """Write the result. When that fails for good (not a lost connection), the run is recorded as
     FAILED/INTERNAL_ERROR without its output, with a generic message and an error id for the
     user; the exception goes to the operator's log with the same id (the engine hides statement
     parameters, so the program's output is not in it). Raises only if that fails too.
-    Returns whether the row was written and the status it was given."""
+    Returns the finished execution (None if the row was not this attempt's to write) and the
+    status it was given."""
     try:
         return _save_with_backoff(rt, claimed, status, cols, rt.settings.task_max_retries), status
     except Exception as exc:
@@ -112,21 +113,28 @@ def _save(rt: Runtime, claimed: ClaimedRun, status: ExecutionStatus, cols: dict[
 
 def _save_with_backoff(
     rt: Runtime, claimed: ClaimedRun, status: ExecutionStatus, cols: dict[str, Any], max_retries: int
-) -> bool:
+) -> dict[str, Any] | None:
     """Write the result, retrying a lost database 2^n s apart. The program is not run again."""
     for attempt in range(max_retries + 1):
         try:
-            return finish_execution(rt.db, claimed.execution_id, claimed.attempt, status, **cols)
+            return finish_execution_returning(rt.db, claimed.execution_id, claimed.attempt, status, **cols)
         except Exception as exc:
             if not is_unavailable(exc) or attempt == max_retries:
                 raise
             time.sleep(2**attempt)
-    return False
+    return None
 
 
 def _publish(rt: Runtime, execution_id: str, kind: str, data: dict[str, Any]) -> None:
     try:
         rt.events.publish(execution_id, kind, data)
+    except Exception:  # noqa: BLE001 - streaming is best effort; the row is the truth
+        log.debug("event publish failed", exc_info=True)
+
+
+def _publish_final(rt: Runtime, execution_id: str, events: list[tuple[str, dict[str, Any]]]) -> None:
+    try:
+        rt.events.publish_many(execution_id, events)
     except Exception:  # noqa: BLE001 - streaming is best effort; the row is the truth
         log.debug("event publish failed", exc_info=True)
 
@@ -223,27 +231,22 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
     cols = result_columns(result)
     if result.outcome == Outcome.INTERNAL_ERROR:
         cols["stderr"] = internal_error_stderr(result, extra)
-    saved, status = _save(rt, claimed, status, cols, extra)
+    final, status = _save(rt, claimed, status, cols, extra)
     log.info(
         "execution finished",
         extra={
             **extra,
             "status": status.value,
             "reason": reason,
-            "saved": saved,
+            "saved": final is not None,
             "execution_time_ms": result.wall_time_ms,
         },
     )
-    if saved:
-        from ..services.executions import get_execution
-
-        try:
-            final = get_execution(rt.db, claimed.execution_id, None)
-        except Exception:  # noqa: BLE001
-            final = {"execution_id": execution_id, "status": status.value}
-        _publish(rt, execution_id, "status", {"status": status.value})
-        _publish(rt, execution_id, "result", final)
-        _publish(rt, execution_id, "end", {"status": status.value})
+    if final is not None:
+        # The row the UPDATE returned, and the three final events in one round trip.
+        _publish_final(rt, execution_id, [
+            ("status", {"status": status.value}), ("result", final), ("end", {"status": status.value}),
+        ])
     return status.value
 
 

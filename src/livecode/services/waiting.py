@@ -1,0 +1,50 @@
+"""Wait for an execution to end without polling the database: the worker's final events wake
+the waiter (events.EventBus.watch_finished), which then reads the row once. No Flask."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+from ..db import Database
+from ..events import EventBus
+from ..models import TERMINAL_STATUSES
+from .executions import get_execution
+
+
+def wait_for_end(
+    db: Database,
+    bus: EventBus,
+    execution_id: uuid.UUID,
+    owner_id: uuid.UUID | None,
+    timeout_s: float,
+    *,
+    encoding: str = "text",
+    watch: threading.Event | None = None,
+) -> dict[str, Any] | None:
+    """The execution as GET /api/v1/executions/{id} returns it once it is terminal, or None when
+    `timeout_s` runs out first. `watch`: a bus.watch_finished() taken before the run was queued
+    (then it cannot have ended unheard, and the first read is skipped). The row is read once per
+    wake-up (the final notification, or a resubscription after Redis was lost) and once at the
+    deadline, never in a loop; the database connection is not held while waiting."""
+    eid = str(execution_id)
+    deadline = time.monotonic() + timeout_s
+    event = watch if watch is not None else bus.watch_finished(eid)
+    try:
+        if watch is None:  # it may have ended before we listened
+            row = get_execution(db, execution_id, owner_id, encoding)
+            if row["status"] in TERMINAL_STATUSES:
+                return row
+        while True:
+            remaining = deadline - time.monotonic()
+            woke = event.wait(remaining) if remaining > 0 else False
+            event.clear()
+            row = get_execution(db, execution_id, owner_id, encoding)
+            if row["status"] in TERMINAL_STATUSES:
+                return row
+            if not woke:
+                return None
+    finally:
+        bus.unwatch_finished(eid, event)
