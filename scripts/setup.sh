@@ -3,7 +3,8 @@
 # environment in .venv with LiveCode and its development tools. Re-running is cheap.
 #   scripts/setup.sh            everything the service needs
 #   scripts/setup.sh --test     plus what the test suite needs (PostgreSQL and Redis binaries,
-#                               Chromium for the browser tests)
+#                               Chromium for the browser tests, QEMU and a kernel image for the
+#                               cgroup v2 VM of scripts/test-cgroup-v2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,6 +45,9 @@ if command -v dpkg-query >/dev/null; then
   fi
   if [ "$want_test" = 1 ]; then
     pkgs=(redis-server chromium chromium-driver wrk)  # wrk: bench/ (autosave load)
+    # scripts/test-cgroup-v2 boots Debian's kernel under QEMU (virtme-ng, from the dev extra).
+    pkgs+=(qemu-system-x86 busybox-static)
+    [ "$(dpkg --print-architecture)" = amd64 ] && pkgs+=(linux-image-amd64)
     command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || pkgs+=(postgresql)
     apt_install "${pkgs[@]}"
   fi

@@ -15,7 +15,7 @@ import pytest
 from livecode.sandbox import Outcome, Runner, RunRequest, SandboxLimits
 from livecode.sandbox.bwrap import BwrapRunner
 
-from .helpers import no_leftovers, requires_bwrap, run
+from .helpers import TIME_FACTOR, no_leftovers, requires_bwrap, run
 
 pytestmark = [requires_bwrap, pytest.mark.sandbox, pytest.mark.timeout(180)]
 
@@ -269,7 +269,7 @@ def test_the_pool_follows_the_limits_runs_ask_for(runner: Runner) -> None:
     assert isinstance(runner, BwrapRunner) and runner._pool is not None
     limits = {"memory_mb": 320, "max_disk_kb": 32 * 1024}
     run(runner, "bash", "true", **limits)
-    end = time.monotonic() + 30
+    end = time.monotonic() + 30 * TIME_FACTOR
     while not runner._pool.ready_count((320, 32 * 1024)) and time.monotonic() < end:
         time.sleep(0.05)
     served = runner._pool.served

@@ -10,7 +10,7 @@ import pytest
 
 from livecode.sandbox import Outcome, Runner
 
-from .helpers import no_leftovers, requires_bwrap, run
+from .helpers import TIME_FACTOR, no_leftovers, requires_bwrap, run
 
 pytestmark = [requires_bwrap, pytest.mark.sandbox, pytest.mark.timeout(90)]
 
@@ -33,7 +33,7 @@ for _ in range(1000):
 print('forked', n, flush=True)
 time.sleep(30)
 """
-    res = run(runner, "python", src, max_processes=16, time_limit_ms=2000)
+    res = run(runner, "python", src, max_processes=16, time_limit_ms=int(2000 * TIME_FACTOR))
     assert res.outcome is Outcome.TIME_LIMIT, res
     forked = int(res.stdout.split()[1])
     assert forked < 16

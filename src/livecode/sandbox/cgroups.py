@@ -23,7 +23,11 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 _V1_REQUIRED = ("memory", "pids")
 _V1_OPTIONAL = ("cpuacct",)
 _V1_IO = "blkio"
+_V2_REQUIRED = ("memory", "pids")
+_V2_OPTIONAL = ("cpu", "io")  # cpu.weight/cpu.max and io.max; CPU accounting (cpu.stat) needs neither
+_V2_LEAF = "livecode-supervisor"  # where the worker's own processes live (no internal processes)
 _counter = itertools.count()
+_warned: set[str] = set()
 
 
 def _read(path: Path) -> str:
@@ -34,6 +38,12 @@ def _read(path: Path) -> str:
 def _write(path: Path, value: str) -> None:
     with open(path, "w") as f:
         f.write(value)
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s", message)
 
 
 def _own_paths() -> dict[str, str]:
@@ -55,6 +65,9 @@ class RunCgroup:
         self.seen_pids: set[int] = set()
         self.cpu_base_ms = 0
         self.limits: tuple[int, int] | None = None
+        self._peak_fd: int | None = None  # v2, kernels >= 6.12: memory.peak reset for this fd only
+        self._sampled_peak = 0  # v2, kernels < 5.19 (no memory.peak): memory.current seen at CPU checks
+        self._has_peak = not v2 or "" not in dirs or (dirs[""] / "memory.peak").exists()
 
     @property
     def _procs_dir(self) -> Path:
@@ -75,8 +88,10 @@ class RunCgroup:
         if self.v2:
             d = self.dirs[""]
             _write(d / "memory.max", str(memory_bytes))
-            with contextlib.suppress(OSError):
+            try:
                 _write(d / "memory.swap.max", "0")
+            except OSError as e:  # no swap accounting (swapaccount=0): swap is not bounded
+                _warn_once(f"cannot set memory.swap.max ({e}): a run may use swap beyond its memory limit")
             _write(d / "pids.max", str(max_pids))
             return
         mem = self.dirs["memory"]
@@ -103,8 +118,8 @@ class RunCgroup:
         """Forget what set-up used (a pooled sandbox is built before its run is known)."""
         if self.v2:
             self.cpu_base_ms = self._raw_cpu_ms() or 0
-            with contextlib.suppress(OSError):  # kernels >= 6.12 reset the peak on write
-                _write(self.dirs[""] / "memory.peak", "0")
+            self._sampled_peak = 0
+            self._reset_peak_v2()
             return
         with contextlib.suppress(OSError):
             _write(self.dirs["memory"] / "memory.max_usage_in_bytes", "0")
@@ -112,9 +127,38 @@ class RunCgroup:
             with contextlib.suppress(OSError):
                 _write(self.dirs["cpuacct"] / "cpuacct.usage", "0")
 
+    def _reset_peak_v2(self) -> None:
+        """From kernel 6.12 a write to memory.peak resets it, for reads through the same open
+        file only: keep that file open. Older kernels refuse the write; then the peak also
+        counts what setting up a pooled sandbox used (bubblewrap and the launcher, ~1-2 MB)."""
+        self._close_peak_fd()
+        try:
+            fd = os.open(self.dirs[""] / "memory.peak", os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            os.write(fd, b"reset")
+        except OSError:
+            os.close(fd)
+            return
+        self._peak_fd = fd
+
+    def _close_peak_fd(self) -> None:
+        if self._peak_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._peak_fd)
+            self._peak_fd = None
+
     def cpu_ms(self) -> int | None:
+        """Whole-tree CPU time; polled while the run goes on (see supervise)."""
+        if not self._has_peak:
+            self._sample_memory()
         raw = self._raw_cpu_ms()
         return None if raw is None else max(raw - self.cpu_base_ms, 0)
+
+    def _sample_memory(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._sampled_peak = max(self._sampled_peak, int(_read(self.dirs[""] / "memory.current")))
 
     def _raw_cpu_ms(self) -> int | None:
         try:
@@ -130,12 +174,29 @@ class RunCgroup:
         return None
 
     def peak_kb(self) -> int | None:
+        if self.v2 and not self._has_peak:
+            return self._sampled_peak_kb()
         name = "memory.peak" if self.v2 else "memory.max_usage_in_bytes"
         d = self.dirs[""] if self.v2 else self.dirs["memory"]
         try:
+            if self._peak_fd is not None:
+                os.lseek(self._peak_fd, 0, os.SEEK_SET)
+                return int(os.read(self._peak_fd, 64)) // 1024
             return int(_read(d / name)) // 1024
         except (OSError, ValueError):
             return None
+
+    def _sampled_peak_kb(self) -> int | None:
+        """Kernels < 5.19 keep no peak: the largest memory.current seen while the run went on
+        (sampled with the CPU checks, so a spike between two samples is missed), or the limit
+        itself when memory.events says usage reached it (then the sample would under-report)."""
+        d = self.dirs[""]
+        self._sample_memory()
+        with contextlib.suppress(OSError, ValueError):
+            events = dict(line.split(" ", 1) for line in _read(d / "memory.events").splitlines() if " " in line)
+            if int(events.get("max", "0")) > 0 and self.limits is not None:
+                self._sampled_peak = max(self._sampled_peak, self.limits[0])
+        return self._sampled_peak // 1024 if self._sampled_peak else None
 
     def oom_killed(self) -> bool:
         """Whether the kernel's OOM killer killed a process of this run."""
@@ -217,6 +278,7 @@ class RunCgroup:
             pause = min(pause * 2, 0.01)
 
     def destroy(self) -> None:
+        self._close_peak_fd()
         for d in self.dirs.values():
             for attempt in range(200):
                 try:
@@ -284,28 +346,9 @@ class CgroupHost:
 
     @classmethod
     def _detect_v2(cls, own_path: str, want_io: bool = False) -> CgroupHost:
-        own = CGROUP_ROOT / own_path.lstrip("/")
-        needed = {"memory", "pids"}
-        try:
-            enabled = set(_read(own / "cgroup.subtree_control").split())
-            if not needed <= enabled:
-                # No internal processes: move ourselves to a leaf, then delegate to children.
-                leaf = own / "livecode-supervisor"
-                leaf.mkdir(exist_ok=True)
-                _write(leaf / "cgroup.procs", str(os.getpid()))
-                _write(own / "cgroup.subtree_control", " ".join("+" + c for c in needed))
-        except OSError as e:
-            raise SandboxUnavailable(
-                f"cannot enable memory and pids controllers for child cgroups of {own}: {e}; "
-                "run the worker as root in its own cgroup (systemd: Delegate=yes)"
-            ) from e
-        if want_io and "io" not in enabled:
-            # Optional: without it runs are not bounded on disk I/O (a warning, not a refusal).
-            try:
-                if "io" in _read(own / "cgroup.controllers").split():
-                    _write(own / "cgroup.subtree_control", "+io")
-            except OSError as e:
-                log.warning("cannot enable the io controller for child cgroups of %s: %s", own, e)
+        own = _v2_own_cgroup(own_path)
+        enabled = _v2_delegate(own, [c for c in _V2_OPTIONAL if c != "io" or want_io])
+        log.info("cgroup v2: runs' cgroups under %s (controllers %s)", own, " ".join(sorted(enabled)))
         host = cls({"": own}, v2=True)
         host.sweep()
         return host
@@ -372,3 +415,77 @@ class CgroupHost:
                     continue
                 RunCgroup({c: d}, self.v2).kill_all(timeout_s=1.0)
                 RunCgroup({c: d}, self.v2).destroy()
+
+
+def _v2_own_cgroup(own_path: str) -> Path:
+    """The cgroup this worker delegates from: its own, or the parent of the leaf an earlier
+    start-up (this process or a sibling worker process) moved it to."""
+    own = CGROUP_ROOT / own_path.lstrip("/")
+    if own.name == _V2_LEAF:
+        own = own.parent
+    if not (own / "cgroup.procs").exists():
+        raise SandboxUnavailable(
+            f"/proc/self/cgroup names cgroup {own_path!r} but {own} does not exist: mount the cgroup2 "
+            f"filesystem of this process's cgroup namespace at {CGROUP_ROOT} (containers: a private "
+            "cgroup namespace, e.g. Docker's --cgroupns=private)"
+        )
+    return own
+
+
+def _v2_delegate(own: Path, optional: list[str]) -> set[str]:
+    """Enable memory and pids (and the `optional` ones when offered) for the child cgroups of `own`.
+    Returns the controllers now enabled there.
+
+    cgroup v2 lets a non-root cgroup hand controllers to its children only while no process
+    lives in it ("no internal processes"), and the worker itself (with any process beside it:
+    a container's init, the Celery parent and its other children) lives in `own`. As container
+    runtimes and systemd do, every process of `own` first moves to a leaf child, then the
+    controllers are enabled; the runs' cgroups are the leaf's siblings.
+    """
+    try:
+        available = set(_read(own / "cgroup.controllers").split())
+        enabled = set(_read(own / "cgroup.subtree_control").split())
+    except OSError as e:
+        raise SandboxUnavailable(f"cannot read the cgroup v2 controllers of {own}: {e}") from e
+    missing = [c for c in _V2_REQUIRED if c not in available]
+    if missing:
+        raise SandboxUnavailable(
+            f"cgroup v2 controller(s) {', '.join(missing)} not delegated to {own} (it offers: "
+            f"{' '.join(sorted(available)) or 'none'}): the parent cgroup must enable them "
+            "(systemd: Delegate=yes on the worker's unit; containers: a cgroup v2 runtime)"
+        )
+    wanted = [c for c in [*_V2_REQUIRED, *optional] if c in available and c not in enabled]
+    for c in wanted:
+        try:
+            _v2_enable(own, c)
+            enabled.add(c)
+        except OSError as e:
+            if c in _V2_REQUIRED:
+                raise SandboxUnavailable(
+                    f"cannot enable the cgroup v2 {c} controller for child cgroups of {own}: {e}; "
+                    "run the worker as root in a cgroup delegated to it (systemd: Delegate=yes)"
+                ) from e
+            log.warning("cannot enable the cgroup v2 %s controller under %s: %s", c, own, e)
+    return enabled
+
+
+def _v2_enable(own: Path, controller: str, attempts: int = 50) -> None:
+    for _ in range(attempts):
+        try:
+            _write(own / "cgroup.subtree_control", "+" + controller)
+            return
+        except OSError as e:
+            if e.errno != errno.EBUSY:
+                raise
+        _v2_move_to_leaf(own)  # processes live in `own` (one may have been forked meanwhile)
+    raise OSError(errno.EBUSY, f"processes keep appearing in {own}")
+
+
+def _v2_move_to_leaf(own: Path) -> None:
+    leaf = own / _V2_LEAF
+    leaf.mkdir(exist_ok=True)
+    for pid in _read(own / "cgroup.procs").split():
+        try:
+            _write(leaf / "cgroup.procs", pid)
+        except ProcessLookupError:
+            pass  # exited meanwhile

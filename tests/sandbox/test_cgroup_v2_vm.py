@@ -1,0 +1,35 @@
+"""The sandbox's attack and limit tests on a pure cgroup v2 host, in a VM (scripts/test-cgroup-v2):
+most hosts (Kubernetes nodes included) are cgroup v2, whatever the machine running the suite has.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .helpers import REPO
+
+SCRIPT = REPO / "scripts" / "test-cgroup-v2"
+SKIPPED = 77  # the script's "cannot run here"
+
+
+@pytest.mark.slow
+@pytest.mark.sandbox
+@pytest.mark.timeout(900)
+def test_sandbox_tests_pass_on_cgroup_v2() -> None:
+    if os.environ.get("LIVECODE_TEST_CGROUP_V2_GUEST") == "1":
+        pytest.skip("already inside the cgroup v2 VM")
+    if os.environ.get("LIVECODE_TEST_CGROUP_V2", "1") == "0":
+        pytest.skip("LIVECODE_TEST_CGROUP_V2=0: the cgroup v2 VM run is switched off")
+    env = {**os.environ, "PYTHON": sys.executable}
+    proc = subprocess.run([str(SCRIPT)], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=880)
+    out = proc.stdout + proc.stderr
+    if proc.returncode == SKIPPED:
+        pytest.skip(out.strip().splitlines()[-1])
+    tail = "\n".join(out.splitlines()[-60:])
+    assert proc.returncode == 0, f"scripts/test-cgroup-v2 failed (exit {proc.returncode}):\n{tail}"
+    assert " passed" in out and " failed" not in out and " error" not in out, tail
+    assert "livecode-cgroup-v2: kernel" in out, tail  # it really ran on the v2 guest
