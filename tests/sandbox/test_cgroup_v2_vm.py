@@ -18,14 +18,14 @@ SKIPPED = 77  # the script's "cannot run here"
 
 @pytest.mark.slow
 @pytest.mark.sandbox
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1000)
 def test_sandbox_tests_pass_on_cgroup_v2() -> None:
     if os.environ.get("LIVECODE_TEST_CGROUP_V2_GUEST") == "1":
         pytest.skip("already inside the cgroup v2 VM")
     if os.environ.get("LIVECODE_TEST_CGROUP_V2", "1") == "0":
         pytest.skip("LIVECODE_TEST_CGROUP_V2=0: the cgroup v2 VM run is switched off")
     env = {**os.environ, "PYTHON": sys.executable}
-    proc = subprocess.run([str(SCRIPT)], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=880)
+    proc = subprocess.run([str(SCRIPT)], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=960)
     out = proc.stdout + proc.stderr
     if proc.returncode == SKIPPED:
         pytest.skip(out.strip().splitlines()[-1])
