@@ -14,6 +14,7 @@ import requests
 import sqlalchemy as sa
 
 from tests.integration.test_rate_limits import from_address
+from tests.support import accounts
 from tests.support.client import ApiClient
 from tests.support.procs import livecode, start_api, wait_for
 
@@ -25,16 +26,11 @@ HTTP = from_address("127.0.0.83")
 
 
 def register(base: str, username: str | None = None, password: str = "correct-horse-42") -> tuple[str, str]:
-    username = username or f"u{uuid.uuid4().hex[:12]}"
-    r = HTTP.post(base + "/api/v1/auth/register", json={"username": username, "password": password}, timeout=30)
-    assert r.status_code == 201, r.text
-    return username, password
+    return accounts.register(base, username, password, http=HTTP)
 
 
 def login(base: str, username: str, password: str) -> dict[str, str]:
-    r = HTTP.post(base + "/api/v1/auth/login", json={"username": username, "password": password}, timeout=30)
-    assert r.status_code == 200, r.text
-    return r.json()  # type: ignore[no-any-return]
+    return accounts.login(base, username, password, http=HTTP)
 
 
 def bearer(base: str, token: str) -> ApiClient:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from livecode.sandbox import Outcome, Runner, SandboxUnavailable, seccomp
+from livecode.sandbox import Outcome, Runner, SandboxUnavailable, cbuild, seccomp
 from livecode.sandbox.bwrap import BwrapRunner
 from livecode.sandbox.runner import Stage
 
@@ -386,7 +386,7 @@ def test_worker_refuses_to_start_without_filter(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: Runner
 ) -> None:
     """No libseccomp (here: no working compiler to build the generator) means no sandbox."""
-    monkeypatch.setattr(seccomp, "_CC", ("/bin/false",))
+    monkeypatch.setattr(cbuild, "_CC", ("/bin/false",))
     tmp_path.chmod(0o700)
     fresh = BwrapRunner(tmp_path / "work", tmp_path / "cache", uid_base=TEST_UID_BASE, slots=TEST_SLOTS, pool_size=0)
     with pytest.raises(SandboxUnavailable, match="libseccomp-dev"):

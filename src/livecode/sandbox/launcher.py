@@ -31,16 +31,13 @@ number of open descriptors.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import resource
 import socket
-import subprocess
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .types import SandboxUnavailable
+from .cbuild import build_c
 
 # Descriptors per sendmsg (SCM_RIGHTS carries at most 253). The launcher may hold two batches
 # at once (one recvmsg can return the end of a batch's records and the next batch's fds), plus
@@ -260,32 +257,8 @@ int main(int argc, char **argv) {
 
 def build_launcher(cache_dir: Path) -> Path:
     """Compile the launcher into the root-only cache dir once."""
-    digest = hashlib.sha256(LAUNCHER_C.encode()).hexdigest()[:16]
-    target = cache_dir / f"launcher-{digest}"
-    if target.exists():
-        return target
-    cc = next((c for c in ("/usr/bin/gcc", "/usr/bin/cc") if os.access(c, os.X_OK)), None)
-    if cc is None:
-        raise SandboxUnavailable(
-            "the sandbox's launcher (pid 1 of every sandbox) is built with gcc: apt-get install gcc libc6-dev"
-        )
-    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
-        src = Path(tmp, "launcher.c")
-        src.write_text(LAUNCHER_C)
-        out = Path(tmp, "launcher")
-        proc = subprocess.run(
-            [cc, "-O2", "-s", "-o", str(out), str(src)],
-            capture_output=True,
-            timeout=60,
-            env={"PATH": "/usr/bin:/bin"},
-            check=False,
-        )
-        if proc.returncode != 0:
-            detail = proc.stderr.decode("utf-8", "replace").strip()[-2000:]
-            raise SandboxUnavailable(f"could not build the sandbox's launcher with {cc}: {detail}")
-        out.chmod(0o755)
-        os.replace(out, target)
-    return target
+    return build_c(cache_dir, "launcher", LAUNCHER_C, mode=0o755,
+                   what="the sandbox's launcher (pid 1 of every sandbox)")
 
 
 def send_job(

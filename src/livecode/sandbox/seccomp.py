@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from .cbuild import build_c
 from .types import SandboxUnavailable
 
 # Denied with EPERM, grouped by why.
@@ -187,7 +188,6 @@ int main(void) {
 }
 """
 
-_CC = ("/usr/bin/gcc", "/usr/bin/cc")
 INSTALL_HINT = "apt-get install libseccomp-dev gcc (see scripts/install-system-deps.sh)"
 
 
@@ -200,23 +200,13 @@ def build_filter(cache_dir: Path) -> Path:
     target = cache_dir / f"seccomp-{digest}.bpf"
     if target.exists():
         return target
-    cc = next((c for c in _CC if os.access(c, os.X_OK)), None)
-    if cc is None:
-        raise SandboxUnavailable(f"no C compiler to build the seccomp filter: {INSTALL_HINT}")
-    env = {"PATH": "/usr/bin:/bin"}
+    exe = build_c(cache_dir, "seccomp-gen", GENERATOR_C, mode=0o700, what="the seccomp filter generator",
+                  libs=("-lseccomp",), strip=False, hint=INSTALL_HINT)
     with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
-        src, exe, out = Path(tmp, "gen.c"), Path(tmp, "gen"), Path(tmp, "filter.bpf")
-        src.write_text(GENERATOR_C)
-        built = subprocess.run(
-            [cc, "-O2", "-o", str(exe), str(src), "-lseccomp"], capture_output=True, timeout=60, env=env, check=False
-        )
-        if built.returncode != 0:
-            detail = built.stderr.decode("utf-8", "replace").strip()[-500:]
-            raise SandboxUnavailable(f"cannot build the seccomp filter generator ({detail}): {INSTALL_HINT}")
+        out = Path(tmp, "filter.bpf")
         with open(out, "wb") as f:
-            gen = subprocess.run(
-                [str(exe)], input=spec.encode(), stdout=f, stderr=subprocess.PIPE, timeout=60, env=env, check=False
-            )
+            gen = subprocess.run([str(exe)], input=spec.encode(), stdout=f, stderr=subprocess.PIPE, timeout=60,
+                                 env={"PATH": "/usr/bin:/bin"}, check=False)
         size = out.stat().st_size
         if gen.returncode != 0 or size == 0 or size % 8:  # struct sock_filter is 8 bytes
             detail = gen.stderr.decode("utf-8", "replace").strip()[-500:]

@@ -18,13 +18,9 @@ argv: helper UID GID NICE NFDS FD... NLIMITS (RES SOFT HARD)... -- PROGRAM ARGS.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import subprocess
-import tempfile
 from pathlib import Path
 
-from .types import SandboxUnavailable
+from .cbuild import build_c
 
 SPAWNER_C = r"""
 #define _GNU_SOURCE
@@ -99,31 +95,9 @@ int main(int argc, char **argv, char **envp) {
 
 
 def build_spawner(cache_dir: Path) -> Path:
-    """Compile the helper into the root-only cache dir once (like the launcher)."""
-    digest = hashlib.sha256(SPAWNER_C.encode()).hexdigest()[:16]
-    target = cache_dir / f"spawner-{digest}"
-    if target.exists():
-        return target
-    cc = next((c for c in ("/usr/bin/gcc", "/usr/bin/cc") if os.access(c, os.X_OK)), None)
-    if cc is None:
-        raise SandboxUnavailable("the sandbox's spawn helper is built with gcc: apt-get install gcc libc6-dev")
-    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
-        src = Path(tmp, "spawner.c")
-        src.write_text(SPAWNER_C)
-        out = Path(tmp, "spawner")
-        proc = subprocess.run(
-            [cc, "-O2", "-s", "-o", str(out), str(src)],
-            capture_output=True,
-            timeout=60,
-            env={"PATH": "/usr/bin:/bin"},
-            check=False,
-        )
-        if proc.returncode != 0:
-            detail = proc.stderr.decode("utf-8", "replace").strip()[-2000:]
-            raise SandboxUnavailable(f"could not build the sandbox's spawn helper with {cc}: {detail}")
-        out.chmod(0o700)  # root only: it is only ever run by the worker, as root
-        os.replace(out, target)
-    return target
+    """Compile the helper into the root-only cache dir once (like the launcher). Root only: it is
+    only ever run by the worker, as root."""
+    return build_c(cache_dir, "spawner", SPAWNER_C, mode=0o700, what="the sandbox's spawn helper")
 
 
 def spawner_argv(

@@ -362,17 +362,7 @@ def finish_execution(
     db: Database, execution_id: uuid.UUID, attempt: int, status: ExecutionStatus, **result: Any
 ) -> bool:
     """RUNNING -> terminal, only for the attempt that is still current."""
-    stmt = (
-        update(Execution)
-        .where(
-            Execution.id == execution_id,
-            Execution.status == ExecutionStatus.RUNNING.value,
-            Execution.attempts == attempt,
-        )
-        .values(status=status.value, finished_at=utcnow(), **result)
-    )
-    with db.write() as s:
-        return bool(s.execute(stmt).rowcount)  # type: ignore[attr-defined]
+    return finish_execution_returning(db, execution_id, attempt, status, **result) is not None
 
 
 def finish_execution_returning(
