@@ -202,6 +202,7 @@ export function describeError(err) {
   }
   if (err.status === 403) return "You are not allowed to do that with this session.";
   if (err.status === 413) return "The code is too large for this server.";
+  if (err.status === 429 && err.code.endsWith("_QUOTA_EXCEEDED")) return err.message; // waiting will not help
   if (err.status === 429) return "Too many requests; wait a moment and try again.";
   return err.message || `Request failed (${err.code}).`;
 }
