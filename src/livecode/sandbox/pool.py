@@ -89,6 +89,11 @@ class SandboxPool(Generic[K, T]):
         while True:
             with self._cond:
                 while not self._closed and len(self._ready) >= self._size:
+                    if not any(k == self._want for _, k, _ in self._ready):
+                        # Full of sandboxes built for limits the runs no longer ask for (they
+                        # changed while this thread was building): make room for one that fits.
+                        self._discard_later(self._ready.popleft()[2])
+                        break
                     self._cond.wait()
                 if self._closed:
                     return
