@@ -6,10 +6,11 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from livecode.sandbox import Runner, RunRequest, RunResult, SandboxLimits
+from livecode.sandbox import Runner, RunRequest, RunResult, SandboxLimits, get_runner
 
 # The tests' own uid range (see conftest), so they never collide with a worker on the host.
 TEST_UID_BASE = int(os.environ.get("LIVECODE_TEST_UID_BASE", "62000"))
@@ -24,6 +25,15 @@ requires_bwrap = pytest.mark.skipif(
     reason="the bwrap sandbox needs root (to create cgroups and drop to per-slot uids) and "
     "bubblewrap (apt-get install bubblewrap; see scripts/install-system-deps.sh)",
 )
+
+
+def make_runner(base: Path, pool: int, **kw: Any) -> Runner:
+    """A bubblewrap runner of the tests' own uid range in a private `base` dir, checked."""
+    base.chmod(0o700)
+    r = get_runner("bwrap", work_root=str(base / "work"), cache_dir=str(base / "cache"), uid_base=TEST_UID_BASE,
+                   slots=TEST_SLOTS, pool_size=pool, **kw)
+    r.check()
+    return r
 
 
 def run(

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from livecode.sandbox import IoLimits, Outcome, Runner, get_runner
+from livecode.sandbox import IoLimits, Outcome, Runner
 
-from .helpers import TEST_SLOTS, TEST_UID_BASE, requires_bwrap, run
+from .helpers import make_runner, requires_bwrap, run
 
 pytestmark = requires_bwrap
 
@@ -52,18 +52,7 @@ def big_system_file() -> str:
 
 
 def _runner(base: Path, io: IoLimits, pool: int) -> Runner:
-    base.chmod(0o700)
-    r = get_runner(
-        "bwrap",
-        work_root=str(base / "work"),
-        cache_dir=str(base / "cache"),
-        uid_base=TEST_UID_BASE,
-        slots=TEST_SLOTS,
-        pool_size=pool,
-        io_limits=io,
-    )
-    r.check()
-    return r
+    return make_runner(base, pool, io_limits=io)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from livecode.sandbox import Outcome, Runner, get_runner
 from livecode.sandbox.bwrap import BwrapRunner
 
-from .helpers import TEST_SLOTS, TEST_UID_BASE, no_leftovers, requires_bwrap, run
+from .helpers import TEST_SLOTS, TEST_UID_BASE, make_runner, no_leftovers, requires_bwrap, run
 
 pytestmark = [requires_bwrap, pytest.mark.sandbox, pytest.mark.timeout(60)]
 
@@ -51,34 +51,14 @@ def test_pooled_sandbox_gets_request_limits(pooled_runner: Runner) -> None:
 
 @pytest.fixture(scope="module")
 def pooled_runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
-    base = tmp_path_factory.mktemp("pooled")
-    base.chmod(0o700)
-    r = get_runner(
-        "bwrap",
-        work_root=str(base / "work"),
-        cache_dir=str(base / "cache"),
-        uid_base=TEST_UID_BASE,
-        slots=TEST_SLOTS,
-        pool_size=2,
-    )
-    r.check()
+    r = make_runner(tmp_path_factory.mktemp("pooled"), 2)
     yield r
     r.close()
 
 
 @pytest.fixture(scope="module")
 def cold_runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
-    base = tmp_path_factory.mktemp("cold")
-    base.chmod(0o700)
-    r = get_runner(
-        "bwrap",
-        work_root=str(base / "work"),
-        cache_dir=str(Path(base / "cache")),
-        uid_base=TEST_UID_BASE,
-        slots=TEST_SLOTS,
-        pool_size=0,
-    )
-    r.check()
+    r = make_runner(tmp_path_factory.mktemp("cold"), 0)
     yield r
     r.close()
 
