@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     init_metrics(app, rt)  # first after the request id: it times and logs every request, 401s too
     init_auth(app, settings)  # after the request id, so a 401 is logged with it
-    init_limiter(app, settings)
+    init_limiter(app, rt)
     init_security_headers(app)
     register_error_handlers(app)
     build_api(app)

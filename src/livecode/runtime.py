@@ -1,4 +1,8 @@
-"""The process-wide objects (database, Redis, event bus, worker registry), built once from settings.
+"""The process-wide objects, built once from settings: the database and every piece that lives in
+Redis in the distributed mode and in memory in the embedded one.
+
+This is the one place that decides between the two: each piece is a port (a Protocol) with a
+Redis and an in-process implementation, and nothing else asks which mode it runs in.
 
 In the embedded mode the API and the in-process worker share one Runtime; in the distributed
 mode each API or worker process builds its own from the same environment.
@@ -7,27 +11,42 @@ mode each API or worker process builds its own from the same environment.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
 from .config import Settings, load_settings
 from .db import Database
+from .infra.broker import BrokerView, MemoryBroker, RedisBroker
+from .infra.locks import ClusterLock, ProcessLock, RedisLock
 from .infra.metrics_store import ExecutionMetricsStore, MemoryMetricsStore, RedisMetricsStore
+from .infra.parking import DeadLetterParking, NoParking, RedisParking
 from .infra.registry import MemoryWorkerRegistry, RedisWorkerRegistry, WorkerRegistry
 from .streaming.bus import EventBus, MemoryEventBus, RedisEventBus
 from .streaming.stdin import MemoryStdinChannels, RedisStdinChannels, StdinChannels
 
 
 @dataclass
+class LimiterStorage:
+    """Flask-Limiter's storage: the counters every API process shares, or this process's memory."""
+
+    uri: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Runtime:
     settings: Settings
     db: Database
-    redis: redis.Redis | None
-    events: EventBus
-    registry: WorkerRegistry
-    stdin: StdinChannels
-    metrics: ExecutionMetricsStore
+    events: EventBus  # execution events: status, output, result, end
+    stdin: StdinChannels  # interactive input, from the WebSocket to the sandbox
+    registry: WorkerRegistry  # the workers' heartbeats
+    metrics: ExecutionMetricsStore  # the workers' execution figures, read at /metrics
+    broker: BrokerView  # what waits in the queues
+    locks: ClusterLock  # one process at a time for the periodic jobs
+    dead_letters: DeadLetterParking  # dead letters the database could not take
+    limiter_storage: LimiterStorage  # rate-limit counters
 
 
 _lock = threading.Lock()
@@ -46,10 +65,29 @@ def build_runtime(settings: Settings) -> Runtime:
     db = Database(settings)
     if settings.redis_url:
         client = redis_client(settings.redis_url)
-        return Runtime(settings, db, client, RedisEventBus(client), RedisWorkerRegistry(client),
-                       RedisStdinChannels(client, settings.max_stdin_bytes), RedisMetricsStore(client))
-    return Runtime(settings, db, None, MemoryEventBus(), MemoryWorkerRegistry(),
-                   MemoryStdinChannels(settings.max_stdin_bytes), MemoryMetricsStore())
+        return Runtime(
+            settings, db,
+            events=RedisEventBus(client),
+            stdin=RedisStdinChannels(client, settings.max_stdin_bytes),
+            registry=RedisWorkerRegistry(client),
+            metrics=RedisMetricsStore(client),
+            broker=RedisBroker(client, settings.redis_url),
+            locks=RedisLock(client),
+            dead_letters=RedisParking(client),
+            # Shorter than the defaults so a Redis outage is a quick 503, not a hung request.
+            limiter_storage=LimiterStorage(settings.redis_url, {"socket_connect_timeout": 1, "socket_timeout": 5}),
+        )
+    return Runtime(
+        settings, db,
+        events=MemoryEventBus(),
+        stdin=MemoryStdinChannels(settings.max_stdin_bytes),
+        registry=MemoryWorkerRegistry(),
+        metrics=MemoryMetricsStore(),
+        broker=MemoryBroker(db),
+        locks=ProcessLock(),
+        dead_letters=NoParking(),
+        limiter_storage=LimiterStorage("memory://"),
+    )
 
 
 def init_runtime(settings: Settings) -> Runtime:

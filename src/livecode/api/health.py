@@ -7,8 +7,6 @@ import logging
 import time
 from typing import Any
 
-import redis
-from flask import current_app
 from flask_restx import Namespace, Resource
 
 from ..errors import new_error_id
@@ -33,14 +31,6 @@ def _timed(check: Any) -> dict[str, Any]:
         return {"status": "down", "error": f"unreachable ({type(exc).__name__}); logged with error id {error_id}"}
 
 
-def _health_redis() -> redis.Redis:
-    client = current_app.extensions.get("livecode.health_redis")
-    if client is None:
-        client = redis.Redis.from_url(rt().settings.redis_url or "", socket_connect_timeout=1, socket_timeout=1)
-        current_app.extensions["livecode.health_redis"] = client
-    return client
-
-
 def check_database() -> dict[str, Any]:
     def ping() -> dict[str, Any]:
         rt().db.ping()
@@ -50,9 +40,7 @@ def check_database() -> dict[str, Any]:
 
 
 def check_redis() -> dict[str, Any]:
-    if rt().redis is None:
-        return {"status": "ok", "broker": "in-process (embedded)"}
-    return _timed(lambda: {"broker": "redis", "ping": bool(_health_redis().ping())})
+    return _timed(rt().broker.ping)
 
 
 def check_workers() -> dict[str, Any]:

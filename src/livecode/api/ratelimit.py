@@ -26,6 +26,7 @@ from limits import parse as parse_limit
 
 from ..config import Settings
 from ..errors import ApiError
+from ..runtime import Runtime
 
 
 def client_address() -> str:
@@ -140,12 +141,11 @@ login_limit = limiter.shared_limit(
 )
 
 
-def init_limiter(app: Flask, settings: Settings) -> None:
+def init_limiter(app: Flask, rt: Runtime) -> None:
     app.config.update(
-        RATELIMIT_ENABLED=settings.rate_limits_enabled,
-        RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
-        # Shorter than the defaults so a Redis outage is a quick 503, not a hung request.
-        RATELIMIT_STORAGE_OPTIONS={"socket_connect_timeout": 1, "socket_timeout": 5} if settings.redis_url else {},
+        RATELIMIT_ENABLED=rt.settings.rate_limits_enabled,
+        RATELIMIT_STORAGE_URI=rt.limiter_storage.uri,  # Redis or memory: the runtime's choice
+        RATELIMIT_STORAGE_OPTIONS=rt.limiter_storage.options,
     )
 
     @app.after_request

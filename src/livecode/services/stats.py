@@ -8,36 +8,15 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from ..models import Execution, ExecutionStatus, utcnow
+from ..models import Execution, utcnow
 from ..runtime import Runtime
-
-# Kombu's Redis transport keeps a queue's messages of priority p>0 in "<queue>\x06\x16<p>".
-_PRIORITY_SEP = "\x06\x16"
-_PRIORITY_STEPS = (3, 6, 9)
 
 
 def broker_queue_lengths(rt: Runtime) -> dict[str, int]:
-    """Messages waiting in each broker queue (Redis LLEN); from the database in embedded mode,
-    where the broker lives in memory: executions QUEUED per priority."""
+    """Messages waiting in each broker queue (infra/broker.py: Redis LLEN, or the QUEUED rows
+    when the broker lives in memory)."""
     s = rt.settings
-    queues = {s.queue_high: "interactive", s.queue_low: "batch"}
-    if rt.redis is None:
-        with rt.db.read() as db:
-            rows = db.execute(
-                select(Execution.priority, func.count())
-                .where(Execution.status == ExecutionStatus.QUEUED.value)
-                .group_by(Execution.priority)
-            ).all()
-        by_priority = {p: int(n) for p, n in rows}
-        return {q: by_priority.get(p, 0) for q, p in queues.items()}
-    pipe = rt.redis.pipeline(transaction=False)
-    for q in queues:
-        pipe.llen(q)
-        for step in _PRIORITY_STEPS:
-            pipe.llen(f"{q}{_PRIORITY_SEP}{step}")
-    counts = pipe.execute()
-    width = 1 + len(_PRIORITY_STEPS)
-    return {q: int(sum(counts[i * width : (i + 1) * width])) for i, q in enumerate(queues)}
+    return rt.broker.queue_lengths({s.queue_high: "interactive", s.queue_low: "batch"})
 
 
 def execution_stats(rt: Runtime, window_s: int) -> dict[str, Any]:

@@ -22,9 +22,6 @@ from ..services.dead_letters import store_dead_letter
 
 log = logging.getLogger(__name__)
 
-PENDING_KEY = "livecode:dead-letters:pending"
-
-
 def _letter(execution_id: str, task_name: str, exc: BaseException, attempts: int,
             first_failed_at: datetime | None) -> dict[str, Any]:
     now = utcnow()
@@ -57,23 +54,18 @@ def record_dead_letter(
         return
     except Exception:  # noqa: BLE001 - most likely the database is what failed; park it in Redis
         log.warning("could not write the dead letter to the database", extra=extra, exc_info=True)
-    if rt.redis is None:
-        # Embedded mode: the row stays QUEUED and the reconciler queues it again.
-        return
     try:
-        rt.redis.rpush(PENDING_KEY, json.dumps(letter))
-        log.error("task dead-lettered (parked until the database is back)", extra=extra)
+        if rt.dead_letters.park(letter):
+            log.error("task dead-lettered (parked until the database is back)", extra=extra)
+        # else (embedded): the row stays QUEUED and the reconciler queues it again.
     except Exception:  # noqa: BLE001 - both stores down; the QUEUED row is re-run by the reconciler
         log.exception("could not park the dead letter either", extra=extra)
 
 
 def drain_pending(rt: Runtime) -> int:
-    """Move dead letters parked in Redis into the database. Returns how many were stored."""
-    if rt.redis is None:
-        return 0
+    """Move parked dead letters into the database. Returns how many were stored."""
     stored = 0
-    parked: list[bytes] = rt.redis.lrange(PENDING_KEY, 0, -1)  # type: ignore[assignment]
-    for raw in parked:
+    for raw in rt.dead_letters.parked():
         try:
             letter = json.loads(raw)
             if store_dead_letter(rt, letter):
@@ -82,5 +74,5 @@ def drain_pending(rt: Runtime) -> int:
             log.error("dropping an unreadable parked dead letter: %r", raw[:200])
         # Removed only after the INSERT committed (or the letter proved unreadable); a database
         # error propagates and leaves it parked for the next pass.
-        rt.redis.lrem(PENDING_KEY, 1, raw)  # type: ignore[arg-type]
+        rt.dead_letters.remove(raw)
     return stored

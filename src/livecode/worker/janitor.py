@@ -1,7 +1,7 @@
 """The storage job: expires old executions and collects unreferenced sources (services/storage.py).
 
 It runs on the reconciler's thread, at most once per LIVECODE_STORAGE_CLEANUP_INTERVAL_S across the
-whole cluster (a Redis lock that lives for the interval: whichever worker takes it does the pass),
+whole cluster (a lock that lives for the interval, infra/locks.py: whichever worker takes it does the pass),
 and deletes in bounded batches, each its own short transaction.
 """
 
@@ -42,8 +42,6 @@ class StorageCleanup:
             return
         interval = self.rt.settings.storage_cleanup_interval_s
         self.next_at = now + interval
-        if self.rt.redis is not None and not self.rt.redis.set(
-            LOCK_KEY, self.holder, nx=True, px=max(int(interval * 1000 * 0.9), 100)
-        ):
+        if not self.rt.locks.try_take(LOCK_KEY, self.holder, int(interval * 1000 * 0.9)):
             return
         cleanup_once(self.rt)

@@ -13,7 +13,6 @@ later, still run each execution to one result.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -39,37 +38,13 @@ Enqueue = Callable[[uuid.UUID, str, str | None], None]
 def broker_execution_ids(rt: Runtime, queues: list[str]) -> set[str] | None:
     """Ids of executions that some broker message still carries (queued or unacknowledged).
     None when the broker cannot be inspected (the in-process broker)."""
-    if rt.redis is None:
-        return None
-    ids: set[str] = set()
-    for queue in queues:
-        for raw in rt.redis.lrange(queue, 0, -1):
-            ids.add(_message_task_id(raw))
-    # A delivered message stays in `unacked` until its worker acknowledges it, or, if that worker
-    # died, until the visibility timeout (an hour) gives it back. A live worker claims the row as
-    # soon as it receives the message (or after a retry countdown of at most 2^(retries-1) s), so
-    # a QUEUED row whose only message was delivered longer ago than that is orphaned.
+    # A live worker claims the row as soon as it receives the message (or after a retry countdown
+    # of at most 2^(retries-1) s), so a QUEUED row whose only message was delivered longer ago
+    # than that is orphaned. Scheduled retries (countdown) sit in a worker's memory, not in the
+    # broker: those executions are QUEUED with a recent queued_at or are RUNNING, and the grace
+    # period covers them.
     s = rt.settings
-    fresh_after = time.time() - (s.requeue_grace_s + 2**s.task_max_retries + 5)
-    delivered = dict(rt.redis.zrange("unacked_index", 0, -1, withscores=True))  # type: ignore[arg-type]
-    for tag, raw in rt.redis.hgetall("unacked").items():  # type: ignore[union-attr]
-        if delivered.get(tag, 0.0) < fresh_after:
-            continue
-        try:
-            message = json.loads(raw)[0]
-            ids.add(message.get("headers", {}).get("id", ""))
-        except (ValueError, IndexError, AttributeError, TypeError):
-            continue
-    # Scheduled retries (countdown) sit in a worker's memory, not in Redis: those executions
-    # are QUEUED with a recent queued_at or are RUNNING, and the grace period covers them.
-    return ids
-
-
-def _message_task_id(raw: bytes | str) -> str:
-    try:
-        return str(json.loads(raw).get("headers", {}).get("id", ""))
-    except (ValueError, AttributeError):
-        return ""
+    return rt.broker.carried_ids(queues, time.time() - (s.requeue_grace_s + 2**s.task_max_retries + 5))
 
 
 class AbsentWorkers:
@@ -149,7 +124,7 @@ def reconcile_once(rt: Runtime, enqueue: Enqueue, *, startup: bool = False,
             _safe_enqueue(enqueue, row.id, row.priority, row.request_id)
         else:
             failed += 1
-        log.warning("lost execution %s", "requeued" if values["status"] == "QUEUED" else "failed",
+        log.warning("lost execution %s", "requeued" if values["status"] == ExecutionStatus.QUEUED.value else "failed",
                     extra={"execution_id": str(row.id), "worker": row.worker})
 
     carried = None if startup else broker_execution_ids(rt, [s.queue_high, s.queue_low])
@@ -197,7 +172,7 @@ def _safe_enqueue(enqueue: Enqueue, execution_id: uuid.UUID, priority: str, requ
 
 
 class Reconciler(threading.Thread):
-    """Runs `reconcile_once` every interval; with Redis, one process at a time holds a lock."""
+    """Runs `reconcile_once` every interval; one process of the cluster at a time (runtime locks)."""
 
     def __init__(self, rt: Runtime, enqueue: Enqueue, holder: str) -> None:
         super().__init__(name="livecode-reconciler", daemon=True)
@@ -220,10 +195,7 @@ class Reconciler(threading.Thread):
                 log.warning("storage cleanup failed", exc_info=True)
 
     def _acquire(self, interval: float) -> bool:
-        if self.rt.redis is None:
-            return True
-        ttl_ms = int(interval * 1000 * 0.9)
-        return bool(self.rt.redis.set(LOCK_KEY, self.holder, nx=True, px=max(ttl_ms, 100)))
+        return self.rt.locks.try_take(LOCK_KEY, self.holder, int(interval * 1000 * 0.9))
 
     def stop(self) -> None:
         self.stopped.set()
