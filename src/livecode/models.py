@@ -37,6 +37,10 @@ class SessionStatus(str, enum.Enum):
 
 
 class ExecutionStatus(str, enum.Enum):
+    """The one vocabulary of an execution's states: the API schema's enum, the SQL filters, the
+    follower's "has it ended", and the lists the frontend and the tests keep (a unit test checks
+    them against this one)."""
+
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
@@ -48,10 +52,15 @@ class ExecutionStatus(str, enum.Enum):
         return self in TERMINAL_STATUSES
 
 
-TERMINAL_STATUSES = frozenset(
-    {ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT}
-)
-ACTIVE_STATUSES = ("QUEUED", "RUNNING")
+# A str enum compares and hashes as its value: `row["status"] in TERMINAL_STATUSES` works on the
+# strings the API returns.
+TERMINAL_STATUSES = frozenset({ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT})
+ACTIVE_STATUSES = frozenset(ExecutionStatus) - TERMINAL_STATUSES  # QUEUED, RUNNING
+
+
+def status_values(statuses: frozenset[ExecutionStatus]) -> list[str]:
+    """The plain strings, for a SQL `IN (...)` (the database column holds the values)."""
+    return sorted(s.value for s in statuses)
 
 
 class Priority(str, enum.Enum):

@@ -13,7 +13,7 @@ import requests
 
 from tests.browser.conftest import Page
 from tests.conftest import base_env
-from tests.support.client import ApiClient
+from tests.support.client import TERMINAL, ApiClient
 from tests.support.procs import start_embedded
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -46,7 +46,7 @@ def wait_saved(page: Page, client: ApiClient, source: str) -> dict:
 
 
 def wait_finished(page: Page) -> str:
-    return page.wait(lambda: page.run_status() if page.run_status() in {"COMPLETED", "FAILED", "TIMEOUT"}
+    return page.wait(lambda: page.run_status() if page.run_status() in TERMINAL
                      and page.run_button().is_enabled() else None, RUN_TIMEOUT, what="the run to finish")
 
 

@@ -66,5 +66,5 @@ class Batch(Resource):
         runs overtake them. Poll each execution as usual."""
         items = parse_items(json_body())
         r = rt()
-        return submit_batch(r.db, enqueue(), r.settings, items, owner_id=owner_id(),
+        return submit_batch(r.db, enqueue(), r.settings, items, owner_id=owner_id(), events=r.events,
                             request_id=request_id(), charge=charge_executions), 202

@@ -89,17 +89,16 @@ class Execute(Resource):
         waiting = wait_s is not None and wait_slots(r.settings).try_acquire()
         watch: dict[str, Any] = {}
 
-        def queued(eid: Any) -> None:
-            r.events.publish(str(eid), "status", {"status": "QUEUED"})
-            if waiting:  # listen before the id is on the queue: the end cannot pass unheard
-                watch["eid"] = str(eid)
-                watch["event"] = r.events.watch_finished(str(eid))
+        def listen(eid: Any) -> None:
+            # Before the id is on the queue: the end cannot pass unheard.
+            watch["eid"] = str(eid)
+            watch["event"] = r.events.watch_finished(str(eid))
 
         def submit() -> tuple[dict[str, Any], int]:
             options = parse_execute_options(body)
             result = svc.submit_execution(
-                r.db, enqueue(), r.settings, sid, owner_id=owner_id(), options=options,
-                request_id=request_id(), on_queued=queued,
+                r.db, enqueue(), r.settings, sid, owner_id=owner_id(), options=options, events=r.events,
+                request_id=request_id(), on_queued=listen if waiting else None,
             )
             return result, 202
 

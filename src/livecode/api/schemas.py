@@ -8,6 +8,8 @@ from typing import Any, TypeVar
 
 from flask_restx import Namespace, fields
 
+from ..models import ExecutionStatus
+
 # Models live on this namespace-less registry and are attached to each namespace that uses them.
 shared = Namespace("shared", description="shared models")
 
@@ -102,7 +104,7 @@ execution = shared.model(
         "execution_id": fields.String(required=True),
         "session_id": fields.String(required=True),
         "status": fields.String(
-            required=True, enum=["QUEUED", "RUNNING", "COMPLETED", "FAILED", "TIMEOUT"]
+            required=True, enum=[s.value for s in ExecutionStatus]
         ),
         "reason": nullable(fields.String(
             description="why FAILED or TIMEOUT: COMPILE_ERROR, RUNTIME_ERROR, MEMORY_LIMIT, "

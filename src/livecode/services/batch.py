@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session
 from ..config import Settings
 from ..db import Database
 from ..models import CodeSession, Execution, ExecutionStatus, Priority, utcnow
+from ..streaming.bus import EventBus
 from . import storage
-from .executions import Enqueue, ExecuteOptions, check_options
+from .executions import Enqueue, ExecuteOptions, check_options, publish_queued
 from .sessions import iso, not_found
 from .validation import check_language
 
@@ -39,11 +40,13 @@ def submit_batch(
     items: list[BatchItem],
     *,
     owner_id: uuid.UUID | None,
+    events: EventBus,
     request_id: str | None = None,
     charge: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Queue every item on the low-priority queue, or none of them: every session must exist and
-    belong to the caller, and every option be valid, before anything is written. `charge(n)` (the
+    belong to the caller, and every option be valid, before anything is written. Each execution
+    gets its QUEUED event, as a single run does. `charge(n)` (the
     rate limit) is called with the number of runs right before they are inserted; it refuses the
     whole batch by raising."""
     for item in items:
@@ -82,6 +85,7 @@ def submit_batch(
         if charge is not None:  # the rate limit last: a batch refused for any other reason costs nothing
             charge(len(rows))
         s.execute(insert(Execution), rows)
+    publish_queued(events, [row["id"] for row in rows])
     failed = 0
     for row in rows:
         try:

@@ -14,7 +14,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict, internal_error_message
-from ..models import DeadLetter, Execution, ExecutionStatus, utcnow
+from ..models import ACTIVE_STATUSES, DeadLetter, Execution, ExecutionStatus, status_values, utcnow
 from ..runtime import Runtime
 from .sessions import iso
 
@@ -37,7 +37,7 @@ def store_dead_letter(rt: Runtime, letter: dict[str, Any]) -> bool:
                          created_at=datetime.fromisoformat(letter["created_at"])))
         s.execute(
             update(Execution)
-            .where(Execution.id == eid, Execution.status.in_(("QUEUED", "RUNNING")))
+            .where(Execution.id == eid, Execution.status.in_(status_values(ACTIVE_STATUSES)))
             # The user sees a generic message; the error itself is the operator's (the dead letter,
             # the log line), under the same id.
             .values(status=ExecutionStatus.FAILED.value, reason=REASON,

@@ -19,8 +19,18 @@ from sqlalchemy.exc import IntegrityError
 from ..config import Settings
 from ..db import Database
 from ..errors import Conflict, NotFound, ValidationError
-from ..models import ACTIVE_STATUSES, CodeSession, Execution, ExecutionStatus, Priority, Source, utcnow
+from ..models import (
+    ACTIVE_STATUSES,
+    CodeSession,
+    Execution,
+    ExecutionStatus,
+    Priority,
+    Source,
+    status_values,
+    utcnow,
+)
 from ..sandbox.types import text_view
+from ..streaming.bus import EventBus
 from . import storage
 from .sessions import iso, not_found
 from .validation import check_language, check_text
@@ -146,7 +156,7 @@ def _active_execution(db: Database, session_id: uuid.UUID) -> uuid.UUID | None:
         return s.execute(
             select(Execution.id).where(
                 Execution.session_id == session_id,
-                Execution.status.in_(ACTIVE_STATUSES),
+                Execution.status.in_(status_values(ACTIVE_STATUSES)),
                 Execution.priority == Priority.INTERACTIVE.value,
             )
         ).scalar()
@@ -160,12 +170,14 @@ def submit_execution(
     *,
     owner_id: uuid.UUID | None,
     options: ExecuteOptions,
+    events: EventBus,
     request_id: str | None = None,
     on_queued: Callable[[uuid.UUID], object] | None = None,
 ) -> dict[str, Any]:
     """Insert a QUEUED execution of the session's code (stored once, by hash: services/storage.py),
-    then queue its id. `on_queued` runs between the two (it publishes the QUEUED event, so that it
-    precedes the worker's RUNNING); its failure is logged, never the caller's."""
+    publish its QUEUED event, then queue its id. `on_queued` runs just before the id is queued (a
+    waiter listens for the end there, so the end cannot pass unheard); its failure is logged,
+    never the caller's."""
     check_options(options, settings)
     with db.read(fresh=True) as s:
         q = select(CodeSession.language, CodeSession.source_code, CodeSession.user_id).where(
@@ -242,6 +254,7 @@ def submit_execution(
             code="EXECUTION_IN_PROGRESS",
             details={"active_execution_id": str(active)},
         ) from exc
+    publish_queued(events, [execution_id])
     if on_queued is not None:
         try:
             on_queued(execution_id)
@@ -259,6 +272,15 @@ def submit_execution(
         "session_id": str(session_id),
         "queued_at": iso(now),
     }
+
+
+def publish_queued(events: EventBus, execution_ids: list[uuid.UUID]) -> None:
+    """The QUEUED event of new executions, in one round trip: after the INSERT and before the ids
+    are queued, so that it precedes the worker's RUNNING. Best effort: the row is the truth."""
+    try:
+        events.publish_each([str(e) for e in execution_ids], "status", {"status": ExecutionStatus.QUEUED.value})
+    except Exception:  # noqa: BLE001 - an event is a convenience; followers read the row too
+        log.warning("could not publish QUEUED", extra={"count": len(execution_ids)}, exc_info=True)
 
 
 def get_execution(
@@ -405,7 +427,7 @@ def fail_queued(db: Database, execution_id: uuid.UUID, reason: str, message: str
     shown to the user: a generic text, never exception details."""
     stmt = (
         update(Execution)
-        .where(Execution.id == execution_id, Execution.status.in_(ACTIVE_STATUSES))
+        .where(Execution.id == execution_id, Execution.status.in_(status_values(ACTIVE_STATUSES)))
         .values(status=ExecutionStatus.FAILED.value, reason=reason, stderr=message.encode(), finished_at=utcnow())
     )
     with db.write() as s:

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, aliased
 from ..config import Settings
 from ..db import Database
 from ..errors import QuotaExceeded
-from ..models import TERMINAL_STATUSES, CodeSession, Execution, Source, utcnow
+from ..models import TERMINAL_STATUSES, CodeSession, Execution, Source, status_values, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def expire_executions(db: Database, settings: Settings, now: datetime | None = N
     if not settings.execution_retention_days:
         return 0
     cutoff = (now or utcnow()) - timedelta(days=settings.execution_retention_days)
-    terminal = [status.value for status in TERMINAL_STATUSES]
+    terminal = status_values(TERMINAL_STATUSES)
     pick = (
         select(Execution.id)
         .where(Execution.finished_at < cutoff, Execution.status.in_(terminal))

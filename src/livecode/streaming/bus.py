@@ -38,6 +38,10 @@ class EventBus(Protocol):
         """Several events in order, in one round trip (the run's final status, result and end)."""
         ...
 
+    def publish_each(self, execution_ids: list[str], kind: str, data: dict[str, Any]) -> None:
+        """The same event to several executions, in one round trip (a batch's QUEUED)."""
+        ...
+
     def read(self, execution_id: str, after: str | None, block_ms: int, count: int = READ_COUNT) -> list[Event]:
         """Events after id `after` (None: from the start), oldest first, at most `count`;
         waits up to `block_ms` for the first one when there is none yet (0: do not wait)."""
@@ -128,6 +132,14 @@ class RedisEventBus:
         if any(kind in TERMINAL_KINDS for kind, _ in events):
             pipe.publish(self.finished_channel, execution_id)  # same round trip, after the XADDs
         return [_text(i) for i in pipe.execute()[: len(events)]]
+
+    def publish_each(self, execution_ids: list[str], kind: str, data: dict[str, Any]) -> None:
+        fields = {"k": kind, "d": json.dumps(data)}
+        pipe = self.client.pipeline(transaction=False)
+        for execution_id in execution_ids:
+            pipe.xadd(_key(execution_id), fields, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            pipe.expire(_key(execution_id), STREAM_TTL_S)
+        pipe.execute()
 
     def watch_finished(self, execution_id: str) -> threading.Event:
         with self._listener_lock:  # started by the first waiter: workers never listen
@@ -237,6 +249,10 @@ class MemoryEventBus:
 
     def publish_many(self, execution_id: str, events: list[tuple[str, dict[str, Any]]]) -> list[str]:
         return [self.publish(execution_id, kind, data) for kind, data in events]
+
+    def publish_each(self, execution_ids: list[str], kind: str, data: dict[str, Any]) -> None:
+        for execution_id in execution_ids:
+            self.publish(execution_id, kind, data)
 
     def watch_finished(self, execution_id: str) -> threading.Event:
         return self.finished.register(execution_id)

@@ -1,70 +1,71 @@
-"""Execution figures recorded by whichever process runs the worker (Celery's task_postrun), into
-the runtime's metrics store (infra/metrics_store.py); the API serves them at /metrics."""
+"""Execution figures, recorded by whichever process runs the worker into the runtime's metrics
+store (infra/metrics_store.py); the API serves them at /metrics.
+
+Neither source reads the database: the task records its outcome and a finished execution's
+status, duration and queue wait from the row its final UPDATE returned, and Celery's
+task_postrun counts the tasks that did not return (retries, errors).
+"""
 
 from __future__ import annotations
 
 import logging
-import uuid
+from datetime import datetime
 from typing import Any
 
 from ..infra.metrics_store import DURATION_BUCKETS, WAIT_BUCKETS, histogram_increments
-from ..runtime import Runtime
+from ..runtime import Runtime, runtime
+from .celery_app import TASK_NAME
 
 log = logging.getLogger(__name__)
 
-
-def record_task(rt: Runtime, execution_id: str, retval: Any, state: str | None) -> None:
-    """After a task: count it, and for a finished execution its outcome, duration and queue wait,
-    read from its row (the truth, including when it was queued)."""
-    from sqlalchemy import select
-
-    from ..models import Execution, ExecutionStatus
-
-    statuses = {s.value for s in ExecutionStatus}
-    if state == "RETRY":
-        outcome = "retry"
-    elif state not in (None, "SUCCESS") or not isinstance(retval, str):
-        outcome = "error"
-    else:
-        outcome = retval if retval in statuses or retval == "skipped" else "error"
-    increments: dict[str, float] = {f"tasks|{outcome}": 1}
-    if outcome in statuses:
-        with rt.db.read(fresh=True) as s:
-            row = s.execute(
-                select(Execution.status, Execution.language, Execution.priority, Execution.queued_at,
-                       Execution.started_at, Execution.finished_at, Execution.execution_time_ms)
-                .where(Execution.id == uuid.UUID(execution_id))
-            ).first()
-        if row is not None and row.status in statuses:
-            increments[f"n|{row.status}|{row.language}"] = 1
-            if row.execution_time_ms is not None:
-                duration = row.execution_time_ms / 1000
-            elif row.started_at and row.finished_at:
-                duration = (row.finished_at - row.started_at).total_seconds()
-            else:
-                duration = 0.0
-            increments.update(histogram_increments(f"dur|{row.language}", duration, DURATION_BUCKETS))
-            if row.started_at and row.queued_at:
-                queue = rt.settings.queue_low if row.priority == "batch" else rt.settings.queue_high
-                wait = max(0.0, (row.started_at - row.queued_at).total_seconds())
-                increments.update(histogram_increments(f"wait|{queue}", wait, WAIT_BUCKETS))
-    rt.metrics.add(increments)
-
-
-def _on_task_postrun(sender: Any = None, task_id: str | None = None, retval: Any = None,
-                     state: str | None = None, **_: Any) -> None:
-    if getattr(sender, "name", None) != "livecode.execute" or not task_id:
-        return
+def _when(value: Any) -> datetime | None:
     try:
-        from ..runtime import runtime
+        return datetime.fromisoformat(value) if value else None
+    except (TypeError, ValueError):
+        return None
 
-        record_task(runtime(), task_id, retval, state)
-    except Exception:  # noqa: BLE001 - metrics must never fail a task
+
+def record_outcome(rt: Runtime, outcome: str, final: dict[str, Any] | None = None) -> None:
+    """Count one task by outcome (an execution status, "skipped", "retry" or "error") and, for an
+    execution it finished, its status, duration and queue wait, from the row as the final UPDATE
+    returned it (serialize_execution's shape). One write to the store. Never raises: metrics
+    must never fail a task."""
+    try:
+        increments: dict[str, float] = {f"tasks|{outcome}": 1}
+        if final is not None:
+            increments.update(_execution_figures(rt, final))
+        rt.metrics.add(increments)
+    except Exception:  # noqa: BLE001
         log.debug("could not record task metrics", exc_info=True)
 
 
+def _execution_figures(rt: Runtime, final: dict[str, Any]) -> dict[str, float]:
+    language = final["language"]
+    out: dict[str, float] = {f"n|{final['status']}|{language}": 1}
+    started, finished, queued = (_when(final.get(k)) for k in ("started_at", "finished_at", "queued_at"))
+    if final.get("execution_time_ms") is not None:
+        duration = final["execution_time_ms"] / 1000
+    elif started and finished:
+        duration = (finished - started).total_seconds()
+    else:
+        duration = 0.0
+    out.update(histogram_increments(f"dur|{language}", duration, DURATION_BUCKETS))
+    if started and queued:
+        queue = rt.settings.queue_low if final.get("priority") == "batch" else rt.settings.queue_high
+        wait = max(0.0, (started - queued).total_seconds())
+        out.update(histogram_increments(f"wait|{queue}", wait, WAIT_BUCKETS))
+    return out
+
+
+def _on_task_postrun(sender: Any = None, task_id: str | None = None, state: str | None = None, **_: Any) -> None:
+    # A task that returned recorded itself; this counts the ones that did not (retries, errors).
+    if getattr(sender, "name", None) != TASK_NAME or not task_id or state == "SUCCESS":
+        return
+    record_outcome(runtime(), "retry" if state == "RETRY" else "error")
+
+
 def connect_worker_signals() -> None:
-    """Record each execution task's figures (in whichever process runs the worker)."""
+    """Count the execution tasks that raise (in whichever process runs the worker)."""
     from celery import signals
 
     signals.task_postrun.connect(_on_task_postrun, weak=False, dispatch_uid="livecode-metrics")

@@ -26,6 +26,7 @@ from ..streaming.publisher import OutputPublisher
 from .celery_app import TASK_NAME, celery
 from .deadletter import record_dead_letter
 from .heartbeat import identity
+from .metrics import record_outcome
 from .sandbox_runner import get_process_runner
 
 log = logging.getLogger(__name__)
@@ -213,6 +214,7 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
         raise
     if claimed is None:
         log.info("execution not QUEUED; nothing to do", extra=extra)
+        record_outcome(rt, "skipped")
         return "skipped"
     extra["request_id"] = claimed.request_id
     log.info("execution started", extra={**extra, "language": claimed.language, "attempt": claimed.attempt})
@@ -245,6 +247,7 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
         _publish_final(rt, execution_id, [
             ("status", {"status": status.value}), ("result", final), ("end", {"status": status.value}),
         ])
+    record_outcome(rt, status.value, final)  # from the returned row: nothing is read again
     return status.value
 
 
