@@ -15,23 +15,18 @@ import pytest
 from flask import Flask
 from sqlalchemy import text
 
-from livecode import migrations as migrate
 from livecode.app import create_app
 from livecode.config import load_settings
 from livecode.runtime import Runtime, build_runtime
+from tests.support.embedded import embedded_runtime
 
 SECRET = "parameter-value-" + uuid.uuid4().hex
 
 
 @pytest.fixture
 def rt(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
-    monkeypatch.setenv("LIVECODE_DATA_DIR", str(tmp_path))
-    for var in ("DATABASE_URL", "REDIS_URL"):
-        monkeypatch.delenv(var, raising=False)
-    r = build_runtime(load_settings("embedded"))
-    migrate.upgrade(r.db.engine)
-    yield r
-    r.db.dispose()
+    with embedded_runtime(tmp_path, monkeypatch) as r:
+        yield r
 
 
 @pytest.fixture

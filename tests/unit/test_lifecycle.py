@@ -11,21 +11,15 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from livecode import migrations as migrate
 from livecode.app import create_app
-from livecode.config import load_settings
-from livecode.runtime import Runtime, build_runtime
+from livecode.runtime import Runtime
+from tests.support.embedded import embedded_runtime
 
 
 @pytest.fixture
 def rt(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
-    monkeypatch.setenv("LIVECODE_DATA_DIR", str(tmp_path))
-    for var in ("DATABASE_URL", "REDIS_URL"):
-        monkeypatch.delenv(var, raising=False)
-    r = build_runtime(load_settings("embedded"))
-    migrate.upgrade(r.db.engine)
-    yield r
-    r.db.dispose()
+    with embedded_runtime(tmp_path, monkeypatch) as r:
+        yield r
 
 
 class RecordingEnqueue:

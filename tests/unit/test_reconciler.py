@@ -7,23 +7,16 @@ from datetime import timedelta
 
 import pytest
 
-from livecode import migrations as migrate
-from livecode.config import load_settings
 from livecode.models import CodeSession, Execution, Source, utcnow
-from livecode.runtime import build_runtime
 from livecode.services.storage import source_hash
 from livecode.worker.reconciler import reconcile_once
+from tests.support.embedded import embedded_runtime
 
 
 @pytest.fixture
 def rt(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("LIVECODE_DATA_DIR", str(tmp_path))
-    for var in ("DATABASE_URL", "REDIS_URL"):
-        monkeypatch.delenv(var, raising=False)
-    r = build_runtime(load_settings("embedded", max_attempts=2, requeue_grace_s=1.0))
-    migrate.upgrade(r.db.engine)
-    yield r
-    r.db.dispose()
+    with embedded_runtime(tmp_path, monkeypatch, max_attempts=2, requeue_grace_s=1.0) as r:
+        yield r
 
 
 def add_execution(rt, status: str, worker: str | None = None, attempts: int = 0, age_s: int = 60) -> uuid.UUID:  # type: ignore[no-untyped-def]

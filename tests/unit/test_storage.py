@@ -15,14 +15,14 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
-from livecode import migrations as migrate
 from livecode.app import create_app
 from livecode.config import load_settings
 from livecode.models import ExecutionStatus, utcnow
-from livecode.runtime import Runtime, build_runtime
+from livecode.runtime import Runtime
 from livecode.services.executions import claim_execution, finish_execution
 from livecode.services.storage import source_hash
 from livecode.worker.janitor import cleanup_once
+from tests.support.embedded import embedded_runtime
 from tests.support.migrations import check_sources_migration
 
 SOURCE = "print('stored once')\n# " + "x" * 5000
@@ -30,15 +30,10 @@ SOURCE = "print('stored once')\n# " + "x" * 5000
 
 @pytest.fixture
 def rt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
-    monkeypatch.setenv("LIVECODE_DATA_DIR", str(tmp_path))
-    for var in ("DATABASE_URL", "REDIS_URL"):
-        monkeypatch.delenv(var, raising=False)
-    r = build_runtime(load_settings("embedded", max_stored_executions=5, max_sessions=3,
+    with embedded_runtime(tmp_path, monkeypatch, max_stored_executions=5, max_sessions=3,
                                     execution_retention_days=30, source_gc_grace_s=3600,
-                                    rate_limits_enabled=False))
-    migrate.upgrade(r.db.engine)
-    yield r
-    r.db.dispose()
+                                    rate_limits_enabled=False) as r:
+        yield r
 
 
 @pytest.fixture

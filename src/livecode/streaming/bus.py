@@ -190,6 +190,14 @@ def _entry(entry: Any) -> Event:
     return _text(event_id), kind, json.loads(fields.get(b"d", fields.get("d", "{}")))
 
 
+def events_after(keys: list[tuple[int, int]], events: list[Event], start: tuple[int, int] | None,
+                 count: int) -> list[Event]:
+    """From a window of events sorted by id (with their parsed ids), at most `count` after
+    `start` (None: from the first); [] when there is none yet."""
+    i = bisect.bisect_right(keys, start) if start else 0
+    return events[i : i + count]
+
+
 def parse_id(event_id: str) -> tuple[int, int]:
     """A bus event id "<ms>-<seq>" as a sortable pair; ValueError if it is not one."""
     a, sep, b = event_id.partition("-")
@@ -276,10 +284,9 @@ class MemoryEventBus:
         with self._cond:
             while True:
                 stream = self._streams.get(execution_id)
-                if stream is not None:
-                    i = bisect.bisect_right(stream.keys, start) if start else 0
-                    if i < len(stream.events):
-                        return stream.events[i : i + count]
+                found = events_after(stream.keys, stream.events, start, count) if stream is not None else []
+                if found:
+                    return found
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import bisect
 import logging
 import threading
 import time
 from typing import Any
 
-from .bus import READ_COUNT, Event, EventBus, parse_id
+from .bus import READ_COUNT, Event, EventBus, events_after, parse_id
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +72,9 @@ class SharedTails:
                 tail.last_used = time.monotonic()
                 if not tail.alive or start < tail.base:
                     break
-                i = bisect.bisect_right(tail.keys, start)
-                if i < len(tail.events):
-                    return tail.events[i : i + count]
+                found = events_after(tail.keys, tail.events, start, count)
+                if found:
+                    return found
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
