@@ -17,8 +17,9 @@ from ..config import Settings
 from ..db import Database
 from ..models import CodeSession, Execution, ExecutionStatus, Priority, utcnow
 from ..streaming.bus import EventBus
+from ..streaming.publisher import publish_queued
 from . import storage
-from .executions import Enqueue, ExecuteOptions, check_options, publish_queued
+from .executions import Enqueue, ExecuteOptions, check_options
 from .sessions import iso, not_found
 from .validation import check_language
 
@@ -85,7 +86,7 @@ def submit_batch(
         if charge is not None:  # the rate limit last: a batch refused for any other reason costs nothing
             charge(len(rows))
         s.execute(insert(Execution), rows)
-    publish_queued(events, [row["id"] for row in rows])
+    publish_queued(events, [str(row["id"]) for row in rows])
     failed = 0
     for row in rows:
         try:

@@ -31,6 +31,7 @@ from ..models import (
 )
 from ..sandbox.types import text_view
 from ..streaming.bus import EventBus
+from ..streaming.publisher import publish_queued
 from . import storage
 from .sessions import iso, not_found
 from .validation import check_language, check_text
@@ -254,7 +255,7 @@ def submit_execution(
             code="EXECUTION_IN_PROGRESS",
             details={"active_execution_id": str(active)},
         ) from exc
-    publish_queued(events, [execution_id])
+    publish_queued(events, [str(execution_id)])
     if on_queued is not None:
         try:
             on_queued(execution_id)
@@ -272,15 +273,6 @@ def submit_execution(
         "session_id": str(session_id),
         "queued_at": iso(now),
     }
-
-
-def publish_queued(events: EventBus, execution_ids: list[uuid.UUID]) -> None:
-    """The QUEUED event of new executions, in one round trip: after the INSERT and before the ids
-    are queued, so that it precedes the worker's RUNNING. Best effort: the row is the truth."""
-    try:
-        events.publish_each([str(e) for e in execution_ids], "status", {"status": ExecutionStatus.QUEUED.value})
-    except Exception:  # noqa: BLE001 - an event is a convenience; followers read the row too
-        log.warning("could not publish QUEUED", extra={"count": len(execution_ids)}, exc_info=True)
 
 
 def get_execution(

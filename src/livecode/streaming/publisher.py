@@ -1,13 +1,50 @@
-"""The worker's side of a run's stream: the sandbox's output, coalesced into bus events."""
+"""What is published about a run, and when: QUEUED (by the execution service, before the id is
+queued), RUNNING with the attempt (the worker, once it claimed the row), the output (coalesced,
+from the sandbox's reader thread) and the final status, result and end (after the row is saved).
+
+Every publish is best effort: a failure is logged and dropped, the stored row stays the truth
+(followers make the final events from it).
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from typing import Any
 
+from ..models import ExecutionStatus
 from .bus import EventBus
 
 log = logging.getLogger(__name__)
+
+
+def _best_effort(publish: Callable[[], object], what: str, execution_id: str | None = None,
+                 level: int = logging.DEBUG) -> None:
+    try:
+        publish()
+    except Exception:  # noqa: BLE001 - streaming is best effort; the row is the truth
+        log.log(level, "could not publish %s", what, extra={"execution_id": execution_id}, exc_info=True)
+
+
+def publish_queued(bus: EventBus, execution_ids: list[str]) -> None:
+    """QUEUED for new executions (one, or a batch), in one round trip."""
+    _best_effort(lambda: bus.publish_each(execution_ids, "status", {"status": ExecutionStatus.QUEUED.value}),
+                 "QUEUED", execution_ids[0] if len(execution_ids) == 1 else None, logging.WARNING)
+
+
+def publish_running(bus: EventBus, execution_id: str, attempt: int) -> None:
+    """RUNNING: a worker claimed the run. attempt > 1: it started over; clients drop the output so far."""
+    _best_effort(lambda: bus.publish(execution_id, "status",
+                                     {"status": ExecutionStatus.RUNNING.value, "attempt": attempt}),
+                 "RUNNING", execution_id)
+
+
+def publish_finished(bus: EventBus, execution_id: str, status: str, row: dict[str, Any]) -> None:
+    """The final status, the result (the row as GET returns it) and end, in one round trip."""
+    _best_effort(lambda: bus.publish_many(execution_id, [
+        ("status", {"status": status}), ("result", row), ("end", {"status": status}),
+    ]), "the final events", execution_id)
 
 
 class OutputPublisher:

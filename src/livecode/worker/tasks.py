@@ -22,7 +22,7 @@ from ..models import ExecutionStatus, utcnow
 from ..runtime import Runtime, runtime
 from ..sandbox import Outcome, RunRequest, RunResult, SandboxLimits
 from ..services.executions import ClaimedRun, claim_execution, fail_queued, finish_execution_returning
-from ..streaming.publisher import OutputPublisher
+from ..streaming.publisher import OutputPublisher, publish_finished, publish_running
 from .celery_app import TASK_NAME, celery
 from .deadletter import record_dead_letter
 from .heartbeat import identity
@@ -127,20 +127,6 @@ def _save_with_backoff(
     return None
 
 
-def _publish(rt: Runtime, execution_id: str, kind: str, data: dict[str, Any]) -> None:
-    try:
-        rt.events.publish(execution_id, kind, data)
-    except Exception:  # noqa: BLE001 - streaming is best effort; the row is the truth
-        log.debug("event publish failed", exc_info=True)
-
-
-def _publish_final(rt: Runtime, execution_id: str, events: list[tuple[str, dict[str, Any]]]) -> None:
-    try:
-        rt.events.publish_many(execution_id, events)
-    except Exception:  # noqa: BLE001 - streaming is best effort; the row is the truth
-        log.debug("event publish failed", exc_info=True)
-
-
 def run_claimed(rt: Runtime, claimed: ClaimedRun) -> RunResult:
     eid = str(claimed.execution_id)
     request = RunRequest(
@@ -218,8 +204,7 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
         return "skipped"
     extra["request_id"] = claimed.request_id
     log.info("execution started", extra={**extra, "language": claimed.language, "attempt": claimed.attempt})
-    # attempt > 1: the run started over on another worker; clients drop the output shown so far.
-    _publish(rt, execution_id, "status", {"status": ExecutionStatus.RUNNING.value, "attempt": claimed.attempt})
+    publish_running(rt.events, execution_id, claimed.attempt)
     with _active_lock:
         _active += 1
     try:
@@ -244,9 +229,7 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
     )
     if final is not None:
         # The row the UPDATE returned, and the three final events in one round trip.
-        _publish_final(rt, execution_id, [
-            ("status", {"status": status.value}), ("result", final), ("end", {"status": status.value}),
-        ])
+        publish_finished(rt.events, execution_id, status.value, final)
     record_outcome(rt, status.value, final)  # from the returned row: nothing is read again
     return status.value
 
