@@ -95,6 +95,12 @@ class Database:
             yield conn
 
     @contextmanager
+    def read_core(self, fresh: bool = False) -> Iterator[Connection]:
+        """A Core connection for hot single-statement reads; on the replica unless `fresh`."""
+        with (self.engine if fresh else self.replica_engine).connect() as conn:
+            yield conn
+
+    @contextmanager
     def read(self, fresh: bool = False) -> Iterator[Session]:
         """A read-only session; on the replica unless `fresh` asks for read-your-writes."""
         factory = self._factory if fresh else self._replica_factory

@@ -14,6 +14,7 @@ Where each figure comes from, and why:
 
 from __future__ import annotations
 
+import atexit
 import hmac
 import logging
 import os
@@ -21,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import Any, Protocol
 
 from flask import Flask, Response, g, request
@@ -47,6 +49,7 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 UNMATCHED = "<unmatched>"
 REDIS_KEY = "livecode:metrics:executions"
 WAIT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+FLUSH_S = 1.0  # how often a worker sends its execution figures to Redis
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 HTTP_LATENCY = Histogram(
@@ -72,17 +75,55 @@ class ExecutionMetricsStore(Protocol):
 
 
 class RedisMetricsStore:
+    """Increments are added up in this process and sent in one pipeline about once a second
+    (`FLUSH_S`) by a background thread, not per execution: the per-run path costs a dict update,
+    not a Redis round trip. What a failed flush could not send is kept for the next one (the
+    fields are a bounded set), so Redis being down loses no counts; what is pending when the
+    process dies is lost (at most one interval's counts)."""
+
     def __init__(self, client: Any) -> None:
         self.client = client
+        self._pending: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
 
     def add(self, increments: dict[str, float]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for field, value in increments.items():
-            if float(value).is_integer():
-                pipe.hincrby(REDIS_KEY, field, int(value))
-            else:
-                pipe.hincrbyfloat(REDIS_KEY, field, value)
-        pipe.execute()
+        with self._lock:
+            for field, value in increments.items():
+                self._pending[field] = self._pending.get(field, 0.0) + value
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_loop, name="metrics-flush", daemon=True)
+                self._flusher.start()
+                atexit.register(self.flush)
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for field, value in pending.items():
+                if float(value).is_integer():
+                    pipe.hincrby(REDIS_KEY, field, int(value))
+                else:
+                    pipe.hincrbyfloat(REDIS_KEY, field, value)
+            pipe.execute()
+        except Exception:
+            # Not sent (or not known to be): add them back. A pipeline that failed half way may
+            # count some twice; a figure is a monitoring aid, the rows are the truth.
+            with self._lock:
+                for field, value in pending.items():
+                    self._pending[field] = self._pending.get(field, 0.0) + value
+            raise
+
+    def _flush_loop(self) -> None:
+        while True:
+            time.sleep(FLUSH_S)
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - kept for the next flush
+                log.debug("could not flush execution metrics", exc_info=True)
 
     def read(self) -> dict[str, float]:
         raw = self.client.hgetall(REDIS_KEY)
@@ -105,10 +146,19 @@ class MemoryMetricsStore:
 
 
 _memory_store = MemoryMetricsStore()
+_redis_stores: dict[int, RedisMetricsStore] = {}
+_stores_lock = threading.Lock()
 
 
 def store_for(rt: Runtime) -> ExecutionMetricsStore:
-    return RedisMetricsStore(rt.redis) if rt.redis is not None else _memory_store
+    """One store per Redis client (so one buffer and one flusher per process)."""
+    if rt.redis is None:
+        return _memory_store
+    with _stores_lock:
+        store = _redis_stores.get(id(rt.redis))
+        if store is None or store.client is not rt.redis:
+            store = _redis_stores[id(rt.redis)] = RedisMetricsStore(rt.redis)
+        return store
 
 
 def _bucket_index(value: float, buckets: tuple[float, ...]) -> int:
@@ -122,12 +172,12 @@ def _histogram_increments(prefix: str, value: float, buckets: tuple[float, ...])
     return {f"{prefix}|b{_bucket_index(value, buckets)}": 1, f"{prefix}|sum": value, f"{prefix}|count": 1}
 
 
-def record_task(rt: Runtime, execution_id: str, retval: Any, state: str | None) -> None:
-    """After a task: count it, and for a finished execution its outcome, duration and queue wait,
-    read from its row (the truth, including when it was queued)."""
-    from sqlalchemy import select
-
-    from .models import Execution, ExecutionStatus
+def record_task(rt: Runtime, execution_id: str, retval: Any, state: str | None,
+                finished: dict[str, Any] | None = None) -> None:
+    """After a task: count it, and for a finished execution its outcome, duration and queue wait.
+    `finished`: the execution as the task's final UPDATE returned it (GET's body); without it the
+    row is read (the truth, including when it was queued)."""
+    from .models import ExecutionStatus
 
     statuses = {s.value for s in ExecutionStatus}
     if state == "RETRY":
@@ -138,26 +188,45 @@ def record_task(rt: Runtime, execution_id: str, retval: Any, state: str | None) 
         outcome = retval if retval in statuses or retval == "skipped" else "error"
     increments: dict[str, float] = {f"tasks|{outcome}": 1}
     if outcome in statuses:
-        with rt.db.read(fresh=True) as s:
-            row = s.execute(
-                select(Execution.status, Execution.language, Execution.priority, Execution.queued_at,
-                       Execution.started_at, Execution.finished_at, Execution.execution_time_ms)
-                .where(Execution.id == uuid.UUID(execution_id))
-            ).first()
-        if row is not None and row.status in statuses:
-            increments[f"n|{row.status}|{row.language}"] = 1
-            if row.execution_time_ms is not None:
-                duration = row.execution_time_ms / 1000
-            elif row.started_at and row.finished_at:
-                duration = (row.finished_at - row.started_at).total_seconds()
+        row = _finished_row(finished) if finished is not None else _read_row(rt, execution_id)
+        if row is not None and row["status"] in statuses:
+            increments[f"n|{row['status']}|{row['language']}"] = 1
+            started, finished_at, queued = row["started_at"], row["finished_at"], row["queued_at"]
+            if row["execution_time_ms"] is not None:
+                duration = row["execution_time_ms"] / 1000
+            elif started and finished_at:
+                duration = (finished_at - started).total_seconds()
             else:
                 duration = 0.0
-            increments.update(_histogram_increments(f"dur|{row.language}", duration, DURATION_BUCKETS))
-            if row.started_at and row.queued_at:
-                queue = rt.settings.queue_low if row.priority == "batch" else rt.settings.queue_high
-                wait = max(0.0, (row.started_at - row.queued_at).total_seconds())
+            increments.update(_histogram_increments(f"dur|{row['language']}", duration, DURATION_BUCKETS))
+            if started and queued:
+                queue = rt.settings.queue_low if row["priority"] == "batch" else rt.settings.queue_high
+                wait = max(0.0, (started - queued).total_seconds())
                 increments.update(_histogram_increments(f"wait|{queue}", wait, WAIT_BUCKETS))
     store_for(rt).add(increments)
+
+
+_ROW_FIELDS = ("status", "language", "priority", "queued_at", "started_at", "finished_at", "execution_time_ms")
+
+
+def _finished_row(finished: dict[str, Any]) -> dict[str, Any]:
+    row = {k: finished.get(k) for k in _ROW_FIELDS}
+    for k in ("queued_at", "started_at", "finished_at"):
+        value = row[k]
+        row[k] = datetime.fromisoformat(value) if isinstance(value, str) and value else None
+    return row
+
+
+def _read_row(rt: Runtime, execution_id: str) -> dict[str, Any] | None:
+    from sqlalchemy import select
+
+    from .models import Execution
+
+    with rt.db.read(fresh=True) as s:
+        row = s.execute(
+            select(*(getattr(Execution, k) for k in _ROW_FIELDS)).where(Execution.id == uuid.UUID(execution_id))
+        ).first()
+    return dict(row._mapping) if row is not None else None
 
 
 def _on_task_postrun(sender: Any = None, task_id: str | None = None, retval: Any = None,
@@ -167,7 +236,9 @@ def _on_task_postrun(sender: Any = None, task_id: str | None = None, retval: Any
     try:
         from .runtime import runtime
 
-        record_task(runtime(), task_id, retval, state)
+        # The task leaves the row its final UPDATE returned on its request (still current here).
+        finished = getattr(getattr(sender, "request", None), "livecode_finished", None)
+        record_task(runtime(), task_id, retval, state, finished if isinstance(finished, dict) else None)
     except Exception:  # noqa: BLE001 - metrics must never fail a task
         log.debug("could not record task metrics", exc_info=True)
 
