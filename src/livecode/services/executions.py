@@ -365,6 +365,9 @@ _CLAIM = _claim_statement()
 
 def claim_execution(db: Database, execution_id: uuid.UUID, worker: str) -> ClaimedRun | None:
     """QUEUED -> RUNNING. None when the execution is not QUEUED (already taken, done, gone)."""
+    # A transaction, not write_one: a worker that dies while its claim waits on the row lock
+    # leaves a transaction that PostgreSQL rolls back (the run stays QUEUED); a statement in
+    # autocommit would commit a claim that nobody holds.
     with db.write_core() as conn:  # Core: one statement, none of the ORM session's bookkeeping
         row = conn.execute(_CLAIM, {"p_eid": execution_id, "p_now": utcnow(), "p_worker": worker}).first()
     if row is None:
@@ -396,7 +399,9 @@ def finish_execution_returning(
     UPDATE's RETURNING: no second read), or None when the row was not the attempt's to finish."""
     # The SET clause is the parameters' column keys (status, finished_at and the result's).
     values = {"status": status.value, "finished_at": utcnow(), **result, "p_eid": execution_id, "p_attempt": attempt}
-    with db.write_core() as conn:  # Core: the row's columns are all serialize_execution reads
+    # write_one: a result committed after its worker died is still the run's result (its
+    # message, never acked, finds the row terminal and is skipped).
+    with db.write_one() as conn:  # Core: the row's columns are all serialize_execution reads
         row = conn.execute(_FINISH, values).first()
     return serialize_execution(row) if row is not None else None  # type: ignore[arg-type]
 
