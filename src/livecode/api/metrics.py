@@ -5,25 +5,22 @@ Where each figure comes from, and why:
   gunicorn with several processes, so it uses prometheus_client's multiprocess mode
   (PROMETHEUS_MULTIPROC_DIR); a scrape of any process reports the sum over all of them.
 - Execution outcomes, durations, queue wait and tasks processed: recorded by the workers, which
-  are separate processes on other hosts and serve no HTTP. Each worker adds its figures to one
-  Redis hash (a few HINCRBY per execution) and the API reads the hash at scrape time, so any API
-  process reports the totals of all workers. In the embedded mode the hash is in memory.
+  are separate processes on other hosts and serve no HTTP. Each worker (worker/metrics.py) adds
+  its figures to one Redis hash (a few HINCRBY per execution) and the API reads the hash at scrape
+  time, so any API process reports the totals of all workers. In the embedded mode the hash is in
+  memory (infra/metrics_store.py).
 - Queue length (Redis LLEN) and worker CPU and memory (the workers' heartbeats) are read at scrape
   time, so they are current and cost nothing between scrapes.
 """
 
 from __future__ import annotations
 
-import atexit
 import hmac
 import logging
 import os
-import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator
-from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from flask import Flask, Response, g, request
 from prometheus_client import (
@@ -37,8 +34,10 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .errors import ApiError
-from .runtime import Runtime
+from ..errors import ApiError
+from ..infra.metrics_store import DURATION_BUCKETS, WAIT_BUCKETS, histogram_from
+from ..runtime import Runtime
+from ..services.stats import broker_queue_lengths
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +46,6 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # "other", a path no route matches is "<unmatched>" (the route template, never the path).
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "<unmatched>"
-REDIS_KEY = "livecode:metrics:executions"
-WAIT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
-FLUSH_S = 1.0  # how often a worker sends its execution figures to Redis
-DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 HTTP_LATENCY = Histogram(
     "livecode_http_request_duration_seconds", "API request latency by endpoint, method and status",
@@ -65,205 +60,7 @@ DB_POOL_OVERFLOW = Gauge("livecode_db_pool_overflow", "Database connections beyo
                          ["engine"], multiprocess_mode="livesum")
 
 
-# ---- worker side: where workers put their figures ---------------------------------------------
-
-
-class ExecutionMetricsStore(Protocol):
-    def add(self, increments: dict[str, float]) -> None: ...
-
-    def read(self) -> dict[str, float]: ...
-
-
-class RedisMetricsStore:
-    """Increments are added up in this process and sent in one pipeline about once a second
-    (`FLUSH_S`) by a background thread, not per execution: the per-run path costs a dict update,
-    not a Redis round trip. What a failed flush could not send is kept for the next one (the
-    fields are a bounded set), so Redis being down loses no counts; what is pending when the
-    process dies is lost (at most one interval's counts)."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self._pending: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self._flusher: threading.Thread | None = None
-
-    def add(self, increments: dict[str, float]) -> None:
-        with self._lock:
-            for field, value in increments.items():
-                self._pending[field] = self._pending.get(field, 0.0) + value
-            if self._flusher is None:
-                self._flusher = threading.Thread(target=self._flush_loop, name="metrics-flush", daemon=True)
-                self._flusher.start()
-                atexit.register(self.flush)
-
-    def flush(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, {}
-        if not pending:
-            return
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for field, value in pending.items():
-                if float(value).is_integer():
-                    pipe.hincrby(REDIS_KEY, field, int(value))
-                else:
-                    pipe.hincrbyfloat(REDIS_KEY, field, value)
-            pipe.execute()
-        except Exception:
-            # Not sent (or not known to be): add them back. A pipeline that failed half way may
-            # count some twice; a figure is a monitoring aid, the rows are the truth.
-            with self._lock:
-                for field, value in pending.items():
-                    self._pending[field] = self._pending.get(field, 0.0) + value
-            raise
-
-    def _flush_loop(self) -> None:
-        while True:
-            time.sleep(FLUSH_S)
-            try:
-                self.flush()
-            except Exception:  # noqa: BLE001 - kept for the next flush
-                log.debug("could not flush execution metrics", exc_info=True)
-
-    def read(self) -> dict[str, float]:
-        raw = self.client.hgetall(REDIS_KEY)
-        return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
-
-
-class MemoryMetricsStore:
-    def __init__(self) -> None:
-        self._values: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def add(self, increments: dict[str, float]) -> None:
-        with self._lock:
-            for field, value in increments.items():
-                self._values[field] = self._values.get(field, 0.0) + value
-
-    def read(self) -> dict[str, float]:
-        with self._lock:
-            return dict(self._values)
-
-
-_memory_store = MemoryMetricsStore()
-_redis_stores: dict[int, RedisMetricsStore] = {}
-_stores_lock = threading.Lock()
-
-
-def store_for(rt: Runtime) -> ExecutionMetricsStore:
-    """One store per Redis client (so one buffer and one flusher per process)."""
-    if rt.redis is None:
-        return _memory_store
-    with _stores_lock:
-        store = _redis_stores.get(id(rt.redis))
-        if store is None or store.client is not rt.redis:
-            store = _redis_stores[id(rt.redis)] = RedisMetricsStore(rt.redis)
-        return store
-
-
-def _bucket_index(value: float, buckets: tuple[float, ...]) -> int:
-    for i, bound in enumerate(buckets):
-        if value <= bound:
-            return i
-    return len(buckets)  # +Inf
-
-
-def _histogram_increments(prefix: str, value: float, buckets: tuple[float, ...]) -> dict[str, float]:
-    return {f"{prefix}|b{_bucket_index(value, buckets)}": 1, f"{prefix}|sum": value, f"{prefix}|count": 1}
-
-
-def record_task(rt: Runtime, execution_id: str, retval: Any, state: str | None,
-                finished: dict[str, Any] | None = None) -> None:
-    """After a task: count it, and for a finished execution its outcome, duration and queue wait.
-    `finished`: the execution as the task's final UPDATE returned it (GET's body); without it the
-    row is read (the truth, including when it was queued)."""
-    from .models import ExecutionStatus
-
-    statuses = {s.value for s in ExecutionStatus}
-    if state == "RETRY":
-        outcome = "retry"
-    elif state not in (None, "SUCCESS") or not isinstance(retval, str):
-        outcome = "error"
-    else:
-        outcome = retval if retval in statuses or retval == "skipped" else "error"
-    increments: dict[str, float] = {f"tasks|{outcome}": 1}
-    if outcome in statuses:
-        row = _finished_row(finished) if finished is not None else _read_row(rt, execution_id)
-        if row is not None and row["status"] in statuses:
-            increments[f"n|{row['status']}|{row['language']}"] = 1
-            started, finished_at, queued = row["started_at"], row["finished_at"], row["queued_at"]
-            if row["execution_time_ms"] is not None:
-                duration = row["execution_time_ms"] / 1000
-            elif started and finished_at:
-                duration = (finished_at - started).total_seconds()
-            else:
-                duration = 0.0
-            increments.update(_histogram_increments(f"dur|{row['language']}", duration, DURATION_BUCKETS))
-            if started and queued:
-                queue = rt.settings.queue_low if row["priority"] == "batch" else rt.settings.queue_high
-                wait = max(0.0, (started - queued).total_seconds())
-                increments.update(_histogram_increments(f"wait|{queue}", wait, WAIT_BUCKETS))
-    store_for(rt).add(increments)
-
-
-_ROW_FIELDS = ("status", "language", "priority", "queued_at", "started_at", "finished_at", "execution_time_ms")
-
-
-def _finished_row(finished: dict[str, Any]) -> dict[str, Any]:
-    row = {k: finished.get(k) for k in _ROW_FIELDS}
-    for k in ("queued_at", "started_at", "finished_at"):
-        value = row[k]
-        row[k] = datetime.fromisoformat(value) if isinstance(value, str) and value else None
-    return row
-
-
-def _read_row(rt: Runtime, execution_id: str) -> dict[str, Any] | None:
-    from sqlalchemy import select
-
-    from .models import Execution
-
-    with rt.db.read(fresh=True) as s:
-        row = s.execute(
-            select(*(getattr(Execution, k) for k in _ROW_FIELDS)).where(Execution.id == uuid.UUID(execution_id))
-        ).first()
-    return dict(row._mapping) if row is not None else None
-
-
-def _on_task_postrun(sender: Any = None, task_id: str | None = None, retval: Any = None,
-                     state: str | None = None, **_: Any) -> None:
-    if getattr(sender, "name", None) != "livecode.execute" or not task_id:
-        return
-    try:
-        from .runtime import runtime
-
-        # The task leaves the row its final UPDATE returned on its request (still current here).
-        finished = getattr(getattr(sender, "request", None), "livecode_finished", None)
-        record_task(runtime(), task_id, retval, state, finished if isinstance(finished, dict) else None)
-    except Exception:  # noqa: BLE001 - metrics must never fail a task
-        log.debug("could not record task metrics", exc_info=True)
-
-
-def connect_worker_signals() -> None:
-    """Record each execution task's figures (in whichever process runs the worker)."""
-    from celery import signals
-
-    signals.task_postrun.connect(_on_task_postrun, weak=False, dispatch_uid="livecode-metrics")
-
-
-# ---- scrape side ---------------------------------------------------------------------------------
-
-
-def _histogram_from(
-    values: dict[str, float], prefix: str, buckets: tuple[float, ...]
-) -> tuple[list[tuple[str, float]], float]:
-    cumulative = 0.0
-    out: list[tuple[str, float]] = []
-    for i, bound in enumerate(buckets):
-        cumulative += values.get(f"{prefix}|b{i}", 0.0)
-        out.append((repr(float(bound)), cumulative))
-    cumulative += values.get(f"{prefix}|b{len(buckets)}", 0.0)
-    out.append(("+Inf", cumulative))
-    return out, values.get(f"{prefix}|sum", 0.0)
+# ---- scrape side: read at GET /metrics ------------------------------------------------------
 
 
 class RuntimeCollector(Collector):
@@ -278,8 +75,6 @@ class RuntimeCollector(Collector):
         yield from self._executions()
 
     def _queues(self) -> Iterable[Metric]:
-        from .services.stats import broker_queue_lengths
-
         gauge = GaugeMetricFamily("livecode_queue_length", "Messages waiting in each queue", labels=["queue"])
         try:
             for queue, length in broker_queue_lengths(self.rt).items():
@@ -310,7 +105,7 @@ class RuntimeCollector(Collector):
 
     def _executions(self) -> Iterable[Metric]:
         try:
-            values = store_for(self.rt).read()
+            values = self.rt.metrics.read()
         except Exception:  # noqa: BLE001
             log.warning("execution metrics unavailable", exc_info=True)
             values = {}
@@ -332,9 +127,9 @@ class RuntimeCollector(Collector):
             elif parts[0] in histograms and len(parts) == 3:
                 histograms[parts[0]].add(parts[1])
         for language in sorted(histograms["dur"]):
-            duration.add_metric([language], *_histogram_from(values, f"dur|{language}", DURATION_BUCKETS))
+            duration.add_metric([language], *histogram_from(values, f"dur|{language}", DURATION_BUCKETS))
         for queue in sorted(histograms["wait"]):
-            wait.add_metric([queue], *_histogram_from(values, f"wait|{queue}", WAIT_BUCKETS))
+            wait.add_metric([queue], *histogram_from(values, f"wait|{queue}", WAIT_BUCKETS))
         yield from (tasks, outcomes, duration, wait)
 
 
@@ -443,4 +238,4 @@ def init_metrics(app: Flask, rt: Runtime) -> None:
         return Response(render(rt), mimetype=CONTENT_TYPE_LATEST)
 
     app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])
-    connect_worker_signals()  # the embedded server runs its worker in this process
+
