@@ -27,10 +27,10 @@ def _settings(mode: str | None) -> Any:
 def cmd_serve(args: argparse.Namespace) -> None:
     """Embedded: API + in-process broker and worker, SQLite. No servers needed."""
     from .app import create_app
-    from .embedded import InProcessWorker
     from .runtime import init_runtime
     from .sandbox import SandboxUnavailable
-    from .server import front_limits, serve
+    from .web.server import front_limits, serve
+    from .worker.embedded import InProcessWorker
 
     settings = _settings("embedded")
     host, port = args.host or settings.host, args.port or settings.port
@@ -91,11 +91,11 @@ def cmd_api(args: argparse.Namespace) -> None:
     settings = _settings("distributed")
     child_exit = _prometheus_multiprocess(settings.prometheus_multiproc_dir)  # before prometheus_client is imported
     from .app import create_app
-    from .server import front_limits, serve
+    from .web.server import front_limits, serve
 
     settings = settings.with_overrides(api_threads=args.threads or settings.api_threads or API_THREADS)
     if args.migrate:
-        from . import migrate
+        from . import migrations as migrate
         from .db import Database
 
         db = Database(settings)
@@ -128,7 +128,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
         argv += ["-n", args.name]
     import livecode.worker.lifecycle  # noqa: F401 - connects the worker signals
 
-    from .metrics import connect_worker_signals
+    from .worker.metrics import connect_worker_signals
 
     connect_worker_signals()
 
@@ -136,7 +136,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_db(args: argparse.Namespace) -> None:
-    from . import migrate
+    from . import migrations as migrate
     from .db import Database
 
     settings = _settings(None)
@@ -153,7 +153,7 @@ def cmd_db(args: argparse.Namespace) -> None:
 
 def cmd_dlq(args: argparse.Namespace) -> None:
     from .runtime import init_runtime
-    from .worker import deadletter
+    from .services import dead_letters as deadletter
     from .worker.celery_app import configure_celery, enqueue_execution
 
     settings = _settings(None)
@@ -188,7 +188,7 @@ def cmd_user(args: argparse.Namespace) -> None:
     The password comes from LIVECODE_PASSWORD or is asked for (never a command-line argument)."""
     import getpass
 
-    from . import migrate
+    from . import migrations as migrate
     from .db import Database
     from .errors import ApiError
     from .services import accounts
