@@ -13,6 +13,7 @@ import redis
 
 from .config import Settings, load_settings
 from .db import Database
+from .infra.languages import LanguageCatalog, LocalLanguages, WorkerLanguages
 from .infra.metrics_store import ExecutionMetricsStore, MemoryMetricsStore, RedisMetricsStore
 from .infra.registry import MemoryWorkerRegistry, RedisWorkerRegistry, WorkerRegistry
 from .streaming.bus import EventBus, MemoryEventBus, RedisEventBus
@@ -28,6 +29,7 @@ class Runtime:
     registry: WorkerRegistry
     stdin: StdinChannels
     metrics: ExecutionMetricsStore
+    languages: LanguageCatalog
 
 
 _lock = threading.Lock()
@@ -46,10 +48,13 @@ def build_runtime(settings: Settings) -> Runtime:
     db = Database(settings)
     if settings.redis_url:
         client = redis_client(settings.redis_url)
-        return Runtime(settings, db, client, RedisEventBus(client), RedisWorkerRegistry(client),
-                       RedisStdinChannels(client, settings.max_stdin_bytes), RedisMetricsStore(client))
+        registry = RedisWorkerRegistry(client)
+        return Runtime(settings, db, client, RedisEventBus(client), registry,
+                       RedisStdinChannels(client, settings.max_stdin_bytes), RedisMetricsStore(client),
+                       WorkerLanguages(registry))
+    # Embedded, this process is the worker: it knows its own toolchains.
     return Runtime(settings, db, None, MemoryEventBus(), MemoryWorkerRegistry(),
-                   MemoryStdinChannels(settings.max_stdin_bytes), MemoryMetricsStore())
+                   MemoryStdinChannels(settings.max_stdin_bytes), MemoryMetricsStore(), LocalLanguages())
 
 
 def init_runtime(settings: Settings) -> Runtime:

@@ -99,7 +99,7 @@ class Execute(Resource):
             options = parse_execute_options(body)
             result = svc.submit_execution(
                 r.db, enqueue(), r.settings, sid, owner_id=owner_id(), options=options,
-                request_id=request_id(), on_queued=queued,
+                request_id=request_id(), on_queued=queued, languages=r.languages,
             )
             return result, 202
 

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from ..config import Settings
 from ..db import Database
 from ..errors import Conflict, NotFound, ValidationError
+from ..infra.languages import LanguageCatalog
 from ..models import ACTIVE_STATUSES, CodeSession, Execution, ExecutionStatus, Priority, Source, utcnow
 from ..sandbox.types import text_view
 from . import storage
@@ -162,6 +163,7 @@ def submit_execution(
     options: ExecuteOptions,
     request_id: str | None = None,
     on_queued: Callable[[uuid.UUID], object] | None = None,
+    languages: LanguageCatalog | None = None,
 ) -> dict[str, Any]:
     """Insert a QUEUED execution of the session's code (stored once, by hash: services/storage.py),
     then queue its id. `on_queued` runs between the two (it publishes the QUEUED event, so that it
@@ -176,7 +178,7 @@ def submit_execution(
         session = s.execute(q).first()
     if session is None:
         raise not_found(session_id)
-    check_language(session.language)
+    check_language(session.language, languages)
 
     execution_id = uuid.uuid4()
     now = utcnow()
