@@ -76,7 +76,14 @@ class WorkerLanguages:
         with self._lock:
             if time.monotonic() - self._read_at < self.refresh_s:
                 return self._offers
-            workers = self.registry.alive()  # a Redis error goes to the caller (503 REDIS_UNAVAILABLE)
+            self._read_at = time.monotonic()
+            try:
+                workers = self.registry.alive()
+            except redis.RedisError as exc:
+                # Neither a listing nor a submission needs Redis to be answered (the row is the
+                # truth; /api/v1/languages is a readiness probe): keep what workers said last.
+                log.warning("worker registry unreadable, languages as last seen: %s", exc)
+                return self._offers
             offers: dict[str, list[str]] = {}
             for info in workers.values():
                 langs = info.get(HEARTBEAT_KEY)
@@ -86,7 +93,6 @@ class WorkerLanguages:
                 for lang_id, version in langs.items():
                     offers.setdefault(str(lang_id), []).append(str(version))
             self._offers = offers if workers else None
-            self._read_at = time.monotonic()
             return self._offers
 
     def listing(self) -> list[dict[str, Any]]:
@@ -101,11 +107,5 @@ class WorkerLanguages:
         return out
 
     def runnable(self) -> set[str] | None:
-        try:
-            offers = self._snapshot()
-        except redis.RedisError as exc:
-            # Submissions do not need Redis to be acknowledged (the row is the truth): accept
-            # the declared languages rather than refuse work because the registry is unreadable.
-            log.warning("worker registry unreadable, languages not checked against workers: %s", exc)
-            return None
+        offers = self._snapshot()
         return None if offers is None else set(offers)
