@@ -80,6 +80,9 @@ def test_the_api_lists_and_accepts_what_live_workers_advertise(
         pg_admin_url: str, own_redis: str, bare_path: str) -> None:
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("needs root (a private mount namespace hides the toolchains)")
+    installed = {str(lg["id"]) for lg in list_languages() if lg["available"]}
+    if not {"c", "go", WORKER_LACKS} <= installed:
+        pytest.skip("the worker host needs gcc, go and rustc (scripts/install-system-deps.sh)")
     env = base_env(DATABASE_URL=create_database(pg_admin_url), REDIS_URL=own_redis)
     subprocess.run(livecode("db", "upgrade"), env=env, check=True, capture_output=True)
     api_env = {**env, "PATH": bare_path}
