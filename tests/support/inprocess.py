@@ -182,3 +182,16 @@ def session_scoped_template(tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield migrated_template(tmp_path_factory.mktemp("template"), mp)
     finally:
         mp.undo()
+
+
+def finish_like_a_worker(live: LiveApp, execution_id: Any, status: str = "COMPLETED", **result: Any) -> None:
+    """What a worker does with a queued run, through the same service calls: claim it (QUEUED ->
+    RUNNING), then write its result (RUNNING -> terminal)."""
+    from livecode.models import ExecutionStatus
+    from livecode.services import executions
+
+    eid = uuid.UUID(str(execution_id))
+    claimed = executions.claim_execution(live.db, eid, "test-worker@inprocess")
+    assert claimed is not None, f"execution {eid} was not QUEUED"
+    result.setdefault("exit_code", 0 if status == "COMPLETED" else 1)
+    assert executions.finish_execution(live.db, eid, claimed.attempt, ExecutionStatus(status), **result)
