@@ -103,7 +103,7 @@ class Rows:
         with self.engine.connect() as conn:
             for table in Base.metadata.sorted_tables:
                 rows = conn.execute(sa.select(table)).all()
-                out[table.name] = sorted((tuple(map(repr, r)) for r in rows))
+                out[table.name] = sorted(tuple(map(repr, r)) for r in rows)
         return out
 
 

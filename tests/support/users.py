@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from livecode.services import accounts
-
 from tests.support.inprocess import LiveApp
 
 PASSWORD = "correct horse battery staple"
