@@ -43,3 +43,16 @@ def live(make_live: Callable[..., LiveApp]) -> LiveApp:
 def secure(make_live: Callable[..., LiveApp]) -> LiveApp:
     """Sign-in required, as in the distributed mode."""
     return make_live(auth_required=True)
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2 with its production cost takes ~0.1-0.4 s a hash on a busy 2-core machine; these
+    tests check who may do what, not the hash's cost, so they hash with the smallest one."""
+    from argon2 import PasswordHasher
+
+    from livecode.services import accounts
+
+    cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    monkeypatch.setattr(accounts, "_hasher", cheap)
+    monkeypatch.setattr(accounts, "_DUMMY_HASH", cheap.hash("dummy"))
