@@ -95,7 +95,8 @@ def test_refresh_rotates_and_a_reused_refresh_token_revokes_the_sign_in(secure: 
     assert r.status_code == 200
     fresh = r.get_json()
     assert fresh["refresh_token"] != user.refresh and fresh["token_type"] == "Bearer"
-    assert secure.client.get(f"{AUTH}/me", headers={"Authorization": f"Bearer {fresh['access_token']}"}).status_code == 200
+    fresh_headers = {"Authorization": f"Bearer {fresh['access_token']}"}
+    assert secure.client.get(f"{AUTH}/me", headers=fresh_headers).status_code == 200
     # The first refresh token again: a stolen copy. Every token of that sign-in stops working.
     expect_error(secure.client.post(f"{AUTH}/refresh", json={"refresh_token": user.refresh}), 401, "TOKEN_REUSED")
     expect_error(secure.client.post(f"{AUTH}/refresh", json={"refresh_token": fresh["refresh_token"]}), 401,
