@@ -26,6 +26,19 @@ from tests.support.procs import (
     wait_workers,
 )
 
+# ---- parallel runs (pytest-xdist, `-n N`) ---------------------------------------------------
+# Each xdist worker is a pytest process of its own (PYTEST_XDIST_WORKER=gw0, gw1, ...). What two
+# of them must not share: the sandbox uids (locked host-wide, so a shared range would only make
+# them wait on each other), and Redis (fixtures flush their database): each worker gets a uid
+# range of its own here, and a throwaway Redis server of its own (redis_base_url below).
+# PostgreSQL is shared: every fixture creates a database with a unique name.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+WORKER_INDEX = int(XDIST_WORKER[2:]) if XDIST_WORKER[2:].isdigit() else 0
+UID_STRIDE = 100  # a worker's 64 slots, and test_host_slots's 4 at +300, fit in it
+if WORKER_INDEX:
+    for _name, _default in (("LIVECODE_TEST_UID_BASE", 62000), ("LIVECODE_TEST_WORKER_UID_BASE", 61000)):
+        os.environ[_name] = str(int(os.environ.get(_name) or _default) + UID_STRIDE * WORKER_INDEX)
+
 SANDBOX = os.environ.get("LIVECODE_TEST_SANDBOX", "bwrap")
 # A strong key, new for each test run (a placeholder or short key is refused at start-up).
 TEST_SECRET_KEY = secrets.token_urlsafe(48)
@@ -45,14 +58,14 @@ def pg_admin_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_base_url() -> Iterator[str]:
-    if os.environ.get("LIVECODE_TEST_REDIS_URL"):
-        yield os.environ["LIVECODE_TEST_REDIS_URL"]
-    elif port_open(6379):
-        yield "redis://127.0.0.1:6379/11"
-    else:
+    if XDIST_WORKER or not (os.environ.get("LIVECODE_TEST_REDIS_URL") or port_open(6379)):
         server = RedisServer().start()
         yield server.url
         server.destroy()
+    elif os.environ.get("LIVECODE_TEST_REDIS_URL"):
+        yield os.environ["LIVECODE_TEST_REDIS_URL"]
+    else:
+        yield "redis://127.0.0.1:6379/11"
 
 
 def base_env(**extra: str) -> dict[str, str]:
