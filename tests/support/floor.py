@@ -1,5 +1,5 @@
 """Fixtures of the in-process floor (tests/support/inprocess.py), imported by the conftest.py of
-tests/api and tests/services: `live` is an app with sign-in off (the embedded default),
+tests/api and tests/unit/services: `live` is an app with sign-in off (the embedded default),
 `secure` one with sign-in required, `make_live(**settings)` builds one with other settings, and
 `db` is the database layer alone on a fresh migrated SQLite file."""
 

@@ -1,5 +1,5 @@
 """Dead letters: what the worker keeps when a task gives up, and the operator's actions on them
-(the routes are in tests/api/test_admin_ops.py)."""
+(the routes: tests/api/test_admin_ops.py)."""
 
 from __future__ import annotations
 
