@@ -9,17 +9,17 @@ from typing import Any
 from flask import Flask, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import migrate
+from . import migrations as migrate
 from .api import build_api
 from .api.auth import init_auth
 from .api.body import drain_unread_body
 from .api.errors import register_error_handlers
 from .api.headers import init_security_headers
+from .api.metrics import init_metrics
 from .api.playground import register_playground
+from .api.ratelimit import init_limiter
 from .config import Settings, load_settings
 from .logging_setup import configure_logging
-from .metrics import init_metrics
-from .ratelimit import init_limiter
 from .runtime import Runtime, init_runtime
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")

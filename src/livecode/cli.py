@@ -22,10 +22,10 @@ def _settings(mode: str | None) -> Any:
 def cmd_serve(args: argparse.Namespace) -> None:
     """Embedded: API + in-process broker and worker, SQLite. No servers needed."""
     from .app import create_app
-    from .embedded import InProcessWorker
     from .runtime import init_runtime
     from .sandbox import SandboxUnavailable
-    from .server import front_limits, serve
+    from .web.server import front_limits, serve
+    from .worker.embedded import InProcessWorker
 
     settings = _settings("embedded")
     state: dict[str, Any] = {}
@@ -82,11 +82,11 @@ def cmd_api(args: argparse.Namespace) -> None:
     """Distributed: the API under gunicorn; workers run separately."""
     child_exit = _prometheus_multiprocess()  # before anything imports prometheus_client
     from .app import create_app
-    from .server import front_limits, serve
+    from .web.server import front_limits, serve
 
     settings = _settings("distributed")
     if args.migrate:
-        from . import migrate
+        from . import migrations as migrate
         from .db import Database
 
         db = Database(settings)
@@ -119,7 +119,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
         argv += ["-n", args.name]
     import livecode.worker.lifecycle  # noqa: F401 - connects the worker signals
 
-    from .metrics import connect_worker_signals
+    from .worker.metrics import connect_worker_signals
 
     connect_worker_signals()
 
@@ -127,7 +127,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_db(args: argparse.Namespace) -> None:
-    from . import migrate
+    from . import migrations as migrate
     from .db import Database
 
     settings = _settings(None)
@@ -144,7 +144,7 @@ def cmd_db(args: argparse.Namespace) -> None:
 
 def cmd_dlq(args: argparse.Namespace) -> None:
     from .runtime import init_runtime
-    from .worker import deadletter
+    from .services import dead_letters as deadletter
     from .worker.celery_app import configure_celery, enqueue_execution
 
     settings = _settings(None)
@@ -179,7 +179,7 @@ def cmd_user(args: argparse.Namespace) -> None:
     The password comes from LIVECODE_PASSWORD or is asked for (never a command-line argument)."""
     import getpass
 
-    from . import migrate
+    from . import migrations as migrate
     from .db import Database
     from .errors import ApiError
     from .services import accounts

@@ -13,8 +13,10 @@ import redis
 
 from .config import Settings, load_settings
 from .db import Database
-from .events import EventBus, MemoryEventBus, RedisEventBus
-from .worker.registry import MemoryWorkerRegistry, RedisWorkerRegistry, WorkerRegistry
+from .infra.metrics_store import ExecutionMetricsStore, MemoryMetricsStore, RedisMetricsStore
+from .infra.registry import MemoryWorkerRegistry, RedisWorkerRegistry, WorkerRegistry
+from .streaming.bus import EventBus, MemoryEventBus, RedisEventBus
+from .streaming.stdin import MemoryStdinChannels, RedisStdinChannels, StdinChannels
 
 
 @dataclass
@@ -24,6 +26,8 @@ class Runtime:
     redis: redis.Redis | None
     events: EventBus
     registry: WorkerRegistry
+    stdin: StdinChannels
+    metrics: ExecutionMetricsStore
 
 
 _lock = threading.Lock()
@@ -42,8 +46,10 @@ def build_runtime(settings: Settings) -> Runtime:
     db = Database(settings)
     if settings.redis_url:
         client = redis_client(settings.redis_url)
-        return Runtime(settings, db, client, RedisEventBus(client), RedisWorkerRegistry(client))
-    return Runtime(settings, db, None, MemoryEventBus(), MemoryWorkerRegistry())
+        return Runtime(settings, db, client, RedisEventBus(client), RedisWorkerRegistry(client),
+                       RedisStdinChannels(client, settings.max_stdin_bytes), RedisMetricsStore(client))
+    return Runtime(settings, db, None, MemoryEventBus(), MemoryWorkerRegistry(),
+                   MemoryStdinChannels(settings.max_stdin_bytes), MemoryMetricsStore())
 
 
 def init_runtime(settings: Settings) -> Runtime:

@@ -201,7 +201,7 @@ def test_collection_never_deletes_a_source_a_submission_is_about_to_reference(
 
     from sqlalchemy import text
 
-    from livecode import migrate
+    from livecode import migrations as migrate
     from livecode.config import load_settings
     from livecode.db import Database
     from livecode.models import utcnow

@@ -309,7 +309,8 @@ def test_followers_beyond_the_thread_budget_get_503_and_requests_still_work(clus
 def test_shared_tail_gives_every_follower_every_event_in_order() -> None:
     import threading
 
-    from livecode.events import MemoryEventBus, SharedTails
+    from livecode.streaming.bus import MemoryEventBus
+    from livecode.streaming.tails import SharedTails
 
     bus = MemoryEventBus()
     tails = SharedTails(bus, keep=5)

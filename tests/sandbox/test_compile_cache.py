@@ -289,8 +289,8 @@ def test_stats_reach_the_metrics_exporter(tmp_path: Path) -> None:
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from livecode.metrics import RuntimeCollector
-    from livecode.worker.registry import MemoryWorkerRegistry
+    from livecode.api.metrics import RuntimeCollector
+    from livecode.infra.registry import MemoryWorkerRegistry
 
     cache = ArtifactCache(tmp_path / "c", max_bytes=3 * MB)
     cache.ensure()

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from livecode import migrate
+from livecode import migrations as migrate
 
 ANY_BYTES = b"nul\x00 invalid\xff\xfe surrogate\xed\xa0\x80 cr\r ansi\x1b[31m split\xe2\x82"
 

@@ -17,9 +17,9 @@ import pytest
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
+from livecode.api.metrics import HTTP_METHODS
 from livecode.app import create_app
 from livecode.config import load_settings
-from livecode.metrics import HTTP_METHODS
 from livecode.runtime import reset_runtime
 
 LATENCY = "livecode_http_request_duration_seconds"

@@ -3,7 +3,7 @@ from __future__ import annotations
 import threading
 import time
 
-from livecode.events import MemoryEventBus
+from livecode.streaming.bus import MemoryEventBus
 
 
 def test_memory_bus_replays_after_an_id_in_order() -> None:

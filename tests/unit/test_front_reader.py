@@ -1,4 +1,4 @@
-"""The worker's front (livecode.front_worker.RequestReader): when a request has fully arrived,
+"""The worker's front (livecode.web.front_worker.RequestReader): when a request has fully arrived,
 whatever pieces it comes in, and that a request sent in many tiny pieces costs no more than one
 sent at once."""
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from livecode.front_worker import RequestReader
+from livecode.web.front_worker import RequestReader
 
 MAX_HEAD, MAX_BODY = 8192, 4096
 

@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import text
 
-from livecode import migrate
+from livecode import migrations as migrate
 from livecode.app import create_app
 from livecode.config import load_settings
 from livecode.runtime import Runtime, build_runtime

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from livecode import migrate
+from livecode import migrations as migrate
 from livecode.config import load_settings
 from livecode.models import CodeSession, Execution, Source, utcnow
 from livecode.runtime import build_runtime

@@ -26,11 +26,11 @@ from jwt import ExpiredSignatureError, PyJWTError
 
 from ..config import Settings
 from ..errors import ApiError
-from ..ratelimit import login_limit
 from ..services import accounts
 from . import schemas
 from .body import json_body, optional_int, reject_unknown, require_str
 from .context import rt
+from .ratelimit import login_limit
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -7,13 +7,13 @@ from typing import Any
 from flask_restx import Resource, fields
 
 from ..errors import ValidationError
-from ..ratelimit import charge_executions
 from ..services import executions as svc
 from ..services.batch import MAX_BATCH, BatchItem, submit_batch
 from . import schemas
 from .body import json_body, parse_uuid, reject_unknown
 from .context import enqueue, owner_id, request_id, rt
 from .executions import ns, parse_execute_options
+from .ratelimit import charge_executions
 
 ITEM_FIELDS = {"session_id", "stdin", "args", *svc.LIMIT_FIELDS}
 

@@ -10,7 +10,7 @@ from typing import Any
 from flask_restx import Resource, fields
 
 from ..errors import NotFound
-from ..worker import deadletter
+from ..services import dead_letters as deadletter
 from . import schemas
 from .admin import ns
 from .auth import admin_required

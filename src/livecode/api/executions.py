@@ -9,13 +9,13 @@ from flask import request
 from flask_restx import Namespace, Resource
 
 from ..errors import ValidationError
-from ..ratelimit import execution_charge
 from ..services import executions as svc
 from ..services.waiting import wait_for_end
 from . import schemas
 from .body import json_body, optional_int, optional_str, parse_uuid, query_int, reject_unknown
 from .context import enqueue, owner_id, request_id, rt
 from .idempotency import idempotent
+from .ratelimit import execution_charge
 from .waiting import WAIT_PARAMS, wait_seconds, wait_slots
 
 ns = Namespace("executions", description="Asynchronous executions of a session's code")

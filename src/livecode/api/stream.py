@@ -7,9 +7,9 @@
                                          {"type": "stdin_eof"} for interactive runs
 
 Both replay from `Last-Event-ID` (header or ?last_event_id=) and then follow the live tail; both
-end after "end". The database row is the truth: when the stream has expired, or the run ended
-without its final events (a lost worker), status/result/end are made from the row, with ids
-"final-<part>" so that a reconnect resumes among them too. See docs/streaming.md.
+end after "end". This module is only the two transports: what is sent, and when, is the
+follower's (streaming/follower.py); interactive input goes through the runtime's stdin channels
+(streaming/stdin.py). See docs/streaming.md.
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -30,11 +28,12 @@ from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 from wsproto.utilities import RemoteProtocolError
 
-from ..errors import ApiError, NotFound, ValidationError
-from ..events import Event, EventBus, SharedTails, parse_id
+from ..errors import ApiError, NotFound
 from ..runtime import Runtime
 from ..services import executions as svc
-from ..worker.interactive import close_stdin, send_stdin
+from ..streaming.bus import Event, EventBus
+from ..streaming.follower import HEARTBEAT_S, TERMINAL, RowLoader, check_last_event_id, follow, nothing_left
+from ..streaming.tails import SharedTails
 from . import schemas
 from .body import parse_uuid
 from .context import owner_id, rt
@@ -42,14 +41,6 @@ from .errors import json_error_response
 from .stream_slots import ReleaseStreamSlots, StreamSlots, hold_slot
 
 log = logging.getLogger(__name__)
-
-TERMINAL = frozenset({"COMPLETED", "FAILED", "TIMEOUT"})
-FINAL_PARTS = ("compile", "stdout", "stderr", "status", "result", "end")  # order of made-up events
-TICK_MS = 1000  # longest single wait on the bus (below the Redis client's 5 s socket timeout)
-HEARTBEAT_S = 15.0
-RECHECK_S = 5.0  # how often a follower looks at the row for a run that ended without "end"
-END_GRACE_S = 3.0  # the worker saves the row, then publishes the final events: wait for them
-STALL_S = 30.0  # a follower still behind the bus's last event gives up on the bus after this
 
 ns = Namespace(
     "streaming",
@@ -62,137 +53,6 @@ ns = Namespace(
 schemas.attach(ns)
 
 
-# ---- the follower, shared by SSE and WebSocket (no Flask objects) ---------------------------
-
-
-def check_last_event_id(value: str | None) -> str | None:
-    """The resume point a client sent, validated; None for "from the start"."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.startswith("final-") and value[len("final-"):] in FINAL_PARTS:
-        return value
-    try:
-        parse_id(value)
-    except ValueError:
-        raise ValidationError(
-            "Last-Event-ID must be an event id this stream sent (like 1732871234567-0)",
-            code="INVALID_LAST_EVENT_ID",
-        ) from None
-    return value
-
-
-def nothing_left(bus: EventBus, execution_id: str, row: dict[str, Any], after: str | None) -> bool:
-    """True when a reconnecting client has already seen the end (an EventSource reconnects by
-    itself after the server closes; it is answered 204, which makes it stop)."""
-    if after is None or row["status"] not in TERMINAL:
-        return False
-    if after == "final-end":
-        return True
-    if after.startswith("final-"):
-        return False
-    try:
-        last = bus.read_last(execution_id)
-    except redis.RedisError:
-        return False
-    return last is not None and last[1] == "end" and parse_id(last[0]) <= parse_id(after)
-
-
-def final_events(row: dict[str, Any], after: str | None, with_output: bool) -> list[Event]:
-    """status/result/end (and the output, when none was streamed) made from the stored row."""
-    start = FINAL_PARTS.index(after[len("final-"):]) + 1 if after and after.startswith("final-") else 0
-    out: list[Event] = []
-    for part in FINAL_PARTS[start:]:
-        if part in ("compile", "stdout", "stderr"):
-            text = row.get("compile_output" if part == "compile" else part)
-            if with_output and text:
-                out.append((f"final-{part}", "output", {"stream": part, "text": text}))
-        elif part == "result":
-            out.append(("final-result", "result", row))
-        else:
-            out.append((f"final-{part}", part, {"status": row["status"]}))
-    return out
-
-
-def _finished_age_s(row: dict[str, Any]) -> float:
-    try:
-        finished = datetime.fromisoformat(row["finished_at"])
-    except (TypeError, ValueError):
-        return 0.0
-    if finished.tzinfo is None:
-        finished = finished.replace(tzinfo=UTC)
-    return max(0.0, (datetime.now(UTC) - finished).total_seconds())
-
-
-def follow(bus: EventBus, r: Runtime, execution_id: uuid.UUID, owner: uuid.UUID | None, row: dict[str, Any],
-           after: str | None, *, heartbeat_s: float = HEARTBEAT_S) -> Iterator[Event | None]:
-    """The execution's events after `after`, then the live tail, until "end". Yields None when
-    `heartbeat_s` passed without an event. Holds at most one bus read (READ_COUNT events)."""
-    eid = str(execution_id)
-    if after and after.startswith("final-"):
-        if row["status"] in TERMINAL:
-            yield from final_events(row, after, with_output=True)
-            return
-        after = None
-    cursor, streamed = after, after is not None
-    now = time.monotonic()
-    last_sent, last_event, next_check = now, now, now + RECHECK_S
-    # When the row is already terminal, the final events are either in the stream or about to be.
-    ended_at = now - _finished_age_s(row) if row["status"] in TERMINAL else None
-    while True:
-        try:
-            events = bus.read(eid, cursor, 250 if ended_at is not None else TICK_MS)
-        except redis.RedisError:
-            log.warning("event bus unavailable; retrying", extra={"execution_id": eid})
-            events = []
-            time.sleep(1)
-        for event in events:
-            yield event
-            cursor, streamed = event[0], True
-            if event[1] == "end":
-                return
-        now = time.monotonic()
-        if events:
-            last_sent = last_event = now
-            continue
-        if (ended_at is not None and now - ended_at >= END_GRACE_S
-                and not _behind(bus, eid, cursor, now - last_event)):
-            # The stream expired, or the run ended without its final events: the row speaks.
-            try:
-                row = svc.get_execution(r.db, execution_id, owner)
-            except NotFound:
-                return
-            yield from final_events(row, None, with_output=not streamed)
-            return
-        if now - last_sent >= heartbeat_s:
-            last_sent = now
-            yield None
-        if ended_at is None and now >= next_check:
-            next_check = now + RECHECK_S
-            try:
-                row = svc.get_execution(r.db, execution_id, owner)
-            except NotFound:
-                return  # deleted with its session
-            except Exception:  # noqa: BLE001 - a database hiccup must not cut the stream
-                log.debug("row re-check failed", exc_info=True)
-                continue
-            if row["status"] in TERMINAL:
-                ended_at = now
-
-
-def _behind(bus: EventBus, execution_id: str, cursor: str | None, idle_s: float) -> bool:
-    """True while the bus holds events after `cursor` not read yet (a replay of a big output
-    takes a while): then the stream, not the row, must deliver them, or the streamed output
-    would stop short of the stored one."""
-    if idle_s >= STALL_S:
-        return False
-    try:
-        last = bus.read_last(execution_id)
-    except redis.RedisError:
-        return False
-    return last is not None and (cursor is None or parse_id(last[0]) > parse_id(cursor))
-
-
 def tails() -> SharedTails:
     return current_app.extensions["livecode.tails"]  # type: ignore[no-any-return]
 
@@ -200,6 +60,18 @@ def tails() -> SharedTails:
 def _lookup(execution_id: str) -> tuple[uuid.UUID, dict[str, Any]]:
     eid = parse_uuid(execution_id, "execution_id")
     return eid, svc.get_execution(rt().db, eid, owner_id())
+
+
+def row_loader(r: Runtime, execution_id: uuid.UUID, owner: uuid.UUID | None) -> RowLoader:
+    """The follower's way to read the row again: as GET returns it, None once it is gone."""
+
+    def load() -> dict[str, Any] | None:
+        try:
+            return svc.get_execution(r.db, execution_id, owner)
+        except NotFound:
+            return None
+
+    return load
 
 
 def _resume_point() -> str | None:
@@ -258,7 +130,7 @@ class ExecutionEvents(Resource):
         if request.method == "HEAD":  # the headers a GET would have; nobody follows
             return Response(mimetype="text/event-stream", headers=headers)
         hold_slot(owner_id())  # given back when the server closes the response, however it ends
-        return Response(_sse_body(follow(bus, rt(), eid, owner_id(), row, after)),
+        return Response(_sse_body(follow(bus, str(eid), row_loader(rt(), eid, owner_id()), row, after)),
                         mimetype="text/event-stream", headers=headers)
 
 
@@ -317,9 +189,9 @@ class _Session:
                 if not isinstance(data, str):
                     self.send(_error_message("BAD_MESSAGE", "'data' must be a string"))
                     return
-                send_stdin(self.r, self.eid, data)
+                self.r.stdin.send(self.eid, data)
             else:
-                close_stdin(self.r, self.eid)
+                self.r.stdin.close(self.eid)
         except ApiError as exc:
             self.send({"id": None, "event": "error", "data": exc.body()})
         except redis.RedisError:
@@ -330,7 +202,8 @@ class _Session:
         receiver.start()
         try:
             if not nothing_left(self.bus, self.eid, self.row, after):
-                for event in follow(self.bus, self.r, uuid.UUID(self.eid), owner, self.row, after):
+                load_row = row_loader(self.r, uuid.UUID(self.eid), owner)
+                for event in follow(self.bus, self.eid, load_row, self.row, after):
                     if self.closed.is_set():
                         break
                     if event is None:

@@ -1,4 +1,4 @@
-"""Alembic environment: the URL comes from the caller (livecode.migrate) or DATABASE_URL."""
+"""Alembic environment: the URL comes from the caller (livecode.migrations) or DATABASE_URL."""
 
 from __future__ import annotations
 

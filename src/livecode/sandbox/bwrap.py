@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cgroups import CgroupHost, RunCgroup
+from .files import FileSpec
 from .hostfs import DEFAULT_LOCK_DIR, OrphanReaper, SlotPool, ensure_private_dir, set_child_subreaper
 from .iolimits import SYSTEM_PATHS, IoLimits
 from .launcher import LAUNCHER_NOFILE, build_launcher, send_job
 from .pool import SandboxPool
 from .procfs import LOADAVG, mask_args, meminfo, proc_stat
 from .results import read_status, stage_result
-from .runner import ARTIFACT_CAP, FileSpec, Runner, Stage, StageResult
+from .runner import ARTIFACT_CAP, Runner, Stage, StageResult
 from .seccomp import build_filter
 from .spawner import build_spawner, spawner_argv
 from .supervise import StreamSpec, Watch, supervise

@@ -33,11 +33,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .files import FileSpec
 from .hostfs import ensure_private_dir
 
 if TYPE_CHECKING:
     from .languages import Language
-    from .runner import FileSpec
 
 _OUTPUT_NAME = "compile_output.txt"
 _STATE = ".state.json"
@@ -103,8 +103,6 @@ class ArtifactCache:
 
     def get(self, key: str) -> tuple[list[FileSpec], bytes] | None:
         """The entry's files as open descriptors (the caller closes them), or None."""
-        from .runner import FileSpec
-
         entry = self._entry(key)
         files_dir = entry / "files"
         try:
@@ -158,8 +156,6 @@ class ArtifactCache:
         Raises ArtifactTooLarge when its files take more than `max_bytes` of a tmpfs, ValueError
         or tarfile.TarError for anything but plain files. Returns the files as open descriptors.
         """
-        from .runner import FileSpec
-
         self.ensure()
         shard = self.root / key[:2]
         shard.mkdir(mode=0o700, exist_ok=True)

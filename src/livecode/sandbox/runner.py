@@ -4,7 +4,6 @@ program from the cache), run, and turn what happened into a RunResult."""
 from __future__ import annotations
 
 import logging
-import os
 import signal as signals
 import tarfile
 from abc import ABC, abstractmethod
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import ArtifactCache, ArtifactTooLarge, cache_key, close_files, pages
+from .files import FileSpec
 from .languages import Language, all_languages, get_language, toolchain_version
 from .types import Outcome, OutputCallback, RunRequest, RunResult, SandboxLimits, StdinSource, text_view
 
@@ -27,33 +27,6 @@ BASE_ENV = {
     "LC_ALL": "C.UTF-8",
     "TMPDIR": "/tmp",
 }
-
-
-@dataclass
-class FileSpec:
-    """A file placed in the fresh work directory before the stage starts."""
-
-    name: str
-    mode: int
-    data: bytes | None = None
-    path: Path | None = None  # host file in the root-owned cache; opened O_NOFOLLOW
-    fd: int | None = None  # an open cached file (lives on if its entry is evicted); the runner closes it
-
-    def open(self) -> int:
-        """A new read-only descriptor of a path or fd file, at offset 0 (bubblewrap and the
-        launcher read from the current offset, so a retried stage needs its own)."""
-        if self.fd is not None:
-            return os.open(f"/proc/self/fd/{self.fd}", os.O_RDONLY | os.O_CLOEXEC)
-        assert self.path is not None
-        return os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-
-    def size(self) -> int:
-        if self.data is not None:
-            return len(self.data)
-        if self.fd is not None:
-            return os.fstat(self.fd).st_size
-        assert self.path is not None
-        return os.stat(self.path).st_size
 
 
 @dataclass

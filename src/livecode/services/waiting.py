@@ -9,8 +9,8 @@ import uuid
 from typing import Any
 
 from ..db import Database
-from ..events import EventBus
 from ..models import TERMINAL_STATUSES
+from ..streaming.bus import EventBus
 from .executions import get_execution
 
 

@@ -1,4 +1,9 @@
-"""The Celery application. Only an execution id travels on the queue; the row holds the rest."""
+"""The Celery application. Only an execution id travels on the queue; the row holds the rest.
+
+Configured by whoever starts it (create_app, `livecode worker`, the embedded server,
+celery_worker.py), never at import. The task itself is in tasks.py, which imports this module;
+this one names the task only by its name, so the two do not import each other.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,9 @@ import uuid
 from celery import Celery
 from kombu import Queue
 
-from ..config import Settings, load_settings
+from ..config import Settings
+
+TASK_NAME = "livecode.execute"
 
 celery = Celery("livecode", include=["livecode.worker.tasks"])
 
@@ -47,18 +54,15 @@ def configure_celery(settings: Settings) -> Celery:
 
 def enqueue_execution(execution_id: uuid.UUID, priority: str, request_id: str | None) -> None:
     """Publish an execution's id on the queue for its priority. The task id is the execution id."""
-    from .tasks import execute_code_task
-
     settings: Settings = celery.conf.livecode_settings
     queue = settings.queue_low if priority == "batch" else settings.queue_high
-    execute_code_task.apply_async(
+    celery.send_task(
+        TASK_NAME,
         args=[str(execution_id)],
         task_id=str(execution_id),
         queue=queue,
         headers={"request_id": request_id},
         retry=True,
         retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+        ignore_result=True,
     )
-
-
-configure_celery(load_settings())

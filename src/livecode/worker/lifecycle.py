@@ -9,8 +9,8 @@ from celery import signals
 
 from ..runtime import Runtime, runtime
 from .celery_app import celery, enqueue_execution
+from .heartbeat import Heartbeat, process_stats, set_identity
 from .reconciler import Reconciler
-from .registry import Heartbeat, process_stats, set_identity
 from .sandbox_runner import compile_cache_stats, get_process_runner
 
 log = logging.getLogger(__name__)

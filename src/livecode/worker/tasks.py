@@ -22,9 +22,10 @@ from ..models import ExecutionStatus, utcnow
 from ..runtime import Runtime, runtime
 from ..sandbox import Outcome, RunRequest, RunResult, SandboxLimits
 from ..services.executions import ClaimedRun, claim_execution, fail_queued, finish_execution_returning
-from .celery_app import celery
+from ..streaming.publisher import OutputPublisher
+from .celery_app import TASK_NAME, celery
 from .deadletter import record_dead_letter
-from .registry import identity
+from .heartbeat import identity
 from .sandbox_runner import get_process_runner
 
 log = logging.getLogger(__name__)
@@ -149,21 +150,18 @@ def run_claimed(rt: Runtime, claimed: ClaimedRun) -> RunResult:
         limits=limits_for(claimed, rt),
     )
 
-    from ..events import OutputPublisher
-    from .interactive import discard_stdin, stdin_source_for
-
     # Output goes to the bus from a thread of its own: a slow bus never slows the program.
     on_output = OutputPublisher(rt.events, eid)
     try:
         return get_process_runner(rt.settings).run(
             request,
             on_output=on_output,
-            stdin_source=stdin_source_for(rt, eid) if claimed.interactive else None,
+            stdin_source=rt.stdin.source(eid) if claimed.interactive else None,
         )
     finally:
         on_output.close()  # every chunk is published before the terminal events
         if claimed.interactive:
-            discard_stdin(rt, eid)
+            rt.stdin.discard(eid)
 
 
 class ExecutionTask(Task):
@@ -187,7 +185,7 @@ class ExecutionTask(Task):
 @celery.task(
     bind=True,
     base=ExecutionTask,
-    name="livecode.execute",
+    name=TASK_NAME,
     acks_late=True,
     reject_on_worker_lost=True,
     max_retries=3,

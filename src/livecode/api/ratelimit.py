@@ -24,8 +24,8 @@ from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
 from limits import parse as parse_limit
 
-from .config import Settings
-from .errors import ApiError
+from ..config import Settings
+from ..errors import ApiError
 
 
 def client_address() -> str:

@@ -15,12 +15,13 @@ from typing import Any
 
 from celery.worker import WorkController
 
-from .runtime import Runtime
-from .worker.celery_app import celery, configure_celery, enqueue_execution
-from .worker.lifecycle import start_background, stop_background
-from .worker.reconciler import reconcile_once
-from .worker.registry import set_identity
-from .worker.sandbox_runner import get_process_runner
+from ..runtime import Runtime
+from .celery_app import celery, configure_celery, enqueue_execution
+from .heartbeat import set_identity
+from .lifecycle import start_background, stop_background
+from .metrics import connect_worker_signals
+from .reconciler import reconcile_once
+from .sandbox_runner import get_process_runner
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class InProcessWorker:
         settings = self.rt.settings
         configure_celery(settings)
         celery.conf.livecode_inprocess = True
+        connect_worker_signals()  # this process runs the tasks: it records their figures
         get_process_runner(settings)  # refuse to start without the configured sandbox
         set_identity(self.name)
         self.controller = WorkController(

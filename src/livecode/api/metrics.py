@@ -5,9 +5,10 @@ Where each figure comes from, and why:
   gunicorn with several processes, so it uses prometheus_client's multiprocess mode
   (PROMETHEUS_MULTIPROC_DIR); a scrape of any process reports the sum over all of them.
 - Execution outcomes, durations, queue wait and tasks processed: recorded by the workers, which
-  are separate processes on other hosts and serve no HTTP. Each worker adds its figures to one
-  Redis hash (a few HINCRBY per execution) and the API reads the hash at scrape time, so any API
-  process reports the totals of all workers. In the embedded mode the hash is in memory.
+  are separate processes on other hosts and serve no HTTP. Each worker (worker/metrics.py) adds
+  its figures to one Redis hash (a few HINCRBY per execution) and the API reads the hash at scrape
+  time, so any API process reports the totals of all workers. In the embedded mode the hash is in
+  memory (infra/metrics_store.py).
 - Queue length (Redis LLEN) and worker CPU and memory (the workers' heartbeats) are read at scrape
   time, so they are current and cost nothing between scrapes.
 """
@@ -17,11 +18,9 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator
-from typing import Any, Protocol
+from typing import Any
 
 from flask import Flask, Response, g, request
 from prometheus_client import (
@@ -35,8 +34,10 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .errors import ApiError
-from .runtime import Runtime
+from ..errors import ApiError
+from ..infra.metrics_store import DURATION_BUCKETS, WAIT_BUCKETS, histogram_from
+from ..runtime import Runtime
+from ..services.stats import broker_queue_lengths
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,6 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # "other", a path no route matches is "<unmatched>" (the route template, never the path).
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "<unmatched>"
-REDIS_KEY = "livecode:metrics:executions"
-WAIT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
-DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 HTTP_LATENCY = Histogram(
     "livecode_http_request_duration_seconds", "API request latency by endpoint, method and status",
@@ -62,137 +60,7 @@ DB_POOL_OVERFLOW = Gauge("livecode_db_pool_overflow", "Database connections beyo
                          ["engine"], multiprocess_mode="livesum")
 
 
-# ---- worker side: where workers put their figures ---------------------------------------------
-
-
-class ExecutionMetricsStore(Protocol):
-    def add(self, increments: dict[str, float]) -> None: ...
-
-    def read(self) -> dict[str, float]: ...
-
-
-class RedisMetricsStore:
-    def __init__(self, client: Any) -> None:
-        self.client = client
-
-    def add(self, increments: dict[str, float]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for field, value in increments.items():
-            if float(value).is_integer():
-                pipe.hincrby(REDIS_KEY, field, int(value))
-            else:
-                pipe.hincrbyfloat(REDIS_KEY, field, value)
-        pipe.execute()
-
-    def read(self) -> dict[str, float]:
-        raw = self.client.hgetall(REDIS_KEY)
-        return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
-
-
-class MemoryMetricsStore:
-    def __init__(self) -> None:
-        self._values: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def add(self, increments: dict[str, float]) -> None:
-        with self._lock:
-            for field, value in increments.items():
-                self._values[field] = self._values.get(field, 0.0) + value
-
-    def read(self) -> dict[str, float]:
-        with self._lock:
-            return dict(self._values)
-
-
-_memory_store = MemoryMetricsStore()
-
-
-def store_for(rt: Runtime) -> ExecutionMetricsStore:
-    return RedisMetricsStore(rt.redis) if rt.redis is not None else _memory_store
-
-
-def _bucket_index(value: float, buckets: tuple[float, ...]) -> int:
-    for i, bound in enumerate(buckets):
-        if value <= bound:
-            return i
-    return len(buckets)  # +Inf
-
-
-def _histogram_increments(prefix: str, value: float, buckets: tuple[float, ...]) -> dict[str, float]:
-    return {f"{prefix}|b{_bucket_index(value, buckets)}": 1, f"{prefix}|sum": value, f"{prefix}|count": 1}
-
-
-def record_task(rt: Runtime, execution_id: str, retval: Any, state: str | None) -> None:
-    """After a task: count it, and for a finished execution its outcome, duration and queue wait,
-    read from its row (the truth, including when it was queued)."""
-    from sqlalchemy import select
-
-    from .models import Execution, ExecutionStatus
-
-    statuses = {s.value for s in ExecutionStatus}
-    if state == "RETRY":
-        outcome = "retry"
-    elif state not in (None, "SUCCESS") or not isinstance(retval, str):
-        outcome = "error"
-    else:
-        outcome = retval if retval in statuses or retval == "skipped" else "error"
-    increments: dict[str, float] = {f"tasks|{outcome}": 1}
-    if outcome in statuses:
-        with rt.db.read(fresh=True) as s:
-            row = s.execute(
-                select(Execution.status, Execution.language, Execution.priority, Execution.queued_at,
-                       Execution.started_at, Execution.finished_at, Execution.execution_time_ms)
-                .where(Execution.id == uuid.UUID(execution_id))
-            ).first()
-        if row is not None and row.status in statuses:
-            increments[f"n|{row.status}|{row.language}"] = 1
-            if row.execution_time_ms is not None:
-                duration = row.execution_time_ms / 1000
-            elif row.started_at and row.finished_at:
-                duration = (row.finished_at - row.started_at).total_seconds()
-            else:
-                duration = 0.0
-            increments.update(_histogram_increments(f"dur|{row.language}", duration, DURATION_BUCKETS))
-            if row.started_at and row.queued_at:
-                queue = rt.settings.queue_low if row.priority == "batch" else rt.settings.queue_high
-                wait = max(0.0, (row.started_at - row.queued_at).total_seconds())
-                increments.update(_histogram_increments(f"wait|{queue}", wait, WAIT_BUCKETS))
-    store_for(rt).add(increments)
-
-
-def _on_task_postrun(sender: Any = None, task_id: str | None = None, retval: Any = None,
-                     state: str | None = None, **_: Any) -> None:
-    if getattr(sender, "name", None) != "livecode.execute" or not task_id:
-        return
-    try:
-        from .runtime import runtime
-
-        record_task(runtime(), task_id, retval, state)
-    except Exception:  # noqa: BLE001 - metrics must never fail a task
-        log.debug("could not record task metrics", exc_info=True)
-
-
-def connect_worker_signals() -> None:
-    """Record each execution task's figures (in whichever process runs the worker)."""
-    from celery import signals
-
-    signals.task_postrun.connect(_on_task_postrun, weak=False, dispatch_uid="livecode-metrics")
-
-
-# ---- scrape side ---------------------------------------------------------------------------------
-
-
-def _histogram_from(
-    values: dict[str, float], prefix: str, buckets: tuple[float, ...]
-) -> tuple[list[tuple[str, float]], float]:
-    cumulative = 0.0
-    out: list[tuple[str, float]] = []
-    for i, bound in enumerate(buckets):
-        cumulative += values.get(f"{prefix}|b{i}", 0.0)
-        out.append((repr(float(bound)), cumulative))
-    cumulative += values.get(f"{prefix}|b{len(buckets)}", 0.0)
-    out.append(("+Inf", cumulative))
-    return out, values.get(f"{prefix}|sum", 0.0)
+# ---- scrape side: read at GET /metrics ------------------------------------------------------
 
 
 class RuntimeCollector(Collector):
@@ -207,8 +75,6 @@ class RuntimeCollector(Collector):
         yield from self._executions()
 
     def _queues(self) -> Iterable[Metric]:
-        from .services.stats import broker_queue_lengths
-
         gauge = GaugeMetricFamily("livecode_queue_length", "Messages waiting in each queue", labels=["queue"])
         try:
             for queue, length in broker_queue_lengths(self.rt).items():
@@ -239,7 +105,7 @@ class RuntimeCollector(Collector):
 
     def _executions(self) -> Iterable[Metric]:
         try:
-            values = store_for(self.rt).read()
+            values = self.rt.metrics.read()
         except Exception:  # noqa: BLE001
             log.warning("execution metrics unavailable", exc_info=True)
             values = {}
@@ -261,9 +127,9 @@ class RuntimeCollector(Collector):
             elif parts[0] in histograms and len(parts) == 3:
                 histograms[parts[0]].add(parts[1])
         for language in sorted(histograms["dur"]):
-            duration.add_metric([language], *_histogram_from(values, f"dur|{language}", DURATION_BUCKETS))
+            duration.add_metric([language], *histogram_from(values, f"dur|{language}", DURATION_BUCKETS))
         for queue in sorted(histograms["wait"]):
-            wait.add_metric([queue], *_histogram_from(values, f"wait|{queue}", WAIT_BUCKETS))
+            wait.add_metric([queue], *histogram_from(values, f"wait|{queue}", WAIT_BUCKETS))
         yield from (tasks, outcomes, duration, wait)
 
 
@@ -361,4 +227,4 @@ def init_metrics(app: Flask, rt: Runtime) -> None:
         return Response(render(rt), mimetype=CONTENT_TYPE_LATEST)
 
     app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])
-    connect_worker_signals()  # the embedded server runs its worker in this process
+

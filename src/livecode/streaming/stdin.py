@@ -3,7 +3,8 @@
 The API process that holds the WebSocket may not be the worker's process, so input travels
 through Redis: a list `livecode:stdin:{id}` the API appends to and the worker's stdin source pops
 from (without blocking: the sandbox polls it every tick). In the embedded mode (no Redis) it is a
-queue in this process's memory. Either way the total a client may send is the stdin limit
+queue in this process's memory; the runtime builds one of the two
+(runtime.py). Either way the total a client may send is the stdin limit
 (settings.max_stdin_bytes) and input that nobody reads expires.
 """
 
@@ -13,13 +14,13 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from ..errors import PayloadTooLarge
-from ..runtime import Runtime
 from ..sandbox import StdinSource
 
 log = logging.getLogger(__name__)
@@ -88,64 +89,89 @@ class _MemoryStdin:
             self._channels.pop(execution_id, None)
 
 
-_memory = _MemoryStdin()
+class StdinChannels:
+    """The port: the API sends, the worker's sandbox reads. Both implementations share the byte
+    accounting and the tags; they differ in where the items wait."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit  # settings.max_stdin_bytes: the most a client may send to one run
+
+    def _push(self, execution_id: str, item: bytes, size: int) -> None:
+        raise NotImplementedError
+
+    def _pop(self, execution_id: str) -> list[bytes]:
+        raise NotImplementedError
+
+    def discard(self, execution_id: str) -> None:
+        """Drop what is left for a run that has finished."""
+        raise NotImplementedError
+
+    def send(self, execution_id: str, data: str) -> None:
+        """Queue `data` for the execution's program. PayloadTooLarge past the stdin limit."""
+        raw = data.encode("utf-8")
+        if raw:
+            self._push(execution_id, _DATA + raw, len(raw))
+
+    def close(self, execution_id: str) -> None:
+        """End of input: the program's next read returns EOF once the queued input is consumed."""
+        self._push(execution_id, _EOF, 0)
+
+    def source(self, execution_id: str) -> StdinSource:
+        """The stdin source for an interactive run (the worker asks only for those)."""
+        return _StdinSource(lambda: self._pop(execution_id))
 
 
-def _push(rt: Runtime, execution_id: str, item: bytes, size: int) -> None:
-    limit = rt.settings.max_stdin_bytes
-    if rt.redis is None:
-        _memory.push(execution_id, item, size, limit)
-        return
-    key, counter = _key(execution_id), _bytes_key(execution_id)
-    total = int(rt.redis.incrby(counter, size))
-    if total > limit:
-        rt.redis.decrby(counter, size)
-        raise _too_large(limit)
-    pipe = rt.redis.pipeline(transaction=False)
-    pipe.rpush(key, item)
-    pipe.expire(key, KEY_TTL_S)
-    pipe.expire(counter, KEY_TTL_S)
-    pipe.execute()
+class MemoryStdinChannels(StdinChannels):
+    def __init__(self, limit: int, max_channels: int = 1000) -> None:
+        super().__init__(limit)
+        self._store = _MemoryStdin(max_channels)
+
+    def _push(self, execution_id: str, item: bytes, size: int) -> None:
+        self._store.push(execution_id, item, size, self.limit)
+
+    def _pop(self, execution_id: str) -> list[bytes]:
+        return self._store.pop_all(execution_id)
+
+    def discard(self, execution_id: str) -> None:
+        self._store.discard(execution_id)
 
 
-def send_stdin(rt: Runtime, execution_id: str, data: str) -> None:
-    """Queue `data` for the execution's program. PayloadTooLarge past the stdin limit."""
-    raw = data.encode("utf-8")
-    if raw:
-        _push(rt, execution_id, _DATA + raw, len(raw))
+class RedisStdinChannels(StdinChannels):
+    def __init__(self, client: redis.Redis, limit: int) -> None:
+        super().__init__(limit)
+        self.client = client
 
+    def _push(self, execution_id: str, item: bytes, size: int) -> None:
+        key, counter = _key(execution_id), _bytes_key(execution_id)
+        total = int(self.client.incrby(counter, size))  # type: ignore[arg-type]
+        if total > self.limit:
+            self.client.decrby(counter, size)
+            raise _too_large(self.limit)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.rpush(key, item)
+        pipe.expire(key, KEY_TTL_S)
+        pipe.expire(counter, KEY_TTL_S)
+        pipe.execute()
 
-def close_stdin(rt: Runtime, execution_id: str) -> None:
-    """End of input: the program's next read returns EOF once the queued input is consumed."""
-    _push(rt, execution_id, _EOF, 0)
+    def _pop(self, execution_id: str) -> list[bytes]:
+        reply: Any = self.client.lpop(_key(execution_id), 64)
+        return list(reply or [])
 
-
-def discard_stdin(rt: Runtime, execution_id: str) -> None:
-    """Drop what is left for a run that has finished."""
-    if rt.redis is None:
-        _memory.discard(execution_id)
-        return
-    try:
-        rt.redis.delete(_key(execution_id), _bytes_key(execution_id))
-    except redis.RedisError:
-        log.debug("could not delete stdin keys", exc_info=True)
+    def discard(self, execution_id: str) -> None:
+        try:
+            self.client.delete(_key(execution_id), _bytes_key(execution_id))
+        except redis.RedisError:
+            log.debug("could not delete stdin keys", exc_info=True)
 
 
 class _StdinSource:
     """The sandbox's StdinSource for one run: the next input, None for nothing yet, b"" at EOF.
     Never blocks: the sandbox calls it from its output-reading loop."""
 
-    def __init__(self, rt: Runtime, execution_id: str) -> None:
-        self.rt = rt
-        self.execution_id = execution_id
+    def __init__(self, pop: Callable[[], list[bytes]]) -> None:
+        self._pop = pop
         self.next_poll = 0.0
         self.eof = False
-
-    def _pop(self) -> list[bytes]:
-        if self.rt.redis is None:
-            return _memory.pop_all(self.execution_id)
-        reply: Any = self.rt.redis.lpop(_key(self.execution_id), 64)
-        return list(reply or [])
 
     def __call__(self) -> bytes | None:
         if self.eof:
@@ -168,8 +194,3 @@ class _StdinSource:
         if out:
             return bytes(out)  # EOF, if seen, is reported on the next call
         return b"" if self.eof else None
-
-
-def stdin_source_for(rt: Runtime, execution_id: str) -> StdinSource | None:
-    """The stdin source for an interactive run (the worker calls this only for those)."""
-    return _StdinSource(rt, execution_id)

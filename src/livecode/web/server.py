@@ -1,5 +1,5 @@
 """Gunicorn as the production WSGI server, for `livecode api` and `livecode serve`: its gthread
-worker with a front that reads each request before it takes a thread (livecode.front_worker)."""
+worker with a front that reads each request before it takes a thread (livecode.web.front_worker)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
 
+from ..logging_setup import RedactSecretsFilter, redact
 from .front_worker import FrontLimits, GuardedThreadWorker
-from .logging_setup import RedactSecretsFilter, redact
 
 
 def _write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:

@@ -1,0 +1,1 @@
+"""The HTTP front: gunicorn and the worker class that reads each request before a thread takes it."""
