@@ -227,3 +227,16 @@ def test_events_of_a_finished_run_replay_its_result_and_end(live: LiveApp) -> No
 def test_events_errors(live: LiveApp) -> None:
     expect_error(live.client.get(f"{EXECUTIONS}/{uuid.uuid4()}/events"), 404, "EXECUTION_NOT_FOUND")
     expect_error(live.client.get(f"{EXECUTIONS}/x/events"), 400, "INVALID_ID")
+    sid = live.session()["session_id"]
+    eid = live.execute(sid)["execution_id"]
+    expect_error(live.client.get(f"{EXECUTIONS}/{eid}/events?last_event_id=bogus"), 400, "INVALID_LAST_EVENT_ID")
+    expect_error(live.client.get(f"{EXECUTIONS}/{eid}/events", headers={"Last-Event-ID": "x-1"}), 400,
+                 "INVALID_LAST_EVENT_ID")
+
+
+def test_the_websocket_route_needs_a_websocket(live: LiveApp) -> None:
+    """The WebSocket itself is exercised over a real socket (tests/integration/test_streaming.py);
+    here: a plain GET is a 400 in the error shape, not a crash."""
+    sid = live.session()["session_id"]
+    eid = live.execute(sid)["execution_id"]
+    expect_error(live.client.get(f"{EXECUTIONS}/{eid}/ws"), 400)
