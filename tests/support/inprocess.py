@@ -186,7 +186,8 @@ def session_scoped_template(tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 def finish_like_a_worker(live: LiveApp, execution_id: Any, status: str = "COMPLETED", **result: Any) -> None:
     """What a worker does with a queued run, through the same service calls: claim it (QUEUED ->
-    RUNNING), then write its result (RUNNING -> terminal)."""
+    RUNNING), write its result (RUNNING -> terminal), then publish the final events (status,
+    result, end) on the runtime's event bus."""
     from livecode.models import ExecutionStatus
     from livecode.services import executions
 
@@ -194,4 +195,7 @@ def finish_like_a_worker(live: LiveApp, execution_id: Any, status: str = "COMPLE
     claimed = executions.claim_execution(live.db, eid, "test-worker@inprocess")
     assert claimed is not None, f"execution {eid} was not QUEUED"
     result.setdefault("exit_code", 0 if status == "COMPLETED" else 1)
-    assert executions.finish_execution(live.db, eid, claimed.attempt, ExecutionStatus(status), **result)
+    final = executions.finish_execution_returning(live.db, eid, claimed.attempt, ExecutionStatus(status), **result)
+    assert final is not None
+    live.rt.events.publish_many(str(eid), [("status", {"status": status}), ("result", final),
+                                           ("end", {"status": status})])
