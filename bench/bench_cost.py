@@ -56,6 +56,10 @@ HELLO = "print('hi')"
 C_HELLO = '#include <stdio.h>\nint main(void) { puts("hi"); return 0; }\n'
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+BACKGROUND_TEST_SETTINGS = (
+    "LIVECODE_RECONCILE_INTERVAL_S", "LIVECODE_REQUEUE_GRACE_S", "LIVECODE_HEARTBEAT_TTL_S",
+    "LIVECODE_STORAGE_CLEANUP_INTERVAL_S", "LIVECODE_MAX_STORED_EXECUTIONS", "LIVECODE_MAX_SESSIONS",
+)
 
 
 # ---- CPU from /proc -----------------------------------------------------------------------
@@ -212,6 +216,14 @@ def start_stack(redis_url: str | None, private_redis: bool) -> Stack:
     db_url = create_database(PG_ADMIN)
     flush_redis(redis_url)
     env = base_env(DATABASE_URL=db_url, REDIS_URL=redis_url)
+    # The test suite's short background intervals (a reconciler pass and a storage clean-up
+    # every second, a 4 s heartbeat) and its unlimited storage caps would put background work on
+    # every run's bill: the stack runs with the product's defaults for them.
+    for name in BACKGROUND_TEST_SETTINGS:
+        env.pop(name, None)
+    # Every bench client comes from 127.0.0.1, as if through one reverse proxy: the per-address
+    # connection cap (64) would answer part of the concurrent waits 429 TOO_MANY_CONNECTIONS.
+    env["LIVECODE_CONNECTION_LIMIT_EXEMPT"] = "127.0.0.1"
     subprocess.run(livecode("db", "upgrade"), env=env, check=True, capture_output=True)
     port = free_port()
     # The API's defaults: one process here (the setup), its default thread count.

@@ -171,7 +171,17 @@ def render(rt: Runtime) -> bytes:
     return generate_latest(REGISTRY) + generate_latest(scrape)
 
 
-def _record_pool(rt: Runtime) -> None:
+POOL_EVERY_S = 1.0  # the pool gauges are refreshed at most this often per process
+_pool_recorded = [0.0]
+
+
+def _record_pool(rt: Runtime, force: bool = False) -> None:
+    """The database pool gauges of this process. In multiprocess mode each set is a write to the
+    process's mmapped file, so it is done at most once per POOL_EVERY_S, not per request."""
+    now = time.monotonic()
+    if now - _pool_recorded[0] < POOL_EVERY_S and not force:
+        return
+    _pool_recorded[0] = now
     engines = {"primary": rt.db.engine}
     if rt.db.replica_engine is not rt.db.engine:
         engines["replica"] = rt.db.replica_engine
@@ -224,6 +234,7 @@ def init_metrics(app: Flask, rt: Runtime) -> None:
 
     def metrics_view() -> Response:
         check_metrics_token(rt.settings.metrics_token)
+        _record_pool(rt, force=True)  # this process's gauges current at its own scrape
         return Response(render(rt), mimetype=CONTENT_TYPE_LATEST)
 
     app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])

@@ -15,6 +15,7 @@ creates nothing.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -99,11 +100,11 @@ def charge_executions(cost: int) -> None:
     settings = _settings()
     if cost <= 0 or not settings.rate_limits_enabled:
         return
-    user_item = parse_limit(settings.execution_rate_limit)
+    user_item = _parsed(settings.execution_rate_limit)
     # The same keys flask-limiter builds for the shared limits above: prefix, key, scope.
     user_key = [KEY_PREFIX, user_or_address(), EXECUTIONS_SCOPE]
     address = settings.execution_rate_limit_per_address
-    address_item = parse_limit(address) if address else None
+    address_item = _parsed(address) if address else None
     address_key = [KEY_PREFIX, f"addr:{client_address()}", ADDRESS_SCOPE]
     # The address budget is looked at first so that a refusal there charges nothing; two batches
     # racing between this look and the hit below can pass it by at most one batch.
@@ -114,6 +115,12 @@ def charge_executions(cost: int) -> None:
         _refuse(user_item, user_key, cost, f"{settings.execution_rate_limit} executions per user")
     if address_item is not None:
         limiter.limiter.hit(address_item, *address_key, cost=cost)
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(limit: str) -> Any:
+    """A limit string ("30/minute") parsed once, not on every submission."""
+    return parse_limit(limit)
 
 
 def _refuse(item: Any, key: list[str], cost: int, what: str) -> None:

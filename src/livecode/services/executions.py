@@ -7,13 +7,14 @@ task delivered twice, or a run the reconciler already gave up on, changes nothin
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
-from sqlalchemy import func, insert, literal, select, update
+from sqlalchemy import Table, bindparam, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..config import Settings
@@ -26,6 +27,8 @@ from .sessions import iso, not_found
 from .validation import check_language, check_text
 
 log = logging.getLogger(__name__)
+
+EXECUTIONS = cast(Table, Execution.__table__)  # for Core statements
 
 # (execution_id, priority, request_id) -> None; publishes the id on the queue.
 Enqueue = Callable[[uuid.UUID, str, str | None], None]
@@ -152,6 +155,52 @@ def _active_execution(db: Database, session_id: uuid.UUID) -> uuid.UUID | None:
         ).scalar()
 
 
+@functools.cache
+def _session_for_run(by_owner: bool) -> Any:
+    q = select(CodeSession.language, CodeSession.source_code, CodeSession.user_id).where(
+        CodeSession.id == bindparam("p_sid")
+    )
+    return q.where(CodeSession.user_id == bindparam("p_owner")) if by_owner else q
+
+
+_INSERT_COLUMNS = [
+    "id", "session_id", "user_id", "language", "source_hash", "stdin", "args", "limits", "priority",
+    "interactive", "status", "stdout_truncated", "stderr_truncated", "attempts", "request_id", "queued_at",
+]
+
+
+@functools.cache
+def _insert_execution(cap: int, anonymous: bool) -> Any:
+    """INSERT ... SELECT of one QUEUED execution from its session row, built once per storage cap
+    (and anonymous or not) with bound parameters: a statement object reused keeps its cache key,
+    which SQLAlchemy would otherwise compute anew from the tree on every submission."""
+    t = Execution.__table__.c
+    copy = select(
+        bindparam("p_id", type_=t.id.type),
+        CodeSession.id,
+        CodeSession.user_id,
+        CodeSession.language,
+        bindparam("p_hash", type_=t.source_hash.type),
+        bindparam("p_stdin", type_=t.stdin.type),
+        bindparam("p_args", type_=t.args.type),
+        bindparam("p_limits", type_=t.limits.type),
+        bindparam("p_priority", type_=t.priority.type),
+        bindparam("p_interactive", type_=t.interactive.type),
+        literal(ExecutionStatus.QUEUED.value),
+        literal(False),
+        literal(False),
+        literal(0),
+        bindparam("p_request_id", type_=t.request_id.type),
+        bindparam("p_now", type_=t.queued_at.type),
+    ).where(CodeSession.id == bindparam("p_sid"))
+    if cap:
+        # At most `cap` index entries counted (as storage.under_execution_cap).
+        owned = t.user_id.is_(None) if anonymous else t.user_id == bindparam("p_owner")
+        rows = select(t.id).where(owned).limit(cap).subquery()
+        copy = copy.where(select(func.count()).select_from(rows).scalar_subquery() < cap)
+    return insert(EXECUTIONS).from_select(_INSERT_COLUMNS, copy).returning(t.id)
+
+
 def submit_execution(
     db: Database,
     enqueue: Enqueue,
@@ -165,74 +214,37 @@ def submit_execution(
 ) -> dict[str, Any]:
     """Insert a QUEUED execution of the session's code (stored once, by hash: services/storage.py),
     then queue its id. `on_queued` runs between the two (it publishes the QUEUED event, so that it
-    precedes the worker's RUNNING); its failure is logged, never the caller's."""
+    precedes the worker's RUNNING); its failure is logged, never the caller's. The session read,
+    the source and the execution go through one Core transaction (one pool checkout)."""
     check_options(options, settings)
-    with db.read(fresh=True) as s:
-        q = select(CodeSession.language, CodeSession.source_code, CodeSession.user_id).where(
-            CodeSession.id == session_id
-        )
-        if owner_id is not None:
-            q = q.where(CodeSession.user_id == owner_id)
-        session = s.execute(q).first()
-    if session is None:
-        raise not_found(session_id)
-    check_language(session.language)
-
     execution_id = uuid.uuid4()
     now = utcnow()
-    digest = storage.source_hash(session.source_code)
-    # The run is of the code as read above (the code when the request came). INSERT ... SELECT
-    # inserts nothing if the session is gone by now, or if its owner is at the storage cap.
-    copy = select(
-        literal(execution_id),
-        CodeSession.id,
-        CodeSession.user_id,
-        CodeSession.language,
-        literal(digest, Execution.source_hash.type),
-        literal(options.stdin),
-        literal(options.args, Execution.args.type),
-        literal(options.limits, Execution.limits.type),
-        literal(options.priority),
-        literal(options.interactive),
-        literal(ExecutionStatus.QUEUED.value),
-        literal(False),
-        literal(False),
-        literal(0),
-        literal(request_id, Execution.request_id.type),
-        literal(now, Execution.queued_at.type),
-    ).where(CodeSession.id == session_id)
-    under_cap = storage.under_execution_cap(settings, session.user_id)
-    if under_cap is not None:
-        copy = copy.where(under_cap)
-    stmt = insert(Execution).from_select(
-        [
-            "id",
-            "session_id",
-            "user_id",
-            "language",
-            "source_hash",
-            "stdin",
-            "args",
-            "limits",
-            "priority",
-            "interactive",
-            "status",
-            "stdout_truncated",
-            "stderr_truncated",
-            "attempts",
-            "request_id",
-            "queued_at",
-        ],
-        copy,
-    )
+    user_id: uuid.UUID | None = None
     try:
-        with db.write() as s:
-            storage.store_sources(s, {digest: session.source_code}, now)
-            # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... SELECT that inserted nothing.
-            if s.execute(stmt.returning(Execution.id)).first() is None:
+        with db.write_core() as conn:
+            session = conn.execute(
+                _session_for_run(owner_id is not None), {"p_sid": session_id, "p_owner": owner_id}
+            ).first()
+            if session is None:
+                raise not_found(session_id)
+            check_language(session.language)
+            user_id = session.user_id
+            digest = storage.source_hash(session.source_code)
+            storage.store_sources(conn, {digest: session.source_code}, now)
+            # The run is of the code as read above (the code when the request came). INSERT ...
+            # SELECT inserts nothing if the session is gone by now, or if its owner is at the
+            # storage cap. RETURNING, not rowcount: psycopg reports -1 for an INSERT ... SELECT
+            # that inserted nothing.
+            stmt = _insert_execution(settings.max_stored_executions, user_id is None)
+            params = {
+                "p_id": execution_id, "p_hash": digest, "p_stdin": options.stdin, "p_args": options.args,
+                "p_limits": options.limits, "p_priority": options.priority, "p_interactive": options.interactive,
+                "p_request_id": request_id, "p_now": now, "p_sid": session_id, "p_owner": user_id,
+            }
+            if conn.execute(stmt, params).first() is None:
                 raise _NotInserted  # rolls back the source too: a refusal changes nothing
     except _NotInserted:
-        _refusal(db, settings, session_id, session.user_id)
+        _refusal(db, settings, session_id, user_id)
     except IntegrityError as exc:
         active = _active_execution(db, session_id)
         if active is None:  # the session was deleted between the read and the insert
@@ -261,17 +273,21 @@ def submit_execution(
     }
 
 
+@functools.cache
+def _execution_by_id(by_owner: bool) -> Any:
+    t = Execution.__table__.c
+    q = select(Execution.__table__).where(t.id == bindparam("p_eid"))
+    return q.where(t.user_id == bindparam("p_owner")) if by_owner else q
+
+
 def get_execution(
     db: Database, execution_id: uuid.UUID, owner_id: uuid.UUID | None, encoding: str = "text"
 ) -> dict[str, Any]:
-    with db.read(fresh=True) as s:
-        q = select(Execution).where(Execution.id == execution_id)
-        if owner_id is not None:
-            q = q.where(Execution.user_id == owner_id)
-        row = s.scalars(q).first()
-        if row is None:
-            raise NotFound(f"execution {execution_id} not found", code="EXECUTION_NOT_FOUND")
-        return serialize_execution(row, encoding)
+    with db.read_core(fresh=True) as conn:  # Core: the row's columns are all serialize_execution reads
+        row = conn.execute(_execution_by_id(owner_id is not None), {"p_eid": execution_id, "p_owner": owner_id}).first()
+    if row is None:
+        raise NotFound(f"execution {execution_id} not found", code="EXECUTION_NOT_FOUND")
+    return serialize_execution(row, encoding)  # type: ignore[arg-type]
 
 
 def list_executions(
@@ -318,31 +334,42 @@ class ClaimedRun:
     interactive: bool = False
 
 
-def claim_execution(db: Database, execution_id: uuid.UUID, worker: str) -> ClaimedRun | None:
-    """QUEUED -> RUNNING. None when the execution is not QUEUED (already taken, done, gone)."""
-    stmt = (
-        update(Execution)
-        .where(Execution.id == execution_id, Execution.status == ExecutionStatus.QUEUED.value)
+def _claim_statement() -> Any:
+    t = Execution.__table__.c
+    return (
+        update(EXECUTIONS)
+        .where(t.id == bindparam("p_eid"), t.status == ExecutionStatus.QUEUED.value)
         .values(
             status=ExecutionStatus.RUNNING.value,
-            started_at=utcnow(),
-            worker=worker,
-            attempts=Execution.attempts + 1,
+            started_at=bindparam("p_now", type_=t.started_at.type),
+            worker=bindparam("p_worker", type_=t.worker.type),
+            attempts=t.attempts + 1,
         )
         .returning(
-            Execution.attempts,
-            Execution.language,
+            t.attempts,
+            t.language,
             # The code by hash, in the same statement: a referenced source is never collected.
-            select(Source.content).where(Source.hash == Execution.source_hash).scalar_subquery().label("source_code"),
-            Execution.stdin,
-            Execution.args,
-            Execution.limits,
-            Execution.request_id,
-            Execution.interactive,
+            select(Source.content).where(Source.hash == t.source_hash).scalar_subquery().label("source_code"),
+            t.stdin,
+            t.args,
+            t.limits,
+            t.request_id,
+            t.interactive,
         )
     )
+
+
+# Built once: a statement object reused keeps its cache key (not recomputed per run).
+_CLAIM = _claim_statement()
+
+
+def claim_execution(db: Database, execution_id: uuid.UUID, worker: str) -> ClaimedRun | None:
+    """QUEUED -> RUNNING. None when the execution is not QUEUED (already taken, done, gone)."""
+    # A transaction, not write_one: a worker that dies while its claim waits on the row lock
+    # leaves a transaction that PostgreSQL rolls back (the run stays QUEUED); a statement in
+    # autocommit would commit a claim that nobody holds.
     with db.write_core() as conn:  # Core: one statement, none of the ORM session's bookkeeping
-        row = conn.execute(stmt).first()
+        row = conn.execute(_CLAIM, {"p_eid": execution_id, "p_now": utcnow(), "p_worker": worker}).first()
     if row is None:
         return None
     return ClaimedRun(
@@ -370,19 +397,24 @@ def finish_execution_returning(
 ) -> dict[str, Any] | None:
     """finish_execution that also returns the finished execution as GET returns it (from the
     UPDATE's RETURNING: no second read), or None when the row was not the attempt's to finish."""
-    stmt = (
-        update(Execution)
-        .where(
-            Execution.id == execution_id,
-            Execution.status == ExecutionStatus.RUNNING.value,
-            Execution.attempts == attempt,
-        )
-        .values(status=status.value, finished_at=utcnow(), **result)
-        .returning(*Execution.__table__.columns)
-    )
-    with db.write_core() as conn:  # Core: the row's columns are all serialize_execution reads
-        row = conn.execute(stmt).first()
+    # The SET clause is the parameters' column keys (status, finished_at and the result's).
+    values = {"status": status.value, "finished_at": utcnow(), **result, "p_eid": execution_id, "p_attempt": attempt}
+    # write_one: a result committed after its worker died is still the run's result (its
+    # message, never acked, finds the row terminal and is skipped).
+    with db.write_one() as conn:  # Core: the row's columns are all serialize_execution reads
+        row = conn.execute(_FINISH, values).first()
     return serialize_execution(row) if row is not None else None  # type: ignore[arg-type]
+
+
+_FINISH = (
+    update(EXECUTIONS)
+    .where(
+        Execution.__table__.c.id == bindparam("p_eid"),
+        Execution.__table__.c.status == ExecutionStatus.RUNNING.value,
+        Execution.__table__.c.attempts == bindparam("p_attempt"),
+    )
+    .returning(*Execution.__table__.columns)
+)
 
 
 def release_execution(db: Database, execution_id: uuid.UUID, attempt: int) -> bool:

@@ -124,7 +124,7 @@ def autosave(
     check_source(source_code, max_bytes)
     params = {"sid": session_id, "owner": owner_id, "expected": expected_version, "src": source_code, "now": utcnow()}
     stmt = _autosave_statement(owner_id is not None, expected_version is not None)
-    with db.write_core() as conn:
+    with db.write_one() as conn:
         saved = conn.execute(stmt, params).first()
     if saved is not None:
         return {

@@ -12,15 +12,17 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from datetime import datetime, timedelta
 from hashlib import sha256
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, delete, exists, func, select
+from sqlalchemy import ColumnElement, Table, bindparam, delete, exists, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -42,27 +44,36 @@ def source_hash(text: str) -> str:
     return sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def store_sources(s: Session, texts: dict[str, str], now: datetime) -> None:
+def store_sources(s: Session | Connection, texts: dict[str, str], now: datetime) -> None:
     """Insert each source (hash -> text) unless present, in the caller's transaction, touching
     last_used_at of one that was not used for TOUCH_EVERY. One statement whatever the count.
+    On a Core connection (the single execute) no ORM bulk-insert machinery runs.
 
     PostgreSQL locks the conflicting row (ON CONFLICT DO UPDATE locks it even when the WHERE says
     not to update), so a collection running at the same moment waits for this transaction and then
     sees it used (see collect_sources)."""
     if not texts:
         return
-    insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(Source)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[Source.hash],
-        set_={"last_used_at": stmt.excluded.last_used_at},
-        where=Source.last_used_at < now - TOUCH_EVERY,
-    )
+    conn = s if isinstance(s, Connection) else s.connection()  # the session's own transaction
     rows = [
-        {"hash": h, "content": text, "size_bytes": len(text.encode("utf-8", "surrogatepass")), "last_used_at": now}
+        {"hash": h, "content": text, "size_bytes": len(text.encode("utf-8", "surrogatepass")), "last_used_at": now,
+         "touch_before": now - TOUCH_EVERY}
         for h, text in texts.items()
     ]
-    s.execute(stmt, rows)
+    conn.execute(_upsert_source(conn.dialect.name), rows[0] if len(rows) == 1 else rows)
+
+
+@functools.cache
+def _upsert_source(dialect: str) -> Any:
+    """Built once per dialect: a statement object reused keeps its compiled form's cache key."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    table = cast(Table, Source.__table__)
+    stmt = insert(table)
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c.hash],
+        set_={"last_used_at": stmt.excluded.last_used_at},
+        where=table.c.last_used_at < bindparam("touch_before"),
+    )
 
 
 def _owned_by(column: Any, owner: uuid.UUID | None) -> ColumnElement[bool]:

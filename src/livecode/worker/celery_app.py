@@ -13,6 +13,7 @@ from celery import Celery
 from kombu import Queue
 
 from ..config import Settings
+from .redis_transport import TRANSPORT
 
 TASK_NAME = "livecode.execute"
 
@@ -21,7 +22,9 @@ celery = Celery("livecode", include=["livecode.worker.tasks"])
 
 def configure_celery(settings: Settings) -> Celery:
     transport_options: dict[str, object] = {}
+    transport = None
     if settings.redis_url:
+        transport = TRANSPORT  # kombu's Redis transport, reusing a client per channel
         # Check queues in the order given (high before low) instead of round robin, and give an
         # unacknowledged message back to the queue after this long if its worker vanished (the
         # reconciler notices a lost worker much sooner; this is the last resort).
@@ -30,6 +33,7 @@ def configure_celery(settings: Settings) -> Celery:
         transport_options = {"polling_interval": 0.01}
     celery.conf.update(
         broker_url=settings.broker_url,
+        broker_transport=transport,
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=2,

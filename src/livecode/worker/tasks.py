@@ -241,6 +241,7 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
         },
     )
     if final is not None:
+        self.request.livecode_finished = final  # for the metrics (task_postrun): no re-read
         # The row the UPDATE returned, and the three final events in one round trip.
         _publish_final(rt, execution_id, [
             ("status", {"status": status.value}), ("result", final), ("end", {"status": status.value}),
