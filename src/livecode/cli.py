@@ -1,4 +1,4 @@
-"""`livecode serve | api | worker | db | dlq`."""
+"""`livecode serve | api | worker | db | dlq | user | config`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ import uuid
 from typing import Any
 
 from .config import ConfigError, load_settings
+
+# Threads per API process when neither --threads nor LIVECODE_API_THREADS says: each SSE/WebSocket
+# follower holds a thread (docs/streaming.md), so 128 lets about 96 follow under `livecode api`.
+API_THREADS = 128
+SERVE_THREADS = 64
 
 
 def _settings(mode: str | None) -> Any:
@@ -28,6 +33,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from .worker.embedded import InProcessWorker
 
     settings = _settings("embedded")
+    host, port = args.host or settings.host, args.port or settings.port
+    # Streams and waits leave a quarter of the threads for other requests (api/stream_slots.py).
+    settings = settings.with_overrides(api_threads=args.threads or settings.api_threads or SERVE_THREADS)
     state: dict[str, Any] = {}
 
     def factory() -> Any:
@@ -49,22 +57,22 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     auth = "single local user, no sign-in" if not settings.auth_required else "sign-in required"
     print(
-        f"LiveCode (embedded): http://{args.host}:{args.port}/  docs: http://{args.host}:{args.port}/docs\n"
+        f"LiveCode (embedded): http://{host}:{port}/  docs: http://{host}:{port}/docs\n"
         f"  data: {settings.data_dir}  sandbox: {settings.sandbox}  accounts: {auth}",
         flush=True,
     )
-    os.environ["LIVECODE_API_THREADS"] = str(args.threads)  # streams leave some for requests
-    serve(factory, host=args.host, port=args.port, workers=1, threads=args.threads,
+    serve(factory, host=host, port=port, workers=1, threads=settings.api_threads,
           limits=front_limits(settings), worker_exit=worker_exit)
 
 
-def _prometheus_multiprocess() -> Any:
+def _prometheus_multiprocess(path: str | None) -> Any:
     """/metrics must add up every gunicorn process: prometheus_client's multiprocess mode, set up
-    before prometheus_client is first imported. Returns gunicorn's child_exit hook."""
+    before prometheus_client is first imported. prometheus_client reads its directory from the
+    environment only, so the setting is handed to it there. Returns gunicorn's child_exit hook."""
     import glob
     import tempfile
 
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="livecode-metrics-")
+    path = path or tempfile.mkdtemp(prefix="livecode-metrics-")
     os.makedirs(path, exist_ok=True)
     for stale in glob.glob(os.path.join(path, "*.db")):  # left by a previous run
         os.remove(stale)
@@ -80,11 +88,12 @@ def _prometheus_multiprocess() -> Any:
 
 def cmd_api(args: argparse.Namespace) -> None:
     """Distributed: the API under gunicorn; workers run separately."""
-    child_exit = _prometheus_multiprocess()  # before anything imports prometheus_client
+    settings = _settings("distributed")
+    child_exit = _prometheus_multiprocess(settings.prometheus_multiproc_dir)  # before prometheus_client is imported
     from .app import create_app
     from .web.server import front_limits, serve
 
-    settings = _settings("distributed")
+    settings = settings.with_overrides(api_threads=args.threads or settings.api_threads or API_THREADS)
     if args.migrate:
         from . import migrations as migrate
         from .db import Database
@@ -92,9 +101,9 @@ def cmd_api(args: argparse.Namespace) -> None:
         db = Database(settings)
         migrate.upgrade(db.engine)
         db.dispose()
-    os.environ["LIVECODE_API_THREADS"] = str(args.threads)  # streams leave some for requests
-    serve(lambda: create_app(settings), host=args.host, port=args.port,
-          workers=args.workers, threads=args.threads, limits=front_limits(settings), child_exit=child_exit)
+    serve(lambda: create_app(settings), host=args.host or settings.host, port=args.port or settings.port,
+          workers=args.workers or settings.api_workers, threads=settings.api_threads, limits=front_limits(settings),
+          child_exit=child_exit)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -207,22 +216,29 @@ def cmd_user(args: argparse.Namespace) -> None:
         sys.exit(f"livecode user {args.action}: {exc.message}")
 
 
+def cmd_config(args: argparse.Namespace) -> None:
+    """`livecode config env-example > .env.example`: every setting, its default and its doc."""
+    from .config import env_example
+
+    sys.stdout.write(env_example())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="livecode", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="embedded: API + worker in one process, no servers needed")
-    s.add_argument("--host", default=os.environ.get("LIVECODE_HOST", "127.0.0.1"))
-    s.add_argument("--port", type=int, default=int(os.environ.get("LIVECODE_PORT", "5000")))
-    s.add_argument("--threads", type=int, default=64)
+    # Defaults come from the settings (LIVECODE_HOST, LIVECODE_PORT, ...; see config.py).
+    s.add_argument("--host", help="default: LIVECODE_HOST or 127.0.0.1")
+    s.add_argument("--port", type=int, help="default: LIVECODE_PORT or 5000")
+    s.add_argument("--threads", type=int, help=f"default: LIVECODE_API_THREADS or {SERVE_THREADS}")
     s.set_defaults(func=cmd_serve)
 
     a = sub.add_parser("api", help="distributed: the API (needs DATABASE_URL, REDIS_URL)")
-    a.add_argument("--host", default=os.environ.get("LIVECODE_HOST", "127.0.0.1"))
-    a.add_argument("--port", type=int, default=int(os.environ.get("LIVECODE_PORT", "5000")))
-    a.add_argument("--workers", type=int, default=int(os.environ.get("LIVECODE_API_WORKERS", "2")))
-    # Each SSE/WebSocket follower holds a thread (see docs/streaming.md): 128 lets ~96 follow.
-    a.add_argument("--threads", type=int, default=int(os.environ.get("LIVECODE_API_THREADS", "128")))
+    a.add_argument("--host", help="default: LIVECODE_HOST or 127.0.0.1")
+    a.add_argument("--port", type=int, help="default: LIVECODE_PORT or 5000")
+    a.add_argument("--workers", type=int, help="default: LIVECODE_API_WORKERS or 2")
+    a.add_argument("--threads", type=int, help=f"default: LIVECODE_API_THREADS or {API_THREADS}")
     a.add_argument("--migrate", action="store_true", help="apply migrations first")
     a.set_defaults(func=cmd_api)
 
@@ -251,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--admin", action="store_true", help="the admin role (operator endpoints)")
     u.add_argument("--days", type=int, default=7, help="invite: days the code stays valid")
     u.set_defaults(func=cmd_user)
+
+    c = sub.add_parser("config", help="env-example: print .env.example, generated from the settings' declarations")
+    c.add_argument("action", choices=["env-example"])
+    c.set_defaults(func=cmd_config)
     return p
 
 

@@ -1,7 +1,13 @@
-"""Typed settings read from the environment (and a `.env` file), with defaults.
+"""Typed settings read from the environment (and a `.env` file), each declared once.
 
-Every variable is documented in `.env.example`. Embedded mode (`livecode serve`) needs none of
-them; distributed mode needs DATABASE_URL, REDIS_URL and SECRET_KEY and fails fast without them.
+Each field of `Settings` is one setting: its name, environment variable, parser (from the
+default's type unless given), default and doc, in one `setting(...)` declaration (see
+settings_spec.py). `load_settings()` reads them, and `.env.example` is generated from them
+(`livecode config env-example > .env.example`; a unit test checks it agrees). The sandbox's own
+settings are declared in `sandbox/config.py` and included here as `sandbox_config`.
+
+Embedded mode (`livecode serve`) needs none of them; distributed mode needs DATABASE_URL,
+REDIS_URL and SECRET_KEY and fails fast without them.
 """
 
 from __future__ import annotations
@@ -9,35 +15,24 @@ from __future__ import annotations
 import math
 import os
 import secrets
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from . import settings_spec as spec
+from .sandbox.config import SandboxConfig
+from .settings_spec import ConfigError, Integer, Networks, Seconds, Text, nested, setting
 
-class ConfigError(RuntimeError):
-    """A setting is missing or invalid; the message says which and how to fix it."""
+__all__ = ["ConfigError", "Settings", "check_secret_key", "env_example", "load_settings"]
+
+MAKE_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+COUNT = Integer(minimum=0, no_cap=True)  # 0 switches a cap off
+AT_LEAST_0 = Integer(minimum=0)
 
 
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return default if value is None or value == "" else value
-
-
-def _int(name: str, default: int) -> int:
-    raw = _env(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
-
-
-def _bool(name: str, default: bool) -> bool:
-    raw = _env(name)
-    if raw is None:
-        return default
-    return raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
 def default_data_dir() -> Path:
@@ -48,105 +43,205 @@ def default_data_dir() -> Path:
 @dataclass(frozen=True)
 class Settings:
     # "embedded": SQLite + in-process broker and worker; "distributed": PostgreSQL + Redis.
-    mode: str = "embedded"
-    data_dir: Path = field(default_factory=default_data_dir)
-    database_url: str = ""
-    database_replica_url: str | None = None
-    redis_url: str | None = None
-    secret_key: str = ""
+    # Chosen by the command (`serve` / `api`, `worker`), or by whether DATABASE_URL and REDIS_URL are set.
+    mode: str = setting(None, "embedded", "embedded or distributed")
 
-    # Connection pool (design 4.1).
-    db_pool_size: int = 10
-    db_max_overflow: int = 20
-    db_pool_recycle: int = 3600
-    db_pool_pre_ping: bool = True
-    db_connect_timeout_s: int = 1  # so a stopped database becomes a 503 within about a second
+    # ---- where things live
+    database_url: str = setting(
+        "DATABASE_URL", "", "PostgreSQL for the distributed mode (the embedded mode uses SQLite in LIVECODE_DATA_DIR).",
+        section="where things live", example="postgresql://postgres:password@localhost:5432/livecode_platform",
+        required=True)
+    database_replica_url: str | None = setting(
+        "DATABASE_REPLICA_URL", None,
+        "Optional read replica: list and read endpoints use it; a client always reads its own writes.",
+        parse=Text(), example="postgresql://postgres:password@replica:5432/livecode_platform")
+    redis_url: str | None = setting(
+        "REDIS_URL", None,
+        "Redis: Celery broker, execution events (streaming), rate-limit counters, worker heartbeats.",
+        parse=Text(), example="redis://localhost:6379/0", required=True)
+    secret_key: str = setting(
+        "SECRET_KEY", "",
+        "Signs access tokens: whoever knows it can sign in as anyone, admins included. Required in distributed "
+        f"mode; make one with\n  {MAKE_SECRET}\nA key shorter than 32 bytes, of low entropy, or a known placeholder "
+        "is refused at start-up. The embedded mode generates one and keeps it in LIVECODE_DATA_DIR/secret_key.",
+        required=True)
+    data_dir: Path = setting(
+        "LIVECODE_DATA_DIR", None,
+        "Embedded mode: SQLite database, generated secret, compile cache (default ~/.local/share/livecode, "
+        "or $XDG_DATA_HOME/livecode).", factory=default_data_dir, example="./livecode-data")
 
-    # Input limits.
-    max_source_bytes: int = 256 * 1024
-    max_stdin_bytes: int = 256 * 1024
-    max_request_bytes: int = 2 * 1024 * 1024
+    # ---- database pool (design 4.1)
+    db_pool_size: int = setting("DB_POOL_SIZE", 10, "Connections each process keeps open.",
+                                section="database pool (design 4.1)")
+    db_max_overflow: int = setting("DB_MAX_OVERFLOW", 20, "Connections opened past the pool size at busy times.")
+    db_pool_recycle: int = setting("DB_POOL_RECYCLE", 3600, "Seconds after which a connection is replaced.")
+    db_pool_pre_ping: bool = setting("DB_POOL_PRE_PING", True, "Check a connection before each use.")
+    db_connect_timeout_s: int = setting(
+        "DB_CONNECT_TIMEOUT", 1, "Seconds to wait for a connection; a stopped database becomes a 503 within about "
+        "this long.")
 
+    # ---- servers
+    host: str = setting("LIVECODE_HOST", "127.0.0.1", "Address `livecode serve` and `livecode api` listen on "
+                        "(--host).", section="servers")
+    port: int = setting("LIVECODE_PORT", 5000, "Their port (--port).")
+    api_workers: int = setting("LIVECODE_API_WORKERS", 2, "gunicorn processes of `livecode api` (--workers).",
+                               parse=Integer(minimum=1))
+    # None outside `livecode api|serve` (an app built in a test): no stream or wait cap from it.
+    api_threads: int | None = setting(
+        "LIVECODE_API_THREADS", None,
+        "Threads per API process (--threads; unset: 128 for `livecode api`, 64 for `livecode serve`). Each "
+        "live follower (SSE or WebSocket) holds a thread; a process accepts threads minus a quarter of them "
+        "(at least 4) at once and answers 503 STREAMS_BUSY past that, so ordinary requests always find a thread.",
+        parse=Integer(minimum=1), example="128")
+    worker_concurrency: int = setting(
+        "LIVECODE_WORKER_CONCURRENCY", 2,
+        "Runs at once per worker process (Celery threads pool; each run is a sandboxed child process).")
+    queue_high: str = setting(
+        "LIVECODE_QUEUE_HIGH", "high_priority",
+        "Queue names (design 4.3): interactive runs go to the high one, batch runs to the low one.")
+    queue_low: str = setting("LIVECODE_QUEUE_LOW", "low_priority", "")
+
+    # ---- input limits
+    max_source_bytes: int = setting("LIVECODE_MAX_SOURCE_BYTES", 256 * 1024,
+                                    "Largest source of a code session, in bytes.", section="input limits")
+    max_stdin_bytes: int = setting("LIVECODE_MAX_STDIN_BYTES", 256 * 1024,
+                                   "Largest stdin of a run, in bytes (and of input sent to an interactive one).")
+    max_request_bytes: int = setting("LIVECODE_MAX_REQUEST_BYTES", 2 * 1024 * 1024,
+                                     "Whole request body (413 above it).")
+
+    # ---- execution limits: defaults and the maxima a request may ask for
+    time_limit_ms: int = setting("LIVECODE_TIME_LIMIT_MS", 30_000, "A run's time limit when the request names none.",
+                                 section="execution limits (defaults, and the maxima a request may ask for)")
+    max_time_limit_ms: int = setting("LIVECODE_MAX_TIME_LIMIT_MS", 60_000, "The longest a request may ask for.")
+    memory_limit_mb: int = setting("LIVECODE_MEMORY_LIMIT_MB", 256, "A run's memory limit when the request names none.")
+    max_memory_limit_mb: int = setting("LIVECODE_MAX_MEMORY_LIMIT_MB", 1024, "The most a request may ask for.")
+    max_processes: int = setting("LIVECODE_MAX_PROCESSES", 64, "Processes and threads of one run.")
+    max_output_bytes: int = setting("LIVECODE_MAX_OUTPUT_BYTES", 1024 * 1024,
+                                    "Each of stdout and stderr; the program is stopped when it writes more.")
+    sandbox: str = setting("LIVECODE_SANDBOX", "bwrap",
+                           "bwrap (bubblewrap + cgroups; the default) or none (NO isolation: local development only).",
+                           parse=Text(choices=("bwrap", "none")))
+    sandbox_config: SandboxConfig = nested(SandboxConfig)
+
+    # ---- reliability
+    task_max_retries: int = setting("LIVECODE_TASK_MAX_RETRIES", 3,
+                                    "Task retries on infrastructure errors (backoff 2^n s).", section="reliability")
+    heartbeat_interval_s: float = setting(None, 2.0, "How often a worker writes its heartbeat.")
+    heartbeat_ttl_s: int = setting("LIVECODE_HEARTBEAT_TTL_S", 10,
+                                   "A worker with no heartbeat for this long is lost; its running executions are "
+                                   "queued again.")
+    reconcile_interval_s: float = setting("LIVECODE_RECONCILE_INTERVAL_S", 5.0,
+                                          "How often the reconciler looks for lost or orphaned executions.")
+    requeue_grace_s: float = setting(
+        "LIVECODE_REQUEUE_GRACE_S", 5.0,
+        "A QUEUED execution that no broker message carries after this long is queued again.")
+    max_attempts: int = setting("LIVECODE_MAX_ATTEMPTS", 3,
+                                "Runs of one execution (lost workers) before it is FAILED with reason WORKER_LOST.")
+
+    # ---- accounts, rate limits
+    auth_required: bool = setting("LIVECODE_AUTH_REQUIRED", False,
+                                  "Sign-in required (default: true in distributed mode, false in embedded mode).",
+                                  section="accounts and rate limits", by_mode={"distributed": True}, example="true")
+    execution_rate_limit: str = setting(
+        "LIVECODE_EXECUTION_RATE_LIMIT", "10/minute",
+        "Executions per user per minute (per client address when signed out); counted in Redis, so every API "
+        "process shares the budget. A batch of N counts N. Answered past it with 429.")
+    login_rate_limit: str = setting("LIVECODE_LOGIN_RATE_LIMIT", "10/minute",
+                                    "Sign-in and registration attempts per client address.")
+    rate_limits_enabled: bool = setting("LIVECODE_RATE_LIMITS_ENABLED", True,
+                                        "false turns every rate limit off (only to measure what they cost, bench/).")
+    execution_rate_limit_per_address: str = setting(
+        "LIVECODE_EXECUTION_RATE_LIMIT_PER_ADDRESS", "30/minute",
+        'Executions per client address per minute, whoever is signed in ("" = none): fresh accounts do not '
+        "multiply one address's budget.", parse=Text(strip=True), keep_empty=True)
+    access_token_minutes: int = setting("LIVECODE_ACCESS_TOKEN_MINUTES", 15, "Lifetime of an access token.")
+    refresh_token_days: int = setting(
+        "LIVECODE_REFRESH_TOKEN_DAYS", 30,
+        "Refresh tokens are used once each (rotation); a replayed one revokes its whole sign-in.")
+    registration: str = setting(
+        "LIVECODE_REGISTRATION", "open",
+        "Who may create an account: open (anyone), invite (POST /api/v1/auth/invitations by an admin, or "
+        "`livecode user invite -`) or closed (operators only: `livecode user create`).",
+        parse=Text(choices=("open", "invite", "closed"), case="lower"))
+    password_min_length: int = setting(
+        "LIVECODE_PASSWORD_MIN_LENGTH", 8,
+        "Shortest password accepted (the 30,000 most common passwords are refused whatever their length).")
+    trusted_proxy_hops: int = setting(
+        "LIVECODE_TRUSTED_PROXY_HOPS", 0,
+        "Reverse proxies in front of the API that append to X-Forwarded-For / X-Forwarded-Proto. 0: the TCP "
+        "peer is the client and forwarded headers are ignored (a client could otherwise pick a fresh sign-in "
+        "bucket per request). N: the N-th address from the right of X-Forwarded-For is the client "
+        "(werkzeug's ProxyFix).", parse=AT_LEAST_0)
+
+    # ---- streams and connections: what one client may hold of an API process (docs/operations.md)
+    streams_per_user: int = setting(
+        "LIVECODE_STREAMS_PER_USER", 8,
+        "SSE/WebSocket followers one signed-in user may hold of one API process (each gunicorn process "
+        "counts its own; 0 switches a cap off).", parse=COUNT,
+        section="streams, connections, waits (per API process; 0 switches a cap off)")
+    streams_per_address: int = setting("LIVECODE_STREAMS_PER_ADDRESS", 8,
+                                       "The same for requests without an account, by client address.", parse=COUNT)
+    send_timeout_s: float = setting(
+        "LIVECODE_SEND_TIMEOUT_S", 30.0,
+        "A response write that makes no progress this long drops the client (it stopped reading).",
+        parse=Seconds(positive=True))
+    header_timeout_s: float = setting(
+        "LIVECODE_HEADER_TIMEOUT_S", 10.0,
+        "The request line and headers, then the body, must arrive within these (else 408).",
+        parse=Seconds(positive=True))
+    body_timeout_s: float = setting("LIVECODE_BODY_TIMEOUT_S", 30.0, "", parse=Seconds(positive=True))
+    connections_per_address: int = setting("LIVECODE_CONNECTIONS_PER_ADDRESS", 64,
+                                           "Open connections of one client address, and of one process in all.",
+                                           parse=COUNT)
+    connections_per_process: int = setting("LIVECODE_CONNECTIONS_PER_PROCESS", 1000, "",
+                                           parse=Integer(minimum=0, no_cap=True, at_least=1))
+    connection_limit_exempt: tuple[str, ...] = setting(
+        "LIVECODE_CONNECTION_LIMIT_EXEMPT", (),
+        "Addresses or networks (comma-separated) not subject to the per-address connection cap (a reverse "
+        "proxy's).", parse=Networks())
     # POST .../execute?wait=true: the longest wait (a longer timeout_ms is cut to it), and how many
-    # requests of one API process may wait at once (each holds a server thread; past it the
-    # request answers 202 at once). 0: three quarters of the API's threads (LIVECODE_API_THREADS).
-    max_wait_ms: int = 30_000
-    max_waits: int = 0
+    # requests of one API process may wait at once (each holds a server thread).
+    max_wait_ms: int = setting("LIVECODE_MAX_WAIT_MS", 30_000,
+                               "POST .../execute?wait=true: the longest wait in ms (a longer timeout_ms is cut to it).")
+    max_waits: int = setting(
+        "LIVECODE_MAX_WAITS", 0,
+        "Requests one API process lets wait at once (each holds a thread); past it they answer 202 at once. "
+        "0: three quarters of LIVECODE_API_THREADS.", parse=AT_LEAST_0)
 
-    # Execution limits: defaults and the maxima a request may ask for.
-    time_limit_ms: int = 30_000
-    max_time_limit_ms: int = 60_000
-    memory_limit_mb: int = 256
-    max_memory_limit_mb: int = 1024
-    max_processes: int = 64
-    max_output_bytes: int = 1024 * 1024
-    sandbox: str = "bwrap"  # "none" is for local development only
-
-    # Queues (design 4.3).
-    queue_high: str = "high_priority"
-    queue_low: str = "low_priority"
-
-    # Worker.
-    worker_concurrency: int = 2
-    task_max_retries: int = 3
-    heartbeat_interval_s: float = 2.0
-    heartbeat_ttl_s: int = 10
-    reconcile_interval_s: float = 5.0
-    requeue_grace_s: float = 5.0
-    max_attempts: int = 3  # runs of one execution before it is FAILED with WORKER_LOST
-
-    # Accounts, rate limits.
-    auth_required: bool = False
-    execution_rate_limit: str = "10/minute"
-    # Executions per client address, whoever is signed in ("" = no such limit): one address
-    # cannot multiply its budget by registering accounts.
-    execution_rate_limit_per_address: str = "30/minute"
-    login_rate_limit: str = "10/minute"
-    rate_limits_enabled: bool = True  # off only to measure what the limits cost (bench/)
-    access_token_minutes: int = 15
-    refresh_token_days: int = 30
-    # Who may create an account: "open" (anyone), "invite" (POST /api/v1/auth/invitations by an
-    # admin, or `livecode user invite -`), "closed" (operators only: `livecode user create`).
-    registration: str = "open"
-    password_min_length: int = 8
-
-    # Storage quotas and retention (issue 10, item 8). A request that would go over a cap is
+    # ---- storage quotas and retention (issue 10, item 8): a request that would go over a cap is
     # refused with 429 and changes nothing; 0 turns a cap (or the expiry) off.
-    # LIVECODE_MAX_STORED_EXECUTIONS: executions kept per owner (user; anonymous counts as one).
-    max_stored_executions: int = 10_000
-    # LIVECODE_MAX_SESSIONS: code sessions per owner.
-    max_sessions: int = 1000
-    # LIVECODE_EXECUTION_RETENTION_DAYS: finished executions older than this are deleted.
-    execution_retention_days: int = 30
-    # LIVECODE_STORAGE_CLEANUP_INTERVAL_S: how often one worker (cluster-wide) expires executions
-    # and collects unreferenced sources.
-    storage_cleanup_interval_s: float = 300.0
-    # LIVECODE_STORAGE_CLEANUP_BATCH: rows deleted per statement (each its own short transaction).
-    storage_cleanup_batch: int = 1000
-    # LIVECODE_SOURCE_GC_GRACE_S: an unreferenced source is kept this long after its last use.
-    source_gc_grace_s: int = 3600
+    max_stored_executions: int = setting(
+        "LIVECODE_MAX_STORED_EXECUTIONS", 10_000,
+        "Executions and code sessions kept per user (anonymous callers count as one); 0 = no cap. At the cap, "
+        "execute/batch/create answer 429 EXECUTION_QUOTA_EXCEEDED / SESSION_QUOTA_EXCEEDED.",
+        parse=AT_LEAST_0, section="storage")
+    max_sessions: int = setting("LIVECODE_MAX_SESSIONS", 1000, "", parse=AT_LEAST_0)
+    execution_retention_days: int = setting("LIVECODE_EXECUTION_RETENTION_DAYS", 30,
+                                            "Finished executions older than this are deleted (0 = keep forever).",
+                                            parse=AT_LEAST_0)
+    storage_cleanup_interval_s: float = setting(
+        "LIVECODE_STORAGE_CLEANUP_INTERVAL_S", 300.0,
+        "How often one worker (cluster-wide) runs the expiry and the collection of unreferenced sources, rows "
+        "per statement (each its own short transaction), and how long an unreferenced source is kept after "
+        "its last use.", parse=Seconds(positive=True))
+    storage_cleanup_batch: int = setting("LIVECODE_STORAGE_CLEANUP_BATCH", 1000, "", parse=Integer(minimum=1))
+    source_gc_grace_s: int = setting("LIVECODE_SOURCE_GC_GRACE_S", 3600, "", parse=AT_LEAST_0)
 
-    log_level: str = "INFO"
-    log_json: bool = True
+    # ---- logging
+    log_level: str = setting("LIVECODE_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR.",
+                             parse=Text(case="upper"), section="logging")
+    log_json: bool = setting("LIVECODE_LOG_JSON", True, "JSON lines with a request id (false: plain text).")
 
-    # Streams and connections: what one client may hold of an API process (docs/operations.md).
-    # Per API process (each gunicorn process counts its own); 0 switches a cap off.
-    streams_per_user: int = 8  # SSE + WebSocket followers of one signed-in user
-    streams_per_address: int = 8  # the same for requests without an account, by client address
-    send_timeout_s: float = 30.0  # a response write (a stream event) that makes no progress this long ends it
-    header_timeout_s: float = 10.0  # the request line and headers must arrive within this
-    body_timeout_s: float = 30.0  # the body must arrive within this once the headers are in
-    connections_per_address: int = 64  # open TCP connections of one client address
-    connections_per_process: int = 1000  # open TCP connections of one API process, all clients
-    connection_limit_exempt: tuple[str, ...] = ()  # addresses or networks not capped (a reverse proxy's)
-    # ---- API hardening (issue 10: proxies, metrics) ----
-    # Reverse proxies in front of the API that append to X-Forwarded-For / X-Forwarded-Proto
-    # (LIVECODE_TRUSTED_PROXY_HOPS). 0: the TCP peer is the client and forwarded headers are
-    # ignored (a client could otherwise pick a fresh sign-in bucket per request). N: the N-th
-    # address from the right of X-Forwarded-For is the client (werkzeug's ProxyFix).
-    trusted_proxy_hops: int = 0
-    # LIVECODE_METRICS_TOKEN: when set, GET /metrics needs `Authorization: Bearer <token>`.
-    metrics_token: str | None = None
+    # ---- metrics
+    prometheus_multiproc_dir: str | None = setting(
+        "PROMETHEUS_MULTIPROC_DIR", None,
+        "Where `livecode api` keeps prometheus_client's multiprocess files so /metrics adds up every gunicorn "
+        "process (default: a fresh temporary directory; emptied at start-up).",
+        parse=Text(), section="metrics", example="/tmp/livecode-metrics")
+    metrics_token: str | None = setting(
+        "LIVECODE_METRICS_TOKEN", None,
+        "When set, GET /metrics needs `Authorization: Bearer <token>` (401 without it, 403 with a wrong one).",
+        parse=Text())
 
     @property
     def embedded(self) -> bool:
@@ -163,16 +258,21 @@ class Settings:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+def env_example() -> str:
+    """The text of `.env.example`, from the declarations above."""
+    return spec.env_example(Settings)
+
+
 def load_settings(mode: str | None = None, **overrides: Any) -> Settings:
     """Build settings from the environment; `mode` None means: distributed iff DATABASE_URL
     names a server database and REDIS_URL is set."""
     _load_env_file()
-
-    data_dir = Path(_env("LIVECODE_DATA_DIR") or default_data_dir()).expanduser().resolve()
     database_url = _env("DATABASE_URL") or ""
     redis_url = _env("REDIS_URL")
     if mode is None:
         mode = "distributed" if (database_url and redis_url) else "embedded"
+    values = spec.read(Settings, os.environ, mode)
+    data_dir = values["data_dir"] = Path(values["data_dir"]).expanduser().resolve()
 
     if mode == "embedded":
         database_url = database_url or f"sqlite:///{data_dir / 'livecode.db'}"
@@ -184,7 +284,7 @@ def load_settings(mode: str | None = None, **overrides: Any) -> Settings:
     if database_url.startswith("postgresql://"):
         database_url = "postgresql+psycopg://" + database_url[len("postgresql://") :]
 
-    secret_key = _env("SECRET_KEY") or ""
+    secret_key = values["secret_key"]
     if not secret_key:
         if mode == "distributed":
             raise ConfigError(f"SECRET_KEY is required in distributed mode; make one with {MAKE_SECRET}")
@@ -192,115 +292,11 @@ def load_settings(mode: str | None = None, **overrides: Any) -> Settings:
     else:
         check_secret_key(secret_key)
 
-    values: dict[str, Any] = dict(
-        mode=mode,
-        data_dir=data_dir,
-        database_url=database_url,
-        database_replica_url=_env("DATABASE_REPLICA_URL"),
-        redis_url=redis_url if mode == "distributed" else None,
-        secret_key=secret_key,
-        db_pool_size=_int("DB_POOL_SIZE", 10),
-        db_max_overflow=_int("DB_MAX_OVERFLOW", 20),
-        db_pool_recycle=_int("DB_POOL_RECYCLE", 3600),
-        db_pool_pre_ping=_bool("DB_POOL_PRE_PING", True),
-        db_connect_timeout_s=_int("DB_CONNECT_TIMEOUT", 1),
-        max_source_bytes=_int("LIVECODE_MAX_SOURCE_BYTES", 256 * 1024),
-        max_stdin_bytes=_int("LIVECODE_MAX_STDIN_BYTES", 256 * 1024),
-        max_request_bytes=_int("LIVECODE_MAX_REQUEST_BYTES", 2 * 1024 * 1024),
-        max_wait_ms=_int("LIVECODE_MAX_WAIT_MS", 30_000),
-        max_waits=_int("LIVECODE_MAX_WAITS", 0),
-        time_limit_ms=_int("LIVECODE_TIME_LIMIT_MS", 30_000),
-        max_time_limit_ms=_int("LIVECODE_MAX_TIME_LIMIT_MS", 60_000),
-        memory_limit_mb=_int("LIVECODE_MEMORY_LIMIT_MB", 256),
-        max_memory_limit_mb=_int("LIVECODE_MAX_MEMORY_LIMIT_MB", 1024),
-        max_processes=_int("LIVECODE_MAX_PROCESSES", 64),
-        max_output_bytes=_int("LIVECODE_MAX_OUTPUT_BYTES", 1024 * 1024),
-        sandbox=_env("LIVECODE_SANDBOX", "bwrap") or "bwrap",
-        queue_high=_env("LIVECODE_QUEUE_HIGH", "high_priority") or "high_priority",
-        queue_low=_env("LIVECODE_QUEUE_LOW", "low_priority") or "low_priority",
-        worker_concurrency=_int("LIVECODE_WORKER_CONCURRENCY", 2),
-        task_max_retries=_int("LIVECODE_TASK_MAX_RETRIES", 3),
-        heartbeat_ttl_s=_int("LIVECODE_HEARTBEAT_TTL_S", 10),
-        max_attempts=_int("LIVECODE_MAX_ATTEMPTS", 3),
-        auth_required=_bool("LIVECODE_AUTH_REQUIRED", mode == "distributed"),
-        execution_rate_limit=_env("LIVECODE_EXECUTION_RATE_LIMIT", "10/minute") or "10/minute",
-        execution_rate_limit_per_address=os.environ.get("LIVECODE_EXECUTION_RATE_LIMIT_PER_ADDRESS",
-                                                        "30/minute").strip(),
-        login_rate_limit=_env("LIVECODE_LOGIN_RATE_LIMIT", "10/minute") or "10/minute",
-        rate_limits_enabled=_bool("LIVECODE_RATE_LIMITS_ENABLED", True),
-        access_token_minutes=_int("LIVECODE_ACCESS_TOKEN_MINUTES", 15),
-        refresh_token_days=_int("LIVECODE_REFRESH_TOKEN_DAYS", 30),
-        registration=(_env("LIVECODE_REGISTRATION", "open") or "open").lower(),
-        password_min_length=_int("LIVECODE_PASSWORD_MIN_LENGTH", 8),
-        max_stored_executions=_int("LIVECODE_MAX_STORED_EXECUTIONS", 10_000),
-        max_sessions=_int("LIVECODE_MAX_SESSIONS", 1000),
-        execution_retention_days=_int("LIVECODE_EXECUTION_RETENTION_DAYS", 30),
-        storage_cleanup_interval_s=float(_env("LIVECODE_STORAGE_CLEANUP_INTERVAL_S") or 300.0),
-        storage_cleanup_batch=_int("LIVECODE_STORAGE_CLEANUP_BATCH", 1000),
-        source_gc_grace_s=_int("LIVECODE_SOURCE_GC_GRACE_S", 3600),
-        log_level=(_env("LIVECODE_LOG_LEVEL", "INFO") or "INFO").upper(),
-        log_json=_bool("LIVECODE_LOG_JSON", True),
-        trusted_proxy_hops=_int("LIVECODE_TRUSTED_PROXY_HOPS", 0),
-        metrics_token=_env("LIVECODE_METRICS_TOKEN"),
-    )
-    values.update(_stream_and_connection_settings())
-    reconcile = _env("LIVECODE_RECONCILE_INTERVAL_S")
-    if reconcile:
-        values["reconcile_interval_s"] = float(reconcile)
-    grace = _env("LIVECODE_REQUEUE_GRACE_S")
-    if grace:
-        values["requeue_grace_s"] = float(grace)
+    values.update(mode=mode, database_url=database_url, secret_key=secret_key,
+                  redis_url=redis_url if mode == "distributed" else None)
+    spec.check(Settings, overrides)
     values.update(overrides)
-    if values["registration"] not in {"open", "invite", "closed"}:
-        raise ConfigError(f"LIVECODE_REGISTRATION must be 'open', 'invite' or 'closed', got {values['registration']!r}")
-    if values["trusted_proxy_hops"] < 0:
-        raise ConfigError("LIVECODE_TRUSTED_PROXY_HOPS must be 0 or more")
-    for name in ("max_stored_executions", "max_sessions", "execution_retention_days", "source_gc_grace_s"):
-        if values[name] < 0:
-            raise ConfigError(f"LIVECODE_{name.upper()} must be 0 or more, got {values[name]}")
-    if values["storage_cleanup_interval_s"] <= 0 or values["storage_cleanup_batch"] < 1:
-        raise ConfigError("LIVECODE_STORAGE_CLEANUP_INTERVAL_S and LIVECODE_STORAGE_CLEANUP_BATCH must be positive")
-    if values["sandbox"] not in {"bwrap", "none"}:
-        raise ConfigError(f"LIVECODE_SANDBOX must be 'bwrap' or 'none', got {values['sandbox']!r}")
     return Settings(**values)
-
-
-def _stream_and_connection_settings() -> dict[str, Any]:
-    import ipaddress
-
-    def seconds(name: str, default: float) -> float:
-        raw = _env(name)
-        try:
-            value = default if raw is None else float(raw)
-        except ValueError as exc:
-            raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from exc
-        if value <= 0:
-            raise ConfigError(f"{name} must be more than 0 seconds, got {raw!r}")
-        return value
-
-    def count(name: str, default: int) -> int:
-        value = _int(name, default)
-        if value < 0:
-            raise ConfigError(f"{name} must be 0 (no cap) or more, got {value}")
-        return value
-
-    exempt = [a.strip() for a in (_env("LIVECODE_CONNECTION_LIMIT_EXEMPT") or "").split(",") if a.strip()]
-    for network in exempt:
-        try:
-            ipaddress.ip_network(network, strict=False)
-        except ValueError as exc:
-            raise ConfigError(f"LIVECODE_CONNECTION_LIMIT_EXEMPT: {network!r} is not an address or network "
-                              "(e.g. 10.0.0.5 or 10.0.0.0/8)") from exc
-    return dict(
-        streams_per_user=count("LIVECODE_STREAMS_PER_USER", 8),
-        streams_per_address=count("LIVECODE_STREAMS_PER_ADDRESS", 8),
-        send_timeout_s=seconds("LIVECODE_SEND_TIMEOUT_S", 30.0),
-        header_timeout_s=seconds("LIVECODE_HEADER_TIMEOUT_S", 10.0),
-        body_timeout_s=seconds("LIVECODE_BODY_TIMEOUT_S", 30.0),
-        connections_per_address=count("LIVECODE_CONNECTIONS_PER_ADDRESS", 64),
-        connections_per_process=max(1, count("LIVECODE_CONNECTIONS_PER_PROCESS", 1000)),
-        connection_limit_exempt=tuple(exempt),
-    )
 
 
 def _load_env_file() -> None:
@@ -318,7 +314,6 @@ def _load_env_file() -> None:
 
 # ---- SECRET_KEY strength ----------------------------------------------------------------------
 
-MAKE_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 MIN_SECRET_BYTES = 32
 MIN_SECRET_BITS = 80  # a rough estimate from the key's own characters (see _estimated_bits)
 # Placeholders from our own examples and the usual ones people leave in place.

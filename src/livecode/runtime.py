@@ -19,6 +19,7 @@ import redis
 from .config import Settings, load_settings
 from .db import Database
 from .infra.broker import BrokerView, MemoryBroker, RedisBroker
+from .infra.languages import LanguageCatalog, LocalLanguages, WorkerLanguages
 from .infra.locks import ClusterLock, ProcessLock, RedisLock
 from .infra.metrics_store import ExecutionMetricsStore, MemoryMetricsStore, RedisMetricsStore
 from .infra.parking import DeadLetterParking, NoParking, RedisParking
@@ -47,6 +48,7 @@ class Runtime:
     locks: ClusterLock  # one process at a time for the periodic jobs
     dead_letters: DeadLetterParking  # dead letters the database could not take
     limiter_storage: LimiterStorage  # rate-limit counters
+    languages: LanguageCatalog  # the languages runs may use (the live workers', or this process's)
 
 
 _lock = threading.Lock()
@@ -65,17 +67,19 @@ def build_runtime(settings: Settings) -> Runtime:
     db = Database(settings)
     if settings.redis_url:
         client = redis_client(settings.redis_url)
+        registry = RedisWorkerRegistry(client)
         return Runtime(
             settings, db,
             events=RedisEventBus(client),
             stdin=RedisStdinChannels(client, settings.max_stdin_bytes),
-            registry=RedisWorkerRegistry(client),
+            registry=registry,
             metrics=RedisMetricsStore(client),
             broker=RedisBroker(client, settings.redis_url),
             locks=RedisLock(client),
             dead_letters=RedisParking(client),
             # Shorter than the defaults so a Redis outage is a quick 503, not a hung request.
             limiter_storage=LimiterStorage(settings.redis_url, {"socket_connect_timeout": 1, "socket_timeout": 5}),
+            languages=WorkerLanguages(registry),
         )
     return Runtime(
         settings, db,
@@ -87,6 +91,7 @@ def build_runtime(settings: Settings) -> Runtime:
         locks=ProcessLock(),
         dead_letters=NoParking(),
         limiter_storage=LimiterStorage("memory://"),
+        languages=LocalLanguages(),  # embedded, this process is the worker: it knows its toolchains
     )
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.support.client import ApiClient
+from tests.support.procs import reap_adopted
 
 if TYPE_CHECKING:
     from tests.conftest import Cluster
@@ -154,6 +155,7 @@ def browser() -> Iterator[Any]:
     driver.set_page_load_timeout(30)
     yield driver
     driver.quit()
+    reap_adopted(("chrom", "chrome_crashpad"))
     shutil.rmtree(profile, ignore_errors=True)
 
 

@@ -318,7 +318,8 @@ def test_worker_heartbeat_carries_the_cache_stats(tmp_path: Path, monkeypatch: p
     r = get_runner("none", work_root=str(tmp_path / "w"), cache_dir=str(tmp_path / "c"), cache_max_mb=7)
     r.check()
     monkeypatch.setattr(sandbox_runner, "_runner", r)
-    info = lifecycle._beat_info(0, 1)
+    info = lifecycle._beat_info(0, 1, {"c": "gcc 12.2.0"})
     assert info["compile_cache"] == {"bytes": 0, "entries": 0, "evictions": 0, "max_bytes": 7 * MB}
+    assert info["languages"] == {"c": "gcc 12.2.0"}  # what the worker can run (infra/languages.py)
     assert r.run(RunRequest("c", "int main(void) { return 0; }", limits=SandboxLimits())).outcome is Outcome.OK
-    assert lifecycle._beat_info(0, 1)["compile_cache"]["entries"] == 1
+    assert lifecycle._beat_info(0, 1, {})["compile_cache"]["entries"] == 1

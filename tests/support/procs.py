@@ -227,3 +227,44 @@ def wait_workers(base: str, count: int = 1, timeout: float = 60) -> None:
         return r.status_code == 200 and r.json()["details"]["celery"]["workers"] >= count
 
     wait_for(ready, timeout, 0.2, what=f"{count} worker(s)")
+
+
+def _children(names: tuple[str, ...]) -> list[tuple[int, str]]:
+    """(pid, state) of this process's children whose name starts with one of `names`."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == os.getpid() and name.startswith(names):
+            found.append((int(pid), state))
+    return found
+
+
+def reap_adopted(names: tuple[str, ...], timeout: float = 10.0) -> None:
+    """Wait for, and reap, the processes named `names` that this process adopted. A sandbox runner
+    makes the test process a child subreaper, so in a worker that ran sandbox tests first whatever
+    a browser leaves behind (crash handlers) is re-parented to it and, once it exits, stays its
+    zombie (which test_no_zombies_accumulate would count). Killed if still there at `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline + 5:
+        adopted = _children(names)
+        for pid, state in adopted:
+            if state == "Z":
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+        alive = [pid for pid, state in adopted if state != "Z"]
+        if not adopted:
+            return
+        if alive and time.monotonic() > deadline:
+            for pid in alive:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        time.sleep(0.1)

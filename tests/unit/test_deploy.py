@@ -24,3 +24,18 @@ def test_kubernetes_workers_share_the_node_lock_directory() -> None:
     mounts = {m["mountPath"]: m["name"] for c in pod["containers"] for m in c.get("volumeMounts", [])}
     assert LOCKS in mounts, "each pod would lock uids in its own /run"
     assert host_paths.get(mounts[LOCKS]) == LOCKS
+
+
+def test_the_wheel_ships_the_sandbox_data_files() -> None:
+    """The C programs and the language table are read at run time from the installed package."""
+    import fnmatch
+    import tomllib
+
+    root = DEPLOY.parent
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["livecode"]
+    package = root / "src" / "livecode"
+    needed = [*package.glob("sandbox/csrc/*.c"), *package.glob("sandbox/*.toml")]
+    assert any(p.suffix == ".c" for p in needed) and any(p.suffix == ".toml" for p in needed)
+    for path in needed:
+        rel = path.relative_to(package).as_posix()
+        assert any(fnmatch.fnmatch(rel, pattern) for pattern in patterns), f"{rel} is not in package-data"

@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
-from livecode.sandbox import io_limits_from_env
+from livecode.config import ConfigError, load_settings
+from livecode.sandbox import SandboxConfig
 from livecode.sandbox.iolimits import MB, IoLimits, disks_behind, whole_disk
 
 
-def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LIVECODE_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("LIVECODE_SANDBOX_IO_READ_MBPS", "10")
     monkeypatch.setenv("LIVECODE_SANDBOX_IO_WRITE_MBPS", "0")
     monkeypatch.setenv("LIVECODE_SANDBOX_IO_IOPS", "300")
-    assert io_limits_from_env() == IoLimits(10 * MB, 0, 300, 300)
+    assert load_settings("embedded").sandbox_config.io_limits == IoLimits(10 * MB, 0, 300, 300)
     monkeypatch.setenv("LIVECODE_SANDBOX_IO_IOPS", "many")
-    with pytest.raises(ValueError, match="LIVECODE_SANDBOX_IO_IOPS"):
-        io_limits_from_env()
+    with pytest.raises(ConfigError, match="LIVECODE_SANDBOX_IO_IOPS"):
+        load_settings("embedded")
 
 
-def test_defaults_bound_every_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("READ_MBPS", "WRITE_MBPS", "IOPS"):
-        monkeypatch.delenv(f"LIVECODE_SANDBOX_IO_{name}", raising=False)
-    limits = io_limits_from_env()
+def test_defaults_bound_every_run() -> None:
+    limits = SandboxConfig().io_limits
     assert limits.enabled and limits.read_bps > 0 and limits.read_iops > 0
     assert not IoLimits().enabled
 

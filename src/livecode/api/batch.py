@@ -67,4 +67,4 @@ class Batch(Resource):
         items = parse_items(json_body())
         r = rt()
         return submit_batch(r.db, enqueue(), r.settings, items, owner_id=owner_id(), events=r.events,
-                            request_id=request_id(), charge=charge_executions), 202
+                            request_id=request_id(), charge=charge_executions, languages=r.languages), 202

@@ -98,7 +98,7 @@ class Execute(Resource):
             options = parse_execute_options(body)
             result = svc.submit_execution(
                 r.db, enqueue(), r.settings, sid, owner_id=owner_id(), options=options, events=r.events,
-                request_id=request_id(), on_queued=listen if waiting else None,
+                request_id=request_id(), on_queued=listen if waiting else None, languages=r.languages,
             )
             return result, 202
 

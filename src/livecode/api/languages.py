@@ -6,8 +6,8 @@ from typing import Any
 
 from flask_restx import Namespace, Resource
 
-from ..sandbox import list_languages
 from . import schemas
+from .context import rt
 
 ns = Namespace("languages", description="Supported languages")
 schemas.attach(ns)
@@ -18,8 +18,10 @@ class Languages(Resource):
     @ns.doc("list_languages")
     @ns.response(200, "Languages", [schemas.language])
     def get(self) -> Any:
-        """List every language with its toolchain version and whether it is installed."""
+        """List every language with its toolchain version and whether it can run: in the distributed
+        mode, whether a live worker advertises it (none yet: every language is listed unavailable,
+        and a run of one is queued until a worker comes up)."""
         return [
             {k: lang.get(k) for k in ("id", "name", "version", "available", "compiled")}
-            for lang in list_languages()
+            for lang in rt().languages.listing()
         ]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -41,7 +40,6 @@ from ..services.stats import broker_queue_lengths
 
 log = logging.getLogger(__name__)
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Label values come from fixed sets only, so no request can add series: a made-up method is
 # "other", a path no route matches is "<unmatched>" (the route template, never the path).
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -156,7 +154,11 @@ def _compile_cache(workers: dict[str, dict[str, Any]]) -> Iterable[Metric]:
 
 
 def multiprocess_enabled() -> bool:
-    return bool(os.environ.get(MULTIPROC_ENV))
+    """Whether prometheus_client writes its values to PROMETHEUS_MULTIPROC_DIR's files: it decides
+    once, when it is first imported (`livecode api` sets the variable before that)."""
+    from prometheus_client import values
+
+    return values.ValueClass is not values.MutexValue
 
 
 def render(rt: Runtime) -> bytes:

@@ -44,6 +44,7 @@ class SessionList(Resource):
                 owner_id=owner_id(),
                 max_bytes=s.max_source_bytes,
                 settings=s,
+                languages=rt().languages,
             )
             return created, 201
 

@@ -233,7 +233,7 @@ def register_websocket(app: Flask) -> None:
     })
 
     settings = app.extensions["livecode.runtime"].settings
-    app.extensions["livecode.stream_slots"] = StreamSlots.for_server(settings.streams_per_user,
+    app.extensions["livecode.stream_slots"] = StreamSlots.for_server(settings.api_threads, settings.streams_per_user,
                                                                      settings.streams_per_address)
     app.wsgi_app = ReleaseStreamSlots(app.wsgi_app)  # type: ignore[method-assign]
 

@@ -16,7 +16,6 @@ failure before the first write) does not run it when closed.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -64,11 +63,11 @@ class StreamSlots:
         self._lock = threading.Lock()
 
     @classmethod
-    def for_server(cls, per_user: int = 0, per_address: int = 0) -> StreamSlots:
-        raw = os.environ.get("LIVECODE_API_THREADS", "")
-        if not raw.isdigit():
+    def for_server(cls, threads: int | None, per_user: int = 0, per_address: int = 0) -> StreamSlots:
+        """`threads`: the server's threads per process (Settings.api_threads; None outside
+        `livecode api|serve`: no process-wide limit)."""
+        if threads is None:
             return cls(None, per_user, per_address)
-        threads = int(raw)
         return cls(max(1, threads - max(4, threads // 4)), per_user, per_address)
 
     def acquire(self, user_id: Any, address: str | None) -> Lease:

@@ -7,7 +7,6 @@ refused, it answers 202 at once as without `wait`, and the client polls or follo
 
 from __future__ import annotations
 
-import os
 import threading
 
 from flask import current_app, request
@@ -63,10 +62,9 @@ class WaitSlots:
     def for_server(cls, settings: Settings) -> WaitSlots:
         if settings.max_waits > 0:
             return cls(settings.max_waits)
-        raw = os.environ.get("LIVECODE_API_THREADS", "")
-        if not raw.isdigit():
+        threads = settings.api_threads
+        if threads is None:
             return cls(None)
-        threads = int(raw)
         return cls(max(1, threads - max(4, threads // 4)))  # leave a quarter for other requests
 
     def try_acquire(self) -> bool:

@@ -1,6 +1,6 @@
 """Run untrusted code: isolation, limits, and the language registry.
 
-    runner = get_runner("bwrap")      # or "none" for local development (no isolation!)
+    runner = get_runner("bwrap", SandboxConfig())  # or "none" for local development (no isolation!)
     runner.check()                    # raises SandboxUnavailable at worker start-up
     result = runner.run(RunRequest(language="python", source="print(1)"))
 
@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from .cache import DEFAULT_MAX_MB, CacheStats
-from .hostfs import DEFAULT_LOCK_DIR
+from .cache import CacheStats
+from .config import SandboxConfig
 from .iolimits import IoLimits
 from .languages import Language, get_language, list_languages
 from .runner import Runner
@@ -38,42 +40,15 @@ __all__ = [
     "RunRequest",
     "RunResult",
     "Runner",
+    "SandboxConfig",
     "SandboxLimits",
     "SandboxUnavailable",
     "StdinSource",
     "get_language",
     "get_runner",
-    "io_limits_from_env",
     "list_languages",
     "text_view",
 ]
-
-DEFAULT_UID_BASE = 61000
-DEFAULT_SLOTS = 64  # shared by every worker on the host; uids 61000-61063 stay below systemd DynamicUser (61184+)
-# Per-run disk I/O bounds: enough for a toolchain's cold start from disk, far from a disk's
-# full bandwidth (a run reading 530 MB/s made the host's fsync latency 7x worse).
-DEFAULT_IO_READ_MBPS = 64
-DEFAULT_IO_WRITE_MBPS = 64
-DEFAULT_IO_IOPS = 2000
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "")
-    try:
-        return int(raw) if raw.strip() else default
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-
-
-def io_limits_from_env() -> IoLimits:
-    """LIVECODE_SANDBOX_IO_READ_MBPS, _WRITE_MBPS (MiB/s) and _IOPS (each of reads and writes)
-    per run; 0 = unlimited."""
-    return IoLimits.from_mb(
-        _env_int("LIVECODE_SANDBOX_IO_READ_MBPS", DEFAULT_IO_READ_MBPS),
-        _env_int("LIVECODE_SANDBOX_IO_WRITE_MBPS", DEFAULT_IO_WRITE_MBPS),
-        _env_int("LIVECODE_SANDBOX_IO_IOPS", DEFAULT_IO_IOPS),
-    )
-
 
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -82,6 +57,7 @@ def _default_cache_dir() -> Path:
 
 def get_runner(
     mode: str = "bwrap",
+    config: SandboxConfig | None = None,
     *,
     work_root: str | None = None,
     cache_dir: str | None = None,
@@ -94,38 +70,37 @@ def get_runner(
 ) -> Runner:
     """A runner for `mode` "bwrap" (the sandbox) or "none" (development only, no isolation).
 
+    config: the sandbox's settings (SandboxConfig: run uids, pool, lock directory, I/O bounds,
+    cache bound; the defaults when None). The sandbox reads no environment variable: the worker
+    passes `Settings.sandbox_config`, read from LIVECODE_SANDBOX_* and LIVECODE_COMPILE_CACHE_MAX_MB.
     work_root: root-only directory for per-run state ("none": the work dirs).
     cache_dir: compiled-program cache, never visible to user code.
-    uid_base/slots: run slot n uses host uid uid_base+n (env LIVECODE_SANDBOX_UID_BASE,
-    LIVECODE_SANDBOX_SLOTS); these uids must not belong to anything else on the host.
-    pool_size: sandboxes set up ahead of time (env LIVECODE_SANDBOX_POOL, default 2; 0 = none).
-    cache_max_mb: bound of the compile cache, least recently used entries evicted past it (env
-    LIVECODE_COMPILE_CACHE_MAX_MB, default 2048); every process sharing cache_dir should agree.
-    lock_dir: where slot uids are locked (env LIVECODE_SANDBOX_LOCK_DIR, default
-    /run/livecode/slots). uids are host-wide, so every worker on a host, in every container,
-    must see the same directory; it does not depend on TMPDIR or the data directory.
-    io_limits: per-run disk I/O bounds (default from io_limits_from_env()).
+    uid_base, slots, pool_size, cache_max_mb, lock_dir, io_limits: when given, override `config`.
+    Run slot n uses host uid uid_base+n; these uids must not belong to anything else on the host,
+    and every worker on a host, in every container, must lock them in the same lock_dir.
     """
+    config = config or SandboxConfig()
+    overrides: dict[str, Any] = {"uid_base": uid_base, "slots": slots, "pool_size": pool_size,
+                                 "compile_cache_max_mb": cache_max_mb, "lock_dir": Path(lock_dir) if lock_dir else None}
+    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     root = Path(work_root or os.path.join(tempfile.gettempdir(), "livecode-sandbox"))
     cache = Path(cache_dir) if cache_dir else _default_cache_dir()
-    if cache_max_mb is None:
-        cache_max_mb = _env_int("LIVECODE_COMPILE_CACHE_MAX_MB", DEFAULT_MAX_MB)
     if mode == "bwrap":
         from .bwrap import BwrapRunner
 
         return _bounded(BwrapRunner(
             root,
             cache,
-            uid_base=uid_base or int(os.environ.get("LIVECODE_SANDBOX_UID_BASE", DEFAULT_UID_BASE)),
-            slots=slots or int(os.environ.get("LIVECODE_SANDBOX_SLOTS", DEFAULT_SLOTS)),
-            pool_size=pool_size if pool_size is not None else int(os.environ.get("LIVECODE_SANDBOX_POOL", 2)),
-            lock_dir=Path(lock_dir or os.environ.get("LIVECODE_SANDBOX_LOCK_DIR") or DEFAULT_LOCK_DIR),
-            io_limits=io_limits if io_limits is not None else io_limits_from_env(),
-        ), cache_max_mb)  # fmt: skip
+            uid_base=config.uid_base,
+            slots=config.slots,
+            pool_size=config.pool_size,
+            lock_dir=config.lock_dir,
+            io_limits=io_limits if io_limits is not None else config.io_limits,
+        ), config.compile_cache_max_mb)  # fmt: skip
     if mode == "none":
         from .local import UnsandboxedRunner
 
-        return _bounded(UnsandboxedRunner(root, cache), cache_max_mb)
+        return _bounded(UnsandboxedRunner(root, cache), config.compile_cache_max_mb)
     raise ValueError(f"unknown sandbox mode {mode!r}; use 'bwrap' or 'none'")
 
 

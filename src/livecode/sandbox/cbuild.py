@@ -1,10 +1,12 @@
 """Building the sandbox's small C programs (the launcher, the spawn helper, the seccomp filter's
 generator) with the host's gcc, once, into the root-only cache directory, under a name that
-carries a hash of their source."""
+carries a hash of their source. Their sources are package data in `csrc/` (pyproject.toml ships
+them), read once at import."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import os
 import subprocess
 import tempfile
@@ -13,6 +15,11 @@ from pathlib import Path
 from .types import SandboxUnavailable
 
 _CC = ("/usr/bin/gcc", "/usr/bin/cc")
+
+
+def c_source(filename: str) -> str:
+    """The text of `csrc/<filename>`, one of the C programs shipped with the package."""
+    return importlib.resources.files(__package__).joinpath("csrc", filename).read_text(encoding="utf-8")
 
 
 def build_c(cache_dir: Path, name: str, source: str, *, mode: int, what: str, libs: tuple[str, ...] = (),

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from ..config import Settings
 from ..db import Database
+from ..infra.languages import LanguageCatalog
 from ..models import CodeSession, Execution, ExecutionStatus, Priority, utcnow
 from ..streaming.bus import EventBus
 from ..streaming.publisher import publish_queued
@@ -44,6 +45,7 @@ def submit_batch(
     events: EventBus,
     request_id: str | None = None,
     charge: Callable[[int], None] | None = None,
+    languages: LanguageCatalog | None = None,
 ) -> dict[str, Any]:
     """Queue every item on the low-priority queue, or none of them: every session must exist and
     belong to the caller, and every option be valid, before anything is written. Each execution
@@ -64,7 +66,7 @@ def submit_batch(
     for sid in sorted(wanted - set(sessions), key=str):
         raise not_found(sid)
     for language in {row.language for row in sessions.values()}:
-        check_language(language)
+        check_language(language, languages)
 
     now = utcnow()
     digests = {sid: storage.source_hash(row.source_code) for sid, row in sessions.items()}

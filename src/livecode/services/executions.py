@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from ..config import Settings
 from ..db import Database
 from ..errors import Conflict, NotFound, ValidationError
+from ..infra.languages import LanguageCatalog
 from ..models import (
     ACTIVE_STATUSES,
     CodeSession,
@@ -223,6 +224,7 @@ def submit_execution(
     events: EventBus,
     request_id: str | None = None,
     on_queued: Callable[[uuid.UUID], object] | None = None,
+    languages: LanguageCatalog | None = None,
 ) -> dict[str, Any]:
     """Insert a QUEUED execution of the session's code (stored once, by hash: services/storage.py),
     publish its QUEUED event, then queue its id. `on_queued` runs just before the id is queued (a
@@ -241,7 +243,7 @@ def submit_execution(
             ).first()
             if session is None:
                 raise not_found(session_id)
-            check_language(session.language)
+            check_language(session.language, languages)
             user_id = session.user_id
             digest = storage.source_hash(session.source_code)
             storage.store_sources(conn, {digest: session.source_code}, now)

@@ -11,6 +11,7 @@ from sqlalchemy import bindparam, delete, insert, literal, select, update
 from ..config import Settings
 from ..db import Database
 from ..errors import Conflict, NotFound
+from ..infra.languages import LanguageCatalog
 from ..models import CodeSession, utcnow
 from . import storage
 from .validation import check_language, check_source
@@ -51,10 +52,11 @@ def not_found(session_id: uuid.UUID) -> NotFound:
 
 def create_session(
     db: Database, *, language: str, source_code: str, owner_id: uuid.UUID | None, max_bytes: int,
-    settings: Settings | None = None,
+    settings: Settings | None = None, languages: LanguageCatalog | None = None,
 ) -> dict[str, Any]:
-    """Create a session; with `settings`, refused (429) when the owner has `max_sessions` already."""
-    check_language(language)
+    """Create a session; with `settings`, refused (429) when the owner has `max_sessions` already.
+    `languages`: what can run (validation.check_language)."""
+    check_language(language, languages)
     check_source(source_code, max_bytes)
     now = utcnow()
     row = CodeSession(

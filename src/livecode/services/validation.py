@@ -3,28 +3,31 @@
 from __future__ import annotations
 
 from ..errors import PayloadTooLarge, ValidationError
-from ..sandbox import get_language, list_languages
+from ..infra.languages import LanguageCatalog, LocalLanguages
+from ..sandbox import get_language
+from ..sandbox.languages import all_languages
 
 
-def available_language_ids() -> list[str]:
-    return sorted(str(lang["id"]) for lang in list_languages() if lang["available"])
-
-
-def check_language(language: str, *, require_available: bool = True) -> None:
-    known = get_language(language)
-    available = available_language_ids()
-    if known is None:
+def check_language(language: str, languages: LanguageCatalog | None = None) -> None:
+    """400 UNSUPPORTED_LANGUAGE for a language languages.toml does not declare, 400
+    LANGUAGE_UNAVAILABLE for one no worker can run. `languages`: the runtime's catalog (the
+    union of what live workers advertise, in the distributed mode); None: this host's toolchains.
+    While no worker has said what it can run, a declared language is accepted (it is queued)."""
+    catalog = languages or LocalLanguages()
+    runnable = catalog.runnable()
+    supported = sorted(runnable) if runnable is not None else sorted(lang.id for lang in all_languages())
+    if get_language(language) is None:
         raise ValidationError(
-            f"unknown language {language!r}; supported: {', '.join(available)}",
+            f"unknown language {language!r}; supported: {', '.join(supported)}",
             code="UNSUPPORTED_LANGUAGE",
-            details={"supported": available},
+            details={"supported": supported},
         )
-    if require_available and language not in available:
+    if runnable is not None and language not in runnable:
+        where = "on this server" if isinstance(catalog, LocalLanguages) else "on any live worker"
         raise ValidationError(
-            f"the {language} toolchain is not installed on this server; available: "
-            f"{', '.join(available)}",
+            f"the {language} toolchain is not installed {where}; available: {', '.join(supported)}",
             code="LANGUAGE_UNAVAILABLE",
-            details={"supported": available},
+            details={"supported": supported},
         )
 
 

@@ -23,6 +23,7 @@ def get_process_runner(settings: Settings) -> Runner:
         if _runner is None:
             runner = get_runner(
                 settings.sandbox,
+                settings.sandbox_config,
                 work_root=str(settings.data_dir / "runs") if settings.embedded else None,
                 cache_dir=str(settings.data_dir / "compile-cache"),
             )
