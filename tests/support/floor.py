@@ -21,6 +21,9 @@ from tests.support.inprocess import (
     session_scoped_template,
 )
 
+# The fixtures the in-process floor (tests/api, tests/unit/services) takes in its conftest files.
+__all__ = ["cheap_password_hashing", "db", "db_template", "live", "make_live", "secure", "settings"]
+
 
 @pytest.fixture(scope="session")
 def db_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:

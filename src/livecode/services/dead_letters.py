@@ -68,7 +68,7 @@ def _with_status(rt: Runtime, rows: list[DeadLetter]) -> list[dict[str, Any]]:
     if ids:
         with rt.db.read(fresh=True) as s:
             found = s.execute(select(Execution.id, Execution.status).where(Execution.id.in_(ids)))
-            statuses = dict(found.tuples().all())
+            statuses = {execution_id: status for execution_id, status in found}
     return [serialize_dead_letter(r, statuses.get(r.execution_id)) for r in rows]
 
 
