@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         RESTX_MASK_SWAGGER=False,
-        ERROR_404_HELP=False,
+        RESTX_ERROR_404_HELP=False,
         JSON_SORT_KEYS=False,
         PROPAGATE_EXCEPTIONS=False,
     )
