@@ -27,9 +27,27 @@ requires_bwrap = pytest.mark.skipif(
 )
 
 
+# The sandbox's compiled C helpers (launcher, spawn helper, seccomp filter), built once per test
+# process by the sandbox conftest, or by the host's gcc for scripts/test-cgroup-v2's emulated VM
+# (LIVECODE_TEST_PREBUILT_DIR), where each runner's own build took 10-20 s. Copied into every new
+# runner's cache dir; a copy whose source hash no longer matches is simply not used (rebuilt).
+PREBUILT: Path | None = None
+
+
+def seed_cache(cache: Path) -> None:
+    """Put the prebuilt helpers into a runner's (new) root-only cache dir."""
+    if PREBUILT is None:
+        return
+    cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for f in PREBUILT.iterdir():
+        if f.is_file() and not (cache / f.name).exists():
+            shutil.copy2(f, cache / f.name)
+
+
 def make_runner(base: Path, pool: int, **kw: Any) -> Runner:
     """A bubblewrap runner of the tests' own uid range in a private `base` dir, checked."""
     base.chmod(0o700)
+    seed_cache(base / "cache")
     r = get_runner("bwrap", work_root=str(base / "work"), cache_dir=str(base / "cache"), uid_base=TEST_UID_BASE,
                    slots=TEST_SLOTS, pool_size=pool, **kw)
     r.check()
