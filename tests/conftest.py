@@ -91,6 +91,10 @@ def base_env(**extra: str) -> dict[str, str]:
         # The storage job runs often, so that its test need not wait minutes (it only deletes
         # executions past the 30-day retention, and sources unused for an hour).
         LIVECODE_STORAGE_CLEANUP_INTERVAL_S="1",
+        # Argon2 at its production cost is ~0.2 s of CPU per sign-in on 2 cores, tens of seconds
+        # over the suite; the tests check who may do what, not the hash's cost.
+        LIVECODE_PASSWORD_HASH_MEMORY_KIB="1024",
+        LIVECODE_PASSWORD_HASH_TIME_COST="1",
     )
     if os.environ.get("LIVECODE_TEST_WORKER_UID_BASE"):  # parallel test runs on one host
         env["LIVECODE_SANDBOX_UID_BASE"] = os.environ["LIVECODE_TEST_WORKER_UID_BASE"]

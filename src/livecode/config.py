@@ -166,6 +166,14 @@ class Settings:
     password_min_length: int = setting(
         "LIVECODE_PASSWORD_MIN_LENGTH", 8,
         "Shortest password accepted (the 30,000 most common passwords are refused whatever their length).")
+    password_hash_memory_kib: int = setting(
+        "LIVECODE_PASSWORD_HASH_MEMORY_KIB", 65536,
+        "Memory of one Argon2id password hash, in KiB (argon2-cffi's default, 64 MiB, as RFC 9106 recommends "
+        "where memory is short). Each hash carries its own cost: a sign-in rehashes a password stored with other "
+        "parameters.", parse=Integer(minimum=32))
+    password_hash_time_cost: int = setting(
+        "LIVECODE_PASSWORD_HASH_TIME_COST", 3,
+        "Passes of one Argon2id password hash over its memory (argon2-cffi's default).", parse=Integer(minimum=1))
     trusted_proxy_hops: int = setting(
         "LIVECODE_TRUSTED_PROXY_HOPS", 0,
         "Reverse proxies in front of the API that append to X-Forwarded-For / X-Forwarded-Proto. 0: the TCP "

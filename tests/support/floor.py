@@ -67,8 +67,8 @@ def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
     from livecode.services import accounts
 
     cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-    monkeypatch.setattr(accounts, "_hasher", cheap)
-    monkeypatch.setattr(accounts, "_DUMMY_HASH", cheap.hash("dummy"))
+    hashing = (cheap, cheap.hash("dummy"))
+    monkeypatch.setattr(accounts, "_hasher_of", lambda db: hashing)
 
 
 @pytest.fixture

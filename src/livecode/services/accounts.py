@@ -36,10 +36,19 @@ ROLES = ("user", "admin")
 KEY_PREFIX = "lc_"
 MAX_KEYS_PER_USER = 100
 
-_hasher = PasswordHasher()
-# Verified against when the username is unknown, so a wrong username costs as much time as a
-# wrong password and does not reveal which usernames exist.
-_DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
+
+
+@lru_cache(maxsize=4)
+def _hashing(time_cost: int, memory_kib: int) -> tuple[PasswordHasher, str]:
+    """The Argon2id hasher of these costs (settings LIVECODE_PASSWORD_HASH_*), and a hash to verify
+    against when the username is unknown, so a wrong username costs as much time as a wrong
+    password and does not reveal which usernames exist."""
+    hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
+    return hasher, hasher.hash(secrets.token_hex(16))
+
+
+def _hasher_of(db: Database) -> tuple[PasswordHasher, str]:
+    return _hashing(db.settings.password_hash_time_cost, db.settings.password_hash_memory_kib)
 
 
 @dataclass(frozen=True)
@@ -112,7 +121,7 @@ def create_user(
     username = check_credentials_shape(username, password, min_password)
     if role not in ROLES:
         raise ValidationError(f"role must be one of {', '.join(ROLES)}", code="INVALID_ROLE")
-    user = User(id=uuid.uuid4(), username=username, password_hash=_hasher.hash(password), role=role,
+    user = User(id=uuid.uuid4(), username=username, password_hash=_hasher_of(db)[0].hash(password), role=role,
                 created_at=utcnow())
     try:
         with db.write() as s:
@@ -169,15 +178,16 @@ def _find_user(db: Database, username: str) -> User | None:
 def authenticate(db: Database, username: str, password: str) -> Principal | None:
     """The user if the password matches, else None (same cost either way)."""
     user = _find_user(db, username)
+    hasher, dummy = _hasher_of(db)
     try:
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+        hasher.verify(user.password_hash if user else dummy, password)
     except (VerificationError, InvalidHashError):
         return None
     if user is None:
         return None
-    if _hasher.check_needs_rehash(user.password_hash):
+    if hasher.check_needs_rehash(user.password_hash):
         with db.write() as s:
-            s.execute(update(User).where(User.id == user.id).values(password_hash=_hasher.hash(password)))
+            s.execute(update(User).where(User.id == user.id).values(password_hash=hasher.hash(password)))
     return Principal(user.id, user.role, user.username, user.token_version)
 
 
@@ -190,15 +200,16 @@ def change_password(db: Database, user_id: uuid.UUID, current: str, new: str,
         user = s.get(User, user_id)
     if user is None:
         raise AccountGone()
+    hasher = _hasher_of(db)[0]
     try:
-        _hasher.verify(user.password_hash, current)
+        hasher.verify(user.password_hash, current)
     except (VerificationError, InvalidHashError) as exc:
         raise ApiError("the current password is wrong", code="INVALID_CREDENTIALS", status=403) from exc
     check_password(new, user.username, min_length)
     with db.write() as s:
         version = s.execute(
             update(User).where(User.id == user_id)
-            .values(password_hash=_hasher.hash(new), token_version=User.token_version + 1)
+            .values(password_hash=hasher.hash(new), token_version=User.token_version + 1)
             .returning(User.token_version)
         ).scalar_one()
         s.execute(update(RefreshToken).where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))

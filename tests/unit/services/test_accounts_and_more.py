@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -56,6 +57,26 @@ def test_authenticate_roles_and_deletion(db: Any) -> None:
     assert not accounts.set_role(db, "nobody", "admin")
     assert accounts.delete_user(db, "carol") and not accounts.delete_user(db, "carol")
     assert accounts.authenticate(db, "carol", PW) is None
+
+
+def test_the_hash_cost_is_a_setting_and_a_sign_in_moves_a_password_to_it(db: Any, monkeypatch: Any) -> None:
+    # The floor hashes cheaply whatever the settings say; here the settings decide.
+    monkeypatch.setattr(accounts, "_hasher_of", lambda d: accounts._hashing(
+        d.settings.password_hash_time_cost, d.settings.password_hash_memory_kib))
+    monkeypatch.setattr(db, "settings", dataclasses.replace(
+        db.settings, password_hash_memory_kib=64, password_hash_time_cost=1))
+    accounts.create_user(db, "carol", PW)
+
+    def stored() -> str:
+        return str(Rows(db.settings.database_url).one("users", "username = 'carol'")["password_hash"])
+
+    assert "$m=64,t=1," in stored()
+    monkeypatch.setattr(db, "settings", dataclasses.replace(db.settings, password_hash_memory_kib=128))
+    assert accounts.authenticate(db, "carol", "wrong password") is None
+    assert "$m=64,t=1," in stored()  # a failed sign-in changes nothing
+    assert accounts.authenticate(db, "carol", PW) is not None
+    assert "$m=128,t=1," in stored()  # rehashed at the new cost
+    assert accounts.authenticate(db, "carol", PW) is not None
 
 
 def test_refresh_rotation_reuse_and_revocation(db: Any) -> None:
