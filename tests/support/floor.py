@@ -22,7 +22,7 @@ from tests.support.inprocess import (
 )
 
 # The fixtures the in-process floor (tests/api, tests/unit/services) takes in its conftest files.
-__all__ = ["cheap_password_hashing", "db", "db_template", "live", "make_live", "secure", "settings"]
+__all__ = ["db", "db_template", "live", "make_live", "secure", "settings"]
 
 
 @pytest.fixture(scope="session")
@@ -56,19 +56,6 @@ def live(make_live: Callable[..., LiveApp]) -> LiveApp:
 def secure(make_live: Callable[..., LiveApp]) -> LiveApp:
     """Sign-in required, as in the distributed mode."""
     return make_live(auth_required=True)
-
-
-@pytest.fixture(autouse=True)
-def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Argon2 with its production cost takes ~0.1-0.4 s a hash on a busy 2-core machine; these
-    tests check who may do what, not the hash's cost, so they hash with the smallest one."""
-    from argon2 import PasswordHasher
-
-    from livecode.services import accounts
-
-    cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-    hashing = (cheap, cheap.hash("dummy"))
-    monkeypatch.setattr(accounts, "_hasher_of", lambda db: hashing)
 
 
 @pytest.fixture

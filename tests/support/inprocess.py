@@ -58,6 +58,10 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:
     monkeypatch.setenv("LIVECODE_DATA_DIR", str(data_dir))
     monkeypatch.setenv("LIVECODE_SANDBOX", "none")  # nothing runs in this floor
     monkeypatch.setenv("LIVECODE_LOG_LEVEL", "WARNING")
+    # Argon2 at its production cost is ~0.1-0.4 s a hash on a busy 2-core machine; these tests
+    # check who may do what, not the hash's cost.
+    monkeypatch.setenv("LIVECODE_PASSWORD_HASH_MEMORY_KIB", "32")
+    monkeypatch.setenv("LIVECODE_PASSWORD_HASH_TIME_COST", "1")
 
 
 def embedded_settings(data_dir: Path, **overrides: Any) -> Settings:

@@ -59,7 +59,7 @@ class LocalLanguages:
         return list_languages()
 
     def runnable(self) -> set[str] | None:
-        return {str(lang["id"]) for lang in list_languages() if lang["available"]}
+        return set(advertised())
 
 
 class WorkerLanguages:

@@ -206,10 +206,7 @@ def _insert_execution(cap: int, anonymous: bool) -> Any:
         bindparam("p_now", type_=t.queued_at.type),
     ).where(CodeSession.id == bindparam("p_sid"))
     if cap:
-        # At most `cap` index entries counted (as storage.under_execution_cap).
-        owned = t.user_id.is_(None) if anonymous else t.user_id == bindparam("p_owner")
-        rows = select(t.id).where(owned).limit(cap).subquery()
-        copy = copy.where(select(func.count()).select_from(rows).scalar_subquery() < cap)
+        copy = copy.where(storage.under_execution_cap(cap, None if anonymous else bindparam("p_owner")))
     return insert(EXECUTIONS).from_select(_INSERT_COLUMNS, copy).returning(t.id)
 
 

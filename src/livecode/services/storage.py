@@ -76,23 +76,21 @@ def _upsert_source(dialect: str) -> Any:
     )
 
 
-def _owned_by(column: Any, owner: uuid.UUID | None) -> ColumnElement[bool]:
+def _owned_by(column: Any, owner: Any) -> ColumnElement[bool]:
+    """`owner`: a user id, None (anonymous) or a bound parameter of a prebuilt statement."""
     return column.is_(None) if owner is None else column == owner  # type: ignore[no-any-return]
 
 
-def _bounded_count(model: Any, owner: uuid.UUID | None, cap: int) -> Any:
+def _bounded_count(model: Any, owner: Any, cap: int) -> Any:
     """SELECT count(*) FROM (SELECT id FROM <model> WHERE user_id = owner LIMIT cap): at most
     `cap` index entries are read, however many rows the owner has."""
     rows = select(model.id).where(_owned_by(model.user_id, owner)).limit(cap).subquery()
     return select(func.count()).select_from(rows)
 
 
-def under_execution_cap(settings: Settings, owner: uuid.UUID | None) -> ColumnElement[bool] | None:
-    """The condition an INSERT ... SELECT of one execution adds; None when there is no cap."""
-    cap = settings.max_stored_executions
-    if not cap:
-        return None
-    return _bounded_count(Execution, owner, cap).scalar_subquery() < cap
+def under_execution_cap(cap: int, owner: Any) -> ColumnElement[bool]:
+    """The condition an INSERT ... SELECT of one execution adds when the owner has a cap."""
+    return _bounded_count(Execution, owner, cap).scalar_subquery() < cap  # type: ignore[no-any-return]
 
 
 def under_session_cap(settings: Settings, owner: uuid.UUID | None) -> ColumnElement[bool] | None:

@@ -196,6 +196,8 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         self.tls = bool(self.cfg.is_ssl)
         cfg = self.cfg
         self.max_head = int(cfg.limit_request_line + 4 + cfg.limit_request_fields * (cfg.limit_request_field_size + 2))
+        timeout = self.limits.send_timeout_s
+        self.timeval = struct.pack("ll", int(timeout), int((timeout % 1) * 1_000_000))  # per socket
 
     # ---- accepting -------------------------------------------------------------------------
 
@@ -216,11 +218,9 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
             return
         self.per_address[address] = self.per_address.get(address, 0) + 1
         self.nr_conns += 1
-        timeout = self.limits.send_timeout_s
-        tv = struct.pack("ll", int(timeout), int((timeout % 1) * 1_000_000))
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.timeval)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.timeval)
         except OSError:  # e.g. a UNIX socket on a platform without them
             pass
         conn = FrontConn(self, self.cfg, sock, client, listener.getsockname(), address)

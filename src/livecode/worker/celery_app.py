@@ -56,10 +56,15 @@ def configure_celery(settings: Settings) -> Celery:
     return celery
 
 
+def queue_for(settings: Settings, priority: str | None) -> str:
+    """The queue that carries runs of this priority (batch runs wait behind interactive ones)."""
+    return settings.queue_low if priority == "batch" else settings.queue_high
+
+
 def enqueue_execution(execution_id: uuid.UUID, priority: str, request_id: str | None) -> None:
     """Publish an execution's id on the queue for its priority. The task id is the execution id."""
     settings: Settings = celery.conf.livecode_settings
-    queue = settings.queue_low if priority == "batch" else settings.queue_high
+    queue = queue_for(settings, priority)
     celery.send_task(
         TASK_NAME,
         args=[str(execution_id)],

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..infra.metrics_store import DURATION_BUCKETS, WAIT_BUCKETS, histogram_increments
 from ..runtime import Runtime, runtime
-from .celery_app import TASK_NAME
+from .celery_app import TASK_NAME, queue_for
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def _execution_figures(rt: Runtime, final: dict[str, Any]) -> dict[str, float]:
         duration = 0.0
     out.update(histogram_increments(f"dur|{language}", duration, DURATION_BUCKETS))
     if started and queued:
-        queue = rt.settings.queue_low if final.get("priority") == "batch" else rt.settings.queue_high
+        queue = queue_for(rt.settings, final.get("priority"))
         wait = max(0.0, (started - queued).total_seconds())
         out.update(histogram_increments(f"wait|{queue}", wait, WAIT_BUCKETS))
     return out

@@ -60,9 +60,6 @@ def test_authenticate_roles_and_deletion(db: Any) -> None:
 
 
 def test_the_hash_cost_is_a_setting_and_a_sign_in_moves_a_password_to_it(db: Any, monkeypatch: Any) -> None:
-    # The floor hashes cheaply whatever the settings say; here the settings decide.
-    monkeypatch.setattr(accounts, "_hasher_of", lambda d: accounts._hashing(
-        d.settings.password_hash_time_cost, d.settings.password_hash_memory_kib))
     monkeypatch.setattr(db, "settings", dataclasses.replace(
         db.settings, password_hash_memory_kib=64, password_hash_time_cost=1))
     accounts.create_user(db, "carol", PW)
