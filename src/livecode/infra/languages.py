@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import redis
 
-from ..sandbox.languages import Language, all_languages, list_languages, short_version, toolchain_version
+from ..sandbox.languages import Language, all_languages, language_entry, list_languages, toolchain_version
 from .registry import WorkerRegistry
 
 log = logging.getLogger(__name__)
@@ -102,8 +102,7 @@ class WorkerLanguages:
             versions = offers.get(lang.id, [])
             # Workers of one deployment normally agree; when they do not, the most common wins.
             version = Counter(versions).most_common(1)[0][0] if versions else ""
-            out.append({"id": lang.id, "name": lang.name, "version": short_version(version),
-                        "available": bool(versions), "compiled": lang.compiled, "source_file": lang.source_file})
+            out.append(language_entry(lang, version, bool(versions)))
         return out
 
     def runnable(self) -> set[str] | None:

@@ -10,8 +10,9 @@ import redis
 
 
 class ClusterLock(Protocol):
-    def try_take(self, key: str, holder: str, ttl_ms: int) -> bool:
-        """True when `holder` may do the job now; the lock expires by itself after `ttl_ms`."""
+    def try_take(self, key: str, holder: str, interval_s: float) -> bool:
+        """True when `holder` may do the job of this period now; the lock expires by itself a
+        little before the next period (90 % of `interval_s`), so a holder that died frees it."""
         ...
 
 
@@ -19,10 +20,10 @@ class RedisLock:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
 
-    def try_take(self, key: str, holder: str, ttl_ms: int) -> bool:
-        return bool(self.client.set(key, holder, nx=True, px=max(ttl_ms, 100)))
+    def try_take(self, key: str, holder: str, interval_s: float) -> bool:
+        return bool(self.client.set(key, holder, nx=True, px=max(int(interval_s * 900), 100)))
 
 
 class ProcessLock:
-    def try_take(self, key: str, holder: str, ttl_ms: int) -> bool:
+    def try_take(self, key: str, holder: str, interval_s: float) -> bool:
         return True

@@ -138,17 +138,11 @@ def list_languages() -> list[dict[str, object]]:
     if missing:
         with ThreadPoolExecutor(max_workers=len(missing)) as pool:
             list(pool.map(toolchain_version, missing))
-    out: list[dict[str, object]] = []
-    for lg in langs:
-        version = toolchain_version(lg)
-        out.append(
-            {
-                "id": lg.id,
-                "name": lg.name,
-                "version": short_version(version),
-                "available": lg.available and bool(version),
-                "compiled": lg.compiled,
-                "source_file": lg.source_file,
-            }
-        )
-    return out
+    return [language_entry(lg, version, lg.available and bool(version))
+            for lg in langs for version in (toolchain_version(lg),)]
+
+
+def language_entry(lang: Language, version_line: str, available: bool) -> dict[str, object]:
+    """One language as GET /api/v1/languages lists it, whoever found its toolchain's version."""
+    return {"id": lang.id, "name": lang.name, "version": short_version(version_line), "available": available,
+            "compiled": lang.compiled, "source_file": lang.source_file}

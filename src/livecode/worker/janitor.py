@@ -42,6 +42,6 @@ class StorageCleanup:
             return
         interval = self.rt.settings.storage_cleanup_interval_s
         self.next_at = now + interval
-        if not self.rt.locks.try_take(LOCK_KEY, self.holder, int(interval * 1000 * 0.9)):
+        if not self.rt.locks.try_take(LOCK_KEY, self.holder, interval):
             return
         cleanup_once(self.rt)

@@ -195,7 +195,7 @@ class Reconciler(threading.Thread):
                 log.warning("storage cleanup failed", exc_info=True)
 
     def _acquire(self, interval: float) -> bool:
-        return self.rt.locks.try_take(LOCK_KEY, self.holder, int(interval * 1000 * 0.9))
+        return self.rt.locks.try_take(LOCK_KEY, self.holder, interval)
 
     def stop(self) -> None:
         self.stopped.set()
