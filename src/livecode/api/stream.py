@@ -41,6 +41,7 @@ from .errors import json_error_response
 from .stream_slots import ReleaseStreamSlots, StreamSlots, hold_slot
 
 log = logging.getLogger(__name__)
+CLOSE_JOIN_S = 2.0  # as long as the front worker lingers on a closed connection
 
 ns = Namespace(
     "streaming",
@@ -220,6 +221,18 @@ class _Session:
             receiver.join(2)
 
 
+def _close_websocket(ws: Any) -> None:
+    """Close, and let simple-websocket's reader thread close the socket before the server goes
+    on with the connection. Otherwise that thread closes it later, while the front worker
+    lingers on it in its selector, and the fd number freed under the selector can be the next
+    accepted connection's: which was then reset with its request unread."""
+    try:
+        ws.close()
+    except ConnectionClosed:
+        pass
+    ws.thread.join(CLOSE_JOIN_S)
+
+
 def register_websocket(app: Flask) -> None:
     """The WebSocket route, and the process's shared tails that SSE and WebSocket followers
     read through. The route is a plain Flask route (Flask-RESTX has no WebSockets); the
@@ -263,6 +276,9 @@ def register_websocket(app: Flask) -> None:
     @sock.route("/api/v1/executions/<string:execution_id>/ws", bp=bp)
     def _ws(ws: Any, execution_id: str) -> None:
         eid, row = g.stream_execution
-        _Session(ws, tails(), rt(), eid, row).run(g.stream_after, owner_id())
+        try:
+            _Session(ws, tails(), rt(), eid, row).run(g.stream_after, owner_id())
+        finally:
+            _close_websocket(ws)
 
     app.register_blueprint(bp)
