@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,3 +109,31 @@ def test_closing_the_pool_leaves_no_process_or_zombie(tmp_path: Path) -> None:
     while our_zombies() and time.monotonic() < end:
         time.sleep(0.05)
     assert not our_zombies()
+
+
+def test_a_spare_sandbox_discarded_before_it_joined_its_cgroup_ends(tmp_path: Path) -> None:
+    """Closing the pool right after it started a spare sandbox: the exec helper may not have joined
+    the run's cgroup yet, so killing the cgroup misses it. The discard must still end it (it hung
+    for ever in CI, waiting for a launcher that waited for its job)."""
+    from .test_cleanup import our_zombies
+
+    r = make_runner(tmp_path, 0)
+    assert isinstance(r, BwrapRunner) and r._spawner is not None
+    late = tmp_path / "late-spawner"
+    late.write_text(f"#!/bin/sh\nsleep 1\nexec {r._spawner} \"$@\"\n")  # the real helper, a second late
+    late.chmod(0o700)
+    r._spawner = late
+    try:
+        sp = r._prespawn((64, 1024))
+        assert sp.cg.pids() == []  # not in its cgroup yet: what the cgroup kill cannot reach
+        done = threading.Event()
+        threading.Thread(target=lambda: (r._discard(sp), done.set()), daemon=True).start()
+        assert done.wait(30), "discarding the spare sandbox hung"
+        assert sp.proc.returncode is not None
+        end = time.monotonic() + 5
+        while our_zombies() and time.monotonic() < end:
+            time.sleep(0.05)
+        assert not our_zombies()
+        assert no_leftovers()
+    finally:
+        r.close()

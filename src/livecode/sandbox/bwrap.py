@@ -52,6 +52,7 @@ _EXTRA_PIDS = 2  # bwrap's monitor and the launcher (the sandbox's pid 1) live i
 _LAUNCHER = "/.livecode-launcher"
 _PREBUILD_NICE = 10  # building spare sandboxes must not slow down the runs in progress
 _DEFAULTS = SandboxLimits()
+_DISCARD_WAIT_S = 5.0  # a discarded sandbox's launcher exits at once on its closed socket
 _SEND_TIMEOUT_S = 30.0  # the launcher reads its job as soon as bubblewrap has set the sandbox up
 # Runs the compiler, then streams the artifacts to stdout as a tar; compiler output -> stderr.
 _COLLECT = (
@@ -351,12 +352,19 @@ class BwrapRunner(Runner):
         assert self._slots is not None
         try:
             if sp is not None:
+                # A waiting launcher exits when its socket closes. That also ends a pooled sandbox
+                # discarded so soon after it was started that its exec helper has not yet joined
+                # the cgroup (it joins, then execs bubblewrap), where kill_all cannot see it.
+                sp.sock.close()
                 _note_child_pid(cg, read_status(sp.status_r))  # a pooled sandbox never supervised
                 cg.kill_all(exclude_reap=sp.proc.pid)
                 if sp.proc.returncode is None:  # never supervised (a discarded pooled sandbox)
-                    with contextlib.suppress(ChildProcessError):
-                        _, status = os.waitpid(sp.proc.pid, 0)
-                        sp.proc.returncode = status
+                    try:
+                        sp.proc.wait(_DISCARD_WAIT_S)
+                    except subprocess.TimeoutExpired:  # stuck before its launcher ran: still ours
+                        log.error("sandbox process %d ignored its closed socket; killing it", sp.proc.pid)
+                        sp.proc.kill()
+                        sp.proc.wait()
                 sp.close_fds()
             cg.kill_all()
             left = cg.reap_all(exclude=None)
