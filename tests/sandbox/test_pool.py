@@ -120,7 +120,7 @@ def test_a_spare_sandbox_discarded_before_it_joined_its_cgroup_ends(tmp_path: Pa
     r = make_runner(tmp_path, 0)
     assert isinstance(r, BwrapRunner) and r._spawner is not None
     late = tmp_path / "late-spawner"
-    late.write_text(f"#!/bin/sh\nsleep 1\nexec {r._spawner} \"$@\"\n")  # the real helper, a second late
+    late.write_text(f'#!/bin/sh\nsleep 1\nexec {r._spawner} "$@"\n')  # the real helper, a second late
     late.chmod(0o700)
     r._spawner = late
     try:
