@@ -20,7 +20,7 @@ from ..db import is_unavailable
 from ..errors import internal_error_message, new_error_id
 from ..models import ExecutionStatus, utcnow
 from ..runtime import Runtime, runtime
-from ..sandbox import Outcome, RunRequest, RunResult, SandboxLimits
+from ..sandbox import Outcome, RunRequest, RunResult, SandboxLimits, get_language
 from ..services.executions import ClaimedRun, claim_execution, fail_queued, finish_execution_returning
 from ..streaming.publisher import OutputPublisher, publish_finished, publish_running
 from .celery_app import TASK_NAME, celery
@@ -76,6 +76,17 @@ def result_columns(result: RunResult) -> dict[str, Any]:
         "cpu_time_ms": result.cpu_time_ms,
         "memory_kb": result.memory_kb,
     }
+
+
+def compile_cached(language: str, result: RunResult) -> bool | None:
+    """For the analytics' compile-cache hit rate: whether a compiled language's program came from
+    the cache (True) or the compiler ran for this run (False, a compile error included); None
+    when nothing was compiled: an interpreted language, or a sandbox failure (which says nothing
+    of the cache)."""
+    lang = get_language(language)
+    if lang is None or not lang.compiled or result.outcome == Outcome.INTERNAL_ERROR:
+        return None
+    return result.cached
 
 
 def internal_error_stderr(result: RunResult, extra: dict[str, Any]) -> bytes:
@@ -214,6 +225,7 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
             _active -= 1
     status, reason = OUTCOME_STATUS[result.outcome]
     cols = result_columns(result)
+    cols["compile_cached"] = compile_cached(claimed.language, result)
     if result.outcome == Outcome.INTERNAL_ERROR:
         cols["stderr"] = internal_error_stderr(result, extra)
     final, status = _save(rt, claimed, status, cols, extra)
