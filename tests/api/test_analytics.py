@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from livecode.models import CodeSession, Execution, Source, User
 from livecode.services import analytics
-from tests.support.inprocess import LiveApp, expect_error
+from tests.support.inprocess import LiveApp, Rows, expect_error
 from tests.support.users import sign_up
 
 URL = "/api/v1/admin/analytics"
@@ -234,3 +234,35 @@ def test_documented_in_swagger(live: LiveApp) -> None:
     assert {"400", "401", "403"} <= set(op["responses"])
     assert set(spec["definitions"]["Analytics"]["properties"]) >= {
         "runs_per_language", "outcomes", "latency", "active", "top_users", "compile_cache", "buckets"}
+
+
+def test_reads_the_replica_when_one_is_configured(make_live: Any, db_template: Any, tmp_path: Any) -> None:
+    """The "replica" is a second migrated file that is not replicated: rows put only there are
+    what the analytics count, and rows only on the primary are not."""
+    import shutil
+
+    replica = tmp_path / "replica.db"
+    shutil.copy(db_template, replica)
+    live = make_live(database_replica_url=f"sqlite:///{replica}")
+    sid = live.session()["session_id"]
+    live.execute(sid)  # on the primary only
+    on_replica = LiveApp(live.app, live.client, live.settings, live.enqueued, Rows(f"sqlite:///{replica}"))
+    seed(on_replica, RUNS, {"alice": ALICE, "bob": BOB})
+    try:
+        body = get(live, "from=2026-11-01&to=2026-11-03")
+        assert body["total_runs"] == 6
+        assert get(live, "")["total_runs"] == 0  # today's run is on the primary only
+    finally:
+        on_replica.rows.engine.dispose()
+
+
+def test_the_worker_records_compile_cache_hits_and_misses() -> None:
+    from livecode.sandbox import Outcome, RunResult
+    from livecode.worker.tasks import compile_cached
+
+    assert compile_cached("c", RunResult(Outcome.OK, cached=True)) is True
+    assert compile_cached("c", RunResult(Outcome.OK, cached=False)) is False
+    assert compile_cached("c", RunResult(Outcome.COMPILE_ERROR)) is False  # the compiler ran
+    assert compile_cached("python", RunResult(Outcome.OK)) is None  # nothing to compile
+    assert compile_cached("c", RunResult(Outcome.INTERNAL_ERROR, cached=False)) is None
+    assert compile_cached("no-such-language", RunResult(Outcome.OK)) is None
