@@ -166,6 +166,12 @@ def big(pg_admin_url: str) -> Iterator[sa.Engine]:
         conn.execute(sa.text("INSERT INTO code_sessions (id, language, source_code, status, version, created_at, "
                              "updated_at) VALUES (:s, 'python', 'x', 'ACTIVE', 1, now(), now())"), {"s": sid})
         conn.execute(sa.text(SEED), {"sid": sid, "u1": users[0], "u2": users[1], "u3": users[2], "hash": "0" * 64})
+        # Runs of a language that never started (still queued): no percentiles for it.
+        conn.execute(sa.text("INSERT INTO executions (id, session_id, language, source_hash, stdin, args, limits, "
+                             "priority, interactive, status, stdout_truncated, stderr_truncated, attempts, queued_at) "
+                             "SELECT gen_random_uuid(), :sid, 'java', :hash, '', '[]', '{}', 'batch', false, 'QUEUED', "
+                             "false, false, 0, timestamptz '2026-03-10 12:00:00+00' + i * interval '1 minute' "
+                             "FROM generate_series(1, 3) AS i"), {"sid": sid, "hash": "0" * 64})
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("VACUUM ANALYZE executions")
     yield engine
@@ -211,6 +217,10 @@ def test_percentile_cont_and_the_portable_percentiles_agree(big: sa.Engine) -> N
     with big.connect() as conn:
         native = analytics.latency_postgres(conn, rng)
         portable = analytics.latency_portable(conn, "postgresql", rng)
+        shown = analytics.latency(conn, "postgresql", rng)
+    nothing = {"count": 0, "p50": None, "p95": None}
+    assert native.pop("java") == {"queue_wait_ms": nothing, "run_time_ms": nothing}
+    assert [entry["language"] for entry in shown] == ["bash", "c", "go", "python"]  # none for java
     assert set(native) == set(portable) == {"python", "c", "go", "bash"}
     for lang, figures in native.items():
         for key in ("queue_wait_ms", "run_time_ms"):
