@@ -50,10 +50,17 @@ def seed_postgres(rows: int) -> sa.Engine:
     spacing = max(1, int(365 * 86400 / rows))
     sql = SEED.replace("50000", str(rows)).replace("631 seconds", f"{spacing} seconds")
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO sources (hash, content, size_bytes, last_used_at) "
-                             "VALUES (:h, 'x', 1, now())"), {"h": "0" * 64})
-        conn.execute(sa.text("INSERT INTO code_sessions (id, language, source_code, status, version, created_at, "
-                             "updated_at) VALUES (:s, 'python', 'x', 'ACTIVE', 1, now(), now())"), {"s": sid})
+        conn.execute(
+            sa.text("INSERT INTO sources (hash, content, size_bytes, last_used_at) VALUES (:h, 'x', 1, now())"),
+            {"h": "0" * 64},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO code_sessions (id, language, source_code, status, version, created_at, "
+                "updated_at) VALUES (:s, 'python', 'x', 'ACTIVE', 1, now(), now())"
+            ),
+            {"s": sid},
+        )
         conn.execute(sa.text(sql), {"sid": sid, "u1": users[0], "u2": users[1], "u3": users[2], "hash": "0" * 64})
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("VACUUM ANALYZE executions")

@@ -40,36 +40,104 @@ def seed(live: LiveApp, runs: list[dict[str, Any]], users: dict[str, uuid.UUID] 
         for r in runs:
             wait, run = r.get("wait_ms"), r.get("run_ms")
             started = r["queued"] + timedelta(milliseconds=wait) if wait is not None else None
-            s.add(Execution(
-                session_id=r["session"], user_id=r.get("user"), language=r["language"], source_hash="0" * 64,
-                status=r.get("status", "COMPLETED"), reason=r.get("reason"), queued_at=r["queued"],
-                started_at=started, finished_at=started + timedelta(milliseconds=run) if started and run else None,
-                execution_time_ms=run, cpu_time_ms=r.get("cpu"), compile_cached=r.get("cached"),
-                priority="batch", attempts=1,
-            ))
+            s.add(
+                Execution(
+                    session_id=r["session"],
+                    user_id=r.get("user"),
+                    language=r["language"],
+                    source_hash="0" * 64,
+                    status=r.get("status", "COMPLETED"),
+                    reason=r.get("reason"),
+                    queued_at=r["queued"],
+                    started_at=started,
+                    finished_at=started + timedelta(milliseconds=run) if started and run else None,
+                    execution_time_ms=run,
+                    cpu_time_ms=r.get("cpu"),
+                    compile_cached=r.get("cached"),
+                    priority="batch",
+                    attempts=1,
+                )
+            )
 
 
 ALICE, BOB = uuid.uuid4(), uuid.uuid4()
 S1, S2, S3 = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
 RUNS = [
     # day 1
-    {"queued": at(DAY1, 10), "language": "python", "user": ALICE, "session": S1, "wait_ms": 100, "run_ms": 50,
-     "cpu": 40},
-    {"queued": at(DAY1, 11), "language": "python", "user": ALICE, "session": S1, "status": "FAILED",
-     "reason": "RUNTIME_ERROR", "wait_ms": 300, "run_ms": 150, "cpu": 100},
-    {"queued": at(DAY1, 12), "language": "c", "user": BOB, "session": S2, "wait_ms": 200, "run_ms": 20, "cpu": 500,
-     "cached": False},
+    {
+        "queued": at(DAY1, 10),
+        "language": "python",
+        "user": ALICE,
+        "session": S1,
+        "wait_ms": 100,
+        "run_ms": 50,
+        "cpu": 40,
+    },
+    {
+        "queued": at(DAY1, 11),
+        "language": "python",
+        "user": ALICE,
+        "session": S1,
+        "status": "FAILED",
+        "reason": "RUNTIME_ERROR",
+        "wait_ms": 300,
+        "run_ms": 150,
+        "cpu": 100,
+    },
+    {
+        "queued": at(DAY1, 12),
+        "language": "c",
+        "user": BOB,
+        "session": S2,
+        "wait_ms": 200,
+        "run_ms": 20,
+        "cpu": 500,
+        "cached": False,
+    },
     # day 2
-    {"queued": at(DAY2, 9), "language": "c", "user": BOB, "session": S2, "wait_ms": 400, "run_ms": 30, "cpu": 1700,
-     "cached": True},
-    {"queued": at(DAY2, 9, 30), "language": "c", "user": ALICE, "session": S3, "status": "TIMEOUT",
-     "reason": "TIME_LIMIT", "wait_ms": 1000, "run_ms": 2000, "cpu": 1900, "cached": True},
+    {
+        "queued": at(DAY2, 9),
+        "language": "c",
+        "user": BOB,
+        "session": S2,
+        "wait_ms": 400,
+        "run_ms": 30,
+        "cpu": 1700,
+        "cached": True,
+    },
+    {
+        "queued": at(DAY2, 9, 30),
+        "language": "c",
+        "user": ALICE,
+        "session": S3,
+        "status": "TIMEOUT",
+        "reason": "TIME_LIMIT",
+        "wait_ms": 1000,
+        "run_ms": 2000,
+        "cpu": 1900,
+        "cached": True,
+    },
     {"queued": at(DAY2, 10), "language": "python", "user": ALICE, "session": S1, "status": "QUEUED"},
     # outside [DAY1, DAY1 + 2 days): the last moment before, and the (exclusive) end itself
-    {"queued": DAY1 - timedelta(microseconds=1), "language": "python", "user": BOB, "session": S2, "wait_ms": 5,
-     "run_ms": 5, "cpu": 99999},
-    {"queued": DAY2 + timedelta(days=1), "language": "c", "user": BOB, "session": S2, "wait_ms": 5, "run_ms": 5,
-     "cpu": 99999, "cached": False},
+    {
+        "queued": DAY1 - timedelta(microseconds=1),
+        "language": "python",
+        "user": BOB,
+        "session": S2,
+        "wait_ms": 5,
+        "run_ms": 5,
+        "cpu": 99999,
+    },
+    {
+        "queued": DAY2 + timedelta(days=1),
+        "language": "c",
+        "user": BOB,
+        "session": S2,
+        "wait_ms": 5,
+        "run_ms": 5,
+        "cpu": 99999,
+        "cached": False,
+    },
 ]
 
 
@@ -87,8 +155,11 @@ def get(live: LiveApp, query: str, **kw: Any) -> dict[str, Any]:
 
 def test_figures_by_day_on_known_rows(seeded: LiveApp) -> None:
     body = get(seeded, "from=2026-11-01&to=2026-11-03&bucket=day")
-    assert (body["from"], body["to"], body["bucket"]) == ("2026-11-01T00:00:00+00:00", "2026-11-03T00:00:00+00:00",
-                                                          "day")
+    assert (body["from"], body["to"], body["bucket"]) == (
+        "2026-11-01T00:00:00+00:00",
+        "2026-11-03T00:00:00+00:00",
+        "day",
+    )
     assert body["buckets"] == ["2026-11-01T00:00:00+00:00", "2026-11-02T00:00:00+00:00"]
     assert body["total_runs"] == 6
     assert body["runs_per_language"] == [
@@ -103,17 +174,25 @@ def test_figures_by_day_on_known_rows(seeded: LiveApp) -> None:
     ]
     # percentile_cont: the value at position 1 + p*(n-1), interpolated between neighbours.
     assert body["latency"] == [
-        {"language": "c", "queue_wait_ms": {"count": 3, "p50": 400.0, "p95": 940.0},
-         "run_time_ms": {"count": 3, "p50": 30.0, "p95": 1803.0}},
-        {"language": "python", "queue_wait_ms": {"count": 2, "p50": 200.0, "p95": 290.0},
-         "run_time_ms": {"count": 2, "p50": 100.0, "p95": 145.0}},
+        {
+            "language": "c",
+            "queue_wait_ms": {"count": 3, "p50": 400.0, "p95": 940.0},
+            "run_time_ms": {"count": 3, "p50": 30.0, "p95": 1803.0},
+        },
+        {
+            "language": "python",
+            "queue_wait_ms": {"count": 2, "p50": 200.0, "p95": 290.0},
+            "run_time_ms": {"count": 2, "p50": 100.0, "p95": 145.0},
+        },
     ]
     assert body["active"] == {"users": 2, "sessions": 3, "users_per_bucket": [2, 2], "sessions_per_bucket": [2, 3]}
     alice = {"user_id": str(ALICE), "username": "alice", "runs": 4, "cpu_time_ms": 2040}
     bob = {"user_id": str(BOB), "username": "bob", "runs": 2, "cpu_time_ms": 2200}
     assert body["top_users"] == {"by_runs": [alice, bob], "by_cpu": [bob, alice]}
     assert body["compile_cache"] == {
-        "hits": 2, "misses": 1, "hit_rate": 0.6667,
+        "hits": 2,
+        "misses": 1,
+        "hit_rate": 0.6667,
         "by_language": [{"language": "c", "hits": 2, "misses": 1, "hit_rate": 0.6667}],
     }
 
@@ -154,10 +233,16 @@ def test_an_empty_range_and_runs_without_an_account(live: LiveApp) -> None:
 def test_default_range_is_the_last_seven_days_by_day_or_a_day_by_hour() -> None:
     now = datetime(2026, 12, 3, 16, 35, tzinfo=UTC)
     by_day = analytics.parse_range(None, None, None, now)
-    assert (by_day.start, by_day.end, by_day.bucket) == (datetime(2026, 11, 27, tzinfo=UTC),
-                                                         datetime(2026, 12, 4, tzinfo=UTC), "day")
+    assert (by_day.start, by_day.end, by_day.bucket) == (
+        datetime(2026, 11, 27, tzinfo=UTC),
+        datetime(2026, 12, 4, tzinfo=UTC),
+        "day",
+    )
     by_hour = analytics.parse_range(None, None, "hour", now)
-    assert (by_hour.start, by_hour.end) == (datetime(2026, 12, 2, 17, tzinfo=UTC), datetime(2026, 12, 3, 17, tzinfo=UTC))
+    assert (by_hour.start, by_hour.end) == (
+        datetime(2026, 12, 2, 17, tzinfo=UTC),
+        datetime(2026, 12, 3, 17, tzinfo=UTC),
+    )
     assert len(by_hour.starts()) == 24
 
 
@@ -174,8 +259,16 @@ def reference_percentile(values: list[float], p: float) -> float:
 def test_portable_percentiles_equal_percentile_cont(live: LiveApp, n: int) -> None:
     rnd = random.Random(n)
     sid = uuid.uuid4()
-    runs = [{"queued": at(DAY1, 0, 0, i), "language": "python", "session": sid,
-             "wait_ms": rnd.randint(0, 5000), "run_ms": rnd.randint(1, 9000)} for i in range(n)]
+    runs = [
+        {
+            "queued": at(DAY1, 0, 0, i),
+            "language": "python",
+            "session": sid,
+            "wait_ms": rnd.randint(0, 5000),
+            "run_ms": rnd.randint(1, 9000),
+        }
+        for i in range(n)
+    ]
     seed(live, runs)
     body = get(live, "from=2026-11-01&to=2026-11-02")
     [figs] = body["latency"]
@@ -196,25 +289,29 @@ def test_admin_only(secure: LiveApp) -> None:
     secure.execute(sid, headers=user.headers)
     body = get(secure, "", headers=admin.headers)
     assert body["active"]["users"] == 1
-    assert body["top_users"]["by_runs"] == [{"user_id": user.user_id, "username": user.username, "runs": 1,
-                                             "cpu_time_ms": 0}]
+    assert body["top_users"]["by_runs"] == [
+        {"user_id": user.user_id, "username": user.username, "runs": 1, "cpu_time_ms": 0}
+    ]
 
 
-@pytest.mark.parametrize(("query", "code"), [
-    ("from=yesterday", "INVALID_QUERY"),
-    ("to=2026-13-01", "INVALID_QUERY"),
-    ("from=2026-11-01T25:00", "INVALID_QUERY"),
-    ("from=1999-12-31&to=2000-01-02", "INVALID_QUERY"),
-    ("from=9999-12-31T23:30:00&to=9999-12-31T23:59:00&bucket=hour", "INVALID_QUERY"),
-    ("bucket=week", "INVALID_QUERY"),
-    ("from=2026-11-02&to=2026-11-01", "INVALID_RANGE"),
-    ("from=2026-11-01&to=2026-11-01", "INVALID_RANGE"),
-    ("from=2026-11-01&to=2026-12-02T00:00:01&bucket=hour", "RANGE_TOO_LARGE"),
-    ("from=2025-01-01&to=2026-01-03&bucket=day", "RANGE_TOO_LARGE"),
-    ("top=0", "INVALID_QUERY"),
-    ("top=101", "INVALID_QUERY"),
-    ("top=x", "INVALID_QUERY"),
-])
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("from=yesterday", "INVALID_QUERY"),
+        ("to=2026-13-01", "INVALID_QUERY"),
+        ("from=2026-11-01T25:00", "INVALID_QUERY"),
+        ("from=1999-12-31&to=2000-01-02", "INVALID_QUERY"),
+        ("from=9999-12-31T23:30:00&to=9999-12-31T23:59:00&bucket=hour", "INVALID_QUERY"),
+        ("bucket=week", "INVALID_QUERY"),
+        ("from=2026-11-02&to=2026-11-01", "INVALID_RANGE"),
+        ("from=2026-11-01&to=2026-11-01", "INVALID_RANGE"),
+        ("from=2026-11-01&to=2026-12-02T00:00:01&bucket=hour", "RANGE_TOO_LARGE"),
+        ("from=2025-01-01&to=2026-01-03&bucket=day", "RANGE_TOO_LARGE"),
+        ("top=0", "INVALID_QUERY"),
+        ("top=101", "INVALID_QUERY"),
+        ("top=x", "INVALID_QUERY"),
+    ],
+)
 def test_bad_input_is_a_400_in_the_one_error_shape(seeded: LiveApp, query: str, code: str) -> None:
     before = seeded.rows.snapshot()
     expect_error(seeded.client.get(f"{URL}?{query}"), 400, code)
@@ -233,7 +330,14 @@ def test_documented_in_swagger(live: LiveApp) -> None:
     assert op["responses"]["200"]["schema"]["$ref"] == "#/definitions/Analytics"
     assert {"400", "401", "403"} <= set(op["responses"])
     assert set(spec["definitions"]["Analytics"]["properties"]) >= {
-        "runs_per_language", "outcomes", "latency", "active", "top_users", "compile_cache", "buckets"}
+        "runs_per_language",
+        "outcomes",
+        "latency",
+        "active",
+        "top_users",
+        "compile_cache",
+        "buckets",
+    }
 
 
 def test_reads_the_replica_when_one_is_configured(make_live: Any, db_template: Any, tmp_path: Any) -> None:
@@ -266,3 +370,11 @@ def test_the_worker_records_compile_cache_hits_and_misses() -> None:
     assert compile_cached("python", RunResult(Outcome.OK)) is None  # nothing to compile
     assert compile_cached("c", RunResult(Outcome.INTERNAL_ERROR, cached=False)) is None
     assert compile_cached("no-such-language", RunResult(Outcome.OK)) is None
+
+
+def test_a_range_with_more_runs_than_the_cap_is_refused(make_live: Any) -> None:
+    live = make_live(analytics_max_runs=5)
+    seed(live, RUNS, {"alice": ALICE, "bob": BOB})
+    err = expect_error(live.client.get(f"{URL}?from=2026-11-01&to=2026-11-03"), 400, "RANGE_TOO_LARGE")
+    assert err["details"] == {"runs": 6, "max_runs": 5}
+    assert get(live, "from=2026-11-02&to=2026-11-03")["total_runs"] == 3  # a shorter range is answered

@@ -13,8 +13,13 @@ from tests.support.inprocess import LiveApp
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana-dashboard.json"
 # What a family's samples are called in the text format, by its type.
-SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum", "_created"),
-            "summary": ("", "_count", "_sum", "_created"), "untyped": ("",)}
+SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "summary": ("", "_count", "_sum", "_created"),
+    "untyped": ("",),
+}
 METRIC = re.compile(r"\b(livecode_[a-zA-Z0-9_:]*)")
 
 

@@ -29,8 +29,13 @@ def admin_page(browser: Any, auth_apis: Any) -> Iterator[Page]:
 
 def create_admin(env: dict[str, str]) -> tuple[str, str]:
     name, password = f"ops{uuid.uuid4().hex[:8]}", "admin-password-73"
-    out = subprocess.run(livecode("user", "create", name, "--admin"), env={**env, "LIVECODE_PASSWORD": password},
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        livecode("user", "create", name, "--admin"),
+        env={**env, "LIVECODE_PASSWORD": password},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     return name, password
 
@@ -42,9 +47,13 @@ def sign_in(page: Page, username: str, password: str) -> None:
     page.el("#sign-in-password").clear()
     page.el("#sign-in-password").send_keys(password)
     page.el("#sign-in-submit").click()
-    page.wait(lambda: username in page.text("#account-name")
-              and page.driver.execute_script("return document.body.dataset.loaded") in ("true", "error"),
-              what="the page to load signed in")
+    page.wait(
+        lambda: (
+            username in page.text("#account-name")
+            and page.driver.execute_script("return document.body.dataset.loaded") in ("true", "error")
+        ),
+        what="the page to load signed in",
+    )
 
 
 def loaded(page: Page) -> str:
@@ -77,8 +86,9 @@ def test_admin_signs_in_and_sees_the_charts(admin_page: Page, auth_apis: Any) ->
 
     # The page shows what the API says for the same range (the last 7 days by day).
     token = login(auth_apis.base, name, password)["access_token"]
-    report = requests.get(auth_apis.base + "/api/v1/admin/analytics", timeout=30,
-                          headers={"Authorization": f"Bearer {token}"}).json()
+    report = requests.get(
+        auth_apis.base + "/api/v1/admin/analytics", timeout=30, headers={"Authorization": f"Bearer {token}"}
+    ).json()
     assert report["total_runs"] >= 2
     assert page.text("#total-runs") == f"{report['total_runs']:,}"
     assert page.text("#active-users") == f"{report['active']['users']:,}"

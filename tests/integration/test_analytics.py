@@ -71,10 +71,13 @@ def settled(engine: sa.Engine, start: datetime, end: datetime) -> list[Any]:
     deadline = time.monotonic() + 120
     while True:
         with engine.connect() as conn:
-            rows = conn.execute(sa.text(
-                "SELECT language, status, reason, session_id, user_id, queued_at, started_at, execution_time_ms, "
-                "cpu_time_ms, compile_cached FROM executions WHERE queued_at >= :a AND queued_at < :b"),
-                {"a": start, "b": end}).all()
+            rows = conn.execute(
+                sa.text(
+                    "SELECT language, status, reason, session_id, user_id, queued_at, started_at, execution_time_ms, "
+                    "cpu_time_ms, compile_cached FROM executions WHERE queued_at >= :a AND queued_at < :b"
+                ),
+                {"a": start, "b": end},
+            ).all()
         if not any(r.status in ("QUEUED", "RUNNING") for r in rows):
             return list(rows)
         assert time.monotonic() < deadline, "runs still in flight after 120 s"
@@ -94,9 +97,13 @@ def test_figures_after_real_runs_equal_the_rows(cluster: Any) -> None:
     engine = engine_for(cluster.env["DATABASE_URL"])
     try:
         with engine.connect() as conn:
-            mine = {str(r.id): r.compile_cached for r in conn.execute(
-                sa.text("SELECT id, compile_cached FROM executions WHERE id = ANY(:ids)"),
-                {"ids": [uuid.UUID(d["execution_id"]) for d in done]})}
+            mine = {
+                str(r.id): r.compile_cached
+                for r in conn.execute(
+                    sa.text("SELECT id, compile_cached FROM executions WHERE id = ANY(:ids)"),
+                    {"ids": [uuid.UUID(d["execution_id"]) for d in done]},
+                )
+            }
         # What the worker recorded: nothing compiled for Python; a miss, then a hit, for C.
         assert [mine[d["execution_id"]] for d in done] == [None, None] + ([False, True] if compiled else [])
 
@@ -104,8 +111,11 @@ def test_figures_after_real_runs_equal_the_rows(cluster: Any) -> None:
         rng = analytics.parse_range((now - timedelta(hours=2)).isoformat(), now.isoformat(), "hour")
         for _attempt in range(5):
             rows = settled(engine, rng.start, rng.end)
-            r = api.request("GET", f"{URL}?from={rng.start.isoformat()}&to={rng.end.isoformat()}".replace("+", "%2B")
-                            + "&bucket=hour&top=100")
+            r = api.request(
+                "GET",
+                f"{URL}?from={rng.start.isoformat()}&to={rng.end.isoformat()}".replace("+", "%2B")
+                + "&bucket=hour&top=100",
+            )
             assert r.status_code == 200, r.text
             body = r.json()
             if len(settled(engine, rng.start, rng.end)) == len(rows) == body["total_runs"]:
@@ -129,7 +139,8 @@ def test_figures_after_real_runs_equal_the_rows(cluster: Any) -> None:
     assert (body["active"]["users"], body["active"]["sessions"]) == (want["users"], want["sessions"])
     top = body["top_users"]["by_runs"]
     assert [(u["user_id"], u["runs"]) for u in top] == sorted(
-        [(u["user_id"], want["runs_by_user"][u["user_id"]]) for u in top], key=lambda t: -t[1])
+        [(u["user_id"], want["runs_by_user"][u["user_id"]]) for u in top], key=lambda t: -t[1]
+    )
     assert top[0]["runs"] == max(want["runs_by_user"].values())
     cache = body["compile_cache"]
     assert (cache["hits"], cache["misses"]) == (want["hits"], want["misses"])
@@ -161,17 +172,29 @@ def big(pg_admin_url: str) -> Iterator[sa.Engine]:
     migrate.upgrade(engine)
     sid, users = uuid.uuid4(), [uuid.uuid4() for _ in range(3)]
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO sources (hash, content, size_bytes, last_used_at) "
-                             "VALUES (:h, 'x', 1, now())"), {"h": "0" * 64})
-        conn.execute(sa.text("INSERT INTO code_sessions (id, language, source_code, status, version, created_at, "
-                             "updated_at) VALUES (:s, 'python', 'x', 'ACTIVE', 1, now(), now())"), {"s": sid})
+        conn.execute(
+            sa.text("INSERT INTO sources (hash, content, size_bytes, last_used_at) VALUES (:h, 'x', 1, now())"),
+            {"h": "0" * 64},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO code_sessions (id, language, source_code, status, version, created_at, "
+                "updated_at) VALUES (:s, 'python', 'x', 'ACTIVE', 1, now(), now())"
+            ),
+            {"s": sid},
+        )
         conn.execute(sa.text(SEED), {"sid": sid, "u1": users[0], "u2": users[1], "u3": users[2], "hash": "0" * 64})
         # Runs of a language that never started (still queued): no percentiles for it.
-        conn.execute(sa.text("INSERT INTO executions (id, session_id, language, source_hash, stdin, args, limits, "
-                             "priority, interactive, status, stdout_truncated, stderr_truncated, attempts, queued_at) "
-                             "SELECT gen_random_uuid(), :sid, 'java', :hash, '', '[]', '{}', 'batch', false, 'QUEUED', "
-                             "false, false, 0, timestamptz '2026-03-10 12:00:00+00' + i * interval '1 minute' "
-                             "FROM generate_series(1, 3) AS i"), {"sid": sid, "hash": "0" * 64})
+        conn.execute(
+            sa.text(
+                "INSERT INTO executions (id, session_id, language, source_hash, stdin, args, limits, "
+                "priority, interactive, status, stdout_truncated, stderr_truncated, attempts, queued_at) "
+                "SELECT gen_random_uuid(), :sid, 'java', :hash, '', '[]', '{}', 'batch', false, 'QUEUED', "
+                "false, false, 0, timestamptz '2026-03-10 12:00:00+00' + i * interval '1 minute' "
+                "FROM generate_series(1, 3) AS i"
+            ),
+            {"sid": sid, "hash": "0" * 64},
+        )
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("VACUUM ANALYZE executions")
     yield engine
@@ -191,8 +214,9 @@ def run_all(conn: sa.Connection, rng: analytics.Range) -> None:
 
 @pytest.mark.parametrize("days", [1, 7])
 def test_every_query_uses_the_queued_at_index(big: sa.Engine, days: int) -> None:
-    rng = analytics.Range(datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC) + timedelta(days=days),
-                          "day")
+    rng = analytics.Range(
+        datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC) + timedelta(days=days), "day"
+    )
     statements: list[tuple[str, Any]] = []
 
     def grab(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:

@@ -73,36 +73,47 @@ def _parse_time(name: str, raw: str) -> datetime:
     except ValueError as exc:
         raise ValidationError(
             f"query parameter {name!r} must be an ISO 8601 date or date-time (e.g. 2026-12-01 or "
-            f"2026-12-01T09:00:00Z), got {raw[:40]!r}", code="INVALID_QUERY", details={"parameter": name},
+            f"2026-12-01T09:00:00Z), got {raw[:40]!r}",
+            code="INVALID_QUERY",
+            details={"parameter": name},
         ) from exc
     value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     if not 2000 <= value.year <= 9000:
-        raise ValidationError(f"query parameter {name!r} must be between the years 2000 and 9000",
-                              code="INVALID_QUERY", details={"parameter": name})
+        raise ValidationError(
+            f"query parameter {name!r} must be between the years 2000 and 9000",
+            code="INVALID_QUERY",
+            details={"parameter": name},
+        )
     return value
 
 
-def parse_range(raw_from: str | None, raw_to: str | None, raw_bucket: str | None,
-                now: datetime | None = None) -> Range:
+def parse_range(raw_from: str | None, raw_to: str | None, raw_bucket: str | None, now: datetime | None = None) -> Range:
     """The time range and bucket of a request. `to` defaults to now, `from` to 7 days (by day) or
     24 hours (by hour) before `to`; both are widened to whole buckets. Raises ValidationError for
     an unknown bucket, a bad date, `from` not before `to`, or more than MAX_BUCKETS buckets."""
     bucket = (raw_bucket or DEFAULT_BUCKET).strip().lower()
     if bucket not in BUCKETS:
-        raise ValidationError(f"query parameter 'bucket' must be one of {', '.join(BUCKETS)}, got "
-                              f"{(raw_bucket or '')[:40]!r}", code="INVALID_QUERY", details={"parameter": "bucket"})
+        raise ValidationError(
+            f"query parameter 'bucket' must be one of {', '.join(BUCKETS)}, got {(raw_bucket or '')[:40]!r}",
+            code="INVALID_QUERY",
+            details={"parameter": "bucket"},
+        )
     end_at = _parse_time("to", raw_to) if raw_to else (now or utcnow())
     start_at = _parse_time("from", raw_from) if raw_from else _ceil(end_at, bucket) - DEFAULT_SPAN[bucket]
     if start_at >= end_at:
-        raise ValidationError("'from' must be before 'to'", code="INVALID_RANGE",
-                              details={"from": start_at.isoformat(), "to": end_at.isoformat()})
+        raise ValidationError(
+            "'from' must be before 'to'",
+            code="INVALID_RANGE",
+            details={"from": start_at.isoformat(), "to": end_at.isoformat()},
+        )
     rng = Range(_floor(start_at, bucket), _ceil(end_at, bucket), bucket)
     count = int((rng.end - rng.start) / rng.step)
     if count > MAX_BUCKETS[bucket]:
         raise ValidationError(
             f"the range has {count} {bucket}s; at most {MAX_BUCKETS[bucket]} by {bucket}"
             + ("; ask by day for a longer range" if bucket == "hour" else ""),
-            code="RANGE_TOO_LARGE", details={"buckets": count, "max_buckets": MAX_BUCKETS[bucket]},
+            code="RANGE_TOO_LARGE",
+            details={"buckets": count, "max_buckets": MAX_BUCKETS[bucket]},
         )
     return rng
 
@@ -146,9 +157,7 @@ def _index(rng: Range) -> dict[datetime, int]:
 def runs_per_language(conn: Connection, dialect: str, rng: Range) -> list[dict[str, Any]]:
     """Runs queued per bucket for each language, busiest language first."""
     b = _bucket_of(dialect, rng.bucket).label("b")
-    rows = conn.execute(
-        select(b, E.language, func.count()).where(_in_range(rng)).group_by(b, E.language)
-    ).all()
+    rows = conn.execute(select(b, E.language, func.count()).where(_in_range(rng)).group_by(b, E.language)).all()
     slots = _index(rng)
     series: dict[str, list[int]] = {}
     for when, language, n in rows:
@@ -157,8 +166,9 @@ def runs_per_language(conn: Connection, dialect: str, rng: Range) -> list[dict[s
     return sorted(out, key=lambda d: (-d["total"], d["language"]))
 
 
-def _distinct(conn: Connection, column: ColumnElement[Any], rng: Range,
-              bucket: ColumnElement[Any] | None = None) -> list[Any]:
+def _distinct(
+    conn: Connection, column: ColumnElement[Any], rng: Range, bucket: ColumnElement[Any] | None = None
+) -> list[Any]:
     """How many distinct values of `column` (per bucket, when given) in the range. DISTINCT in a
     subquery is hashed; count(DISTINCT ...) sorts each group, several times slower on PostgreSQL."""
     keys = [bucket.label("b")] if bucket is not None else []
@@ -188,14 +198,22 @@ def outcomes(conn: Connection, rng: Range) -> list[dict[str, Any]]:
         select(E.status, E.reason, func.count()).where(_in_range(rng)).group_by(E.status, E.reason)
     ).all()
     total = sum(int(n) for _s, _r, n in rows)
-    out = [{"outcome": reason or status, "status": status, "reason": reason, "count": int(n),
-            "share": round(int(n) / total, 4)} for status, reason, n in rows]
+    out = [
+        {
+            "outcome": reason or status,
+            "status": status,
+            "reason": reason,
+            "count": int(n),
+            "share": round(int(n) / total, 4),
+        }
+        for status, reason, n in rows
+    ]
     return sorted(out, key=lambda d: (-d["count"], d["outcome"]))
 
 
 def _percentiles_of(value: ColumnElement[Any]) -> ColumnElement[Any]:
     """percentile_cont of every PERCENTILES at once: one sort of the group, not one per percentile."""
-    wanted = literal_column("ARRAY[" + ", ".join(str(p) for p in PERCENTILES) + "]::float8[]")
+    wanted: ColumnElement[Any] = literal_column("ARRAY[" + ", ".join(str(p) for p in PERCENTILES) + "]::float8[]")
     return func.percentile_cont(wanted).within_group(value)
 
 
@@ -205,10 +223,13 @@ def latency_postgres(conn: Connection, rng: Range) -> dict[str, dict[str, dict[s
     wait, run = _wait_ms("postgresql"), cast(E.execution_time_ms, Float)
     rows = conn.execute(
         select(E.language, func.count(wait), _percentiles_of(wait), func.count(run), _percentiles_of(run))
-        .where(_in_range(rng)).group_by(E.language)
+        .where(_in_range(rng))
+        .group_by(E.language)
     ).all()
-    return {language: {"queue_wait_ms": _figures(n_wait, p_wait), "run_time_ms": _figures(n_run, p_run)}
-            for language, n_wait, p_wait, n_run, p_run in rows}
+    return {
+        language: {"queue_wait_ms": _figures(n_wait, p_wait), "run_time_ms": _figures(n_run, p_run)}
+        for language, n_wait, p_wait, n_run, p_run in rows
+    }
 
 
 def _figures(count: Any, values: Sequence[Any] | None) -> dict[str, Any]:
@@ -230,13 +251,15 @@ def portable_percentiles(conn: Connection, value: ColumnElement[Any], rng: Range
     and only the two values around each percentile's position (1 + p*(n-1)) come back."""
     rn = func.row_number().over(partition_by=E.language, order_by=value).label("rn")
     n = func.count().over(partition_by=E.language).label("n")
-    ranked = select(E.language.label("language"), value.label("v"), rn, n).where(
-        _in_range(rng), value.is_not(None)).subquery()
+    ranked = (
+        select(E.language.label("language"), value.label("v"), rn, n)
+        .where(_in_range(rng), value.is_not(None))
+        .subquery()
+    )
     # floor(p*(n-1)) in integer arithmetic (per mille), the same in both databases.
     wanted = [ranked.c.rn - 1 - (ranked.c.n - 1) * round(p * 1000) // 1000 for p in PERCENTILES]
     rows = conn.execute(
-        select(ranked.c.language, ranked.c.n, ranked.c.rn, ranked.c.v).where(
-            or_(*[w.in_([0, 1]) for w in wanted]))
+        select(ranked.c.language, ranked.c.n, ranked.c.rn, ranked.c.v).where(or_(*[w.in_([0, 1]) for w in wanted]))
     ).all()
     found: dict[str, tuple[int, dict[int, float]]] = {}
     for language, count, position, v in rows:
@@ -258,29 +281,44 @@ def latency_portable(conn: Connection, dialect: str, rng: Range) -> dict[str, di
     waits = portable_percentiles(conn, _wait_ms(dialect), rng)
     runs = portable_percentiles(conn, E.execution_time_ms, rng)
     empty = {"count": 0, **{_pname(p): None for p in PERCENTILES}}
-    return {lang: {"queue_wait_ms": waits.get(lang, empty), "run_time_ms": runs.get(lang, empty)}
-            for lang in sorted(set(waits) | set(runs))}
+    return {
+        lang: {"queue_wait_ms": waits.get(lang, empty), "run_time_ms": runs.get(lang, empty)}
+        for lang in sorted(set(waits) | set(runs))
+    }
 
 
 def latency(conn: Connection, dialect: str, rng: Range) -> list[dict[str, Any]]:
     """Queue wait and run time percentiles per language, for the languages with a started run."""
     by_language = latency_postgres(conn, rng) if dialect == "postgresql" else latency_portable(conn, dialect, rng)
-    return [{"language": lang, **figs} for lang, figs in sorted(by_language.items())
-            if figs["queue_wait_ms"]["count"] or figs["run_time_ms"]["count"]]
+    return [
+        {"language": lang, **figs}
+        for lang, figs in sorted(by_language.items())
+        if figs["queue_wait_ms"]["count"] or figs["run_time_ms"]["count"]
+    ]
 
 
 def top_users(conn: Connection, rng: Range, limit: int) -> dict[str, list[dict[str, Any]]]:
     """The users with the most runs, and with the most CPU time, in the range. Runs without an
     owner (sign-in off) are one entry with user_id null."""
     runs, cpu = func.count().label("runs"), func.coalesce(func.sum(E.cpu_time_ms), 0).label("cpu")
-    base = (select(E.user_id, User.username, runs, cpu)
-            .select_from(Execution.__table__.outerjoin(User, User.id == E.user_id))
-            .where(_in_range(rng)).group_by(E.user_id, User.username))
+    base = (
+        select(E.user_id, User.username, runs, cpu)
+        .select_from(Execution.__table__.outerjoin(User, User.id == E.user_id))
+        .where(_in_range(rng))
+        .group_by(E.user_id, User.username)
+    )
     out = {}
     for key, order in (("by_runs", (runs.desc(), cpu.desc())), ("by_cpu", (cpu.desc(), runs.desc()))):
         rows = conn.execute(base.order_by(*order, E.user_id).limit(limit)).all()
-        out[key] = [{"user_id": str(uuid.UUID(str(u))) if u is not None else None, "username": name,
-                     "runs": int(r), "cpu_time_ms": int(c)} for u, name, r, c in rows]
+        out[key] = [
+            {
+                "user_id": str(uuid.UUID(str(u))) if u is not None else None,
+                "username": name,
+                "runs": int(r),
+                "cpu_time_ms": int(c),
+            }
+            for u, name, r, c in rows
+        ]
     return out
 
 
@@ -288,8 +326,10 @@ def compile_cache(conn: Connection, rng: Range) -> dict[str, Any]:
     """Hits and misses of the compile cache (runs of compiled languages), overall and per language."""
     hit = func.coalesce(func.sum(case((E.compile_cached == true(), 1), else_=0)), 0)
     rows = conn.execute(
-        select(E.language, hit, func.count()).where(_in_range(rng), E.compile_cached.is_not(None))
-        .group_by(E.language).order_by(E.language)
+        select(E.language, hit, func.count())
+        .where(_in_range(rng), E.compile_cached.is_not(None))
+        .group_by(E.language)
+        .order_by(E.language)
     ).all()
     per = [_rate(lang, int(h), int(n) - int(h)) for lang, h, n in rows]
     overall = _rate(None, sum(d["hits"] for d in per), sum(d["misses"] for d in per))
@@ -299,22 +339,29 @@ def compile_cache(conn: Connection, rng: Range) -> dict[str, Any]:
 
 def _rate(language: str | None, hits: int, misses: int) -> dict[str, Any]:
     total = hits + misses
-    return {"language": language, "hits": hits, "misses": misses,
-            "hit_rate": round(hits / total, 4) if total else None}
+    return {"language": language, "hits": hits, "misses": misses, "hit_rate": round(hits / total, 4) if total else None}
 
 
 def analytics(rt: Runtime, rng: Range, top: int = DEFAULT_TOP) -> dict[str, Any]:
     """Every figure of the admin analytics for `rng`, read on the replica when there is one."""
     dialect = rt.db.replica_engine.dialect.name
     with rt.db.read_core() as conn:
-        runs = runs_per_language(conn, dialect, rng)
+        runs = runs_per_language(conn, dialect, rng)  # an index-only scan: the cheap one goes first
+        total = sum(r["total"] for r in runs)
+        cap = rt.settings.analytics_max_runs
+        if cap and total > cap:
+            raise ValidationError(
+                f"the range holds {total} runs; at most {cap} (LIVECODE_ANALYTICS_MAX_RUNS): ask for a shorter range",
+                code="RANGE_TOO_LARGE",
+                details={"runs": total, "max_runs": cap},
+            )
         body = {
             "from": rng.start.isoformat(),
             "to": rng.end.isoformat(),
             "bucket": rng.bucket,
             "generated_at": utcnow().isoformat(),
             "buckets": [t.isoformat() for t in rng.starts()],
-            "total_runs": sum(r["total"] for r in runs),
+            "total_runs": total,
             "runs_per_language": runs,
             "outcomes": outcomes(conn, rng),
             "latency": latency(conn, dialect, rng),
