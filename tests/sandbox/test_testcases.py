@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from livecode.sandbox import Outcome, Runner, RunInput, RunRequest, SandboxLimits, output_share, run_many
+from livecode.sandbox import Outcome, RunInput, Runner, RunRequest, SandboxLimits, output_share, run_many
 from livecode.sandbox.runner import Stage, StageResult
 from livecode.sandbox.types import OutputCallback
 
