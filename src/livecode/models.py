@@ -202,6 +202,11 @@ class Execution(Base):
     execution_time_ms: Mapped[int | None] = mapped_column(Integer)
     cpu_time_ms: Mapped[int | None] = mapped_column(Integer)
     memory_kb: Mapped[int | None] = mapped_column(Integer)
+    # Test cases (services/testcases.py): the definitions as submitted, the compare mode, and once
+    # finished each test's result (output base64-encoded). SQL NULL for a run without tests.
+    tests: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
+    compare_mode: Mapped[str | None] = mapped_column(String(64))
+    test_results: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
     # Compiled languages: the program came from the compile cache (true) or was compiled for this
     # run (false); null when nothing was compiled (interpreted languages).
     compile_cached: Mapped[bool | None] = mapped_column(Boolean)

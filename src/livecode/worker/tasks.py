@@ -20,14 +20,16 @@ from ..db import is_unavailable
 from ..errors import internal_error_message, new_error_id
 from ..models import ExecutionStatus, utcnow
 from ..runtime import Runtime, runtime
-from ..sandbox import Outcome, RunRequest, RunResult, SandboxLimits, get_language
+from ..sandbox import Outcome, RunRequest, RunResult, SandboxLimits
 from ..services.executions import ClaimedRun, claim_execution, fail_queued, finish_execution_returning
 from ..streaming.publisher import OutputPublisher, publish_finished, publish_running
+from .cache_use import compile_cached
 from .celery_app import TASK_NAME, celery
 from .deadletter import record_dead_letter
 from .heartbeat import identity
 from .metrics import record_outcome
 from .sandbox_runner import get_process_runner
+from .test_runs import run_tests_claimed
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +80,13 @@ def result_columns(result: RunResult) -> dict[str, Any]:
     }
 
 
-def compile_cached(language: str, result: RunResult) -> bool | None:
-    """For the analytics' compile-cache hit rate: whether a compiled language's program came from
-    the cache (True) or the compiler ran for this run (False, a compile error included); None
-    when nothing was compiled: an interpreted language, or a sandbox failure (which says nothing
-    of the cache)."""
-    lang = get_language(language)
-    if lang is None or not lang.compiled or result.outcome == Outcome.INTERNAL_ERROR:
-        return None
-    return result.cached
+def outcome_columns(result: RunResult, extra: dict[str, Any]) -> tuple[ExecutionStatus, dict[str, Any]]:
+    """The final status and result columns of a single run."""
+    status = OUTCOME_STATUS[result.outcome][0]
+    cols = result_columns(result)
+    if result.outcome == Outcome.INTERNAL_ERROR:
+        cols["stderr"] = internal_error_stderr(result, extra)
+    return status, cols
 
 
 def internal_error_stderr(result: RunResult, extra: dict[str, Any]) -> bytes:
@@ -219,15 +219,18 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
     with _active_lock:
         _active += 1
     try:
-        result = run_claimed(rt, claimed)
+        if claimed.tests is not None:  # test cases: compile once, run once per test
+            status, cols = run_tests_claimed(rt, claimed, limits_for(claimed, rt), extra)
+        else:
+            result = run_claimed(rt, claimed)
+            status, cols = outcome_columns(result, extra)
+            cols["compile_cached"] = compile_cached(
+                claimed.language, result.cached, result.outcome == Outcome.INTERNAL_ERROR
+            )
     finally:
         with _active_lock:
             _active -= 1
-    status, reason = OUTCOME_STATUS[result.outcome]
-    cols = result_columns(result)
-    cols["compile_cached"] = compile_cached(claimed.language, result)
-    if result.outcome == Outcome.INTERNAL_ERROR:
-        cols["stderr"] = internal_error_stderr(result, extra)
+    reason = cols.get("reason")
     final, status = _save(rt, claimed, status, cols, extra)
     log.info(
         "execution finished",
@@ -236,7 +239,7 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
             "status": status.value,
             "reason": reason,
             "saved": final is not None,
-            "execution_time_ms": result.wall_time_ms,
+            "execution_time_ms": cols.get("execution_time_ms"),
         },
     )
     if final is not None:
