@@ -361,15 +361,13 @@ def test_reads_the_replica_when_one_is_configured(make_live: Any, db_template: A
 
 
 def test_the_worker_records_compile_cache_hits_and_misses() -> None:
-    from livecode.sandbox import Outcome, RunResult
-    from livecode.worker.tasks import compile_cached
+    from livecode.worker.cache_use import compile_cached
 
-    assert compile_cached("c", RunResult(Outcome.OK, cached=True)) is True
-    assert compile_cached("c", RunResult(Outcome.OK, cached=False)) is False
-    assert compile_cached("c", RunResult(Outcome.COMPILE_ERROR)) is False  # the compiler ran
-    assert compile_cached("python", RunResult(Outcome.OK)) is None  # nothing to compile
-    assert compile_cached("c", RunResult(Outcome.INTERNAL_ERROR, cached=False)) is None
-    assert compile_cached("no-such-language", RunResult(Outcome.OK)) is None
+    assert compile_cached("c", cached=True) is True
+    assert compile_cached("c", cached=False) is False  # the compiler ran (a compile error too)
+    assert compile_cached("python", cached=False) is None  # nothing to compile
+    assert compile_cached("c", cached=False, internal_error=True) is None  # says nothing of the cache
+    assert compile_cached("no-such-language", cached=True) is None
 
 
 def test_a_range_with_more_runs_than_the_cap_is_refused(make_live: Any) -> None:
