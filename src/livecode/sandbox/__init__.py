@@ -19,6 +19,7 @@ from .cache import CacheStats
 from .config import SandboxConfig
 from .iolimits import IoLimits
 from .languages import Language, get_language, list_languages
+from .program import InvalidProgram, SourceFile, path_problem
 from .runner import Runner
 from .types import (
     Outcome,
@@ -33,6 +34,7 @@ from .types import (
 
 __all__ = [
     "CacheStats",
+    "InvalidProgram",
     "IoLimits",
     "Language",
     "Outcome",
@@ -43,10 +45,12 @@ __all__ = [
     "SandboxConfig",
     "SandboxLimits",
     "SandboxUnavailable",
+    "SourceFile",
     "StdinSource",
     "get_language",
     "get_runner",
     "list_languages",
+    "path_problem",
     "text_view",
 ]
 
