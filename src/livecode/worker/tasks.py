@@ -20,7 +20,7 @@ from ..db import is_unavailable
 from ..errors import internal_error_message, new_error_id
 from ..models import ExecutionStatus, utcnow
 from ..runtime import Runtime, runtime
-from ..sandbox import Outcome, RunRequest, RunResult, SandboxLimits
+from ..sandbox import Outcome, RunRequest, RunResult, SandboxLimits, SourceFile
 from ..services.executions import ClaimedRun, claim_execution, fail_queued, finish_execution_returning
 from ..streaming.publisher import OutputPublisher, publish_finished, publish_running
 from .celery_app import TASK_NAME, celery
@@ -135,6 +135,8 @@ def run_claimed(rt: Runtime, claimed: ClaimedRun) -> RunResult:
         stdin=claimed.stdin,
         args=tuple(claimed.args),
         limits=limits_for(claimed, rt),
+        files=tuple(SourceFile.text(path, content) for path, content in claimed.files or ()),
+        entry=claimed.entry,
     )
 
     # Output goes to the bus from a thread of its own: a slow bus never slows the program.
