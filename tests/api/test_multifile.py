@@ -12,9 +12,11 @@ import pytest
 from tests.support.inprocess import LiveApp, expect_error, finish_like_a_worker, uid
 
 SESSIONS = "/api/v1/code-sessions"
-TWO = [{"path": "main.py", "content": "from lib.util import twice\nprint(twice(21))\n"},
-       {"path": "lib/util.py", "content": "def twice(x):\n    return 2 * x\n"},
-       {"path": "lib/__init__.py", "content": ""}]
+TWO = [
+    {"path": "main.py", "content": "from lib.util import twice\nprint(twice(21))\n"},
+    {"path": "lib/util.py", "content": "def twice(x):\n    return 2 * x\n"},
+    {"path": "lib/__init__.py", "content": ""},
+]
 
 
 def create(live: LiveApp, **body: Any) -> dict[str, Any]:
@@ -60,33 +62,56 @@ def test_entry_is_chosen_named_or_required(live: LiveApp) -> None:
     named = create(live, files=[{"path": "a.py", "content": "1"}, {"path": "b.py", "content": "2"}], entry="b.py")
     assert named["entry"] == "b.py" and named["source_code"] == "2"
     before = live.rows.snapshot()
-    expect_error(live.client.post(SESSIONS, json={"language": "python", "files": [
-        {"path": "a.py", "content": "1"}, {"path": "b.py", "content": "2"}]}), 400, "INVALID_ENTRY")
-    expect_error(live.client.post(SESSIONS, json={"language": "python", "files": TWO, "entry": "nope.py"}),
-                 400, "INVALID_ENTRY")
+    expect_error(
+        live.client.post(
+            SESSIONS,
+            json={"language": "python", "files": [{"path": "a.py", "content": "1"}, {"path": "b.py", "content": "2"}]},
+        ),
+        400,
+        "INVALID_ENTRY",
+    )
+    expect_error(
+        live.client.post(SESSIONS, json={"language": "python", "files": TWO, "entry": "nope.py"}), 400, "INVALID_ENTRY"
+    )
     assert live.rows.snapshot() == before
 
 
 def test_source_code_beside_files_is_the_entry(live: LiveApp) -> None:
     body = create(live, source_code="import helper\n", files=[{"path": "helper.py", "content": "X = 1\n"}])
     assert body["entry"] == "main.py"
-    assert body["files"] == [{"path": "main.py", "content": "import helper\n"},
-                             {"path": "helper.py", "content": "X = 1\n"}]
-    err = expect_error(live.client.post(SESSIONS, json={"language": "python", "source_code": "x", "files": TWO}),
-                       400, "INVALID_FILES")
+    assert body["files"] == [
+        {"path": "main.py", "content": "import helper\n"},
+        {"path": "helper.py", "content": "X = 1\n"},
+    ]
+    err = expect_error(
+        live.client.post(SESSIONS, json={"language": "python", "source_code": "x", "files": TWO}), 400, "INVALID_FILES"
+    )
     assert "main.py" in err["message"]
 
 
-BAD_PATHS = ["../x.py", "a/../../x.py", "/etc/passwd", "a\\b.py", "a\u0000b.py", "./x.py", "a//b.py", "dir/",
-             "", "-rf", "/".join(["d"] * 20) + "/x.py", "x" * 300]
+BAD_PATHS = [
+    "../x.py",
+    "a/../../x.py",
+    "/etc/passwd",
+    "a\\b.py",
+    "a\u0000b.py",
+    "./x.py",
+    "a//b.py",
+    "dir/",
+    "",
+    "-rf",
+    "/".join(["d"] * 20) + "/x.py",
+    "x" * 300,
+]
 
 
 @pytest.mark.parametrize("path", BAD_PATHS, ids=range(len(BAD_PATHS)))
 def test_a_bad_path_is_a_400_naming_it_and_stores_nothing(live: LiveApp, path: str) -> None:
     before = live.rows.snapshot()
     files = [{"path": "main.py", "content": "print(1)"}, {"path": path, "content": "x"}]
-    err = expect_error(live.client.post(SESSIONS, json={"language": "python", "files": files}), 400,
-                       "INVALID_FILE_PATH")
+    err = expect_error(
+        live.client.post(SESSIONS, json={"language": "python", "files": files}), 400, "INVALID_FILE_PATH"
+    )
     assert err["details"]["path"] == path[:1024]
     assert repr(path[:200])[:60] in err["message"]
     assert live.rows.snapshot() == before
@@ -97,17 +122,24 @@ def test_duplicates_and_a_file_used_as_a_directory_are_refused(live: LiveApp) ->
     err = expect_error(live.client.post(SESSIONS, json={"language": "python", "files": dup}), 400, "INVALID_FILE_PATH")
     assert err["details"]["path"] == "main.py" and "twice" in err["message"]
     clash = [{"path": "main.py", "content": "1"}, {"path": "lib", "content": ""}, {"path": "lib/a.py", "content": ""}]
-    err = expect_error(live.client.post(SESSIONS, json={"language": "python", "files": clash}), 400,
-                       "INVALID_FILE_PATH")
+    err = expect_error(
+        live.client.post(SESSIONS, json={"language": "python", "files": clash}), 400, "INVALID_FILE_PATH"
+    )
     assert err["details"]["path"] == "lib/a.py"
 
 
-@pytest.mark.parametrize(("files", "code"), [
-    ("main.py", "INVALID_FILES"), ([], "INVALID_FILES"), ([["main.py", "x"]], "INVALID_FILES"),
-    ([{"path": "main.py"}], "INVALID_FILES"), ([{"path": 3, "content": "x"}], "INVALID_FILES"),
-    ([{"path": "main.py", "content": "x", "mode": 7}], "INVALID_FILES"),
-    ([{"path": "main.py", "content": "a\u0000b"}], "INVALID_SOURCE"),
-])
+@pytest.mark.parametrize(
+    ("files", "code"),
+    [
+        ("main.py", "INVALID_FILES"),
+        ([], "INVALID_FILES"),
+        ([["main.py", "x"]], "INVALID_FILES"),
+        ([{"path": "main.py"}], "INVALID_FILES"),
+        ([{"path": 3, "content": "x"}], "INVALID_FILES"),
+        ([{"path": "main.py", "content": "x", "mode": 7}], "INVALID_FILES"),
+        ([{"path": "main.py", "content": "a\u0000b"}], "INVALID_SOURCE"),
+    ],
+)
 def test_a_wrong_shape_is_a_400(live: LiveApp, files: Any, code: str) -> None:
     before = live.rows.snapshot()
     expect_error(live.client.post(SESSIONS, json={"language": "python", "files": files}), 400, code)
@@ -125,9 +157,11 @@ def test_count_and_size_limits(make_live: Any) -> None:
     assert err["details"]["size_bytes"] == 120
     assert live.rows.snapshot() == before
     sid = create(live, files=[{"path": "main.py", "content": "x" * 50}, {"path": "b.py", "content": "y" * 50}])[
-        "session_id"]
-    expect_error(live.client.patch(f"{SESSIONS}/{sid}", json={"file": {"path": "c.py", "content": "z"}}), 413,
-                 "FILES_TOO_LARGE")
+        "session_id"
+    ]
+    expect_error(
+        live.client.patch(f"{SESSIONS}/{sid}", json={"file": {"path": "c.py", "content": "z"}}), 413, "FILES_TOO_LARGE"
+    )
     expect_error(live.client.patch(f"{SESSIONS}/{sid}", json={"files": four}), 400, "TOO_MANY_FILES")
     assert live.client.get(f"{SESSIONS}/{sid}").get_json()["version"] == 1
 
@@ -140,8 +174,9 @@ def test_autosave_of_the_whole_set_with_version_locking(live: LiveApp) -> None:
     got = live.client.get(f"{SESSIONS}/{sid}").get_json()
     assert got["files"] == new and got["entry"] == "main.py"
     # an edit of version 1 now conflicts and changes nothing
-    err = expect_error(live.client.patch(f"{SESSIONS}/{sid}", json={"files": TWO, "version": 1}), 409,
-                       "VERSION_CONFLICT")
+    err = expect_error(
+        live.client.patch(f"{SESSIONS}/{sid}", json={"files": TWO, "version": 1}), 409, "VERSION_CONFLICT"
+    )
     assert err["details"] == {"current_version": 2, "your_version": 1}
     r = live.client.patch(f"{SESSIONS}/{sid}", json={"files": TWO}, headers={"If-Match": f'"{sid}-v1"'})
     expect_error(r, 409, "VERSION_CONFLICT")
@@ -151,11 +186,13 @@ def test_autosave_of_the_whole_set_with_version_locking(live: LiveApp) -> None:
 
 
 def test_autosave_keeps_the_entry_renames_and_deletes(live: LiveApp) -> None:
-    sid = create(live, files=[{"path": "a.py", "content": "1"}, {"path": "b.py", "content": "2"}],
-                 entry="b.py")["session_id"]
+    sid = create(live, files=[{"path": "a.py", "content": "1"}, {"path": "b.py", "content": "2"}], entry="b.py")[
+        "session_id"
+    ]
     # b.py is still there: it stays the entry
-    live.client.patch(f"{SESSIONS}/{sid}", json={"files": [{"path": "b.py", "content": "22"},
-                                                           {"path": "c.py", "content": "3"}]})
+    live.client.patch(
+        f"{SESSIONS}/{sid}", json={"files": [{"path": "b.py", "content": "22"}, {"path": "c.py", "content": "3"}]}
+    )
     got = live.client.get(f"{SESSIONS}/{sid}").get_json()
     assert got["entry"] == "b.py" and got["source_code"] == "22"
     # renamed away: name the new entry, or it is refused
@@ -172,18 +209,23 @@ def test_autosave_keeps_the_entry_renames_and_deletes(live: LiveApp) -> None:
 
 def test_autosave_of_one_file(live: LiveApp) -> None:
     sid = create(live, files=TWO)["session_id"]
-    r = live.client.patch(f"{SESSIONS}/{sid}", json={"file": {"path": "lib/util.py", "content": "def twice(x):\n"
-                                                                                                "    return x + x\n"},
-                                                      "version": 1})
+    r = live.client.patch(
+        f"{SESSIONS}/{sid}",
+        json={"file": {"path": "lib/util.py", "content": "def twice(x):\n    return x + x\n"}, "version": 1},
+    )
     assert r.status_code == 200 and r.get_json()["version"] == 2
     r = live.client.patch(f"{SESSIONS}/{sid}", json={"file": {"path": "notes.md", "content": "# hi"}, "version": 2})
     got = live.client.get(f"{SESSIONS}/{sid}").get_json()
     assert [f["path"] for f in got["files"]] == ["main.py", "lib/util.py", "lib/__init__.py", "notes.md"]
     assert got["files"][1]["content"].endswith("x + x\n") and got["version"] == 3
-    expect_error(live.client.patch(f"{SESSIONS}/{sid}", json={"file": {"path": "../x", "content": ""}}), 400,
-                 "INVALID_FILE_PATH")
-    expect_error(live.client.patch(f"{SESSIONS}/{sid}", json={"file": {"path": "x.py", "content": ""}, "version": 1}),
-                 409, "VERSION_CONFLICT")
+    expect_error(
+        live.client.patch(f"{SESSIONS}/{sid}", json={"file": {"path": "../x", "content": ""}}), 400, "INVALID_FILE_PATH"
+    )
+    expect_error(
+        live.client.patch(f"{SESSIONS}/{sid}", json={"file": {"path": "x.py", "content": ""}, "version": 1}),
+        409,
+        "VERSION_CONFLICT",
+    )
     expect_error(live.client.patch(f"{SESSIONS}/{sid}", json={"files": TWO, "file": TWO[0]}), 400, "INVALID_FILES")
 
 
@@ -233,8 +275,10 @@ def test_a_single_file_execution_has_no_file_rows(live: LiveApp) -> None:
 def test_batch_items_snapshot_their_sessions_files(live: LiveApp) -> None:
     multi = create(live, files=TWO)["session_id"]
     single = live.session("print(1)")["session_id"]
-    r = live.client.post("/api/v1/executions/batch", json={"executions": [
-        {"session_id": multi}, {"session_id": single}, {"session_id": multi, "stdin": "x"}]})
+    r = live.client.post(
+        "/api/v1/executions/batch",
+        json={"executions": [{"session_id": multi}, {"session_id": single}, {"session_id": multi, "stdin": "x"}]},
+    )
     assert r.status_code == 202, r.get_json()
     ids = [e["execution_id"] for e in r.get_json()["executions"]]
     assert [live.rows.count("execution_files", "execution_id = :e", e=uid(i)) for i in ids] == [3, 0, 3]

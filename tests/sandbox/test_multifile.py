@@ -21,56 +21,86 @@ pytestmark = [requires_bwrap, pytest.mark.sandbox, pytest.mark.timeout(180)]
 # language -> (files, expected stdout for stdin "World"). Each uses the language's own way of
 # splitting a program, with at least one file in a sub-directory where the language allows it.
 PROGRAMS: dict[str, tuple[dict[str, str], str]] = {
-    "python": ({
-        "main.py": "from greet.words import hello\nprint(hello(input()))\n",
-        "greet/__init__.py": "",
-        "greet/words.py": "def hello(name):\n    return f'Hello {name} from a package'\n",
-    }, "Hello World from a package\n"),
-    "javascript": ({
-        "main.js": "const { hello } = require('./lib/greet');\n"
-                   "console.log(hello(require('fs').readFileSync(0, 'utf8').trim()));\n",
-        "lib/greet.js": "exports.hello = (name) => `Hello ${name} from a module`;\n",
-    }, "Hello World from a module\n"),
-    "c": ({
-        "main.c": '#include <stdio.h>\n#include "lib/twice.h"\n'
-                  'int main(void) { char s[32]; scanf("%31s", s); printf("Hello %s %d\\n", s, twice(21)); }\n',
-        "lib/twice.h": "int twice(int x);\n",
-        "lib/twice.c": '#include "twice.h"\nint twice(int x) { return 2 * x; }\n',
-    }, "Hello World 42\n"),
-    "cpp": ({
-        "main.cpp": '#include <iostream>\n#include "shapes/area.hpp"\n'
-                    'int main() { std::string s; std::cin >> s; std::cout << "Hello " << s << " " << area(6, 7)'
-                    ' << std::endl; }\n',
-        "shapes/area.hpp": "int area(int w, int h);\n",
-        "shapes/area.cpp": '#include "area.hpp"\nint area(int w, int h) { return w * h; }\n',
-    }, "Hello World 42\n"),
-    "java": ({
-        "Main.java": "public class Main {\n  public static void main(String[] a) {\n"
-                     "    System.out.println(Helper.hello(new java.util.Scanner(System.in).next()));\n  }\n}\n",
-        "util/Helper.java": "class Helper {\n  static String hello(String n) { return \"Hello \" + n + \" from Helper\"; }"
-                            "\n}\n",
-    }, "Hello World from Helper\n"),
-    "go": ({
-        "main.go": 'package main\n\nimport "fmt"\n\nfunc main() {\n\tvar s string\n\tfmt.Scan(&s)\n'
-                   "\tfmt.Println(hello(s))\n}\n",
-        "hello.go": 'package main\n\nfunc hello(s string) string { return "Hello " + s + " from hello.go" }\n',
-    }, "Hello World from hello.go\n"),
-    "rust": ({
-        "main.rs": "mod greet;\nfn main() {\n    let mut s = String::new();\n    std::io::stdin().read_line(&mut s)"
-                   ".unwrap();\n    println!(\"{}\", greet::hello(s.trim()));\n}\n",
-        "greet.rs": 'pub fn hello(n: &str) -> String { format!("Hello {} from a mod", n) }\n',
-    }, "Hello World from a mod\n"),
-    "bash": ({
-        "main.sh": 'source lib.sh\nread -r name\nhello "$name"\n',
-        "lib.sh": 'hello() { echo "Hello $1 from lib.sh"; }\n',
-    }, "Hello World from lib.sh\n"),
+    "python": (
+        {
+            "main.py": "from greet.words import hello\nprint(hello(input()))\n",
+            "greet/__init__.py": "",
+            "greet/words.py": "def hello(name):\n    return f'Hello {name} from a package'\n",
+        },
+        "Hello World from a package\n",
+    ),
+    "javascript": (
+        {
+            "main.js": "const { hello } = require('./lib/greet');\n"
+            "console.log(hello(require('fs').readFileSync(0, 'utf8').trim()));\n",
+            "lib/greet.js": "exports.hello = (name) => `Hello ${name} from a module`;\n",
+        },
+        "Hello World from a module\n",
+    ),
+    "c": (
+        {
+            "main.c": '#include <stdio.h>\n#include "lib/twice.h"\n'
+            'int main(void) { char s[32]; scanf("%31s", s); printf("Hello %s %d\\n", s, twice(21)); }\n',
+            "lib/twice.h": "int twice(int x);\n",
+            "lib/twice.c": '#include "twice.h"\nint twice(int x) { return 2 * x; }\n',
+        },
+        "Hello World 42\n",
+    ),
+    "cpp": (
+        {
+            "main.cpp": '#include <iostream>\n#include "shapes/area.hpp"\n'
+            'int main() { std::string s; std::cin >> s; std::cout << "Hello " << s << " " << area(6, 7)'
+            " << std::endl; }\n",
+            "shapes/area.hpp": "int area(int w, int h);\n",
+            "shapes/area.cpp": '#include "area.hpp"\nint area(int w, int h) { return w * h; }\n',
+        },
+        "Hello World 42\n",
+    ),
+    "java": (
+        {
+            "Main.java": "public class Main {\n  public static void main(String[] a) {\n"
+            "    System.out.println(Helper.hello(new java.util.Scanner(System.in).next()));\n  }\n}\n",
+            "util/Helper.java": "class Helper {\n"
+            '  static String hello(String n) { return "Hello " + n + " from Helper"; }\n}\n',
+        },
+        "Hello World from Helper\n",
+    ),
+    "go": (
+        {
+            "main.go": 'package main\n\nimport "fmt"\n\nfunc main() {\n\tvar s string\n\tfmt.Scan(&s)\n'
+            "\tfmt.Println(hello(s))\n}\n",
+            "hello.go": 'package main\n\nfunc hello(s string) string { return "Hello " + s + " from hello.go" }\n',
+        },
+        "Hello World from hello.go\n",
+    ),
+    "rust": (
+        {
+            "main.rs": "mod greet;\nfn main() {\n    let mut s = String::new();\n    std::io::stdin().read_line(&mut s)"
+            '.unwrap();\n    println!("{}", greet::hello(s.trim()));\n}\n',
+            "greet.rs": 'pub fn hello(n: &str) -> String { format!("Hello {} from a mod", n) }\n',
+        },
+        "Hello World from a mod\n",
+    ),
+    "bash": (
+        {
+            "main.sh": 'source lib.sh\nread -r name\nhello "$name"\n',
+            "lib.sh": 'hello() { echo "Hello $1 from lib.sh"; }\n',
+        },
+        "Hello World from lib.sh\n",
+    ),
 }
 
 
-def run_files(runner: Runner, lang: str, files: dict[str, str], entry: str | None = None,
-              stdin: str = "World\n", **limits: int) -> RunResult:
-    req = RunRequest(lang, stdin=stdin, files=tuple(SourceFile.text(p, c) for p, c in files.items()), entry=entry,
-                     limits=SandboxLimits(compile_time_limit_ms=120_000, **limits))
+def run_files(
+    runner: Runner, lang: str, files: dict[str, str], entry: str | None = None, stdin: str = "World\n", **limits: int
+) -> RunResult:
+    req = RunRequest(
+        lang,
+        stdin=stdin,
+        files=tuple(SourceFile.text(p, c) for p, c in files.items()),
+        entry=entry,
+        limits=SandboxLimits(compile_time_limit_ms=120_000, **limits),
+    )
     return runner.run(req)
 
 
@@ -87,8 +117,10 @@ def test_two_file_program(runner: Runner, lang: str) -> None:
 def test_changing_a_header_recompiles(runner: Runner) -> None:
     """The compile cache keys on every file: a program whose header changed is not served the
     program built from the old one."""
-    files = {"main.c": '#include <stdio.h>\n#include "n.h"\nint main(void) { printf("%d\\n", N); }\n',
-             "n.h": "#define N 1\n"}
+    files = {
+        "main.c": '#include <stdio.h>\n#include "n.h"\nint main(void) { printf("%d\\n", N); }\n',
+        "n.h": "#define N 1\n",
+    }
     first = run_files(runner, "c", files)
     assert first.outcome is Outcome.OK and first.stdout == "1\n"
     second = run_files(runner, "c", {**files, "n.h": "#define N 2\n"})
@@ -97,17 +129,28 @@ def test_changing_a_header_recompiles(runner: Runner) -> None:
 
 
 def test_entry_other_than_the_default(runner: Runner) -> None:
-    py = run_files(runner, "python", {"app/run.py": "import helper\nprint(helper.X)\n", "app/helper.py": "X = 7\n",
-                                      "main.py": "print('not me')\n"}, entry="app/run.py")
+    py = run_files(
+        runner,
+        "python",
+        {"app/run.py": "import helper\nprint(helper.X)\n", "app/helper.py": "X = 7\n", "main.py": "print('not me')\n"},
+        entry="app/run.py",
+    )
     assert py.outcome is Outcome.OK and py.stdout == "7\n", py.stderr
-    java = run_files(runner, "java", {"App.java": "public class App { public static void main(String[] a) {"
-                                                  " System.out.println(\"app\"); } }\n"}, entry="App.java")
+    java = run_files(
+        runner,
+        "java",
+        {"App.java": 'public class App { public static void main(String[] a) { System.out.println("app"); } }\n'},
+        entry="App.java",
+    )
     assert java.outcome is Outcome.OK and java.stdout == "app\n", (java.compile_output, java.stderr)
 
 
 def test_data_files_beside_the_program(runner: Runner) -> None:
-    res = run_files(runner, "python", {"main.py": "print(open('data/in.txt').read().upper(), end='')\n",
-                                       "data/in.txt": "some data\n"})
+    res = run_files(
+        runner,
+        "python",
+        {"main.py": "print(open('data/in.txt').read().upper(), end='')\n", "data/in.txt": "some data\n"},
+    )
     assert res.outcome is Outcome.OK and res.stdout == "SOME DATA\n"
 
 
@@ -118,8 +161,19 @@ def test_a_compiled_file_replaces_a_source_file_of_its_name(runner: Runner) -> N
 
 # ---- paths that try to leave the work directory --------------------------------------------
 
-ESCAPES = ["../escape.txt", "a/../../escape.txt", "/tmp/escape.txt", "a\\..\\escape.txt", "a/./b.txt", "a//b.txt",
-           "nul\0.txt", "-o", "a/", "/".join(["d"] * (MAX_DEPTH + 1)) + "/x.txt", "x" * 256]
+ESCAPES = [
+    "../escape.txt",
+    "a/../../escape.txt",
+    "/tmp/escape.txt",
+    "a\\..\\escape.txt",
+    "a/./b.txt",
+    "a//b.txt",
+    "nul\0.txt",
+    "-o",
+    "a/",
+    "/".join(["d"] * (MAX_DEPTH + 1)) + "/x.txt",
+    "x" * 256,
+]
 
 
 @pytest.mark.parametrize("path", ESCAPES, ids=range(len(ESCAPES)))
@@ -148,8 +202,21 @@ def test_the_launcher_refuses_dot_dot_even_if_the_host_check_is_bypassed(runner:
     """Second line of defence: a stage handed a `..` path directly (as if program.py let it
     through) is refused by the launcher inside the sandbox; nothing runs."""
     for name in ("../escape.txt", "sub/../../escape.txt"):
-        stage = Stage("run", ["/bin/sh", "-c", "echo ran"], {"PATH": "/usr/bin:/bin"},
-                      [FileSpec(name, 0o644, data=b"x")], 10_000, 10_000, 64, 16, 1024, 1024, 64, 4096, 4096)
+        stage = Stage(
+            "run",
+            ["/bin/sh", "-c", "echo ran"],
+            {"PATH": "/usr/bin:/bin"},
+            [FileSpec(name, 0o644, data=b"x")],
+            10_000,
+            10_000,
+            64,
+            16,
+            1024,
+            1024,
+            64,
+            4096,
+            4096,
+        )
         sr = runner._execute(stage, None)  # noqa: SLF001 - the layer under the host's own check
         assert b"ran" not in sr.stdout
         assert sr.internal_error or sr.exit_code != 0
@@ -158,12 +225,12 @@ def test_the_launcher_refuses_dot_dot_even_if_the_host_check_is_bypassed(runner:
 def test_a_symlink_left_by_a_run_does_not_redirect_the_next_runs_files(runner: Runner) -> None:
     """A run that replaces its work directory's sub-directory by a symlink to elsewhere leaves
     nothing behind: the next run's files go into a fresh work directory."""
-    plant = ("import os, shutil\nshutil.rmtree('pkg')\nos.symlink('/tmp', 'pkg')\n"
-             "print(os.readlink('pkg'))\n")
+    plant = "import os, shutil\nshutil.rmtree('pkg')\nos.symlink('/tmp', 'pkg')\nprint(os.readlink('pkg'))\n"
     first = run_files(runner, "python", {"main.py": plant, "pkg/a.txt": "one\n"})
     assert first.outcome is Outcome.OK and first.stdout == "/tmp\n", first.stderr
-    check = ("import os\nprint(os.path.islink('pkg'), open('pkg/a.txt').read(), end='')\n"
-             f"print(os.getcwd() == {WORK!r})\n")
+    check = (
+        f"import os\nprint(os.path.islink('pkg'), open('pkg/a.txt').read(), end='')\nprint(os.getcwd() == {WORK!r})\n"
+    )
     second = run_files(runner, "python", {"main.py": check, "pkg/a.txt": "two\n"})
     assert second.outcome is Outcome.OK and second.stdout == "False two\nTrue\n", second.stderr
 
@@ -187,5 +254,8 @@ def test_expand_and_parent_dirs() -> None:
     argv = expand(("gcc", "-o", "main", "{sources}", "{entry}", "{entry_stem}"), "main.c", paths, ("**/*.c",))
     assert argv == ["gcc", "-o", "main", "lib/a.c", "main.c", "x/y/z.c", "main.c", "main"]
     assert expand(("go", "{sources}"), "main.go", ["main.go", "sub/x.go", "b.go"], ("*.go",)) == [
-        "go", "b.go", "main.go"]
+        "go",
+        "b.go",
+        "main.go",
+    ]
     assert parent_dirs(paths) == ["lib", "x", "x/y"]
