@@ -97,10 +97,15 @@ class SessionItem(Resource):
         s = rt().settings
         if any(body.get(k) is not None for k in ("files", "file", "entry")):
             if body.get("files") is not None and body.get("file") is not None:
-                raise ValidationError("give files (the whole set) or file (one of them), not both",
-                                      code="INVALID_FILES")
+                raise ValidationError(
+                    "give files (the whole set) or file (one of them), not both", code="INVALID_FILES"
+                )
             saved = svc.autosave_files(
-                rt().db, sid, settings=s, expected_version=version, owner_id=owner_id(),
+                rt().db,
+                sid,
+                settings=s,
+                expected_version=version,
+                owner_id=owner_id(),
                 files=programs.parse_files(body["files"]) if body.get("files") is not None else None,
                 file=programs.parse_file(body["file"]) if body.get("file") is not None else None,
                 entry=optional_str(body, "entry", max_len=1024),

@@ -54,8 +54,13 @@ def cache_key(lang: Language, version: str, argv: Sequence[str], files: Sequence
     """The key of a compiled program: the toolchain, the compile command as run (which names
     the files) and every file's path and content (a header changes the program too)."""
     material = json.dumps(
-        [lang.id, version, list(argv), list(lang.artifacts),
-         sorted((f.path, hashlib.sha256(f.data).hexdigest()) for f in files)],
+        [
+            lang.id,
+            version,
+            list(argv),
+            list(lang.artifacts),
+            sorted((f.path, hashlib.sha256(f.data).hexdigest()) for f in files),
+        ],
         ensure_ascii=False,
     )
     return hashlib.sha256(material.encode("utf-8")).hexdigest()

@@ -63,8 +63,11 @@ def parse_file(item: object, where: str = "file") -> tuple[str, str]:
     if not isinstance(path, str):
         raise ValidationError(f"{where}.path must be a string", code="INVALID_FILES")
     if not isinstance(content, str):
-        raise ValidationError(f"{where}.content must be a string (file {path[:200]!r})", code="INVALID_FILES",
-                              details={"path": path[:1024]})
+        raise ValidationError(
+            f"{where}.content must be a string (file {path[:200]!r})",
+            code="INVALID_FILES",
+            details={"path": path[:1024]},
+        )
     return path, content
 
 
@@ -75,7 +78,8 @@ def check_program(files: Sequence[tuple[str, str]], entry: str | None, language:
     if len(files) > settings.max_files:
         raise ValidationError(
             f"a program may have at most {settings.max_files} files; this one has {len(files)}",
-            code="TOO_MANY_FILES", details={"limit": settings.max_files, "count": len(files)},
+            code="TOO_MANY_FILES",
+            details={"limit": settings.max_files, "count": len(files)},
         )
     for path, _ in files:
         why = path_problem(path)
@@ -91,7 +95,8 @@ def check_program(files: Sequence[tuple[str, str]], entry: str | None, language:
     if total > settings.max_files_bytes:
         raise PayloadTooLarge(
             f"the files take {total} bytes together; the limit is {settings.max_files_bytes} bytes",
-            code="FILES_TOO_LARGE", details={"limit_bytes": settings.max_files_bytes, "size_bytes": total},
+            code="FILES_TOO_LARGE",
+            details={"limit_bytes": settings.max_files_bytes, "size_bytes": total},
         )
     paths = [p for p, _ in files]
     if entry is None:
@@ -99,10 +104,16 @@ def check_program(files: Sequence[tuple[str, str]], entry: str | None, language:
         if entry is None:
             raise ValidationError(
                 f"name the entry (the file that runs): there are {len(paths)} files and none is "
-                f"{default_path(language)!r}", code="INVALID_ENTRY", details={"paths": paths})
+                f"{default_path(language)!r}",
+                code="INVALID_ENTRY",
+                details={"paths": paths},
+            )
     elif entry not in paths:
-        raise ValidationError(f"the entry {entry[:200]!r} is not one of the files", code="INVALID_ENTRY",
-                              details={"entry": entry[:1024], "paths": paths})
+        raise ValidationError(
+            f"the entry {entry[:200]!r} is not one of the files",
+            code="INVALID_ENTRY",
+            details={"entry": entry[:1024], "paths": paths},
+        )
     return Program(tuple(files), entry)
 
 
@@ -111,15 +122,17 @@ def _bad_path(path: str, why: str) -> ValidationError:
     return ValidationError(f"file path {shown!r}: {why}", code="INVALID_FILE_PATH", details={"path": path[:1024]})
 
 
-def with_source_code(files: Sequence[tuple[str, str]], entry: str | None, source_code: str,
-                     language: str) -> tuple[list[tuple[str, str]], str]:
+def with_source_code(
+    files: Sequence[tuple[str, str]], entry: str | None, source_code: str, language: str
+) -> tuple[list[tuple[str, str]], str]:
     """`files` given beside `source_code`: source_code is the entry's content, and files the
     others (400 when they hold the entry too)."""
     entry = entry or default_path(language)
     if any(p == entry for p, _ in files):
         raise ValidationError(
             f"{entry!r} is given twice: as source_code and in files; give it once",
-            code="INVALID_FILES", details={"path": entry},
+            code="INVALID_FILES",
+            details={"path": entry},
         )
     return [(entry, source_code), *files], entry
 
@@ -133,13 +146,13 @@ def session_columns(program: Program, language: str) -> dict[str, Any]:
     return {"source_code": source_code, "files": stored, "entry": program.entry}
 
 
-def session_program(language: str, source_code: str, files: Sequence[Mapping[str, Any]] | None,
-                    entry: str | None) -> Program:
+def session_program(
+    language: str, source_code: str, files: Sequence[Mapping[str, Any]] | None, entry: str | None
+) -> Program:
     """The program a session's columns store (the inverse of session_columns)."""
     if not files or entry is None:
         return Program(((default_path(language), source_code),), default_path(language))
-    pairs = tuple((str(f["path"]), source_code if f["path"] == entry else str(f.get("content") or ""))
-                  for f in files)
+    pairs = tuple((str(f["path"]), source_code if f["path"] == entry else str(f.get("content") or "")) for f in files)
     return Program(pairs, entry)
 
 
@@ -148,8 +161,14 @@ def as_json(program: Program) -> dict[str, Any]:
     return {"files": [{"path": p, "content": c} for p, c in program.files], "entry": program.entry}
 
 
-def request_columns(language: str, source_code: str | None, files: Sequence[tuple[str, str]] | None,
-                    entry: str | None, settings: Settings, max_source_bytes: int) -> dict[str, Any]:
+def request_columns(
+    language: str,
+    source_code: str | None,
+    files: Sequence[tuple[str, str]] | None,
+    entry: str | None,
+    settings: Settings,
+    max_source_bytes: int,
+) -> dict[str, Any]:
     """The session columns for a create request's `source_code`, `files` and `entry` (see the
     module's docstring), or a 4xx. `source_code` alone is the single-file form (at `entry`, when
     named); beside `files` it is the entry's content."""
@@ -157,8 +176,9 @@ def request_columns(language: str, source_code: str | None, files: Sequence[tupl
         check_text(source_code, "source_code", max_source_bytes)
     if files is None:
         if source_code is None:
-            raise ValidationError("give source_code (one file) or files (several)", code="MISSING_FIELD",
-                                  details={"field": "source_code"})
+            raise ValidationError(
+                "give source_code (one file) or files (several)", code="MISSING_FIELD", details={"field": "source_code"}
+            )
         if entry is None:
             return {"source_code": source_code, "files": None, "entry": None}
         files, entry = [(entry, source_code)], entry

@@ -33,8 +33,11 @@ class Snapshot:
         """The execution_files rows of these executions (one statement; none for one file)."""
         if not self.files:
             return
-        rows = [{"execution_id": eid, "position": i, "path": path, "source_hash": digest}
-                for eid in execution_ids for i, (path, digest) in enumerate(self.files)]
+        rows = [
+            {"execution_id": eid, "position": i, "path": path, "source_hash": digest}
+            for eid in execution_ids
+            for i, (path, digest) in enumerate(self.files)
+        ]
         s.execute(insert(ExecutionFile), rows)
 
 

@@ -33,8 +33,12 @@ def upgrade() -> None:
         sa.Column("execution_id", sa.Uuid(), sa.ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True),
         sa.Column("position", sa.Integer(), primary_key=True),
         sa.Column("path", sa.String(1024), nullable=False),
-        sa.Column("source_hash", sa.String(64), sa.ForeignKey("sources.hash", name="fk_execution_files_source_hash"),
-                  nullable=False),
+        sa.Column(
+            "source_hash",
+            sa.String(64),
+            sa.ForeignKey("sources.hash", name="fk_execution_files_source_hash"),
+            nullable=False,
+        ),
     )
     op.create_index("ix_execution_files_source_hash", "execution_files", ["source_hash"])
 
