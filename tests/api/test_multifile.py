@@ -300,3 +300,26 @@ def test_source_collection_keeps_sources_that_execution_files_use(live: LiveApp)
     live.client.delete(f"{SESSIONS}/{sid}")  # its executions and their file rows go with it
     assert live.rows.count("execution_files") == 0
     assert storage.collect_sources(live.db, live.settings, now=later) == 3
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"language": "python", "files": [{"path": "a\ud800.py", "content": "x"}]},
+        {"language": "python", "files": [{"path": "main.py", "content": "\ud800"}]},
+        {"language": "python", "files": [{"path": "main.py", "content": "x"}], "entry": "\ud800"},
+        {"language": "python", "files": [{"path": "main.py", "content": "x"}], "entry": 5},
+        {"language": "python", "source_code": "x", "entry": ""},
+        {"language": "python", "entry": "main.py"},
+    ],
+    ids=range(6),
+)
+def test_odd_input_is_a_4xx_never_a_5xx(live: LiveApp, body: dict[str, Any]) -> None:
+    before = live.rows.snapshot()
+    r = live.client.post(SESSIONS, json=body)
+    assert 400 <= r.status_code < 500, r.get_data()[:300]
+    assert live.rows.snapshot() == before
+    sid = live.session("print(1)")["session_id"]
+    patch = {k: v for k, v in body.items() if k != "language"}
+    r = live.client.patch(f"{SESSIONS}/{sid}", json=patch)
+    assert r.status_code < 500, r.get_data()[:300]
