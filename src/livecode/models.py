@@ -209,6 +209,11 @@ class Execution(Base):
     execution_time_ms: Mapped[int | None] = mapped_column(Integer)
     cpu_time_ms: Mapped[int | None] = mapped_column(Integer)
     memory_kb: Mapped[int | None] = mapped_column(Integer)
+    # Test cases (services/testcases.py): the definitions as submitted, the compare mode, and once
+    # finished each test's result (output base64-encoded). SQL NULL for a run without tests.
+    tests: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
+    compare_mode: Mapped[str | None] = mapped_column(String(64))
+    test_results: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     worker: Mapped[str | None] = mapped_column(String(255))
     request_id: Mapped[str | None] = mapped_column(String(64))

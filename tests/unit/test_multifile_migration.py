@@ -1,4 +1,4 @@
-"""0005_multifile on SQLite (the embedded database): upgrade adds the columns and the file table,
+"""0006_multifile on SQLite (the embedded database): upgrade adds the columns and the file table,
 and downgrade removes them without losing a session or an execution (a table copy of
 code_sessions would cascade to every execution with foreign keys on)."""
 
@@ -48,7 +48,7 @@ def test_multifile_migration_round_trip_keeps_every_row(tmp_path: Path) -> None:
             ),
             {"e": eid},
         )
-    migrate.downgrade(engine, "0004_sources")
+    migrate.downgrade(engine, "0005_cases")
     with engine.begin() as c:
         assert c.execute(text("SELECT count(*) FROM executions")).scalar() == 1
         assert c.execute(text("SELECT source_code FROM code_sessions")).scalar() == "import a"

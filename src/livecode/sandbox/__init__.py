@@ -20,7 +20,8 @@ from .config import SandboxConfig
 from .iolimits import IoLimits
 from .languages import Language, get_language, list_languages
 from .program import InvalidProgram, SourceFile, path_problem
-from .runner import Runner
+from .runner import Prepared, Runner
+from .testrun import ManyResult, RunInput, output_share, run_many
 from .types import (
     Outcome,
     OutputCallback,
@@ -37,8 +38,11 @@ __all__ = [
     "InvalidProgram",
     "IoLimits",
     "Language",
+    "ManyResult",
     "Outcome",
     "OutputCallback",
+    "Prepared",
+    "RunInput",
     "RunRequest",
     "RunResult",
     "Runner",
@@ -50,7 +54,9 @@ __all__ = [
     "get_language",
     "get_runner",
     "list_languages",
+    "output_share",
     "path_problem",
+    "run_many",
     "text_view",
 ]
 

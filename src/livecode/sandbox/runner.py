@@ -68,6 +68,24 @@ class Program:
 
 
 @dataclass
+class Prepared:
+    """A program ready to run: the program and the files a run starts with (its source files, and
+    a compiled program's files as open descriptors from the cache; close() releases them)."""
+
+    program: Program
+    files: list[FileSpec]
+    compile_output: bytes = b""
+    cached: bool = False  # the compiled program came from the cache
+
+    @property
+    def lang(self) -> Language:
+        return self.program.lang
+
+    def close(self) -> None:
+        close_files(self.files)
+
+
+@dataclass
 class StageResult:
     exit_code: int | None = None
     signal: int | None = None
@@ -113,6 +131,22 @@ class Runner(ABC):
             return RunResult(Outcome.INTERNAL_ERROR, message=f"sandbox failure: {e}")
 
     def _run(self, req: RunRequest, on_output: OutputCallback | None, stdin_source: StdinSource | None) -> RunResult:
+        prepared = self.prepare(req, on_output)
+        if isinstance(prepared, RunResult):
+            return prepared
+        try:
+            result = self._run_stage(req, prepared.program, prepared.files, on_output, stdin_source)
+        finally:
+            prepared.close()
+        result.compile_output_bytes = prepared.compile_output
+        result.cached = prepared.cached
+        return result
+
+    def prepare(self, req: RunRequest, on_output: OutputCallback | None = None) -> Prepared | RunResult:
+        """The files a run of `req` starts with: its source and, for a compiled language, the
+        compiled program (from the cache, or compiled now in the sandbox). A RunResult when
+        there is nothing to run (COMPILE_ERROR, INTERNAL_ERROR). The caller closes a Prepared;
+        each run_prepared of it gets a fresh sandbox with copies of its files."""
         lang = get_language(req.language)
         if lang is None or not lang.available:
             names = ", ".join(lg.id for lg in all_languages() if lg.available)
@@ -125,23 +159,24 @@ class Runner(ABC):
         except InvalidProgram as e:  # the API refuses these first; this is the sandbox's own guard
             return RunResult(Outcome.INTERNAL_ERROR, message=f"invalid program files: {e}")
         files = program.specs()
-        compile_output = b""
-        cached = False
-        if lang.compiled:
-            got = self._compiled(program, req, on_output)
-            if isinstance(got, RunResult):
-                return got
-            artifacts, compile_output, cached = got
-            # A compiled file takes the place of a source file of the same name.
-            built = {a.name for a in artifacts}
-            files = [f for f in files if f.name not in built] + artifacts
+        if not lang.compiled:
+            return Prepared(program, files)
+        got = self._compiled(program, req, on_output)
+        if isinstance(got, RunResult):
+            return got
+        artifacts, compile_output, cached = got
+        # A compiled file takes the place of a source file of the same name.
+        built = {a.name for a in artifacts}
+        return Prepared(program, [f for f in files if f.name not in built] + artifacts, compile_output, cached)
+
+    def run_prepared(self, prepared: Prepared, req: RunRequest, on_output: OutputCallback | None = None) -> RunResult:
+        """One run of a prepared program with `req`'s stdin, args and limits (its language and
+        files are the prepared ones), in a fresh sandbox. A sandbox failure is INTERNAL_ERROR."""
         try:
-            result = self._run_stage(req, program, files, on_output, stdin_source)
-        finally:
-            close_files(files)
-        result.compile_output_bytes = compile_output
-        result.cached = cached
-        return result
+            return self._run_stage(req, prepared.program, prepared.files, on_output, None)
+        except Exception as e:  # the sandbox failed, not the user's program
+            log.exception("sandbox run failed")
+            return RunResult(Outcome.INTERNAL_ERROR, message=f"sandbox failure: {e}")
 
     def _run_stage(
         self,

@@ -6,8 +6,8 @@ order, with the entry's content left out as null). An execution of a multi-file 
 its entry and lists every file in `execution_files`, each content stored once in `sources`.
 Single-file sessions and executions keep NULL in the new columns and have no file rows.
 
-Revision ID: 0005_multifile
-Revises: 0004_sources
+Revision ID: 0006_multifile
+Revises: 0005_cases
 Create Date: 2026-12-03 17:00:00
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_multifile"
-down_revision: str | None = "0004_sources"
+revision: str = "0006_multifile"
+down_revision: str | None = "0005_cases"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
