@@ -8,7 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from livecode.sandbox import Outcome, Runner, RunRequest, RunResult, SandboxLimits, SourceFile, get_language
+from livecode.sandbox import (
+    Outcome,
+    RunInput,
+    Runner,
+    RunRequest,
+    RunResult,
+    SandboxLimits,
+    SourceFile,
+    get_language,
+    run_many,
+)
 from livecode.sandbox.bwrap import WORK
 from livecode.sandbox.files import FileSpec
 from livecode.sandbox.program import MAX_DEPTH, InvalidProgram, check_program, expand, parent_dirs
@@ -259,3 +269,16 @@ def test_expand_and_parent_dirs() -> None:
         "main.go",
     ]
     assert parent_dirs(paths) == ["lib", "x", "x/y"]
+
+
+def test_a_multi_file_program_compiles_once_and_runs_many(runner: Runner) -> None:
+    """Test cases (run_many) take the same file set: one compile of every file, then a run per input."""
+    files, _ = PROGRAMS["c"]
+    req = RunRequest(
+        "c",
+        files=tuple(SourceFile.text(p, c) for p, c in files.items()),
+        limits=SandboxLimits(compile_time_limit_ms=120_000),
+    )
+    many = run_many(runner, req, [RunInput("Ada\n"), RunInput("Grace\n")])
+    assert many.prepared is None and not many.internal_error
+    assert [r.stdout for r in many.runs] == ["Hello Ada 42\n", "Hello Grace 42\n"]
