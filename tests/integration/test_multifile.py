@@ -85,3 +85,20 @@ def test_a_path_that_would_leave_the_work_directory_is_refused(api: ApiClient, p
     r = api.request("PATCH", f"{SESSIONS}/{sid}", json={"file": {"path": path, "content": "x"}})
     assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_FILE_PATH", r.text
     assert api.request("GET", f"{SESSIONS}/{sid}").json()["version"] == 1
+
+
+def test_test_cases_run_a_multi_file_program(api: ApiClient) -> None:
+    """Test cases (compile once, run many) take the session's files too."""
+    files = [
+        {"path": "main.py", "content": "from ops import add\nprint(add(*map(int, input().split())))\n"},
+        {"path": "ops.py", "content": "def add(a, b):\n    return a + b\n"},
+    ]
+    session = create(api, "python", files)
+    done = run(
+        api,
+        session["session_id"],
+        tests=[{"stdin": "1 2\n", "expected_output": "3"}, {"stdin": "2 2\n", "expected_output": "5"}],
+    )
+    assert done["status"] == "COMPLETED", done
+    assert [t["verdict"] for t in done["tests"]] == ["ACCEPTED", "WRONG_ANSWER"]
+    assert done["summary"] == {"passed": 1, "total": 2, "verdict": "WRONG_ANSWER"}
