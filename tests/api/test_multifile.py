@@ -155,6 +155,8 @@ def test_count_and_size_limits(make_live: Any) -> None:
     big = [{"path": "main.py", "content": "x" * 60}, {"path": "b.py", "content": "y" * 60}]
     err = expect_error(live.client.post(SESSIONS, json={"language": "python", "files": big}), 413, "FILES_TOO_LARGE")
     assert err["details"]["size_bytes"] == 120
+    one = [{"path": "main.py", "content": "x" * 101}]
+    expect_error(live.client.post(SESSIONS, json={"language": "python", "files": one}), 413, "FILES_TOO_LARGE")
     assert live.rows.snapshot() == before
     sid = create(live, files=[{"path": "main.py", "content": "x" * 50}, {"path": "b.py", "content": "y" * 50}])[
         "session_id"

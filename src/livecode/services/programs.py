@@ -24,6 +24,8 @@ from ..sandbox import SourceFile, get_language, path_problem
 from ..sandbox.program import default_entry, set_problem
 from .validation import check_text
 
+_NO_BOUND = 1 << 62
+
 
 @dataclass(frozen=True)
 class Program:
@@ -90,7 +92,7 @@ def check_program(files: Sequence[tuple[str, str]], entry: str | None, language:
         raise _bad_path(*clash)
     total = 0
     for path, content in files:
-        check_text(content, f"file {path!r}", settings.max_files_bytes)
+        check_text(content, f"file {path!r}", _NO_BOUND)  # text only: the size bound is the total's
         total += len(content.encode("utf-8"))
     if total > settings.max_files_bytes:
         raise PayloadTooLarge(
