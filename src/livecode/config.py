@@ -104,6 +104,11 @@ class Settings:
     # ---- input limits
     max_source_bytes: int = setting("LIVECODE_MAX_SOURCE_BYTES", 256 * 1024,
                                     "Largest source of a code session, in bytes.", section="input limits")
+    max_files: int = setting("LIVECODE_MAX_FILES", 64, "Most files of a multi-file program (a session's `files`).",
+                             parse=Integer(minimum=1))
+    max_files_bytes: int = setting("LIVECODE_MAX_FILES_BYTES", 1024 * 1024,
+                                   "Largest total size of a multi-file program's files, in bytes.",
+                                   parse=Integer(minimum=1))
     max_stdin_bytes: int = setting("LIVECODE_MAX_STDIN_BYTES", 256 * 1024,
                                    "Largest stdin of a run, in bytes (and of input sent to an interactive one).")
     max_request_bytes: int = setting("LIVECODE_MAX_REQUEST_BYTES", 2 * 1024 * 1024,

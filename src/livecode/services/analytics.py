@@ -4,7 +4,7 @@ users, and the compile cache's hit rate. No Flask here.
 
 Every figure is one aggregate query over the executions queued in [start, end), on the read
 replica when there is one. Each selects by `queued_at` range through ix_executions_queued_language
-(migration 0006_analytics), so its cost grows with the runs in the range, not with the table.
+(migration 0007_analytics), so its cost grows with the runs in the range, not with the table.
 Percentiles are PostgreSQL's percentile_cont; SQLite (the embedded mode) has no such aggregate,
 so there a window query returns only the two rows around each percentile's position per language,
 and the interpolation percentile_cont does is done here (`portable_percentiles`, exact and equal

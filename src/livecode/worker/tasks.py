@@ -20,7 +20,7 @@ from ..db import is_unavailable
 from ..errors import internal_error_message, new_error_id
 from ..models import ExecutionStatus, utcnow
 from ..runtime import Runtime, runtime
-from ..sandbox import Outcome, RunRequest, RunResult, SandboxLimits
+from ..sandbox import Outcome, RunResult, SandboxLimits
 from ..services.executions import ClaimedRun, claim_execution, fail_queued, finish_execution_returning
 from ..streaming.publisher import OutputPublisher, publish_finished, publish_running
 from .cache_use import compile_cached
@@ -140,13 +140,7 @@ def _save_with_backoff(
 
 def run_claimed(rt: Runtime, claimed: ClaimedRun) -> RunResult:
     eid = str(claimed.execution_id)
-    request = RunRequest(
-        language=claimed.language,
-        source=claimed.source_code,
-        stdin=claimed.stdin,
-        args=tuple(claimed.args),
-        limits=limits_for(claimed, rt),
-    )
+    request = claimed.run_request(limits_for(claimed, rt), stdin=claimed.stdin, args=tuple(claimed.args))
 
     # Output goes to the bus from a thread of its own: a slow bus never slows the program.
     on_output = OutputPublisher(rt.events, eid)

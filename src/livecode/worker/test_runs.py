@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import internal_error_message, new_error_id
 from ..models import ExecutionStatus
 from ..runtime import Runtime
-from ..sandbox import Outcome, RunInput, RunRequest, RunResult, SandboxLimits, run_many
+from ..sandbox import Outcome, RunInput, RunResult, SandboxLimits, run_many
 from ..services import testcases
 from ..services.executions import ClaimedRun
 from ..streaming.publisher import OutputPublisher, publish_test_started, publish_tests_finished
@@ -49,7 +49,7 @@ def run_tests_claimed(
         entries.append(_entry(verdict, result))
         publish_tests_finished(rt.events, eid, [testcases.case_view(index, docs[index], entries[-1])])
 
-    request = RunRequest(language=claimed.language, source=claimed.source_code, limits=limits)
+    request = claimed.run_request(limits)
     inputs = [RunInput(t.stdin, tuple(t.args)) for t in tests]
     try:
         many = run_many(get_process_runner(rt.settings), request, inputs, budget_ms=rt.settings.max_time_limit_ms,

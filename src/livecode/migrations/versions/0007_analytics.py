@@ -8,8 +8,8 @@ Every analytics figure selects the executions queued in a time range; no index l
 `queued_at` (the others lead with the status or the session), so each query read the whole table.
 `language` rides along so that runs per language over time is answered from the index alone.
 
-Revision ID: 0006_analytics
-Revises: 0005_cases
+Revision ID: 0007_analytics
+Revises: 0006_multifile
 Create Date: 2026-12-03 17:00:00
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006_analytics"
-down_revision: str | None = "0005_cases"
+revision: str = "0007_analytics"
+down_revision: str | None = "0006_multifile"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
