@@ -17,6 +17,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from .outputs import OUT_DIR, collect
 from .runner import Runner, Stage, StageResult
 from .supervise import StreamSpec, Watch, supervise
 from .types import OutputCallback
@@ -53,8 +54,9 @@ class UnsandboxedRunner(Runner):
                     shutil.copyfileobj(src, dst)
             target.chmod(spec.mode)
         (workdir / "tmp").mkdir()
+        (workdir / OUT_DIR).mkdir()
         env = {**stage.env, "HOME": str(workdir), "TMPDIR": str(workdir / "tmp")}
-        for key in ("GOCACHE", "GOPATH"):
+        for key in ("GOCACHE", "GOPATH", "MPLCONFIGDIR"):
             if key in env:
                 env[key] = str(workdir / "tmp" / key.lower())
         limits = [
@@ -112,6 +114,12 @@ class UnsandboxedRunner(Runner):
             sr.signal = os.WTERMSIG(raw)
         else:
             sr.exit_code = os.WEXITSTATUS(raw)
+        if stage.outputs is not None:  # the process group was killed when the program ended
+            work_fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                sr.outputs = collect(work_fd, stage.outputs)
+            finally:
+                os.close(work_fd)
         if stage.kind == "compile":
             sr.stderr = sr.stdout + sr.stderr
             sr.stdout = b""
