@@ -200,12 +200,30 @@ class Execution(Base):
     execution_time_ms: Mapped[int | None] = mapped_column(Integer)
     cpu_time_ms: Mapped[int | None] = mapped_column(Integer)
     memory_kb: Mapped[int | None] = mapped_column(Integer)
+    # Some of what the run left in out/ was not kept (over a limit); see ExecutionFile.
+    files_truncated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     worker: Mapped[str | None] = mapped_column(String(255))
     request_id: Mapped[str | None] = mapped_column(String(64))
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class ExecutionFile(Base):
+    """A file a run left in out/ (a plot, a CSV), kept with its execution and deleted with it."""
+
+    __tablename__ = "execution_files"
+
+    execution_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True
+    )
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)  # relative to out/
+    size: Mapped[int] = mapped_column(Integer, nullable=False)
+    content_type: Mapped[str] = mapped_column(String(100), nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
 class IdempotencyRecord(Base):

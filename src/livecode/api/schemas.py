@@ -128,6 +128,10 @@ execution = shared.model(
         "execution_time_ms": nullable(fields.Integer()),
         "cpu_time_ms": nullable(fields.Integer()),
         "memory_kb": nullable(fields.Integer()),
+        "files_truncated": fields.Boolean(
+            description="some of the files the run left in out/ were not kept (over a limit); "
+            "GET /api/v1/executions/{id}/files lists those that were"
+        ),
         "attempts": fields.Integer(),
         "worker": nullable(fields.String(description="the worker that ran (or is running) it")),
         "queued_at": fields.String(),
@@ -152,6 +156,10 @@ language = shared.model(
         "version": fields.String(),
         "available": fields.Boolean(required=True),
         "compiled": fields.Boolean(),
+        "libraries": fields.List(
+            fields.Nested(shared.model("Library", {"name": fields.String(required=True), "version": fields.String()})),
+            description="libraries a program can use, as installed on the workers (empty when unavailable)",
+        ),
     },
 )
 health = shared.model(

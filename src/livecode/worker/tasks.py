@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +22,9 @@ from ..errors import internal_error_message, new_error_id
 from ..models import ExecutionStatus, utcnow
 from ..runtime import Runtime, runtime
 from ..sandbox import Outcome, RunRequest, RunResult, SandboxLimits
+from ..sandbox.outputs import OutputFile
 from ..services.executions import ClaimedRun, claim_execution, fail_queued, finish_execution_returning
+from ..services.output_files import output_limits
 from ..streaming.publisher import OutputPublisher, publish_finished, publish_running
 from .celery_app import TASK_NAME, celery
 from .deadletter import record_dead_letter
@@ -75,6 +78,7 @@ def result_columns(result: RunResult) -> dict[str, Any]:
         "execution_time_ms": result.wall_time_ms,
         "cpu_time_ms": result.cpu_time_ms,
         "memory_kb": result.memory_kb,
+        "files_truncated": result.files_truncated,
     }
 
 
@@ -89,7 +93,7 @@ def internal_error_stderr(result: RunResult, extra: dict[str, Any]) -> bytes:
 
 
 def _save(rt: Runtime, claimed: ClaimedRun, status: ExecutionStatus, cols: dict[str, Any],
-          extra: dict[str, Any]) -> tuple[dict[str, Any] | None, ExecutionStatus]:
+          extra: dict[str, Any], files: Sequence[OutputFile] = ()) -> tuple[dict[str, Any] | None, ExecutionStatus]:
     """Write the result. When that fails for good (not a lost connection), the run is recorded as
     FAILED/INTERNAL_ERROR without its output, with a generic message and an error id for the
     user; the exception goes to the operator's log with the same id (the engine hides statement
@@ -97,7 +101,7 @@ def _save(rt: Runtime, claimed: ClaimedRun, status: ExecutionStatus, cols: dict[
     Returns the finished execution (None if the row was not this attempt's to write) and the
     status it was given."""
     try:
-        return _save_with_backoff(rt, claimed, status, cols, rt.settings.task_max_retries), status
+        return _save_with_backoff(rt, claimed, status, cols, rt.settings.task_max_retries, files), status
     except Exception as exc:
         if is_unavailable(exc):
             raise
@@ -114,12 +118,13 @@ def _save(rt: Runtime, claimed: ClaimedRun, status: ExecutionStatus, cols: dict[
 
 
 def _save_with_backoff(
-    rt: Runtime, claimed: ClaimedRun, status: ExecutionStatus, cols: dict[str, Any], max_retries: int
+    rt: Runtime, claimed: ClaimedRun, status: ExecutionStatus, cols: dict[str, Any], max_retries: int,
+    files: Sequence[OutputFile] = (),
 ) -> dict[str, Any] | None:
     """Write the result, retrying a lost database 2^n s apart. The program is not run again."""
     for attempt in range(max_retries + 1):
         try:
-            return finish_execution_returning(rt.db, claimed.execution_id, claimed.attempt, status, **cols)
+            return finish_execution_returning(rt.db, claimed.execution_id, claimed.attempt, status, files, **cols)
         except Exception as exc:
             if not is_unavailable(exc) or attempt == max_retries:
                 raise
@@ -135,6 +140,7 @@ def run_claimed(rt: Runtime, claimed: ClaimedRun) -> RunResult:
         stdin=claimed.stdin,
         args=tuple(claimed.args),
         limits=limits_for(claimed, rt),
+        outputs=output_limits(rt.settings),
     )
 
     # Output goes to the bus from a thread of its own: a slow bus never slows the program.
@@ -216,7 +222,7 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
     cols = result_columns(result)
     if result.outcome == Outcome.INTERNAL_ERROR:
         cols["stderr"] = internal_error_stderr(result, extra)
-    final, status = _save(rt, claimed, status, cols, extra)
+    final, status = _save(rt, claimed, status, cols, extra, result.files)
     log.info(
         "execution finished",
         extra={
