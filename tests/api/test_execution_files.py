@@ -17,9 +17,12 @@ from tests.support.users import sign_up
 
 EXECUTIONS = "/api/v1/executions"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
-FILES = [OutputFile("plot.png", PNG), OutputFile("data/table.csv", b"a,b\n1,2\n"),
-         OutputFile("page.svg", b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>"),
-         OutputFile("caf\u00e9 notes.bin", b"\x00\xff")]
+FILES = [
+    OutputFile("plot.png", PNG),
+    OutputFile("data/table.csv", b"a,b\n1,2\n"),
+    OutputFile("page.svg", b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>"),
+    OutputFile("caf\u00e9 notes.bin", b"\x00\xff"),
+]
 
 
 def finished_with_files(live: LiveApp, headers: dict[str, str] | None = None, **result: Any) -> str:
@@ -36,8 +39,12 @@ def test_lists_the_files_by_path_with_size_type_and_digest(live: LiveApp) -> Non
     listed = r.get_json()
     assert [f["path"] for f in listed] == sorted(f.path for f in FILES)
     by_path = {f["path"]: f for f in listed}
-    assert by_path["plot.png"] == {"path": "plot.png", "size": len(PNG), "content_type": "image/png",
-                                   "sha256": hashlib.sha256(PNG).hexdigest()}
+    assert by_path["plot.png"] == {
+        "path": "plot.png",
+        "size": len(PNG),
+        "content_type": "image/png",
+        "sha256": hashlib.sha256(PNG).hexdigest(),
+    }
     assert by_path["data/table.csv"]["content_type"] == "text/csv; charset=utf-8"
     assert by_path["caf\u00e9 notes.bin"]["content_type"] == "application/octet-stream"
     assert live.client.get(f"{EXECUTIONS}/{eid}").get_json()["files_truncated"] is True
@@ -75,8 +82,10 @@ def test_other_files_are_downloads_that_cannot_run_script(live: LiveApp, path: s
     assert "text/html" not in r.headers["Content-Type"]
 
 
-@pytest.mark.parametrize("path", ["nope.png", "../plot.png", "data/../plot.png", "data/./table.csv", "PLOT.PNG",
-                                  "plot.png/", "a\\b", "x" * 2000])
+@pytest.mark.parametrize(
+    "path",
+    ["nope.png", "../plot.png", "data/../plot.png", "data/./table.csv", "PLOT.PNG", "plot.png/", "a\\b", "x" * 2000],
+)
 def test_a_missing_or_tricky_path_is_a_404(live: LiveApp, path: str) -> None:
     eid = finished_with_files(live)
     r = live.client.get(f"{EXECUTIONS}/{eid}/files/{path}")
