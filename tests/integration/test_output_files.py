@@ -1,0 +1,86 @@
+"""Files a program writes (issue 13, part 3), end to end with a real worker and the real sandbox,
+on PostgreSQL (distributed) and SQLite (embedded): a matplotlib plot and a CSV come back through
+/files, a link to a host file does not, the limit is reported, and the files go with their session."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from tests.conftest import Cluster
+from tests.support.client import ApiClient
+
+pytestmark = pytest.mark.integration
+
+HAS_LIBS = all(os.path.isdir(f"/usr/lib/python3/dist-packages/{n}") for n in ("numpy", "pandas", "matplotlib"))
+
+PLOT = """
+import os
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+df = pd.DataFrame({"x": np.arange(10), "y": np.arange(10) ** 2})
+df.plot(x="x", y="y")
+plt.savefig("out/plot.png")
+df.to_csv("out/data.csv", index=False)
+os.symlink("/etc/shadow", "out/shadow")
+os.symlink("/etc/passwd", "out/passwd.txt")
+os.makedirs("out/z")
+for i in range(40):
+    with open(f"out/z/f{i:02}.txt", "w") as f:
+        f.write(str(i))
+print("saved")
+"""
+
+
+@pytest.mark.skipif(not HAS_LIBS, reason="numpy/pandas/matplotlib not installed (scripts/setup.sh)")
+def test_a_plot_and_a_csv_come_back_and_links_do_not(api: ApiClient, system: Cluster) -> None:
+    result = api.run(PLOT, timeout=120)
+    assert result["status"] == "COMPLETED", (result["stderr"], system.logs()[-3000:])
+    assert result["stdout"] == "saved\n"
+    assert result["files_truncated"] is True  # 42 regular files, 32 kept
+    eid = result["execution_id"]
+
+    r = api.request("GET", f"/api/v1/executions/{eid}/files")
+    assert r.status_code == 200, r.text
+    listed = r.json()
+    paths = [f["path"] for f in listed]
+    assert len(paths) == 32 and paths[:3] == ["data.csv", "plot.png", "z/f00.txt"]
+    assert not any(p in ("shadow", "passwd.txt") for p in paths)
+
+    by_path = {f["path"]: f for f in listed}
+    png = api.request("GET", f"/api/v1/executions/{eid}/files/plot.png")
+    assert png.status_code == 200 and png.headers["Content-Type"] == "image/png"
+    assert png.content.startswith(b"\x89PNG\r\n\x1a\n")
+    assert hashlib.sha256(png.content).hexdigest() == by_path["plot.png"]["sha256"]
+    assert len(png.content) == by_path["plot.png"]["size"]
+    assert png.headers["X-Content-Type-Options"] == "nosniff"
+
+    csv = api.request("GET", f"/api/v1/executions/{eid}/files/data.csv")
+    assert csv.status_code == 200 and csv.content.startswith(b"x,y\n0,0\n1,1\n")
+    assert csv.headers["Content-Disposition"].startswith("attachment;")
+    missing = api.request("GET", f"/api/v1/executions/{eid}/files/shadow")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "FILE_NOT_FOUND"
+
+
+def test_the_files_go_with_their_session(api: ApiClient) -> None:
+    result = api.run("printf 'kept' > out/a.txt", language="bash")
+    assert result["status"] == "COMPLETED" and result["files_truncated"] is False
+    eid = result["execution_id"]
+    files = api.request("GET", f"/api/v1/executions/{eid}/files").json()
+    assert [(f["path"], f["size"]) for f in files] == [("a.txt", 4)]
+    assert api.request("DELETE", f"/api/v1/code-sessions/{result['session_id']}").status_code == 204
+    gone = api.request("GET", f"/api/v1/executions/{eid}/files")
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "EXECUTION_NOT_FOUND"
+
+
+def test_languages_list_the_libraries_the_workers_have(api: ApiClient) -> None:
+    # Distributed: from the worker's heartbeat (the API process probes nothing itself).
+    langs = {lang["id"]: lang for lang in api.request("GET", "/api/v1/languages").json()}
+    names = {lib["name"] for lib in langs["python"]["libraries"]}
+    expected = {n for n in ("numpy", "pandas", "matplotlib") if os.path.isdir(f"/usr/lib/python3/dist-packages/{n}")}
+    assert names == expected
+    assert langs["bash"]["libraries"] == []
