@@ -84,3 +84,57 @@ def test_languages_list_the_libraries_the_workers_have(api: ApiClient) -> None:
     expected = {n for n in ("numpy", "pandas", "matplotlib") if os.path.isdir(f"/usr/lib/python3/dist-packages/{n}")}
     assert names == expected
     assert langs["bash"]["libraries"] == []
+
+
+def test_store_expire_and_cascade_on_postgresql(pg_admin_url: str) -> None:
+    """The worker's write (result and files in one transaction), the expiry and the cascade, on
+    PostgreSQL; and the migration goes down and up again."""
+    import uuid
+    from datetime import timedelta
+
+    from sqlalchemy import text
+
+    from livecode import migrations as migrate
+    from livecode.config import load_settings
+    from livecode.db import Database
+    from livecode.models import ExecutionStatus, utcnow
+    from livecode.sandbox.outputs import OutputFile
+    from livecode.services.executions import finish_execution_returning
+    from livecode.services.output_files import expire_files, get_file, list_files
+    from livecode.services.storage import source_hash, store_sources
+    from tests.support.procs import create_database
+
+    url = create_database(pg_admin_url).replace("postgresql://", "postgresql+psycopg://")
+    db = Database(load_settings("embedded", database_url=url, output_file_retention_days=1))
+    migrate.upgrade(db.engine)
+    migrate.downgrade(db.engine, "0004_sources")
+    migrate.upgrade(db.engine)
+    code = "print('files')"
+    sid, eids = uuid.uuid4(), [uuid.uuid4(), uuid.uuid4()]
+    with db.write() as s:
+        s.execute(text("INSERT INTO code_sessions VALUES (:s, NULL, 'python', :c, 'ACTIVE', 1, now(), now())"),
+                  {"s": sid, "c": code})
+        store_sources(s, {source_hash(code): code}, utcnow())
+        for eid in eids:
+            s.execute(text("INSERT INTO executions (id, session_id, language, source_hash, stdin, args, limits, "
+                           "priority, interactive, status, stdout_truncated, stderr_truncated, attempts, "
+                           "queued_at) VALUES (:e, :s, 'python', :h, '', '[]', '{}', 'batch', false, 'RUNNING', "
+                           "false, false, 1, now())"), {"e": eid, "s": sid, "h": source_hash(code)})
+    files = [OutputFile("b.csv", b"1,2\n"), OutputFile("a/plot.png", b"\x89PNG\r\n\x1a\n\x00\xff")]
+    final = finish_execution_returning(db, eids[0], 1, ExecutionStatus.COMPLETED, files, files_truncated=True)
+    assert final is not None and final["files_truncated"] is True
+    # Not this attempt's to finish: neither the result nor the files are written.
+    assert finish_execution_returning(db, eids[1], 2, ExecutionStatus.COMPLETED, files) is None
+    assert list_files(db, eids[1], None) == []
+    assert [f["path"] for f in list_files(db, eids[0], None)] == ["a/plot.png", "b.csv"]
+    assert get_file(db, eids[0], None, "a/plot.png")[1] == b"\x89PNG\r\n\x1a\n\x00\xff"
+
+    assert expire_files(db, db.settings, now=utcnow() + timedelta(hours=12)) == 0
+    assert expire_files(db, db.settings, now=utcnow() + timedelta(days=2)) == 2
+    assert list_files(db, eids[0], None) == []
+    assert finish_execution_returning(db, eids[1], 1, ExecutionStatus.COMPLETED, files) is not None
+    with db.write() as s:  # deleting the session deletes its executions, and their files
+        s.execute(text("DELETE FROM code_sessions WHERE id = :s"), {"s": sid})
+    with db.write() as s:
+        assert s.execute(text("SELECT count(*) FROM execution_files")).scalar_one() == 0
+    db.dispose()
