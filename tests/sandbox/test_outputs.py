@@ -214,3 +214,16 @@ def test_dev_runner_collects_too(dev_runner: Runner, tmp_path: Path) -> None:
     src = f"echo hi > out/a.txt; ln -s {secret} out/s"
     res = run_out(dev_runner, "bash", src)
     assert files(res) == {"a.txt": b"hi\n"}
+
+
+@pytest.mark.skipif(not HAS_MATPLOTLIB, reason="python3-matplotlib is not installed (scripts/setup.sh)")
+def test_the_data_libraries_need_no_thread_per_core(runner: Runner) -> None:
+    # Threads count against the process limit: BLAS and OpenMP are held to one thread each, so
+    # on any number of cores the program is still a single task after importing them all.
+    src = (
+        "import os, numpy as np, pandas as pd, matplotlib.pyplot as plt\n"
+        "print((np.ones((300, 300)) @ np.ones((300, 300)))[0, 0], len(os.listdir('/proc/self/task')))"
+    )
+    res = runner.run(RunRequest("python", src, limits=SandboxLimits(max_processes=2)))
+    assert res.outcome == Outcome.OK, res.stderr
+    assert res.stdout.split() == ["300.0", "1"]
