@@ -17,6 +17,7 @@ import { HistoryView } from "./history.js";
 import { isSample, sampleFor } from "./languages.js";
 import { OutputView } from "./output.js";
 import { ExecutionStream, isTerminal } from "./stream.js";
+import { TestsPanel } from "./tests.js";
 
 const $ = (id) => document.getElementById(id);
 const LAST_LANGUAGE = "livecode.language";
@@ -32,6 +33,7 @@ const state = {
 
 const output = new OutputView();
 const history = new HistoryView({ onSelect: (id) => showRun(id) });
+const tests = new TestsPanel({ onRun: () => run({ withTests: true }) });
 let editor;
 let saver;
 let stream = null;
@@ -157,6 +159,7 @@ async function createSession(text) {
   const session = await api("POST", "/api/v1/code-sessions", { language: state.language, source_code: text });
   state.sessionId = session.session_id;
   window.history.replaceState(null, "", sessionUrl(session.session_id));
+  tests.adopt(session.session_id);
   sessionOpened();
   return session;
 }
@@ -274,6 +277,7 @@ function startNew() {
   output.clear();
   output.setStatus(null);
   history.load(null);
+  tests.load(null);
   onSaveState("new");
 }
 
@@ -285,6 +289,7 @@ async function openSession(session) {
   sessionOpened();
   output.clear();
   output.setStatus(null);
+  tests.load(session.session_id);
   $("language-note").hidden = true;
   let newest = null;
   try {
@@ -295,7 +300,7 @@ async function openSession(session) {
   if (!newest) return;
   if (isTerminal(newest.status)) {
     history.select(newest.execution_id);
-    output.showExecution(newest, { redraw: true });
+    showFinished(newest, { redraw: true });
   } else {
     // A run still in flight (started before a reload, or from another tab): follow it.
     track(newest.execution_id);
@@ -312,9 +317,19 @@ function setRunning(on) {
   run.setAttribute("aria-busy", String(on));
   $("language").disabled = on;
   history.setDisabled(on);
+  tests.setDisabled(on);
 }
 
-async function run() {
+/** A finished execution in the output pane and, for a run of test cases, the tests panel. */
+function showFinished(ex, options = {}) {
+  output.showExecution(ex, options);
+  if (ex.summary) {
+    tests.showExecution(ex);
+    output.note(`[${ex.summary.passed} of ${ex.summary.total} test cases passed: see Test cases]`);
+  }
+}
+
+async function run({ withTests = false } = {}) {
   // Disable before the first await, so a double click (or Ctrl+Enter held down) starts one run.
   if (state.running || !editor) return;
   setRunning(true);
@@ -326,9 +341,14 @@ async function run() {
       else if (!saver.conflict) showMessage("Not run: the code is still being saved; try again.", { source: "run" });
       return;
     }
-    const interactive = $("interactive").checked;
+    // A run of test cases takes each case's input; the stdin box and live input are for plain runs.
+    const interactive = !withTests && $("interactive").checked;
     const body = {};
-    if ($("stdin").value) body.stdin = $("stdin").value;
+    if (withTests) {
+      body.tests = tests.cases();
+      body.compare = tests.compare();
+      tests.clearVerdicts();
+    } else if ($("stdin").value) body.stdin = $("stdin").value;
     if (interactive) body.interactive = true;
     let executionId;
     try {
@@ -383,9 +403,13 @@ async function follow(executionId, { interactive = false } = {}) {
       } else if (event === "output") {
         const kind = data.stream === "stderr" ? "stderr" : data.stream === "compile" ? "compile" : "stdout";
         output.append(kind, data.text);
+      } else if (event === "test_started") {
+        tests.started(data.index);
+      } else if (event === "test_finished") {
+        tests.finished(data);
       } else if (event === "result") {
         result = data;
-        output.showExecution(data);
+        showFinished(data);
       }
     },
     onInputReady(ready) {
@@ -407,7 +431,7 @@ async function follow(executionId, { interactive = false } = {}) {
   }
   if (!result || !result.status) {
     result = await api("GET", `/api/v1/executions/${executionId}`);
-    output.showExecution(result);
+    showFinished(result);
   }
   if (interactive && $("output").dataset.transport !== "websocket") {
     output.note("(this server did not offer interactive input; the run used the stdin box only)");
@@ -433,7 +457,7 @@ async function showRun(executionId) {
       return;
     }
     output.clear();
-    output.showExecution(execution, { redraw: true });
+    showFinished(execution, { redraw: true });
   } catch (err) {
     showApiError("Could not load that run", err, "history");
   }
@@ -463,7 +487,7 @@ async function copyLink() {
 }
 
 function wire() {
-  $("run").addEventListener("click", run);
+  $("run").addEventListener("click", () => run());
   $("language").addEventListener("change", changeLanguage);
   $("share").addEventListener("click", copyLink);
   $("live-input").addEventListener("submit", sendLine);
@@ -496,7 +520,7 @@ function wire() {
 
 async function init() {
   wire();
-  editor = createEditor($("editor"), { onChange: () => saver.changed(), onRun: run });
+  editor = createEditor($("editor"), { onChange: () => saver.changed(), onRun: () => run() });
   saver = new Autosaver({ getText: editor.getText, create: createSession, onState: onSaveState });
   try {
     fillLanguages(await api("GET", "/api/v1/languages"));

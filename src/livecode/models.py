@@ -202,6 +202,11 @@ class Execution(Base):
     memory_kb: Mapped[int | None] = mapped_column(Integer)
     # Some of what the run left in out/ was not kept (over a limit); see ExecutionFile.
     files_truncated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
+    # Test cases (services/testcases.py): the definitions as submitted, the compare mode, and once
+    # finished each test's result (output base64-encoded). SQL NULL for a run without tests.
+    tests: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
+    compare_mode: Mapped[str | None] = mapped_column(String(64))
+    test_results: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     worker: Mapped[str | None] = mapped_column(String(255))
     request_id: Mapped[str | None] = mapped_column(String(64))

@@ -19,7 +19,8 @@ from .cache import CacheStats
 from .config import SandboxConfig
 from .iolimits import IoLimits
 from .languages import Language, get_language, list_languages
-from .runner import Runner
+from .runner import Prepared, Runner
+from .testrun import ManyResult, RunInput, output_share, run_many
 from .types import (
     Outcome,
     OutputCallback,
@@ -35,8 +36,11 @@ __all__ = [
     "CacheStats",
     "IoLimits",
     "Language",
+    "ManyResult",
     "Outcome",
     "OutputCallback",
+    "Prepared",
+    "RunInput",
     "RunRequest",
     "RunResult",
     "Runner",
@@ -47,6 +51,8 @@ __all__ = [
     "get_language",
     "get_runner",
     "list_languages",
+    "output_share",
+    "run_many",
     "text_view",
 ]
 

@@ -53,6 +53,20 @@ class Stage:
 
 
 @dataclass
+class Prepared:
+    """A program ready to run: its language and its files (the source, and a compiled program's
+    files as open descriptors from the cache; close() releases them)."""
+
+    lang: Language
+    files: list[FileSpec]
+    compile_output: bytes = b""
+    cached: bool = False  # the compiled program came from the cache
+
+    def close(self) -> None:
+        close_files(self.files)
+
+
+@dataclass
 class StageResult:
     exit_code: int | None = None
     signal: int | None = None
@@ -99,6 +113,22 @@ class Runner(ABC):
             return RunResult(Outcome.INTERNAL_ERROR, message=f"sandbox failure: {e}")
 
     def _run(self, req: RunRequest, on_output: OutputCallback | None, stdin_source: StdinSource | None) -> RunResult:
+        prepared = self.prepare(req, on_output)
+        if isinstance(prepared, RunResult):
+            return prepared
+        try:
+            result = self._run_stage(req, prepared.lang, prepared.files, on_output, stdin_source)
+        finally:
+            prepared.close()
+        result.compile_output_bytes = prepared.compile_output
+        result.cached = prepared.cached
+        return result
+
+    def prepare(self, req: RunRequest, on_output: OutputCallback | None = None) -> Prepared | RunResult:
+        """The files a run of `req` starts with: its source and, for a compiled language, the
+        compiled program (from the cache, or compiled now in the sandbox). A RunResult when
+        there is nothing to run (COMPILE_ERROR, INTERNAL_ERROR). The caller closes a Prepared;
+        each run_prepared of it gets a fresh sandbox with copies of its files."""
         lang = get_language(req.language)
         if lang is None or not lang.available:
             names = ", ".join(lg.id for lg in all_languages() if lg.available)
@@ -107,21 +137,22 @@ class Runner(ABC):
                 message=f"language '{req.language}' is not available; available: {names}",
             )
         files = [FileSpec(lang.source_file, 0o644, data=req.source.encode("utf-8"))]
-        compile_output = b""
-        cached = False
-        if lang.compiled:
-            got = self._compiled(lang, req, on_output)
-            if isinstance(got, RunResult):
-                return got
-            artifacts, compile_output, cached = got
-            files += artifacts
+        if not lang.compiled:
+            return Prepared(lang, files)
+        got = self._compiled(lang, req, on_output)
+        if isinstance(got, RunResult):
+            return got
+        artifacts, compile_output, cached = got
+        return Prepared(lang, files + artifacts, compile_output, cached)
+
+    def run_prepared(self, prepared: Prepared, req: RunRequest, on_output: OutputCallback | None = None) -> RunResult:
+        """One run of a prepared program with `req`'s stdin, args and limits (its language and
+        source are the prepared ones), in a fresh sandbox. A sandbox failure is INTERNAL_ERROR."""
         try:
-            result = self._run_stage(req, lang, files, on_output, stdin_source)
-        finally:
-            close_files(files)
-        result.compile_output_bytes = compile_output
-        result.cached = cached
-        return result
+            return self._run_stage(req, prepared.lang, prepared.files, on_output, None)
+        except Exception as e:  # the sandbox failed, not the user's program
+            log.exception("sandbox run failed")
+            return RunResult(Outcome.INTERNAL_ERROR, message=f"sandbox failure: {e}")
 
     def _run_stage(
         self,

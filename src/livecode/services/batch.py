@@ -19,7 +19,7 @@ from ..infra.languages import LanguageCatalog
 from ..models import CodeSession, Execution, ExecutionStatus, Priority, utcnow
 from ..streaming.bus import EventBus
 from ..streaming.publisher import publish_queued
-from . import storage
+from . import storage, testcases
 from .executions import Enqueue, ExecuteOptions, check_options
 from .sessions import iso, not_found
 from .validation import check_language
@@ -79,6 +79,7 @@ def submit_batch(
             "limits": item.options.limits, "priority": Priority.BATCH.value,
             "status": ExecutionStatus.QUEUED.value, "stdout_truncated": False, "stderr_truncated": False,
             "attempts": 0, "request_id": request_id, "queued_at": now,
+            "tests": testcases.stored_tests(item.options.tests), "compare_mode": item.options.compare,
         })
     with db.write() as s:
         # Each distinct source once (a batch of 1000 runs of one session stores its code once);

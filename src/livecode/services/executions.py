@@ -35,7 +35,7 @@ from ..sandbox.outputs import OutputFile
 from ..sandbox.types import text_view
 from ..streaming.bus import EventBus
 from ..streaming.publisher import publish_queued
-from . import output_files, storage
+from . import output_files, storage, testcases
 from .sessions import iso, not_found
 from .validation import check_language, check_text
 
@@ -60,6 +60,8 @@ class ExecuteOptions:
     limits: dict[str, int] = field(default_factory=dict)
     priority: str = Priority.INTERACTIVE.value
     interactive: bool = False  # stdin stays open for input sent over the WebSocket
+    tests: list[testcases.TestCase] | None = None  # run once per test, with verdicts
+    compare: str | None = None  # how each test's output is compared (services/compare.py)
 
 
 def limit_maxima(settings: Settings) -> dict[str, int]:
@@ -92,6 +94,8 @@ def check_options(opts: ExecuteOptions, settings: Settings) -> None:
             )
     if opts.priority not in {p.value for p in Priority}:
         raise ValidationError("priority must be 'interactive' or 'batch'", code="INVALID_PRIORITY")
+    testcases.check_tests(opts.tests, opts.compare, settings, stdin=opts.stdin, args=opts.args,
+                          interactive=opts.interactive)
 
 
 def check_encoding(value: str | None) -> str:
@@ -141,6 +145,7 @@ def serialize_execution(e: Execution, encoding: str = "text") -> dict[str, Any]:
         "queued_at": iso(e.queued_at),
         "started_at": iso(e.started_at),
         "finished_at": iso(e.finished_at),
+        **testcases.serialize_tests(e.tests, e.test_results, encoding),
     }
 
 
@@ -180,6 +185,7 @@ def _session_for_run(by_owner: bool) -> Any:
 _INSERT_COLUMNS = [
     "id", "session_id", "user_id", "language", "source_hash", "stdin", "args", "limits", "priority",
     "interactive", "status", "stdout_truncated", "stderr_truncated", "attempts", "request_id", "queued_at",
+    "tests", "compare_mode",
 ]
 
 
@@ -206,6 +212,8 @@ def _insert_execution(cap: int, anonymous: bool) -> Any:
         literal(0),
         bindparam("p_request_id", type_=t.request_id.type),
         bindparam("p_now", type_=t.queued_at.type),
+        bindparam("p_tests", type_=t.tests.type),
+        bindparam("p_compare", type_=t.compare_mode.type),
     ).where(CodeSession.id == bindparam("p_sid"))
     if cap:
         copy = copy.where(storage.under_execution_cap(cap, None if anonymous else bindparam("p_owner")))
@@ -255,6 +263,7 @@ def submit_execution(
                 "p_id": execution_id, "p_hash": digest, "p_stdin": options.stdin, "p_args": options.args,
                 "p_limits": options.limits, "p_priority": options.priority, "p_interactive": options.interactive,
                 "p_request_id": request_id, "p_now": now, "p_sid": session_id, "p_owner": user_id,
+                "p_tests": testcases.stored_tests(options.tests), "p_compare": options.compare,
             }
             if conn.execute(stmt, params).first() is None:
                 raise _NotInserted  # rolls back the source too: a refusal changes nothing
@@ -348,6 +357,8 @@ class ClaimedRun:
     limits: dict[str, int]
     request_id: str | None
     interactive: bool = False
+    tests: list[dict[str, Any]] | None = None  # the test cases' definitions (services/testcases.py)
+    compare: str | None = None
 
 
 def _claim_statement() -> Any:
@@ -371,6 +382,8 @@ def _claim_statement() -> Any:
             t.limits,
             t.request_id,
             t.interactive,
+            t.tests,
+            t.compare_mode,
         )
     )
 
@@ -398,6 +411,8 @@ def claim_execution(db: Database, execution_id: uuid.UUID, worker: str) -> Claim
         dict(row.limits or {}),
         row.request_id,
         bool(row.interactive),
+        row.tests,
+        row.compare_mode,
     )
 
 

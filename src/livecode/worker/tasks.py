@@ -31,6 +31,7 @@ from .deadletter import record_dead_letter
 from .heartbeat import identity
 from .metrics import record_outcome
 from .sandbox_runner import get_process_runner
+from .test_runs import run_tests_claimed
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,15 @@ def result_columns(result: RunResult) -> dict[str, Any]:
         "memory_kb": result.memory_kb,
         "files_truncated": result.files_truncated,
     }
+
+
+def outcome_columns(result: RunResult, extra: dict[str, Any]) -> tuple[ExecutionStatus, dict[str, Any]]:
+    """The final status and result columns of a single run."""
+    status = OUTCOME_STATUS[result.outcome][0]
+    cols = result_columns(result)
+    if result.outcome == Outcome.INTERNAL_ERROR:
+        cols["stderr"] = internal_error_stderr(result, extra)
+    return status, cols
 
 
 def internal_error_stderr(result: RunResult, extra: dict[str, Any]) -> bytes:
@@ -213,16 +223,19 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
     publish_running(rt.events, execution_id, claimed.attempt)
     with _active_lock:
         _active += 1
+    files: Sequence[OutputFile] = ()  # what the run left in out/, stored with its result
     try:
-        result = run_claimed(rt, claimed)
+        if claimed.tests is not None:  # test cases: compile once, run once per test
+            status, cols = run_tests_claimed(rt, claimed, limits_for(claimed, rt), extra)
+        else:
+            result = run_claimed(rt, claimed)
+            files = result.files
+            status, cols = outcome_columns(result, extra)
     finally:
         with _active_lock:
             _active -= 1
-    status, reason = OUTCOME_STATUS[result.outcome]
-    cols = result_columns(result)
-    if result.outcome == Outcome.INTERNAL_ERROR:
-        cols["stderr"] = internal_error_stderr(result, extra)
-    final, status = _save(rt, claimed, status, cols, extra, result.files)
+    reason = cols.get("reason")
+    final, status = _save(rt, claimed, status, cols, extra, files)
     log.info(
         "execution finished",
         extra={
@@ -230,7 +243,7 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
             "status": status.value,
             "reason": reason,
             "saved": final is not None,
-            "execution_time_ms": result.wall_time_ms,
+            "execution_time_ms": cols.get("execution_time_ms"),
         },
     )
     if final is not None:

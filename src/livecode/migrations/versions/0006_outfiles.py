@@ -1,7 +1,7 @@
 """execution_files: the files a run leaves in out/, kept with (and deleted with) their execution
 
-Revision ID: 0005_outfiles
-Revises: 0004_sources
+Revision ID: 0006_outfiles
+Revises: 0005_cases
 Create Date: 2026-12-03 17:00:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_outfiles"
-down_revision: str | None = "0004_sources"
+revision: str = "0006_outfiles"
+down_revision: str | None = "0005_cases"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
