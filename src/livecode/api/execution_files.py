@@ -54,7 +54,7 @@ class ExecutionFiles(Resource):
 @ns.param("path", "the file's path as listed, e.g. `plot.png` or `data/table.csv`")
 class ExecutionFileItem(Resource):
     @ns.doc("get_execution_file")
-    @ns.produces(["application/octet-stream"])
+    @ns.produces(["*/*", "application/json"])  # the file's own type; errors are JSON
     @ns.response(200, "The file's bytes, with its content type")
     @ns.response(400, "Not a UUID", schemas.error)
     @ns.response(404, "No such execution, or no such file (FILE_NOT_FOUND)", schemas.error)
