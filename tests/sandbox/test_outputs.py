@@ -227,3 +227,25 @@ def test_the_data_libraries_need_no_thread_per_core(runner: Runner) -> None:
     res = runner.run(RunRequest("python", src, limits=SandboxLimits(max_processes=2)))
     assert res.outcome == Outcome.OK, res.stderr
     assert res.stdout.split() == ["300.0", "1"]
+
+
+@pytest.mark.skipif(not HAS_MATPLOTLIB, reason="python3-matplotlib is not installed (scripts/setup.sh)")
+def test_matplotlib_uses_the_font_list_built_on_the_host(runner: Runner) -> None:
+    from livecode.sandbox.fontcache import font_list
+
+    built = font_list("/usr/bin/python3", wait_s=120)
+    assert built is not None and built[0].startswith("fontlist-v")
+    src = "\n".join([
+        "import glob, logging",
+        "before = {p: open(p, 'rb').read() for p in glob.glob('/tmp/fontlist-*.json')}",
+        "logging.basicConfig(level=logging.INFO)",
+        "import matplotlib.pyplot as plt",
+        "plt.plot([1, 2]); plt.savefig('out/p.png')",
+        "after = {p: open(p, 'rb').read() for p in glob.glob('/tmp/fontlist-*.json')}",
+        "print(len(before), before == after)",
+    ])
+    res = runner.run(RunRequest("python", src, outputs=OutputLimits()))
+    assert res.outcome == Outcome.OK, res.stderr
+    assert res.stdout.split() == ["1", "True"]  # there at the start, and not rebuilt
+    assert "generated new fontManager" not in res.stderr
+    assert files(res)["p.png"].startswith(b"\x89PNG")

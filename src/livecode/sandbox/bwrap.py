@@ -243,11 +243,12 @@ class BwrapRunner(Runner):
             files: list[tuple[str, int, bytes | Callable[[], int]]] = []
             biggest = 0
             for f in stage.files:
+                dest = f.name if f.name.startswith("/") else f"{WORK}/{f.name}"  # absolute: /tmp (fontcache.py)
                 if f.data is not None:
-                    files.append((f"{WORK}/{f.name}", f.mode, f.data))
+                    files.append((dest, f.mode, f.data))
                     biggest = max(biggest, len(f.data))
                 else:  # a cached compiled file: the launcher copies it in-kernel from an fd
-                    files.append((f"{WORK}/{f.name}", f.mode, f.open))
+                    files.append((dest, f.mode, f.open))
                     biggest = max(biggest, f.size())
             rlimits = _rlimits(stage, biggest)
             env = {"HOME": WORK, **stage.env}

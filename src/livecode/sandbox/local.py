@@ -46,6 +46,8 @@ class UnsandboxedRunner(Runner):
 
     def _in_dir(self, stage: Stage, on_output: OutputCallback | None, workdir: Path) -> StageResult:
         for spec in stage.files:
+            if spec.name.startswith("/"):
+                continue  # a cache for the sandbox's own /tmp (fontcache.py): only a speed-up
             target = workdir / os.path.basename(spec.name)
             if spec.data is not None:
                 target.write_bytes(spec.data)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .cache import ArtifactCache, ArtifactTooLarge, cache_key, close_files, pages
 from .files import FileSpec
+from .fontcache import font_cache_files
 from .languages import Language, all_languages, get_language, toolchain_version
 from .outputs import Collected, OutputLimits
 from .types import Outcome, OutputCallback, RunRequest, RunResult, SandboxLimits, StdinSource, text_view
@@ -170,7 +171,7 @@ class Runner(ABC):
             kind="run",
             argv=[*lang.run, *req.args],
             env=env,
-            files=files,
+            files=[*files, *font_cache_files(lang)],
             wall_ms=limits.time_limit_ms,
             cpu_ms=limits.cpu_time_ms,
             memory_mb=limits.memory_mb,
