@@ -33,8 +33,14 @@ def main() -> None:
     parser.add_argument("--uid-base", type=int, default=int(os.environ.get("LIVECODE_TEST_UID_BASE", "63000")))
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="lc-bench-out-"))
-    runner = get_runner("bwrap", work_root=str(base / "work"), cache_dir=str(base / "cache"),
-                        uid_base=args.uid_base, slots=8, pool_size=2)
+    runner = get_runner(
+        "bwrap",
+        work_root=str(base / "work"),
+        cache_dir=str(base / "cache"),
+        uid_base=args.uid_base,
+        slots=8,
+        pool_size=2,
+    )
     runner.check()
     cases = {
         "bash, nothing written, not collected": ("bash", "true", None),
@@ -66,8 +72,10 @@ def main() -> None:
             assert res.outcome == Outcome.OK and res.files, res.stderr
             cpu.append(res.cpu_time_ms or 0)
             memory.append(res.memory_kb or 0)
-        print(f"python, matplotlib savefig, {label:26s} median {statistics.median(wall):6.1f} ms wall, "
-              f"{statistics.median(cpu):5.0f} ms CPU, peak memory {statistics.median(memory) / 1024:.0f} MB")
+        print(
+            f"python, matplotlib savefig, {label:26s} median {statistics.median(wall):6.1f} ms wall, "
+            f"{statistics.median(cpu):5.0f} ms CPU, peak memory {statistics.median(memory) / 1024:.0f} MB"
+        )
     runner_module.font_cache_files = with_list  # type: ignore[assignment]
     runner.close()
 

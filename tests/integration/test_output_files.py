@@ -112,14 +112,21 @@ def test_store_expire_and_cascade_on_postgresql(pg_admin_url: str) -> None:
     code = "print('files')"
     sid, eids = uuid.uuid4(), [uuid.uuid4(), uuid.uuid4()]
     with db.write() as s:
-        s.execute(text("INSERT INTO code_sessions VALUES (:s, NULL, 'python', :c, 'ACTIVE', 1, now(), now())"),
-                  {"s": sid, "c": code})
+        s.execute(
+            text("INSERT INTO code_sessions VALUES (:s, NULL, 'python', :c, 'ACTIVE', 1, now(), now())"),
+            {"s": sid, "c": code},
+        )
         store_sources(s, {source_hash(code): code}, utcnow())
         for eid in eids:
-            s.execute(text("INSERT INTO executions (id, session_id, language, source_hash, stdin, args, limits, "
-                           "priority, interactive, status, stdout_truncated, stderr_truncated, attempts, "
-                           "queued_at) VALUES (:e, :s, 'python', :h, '', '[]', '{}', 'batch', false, 'RUNNING', "
-                           "false, false, 1, now())"), {"e": eid, "s": sid, "h": source_hash(code)})
+            s.execute(
+                text(
+                    "INSERT INTO executions (id, session_id, language, source_hash, stdin, args, limits, "
+                    "priority, interactive, status, stdout_truncated, stderr_truncated, attempts, "
+                    "queued_at) VALUES (:e, :s, 'python', :h, '', '[]', '{}', 'batch', false, 'RUNNING', "
+                    "false, false, 1, now())"
+                ),
+                {"e": eid, "s": sid, "h": source_hash(code)},
+            )
     files = [OutputFile("b.csv", b"1,2\n"), OutputFile("a/plot.png", b"\x89PNG\r\n\x1a\n\x00\xff")]
     final = finish_execution_returning(db, eids[0], 1, ExecutionStatus.COMPLETED, files, files_truncated=True)
     assert final is not None and final["files_truncated"] is True

@@ -235,15 +235,17 @@ def test_matplotlib_uses_the_font_list_built_on_the_host(runner: Runner) -> None
 
     built = font_list("/usr/bin/python3", wait_s=120)
     assert built is not None and built[0].startswith("fontlist-v")
-    src = "\n".join([
-        "import glob, logging",
-        "before = {p: open(p, 'rb').read() for p in glob.glob('/tmp/fontlist-*.json')}",
-        "logging.basicConfig(level=logging.INFO)",
-        "import matplotlib.pyplot as plt",
-        "plt.plot([1, 2]); plt.savefig('out/p.png')",
-        "after = {p: open(p, 'rb').read() for p in glob.glob('/tmp/fontlist-*.json')}",
-        "print(len(before), before == after)",
-    ])
+    src = "\n".join(
+        [
+            "import glob, logging",
+            "before = {p: open(p, 'rb').read() for p in glob.glob('/tmp/fontlist-*.json')}",
+            "logging.basicConfig(level=logging.INFO)",
+            "import matplotlib.pyplot as plt",
+            "plt.plot([1, 2]); plt.savefig('out/p.png')",
+            "after = {p: open(p, 'rb').read() for p in glob.glob('/tmp/fontlist-*.json')}",
+            "print(len(before), before == after)",
+        ]
+    )
     res = runner.run(RunRequest("python", src, outputs=OutputLimits()))
     assert res.outcome == Outcome.OK, res.stderr
     assert res.stdout.split() == ["1", "True"]  # there at the start, and not rebuilt
