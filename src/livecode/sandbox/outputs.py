@@ -79,6 +79,8 @@ def has_entries(work_fd: int) -> bool:
     try:
         with os.scandir(out_fd) as it:
             return next(it, None) is not None
+    except OSError:
+        return False
     finally:
         os.close(out_fd)
 
@@ -96,7 +98,10 @@ def collect(work_fd: int, limits: OutputLimits) -> Collected:
     try:
         if os.fstat(out_fd).st_dev != walk.dev:
             return result
-        walk.list(out_fd, "", 0)
+        try:
+            walk.list(out_fd, "", 0)
+        except OSError:  # a directory that cannot be listed: keep what was found, say so
+            result.truncated = True
         budget, count = limits.max_bytes, 0
         for path, dir_fd, name in sorted(walk.found):
             if count >= limits.max_files:
