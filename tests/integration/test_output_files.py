@@ -145,3 +145,69 @@ def test_store_expire_and_cascade_on_postgresql(pg_admin_url: str) -> None:
     with db.write() as s:
         assert s.execute(text("SELECT count(*) FROM execution_files")).scalar_one() == 0
     db.dispose()
+
+
+def test_files_the_database_refuses_leave_the_result_saved_without_them(pg_admin_url: str) -> None:
+    """The worker's fallback: when storing the files fails for good, the result is saved without
+    them (files_truncated), not replaced by an internal error."""
+    import uuid
+    from types import SimpleNamespace
+
+    from sqlalchemy import text
+
+    from livecode import migrations as migrate
+    from livecode.config import load_settings
+    from livecode.db import Database
+    from livecode.models import ExecutionStatus, utcnow
+    from livecode.sandbox.outputs import OutputFile
+    from livecode.services.executions import ClaimedRun
+    from livecode.services.output_files import list_files
+    from livecode.services.storage import source_hash, store_sources
+    from livecode.worker.tasks import _save
+    from tests.support.procs import create_database
+
+    url = create_database(pg_admin_url).replace("postgresql://", "postgresql+psycopg://")
+    db = Database(load_settings("embedded", database_url=url, task_max_retries=0))
+    migrate.upgrade(db.engine)
+    code = "print('refused')"
+    sid, eid = uuid.uuid4(), uuid.uuid4()
+    with db.write() as s:
+        s.execute(
+            text("INSERT INTO code_sessions VALUES (:s, NULL, 'python', :c, 'ACTIVE', 1, now(), now())"),
+            {"s": sid, "c": code},
+        )
+        store_sources(s, {source_hash(code): code}, utcnow())
+        s.execute(
+            text(
+                "INSERT INTO executions (id, session_id, language, source_hash, stdin, args, limits, "
+                "priority, interactive, status, stdout_truncated, stderr_truncated, attempts, queued_at) "
+                "VALUES (:e, :s, 'python', :h, '', '[]', '{}', 'batch', false, 'RUNNING', false, false, 1, "
+                "now())"
+            ),
+            {"e": eid, "s": sid, "h": source_hash(code)},
+        )
+        s.execute(
+            text(
+                "CREATE FUNCTION lc_refuse_files() RETURNS trigger AS $$ BEGIN "
+                "RAISE EXCEPTION 'files refused'; END; $$ LANGUAGE plpgsql"
+            )
+        )
+        s.execute(
+            text(
+                "CREATE TRIGGER lc_refuse_files BEFORE INSERT ON execution_files "
+                "FOR EACH ROW EXECUTE FUNCTION lc_refuse_files()"
+            )
+        )
+    claimed = ClaimedRun(eid, 1, "python", code, "", [], {}, None)
+    final, status = _save(
+        SimpleNamespace(db=db, settings=db.settings),
+        claimed,  # type: ignore[arg-type]
+        ExecutionStatus.COMPLETED,
+        {"stdout": b"kept\n", "exit_code": 0},
+        {},
+        [OutputFile("a.txt", b"a")],
+    )
+    assert status == ExecutionStatus.COMPLETED and final is not None
+    assert (final["status"], final["stdout"], final["files_truncated"]) == ("COMPLETED", "kept\n", True)
+    assert list_files(db, eid, None) == []
+    db.dispose()

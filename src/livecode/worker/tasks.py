@@ -115,6 +115,10 @@ def _save(rt: Runtime, claimed: ClaimedRun, status: ExecutionStatus, cols: dict[
     except Exception as exc:
         if is_unavailable(exc):
             raise
+        if files:  # the files are what the database refused: the result is still the run's result
+            log.error("could not store the run's output files; saving its result without them", exc_info=True,
+                      extra=extra)
+            return _save(rt, claimed, status, {**cols, "files_truncated": True}, extra)
         error_id = new_error_id()
         log.error("could not save the result (error id %s)", error_id, exc_info=True,
                   extra={**extra, "error_id": error_id})
