@@ -67,6 +67,7 @@ def test_an_image_comes_back_inline_with_its_bytes_and_safe_headers(live: LiveAp
     assert r.headers["X-Content-Type-Options"] == "nosniff"
     assert r.headers["Content-Disposition"].startswith("inline;")
     assert "sandbox" in r.headers["Content-Security-Policy"]
+    assert r.headers["Cross-Origin-Resource-Policy"] == "same-origin"
     assert r.headers["ETag"].strip('"') == hashlib.sha256(PNG).hexdigest()
 
 

@@ -75,6 +75,8 @@ class ExecutionFileItem(Resource):
         )
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["Content-Security-Policy"] = FILE_CSP
+        # Another site cannot embed it (an <img> needs no credentials when sign-in is off).
+        resp.headers["Cross-Origin-Resource-Policy"] = "same-origin"
         resp.headers["Cache-Control"] = "private, no-cache"
         resp.set_etag(info["sha256"])
         return resp
