@@ -1,122 +1,133 @@
-// The files a run left in out/ (GET /api/v1/executions/{id}/files): images are shown under the
-// output, other files are download links. The bytes are fetched with the caller's credentials
-// and shown through blob: URLs; nothing of a file is ever put into the page as HTML.
+// A session's program as file tabs: add, rename, delete and switch files; the entry (the file
+// that runs) is marked. The program is {files: [{path, content}], entry}; a program of just the
+// language's default file is saved as `source_code` (the single-file form every client knows).
 
-import { authHeaders, ensureFreshToken, errorFrom, networkError } from "./api.js";
-
-const $ = (id) => document.getElementById(id);
-const IMAGES = new Set(["image/png", "image/jpeg", "image/gif", "image/webp", "image/svg+xml"]);
-
-async function fetchFile(path) {
-  await ensureFreshToken();
-  let resp;
-  try {
-    resp = await fetch(path, { headers: authHeaders() });
-  } catch {
-    throw networkError();
-  }
-  if (!resp.ok) throw await errorFrom(resp);
-  return resp.blob();
+/** Why `path` is not a file name the server takes (it checks again), or "". */
+export function pathProblem(path, files, except = -1) {
+  if (!path) return "Give the file a name.";
+  if (path.startsWith("/") || path.includes("\\") || path.split("/").some((p) => p === ".." || p === "." || p === ""))
+    return "Use a relative path like util.py or lib/util.py (no leading /, no .., no backslash).";
+  if (files.some((f, i) => i !== except && f.path === path)) return `There is already a file named ${path}.`;
+  return "";
 }
 
-function sizeLabel(bytes) {
-  if (bytes < 1024) return `${bytes} B`;
-  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
-  return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
-}
-
-export class FilesView {
-  constructor() {
-    this.box = $("files");
-    this.shown = null; // the execution whose files are listed
-    this.urls = [];
+export class FileTabs {
+  /**
+   * @param {object} o
+   * @param {HTMLElement} o.bar  the tab bar
+   * @param {object} o.editor  createEditor()'s handle
+   * @param {() => void} o.onChange  the program changed (autosave it)
+   * @param {(text: string) => void} o.onError  a name was refused
+   */
+  constructor({ bar, editor, onChange, onError }) {
+    Object.assign(this, { bar, editor, onChange, onError });
+    this.files = [];
+    this.entry = null;
+    this.active = 0;
+    this.defaultPath = "main.py";
   }
 
-  clear() {
-    this.shown = null;
-    for (const url of this.urls) URL.revokeObjectURL(url);
-    this.urls = [];
-    if (!this.box) return;
-    this.box.textContent = "";
-    this.box.hidden = true;
+  /** Show a program: {files, entry} (a session) or one default file. */
+  load({ files, entry }, defaultPath) {
+    this.defaultPath = defaultPath || this.defaultPath;
+    this.files = files.map((f) => ({ path: f.path, content: f.content }));
+    this.entry = entry || this.files[0].path;
+    this.active = Math.max(0, this.files.findIndex((f) => f.path === this.entry));
+    this.editor.setText(this.files[this.active].content);
+    this.render();
   }
 
-  /** List a finished execution's files (once per execution, however often it is shown). */
-  async show(ex) {
-    if (!this.box || !ex || !ex.execution_id || this.shown === ex.execution_id) return;
-    if (!["COMPLETED", "FAILED", "TIMEOUT"].includes(ex.status)) return;
-    this.clear();
-    this.shown = ex.execution_id;
-    const base = `/api/v1/executions/${ex.execution_id}/files`;
-    let files;
-    try {
-      await ensureFreshToken();
-      const resp = await fetch(base, { headers: { Accept: "application/json", ...authHeaders() } });
-      if (!resp.ok) return; // the files are an extra: the result itself is already shown
-      files = await resp.json();
-    } catch {
-      return;
-    }
-    if (this.shown !== ex.execution_id || (!files.length && !ex.files_truncated)) return;
-    const title = document.createElement("h2");
-    title.textContent = "Files";
-    this.box.append(title);
-    const links = document.createElement("ul");
-    links.className = "file-links";
-    for (const f of files) {
-      const url = `${base}/${f.path.split("/").map(encodeURIComponent).join("/")}`;
-      if (IMAGES.has(f.content_type)) {
-        const figure = document.createElement("figure");
-        const img = document.createElement("img");
-        img.alt = f.path;
-        img.dataset.path = f.path;
-        const caption = document.createElement("figcaption");
-        caption.textContent = `${f.path} · ${sizeLabel(f.size)}`;
-        figure.append(img, caption);
-        this.box.append(figure);
-        fetchFile(url).then((blob) => {
-          if (this.shown !== ex.execution_id) return;
-          const objectUrl = URL.createObjectURL(blob);
-          this.urls.push(objectUrl);
-          img.src = objectUrl;
-        }, () => (caption.textContent += " (could not be loaded)"));
-      } else {
-        const li = document.createElement("li");
-        const a = document.createElement("a");
-        a.href = "#";
-        a.textContent = f.path;
-        a.dataset.path = f.path;
-        a.addEventListener("click", (e) => {
-          e.preventDefault();
-          this.download(url, f.path);
-        });
-        li.append(a, ` · ${sizeLabel(f.size)}`);
-        links.append(li);
+  /** A new single-file program at the language's default path. */
+  single(content, defaultPath) {
+    this.load({ files: [{ path: defaultPath, content }], entry: defaultPath }, defaultPath);
+  }
+
+  get multi() {
+    return this.files.length > 1 || this.files[0].path !== this.defaultPath;
+  }
+
+  /** The editor's text went into the active file. */
+  edited() {
+    this.files[this.active].content = this.editor.getText();
+  }
+
+  /** The program as autosave compares it: the same text means nothing to save. */
+  snapshot() {
+    return JSON.stringify({ files: this.files, entry: this.entry });
+  }
+
+  /** The request body fields that store a snapshot(). */
+  static body(snapshot, defaultPath) {
+    const program = JSON.parse(snapshot);
+    const one = program.files.length === 1 && program.files[0].path === defaultPath;
+    return one ? { source_code: program.files[0].content } : { files: program.files, entry: program.entry };
+  }
+
+  switchTo(index) {
+    if (index === this.active || !this.files[index]) return;
+    this.edited();
+    this.active = index;
+    this.editor.setText(this.files[index].content);
+    this.render();
+    this.editor.focus();
+  }
+
+  add(path) {
+    const why = pathProblem(path, this.files);
+    if (why) return this.onError(why), false;
+    this.edited();
+    this.files.push({ path, content: "" });
+    this.active = this.files.length - 1;
+    this.editor.setText("");
+    this.render();
+    this.onChange();
+    return true;
+  }
+
+  rename(path) {
+    const why = pathProblem(path, this.files, this.active);
+    if (why) return this.onError(why), false;
+    const file = this.files[this.active];
+    if (this.entry === file.path) this.entry = path;
+    file.path = path;
+    this.render();
+    this.onChange();
+    return true;
+  }
+
+  remove() {
+    if (this.files.length === 1) return this.onError("A program needs at least one file."), false;
+    const [gone] = this.files.splice(this.active, 1);
+    if (this.entry === gone.path) this.entry = this.files[0].path;
+    this.active = Math.min(this.active, this.files.length - 1);
+    this.editor.setText(this.files[this.active].content);
+    this.render();
+    this.onChange();
+    return true;
+  }
+
+  makeEntry() {
+    this.entry = this.files[this.active].path;
+    this.render();
+    this.onChange();
+  }
+
+  render() {
+    this.bar.textContent = "";
+    this.files.forEach((file, i) => {
+      const tab = document.createElement("button");
+      tab.type = "button";
+      tab.className = "file-tab";
+      tab.setAttribute("role", "tab");
+      tab.setAttribute("aria-selected", String(i === this.active));
+      tab.dataset.path = file.path;
+      tab.textContent = file.path;
+      if (file.path === this.entry) {
+        tab.dataset.entry = "true";
+        tab.title = "The entry: the file that runs";
       }
-    }
-    if (links.childElementCount) this.box.append(links);
-    if (ex.files_truncated) {
-      const note = document.createElement("p");
-      note.className = "note";
-      note.textContent = "Some files in out/ were not kept: over the number or size limit.";
-      this.box.append(note);
-    }
-    this.box.hidden = false;
-  }
-
-  async download(url, path) {
-    try {
-      const blob = await fetchFile(url);
-      const objectUrl = URL.createObjectURL(blob);
-      this.urls.push(objectUrl);
-      const a = document.createElement("a");
-      a.href = objectUrl;
-      a.download = path.split("/").pop();
-      document.body.append(a);
-      a.click();
-      a.remove();
-    } catch {
-      // a failed download leaves the link as it was; the user can try again
-    }
+      tab.addEventListener("click", () => this.switchTo(i));
+      this.bar.append(tab);
+    });
   }
 }

@@ -1,7 +1,7 @@
 // The output pane and the result summary. Output is appended as text nodes (never as HTML):
 // a program's output is untrusted.
 
-import { FilesView } from "./files.js";
+import { FilesView } from "./outfiles.js";
 
 const $ = (id) => document.getElementById(id);
 

@@ -118,9 +118,9 @@ def test_files_are_deleted_with_their_session(live: LiveApp) -> None:
     sid = live.session()["session_id"]
     eid = live.execute(sid)["execution_id"]
     finish_like_a_worker(live, eid, files=FILES)
-    assert live.rows.count("execution_files", "execution_id = :e", e=uid(eid)) == len(FILES)
+    assert live.rows.count("execution_outputs", "execution_id = :e", e=uid(eid)) == len(FILES)
     assert live.client.delete(f"/api/v1/code-sessions/{sid}").status_code == 204
-    assert live.rows.count("execution_files") == 0
+    assert live.rows.count("execution_outputs") == 0
 
 
 def test_expiry_deletes_old_files_and_keeps_the_execution(make_live: Any) -> None:

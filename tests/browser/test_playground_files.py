@@ -45,15 +45,15 @@ def test_a_matplotlib_plot_shows_under_the_output(page: Page) -> None:
     # The image is loaded (decoded: a real PNG came through, and the page's CSP let it show).
     loaded = page.wait(
         lambda: page.driver.execute_script(
-            "const img = document.querySelector('#files img[data-path=\"plot.png\"]');"
+            "const img = document.querySelector('#run-files img[data-path=\"plot.png\"]');"
             "return img && img.complete && img.naturalWidth > 0 ? [img.naturalWidth, img.src] : null"
         ),
         what="the plot to show",
     )
     width, src = loaded
     assert width >= 100 and src.startswith("blob:")
-    assert page.el("#files").is_displayed()
-    link = page.el('#files a[data-path="data.csv"]')
+    assert page.el("#run-files").is_displayed()
+    link = page.el('#run-files a[data-path="data.csv"]')
     assert link.text == "data.csv"
 
     # A new run clears the files of the previous one.
@@ -64,5 +64,5 @@ def test_a_matplotlib_plot_shows_under_the_output(page: Page) -> None:
         RUN_TIMEOUT,
         what="the second run to finish",
     )
-    assert page.driver.execute_script("return document.querySelectorAll('#files img').length") == 0
-    assert not page.el("#files").is_displayed()
+    assert page.driver.execute_script("return document.querySelectorAll('#run-files img').length") == 0
+    assert not page.el("#run-files").is_displayed()

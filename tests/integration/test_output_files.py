@@ -143,7 +143,7 @@ def test_store_expire_and_cascade_on_postgresql(pg_admin_url: str) -> None:
     with db.write() as s:  # deleting the session deletes its executions, and their files
         s.execute(text("DELETE FROM code_sessions WHERE id = :s"), {"s": sid})
     with db.write() as s:
-        assert s.execute(text("SELECT count(*) FROM execution_files")).scalar_one() == 0
+        assert s.execute(text("SELECT count(*) FROM execution_outputs")).scalar_one() == 0
     db.dispose()
 
 
@@ -194,7 +194,7 @@ def test_files_the_database_refuses_leave_the_result_saved_without_them(pg_admin
         )
         s.execute(
             text(
-                "CREATE TRIGGER lc_refuse_files BEFORE INSERT ON execution_files "
+                "CREATE TRIGGER lc_refuse_files BEFORE INSERT ON execution_outputs "
                 "FOR EACH ROW EXECUTE FUNCTION lc_refuse_files()"
             )
         )

@@ -34,6 +34,7 @@ from .launcher import LAUNCHER_NOFILE, build_launcher, send_job
 from .outputs import OUT_DIR, Collected, OutputLimits, collect, has_entries, hold_sandbox_dir
 from .pool import SandboxPool
 from .procfs import LOADAVG, mask_args, meminfo, proc_stat
+from .program import parent_dirs
 from .results import read_status, stage_result
 from .runner import ARTIFACT_CAP, Runner, Stage, StageResult
 from .seccomp import build_filter
@@ -261,7 +262,10 @@ class BwrapRunner(Runner):
                 work_fd = hold_sandbox_dir(sp.cg.pids, _LAUNCHER, WORK)
                 if work_fd is None:
                     log.warning("cannot reach the sandbox's work directory; out/ will not be collected")
-            send_job(sp.sock, [stdin_r, out_w, err_w, res_w], files, rlimits, env, argv, WORK)
+            # out/ is there already (bubblewrap made it); absolute names go to /tmp (fontcache.py)
+            relative = (f.name for f in stage.files if not f.name.startswith("/"))
+            dirs = [f"{WORK}/{d}" for d in parent_dirs(relative) if d != OUT_DIR]
+            send_job(sp.sock, [stdin_r, out_w, err_w, res_w], files, rlimits, env, argv, WORK, dirs)
         except (OSError, ValueError):
             if work_fd is not None:
                 os.close(work_fd)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .outputs import OutputFile, OutputLimits
+from .program import SourceFile
 
 
 class Outcome(str, enum.Enum):
@@ -44,12 +45,18 @@ class SandboxLimits:
 
 @dataclass(frozen=True)
 class RunRequest:
+    """One run. The program is either `source` (one file, written to the language's default
+    path) or `files` with `entry`, the file that runs (None: the language's default path, or the
+    only file); see program.py for the rules on paths."""
+
     language: str
-    source: str
+    source: str = ""
     stdin: str = ""
     args: tuple[str, ...] = ()
     limits: SandboxLimits = field(default_factory=SandboxLimits)
     outputs: OutputLimits | None = None  # keep the files the run leaves in out/ (outputs.py)
+    files: tuple[SourceFile, ...] = ()
+    entry: str | None = None
 
 
 def text_view(data: bytes) -> str:

@@ -2,7 +2,7 @@
 
 The worker stores them in the same transaction as the execution's result (`store_files`), so a
 finished execution has either all its kept files or, when the result was not this attempt's to
-write, none. They live in `execution_files` (the database, PostgreSQL or the embedded SQLite),
+write, none. They live in `execution_outputs` (the database, PostgreSQL or the embedded SQLite),
 and a foreign key with ON DELETE CASCADE deletes them with their execution: a deleted session,
 account or an execution removed by retention takes its files along. `expire_files` deletes older
 files first when LIVECODE_OUTPUT_FILE_RETENTION_DAYS asks for it.
@@ -26,11 +26,11 @@ from sqlalchemy.engine import Connection
 from ..config import Settings
 from ..db import Database
 from ..errors import NotFound
-from ..models import Execution, ExecutionFile, utcnow
+from ..models import Execution, ExecutionOutput, utcnow
 from ..sandbox.outputs import OutputFile, OutputLimits
 from .storage import MAX_ROUNDS
 
-FILES = cast(Table, ExecutionFile.__table__)
+FILES = cast(Table, ExecutionOutput.__table__)
 OCTET_STREAM = "application/octet-stream"
 # Shown in the page (an <img>): raster formats a browser cannot run anything from.
 INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})

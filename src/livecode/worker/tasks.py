@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -21,11 +22,12 @@ from ..db import is_unavailable
 from ..errors import internal_error_message, new_error_id
 from ..models import ExecutionStatus, utcnow
 from ..runtime import Runtime, runtime
-from ..sandbox import Outcome, RunRequest, RunResult, SandboxLimits
+from ..sandbox import Outcome, RunResult, SandboxLimits
 from ..sandbox.outputs import OutputFile
 from ..services.executions import ClaimedRun, claim_execution, fail_queued, finish_execution_returning
 from ..services.output_files import output_limits
 from ..streaming.publisher import OutputPublisher, publish_finished, publish_running
+from .cache_use import compile_cached
 from .celery_app import TASK_NAME, celery
 from .deadletter import record_dead_letter
 from .heartbeat import identity
@@ -148,14 +150,9 @@ def _save_with_backoff(
 
 def run_claimed(rt: Runtime, claimed: ClaimedRun) -> RunResult:
     eid = str(claimed.execution_id)
-    request = RunRequest(
-        language=claimed.language,
-        source=claimed.source_code,
-        stdin=claimed.stdin,
-        args=tuple(claimed.args),
-        limits=limits_for(claimed, rt),
-        outputs=output_limits(rt.settings),
-    )
+    # The files the run leaves in out/ come back too (within the configured limits).
+    request = replace(claimed.run_request(limits_for(claimed, rt), stdin=claimed.stdin, args=tuple(claimed.args)),
+                      outputs=output_limits(rt.settings))
 
     # Output goes to the bus from a thread of its own: a slow bus never slows the program.
     on_output = OutputPublisher(rt.events, eid)
@@ -235,6 +232,9 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
             result = run_claimed(rt, claimed)
             files = result.files
             status, cols = outcome_columns(result, extra)
+            cols["compile_cached"] = compile_cached(
+                claimed.language, result.cached, result.outcome == Outcome.INTERNAL_ERROR
+            )
     finally:
         with _active_lock:
             _active -= 1

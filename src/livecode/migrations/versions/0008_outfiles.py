@@ -1,7 +1,7 @@
-"""execution_files: the files a run leaves in out/, kept with (and deleted with) their execution
+"""execution_outputs: the files a run leaves in out/, kept with (and deleted with) their execution
 
-Revision ID: 0006_outfiles
-Revises: 0005_cases
+Revision ID: 0008_outfiles
+Revises: 0007_analytics
 Create Date: 2026-12-03 17:00:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006_outfiles"
-down_revision: str | None = "0005_cases"
+revision: str = "0008_outfiles"
+down_revision: str | None = "0007_analytics"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -20,7 +20,7 @@ def upgrade() -> None:
     with op.batch_alter_table("executions") as batch:
         batch.add_column(sa.Column("files_truncated", sa.Boolean(), nullable=False, server_default=sa.false()))
     op.create_table(
-        "execution_files",
+        "execution_outputs",
         sa.Column("execution_id", sa.Uuid(), sa.ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True),
         sa.Column("path", sa.String(1024), primary_key=True),
         sa.Column("size", sa.Integer(), nullable=False),
@@ -29,11 +29,11 @@ def upgrade() -> None:
         sa.Column("data", sa.LargeBinary(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True)),
     )
-    op.create_index("ix_execution_files_created_at", "execution_files", ["created_at"])
+    op.create_index("ix_execution_outputs_created_at", "execution_outputs", ["created_at"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_execution_files_created_at", "execution_files")
-    op.drop_table("execution_files")
+    op.drop_index("ix_execution_outputs_created_at", "execution_outputs")
+    op.drop_table("execution_outputs")
     with op.batch_alter_table("executions") as batch:
         batch.drop_column("files_truncated")
