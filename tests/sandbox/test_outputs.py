@@ -251,3 +251,17 @@ def test_matplotlib_uses_the_font_list_built_on_the_host(runner: Runner) -> None
     assert res.stdout.split() == ["1", "True"]  # there at the start, and not rebuilt
     assert "generated new fontManager" not in res.stderr
     assert files(res)["p.png"].startswith(b"\x89PNG")
+
+
+def test_a_program_file_under_out_is_created_there_and_kept(any_path: Runner) -> None:
+    # A multi-file program may ship a file in out/ (bubblewrap made the directory already).
+    from livecode.sandbox.program import SourceFile
+
+    program = (
+        SourceFile.text("main.sh", "cat out/seed.txt; echo grown >> out/seed.txt"),
+        SourceFile.text("out/seed.txt", "seed\n"),
+    )
+    req = RunRequest("bash", "", files=program, entry="main.sh", outputs=OutputLimits())
+    res = any_path.run(req)
+    assert res.outcome == Outcome.OK, (res.message, res.stderr)
+    assert res.stdout == "seed\n" and files(res) == {"seed.txt": b"seed\ngrown\n"}
