@@ -204,8 +204,9 @@ def hold_sandbox_dir(
     """A directory descriptor of `path` (absolute, as the sandbox sees it) inside the sandbox whose
     pid 1 is the launcher among `pids()` (the run's cgroup). Waits until the launcher runs: it is
     exec'd only once bubblewrap has set up every mount, so its root is the sandbox's final root.
-    /proc/PID/exe cannot be faked by a program. None if that does not happen in time, or if the
-    sandbox is gone (its cgroup emptied again: bubblewrap failed)."""
+    Call it before the job is sent: then no program of the run exists yet, and the cgroup holds
+    only bubblewrap and the launcher. None if that does not happen in time, or if the sandbox is
+    gone (its cgroup emptied again: bubblewrap failed)."""
     deadline = time.monotonic() + timeout_s
     pause = 0.0005
     seen = False  # a sandbox being built joins its cgroup a moment after it is spawned
