@@ -265,3 +265,12 @@ def test_a_program_file_under_out_is_created_there_and_kept(any_path: Runner) ->
     res = any_path.run(req)
     assert res.outcome == Outcome.OK, (res.message, res.stderr)
     assert res.stdout == "seed\n" and files(res) == {"seed.txt": b"seed\ngrown\n"}
+
+
+def test_a_fork_bomb_left_behind_does_not_stop_the_collection(runner: Runner) -> None:
+    src = "echo keep > out/k.txt\n(f(){ f | f & }; f) 2>/dev/null &\nsleep 0.5\necho main"
+    res = run_out(runner, "bash", src, max_processes=16)
+    assert res.stdout == "main\n" and files(res) == {"k.txt": b"keep\n"}
+    res = run_out(runner, "bash", src + "\nsleep 30", max_processes=16, time_limit_ms=1500)
+    assert res.outcome == Outcome.TIME_LIMIT and files(res) == {"k.txt": b"keep\n"}
+    assert no_leftovers()
