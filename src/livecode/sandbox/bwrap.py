@@ -370,7 +370,9 @@ class BwrapRunner(Runner):
             left = cg.reap_all(exclude=None)
             if left:  # pathological (a process stuck exiting): reap it in the background
                 self._orphans.add(left)
-            cg.destroy()
+            busy = cg.destroy()
+            if busy:  # still being released (a loaded host): removed in the background
+                self._orphans.add_cgroups(busy)
         finally:
             self._slots.release(slot)
 
