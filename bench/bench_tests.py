@@ -70,8 +70,9 @@ def bare(n: int) -> float:
         t = time.perf_counter()
         subprocess.run(list(language.compile), cwd=d, check=True, env=env, capture_output=True)
         for i, given in enumerate(inputs(n)):
-            out = subprocess.run(list(language.run), cwd=d, input=given.stdin.encode(), capture_output=True,
-                                 check=True, env=env)
+            out = subprocess.run(
+                list(language.run), cwd=d, input=given.stdin.encode(), capture_output=True, check=True, env=env
+            )
             assert out.stdout == f"{4 * i}\n".encode()
         return (time.perf_counter() - t) * 1000
 
@@ -97,13 +98,16 @@ def main() -> None:
         raise SystemExit("g++ is not installed")
     base = Path(tempfile.mkdtemp(prefix="livecode-bench-tests-"))
     base.chmod(0o700)
-    runner = get_runner("bwrap", work_root=str(base / "work"), cache_dir=str(base / "cache"),
-                        uid_base=args.uid_base, slots=args.slots)
+    runner = get_runner(
+        "bwrap", work_root=str(base / "work"), cache_dir=str(base / "cache"), uid_base=args.uid_base, slots=args.slots
+    )
     runner.check()
     try:
         time.sleep(1)  # let the pool fill
-        print(f"# {platform.node()}: {os.cpu_count()} cores, kernel {platform.release()}, "
-              f"{platform.python_version()}; load average before: {os.getloadavg()}")
+        print(
+            f"# {platform.node()}: {os.cpu_count()} cores, kernel {platform.release()}, "
+            f"{platform.python_version()}; load average before: {os.getloadavg()}"
+        )
         print(f"# C++ program, {args.tests} tests, {args.rounds} rounds (ms, whole round; cold compile each)")
         rows: dict[str, list[float]] = {"tests": [], "bare": [], "one by one": []}
         with_tests(runner, 2)  # warm-up: toolchain pages in the page cache
