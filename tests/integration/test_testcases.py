@@ -6,7 +6,6 @@ wait, batch items, and the test_started/test_finished events on the stream."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
@@ -136,7 +135,6 @@ def test_batch_items_with_tests_and_compare_modes(api: ApiClient) -> None:
 
 
 def test_tests_of_a_run_share_the_output_limit(api: ApiClient) -> None:
-    start = time.monotonic()
     result = run_with_tests(
         api,
         "import sys\nsys.stdout.write('x' * int(sys.stdin.read()))",
@@ -148,4 +146,3 @@ def test_tests_of_a_run_share_the_output_limit(api: ApiClient) -> None:
     assert [t["verdict"] for t in result["tests"]] == ["ACCEPTED", "OUTPUT_LIMIT"], result["tests"]
     assert result["tests"][0]["stdout"] == "x" * 900
     assert len(result["tests"][1]["stdout"]) <= 1000 and result["tests"][1]["truncated"] is True
-    assert time.monotonic() - start < 120
