@@ -14,6 +14,7 @@ import pytest
 from livecode.services import testcases
 from livecode.services.compare import parse_compare
 from tests.support.inprocess import LiveApp, expect_error, finish_like_a_worker, uid
+from tests.support.migration_cases import check_testcases_migration
 
 EXECUTIONS = "/api/v1/executions"
 BATCH = f"{EXECUTIONS}/batch"
@@ -270,3 +271,7 @@ def test_verdicts(outcome: str, stdout: bytes, expected: str | None, mode: str, 
 
 def test_an_unknown_execution_still_404s_with_tests_in_the_schema(live: LiveApp) -> None:
     expect_error(live.client.get(f"{EXECUTIONS}/{uuid.uuid4()}"), 404, "EXECUTION_NOT_FOUND")
+
+
+def test_the_migration_round_trip_on_sqlite(tmp_path: Any) -> None:
+    check_testcases_migration(f"sqlite:///{tmp_path / 'db.sqlite'}")

@@ -12,6 +12,8 @@ import pytest
 import requests
 
 from tests.support.client import ApiClient
+from tests.support.migration_cases import check_testcases_migration
+from tests.support.procs import create_database
 
 pytestmark = pytest.mark.integration
 
@@ -146,3 +148,8 @@ def test_tests_of_a_run_share_the_output_limit(api: ApiClient) -> None:
     assert [t["verdict"] for t in result["tests"]] == ["ACCEPTED", "OUTPUT_LIMIT"], result["tests"]
     assert result["tests"][0]["stdout"] == "x" * 900
     assert len(result["tests"][1]["stdout"]) <= 1000 and result["tests"][1]["truncated"] is True
+
+
+def test_the_migration_round_trip_on_postgresql(pg_admin_url: str) -> None:
+    url = create_database(pg_admin_url).replace("postgresql://", "postgresql+psycopg://")
+    check_testcases_migration(url)
