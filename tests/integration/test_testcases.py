@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import requests
+import websocket
 
 from tests.support.client import ApiClient
 from tests.support.migration_cases import check_testcases_migration
@@ -95,6 +96,23 @@ def test_cpp_tests_get_a_verdict_each_and_stream_as_events(api: ApiClient) -> No
     assert finished[0]["stdout"] == "3\n" and finished[0]["name"] == "small"
     assert kinds.index("test_finished") < kinds.index("result") and kinds[-1] == "end"
     assert next(d for k, d in events if k == "result")["summary"] == result["summary"]
+
+
+def test_the_websocket_carries_the_test_events(api: ApiClient) -> None:
+    sid = api.create_session("print(input()[::-1])")["session_id"]
+    r = api.execute(sid, tests=[{"stdin": "abc", "expected_output": "cba"}, {"stdin": "xy", "expected_output": "xy"}])
+    assert r.status_code == 202, r.text
+    eid = r.json()["execution_id"]
+    ws = websocket.create_connection(api.base.replace("http://", "ws://") + f"/api/v1/executions/{eid}/ws", timeout=60)
+    received = []
+    try:
+        while not received or received[-1]["event"] != "end":
+            received.append(json.loads(ws.recv()))
+    finally:
+        ws.close()
+    tests_events = [(m["event"], m["data"]["index"]) for m in received if m["event"].startswith("test_")]
+    assert tests_events == [("test_started", 0), ("test_finished", 0), ("test_started", 1), ("test_finished", 1)]
+    assert [m["data"]["verdict"] for m in received if m["event"] == "test_finished"] == ["ACCEPTED", "WRONG_ANSWER"]
 
 
 def test_a_compile_error_ends_every_test_and_the_blocking_wait_has_the_tests(api: ApiClient) -> None:
