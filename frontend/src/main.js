@@ -239,6 +239,7 @@ async function changeLanguage() {
     await saver.flush();
     const session = await api("POST", "/api/v1/code-sessions", { language: next, source_code: source });
     window.history.pushState(null, "", sessionUrl(session.session_id));
+    tests.copyTo(session.session_id);
     await openSession(session);
     $("language-note").textContent = `New ${languageName(next)} session; the ${languageName(prev)} one keeps its own link.`;
     $("language-note").hidden = false;
