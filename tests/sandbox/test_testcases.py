@@ -145,13 +145,14 @@ def test_a_hostile_test_case_does_not_affect_the_next_one(runner: Runner, attack
     got = many(runner, "python", dispatcher(), inputs, budget_ms=30_000)
     hostile, after, again = got.runs
     expected = {
-        "fork daemon": Outcome.OK,
-        "fork bomb": Outcome.TIME_LIMIT,
-        "flood": Outcome.OUTPUT_LIMIT,
-        "loop": Outcome.TIME_LIMIT,
-        "memory": Outcome.MEMORY_LIMIT,
+        "fork daemon": {Outcome.OK},
+        # The process cap holds the bomb until the time limit (or its copies fill the memory first).
+        "fork bomb": {Outcome.TIME_LIMIT, Outcome.MEMORY_LIMIT},
+        "flood": {Outcome.OUTPUT_LIMIT},
+        "loop": {Outcome.TIME_LIMIT},
+        "memory": {Outcome.MEMORY_LIMIT},
     }[attack]
-    assert hostile.outcome == expected, (hostile.outcome, hostile.message, hostile.stderr[-500:])
+    assert hostile.outcome in expected, (hostile.outcome, hostile.message, hostile.stderr[-500:])
     for ok in (after, again):
         assert ok.outcome == Outcome.OK, (ok.outcome, ok.stderr)
         # Nothing of the earlier run: no file, no process (only this program in its sandbox).
