@@ -76,6 +76,7 @@ def test_add_cases_run_them_and_see_a_verdict_each(page: Page, client: ApiClient
     execution = client.request("GET", f"/api/v1/executions/session/{sid}").json()["items"][0]
     assert [t["name"] for t in execution["tests"]] == ["adds", "wrong on purpose", "bad input"]
     assert execution["summary"] == {"passed": 1, "total": 3, "verdict": "WRONG_ANSWER"}
+    page.wait(lambda: "1/3 tests passed" in page.text("#history"), what="the run in the history")
 
     # The cases stay with the session, and its last run's verdicts come back with it.
     page.reload()
