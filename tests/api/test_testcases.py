@@ -48,6 +48,7 @@ def test_tests_and_compare_are_stored_with_the_queued_run(live: LiveApp) -> None
         (2, "no expectation", None, None),
     ]
     assert got["summary"] == {"passed": 0, "total": 3, "verdict": None}
+    assert got["compare"] == "tokens"
 
 
 def test_a_run_without_tests_has_null_tests_and_summary(live: LiveApp) -> None:
@@ -56,7 +57,7 @@ def test_a_run_without_tests_has_null_tests_and_summary(live: LiveApp) -> None:
     row = live.rows.one("executions", "id = :id", id=uid(eid))
     assert (row["tests"], row["compare_mode"]) == (None, None)  # SQL NULL, not JSON null
     got = live.client.get(f"{EXECUTIONS}/{eid}").get_json()
-    assert got["tests"] is None and got["summary"] is None
+    assert got["tests"] is None and got["summary"] is None and got["compare"] is None
 
 
 @pytest.mark.parametrize(
@@ -166,6 +167,7 @@ def test_per_test_results_and_summary_shape(live: LiveApp) -> None:
     got = live.client.get(f"{EXECUTIONS}/{eid}").get_json()
     assert got["status"] == "COMPLETED"
     assert got["summary"] == {"passed": 2, "total": 3, "verdict": "WRONG_ANSWER"}
+    assert got["compare"] == "trim"  # the default
     first = got["tests"][0]
     assert set(first) == {
         "index",
@@ -231,7 +233,7 @@ def test_swagger_documents_tests_compare_and_results(live: LiveApp) -> None:
     assert set(defs["TestCase"]["properties"]) == {"name", "stdin", "args", "expected_output"}
     assert {"tests", "compare"} <= set(defs["ExecuteRequest"]["properties"])
     assert {"tests", "compare"} <= set(defs["BatchItem"]["properties"])
-    assert {"tests", "summary"} <= set(defs["Execution"]["properties"])
+    assert {"tests", "summary", "compare"} <= set(defs["Execution"]["properties"])
     assert set(defs["TestResult"]["properties"]) == {
         "index",
         "name",

@@ -19,7 +19,7 @@ from typing import Any
 from ..config import Settings
 from ..errors import ValidationError
 from ..sandbox.types import text_view
-from .compare import Comparator, CompareModeError, parse_compare
+from .compare import DEFAULT_COMPARE, Comparator, CompareModeError, parse_compare
 from .validation import check_text
 
 ACCEPTED = "ACCEPTED"
@@ -238,15 +238,18 @@ def case_view(
 
 
 def serialize_tests(
-    tests: list[dict[str, Any]] | None, results: list[dict[str, Any]] | None, encoding: str = "text"
+    tests: list[dict[str, Any]] | None,
+    results: list[dict[str, Any]] | None,
+    encoding: str = "text",
+    compare: str | None = None,
 ) -> dict[str, Any]:
-    """The execution's `tests` and `summary` fields (both null for a run without tests)."""
+    """The execution's `tests`, `summary` and `compare` fields (all null for a run without tests)."""
     if tests is None:
-        return {"tests": None, "summary": None}
+        return {"tests": None, "summary": None, "compare": None}
     done = results or []
     views = [case_view(i, t, done[i] if i < len(done) else None, encoding) for i, t in enumerate(tests)]
     verdicts = [v["verdict"] for v in views]
     total = summary(verdicts)
     if None in verdicts:
         total["verdict"] = None
-    return {"tests": views, "summary": total}
+    return {"tests": views, "summary": total, "compare": compare or DEFAULT_COMPARE}
