@@ -13,6 +13,7 @@ import {
 } from "./api.js";
 import { Autosaver } from "./autosave.js";
 import { createEditor } from "./editor.js";
+import { FileTabs } from "./files.js";
 import { HistoryView } from "./history.js";
 import { isSample, sampleFor } from "./languages.js";
 import { OutputView } from "./output.js";
@@ -35,6 +36,7 @@ const output = new OutputView();
 const history = new HistoryView({ onSelect: (id) => showRun(id) });
 const tests = new TestsPanel({ onRun: () => run({ withTests: true }) });
 let editor;
+let tabs;
 let saver;
 let stream = null;
 
@@ -148,15 +150,16 @@ function onSaveState(kind, info = {}) {
 async function reloadServerVersion() {
   try {
     const session = await saver.takeServerVersion();
-    editor.setText(session.source_code);
-    saver.attach(session);
+    tabs.load(session, defaultPath(session.language));
+    saver.attach(session, tabs.snapshot());
   } catch (err) {
     showApiError("Could not load the server's version", err, "save");
   }
 }
 
 async function createSession(text) {
-  const session = await api("POST", "/api/v1/code-sessions", { language: state.language, source_code: text });
+  const body = { language: state.language, ...FileTabs.body(text, defaultPath(state.language)) };
+  const session = await api("POST", "/api/v1/code-sessions", body);
   state.sessionId = session.session_id;
   window.history.replaceState(null, "", sessionUrl(session.session_id));
   tests.adopt(session.session_id);
@@ -165,7 +168,7 @@ async function createSession(text) {
 }
 
 function hasUnsaved() {
-  if (saver.sessionId === null) return !isSample(editor.getText());
+  if (saver.sessionId === null) return tabs.multi || !isSample(editor.getText());
   return saver.dirty || saver.timer !== null || saver.inflight !== null;
 }
 
@@ -184,6 +187,14 @@ function fillLanguages(list) {
       : `${lang.name} (not installed)`;
     select.append(opt);
   }
+}
+
+// Where a single-file program lives, per language (GET /api/v1/languages says; these if it failed).
+const DEFAULT_PATHS = { python: "main.py", javascript: "main.js", c: "main.c", cpp: "main.cpp", java: "Main.java",
+  go: "main.go", rust: "main.rs", bash: "main.sh" };
+
+function defaultPath(id) {
+  return (state.languages.get(id) || {}).source_file || DEFAULT_PATHS[id] || "main.txt";
 }
 
 function languageName(id) {
@@ -228,7 +239,7 @@ async function changeLanguage() {
   const text = editor.getText();
   const source = isSample(text) ? sampleFor(next) : text;
   if (state.sessionId === null) {
-    if (source !== text) editor.setText(source);
+    if (!tabs.multi) tabs.single(source, defaultPath(next));
     showLanguage(next);
     return;
   }
@@ -237,7 +248,9 @@ async function changeLanguage() {
   select.disabled = true;
   try {
     await saver.flush();
-    const session = await api("POST", "/api/v1/code-sessions", { language: next, source_code: source });
+    // Several files go over as they are; one file moves to the new language's default path.
+    const program = tabs.multi ? { files: tabs.files, entry: tabs.entry } : { source_code: source };
+    const session = await api("POST", "/api/v1/code-sessions", { language: next, ...program });
     window.history.pushState(null, "", sessionUrl(session.session_id));
     tests.copyTo(session.session_id);
     await openSession(session);
@@ -273,7 +286,7 @@ function sessionOpened() {
 function startNew() {
   state.sessionId = null;
   const lang = defaultLanguage();
-  editor.setText(sampleFor(lang));
+  tabs.single(sampleFor(lang), defaultPath(lang));
   showLanguage(lang);
   output.clear();
   output.setStatus(null);
@@ -284,9 +297,10 @@ function startNew() {
 
 async function openSession(session) {
   state.sessionId = session.session_id;
-  editor.setText(session.source_code);
+  tabs.load(session.files ? session : { files: [{ path: defaultPath(session.language), content: session.source_code }] },
+    defaultPath(session.language));
   showLanguage(session.language);
-  saver.attach(session);
+  saver.attach(session, tabs.snapshot());
   sessionOpened();
   output.clear();
   output.setStatus(null);
@@ -474,6 +488,37 @@ function sendLine(event) {
   }
 }
 
+// --- Files -----------------------------------------------------------------------------------
+
+function openFileForm(mode) {
+  const form = $("file-form");
+  form.dataset.mode = mode;
+  form.hidden = false;
+  const input = $("file-name");
+  input.value = mode === "rename" ? tabs.files[tabs.active].path : "";
+  input.focus();
+}
+
+function submitFileForm(event) {
+  event.preventDefault();
+  const form = $("file-form");
+  const name = $("file-name").value.trim();
+  const done = form.dataset.mode === "rename" ? tabs.rename(name) : tabs.add(name);
+  if (done) {
+    form.hidden = true;
+    hideMessage("files");
+  }
+}
+
+function fileError(text) {
+  showMessage(text, { kind: "error", source: "files" });
+}
+
+function programChanged() {
+  hideMessage("files");
+  saver.changed();
+}
+
 // --- Start-up --------------------------------------------------------------------------------
 
 async function copyLink() {
@@ -503,6 +548,12 @@ function wire() {
   $("sign-in").addEventListener("submit", (e) => submitSignIn(e));
   $("register").addEventListener("click", () => submitSignIn(null, true));
   $("sign-out").addEventListener("click", doSignOut);
+  $("file-add").addEventListener("click", () => openFileForm("add"));
+  $("file-rename").addEventListener("click", () => openFileForm("rename"));
+  $("file-delete").addEventListener("click", () => tabs.remove());
+  $("file-entry").addEventListener("click", () => tabs.makeEntry());
+  $("file-form").addEventListener("submit", submitFileForm);
+  $("file-cancel").addEventListener("click", () => ($("file-form").hidden = true));
   showAccount();
   const token = $("token");
   token.value = getToken();
@@ -521,8 +572,20 @@ function wire() {
 
 async function init() {
   wire();
-  editor = createEditor($("editor"), { onChange: () => saver.changed(), onRun: () => run() });
-  saver = new Autosaver({ getText: editor.getText, create: createSession, onState: onSaveState });
+  editor = createEditor($("editor"), {
+    onChange: () => {
+      tabs.edited();
+      saver.changed();
+    },
+    onRun: () => run(),
+  });
+  tabs = new FileTabs({ bar: $("file-tabs"), editor, onChange: programChanged, onError: fileError });
+  saver = new Autosaver({
+    getText: () => tabs.snapshot(),
+    create: createSession,
+    onState: onSaveState,
+    toBody: (text) => FileTabs.body(text, defaultPath(state.language)),
+  });
   try {
     fillLanguages(await api("GET", "/api/v1/languages"));
   } catch (err) {

@@ -104,6 +104,11 @@ class Settings:
     # ---- input limits
     max_source_bytes: int = setting("LIVECODE_MAX_SOURCE_BYTES", 256 * 1024,
                                     "Largest source of a code session, in bytes.", section="input limits")
+    max_files: int = setting("LIVECODE_MAX_FILES", 64, "Most files of a multi-file program (a session's `files`).",
+                             parse=Integer(minimum=1))
+    max_files_bytes: int = setting("LIVECODE_MAX_FILES_BYTES", 1024 * 1024,
+                                   "Largest total size of a multi-file program's files, in bytes.",
+                                   parse=Integer(minimum=1))
     max_stdin_bytes: int = setting("LIVECODE_MAX_STDIN_BYTES", 256 * 1024,
                                    "Largest stdin of a run, in bytes (and of input sent to an interactive one).")
     max_request_bytes: int = setting("LIVECODE_MAX_REQUEST_BYTES", 2 * 1024 * 1024,
@@ -239,6 +244,13 @@ class Settings:
         "its last use.", parse=Seconds(positive=True))
     storage_cleanup_batch: int = setting("LIVECODE_STORAGE_CLEANUP_BATCH", 1000, "", parse=Integer(minimum=1))
     source_gc_grace_s: int = setting("LIVECODE_SOURCE_GC_GRACE_S", 3600, "", parse=AT_LEAST_0)
+
+    # ---- analytics (GET /api/v1/admin/analytics): its cost follows the runs in the range
+    analytics_max_runs: int = setting(
+        "LIVECODE_ANALYTICS_MAX_RUNS", 1_000_000,
+        "GET /api/v1/admin/analytics: the most runs one range may hold (a million is about 14 s of database "
+        "time on 2 cores); past it 400 RANGE_TOO_LARGE asks for a shorter range. 0 = no cap.",
+        parse=AT_LEAST_0, section="analytics")
 
     # ---- logging
     log_level: str = setting("LIVECODE_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR.",

@@ -35,17 +35,34 @@ error_detail = shared.model(
 )
 error = shared.model("Error", {"error": fields.Nested(error_detail, required=True)})
 
+program_file = shared.model(
+    "ProgramFile",
+    {
+        "path": fields.String(required=True, example="util/helpers.py",
+                              description="relative; no '..', no leading '/', no backslash, no NUL"),
+        "content": fields.String(required=True, example="def twice(x):\n    return 2 * x\n"),
+    },
+)
+_FILES_DOC = ("a multi-file program: every file (at most LIVECODE_MAX_FILES files and LIVECODE_MAX_FILES_BYTES "
+              "bytes in all); beside source_code, the files other than the entry")
+_ENTRY_DOC = "the file that runs (default: the language's default file, e.g. main.py, or the only file)"
 session_create = shared.model(
     "CodeSessionCreate",
     {
         "language": fields.String(required=True, example="python"),
-        "source_code": fields.String(required=True, example="print('Hello World')"),
+        "source_code": fields.String(example="print('Hello World')",
+                                     description="the program as one file (or the entry's content, beside files)"),
+        "files": fields.List(fields.Nested(program_file), description=_FILES_DOC),
+        "entry": fields.String(example="main.py", description=_ENTRY_DOC),
     },
 )
 session_patch = shared.model(
     "CodeSessionAutosave",
     {
-        "source_code": fields.String(required=True, example="print('Hello World!')"),
+        "source_code": fields.String(example="print('Hello World!')", description="the entry's new content"),
+        "files": fields.List(fields.Nested(program_file), description="the whole new set of files"),
+        "file": fields.Nested(program_file, description="one file to add or replace"),
+        "entry": fields.String(description=_ENTRY_DOC),
         "version": fields.Integer(
             description="the version this edit was based on; applied only if still current"
         ),
@@ -57,7 +74,10 @@ session = shared.model(
         "session_id": fields.String(required=True),
         "id": fields.String(required=True),
         "language": fields.String(required=True),
-        "source_code": fields.String(required=True),
+        "source_code": fields.String(required=True, description="the entry's content"),
+        "files": fields.List(fields.Nested(program_file), required=True,
+                             description="every file of the program, the entry's included"),
+        "entry": fields.String(required=True, example="main.py"),
         "status": fields.String(required=True, example="ACTIVE"),
         "version": fields.Integer(required=True),
         "created_at": fields.String(required=True),
@@ -168,6 +188,7 @@ execution = shared.model(
             "OUTPUT_LIMIT, TIME_LIMIT, INTERNAL_ERROR, WORKER_LOST, DEAD_LETTER"
         )),
         "language": fields.String(),
+        "entry": nullable(fields.String(description="the file that ran, for a multi-file program; null for one file")),
         "priority": fields.String(),
         "interactive": fields.Boolean(),
         "encoding": fields.String(

@@ -19,6 +19,7 @@ from .cache import CacheStats
 from .config import SandboxConfig
 from .iolimits import IoLimits
 from .languages import Language, get_language, list_languages
+from .program import InvalidProgram, SourceFile, path_problem
 from .runner import Prepared, Runner
 from .testrun import ManyResult, RunInput, output_share, run_many
 from .types import (
@@ -34,6 +35,7 @@ from .types import (
 
 __all__ = [
     "CacheStats",
+    "InvalidProgram",
     "IoLimits",
     "Language",
     "ManyResult",
@@ -47,11 +49,13 @@ __all__ = [
     "SandboxConfig",
     "SandboxLimits",
     "SandboxUnavailable",
+    "SourceFile",
     "StdinSource",
     "get_language",
     "get_runner",
     "list_languages",
     "output_share",
+    "path_problem",
     "run_many",
     "text_view",
 ]

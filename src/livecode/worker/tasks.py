@@ -20,9 +20,10 @@ from ..db import is_unavailable
 from ..errors import internal_error_message, new_error_id
 from ..models import ExecutionStatus, utcnow
 from ..runtime import Runtime, runtime
-from ..sandbox import Outcome, RunRequest, RunResult, SandboxLimits
+from ..sandbox import Outcome, RunResult, SandboxLimits
 from ..services.executions import ClaimedRun, claim_execution, fail_queued, finish_execution_returning
 from ..streaming.publisher import OutputPublisher, publish_finished, publish_running
+from .cache_use import compile_cached
 from .celery_app import TASK_NAME, celery
 from .deadletter import record_dead_letter
 from .heartbeat import identity
@@ -139,13 +140,7 @@ def _save_with_backoff(
 
 def run_claimed(rt: Runtime, claimed: ClaimedRun) -> RunResult:
     eid = str(claimed.execution_id)
-    request = RunRequest(
-        language=claimed.language,
-        source=claimed.source_code,
-        stdin=claimed.stdin,
-        args=tuple(claimed.args),
-        limits=limits_for(claimed, rt),
-    )
+    request = claimed.run_request(limits_for(claimed, rt), stdin=claimed.stdin, args=tuple(claimed.args))
 
     # Output goes to the bus from a thread of its own: a slow bus never slows the program.
     on_output = OutputPublisher(rt.events, eid)
@@ -221,7 +216,11 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
         if claimed.tests is not None:  # test cases: compile once, run once per test
             status, cols = run_tests_claimed(rt, claimed, limits_for(claimed, rt), extra)
         else:
-            status, cols = outcome_columns(run_claimed(rt, claimed), extra)
+            result = run_claimed(rt, claimed)
+            status, cols = outcome_columns(result, extra)
+            cols["compile_cached"] = compile_cached(
+                claimed.language, result.cached, result.outcome == Outcome.INTERNAL_ERROR
+            )
     finally:
         with _active_lock:
             _active -= 1

@@ -16,10 +16,11 @@ from typing import Any
 from ..errors import internal_error_message, new_error_id
 from ..models import ExecutionStatus
 from ..runtime import Runtime
-from ..sandbox import Outcome, RunInput, RunRequest, RunResult, SandboxLimits, run_many
+from ..sandbox import Outcome, RunInput, RunResult, SandboxLimits, run_many
 from ..services import testcases
 from ..services.executions import ClaimedRun
 from ..streaming.publisher import OutputPublisher, publish_test_started, publish_tests_finished
+from .cache_use import compile_cached
 from .sandbox_runner import get_process_runner
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def run_tests_claimed(
         entries.append(_entry(verdict, result))
         publish_tests_finished(rt.events, eid, [testcases.case_view(index, docs[index], entries[-1])])
 
-    request = RunRequest(language=claimed.language, source=claimed.source_code, limits=limits)
+    request = claimed.run_request(limits)
     inputs = [RunInput(t.stdin, tuple(t.args)) for t in tests]
     try:
         many = run_many(
@@ -94,6 +95,8 @@ def run_tests_claimed(
             rt.events, eid, [testcases.case_view(first + i, docs[first + i], e) for i, e in enumerate(skipped)]
         )
     cols["test_results"] = entries
+    cached = failed.cached if failed is not None else many.cached
+    cols["compile_cached"] = compile_cached(claimed.language, cached, many.internal_error)
     return status, cols
 
 
