@@ -218,6 +218,7 @@ execution = shared.model(
         "tests": nullable(fields.List(fields.Nested(test_result),
                                       description="per-test results, in index order; null for a run without tests")),
         "summary": nullable(fields.Nested(test_summary, description="null for a run without tests")),
+        "compare": nullable(fields.String(description="the tests' compare mode; null for a run without tests")),
     },
 )
 execution_page = shared.model(

@@ -148,7 +148,7 @@ def serialize_execution(e: Execution, encoding: str = "text") -> dict[str, Any]:
         "queued_at": iso(e.queued_at),
         "started_at": iso(e.started_at),
         "finished_at": iso(e.finished_at),
-        **testcases.serialize_tests(e.tests, e.test_results, encoding),
+        **testcases.serialize_tests(e.tests, e.test_results, encoding, e.compare_mode),
     }
 
 
