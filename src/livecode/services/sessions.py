@@ -209,7 +209,8 @@ def autosave_files(
             if now_at is None:
                 raise not_found(session_id)
             raise _conflict(expected_version, now_at)
-    raise Conflict("the session kept changing while this save was applied; try again", code="VERSION_CONFLICT")
+    raise Conflict("the session kept changing while this save was applied; try again", code="VERSION_CONFLICT",
+                   details={"current_version": row.version, "your_version": expected_version})
 
 
 def _edited(language: str, current: programs.Program, settings: Settings, *, files: list[tuple[str, str]] | None,
