@@ -46,6 +46,7 @@ def build_api(app: Flask) -> LiveCodeApi:
         health,
         keys,
         languages,
+        programs,  # noqa: F401 - adds GET /api/v1/executions/{id}/program to executions.ns
         sessions,
         stream,
     )
