@@ -21,7 +21,7 @@ from .waiting import WAIT_PARAMS, wait_seconds, wait_slots
 ns = Namespace("executions", description="Asynchronous executions of a session's code")
 schemas.attach(ns)
 
-EXECUTE_FIELDS = {"stdin", "args", "priority", "interactive", *svc.LIMIT_FIELDS}
+EXECUTE_FIELDS = {"stdin", "args", "priority", "interactive", "callback_url", *svc.LIMIT_FIELDS}
 ENCODING_PARAM = {
     "in": "query",
     "type": "string",
@@ -95,10 +95,13 @@ class Execute(Resource):
             watch["event"] = r.events.watch_finished(str(eid))
 
         def submit() -> tuple[dict[str, Any], int]:
+            from .webhooks import callback_for, schedule_hook
+
             options = parse_execute_options(body)
             result = svc.submit_execution(
                 r.db, enqueue(), r.settings, sid, owner_id=owner_id(), options=options, events=r.events,
                 request_id=request_id(), on_queued=listen if waiting else None, languages=r.languages,
+                after_insert=schedule_hook(callback_for(body)),
             )
             return result, 202
 

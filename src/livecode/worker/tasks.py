@@ -28,6 +28,7 @@ from .deadletter import record_dead_letter
 from .heartbeat import identity
 from .metrics import record_outcome
 from .sandbox_runner import get_process_runner
+from .webhooks import notify as notify_webhooks
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +231,7 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
     if final is not None:
         # The row the UPDATE returned, and the three final events in one round trip.
         publish_finished(rt.events, execution_id, status.value, final)
+        notify_webhooks(execution_id)  # after the terminal write; a queue put, the calls are made elsewhere
     record_outcome(rt, status.value, final)  # from the returned row: nothing is read again
     return status.value
 
