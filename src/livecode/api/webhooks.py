@@ -22,34 +22,52 @@ from .executions import ns as executions_ns
 ns = Namespace("webhooks", description="Signed callbacks when an execution ends (callback_url)")
 schemas.attach(ns)
 
-secret_model = ns.model("WebhookSecret", {
-    "secret": fields.String(required=True, description="shown only in this answer; signs every delivery"),
-    "created_at": fields.String(required=True),
-})
-secret_info = ns.model("WebhookSecretInfo", {
-    "exists": fields.Boolean(required=True),
-    "created_at": schemas.nullable(fields.String()),
-})
-try_model = ns.model("WebhookTry", {
-    "attempt": fields.Integer(), "at": fields.String(), "status_code": schemas.nullable(fields.Integer()),
-    "error": schemas.nullable(fields.String()), "duration_ms": fields.Integer(),
-})
-delivery_model = ns.model("WebhookDelivery", {
-    "delivery_id": fields.String(required=True),
-    "url": fields.String(required=True),
-    "kind": fields.String(enum=["livecode", "judge0"]),
-    "state": fields.String(required=True, enum=["pending", "delivered", "failed"]),
-    "attempts": fields.Integer(required=True),
-    "max_attempts": fields.Integer(),
-    "next_attempt_at": schemas.nullable(fields.String()),
-    "created_at": fields.String(),
-    "finished_at": schemas.nullable(fields.String()),
-    "tries": fields.List(fields.Nested(try_model)),
-})
-deliveries_model = executions_ns.model("WebhookDeliveries", {
-    "execution_id": fields.String(required=True),
-    "deliveries": fields.List(fields.Nested(delivery_model), required=True),
-})
+secret_model = ns.model(
+    "WebhookSecret",
+    {
+        "secret": fields.String(required=True, description="shown only in this answer; signs every delivery"),
+        "created_at": fields.String(required=True),
+    },
+)
+secret_info = ns.model(
+    "WebhookSecretInfo",
+    {
+        "exists": fields.Boolean(required=True),
+        "created_at": schemas.nullable(fields.String()),
+    },
+)
+try_model = ns.model(
+    "WebhookTry",
+    {
+        "attempt": fields.Integer(),
+        "at": fields.String(),
+        "status_code": schemas.nullable(fields.Integer()),
+        "error": schemas.nullable(fields.String()),
+        "duration_ms": fields.Integer(),
+    },
+)
+delivery_model = ns.model(
+    "WebhookDelivery",
+    {
+        "delivery_id": fields.String(required=True),
+        "url": fields.String(required=True),
+        "kind": fields.String(enum=["livecode", "judge0"]),
+        "state": fields.String(required=True, enum=["pending", "delivered", "failed"]),
+        "attempts": fields.Integer(required=True),
+        "max_attempts": fields.Integer(),
+        "next_attempt_at": schemas.nullable(fields.String()),
+        "created_at": fields.String(),
+        "finished_at": schemas.nullable(fields.String()),
+        "tries": fields.List(fields.Nested(try_model)),
+    },
+)
+deliveries_model = executions_ns.model(
+    "WebhookDeliveries",
+    {
+        "execution_id": fields.String(required=True),
+        "deliveries": fields.List(fields.Nested(delivery_model), required=True),
+    },
+)
 
 
 def callback_for(body: dict[str, Any]) -> Callback | None:

@@ -12,33 +12,50 @@ ns = Namespace("judge0", description="Judge0 CE 1.13.1-compatible API (docs/comp
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-error = ns.model("Judge0Error", {
-    "error": fields.String(description="what went wrong; a refused submission (422) names each field instead: "
-                                       '{"source_code": ["can\'t be blank"]}'),
-})
-submission = ns.model("Judge0Submission", {
-    "token": fields.String(description="the execution id"),
-    "status": fields.Raw(description="{id, description}"),
-})
-submission_request = ns.model("Judge0SubmissionRequest", {
-    "source_code": fields.String(required=True),
-    "language_id": fields.Integer(required=True, example=71),
-    "stdin": fields.String(),
-    "expected_output": fields.String(),
-    "cpu_time_limit": fields.Float(),
-    "wall_time_limit": fields.Float(),
-    "memory_limit": fields.Integer(description="KB"),
-    "max_processes_and_or_threads": fields.Integer(),
-    "command_line_arguments": fields.String(description="split like a shell would (shlex), never run by one"),
-    "callback_url": fields.String(description="PUT the finished submission here (default fields, base64)"),
-})
-batch_request = ns.model("Judge0BatchRequest", {
-    "submissions": fields.List(fields.Nested(submission_request), required=True),
-})
-submission_page = ns.model("Judge0SubmissionPage", {
-    "submissions": fields.List(fields.Nested(submission)),
-    "meta": fields.Raw(),
-})
+error = ns.model(
+    "Judge0Error",
+    {
+        "error": fields.String(
+            description="what went wrong; a refused submission (422) names each field instead: "
+            '{"source_code": ["can\'t be blank"]}'
+        ),
+    },
+)
+submission = ns.model(
+    "Judge0Submission",
+    {
+        "token": fields.String(description="the execution id"),
+        "status": fields.Raw(description="{id, description}"),
+    },
+)
+submission_request = ns.model(
+    "Judge0SubmissionRequest",
+    {
+        "source_code": fields.String(required=True),
+        "language_id": fields.Integer(required=True, example=71),
+        "stdin": fields.String(),
+        "expected_output": fields.String(),
+        "cpu_time_limit": fields.Float(),
+        "wall_time_limit": fields.Float(),
+        "memory_limit": fields.Integer(description="KB"),
+        "max_processes_and_or_threads": fields.Integer(),
+        "command_line_arguments": fields.String(description="split like a shell would (shlex), never run by one"),
+        "callback_url": fields.String(description="PUT the finished submission here (default fields, base64)"),
+    },
+)
+batch_request = ns.model(
+    "Judge0BatchRequest",
+    {
+        "submissions": fields.List(fields.Nested(submission_request), required=True),
+    },
+)
+submission_page = ns.model(
+    "Judge0SubmissionPage",
+    {
+        "submissions": fields.List(fields.Nested(submission)),
+        "meta": fields.Raw(),
+    },
+)
 batch_result = ns.model("Judge0BatchResult", {"submissions": fields.List(fields.Raw)})
 language = ns.model("Judge0Language", {"id": fields.Integer(required=True), "name": fields.String(required=True)})
 status = ns.model("Judge0Status", {"id": fields.Integer(required=True), "description": fields.String(required=True)})
@@ -56,8 +73,11 @@ ERRORS = {
     503: "A dependency (the database or Redis) is unavailable",
 }
 
-FIELDS_PARAM = {"in": "query", "type": "string",
-                "description": "comma-separated attributes, or * for all (default: Judge0's defaults)"}
+FIELDS_PARAM = {
+    "in": "query",
+    "type": "string",
+    "description": "comma-separated attributes, or * for all (default: Judge0's defaults)",
+}
 BASE64_PARAM = {"in": "query", "type": "string", "enum": ["true", "false"], "default": "false"}
 
 

@@ -48,8 +48,11 @@ class LanguageItem(Resource):
     @errors
     def get(self, language_id: str) -> Any:
         """One language, with its source file name and (LiveCode's) commands."""
-        found = catalog.language(rt().languages, int(language_id)) if language_id.isdigit() \
-            and len(language_id) < 10 else None
+        found = (
+            catalog.language(rt().languages, int(language_id))
+            if language_id.isdigit() and len(language_id) < 10
+            else None
+        )
         if found is None:
             raise Judge0Error(404, {"error": "not found"})
         return found
@@ -107,9 +110,18 @@ class Workers(Resource):
         r = rt()
         alive = r.registry.alive()
         working = sum(1 for info in alive.values() if int(info.get("active") or 0) > 0)
-        return [{"queue": name, "size": size, "available": len(alive), "idle": len(alive) - working,
-                 "working": working, "paused": 0, "failed": 0}
-                for name, size in broker_queue_lengths(r).items()]
+        return [
+            {
+                "queue": name,
+                "size": size,
+                "available": len(alive),
+                "idle": len(alive) - working,
+                "working": working,
+                "paused": 0,
+                "failed": 0,
+            }
+            for name, size in broker_queue_lengths(r).items()
+        ]
 
 
 @ns.route("/system_info")
@@ -121,8 +133,13 @@ class SystemInfo(Resource):
     def get(self) -> Any:
         """Operators: the API host's architecture, CPUs and memory."""
         mem = psutil.virtual_memory()
-        return {"Architecture": platform.machine(), "CPU(s)": os.cpu_count(), "Model name": platform.processor(),
-                "Mem": f"{mem.total // (1024 * 1024)}M", "Swap": f"{psutil.swap_memory().total // (1024 * 1024)}M"}
+        return {
+            "Architecture": platform.machine(),
+            "CPU(s)": os.cpu_count(),
+            "Model name": platform.processor(),
+            "Mem": f"{mem.total // (1024 * 1024)}M",
+            "Swap": f"{psutil.swap_memory().total // (1024 * 1024)}M",
+        }
 
 
 @ns.route("/statistics")

@@ -76,8 +76,18 @@ def _create(parsed: Parsed, on_queued: Any = None) -> str:
     r = rt()
     hook = _callback_hook(parsed)
     try:
-        return svc.create(r.db, enqueue(), r.settings, parsed, owner_id=owner_id(), events=r.events,
-                          request_id=request_id(), catalog=r.languages, on_queued=on_queued, after_insert=hook)
+        return svc.create(
+            r.db,
+            enqueue(),
+            r.settings,
+            parsed,
+            owner_id=owner_id(),
+            events=r.events,
+            request_id=request_id(),
+            catalog=r.languages,
+            on_queued=on_queued,
+            after_insert=hook,
+        )
     except ValidationError as exc:
         if exc.code in ("UNSUPPORTED_LANGUAGE", "LANGUAGE_UNAVAILABLE"):
             raise Judge0Error(422, {"language_id": [exc.message]}) from None
@@ -86,11 +96,21 @@ def _create(parsed: Parsed, on_queued: Any = None) -> str:
 
 @ns.route("/submissions")
 class Submissions(Resource):
-    @ns.doc("judge0_create_submission", params={
-        "base64_encoded": BASE64_PARAM, "fields": FIELDS_PARAM,
-        "wait": {"in": "query", "type": "string", "enum": ["true", "false"], "default": "false",
-                 "description": "true: answer with the finished submission (or its token if it takes longer "
-                                "than LIVECODE_MAX_WAIT_MS)"}})
+    @ns.doc(
+        "judge0_create_submission",
+        params={
+            "base64_encoded": BASE64_PARAM,
+            "fields": FIELDS_PARAM,
+            "wait": {
+                "in": "query",
+                "type": "string",
+                "enum": ["true", "false"],
+                "default": "false",
+                "description": "true: answer with the finished submission (or its token if it takes longer "
+                "than LIVECODE_MAX_WAIT_MS)",
+            },
+        },
+    )
     @ns.expect(request_model, validate=False)
     @ns.response(201, "Created: {token}, or with wait=true the submission", submission)
     @errors
@@ -112,8 +132,14 @@ class Submissions(Resource):
             token = _create(parsed, listen if waiting else None)
             if not waiting:
                 return {"token": token}, 201
-            final = wait_for_end(r.db, r.events, uuid.UUID(token), owner_id(), r.settings.max_wait_ms / 1000,
-                                 watch=watch.pop("event", None))
+            final = wait_for_end(
+                r.db,
+                r.events,
+                uuid.UUID(token),
+                owner_id(),
+                r.settings.max_wait_ms / 1000,
+                watch=watch.pop("event", None),
+            )
             if final is None:  # it outlived the wait: the token, as without wait
                 return {"token": token}, 201
             try:
@@ -126,9 +152,15 @@ class Submissions(Resource):
             if waiting:
                 wait_slots(r.settings).release()
 
-    @ns.doc("judge0_list_submissions", params={"base64_encoded": BASE64_PARAM, "fields": FIELDS_PARAM,
-                                               "page": {"in": "query", "type": "integer"},
-                                               "per_page": {"in": "query", "type": "integer"}})
+    @ns.doc(
+        "judge0_list_submissions",
+        params={
+            "base64_encoded": BASE64_PARAM,
+            "fields": FIELDS_PARAM,
+            "page": {"in": "query", "type": "integer"},
+            "per_page": {"in": "query", "type": "integer"},
+        },
+    )
     @ns.response(200, "The caller's submissions, newest first", submission_page)
     @errors
     def get(self) -> Any:
@@ -146,9 +178,16 @@ class Submissions(Resource):
         except NotUtf8:
             raise Judge0Error(400, {"error": BATCH_CONVERSION_ERROR}) from None
         pages = max(1, -(-total // per_page))
-        return {"submissions": items, "meta": {
-            "current_page": page, "next_page": page + 1 if page < pages else None,
-            "prev_page": page - 1 if page > 1 else None, "total_pages": pages, "total_count": total}}
+        return {
+            "submissions": items,
+            "meta": {
+                "current_page": page,
+                "next_page": page + 1 if page < pages else None,
+                "prev_page": page - 1 if page > 1 else None,
+                "total_pages": pages,
+                "total_count": total,
+            },
+        }
 
 
 def _int_arg(name: str, default: int) -> int:
@@ -174,8 +213,9 @@ class Batch(Resource):
         items = body.get("submissions")
         count = len(items) if isinstance(items, list) else 0
         if count > MAX_BATCH:
-            raise Judge0Error(400, {"error": f"number of submissions in a batch should be less than or equal "
-                                             f"to {MAX_BATCH}"})
+            raise Judge0Error(
+                400, {"error": f"number of submissions in a batch should be less than or equal to {MAX_BATCH}"}
+            )
         if count == 0:
             raise Judge0Error(400, {"error": "there should be at least one submission in a batch"})
         assert isinstance(items, list)
@@ -203,9 +243,19 @@ class Batch(Resource):
         created = any(isinstance(o, dict) and "token" in o for o in out)
         return out, 201 if created else 422
 
-    @ns.doc("judge0_get_batch", params={"base64_encoded": BASE64_PARAM, "fields": FIELDS_PARAM,
-                                        "tokens": {"in": "query", "type": "string", "required": True,
-                                                   "description": "comma-separated tokens (up to 20)"}})
+    @ns.doc(
+        "judge0_get_batch",
+        params={
+            "base64_encoded": BASE64_PARAM,
+            "fields": FIELDS_PARAM,
+            "tokens": {
+                "in": "query",
+                "type": "string",
+                "required": True,
+                "description": "comma-separated tokens (up to 20)",
+            },
+        },
+    )
     @ns.response(200, "{submissions: [submission or null, ...]} in the order asked", batch_result)
     @errors
     def get(self) -> Any:
@@ -214,15 +264,19 @@ class Batch(Resource):
         raw = request.headers.get("tokens") or request.args.get("tokens") or ""
         tokens = [t.strip() for t in raw.strip().split(",") if t.strip()]
         if len(tokens) > MAX_BATCH:
-            raise Judge0Error(400, {"error": f"number of submissions in a batch should be less than or equal "
-                                             f"to {MAX_BATCH}"})
+            raise Judge0Error(
+                400, {"error": f"number of submissions in a batch should be less than or equal to {MAX_BATCH}"}
+            )
         if not tokens:
             raise Judge0Error(400, {"error": "there should be at least one submission in a batch"})
         found = svc.find(rt().db, tokens, owner_id())
         try:
-            return {"submissions": [
-                serialize(row, wanted, base64_encoded()) if (row := found.get(_canonical(t))) is not None else None
-                for t in tokens]}
+            return {
+                "submissions": [
+                    serialize(row, wanted, base64_encoded()) if (row := found.get(_canonical(t))) is not None else None
+                    for t in tokens
+                ]
+            }
         except NotUtf8:
             raise Judge0Error(400, {"error": BATCH_CONVERSION_ERROR}) from None
 
@@ -266,6 +320,7 @@ class SubmissionItem(Resource):
         except svc.StillRunning:
             row = svc.get(rt().db, token, owner_id())
             sid = 1 if row.status == "QUEUED" else 2
-            raise Judge0Error(400, {"error": f"submission cannot be deleted because its status is {sid} "
-                                             f"({STATUSES[sid]})"}) from None
+            raise Judge0Error(
+                400, {"error": f"submission cannot be deleted because its status is {sid} ({STATUSES[sid]})"}
+            ) from None
         return serialize(row, wanted, True)

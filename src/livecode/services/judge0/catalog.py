@@ -26,8 +26,16 @@ LANGUAGE_IDS: dict[int, str] = {
     46: "bash",
 }
 # The names Judge0 gives them (the toolchain version is LiveCode's own).
-LANGUAGE_NAMES = {"python": "Python", "javascript": "JavaScript (Node.js", "c": "C (GCC", "cpp": "C++ (GCC",
-                  "java": "Java (OpenJDK", "go": "Go", "rust": "Rust", "bash": "Bash"}
+LANGUAGE_NAMES = {
+    "python": "Python",
+    "javascript": "JavaScript (Node.js",
+    "c": "C (GCC",
+    "cpp": "C++ (GCC",
+    "java": "Java (OpenJDK",
+    "go": "Go",
+    "rust": "Rust",
+    "bash": "Bash",
+}
 
 # status.rb: id -> description.
 STATUSES: dict[int, str] = {

@@ -28,10 +28,13 @@ NUMBERS = {
     "max_processes_and_or_threads": (0, True),
     "max_file_size": (0, False),
 }
-INTEGERS = frozenset({"number_of_runs", "memory_limit", "stack_limit", "max_processes_and_or_threads",
-                      "max_file_size"})
-FLAGS = ("enable_per_process_and_thread_time_limit", "enable_per_process_and_thread_memory_limit",
-         "redirect_stderr_to_stdout", "enable_network")
+INTEGERS = frozenset({"number_of_runs", "memory_limit", "stack_limit", "max_processes_and_or_threads", "max_file_size"})
+FLAGS = (
+    "enable_per_process_and_thread_time_limit",
+    "enable_per_process_and_thread_memory_limit",
+    "redirect_stderr_to_stdout",
+    "enable_network",
+)
 REFUSED_FLAGS = {
     "enable_per_process_and_thread_time_limit": "this option cannot be enabled",
     "enable_per_process_and_thread_memory_limit": "this option cannot be enabled",
@@ -215,8 +218,7 @@ def parse_submission(body: Any, settings: Settings, base64_encoded: bool) -> Par
         # Judge0 has no "no CPU limit": 0 s would stop the program at once; 1 ms is LiveCode's least.
         "cpu_time_ms": max(1, math.ceil(cpu_s * 1000)),
         "time_limit_ms": max(1, math.ceil(wall_s * 1000)),
-        "memory_limit_mb": max(1, min(math.ceil(float(shown["memory_limit"]) / 1024),
-                                      settings.max_memory_limit_mb)),
+        "memory_limit_mb": max(1, min(math.ceil(float(shown["memory_limit"]) / 1024), settings.max_memory_limit_mb)),
         "max_processes": max(1, min(int(shown["max_processes_and_or_threads"]), settings.max_processes)),
     }
     options = ExecuteOptions(stdin=stdin or "", args=args, limits=limits)

@@ -19,20 +19,50 @@ from .catalog import STATUSES
 
 DEFAULT_FIELDS = ("token", "time", "memory", "stdout", "stderr", "compile_output", "message", "status")
 ALL_FIELDS = (
-    "source_code", "language_id", "stdin", "expected_output", "stdout", "status_id", "created_at", "finished_at",
-    "time", "memory", "stderr", "token", "number_of_runs", "cpu_time_limit", "cpu_extra_time", "wall_time_limit",
-    "memory_limit", "stack_limit", "max_processes_and_or_threads", "enable_per_process_and_thread_time_limit",
-    "enable_per_process_and_thread_memory_limit", "max_file_size", "compile_output", "exit_code", "exit_signal",
-    "message", "wall_time", "compiler_options", "command_line_arguments", "redirect_stderr_to_stdout",
-    "callback_url", "additional_files", "enable_network", "started_at", "queued_at", "updated_at", "queue_host",
-    "execution_host", "status", "language",
+    "source_code",
+    "language_id",
+    "stdin",
+    "expected_output",
+    "stdout",
+    "status_id",
+    "created_at",
+    "finished_at",
+    "time",
+    "memory",
+    "stderr",
+    "token",
+    "number_of_runs",
+    "cpu_time_limit",
+    "cpu_extra_time",
+    "wall_time_limit",
+    "memory_limit",
+    "stack_limit",
+    "max_processes_and_or_threads",
+    "enable_per_process_and_thread_time_limit",
+    "enable_per_process_and_thread_memory_limit",
+    "max_file_size",
+    "compile_output",
+    "exit_code",
+    "exit_signal",
+    "message",
+    "wall_time",
+    "compiler_options",
+    "command_line_arguments",
+    "redirect_stderr_to_stdout",
+    "callback_url",
+    "additional_files",
+    "enable_network",
+    "status",
+    "language",
 )
 ENCODED = frozenset({"source_code", "stdin", "expected_output", "stdout", "stderr", "compile_output", "message"})
 DECIMALS = frozenset({"cpu_time_limit", "cpu_extra_time", "wall_time_limit"})
-CONVERSION_ERROR = ("some attributes for this submission cannot be converted to UTF-8, "
-                    "use base64_encoded=true query parameter")
-BATCH_CONVERSION_ERROR = ("some attributes for one or more submissions cannot be converted to UTF-8, "
-                          "use base64_encoded=true query parameter")
+CONVERSION_ERROR = (
+    "some attributes for this submission cannot be converted to UTF-8, use base64_encoded=true query parameter"
+)
+BATCH_CONVERSION_ERROR = (
+    "some attributes for one or more submissions cannot be converted to UTF-8, use base64_encoded=true query parameter"
+)
 
 _TRIM = parse_compare("trim")
 _SIGNAL_STATUS = {signals.SIGSEGV: 7, signals.SIGXFSZ: 8, signals.SIGFPE: 9, signals.SIGABRT: 10}
@@ -145,11 +175,6 @@ def values(row: Any) -> dict[str, Any]:
         "exit_signal": row.signal,
         "message": _message(row, sid),
         "wall_time": _seconds(row.execution_time_ms),
-        "started_at": _timestamp(row.started_at),
-        "queued_at": _timestamp(row.queued_at),
-        "updated_at": _timestamp(row.finished_at or row.started_at or row.queued_at),
-        "queue_host": None,
-        "execution_host": row.worker,
         "status": {"id": sid, "description": STATUSES[sid]},
         "language": {"id": row.language_id, "name": opts.get("language_name", "")},
         "additional_files": None,
@@ -166,5 +191,4 @@ def serialize(row: Any, fields: tuple[str, ...] = DEFAULT_FIELDS, base64_encoded
     """The submission's `fields`, encoded as asked; NotUtf8 when an attribute is not UTF-8 text
     and base64 was not asked for (Judge0's conversion error)."""
     all_values = values(row)
-    return {name: _encode(all_values[name], base64_encoded) if name in ENCODED else all_values[name]
-            for name in fields}
+    return {name: _encode(all_values[name], base64_encoded) if name in ENCODED else all_values[name] for name in fields}

@@ -39,29 +39,61 @@ class StillRunning(ValueError):
 
 
 def create(
-    db: Database, enqueue: Enqueue, settings: Settings, parsed: Parsed, *, owner_id: uuid.UUID | None,
-    events: EventBus, request_id: str | None, catalog: LanguageCatalog | None,
-    on_queued: Callable[[uuid.UUID], object] | None = None, after_insert: AfterInsert | None = None,
+    db: Database,
+    enqueue: Enqueue,
+    settings: Settings,
+    parsed: Parsed,
+    *,
+    owner_id: uuid.UUID | None,
+    events: EventBus,
+    request_id: str | None,
+    catalog: LanguageCatalog | None,
+    on_queued: Callable[[uuid.UUID], object] | None = None,
+    after_insert: AfterInsert | None = None,
 ) -> str:
     """Create the submission's session and queue its execution; returns the token. A refused run
     removes the session again (the caller sees the refusal and nothing stays behind)."""
-    session = create_session(db, language=parsed.language, source_code=parsed.source_code, owner_id=owner_id,
-                             max_bytes=settings.max_source_bytes, settings=settings, languages=catalog)
+    session = create_session(
+        db,
+        language=parsed.language,
+        source_code=parsed.source_code,
+        owner_id=owner_id,
+        max_bytes=settings.max_source_bytes,
+        settings=settings,
+        languages=catalog,
+    )
     sid = uuid.UUID(session["session_id"])
     names = {i["id"]: i["name"] for i in languages(catalog, include_archived=True)}
     shown = {**parsed.shown, "language_name": names.get(parsed.language_id, "")}
 
     def add_rows(conn: Any, execution_id: uuid.UUID, owner: uuid.UUID | None) -> None:
-        conn.execute(insert(JUDGE0).values(
-            execution_id=execution_id, user_id=owner, language_id=parsed.language_id,
-            expected_output=parsed.expected_output, options=shown, created_at=utcnow()))
+        conn.execute(
+            insert(JUDGE0).values(
+                execution_id=execution_id,
+                user_id=owner,
+                language_id=parsed.language_id,
+                expected_output=parsed.expected_output,
+                options=shown,
+                created_at=utcnow(),
+            )
+        )
         if after_insert is not None:
             after_insert(conn, execution_id, owner)
 
     try:
-        result = submit_execution(db, enqueue, settings, sid, owner_id=owner_id, options=parsed.options,
-                                  events=events, request_id=request_id, on_queued=on_queued, languages=catalog,
-                                  after_insert=add_rows)
+        result = submit_execution(
+            db,
+            enqueue,
+            settings,
+            sid,
+            owner_id=owner_id,
+            options=parsed.options,
+            events=events,
+            request_id=request_id,
+            on_queued=on_queued,
+            languages=catalog,
+            after_insert=add_rows,
+        )
     except Exception:
         try:
             delete_session(db, sid, owner_id)
@@ -74,9 +106,13 @@ def create(
 @functools.cache
 def _select(by_owner: bool) -> Any:
     e, j = EXECUTIONS.c, JUDGE0.c
-    q = (select(*EXECUTIONS.columns, j.language_id, j.expected_output, j.options,
-                select(Source.content).where(Source.hash == e.source_hash).scalar_subquery().label("source_code"))
-         .join(JUDGE0, j.execution_id == e.id))
+    q = select(
+        *EXECUTIONS.columns,
+        j.language_id,
+        j.expected_output,
+        j.options,
+        select(Source.content).where(Source.hash == e.source_hash).scalar_subquery().label("source_code"),
+    ).join(JUDGE0, j.execution_id == e.id)
     return q.where(j.user_id == _owner_param()) if by_owner else q
 
 
@@ -152,8 +188,9 @@ def statistics(db: Database, owner_id: uuid.UUID | None) -> dict[str, Any]:
     with db.read() as s:
         total = s.execute(scoped(select(func.count()).select_from(JUDGE0))).scalar_one()
         today = s.execute(scoped(select(func.count()).select_from(JUDGE0).where(j.created_at >= day))).scalar_one()
-        month = s.execute(scoped(select(func.count()).select_from(JUDGE0)
-                                 .where(j.created_at >= now - timedelta(days=30)))).scalar_one()
+        month = s.execute(
+            scoped(select(func.count()).select_from(JUDGE0).where(j.created_at >= now - timedelta(days=30)))
+        ).scalar_one()
         by_lang = s.execute(scoped(select(j.language_id, func.count()).group_by(j.language_id))).all()
     return {
         "now": now.isoformat(),

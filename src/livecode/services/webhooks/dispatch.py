@@ -38,9 +38,17 @@ def build_body(db: Database, claimed: Claimed) -> tuple[str, bytes] | None:
     e = EXECUTIONS.c
     if claimed.kind == "judge0":
         j = JUDGE0.c
-        q = (select(*EXECUTIONS.columns, j.language_id, j.expected_output, j.options,
-                    select(Source.content).where(Source.hash == e.source_hash).scalar_subquery().label("source_code"))
-             .join(JUDGE0, j.execution_id == e.id).where(e.id == claimed.execution_id))
+        q = (
+            select(
+                *EXECUTIONS.columns,
+                j.language_id,
+                j.expected_output,
+                j.options,
+                select(Source.content).where(Source.hash == e.source_hash).scalar_subquery().label("source_code"),
+            )
+            .join(JUDGE0, j.execution_id == e.id)
+            .where(e.id == claimed.execution_id)
+        )
     else:
         q = select(EXECUTIONS).where(e.id == claimed.execution_id)
     with db.read_core(fresh=True) as conn:
@@ -70,17 +78,27 @@ def deliver(db: Database, settings: Settings, claimed: Claimed) -> str:
             "X-LiveCode-Delivery": str(claimed.id),
             "X-LiveCode-Execution": str(claimed.execution_id),
         }
-        result = send(claimed.url, body, headers, method=method, allow=settings.webhook_allow,
-                      timeout=settings.webhook_timeout_s)
+        result = send(
+            claimed.url, body, headers, method=method, allow=settings.webhook_allow, timeout=settings.webhook_timeout_s
+        )
     state = record_try(db, claimed, result, settings.webhook_backoff_s)
-    log.info("webhook try", extra={"execution_id": str(claimed.execution_id), "delivery_id": str(claimed.id),
-                                   "attempt": claimed.attempts + 1, "state": state,
-                                   "status_code": result.status_code, "error": result.error})
+    log.info(
+        "webhook try",
+        extra={
+            "execution_id": str(claimed.execution_id),
+            "delivery_id": str(claimed.id),
+            "attempt": claimed.attempts + 1,
+            "state": state,
+            "status_code": result.status_code,
+            "error": result.error,
+        },
+    )
     return state
 
 
-def deliver_due(db: Database, settings: Settings, execution_ids: list[uuid.UUID] | None = None,
-                pool: Any = None) -> int:
+def deliver_due(
+    db: Database, settings: Settings, execution_ids: list[uuid.UUID] | None = None, pool: Any = None
+) -> int:
     """Claim and make the due deliveries (of `execution_ids`, or all); each try on `pool` (an
     executor) when given. Returns how many were claimed."""
     claimed = claim_due(db, lease_s(settings), execution_ids=execution_ids)

@@ -45,8 +45,9 @@ def rotate_secret(db: Database, owner: str) -> dict[str, str]:
     """A new secret for `owner` (the old one stops signing at once): shown only in this answer."""
     secret, now = _new_secret(), utcnow()
     with db.write() as s:
-        done = s.execute(update(WebhookSecret).where(WebhookSecret.owner == owner)
-                         .values(secret=secret, created_at=now)).rowcount  # type: ignore[attr-defined]
+        done = s.execute(
+            update(WebhookSecret).where(WebhookSecret.owner == owner).values(secret=secret, created_at=now)
+        ).rowcount  # type: ignore[attr-defined]
         if not done:
             s.add(WebhookSecret(owner=owner, secret=secret, created_at=now))
     return {"secret": secret, "created_at": now.isoformat()}
@@ -56,9 +57,10 @@ def secret_info(db: Database, owner: str) -> dict[str, object]:
     with db.read(fresh=True) as s:
         row = s.execute(select(WebhookSecret.created_at).where(WebhookSecret.owner == owner)).first()
     created = row[0] if row else None
-    return {"exists": row is not None,
-            "created_at": (created.isoformat() if created.tzinfo else created.isoformat() + "+00:00")
-            if created else None}
+    return {
+        "exists": row is not None,
+        "created_at": (created.isoformat() if created.tzinfo else created.isoformat() + "+00:00") if created else None,
+    }
 
 
 def secret_for(db: Database, owner: str) -> str:
@@ -71,6 +73,9 @@ def secret_for(db: Database, owner: str) -> str:
     with db.write() as s:
         dialect = s.get_bind().dialect.name
         ins = pg_insert if dialect == "postgresql" else sqlite_insert
-        s.execute(ins(WebhookSecret).values(owner=owner, secret=_new_secret(), created_at=utcnow())
-                  .on_conflict_do_nothing(index_elements=["owner"]))
+        s.execute(
+            ins(WebhookSecret)
+            .values(owner=owner, secret=_new_secret(), created_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["owner"])
+        )
         return str(s.execute(select(WebhookSecret.secret).where(WebhookSecret.owner == owner)).scalar_one())

@@ -37,12 +37,25 @@ def schedule(conn: Any, execution_ids: list[uuid.UUID], owner: str, callback: Ca
     Session). It becomes due when its execution is terminal."""
     if not execution_ids:
         return
-    conn.execute(insert(DELIVERIES), [
-        {"id": uuid.uuid4(), "execution_id": eid, "owner": owner, "url": callback.url, "kind": callback.kind,
-         "state": "pending", "attempts": 0, "max_attempts": callback.max_attempts, "next_attempt_at": now,
-         "tries": [], "created_at": now}
-        for eid in execution_ids
-    ])
+    conn.execute(
+        insert(DELIVERIES),
+        [
+            {
+                "id": uuid.uuid4(),
+                "execution_id": eid,
+                "owner": owner,
+                "url": callback.url,
+                "kind": callback.kind,
+                "state": "pending",
+                "attempts": 0,
+                "max_attempts": callback.max_attempts,
+                "next_attempt_at": now,
+                "tries": [],
+                "created_at": now,
+            }
+            for eid in execution_ids
+        ],
+    )
 
 
 @dataclass(frozen=True)
@@ -57,14 +70,19 @@ class Claimed:
     tries: list[dict[str, Any]]
 
 
-def claim_due(db: Database, lease_s: float, *, execution_ids: list[uuid.UUID] | None = None,
-              limit: int = 50) -> list[Claimed]:
+def claim_due(
+    db: Database, lease_s: float, *, execution_ids: list[uuid.UUID] | None = None, limit: int = 50
+) -> list[Claimed]:
     """Deliveries due now whose execution is terminal, each leased to the caller for `lease_s`."""
     t, e = DELIVERIES.c, Execution.__table__.c
     now = utcnow()
-    q = (select(t.id).join(Execution.__table__, e.id == t.execution_id)
-         .where(t.state == "pending", t.next_attempt_at <= now, e.status.in_(status_values(TERMINAL_STATUSES)))
-         .order_by(t.next_attempt_at).limit(limit))
+    q = (
+        select(t.id)
+        .join(Execution.__table__, e.id == t.execution_id)
+        .where(t.state == "pending", t.next_attempt_at <= now, e.status.in_(status_values(TERMINAL_STATUSES)))
+        .order_by(t.next_attempt_at)
+        .limit(limit)
+    )
     if execution_ids is not None:
         q = q.where(t.execution_id.in_(execution_ids))
     with db.read_core(fresh=True) as conn:
@@ -72,14 +90,27 @@ def claim_due(db: Database, lease_s: float, *, execution_ids: list[uuid.UUID] | 
     claimed = []
     lease = now + timedelta(seconds=lease_s)
     for did in ids:
-        stmt = (update(DELIVERIES).where(t.id == did, t.state == "pending", t.next_attempt_at <= now)
-                .values(next_attempt_at=lease)
-                .returning(t.id, t.execution_id, t.owner, t.url, t.kind, t.attempts, t.max_attempts, t.tries))
+        stmt = (
+            update(DELIVERIES)
+            .where(t.id == did, t.state == "pending", t.next_attempt_at <= now)
+            .values(next_attempt_at=lease)
+            .returning(t.id, t.execution_id, t.owner, t.url, t.kind, t.attempts, t.max_attempts, t.tries)
+        )
         with db.write_one() as conn:
             row = conn.execute(stmt).first()
         if row is not None:  # another worker took it first otherwise
-            claimed.append(Claimed(row.id, row.execution_id, row.owner, row.url, row.kind, row.attempts,
-                                   row.max_attempts, list(row.tries or [])))
+            claimed.append(
+                Claimed(
+                    row.id,
+                    row.execution_id,
+                    row.owner,
+                    row.url,
+                    row.kind,
+                    row.attempts,
+                    row.max_attempts,
+                    list(row.tries or []),
+                )
+            )
     return claimed
 
 
@@ -87,8 +118,13 @@ def record_try(db: Database, claimed: Claimed, result: TryResult, backoff_s: flo
     """Write a try's outcome; returns the delivery's state after it."""
     now = utcnow()
     attempts = claimed.attempts + 1
-    entry = {"attempt": attempts, "at": iso(now), "status_code": result.status_code, "error": result.error,
-             "duration_ms": result.duration_ms}
+    entry = {
+        "attempt": attempts,
+        "at": iso(now),
+        "status_code": result.status_code,
+        "error": result.error,
+        "duration_ms": result.duration_ms,
+    }
     values: dict[str, Any] = {"attempts": attempts, "tries": [*claimed.tries, entry]}
     if result.ok:
         values.update(state="delivered", finished_at=now)
@@ -113,10 +149,21 @@ def list_deliveries(db: Database, execution_id: uuid.UUID, owner_id: uuid.UUID |
         if conn.execute(q).first() is None:
             raise NotFound(f"execution {execution_id} not found", code="EXECUTION_NOT_FOUND")
         rows = conn.execute(select(DELIVERIES).where(t.execution_id == execution_id).order_by(t.created_at)).all()
-    return {"execution_id": str(execution_id), "deliveries": [
-        {"delivery_id": str(r.id), "url": r.url, "kind": r.kind, "state": r.state, "attempts": r.attempts,
-         "max_attempts": r.max_attempts,
-         "next_attempt_at": iso(r.next_attempt_at) if r.state == "pending" else None,
-         "created_at": iso(r.created_at), "finished_at": iso(r.finished_at), "tries": list(r.tries or [])}
-        for r in rows
-    ]}
+    return {
+        "execution_id": str(execution_id),
+        "deliveries": [
+            {
+                "delivery_id": str(r.id),
+                "url": r.url,
+                "kind": r.kind,
+                "state": r.state,
+                "attempts": r.attempts,
+                "max_attempts": r.max_attempts,
+                "next_attempt_at": iso(r.next_attempt_at) if r.state == "pending" else None,
+                "created_at": iso(r.created_at),
+                "finished_at": iso(r.finished_at),
+                "tries": list(r.tries or []),
+            }
+            for r in rows
+        ],
+    }
