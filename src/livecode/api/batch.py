@@ -11,6 +11,7 @@ from ..services import executions as svc
 from ..services.batch import MAX_BATCH, BatchItem, submit_batch
 from . import schemas
 from .body import json_body, parse_uuid, reject_unknown
+from .callbacks import callback_for, schedule_batch_hook
 from .context import enqueue, owner_id, request_id, rt
 from .executions import ns, parse_execute_options
 from .ratelimit import charge_executions
@@ -65,8 +66,6 @@ class Batch(Resource):
     def post(self) -> Any:
         """Queue many runs on the low-priority queue in one request: all or nothing. Interactive
         runs overtake them. Poll each execution as usual."""
-        from .webhooks import callback_for, schedule_batch_hook
-
         body = json_body()
         items = parse_items(body)
         hook = schedule_batch_hook(callback_for(body))

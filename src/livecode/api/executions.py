@@ -13,6 +13,7 @@ from ..services import executions as svc
 from ..services.waiting import wait_for_end
 from . import schemas
 from .body import json_body, optional_int, optional_str, parse_uuid, query_int, reject_unknown
+from .callbacks import callback_for, schedule_hook
 from .context import enqueue, owner_id, request_id, rt
 from .idempotency import idempotent
 from .ratelimit import execution_charge
@@ -95,8 +96,6 @@ class Execute(Resource):
             watch["event"] = r.events.watch_finished(str(eid))
 
         def submit() -> tuple[dict[str, Any], int]:
-            from .webhooks import callback_for, schedule_hook
-
             options = parse_execute_options(body)
             result = svc.submit_execution(
                 r.db, enqueue(), r.settings, sid, owner_id=owner_id(), options=options, events=r.events,

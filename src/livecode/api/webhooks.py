@@ -4,16 +4,12 @@ requests (services/webhooks)."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
-from flask import g
 from flask_restx import Namespace, Resource, fields
 
-from ..models import utcnow
 from ..services.webhooks import signing
-from ..services.webhooks.store import Callback, list_deliveries, schedule
-from ..services.webhooks.urls import check_callback
+from ..services.webhooks.store import list_deliveries
 from . import schemas
 from .body import parse_uuid
 from .context import owner_id, rt
@@ -68,39 +64,6 @@ deliveries_model = executions_ns.model(
         "deliveries": fields.List(fields.Nested(delivery_model), required=True),
     },
 )
-
-
-def callback_for(body: dict[str, Any]) -> Callback | None:
-    """The request's callback_url (checked: 400 INVALID_CALLBACK_URL), else the API key's default."""
-    url = body.get("callback_url")
-    if url is None:
-        url = g.get("key_callback_url")
-        if not url:
-            return None
-    return Callback(check_callback(url, rt().settings.webhook_allow), "livecode", rt().settings.webhook_max_attempts)
-
-
-def schedule_hook(callback: Callback | None) -> Any:
-    """An after_insert hook for services.executions.submit_execution (one execution)."""
-    if callback is None:
-        return None
-
-    def hook(conn: Any, execution_id: uuid.UUID, owner: uuid.UUID | None) -> None:
-        schedule(conn, [execution_id], signing.owner_key(owner), callback, utcnow())
-
-    return hook
-
-
-def schedule_batch_hook(callback: Callback | None) -> Any:
-    """An after_insert hook for services.batch.submit_batch (every run of the batch)."""
-    if callback is None:
-        return None
-    owner = signing.owner_key(owner_id())
-
-    def hook(session: Any, ids: list[uuid.UUID]) -> None:
-        schedule(session, ids, owner, callback, utcnow())
-
-    return hook
 
 
 @ns.route("/secret")
