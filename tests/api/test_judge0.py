@@ -238,6 +238,8 @@ def test_list_delete_and_ownership(secure: LiveApp) -> None:
     assert page["meta"]["total_count"] == 1
     assert live.client.get(f"{SUB}/{other}", headers=judge0).status_code == 404
     assert live.client.get(f"{SUB}?page=0", headers=judge0).get_json() == {"error": "invalid page: 0"}
+    far = live.client.get(f"{SUB}?page=99999999999999999999", headers=judge0)
+    assert far.status_code == 200 and far.get_json()["submissions"] == []
     busy = live.client.delete(f"{SUB}/{token}", headers=judge0)
     assert busy.status_code == 400 and "status is 1 (In Queue)" in busy.get_json()["error"]
     finish_like_a_worker(live, token, stdout=b"ok")

@@ -172,6 +172,7 @@ class Submissions(Resource):
         if per_page < 0:
             raise Judge0Error(400, {"error": f"invalid per_page: {per_page}"})
         per_page = min(per_page or 20, 100)
+        page = min(page, 2**31)  # Rails pages any number; the database's OFFSET has a ceiling
         rows, total = svc.page(rt().db, owner_id(), page, per_page)
         try:
             items = [serialize(row, wanted, base64_encoded()) for row in rows]
