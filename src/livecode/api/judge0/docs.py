@@ -8,6 +8,8 @@ from typing import Any, TypeVar
 
 from flask_restx import Namespace, fields
 
+from ..schemas import nullable
+
 ns = Namespace("judge0", description="Judge0 CE 1.13.1-compatible API (docs/compat.md); errors in Judge0's shape")
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -56,7 +58,10 @@ submission_page = ns.model(
         "meta": fields.Raw(),
     },
 )
-batch_result = ns.model("Judge0BatchResult", {"submissions": fields.List(fields.Raw)})
+batch_result = ns.model(
+    "Judge0BatchResult",
+    {"submissions": fields.List(nullable(fields.Raw(description="null for a token that is not yours or not known")))},
+)
 language = ns.model("Judge0Language", {"id": fields.Integer(required=True), "name": fields.String(required=True)})
 status = ns.model("Judge0Status", {"id": fields.Integer(required=True), "description": fields.String(required=True)})
 anything = ns.model("Judge0Info", {})
@@ -85,4 +90,14 @@ def errors(fn: F) -> F:
     """Document Judge0's error answers on an operation."""
     for code, text in ERRORS.items():
         fn = ns.response(code, text, error)(fn)
+    return fn
+
+
+def batch_errors(fn: F) -> F:
+    """errors() of a batch creation, whose 422 (no item valid) is the list of each item's errors."""
+    for code, text in ERRORS.items():
+        if code == 422:
+            fn = ns.response(422, "No submission was valid: each item's errors, in order", [anything])(fn)
+        else:
+            fn = ns.response(code, text, error)(fn)
     return fn

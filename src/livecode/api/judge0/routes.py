@@ -31,7 +31,18 @@ from ..context import enqueue, owner_id, request_id, rt
 from ..ratelimit import charge_executions, execution_charge
 from ..waiting import wait_slots
 from . import Judge0Error
-from .docs import BASE64_PARAM, FIELDS_PARAM, batch_request, batch_result, errors, ns, submission, submission_page
+from .docs import (
+    BASE64_PARAM,
+    FIELDS_PARAM,
+    anything,
+    batch_errors,
+    batch_request,
+    batch_result,
+    errors,
+    ns,
+    submission,
+    submission_page,
+)
 from .docs import submission_request as request_model
 
 NOT_FOUND = {"error": "not found"}
@@ -205,8 +216,8 @@ def _int_arg(name: str, default: int) -> int:
 class Batch(Resource):
     @ns.doc("judge0_create_batch", params={"base64_encoded": BASE64_PARAM})
     @ns.expect(batch_request, validate=False)
-    @ns.response(201, "[{token} or errors of that item, ...] in order", [submission])
-    @errors
+    @ns.response(201, "[{token} or errors of that item, ...] in order", [anything])
+    @batch_errors
     def post(self) -> Any:
         """Create up to 20 submissions; each item gets a token or its own errors (Judge0's POST
         /submissions/batch; 422 when none is valid)."""
