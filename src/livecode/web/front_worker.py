@@ -53,17 +53,18 @@ class FrontLimits:
     max_body_bytes: int = 2 * 1024 * 1024  # more than this is handed on unread: the app answers 413
 
 
-def _error_response(status: str, code: str, message: str, extra: str = "") -> bytes:
+def error_response(status: str, code: str, message: str, extra: str = "") -> bytes:
+    """A whole HTTP answer in the API's JSON error shape, for what is answered before Flask."""
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     head = (f"HTTP/1.1 {status}\r\nConnection: close\r\nContent-Type: application/json\r\n{extra}"
             f"Content-Length: {len(body)}\r\n\r\n")
     return head.encode("latin-1") + body
 
 
-TOO_MANY_CONNECTIONS = _error_response(
+TOO_MANY_CONNECTIONS = error_response(
     "429 Too Many Requests", "TOO_MANY_CONNECTIONS",
     "too many open connections from this address; close some and retry", "Retry-After: 1\r\n")
-REQUEST_TIMEOUT = _error_response(
+REQUEST_TIMEOUT = error_response(
     "408 Request Timeout", "REQUEST_TIMEOUT", "the request did not arrive in time; send it again, faster")
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -372,6 +373,21 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
             except OSError:
                 pass
             return
+        try:
+            # The linger's own descriptor: the socket object may still be closed under it by
+            # whoever had it (a WebSocket's reader thread). That would free the fd number the
+            # selector holds, and the next accepted connection, given that number, would collide
+            # with the dead entry and be reset.
+            own = sock.dup()
+        except OSError:
+            own = None
+        try:
+            sock.close()
+        except OSError:
+            pass
+        if own is None:
+            return
+        sock = own
         try:
             sock.setblocking(False)
             sock.shutdown(socket.SHUT_WR)

@@ -1,8 +1,8 @@
 """judge0 submissions and webhooks: the Judge0 API's per-submission extras, webhook secrets, the
 table of due deliveries, and an API key's default callback URL
 
-Revision ID: 0005_judge0
-Revises: 0004_sources
+Revision ID: 0007_judge0
+Revises: 0006_multifile
 Create Date: 2026-12-03 17:00:00
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_judge0"
-down_revision: str | None = "0004_sources"
+revision: str = "0007_judge0"
+down_revision: str | None = "0006_multifile"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
