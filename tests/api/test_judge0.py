@@ -4,10 +4,12 @@ drives a real stack in tests/compat/)."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import signal
 import threading
 import uuid
+import zipfile
 from typing import Any
 
 import pytest
@@ -130,7 +132,9 @@ def test_base64_in_and_out_and_the_non_utf8_answer(live: LiveApp) -> None:
         ({"language_id": None}, "language_id", "can't be blank"),
         ({"language_id": 999}, "language_id", "language with id 999 doesn't exist"),
         ({"compiler_options": "-O3"}, "compiler_options", "setting compiler options is not allowed"),
-        ({"additional_files": "UEsDBA=="}, "additional_files", "setting additional files is not allowed"),
+        ({"additional_files": 5}, "additional_files", "must be a base64-encoded zip archive"),
+        ({"additional_files": "UEsDBA=="}, "additional_files", "is not a zip archive"),
+        ({"additional_files": "%%%"}, "additional_files", "is not valid base64"),
         ({"enable_network": True}, "enable_network", "enabling network is not allowed"),
         ({"number_of_runs": 5}, "number_of_runs", "must be less than or equal to 1"),
         ({"command_line_arguments": "x" * 513}, "command_line_arguments", "is too long (maximum is 512 characters)"),
@@ -181,7 +185,6 @@ def test_config_info_has_the_39_keys_with_unsupported_options_disabled(live: Liv
     assert len(info) == 39
     for key in (
         "enable_compiler_options",
-        "enable_additional_files",
         "allow_enable_network",
         "allow_enable_per_process_and_thread_time_limit",
         "allow_enable_per_process_and_thread_memory_limit",
@@ -273,3 +276,42 @@ def test_errors_keep_judge0s_shape(live: LiveApp) -> None:
     assert r.status_code == 404 and r.get_json() == {"error": "not found"}
     r = live.client.post(SUB, json=["not", "an", "object"])
     assert r.status_code == 400 and isinstance(r.get_json()["error"], str)
+
+
+def zipped(files: dict[str, bytes], sizes: dict[str, int] | None = None) -> str:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_additional_files_become_the_programs_other_files(live: LiveApp) -> None:
+    archive = zipped({"helper.py": b"ANSWER = 42\n", "data/input.txt": b"x\n", "data/": b""})
+    token = create(live, {"source_code": "import helper; print(helper.ANSWER)", "additional_files": archive})
+    row = live.rows.one("executions", "id = :id", id=uid(token))
+    session = live.rows.one("code_sessions", "id = :id", id=row["session_id"])
+    files = json.loads(session["files"]) if isinstance(session["files"], str) else session["files"]
+    paths = [f["path"] for f in files]
+    assert session["entry"] == "main.py" and paths == ["main.py", "helper.py", "data/input.txt"]
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"../escape.py": b"x"}, "file path"),
+        ({"/etc/passwd": b"x"}, "file path"),
+        ({"main.py": b"print(2)"}, "file path"),  # clashes with the source
+        ({"bin.dat": b"\xff\xfe\x00"}, "not UTF-8 text"),
+        ({"bomb.txt": b"0" * (3 * 1024 * 1024)}, "bytes together"),
+        ({f"f{i}.py": b"" for i in range(70)}, "at most"),
+    ],
+)
+def test_additional_files_follow_the_programs_path_rules_and_limits(
+    live: LiveApp, files: dict[str, bytes], message: str
+) -> None:
+    before = live.rows.snapshot()
+    r = live.client.post(SUB, json={"source_code": "print(1)", "language_id": 71, "additional_files": zipped(files)})
+    assert r.status_code == 422, r.get_json()
+    assert any(message in m for m in r.get_json()["additional_files"]), r.get_json()
+    assert live.rows.snapshot() == before and live.enqueued.ids == []

@@ -157,3 +157,20 @@ def test_wait_true_and_base64_off(cluster: Cluster, judge0_api: dict[str, str]) 
     assert plain.status_code == 400 and "base64_encoded=true" in plain.json()["error"]
     # A key that is not one is refused.
     assert raw(cluster, {"X-Auth-Token": "lc_not-a-key"}, "GET", f"/submissions/{token}").status_code == 401
+
+
+def test_additional_files_are_the_programs_other_files(client: judge0.Client) -> None:
+    files = judge0.Filesystem(
+        content=[
+            judge0.File(name="helper.py", content="ANSWER = 42\n"),
+            judge0.File(name="data/in.txt", content="from a file\n"),
+        ]
+    )
+    sub = judge0.run(
+        client=client,
+        language=PYTHON,
+        additional_files=files,
+        source_code="import helper\nprint(helper.ANSWER, open('data/in.txt').read().strip())",
+    )
+    assert sub.status == Status.ACCEPTED, (sub.status, sub.stderr)
+    assert sub.stdout == "42 from a file\n"

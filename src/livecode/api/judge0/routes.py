@@ -9,7 +9,7 @@ from typing import Any
 from flask import request
 from flask_restx import Resource
 
-from ...errors import ApiError, ValidationError
+from ...errors import ApiError
 from ...models import utcnow
 from ...services.judge0 import submissions as svc
 from ...services.judge0.catalog import CALLBACK_MAX_TRIES, MAX_BATCH, STATUSES
@@ -46,6 +46,8 @@ from .docs import (
 from .docs import submission_request as request_model
 
 NOT_FOUND = {"error": "not found"}
+# A program's refusals (services/programs.py) that are about the archive's files.
+ARCHIVE_CODES = frozenset({"INVALID_FILE_PATH", "TOO_MANY_FILES", "FILES_TOO_LARGE", "INVALID_SOURCE", "INVALID_FILES"})
 
 
 def base64_encoded() -> bool:
@@ -99,9 +101,11 @@ def _create(parsed: Parsed, on_queued: Any = None) -> str:
             on_queued=on_queued,
             after_insert=hook,
         )
-    except ValidationError as exc:
+    except ApiError as exc:
         if exc.code in ("UNSUPPORTED_LANGUAGE", "LANGUAGE_UNAVAILABLE"):
             raise Judge0Error(422, {"language_id": [exc.message]}) from None
+        if parsed.additional_files and exc.code in ARCHIVE_CODES:
+            raise Judge0Error(422, {"additional_files": [exc.message]}) from None
         raise
 
 

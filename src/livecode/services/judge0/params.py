@@ -15,6 +15,7 @@ from typing import Any
 
 from ...config import Settings
 from ..executions import ExecuteOptions
+from .archive import ArchiveError, unzip
 from .catalog import LANGUAGE_IDS, MAX_ARGUMENTS_LENGTH, defaults, maxima
 
 NUMBERS = {
@@ -54,6 +55,7 @@ class Parsed:
     expected_output: bytes | None
     shown: dict[str, Any] = field(default_factory=dict)  # the options in Judge0's units
     callback_url: str | None = None
+    additional_files: list[tuple[str, str]] | None = None  # (path, text) beside the source
 
 
 class Errors(dict[str, list[str]]):
@@ -197,8 +199,15 @@ def parse_submission(body: Any, settings: Settings, base64_encoded: bool) -> Par
         except ValueError as exc:
             errors.add("command_line_arguments", f"cannot be split into arguments: {exc}")
     files = body.get("additional_files")
+    extra: list[tuple[str, str]] | None = None
     if files not in (None, ""):
-        errors.add("additional_files", "setting additional files is not allowed")
+        if not isinstance(files, str):
+            errors.add("additional_files", "must be a base64-encoded zip archive")
+        else:
+            try:
+                extra = unzip(files, settings) or None
+            except ArchiveError as exc:
+                errors.add("additional_files", str(exc))
     callback = body.get("callback_url")
     if callback not in (None, "") and not isinstance(callback, str):
         errors.add("callback_url", "must be a string")
@@ -222,4 +231,4 @@ def parse_submission(body: Any, settings: Settings, base64_encoded: bool) -> Par
         "max_processes": max(1, min(int(shown["max_processes_and_or_threads"]), settings.max_processes)),
     }
     options = ExecuteOptions(stdin=stdin or "", args=args, limits=limits)
-    return Parsed(language, language_id, source, options, expected, shown, callback or None)
+    return Parsed(language, language_id, source, options, expected, shown, callback or None, extra)

@@ -19,6 +19,7 @@ from ...infra.languages import LanguageCatalog
 from ...models import ACTIVE_STATUSES, Execution, Judge0Submission, Source, status_values, utcnow
 from ...streaming.bus import EventBus
 from ..executions import Enqueue, submit_execution
+from ..programs import default_path
 from ..sessions import create_session, delete_session
 from .catalog import languages
 from .params import Parsed
@@ -53,14 +54,20 @@ def create(
 ) -> str:
     """Create the submission's session and queue its execution; returns the token. A refused run
     removes the session again (the caller sees the refusal and nothing stays behind)."""
+    files = entry = None
+    if parsed.additional_files:  # the source at the language's default path, the archive's files beside it
+        entry = default_path(parsed.language)
+        files = [(entry, parsed.source_code), *parsed.additional_files]
     session = create_session(
         db,
         language=parsed.language,
-        source_code=parsed.source_code,
+        source_code=None if files else parsed.source_code,
         owner_id=owner_id,
         max_bytes=settings.max_source_bytes,
         settings=settings,
         languages=catalog,
+        files=files,
+        entry=entry,
     )
     sid = uuid.UUID(session["session_id"])
     names = {i["id"]: i["name"] for i in languages(catalog, include_archived=True)}
