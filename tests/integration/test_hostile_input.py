@@ -572,9 +572,27 @@ JUDGE0_BODIES: list[Any] = [
     {"source_code": "print(1)", "language_id": 71, "callback_url": "file:///etc/passwd"},
     {"source_code": "print(1)", "language_id": 71, "callback_url": ["http://x"]},
     {"source_code": "print(1)", "language_id": 71, "enable_network": "true"},
-    {"source_code": "print(1)", "language_id": 71, "additional_files": "UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA=="},
+    {"source_code": "print(1)", "language_id": 71, "additional_files": "UEsDBA=="},
+    {"source_code": "print(1)", "language_id": 71, "additional_files": {"zip": True}},
     {"source_code": "print(1)", "language_id": 71, "number_of_runs": 2**31},
     {"source_code": "x" * 300_000, "language_id": 71},
+]
+
+
+def _zip(name: str, data: bytes) -> str:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(name, data)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+JUDGE0_BODIES += [
+    # zip slip, and a zip bomb (16 MB of zeros in about 16 KB): refused before anything is extracted
+    {"source_code": "print(1)", "language_id": 71, "additional_files": _zip("../../etc/cron.d/x", b"x")},
+    {"source_code": "print(1)", "language_id": 71, "additional_files": _zip("zeros.txt", b"0" * (16 << 20))},
 ]
 
 
