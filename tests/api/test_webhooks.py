@@ -195,3 +195,10 @@ def test_batches_api_key_defaults_and_judge0_callbacks(make_live: Any) -> None:
     other = sign_up(live)
     assert live.client.get(f"/api/v1/executions/{keyed}/deliveries", headers=other.headers).status_code == 404
     assert live.client.get(f"/api/v1/executions/{uuid.uuid4()}/deliveries", headers=user.headers).status_code == 404
+
+
+def test_webhook_secrets_and_judge0_tokens_are_redacted_from_log_lines() -> None:
+    from livecode.logging_setup import redact
+
+    line = "X-Auth-Token: lc_" + "k" * 40 + " secret=whsec_" + "s" * 40
+    assert "k" * 40 not in redact(line) and "s" * 40 not in redact(line)
