@@ -28,7 +28,7 @@ def module_stack() -> Iterator[Stack]:
     s = Stack(
         LIVECODE_WEBHOOK_ALLOW=LOOPBACK,
         LIVECODE_WEBHOOK_BACKOFF_S="0.5",
-        LIVECODE_WEBHOOK_TIMEOUT_S="2",
+        LIVECODE_WEBHOOK_TIMEOUT_S="1",
         LIVECODE_WEBHOOK_SWEEP_INTERVAL_S="0.5",
     )
     yield s
