@@ -176,6 +176,8 @@ class Execution(Base):
         ),
         Index("ix_executions_session_queued", "session_id", "queued_at"),
         Index("ix_executions_status_queued", "status", "queued_at"),
+        # The admin analytics select by queued_at range (services/analytics.py).
+        Index("ix_executions_queued_language", "queued_at", "language"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -217,6 +219,9 @@ class Execution(Base):
     tests: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
     compare_mode: Mapped[str | None] = mapped_column(String(64))
     test_results: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
+    # Compiled languages: the program came from the compile cache (true) or was compiled for this
+    # run (false); null when nothing was compiled (interpreted languages).
+    compile_cached: Mapped[bool | None] = mapped_column(Boolean)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     worker: Mapped[str | None] = mapped_column(String(255))
     request_id: Mapped[str | None] = mapped_column(String(64))

@@ -40,7 +40,7 @@ jwt = JWTManager()
 PUBLIC_PREFIXES = ("/health", "/swaggerui/", "/static/", "/s/", "/judge0/languages/")
 PUBLIC_PATHS = frozenset({
     "/docs", "/swagger.json", "/metrics", "/api/v1/languages", "/api/v1/auth/register",
-    "/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/logout",
+    "/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/logout", "/admin",
     # What a Judge0 client reads before it submits (as /api/v1/languages is public).
     "/judge0/languages", "/judge0/statuses", "/judge0/about", "/judge0/config_info", "/judge0/version",
 })

@@ -1,5 +1,6 @@
 """The browser playground: GET / (and /s/<session_id>, a shareable session URL) serve the single
-page; /static/<path> serves the bundle built from frontend/ by scripts/build-frontend.sh.
+page, GET /admin the operators' analytics page; /static/<path> serves the bundle built from
+frontend/ by scripts/build-frontend.sh.
 
 The built files are committed under src/livecode/static/ so the Python package ships them and
 `livecode serve` needs no Node toolchain."""
@@ -32,11 +33,11 @@ def _checked(resp: Response) -> Response:
     return resp
 
 
-def _page() -> Response:
-    if not (STATIC_DIR / "index.html").is_file():
+def _page(name: str = "index.html") -> Response:
+    if not (STATIC_DIR / name).is_file():
         # A source checkout whose frontend was never built; say how to fix it instead of a bare 404.
         abort(404, description="the playground is not built; run scripts/build-frontend.sh")
-    resp = _checked(send_from_directory(STATIC_DIR, "index.html", max_age=0))
+    resp = _checked(send_from_directory(STATIC_DIR, name, max_age=0))
     resp.headers["Content-Security-Policy"] = CSP
     resp.headers["Referrer-Policy"] = "no-referrer"
     resp.headers["Cache-Control"] = "no-cache"
@@ -47,6 +48,13 @@ def _page() -> Response:
 def index() -> Response:
     """The playground page. `/?session=<id>` opens that session."""
     return _page()
+
+
+@bp.get("/admin")
+def admin() -> Response:
+    """The analytics page: charts of GET /api/v1/admin/analytics. The page itself is public (a
+    browser sends no token when it navigates); the figures need the admin role."""
+    return _page("admin.html")
 
 
 @bp.get("/s/<session_id>")

@@ -23,6 +23,7 @@ from ..runtime import Runtime, runtime
 from ..sandbox import Outcome, RunResult, SandboxLimits
 from ..services.executions import ClaimedRun, claim_execution, fail_queued, finish_execution_returning
 from ..streaming.publisher import OutputPublisher, publish_finished, publish_running
+from .cache_use import compile_cached
 from .celery_app import TASK_NAME, celery
 from .deadletter import record_dead_letter
 from .heartbeat import identity
@@ -216,7 +217,11 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
         if claimed.tests is not None:  # test cases: compile once, run once per test
             status, cols = run_tests_claimed(rt, claimed, limits_for(claimed, rt), extra)
         else:
-            status, cols = outcome_columns(run_claimed(rt, claimed), extra)
+            result = run_claimed(rt, claimed)
+            status, cols = outcome_columns(result, extra)
+            cols["compile_cached"] = compile_cached(
+                claimed.language, result.cached, result.outcome == Outcome.INTERNAL_ERROR
+            )
     finally:
         with _active_lock:
             _active -= 1

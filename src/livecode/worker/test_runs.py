@@ -20,6 +20,7 @@ from ..sandbox import Outcome, RunInput, RunResult, SandboxLimits, run_many
 from ..services import testcases
 from ..services.executions import ClaimedRun
 from ..streaming.publisher import OutputPublisher, publish_test_started, publish_tests_finished
+from .cache_use import compile_cached
 from .sandbox_runner import get_process_runner
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ def run_tests_claimed(
         publish_tests_finished(rt.events, eid, [testcases.case_view(first + i, docs[first + i], e)
                                                 for i, e in enumerate(skipped)])
     cols["test_results"] = entries
+    cached = failed.cached if failed is not None else many.cached
+    cols["compile_cached"] = compile_cached(claimed.language, cached, many.internal_error)
     return status, cols
 
 

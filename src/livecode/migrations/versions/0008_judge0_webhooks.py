@@ -1,8 +1,8 @@
 """judge0 submissions and webhooks: the Judge0 API's per-submission extras, webhook secrets, the
 table of due deliveries, and an API key's default callback URL
 
-Revision ID: 0007_judge0
-Revises: 0006_multifile
+Revision ID: 0008_judge0
+Revises: 0007_analytics
 Create Date: 2026-12-03 17:00:00
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_judge0"
-down_revision: str | None = "0006_multifile"
+revision: str = "0008_judge0"
+down_revision: str | None = "0007_analytics"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
