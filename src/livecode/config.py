@@ -267,6 +267,18 @@ class Settings:
     storage_cleanup_batch: int = setting("LIVECODE_STORAGE_CLEANUP_BATCH", 1000, "", parse=Integer(minimum=1))
     source_gc_grace_s: int = setting("LIVECODE_SOURCE_GC_GRACE_S", 3600, "", parse=AT_LEAST_0)
 
+    # ---- history (issue 15, part 1: services/history.py): a session's versions
+    history_autosave_interval_s: float = setting(
+        "LIVECODE_HISTORY_AUTOSAVE_INTERVAL_S", 60.0,
+        "Autosave makes a history version at most this often per session (runs, checkpoints and restores "
+        "always make one).", parse=Seconds(), section="history")
+    history_keep_versions: int = setting(
+        "LIVECODE_HISTORY_KEEP_VERSIONS", 100,
+        "The storage job drops a history version that is not among its session's newest N and is older than "
+        "D days (0 switches that bound off; both 0 keep every version); labelled checkpoints are never dropped.",
+        parse=AT_LEAST_0)
+    history_keep_days: int = setting("LIVECODE_HISTORY_KEEP_DAYS", 30, "", parse=AT_LEAST_0)
+
     # ---- files a run leaves in out/ (issue 13): kept with the execution, served by GET .../files
     output_files_max: int = setting(
         "LIVECODE_OUTPUT_FILES_MAX", 32,

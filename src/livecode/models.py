@@ -17,6 +17,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
     Uuid,
     false,
     text,
@@ -147,6 +148,12 @@ class CodeSession(Base):
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # History (services/history.py): the number of the newest version, the file set it holds (a
+    # run of the same files names that version instead of making another), and when the last
+    # autosave version was made (autosave makes one at most every LIVECODE_HISTORY_AUTOSAVE_INTERVAL_S).
+    history_seq: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
+    history_set: Mapped[str | None] = mapped_column(String(64))
+    history_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Source(Base):
@@ -194,6 +201,8 @@ class Execution(Base):
     # A multi-file program's entry (its content is source_hash; every file is in execution_files);
     # NULL for a single-file program.
     entry: Mapped[str | None] = mapped_column(String(1024))
+    # The session's history version this run is of (services/history.py); NULL before history.
+    history_version: Mapped[int | None] = mapped_column(Integer)
     stdin: Mapped[str] = mapped_column(Text, nullable=False, default="")
     args: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
     limits: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
@@ -245,6 +254,51 @@ class ExecutionFile(Base):
     source_hash: Mapped[str] = mapped_column(
         String(64), ForeignKey("sources.hash", name="fk_execution_files_source_hash"), nullable=False, index=True
     )
+
+
+class FileSet(Base):
+    """A program (its files and entry) stored once however many versions hold it: the key is the
+    sha256 of its manifest (services/history.py); the contents are in `sources`."""
+
+    __tablename__ = "file_sets"
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    entry: Mapped[str] = mapped_column(String(1024), nullable=False)
+    last_used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+
+
+class FileSetFile(Base):
+    __tablename__ = "file_set_files"
+
+    set_hash: Mapped[str] = mapped_column(String(64), ForeignKey("file_sets.hash", ondelete="CASCADE"),
+                                          primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), nullable=False)
+    source_hash: Mapped[str] = mapped_column(
+        String(64), ForeignKey("sources.hash", name="fk_file_set_files_source_hash"), nullable=False, index=True
+    )
+
+
+class SessionVersion(Base):
+    """One version of a session's history: why it was made (execution, checkpoint, autosave,
+    restore), by whom, and the file set it holds."""
+
+    __tablename__ = "session_versions"
+    __table_args__ = (UniqueConstraint("session_id", "number", name="uq_session_versions_number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("code_sessions.id", ondelete="CASCADE"), nullable=False
+    )
+    number: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+    author_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    reason: Mapped[str] = mapped_column(String(16), nullable=False)
+    label: Mapped[str | None] = mapped_column(String(200))
+    set_hash: Mapped[str] = mapped_column(
+        String(64), ForeignKey("file_sets.hash", name="fk_session_versions_set_hash"), nullable=False, index=True
+    )
+    execution_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
 
 class ExecutionOutput(Base):

@@ -44,6 +44,7 @@ def build_api(app: Flask) -> LiveCodeApi:
         execution_files,  # noqa: F401 - adds /api/v1/executions/{id}/files to executions.ns
         executions,
         health,
+        history,  # noqa: F401 - adds /api/v1/code-sessions/{id}/versions ... to sessions.ns
         keys,
         languages,
         programs,  # noqa: F401 - adds GET /api/v1/executions/{id}/program to executions.ns

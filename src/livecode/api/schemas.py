@@ -192,6 +192,9 @@ execution = shared.model(
         )),
         "language": fields.String(),
         "entry": nullable(fields.String(description="the file that ran, for a multi-file program; null for one file")),
+        "version": nullable(fields.Integer(
+            description="the session's history version it ran (GET /api/v1/code-sessions/{id}/versions/{n}); "
+            "null for a run made before history existed")),
         "priority": fields.String(),
         "interactive": fields.Boolean(),
         "encoding": fields.String(

@@ -120,6 +120,7 @@ class SessionItem(Resource):
             expected_version=version,
             owner_id=owner_id(),
             max_bytes=s.max_source_bytes,
+            history_interval_s=s.history_autosave_interval_s,
         )
         return saved, 200, {"ETag": svc.session_etag(sid, saved["version"])}
 

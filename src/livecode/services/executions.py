@@ -36,7 +36,7 @@ from ..sandbox.program import SourceFile
 from ..sandbox.types import RunRequest, SandboxLimits, text_view
 from ..streaming.bus import EventBus
 from ..streaming.publisher import publish_queued
-from . import output_files, storage, testcases
+from . import history, output_files, storage, testcases
 from .sessions import iso, not_found
 from .snapshots import snapshot_files, snapshot_of
 from .validation import check_language, check_text
@@ -129,6 +129,7 @@ def serialize_execution(e: Execution, encoding: str = "text") -> dict[str, Any]:
         "reason": e.reason,
         "language": e.language,
         "entry": e.entry,
+        "version": e.history_version,
         "priority": e.priority,
         "interactive": e.interactive,
         "encoding": encoding,
@@ -187,7 +188,7 @@ def _session_for_run(by_owner: bool) -> Any:
 _INSERT_COLUMNS = [
     "id", "session_id", "user_id", "language", "source_hash", "entry", "stdin", "args", "limits", "priority",
     "interactive", "status", "stdout_truncated", "stderr_truncated", "attempts", "request_id", "queued_at",
-    "tests", "compare_mode",
+    "tests", "compare_mode", "history_version",
 ]
 
 
@@ -217,6 +218,7 @@ def _insert_execution(cap: int, anonymous: bool) -> Any:
         bindparam("p_now", type_=t.queued_at.type),
         bindparam("p_tests", type_=t.tests.type),
         bindparam("p_compare", type_=t.compare_mode.type),
+        bindparam("p_version", type_=t.history_version.type),
     ).where(CodeSession.id == bindparam("p_sid"))
     if cap:
         copy = copy.where(storage.under_execution_cap(cap, None if anonymous else bindparam("p_owner")))
@@ -259,6 +261,10 @@ def submit_execution(
             user_id = session.user_id
             snapshot = snapshot_of(session)
             storage.store_sources(conn, snapshot.texts, now)
+            # The history version of the code it runs (services/history.py); rolled back with the
+            # execution when the insert below is refused.
+            version = history.record_run(conn, session_id, snapshot, session.language, author=owner_id or user_id,
+                                         execution_id=execution_id, now=now)
             # The run is of the code as read above (the code when the request came). INSERT ...
             # SELECT inserts nothing if the session is gone by now, or if its owner is at the
             # storage cap. RETURNING, not rowcount: psycopg reports -1 for an INSERT ... SELECT
@@ -269,7 +275,7 @@ def submit_execution(
                 "p_stdin": options.stdin, "p_args": options.args,
                 "p_limits": options.limits, "p_priority": options.priority, "p_interactive": options.interactive,
                 "p_request_id": request_id, "p_now": now, "p_sid": session_id, "p_owner": user_id,
-                "p_tests": testcases.stored_tests(options.tests), "p_compare": options.compare,
+                "p_tests": testcases.stored_tests(options.tests), "p_compare": options.compare, "p_version": version,
             }
             if conn.execute(stmt, params).first() is None:
                 raise _NotInserted  # rolls back the source too: a refusal changes nothing

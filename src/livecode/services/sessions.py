@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import uuid
 from typing import Any
 
@@ -13,8 +14,10 @@ from ..db import Database
 from ..errors import Conflict, NotFound, ValidationError
 from ..infra.languages import LanguageCatalog
 from ..models import CodeSession, utcnow
-from . import programs, storage
+from . import history, programs, storage
 from .validation import check_language, check_source
+
+log = logging.getLogger(__name__)
 
 
 def session_etag(session_id: uuid.UUID, version: int) -> str:
@@ -80,6 +83,7 @@ def create_session(
         version=1,
         created_at=now,
         updated_at=now,
+        history_at=now,  # the first autosave version comes one interval into the editing
     )
     under_cap = storage.under_session_cap(settings, owner_id) if settings is not None else None
     if under_cap is None:
@@ -89,7 +93,7 @@ def create_session(
     # One INSERT ... SELECT ... WHERE <count below the cap>: the check and the insert are one
     # statement (on SQLite, under the write lock).
     values = {c: getattr(row, c) for c in ("id", "user_id", "language", "source_code", "files", "entry", "status",
-                                            "version", "created_at", "updated_at")}
+                                            "version", "created_at", "updated_at", "history_at")}
     table = CodeSession.__table__
     pick = select(*(literal(v, table.c[c].type) for c, v in values.items())).where(under_cap)
     with db.write() as s:
@@ -120,9 +124,12 @@ def _autosave_statement(owned: bool, versioned: bool) -> Any:
         stmt = stmt.where(CodeSession.user_id == bindparam("owner"))
     if versioned:
         stmt = stmt.where(CodeSession.version == bindparam("expected"))
+    # history_at: moved when this save is due to make a history version (services/history.py), so
+    # the common save stays this one statement.
     return stmt.values(
-        source_code=bindparam("src"), version=CodeSession.version + 1, updated_at=bindparam("now")
-    ).returning(CodeSession.version, CodeSession.updated_at)
+        source_code=bindparam("src"), version=CodeSession.version + 1, updated_at=bindparam("now"),
+        **history.autosave_values(),
+    ).returning(CodeSession.version, CodeSession.updated_at, CodeSession.history_at)
 
 
 def autosave(
@@ -133,14 +140,22 @@ def autosave(
     expected_version: int | None,
     owner_id: uuid.UUID | None,
     max_bytes: int,
+    history_interval_s: float = history.DEFAULT_AUTOSAVE_INTERVAL_S,
+    author_id: uuid.UUID | None = None,
 ) -> dict[str, Any]:
-    """One conditional UPDATE: applied only if `expected_version` (when given) is still current."""
+    """One conditional UPDATE: applied only if `expected_version` (when given) is still current.
+    At most once per `history_interval_s` a save also makes a history version (by `author_id`,
+    else the owner), in a second short transaction after the save is durable."""
     check_source(source_code, max_bytes)
-    params = {"sid": session_id, "owner": owner_id, "expected": expected_version, "src": source_code, "now": utcnow()}
+    now = utcnow()
+    params = {"sid": session_id, "owner": owner_id, "expected": expected_version, "src": source_code, "now": now,
+              **history.autosave_params(now, history_interval_s)}
     stmt = _autosave_statement(owner_id is not None, expected_version is not None)
     with db.write_one() as conn:
         saved = conn.execute(stmt, params).first()
     if saved is not None:
+        if history.autosave_due(saved.history_at, now):
+            _autosave_version(db, session_id, author_id or owner_id, now)
         return {
             "session_id": str(session_id),
             "status": "ACTIVE",
@@ -154,6 +169,17 @@ def autosave(
     if current is None:
         raise not_found(session_id)
     raise _conflict(expected_version, current)
+
+
+def _autosave_version(db: Database, session_id: uuid.UUID, author: uuid.UUID | None, now: Any) -> None:
+    # The save is committed already (acknowledged, durable); a failure here costs one coalesced
+    # version, never the save, so it is logged rather than turned into an error.
+    try:
+        with db.write_core() as conn:
+            history.record_autosave(conn, session_id, author, now)
+    except Exception:  # noqa: BLE001
+        log.warning("could not record the autosave history version", extra={"session_id": str(session_id)},
+                    exc_info=True)
 
 
 def delete_session(db: Database, session_id: uuid.UUID, owner_id: uuid.UUID | None) -> None:
@@ -177,6 +203,7 @@ def autosave_files(
     file: tuple[str, str] | None = None,
     entry: str | None = None,
     source_code: str | None = None,
+    author_id: uuid.UUID | None = None,
 ) -> dict[str, Any]:
     """Autosave of a multi-file program: `files` replaces the whole set, `file` adds or replaces
     one file, `entry` names the file that runs (kept when absent and still there), `source_code`
@@ -197,11 +224,14 @@ def autosave_files(
         current = programs.session_program(row.language, row.source_code, row.files, row.entry)
         columns = _edited(row.language, current, settings, files=files, file=file, entry=entry,
                           source_code=source_code)
+        now = utcnow()
         stmt = (update(CodeSession).where(CodeSession.id == session_id, CodeSession.version == row.version)
-                .values(**columns, version=CodeSession.version + 1, updated_at=utcnow())
-                .returning(CodeSession.version, CodeSession.updated_at))
+                .values(**columns, version=CodeSession.version + 1, updated_at=now, **history.autosave_values())
+                .returning(CodeSession.version, CodeSession.updated_at, CodeSession.history_at))
         with db.write_core() as conn:
-            saved = conn.execute(stmt).first()
+            saved = conn.execute(stmt, history.autosave_params(now, settings.history_autosave_interval_s)).first()
+            if saved is not None and history.autosave_due(saved.history_at, now):
+                history.record_autosave(conn, session_id, author_id or owner_id, now)  # same transaction
         if saved is not None:
             return {"session_id": str(session_id), "status": "ACTIVE", "version": saved.version,
                     "updated_at": iso(saved.updated_at)}

@@ -29,7 +29,18 @@ from sqlalchemy.orm import Session, aliased
 from ..config import Settings
 from ..db import Database
 from ..errors import QuotaExceeded
-from ..models import TERMINAL_STATUSES, CodeSession, Execution, ExecutionFile, Source, status_values, utcnow
+from ..models import (
+    TERMINAL_STATUSES,
+    CodeSession,
+    Execution,
+    ExecutionFile,
+    FileSet,
+    FileSetFile,
+    SessionVersion,
+    Source,
+    status_values,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -168,15 +179,19 @@ def collect_sources(db: Database, settings: Settings, now: datetime | None = Non
       than succeed; that pass stops and the next one goes on;
     - SQLite runs one write transaction at a time, so the two cannot interleave at all.
     """
+    collect_file_sets(db, settings, now)  # first: what they leave unreferenced goes in this pass
     cutoff = (now or utcnow()) - timedelta(seconds=settings.source_gc_grace_s)
-    # A source is referenced by an execution (its entry) or by a file of a multi-file execution.
-    unreferenced = ~exists().where(Execution.source_hash == Source.hash) & ~exists().where(
-        ExecutionFile.source_hash == Source.hash)
+    # A source is referenced by an execution (its entry), by a file of a multi-file execution, or
+    # by a file of a history version's file set (services/history.py).
+    unreferenced = (~exists().where(Execution.source_hash == Source.hash)
+                    & ~exists().where(ExecutionFile.source_hash == Source.hash)
+                    & ~exists().where(FileSetFile.source_hash == Source.hash))
     candidate = aliased(Source)
     pick = (
         select(candidate.hash)
         .where(candidate.last_used_at < cutoff, ~exists().where(Execution.source_hash == candidate.hash),
-               ~exists().where(ExecutionFile.source_hash == candidate.hash))
+               ~exists().where(ExecutionFile.source_hash == candidate.hash),
+               ~exists().where(FileSetFile.source_hash == candidate.hash))
         .limit(settings.storage_cleanup_batch)
     )
     # The conditions are repeated on the DELETE's own row so that they are re-checked on the row's
@@ -186,6 +201,21 @@ def collect_sources(db: Database, settings: Settings, now: datetime | None = Non
         return _in_rounds(db, stmt, settings.storage_cleanup_batch)
     except IntegrityError:
         log.warning("a source became referenced while being collected; it was kept", exc_info=True)
+        return 0
+
+
+def collect_file_sets(db: Database, settings: Settings, now: datetime | None = None) -> int:
+    """Delete history file sets (services/history.py) no version names that were not used for the
+    grace period; their file rows go with them. A version about to name one touches it first (an
+    upsert that locks it on PostgreSQL), as a submission does a source."""
+    cutoff = (now or utcnow()) - timedelta(seconds=settings.source_gc_grace_s)
+    unnamed = ~exists().where(SessionVersion.set_hash == FileSet.hash)
+    pick = select(FileSet.hash).where(FileSet.last_used_at < cutoff, unnamed).limit(settings.storage_cleanup_batch)
+    stmt = delete(FileSet).where(FileSet.last_used_at < cutoff, unnamed, FileSet.hash.in_(pick.scalar_subquery()))
+    try:
+        return _in_rounds(db, stmt, settings.storage_cleanup_batch)
+    except IntegrityError:
+        log.warning("a file set became named while being collected; it was kept", exc_info=True)
         return 0
 
 

@@ -1,4 +1,5 @@
-"""The storage job: expires old executions and collects unreferenced sources (services/storage.py).
+"""The storage job: expires old executions and history versions, and collects unreferenced file sets
+and sources (services/storage.py, services/history.py).
 
 It runs on the reconciler's thread, at most once per LIVECODE_STORAGE_CLEANUP_INTERVAL_S across the
 whole cluster (a lock that lives for the interval, infra/locks.py: whichever worker takes it does the pass),
@@ -11,6 +12,7 @@ import logging
 import time
 
 from ..runtime import Runtime
+from ..services.history import expire_versions
 from ..services.output_files import expire_files
 from ..services.storage import collect_sources, expire_executions
 
@@ -24,6 +26,7 @@ def cleanup_once(rt: Runtime) -> dict[str, int]:
     counts = {
         "expired_files": expire_files(rt.db, rt.settings),
         "expired_executions": expire_executions(rt.db, rt.settings),
+        "expired_versions": expire_versions(rt.db, rt.settings),
         "collected_sources": collect_sources(rt.db, rt.settings),
     }
     if any(counts.values()):
