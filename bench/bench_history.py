@@ -34,16 +34,32 @@ SOURCE = "def f(x):\n    return x * 2\n\nprint(f(21))\n" * 10  # a small program
 
 
 def run(saves: int, interval: float | None) -> dict[str, Any]:
+    url = create_database(PG_ADMIN).replace("postgresql://", "postgresql+psycopg://", 1)
+    try:
+        return _timed(url, saves, interval)
+    finally:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:  # the bench's database, not kept
+            conn.execute(f'DROP DATABASE "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+def _timed(url: str, saves: int, interval: float | None) -> dict[str, Any]:
+    import os
+
     from livecode import migrations
     from livecode.config import load_settings
     from livecode.db import Database
     from livecode.services import sessions
 
-    url = create_database(PG_ADMIN).replace("postgresql://", "postgresql+psycopg://", 1)
     engine = create_engine(url)
     migrations.upgrade(engine)
     engine.dispose()
-    settings = load_settings("distributed", database_url=url, redis_url="redis://127.0.0.1:6379/15")
+    import secrets
+
+    # Distributed settings, as the API has them (Redis is named, never used here).
+    os.environ.update(DATABASE_URL=url, REDIS_URL="redis://127.0.0.1:6379/15", SECRET_KEY=secrets.token_urlsafe(48))
+    settings = load_settings("distributed")
     db = Database(settings)
     statements = 0
 
@@ -82,10 +98,6 @@ def run(saves: int, interval: float | None) -> dict[str, Any]:
         )["version"]
         times.append((time.perf_counter() - t0) * 1e6)
     db.dispose()
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:  # the bench's database, not kept
-        conn.execute(f'DROP DATABASE "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
     return {
         "history": has_history,
         "interval": interval if has_history else None,
