@@ -19,6 +19,7 @@ import { isSample, sampleFor } from "./languages.js";
 import { OutputView } from "./output.js";
 import { ExecutionStream, isTerminal } from "./stream.js";
 import { TestsPanel } from "./tests.js";
+import { VersionsPanel } from "./versions.js";
 
 const $ = (id) => document.getElementById(id);
 const LAST_LANGUAGE = "livecode.language";
@@ -35,6 +36,18 @@ const state = {
 const output = new OutputView();
 const history = new HistoryView({ onSelect: (id) => showRun(id) });
 const tests = new TestsPanel({ onRun: () => run({ withTests: true }) });
+const versions = new VersionsPanel({
+  getSession: () => ({
+    sessionId: state.sessionId,
+    // Pending edits are saved first: a checkpoint holds them, a restore names the version after them.
+    flush: async () => {
+      await saver.flush();
+      return saver.version;
+    },
+  }),
+  onRestored: (session) => openSession(session),
+  onError: (prefix, err) => showApiError(prefix, err, "versions"),
+});
 let editor;
 let tabs;
 let saver;
@@ -292,6 +305,7 @@ function startNew() {
   output.setStatus(null);
   history.load(null);
   tests.load(null);
+  versions.refresh();
   onSaveState("new");
 }
 
@@ -305,6 +319,7 @@ async function openSession(session) {
   output.clear();
   output.setStatus(null);
   tests.load(session.session_id);
+  versions.refresh();
   $("language-note").hidden = true;
   let newest = null;
   try {
@@ -455,6 +470,7 @@ async function follow(executionId, { interactive = false } = {}) {
 
 async function refreshHistory() {
   if (!state.sessionId) return;
+  versions.refresh();
   try {
     await history.load(state.sessionId);
   } catch {
