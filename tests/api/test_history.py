@@ -279,3 +279,17 @@ def test_a_versions_sources_outlive_its_executions(live: LiveApp) -> None:
     later = utcnow() + timedelta(seconds=live.settings.source_gc_grace_s + 60)
     assert storage.collect_sources(live.db, live.settings, now=later) == 0
     assert live.client.get(f"{SESSIONS}/{sid}/versions/1").get_json()["source_code"] == "print('kept')"
+
+
+def test_a_batch_makes_one_version_per_session_and_each_run_names_it(live: LiveApp) -> None:
+    a = live.session("print('a')")["session_id"]
+    b = live.session("print('b')")["session_id"]
+    checkpoint(live, b)  # b's code is version 1 already: its runs name it
+    items = [{"session_id": a}, {"session_id": b}, {"session_id": a}]
+    r = live.client.post("/api/v1/executions/batch", json={"executions": items})
+    assert r.status_code == 202, r.get_json()
+    runs = r.get_json()["executions"]
+    named = [live.client.get(f"/api/v1/executions/{e['execution_id']}").get_json()["version"] for e in runs]
+    assert named == [1, 1, 1]
+    assert [v["reason"] for v in versions(live, a)] == ["execution"]
+    assert [v["reason"] for v in versions(live, b)] == ["checkpoint"]

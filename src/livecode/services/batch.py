@@ -19,7 +19,7 @@ from ..infra.languages import LanguageCatalog
 from ..models import CodeSession, Execution, ExecutionStatus, Priority, utcnow
 from ..streaming.bus import EventBus
 from ..streaming.publisher import publish_queued
-from . import storage, testcases
+from . import history, storage, testcases
 from .executions import Enqueue, ExecuteOptions, check_options
 from .sessions import iso, not_found
 from .snapshots import snapshot_of
@@ -91,6 +91,15 @@ def submit_batch(
         _check_quota(s, settings, rows)  # raising rolls back: a refused batch changes nothing
         if charge is not None:  # the rate limit last: a batch refused for any other reason costs nothing
             charge(len(rows))
+        # One history version per session of the batch (services/history.py), in session order so
+        # that concurrent batches lock the session rows in one order.
+        conn = s.connection()
+        for sid in sorted(snapshots, key=str):
+            mine = [row for row in rows if row["session_id"] == sid]
+            number = history.record_run(conn, sid, snapshots[sid], sessions[sid].language,
+                                        author=owner_id or sessions[sid].user_id, execution_id=mine[0]["id"], now=now)
+            for row in mine:
+                row["history_version"] = number
         s.execute(insert(Execution), rows)
         for sid, snap in snapshots.items():
             snap.insert_files(s, [row["id"] for row in rows if row["session_id"] == sid])
