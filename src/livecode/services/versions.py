@@ -93,15 +93,10 @@ def diff_versions(db: Database, session_id: uuid.UUID, a: int, b: int, owner_id:
         _session(s, session_id, owner_id)
         va, vb = _version(s, session_id, a), _version(s, session_id, b)
         fa, fb = history.load_files(s, va.set_hash), history.load_files(s, vb.set_hash)
-        entries = dict(
-            s.execute(
-                select(history.FileSet.hash, history.FileSet.entry).where(
-                    history.FileSet.hash.in_([va.set_hash, vb.set_hash])
-                )
-            )
-            .tuples()
-            .all()
+        sets = select(history.FileSet.hash, history.FileSet.entry).where(
+            history.FileSet.hash.in_([va.set_hash, vb.set_hash])
         )
+        entries = {r.hash: r.entry for r in s.execute(sets)}
     return {
         "session_id": str(session_id),
         "from": a,
