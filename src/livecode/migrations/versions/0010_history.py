@@ -58,21 +58,22 @@ def upgrade() -> None:
     )
     op.create_index("ix_session_versions_set_hash", "session_versions", ["set_hash"])
     op.create_index("ix_session_versions_created_at", "session_versions", ["created_at"])
-    with op.batch_alter_table("code_sessions") as batch:
-        batch.add_column(sa.Column("history_seq", sa.Integer(), nullable=False, server_default="0"))
-        batch.add_column(sa.Column("history_set", sa.String(64)))
-        batch.add_column(sa.Column("history_at", sa.DateTime(timezone=True)))
-    with op.batch_alter_table("executions") as batch:
-        batch.add_column(sa.Column("history_version", sa.Integer()))
+    # Plain ADD / DROP COLUMN, never a batch table copy: on SQLite with foreign keys on, copying
+    # code_sessions drops the old table, which would cascade to every execution.
+    op.add_column("code_sessions", sa.Column("history_seq", sa.Integer(), nullable=False, server_default="0"))
+    op.add_column("code_sessions", sa.Column("history_set", sa.String(64)))
+    op.add_column("code_sessions", sa.Column("history_at", sa.DateTime(timezone=True)))
+    op.add_column("executions", sa.Column("history_version", sa.Integer()))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("executions") as batch:
-        batch.drop_column("history_version")
-    with op.batch_alter_table("code_sessions") as batch:
-        batch.drop_column("history_at")
-        batch.drop_column("history_set")
-        batch.drop_column("history_seq")
+    for table, column in (
+        ("executions", "history_version"),
+        ("code_sessions", "history_at"),
+        ("code_sessions", "history_set"),
+        ("code_sessions", "history_seq"),
+    ):
+        op.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     op.drop_table("session_versions")
     op.drop_table("file_set_files")
     op.drop_table("file_sets")
