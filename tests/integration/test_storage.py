@@ -165,6 +165,11 @@ def test_the_worker_expires_old_runs_and_collects_unreferenced_sources(cluster: 
                    "WHERE id IN (%s, %s)", runs["old"], runs["recent"])
     query(cluster, "UPDATE sources SET last_used_at = now() - interval '2 days' WHERE content IN (%s, %s)",
           sources["old"], sources["kept"])
+    # A history version keeps its code (tests/api/test_history.py): here "old"'s history is gone too.
+    query(cluster, "DELETE FROM session_versions WHERE execution_id = %s", runs["old"])
+    query(cluster, "UPDATE file_sets SET last_used_at = now() - interval '2 days' WHERE hash IN (SELECT f.set_hash "
+                   "FROM file_set_files f JOIN sources s ON s.hash = f.source_hash WHERE s.content = %s)",
+          sources["old"])
 
     def gone() -> bool:
         return query(cluster, "SELECT count(*) FROM sources WHERE content = %s", sources["old"]) == [(0,)]
