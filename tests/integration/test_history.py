@@ -107,3 +107,24 @@ def test_retention_on_postgresql_keeps_labelled_checkpoints(cluster: Cluster) ->
         engine.dispose()
     listed = ok(api.request("GET", f"{SESSIONS}/{sid}/versions"))
     assert [(v["version"], v["label"]) for v in listed["items"]] == [(4, None), (1, "keep")]
+
+
+def test_concurrent_checkpoints_and_saves_number_versions_without_gaps(cluster: Cluster) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    api = cluster.client()
+    sid = ok(api.request("POST", SESSIONS, json={"language": "python", "source_code": "n = 0"}), 201)["session_id"]
+
+    def checkpoint(i: int) -> int:
+        return int(ok(api.request("POST", f"{SESSIONS}/{sid}/versions", json={"label": f"c{i}"}), 201)["version"])
+
+    def save(i: int) -> int:
+        return int(ok(api.request("PATCH", f"{SESSIONS}/{sid}", json={"source_code": f"n = {i}"}))["version"])
+
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(checkpoint, range(16)))
+        saved = list(pool.map(save, range(16)))
+    assert sorted(made) == list(range(1, 17))  # every checkpoint its own number, none lost or repeated
+    assert sorted(saved) == list(range(2, 18))  # the saves' session versions, untouched by history
+    listed = ok(api.request("GET", f"{SESSIONS}/{sid}/versions?per_page=100"))
+    assert listed["total"] == 16 and [v["version"] for v in listed["items"]] == list(range(16, 0, -1))

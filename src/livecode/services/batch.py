@@ -91,13 +91,16 @@ def submit_batch(
         _check_quota(s, settings, rows)  # raising rolls back: a refused batch changes nothing
         if charge is not None:  # the rate limit last: a batch refused for any other reason costs nothing
             charge(len(rows))
-        # One history version per session of the batch (services/history.py), in session order so
-        # that concurrent batches lock the session rows in one order.
+        # One history version per session of the batch (services/history.py): every file set first,
+        # then the session rows in one order, as every writer takes its locks (history.record).
         conn = s.connection()
-        for sid in sorted(snapshots, key=str):
+        refs = {sid: history.ref_of_snapshot(snapshots[sid], sessions[sid].language) for sid in snapshots}
+        for sid in sorted(refs, key=str):
+            history.store_set(conn, refs[sid], now, sources_stored=True)
+        for sid in sorted(refs, key=str):
             mine = [row for row in rows if row["session_id"] == sid]
-            number = history.record_run(conn, sid, snapshots[sid], sessions[sid].language,
-                                        author=owner_id or sessions[sid].user_id, execution_id=mine[0]["id"], now=now)
+            number = history.record(conn, sid, refs[sid], reason="execution", author=owner_id or sessions[sid].user_id,
+                                    now=now, execution_id=mine[0]["id"], only_if_changed=True, set_stored=True)
             for row in mine:
                 row["history_version"] = number
         s.execute(insert(Execution), rows)

@@ -87,7 +87,8 @@ def _upsert_set(dialect: str) -> Any:
     )
 
 
-def _store_set(conn: Connection, ref: FileSetRef, now: datetime, sources_stored: bool) -> None:
+def store_set(conn: Connection, ref: FileSetRef, now: datetime, sources_stored: bool = False) -> None:
+    """Store `ref`'s sources (unless stored already) and its file set, touching them when present."""
     if not sources_stored:
         storage.store_sources(conn, ref.texts, now)
     conn.execute(
@@ -113,21 +114,34 @@ def record(
     execution_id: uuid.UUID | None = None,
     only_if_changed: bool = False,
     sources_stored: bool = False,
+    set_stored: bool = False,
 ) -> int | None:
     """Make a version of `ref` in the caller's transaction and return its number. With
     `only_if_changed`, a program the newest version already holds makes none: that version's
-    number is returned. None: the session is gone."""
-    bump = update(CodeSession).where(CodeSession.id == session_id)
+    number is returned. None: the session is gone.
+
+    Locks are taken in one order everywhere: sources, then the file set, then the session row
+    (a submission stores its sources before it reaches here; a restore stores the replaced code
+    before its UPDATE), so two writers of one session never wait on each other in a cycle."""
+    newest = select(CodeSession.history_seq).where(CodeSession.id == session_id)
     if only_if_changed:
+        current = conn.execute(
+            select(CodeSession.history_seq, CodeSession.history_set).where(CodeSession.id == session_id)
+        ).first()
+        if current is None:
+            return None
+        if current.history_set == ref.hash:
+            return int(current.history_seq)
+    if not set_stored:
+        store_set(conn, ref, now, sources_stored)
+    bump = update(CodeSession).where(CodeSession.id == session_id)
+    if only_if_changed:  # checked again on the row itself: another writer may have made it meanwhile
         bump = bump.where(or_(CodeSession.history_set.is_(None), CodeSession.history_set != ref.hash))
     made = conn.execute(
         bump.values(history_seq=CodeSession.history_seq + 1, history_set=ref.hash).returning(CodeSession.history_seq)
     ).first()
     if made is None:
-        if not only_if_changed:
-            return None
-        return conn.execute(select(CodeSession.history_seq).where(CodeSession.id == session_id)).scalar()
-    _store_set(conn, ref, now, sources_stored)
+        return conn.execute(newest).scalar() if only_if_changed else None
     conn.execute(
         insert(SessionVersion).values(
             session_id=session_id,

@@ -230,9 +230,9 @@ def autosave_files(
                 .returning(CodeSession.version, CodeSession.updated_at, CodeSession.history_at))
         with db.write_core() as conn:
             saved = conn.execute(stmt, history.autosave_params(now, settings.history_autosave_interval_s)).first()
-            if saved is not None and history.autosave_due(saved.history_at, now):
-                history.record_autosave(conn, session_id, author_id or owner_id, now)  # same transaction
         if saved is not None:
+            if history.autosave_due(saved.history_at, now):
+                _autosave_version(db, session_id, author_id or owner_id, now)
             return {"session_id": str(session_id), "status": "ACTIVE", "version": saved.version,
                     "updated_at": iso(saved.updated_at)}
         if expected_version is not None:  # someone saved between our read and our write

@@ -150,6 +150,8 @@ def restore(
         target = programs.Program(tuple(history.load_files(conn, v.set_hash)), entry)
         if sess.version != expected_version:
             raise _conflict(expected_version, sess.version)
+        replaced = history.ref_of_row(sess)
+        history.store_set(conn, replaced, now)  # before the session row's lock (see history.record)
         saved = conn.execute(
             update(CodeSession)
             .where(CodeSession.id == session_id, CodeSession.version == expected_version)
@@ -164,10 +166,11 @@ def restore(
         before = history.record(
             conn,
             session_id,
-            history.ref_of_row(sess),
+            replaced,
             reason="restore",
             author=author or owner_id or sess.user_id,
             now=now,
+            set_stored=True,
         )
     return {
         "session_id": str(session_id),
