@@ -293,3 +293,16 @@ def test_a_batch_makes_one_version_per_session_and_each_run_names_it(live: LiveA
     assert named == [1, 1, 1]
     assert [v["reason"] for v in versions(live, a)] == ["execution"]
     assert [v["reason"] for v in versions(live, b)] == ["checkpoint"]
+
+
+def test_version_numbers_out_of_range_are_400_and_missing_ones_404(live: LiveApp) -> None:
+    sid = live.session()["session_id"]
+    checkpoint(live, sid)
+    huge = 2**40
+    expect_error(live.client.get(f"{SESSIONS}/{sid}/versions/{huge}"), 400, "INVALID_VERSION")
+    expect_error(live.client.get(f"{SESSIONS}/{sid}/versions/0"), 400, "INVALID_VERSION")
+    expect_error(live.client.get(f"{SESSIONS}/{sid}/versions/1/diff/{huge}"), 400, "INVALID_VERSION")
+    expect_error(live.client.post(f"{SESSIONS}/{sid}/versions/{huge}/restore", json={"version": 1}), 400)
+    expect_error(live.client.get(f"{SESSIONS}/{sid}/versions/-1"), 404)  # not a route at all
+    expect_error(live.client.get(f"{SESSIONS}/{sid}/versions/abc"), 404)
+    expect_error(live.client.get(f"{SESSIONS}/{sid}/versions/2"), 404, "VERSION_NOT_FOUND")

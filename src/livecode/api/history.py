@@ -18,6 +18,18 @@ from .sessions import _version_from_etag, ns
 
 schemas.attach(ns)  # again: the history models were declared after sessions.ns took the others
 
+_MAX_VERSION = 2**31 - 1  # the column's range: a larger number in the URL is a 400, not a database error
+
+
+def _checked(**numbers: int) -> None:
+    for name, value in numbers.items():
+        if not 1 <= value <= _MAX_VERSION:
+            raise ValidationError(
+                f"{name} must be a version number between 1 and {_MAX_VERSION}",
+                code="INVALID_VERSION",
+                details={"field": name},
+            )
+
 
 @ns.route("/<string:session_id>/versions")
 @ns.param("session_id", "the session's UUID")
@@ -55,11 +67,12 @@ class Versions(Resource):
 class VersionItem(Resource):
     @ns.doc("get_session_version")
     @ns.response(200, "The version and its content", hs.version_content)
-    @ns.response(400, "Not a UUID", schemas.error)
+    @ns.response(400, "Not a UUID, or a version number out of range", schemas.error)
     @ns.response(404, "No such session or version", schemas.error)
     def get(self, session_id: str, number: int) -> Any:
         """A version's content: its files and entry (and source_code, the entry's content)."""
         sid = parse_uuid(session_id, "session_id")
+        _checked(number=number)
         return svc.get_version(rt().db, sid, number, owner_id())
 
 
@@ -70,11 +83,12 @@ class VersionItem(Resource):
 class VersionDiff(Resource):
     @ns.doc("diff_session_versions")
     @ns.response(200, "A unified diff per changed file", hs.version_diff)
-    @ns.response(400, "Not a UUID", schemas.error)
+    @ns.response(400, "Not a UUID, or a version number out of range", schemas.error)
     @ns.response(404, "No such session or version", schemas.error)
     def get(self, session_id: str, a: int, b: int) -> Any:
         """Version a → version b: each added, removed or modified file with its unified diff."""
         sid = parse_uuid(session_id, "session_id")
+        _checked(a=a, b=b)
         return svc.diff_versions(rt().db, sid, a, b, owner_id())
 
 
@@ -93,6 +107,7 @@ class VersionRestore(Resource):
         session version you saw (body `version` or `If-Match: <ETag>`). The replaced code is kept
         first as a version (reason `restore`)."""
         sid = parse_uuid(session_id, "session_id")
+        _checked(number=number)
         body = json_body(allow_empty=True)
         reject_unknown(body, {"version"})
         version = optional_int(body, "version", minimum=1)
