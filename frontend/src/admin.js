@@ -104,13 +104,19 @@ function render(r) {
     $("chart-outcomes"),
     r.outcomes.map((o) => o.outcome),
     [{ label: "share", values: r.outcomes.map((o) => o.share) }],
-    { format: percent, tickFormat: wholePercent, max: 1, empty: "No runs in this range." },
+    { format: percent, tickFormat: wholePercent, max: 1, xLabel: "outcome", empty: "No runs in this range." },
   );
   barChart(
     $("chart-cache"),
     r.compile_cache.by_language.map((c) => c.language),
     [{ label: "hit rate", values: r.compile_cache.by_language.map((c) => c.hit_rate) }],
-    { format: percent, tickFormat: wholePercent, max: 1, empty: "No compiled-language runs in this range." },
+    {
+      format: percent,
+      tickFormat: wholePercent,
+      max: 1,
+      xLabel: "language",
+      empty: "No compiled-language runs in this range.",
+    },
   );
   for (const [id, key] of [
     ["chart-wait", "queue_wait_ms"],
@@ -124,11 +130,11 @@ function render(r) {
         { label: "p95", values: rows.map((l) => l[key].p95), size: 0.7 },
         { label: "p50", values: rows.map((l) => l[key].p50), size: 0.35 },
       ],
-      { format: number, empty: "No finished runs in this range." },
+      { format: number, xLabel: "language", empty: "No finished runs in this range." },
     );
   }
-  fillTable("top-runs", r.top_users.by_runs, [(u) => number(u.runs), (u) => number(u.cpu_time_ms / 1000)]);
-  fillTable("top-cpu", r.top_users.by_cpu, [(u) => number(u.cpu_time_ms / 1000), (u) => number(u.runs)]);
+  fillTable("top-runs", r.top_users.by_runs, [(u) => number(u.runs), (u) => number(u.cpu_time_ms)]);
+  fillTable("top-cpu", r.top_users.by_cpu, [(u) => number(u.cpu_time_ms), (u) => number(u.runs)]);
 }
 
 async function load() {

@@ -72,11 +72,12 @@ export function barChart(
   el,
   categories,
   bars,
-  { format = String, tickFormat = null, max = null, empty = "No data in this range." } = {},
+  { format = String, tickFormat = null, max = null, xLabel = "", empty = "No data in this range." } = {},
 ) {
   if (reset(el, categories.length === 0 ? empty : null)) return;
   const xs = categories.map((_c, i) => i);
-  const paths = (size) => uPlot.paths.bars({ size: [size, 80], align: 0 });
+  // A bar's width: its share of a category's slot, and at most 130 px per unit of that share.
+  const paths = (size) => uPlot.paths.bars({ size: [size, Math.round(130 * size)], align: 0 });
   mount(
     el,
     {
@@ -85,7 +86,7 @@ export function barChart(
         y: { range: (_u, _min, top) => [0, max ?? Math.max(1, top * 1.1)] },
       },
       series: [
-        { label: "", value: (_u, v) => (v == null ? "–" : categories[v] ?? "") },
+        { label: xLabel, value: (_u, v) => (v == null ? "–" : categories[v] ?? "") },
         ...bars.map((b, i) => ({
           label: b.label,
           fill: color(i) + (i === 0 && bars.length > 1 ? "66" : "cc"),

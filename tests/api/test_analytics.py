@@ -376,3 +376,9 @@ def test_a_range_with_more_runs_than_the_cap_is_refused(make_live: Any) -> None:
     err = expect_error(live.client.get(f"{URL}?from=2026-11-01&to=2026-11-03"), 400, "RANGE_TOO_LARGE")
     assert err["details"] == {"runs": 6, "max_runs": 5}
     assert get(live, "from=2026-11-02&to=2026-11-03")["total_runs"] == 3  # a shorter range is answered
+
+
+def test_the_migration_up_and_down_on_sqlite(tmp_path: Any) -> None:
+    from tests.integration.test_analytics import check_analytics_migration
+
+    check_analytics_migration(f"sqlite:///{tmp_path / 'db.sqlite'}")

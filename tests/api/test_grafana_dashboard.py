@@ -1,4 +1,5 @@
-"""deploy/grafana-dashboard.json: every panel queries metrics that GET /metrics really exports."""
+"""deploy/grafana-dashboard.json: every panel queries metrics that GET /metrics really exports,
+grouped and filtered by labels those metrics really have."""
 
 from __future__ import annotations
 
@@ -21,16 +22,33 @@ SUFFIXES = {
     "untyped": ("",),
 }
 METRIC = re.compile(r"\b(livecode_[a-zA-Z0-9_:]*)")
+GROUPING = re.compile(r"\bby\s*\(([^)]*)\)")
+MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)\s*\"")
 
 
-def exported(live: LiveApp) -> set[str]:
-    """Every sample name /metrics can carry (a family is described even before it has samples)."""
+def exported(live: LiveApp) -> tuple[set[str], dict[str, set[str]]]:
+    """Every sample name /metrics can carry (a family is described even before it has samples),
+    and the labels of each, once every source has something to report: a request served, a
+    worker's heartbeat with its compile cache, a finished execution recorded as a worker does."""
+    from livecode.worker.metrics import record_outcome
+    from tests.support.inprocess import finish_like_a_worker
+
+    sid = live.session()["session_id"]
+    eid = live.execute(sid)["execution_id"]
+    finish_like_a_worker(live, eid)
+    final = live.client.get(f"/api/v1/executions/{eid}").get_json()
+    record_outcome(live.rt, "COMPLETED", final)
+    cache = {"bytes": 1, "max_bytes": 2, "entries": 1, "evictions": 0}
+    live.rt.registry.beat("w1@test", {"active": 0, "cpu_seconds": 1.0, "rss_bytes": 1, "compile_cache": cache}, 60)
     r = live.client.get("/metrics")
     assert r.status_code == 200
-    names = set()
+    names: set[str] = set()
+    labels: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(r.get_data(as_text=True)):
         names |= {family.name + suffix for suffix in SUFFIXES[family.type]}
-    return names
+        for sample in family.samples:
+            labels.setdefault(sample.name, set()).update(sample.labels)
+    return names, labels
 
 
 def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
@@ -43,7 +61,9 @@ def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_every_panel_queries_exported_metrics(live: LiveApp) -> None:
     dashboard = json.loads(DASHBOARD.read_text())
-    names = exported(live)
+    names, labels = exported(live)
+    assert labels["livecode_executions_total"] == {"status", "language"}
+    assert labels["livecode_compile_cache_bytes"] == {"worker"}
     assert {"livecode_executions_total", "livecode_queue_wait_seconds_bucket", "livecode_workers_alive"} <= names
     used = set()
     assert len(panels(dashboard)) >= 10
@@ -55,6 +75,12 @@ def test_every_panel_queries_exported_metrics(live: LiveApp) -> None:
             unknown = found - names
             assert not unknown, f"{panel['title']}: {sorted(unknown)} is not exported by /metrics"
             used |= found
+            # `by (...)` and `{label=...}` name labels of these metrics (or a histogram's `le`);
+            # `without (...)` names Prometheus' own target labels (instance, pod), not checked.
+            have = set().union(*(labels.get(m, set()) for m in found)) | {"le"}
+            named = {name.strip() for group in GROUPING.findall(target["expr"]) for name in group.split(",")}
+            named |= set(MATCHER.findall(target["expr"]))
+            assert named <= have, f"{panel['title']}: labels {sorted(named - have)} not on {sorted(found)}"
     # Every LiveCode family has a panel: a metric added later without one shows up here.
     families = {re.sub(r"_(total|bucket|count|sum|created)$", "", n) for n in names if n.startswith("livecode_")}
     covered = {re.sub(r"_(total|bucket|count|sum|created)$", "", n) for n in used}

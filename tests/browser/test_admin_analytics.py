@@ -64,6 +64,9 @@ def test_admin_signs_in_and_sees_the_charts(admin_page: Page, auth_apis: Any) ->
     user = user_client(auth_apis.base)
     for source in ("print('one')", "raise SystemExit(3)"):
         assert user.run(source)["status"] in ("COMPLETED", "FAILED")
+    c_source = f'#include <stdio.h>\nint main(void) {{ puts("{uuid.uuid4().hex}"); return 0; }}\n'
+    for _ in range(2):  # compiled, then from the compile cache
+        assert user.run(c_source, "c", timeout=120)["status"] == "COMPLETED"
 
     page = admin_page.open("/admin")
     page.wait(lambda: page.el("#sign-in").is_displayed() and loaded(page) == "error", what="the sign-in form")
@@ -79,7 +82,7 @@ def test_admin_signs_in_and_sees_the_charts(admin_page: Page, auth_apis: Any) ->
     name, password = create_admin(auth_apis.env)
     sign_in(page, name, password)
     assert loaded(page) == "true", page.text("#message-text")
-    for chart in ("#chart-runs", "#chart-active", "#chart-outcomes", "#chart-wait", "#chart-runtime"):
+    for chart in ("#chart-runs", "#chart-active", "#chart-outcomes", "#chart-cache", "#chart-wait", "#chart-runtime"):
         assert page.els(f"{chart} .uplot canvas"), f"no chart drawn in {chart}"
     assert int(page.el("#chart-runs").get_attribute("data-series")) >= 1
     assert int(page.el("#chart-wait").get_attribute("data-series")) == 2  # p95 and p50
@@ -92,11 +95,12 @@ def test_admin_signs_in_and_sees_the_charts(admin_page: Page, auth_apis: Any) ->
     assert report["total_runs"] >= 2
     assert page.text("#total-runs") == f"{report['total_runs']:,}"
     assert page.text("#active-users") == f"{report['active']['users']:,}"
+    assert report["compile_cache"]["hits"] >= 1 and page.text("#cache-rate").endswith("%")
     users = [row.text.split("\n")[0] for row in page.els("#top-runs tbody tr")]
     assert any(user.username in row for row in users), users  # type: ignore[attr-defined]
-    assert "python" in page.text("#chart-runs")  # the legend names the language
+    assert "python" in page.text("#chart-runs") and "c" in page.text("#chart-runs")  # the legend
 
     shot = os.environ.get("LIVECODE_ADMIN_SCREENSHOT")
     if shot:
-        page.driver.set_window_size(1280, 1400)
+        page.driver.set_window_size(1280, 1900)
         page.driver.save_screenshot(shot)

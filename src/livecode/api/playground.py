@@ -15,9 +15,10 @@ from flask import Blueprint, Flask, Response, abort, send_from_directory
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 # Everything the page needs is bundled and served from this origin; CodeMirror injects its
-# theme as <style> elements, hence 'unsafe-inline' for styles only (never for scripts).
+# theme as <style> elements, hence 'unsafe-inline' for styles only (never for scripts). A run's
+# images are fetched with the caller's credentials and shown from blob: URLs.
 CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
 )
 

@@ -1,8 +1,8 @@
 """judge0 submissions and webhooks: the Judge0 API's per-submission extras, webhook secrets, the
 table of due deliveries, and an API key's default callback URL
 
-Revision ID: 0008_judge0
-Revises: 0007_analytics
+Revision ID: 0009_judge0
+Revises: 0008_outfiles
 Create Date: 2026-12-03 17:00:00
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008_judge0"
-down_revision: str | None = "0007_analytics"
+revision: str = "0009_judge0"
+down_revision: str | None = "0008_outfiles"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
