@@ -48,6 +48,8 @@ def build_api(app: Flask) -> LiveCodeApi:
         stream,
     )
 
+    from .piston import register_piston
+
     api = LiveCodeApi(
         app,
         version="1.0",
@@ -71,4 +73,5 @@ def build_api(app: Flask) -> LiveCodeApi:
     api.add_namespace(keys.ns, path="/api/v1/api-keys")
     api.add_namespace(admin.ns, path="/api/v1/admin")
     stream.register_websocket(app)  # .../{id}/ws: not a Flask-RESTX resource
+    register_piston(app)  # /piston: Piston's v2 API, in Piston's shapes (not Flask-RESTX)
     return api

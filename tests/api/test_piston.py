@@ -1,0 +1,225 @@
+"""/piston/api/v2: Piston's shapes, checks, error answers and unit conversions, in process. A
+stand-in worker (the enqueue's `then`) finishes each run through the same service calls a worker
+makes and publishes its output events, so the synchronous execute answers at once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.support.inprocess import LiveApp, finish_like_a_worker, uid
+
+RUNTIMES = "/piston/api/v2/runtimes"
+EXECUTE = "/piston/api/v2/execute"
+PY = {"language": "python", "version": "*", "files": [{"content": "print(1)"}]}
+
+
+def worker(live: LiveApp, outputs: list[tuple[str, str]] = (), **result: Any) -> Callable[[Any], None]:  # type: ignore[assignment]
+    """A stand-in worker: publishes RUNNING and the output chunks in order, then finishes the run."""
+    seen: list[dict[str, Any]] = []
+
+    def run(eid: Any) -> None:
+        row = live.rows.one("executions", "id = :id", id=uid(eid))
+        seen.append(row)
+        live.rt.events.publish(str(eid), "status", {"status": "RUNNING", "attempt": 1})
+        for stream, text in outputs:
+            live.rt.events.publish(str(eid), "output", {"stream": stream, "text": text})
+        out = {
+            "stdout": "".join(t for s, t in outputs if s == "stdout").encode(),
+            "stderr": "".join(t for s, t in outputs if s == "stderr").encode(),
+            **result,
+        }
+        finish_like_a_worker(live, eid, **out)
+
+    run.seen = seen  # type: ignore[attr-defined]
+    return run
+
+
+def message_of(resp: Any, status: int) -> str:
+    assert resp.status_code == status, (resp.status_code, resp.get_data()[:300])
+    body = resp.get_json()
+    assert isinstance(body, dict) and set(body) == {"message"}, body
+    assert isinstance(body["message"], str) and body["message"]
+    return body["message"]  # type: ignore[no-any-return]
+
+
+def test_runtimes_list_each_language_with_a_semver_version_and_aliases(live: LiveApp) -> None:
+    r = live.client.get(RUNTIMES)
+    assert r.status_code == 200
+    runtimes = {rt["language"]: rt for rt in r.get_json()}
+    assert {"python", "c++", "bash"} <= set(runtimes)
+    assert "py" in runtimes["python"]["aliases"] and "cpp" in runtimes["c++"]["aliases"]
+    for rt in runtimes.values():
+        major, minor, patch = rt["version"].split(".")[:3]
+        assert major.isdigit() and minor.isdigit() and patch[:1].isdigit(), rt
+        assert set(rt) <= {"language", "version", "aliases", "runtime"}
+
+
+def test_execute_answers_in_pistons_shape_with_the_output_interleaved(live: LiveApp) -> None:
+    run = worker(live, [("stdout", "a\n"), ("stderr", "b\n"), ("stdout", "c\n")],
+                 execution_time_ms=12, cpu_time_ms=7, memory_kb=2048)
+    live.enqueued.then = run
+    r = live.client.post(EXECUTE, json={**PY, "version": "3.x", "stdin": "in", "args": ["x", "y"]})
+    assert r.status_code == 200, r.get_json()
+    body = r.get_json()
+    assert body["language"] == "python" and body["version"].startswith("3.")
+    assert "compile" not in body
+    assert body["run"] == {"stdout": "a\nc\n", "stderr": "b\n", "output": "a\nb\nc\n", "code": 0, "signal": None,
+                           "message": None, "status": None, "cpu_time": 7, "wall_time": 12, "memory": 2048 * 1024}
+    row = run.seen[0]  # type: ignore[attr-defined]
+    assert row["stdin"] == "in\n"  # Piston ends stdin with a newline
+    assert row["args"] in (["x", "y"], '["x", "y"]')
+    # Nothing is kept once answered: the run's session and execution are gone.
+    assert live.rows.count("code_sessions") == 0 and live.rows.count("executions") == 0
+
+
+def test_without_ordered_events_output_is_stdout_then_stderr(live: LiveApp) -> None:
+    def run(eid: Any) -> None:  # no output events at all (a lost stream): the row is the truth
+        finish_like_a_worker(live, eid, stdout=b"out\n", stderr=b"err\n")
+
+    live.enqueued.then = run
+    body = live.client.post(EXECUTE, json=PY).get_json()
+    assert body["run"]["output"] == "out\nerr\n"
+
+
+@pytest.mark.parametrize(("result", "expected"), [
+    ({"status": "FAILED", "reason": "RUNTIME_ERROR", "exit_code": 3},
+     {"code": 3, "signal": None, "status": "RE", "message": "Exited with error status 3"}),
+    ({"status": "FAILED", "reason": "RUNTIME_ERROR", "exit_code": None, "signal": 11},
+     {"code": None, "signal": "SIGSEGV", "status": "SG"}),
+    ({"status": "TIMEOUT", "reason": "TIME_LIMIT", "exit_code": None},
+     {"code": None, "signal": "SIGKILL", "status": "TO"}),
+    ({"status": "FAILED", "reason": "MEMORY_LIMIT", "exit_code": None},
+     {"code": None, "signal": "SIGKILL", "status": "SG"}),
+    ({"status": "FAILED", "reason": "OUTPUT_LIMIT", "exit_code": None, "stdout_truncated": True},
+     {"status": "OL", "signal": "SIGKILL"}),
+    ({"status": "FAILED", "reason": "INTERNAL_ERROR", "exit_code": None}, {"status": "XX", "code": None}),
+])
+def test_how_a_run_ended_is_told_as_isolate_tells_piston(live: LiveApp, result: dict[str, Any],
+                                                        expected: dict[str, Any]) -> None:
+    live.enqueued.then = lambda eid: finish_like_a_worker(live, eid, **result)
+    run = live.client.post(EXECUTE, json=PY).get_json()["run"]
+    assert {k: run[k] for k in expected} == expected
+
+
+def test_a_compiled_language_has_a_compile_stage_and_a_failed_compile_is_also_run(live: LiveApp) -> None:
+    body = {"language": "c", "version": "*", "files": [{"name": "main.c", "content": "int main(){return 0;}"}]}
+    live.enqueued.then = lambda eid: finish_like_a_worker(live, eid, compile_output=b"warning: x\n")
+    ok = live.client.post(EXECUTE, json=body).get_json()
+    assert ok["compile"]["code"] == 0 and ok["compile"]["stderr"] == "warning: x\n"
+    assert ok["compile"]["output"] == "warning: x\n" and ok["run"]["code"] == 0
+    live.enqueued.then = lambda eid: finish_like_a_worker(live, eid, status="FAILED", reason="COMPILE_ERROR",
+                                                          exit_code=1, compile_output=b"error: y\n")
+    failed = live.client.post(EXECUTE, json=body).get_json()
+    assert failed["compile"]["code"] == 1 and failed["compile"]["stderr"] == "error: y\n"
+    assert failed["run"] == failed["compile"]  # Piston's backward compatibility
+
+
+def test_limits_in_pistons_units_are_converted_and_clamped(live: LiveApp) -> None:
+    run = worker(live)
+    live.enqueued.then = run
+    big = 10**12
+    r = live.client.post(EXECUTE, json={**PY, "run_timeout": 2500.5, "run_cpu_time": big,
+                                        "run_memory_limit": 64 * 1024 * 1024 + 1, "compile_memory_limit": -1,
+                                        "compile_timeout": 10000})
+    assert r.status_code == 200, r.get_json()
+    limits = run.seen[0]["limits"]  # type: ignore[attr-defined]
+    limits = limits if isinstance(limits, dict) else __import__("json").loads(limits)
+    assert limits == {"time_limit_ms": 2501, "cpu_time_ms": live.settings.max_time_limit_ms, "memory_limit_mb": 65}
+    # -1 (Piston's "no limit", which clients send by default) is the server's default limit.
+    live.client.post(EXECUTE, json={**PY, "run_memory_limit": -1})
+    second = run.seen[1]["limits"]  # type: ignore[attr-defined]
+    assert "memory_limit_mb" not in (second if isinstance(second, dict) else __import__("json").loads(second))
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"version": "*", "files": []}, "language is required as a string"),
+    ({"language": 3, "version": "*", "files": []}, "language is required as a string"),
+    ({"language": "python", "files": []}, "version is required as a string"),
+    ({"language": "python", "version": "*", "files": "x"}, "files is required as an array"),
+    ({"language": "python", "version": "*", "files": [{"content": 1}]}, "files[0].content is required as a string"),
+    ({"language": "python", "version": "*", "files": [None]}, "files[0].content is required as a string"),
+    ({"language": "cobol", "version": "*", "files": []}, "cobol-* runtime is unknown"),
+    ({"language": "python", "version": "2.x", "files": []}, "python-2.x runtime is unknown"),
+    ({"language": "python", "version": "not a range", "files": []}, "python-not a range runtime is unknown"),
+    ({"language": "python", "version": "*", "files": []}, "files must include at least one utf8 encoded file"),
+    ({"language": "python", "version": "*", "files": [{"content": "eA==", "encoding": "base64"}]},
+     "files must include at least one utf8 encoded file"),
+    ({**PY, "run_timeout": "3000"}, "If specified, run_timeout must be a number"),
+    ({**PY, "run_timeout": True}, "If specified, run_timeout must be a number"),
+    ({**PY, "compile_cpu_time": [1]}, "If specified, compile_cpu_time must be a number"),
+    ({**PY, "run_timeout": -5}, "run_timeout must be non-negative"),
+    ({**PY, "stdin": 5}, "stdin must be a string"),
+    ({**PY, "args": "a b"}, "args must be an array of strings"),
+    ({**PY, "args": [1]}, "args must be an array of strings"),
+    ([PY], "the request body must be a JSON object"),
+])
+def test_bad_input_gets_pistons_400_and_creates_nothing(live: LiveApp, body: Any, message: str) -> None:
+    before = live.rows.snapshot()
+    assert message_of(live.client.post(EXECUTE, json=body), 400) == message
+    assert live.rows.snapshot() == before and live.enqueued.calls == []
+
+
+def test_more_than_one_file_is_refused_until_multifile_programs_land(live: LiveApp) -> None:
+    body = {**PY, "files": [{"content": "print(1)"}, {"name": "data.txt", "content": "x"}]}
+    assert "multi-file" in message_of(live.client.post(EXECUTE, json=body), 400)
+    assert live.enqueued.calls == []
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_that_is_not_json_is_415(live: LiveApp, content_type: str | None) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    r = live.client.post(EXECUTE, data=b'{"language": "python"}', headers=headers)
+    assert message_of(r, 415) == "requests must be of type application/json"
+
+
+@pytest.mark.parametrize("raw", [b"{", b"\xff\xfe", b"[" * 100000, b"NaN", b'{"language": "python", "x": NaN'])
+def test_broken_json_is_a_400_in_pistons_shape(live: LiveApp, raw: bytes) -> None:
+    message_of(live.client.post(EXECUTE, data=raw, headers={"Content-Type": "application/json"}), 400)
+
+
+def test_nan_and_infinity_limits_are_refused(live: LiveApp) -> None:
+    raw = b'{"language": "python", "version": "*", "files": [{"content": "1"}], "run_timeout": NaN}'
+    assert "must be a number" in message_of(
+        live.client.post(EXECUTE, data=raw, headers={"Content-Type": "application/json"}), 400)
+
+
+def test_unknown_piston_paths_and_methods_answer_in_pistons_shape(live: LiveApp) -> None:
+    message_of(live.client.get("/piston/api/v2/packages"), 404)
+    message_of(live.client.post(RUNTIMES, json={}), 404)
+
+
+def test_an_oversized_source_is_413_in_pistons_shape(make_live: Any) -> None:
+    live = make_live(max_source_bytes=100)
+    message_of(live.client.post(EXECUTE, json={**PY, "files": [{"content": "#" * 200}]}), 413)
+    assert live.rows.count("code_sessions") == 0
+
+
+def test_sign_in_and_keys(secure: LiveApp) -> None:
+    from tests.support.users import sign_up
+
+    # Runtimes are public, as /api/v1/languages is.
+    assert secure.client.get(RUNTIMES).status_code == 200
+    assert "sign-in required" in message_of(secure.client.post(EXECUTE, json=PY), 401)
+    message_of(secure.client.post(EXECUTE, json=PY, headers={"Authorization": "lc_not_a_key"}), 401)
+    user = sign_up(secure)
+    key = secure.client.post("/api/v1/api-keys", json={"name": "piston"}, headers=user.headers).get_json()["key"]
+    secure.enqueued.then = lambda eid: finish_like_a_worker(secure, eid, stdout=b"1\n")
+    for headers in ({"Authorization": key}, {"X-API-Key": key}):
+        r = secure.client.post(EXECUTE, json=PY, headers=headers)
+        assert r.status_code == 200 and r.get_json()["run"]["stdout"] == "1\n", r.get_json()
+
+
+def test_the_rate_limit_is_a_429_in_pistons_shape(make_live: Any) -> None:
+    live = make_live(execution_rate_limit="2/minute")
+    live.enqueued.then = lambda eid: finish_like_a_worker(live, eid)
+    assert [live.client.post(EXECUTE, json=PY).status_code for _ in range(2)] == [200, 200]
+    r = live.client.post(EXECUTE, json=PY)
+    assert "rate limit" in message_of(r, 429) and r.headers["Retry-After"]
+
+
+def test_the_openapi_document_names_both_operations(live: LiveApp) -> None:
+    doc = live.client.get("/piston/openapi.json").get_json()
+    assert set(doc["paths"]) == {"/api/v2/runtimes", "/api/v2/execute"}
