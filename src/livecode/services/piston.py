@@ -317,6 +317,8 @@ def start_run(db: Database, enqueue: Enqueue, settings: Settings, events: EventB
                              max_bytes=settings.max_source_bytes, languages=languages)
     session_id = uuid.UUID(session["session_id"])
     job.options.interactive = interactive
+    if interactive:
+        job.options.stdin = ""  # as Piston: an interactive run reads only what the client sends
     try:
         queued = submit_execution(db, enqueue, settings, session_id, owner_id=owner_id, options=job.options,
                                   events=events, request_id=request_id, on_queued=on_queued, languages=languages)
