@@ -373,6 +373,21 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
                 pass
             return
         try:
+            # The linger's own descriptor: the socket object may still be closed under it by
+            # whoever had it (a WebSocket's reader thread). That would free the fd number the
+            # selector holds, and the next accepted connection, given that number, would collide
+            # with the dead entry and be reset.
+            own = sock.dup()
+        except OSError:
+            own = None
+        try:
+            sock.close()
+        except OSError:
+            pass
+        if own is None:
+            return
+        sock = own
+        try:
             sock.setblocking(False)
             sock.shutdown(socket.SHUT_WR)
             self.poller.register(sock, selectors.EVENT_READ, self._on_linger_readable)
