@@ -58,16 +58,31 @@ def test_runtimes_list_each_language_with_a_semver_version_and_aliases(live: Liv
 
 
 def test_execute_answers_in_pistons_shape_with_the_output_interleaved(live: LiveApp) -> None:
-    run = worker(live, [("stdout", "a\n"), ("stderr", "b\n"), ("stdout", "c\n")],
-                 execution_time_ms=12, cpu_time_ms=7, memory_kb=2048)
+    run = worker(
+        live,
+        [("stdout", "a\n"), ("stderr", "b\n"), ("stdout", "c\n")],
+        execution_time_ms=12,
+        cpu_time_ms=7,
+        memory_kb=2048,
+    )
     live.enqueued.then = run
     r = live.client.post(EXECUTE, json={**PY, "version": "3.x", "stdin": "in", "args": ["x", "y"]})
     assert r.status_code == 200, r.get_json()
     body = r.get_json()
     assert body["language"] == "python" and body["version"].startswith("3.")
     assert "compile" not in body
-    assert body["run"] == {"stdout": "a\nc\n", "stderr": "b\n", "output": "a\nb\nc\n", "code": 0, "signal": None,
-                           "message": None, "status": None, "cpu_time": 7, "wall_time": 12, "memory": 2048 * 1024}
+    assert body["run"] == {
+        "stdout": "a\nc\n",
+        "stderr": "b\n",
+        "output": "a\nb\nc\n",
+        "code": 0,
+        "signal": None,
+        "message": None,
+        "status": None,
+        "cpu_time": 7,
+        "wall_time": 12,
+        "memory": 2048 * 1024,
+    }
     row = run.seen[0]  # type: ignore[attr-defined]
     assert row["stdin"] == "in\n"  # Piston ends stdin with a newline
     assert row["args"] in (["x", "y"], '["x", "y"]')
@@ -84,21 +99,35 @@ def test_without_ordered_events_output_is_stdout_then_stderr(live: LiveApp) -> N
     assert body["run"]["output"] == "out\nerr\n"
 
 
-@pytest.mark.parametrize(("result", "expected"), [
-    ({"status": "FAILED", "reason": "RUNTIME_ERROR", "exit_code": 3},
-     {"code": 3, "signal": None, "status": "RE", "message": "Exited with error status 3"}),
-    ({"status": "FAILED", "reason": "RUNTIME_ERROR", "exit_code": None, "signal": 11},
-     {"code": None, "signal": "SIGSEGV", "status": "SG"}),
-    ({"status": "TIMEOUT", "reason": "TIME_LIMIT", "exit_code": None},
-     {"code": None, "signal": "SIGKILL", "status": "TO"}),
-    ({"status": "FAILED", "reason": "MEMORY_LIMIT", "exit_code": None},
-     {"code": None, "signal": "SIGKILL", "status": "SG"}),
-    ({"status": "FAILED", "reason": "OUTPUT_LIMIT", "exit_code": None, "stdout_truncated": True},
-     {"status": "OL", "signal": "SIGKILL"}),
-    ({"status": "FAILED", "reason": "INTERNAL_ERROR", "exit_code": None}, {"status": "XX", "code": None}),
-])
-def test_how_a_run_ended_is_told_as_isolate_tells_piston(live: LiveApp, result: dict[str, Any],
-                                                        expected: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("result", "expected"),
+    [
+        (
+            {"status": "FAILED", "reason": "RUNTIME_ERROR", "exit_code": 3},
+            {"code": 3, "signal": None, "status": "RE", "message": "Exited with error status 3"},
+        ),
+        (
+            {"status": "FAILED", "reason": "RUNTIME_ERROR", "exit_code": None, "signal": 11},
+            {"code": None, "signal": "SIGSEGV", "status": "SG"},
+        ),
+        (
+            {"status": "TIMEOUT", "reason": "TIME_LIMIT", "exit_code": None},
+            {"code": None, "signal": "SIGKILL", "status": "TO"},
+        ),
+        (
+            {"status": "FAILED", "reason": "MEMORY_LIMIT", "exit_code": None},
+            {"code": None, "signal": "SIGKILL", "status": "SG"},
+        ),
+        (
+            {"status": "FAILED", "reason": "OUTPUT_LIMIT", "exit_code": None, "stdout_truncated": True},
+            {"status": "OL", "signal": "SIGKILL"},
+        ),
+        ({"status": "FAILED", "reason": "INTERNAL_ERROR", "exit_code": None}, {"status": "XX", "code": None}),
+    ],
+)
+def test_how_a_run_ended_is_told_as_isolate_tells_piston(
+    live: LiveApp, result: dict[str, Any], expected: dict[str, Any]
+) -> None:
     live.enqueued.then = lambda eid: finish_like_a_worker(live, eid, **result)
     run = live.client.post(EXECUTE, json=PY).get_json()["run"]
     assert {k: run[k] for k in expected} == expected
@@ -110,8 +139,9 @@ def test_a_compiled_language_has_a_compile_stage_and_a_failed_compile_is_also_ru
     ok = live.client.post(EXECUTE, json=body).get_json()
     assert ok["compile"]["code"] == 0 and ok["compile"]["stderr"] == "warning: x\n"
     assert ok["compile"]["output"] == "warning: x\n" and ok["run"]["code"] == 0
-    live.enqueued.then = lambda eid: finish_like_a_worker(live, eid, status="FAILED", reason="COMPILE_ERROR",
-                                                          exit_code=1, compile_output=b"error: y\n")
+    live.enqueued.then = lambda eid: finish_like_a_worker(
+        live, eid, status="FAILED", reason="COMPILE_ERROR", exit_code=1, compile_output=b"error: y\n"
+    )
     failed = live.client.post(EXECUTE, json=body).get_json()
     assert failed["compile"]["code"] == 1 and failed["compile"]["stderr"] == "error: y\n"
     assert failed["run"] == failed["compile"]  # Piston's backward compatibility
@@ -121,9 +151,17 @@ def test_limits_in_pistons_units_are_converted_and_clamped(live: LiveApp) -> Non
     run = worker(live)
     live.enqueued.then = run
     big = 10**12
-    r = live.client.post(EXECUTE, json={**PY, "run_timeout": 2500.5, "run_cpu_time": big,
-                                        "run_memory_limit": 64 * 1024 * 1024 + 1, "compile_memory_limit": -1,
-                                        "compile_timeout": 10000})
+    r = live.client.post(
+        EXECUTE,
+        json={
+            **PY,
+            "run_timeout": 2500.5,
+            "run_cpu_time": big,
+            "run_memory_limit": 64 * 1024 * 1024 + 1,
+            "compile_memory_limit": -1,
+            "compile_timeout": 10000,
+        },
+    )
     assert r.status_code == 200, r.get_json()
     limits = run.seen[0]["limits"]  # type: ignore[attr-defined]
     limits = limits if isinstance(limits, dict) else __import__("json").loads(limits)
@@ -134,28 +172,33 @@ def test_limits_in_pistons_units_are_converted_and_clamped(live: LiveApp) -> Non
     assert "memory_limit_mb" not in (second if isinstance(second, dict) else __import__("json").loads(second))
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ({"version": "*", "files": []}, "language is required as a string"),
-    ({"language": 3, "version": "*", "files": []}, "language is required as a string"),
-    ({"language": "python", "files": []}, "version is required as a string"),
-    ({"language": "python", "version": "*", "files": "x"}, "files is required as an array"),
-    ({"language": "python", "version": "*", "files": [{"content": 1}]}, "files[0].content is required as a string"),
-    ({"language": "python", "version": "*", "files": [None]}, "files[0].content is required as a string"),
-    ({"language": "cobol", "version": "*", "files": []}, "cobol-* runtime is unknown"),
-    ({"language": "python", "version": "2.x", "files": []}, "python-2.x runtime is unknown"),
-    ({"language": "python", "version": "not a range", "files": []}, "python-not a range runtime is unknown"),
-    ({"language": "python", "version": "*", "files": []}, "files must include at least one utf8 encoded file"),
-    ({"language": "python", "version": "*", "files": [{"content": "eA==", "encoding": "base64"}]},
-     "files must include at least one utf8 encoded file"),
-    ({**PY, "run_timeout": "3000"}, "If specified, run_timeout must be a number"),
-    ({**PY, "run_timeout": True}, "If specified, run_timeout must be a number"),
-    ({**PY, "compile_cpu_time": [1]}, "If specified, compile_cpu_time must be a number"),
-    ({**PY, "run_timeout": -5}, "run_timeout must be non-negative"),
-    ({**PY, "stdin": 5}, "stdin must be a string"),
-    ({**PY, "args": "a b"}, "args must be an array of strings"),
-    ({**PY, "args": [1]}, "args must be an array of strings"),
-    ([PY], "the request body must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"version": "*", "files": []}, "language is required as a string"),
+        ({"language": 3, "version": "*", "files": []}, "language is required as a string"),
+        ({"language": "python", "files": []}, "version is required as a string"),
+        ({"language": "python", "version": "*", "files": "x"}, "files is required as an array"),
+        ({"language": "python", "version": "*", "files": [{"content": 1}]}, "files[0].content is required as a string"),
+        ({"language": "python", "version": "*", "files": [None]}, "files[0].content is required as a string"),
+        ({"language": "cobol", "version": "*", "files": []}, "cobol-* runtime is unknown"),
+        ({"language": "python", "version": "2.x", "files": []}, "python-2.x runtime is unknown"),
+        ({"language": "python", "version": "not a range", "files": []}, "python-not a range runtime is unknown"),
+        ({"language": "python", "version": "*", "files": []}, "files must include at least one utf8 encoded file"),
+        (
+            {"language": "python", "version": "*", "files": [{"content": "eA==", "encoding": "base64"}]},
+            "files must include at least one utf8 encoded file",
+        ),
+        ({**PY, "run_timeout": "3000"}, "If specified, run_timeout must be a number"),
+        ({**PY, "run_timeout": True}, "If specified, run_timeout must be a number"),
+        ({**PY, "compile_cpu_time": [1]}, "If specified, compile_cpu_time must be a number"),
+        ({**PY, "run_timeout": -5}, "run_timeout must be non-negative"),
+        ({**PY, "stdin": 5}, "stdin must be a string"),
+        ({**PY, "args": "a b"}, "args must be an array of strings"),
+        ({**PY, "args": [1]}, "args must be an array of strings"),
+        ([PY], "the request body must be a JSON object"),
+    ],
+)
 def test_bad_input_gets_pistons_400_and_creates_nothing(live: LiveApp, body: Any, message: str) -> None:
     before = live.rows.snapshot()
     assert message_of(live.client.post(EXECUTE, json=body), 400) == message
@@ -183,7 +226,8 @@ def test_broken_json_is_a_400_in_pistons_shape(live: LiveApp, raw: bytes) -> Non
 def test_nan_and_infinity_limits_are_refused(live: LiveApp) -> None:
     raw = b'{"language": "python", "version": "*", "files": [{"content": "1"}], "run_timeout": NaN}'
     assert "must be a number" in message_of(
-        live.client.post(EXECUTE, data=raw, headers={"Content-Type": "application/json"}), 400)
+        live.client.post(EXECUTE, data=raw, headers={"Content-Type": "application/json"}), 400
+    )
 
 
 def test_unknown_piston_paths_and_methods_answer_in_pistons_shape(live: LiveApp) -> None:

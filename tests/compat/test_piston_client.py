@@ -16,14 +16,13 @@ from typing import Any
 import pytest
 import requests
 import websocket
+from ultra_piston import File, HTTPXClient, PistonClient
+from ultra_piston.errors import BadRequestError, UnexpectedStatusError
 
 from tests.support.accounts import login, register
 from tests.support.procs import start_api
 
 pytestmark = pytest.mark.integration
-
-from ultra_piston import File, HTTPXClient, PistonClient
-from ultra_piston.errors import BadRequestError, UnexpectedStatusError
 
 TIMEOUT_S = 120
 
@@ -39,12 +38,17 @@ class PatientHTTPX(HTTPXClient):  # type: ignore[misc]
 class Server:
     def __init__(self, base: str, key: str) -> None:
         self.base, self.key = base, key
-        self.client = PistonClient(api_key=key, rate_limit=0, base_url=base + "/piston/api/v2/",
-                                   http_client=PatientHTTPX)
+        self.client = PistonClient(
+            api_key=key, rate_limit=0, base_url=base + "/piston/api/v2/", http_client=PatientHTTPX
+        )
 
     def raw(self, body: Any, **headers: str) -> requests.Response:
-        return requests.post(self.base + "/piston/api/v2/execute", json=body, timeout=TIMEOUT_S,
-                             headers={"Authorization": self.key, **headers})
+        return requests.post(
+            self.base + "/piston/api/v2/execute",
+            json=body,
+            timeout=TIMEOUT_S,
+            headers={"Authorization": self.key, **headers},
+        )
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +57,12 @@ def piston(cluster: Any) -> Iterator[Server]:
     try:
         username, password = register(base)
         access = login(base, username, password)["access_token"]
-        r = requests.post(base + "/api/v1/api-keys", json={"name": "piston"}, timeout=30,
-                          headers={"Authorization": f"Bearer {access}"})
+        r = requests.post(
+            base + "/api/v1/api-keys",
+            json={"name": "piston"},
+            timeout=30,
+            headers={"Authorization": f"Bearer {access}"},
+        )
         assert r.status_code == 201, r.text
         yield Server(base, r.json()["key"])
     finally:
@@ -97,8 +105,9 @@ for i in range(4):
 
 
 def test_a_compiled_language_and_a_compile_error(piston: Server) -> None:
-    ok = piston.client.post_execute("c", "*", File(name="main.c", content='#include <stdio.h>\n'
-                                                   'int main(void){puts("compiled");return 0;}'))
+    ok = piston.client.post_execute(
+        "c", "*", File(name="main.c", content='#include <stdio.h>\nint main(void){puts("compiled");return 0;}')
+    )
     assert ok.compile is not None and ok.compile.code == 0
     assert ok.run.stdout == "compiled\n" and ok.run.code == 0
     bad = piston.client.post_execute("c++", "*", File(content="int main( { return 0; }"))
@@ -110,13 +119,19 @@ def test_a_compiled_language_and_a_compile_error(piston: Server) -> None:
 def test_runtime_error_signal_and_timeout_as_piston_reports_them(piston: Server) -> None:
     failed = piston.raw({"language": "bash", "version": "*", "files": [{"content": "echo no >&2; exit 3"}]}).json()
     assert failed["run"]["code"] == 3 and failed["run"]["status"] == "RE" and failed["run"]["stderr"] == "no\n"
-    killed = piston.raw({"language": "python", "version": "*",
-                         "files": [{"content": "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)"}]}).json()
+    killed = piston.raw(
+        {
+            "language": "python",
+            "version": "*",
+            "files": [{"content": "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)"}],
+        }
+    ).json()
     assert killed["run"]["signal"] == "SIGSEGV" and killed["run"]["status"] == "SG"
     slow = piston.client.post_execute("python", "*", File(content="while True: pass"), run_timeout=1000)
     assert slow.run.signal == "SIGKILL" and slow.run.code is None
-    raw = piston.raw({"language": "python", "version": "*", "files": [{"content": "while True: pass"}],
-                      "run_timeout": 1000}).json()
+    raw = piston.raw(
+        {"language": "python", "version": "*", "files": [{"content": "while True: pass"}], "run_timeout": 1000}
+    ).json()
     assert raw["run"]["status"] == "TO" and raw["run"]["wall_time"] >= 1000
 
 
@@ -125,8 +140,12 @@ def test_bad_requests_and_credentials_get_pistons_answers(piston: Server) -> Non
         piston.client.post_execute("cobol", "*", File(content="x"))
     r = piston.raw({"language": "python", "version": "*", "files": [{"content": "1"}, {"content": "2"}]})
     assert r.status_code == 400 and "multi-file" in r.json()["message"]
-    r = requests.post(piston.base + "/piston/api/v2/execute", data="{}", timeout=30,
-                      headers={"Authorization": piston.key, "Content-Type": "text/plain"})
+    r = requests.post(
+        piston.base + "/piston/api/v2/execute",
+        data="{}",
+        timeout=30,
+        headers={"Authorization": piston.key, "Content-Type": "text/plain"},
+    )
     assert (r.status_code, r.json()) == (415, {"message": "requests must be of type application/json"})
     anonymous = PistonClient(rate_limit=0, base_url=piston.base + "/piston/api/v2/", http_client=PatientHTTPX)
     with pytest.raises(UnexpectedStatusError):
@@ -173,8 +192,16 @@ def test_the_interactive_protocol_runs_a_program_that_reads_what_is_typed(piston
 
 def test_the_interactive_protocol_has_compile_and_run_stages(piston: Server) -> None:
     ws = connect(piston)
-    ws.send(json.dumps({"type": "init", "language": "c", "version": "*",
-                        "files": [{"content": '#include <stdio.h>\nint main(void){puts("x");return 4;}'}]}))
+    ws.send(
+        json.dumps(
+            {
+                "type": "init",
+                "language": "c",
+                "version": "*",
+                "files": [{"content": '#include <stdio.h>\nint main(void){puts("x");return 4;}'}],
+            }
+        )
+    )
     messages, code = until_closed(ws)
     assert code == 4999, messages
     kinds = [(m["type"], m.get("stage")) for m in messages if m["type"] in ("stage", "exit")]
@@ -184,8 +211,17 @@ def test_the_interactive_protocol_has_compile_and_run_stages(piston: Server) -> 
 
 def test_a_signal_ends_the_programs_input_and_says_so(piston: Server) -> None:
     ws = connect(piston)
-    ws.send(json.dumps({"type": "init", "language": "python", "version": "*", "run_timeout": 20000,
-                        "files": [{"content": "import sys\nprint(len(sys.stdin.read()))"}]}))
+    ws.send(
+        json.dumps(
+            {
+                "type": "init",
+                "language": "python",
+                "version": "*",
+                "run_timeout": 20000,
+                "files": [{"content": "import sys\nprint(len(sys.stdin.read()))"}],
+            }
+        )
+    )
     assert json.loads(ws.recv())["type"] == "runtime"
     ws.send(json.dumps({"type": "data", "stream": "stdin", "data": "abc"}))
     ws.send(json.dumps({"type": "signal", "signal": "SIGTERM"}))
@@ -196,19 +232,27 @@ def test_a_signal_ends_the_programs_input_and_says_so(piston: Server) -> None:
     assert messages[-1] == {"type": "exit", "stage": "run", "code": 0, "signal": None}
 
 
-@pytest.mark.parametrize(("first", "then", "close"), [
-    (None, None, 4001),  # nothing within a second
-    ({"type": "data", "stream": "stdin", "data": "x"}, None, 4003),
-    ({"type": "init", "language": "cobol", "version": "*", "files": []}, None, 4002),
-    ("init", {"type": "init"}, 4000),
-    ("init", {"type": "data", "stream": "stdout", "data": "x"}, 4004),
-    ("init", {"type": "signal", "signal": "SIGNOPE"}, 4005),
-])
+@pytest.mark.parametrize(
+    ("first", "then", "close"),
+    [
+        (None, None, 4001),  # nothing within a second
+        ({"type": "data", "stream": "stdin", "data": "x"}, None, 4003),
+        ({"type": "init", "language": "cobol", "version": "*", "files": []}, None, 4002),
+        ("init", {"type": "init"}, 4000),
+        ("init", {"type": "data", "stream": "stdout", "data": "x"}, 4004),
+        ("init", {"type": "signal", "signal": "SIGNOPE"}, 4005),
+    ],
+)
 def test_the_interactive_protocols_close_codes(piston: Server, first: Any, then: Any, close: int) -> None:
     ws = connect(piston)
     if first == "init":  # a run that waits for input until it is closed
-        first = {"type": "init", "language": "python", "version": "*", "run_timeout": 10000,
-                 "files": [{"content": "import sys\nsys.stdin.read()"}]}
+        first = {
+            "type": "init",
+            "language": "python",
+            "version": "*",
+            "run_timeout": 10000,
+            "files": [{"content": "import sys\nsys.stdin.read()"}],
+        }
     if first is not None:
         ws.send(json.dumps(first))
     if then is not None:

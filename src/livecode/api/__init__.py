@@ -47,7 +47,6 @@ def build_api(app: Flask) -> LiveCodeApi:
         sessions,
         stream,
     )
-
     from .piston import register_piston
 
     api = LiveCodeApi(

@@ -42,16 +42,48 @@ PISTON_LANGUAGES: dict[str, tuple[str, tuple[str, ...], str | None]] = {
 
 # Linux signal numbers as Piston names them (api/src/globals.js SIGNALS).
 SIGNAL_NAMES = {
-    1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE",
-    9: "SIGKILL", 10: "SIGUSR1", 11: "SIGSEGV", 12: "SIGUSR2", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM",
-    16: "SIGSTKFLT", 17: "SIGCHLD", 18: "SIGCONT", 19: "SIGSTOP", 20: "SIGTSTP", 21: "SIGTTIN", 22: "SIGTTOU",
-    23: "SIGURG", 24: "SIGXCPU", 25: "SIGXFSZ", 26: "SIGVTALRM", 27: "SIGPROF", 28: "SIGWINCH", 29: "SIGIO",
-    30: "SIGPWR", 31: "SIGSYS",
+    1: "SIGHUP",
+    2: "SIGINT",
+    3: "SIGQUIT",
+    4: "SIGILL",
+    5: "SIGTRAP",
+    6: "SIGABRT",
+    7: "SIGBUS",
+    8: "SIGFPE",
+    9: "SIGKILL",
+    10: "SIGUSR1",
+    11: "SIGSEGV",
+    12: "SIGUSR2",
+    13: "SIGPIPE",
+    14: "SIGALRM",
+    15: "SIGTERM",
+    16: "SIGSTKFLT",
+    17: "SIGCHLD",
+    18: "SIGCONT",
+    19: "SIGSTOP",
+    20: "SIGTSTP",
+    21: "SIGTTIN",
+    22: "SIGTTOU",
+    23: "SIGURG",
+    24: "SIGXCPU",
+    25: "SIGXFSZ",
+    26: "SIGVTALRM",
+    27: "SIGPROF",
+    28: "SIGWINCH",
+    29: "SIGIO",
+    30: "SIGPWR",
+    31: "SIGSYS",
 }
 
 # The order in which Piston checks the limits, and so which one a message names first.
-LIMIT_NAMES = ("compile_memory_limit", "run_memory_limit", "compile_timeout", "run_timeout",
-               "compile_cpu_time", "run_cpu_time")
+LIMIT_NAMES = (
+    "compile_memory_limit",
+    "run_memory_limit",
+    "compile_timeout",
+    "run_timeout",
+    "compile_cpu_time",
+    "run_cpu_time",
+)
 FILE_ENCODINGS = ("base64", "hex", "utf8")
 MB = 1024 * 1024
 
@@ -99,8 +131,16 @@ def runtimes(catalog: LanguageCatalog) -> list[Runtime]:
         if known is None or not lang.get("available"):
             continue
         name, aliases, runtime = known
-        out.append(Runtime(str(lang["id"]), name, semver(str(lang.get("version") or "")), aliases, runtime,
-                           bool(lang.get("compiled"))))
+        out.append(
+            Runtime(
+                str(lang["id"]),
+                name,
+                semver(str(lang.get("version") or "")),
+                aliases,
+                runtime,
+                bool(lang.get("compiled")),
+            )
+        )
     return out
 
 
@@ -182,8 +222,7 @@ def parse_job(body: Any, available: list[Runtime], settings: Settings) -> Job:
     if rt is None:
         raise PistonError(f"{language[:100]}-{version[:100]} runtime is unknown")
     # Piston runs the utf8 files (an unknown encoding counts as utf8); the first is the entry.
-    code_files = [(f.get("name") or f"file{i}.code", f["content"], f.get("encoding"))
-                  for i, f in enumerate(files)]
+    code_files = [(f.get("name") or f"file{i}.code", f["content"], f.get("encoding")) for i, f in enumerate(files)]
     code_files = [(n, c, e if e in FILE_ENCODINGS else "utf8") for n, c, e in code_files]
     entries = [f for f in code_files if f[2] == "utf8"]
     if not entries:
@@ -209,11 +248,30 @@ def parse_job(body: Any, available: list[Runtime], settings: Settings) -> Job:
 # ---- a finished execution as Piston's result ---------------------------------------------------
 
 
-def _stage(stdout: str, stderr: str, output: str, code: int | None, signal: str | None, message: str | None,
-           status: str | None, cpu_ms: Any, wall_ms: Any, memory_kb: Any) -> dict[str, Any]:
-    return {"stdout": stdout, "stderr": stderr, "output": output, "code": code, "signal": signal,
-            "message": message, "status": status, "cpu_time": cpu_ms, "wall_time": wall_ms,
-            "memory": memory_kb * 1024 if memory_kb is not None else None}
+def _stage(
+    stdout: str,
+    stderr: str,
+    output: str,
+    code: int | None,
+    signal: str | None,
+    message: str | None,
+    status: str | None,
+    cpu_ms: Any,
+    wall_ms: Any,
+    memory_kb: Any,
+) -> dict[str, Any]:
+    return {
+        "stdout": stdout,
+        "stderr": stderr,
+        "output": output,
+        "code": code,
+        "signal": signal,
+        "message": message,
+        "status": status,
+        "cpu_time": cpu_ms,
+        "wall_time": wall_ms,
+        "memory": memory_kb * 1024 if memory_kb is not None else None,
+    }
 
 
 def ending(row: dict[str, Any]) -> tuple[int | None, str | None, str | None, str | None]:
@@ -254,8 +312,9 @@ def piston_result(row: dict[str, Any], rt: Runtime, output: str | None = None) -
         return result
     if rt.compiled:  # the compiler's diagnostics are its stderr; its figures are not kept
         result["compile"] = _stage("", compile_output, compile_output, 0, None, None, None, None, None, None)
-    result["run"] = _stage(stdout, stderr, output if output is not None else stdout + stderr, code, signal,
-                           message, status, *times)
+    result["run"] = _stage(
+        stdout, stderr, output if output is not None else stdout + stderr, code, signal, message, status, *times
+    )
     return result
 
 
@@ -301,27 +360,54 @@ def check_files(job: Job) -> None:
     LiveCode runs multi-file programs, more than one file is refused in Piston's shape; once it
     does, `job.more_files` (name, content, encoding) map to the program's other files here."""
     if job.more_files:
-        raise PistonError(f"this server runs programs of one file; got {len(job.more_files) + 1} files "
-                          "(multi-file programs are not supported yet)")
+        raise PistonError(
+            f"this server runs programs of one file; got {len(job.more_files) + 1} files "
+            "(multi-file programs are not supported yet)"
+        )
 
 
-def start_run(db: Database, enqueue: Enqueue, settings: Settings, events: EventBus, job: Job, *,
-              owner_id: uuid.UUID | None, request_id: str | None, languages: LanguageCatalog,
-              interactive: bool = False, on_queued: Callable[[uuid.UUID], object] | None = None,
-              ) -> tuple[uuid.UUID, uuid.UUID]:
+def start_run(
+    db: Database,
+    enqueue: Enqueue,
+    settings: Settings,
+    events: EventBus,
+    job: Job,
+    *,
+    owner_id: uuid.UUID | None,
+    request_id: str | None,
+    languages: LanguageCatalog,
+    interactive: bool = False,
+    on_queued: Callable[[uuid.UUID], object] | None = None,
+) -> tuple[uuid.UUID, uuid.UUID]:
     """Create the run's own session and queue its execution; (session id, execution id). The
     session is not counted against the caller's session cap (it lives as long as the request);
     the execution is, as every run is, against the stored-executions cap."""
     check_files(job)
-    session = create_session(db, language=job.runtime.lang_id, source_code=job.source, owner_id=owner_id,
-                             max_bytes=settings.max_source_bytes, languages=languages)
+    session = create_session(
+        db,
+        language=job.runtime.lang_id,
+        source_code=job.source,
+        owner_id=owner_id,
+        max_bytes=settings.max_source_bytes,
+        languages=languages,
+    )
     session_id = uuid.UUID(session["session_id"])
     job.options.interactive = interactive
     if interactive:
         job.options.stdin = ""  # as Piston: an interactive run reads only what the client sends
     try:
-        queued = submit_execution(db, enqueue, settings, session_id, owner_id=owner_id, options=job.options,
-                                  events=events, request_id=request_id, on_queued=on_queued, languages=languages)
+        queued = submit_execution(
+            db,
+            enqueue,
+            settings,
+            session_id,
+            owner_id=owner_id,
+            options=job.options,
+            events=events,
+            request_id=request_id,
+            on_queued=on_queued,
+            languages=languages,
+        )
     except BaseException:
         forget_run(db, session_id, owner_id)
         raise

@@ -70,8 +70,11 @@ def execute() -> Any:
     charge_executions(1)  # after the checks: bad input costs nothing, and creates nothing
     slots = wait_slots(r.settings)
     if not slots.try_acquire():
-        raise ApiError("this server has as many runs waiting as it can hold; retry shortly", status=503,
-                       headers={"Retry-After": "2"})
+        raise ApiError(
+            "this server has as many runs waiting as it can hold; retry shortly",
+            status=503,
+            headers={"Retry-After": "2"},
+        )
     watch: dict[str, Any] = {}
 
     def listen(eid: uuid.UUID) -> None:
@@ -81,14 +84,26 @@ def execute() -> Any:
 
     session_id = None
     try:
-        session_id, eid = svc.start_run(r.db, enqueue(), r.settings, r.events, job, owner_id=owner_id(),
-                                        request_id=request_id(), languages=r.languages, on_queued=listen)
+        session_id, eid = svc.start_run(
+            r.db,
+            enqueue(),
+            r.settings,
+            r.events,
+            job,
+            owner_id=owner_id(),
+            request_id=request_id(),
+            languages=r.languages,
+            on_queued=listen,
+        )
         # As long as LiveCode's blocking wait, plus the run's own time limit.
         wait_s = (r.settings.max_wait_ms + job.options.limits.get("time_limit_ms", r.settings.time_limit_ms)) / 1000
         row = wait_for_end(r.db, r.events, eid, owner_id(), wait_s, watch=watch.pop("event", None))
         if row is None:
-            raise ApiError(f"the run did not finish within {wait_s:.0f} s (no worker took it in time); retry "
-                           "shortly", status=503, headers={"Retry-After": "5"})
+            raise ApiError(
+                f"the run did not finish within {wait_s:.0f} s (no worker took it in time); retry shortly",
+                status=503,
+                headers={"Retry-After": "5"},
+            )
         stdout, stderr = row.get("stdout") or "", row.get("stderr") or ""
         output = svc.interleaved_output(r.events, str(eid), stdout, stderr) if stdout and stderr else None
         return jsonify(svc.piston_result(row, job.runtime, output))

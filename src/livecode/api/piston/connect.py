@@ -140,8 +140,13 @@ class _Connection:
                 return
             if not self.finished:
                 self.to_program(lambda: self.r.stdin.close(self.eid or ""))
-            self.send({"type": "error", "message": "this server cannot signal a run: its input was ended "
-                       "instead (EOF); it ends when it next reads, or at its time limit"})
+            self.send(
+                {
+                    "type": "error",
+                    "message": "this server cannot signal a run: its input was ended "
+                    "instead (EOF); it ends when it next reads, or at its time limit",
+                }
+            )
 
     def to_program(self, act: Any) -> None:
         try:
@@ -161,8 +166,16 @@ class _Connection:
             job = svc.parse_job(msg, svc.runtimes(self.r.languages), self.r.settings)
             charge_executions(1)
             self.session_id, eid = svc.start_run(
-                self.r.db, enqueue(), self.r.settings, self.r.events, job, owner_id=owner_id(),
-                request_id=request_id(), languages=self.r.languages, interactive=True)
+                self.r.db,
+                enqueue(),
+                self.r.settings,
+                self.r.events,
+                job,
+                owner_id=owner_id(),
+                request_id=request_id(),
+                languages=self.r.languages,
+                interactive=True,
+            )
             row = executions_svc.get_execution(self.r.db, eid, owner_id())
         except svc.PistonError as exc:
             self.error(exc.message)
@@ -247,8 +260,9 @@ def register_connect(app: Flask) -> None:
         if request.method == "OPTIONS":
             return
         if request.method != "GET":
-            raise ApiError("a WebSocket opens with GET", code="METHOD_NOT_ALLOWED", status=405,
-                           headers={"Allow": "GET, OPTIONS"})
+            raise ApiError(
+                "a WebSocket opens with GET", code="METHOD_NOT_ALLOWED", status=405, headers={"Allow": "GET, OPTIONS"}
+            )
         hold_slot(owner_id())  # before the handshake, so a refusal is a plain 503/429
 
     @bp.errorhandler(Exception)

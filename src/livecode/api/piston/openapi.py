@@ -11,8 +11,18 @@ _NULLABLE_STRING = {"type": "string", "nullable": True}
 
 STAGE: dict[str, Any] = {
     "type": "object",
-    "required": ["stdout", "stderr", "output", "code", "signal", "message", "status", "cpu_time", "wall_time",
-                 "memory"],
+    "required": [
+        "stdout",
+        "stderr",
+        "output",
+        "code",
+        "signal",
+        "message",
+        "status",
+        "cpu_time",
+        "wall_time",
+        "memory",
+    ],
     "properties": {
         "stdout": {"type": "string"},
         "stderr": {"type": "string"},
@@ -28,7 +38,9 @@ STAGE: dict[str, Any] = {
 }
 
 MESSAGE: dict[str, Any] = {
-    "type": "object", "required": ["message"], "properties": {"message": {"type": "string"}},
+    "type": "object",
+    "required": ["message"],
+    "properties": {"message": {"type": "string"}},
 }
 
 
@@ -42,11 +54,19 @@ EXECUTE_REQUEST: dict[str, Any] = {
     "required": ["language", "version", "files"],
     "properties": {
         "language": {"type": "string", "description": "a language or one of its aliases (see runtimes)"},
-        "version": {"type": "string", "description": "a SemVer range: \"*\", \"3.x\", \"3.11.2\""},
-        "files": {"type": "array", "items": {
-            "type": "object", "required": ["content"],
-            "properties": {"name": {"type": "string"}, "content": {"type": "string"},
-                           "encoding": {"type": "string", "enum": ["utf8", "base64", "hex"]}}}},
+        "version": {"type": "string", "description": 'a SemVer range: "*", "3.x", "3.11.2"'},
+        "files": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["content"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "content": {"type": "string"},
+                    "encoding": {"type": "string", "enum": ["utf8", "base64", "hex"]},
+                },
+            },
+        },
         "stdin": {"type": "string"},
         "args": {"type": "array", "items": {"type": "string"}},
         "run_timeout": {**_LIMIT, "description": "ms of wall time (clamped to the server's maximum)"},
@@ -60,40 +80,76 @@ EXECUTE_REQUEST: dict[str, Any] = {
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
-    "info": {"title": "LiveCode: the Piston v2 API", "version": "2.0.0",
-             "description": "Piston's v2 API over LiveCode's sandbox. Authenticate with "
-                            "`Authorization: <LiveCode API key>` (or `X-API-Key`, or `Authorization: Bearer "
-                            "<access token>`) when the server requires sign-in."},
+    "info": {
+        "title": "LiveCode: the Piston v2 API",
+        "version": "2.0.0",
+        "description": "Piston's v2 API over LiveCode's sandbox. Authenticate with "
+        "`Authorization: <LiveCode API key>` (or `X-API-Key`, or `Authorization: Bearer "
+        "<access token>`) when the server requires sign-in.",
+    },
     "servers": [{"url": "/piston"}],
     "components": {"securitySchemes": {"PistonKey": {"type": "apiKey", "in": "header", "name": "Authorization"}}},
     "security": [{"PistonKey": []}, {}],
     "paths": {
-        "/api/v2/runtimes": {"get": {
-            "operationId": "piston_runtimes",
-            "summary": "The runtimes that can run now",
-            "responses": {"200": {"description": "Runtimes", "content": {"application/json": {"schema": {
-                "type": "array", "items": {
-                    "type": "object", "required": ["language", "version", "aliases"],
-                    "properties": {"language": {"type": "string"}, "version": {"type": "string"},
-                                   "aliases": {"type": "array", "items": {"type": "string"}},
-                                   "runtime": {"type": "string"}}}}}}}},
-        }},
-        "/api/v2/execute": {"post": {
-            "operationId": "piston_execute",
-            "summary": "Run a program and answer with its result",
-            "requestBody": {"required": True, "content": {"application/json": {"schema": EXECUTE_REQUEST}}},
-            "responses": {
-                "200": {"description": "The run's result", "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["language", "version", "run"],
-                    "properties": {"language": {"type": "string"}, "version": {"type": "string"},
-                                   "run": STAGE, "compile": STAGE}}}}},
-                "400": _error("Bad input, an unknown runtime, more than one file"),
-                "401": _error("Sign-in required, or a bad key"),
-                "413": _error("The body, the source or stdin is too large"),
-                "415": _error("Not application/json"),
-                "429": _error("Rate limit or storage quota"),
-                "503": _error("Busy (too many waiting runs), no worker in time, or a dependency is down"),
-            },
-        }},
+        "/api/v2/runtimes": {
+            "get": {
+                "operationId": "piston_runtimes",
+                "summary": "The runtimes that can run now",
+                "responses": {
+                    "200": {
+                        "description": "Runtimes",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["language", "version", "aliases"],
+                                        "properties": {
+                                            "language": {"type": "string"},
+                                            "version": {"type": "string"},
+                                            "aliases": {"type": "array", "items": {"type": "string"}},
+                                            "runtime": {"type": "string"},
+                                        },
+                                    },
+                                }
+                            }
+                        },
+                    }
+                },
+            }
+        },
+        "/api/v2/execute": {
+            "post": {
+                "operationId": "piston_execute",
+                "summary": "Run a program and answer with its result",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": EXECUTE_REQUEST}}},
+                "responses": {
+                    "200": {
+                        "description": "The run's result",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["language", "version", "run"],
+                                    "properties": {
+                                        "language": {"type": "string"},
+                                        "version": {"type": "string"},
+                                        "run": STAGE,
+                                        "compile": STAGE,
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "400": _error("Bad input, an unknown runtime, more than one file"),
+                    "401": _error("Sign-in required, or a bad key"),
+                    "413": _error("The body, the source or stdin is too large"),
+                    "415": _error("Not application/json"),
+                    "429": _error("Rate limit or storage quota"),
+                    "503": _error("Busy (too many waiting runs), no worker in time, or a dependency is down"),
+                },
+            }
+        },
     },
 }
