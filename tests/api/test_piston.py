@@ -223,11 +223,28 @@ def test_broken_json_is_a_400_in_pistons_shape(live: LiveApp, raw: bytes) -> Non
     message_of(live.client.post(EXECUTE, data=raw, headers={"Content-Type": "application/json"}), 400)
 
 
-def test_nan_and_infinity_limits_are_refused(live: LiveApp) -> None:
-    raw = b'{"language": "python", "version": "*", "files": [{"content": "1"}], "run_timeout": NaN}'
-    assert "must be a number" in message_of(
-        live.client.post(EXECUTE, data=raw, headers={"Content-Type": "application/json"}), 400
+def test_nan_is_refused_and_infinite_or_huge_limits_are_clamped(live: LiveApp) -> None:
+    head = b'{"language": "python", "version": "*", "files": [{"content": "1"}], '
+    nan = live.client.post(EXECUTE, data=head + b'"run_timeout": NaN}', headers={"Content-Type": "application/json"})
+    assert "must be a number" in message_of(nan, 400)
+    run = worker(live)
+    live.enqueued.then = run
+    for limits in (
+        b'"run_timeout": Infinity, "run_memory_limit": 1e400}',
+        b'"run_timeout": 1' + b"0" * 400 + b', "run_memory_limit": 1' + b"0" * 400 + b"}",
+    ):
+        r = live.client.post(EXECUTE, data=head + limits, headers={"Content-Type": "application/json"})
+        assert r.status_code == 200, r.get_json()
+    for row in run.seen:  # type: ignore[attr-defined]
+        got = row["limits"] if isinstance(row["limits"], dict) else __import__("json").loads(row["limits"])
+        assert got == {
+            "time_limit_ms": live.settings.max_time_limit_ms,
+            "memory_limit_mb": live.settings.max_memory_limit_mb,
+        }
+    negative = live.client.post(
+        EXECUTE, data=head + b'"run_cpu_time": -1' + b"0" * 400 + b"}", headers={"Content-Type": "application/json"}
     )
+    assert message_of(negative, 400) == "run_cpu_time must be non-negative"
 
 
 def test_unknown_piston_paths_and_methods_answer_in_pistons_shape(live: LiveApp) -> None:

@@ -253,6 +253,74 @@ def test_header_flood_is_refused(target: Target) -> None:
     assert_4xx(r, 431)  # over the server's limit on header fields, answered in JSON
 
 
+# ---- the Piston API (/piston/api/v2): Piston's {"message"} shape, never a 5xx ---------------------
+
+PISTON = "/piston/api/v2/execute"
+PY_FILE = '{"content": "print(1)"}'
+
+
+def assert_piston_4xx(resp: requests.Response, status: int | tuple[int, ...]) -> None:
+    expected = (status,) if isinstance(status, int) else status
+    assert resp.status_code in expected, (resp.status_code, resp.text[:300])
+    assert resp.headers.get("Content-Type", "").startswith("application/json"), resp.headers
+    body = resp.json()
+    assert set(body) == {"message"} and isinstance(body["message"], str) and body["message"], body
+
+
+@pytest.mark.parametrize(("raw", "status"), [
+    (b'{"language": "python", "version": "*", "files": [{"content": "' + b"A" * (24 * 1024 * 1024) + b'"}]}', 413),
+    (b'{"language": "python", "version": "*", "files": [' + b"[" * 50_000 + b"]" * 50_000 + b"]}", 400),
+    (b'{"language": "python", "version": "*", "files": [' + b'{"a":' * 5_000 + b"1" + b"}" * 5_000 + b"]}", 400),
+    (b'{"language": "python", "version": "*", "files": [' + b",".join([PY_FILE.encode()] * 20_000) + b"]}", 400),
+    (rb'{"language": "py\u0000thon", "version": "*", "files": [' + PY_FILE.encode() + b"]}", 400),
+    (rb'{"language": "python", "version": "*", "files": [{"content": "print(\u0000)"}]}', 400),
+    (rb'{"language": "python", "version": "*", "files": [{"content": "\ud800"}]}', 400),
+    (b'{"language": "python", "version": "*", "files": [{"content": "\xc3\x28"}]}', 400),
+    (rb'{"language": "python", "version": "*", "stdin": "a\u0000b", "files": [' + PY_FILE.encode() + b"]}", 400),
+    (rb'{"language": "python", "version": "*", "args": ["\ud800"], "files": [' + PY_FILE.encode() + b"]}", 400),
+    (b'{"language": "python", "version": "' + b"9" * 5000 + b'", "files": [' + PY_FILE.encode() + b"]}", 400),
+    (b'{"language": "python", "version": "*", "run_timeout": NaN, "files": [' + PY_FILE.encode() + b"]}", 400),
+    (b'{"language": "python", "version": "*", "run_timeout": ' + b"1" * 5000 + b', "files": []}', 400),
+    (b'{"language": "python", "version": "*", "files": [{"content": "x", "name": ["a"], "encoding": {}}]}', 400),
+    (b"\xef\xbb\xbf{}", 400), (b"", 400), (b"null", 400), (b'{"a":1}{"b":2}', 400),
+])
+def test_hostile_bodies_for_the_piston_api(target: Target, raw: bytes, status: int) -> None:
+    assert_piston_4xx(target.send("POST", PISTON, data=raw, headers=JSON), status)
+
+
+@pytest.mark.parametrize("content_type", [None, "", "text/plain", "application/xml", "multipart/form-data; b=x"])
+def test_the_piston_api_wants_json(target: Target, content_type: str | None) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    r = target.send("POST", PISTON, data=b'{"language": "python", "version": "*", "files": []}', headers=headers)
+    assert_piston_4xx(r, 415)
+
+
+@pytest.mark.parametrize(("header", "value"), [
+    ("Authorization", "lc_" + "\u00e9" * 500), ("Authorization", "x" * 5000), ("Authorization", "Bearer nope"),
+    ("X-API-Key", "\U0001f4a9" * 20),
+])
+def test_hostile_credentials_for_the_piston_api(target: Target, header: str, value: str) -> None:
+    headers = {header: value.encode("utf-8").decode("latin-1"), **JSON}
+    r = target.send("POST", PISTON, data=b'{"language": "python", "version": "*", "files": []}', headers=headers)
+    assert_piston_4xx(r, 401)
+
+
+def test_hostile_piston_websocket_messages(target: Target) -> None:
+    import websocket
+
+    url = target.base.replace("http://", "ws://") + "/piston/api/v2/connect"
+    for message in ("{", "[]", "null", '"init"', '{"type": "init", "files": ' + "[" * 50_000 + "]" * 50_000 + "}",
+                    '{"type": "init", "language": "python", "version": "*", "files": [{"content": "\u0000"}]}'):
+        ws = websocket.create_connection(url, timeout=30)
+        ws.send(message)
+        opcode, data = ws.recv_data(control_frame=True)
+        while opcode != websocket.ABNF.OPCODE_CLOSE:
+            assert json.loads(data)["type"] == "error"
+            opcode, data = ws.recv_data(control_frame=True)
+        assert int.from_bytes(data[:2], "big") == 4002, message[:80]
+        ws.close()
+
+
 # ---- issue 10: malformed input that answered 500 -------------------------------------------------
 
 

@@ -168,13 +168,17 @@ class Job:
 
 
 def _number(body: dict[str, Any], name: str) -> float | None:
-    """A limit as Piston reads it: absent, null, 0, false or "" mean "the default"."""
+    """A limit as Piston reads it: absent, null, 0, false or "" mean "the default". A number too
+    large for a float (10**400) is infinite, as in JavaScript; NaN is not a number."""
     value = body.get(name)
     if not value:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
         raise PistonError(f"If specified, {name} must be a number")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def _limits(body: dict[str, Any], settings: Settings) -> dict[str, int]:
@@ -190,7 +194,7 @@ def _limits(body: dict[str, Any], settings: Settings) -> dict[str, int]:
         raise PistonError(f"{name} must be non-negative")
 
     def clamp(value: float, top: int) -> int:
-        return max(1, min(top, math.ceil(value)))
+        return top if value >= top else max(1, math.ceil(value))
 
     if values["run_timeout"] is not None:
         limits["time_limit_ms"] = clamp(values["run_timeout"], settings.max_time_limit_ms)
