@@ -13,10 +13,11 @@ Authentication, rate limits and the sandbox are LiveCode's: see docs/compat.md.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
-from flask import Blueprint, Flask, Response, jsonify, request
+from flask import Blueprint, Flask, Response, request
 
 from ...errors import ApiError
 from ...services import piston as svc
@@ -32,9 +33,13 @@ bp = Blueprint("piston", __name__, url_prefix="/piston")
 JSON_ONLY = "requests must be of type application/json"
 
 
+def piston_json(data: Any, status: int = 200) -> Response:
+    """JSON in the order Piston writes its fields (jsonify would sort the keys)."""
+    return Response(json.dumps(data, separators=(",", ":")), status=status, mimetype="application/json")
+
+
 def message_response(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
-    resp = jsonify({"message": message})
-    resp.status_code = status
+    resp = piston_json({"message": message}, status)
     for k, v in (headers or {}).items():
         resp.headers[k] = v
     return resp
@@ -59,7 +64,7 @@ def piston_body() -> dict[str, Any]:
 
 @bp.get("/api/v2/runtimes")
 def runtimes() -> Any:
-    return jsonify([entry.listing() for entry in svc.runtimes(rt().languages)])
+    return piston_json([entry.listing() for entry in svc.runtimes(rt().languages)])
 
 
 @bp.post("/api/v2/execute")
@@ -106,7 +111,7 @@ def execute() -> Any:
             )
         stdout, stderr = row.get("stdout") or "", row.get("stderr") or ""
         output = svc.interleaved_output(r.events, str(eid), stdout, stderr) if stdout and stderr else None
-        return jsonify(svc.piston_result(row, job.runtime, output))
+        return piston_json(svc.piston_result(row, job.runtime, output))
     finally:
         if "event" in watch:  # registered, but the wait never started
             r.events.unwatch_finished(watch["eid"], watch["event"])
@@ -117,7 +122,7 @@ def execute() -> Any:
 
 @bp.get("/openapi.json")
 def openapi() -> Any:
-    return jsonify(OPENAPI)
+    return piston_json(OPENAPI)
 
 
 @bp.route("/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
