@@ -284,3 +284,20 @@ def test_the_rate_limit_is_a_429_in_pistons_shape(make_live: Any) -> None:
 def test_the_openapi_document_names_both_operations(live: LiveApp) -> None:
     doc = live.client.get("/piston/openapi.json").get_json()
     assert set(doc["paths"]) == {"/api/v2/runtimes", "/api/v2/execute"}
+
+
+def test_errors_raised_before_a_piston_route_matched_are_in_pistons_shape(secure: LiveApp) -> None:
+    """A made-up method, a WebSocket handshake on a plain route, and a 401 on the WebSocket route
+    are refused before any /piston handler runs: still Piston's shape."""
+    message_of(secure.client.open(RUNTIMES, method="BREW"), 405)
+    message_of(secure.client.open(EXECUTE, method="BREW", headers={"Authorization": "lc_nope"}), 401)
+    upgrade = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    message_of(secure.client.get(RUNTIMES, headers=upgrade), 400)
+    message_of(secure.client.get("/piston/api/v2/connect", headers=upgrade), 401)
+    # LiveCode's own API keeps its own shape.
+    assert set(secure.client.open("/api/v1/languages", method="BREW").get_json()) == {"error"}

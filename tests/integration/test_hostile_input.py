@@ -508,6 +508,11 @@ EXTRA_QUERY = ["access_token=" + "a" * 300, "access_token=eyJ.e30.x", "last_even
 NOT_IN_SWAGGER = [("/api/v1/executions/{execution_id}/ws", ["get"], []), ("/s/{session_id}", ["get"], []),
                   ("/static/{path}", ["get"], []), ("/docs", ["get"], []), ("/swagger.json", ["get"], []),
                   ("/metrics", ["get"], []), ("/", ["get"], [])]
+# The Piston API (its own document, /piston/openapi.json; its errors are Piston's {"message"}).
+PISTON_ROUTES = [("/piston/api/v2/runtimes", ["get"], []), ("/piston/api/v2/execute", ["post"], []),
+                 ("/piston/api/v2/connect", ["get"], []), ("/piston/openapi.json", ["get"], [])]
+PISTON_FIELDS = ["language", "version", "files", "stdin", "args", "run_timeout", "run_cpu_time", "run_memory_limit",
+                 "compile_timeout", "compile_cpu_time", "compile_memory_limit"]
 
 
 def routes(base: str) -> list[tuple[str, list[str], list[dict[str, Any]]]]:
@@ -518,7 +523,7 @@ def routes(base: str) -> list[tuple[str, list[str], list[dict[str, Any]]]]:
         params = [p for m in methods for p in ops[m].get("parameters", [])]
         out.append((path, methods, params))
     assert len(out) >= 15, "the sweep found too few routes in /swagger.json"
-    return out + NOT_IN_SWAGGER
+    return out + NOT_IN_SWAGGER + PISTON_ROUTES
 
 
 def body_fields(base: str) -> set[str]:
@@ -526,9 +531,13 @@ def body_fields(base: str) -> set[str]:
     return {name for model in spec["definitions"].values() for name in model.get("properties", {})}
 
 
-def check_answer(r: requests.Response, what: str, failures: list[str]) -> None:
+def check_answer(r: requests.Response, what: str, failures: list[str], piston: bool = False) -> None:
     if r.status_code >= 500:
         failures.append(f"{what}: {r.status_code} {r.text[:200]}")
+    elif r.status_code >= 400 and piston:
+        body = r.json() if r.headers.get("Content-Type", "").startswith("application/json") else None
+        if not (isinstance(body, dict) and set(body) == {"message"} and isinstance(body["message"], str)):
+            failures.append(f"{what}: {r.status_code} not in Piston's error shape: {r.text[:200]!r}")
     elif r.status_code >= 400:
         try:
             err = r.json()["error"]
@@ -565,7 +574,7 @@ def test_every_route_with_hostile_input(sweep_api: SweepApi) -> None:
             sent += 1
             if r.headers.get("Content-Type", "").startswith("text/event-stream"):
                 return  # a live stream answered 200: nothing to read to the end
-            check_answer(r, what, failures)
+            check_answer(r, what, failures, piston=path.startswith("/piston/"))
 
     for template, methods, params in routes(sweep_api.base):
         streaming = template.endswith(("/events", "/ws"))
@@ -583,7 +592,8 @@ def test_every_route_with_hostile_input(sweep_api: SweepApi) -> None:
             for name, raw, ctype in HOSTILE_BODIES if has_body else []:
                 send(method, path, f"{method} {template} body={name}", body=raw, content_type=ctype)
             for value in HOSTILE_VALUES if has_body else []:
-                doc = "{" + ", ".join(f'"{f}": {value}' for f in fields) + "}"
+                names = PISTON_FIELDS if template.startswith("/piston/") else fields
+                doc = "{" + ", ".join(f'"{f}": {value}' for f in names) + "}"
                 send(method, path, f"{method} {template} fields={value[:20]}", body=doc.encode())
                 send(method, path, f"{method} {template} field={value[:20]}",
                      body=('{"executions": [{"session_id": ' + value + "}], \"name\": " + value + "}").encode())

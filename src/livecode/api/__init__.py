@@ -9,11 +9,14 @@ from flask import Flask
 from flask_restx import Api
 from werkzeug.exceptions import HTTPException
 
-from .errors import to_response
+from .errors import compat_error_response, to_response
 
 
 class LiveCodeApi(Api):
     def handle_error(self, e: Exception) -> Any:
+        shaped = compat_error_response(e)  # e.g. a made-up method on a /piston route
+        if shaped is not None:
+            return shaped
         body, status, headers = to_response(e)
         return self.make_response(body, status, headers)
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, current_app, has_request_context, jsonify, request
 from kombu.exceptions import OperationalError as KombuOperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -82,7 +83,29 @@ def internal_error(exc: BaseException) -> tuple[dict[str, Any], int, dict[str, s
     return error_body("INTERNAL_ERROR", internal_error_message(error_id), {"error_id": error_id}), 500, {}
 
 
+# The compatibility APIs (/piston, ...) answer every error in their original's shape, even one
+# raised before a route was matched (a made-up method, a WebSocket handshake on a plain route):
+# path prefix -> the response for an exception, registered by each API (register_error_shape).
+ERROR_SHAPES = "livecode.error_shapes"
+
+
+def register_error_shape(app: Flask, prefix: str, make: Callable[[BaseException], Response]) -> None:
+    app.extensions.setdefault(ERROR_SHAPES, {})[prefix] = make
+
+
+def compat_error_response(exc: BaseException) -> Response | None:
+    """The error in a compatibility API's shape when the request is under its prefix, else None."""
+    if has_request_context():
+        for prefix, make in current_app.extensions.get(ERROR_SHAPES, {}).items():
+            if request.path.startswith(prefix):
+                return make(exc)
+    return None
+
+
 def json_error_response(exc: BaseException) -> Response:
+    shaped = compat_error_response(exc)
+    if shaped is not None:
+        return shaped
     body, status, headers = to_response(exc)
     resp = jsonify(body)
     resp.status_code = status

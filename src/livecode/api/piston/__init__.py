@@ -24,7 +24,7 @@ from ...services import piston as svc
 from ...services.waiting import wait_for_end
 from ..body import json_body
 from ..context import enqueue, owner_id, request_id, rt
-from ..errors import to_response
+from ..errors import register_error_shape, to_response
 from ..ratelimit import charge_executions
 from ..waiting import wait_slots
 from .openapi import OPENAPI
@@ -46,7 +46,7 @@ def message_response(message: str, status: int, headers: dict[str, str] | None =
 
 
 @bp.errorhandler(Exception)
-def _piston_error(exc: Exception) -> Response:
+def _piston_error(exc: BaseException) -> Response:
     """Every error under /piston in Piston's shape; LiveCode's mapping decides the status (and
     logs what is a bug), Piston's shape carries its message."""
     if isinstance(exc, svc.PistonError):
@@ -136,3 +136,6 @@ def register_piston(app: Flask) -> None:
 
     register_connect(app)
     app.register_blueprint(bp)
+    # Errors raised before a /piston route was matched (a made-up method, a WebSocket handshake
+    # on a plain route, a bad one on /connect) are answered in Piston's shape too.
+    register_error_shape(app, "/piston/", _piston_error)
