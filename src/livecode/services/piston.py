@@ -10,6 +10,7 @@ either, and so these runs never count against the caller's session or execution 
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,6 +27,8 @@ from ..models import ExecutionStatus
 from ..streaming.bus import EventBus
 from .executions import Enqueue, ExecuteOptions, submit_execution
 from .sessions import create_session, delete_session
+
+log = logging.getLogger(__name__)
 
 # Piston's names and aliases of LiveCode's languages (as Piston's packages declare them), and
 # the `runtime` it reports for a language provided by a multi-language package.
@@ -420,8 +423,11 @@ def start_run(
 
 def forget_run(db: Database, session_id: uuid.UUID, owner_id: uuid.UUID | None) -> None:
     """Delete the run's session and, with it, its execution (a run still going is not stopped:
-    its result is simply not kept)."""
+    its result is simply not kept). A failure (the database down) is logged, never the caller's:
+    the answer is already made; the session is left behind."""
     try:
         delete_session(db, session_id, owner_id)
     except NotFound:
         pass
+    except Exception:  # noqa: BLE001 - a clean-up; the answer must not be lost to it
+        log.warning("could not delete a Piston run's session", extra={"session_id": str(session_id)}, exc_info=True)

@@ -33,6 +33,7 @@ from ...services import executions as executions_svc
 from ...services import piston as svc
 from ...streaming.follower import follow
 from ..context import enqueue, owner_id, request_id, rt
+from ..errors import to_response
 from ..ratelimit import charge_executions
 from ..stream import _close_websocket, row_loader, tails
 from ..stream_slots import hold_slot
@@ -180,8 +181,8 @@ class _Connection:
         except svc.PistonError as exc:
             self.error(exc.message)
             return
-        except ApiError as exc:
-            self.error(exc.message)
+        except Exception as exc:  # noqa: BLE001 - LiveCode's mapping: 4xx messages, 503s, logged bugs
+            self.error(to_response(exc)[0]["error"]["message"])
             return
         self.eid = str(eid)
         self.send({"type": "runtime", "language": job.runtime.language, "version": job.runtime.version})
@@ -195,7 +196,8 @@ class _Connection:
 
     def follow(self, runtime: svc.Runtime, eid: uuid.UUID, row: dict[str, Any]) -> None:
         stage: str | None = None
-        for event in follow(tails(), str(eid), row_loader(self.r, eid, owner_id()), row, None):
+        # A heartbeat each second: a connection closed by the client (or with 4000) stops here soon.
+        for event in follow(tails(), str(eid), row_loader(self.r, eid, owner_id()), row, None, heartbeat_s=1.0):
             if self.closed.is_set():
                 return
             if event is None:
@@ -280,6 +282,9 @@ def register_connect(app: Flask) -> None:
             pass
         except (NotFound, redis.RedisError, OSError):
             log.info("piston websocket ended early", exc_info=True)
+        except Exception as exc:  # noqa: BLE001 - after the handshake there is no HTTP answer to give
+            to_response(exc)  # logged with an error id when it is a bug
+            conn.close(1011, "Internal Error")
         finally:
             try:
                 conn.forget()
