@@ -123,7 +123,21 @@ OPENAPI: dict[str, Any] = {
             "post": {
                 "operationId": "piston_execute",
                 "summary": "Run a program and answer with its result",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": EXECUTE_REQUEST}}},
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": EXECUTE_REQUEST,
+                            "example": {
+                                "language": "python",
+                                "version": "*",
+                                "files": [{"content": "print(input())"}],
+                                "stdin": "hello",
+                                "run_timeout": 3000,
+                            },
+                        }
+                    },
+                },
                 "responses": {
                     "200": {
                         "description": "The run's result",
