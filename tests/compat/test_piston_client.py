@@ -36,8 +36,8 @@ class PatientHTTPX(HTTPXClient):  # type: ignore[misc]
 
 
 class Server:
-    def __init__(self, base: str, key: str) -> None:
-        self.base, self.key = base, key
+    def __init__(self, base: str, key: str, access: str) -> None:
+        self.base, self.key, self.access = base, key, access
         self.client = PistonClient(
             api_key=key, rate_limit=0, base_url=base + "/piston/api/v2/", http_client=PatientHTTPX
         )
@@ -64,7 +64,7 @@ def piston(cluster: Any) -> Iterator[Server]:
             headers={"Authorization": f"Bearer {access}"},
         )
         assert r.status_code == 201, r.text
-        yield Server(base, r.json()["key"])
+        yield Server(base, r.json()["key"], access)
     finally:
         proc.stop()
 
@@ -156,8 +156,12 @@ def test_bad_requests_and_credentials_get_pistons_answers(piston: Server) -> Non
 # ---- WS /piston/api/v2/connect ------------------------------------------------------------------
 
 
-def connect(piston: Server) -> websocket.WebSocket:
+def connect(piston: Server, browser: bool = False) -> websocket.WebSocket:
+    """A connection with the key in the Authorization header, or (`browser`: a browser cannot set
+    headers on a WebSocket) with an access token in the query string."""
     url = piston.base.replace("http://", "ws://") + "/piston/api/v2/connect"
+    if browser:
+        return websocket.create_connection(f"{url}?access_token={piston.access}", timeout=60)
     return websocket.create_connection(url, timeout=60, header=[f"Authorization: {piston.key}"])
 
 
@@ -191,7 +195,9 @@ def test_the_interactive_protocol_runs_a_program_that_reads_what_is_typed(piston
 
 
 def test_the_interactive_protocol_has_compile_and_run_stages(piston: Server) -> None:
-    ws = connect(piston)
+    with pytest.raises(websocket.WebSocketBadStatusException):  # sign-in is required
+        websocket.create_connection(piston.base.replace("http://", "ws://") + "/piston/api/v2/connect", timeout=30)
+    ws = connect(piston, browser=True)
     ws.send(
         json.dumps(
             {
