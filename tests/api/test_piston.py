@@ -205,10 +205,70 @@ def test_bad_input_gets_pistons_400_and_creates_nothing(live: LiveApp, body: Any
     assert live.rows.snapshot() == before and live.enqueued.calls == []
 
 
-def test_more_than_one_file_is_refused_until_multifile_programs_land(live: LiveApp) -> None:
-    body = {**PY, "files": [{"content": "print(1)"}, {"name": "data.txt", "content": "x"}]}
-    assert "multi-file" in message_of(live.client.post(EXECUTE, json=body), 400)
-    assert live.enqueued.calls == []
+def test_several_files_are_one_program_the_first_utf8_file_its_entry(live: LiveApp) -> None:
+    seen: list[tuple[Any, list[tuple[str, str]]]] = []
+
+    def run(eid: Any) -> None:
+        row = live.rows.one("executions", "id = :id", id=uid(eid))
+        with live.rows.engine.connect() as conn:
+            files = conn.execute(
+                __import__("sqlalchemy").text(
+                    "SELECT f.path, s.content FROM execution_files f JOIN sources s ON s.hash = f.source_hash "
+                    "WHERE f.execution_id = :id ORDER BY f.position"
+                ),
+                {"id": uid(eid)},
+            ).all()
+        seen.append((row["entry"], [tuple(f) for f in files]))
+        finish_like_a_worker(live, eid, stdout=b"ok\n")
+
+    live.enqueued.then = run
+    data = __import__("base64").b64encode(b"42\n").decode()
+    body = {
+        **PY,
+        "files": [
+            {"name": "data.txt", "content": data, "encoding": "base64"},
+            {"name": "app.py", "content": "import helper"},
+            {"name": "helper.py", "content": "print(open('data.txt').read())"},
+            {"content": "x = 1", "encoding": "nonsense"},  # an unknown encoding is utf8
+        ],
+    }
+    r = live.client.post(EXECUTE, json=body)
+    assert r.status_code == 200, r.get_json()
+    assert seen == [
+        (
+            "app.py",
+            [
+                ("data.txt", "42\n"),
+                ("app.py", "import helper"),
+                ("helper.py", "print(open('data.txt').read())"),
+                ("file3.code", "x = 1"),
+            ],
+        )
+    ]
+    # An unnamed entry among several files is the language's default file.
+    live.client.post(EXECUTE, json={**PY, "files": [{"content": "import lib"}, {"name": "lib.py", "content": ""}]})
+    assert seen[1] == ("main.py", [("main.py", "import lib"), ("lib.py", "")])
+    assert live.rows.count("code_sessions") == 0 and live.rows.count("executions") == 0
+
+
+@pytest.mark.parametrize(
+    ("files", "status", "words"),
+    [
+        ([{"name": "../x.py", "content": "1"}, {"content": "2"}], 400, "file path"),
+        ([{"name": "a.py", "content": "1"}, {"name": "a.py", "content": "2"}], 400, "a.py"),
+        ([{"name": "/etc/passwd", "content": "1"}], 400, "file path"),
+        ([{"content": "1"}, {"name": "b.bin", "content": "//79", "encoding": "base64"}], 400, "binary"),
+        ([{"content": "1"}, {"name": "b.hex", "content": "zz", "encoding": "hex"}], 400, "hex"),
+        ([{"name": "a.py", "content": "1"}] + [{"name": f"f{i}.py", "content": ""} for i in range(80)], 400, "files"),
+        ([{"name": "a.py", "content": "#" * 600_000}, {"name": "b.py", "content": "#" * 600_000}], 413, "bytes"),
+    ],
+)
+def test_a_program_that_breaks_the_file_rules_is_refused_in_pistons_shape(
+    live: LiveApp, files: list[dict[str, Any]], status: int, words: str
+) -> None:
+    before = live.rows.snapshot()
+    assert words in message_of(live.client.post(EXECUTE, json={**PY, "files": files}), status)
+    assert live.rows.snapshot() == before and live.enqueued.calls == []
 
 
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])

@@ -116,6 +116,36 @@ def test_a_compiled_language_and_a_compile_error(piston: Server) -> None:
     assert bad.run.model_dump() == bad.compile.model_dump()  # Piston's answer when the run stage never started
 
 
+def test_several_files_make_one_program(piston: Server) -> None:
+    """Piston writes every file beside the entry (the first utf8 file): a module, a data file
+    sent as base64, and for C a second translation unit compiled with the entry."""
+    py = piston.raw(
+        {
+            "language": "python",
+            "version": "*",
+            "files": [
+                {"name": "app.py", "content": "from util.greet import greet\nprint(greet(open('name.txt').read()))"},
+                {"name": "util/__init__.py", "content": ""},
+                {"name": "util/greet.py", "content": "def greet(n):\n    return 'hello ' + n.strip()"},
+                {"name": "name.txt", "content": "YWRh\n", "encoding": "base64"},
+            ],
+        }
+    )
+    assert py.status_code == 200, py.text
+    assert py.json()["run"]["stdout"] == "hello ada\n", py.json()
+    c = piston.raw(
+        {
+            "language": "c",
+            "version": "*",
+            "files": [
+                {"content": '#include <stdio.h>\nint twice(int);\nint main(void){printf("%d\\n", twice(21));}'},
+                {"name": "twice.c", "content": "int twice(int x){return 2*x;}"},
+            ],
+        }
+    )
+    assert c.status_code == 200 and c.json()["run"]["stdout"] == "42\n", c.text
+
+
 def test_runtime_error_signal_and_timeout_as_piston_reports_them(piston: Server) -> None:
     failed = piston.raw({"language": "bash", "version": "*", "files": [{"content": "echo no >&2; exit 3"}]}).json()
     assert failed["run"]["code"] == 3 and failed["run"]["status"] == "RE" and failed["run"]["stderr"] == "no\n"
@@ -138,8 +168,8 @@ def test_runtime_error_signal_and_timeout_as_piston_reports_them(piston: Server)
 def test_bad_requests_and_credentials_get_pistons_answers(piston: Server) -> None:
     with pytest.raises(BadRequestError):
         piston.client.post_execute("cobol", "*", File(content="x"))
-    r = piston.raw({"language": "python", "version": "*", "files": [{"content": "1"}, {"content": "2"}]})
-    assert r.status_code == 400 and "multi-file" in r.json()["message"]
+    r = piston.raw({"language": "python", "version": "*", "files": [{"name": "../x.py", "content": "1"}]})
+    assert r.status_code == 400 and "file path" in r.json()["message"]
     r = requests.post(
         piston.base + "/piston/api/v2/execute",
         data="{}",

@@ -282,6 +282,12 @@ def assert_piston_4xx(resp: requests.Response, status: int | tuple[int, ...]) ->
     (b'{"language": "python", "version": "*", "run_timeout": NaN, "files": [' + PY_FILE.encode() + b"]}", 400),
     (b'{"language": "python", "version": "*", "run_timeout": ' + b"1" * 5000 + b', "files": []}', 400),
     (b'{"language": "python", "version": "*", "files": [{"content": "x", "name": ["a"], "encoding": {}}]}', 400),
+    (b'{"language": "python", "version": "*", "files": [{"content": "x", "name": "../../etc/passwd"}]}', 400),
+    (b'{"language": "python", "version": "*", "files": [{"content": "x", "name": "-rf"}]}', 400),
+    (b'{"language": "python", "version": "*", "files": [{"content": "x", "name": "a\\u0000b"}]}', 400),
+    (b'{"language": "python", "version": "*", "files": [{"content": "x", "name": "' + b"d/" * 40 + b'x"}]}', 400),
+    (b'{"language": "python", "version": "*", "files": [{"content": "x"}, {"content": "AA==", "encoding": "base64"}]}',
+     400),
     (b"\xef\xbb\xbf{}", 400), (b"", 400), (b"null", 400), (b'{"a":1}{"b":2}', 400),
 ])
 def test_hostile_bodies_for_the_piston_api(target: Target, raw: bytes, status: int) -> None:

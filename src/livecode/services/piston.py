@@ -10,11 +10,13 @@ either, and so these runs never count against the caller's session or execution 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import math
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 import semantic_version
@@ -26,6 +28,7 @@ from ..infra.languages import LanguageCatalog
 from ..models import ExecutionStatus
 from ..streaming.bus import EventBus
 from .executions import Enqueue, ExecuteOptions, submit_execution
+from .programs import default_path
 from .sessions import create_session, delete_session
 
 log = logging.getLogger(__name__)
@@ -163,11 +166,44 @@ def find_runtime(available: list[Runtime], language: str, version: str) -> Runti
 @dataclass
 class Job:
     runtime: Runtime
-    source: str  # the entry file's content
+    # The program: (path, content) pairs and the entry's path; entry None: one file at the
+    # language's default path (LiveCode's single-file form).
+    files: list[tuple[str, str]]
+    entry: str | None
     options: ExecuteOptions
-    # Files after the entry (name, content, encoding): they need multi-file programs. Empty
-    # until that lands; then the caller maps them to the program's other files.
-    more_files: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def _decoded(i: int, content: str, encoding: str) -> str:
+    """A file's content as text: Piston takes base64 and hex too; LiveCode programs are text."""
+    if encoding == "utf8":
+        return content
+    try:
+        if encoding == "base64":  # as Node's Buffer.from: whitespace and missing padding allowed
+            text = "".join(content.split())
+            raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        else:
+            raw = bytes.fromhex(content)
+        return raw.decode("utf-8")
+    except (binascii.Error, ValueError):
+        message = f"files[{i}].content is not {encoding} of UTF-8 text (binary files are not supported)"
+        raise PistonError(message) from None
+
+
+def program_files(body_files: list[dict[str, Any]], lang_id: str) -> tuple[list[tuple[str, str]], str | None]:
+    """Piston's files as a LiveCode program: every file at its name (Piston's default name
+    `file<i>.code` for one without), the first utf8 file the entry. A single unnamed file is
+    the language's default file (`main.c`, `Main.java`), as LiveCode's own single-file runs.
+    The paths and sizes are checked by the session's program rules (services/programs.py)."""
+    encodings = [str(f["encoding"]) if f.get("encoding") in FILE_ENCODINGS else "utf8" for f in body_files]
+    entry_index = encodings.index("utf8")
+    names = [f.get("name") or None for f in body_files]
+    if len(body_files) == 1 and names[0] is None:
+        return [(default_path(lang_id), body_files[0]["content"])], None
+    files = []
+    for i, (f, enc, name) in enumerate(zip(body_files, encodings, names, strict=True)):
+        path = name or (default_path(lang_id) if i == entry_index else f"file{i}.code")
+        files.append((path, _decoded(i, f["content"], enc)))
+    return files, files[entry_index][0]
 
 
 def _number(body: dict[str, Any], name: str) -> float | None:
@@ -229,10 +265,7 @@ def parse_job(body: Any, available: list[Runtime], settings: Settings) -> Job:
     if rt is None:
         raise PistonError(f"{language[:100]}-{version[:100]} runtime is unknown")
     # Piston runs the utf8 files (an unknown encoding counts as utf8); the first is the entry.
-    code_files = [(f.get("name") or f"file{i}.code", f["content"], f.get("encoding")) for i, f in enumerate(files)]
-    code_files = [(n, c, e if e in FILE_ENCODINGS else "utf8") for n, c, e in code_files]
-    entries = [f for f in code_files if f[2] == "utf8"]
-    if not entries:
+    if all(f.get("encoding") in ("base64", "hex") for f in files):
         raise PistonError("files must include at least one utf8 encoded file")
     limits = _limits(body, settings)
     stdin = body.get("stdin")
@@ -247,9 +280,8 @@ def parse_job(body: Any, available: list[Runtime], settings: Settings) -> Job:
         args = []
     if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         raise PistonError("args must be an array of strings")
-    entry = entries[0]
-    more = [f for f in code_files if f is not entry]
-    return Job(rt, entry[1], ExecuteOptions(stdin=stdin, args=list(args), limits=limits), more)
+    program, entry = program_files(files, rt.lang_id)
+    return Job(rt, program, entry, ExecuteOptions(stdin=stdin, args=list(args), limits=limits))
 
 
 # ---- a finished execution as Piston's result ---------------------------------------------------
@@ -362,17 +394,6 @@ def interleaved_output(bus: EventBus, execution_id: str, stdout: str, stderr: st
 # ---- one run: a session of its own, deleted once answered ----------------------------------------
 
 
-def check_files(job: Job) -> None:
-    """The seam for programs of several files: Piston writes every file beside the entry. Until
-    LiveCode runs multi-file programs, more than one file is refused in Piston's shape; once it
-    does, `job.more_files` (name, content, encoding) map to the program's other files here."""
-    if job.more_files:
-        raise PistonError(
-            f"this server runs programs of one file; got {len(job.more_files) + 1} files "
-            "(multi-file programs are not supported yet)"
-        )
-
-
 def start_run(
     db: Database,
     enqueue: Enqueue,
@@ -389,15 +410,27 @@ def start_run(
     """Create the run's own session and queue its execution; (session id, execution id). The
     session is not counted against the caller's session cap (it lives as long as the request);
     the execution is, as every run is, against the stored-executions cap."""
-    check_files(job)
-    session = create_session(
-        db,
-        language=job.runtime.lang_id,
-        source_code=job.source,
-        owner_id=owner_id,
-        max_bytes=settings.max_source_bytes,
-        languages=languages,
-    )
+    if job.entry is None:  # one file: LiveCode's single-file form and limit (LIVECODE_MAX_SOURCE_BYTES)
+        session = create_session(
+            db,
+            language=job.runtime.lang_id,
+            source_code=job.files[0][1],
+            owner_id=owner_id,
+            max_bytes=settings.max_source_bytes,
+            languages=languages,
+        )
+    else:  # the program rules and limits (LIVECODE_MAX_FILES, _MAX_FILES_BYTES), not the session cap
+        session = create_session(
+            db,
+            language=job.runtime.lang_id,
+            source_code=None,
+            owner_id=owner_id,
+            max_bytes=settings.max_source_bytes,
+            settings=replace(settings, max_sessions=0),
+            languages=languages,
+            files=job.files,
+            entry=job.entry,
+        )
     session_id = uuid.UUID(session["session_id"])
     job.options.interactive = interactive
     if interactive:

@@ -71,7 +71,6 @@ def runtimes() -> Any:
 def execute() -> Any:
     r = rt()
     job = svc.parse_job(piston_body(), svc.runtimes(r.languages), r.settings)
-    svc.check_files(job)
     charge_executions(1)  # after the checks: bad input costs nothing, and creates nothing
     slots = wait_slots(r.settings)
     if not slots.try_acquire():
