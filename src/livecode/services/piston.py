@@ -5,7 +5,8 @@ limits converted from Piston's units to LiveCode's, and a finished execution as 
 
 A Piston request is one run of one program: it gets a code session of its own, owned by the
 caller, which is deleted (with its execution) once the answer is made. Piston keeps nothing
-either, and so these runs never count against the caller's session or execution caps.
+either: these runs never count against the caller's session cap, and against the
+stored-executions cap only while they run.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import base64
 import binascii
 import logging
 import math
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -46,40 +48,8 @@ PISTON_LANGUAGES: dict[str, tuple[str, tuple[str, ...], str | None]] = {
     "bash": ("bash", ("sh",), None),
 }
 
-# Linux signal numbers as Piston names them (api/src/globals.js SIGNALS).
-SIGNAL_NAMES = {
-    1: "SIGHUP",
-    2: "SIGINT",
-    3: "SIGQUIT",
-    4: "SIGILL",
-    5: "SIGTRAP",
-    6: "SIGABRT",
-    7: "SIGBUS",
-    8: "SIGFPE",
-    9: "SIGKILL",
-    10: "SIGUSR1",
-    11: "SIGSEGV",
-    12: "SIGUSR2",
-    13: "SIGPIPE",
-    14: "SIGALRM",
-    15: "SIGTERM",
-    16: "SIGSTKFLT",
-    17: "SIGCHLD",
-    18: "SIGCONT",
-    19: "SIGSTOP",
-    20: "SIGTSTP",
-    21: "SIGTTIN",
-    22: "SIGTTOU",
-    23: "SIGURG",
-    24: "SIGXCPU",
-    25: "SIGXFSZ",
-    26: "SIGVTALRM",
-    27: "SIGPROF",
-    28: "SIGWINCH",
-    29: "SIGIO",
-    30: "SIGPWR",
-    31: "SIGSYS",
-}
+# Linux's signal numbers and names, as Piston names them (api/src/globals.js SIGNALS).
+SIGNAL_NAMES = {sig.value: sig.name for sig in signal.Signals if 0 < sig.value < 32}
 
 # The order in which Piston checks the limits, and so which one a message names first.
 LIMIT_NAMES = (
