@@ -184,6 +184,7 @@ def test_limits_in_pistons_units_are_converted_and_clamped(live: LiveApp) -> Non
         ({"language": "cobol", "version": "*", "files": []}, "cobol-* runtime is unknown"),
         ({"language": "python", "version": "2.x", "files": []}, "python-2.x runtime is unknown"),
         ({"language": "python", "version": "not a range", "files": []}, "python-not a range runtime is unknown"),
+        ({"language": "python", "version": "82<+ -  ^Xa~", "files": []}, "python-82<+ -  ^Xa~ runtime is unknown"),
         ({"language": "python", "version": "*", "files": []}, "files must include at least one utf8 encoded file"),
         (
             {"language": "python", "version": "*", "files": [{"content": "eA==", "encoding": "base64"}]},
@@ -361,3 +362,61 @@ def test_errors_raised_before_a_piston_route_matched_are_in_pistons_shape(secure
     message_of(secure.client.get("/piston/api/v2/connect", headers=upgrade), 401)
     # LiveCode's own API keeps its own shape.
     assert set(secure.client.open("/api/v1/languages", method="BREW").get_json()) == {"error"}
+
+
+def test_any_json_body_is_a_job_or_pistons_400(live: LiveApp) -> None:
+    """Whatever JSON arrives, the checks answer with a job or a PistonError: never another
+    exception (a 500). Values are drawn for every field Piston reads, and for the files' fields."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from livecode.services import piston as svc
+
+    runtimes = svc.runtimes(live.rt.languages)
+    scalar = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(),
+        st.text(max_size=8),
+        st.sampled_from(["*", "3.x", "^3", "python", "py", "c++", "utf8", "base64", "hex", "a.py", "../a", ""]),
+        st.sampled_from([10**400, -(10**400), float("inf"), float("-inf"), float("nan"), -1, 0.5]),
+    )
+    value = st.recursive(
+        scalar,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+        max_leaves=6,
+    )
+    file = st.fixed_dictionaries(
+        {}, optional={"name": value, "content": value | st.text(max_size=8), "encoding": value}
+    )
+    fields = ["language", "version", "files", "stdin", "args", *svc.LIMIT_NAMES]
+    files = st.lists(
+        file | st.fixed_dictionaries({"content": st.text(max_size=8)}, optional={"name": value}), max_size=3
+    )
+    random_body = st.fixed_dictionaries(
+        {}, optional={name: files | value if name == "files" else value for name in fields}
+    )
+    # A valid body with one or two fields replaced: reaches the checks after the first ones.
+    near_valid = st.dictionaries(st.sampled_from(fields), st.one_of(scalar, files, value), max_size=3).map(
+        lambda over: {**PY, **over}
+    )
+    body = near_valid | random_body
+
+    made: list[Any] = []
+
+    @given(body=body | value)
+    @settings(
+        max_examples=1000, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+    )
+    def check(body: Any) -> None:
+        try:
+            job = svc.parse_job(body, runtimes, live.settings)
+        except svc.PistonError as exc:
+            assert exc.status == 400 and exc.message
+        else:
+            assert job.files and (job.entry is None or job.entry in [p for p, _ in job.files])
+            made.append(job)
+
+    check()
+    assert made, "no example made a job: the strategy does not reach the happy path"

@@ -126,9 +126,11 @@ def find_runtime(available: list[Runtime], language: str, version: str) -> Runti
     none does or the range is not one."""
     try:
         spec = semantic_version.NpmSpec(version)
-    except ValueError:
+        matching = [
+            rt for rt in available if rt.answers_to(language) and spec.match(semantic_version.Version(rt.version))
+        ]
+    except Exception:  # noqa: BLE001 - not a range: ValueError, and AttributeError on some malformed ones
         return None
-    matching = [rt for rt in available if rt.answers_to(language) and spec.match(semantic_version.Version(rt.version))]
     matching.sort(key=lambda rt: semantic_version.Version(rt.version), reverse=True)
     return matching[0] if matching else None
 
