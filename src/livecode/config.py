@@ -245,6 +245,26 @@ class Settings:
     storage_cleanup_batch: int = setting("LIVECODE_STORAGE_CLEANUP_BATCH", 1000, "", parse=Integer(minimum=1))
     source_gc_grace_s: int = setting("LIVECODE_SOURCE_GC_GRACE_S", 3600, "", parse=AT_LEAST_0)
 
+    # ---- files a run leaves in out/ (issue 13): kept with the execution, served by GET .../files
+    output_files_max: int = setting(
+        "LIVECODE_OUTPUT_FILES_MAX", 32,
+        "Files a run may leave in out/ that are kept (0: none is collected), and their total size in bytes; "
+        "what does not fit is skipped whole and the execution says files_truncated.",
+        parse=AT_LEAST_0, section="output files")
+    output_files_max_bytes: int = setting("LIVECODE_OUTPUT_FILES_MAX_BYTES", 8 * 1024 * 1024, "",
+                                          parse=AT_LEAST_0)
+    output_file_retention_days: int = setting(
+        "LIVECODE_OUTPUT_FILE_RETENTION_DAYS", 0,
+        "Output files older than this are deleted before their execution is (0: kept as long as it is).",
+        parse=AT_LEAST_0)
+
+    # ---- analytics (GET /api/v1/admin/analytics): its cost follows the runs in the range
+    analytics_max_runs: int = setting(
+        "LIVECODE_ANALYTICS_MAX_RUNS", 1_000_000,
+        "GET /api/v1/admin/analytics: the most runs one range may hold (a million is about 14 s of database "
+        "time on 2 cores); past it 400 RANGE_TOO_LARGE asks for a shorter range. 0 = no cap.",
+        parse=AT_LEAST_0, section="analytics")
+
     # ---- logging
     log_level: str = setting("LIVECODE_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR.",
                              parse=Text(case="upper"), section="logging")

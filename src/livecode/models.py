@@ -173,6 +173,8 @@ class Execution(Base):
         ),
         Index("ix_executions_session_queued", "session_id", "queued_at"),
         Index("ix_executions_status_queued", "status", "queued_at"),
+        # The admin analytics select by queued_at range (services/analytics.py).
+        Index("ix_executions_queued_language", "queued_at", "language"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -209,11 +211,16 @@ class Execution(Base):
     execution_time_ms: Mapped[int | None] = mapped_column(Integer)
     cpu_time_ms: Mapped[int | None] = mapped_column(Integer)
     memory_kb: Mapped[int | None] = mapped_column(Integer)
+    # Some of what the run left in out/ was not kept (over a limit); see ExecutionOutput.
+    files_truncated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     # Test cases (services/testcases.py): the definitions as submitted, the compare mode, and once
     # finished each test's result (output base64-encoded). SQL NULL for a run without tests.
     tests: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
     compare_mode: Mapped[str | None] = mapped_column(String(64))
     test_results: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
+    # Compiled languages: the program came from the compile cache (true) or was compiled for this
+    # run (false); null when nothing was compiled (interpreted languages).
+    compile_cached: Mapped[bool | None] = mapped_column(Boolean)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     worker: Mapped[str | None] = mapped_column(String(255))
     request_id: Mapped[str | None] = mapped_column(String(64))
@@ -235,6 +242,22 @@ class ExecutionFile(Base):
     source_hash: Mapped[str] = mapped_column(
         String(64), ForeignKey("sources.hash", name="fk_execution_files_source_hash"), nullable=False, index=True
     )
+
+
+class ExecutionOutput(Base):
+    """A file a run left in out/ (a plot, a CSV), kept with its execution and deleted with it."""
+
+    __tablename__ = "execution_outputs"
+
+    execution_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True
+    )
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)  # relative to out/
+    size: Mapped[int] = mapped_column(Integer, nullable=False)
+    content_type: Mapped[str] = mapped_column(String(100), nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
 class IdempotencyRecord(Base):

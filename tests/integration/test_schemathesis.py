@@ -81,6 +81,7 @@ def test_real_resources_match_their_documented_schemas(cluster: Any) -> None:
         ("/api/v1/executions/session/{session_id}", "GET", client.request(
             "GET", f"/api/v1/executions/session/{sid}")),
         ("/api/v1/admin/dead-letters", "GET", client.request("GET", "/api/v1/admin/dead-letters")),
+        ("/api/v1/admin/analytics", "GET", client.request("GET", "/api/v1/admin/analytics?bucket=hour")),
         ("/api/v1/languages", "GET", client.request("GET", "/api/v1/languages")),
         ("/health", "GET", client.request("GET", "/health")),
     ]

@@ -40,13 +40,16 @@ class LiveCodeApi(Api):
 def build_api(app: Flask) -> LiveCodeApi:
     from . import (
         admin,
+        analytics,  # noqa: F401 - adds /api/v1/admin/analytics to admin.ns
         auth,
         batch,  # noqa: F401 - adds POST /api/v1/executions/batch to executions.ns
         dead_letters,  # noqa: F401 - adds /api/v1/admin/dead-letters to admin.ns
+        execution_files,  # noqa: F401 - adds /api/v1/executions/{id}/files to executions.ns
         executions,
         health,
         keys,
         languages,
+        programs,  # noqa: F401 - adds GET /api/v1/executions/{id}/program to executions.ns
         sessions,
         stream,
     )

@@ -40,7 +40,7 @@ jwt = JWTManager()
 PUBLIC_PREFIXES = ("/health", "/swaggerui/", "/static/", "/s/")
 PUBLIC_PATHS = frozenset({
     "/docs", "/swagger.json", "/metrics", "/api/v1/languages", "/api/v1/auth/register",
-    "/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/logout",
+    "/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/logout", "/admin",
     "/piston/api/v2/runtimes", "/piston/openapi.json",
 })
 # Browsers cannot set headers on WebSocket or EventSource requests: there, and only there, the
