@@ -30,6 +30,28 @@ COUNT = Integer(minimum=0, no_cap=True)  # 0 switches a cap off
 AT_LEAST_0 = Integer(minimum=0)
 
 
+@dataclass(frozen=True)
+class HostsOrNetworks(spec.Parser):
+    """A comma-separated list of host names or addresses/networks (`hooks.internal, 10.0.0.0/8`)."""
+
+    def convert(self, raw: str) -> Any:
+        return tuple(a.strip().lower() for a in raw.split(",") if a.strip())
+
+    def check(self, value: Any) -> None:
+        import ipaddress
+        import re
+
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                if not re.fullmatch(r"[a-z0-9_.-]{1,253}", entry):
+                    raise ValueError(f"lists {entry!r}: neither a host name nor an address or network") from None
+
+    def render(self, value: Any) -> str:
+        return ",".join(value)
+
+
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return default if value is None or value == "" else value
@@ -280,6 +302,26 @@ class Settings:
         "LIVECODE_METRICS_TOKEN", None,
         "When set, GET /metrics needs `Authorization: Bearer <token>` (401 without it, 403 with a wrong one).",
         parse=Text())
+
+    # ---- webhooks (callback_url on executions, batches, API keys and Judge0 submissions)
+    webhook_allow: tuple[str, ...] = setting(
+        "LIVECODE_WEBHOOK_ALLOW", (),
+        "Callback hosts or address ranges a webhook may reach although they are not public (loopback, private, "
+        "link-local), comma-separated, e.g. `hooks.internal, 10.20.0.0/16`. Empty: public addresses only.",
+        parse=HostsOrNetworks(), section="webhooks")
+    webhook_max_attempts: int = setting(
+        "LIVECODE_WEBHOOK_MAX_ATTEMPTS", 5, "Tries of one LiveCode webhook before it is given up (Judge0 "
+        "callbacks: 3, as Judge0 makes).", parse=Integer(minimum=1))
+    webhook_backoff_s: float = setting(
+        "LIVECODE_WEBHOOK_BACKOFF_S", 2.0, "The wait before the first retry; it doubles after each failed try.",
+        parse=Seconds(positive=True))
+    webhook_timeout_s: float = setting(
+        "LIVECODE_WEBHOOK_TIMEOUT_S", 5.0, "Seconds one try may take (connect and answer).",
+        parse=Seconds(positive=True))
+    webhook_sweep_interval_s: float = setting(
+        "LIVECODE_WEBHOOK_SWEEP_INTERVAL_S", 2.0,
+        "How often each worker looks for deliveries that are due (retries, and those a crashed worker left).",
+        parse=Seconds(positive=True))
 
     @property
     def embedded(self) -> bool:

@@ -123,6 +123,9 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Where the runs submitted with this key report their end when the request names no
+    # callback_url of its own (services/webhooks).
+    callback_url: Mapped[str | None] = mapped_column(Text)
 
 
 class CodeSession(Base):
@@ -283,3 +286,55 @@ class DeadLetter(Base):
     first_failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     requeued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Judge0Submission(Base):
+    """What a Judge0 submission (the /judge0 API) adds to its execution: the Judge0 language id,
+    the expected output (verdicts 3/4) and the options as given, in Judge0's units, to answer
+    `fields=*` with. The token is the execution id."""
+
+    __tablename__ = "judge0_submissions"
+
+    execution_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    language_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    expected_output: Mapped[bytes | None] = mapped_column(LargeBinary)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class WebhookSecret(Base):
+    """A user's webhook signing secret (HMAC-SHA256). `owner` is the user id, or "local" for the
+    single user of a service without accounts. Kept in clear: the worker signs with it."""
+
+    __tablename__ = "webhook_secrets"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One callback to make when its execution is terminal: the table of due deliveries that the
+    worker drains after its final write and sweeps periodically (at least once: a try is leased
+    by moving `next_attempt_at` forward, so a worker that dies mid-try leaves it due again)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    execution_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("executions.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    owner: Mapped[str] = mapped_column(String(64), nullable=False)
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False, default="livecode")  # or "judge0"
+    state: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")  # delivered, failed
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, nullable=False)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    tries: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -201,6 +201,11 @@ def big(pg_admin_url: str) -> Iterator[sa.Engine]:
         conn.exec_driver_sql("VACUUM ANALYZE executions")
     yield engine
     engine.dispose()
+    # 50,000 runs are some 30 MB: not left behind on the shared server.
+    admin = sa.create_engine(engine_for(pg_admin_url).url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{engine.url.database}"')
+    admin.dispose()
 
 
 def run_all(conn: sa.Connection, rng: analytics.Range) -> None:

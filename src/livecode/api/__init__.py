@@ -9,14 +9,11 @@ from flask import Flask
 from flask_restx import Api
 from werkzeug.exceptions import HTTPException
 
-from .errors import compat_error_response, to_response
+from .errors import to_response
 
 
 class LiveCodeApi(Api):
     def handle_error(self, e: Exception) -> Any:
-        shaped = compat_error_response(e)  # e.g. a made-up method on a /piston route
-        if shaped is not None:
-            return shaped
         body, status, headers = to_response(e)
         return self.make_response(body, status, headers)
 
@@ -52,7 +49,11 @@ def build_api(app: Flask) -> LiveCodeApi:
         programs,  # noqa: F401 - adds GET /api/v1/executions/{id}/program to executions.ns
         sessions,
         stream,
+        webhooks,
     )
+    from .judge0 import info as judge0_info  # noqa: F401 - adds /judge0/languages ... to judge0's namespace
+    from .judge0 import routes as judge0_routes  # noqa: F401 - adds /judge0/submissions ...
+    from .judge0.docs import ns as judge0_ns
     from .piston import register_piston
 
     api = LiveCodeApi(
@@ -77,6 +78,8 @@ def build_api(app: Flask) -> LiveCodeApi:
     api.add_namespace(auth.ns, path="/api/v1/auth")
     api.add_namespace(keys.ns, path="/api/v1/api-keys")
     api.add_namespace(admin.ns, path="/api/v1/admin")
+    api.add_namespace(webhooks.ns, path="/api/v1/webhooks")
+    api.add_namespace(judge0_ns, path="/judge0")
     stream.register_websocket(app)  # .../{id}/ws: not a Flask-RESTX resource
     register_piston(app)  # /piston: Piston's v2 API, in Piston's shapes (not Flask-RESTX)
     return api

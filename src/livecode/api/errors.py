@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from flask import Flask, Response, current_app, has_request_context, jsonify, request
+from flask import Flask, Response, has_request_context, jsonify, request
 from kombu.exceptions import OperationalError as KombuOperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -38,8 +38,29 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
     return {"error": err}
 
 
-def to_response(exc: BaseException) -> tuple[dict[str, Any], int, dict[str, str]]:
-    """Map an exception to (body, status, headers)."""
+# A compatibility API answers in its original's error shape: (path prefix, reshape), where
+# reshape(exc, livecode_body, status) returns the body to send instead (api/judge0).
+ErrorShape = Callable[[BaseException, dict[str, Any], int], Any]
+_SHAPES: list[tuple[str, ErrorShape]] = []
+
+
+def register_error_shape(prefix: str, reshape: ErrorShape) -> None:
+    """Errors of requests under `prefix` (e.g. "/judge0") are given in another shape."""
+    if all(p != prefix for p, _ in _SHAPES):
+        _SHAPES.append((prefix, reshape))
+
+
+def to_response(exc: BaseException) -> tuple[Any, int, dict[str, str]]:
+    """Map an exception to (body, status, headers), in the shape of the API the request is for."""
+    body, status, headers = _livecode_response(exc)
+    if has_request_context():
+        for prefix, reshape in _SHAPES:
+            if request.path == prefix or request.path.startswith(prefix + "/"):
+                return reshape(exc, body, status), status, headers
+    return body, status, headers
+
+
+def _livecode_response(exc: BaseException) -> tuple[dict[str, Any], int, dict[str, str]]:
     if isinstance(exc, ApiError):
         return exc.body(), exc.status, exc.headers
     if isinstance(exc, HTTPException) and (exc.code or 500) == 500:
@@ -83,29 +104,7 @@ def internal_error(exc: BaseException) -> tuple[dict[str, Any], int, dict[str, s
     return error_body("INTERNAL_ERROR", internal_error_message(error_id), {"error_id": error_id}), 500, {}
 
 
-# The compatibility APIs (/piston, ...) answer every error in their original's shape, even one
-# raised before a route was matched (a made-up method, a WebSocket handshake on a plain route):
-# path prefix -> the response for an exception, registered by each API (register_error_shape).
-ERROR_SHAPES = "livecode.error_shapes"
-
-
-def register_error_shape(app: Flask, prefix: str, make: Callable[[BaseException], Response]) -> None:
-    app.extensions.setdefault(ERROR_SHAPES, {})[prefix] = make
-
-
-def compat_error_response(exc: BaseException) -> Response | None:
-    """The error in a compatibility API's shape when the request is under its prefix, else None."""
-    if has_request_context():
-        for prefix, make in current_app.extensions.get(ERROR_SHAPES, {}).items():
-            if request.path.startswith(prefix):
-                return make(exc)
-    return None
-
-
 def json_error_response(exc: BaseException) -> Response:
-    shaped = compat_error_response(exc)
-    if shaped is not None:
-        return shaped
     body, status, headers = to_response(exc)
     resp = jsonify(body)
     resp.status_code = status

@@ -157,6 +157,9 @@ execute_request = shared.model(
             description="keep stdin open for input sent over the WebSocket "
             "(/api/v1/executions/{id}/ws) until EOF or the time limit; `stdin` is fed first",
         ),
+        "callback_url": fields.String(
+            description="called when the run ends: a signed POST of the finished execution (see "
+            "/api/v1/webhooks/secret); default: the API key's callback_url"),
         "time_limit_ms": fields.Integer(),
         "cpu_time_ms": fields.Integer(),
         "memory_limit_mb": fields.Integer(),

@@ -235,12 +235,14 @@ def submit_execution(
     request_id: str | None = None,
     on_queued: Callable[[uuid.UUID], object] | None = None,
     languages: LanguageCatalog | None = None,
+    after_insert: Callable[[Any, uuid.UUID, uuid.UUID | None], object] | None = None,
 ) -> dict[str, Any]:
     """Insert a QUEUED execution of the session's code (stored once, by hash: services/storage.py),
     publish its QUEUED event, then queue its id. `on_queued` runs just before the id is queued (a
     waiter listens for the end there, so the end cannot pass unheard); its failure is logged,
     never the caller's. The session read, the source and the execution go through one Core
-    transaction (one pool checkout).
+    transaction (one pool checkout); `after_insert(conn, execution_id, owner)` adds rows that
+    belong with the execution (its webhook, its Judge0 extras) in that transaction.
     """
     check_options(options, settings)
     execution_id = uuid.uuid4()
@@ -272,6 +274,8 @@ def submit_execution(
             if conn.execute(stmt, params).first() is None:
                 raise _NotInserted  # rolls back the source too: a refusal changes nothing
             snapshot.insert_files(conn, [execution_id])
+            if after_insert is not None:
+                after_insert(conn, execution_id, user_id)
     except _NotInserted:
         _refusal(db, settings, session_id, user_id)
     except IntegrityError as exc:

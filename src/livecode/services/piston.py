@@ -25,7 +25,7 @@ import semantic_version
 
 from ..config import Settings
 from ..db import Database
-from ..errors import NotFound
+from ..errors import ApiError, NotFound
 from ..infra.languages import LanguageCatalog
 from ..models import ExecutionStatus
 from ..streaming.bus import EventBus
@@ -64,12 +64,13 @@ FILE_ENCODINGS = ("base64", "hex", "utf8")
 MB = 1024 * 1024
 
 
-class PistonError(Exception):
-    """Bad input, answered as Piston answers it: `{"message": ...}` with `status`."""
+class PistonError(ApiError):
+    """Bad input in Piston's words (the /piston API answers every error as `{"message": ...}`)."""
+
+    code = "PISTON_BAD_REQUEST"
 
     def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message, self.status = message, status
+        super().__init__(message, status=status)
 
 
 @dataclass(frozen=True)

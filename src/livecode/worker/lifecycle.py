@@ -14,6 +14,7 @@ from .celery_app import celery, enqueue_execution
 from .heartbeat import Heartbeat, process_stats, set_identity
 from .reconciler import Reconciler
 from .sandbox_runner import compile_cache_stats, get_process_runner
+from .webhooks import WebhookSweeper
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,11 @@ def start_background(rt: Runtime, worker_name: str, concurrency: int) -> None:
         lambda: _beat_info(active_runs(), concurrency, languages, libraries),
     )
     rec = Reconciler(rt, enqueue_execution, worker_name)
+    hooks = WebhookSweeper(rt)
     hb.start()
     rec.start()
-    _threads.extend([hb, rec])
+    hooks.start()
+    _threads.extend([hb, rec, hooks])
 
 
 def _beat_info(

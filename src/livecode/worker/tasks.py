@@ -34,6 +34,7 @@ from .heartbeat import identity
 from .metrics import record_outcome
 from .sandbox_runner import get_process_runner
 from .test_runs import run_tests_claimed
+from .webhooks import notify as notify_webhooks
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +254,7 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
     if final is not None:
         # The row the UPDATE returned, and the three final events in one round trip.
         publish_finished(rt.events, execution_id, status.value, final)
+        notify_webhooks(execution_id)  # after the terminal write; a queue put, the calls are made elsewhere
     record_outcome(rt, status.value, final)  # from the returned row: nothing is read again
     return status.value
 

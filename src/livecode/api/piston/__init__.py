@@ -24,7 +24,7 @@ from ...services import piston as svc
 from ...services.waiting import wait_for_end
 from ..body import json_body
 from ..context import enqueue, owner_id, request_id, rt
-from ..errors import register_error_shape, to_response
+from ..errors import register_error_shape
 from ..ratelimit import charge_executions
 from ..waiting import wait_slots
 from .openapi import OPENAPI
@@ -45,14 +45,11 @@ def message_response(message: str, status: int, headers: dict[str, str] | None =
     return resp
 
 
-@bp.errorhandler(Exception)
-def _piston_error(exc: BaseException) -> Response:
-    """Every error under /piston in Piston's shape; LiveCode's mapping decides the status (and
-    logs what is a bug), Piston's shape carries its message."""
-    if isinstance(exc, svc.PistonError):
-        return message_response(exc.message, exc.status)
-    body, status, headers = to_response(exc)
-    return message_response(body["error"]["message"], status, headers)
+def piston_error_body(_exc: BaseException, body: dict[str, Any], _status: int) -> dict[str, Any]:
+    """Every error under /piston in Piston's shape (api/errors.py applies it, whichever layer
+    raised, and before a route matched too): LiveCode's mapping decides the status and logs
+    what is a bug; Piston's shape carries the message."""
+    return {"message": body["error"]["message"]}
 
 
 def piston_body() -> dict[str, Any]:
@@ -135,6 +132,4 @@ def register_piston(app: Flask) -> None:
 
     register_connect(app)
     app.register_blueprint(bp)
-    # Errors raised before a /piston route was matched (a made-up method, a WebSocket handshake
-    # on a plain route, a bad one on /connect) are answered in Piston's shape too.
-    register_error_shape(app, "/piston/", _piston_error)
+    register_error_shape("/piston", piston_error_body)

@@ -182,7 +182,7 @@ class _Connection:
             self.error(exc.message)
             return
         except Exception as exc:  # noqa: BLE001 - LiveCode's mapping: 4xx messages, 503s, logged bugs
-            self.error(to_response(exc)[0]["error"]["message"])
+            self.error(to_response(exc)[0]["message"])  # under /piston: Piston's shape
             return
         self.eid = str(eid)
         self.send({"type": "runtime", "language": job.runtime.language, "version": job.runtime.version})
@@ -266,12 +266,6 @@ def register_connect(app: Flask) -> None:
                 "a WebSocket opens with GET", code="METHOD_NOT_ALLOWED", status=405, headers={"Allow": "GET, OPTIONS"}
             )
         hold_slot(owner_id())  # before the handshake, so a refusal is a plain 503/429
-
-    @bp.errorhandler(Exception)
-    def _error(exc: Exception) -> Any:
-        from . import _piston_error
-
-        return _piston_error(exc)
 
     @sock.route("/piston/api/v2/connect", bp=bp)
     def _connect(ws: Any) -> None:
