@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 from livecode.sandbox import Outcome, RunInput, RunRequest, SandboxLimits, get_language, get_runner  # noqa: E402
+from livecode.sandbox.program import expand  # noqa: E402
 from livecode.sandbox.runner import Runner  # noqa: E402
 
 SUM_CPP = """#include <iostream>
@@ -72,11 +73,12 @@ def bare(n: int) -> float:
         Path(d, language.source_file).write_text(fresh_source())
         env = {"PATH": "/usr/bin:/bin", "HOME": d}
         t = time.perf_counter()
-        subprocess.run(list(language.compile), cwd=d, check=True, env=env, capture_output=True)
+        files = [language.source_file]
+        compile_argv = expand(language.compile, language.source_file, files, language.sources)
+        run_argv = expand(language.run, language.source_file, files, language.sources)
+        subprocess.run(compile_argv, cwd=d, check=True, env=env, capture_output=True)
         for i, given in enumerate(inputs(n)):
-            out = subprocess.run(
-                list(language.run), cwd=d, input=given.stdin.encode(), capture_output=True, check=True, env=env
-            )
+            out = subprocess.run(run_argv, cwd=d, input=given.stdin.encode(), capture_output=True, check=True, env=env)
             assert out.stdout == f"{4 * i}\n".encode()
         return (time.perf_counter() - t) * 1000
 
