@@ -308,8 +308,19 @@ def test_nan_is_refused_and_infinite_or_huge_limits_are_clamped(live: LiveApp) -
     assert message_of(negative, 400) == "run_cpu_time must be non-negative"
 
 
+def test_packages_are_the_runtimes_and_cannot_be_managed(live: LiveApp) -> None:
+    listed = live.client.get("/piston/api/v2/packages").get_json()
+    runtimes = live.client.get(RUNTIMES).get_json()
+    assert listed == [
+        {"language": r["language"], "language_version": r["version"], "installed": True} for r in runtimes
+    ]
+    for method in ("POST", "DELETE"):
+        r = live.client.open("/piston/api/v2/packages", method=method, json={"language": "python", "version": "*"})
+        assert "cannot be installed" in message_of(r, 405)
+
+
 def test_unknown_piston_paths_and_methods_answer_in_pistons_shape(live: LiveApp) -> None:
-    message_of(live.client.get("/piston/api/v2/packages"), 404)
+    message_of(live.client.get("/piston/api/v2/nope"), 404)
     message_of(live.client.post(RUNTIMES, json={}), 404)
 
 
@@ -344,7 +355,7 @@ def test_the_rate_limit_is_a_429_in_pistons_shape(make_live: Any) -> None:
 
 def test_the_openapi_document_names_both_operations(live: LiveApp) -> None:
     doc = live.client.get("/piston/openapi.json").get_json()
-    assert set(doc["paths"]) == {"/api/v2/runtimes", "/api/v2/execute"}
+    assert set(doc["paths"]) == {"/api/v2/runtimes", "/api/v2/packages", "/api/v2/execute"}
 
 
 def test_errors_raised_before_a_piston_route_matched_are_in_pistons_shape(secure: LiveApp) -> None:

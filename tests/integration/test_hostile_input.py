@@ -518,6 +518,7 @@ NOT_IN_SWAGGER = [("/api/v1/executions/{execution_id}/ws", ["get"], []), ("/s/{s
                   ("/metrics", ["get"], []), ("/", ["get"], [])]
 # The Piston API (its own document, /piston/openapi.json; its errors are Piston's {"message"}).
 PISTON_ROUTES = [("/piston/api/v2/runtimes", ["get"], []), ("/piston/api/v2/execute", ["post"], []),
+                 ("/piston/api/v2/packages", ["get", "post", "delete"], []),
                  ("/piston/api/v2/connect", ["get"], []), ("/piston/openapi.json", ["get"], [])]
 PISTON_FIELDS = ["language", "version", "files", "stdin", "args", "run_timeout", "run_cpu_time", "run_memory_limit",
                  "compile_timeout", "compile_cpu_time", "compile_memory_limit"]

@@ -43,7 +43,7 @@ PUBLIC_PATHS = frozenset({
     "/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/logout", "/admin",
     # What a Judge0 client reads before it submits (as /api/v1/languages is public).
     "/judge0/languages", "/judge0/statuses", "/judge0/about", "/judge0/config_info", "/judge0/version",
-    "/piston/api/v2/runtimes", "/piston/openapi.json",  # the same for a Piston client
+    "/piston/api/v2/runtimes", "/piston/api/v2/packages", "/piston/openapi.json",  # and for a Piston client
 })
 # Browsers cannot set headers on WebSocket or EventSource requests: there, and only there, the
 # access token may come as `?access_token=`.

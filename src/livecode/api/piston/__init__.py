@@ -1,6 +1,7 @@
 """Piston v2 under /piston: with base URL `http://HOST:PORT/piston` a Piston client works unchanged.
 
     GET  /piston/api/v2/runtimes   [{language, version, aliases[, runtime]}]: what can run now
+    GET  /piston/api/v2/packages   the same as Piston's installed packages (none can be added)
     POST /piston/api/v2/execute    one program, answered when it has run: {language, version, run,
                                    compile?}
     WS   /piston/api/v2/connect    Piston's interactive protocol (connect.py)
@@ -62,6 +63,26 @@ def piston_body() -> dict[str, Any]:
 @bp.get("/api/v2/runtimes")
 def runtimes() -> Any:
     return piston_json([entry.listing() for entry in svc.runtimes(rt().languages)])
+
+
+@bp.get("/api/v2/packages")
+def packages() -> Any:
+    """Piston's package list: here every runtime is a worker's installed toolchain."""
+    return piston_json(
+        [
+            {"language": rt.language, "language_version": rt.version, "installed": True}
+            for rt in svc.runtimes(rt().languages)
+        ]
+    )
+
+
+@bp.route("/api/v2/packages", methods=["POST", "DELETE"])
+def manage_packages() -> Any:
+    raise ApiError(
+        "packages cannot be installed or removed here: the runtimes are the workers' own toolchains",
+        status=405,
+        headers={"Allow": "GET"},
+    )
 
 
 @bp.post("/api/v2/execute")

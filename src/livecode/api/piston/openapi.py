@@ -119,6 +119,33 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/api/v2/packages": {
+            "get": {
+                "operationId": "piston_packages",
+                "summary": "The installed packages: every runtime (none can be installed or removed)",
+                "responses": {
+                    "200": {
+                        "description": "Packages",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["language", "language_version", "installed"],
+                                        "properties": {
+                                            "language": {"type": "string"},
+                                            "language_version": {"type": "string"},
+                                            "installed": {"type": "boolean"},
+                                        },
+                                    },
+                                }
+                            }
+                        },
+                    }
+                },
+            }
+        },
         "/api/v2/execute": {
             "post": {
                 "operationId": "piston_execute",
