@@ -54,6 +54,7 @@ def build_api(app: Flask) -> LiveCodeApi:
     from .judge0 import info as judge0_info  # noqa: F401 - adds /judge0/languages ... to judge0's namespace
     from .judge0 import routes as judge0_routes  # noqa: F401 - adds /judge0/submissions ...
     from .judge0.docs import ns as judge0_ns
+    from .piston import register_piston
 
     api = LiveCodeApi(
         app,
@@ -80,4 +81,5 @@ def build_api(app: Flask) -> LiveCodeApi:
     api.add_namespace(webhooks.ns, path="/api/v1/webhooks")
     api.add_namespace(judge0_ns, path="/judge0")
     stream.register_websocket(app)  # .../{id}/ws: not a Flask-RESTX resource
+    register_piston(app)  # /piston: Piston's v2 API, in Piston's shapes (not Flask-RESTX)
     return api
