@@ -44,6 +44,7 @@ def build_api(app: Flask) -> LiveCodeApi:
         health,
         keys,
         languages,
+        members,  # noqa: F401 - adds .../members, .../share-links and /join to sessions.ns
         sessions,
         stream,
     )
