@@ -92,6 +92,8 @@ def test_a_stranger_gets_404_everywhere_and_changes_nothing(cast: Cast) -> None:
         c.post(f"{SESSIONS}/{sid}/members", json={"username": "sam", "role": "editor"}, headers=h),
         c.post(f"{SESSIONS}/{sid}/share-links", json={"role": "editor"}, headers=h),
         c.get(f"{SESSIONS}/{sid}/share-links", headers=h),
+        c.get(f"{SESSIONS}/{sid}/ws", headers={**h, **WS_HEADERS}),
+        c.get(f"{SESSIONS}/{sid}/ws?access_token={cast.stranger.access}", headers=WS_HEADERS),
     ):
         expect_error(resp, 404, "SESSION_NOT_FOUND")
     for resp in (

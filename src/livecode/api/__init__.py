@@ -48,6 +48,7 @@ def build_api(app: Flask) -> LiveCodeApi:
         sessions,
         stream,
     )
+    from .collab import register_collab
 
     api = LiveCodeApi(
         app,
@@ -72,4 +73,5 @@ def build_api(app: Flask) -> LiveCodeApi:
     api.add_namespace(keys.ns, path="/api/v1/api-keys")
     api.add_namespace(admin.ns, path="/api/v1/admin")
     stream.register_websocket(app)  # .../{id}/ws: not a Flask-RESTX resource
+    register_collab(app)  # /api/v1/code-sessions/{id}/ws: co-editing (Yjs), not a Flask-RESTX resource
     return api

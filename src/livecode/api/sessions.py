@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import request
@@ -11,9 +12,11 @@ from ..errors import ValidationError
 from ..services import sessions as svc
 from . import schemas
 from .body import json_body, optional_int, parse_uuid, reject_unknown, require_str
+from .collab import collab_rooms
 from .context import owner_id, rt
 from .idempotency import idempotent
 
+log = logging.getLogger(__name__)
 ns = Namespace("code-sessions", description="Code sessions with autosave")
 schemas.attach(ns)
 
@@ -96,6 +99,7 @@ class SessionItem(Resource):
             owner_id=owner_id(),
             max_bytes=s.max_source_bytes,
         )
+        merge_into_document(sid, source, saved["version"])
         return saved, 200, {"ETag": svc.session_etag(sid, saved["version"])}
 
     @ns.doc("delete_session")
@@ -106,6 +110,17 @@ class SessionItem(Resource):
         sid = parse_uuid(session_id, "session_id")
         svc.delete_session(rt().db, sid, owner_id())
         return "", 204
+
+
+def merge_into_document(sid: Any, source: str, version: int) -> None:
+    """A co-edited session takes the autosave into its live document (services/collab.py), so
+    the editors see it and their next write keeps it. The autosave is already committed: a
+    failure here is logged, never the caller's."""
+    try:
+        collab_rooms().merge_text(sid, source, version)
+    except Exception:  # noqa: BLE001
+        log.warning("merging an autosave into the co-edited document failed", extra={"session_id": str(sid)},
+                    exc_info=True)
 
 
 def _version_from_etag(sid: Any, header: str) -> int:

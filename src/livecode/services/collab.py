@@ -1,0 +1,457 @@
+"""Live co-editing: the rooms of one API process. No Flask here (api/collab.py is the WebSocket).
+
+A room is one session's document (services/collab_doc.py) and the editors connected to it on
+this process. Every update an editor sends is applied to the room's document, sent to the room's
+other editors, and appended to the document's log (streaming/collab_log.py), which the other
+processes hosting editors of the same session follow: so editors on different processes (and
+hosts) converge. The room writes its document into the session's source, debounced, through the
+same optimistic-locking UPDATE autosave uses (services/sessions.autosave): REST clients,
+executions and history see what the editors see. A REST autosave is merged into the document
+(merge_text) instead of being overwritten by the next write.
+
+Locking: the manager's lock guards the room table; a room's lock guards its document, its peers
+and its persistence state. Network sends happen under the room's lock, so every peer receives
+the room's messages in the order the document applied them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pycrdt import Awareness, Doc
+from sqlalchemy import select
+
+from ..config import Settings
+from ..db import Database
+from ..errors import ApiError, Conflict, NotFound
+from ..models import CodeSession
+from ..streaming.collab_log import AWARENESS, PERSISTED, SEED, UPDATE, CollabLog, LogEntry
+from . import collab_doc as yd
+from .sessions import autosave
+
+log = logging.getLogger(__name__)
+
+COMPACT_EVERY = 1000  # log entries between snapshots
+READ_BLOCK_MS = 250
+TICK_S = 0.02
+
+
+class Peer(Protocol):
+    """One editor's connection, as the room sees it."""
+
+    can_edit: bool
+
+    def send(self, message: bytes) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+
+class DocumentTooLarge(ApiError):
+    status = 413
+    code = "SOURCE_TOO_LARGE"
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(eq=False)
+class Room:
+    session_id: uuid.UUID
+    doc: Doc
+    awareness: Awareness
+    cursor: str  # the last log entry applied to `doc`
+    known_version: int  # the session row's version the document was last written as
+    persisted_sha: str  # the sha256 of the source at known_version
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    peers: dict[Any, set[int]] = field(default_factory=dict)  # peer -> its awareness client ids
+    dirty_at: float | None = None  # when to write the document into the source
+    first_dirty: float | None = None
+    conflict_version: int | None = None
+    since_snapshot: int = 0
+    closed: bool = False
+
+    @property
+    def key(self) -> str:
+        return str(self.session_id)
+
+
+class CollabRooms:
+    """The co-editing rooms of this process, their log reader and their persister."""
+
+    def __init__(self, db: Database, collab_log: CollabLog, settings: Settings) -> None:
+        self.db, self.log, self.settings = db, collab_log, settings
+        self.origin = uuid.uuid4().hex
+        self.persist_s = settings.collab_persist_ms / 1000
+        self._rooms: dict[str, Room] = {}
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+
+    # ---- joining and leaving ---------------------------------------------------------------
+
+    def check_capacity(self, session_id: uuid.UUID) -> None:
+        """429 before the handshake when this process holds as many editors of the session as allowed."""
+        cap = self.settings.collab_clients_per_session
+        with self._lock:
+            room = self._rooms.get(str(session_id))
+            count = len(room.peers) if room else 0
+        if cap and count >= cap:
+            raise ApiError(
+                f"this session has {count} editors connected here, the most allowed",
+                code="TOO_MANY_EDITORS",
+                status=429,
+            )
+
+    def join(self, session_id: uuid.UUID, peer: Peer) -> Room:
+        """Open (or find) the session's room and add `peer`; sends it the server's state vector
+        and who is here. The caller checked the peer may see the session."""
+        self._start_threads()
+        with self._lock:
+            room = self._rooms.get(str(session_id))
+            if room is None:
+                room = self._open(session_id)
+                self._rooms[room.key] = room
+            with room.lock:
+                room.peers[peer] = set()
+        with room.lock:
+            peer.send(yd.create_sync_message(room.doc))
+            states = list(room.awareness.states)
+            if states:
+                peer.send(yd.create_awareness_message(room.awareness.encode_awareness_update(states)))
+        return room
+
+    def _open(self, session_id: uuid.UUID) -> Room:
+        with self.db.read(fresh=True) as s:
+            row = s.execute(
+                select(CodeSession.version, CodeSession.source_code).where(CodeSession.id == session_id)
+            ).first()
+        if row is None:
+            raise NotFound(f"code session {session_id} not found", code="SESSION_NOT_FOUND")
+        key = str(session_id)
+        self.log.seed(key, yd.seed_state(row.source_code), self.origin)
+        doc = yd.new_doc()
+        room = Room(session_id, doc, Awareness(doc), "0-0", row.version, _sha(row.source_code))
+        for entry in self.log.load(key):
+            self._apply(room, entry, broadcast=False)
+        if _sha(yd.single_text(doc)) != room.persisted_sha:
+            self._mark_dirty(room, remote=True)  # written by a process that went before its write
+        return room
+
+    def leave(self, room: Room, peer: Peer) -> None:
+        """Remove `peer`: its cursors disappear for the others; the last one out writes the
+        document and closes the room."""
+        with room.lock:
+            ids = room.peers.pop(peer, set())
+            if ids:
+                room.awareness.remove_awareness_states(list(ids), "leave")
+                update = room.awareness.encode_awareness_update(list(ids))
+                self._broadcast(room, yd.create_awareness_message(update), None)
+                self._append(room, AWARENESS, update)
+            empty = not room.peers
+        if empty:
+            self._persist(room)
+            with self._lock, room.lock:
+                if not room.peers and self._rooms.get(room.key) is room:
+                    del self._rooms[room.key]
+                    room.closed = True
+
+    # ---- messages from editors -------------------------------------------------------------
+
+    def receive(self, room: Room, peer: Peer, message: bytes) -> None:
+        """One y-protocols message from `peer`. DocumentTooLarge refuses the update (nothing of
+        it applied); a malformed message raises ValueError."""
+        if not message:
+            raise ValueError("empty message")
+        kind = message[0]
+        if kind == yd.YMessageType.SYNC:
+            self._on_sync(room, peer, message)
+        elif kind == yd.YMessageType.AWARENESS:
+            update = yd.read_payload(message, 1)
+            with room.lock:
+                clients = yd.awareness_clients(update)
+                mine = room.peers.get(peer)
+                if mine is not None:
+                    for client_id, here in clients:
+                        (mine.add if here else mine.discard)(client_id)
+                room.awareness.apply_awareness_update(update, "peer")
+                self._broadcast(room, message, peer)
+                self._append(room, AWARENESS, update)
+        elif kind == 3:  # query awareness
+            with room.lock:
+                states = list(room.awareness.states)
+                peer.send(yd.create_awareness_message(room.awareness.encode_awareness_update(states)))
+        elif kind == yd.LIVECODE:
+            request = json.loads(yd.read_payload(message, 1) or b"{}")
+            if isinstance(request, dict) and request.get("type") == "flush":
+                self._persist(room)
+                with room.lock:
+                    peer.send(yd.livecode_message(json.dumps({"type": "saved", "version": room.known_version})))
+        # Anything else (auth, unknown types) is ignored, as y-protocols peers do.
+
+    def _on_sync(self, room: Room, peer: Peer, message: bytes) -> None:
+        step = message[1]
+        payload = yd.read_payload(message, 2)
+        if step == yd.YSyncMessageType.SYNC_STEP1:
+            with room.lock:
+                peer.send(yd.sync_step2(room.doc, payload))
+            return
+        if payload == yd.EMPTY_UPDATE:
+            return
+        if not peer.can_edit:
+            peer.send(
+                yd.livecode_message(
+                    json.dumps(
+                        {
+                            "type": "error",
+                            "code": "READ_ONLY_MEMBER",
+                            "message": "viewers cannot edit; the change was not applied",
+                        }
+                    )
+                )
+            )
+            return
+        with room.lock:
+            self._check_size(room, payload)
+            room.doc.apply_update(payload)
+            self._broadcast(room, yd.create_update_message(payload), peer)
+            self._append(room, UPDATE, payload)
+            self._mark_dirty(room, remote=False)
+
+    def _check_size(self, room: Room, update: bytes) -> None:
+        limit = self.settings.max_source_bytes
+        # An update carries the text it inserts: when even the sum fits, the result does.
+        if yd.doc_bytes(room.doc) + len(update) <= limit:
+            return
+        trial = yd.new_doc()
+        trial.apply_update(room.doc.get_update())
+        trial.apply_update(update)
+        size = yd.doc_bytes(trial)
+        if size > limit:
+            raise DocumentTooLarge(
+                f"the document would be {size} bytes; the limit is {limit}", details={"limit": limit, "size": size}
+            )
+
+    # ---- REST autosaves --------------------------------------------------------------------
+
+    def merge_text(self, session_id: uuid.UUID, text: str, version: int) -> None:
+        """A REST autosave wrote `text` as `version`: merge it into the document (when anyone
+        co-edits the session) so the next write of the document keeps it."""
+        key = str(session_id)
+        with self._lock:
+            room = self._rooms.get(key)
+        if room is not None:
+            with room.lock:
+                update = yd.set_text(room.doc, text)
+                if update != yd.EMPTY_UPDATE:
+                    self._broadcast(room, yd.create_update_message(update), None)
+                    self._append(room, UPDATE, update)
+                self._on_persisted(room, version, _sha(text))
+            return
+        if not self.log.exists(key):
+            return  # nobody co-edits it: the next editor starts from the source
+        doc = yd.new_doc()
+        for entry in self.log.load(key):
+            if entry.kind in (SEED, UPDATE):
+                doc.apply_update(entry.data)
+        update = yd.set_text(doc, text)
+        if update != yd.EMPTY_UPDATE:
+            self.log.append(key, UPDATE, update, self.origin)
+        self.log.append(key, PERSISTED, json.dumps({"version": version, "sha": _sha(text)}).encode(), self.origin)
+
+    # ---- the log ---------------------------------------------------------------------------
+
+    def _append(self, room: Room, kind: str, data: bytes) -> None:
+        try:
+            self.log.append(room.key, kind, data, self.origin)
+        except Exception:  # noqa: BLE001 - local editors still converge; the source keeps the text
+            log.warning("collab log append failed", extra={"session_id": room.key}, exc_info=True)
+
+    def _apply(self, room: Room, entry: LogEntry, *, broadcast: bool) -> None:
+        room.cursor = entry.entry_id
+        room.since_snapshot += 1
+        if broadcast and entry.origin == self.origin:
+            return  # applied (and sent) when it was received
+        if entry.kind in (SEED, UPDATE):
+            room.doc.apply_update(entry.data)
+            if broadcast:
+                self._broadcast(room, yd.create_update_message(entry.data), None)
+                self._mark_dirty(room, remote=True)
+        elif entry.kind == AWARENESS:
+            room.awareness.apply_awareness_update(entry.data, "log")
+            if broadcast:
+                self._broadcast(room, yd.create_awareness_message(entry.data), None)
+        elif entry.kind == PERSISTED:
+            info = json.loads(entry.data)
+            self._on_persisted(room, int(info["version"]), str(info["sha"]))
+
+    def _read_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                rooms = {key: room for key, room in self._rooms.items() if not room.closed}
+            try:
+                entries = self.log.read({key: room.cursor for key, room in rooms.items()}, READ_BLOCK_MS)
+            except Exception:  # noqa: BLE001 - Redis away: retry; editors here still converge
+                log.warning("collab log read failed", exc_info=True)
+                self._stop.wait(1)
+                continue
+            for entry in entries:
+                room = rooms.get(entry.session_id)
+                if room is None:
+                    continue
+                with room.lock:
+                    self._apply(room, entry, broadcast=True)
+            for room in rooms.values():
+                if room.since_snapshot >= COMPACT_EVERY:
+                    with room.lock:
+                        state, through = room.doc.get_update(), room.cursor
+                        room.since_snapshot = 0
+                    try:
+                        self.log.compact(room.key, state, through, self.origin)
+                    except Exception:  # noqa: BLE001 - compaction is only an economy
+                        log.warning("collab log compaction failed", exc_info=True)
+
+    # ---- writing the document into the session's source ------------------------------------
+
+    def _mark_dirty(self, room: Room, *, remote: bool) -> None:
+        now = time.monotonic()
+        if remote:
+            # A change from another process is written by that process; this one writes it only
+            # if that one has not (it may have died), a little later.
+            if room.dirty_at is None:
+                room.dirty_at = now + 4 * self.persist_s
+            return
+        if room.first_dirty is None:
+            room.first_dirty = now
+        # Debounced, but written at least every few periods while typing goes on.
+        room.dirty_at = min(now + self.persist_s, room.first_dirty + 4 * self.persist_s)
+
+    def _on_persisted(self, room: Room, version: int, sha: str) -> None:
+        if version >= room.known_version:
+            room.known_version, room.persisted_sha = version, sha
+            room.conflict_version = None
+        if _sha(yd.single_text(room.doc)) == room.persisted_sha:
+            room.dirty_at = room.first_dirty = None
+
+    def _persist_loop(self) -> None:
+        while not self._stop.wait(TICK_S):
+            now = time.monotonic()
+            with self._lock:
+                due = [r for r in self._rooms.values() if r.dirty_at is not None and r.dirty_at <= now]
+            for room in due:
+                try:
+                    self._persist(room)
+                except Exception:  # noqa: BLE001 - tried again at the next change
+                    log.warning("collab persist failed", extra={"session_id": room.key}, exc_info=True)
+                    with room.lock:
+                        room.dirty_at = time.monotonic() + 1
+
+    def _persist(self, room: Room) -> None:
+        """Write the document into the session's source if it differs, with the version it was
+        last written as (optimistic locking, as autosave)."""
+        for _ in range(2):
+            with room.lock:
+                text = yd.single_text(room.doc)
+                sha = _sha(text)
+                if sha == room.persisted_sha:
+                    room.dirty_at = room.first_dirty = None
+                    return
+                expected = room.known_version
+            try:
+                saved = autosave(
+                    self.db,
+                    room.session_id,
+                    source_code=text,
+                    expected_version=expected,
+                    owner_id=None,
+                    max_bytes=self.settings.max_source_bytes,
+                )
+            except NotFound:
+                self._close_room(room, 4404, "SESSION_NOT_FOUND", "the session was deleted")
+                return
+            except Conflict:
+                if self._after_conflict(room):
+                    continue
+                return
+            with room.lock:
+                self._on_persisted(room, saved["version"], sha)
+                self._append(room, PERSISTED, json.dumps({"version": saved["version"], "sha": sha}).encode())
+                saved_msg = yd.livecode_message(json.dumps({"type": "saved", "version": saved["version"]}))
+                self._broadcast(room, saved_msg, None)
+            return
+
+    def _after_conflict(self, room: Room) -> bool:
+        """The source moved on: True to write again now. A REST autosave or another process
+        wrote it; its merge (or write notice) comes through the log. Wait for it once; then the
+        document, which holds every merge, is written over the row."""
+        with self.db.read(fresh=True) as s:
+            row = s.execute(
+                select(CodeSession.version, CodeSession.source_code).where(CodeSession.id == room.session_id)
+            ).first()
+        if row is None:
+            self._close_room(room, 4404, "SESSION_NOT_FOUND", "the session was deleted")
+            return False
+        with room.lock:
+            if _sha(row.source_code) == _sha(yd.single_text(room.doc)):
+                self._on_persisted(room, row.version, _sha(row.source_code))
+                return False
+            if room.conflict_version == row.version:
+                room.known_version = row.version
+                return True
+            room.conflict_version = row.version
+            room.dirty_at = time.monotonic() + self.persist_s
+            return False
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def _broadcast(self, room: Room, message: bytes, sender: Peer | None) -> None:
+        for peer in list(room.peers):
+            if peer is not sender:
+                try:
+                    peer.send(message)
+                except Exception:  # noqa: BLE001 - that peer's connection ends; the others go on
+                    log.debug("collab send failed", exc_info=True)
+
+    def _close_room(self, room: Room, code: int, error: str, message: str) -> None:
+        with room.lock:
+            peers = list(room.peers)
+            room.dirty_at = None
+        for peer in peers:
+            try:
+                peer.send(yd.livecode_message(json.dumps({"type": "error", "code": error, "message": message})))
+                peer.close(code, error)
+            except Exception:  # noqa: BLE001
+                log.debug("collab close failed", exc_info=True)
+
+    def _start_threads(self) -> None:
+        with self._lock:
+            if self._threads:
+                return
+            for target, name in ((self._read_loop, "collab-log-reader"), (self._persist_loop, "collab-persister")):
+                thread = threading.Thread(target=target, name=name, daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Write every dirty document and stop the threads (tests; process shutdown)."""
+        with self._lock:
+            rooms = list(self._rooms.values())
+        for room in rooms:
+            try:
+                self._persist(room)
+            except Exception:  # noqa: BLE001
+                log.warning("collab persist at stop failed", exc_info=True)
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(2)
+
+    def rooms(self) -> int:
+        with self._lock:
+            return len(self._rooms)
