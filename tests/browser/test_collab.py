@@ -1,0 +1,91 @@
+"""Live co-editing in the playground: two Chromium windows (two browsers, each its own profile)
+type into one session against `livecode serve`; each sees the other's text, cursor and presence,
+the source follows, and a run one starts is followed live by the other."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import CHROMEDRIVER, CHROMIUM, CHROMIUM_ARGS, Page, _missing
+from tests.support.client import TERMINAL, ApiClient
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+RUN_TIMEOUT = 90
+
+
+@pytest.fixture
+def second_browser() -> Iterator[Any]:
+    reason = _missing()
+    if reason:
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in CHROMIUM_ARGS:
+        options.add_argument(arg)
+    profile = tempfile.mkdtemp(prefix="lc-chromium-2-")
+    options.add_argument(f"--user-data-dir={profile}")
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def code(page: Page) -> str:
+    """The editor's text without the other editors' carets (widgets with their names in them)."""
+    return str(
+        page.driver.execute_script(
+            "return [...document.querySelectorAll('.cm-content .cm-line')].map(l => {"
+            " const c = l.cloneNode(true); c.querySelectorAll('.cm-ySelectionCaret').forEach(e => e.remove());"
+            " return c.textContent }).join('\\n')"
+        )
+    )
+
+
+def live(page: Page, sid: str) -> Page:
+    page.open(f"/?session={sid}&live=1")
+    page.wait(
+        lambda: page.driver.execute_script("return document.body.dataset.live") == "true", what="live editing to start"
+    )
+    return page
+
+
+def test_two_windows_type_into_one_session(page: Page, second_browser: Any, client: ApiClient) -> None:
+    sid = client.create_session("print('hi')\n")["session_id"]
+    alice = live(page, sid)
+    bob = live(Page(second_browser, page.base), sid)
+    for p in (alice, bob):
+        p.wait(lambda p=p: code(p) == "print('hi')\n", what="the session's text")
+        p.wait(lambda p=p: len(p.els("#presence .peer")) == 2, what="both in the presence list")
+
+    alice.type_at_end("# from alice")
+    bob.wait(lambda: "# from alice" in code(bob), what="alice's text in bob's window")
+    bob.type_at_end("\n# from bob")
+    alice.wait(lambda: "# from bob" in code(alice), what="bob's text in alice's window")
+    # Each sees the other's cursor, drawn by y-codemirror.next.
+    for p in (alice, bob):
+        p.wait(lambda p=p: len(p.els(".cm-ySelectionCaret")) >= 1, what="the other's cursor")
+    assert code(alice) == code(bob) == "print('hi')\n# from alice\n# from bob"
+
+    # The source follows (REST clients and runs see what the editors see).
+    expected = code(alice)
+    alice.wait(
+        lambda: client.request("GET", f"/api/v1/code-sessions/{sid}").json()["source_code"] == expected,
+        what="the source to follow the document",
+    )
+    alice.wait(lambda: alice.text("#save-state").startswith("Live · saved v"), what="the saved state")
+
+    # Bob runs; alice follows the same run live.
+    bob.el("#run").click()
+    for p in (bob, alice):
+        p.wait(lambda p=p: p.run_status() in TERMINAL and "hi" in p.output(), RUN_TIMEOUT, what="the run's output")
+    runs = client.request("GET", f"/api/v1/executions/session/{sid}").json()
+    assert runs["total"] == 1
