@@ -13,9 +13,10 @@ export class Autosaver {
    * @param {(state: string, info?: object) => void} o.onState  "dirty" | "saving" | "saved" |
    *   "conflict" | "error" | "new"
    * @param {number} [o.delay]  debounce in ms
+   * @param {(text: string) => object} [o.toBody]  the PATCH fields that store `text`
    */
-  constructor({ getText, create, onState, delay = 500 }) {
-    Object.assign(this, { getText, create, onState, delay });
+  constructor({ getText, create, onState, delay = 500, toBody = (text) => ({ source_code: text }) }) {
+    Object.assign(this, { getText, create, onState, delay, toBody });
     this.sessionId = null;
     this.version = null;
     this.savedText = null;
@@ -26,11 +27,11 @@ export class Autosaver {
     this.error = null;
   }
 
-  /** Track an existing session whose text the editor now shows. */
-  attach(session) {
+  /** Track an existing session whose text (getText() form) the editor now shows. */
+  attach(session, text = session.source_code) {
     this.sessionId = session.session_id;
     this.version = session.version;
-    this.savedText = session.source_code;
+    this.savedText = text;
     this.conflict = null;
     this.error = null;
     this.onState("saved", { version: this.version });
@@ -89,7 +90,7 @@ export class Autosaver {
           this.version = created.version;
         } else {
           const saved = await api("PATCH", `/api/v1/code-sessions/${this.sessionId}`, {
-            source_code: text,
+            ...this.toBody(text),
             version: this.version,
           });
           this.version = saved.version;

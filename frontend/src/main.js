@@ -13,11 +13,13 @@ import {
 } from "./api.js";
 import { Autosaver } from "./autosave.js";
 import { createEditor } from "./editor.js";
+import { FileTabs } from "./files.js";
 import { HistoryView } from "./history.js";
 import { isSample, sampleFor } from "./languages.js";
 import { OutputView } from "./output.js";
 import { ShareDialog, redeemFromUrl } from "./share.js";
 import { ExecutionStream, isTerminal } from "./stream.js";
+import { TestsPanel } from "./tests.js";
 
 const $ = (id) => document.getElementById(id);
 const LAST_LANGUAGE = "livecode.language";
@@ -35,7 +37,9 @@ const state = {
 
 const output = new OutputView();
 const history = new HistoryView({ onSelect: (id) => showRun(id) });
+const tests = new TestsPanel({ onRun: () => run({ withTests: true }) });
 let editor;
+let tabs;
 let saver;
 let stream = null;
 let shareDialog;
@@ -155,24 +159,26 @@ function onSaveState(kind, info = {}) {
 async function reloadServerVersion() {
   try {
     const session = await saver.takeServerVersion();
-    editor.setText(session.source_code);
-    saver.attach(session);
+    tabs.load(session, defaultPath(session.language));
+    saver.attach(session, tabs.snapshot());
   } catch (err) {
     showApiError("Could not load the server's version", err, "save");
   }
 }
 
 async function createSession(text) {
-  const session = await api("POST", "/api/v1/code-sessions", { language: state.language, source_code: text });
+  const body = { language: state.language, ...FileTabs.body(text, defaultPath(state.language)) };
+  const session = await api("POST", "/api/v1/code-sessions", body);
   state.sessionId = session.session_id;
   window.history.replaceState(null, "", sessionUrl(session.session_id));
+  tests.adopt(session.session_id);
   sessionOpened();
   return session;
 }
 
 function hasUnsaved() {
   if (state.live) return false; // the server writes the shared document
-  if (saver.sessionId === null) return !isSample(editor.getText());
+  if (saver.sessionId === null) return tabs.multi || !isSample(editor.getText());
   return saver.dirty || saver.timer !== null || saver.inflight !== null;
 }
 
@@ -191,6 +197,14 @@ function fillLanguages(list) {
       : `${lang.name} (not installed)`;
     select.append(opt);
   }
+}
+
+// Where a single-file program lives, per language (GET /api/v1/languages says; these if it failed).
+const DEFAULT_PATHS = { python: "main.py", javascript: "main.js", c: "main.c", cpp: "main.cpp", java: "Main.java",
+  go: "main.go", rust: "main.rs", bash: "main.sh" };
+
+function defaultPath(id) {
+  return (state.languages.get(id) || {}).source_file || DEFAULT_PATHS[id] || "main.txt";
 }
 
 function languageName(id) {
@@ -235,7 +249,7 @@ async function changeLanguage() {
   const text = editor.getText();
   const source = isSample(text) ? sampleFor(next) : text;
   if (state.sessionId === null) {
-    if (source !== text) editor.setText(source);
+    if (!tabs.multi) tabs.single(source, defaultPath(next));
     showLanguage(next);
     return;
   }
@@ -244,7 +258,9 @@ async function changeLanguage() {
   select.disabled = true;
   try {
     await saver.flush();
-    const session = await api("POST", "/api/v1/code-sessions", { language: next, source_code: source });
+    // Several files go over as they are; one file moves to the new language's default path.
+    const program = tabs.multi ? { files: tabs.files, entry: tabs.entry } : { source_code: source };
+    const session = await api("POST", "/api/v1/code-sessions", { language: next, ...program });
     window.history.pushState(null, "", sessionUrl(session.session_id));
     await openSession(session);
     $("language-note").textContent = `New ${languageName(next)} session; the ${languageName(prev)} one keeps its own link.`;
@@ -280,24 +296,27 @@ function sessionOpened() {
 function startNew() {
   state.sessionId = null;
   const lang = defaultLanguage();
-  editor.setText(sampleFor(lang));
+  tabs.single(sampleFor(lang), defaultPath(lang));
   showLanguage(lang);
   output.clear();
   output.setStatus(null);
   history.load(null);
+  tests.load(null);
   onSaveState("new");
 }
 
 async function openSession(session) {
   stopLive();
   state.sessionId = session.session_id;
-  editor.setText(session.source_code);
+  tabs.load(session.files ? session : { files: [{ path: defaultPath(session.language), content: session.source_code }] },
+    defaultPath(session.language));
   showLanguage(session.language);
-  saver.attach(session);
+  saver.attach(session, tabs.snapshot());
   sessionOpened();
   if (new URLSearchParams(location.search).get("live") === "1") await goLive();
   output.clear();
   output.setStatus(null);
+  tests.load(session.session_id);
   $("language-note").hidden = true;
   let newest = null;
   try {
@@ -308,7 +327,7 @@ async function openSession(session) {
   if (!newest) return;
   if (isTerminal(newest.status)) {
     history.select(newest.execution_id);
-    output.showExecution(newest, { redraw: true });
+    showFinished(newest, { redraw: true });
   } else {
     // A run still in flight (started before a reload, or from another tab): follow it.
     track(newest.execution_id);
@@ -325,9 +344,19 @@ function setRunning(on) {
   run.setAttribute("aria-busy", String(on));
   $("language").disabled = on;
   history.setDisabled(on);
+  tests.setDisabled(on);
 }
 
-async function run() {
+/** A finished execution in the output pane and, for a run of test cases, the tests panel. */
+function showFinished(ex, options = {}) {
+  output.showExecution(ex, options);
+  if (ex.summary) {
+    tests.showExecution(ex);
+    output.note(`[${ex.summary.passed} of ${ex.summary.total} test cases passed: see Test cases]`);
+  }
+}
+
+async function run({ withTests = false } = {}) {
   // Disable before the first await, so a double click (or Ctrl+Enter held down) starts one run.
   if (state.running || !editor) return;
   setRunning(true);
@@ -345,9 +374,14 @@ async function run() {
       else if (!saver.conflict) showMessage("Not run: the code is still being saved; try again.", { source: "run" });
       return;
     }
-    const interactive = $("interactive").checked;
+    // A run of test cases takes each case's input; the stdin box and live input are for plain runs.
+    const interactive = !withTests && $("interactive").checked;
     const body = {};
-    if ($("stdin").value) body.stdin = $("stdin").value;
+    if (withTests) {
+      body.tests = tests.cases();
+      body.compare = tests.compare();
+      tests.clearVerdicts();
+    } else if ($("stdin").value) body.stdin = $("stdin").value;
     if (interactive) body.interactive = true;
     let executionId;
     try {
@@ -403,9 +437,13 @@ async function follow(executionId, { interactive = false } = {}) {
       } else if (event === "output") {
         const kind = data.stream === "stderr" ? "stderr" : data.stream === "compile" ? "compile" : "stdout";
         output.append(kind, data.text);
+      } else if (event === "test_started") {
+        tests.started(data.index);
+      } else if (event === "test_finished") {
+        tests.finished(data);
       } else if (event === "result") {
         result = data;
-        output.showExecution(data);
+        showFinished(data);
       }
     },
     onInputReady(ready) {
@@ -427,7 +465,7 @@ async function follow(executionId, { interactive = false } = {}) {
   }
   if (!result || !result.status) {
     result = await api("GET", `/api/v1/executions/${executionId}`);
-    output.showExecution(result);
+    showFinished(result);
   }
   if (interactive && $("output").dataset.transport !== "websocket") {
     output.note("(this server did not offer interactive input; the run used the stdin box only)");
@@ -453,7 +491,7 @@ async function showRun(executionId) {
       return;
     }
     output.clear();
-    output.showExecution(execution, { redraw: true });
+    showFinished(execution, { redraw: true });
   } catch (err) {
     showApiError("Could not load that run", err, "history");
   }
@@ -467,6 +505,37 @@ function sendLine(event) {
     output.append("stdin", text);
     input.value = "";
   }
+}
+
+// --- Files -----------------------------------------------------------------------------------
+
+function openFileForm(mode) {
+  const form = $("file-form");
+  form.dataset.mode = mode;
+  form.hidden = false;
+  const input = $("file-name");
+  input.value = mode === "rename" ? tabs.files[tabs.active].path : "";
+  input.focus();
+}
+
+function submitFileForm(event) {
+  event.preventDefault();
+  const form = $("file-form");
+  const name = $("file-name").value.trim();
+  const done = form.dataset.mode === "rename" ? tabs.rename(name) : tabs.add(name);
+  if (done) {
+    form.hidden = true;
+    hideMessage("files");
+  }
+}
+
+function fileError(text) {
+  showMessage(text, { kind: "error", source: "files" });
+}
+
+function programChanged() {
+  hideMessage("files");
+  saver.changed();
 }
 
 // --- Start-up --------------------------------------------------------------------------------
@@ -555,7 +624,7 @@ function stopLive() {
 }
 
 function wire() {
-  $("run").addEventListener("click", run);
+  $("run").addEventListener("click", () => run());
   $("language").addEventListener("change", changeLanguage);
   $("share").addEventListener("click", copyLink);
   shareDialog = new ShareDialog({ onLive: goLive });
@@ -572,6 +641,12 @@ function wire() {
   $("sign-in").addEventListener("submit", (e) => submitSignIn(e));
   $("register").addEventListener("click", () => submitSignIn(null, true));
   $("sign-out").addEventListener("click", doSignOut);
+  $("file-add").addEventListener("click", () => openFileForm("add"));
+  $("file-rename").addEventListener("click", () => openFileForm("rename"));
+  $("file-delete").addEventListener("click", () => tabs.remove());
+  $("file-entry").addEventListener("click", () => tabs.makeEntry());
+  $("file-form").addEventListener("submit", submitFileForm);
+  $("file-cancel").addEventListener("click", () => ($("file-form").hidden = true));
   showAccount();
   const token = $("token");
   token.value = getToken();
@@ -590,8 +665,20 @@ function wire() {
 
 async function init() {
   wire();
-  editor = createEditor($("editor"), { onChange: () => state.live || saver.changed(), onRun: run });
-  saver = new Autosaver({ getText: editor.getText, create: createSession, onState: onSaveState });
+  editor = createEditor($("editor"), {
+    onChange: () => {
+      tabs.edited();
+      if (!state.live) saver.changed(); // live, the server writes the shared document
+    },
+    onRun: () => run(),
+  });
+  tabs = new FileTabs({ bar: $("file-tabs"), editor, onChange: programChanged, onError: fileError });
+  saver = new Autosaver({
+    getText: () => tabs.snapshot(),
+    create: createSession,
+    onState: onSaveState,
+    toBody: (text) => FileTabs.body(text, defaultPath(state.language)),
+  });
   try {
     fillLanguages(await api("GET", "/api/v1/languages"));
   } catch (err) {

@@ -104,10 +104,20 @@ class Settings:
     # ---- input limits
     max_source_bytes: int = setting("LIVECODE_MAX_SOURCE_BYTES", 256 * 1024,
                                     "Largest source of a code session, in bytes.", section="input limits")
+    max_files: int = setting("LIVECODE_MAX_FILES", 64, "Most files of a multi-file program (a session's `files`).",
+                             parse=Integer(minimum=1))
+    max_files_bytes: int = setting("LIVECODE_MAX_FILES_BYTES", 1024 * 1024,
+                                   "Largest total size of a multi-file program's files, in bytes.",
+                                   parse=Integer(minimum=1))
     max_stdin_bytes: int = setting("LIVECODE_MAX_STDIN_BYTES", 256 * 1024,
                                    "Largest stdin of a run, in bytes (and of input sent to an interactive one).")
     max_request_bytes: int = setting("LIVECODE_MAX_REQUEST_BYTES", 2 * 1024 * 1024,
                                      "Whole request body (413 above it).")
+    max_tests: int = setting(
+        "LIVECODE_MAX_TESTS", 100,
+        "Most test cases one execution may carry (`tests`). They run one after another: together they get at "
+        "most LIVECODE_MAX_TIME_LIMIT_MS of wall time, and each gets its share of the output limit.",
+        parse=Integer(minimum=1))
 
     # ---- execution limits: defaults and the maxima a request may ask for
     time_limit_ms: int = setting("LIVECODE_TIME_LIMIT_MS", 30_000, "A run's time limit when the request names none.",

@@ -133,7 +133,13 @@ class CodeSession(Base):
         Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
     language: Mapped[str] = mapped_column(String(50), nullable=False)
+    # The entry's content (the whole program of a single-file session: every client that only
+    # knows `source_code` keeps working).
     source_code: Mapped[str] = mapped_column(Text, nullable=False)
+    # A multi-file program (services/programs.py): [{"path", "content"}] in the user's order, the
+    # entry's content null (it is source_code); NULL for a single-file session.
+    files: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
+    entry: Mapped[str | None] = mapped_column(String(1024))  # NULL: the language's default path
     status: Mapped[str] = mapped_column(String(20), nullable=False, default="ACTIVE")
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -180,6 +186,9 @@ class Execution(Base):
     source_hash: Mapped[str] = mapped_column(
         String(64), ForeignKey("sources.hash", name="fk_executions_source_hash"), nullable=False, index=True
     )
+    # A multi-file program's entry (its content is source_hash; every file is in execution_files);
+    # NULL for a single-file program.
+    entry: Mapped[str | None] = mapped_column(String(1024))
     stdin: Mapped[str] = mapped_column(Text, nullable=False, default="")
     args: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
     limits: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
@@ -200,12 +209,32 @@ class Execution(Base):
     execution_time_ms: Mapped[int | None] = mapped_column(Integer)
     cpu_time_ms: Mapped[int | None] = mapped_column(Integer)
     memory_kb: Mapped[int | None] = mapped_column(Integer)
+    # Test cases (services/testcases.py): the definitions as submitted, the compare mode, and once
+    # finished each test's result (output base64-encoded). SQL NULL for a run without tests.
+    tests: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
+    compare_mode: Mapped[str | None] = mapped_column(String(64))
+    test_results: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     worker: Mapped[str | None] = mapped_column(String(255))
     request_id: Mapped[str | None] = mapped_column(String(64))
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class ExecutionFile(Base):
+    """One file of a multi-file execution's snapshot, its content stored once in `sources`."""
+
+    __tablename__ = "execution_files"
+
+    execution_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), nullable=False)
+    source_hash: Mapped[str] = mapped_column(
+        String(64), ForeignKey("sources.hash", name="fk_execution_files_source_hash"), nullable=False, index=True
+    )
 
 
 class IdempotencyRecord(Base):

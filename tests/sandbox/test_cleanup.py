@@ -156,3 +156,34 @@ def test_concurrent_runs_get_distinct_host_uids(runner: Runner) -> None:
     assert len(uids) == 3, seen  # ...a different one for each concurrent run
     assert all(TEST_UID_BASE <= u < TEST_UID_BASE + TEST_SLOTS for u in uids)
     assert no_leftovers()
+
+
+def test_a_run_cgroup_still_busy_at_clean_up_is_removed_later(runner: Runner) -> None:
+    """A run's cgroup the kernel still holds busy when the clean-up gives up (its last process
+    being released on a loaded host) is removed in the background once it can be, not leaked."""
+    import subprocess
+
+    from livecode.sandbox.bwrap import BwrapRunner
+
+    assert isinstance(runner, BwrapRunner) and runner._cgroups is not None and runner._slots is not None
+    slot = runner._slots.acquire()
+    try:
+        cg = runner._cgroups.create(slot)
+        stuck = subprocess.Popen(["sleep", "600"])
+        try:
+            for d in cg.dirs.values():
+                (d / "cgroup.procs").write_text(str(stuck.pid))
+            busy = cg.destroy()  # a process is still in it: the kernel refuses (EBUSY)
+            assert busy and all(d.exists() for d in busy)
+            runner._orphans.add_cgroups(busy)
+            time.sleep(0.5)
+            assert all(d.exists() for d in busy)  # retried, still busy: kept
+        finally:
+            stuck.kill()
+            stuck.wait()
+        end = time.monotonic() + 10
+        while any(d.exists() for d in busy) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert not any(d.exists() for d in busy)
+    finally:
+        runner._slots.release(slot)

@@ -10,6 +10,7 @@ from flask_restx import Namespace, Resource
 
 from ..errors import ValidationError
 from ..services import executions as svc
+from ..services import testcases
 from ..services.waiting import wait_for_end
 from . import schemas
 from .body import json_body, optional_int, optional_str, parse_uuid, query_int, reject_unknown
@@ -21,7 +22,7 @@ from .waiting import WAIT_PARAMS, wait_seconds, wait_slots
 ns = Namespace("executions", description="Asynchronous executions of a session's code")
 schemas.attach(ns)
 
-EXECUTE_FIELDS = {"stdin", "args", "priority", "interactive", *svc.LIMIT_FIELDS}
+EXECUTE_FIELDS = {"stdin", "args", "priority", "interactive", "tests", "compare", *svc.LIMIT_FIELDS}
 ENCODING_PARAM = {
     "in": "query",
     "type": "string",
@@ -56,6 +57,8 @@ def parse_execute_options(body: dict[str, Any]) -> svc.ExecuteOptions:
         limits=limits,
         priority=optional_str(body, "priority", "interactive") or "interactive",
         interactive=interactive,
+        tests=testcases.parse_tests(body.get("tests")),
+        compare=optional_str(body, "compare"),
     )
 
 

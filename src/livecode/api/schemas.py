@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 from flask_restx import Namespace, fields
 
 from ..models import ExecutionStatus
+from ..services.compare import COMPARE_MODES, DEFAULT_COMPARE
+from ..services.testcases import VERDICTS
 
 # Models live on this namespace-less registry and are attached to each namespace that uses them.
 shared = Namespace("shared", description="shared models")
@@ -33,17 +35,34 @@ error_detail = shared.model(
 )
 error = shared.model("Error", {"error": fields.Nested(error_detail, required=True)})
 
+program_file = shared.model(
+    "ProgramFile",
+    {
+        "path": fields.String(required=True, example="util/helpers.py",
+                              description="relative; no '..', no leading '/', no backslash, no NUL"),
+        "content": fields.String(required=True, example="def twice(x):\n    return 2 * x\n"),
+    },
+)
+_FILES_DOC = ("a multi-file program: every file (at most LIVECODE_MAX_FILES files and LIVECODE_MAX_FILES_BYTES "
+              "bytes in all); beside source_code, the files other than the entry")
+_ENTRY_DOC = "the file that runs (default: the language's default file, e.g. main.py, or the only file)"
 session_create = shared.model(
     "CodeSessionCreate",
     {
         "language": fields.String(required=True, example="python"),
-        "source_code": fields.String(required=True, example="print('Hello World')"),
+        "source_code": fields.String(example="print('Hello World')",
+                                     description="the program as one file (or the entry's content, beside files)"),
+        "files": fields.List(fields.Nested(program_file), description=_FILES_DOC),
+        "entry": fields.String(example="main.py", description=_ENTRY_DOC),
     },
 )
 session_patch = shared.model(
     "CodeSessionAutosave",
     {
-        "source_code": fields.String(required=True, example="print('Hello World!')"),
+        "source_code": fields.String(example="print('Hello World!')", description="the entry's new content"),
+        "files": fields.List(fields.Nested(program_file), description="the whole new set of files"),
+        "file": fields.Nested(program_file, description="one file to add or replace"),
+        "entry": fields.String(description=_ENTRY_DOC),
         "version": fields.Integer(
             description="the version this edit was based on; applied only if still current"
         ),
@@ -55,7 +74,10 @@ session = shared.model(
         "session_id": fields.String(required=True),
         "id": fields.String(required=True),
         "language": fields.String(required=True),
-        "source_code": fields.String(required=True),
+        "source_code": fields.String(required=True, description="the entry's content"),
+        "files": fields.List(fields.Nested(program_file), required=True,
+                             description="every file of the program, the entry's included"),
+        "entry": fields.String(required=True, example="main.py"),
         "status": fields.String(required=True, example="ACTIVE"),
         "version": fields.Integer(required=True),
         "created_at": fields.String(required=True),
@@ -69,6 +91,59 @@ autosaved = shared.model(
         "status": fields.String(required=True),
         "version": fields.Integer(required=True),
         "updated_at": fields.String(required=True),
+    },
+)
+TESTS_DOC = (
+    "test cases: the program runs once per test (a compiled language compiles once), each run in a fresh "
+    "sandbox with the request's limits and its share of the output limit; at most LIVECODE_MAX_TESTS (100). "
+    "Leave out `stdin`, `args` and `interactive` then: each test brings its own."
+)
+COMPARE_DOC = (
+    f"how each test's stdout is compared with its expected_output: one of {', '.join(COMPARE_MODES)} "
+    f"(default {DEFAULT_COMPARE}: trailing whitespace of each line and trailing newlines ignored; tokens: "
+    "whitespace-separated tokens equal; float:EPS: tokens equal, numbers within an absolute or relative EPS)"
+)
+test_case = shared.model(
+    "TestCase",
+    {
+        "name": fields.String(description="a label shown with the result"),
+        "stdin": fields.String(required=True, description="standard input of this test's run"),
+        "args": fields.List(fields.String, description="command-line arguments of this test's run"),
+        "expected_output": fields.String(
+            description="what stdout must be (see `compare`); without it a clean run is ACCEPTED"),
+    },
+)
+test_result = shared.model(
+    "TestResult",
+    {
+        "index": fields.Integer(required=True, description="the test's position in `tests`, from 0"),
+        "name": nullable(fields.String()),
+        "verdict": nullable(fields.String(
+            enum=list(VERDICTS),
+            description="null until the test has run (or when the execution ended before it: INTERNAL_ERROR). "
+            "WRONG_ANSWER only when expected_output was given; COMPILE_ERROR for every test when the program "
+            "did not compile",
+        )),
+        "stdout": nullable(fields.String(description="in the execution's `encoding`")),
+        "stderr": nullable(fields.String(description="in the execution's `encoding`")),
+        "exit_code": nullable(fields.Integer()),
+        "signal": nullable(fields.Integer()),
+        "execution_time_ms": nullable(fields.Integer()),
+        "cpu_time_ms": nullable(fields.Integer()),
+        "memory_kb": nullable(fields.Integer()),
+        "truncated": nullable(fields.Boolean(description="stdout or stderr was cut at the test's output share")),
+    },
+)
+test_summary = shared.model(
+    "TestSummary",
+    {
+        "passed": fields.Integer(required=True),
+        "total": fields.Integer(required=True),
+        "verdict": nullable(fields.String(
+            enum=list(VERDICTS),
+            description="the first verdict that is not ACCEPTED, in index order, or ACCEPTED; null until every "
+            "test has a verdict",
+        )),
     },
 )
 execute_request = shared.model(
@@ -87,6 +162,8 @@ execute_request = shared.model(
         "memory_limit_mb": fields.Integer(),
         "max_processes": fields.Integer(),
         "max_output_bytes": fields.Integer(),
+        "tests": fields.List(fields.Nested(test_case), description=TESTS_DOC),
+        "compare": fields.String(description=COMPARE_DOC, default=DEFAULT_COMPARE),
     },
 )
 execution_queued = shared.model(
@@ -111,6 +188,7 @@ execution = shared.model(
             "OUTPUT_LIMIT, TIME_LIMIT, INTERNAL_ERROR, WORKER_LOST, DEAD_LETTER"
         )),
         "language": fields.String(),
+        "entry": nullable(fields.String(description="the file that ran, for a multi-file program; null for one file")),
         "priority": fields.String(),
         "interactive": fields.Boolean(),
         "encoding": fields.String(
@@ -133,6 +211,9 @@ execution = shared.model(
         "queued_at": fields.String(),
         "started_at": nullable(fields.String()),
         "finished_at": nullable(fields.String()),
+        "tests": nullable(fields.List(fields.Nested(test_result),
+                                      description="per-test results, in index order; null for a run without tests")),
+        "summary": nullable(fields.Nested(test_summary, description="null for a run without tests")),
     },
 )
 execution_page = shared.model(

@@ -9,9 +9,10 @@ from flask import request
 from flask_restx import Namespace, Resource
 
 from ..errors import ValidationError
+from ..services import programs
 from ..services import sessions as svc
 from . import schemas
-from .body import json_body, optional_int, parse_uuid, reject_unknown, require_str
+from .body import json_body, optional_int, optional_str, parse_uuid, reject_unknown, require_str
 from .collab import collab_rooms
 from .context import owner_id, rt
 from .idempotency import idempotent
@@ -32,13 +33,16 @@ class SessionList(Resource):
     @ns.response(422, "Idempotency key reused with a different body", schemas.error)
     @ns.response(429, "At the session quota (SESSION_QUOTA_EXCEEDED); nothing was created", schemas.error)
     def post(self) -> Any:
-        """Create a code session (status ACTIVE, version 1)."""
+        """Create a code session (status ACTIVE, version 1) of `source_code` (one file at the
+        language's default path) or of `files` ([{path, content}]) with `entry`, the file that
+        runs (default: the language's default path, or the only file)."""
         body = json_body()
 
         def create() -> tuple[dict[str, Any], int]:
-            reject_unknown(body, {"language", "source_code"})
+            reject_unknown(body, {"language", "source_code", "files", "entry"})
             language = require_str(body, "language", max_len=50)
-            source = require_str(body, "source_code")
+            source = optional_str(body, "source_code")
+            files = programs.parse_files(body["files"]) if body.get("files") is not None else None
             s = rt().settings
             created = svc.create_session(
                 rt().db,
@@ -48,6 +52,8 @@ class SessionList(Resource):
                 max_bytes=s.max_source_bytes,
                 settings=s,
                 languages=rt().languages,
+                files=files,
+                entry=optional_str(body, "entry", max_len=1024),
             )
             return created, 201
 
@@ -81,16 +87,35 @@ class SessionItem(Resource):
     @ns.response(409, "The version moved on; nothing was overwritten", schemas.error)
     @ns.response(413, "Source too large", schemas.error)
     def patch(self, session_id: str) -> Any:
-        """Autosave: replace the source. Name the version you edited (body `version` or
-        `If-Match: <ETag>`) to apply it only if nobody saved in between."""
+        """Autosave: replace the source (`source_code`: the entry's content), the whole set of
+        files (`files`), one file (`file`: {path, content}, added or replaced) and/or the entry
+        (`entry`). Name the version you edited (body `version` or `If-Match: <ETag>`) to apply it
+        only if nobody saved in between."""
         sid = parse_uuid(session_id, "session_id")
         body = json_body()
-        reject_unknown(body, {"source_code", "version"})
-        source = require_str(body, "source_code")
+        reject_unknown(body, {"source_code", "files", "file", "entry", "version"})
         version = optional_int(body, "version", minimum=1)
         if version is None and request.headers.get("If-Match"):
             version = _version_from_etag(sid, request.headers["If-Match"])
         s = rt().settings
+        if any(body.get(k) is not None for k in ("files", "file", "entry")):
+            if body.get("files") is not None and body.get("file") is not None:
+                raise ValidationError(
+                    "give files (the whole set) or file (one of them), not both", code="INVALID_FILES"
+                )
+            saved = svc.autosave_files(
+                rt().db,
+                sid,
+                settings=s,
+                expected_version=version,
+                owner_id=owner_id(),
+                files=programs.parse_files(body["files"]) if body.get("files") is not None else None,
+                file=programs.parse_file(body["file"]) if body.get("file") is not None else None,
+                entry=optional_str(body, "entry", max_len=1024),
+                source_code=optional_str(body, "source_code"),
+            )
+            return saved, 200, {"ETag": svc.session_etag(sid, saved["version"])}
+        source = require_str(body, "source_code")
         saved = svc.autosave(
             rt().db,
             sid,

@@ -19,7 +19,9 @@ from .cache import CacheStats
 from .config import SandboxConfig
 from .iolimits import IoLimits
 from .languages import Language, get_language, list_languages
-from .runner import Runner
+from .program import InvalidProgram, SourceFile, path_problem
+from .runner import Prepared, Runner
+from .testrun import ManyResult, RunInput, output_share, run_many
 from .types import (
     Outcome,
     OutputCallback,
@@ -33,20 +35,28 @@ from .types import (
 
 __all__ = [
     "CacheStats",
+    "InvalidProgram",
     "IoLimits",
     "Language",
+    "ManyResult",
     "Outcome",
     "OutputCallback",
+    "Prepared",
+    "RunInput",
     "RunRequest",
     "RunResult",
     "Runner",
     "SandboxConfig",
     "SandboxLimits",
     "SandboxUnavailable",
+    "SourceFile",
     "StdinSource",
     "get_language",
     "get_runner",
     "list_languages",
+    "output_share",
+    "path_problem",
+    "run_many",
     "text_view",
 ]
 

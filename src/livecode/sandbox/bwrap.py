@@ -33,6 +33,7 @@ from .iolimits import SYSTEM_PATHS, IoLimits
 from .launcher import LAUNCHER_NOFILE, build_launcher, send_job
 from .pool import SandboxPool
 from .procfs import LOADAVG, mask_args, meminfo, proc_stat
+from .program import parent_dirs
 from .results import read_status, stage_result
 from .runner import ARTIFACT_CAP, Runner, Stage, StageResult
 from .seccomp import build_filter
@@ -253,7 +254,8 @@ class BwrapRunner(Runner):
                 argv = ["/bin/sh", "-c", _COLLECT, "sh", *stage.argv]
             else:
                 argv = list(stage.argv)
-            send_job(sp.sock, [stdin_r, out_w, err_w, res_w], files, rlimits, env, argv, WORK)
+            dirs = [f"{WORK}/{d}" for d in parent_dirs(f.name for f in stage.files)]
+            send_job(sp.sock, [stdin_r, out_w, err_w, res_w], files, rlimits, env, argv, WORK, dirs)
         except (OSError, ValueError):
             if prebuilt:
                 log.warning("pooled sandbox unusable; building one for this run", exc_info=True)
@@ -370,7 +372,9 @@ class BwrapRunner(Runner):
             left = cg.reap_all(exclude=None)
             if left:  # pathological (a process stuck exiting): reap it in the background
                 self._orphans.add(left)
-            cg.destroy()
+            busy = cg.destroy()
+            if busy:  # still being released (a loaded host): removed in the background
+                self._orphans.add_cgroups(busy)
         finally:
             self._slots.release(slot)
 

@@ -1,4 +1,4 @@
-"""Compiled programs cached by sha256(language, toolchain version, compile flags, source).
+"""Compiled programs cached by sha256(language, toolchain version, compile command, files).
 
 The cache lives in a root-owned 0700 directory that no sandbox ever sees: entries are handed to
 runs as open file descriptors (bubblewrap copies them into the run's tmpfs), never bind-mounted.
@@ -28,7 +28,7 @@ import stat
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +38,7 @@ from .hostfs import ensure_private_dir
 
 if TYPE_CHECKING:
     from .languages import Language
+    from .program import SourceFile
 
 _OUTPUT_NAME = "compile_output.txt"
 _STATE = ".state.json"
@@ -49,9 +50,17 @@ DEFAULT_MAX_MB = 2048
 PAGE = 4096  # a file takes whole pages of the run's tmpfs
 
 
-def cache_key(lang: Language, version: str, source: str) -> str:
+def cache_key(lang: Language, version: str, argv: Sequence[str], files: Sequence[SourceFile]) -> str:
+    """The key of a compiled program: the toolchain, the compile command as run (which names
+    the files) and every file's path and content (a header changes the program too)."""
     material = json.dumps(
-        [lang.id, version, list(lang.compile or ()), list(lang.artifacts), source],
+        [
+            lang.id,
+            version,
+            list(argv),
+            list(lang.artifacts),
+            sorted((f.path, hashlib.sha256(f.data).hexdigest()) for f in files),
+        ],
         ensure_ascii=False,
     )
     return hashlib.sha256(material.encode("utf-8")).hexdigest()

@@ -277,8 +277,11 @@ class RunCgroup:
             time.sleep(pause)
             pause = min(pause * 2, 0.01)
 
-    def destroy(self) -> None:
+    def destroy(self) -> list[Path]:
+        """Remove the run's cgroup directories; returns those still busy after about a second
+        (their last processes still being released: a loaded host) for a later retry."""
         self._close_peak_fd()
+        busy = []
         for d in self.dirs.values():
             for attempt in range(200):
                 try:
@@ -287,11 +290,15 @@ class RunCgroup:
                 except FileNotFoundError:
                     break
                 except OSError as e:
-                    if e.errno != errno.EBUSY or attempt == 199:
+                    if e.errno != errno.EBUSY:
                         log.warning("cannot remove cgroup %s: %s", d, e)
+                        break
+                    if attempt == 199:
+                        busy.append(d)
                         break
                     self.reap(None)
                     time.sleep(0.005)
+        return busy
 
 
 class CgroupHost:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import logging
 import os
@@ -156,21 +157,34 @@ def uid_has_processes(uid: int) -> bool:
 
 
 class OrphanReaper:
-    """Reaps, in the background, sandbox processes that were still exiting when their run
-    ended (as a child subreaper we inherit them; unreaped, their zombies would count against
-    the slot uid's RLIMIT_NPROC)."""
+    """Finishes, in the background, what a run's clean-up could not: reaps sandbox processes that
+    were still exiting when their run ended (as a child subreaper we inherit them; unreaped, their
+    zombies would count against the slot uid's RLIMIT_NPROC), and removes run cgroups the kernel
+    still held busy (their last processes being released) for up to CGROUP_RETRY_S."""
+
+    CGROUP_RETRY_S = 300.0
 
     def __init__(self) -> None:
         self._pids: set[int] = set()
+        self._dirs: dict[Path, float] = {}  # cgroup directory -> give up at (monotonic)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def add(self, pids: set[int]) -> None:
         with self._lock:
             self._pids |= pids
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="sandbox-reaper", daemon=True)
-                self._thread.start()
+            self._start()
+
+    def add_cgroups(self, dirs: list[Path]) -> None:
+        with self._lock:
+            until = time.monotonic() + self.CGROUP_RETRY_S
+            self._dirs.update((d, until) for d in dirs)
+            self._start()
+
+    def _start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, name="sandbox-reaper", daemon=True)
+            self._thread.start()
 
     def _loop(self) -> None:
         while True:
@@ -183,6 +197,16 @@ class OrphanReaper:
                         done = pid if not os.path.exists(f"/proc/{pid}") else 0
                     if done:
                         self._pids.discard(pid)
-                if not self._pids:
+                for d, until in list(self._dirs.items()):
+                    try:
+                        os.rmdir(d)
+                    except FileNotFoundError:
+                        pass
+                    except OSError as e:
+                        if e.errno == errno.EBUSY and time.monotonic() < until:
+                            continue
+                        log.warning("cannot remove cgroup %s: %s", d, e)
+                    del self._dirs[d]
+                if not self._pids and not self._dirs:
                     self._thread = None
                     return

@@ -26,6 +26,7 @@ class Language:
     version_cmd: tuple[str, ...]
     compile: tuple[str, ...] | None = None
     artifacts: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()  # globs of the files `compile` takes ("{sources}"; program.py)
     env: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
     compile_env: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -70,6 +71,8 @@ def load_registry(path: Path = _REGISTRY_FILE) -> dict[str, Language]:
         if "/" in source_file or source_file.startswith("."):
             raise ValueError(f"languages.toml [{lang_id}].source_file must be a plain name")
         compile_cmd = _str_tuple(entry, "compile", lang_id) if "compile" in entry else None
+        if compile_cmd and "{sources}" in compile_cmd and "sources" not in entry:
+            raise ValueError(f"languages.toml [{lang_id}]: compile names {{sources}} but no `sources` globs")
         langs[lang_id] = Language(
             id=lang_id,
             name=str(entry["name"]),
@@ -78,6 +81,7 @@ def load_registry(path: Path = _REGISTRY_FILE) -> dict[str, Language]:
             version_cmd=_str_tuple(entry, "version", lang_id),
             compile=compile_cmd,
             artifacts=_str_tuple(entry, "artifacts", lang_id) if compile_cmd else (),
+            sources=_str_tuple(entry, "sources", lang_id) if "sources" in entry else (),
             env=_str_map(entry, "env"),
             compile_env=_str_map(entry, "compile_env"),
         )

@@ -16,6 +16,7 @@ first instruction, so the program (same uid) can neither kill, ptrace nor take f
 detached at its first stop, with its signal delivered; a stop is never taken for an exit.
 
 Message: records of a tag byte followed by NUL-terminated fields:
+  M path mode(octal)                                    create a directory (parents come first)
   F path mode(octal) size(decimal) <size raw bytes>     create a file (O_EXCL, O_NOFOLLOW)
   D path mode(octal) fd-index                           create a file from passed fd (>= 4)
   R resource soft hard                                  setrlimit
@@ -63,12 +64,14 @@ def send_job(
     env: dict[str, str],
     argv: list[str],
     cwd: str,
+    dirs: Sequence[str] = (),
 ) -> None:
     """Send one job: `pipes` (stdin, stdout, stderr, result) with the first byte, then the
     cached files (given as a function returning a new read-only fd at offset 0) in batches of
-    FD_BATCH descriptors, each batch closed on our side once sent. The caller closes `pipes`."""
+    FD_BATCH descriptors, each batch closed on our side once sent. `dirs`: directories the
+    files need, parents first (made before any file). The caller closes `pipes`."""
     inline = [(path, mode, data) for path, mode, data in files if isinstance(data, bytes)]
-    _send(sock, encode_message(inline, rlimits, env, argv, cwd), pipes)
+    _send(sock, encode_message(inline, rlimits, env, argv, cwd, dirs), pipes)
     cached = [(path, mode, src) for path, mode, src in files if not isinstance(src, bytes)]
     index = len(pipes)
     for start in range(0, len(cached), FD_BATCH):
@@ -98,8 +101,9 @@ def encode_message(
     env: dict[str, str],
     argv: list[str],
     cwd: str | None,
+    dirs: Sequence[str] = (),
 ) -> bytes:
-    parts: list[bytes] = []
+    parts: list[bytes] = [f"M{path}\0{0o755:o}\0".encode() for path in dirs]
     for path, mode, data in files:
         if isinstance(data, int):  # index of a passed fd
             parts.append(f"D{path}\0{mode:o}\0{data}\0".encode())

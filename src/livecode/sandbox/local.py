@@ -44,15 +44,16 @@ class UnsandboxedRunner(Runner):
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _in_dir(self, stage: Stage, on_output: OutputCallback | None, workdir: Path) -> StageResult:
-        for spec in stage.files:
-            target = workdir / os.path.basename(spec.name)
+        for spec in stage.files:  # paths checked by program.resolve: relative, no ".."
+            target = workdir / spec.name
+            target.parent.mkdir(parents=True, exist_ok=True)
             if spec.data is not None:
                 target.write_bytes(spec.data)
             else:
                 with open(spec.open(), "rb") as src, open(target, "wb") as dst:
                     shutil.copyfileobj(src, dst)
             target.chmod(spec.mode)
-        (workdir / "tmp").mkdir()
+        (workdir / "tmp").mkdir(exist_ok=True)
         env = {**stage.env, "HOME": str(workdir), "TMPDIR": str(workdir / "tmp")}
         for key in ("GOCACHE", "GOPATH"):
             if key in env:

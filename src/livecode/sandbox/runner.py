@@ -13,6 +13,7 @@ from pathlib import Path
 from .cache import ArtifactCache, ArtifactTooLarge, cache_key, close_files, pages
 from .files import FileSpec
 from .languages import Language, all_languages, get_language, toolchain_version
+from .program import InvalidProgram, SourceFile, expand, resolve
 from .types import Outcome, OutputCallback, RunRequest, RunResult, SandboxLimits, StdinSource, text_view
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,40 @@ class Stage:
     stdin_source: StdinSource | None = None
     collect: tuple[str, ...] = ()  # artifact globs to bring back (compile stage)
     stdout_file: int | None = None  # compile stage: the artifacts' tar goes to this file, not memory
+
+
+@dataclass(frozen=True)
+class Program:
+    """A run's program: its language, files and entry (checked by program.resolve)."""
+
+    lang: Language
+    files: list[SourceFile]
+    entry: str
+
+    def specs(self) -> list[FileSpec]:
+        """The source files as a stage receives them."""
+        return [FileSpec(f.path, 0o644, data=f.data) for f in self.files]
+
+    def argv(self, command: tuple[str, ...]) -> list[str]:
+        return expand(command, self.entry, [f.path for f in self.files], self.lang.sources)
+
+
+@dataclass
+class Prepared:
+    """A program ready to run: the program and the files a run starts with (its source files, and
+    a compiled program's files as open descriptors from the cache; close() releases them)."""
+
+    program: Program
+    files: list[FileSpec]
+    compile_output: bytes = b""
+    cached: bool = False  # the compiled program came from the cache
+
+    @property
+    def lang(self) -> Language:
+        return self.program.lang
+
+    def close(self) -> None:
+        close_files(self.files)
 
 
 @dataclass
@@ -96,6 +131,22 @@ class Runner(ABC):
             return RunResult(Outcome.INTERNAL_ERROR, message=f"sandbox failure: {e}")
 
     def _run(self, req: RunRequest, on_output: OutputCallback | None, stdin_source: StdinSource | None) -> RunResult:
+        prepared = self.prepare(req, on_output)
+        if isinstance(prepared, RunResult):
+            return prepared
+        try:
+            result = self._run_stage(req, prepared.program, prepared.files, on_output, stdin_source)
+        finally:
+            prepared.close()
+        result.compile_output_bytes = prepared.compile_output
+        result.cached = prepared.cached
+        return result
+
+    def prepare(self, req: RunRequest, on_output: OutputCallback | None = None) -> Prepared | RunResult:
+        """The files a run of `req` starts with: its source and, for a compiled language, the
+        compiled program (from the cache, or compiled now in the sandbox). A RunResult when
+        there is nothing to run (COMPILE_ERROR, INTERNAL_ERROR). The caller closes a Prepared;
+        each run_prepared of it gets a fresh sandbox with copies of its files."""
         lang = get_language(req.language)
         if lang is None or not lang.available:
             names = ", ".join(lg.id for lg in all_languages() if lg.available)
@@ -103,38 +154,46 @@ class Runner(ABC):
                 Outcome.INTERNAL_ERROR,
                 message=f"language '{req.language}' is not available; available: {names}",
             )
-        files = [FileSpec(lang.source_file, 0o644, data=req.source.encode("utf-8"))]
-        compile_output = b""
-        cached = False
-        if lang.compiled:
-            got = self._compiled(lang, req, on_output)
-            if isinstance(got, RunResult):
-                return got
-            artifacts, compile_output, cached = got
-            files += artifacts
         try:
-            result = self._run_stage(req, lang, files, on_output, stdin_source)
-        finally:
-            close_files(files)
-        result.compile_output_bytes = compile_output
-        result.cached = cached
-        return result
+            program = Program(lang, *resolve(req.source, req.files, req.entry, lang.source_file))
+        except InvalidProgram as e:  # the API refuses these first; this is the sandbox's own guard
+            return RunResult(Outcome.INTERNAL_ERROR, message=f"invalid program files: {e}")
+        files = program.specs()
+        if not lang.compiled:
+            return Prepared(program, files)
+        got = self._compiled(program, req, on_output)
+        if isinstance(got, RunResult):
+            return got
+        artifacts, compile_output, cached = got
+        # A compiled file takes the place of a source file of the same name.
+        built = {a.name for a in artifacts}
+        return Prepared(program, [f for f in files if f.name not in built] + artifacts, compile_output, cached)
+
+    def run_prepared(self, prepared: Prepared, req: RunRequest, on_output: OutputCallback | None = None) -> RunResult:
+        """One run of a prepared program with `req`'s stdin, args and limits (its language and
+        files are the prepared ones), in a fresh sandbox. A sandbox failure is INTERNAL_ERROR."""
+        try:
+            return self._run_stage(req, prepared.program, prepared.files, on_output, None)
+        except Exception as e:  # the sandbox failed, not the user's program
+            log.exception("sandbox run failed")
+            return RunResult(Outcome.INTERNAL_ERROR, message=f"sandbox failure: {e}")
 
     def _run_stage(
         self,
         req: RunRequest,
-        lang: Language,
+        program: Program,
         files: list[FileSpec],
         on_output: OutputCallback | None,
         stdin_source: StdinSource | None,
     ) -> RunResult:
+        lang = program.lang
         limits = req.limits
         # "{memory_mb}" in a language's env is the run's memory limit: Node sizes its heap from
         # /proc/meminfo, which shows that limit, to a quarter of it; the flag lets it use it all.
         env = {**BASE_ENV, **{k: v.replace("{memory_mb}", str(limits.memory_mb)) for k, v in lang.env.items()}}
         stage = Stage(
             kind="run",
-            argv=[*lang.run, *req.args],
+            argv=[*program.argv(lang.run), *req.args],
             env=env,
             files=files,
             wall_ms=limits.time_limit_ms,
@@ -153,14 +212,15 @@ class Runner(ABC):
         return self._to_result(sr, limits)
 
     def _compiled(
-        self, lang: Language, req: RunRequest, on_output: OutputCallback | None
+        self, program: Program, req: RunRequest, on_output: OutputCallback | None
     ) -> tuple[list[FileSpec], bytes, bool] | RunResult:
         """The compiled program's files, from the cache or by compiling in the sandbox."""
+        lang = program.lang
         assert lang.compile is not None
-        key = cache_key(lang, toolchain_version(lang), req.source)
+        key = cache_key(lang, toolchain_version(lang), program.argv(lang.compile), program.files)
         limits: SandboxLimits = req.limits
-        # The program must fit the run's disk (a tmpfs of max_disk_kb) beside its source file.
-        source_pages = pages(len(req.source.encode("utf-8")))
+        # The program must fit the run's disk (a tmpfs of max_disk_kb) beside its source files.
+        source_pages = sum(pages(len(f.data)) for f in program.files)
         room = limits.max_disk_kb * 1024 - source_pages
         hit = self.cache.get(key)
         if hit is not None:
@@ -176,18 +236,19 @@ class Runner(ABC):
                 on_output("compile", text_view(output))
             return files, output, True
         with self.cache.incoming() as tar_file:
-            return self._compile(lang, req, on_output, key, room, tar_file)
+            return self._compile(program, req, on_output, key, room, tar_file)
 
     def _compile(
-        self, lang: Language, req: RunRequest, on_output: OutputCallback | None, key: str, room: int, tar_file: int
+        self, program: Program, req: RunRequest, on_output: OutputCallback | None, key: str, room: int, tar_file: int
     ) -> tuple[list[FileSpec], bytes, bool] | RunResult:
+        lang = program.lang
         assert lang.compile is not None
         limits = req.limits
         stage = Stage(
             kind="compile",
-            argv=list(lang.compile),
+            argv=program.argv(lang.compile),
             env={**BASE_ENV, "HOME": "/tmp", **lang.env, **lang.compile_env},
-            files=[FileSpec(lang.source_file, 0o644, data=req.source.encode("utf-8"))],
+            files=program.specs(),
             wall_ms=limits.compile_time_limit_ms,
             cpu_ms=limits.compile_time_limit_ms * 4,  # parallel compilers; wall time bounds it
             memory_mb=limits.compile_memory_mb,

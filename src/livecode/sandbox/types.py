@@ -9,6 +9,8 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .program import SourceFile
+
 
 class Outcome(str, enum.Enum):
     """How a run ended; the worker maps it to an execution status and reason."""
@@ -42,11 +44,17 @@ class SandboxLimits:
 
 @dataclass(frozen=True)
 class RunRequest:
+    """One run. The program is either `source` (one file, written to the language's default
+    path) or `files` with `entry`, the file that runs (None: the language's default path, or the
+    only file); see program.py for the rules on paths."""
+
     language: str
-    source: str
+    source: str = ""
     stdin: str = ""
     args: tuple[str, ...] = ()
     limits: SandboxLimits = field(default_factory=SandboxLimits)
+    files: tuple[SourceFile, ...] = ()
+    entry: str | None = None
 
 
 def text_view(data: bytes) -> str:

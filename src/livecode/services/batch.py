@@ -19,10 +19,11 @@ from ..infra.languages import LanguageCatalog
 from ..models import CodeSession, Execution, ExecutionStatus, Priority, utcnow
 from ..streaming.bus import EventBus
 from ..streaming.publisher import publish_queued
-from . import storage
+from . import storage, testcases
 from .access import Need, refuse, role_of, session_access
 from .executions import Enqueue, ExecuteOptions, check_options
 from .sessions import iso, not_found
+from .snapshots import snapshot_of
 from .validation import check_language
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,8 @@ def submit_batch(
         check_options(item.options, settings)
     wanted = {item.session_id for item in items}
     with db.read(fresh=True) as s:
-        q = select(CodeSession.id, CodeSession.user_id, CodeSession.language, CodeSession.source_code).where(
-            CodeSession.id.in_(wanted)
-        )
+        q = select(CodeSession.id, CodeSession.user_id, CodeSession.language, CodeSession.source_code,
+                   CodeSession.files, CodeSession.entry).where(CodeSession.id.in_(wanted))
         if owner_id is not None:
             q = q.where(session_access(Need.RUN, owner_id))
         sessions = {row.id: row for row in s.execute(q)}
@@ -72,25 +72,29 @@ def submit_batch(
         check_language(language, languages)
 
     now = utcnow()
-    digests = {sid: storage.source_hash(row.source_code) for sid, row in sessions.items()}
+    snapshots = {sid: snapshot_of(row) for sid, row in sessions.items()}
     rows = []
     for item in items:
         src = sessions[item.session_id]
         rows.append({
             "id": uuid.uuid4(), "session_id": src.id, "user_id": src.user_id, "language": src.language,
-            "source_hash": digests[src.id], "stdin": item.options.stdin, "args": item.options.args,
+            "source_hash": snapshots[src.id].entry_hash, "entry": snapshots[src.id].entry,
+            "stdin": item.options.stdin, "args": item.options.args,
             "limits": item.options.limits, "priority": Priority.BATCH.value,
             "status": ExecutionStatus.QUEUED.value, "stdout_truncated": False, "stderr_truncated": False,
             "attempts": 0, "request_id": request_id, "queued_at": now,
+            "tests": testcases.stored_tests(item.options.tests), "compare_mode": item.options.compare,
         })
     with db.write() as s:
         # Each distinct source once (a batch of 1000 runs of one session stores its code once);
         # written first, so that SQLite takes the write lock before the quota is counted.
-        storage.store_sources(s, {digests[sid]: row.source_code for sid, row in sessions.items()}, now)
+        storage.store_sources(s, {h: text for snap in snapshots.values() for h, text in snap.texts.items()}, now)
         _check_quota(s, settings, rows)  # raising rolls back: a refused batch changes nothing
         if charge is not None:  # the rate limit last: a batch refused for any other reason costs nothing
             charge(len(rows))
         s.execute(insert(Execution), rows)
+        for sid, snap in snapshots.items():
+            snap.insert_files(s, [row["id"] for row in rows if row["session_id"] == sid])
     publish_queued(events, [str(row["id"]) for row in rows])
     failed = 0
     for row in rows:

@@ -31,12 +31,14 @@ from ..models import (
     status_values,
     utcnow,
 )
-from ..sandbox.types import text_view
+from ..sandbox.program import SourceFile
+from ..sandbox.types import RunRequest, SandboxLimits, text_view
 from ..streaming.bus import EventBus
 from ..streaming.publisher import publish_queued
-from . import storage
+from . import storage, testcases
 from .access import Need, execution_access, refuse, role_of, session_access
 from .sessions import iso, not_found
+from .snapshots import snapshot_files, snapshot_of
 from .validation import check_language, check_text
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,8 @@ class ExecuteOptions:
     limits: dict[str, int] = field(default_factory=dict)
     priority: str = Priority.INTERACTIVE.value
     interactive: bool = False  # stdin stays open for input sent over the WebSocket
+    tests: list[testcases.TestCase] | None = None  # run once per test, with verdicts
+    compare: str | None = None  # how each test's output is compared (services/compare.py)
 
 
 def limit_maxima(settings: Settings) -> dict[str, int]:
@@ -92,6 +96,8 @@ def check_options(opts: ExecuteOptions, settings: Settings) -> None:
             )
     if opts.priority not in {p.value for p in Priority}:
         raise ValidationError("priority must be 'interactive' or 'batch'", code="INVALID_PRIORITY")
+    testcases.check_tests(opts.tests, opts.compare, settings, stdin=opts.stdin, args=opts.args,
+                          interactive=opts.interactive)
 
 
 def check_encoding(value: str | None) -> str:
@@ -122,6 +128,7 @@ def serialize_execution(e: Execution, encoding: str = "text") -> dict[str, Any]:
         "status": e.status,
         "reason": e.reason,
         "language": e.language,
+        "entry": e.entry,
         "priority": e.priority,
         "interactive": e.interactive,
         "encoding": encoding,
@@ -140,6 +147,7 @@ def serialize_execution(e: Execution, encoding: str = "text") -> dict[str, Any]:
         "queued_at": iso(e.queued_at),
         "started_at": iso(e.started_at),
         "finished_at": iso(e.finished_at),
+        **testcases.serialize_tests(e.tests, e.test_results, encoding),
     }
 
 
@@ -174,16 +182,16 @@ def _active_execution(db: Database, session_id: uuid.UUID) -> uuid.UUID | None:
 
 @functools.cache
 def _session_for_run(by_owner: bool) -> Any:
-    q = select(CodeSession.language, CodeSession.source_code, CodeSession.user_id).where(
-        CodeSession.id == bindparam("p_sid")
-    )
+    q = select(CodeSession.language, CodeSession.source_code, CodeSession.user_id, CodeSession.files,
+               CodeSession.entry).where(CodeSession.id == bindparam("p_sid"))
     # The owner or an editor (services/access.py).
     return q.where(session_access(Need.RUN, bindparam("p_owner", type_=CodeSession.user_id.type))) if by_owner else q
 
 
 _INSERT_COLUMNS = [
-    "id", "session_id", "user_id", "language", "source_hash", "stdin", "args", "limits", "priority",
+    "id", "session_id", "user_id", "language", "source_hash", "entry", "stdin", "args", "limits", "priority",
     "interactive", "status", "stdout_truncated", "stderr_truncated", "attempts", "request_id", "queued_at",
+    "tests", "compare_mode",
 ]
 
 
@@ -199,6 +207,7 @@ def _insert_execution(cap: int, anonymous: bool) -> Any:
         CodeSession.user_id,
         CodeSession.language,
         bindparam("p_hash", type_=t.source_hash.type),
+        bindparam("p_entry", type_=t.entry.type),
         bindparam("p_stdin", type_=t.stdin.type),
         bindparam("p_args", type_=t.args.type),
         bindparam("p_limits", type_=t.limits.type),
@@ -210,6 +219,8 @@ def _insert_execution(cap: int, anonymous: bool) -> Any:
         literal(0),
         bindparam("p_request_id", type_=t.request_id.type),
         bindparam("p_now", type_=t.queued_at.type),
+        bindparam("p_tests", type_=t.tests.type),
+        bindparam("p_compare", type_=t.compare_mode.type),
     ).where(CodeSession.id == bindparam("p_sid"))
     if cap:
         copy = copy.where(storage.under_execution_cap(cap, None if anonymous else bindparam("p_owner")))
@@ -248,20 +259,23 @@ def submit_execution(
                 raise _Unreadable
             check_language(session.language, languages)
             user_id = session.user_id
-            digest = storage.source_hash(session.source_code)
-            storage.store_sources(conn, {digest: session.source_code}, now)
+            snapshot = snapshot_of(session)
+            storage.store_sources(conn, snapshot.texts, now)
             # The run is of the code as read above (the code when the request came). INSERT ...
             # SELECT inserts nothing if the session is gone by now, or if its owner is at the
             # storage cap. RETURNING, not rowcount: psycopg reports -1 for an INSERT ... SELECT
             # that inserted nothing.
             stmt = _insert_execution(settings.max_stored_executions, user_id is None)
             params = {
-                "p_id": execution_id, "p_hash": digest, "p_stdin": options.stdin, "p_args": options.args,
+                "p_id": execution_id, "p_hash": snapshot.entry_hash, "p_entry": snapshot.entry,
+                "p_stdin": options.stdin, "p_args": options.args,
                 "p_limits": options.limits, "p_priority": options.priority, "p_interactive": options.interactive,
                 "p_request_id": request_id, "p_now": now, "p_sid": session_id, "p_owner": user_id,
+                "p_tests": testcases.stored_tests(options.tests), "p_compare": options.compare,
             }
             if conn.execute(stmt, params).first() is None:
                 raise _NotInserted  # rolls back the source too: a refusal changes nothing
+            snapshot.insert_files(conn, [execution_id])
     except _Unreadable:
         refuse(session_id, role_of(db, session_id, owner_id), Need.RUN)
     except _NotInserted:
@@ -355,6 +369,19 @@ class ClaimedRun:
     limits: dict[str, int]
     request_id: str | None
     interactive: bool = False
+    tests: list[dict[str, Any]] | None = None  # the test cases' definitions (services/testcases.py)
+    compare: str | None = None
+    # A multi-file program: every file (path, content) in order, and the entry; None: source_code
+    # is the whole program.
+    files: list[tuple[str, str]] | None = None
+    entry: str | None = None
+
+    def run_request(self, limits: SandboxLimits, stdin: str = "", args: tuple[str, ...] = ()) -> RunRequest:
+        """The sandbox's request for this run's program (one file, or its files and entry)."""
+        return RunRequest(
+            language=self.language, source=self.source_code, stdin=stdin, args=args, limits=limits,
+            files=tuple(SourceFile.text(path, content) for path, content in self.files or ()), entry=self.entry,
+        )
 
 
 def _claim_statement() -> Any:
@@ -378,6 +405,9 @@ def _claim_statement() -> Any:
             t.limits,
             t.request_id,
             t.interactive,
+            t.tests,
+            t.compare_mode,
+            t.entry,
         )
     )
 
@@ -393,6 +423,7 @@ def claim_execution(db: Database, execution_id: uuid.UUID, worker: str) -> Claim
     # autocommit would commit a claim that nobody holds.
     with db.write_core() as conn:  # Core: one statement, none of the ORM session's bookkeeping
         row = conn.execute(_CLAIM, {"p_eid": execution_id, "p_now": utcnow(), "p_worker": worker}).first()
+        files = snapshot_files(conn, execution_id) if row is not None and row.entry is not None else None
     if row is None:
         return None
     return ClaimedRun(
@@ -405,6 +436,10 @@ def claim_execution(db: Database, execution_id: uuid.UUID, worker: str) -> Claim
         dict(row.limits or {}),
         row.request_id,
         bool(row.interactive),
+        row.tests,
+        row.compare_mode,
+        files=files,
+        entry=row.entry,
     )
 
 

@@ -10,10 +10,10 @@ from sqlalchemy import bindparam, delete, insert, literal, select, update
 
 from ..config import Settings
 from ..db import Database
-from ..errors import Conflict
+from ..errors import Conflict, ValidationError
 from ..infra.languages import LanguageCatalog
 from ..models import CodeSession, utcnow
-from . import storage
+from . import programs, storage
 from .access import Need, grants, not_found, refuse, role_of, session_access
 from .validation import check_language, check_source
 
@@ -25,11 +25,13 @@ def session_etag(session_id: uuid.UUID, version: int) -> str:
 
 
 def serialize_session(s: CodeSession) -> dict[str, Any]:
+    program = programs.session_program(s.language, s.source_code, s.files, s.entry)
     return {
         "session_id": str(s.id),
         "id": str(s.id),
         "language": s.language,
         "source_code": s.source_code,
+        **programs.as_json(program),
         "status": s.status,
         "version": s.version,
         "created_at": iso(s.created_at),
@@ -51,19 +53,29 @@ def _allowed(stmt: Any, user_id: uuid.UUID | None, need: Need) -> Any:
 
 
 def create_session(
-    db: Database, *, language: str, source_code: str, owner_id: uuid.UUID | None, max_bytes: int,
+    db: Database, *, language: str, source_code: str | None, owner_id: uuid.UUID | None, max_bytes: int,
     settings: Settings | None = None, languages: LanguageCatalog | None = None,
+    files: list[tuple[str, str]] | None = None, entry: str | None = None,
 ) -> dict[str, Any]:
-    """Create a session; with `settings`, refused (429) when the owner has `max_sessions` already.
-    `languages`: what can run (validation.check_language)."""
+    """Create a session of `source_code` (one file) or `files` with `entry` (services/programs.py;
+    `files` needs `settings` for its limits); with `settings`, refused (429) when the owner has
+    `max_sessions` already. `languages`: what can run (validation.check_language)."""
     check_language(language, languages)
-    check_source(source_code, max_bytes)
+    if files is None and entry is None:
+        if source_code is None:
+            raise ValidationError("missing field 'source_code'", code="MISSING_FIELD", details={"field": "source_code"})
+        check_source(source_code, max_bytes)
+        columns: dict[str, Any] = {"source_code": source_code, "files": None, "entry": None}
+    else:
+        if settings is None:
+            raise TypeError("a multi-file session needs the settings (its limits)")
+        columns = programs.request_columns(language, source_code, files, entry, settings, max_bytes)
     now = utcnow()
     row = CodeSession(
         id=uuid.uuid4(),
         user_id=owner_id,
         language=language,
-        source_code=source_code,
+        **columns,
         status="ACTIVE",
         version=1,
         created_at=now,
@@ -76,8 +88,8 @@ def create_session(
         return serialize_session(row)
     # One INSERT ... SELECT ... WHERE <count below the cap>: the check and the insert are one
     # statement (on SQLite, under the write lock).
-    values = {c: getattr(row, c) for c in ("id", "user_id", "language", "source_code", "status", "version",
-                                            "created_at", "updated_at")}
+    values = {c: getattr(row, c) for c in ("id", "user_id", "language", "source_code", "files", "entry", "status",
+                                            "version", "created_at", "updated_at")}
     table = CodeSession.__table__
     pick = select(*(literal(v, table.c[c].type) for c, v in values.items())).where(under_cap)
     with db.write() as s:
@@ -145,11 +157,7 @@ def autosave(
         current = s.execute(select(CodeSession.version).where(CodeSession.id == session_id)).scalar()
     if current is None:
         raise not_found(session_id)
-    raise Conflict(
-        f"version conflict: you edited version {expected_version}, the current version is {current}",
-        code="VERSION_CONFLICT",
-        details={"current_version": current, "your_version": expected_version},
-    )
+    raise _conflict(expected_version, current)
 
 
 def delete_session(db: Database, session_id: uuid.UUID, owner_id: uuid.UUID | None) -> None:
@@ -157,3 +165,86 @@ def delete_session(db: Database, session_id: uuid.UUID, owner_id: uuid.UUID | No
         result = s.execute(_allowed(delete(CodeSession).where(CodeSession.id == session_id), owner_id, Need.OWN))
     if result.rowcount == 0:  # type: ignore[attr-defined]
         refuse(session_id, role_of(db, session_id, owner_id), Need.OWN)
+
+
+_SAVE_RETRIES = 5  # unversioned saves that lost a race with another save re-read and re-apply
+
+
+def autosave_files(
+    db: Database,
+    session_id: uuid.UUID,
+    *,
+    settings: Settings,
+    expected_version: int | None,
+    owner_id: uuid.UUID | None,
+    files: list[tuple[str, str]] | None = None,
+    file: tuple[str, str] | None = None,
+    entry: str | None = None,
+    source_code: str | None = None,
+) -> dict[str, Any]:
+    """Autosave of a multi-file program: `files` replaces the whole set, `file` adds or replaces
+    one file, `entry` names the file that runs (kept when absent and still there), `source_code`
+    beside `files` is the entry's content. The new set is checked like a new session's, then
+    written by an UPDATE conditional on the version it was built from (and on
+    `expected_version`, when given: 409 VERSION_CONFLICT as for a plain autosave)."""
+    for _ in range(_SAVE_RETRIES):
+        with db.read(fresh=True) as s:
+            row = s.execute(_allowed(select(CodeSession.language, CodeSession.source_code, CodeSession.files,
+                                            CodeSession.entry, CodeSession.version)
+                                     .where(CodeSession.id == session_id), owner_id, Need.EDIT)).first()
+        if row is None:
+            refuse(session_id, role_of(db, session_id, owner_id), Need.EDIT)
+        if expected_version is not None and row.version != expected_version:
+            raise _conflict(expected_version, row.version)
+        current = programs.session_program(row.language, row.source_code, row.files, row.entry)
+        columns = _edited(row.language, current, settings, files=files, file=file, entry=entry,
+                          source_code=source_code)
+        stmt = (update(CodeSession).where(CodeSession.id == session_id, CodeSession.version == row.version)
+                .values(**columns, version=CodeSession.version + 1, updated_at=utcnow())
+                .returning(CodeSession.version, CodeSession.updated_at))
+        with db.write_core() as conn:
+            saved = conn.execute(stmt).first()
+        if saved is not None:
+            return {"session_id": str(session_id), "status": "ACTIVE", "version": saved.version,
+                    "updated_at": iso(saved.updated_at)}
+        if expected_version is not None:  # someone saved between our read and our write
+            with db.read(fresh=True) as s:
+                now_at = s.execute(select(CodeSession.version).where(CodeSession.id == session_id)).scalar()
+            if now_at is None:
+                raise not_found(session_id)
+            raise _conflict(expected_version, now_at)
+    raise Conflict("the session kept changing while this save was applied; try again", code="VERSION_CONFLICT")
+
+
+def _edited(language: str, current: programs.Program, settings: Settings, *, files: list[tuple[str, str]] | None,
+            file: tuple[str, str] | None, entry: str | None, source_code: str | None) -> dict[str, Any]:
+    """The columns of `current` with the edit applied, checked."""
+    if files is not None:
+        if source_code is not None:
+            check_source(source_code, settings.max_source_bytes)
+            files, entry = programs.with_source_code(files, entry or current.entry, source_code, language)
+        elif entry is None and any(p == current.entry for p, _ in files):
+            entry = current.entry
+        pairs = files
+    else:
+        pairs = list(current.files)
+        if file is not None:
+            at = next((i for i, (p, _) in enumerate(pairs) if p == file[0]), None)
+            if at is None:
+                pairs.append(file)
+            else:
+                pairs[at] = file
+        if source_code is not None:
+            check_source(source_code, settings.max_source_bytes)
+            target = entry or current.entry
+            pairs = [(p, source_code if p == target else c) for p, c in pairs]
+        entry = entry or current.entry
+    return programs.session_columns(programs.check_program(pairs, entry, language, settings), language)
+
+
+def _conflict(expected: int | None, current: int) -> Conflict:
+    return Conflict(
+        f"version conflict: you edited version {expected}, the current version is {current}",
+        code="VERSION_CONFLICT",
+        details={"current_version": current, "your_version": expected},
+    )

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, aliased
 from ..config import Settings
 from ..db import Database
 from ..errors import QuotaExceeded
-from ..models import TERMINAL_STATUSES, CodeSession, Execution, Source, status_values, utcnow
+from ..models import TERMINAL_STATUSES, CodeSession, Execution, ExecutionFile, Source, status_values, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -169,11 +169,14 @@ def collect_sources(db: Database, settings: Settings, now: datetime | None = Non
     - SQLite runs one write transaction at a time, so the two cannot interleave at all.
     """
     cutoff = (now or utcnow()) - timedelta(seconds=settings.source_gc_grace_s)
-    unreferenced = ~exists().where(Execution.source_hash == Source.hash)
+    # A source is referenced by an execution (its entry) or by a file of a multi-file execution.
+    unreferenced = ~exists().where(Execution.source_hash == Source.hash) & ~exists().where(
+        ExecutionFile.source_hash == Source.hash)
     candidate = aliased(Source)
     pick = (
         select(candidate.hash)
-        .where(candidate.last_used_at < cutoff, ~exists().where(Execution.source_hash == candidate.hash))
+        .where(candidate.last_used_at < cutoff, ~exists().where(Execution.source_hash == candidate.hash),
+               ~exists().where(ExecutionFile.source_hash == candidate.hash))
         .limit(settings.storage_cleanup_batch)
     )
     # The conditions are repeated on the DELETE's own row so that they are re-checked on the row's

@@ -47,6 +47,20 @@ def publish_finished(bus: EventBus, execution_id: str, status: str, row: dict[st
     ]), "the final events", execution_id)
 
 
+def publish_test_started(bus: EventBus, execution_id: str, index: int, name: str | None) -> None:
+    """test_started {index, name}: test case `index` is about to run."""
+    _best_effort(lambda: bus.publish(execution_id, "test_started", {"index": index, "name": name}),
+                 "test_started", execution_id)
+
+
+def publish_tests_finished(bus: EventBus, execution_id: str, results: list[dict[str, Any]]) -> None:
+    """test_finished for each test case (its result as GET returns it, verdict included), in
+    one round trip: one as it ends, or all of them at once (a compile error ends every test)."""
+    if results:
+        _best_effort(lambda: bus.publish_many(execution_id, [("test_finished", r) for r in results]),
+                     "test_finished", execution_id)
+
+
 class OutputPublisher:
     """The sandbox's on_output callback. It never blocks the sandbox's reader thread on the bus:
     chunks go into a buffer that a background thread publishes. What arrives while a publish is

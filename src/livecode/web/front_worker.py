@@ -53,17 +53,18 @@ class FrontLimits:
     max_body_bytes: int = 2 * 1024 * 1024  # more than this is handed on unread: the app answers 413
 
 
-def _error_response(status: str, code: str, message: str, extra: str = "") -> bytes:
+def error_response(status: str, code: str, message: str, extra: str = "") -> bytes:
+    """A whole HTTP answer in the API's JSON error shape, for what is answered before Flask."""
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     head = (f"HTTP/1.1 {status}\r\nConnection: close\r\nContent-Type: application/json\r\n{extra}"
             f"Content-Length: {len(body)}\r\n\r\n")
     return head.encode("latin-1") + body
 
 
-TOO_MANY_CONNECTIONS = _error_response(
+TOO_MANY_CONNECTIONS = error_response(
     "429 Too Many Requests", "TOO_MANY_CONNECTIONS",
     "too many open connections from this address; close some and retry", "Retry-After: 1\r\n")
-REQUEST_TIMEOUT = _error_response(
+REQUEST_TIMEOUT = error_response(
     "408 Request Timeout", "REQUEST_TIMEOUT", "the request did not arrive in time; send it again, faster")
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 

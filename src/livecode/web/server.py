@@ -3,7 +3,6 @@ worker with a front that reads each request before it takes a thread (livecode.w
 
 from __future__ import annotations
 
-import json
 import resource
 from collections.abc import Callable
 from typing import Any
@@ -13,17 +12,14 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
 
 from ..logging_setup import RedactSecretsFilter, redact
-from .front_worker import FrontLimits, GuardedThreadWorker
+from .front_worker import FrontLimits, GuardedThreadWorker, error_response
 
 
 def _write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
     """Gunicorn answers a request it cannot parse (request line or headers too long, bad header
     characters) itself, before Flask sees it; answer in the API's JSON error shape, not HTML."""
-    body = json.dumps({"error": {"code": reason.upper().replace(" ", "_").replace("-", "_"),
-                                 "message": f"{reason}: {redact(mesg)}"}})
-    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
-    gunicorn_util.write_nonblock(sock, (head + body).encode("latin-1", "replace"))
+    code = reason.upper().replace(" ", "_").replace("-", "_")
+    gunicorn_util.write_nonblock(sock, error_response(f"{status_int} {reason}", code, f"{reason}: {redact(mesg)}"))
 
 
 gunicorn_util.write_error = _write_json_error

@@ -20,7 +20,7 @@ from ..db import is_unavailable
 from ..errors import internal_error_message, new_error_id
 from ..models import ExecutionStatus, utcnow
 from ..runtime import Runtime, runtime
-from ..sandbox import Outcome, RunRequest, RunResult, SandboxLimits
+from ..sandbox import Outcome, RunResult, SandboxLimits
 from ..services.executions import ClaimedRun, claim_execution, fail_queued, finish_execution_returning
 from ..streaming.publisher import OutputPublisher, publish_finished, publish_running
 from .celery_app import TASK_NAME, celery
@@ -28,6 +28,7 @@ from .deadletter import record_dead_letter
 from .heartbeat import identity
 from .metrics import record_outcome
 from .sandbox_runner import get_process_runner
+from .test_runs import run_tests_claimed
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,15 @@ def result_columns(result: RunResult) -> dict[str, Any]:
         "cpu_time_ms": result.cpu_time_ms,
         "memory_kb": result.memory_kb,
     }
+
+
+def outcome_columns(result: RunResult, extra: dict[str, Any]) -> tuple[ExecutionStatus, dict[str, Any]]:
+    """The final status and result columns of a single run."""
+    status = OUTCOME_STATUS[result.outcome][0]
+    cols = result_columns(result)
+    if result.outcome == Outcome.INTERNAL_ERROR:
+        cols["stderr"] = internal_error_stderr(result, extra)
+    return status, cols
 
 
 def internal_error_stderr(result: RunResult, extra: dict[str, Any]) -> bytes:
@@ -129,13 +139,7 @@ def _save_with_backoff(
 
 def run_claimed(rt: Runtime, claimed: ClaimedRun) -> RunResult:
     eid = str(claimed.execution_id)
-    request = RunRequest(
-        language=claimed.language,
-        source=claimed.source_code,
-        stdin=claimed.stdin,
-        args=tuple(claimed.args),
-        limits=limits_for(claimed, rt),
-    )
+    request = claimed.run_request(limits_for(claimed, rt), stdin=claimed.stdin, args=tuple(claimed.args))
 
     # Output goes to the bus from a thread of its own: a slow bus never slows the program.
     on_output = OutputPublisher(rt.events, eid)
@@ -208,14 +212,14 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
     with _active_lock:
         _active += 1
     try:
-        result = run_claimed(rt, claimed)
+        if claimed.tests is not None:  # test cases: compile once, run once per test
+            status, cols = run_tests_claimed(rt, claimed, limits_for(claimed, rt), extra)
+        else:
+            status, cols = outcome_columns(run_claimed(rt, claimed), extra)
     finally:
         with _active_lock:
             _active -= 1
-    status, reason = OUTCOME_STATUS[result.outcome]
-    cols = result_columns(result)
-    if result.outcome == Outcome.INTERNAL_ERROR:
-        cols["stderr"] = internal_error_stderr(result, extra)
+    reason = cols.get("reason")
     final, status = _save(rt, claimed, status, cols, extra)
     log.info(
         "execution finished",
@@ -224,7 +228,7 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
             "status": status.value,
             "reason": reason,
             "saved": final is not None,
-            "execution_time_ms": result.wall_time_ms,
+            "execution_time_ms": cols.get("execution_time_ms"),
         },
     )
     if final is not None:

@@ -46,8 +46,17 @@ static int fields(size_t at, int n, size_t *start, size_t *next) {
     return 1;
 }
 
+/* The host checks every path (program.py); refusing a ".." component here as well means a
+   mistake there still cannot write outside the work directory. */
+static void check_path(const char *path) {
+    for (const char *p = path; (p = strstr(p, "..")) != NULL; p += 2) {
+        if ((p == path || p[-1] == '/') && (p[2] == '/' || p[2] == 0)) { errno = EINVAL; die(path); }
+    }
+}
+
 static int create(const char *path, const char *mode_field, mode_t *mode) {
     *mode = (mode_t)strtol(mode_field, NULL, 8);
+    check_path(path);
     int out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (out < 0) die(path);
     return out;
@@ -58,7 +67,7 @@ static void parse(size_t *pos) {
     while (*pos < len) {
         char tag = buf[*pos];
         size_t f[3], next;
-        int nf = tag == 'R' || tag == 'F' || tag == 'D' ? 3 : 1;
+        int nf = tag == 'R' || tag == 'F' || tag == 'D' ? 3 : tag == 'M' ? 2 : 1;
         if (!fields(*pos + 1, nf, f, &next)) return;
         if (tag == 'A') {
             if (na == MAX_ARGS) { errno = E2BIG; die("argv"); }
@@ -75,6 +84,9 @@ static void parse(size_t *pos) {
             lval[nl].rlim_cur = strtoull(buf + f[1], NULL, 10);
             lval[nl].rlim_max = strtoull(buf + f[2], NULL, 10);
             nl++;
+        } else if (tag == 'M') { /* a directory of the program's files, parents first */
+            check_path(buf + f[0]);
+            if (mkdir(buf + f[0], (mode_t)strtol(buf + f[1], NULL, 8)) < 0) die(buf + f[0]);
         } else if (tag == 'F') {
             size_t size = strtoull(buf + f[2], NULL, 10);
             if (len - next < size) return; /* the content is still on its way */

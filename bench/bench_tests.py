@@ -1,0 +1,127 @@
+"""Test cases, compile once and run many (issue 13, part 1): a C++ program with 50 tests through
+the sandbox, against one compile plus 50 bare runs of the same program on the host.
+
+    sudo .venv/bin/python bench/bench_tests.py [--tests 50] [--rounds 3] [--uid-base N]
+
+Each round takes a source the compile cache has never seen, so the sandboxed figure includes
+the compile, as the bare one does. Rows, in ms (median of the rounds):
+- tests:      run_many() of the program with 50 inputs (one compile stage, 50 fresh sandboxes),
+              each output checked;
+- bare:       the same compiler and flags on the host, then the binary run 50 times directly;
+- one by one: the sandboxed compile, then 50 separate sandboxed runs (the compiled program from the
+              cache): what a client gets from 50 separate executions, without the queue.
+The figure is tests / bare; the target is below 2x. Never a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from livecode.sandbox import Outcome, RunInput, RunRequest, SandboxLimits, get_language, get_runner  # noqa: E402
+from livecode.sandbox.runner import Runner  # noqa: E402
+
+SUM_CPP = """#include <iostream>
+int main() {
+    long a, b;
+    std::cin >> a >> b;
+    std::cout << a + b << std::endl;
+}
+"""
+LIMITS = SandboxLimits(time_limit_ms=5000)
+
+
+def fresh_source() -> str:
+    return f"{SUM_CPP}// {uuid.uuid4()}\n"  # new to the compile cache
+
+
+def inputs(n: int) -> list[RunInput]:
+    return [RunInput(f"{i} {i * 3}\n") for i in range(n)]
+
+
+def with_tests(runner: Runner, n: int) -> float:
+    from livecode.sandbox import run_many
+
+    t = time.perf_counter()
+    got = run_many(runner, RunRequest("cpp", fresh_source(), limits=LIMITS), inputs(n))
+    elapsed = (time.perf_counter() - t) * 1000
+    assert got.prepared is None and not got.cached, got.prepared
+    assert [r.stdout for r in got.runs] == [f"{4 * i}\n" for i in range(n)], [r.outcome for r in got.runs]
+    return elapsed
+
+
+def bare(n: int) -> float:
+    language = get_language("cpp")
+    assert language is not None and language.compile is not None
+    with tempfile.TemporaryDirectory() as d:
+        Path(d, language.source_file).write_text(fresh_source())
+        env = {"PATH": "/usr/bin:/bin", "HOME": d}
+        t = time.perf_counter()
+        subprocess.run(list(language.compile), cwd=d, check=True, env=env, capture_output=True)
+        for i, given in enumerate(inputs(n)):
+            out = subprocess.run(list(language.run), cwd=d, input=given.stdin.encode(), capture_output=True,
+                                 check=True, env=env)
+            assert out.stdout == f"{4 * i}\n".encode()
+        return (time.perf_counter() - t) * 1000
+
+
+def one_by_one(runner: Runner, n: int) -> float:
+    source = fresh_source()
+    t = time.perf_counter()
+    for i, given in enumerate(inputs(n)):
+        res = runner.run(RunRequest("cpp", source, stdin=given.stdin, limits=LIMITS))
+        assert res.outcome is Outcome.OK and res.stdout == f"{4 * i}\n", res
+    return (time.perf_counter() - t) * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tests", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--uid-base", type=int, default=None, help="first slot uid (default: env or 61000)")
+    ap.add_argument("--slots", type=int, default=None)
+    args = ap.parse_args()
+    language = get_language("cpp")
+    if language is None or not language.available:
+        raise SystemExit("g++ is not installed")
+    base = Path(tempfile.mkdtemp(prefix="livecode-bench-tests-"))
+    base.chmod(0o700)
+    runner = get_runner("bwrap", work_root=str(base / "work"), cache_dir=str(base / "cache"),
+                        uid_base=args.uid_base, slots=args.slots)
+    runner.check()
+    try:
+        time.sleep(1)  # let the pool fill
+        print(f"# {platform.node()}: {os.cpu_count()} cores, kernel {platform.release()}, "
+              f"{platform.python_version()}; load average before: {os.getloadavg()}")
+        print(f"# C++ program, {args.tests} tests, {args.rounds} rounds (ms, whole round; cold compile each)")
+        rows: dict[str, list[float]] = {"tests": [], "bare": [], "one by one": []}
+        with_tests(runner, 2)  # warm-up: toolchain pages in the page cache
+        bare(2)
+        for _ in range(args.rounds):  # interleaved, so that drift in load hits each alike
+            rows["tests"].append(with_tests(runner, args.tests))
+            rows["bare"].append(bare(args.tests))
+            rows["one by one"].append(one_by_one(runner, args.tests))
+        med = {name: statistics.median(xs) for name, xs in rows.items()}
+        for name, xs in rows.items():
+            print(f"{name:11} median {med[name]:8.0f}   all {', '.join(f'{x:.0f}' for x in xs)}")
+        ratio = med["tests"] / med["bare"]
+        print(f"tests / (one compile + {args.tests} bare runs) = {ratio:.2f}x (target < 2x)")
+        print(f"tests / one by one = {med['tests'] / med['one by one']:.2f}x")
+    finally:
+        runner.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""What an execution runs: a snapshot of its session's program when it was submitted. No Flask.
+
+Every content is stored once in `sources` (services/storage.py), by hash. A single-file program
+is `executions.source_hash` alone, as before multi-file programs existed. A multi-file one also
+names its `entry` (whose content is source_hash) and lists every file, in order, in
+`execution_files` (path and content hash); the storage job keeps a source while any execution
+file references it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from ..models import ExecutionFile, Source
+from . import programs, storage
+
+
+@dataclass
+class Snapshot:
+    texts: dict[str, str]  # every distinct content by its hash, to store once
+    entry_hash: str
+    entry: str | None = None  # None: a single-file program
+    files: list[tuple[str, str]] = field(default_factory=list)  # (path, content hash) in order
+
+    def insert_files(self, s: Session | Connection, execution_ids: Sequence[uuid.UUID]) -> None:
+        """The execution_files rows of these executions (one statement; none for one file)."""
+        if not self.files:
+            return
+        rows = [
+            {"execution_id": eid, "position": i, "path": path, "source_hash": digest}
+            for eid in execution_ids
+            for i, (path, digest) in enumerate(self.files)
+        ]
+        s.execute(insert(ExecutionFile), rows)
+
+
+def snapshot_of(session: Any) -> Snapshot:
+    """The snapshot of a session row (language, source_code, files, entry)."""
+    if not session.files or session.entry is None:
+        digest = storage.source_hash(session.source_code)
+        return Snapshot({digest: session.source_code}, digest)
+    program = programs.session_program(session.language, session.source_code, session.files, session.entry)
+    hashed = [(path, storage.source_hash(content), content) for path, content in program.files]
+    return Snapshot(
+        texts={digest: content for _, digest, content in hashed},
+        entry_hash=storage.source_hash(session.source_code),
+        entry=program.entry,
+        files=[(path, digest) for path, digest, _ in hashed],
+    )
+
+
+def snapshot_files(conn: Connection | Session, execution_id: uuid.UUID) -> list[tuple[str, str]]:
+    """A multi-file execution's files (path, content), in order."""
+    rows = conn.execute(
+        select(ExecutionFile.path, Source.content)
+        .join(Source, Source.hash == ExecutionFile.source_hash)
+        .where(ExecutionFile.execution_id == execution_id)
+        .order_by(ExecutionFile.position)
+    ).all()
+    return [(r.path, r.content) for r in rows]
