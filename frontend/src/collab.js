@@ -10,8 +10,7 @@ import * as Y from "yjs";
 import { ensureFreshToken, getToken, signedInUser } from "./api.js";
 
 const LIVECODE = 100; // the server's own message type: {"type": "saved" | "error", ...} as JSON text
-const FILES = "files";
-const SINGLE_FILE = "source_code"; // one Y.Text per file path; single-source sessions have this one
+const FILES = "files"; // a Y.Map of Y.Text by file path (a single-source session: its default path)
 const COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#008080", "#9a6324", "#800000"];
 
 function wsBase() {
@@ -57,30 +56,41 @@ export class LiveSession {
     this.awareness.on("change", () => this.onAwareness());
   }
 
-  /** Resolves with the document's text once the first sync is done. */
+  /** Resolves with the document's file paths once the first sync is done. */
   ready() {
     return new Promise((resolve) => {
       const done = () => {
         for (const state of this.awareness.getStates().values()) if (state.run) this.seenRuns.add(state.run.id);
-        resolve(this.text());
+        resolve(this.paths());
       };
       if (this.provider.synced) done();
       else this.provider.once("sync", done);
     });
   }
 
-  ytext() {
-    return this.doc.getMap(FILES).get(SINGLE_FILE);
+  files() {
+    return this.doc.getMap(FILES);
   }
 
-  text() {
-    const t = this.ytext();
+  paths() {
+    return [...this.files().keys()];
+  }
+
+  text(path) {
+    const t = this.files().get(path);
     return t ? t.toString() : "";
   }
 
-  /** The CodeMirror extension: shared text, remote cursors and selections, shared undo. */
-  extension() {
-    return yCollab(this.ytext(), this.awareness);
+  /** The CodeMirror extension for one file: shared text, remote cursors and selections, shared undo. */
+  extension(path) {
+    return yCollab(this.files().get(path), this.awareness);
+  }
+
+  /** `fn()` when files are added or removed (a REST save of the whole set). */
+  onFilesChanged(fn) {
+    this.files().observe((event) => {
+      if (event.changes.keys.size) fn();
+    });
   }
 
   /** Ask the server to write the document now (before a run); resolves with the version. */

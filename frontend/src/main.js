@@ -607,15 +607,36 @@ async function goLive() {
   onSaveState("live");
   await live.ready();
   if (state.live !== live) return;
-  editor.setText(live.text());
-  editor.setCollab(live.extension());
+  showLiveFiles(live);
+  live.onFilesChanged(() => state.live === live && showLiveFiles(live));
+  tabs.liveSwitch = (path) => bindFile(live, path);
   editor.setEditable(!state.readOnly);
   $("run").disabled = state.readOnly || state.running;
   document.body.dataset.live = "true";
 }
 
+/** The tabs show the shared document's files (in the program's order); the editor edits the active one. */
+function showLiveFiles(live) {
+  const paths = live.paths();
+  const order = tabs.files.map((f) => f.path).filter((p) => paths.includes(p));
+  const all = [...order, ...paths.filter((p) => !order.includes(p)).sort()];
+  const active = tabs.files[tabs.active] && all.includes(tabs.files[tabs.active].path) ? tabs.files[tabs.active].path : null;
+  editor.setCollab([]);
+  tabs.load({ files: all.map((path) => ({ path, content: live.text(path) })), entry: tabs.entry }, defaultPath(state.language));
+  if (active) tabs.active = all.indexOf(active);
+  tabs.render();
+  bindFile(live, tabs.files[tabs.active].path);
+}
+
+function bindFile(live, path) {
+  editor.setCollab([]);
+  editor.setText(live.text(path));
+  editor.setCollab(live.extension(path));
+}
+
 function stopLive() {
   if (!state.live) return;
+  tabs.liveSwitch = null;
   editor.setCollab([]);
   state.live.destroy();
   state.live = null;

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 RUN_TIMEOUT = 90
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def second_browser() -> Iterator[Any]:
     reason = _missing()
     if reason:
@@ -89,3 +89,37 @@ def test_two_windows_type_into_one_session(page: Page, second_browser: Any, clie
         p.wait(lambda p=p: p.run_status() in TERMINAL and "hi" in p.output(), RUN_TIMEOUT, what="the run's output")
     runs = client.request("GET", f"/api/v1/executions/session/{sid}").json()
     assert runs["total"] == 1
+
+
+def test_two_windows_co_edit_a_multi_file_program(page: Page, second_browser: Any, client: ApiClient) -> None:
+    r = client.request(
+        "POST",
+        "/api/v1/code-sessions",
+        json={
+            "language": "python",
+            "entry": "main.py",
+            "files": [{"path": "main.py", "content": "import util\n"}, {"path": "util.py", "content": "X = 1\n"}],
+        },
+    )
+    assert r.status_code == 201, r.text
+    sid = r.json()["session_id"]
+    alice = live(page, sid)
+    bob = live(Page(second_browser, page.base), sid)
+    for p in (alice, bob):
+        p.wait(lambda p=p: [t.text for t in p.els(".file-tab")] == ["main.py", "util.py"], what="the file tabs")
+        assert not p.el("#file-add").is_displayed()  # the set of files changes through REST while live
+        p.el('.file-tab[data-path="util.py"]').click()
+        p.wait(lambda p=p: code(p) == "X = 1\n", what="util.py in the editor")
+    alice.type_at_end("Y = 2")
+    bob.wait(lambda: code(bob) == "X = 1\nY = 2", what="alice's line in bob's util.py")
+    bob.el('.file-tab[data-path="main.py"]').click()
+    bob.wait(lambda: code(bob) == "import util\n", what="main.py again")
+
+    def files() -> list[tuple[str, str]]:
+        got = client.request("GET", f"/api/v1/code-sessions/{sid}").json()
+        return [(f["path"], f["content"]) for f in got["files"]]
+
+    alice.wait(
+        lambda: files() == [("main.py", "import util\n"), ("util.py", "X = 1\nY = 2")],
+        what="the session's files to follow",
+    )

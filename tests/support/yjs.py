@@ -14,7 +14,7 @@ from pycrdt import Decoder, Doc, Map, Text, create_awareness_message, create_syn
 
 from livecode.services import collab_doc as yd
 
-FILES, KEY = yd.FILES, yd.SINGLE_FILE_KEY
+FILES, KEY = yd.FILES, "main.py"  # a Python session's one file
 
 
 class YDocClient:
@@ -31,23 +31,27 @@ class YDocClient:
 
     # ---- the document --------------------------------------------------------------------
 
-    def text(self) -> str:
+    def text(self, path: str = KEY) -> str:
         with self.lock:
-            value = self.doc.get(FILES, type=Map).get(KEY)
+            value = self.doc.get(FILES, type=Map).get(path)
             return str(value) if isinstance(value, Text) else ""
 
-    def edit(self, fn: Callable[[Text], None], send: bool = True) -> bytes:
-        """Change the text locally (fn gets the Y.Text); returns the update, sent unless offline."""
+    def paths(self) -> set[str]:
+        with self.lock:
+            return set(self.doc.get(FILES, type=Map).keys())
+
+    def edit(self, fn: Callable[[Text], None], send: bool = True, path: str = KEY) -> bytes:
+        """Change a file's text locally (fn gets the Y.Text); returns the update, sent unless offline."""
         with self.lock:
             before = self.doc.get_state()
-            fn(self.doc.get(FILES, type=Map)[KEY])
+            fn(self.doc.get(FILES, type=Map)[path])
             update = self.doc.get_update(before)
         if send:
             self.post(create_update_message(update))
         return update
 
-    def insert(self, index: int, value: str, send: bool = True) -> bytes:
-        return self.edit(lambda t: t.insert(index, value), send)
+    def insert(self, index: int, value: str, send: bool = True, path: str = KEY) -> bytes:
+        return self.edit(lambda t: t.insert(index, value), send, path)
 
     def set_presence(self, state: dict[str, Any], clock: int = 1) -> None:
         payload = json.dumps(state).encode()

@@ -114,6 +114,7 @@ class SessionItem(Resource):
                 entry=optional_str(body, "entry", max_len=1024),
                 source_code=optional_str(body, "source_code"),
             )
+            merge_into_document(sid, saved["version"])
             return saved, 200, {"ETag": svc.session_etag(sid, saved["version"])}
         source = require_str(body, "source_code")
         saved = svc.autosave(
@@ -124,7 +125,7 @@ class SessionItem(Resource):
             owner_id=owner_id(),
             max_bytes=s.max_source_bytes,
         )
-        merge_into_document(sid, source, saved["version"])
+        merge_into_document(sid, saved["version"], source)
         return saved, 200, {"ETag": svc.session_etag(sid, saved["version"])}
 
     @ns.doc("delete_session")
@@ -137,12 +138,12 @@ class SessionItem(Resource):
         return "", 204
 
 
-def merge_into_document(sid: Any, source: str, version: int) -> None:
+def merge_into_document(sid: Any, version: int, source: str | None = None) -> None:
     """A co-edited session takes the autosave into its live document (services/collab.py), so
     the editors see it and their next write keeps it. The autosave is already committed: a
     failure here is logged, never the caller's."""
     try:
-        collab_rooms().merge_text(sid, source, version)
+        collab_rooms().merge_saved(sid, version, source)
     except Exception:  # noqa: BLE001
         log.warning("merging an autosave into the co-edited document failed", extra={"session_id": str(sid)},
                     exc_info=True)

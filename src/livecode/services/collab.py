@@ -16,7 +16,6 @@ the room's messages in the order the document applied them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -30,11 +29,12 @@ from sqlalchemy import select
 
 from ..config import Settings
 from ..db import Database
-from ..errors import ApiError, Conflict, NotFound
+from ..errors import ApiError, Conflict, NotFound, ValidationError
 from ..models import CodeSession
 from ..streaming.collab_log import AWARENESS, PERSISTED, SEED, UPDATE, CollabLog, LogEntry
 from . import collab_doc as yd
-from .sessions import autosave
+from . import programs
+from .sessions import autosave, autosave_files
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,16 @@ class DocumentTooLarge(ApiError):
     code = "SOURCE_TOO_LARGE"
 
 
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def _program_of(row: Any) -> programs.Program:
+    return programs.session_program(row.language, row.source_code, row.files, row.entry)
+
+
+def _program_sha(program: programs.Program) -> str:
+    return yd.files_sha(dict(program.files))
+
+
+def _doc_sha(room: Room) -> str:
+    return yd.files_sha(yd.file_texts(room.doc))
 
 
 @dataclass(eq=False)
@@ -69,7 +77,10 @@ class Room:
     awareness: Awareness
     cursor: str  # the last log entry applied to `doc`
     known_version: int  # the session row's version the document was last written as
-    persisted_sha: str  # the sha256 of the source at known_version
+    persisted_sha: str  # files_sha of the program at known_version
+    language: str
+    entry: str  # the file that runs (not in the document: REST sets it)
+    order: list[str]  # the program's file order, kept when it is written back
     lock: threading.RLock = field(default_factory=threading.RLock)
     peers: dict[Any, set[int]] = field(default_factory=dict)  # peer -> its awareness client ids
     dirty_at: float | None = None  # when to write the document into the source
@@ -128,20 +139,40 @@ class CollabRooms:
                 peer.send(yd.create_awareness_message(room.awareness.encode_awareness_update(states)))
         return room
 
-    def _open(self, session_id: uuid.UUID) -> Room:
+    def _read_row(self, session_id: uuid.UUID) -> Any:
         with self.db.read(fresh=True) as s:
-            row = s.execute(
-                select(CodeSession.version, CodeSession.source_code).where(CodeSession.id == session_id)
+            return s.execute(
+                select(
+                    CodeSession.version,
+                    CodeSession.language,
+                    CodeSession.source_code,
+                    CodeSession.files,
+                    CodeSession.entry,
+                ).where(CodeSession.id == session_id)
             ).first()
+
+    def _open(self, session_id: uuid.UUID) -> Room:
+        row = self._read_row(session_id)
         if row is None:
             raise NotFound(f"code session {session_id} not found", code="SESSION_NOT_FOUND")
         key = str(session_id)
-        self.log.seed(key, yd.seed_state(row.source_code), self.origin)
+        program = _program_of(row)
+        self.log.seed(key, yd.seed_state(list(program.files)), self.origin)
         doc = yd.new_doc()
-        room = Room(session_id, doc, Awareness(doc), "0-0", row.version, _sha(row.source_code))
+        room = Room(
+            session_id,
+            doc,
+            Awareness(doc),
+            "0-0",
+            row.version,
+            _program_sha(program),
+            row.language,
+            program.entry,
+            [p for p, _ in program.files],
+        )
         for entry in self.log.load(key):
             self._apply(room, entry, broadcast=False)
-        if _sha(yd.single_text(doc)) != room.persisted_sha:
+        if _doc_sha(room) != room.persisted_sha:
             self._mark_dirty(room, remote=True)  # written by a process that went before its write
         return room
 
@@ -241,30 +272,48 @@ class CollabRooms:
 
     # ---- REST autosaves --------------------------------------------------------------------
 
-    def merge_text(self, session_id: uuid.UUID, text: str, version: int) -> None:
-        """A REST autosave wrote `text` as `version`: merge it into the document (when anyone
-        co-edits the session) so the next write of the document keeps it."""
+    def merge_saved(self, session_id: uuid.UUID, version: int, source_code: str | None = None) -> None:
+        """A REST autosave wrote `version` (`source_code`: the entry's new text, for a plain
+        autosave; None: read the program back): merge it into the document, when anyone co-edits
+        the session, so that the next write of the document keeps it."""
         key = str(session_id)
         with self._lock:
             room = self._rooms.get(key)
+        if room is None and not self.log.exists(key):
+            return  # nobody co-edits it: the next editor starts from the source
+        row = None
+        if room is None or source_code is None:
+            row = self._read_row(session_id)
+            if row is None:
+                return
         if room is not None:
             with room.lock:
-                update = yd.set_text(room.doc, text)
+                if row is None:
+                    assert source_code is not None
+                    update = yd.set_text(room.doc, source_code, room.entry)
+                else:
+                    program = _program_of(row)
+                    update = yd.set_files(room.doc, list(program.files))
+                    room.entry, room.order = program.entry, [p for p, _ in program.files]
                 if update != yd.EMPTY_UPDATE:
                     self._broadcast(room, yd.create_update_message(update), None)
                     self._append(room, UPDATE, update)
-                self._on_persisted(room, version, _sha(text))
+                texts = yd.file_texts(room.doc)
+                if row is None:
+                    texts[room.entry] = source_code or ""
+                self._on_persisted(room, version, yd.files_sha(texts))
             return
-        if not self.log.exists(key):
-            return  # nobody co-edits it: the next editor starts from the source
+        assert row is not None
+        program = _program_of(row)
         doc = yd.new_doc()
         for entry in self.log.load(key):
             if entry.kind in (SEED, UPDATE):
                 doc.apply_update(entry.data)
-        update = yd.set_text(doc, text)
+        update = yd.set_files(doc, list(program.files))
         if update != yd.EMPTY_UPDATE:
             self.log.append(key, UPDATE, update, self.origin)
-        self.log.append(key, PERSISTED, json.dumps({"version": version, "sha": _sha(text)}).encode(), self.origin)
+        notice = {"version": row.version, "sha": _program_sha(program), "entry": program.entry}
+        self.log.append(key, PERSISTED, json.dumps(notice).encode(), self.origin)
 
     # ---- the log ---------------------------------------------------------------------------
 
@@ -290,6 +339,8 @@ class CollabRooms:
                 self._broadcast(room, yd.create_awareness_message(entry.data), None)
         elif entry.kind == PERSISTED:
             info = json.loads(entry.data)
+            if info.get("entry"):
+                room.entry = str(info["entry"])
             self._on_persisted(room, int(info["version"]), str(info["sha"]))
 
     def _read_loop(self) -> None:
@@ -337,7 +388,7 @@ class CollabRooms:
         if version >= room.known_version:
             room.known_version, room.persisted_sha = version, sha
             room.conflict_version = None
-        if _sha(yd.single_text(room.doc)) == room.persisted_sha:
+        if _doc_sha(room) == room.persisted_sha:
             room.dirty_at = room.first_dirty = None
 
     def _persist_loop(self) -> None:
@@ -354,25 +405,20 @@ class CollabRooms:
                         room.dirty_at = time.monotonic() + 1
 
     def _persist(self, room: Room) -> None:
-        """Write the document into the session's source if it differs, with the version it was
-        last written as (optimistic locking, as autosave)."""
+        """Write the document into the session's source (or files) if it differs, with the
+        version it was last written as (optimistic locking, as autosave)."""
         for _ in range(2):
             with room.lock:
-                text = yd.single_text(room.doc)
-                sha = _sha(text)
+                texts = yd.file_texts(room.doc)
+                sha = yd.files_sha(texts)
                 if sha == room.persisted_sha:
                     room.dirty_at = room.first_dirty = None
                     return
-                expected = room.known_version
+                expected, entry = room.known_version, room.entry
+                known = [p for p in room.order if p in texts]
+                files = [(p, texts[p]) for p in known + sorted(set(texts) - set(known))]
             try:
-                saved = autosave(
-                    self.db,
-                    room.session_id,
-                    source_code=text,
-                    expected_version=expected,
-                    owner_id=None,
-                    max_bytes=self.settings.max_source_bytes,
-                )
+                saved = self._write(room, files, entry, expected)
             except NotFound:
                 self._close_room(room, 4404, "SESSION_NOT_FOUND", "the session was deleted")
                 return
@@ -380,27 +426,61 @@ class CollabRooms:
                 if self._after_conflict(room):
                     continue
                 return
+            except ValidationError as exc:
+                # A file set the API refuses (a client put a bad path or too much in the map):
+                # say so, and write nothing until the document changes again.
+                with room.lock:
+                    room.dirty_at = room.first_dirty = None
+                    self._broadcast(
+                        room,
+                        yd.livecode_message(json.dumps({"type": "error", "code": exc.code, "message": exc.message})),
+                        None,
+                    )
+                return
             with room.lock:
+                room.order = [p for p, _ in files]
                 self._on_persisted(room, saved["version"], sha)
-                self._append(room, PERSISTED, json.dumps({"version": saved["version"], "sha": sha}).encode())
+                notice = {"version": saved["version"], "sha": sha}
+                self._append(room, PERSISTED, json.dumps(notice).encode())
                 saved_msg = yd.livecode_message(json.dumps({"type": "saved", "version": saved["version"]}))
                 self._broadcast(room, saved_msg, None)
             return
+
+    def _write(self, room: Room, files: list[tuple[str, str]], entry: str, expected: int) -> dict[str, Any]:
+        """One file at the language's default path is a plain source (autosave's one small
+        write); anything else is a program (autosave_files)."""
+        if len(files) == 1 and files[0][0] == entry == programs.default_path(room.language):
+            return autosave(
+                self.db,
+                room.session_id,
+                source_code=files[0][1],
+                expected_version=expected,
+                owner_id=None,
+                max_bytes=self.settings.max_source_bytes,
+            )
+        return autosave_files(
+            self.db,
+            room.session_id,
+            settings=self.settings,
+            expected_version=expected,
+            owner_id=None,
+            files=files,
+            entry=entry if any(p == entry for p, _ in files) else None,
+        )
 
     def _after_conflict(self, room: Room) -> bool:
         """The source moved on: True to write again now. A REST autosave or another process
         wrote it; its merge (or write notice) comes through the log. Wait for it once; then the
         document, which holds every merge, is written over the row."""
-        with self.db.read(fresh=True) as s:
-            row = s.execute(
-                select(CodeSession.version, CodeSession.source_code).where(CodeSession.id == room.session_id)
-            ).first()
+        row = self._read_row(room.session_id)
         if row is None:
             self._close_room(room, 4404, "SESSION_NOT_FOUND", "the session was deleted")
             return False
         with room.lock:
-            if _sha(row.source_code) == _sha(yd.single_text(room.doc)):
-                self._on_persisted(room, row.version, _sha(row.source_code))
+            program = _program_of(row)
+            room.entry = program.entry
+            if _program_sha(program) == _doc_sha(room):
+                self._on_persisted(room, row.version, _program_sha(program))
                 return False
             if room.conflict_version == row.version:
                 room.known_version = row.version

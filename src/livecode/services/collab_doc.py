@@ -1,15 +1,18 @@
 """The co-edited document and the Yjs sync protocol's framing, with pycrdt (the Yrs CRDT that Yjs
 clients speak to byte for byte). No Flask, no Redis.
 
-The document is a Y.Map named "files" of Y.Text keyed by file path. A session with one source
-(today's sessions) has one entry, SINGLE_FILE_KEY; multi-file sessions (`files: [{path,
-content}]`) will hold one entry per path: `file_texts()` and `seed_state()` are the seam.
+The document is a Y.Map named "files" of Y.Text keyed by file path: a multi-file session's
+program (`files: [{path, content}]`) has one entry per path; a single-source session has one,
+at its language's default path (`main.py`, ...), which is what its `source_code` holds.
 
 Only the server seeds a document (from the session's source); clients never create the texts,
 so two clients cannot each insert the same file (which a CRDT would keep twice).
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
 
 from pycrdt import (
     Decoder,
@@ -26,7 +29,6 @@ from pycrdt import (
 )
 
 FILES = "files"
-SINGLE_FILE_KEY = "source_code"
 EMPTY_UPDATE = b"\x00\x00"
 # Our own message type beside y-protocols' sync (0), awareness (1), auth (2) and query-awareness
 # (3): a JSON text. Server to client: {"type": "saved", "version"} when the document was written
@@ -38,7 +40,6 @@ __all__ = [
     "EMPTY_UPDATE",
     "FILES",
     "LIVECODE",
-    "SINGLE_FILE_KEY",
     "YMessageType",
     "YSyncMessageType",
     "awareness_clients",
@@ -52,7 +53,8 @@ __all__ = [
     "read_payload",
     "seed_state",
     "set_text",
-    "single_text",
+    "files_sha",
+    "set_files",
     "sync_step2",
 ]
 
@@ -67,10 +69,12 @@ def _files(doc: Doc) -> Map:
     return doc.get(FILES, type=Map)
 
 
-def seed_state(source_code: str) -> bytes:
-    """The document of a single-source session, as one Yjs update."""
+def seed_state(files: list[tuple[str, str]]) -> bytes:
+    """The document of a session's program ((path, content) pairs), as one Yjs update."""
     doc = new_doc()
-    _files(doc)[SINGLE_FILE_KEY] = Text(source_code)
+    with doc.transaction():
+        for path, content in files:
+            _files(doc)[path] = Text(content)
     return doc.get_update()
 
 
@@ -79,9 +83,9 @@ def file_texts(doc: Doc) -> dict[str, str]:
     return {path: str(value) for path, value in _files(doc).items() if isinstance(value, Text)}
 
 
-def single_text(doc: Doc) -> str:
-    """The single-source session's text: what is written into `source_code`."""
-    return file_texts(doc).get(SINGLE_FILE_KEY, "")
+def files_sha(texts: dict[str, str]) -> str:
+    """One digest of a set of files, the same on every process (which file runs is not in it)."""
+    return hashlib.sha256(json.dumps(sorted(texts.items()), ensure_ascii=False).encode()).hexdigest()
 
 
 def doc_bytes(doc: Doc) -> int:
@@ -90,7 +94,20 @@ def doc_bytes(doc: Doc) -> int:
     return sum(len(value) for value in _files(doc).values() if isinstance(value, Text))
 
 
-def set_text(doc: Doc, new: str, key: str = SINGLE_FILE_KEY) -> bytes:
+def set_files(doc: Doc, files: list[tuple[str, str]]) -> bytes:
+    """Make the document hold exactly `files` (each text changed as set_text does, files no
+    longer there removed); returns the Yjs update."""
+    before = doc.get_state()
+    with doc.transaction():
+        wanted = dict(files)
+        for path in [p for p in list(_files(doc).keys()) if p not in wanted]:  # noqa: SIM118
+            del _files(doc)[path]
+        for path, content in files:
+            set_text(doc, content, path)
+    return doc.get_update(before)
+
+
+def set_text(doc: Doc, new: str, key: str) -> bytes:
     """Make a file's text `new` with the smallest single replacement (common prefix and suffix
     kept), so what others type meanwhile outside that span survives; returns the Yjs update (empty
     update when nothing changed). Used to merge a REST autosave into the document."""

@@ -72,7 +72,7 @@ def test_a_rest_autosave_is_merged_not_lost(db: Any, rooms: Any) -> None:
     saved = ss.autosave(
         db, sid, source_code="line1\nline2\nrest\n", expected_version=None, owner_id=None, max_bytes=10_000
     )
-    a.merge_text(sid, "line1\nline2\nrest\n", saved["version"])  # the PATCH landed on the other process
+    a.merge_saved(sid, saved["version"], "line1\nline2\nrest\n")  # the PATCH landed on the other process
     alice.wait_text("line1\nline2\nrest\n")
     alice.insert(0, "# ")
     alice.saved_version()
@@ -85,7 +85,7 @@ def test_a_rest_autosave_on_the_process_of_the_room(db: Any, rooms: Any) -> None
     alice = FakePeer(a).join(sid)
     alice.insert(0, "# top\n")
     saved = ss.autosave(db, sid, source_code="x = 2\n", expected_version=None, owner_id=None, max_bytes=10_000)
-    a.merge_text(sid, "x = 2\n", saved["version"])
+    a.merge_saved(sid, saved["version"], "x = 2\n")
     alice.wait_text("x = 2\n")
     assert alice.saved_version() >= saved["version"]
     assert source_of(db, sid)[0] == "x = 2\n"
@@ -138,6 +138,46 @@ def test_offline_edits_converge_on_reconnect(db: Any, rooms: Any) -> None:
     alice.join(sid)
     for p in (alice, bob):
         p.wait_text("online base offline")
+
+
+def test_a_multi_file_program_is_co_edited_file_by_file(db: Any, rooms: Any) -> None:
+    a, b, settings = rooms
+    files = [("main.py", "import util\nutil.hi()\n"), ("util.py", "def hi():\n    pass\n")]
+    created = ss.create_session(
+        db,
+        language="python",
+        source_code=None,
+        files=files,
+        entry="main.py",
+        owner_id=None,
+        max_bytes=100_000,
+        settings=settings,
+    )
+    sid = uuid.UUID(created["session_id"])
+    alice, bob = FakePeer(a).join(sid), FakePeer(b).join(sid)
+    assert bob.paths() == {"main.py", "util.py"} and bob.text("util.py") == "def hi():\n    pass\n"
+    alice.insert(len("def hi():\n    "), "print('hi')  # ", path="util.py")
+    bob.insert(0, "# main\n", path="main.py")
+    for p in (alice, bob):
+        p.wait(lambda p=p: p.text("util.py").count("print") == 1 and p.text().startswith("# main"), what="both")
+    alice.saved_version()
+    got = ss.get_session(db, sid, None, fresh=True)
+    assert got["entry"] == "main.py"
+    assert [(f["path"], f["content"]) for f in got["files"]] == [
+        ("main.py", "# main\nimport util\nutil.hi()\n"),
+        ("util.py", "def hi():\n    print('hi')  # pass\n"),
+    ]
+    # A REST save of the whole set (a file added, one changed) is merged into the document.
+    saved = ss.autosave_files(
+        db,
+        sid,
+        settings=settings,
+        expected_version=None,
+        owner_id=None,
+        files=[("main.py", "print(1)\n"), ("util.py", got["files"][1]["content"]), ("extra.py", "X = 1\n")],
+    )
+    b.merge_saved(sid, saved["version"])
+    alice.wait(lambda: alice.text("extra.py") == "X = 1\n" and alice.text() == "print(1)\n", what="the REST files")
 
 
 def _msg(update: bytes) -> bytes:
