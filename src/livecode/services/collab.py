@@ -127,11 +127,14 @@ class CollabRooms:
         self._start_threads()
         with self._lock:
             room = self._rooms.get(str(session_id))
+            opened = room is None
             if room is None:
                 room = self._open(session_id)
                 self._rooms[room.key] = room
             with room.lock:
                 room.peers[peer] = set()
+        if opened:
+            self._wake_reader()  # a blocking read started before this room would hold its updates back
         with room.lock:
             peer.send(yd.create_sync_message(room.doc))
             states = list(room.awareness.states)
@@ -348,7 +351,7 @@ class CollabRooms:
             with self._lock:
                 rooms = {key: room for key, room in self._rooms.items() if not room.closed}
             try:
-                entries = self.log.read({key: room.cursor for key, room in rooms.items()}, READ_BLOCK_MS)
+                entries = self.log.read({key: room.cursor for key, room in rooms.items()}, READ_BLOCK_MS, self.origin)
             except Exception:  # noqa: BLE001 - Redis away: retry; editors here still converge
                 log.warning("collab log read failed", exc_info=True)
                 self._stop.wait(1)
@@ -509,6 +512,12 @@ class CollabRooms:
                 peer.close(code, error)
             except Exception:  # noqa: BLE001
                 log.debug("collab close failed", exc_info=True)
+
+    def _wake_reader(self) -> None:
+        try:
+            self.log.wake(self.origin)
+        except Exception:  # noqa: BLE001 - the reader picks the room up at its next read anyway
+            log.debug("collab reader wake-up failed", exc_info=True)
 
     def _start_threads(self) -> None:
         with self._lock:

@@ -52,9 +52,13 @@ class CollabLog(Protocol):
         """Add an entry; returns its id. Refreshes the log's time to live."""
         ...
 
-    def read(self, cursors: dict[str, str], block_ms: int) -> list[LogEntry]:
+    def read(self, cursors: dict[str, str], block_ms: int, reader: str = "") -> list[LogEntry]:
         """Entries after each session's cursor (an entry id, "0" for all), waiting up to `block_ms`
-        for the first."""
+        for the first, or for wake(reader)."""
+        ...
+
+    def wake(self, reader: str) -> None:
+        """End `reader`'s blocking read now (it has a new document to follow)."""
         ...
 
     def compact(self, session_id: str, state: bytes, through: str, origin: str) -> None:
@@ -65,6 +69,11 @@ class CollabLog(Protocol):
 
 def _key(session_id: str) -> str:
     return f"livecode:collab:{session_id}"
+
+
+def _wake_key(reader: str) -> str:
+    # Not under livecode:collab: (a session's stream): a reader's own wake-up line.
+    return f"livecode:collab-wake:{reader}"
 
 
 def _text(v: bytes | str) -> str:
@@ -109,17 +118,28 @@ class RedisCollabLog:
         pipe.expire(key, self.ttl_s)
         return _text(pipe.execute()[0])
 
-    def read(self, cursors: dict[str, str], block_ms: int) -> list[LogEntry]:
-        if not cursors:
+    def read(self, cursors: dict[str, str], block_ms: int, reader: str = "") -> list[LogEntry]:
+        streams = {_key(sid): cursor for sid, cursor in cursors.items()}
+        if reader:
+            streams[_wake_key(reader)] = "$"
+        if not streams:
             time.sleep(block_ms / 1000)
             return []
-        streams = {_key(sid): cursor for sid, cursor in cursors.items()}
         got: Any = self.client.xread(streams, block=block_ms or None, count=500)  # type: ignore[arg-type]
         out = []
         for key, rows in got or []:
-            sid = _text(key).rsplit(":", 1)[1]
+            name = _text(key)
+            if not name.startswith("livecode:collab:"):
+                continue  # the wake-up stream
+            sid = name.rsplit(":", 1)[1]
             out += [self._entry(sid, i, f) for i, f in rows]
         return out
+
+    def wake(self, reader: str) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xadd(_wake_key(reader), {"w": "1"}, maxlen=10, approximate=True)
+        pipe.expire(_wake_key(reader), 60)
+        pipe.execute()
 
     def compact(self, session_id: str, state: bytes, through: str, origin: str) -> None:
         key = _key(session_id)
@@ -141,6 +161,7 @@ class MemoryCollabLog:
         self.ttl_s = ttl_s
         self._logs: dict[str, tuple[float, list[LogEntry]]] = {}
         self._seq = 0
+        self._woken: dict[str, bool] = {}
         self._cond = threading.Condition()
 
     def _live(self, session_id: str) -> list[LogEntry] | None:
@@ -178,7 +199,7 @@ class MemoryCollabLog:
         with self._cond:
             return self._add(session_id, kind, data, origin)
 
-    def read(self, cursors: dict[str, str], block_ms: int) -> list[LogEntry]:
+    def read(self, cursors: dict[str, str], block_ms: int, reader: str = "") -> list[LogEntry]:
         deadline = time.monotonic() + block_ms / 1000
         with self._cond:
             while True:
@@ -189,9 +210,14 @@ class MemoryCollabLog:
                     if _seq_of(e.entry_id) > _seq_of(cursor)
                 ]
                 left = deadline - time.monotonic()
-                if out or left <= 0:
+                if out or left <= 0 or self._woken.pop(reader, False):
                     return sorted(out, key=lambda e: _seq_of(e.entry_id))
                 self._cond.wait(left)
+
+    def wake(self, reader: str) -> None:
+        with self._cond:
+            self._woken[reader] = True
+            self._cond.notify_all()
 
     def compact(self, session_id: str, state: bytes, through: str, origin: str) -> None:
         with self._cond:
