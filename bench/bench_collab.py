@@ -158,6 +158,7 @@ def main() -> None:
         LIVECODE_LOG_LEVEL="WARNING",
         LIVECODE_STREAMS_PER_ADDRESS="0",
         LIVECODE_STREAMS_PER_USER="0",
+        LIVECODE_CONNECTIONS_PER_ADDRESS="0",  # every client of the benchmark is 127.0.0.1
     )
     subprocess.run(livecode("db", "upgrade"), env=env, check=True, capture_output=True)
     (pa, a_base), (pb, b_base) = start_api_proc(env, a.threads), start_api_proc(env, a.threads)

@@ -5,6 +5,7 @@ y-websocket provider does), signed in as the rest of the API is (`?access_token=
 from __future__ import annotations
 
 import secrets
+import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -168,3 +169,28 @@ def _framed(update: bytes) -> bytes:
     from pycrdt import write_message
 
     return write_message(update)
+
+
+def test_an_api_process_killed_mid_session_loses_no_relayed_edit(pair: Pair) -> None:
+    """Last in the module: it kills process A (SIGKILL, no shutdown)."""
+    owner, token = account(pair.b)
+    sid = owner.create_session("start\n")["session_id"]
+    alice, bob = WsClient(ws_url(pair.a, sid, token)), WsClient(ws_url(pair.b, sid, token))
+    try:
+        alice.insert(len(b"start\n"), "alice 1\n")
+        bob.wait_text("start\nalice 1\n")
+        pair.procs[0].signal(signal.SIGKILL)  # A dies before its debounced write, perhaps
+        alice.wait(lambda: alice.closed is not None, what="alice's socket to drop")
+        alice.disconnect()
+        alice.insert(0, "# offline\n", send=False)
+        bob.insert(len(bob.text().encode()), "bob 1\n")
+        alice.url = ws_url(pair.b, sid, token)  # the load balancer sends her to B
+        alice.connect()
+        for c in (alice, bob):
+            c.wait_text("# offline\nstart\nalice 1\nbob 1\n")
+        bob.saved_version()
+        got = owner.request("GET", f"/api/v1/code-sessions/{sid}").json()
+        assert got["source_code"] == "# offline\nstart\nalice 1\nbob 1\n"
+    finally:
+        alice.disconnect()
+        bob.disconnect()
