@@ -129,6 +129,7 @@ class FakePeer(YDocClient):
     def __init__(self, rooms: Any, can_edit: bool = True, client_id: int | None = None) -> None:
         super().__init__(None, client_id)
         self.rooms, self.can_edit = rooms, can_edit
+        self.user_id: Any = None
         self.room: Any = None
         self.pending: list[bytes] = []  # what it answered while joining, before it had the room
         self.sender = self._to_room

@@ -42,8 +42,8 @@ class WsPeer:
     """A room's view of one WebSocket: sends are serialized (the room and this connection's
     thread both send)."""
 
-    def __init__(self, ws: Any, can_edit: bool) -> None:
-        self.ws, self.can_edit = ws, can_edit
+    def __init__(self, ws: Any, can_edit: bool, user_id: uuid.UUID | None) -> None:
+        self.ws, self.can_edit, self.user_id = ws, can_edit, user_id
         self._lock = threading.Lock()
 
     def send(self, message: bytes) -> None:
@@ -62,8 +62,8 @@ def _error(code: str, message: str) -> bytes:
     return yd.livecode_message(json.dumps({"type": "error", "code": code, "message": message}))
 
 
-def _serve(ws: Any, rooms: CollabRooms, session_id: uuid.UUID, can_edit: bool) -> None:
-    peer = WsPeer(ws, can_edit)
+def _serve(ws: Any, rooms: CollabRooms, session_id: uuid.UUID, can_edit: bool, user_id: uuid.UUID | None) -> None:
+    peer = WsPeer(ws, can_edit, user_id)
     room = rooms.join(session_id, peer)
     try:
         while not room.closed:
@@ -116,7 +116,7 @@ def register_collab(app: Flask) -> None:
     def _ws(ws: Any, session_id: str) -> None:
         sid, can_edit = g.collab
         try:
-            _serve(ws, collab_rooms(), sid, can_edit)
+            _serve(ws, collab_rooms(), sid, can_edit, owner_id())
         finally:
             _close_websocket(ws)
 

@@ -34,6 +34,7 @@ from ..models import CodeSession
 from ..streaming.collab_log import AWARENESS, PERSISTED, SEED, UPDATE, CollabLog, LogEntry
 from . import collab_doc as yd
 from . import programs
+from .access import Need, grants, role_of
 from .sessions import autosave, autosave_files
 
 log = logging.getLogger(__name__)
@@ -41,12 +42,14 @@ log = logging.getLogger(__name__)
 COMPACT_EVERY = 1000  # log entries between snapshots
 READ_BLOCK_MS = 250
 TICK_S = 0.02
+RECHECK_S = 10.0  # how soon a removed member's (or a demoted editor's) open socket notices
 
 
 class Peer(Protocol):
     """One editor's connection, as the room sees it."""
 
     can_edit: bool
+    user_id: uuid.UUID | None  # None: the one local user of a service without accounts
 
     def send(self, message: bytes) -> None: ...
 
@@ -395,8 +398,15 @@ class CollabRooms:
             room.dirty_at = room.first_dirty = None
 
     def _persist_loop(self) -> None:
+        next_check = time.monotonic() + RECHECK_S
         while not self._stop.wait(TICK_S):
             now = time.monotonic()
+            if now >= next_check:
+                next_check = now + RECHECK_S
+                try:
+                    self._recheck_members()
+                except Exception:  # noqa: BLE001 - checked again at the next round
+                    log.warning("collab membership check failed", exc_info=True)
             with self._lock:
                 due = [r for r in self._rooms.values() if r.dirty_at is not None and r.dirty_at <= now]
             for room in due:
@@ -406,6 +416,28 @@ class CollabRooms:
                     log.warning("collab persist failed", extra={"session_id": room.key}, exc_info=True)
                     with room.lock:
                         room.dirty_at = time.monotonic() + 1
+
+    def _recheck_members(self) -> None:
+        """The membership rule again for every open socket: one removed from the session is
+        closed (4403), one whose role changed gets its new rights. (The handshake checked it;
+        this catches changes made while it is open, on any process.)"""
+        with self._lock:
+            rooms = list(self._rooms.values())
+        for room in rooms:
+            with room.lock:
+                peers = [p for p in room.peers if p.user_id is not None]
+            for peer in peers:
+                role = role_of(self.db, room.session_id, peer.user_id)
+                if role is None:
+                    try:
+                        peer.send(yd.livecode_message(json.dumps(
+                            {"type": "error", "code": "SESSION_NOT_FOUND",
+                             "message": "you are no longer a member of this session"})))
+                        peer.close(4403, "NOT_A_MEMBER")
+                    except Exception:  # noqa: BLE001 - it is closing anyway
+                        log.debug("collab close failed", exc_info=True)
+                else:
+                    peer.can_edit = grants(role, Need.EDIT)
 
     def _persist(self, room: Room) -> None:
         """Write the document into the session's source (or files) if it differs, with the

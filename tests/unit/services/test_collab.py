@@ -184,3 +184,27 @@ def _msg(update: bytes) -> bytes:
     from pycrdt import write_message
 
     return write_message(update)
+
+
+def test_a_member_removed_or_demoted_while_connected_loses_the_socket_or_the_right(db: Any, rooms: Any) -> None:
+    from livecode.services import accounts, members
+
+    a, _, _ = rooms
+    owner = uuid.UUID(accounts.create_user(db, "owner1", "correct horse battery staple")["user_id"])
+    ed = uuid.UUID(accounts.create_user(db, "editor1", "correct horse battery staple")["user_id"])
+    gone = uuid.UUID(accounts.create_user(db, "leaver1", "correct horse battery staple")["user_id"])
+    created = ss.create_session(db, language="python", source_code="x", owner_id=owner, max_bytes=1000)
+    sid = uuid.UUID(created["session_id"])
+    members.add_member(db, sid, owner, "editor1", "editor")
+    members.add_member(db, sid, owner, "leaver1", "editor")
+    editor, leaver = FakePeer(a), FakePeer(a)
+    editor.user_id, leaver.user_id = ed, gone
+    editor.join(sid)
+    leaver.join(sid)
+    members.add_member(db, sid, owner, "editor1", "viewer")  # demoted
+    members.remove_member(db, sid, owner, gone)  # removed
+    a._recheck_members()
+    assert leaver.closed == (4403, "NOT_A_MEMBER")
+    assert editor.closed is None and editor.can_edit is False
+    editor.insert(0, "no ")
+    assert editor.notices[-1]["code"] == "READ_ONLY_MEMBER"
