@@ -91,6 +91,7 @@ class Room:
     conflict_version: int | None = None
     since_snapshot: int = 0
     closed: bool = False
+    base_state: bytes | None = None  # a document state whose text is the session's at known_version
 
     @property
     def key(self) -> str:
@@ -180,6 +181,8 @@ class CollabRooms:
             self._apply(room, entry, broadcast=False)
         if _doc_sha(room) != room.persisted_sha:
             self._mark_dirty(room, remote=True)  # written by a process that went before its write
+        else:
+            room.base_state = doc.get_update()
         return room
 
     def leave(self, room: Room, peer: Peer) -> None:
@@ -294,20 +297,32 @@ class CollabRooms:
                 return
         if room is not None:
             with room.lock:
+                # Three-way when the save is the next version after the one the document was
+                # written as: the change from that text to the saved one is made on a copy of
+                # the document as it was then, and merged (a CRDT update) into the live one, so
+                # what the editors typed since, not yet written, stays. Otherwise the live text
+                # is made the saved one.
+                base = room.base_state if version == room.known_version + 1 else None
+                target = room.doc
+                if base is not None:
+                    target = yd.new_doc()
+                    target.apply_update(base)
                 if row is None:
                     assert source_code is not None
-                    update = yd.set_text(room.doc, source_code, room.entry)
+                    update = yd.set_text(target, source_code, room.entry)
                 else:
                     program = _program_of(row)
-                    update = yd.set_files(room.doc, list(program.files))
+                    update = yd.set_files(target, list(program.files))
                     room.entry, room.order = program.entry, [p for p, _ in program.files]
+                if base is not None:
+                    room.doc.apply_update(update)
                 if update != yd.EMPTY_UPDATE:
                     self._broadcast(room, yd.create_update_message(update), None)
                     self._append(room, UPDATE, update)
-                texts = yd.file_texts(room.doc)
-                if row is None:
-                    texts[room.entry] = source_code or ""
-                self._on_persisted(room, version, yd.files_sha(texts))
+                saved_sha = yd.files_sha(yd.file_texts(target))
+                self._on_persisted(room, version, saved_sha, target.get_update() if base is not None else None)
+                if _doc_sha(room) != saved_sha:
+                    self._mark_dirty(room, remote=False)  # the merge holds more than the save
             return
         assert row is not None
         program = _program_of(row)
@@ -390,12 +405,15 @@ class CollabRooms:
         # Debounced, but written at least every few periods while typing goes on.
         room.dirty_at = min(now + self.persist_s, room.first_dirty + 4 * self.persist_s)
 
-    def _on_persisted(self, room: Room, version: int, sha: str) -> None:
+    def _on_persisted(self, room: Room, version: int, sha: str, base: bytes | None = None) -> None:
+        """The session holds `version`, of digest `sha` (`base`: a document state of that text)."""
         if version >= room.known_version:
             room.known_version, room.persisted_sha = version, sha
             room.conflict_version = None
+            room.base_state = base
         if _doc_sha(room) == room.persisted_sha:
             room.dirty_at = room.first_dirty = None
+            room.base_state = room.doc.get_update()
 
     def _persist_loop(self) -> None:
         next_check = time.monotonic() + RECHECK_S
@@ -430,9 +448,17 @@ class CollabRooms:
                 role = role_of(self.db, room.session_id, peer.user_id)
                 if role is None:
                     try:
-                        peer.send(yd.livecode_message(json.dumps(
-                            {"type": "error", "code": "SESSION_NOT_FOUND",
-                             "message": "you are no longer a member of this session"})))
+                        peer.send(
+                            yd.livecode_message(
+                                json.dumps(
+                                    {
+                                        "type": "error",
+                                        "code": "SESSION_NOT_FOUND",
+                                        "message": "you are no longer a member of this session",
+                                    }
+                                )
+                            )
+                        )
                         peer.close(4403, "NOT_A_MEMBER")
                     except Exception:  # noqa: BLE001 - it is closing anyway
                         log.debug("collab close failed", exc_info=True)
@@ -446,6 +472,7 @@ class CollabRooms:
             with room.lock:
                 texts = yd.file_texts(room.doc)
                 sha = yd.files_sha(texts)
+                state = room.doc.get_update()  # the document as written: a later REST save's base
                 if sha == room.persisted_sha:
                     room.dirty_at = room.first_dirty = None
                     return
@@ -474,7 +501,7 @@ class CollabRooms:
                 return
             with room.lock:
                 room.order = [p for p, _ in files]
-                self._on_persisted(room, saved["version"], sha)
+                self._on_persisted(room, saved["version"], sha, state)
                 notice = {"version": saved["version"], "sha": sha}
                 self._append(room, PERSISTED, json.dumps(notice).encode())
                 saved_msg = yd.livecode_message(json.dumps({"type": "saved", "version": saved["version"]}))

@@ -84,6 +84,7 @@ def test_a_rest_autosave_on_the_process_of_the_room(db: Any, rooms: Any) -> None
     sid = new_session(db, "x = 1\n")
     alice = FakePeer(a).join(sid)
     alice.insert(0, "# top\n")
+    alice.saved_version()  # written: an unversioned save over it is the last word
     saved = ss.autosave(db, sid, source_code="x = 2\n", expected_version=None, owner_id=None, max_bytes=10_000)
     a.merge_saved(sid, saved["version"], "x = 2\n")
     alice.wait_text("x = 2\n")
@@ -208,3 +209,22 @@ def test_a_member_removed_or_demoted_while_connected_loses_the_socket_or_the_rig
     assert editor.closed is None and editor.can_edit is False
     editor.insert(0, "no ")
     assert editor.notices[-1]["code"] == "READ_ONLY_MEMBER"
+
+
+def test_a_rest_autosave_keeps_what_editors_typed_since_the_last_write(db: Any, settings: Any) -> None:
+    # Nothing is written on its own here (a long debounce): the editor's line is in the document only.
+    slow = settings.with_overrides(collab_persist_ms=60_000)
+    a = CollabRooms(db, MemoryCollabLog(3600), slow)
+    try:
+        sid = new_session(db, "line1\nline2\n")
+        alice = FakePeer(a).join(sid)
+        alice.insert(0, "# alice\n")
+        saved = ss.autosave(
+            db, sid, source_code="line1\nline2\nrest\n", expected_version=1, owner_id=None, max_bytes=10_000
+        )
+        a.merge_saved(sid, saved["version"], "line1\nline2\nrest\n")
+        alice.wait_text("# alice\nline1\nline2\nrest\n")
+        assert alice.saved_version() == saved["version"] + 1
+        assert source_of(db, sid)[0] == "# alice\nline1\nline2\nrest\n"
+    finally:
+        a.stop()
