@@ -11,7 +11,7 @@ const out = join(here, "..", "src", "livecode", "static");
 await rm(out, { recursive: true, force: true });
 await mkdir(out, { recursive: true });
 await build({
-  entryPoints: { app: join(here, "src", "main.js") },
+  entryPoints: { app: join(here, "src", "main.js"), admin: join(here, "src", "admin.js") },
   bundle: true,
   splitting: true,
   format: "esm",
@@ -25,6 +25,9 @@ await build({
 });
 await copyFile(join(here, "src", "index.html"), join(out, "index.html"));
 await copyFile(join(here, "src", "style.css"), join(out, "style.css"));
+await copyFile(join(here, "src", "admin.html"), join(out, "admin.html"));
+await copyFile(join(here, "src", "admin.css"), join(out, "admin.css"));
+await copyFile(join(here, "node_modules", "uplot", "dist", "uPlot.min.css"), join(out, "uplot.css"));
 
 let total = 0;
 for (const entry of await readdir(out, { recursive: true })) {

@@ -23,6 +23,10 @@ PACKAGES=(
   libseccomp-dev
   bash
   python3
+  # Python's data libraries (issue 13): listed by GET /api/v1/languages when present.
+  python3-numpy
+  python3-pandas
+  python3-matplotlib
   nodejs
   gcc
   g++

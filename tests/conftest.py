@@ -222,6 +222,8 @@ LONGEST_FIRST = (
     "tests/integration/test_faults_redis.py",
     "tests/browser/test_playground.py",
     "tests/integration/test_schemathesis.py",
+    "tests/integration/test_webhooks.py",
+    "tests/compat/test_judge0_sdk.py",
     "tests/integration/test_run_modes.py",
     "tests/integration/test_output_bytes.py",
     "tests/integration/test_streaming.py",

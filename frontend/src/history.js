@@ -69,6 +69,7 @@ export class HistoryView {
       time.textContent = `#${this.total - i} · ${when(ex.queued_at)}`;
       const detail = document.createElement("span");
       const parts = [];
+      if (ex.summary) parts.push(`${ex.summary.passed}/${ex.summary.total} tests passed`);
       if (ex.exit_code !== null && ex.exit_code !== undefined) parts.push(`exit ${ex.exit_code}`);
       if (ex.execution_time_ms !== null && ex.execution_time_ms !== undefined) parts.push(`${ex.execution_time_ms} ms`);
       detail.textContent = parts.join(" · ");

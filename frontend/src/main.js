@@ -262,6 +262,7 @@ async function changeLanguage() {
     const program = tabs.multi ? { files: tabs.files, entry: tabs.entry } : { source_code: source };
     const session = await api("POST", "/api/v1/code-sessions", { language: next, ...program });
     window.history.pushState(null, "", sessionUrl(session.session_id));
+    tests.copyTo(session.session_id);
     await openSession(session);
     $("language-note").textContent = `New ${languageName(next)} session; the ${languageName(prev)} one keeps its own link.`;
     $("language-note").hidden = false;

@@ -1,6 +1,8 @@
 // The output pane and the result summary. Output is appended as text nodes (never as HTML):
 // a program's output is untrusted.
 
+import { FilesView } from "./outfiles.js";
+
 const $ = (id) => document.getElementById(id);
 
 export class OutputView {
@@ -8,11 +10,13 @@ export class OutputView {
     this.pre = $("output");
     this.status = $("run-status");
     this.streamed = { stdout: "", stderr: "", compile: "" };
+    this.files = new FilesView(); // what the run left in out/, under the output
   }
 
   clear() {
     this.pre.textContent = "";
     this.streamed = { stdout: "", stderr: "", compile: "" };
+    this.files.clear();
     this.setResult(null);
   }
 
@@ -65,6 +69,7 @@ export class OutputView {
     if (!this.pre.textContent) this.note("(no output)");
     this.setStatus(ex.status, ex.reason);
     this.setResult(ex);
+    this.files.show(ex);
   }
 
   setResult(ex) {

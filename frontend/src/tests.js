@@ -176,6 +176,15 @@ export class TestsPanel {
     this.clearVerdicts();
   }
 
+  /** Keep the current cases for another session too (a language switch starts a new session). */
+  copyTo(sessionId) {
+    try {
+      localStorage.setItem(STORE + sessionId, JSON.stringify({ cases: this.cases(), compare: this.compare() }));
+    } catch {
+      // Storage disabled.
+    }
+  }
+
   /** The session not saved yet was just created as `sessionId`: its cases move with it. */
   adopt(sessionId) {
     this.key = sessionId;

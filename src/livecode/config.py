@@ -30,6 +30,28 @@ COUNT = Integer(minimum=0, no_cap=True)  # 0 switches a cap off
 AT_LEAST_0 = Integer(minimum=0)
 
 
+@dataclass(frozen=True)
+class HostsOrNetworks(spec.Parser):
+    """A comma-separated list of host names or addresses/networks (`hooks.internal, 10.0.0.0/8`)."""
+
+    def convert(self, raw: str) -> Any:
+        return tuple(a.strip().lower() for a in raw.split(",") if a.strip())
+
+    def check(self, value: Any) -> None:
+        import ipaddress
+        import re
+
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                if not re.fullmatch(r"[a-z0-9_.-]{1,253}", entry):
+                    raise ValueError(f"lists {entry!r}: neither a host name nor an address or network") from None
+
+    def render(self, value: Any) -> str:
+        return ",".join(value)
+
+
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return default if value is None or value == "" else value
@@ -245,6 +267,26 @@ class Settings:
     storage_cleanup_batch: int = setting("LIVECODE_STORAGE_CLEANUP_BATCH", 1000, "", parse=Integer(minimum=1))
     source_gc_grace_s: int = setting("LIVECODE_SOURCE_GC_GRACE_S", 3600, "", parse=AT_LEAST_0)
 
+    # ---- files a run leaves in out/ (issue 13): kept with the execution, served by GET .../files
+    output_files_max: int = setting(
+        "LIVECODE_OUTPUT_FILES_MAX", 32,
+        "Files a run may leave in out/ that are kept (0: none is collected), and their total size in bytes; "
+        "what does not fit is skipped whole and the execution says files_truncated.",
+        parse=AT_LEAST_0, section="output files")
+    output_files_max_bytes: int = setting("LIVECODE_OUTPUT_FILES_MAX_BYTES", 8 * 1024 * 1024, "",
+                                          parse=AT_LEAST_0)
+    output_file_retention_days: int = setting(
+        "LIVECODE_OUTPUT_FILE_RETENTION_DAYS", 0,
+        "Output files older than this are deleted before their execution is (0: kept as long as it is).",
+        parse=AT_LEAST_0)
+
+    # ---- analytics (GET /api/v1/admin/analytics): its cost follows the runs in the range
+    analytics_max_runs: int = setting(
+        "LIVECODE_ANALYTICS_MAX_RUNS", 1_000_000,
+        "GET /api/v1/admin/analytics: the most runs one range may hold (a million is about 14 s of database "
+        "time on 2 cores); past it 400 RANGE_TOO_LARGE asks for a shorter range. 0 = no cap.",
+        parse=AT_LEAST_0, section="analytics")
+
     # ---- logging
     log_level: str = setting("LIVECODE_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR.",
                              parse=Text(case="upper"), section="logging")
@@ -261,6 +303,25 @@ class Settings:
         "When set, GET /metrics needs `Authorization: Bearer <token>` (401 without it, 403 with a wrong one).",
         parse=Text())
 
+    # ---- webhooks (callback_url on executions, batches, API keys and Judge0 submissions)
+    webhook_allow: tuple[str, ...] = setting(
+        "LIVECODE_WEBHOOK_ALLOW", (),
+        "Callback hosts or address ranges a webhook may reach although they are not public (loopback, private, "
+        "link-local), comma-separated, e.g. `hooks.internal, 10.20.0.0/16`. Empty: public addresses only.",
+        parse=HostsOrNetworks(), section="webhooks")
+    webhook_max_attempts: int = setting(
+        "LIVECODE_WEBHOOK_MAX_ATTEMPTS", 5, "Tries of one LiveCode webhook before it is given up (Judge0 "
+        "callbacks: 3, as Judge0 makes).", parse=Integer(minimum=1))
+    webhook_backoff_s: float = setting(
+        "LIVECODE_WEBHOOK_BACKOFF_S", 2.0, "The wait before the first retry; it doubles after each failed try.",
+        parse=Seconds(positive=True))
+    webhook_timeout_s: float = setting(
+        "LIVECODE_WEBHOOK_TIMEOUT_S", 5.0, "Seconds one try may take (connect and answer).",
+        parse=Seconds(positive=True))
+    webhook_sweep_interval_s: float = setting(
+        "LIVECODE_WEBHOOK_SWEEP_INTERVAL_S", 2.0,
+        "How often each worker looks for deliveries that are due (retries, and those a crashed worker left).",
+        parse=Seconds(positive=True))
     # ---- collaborative editing
     collab_persist_ms: int = setting(
         "LIVECODE_COLLAB_PERSIST_MS", 400,

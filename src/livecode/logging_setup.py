@@ -16,9 +16,10 @@ _configured = False
 # its first group (the name) and replaces the value.
 _SECRET_PATTERNS = (
     re.compile(r"((?:access|refresh)_token\W{0,3}[=:]\W{0,3})[^&\s'\",;}]+", re.IGNORECASE),
-    re.compile(r"((?:authorization|x-api-key|proxy-authorization)\W{0,3}[=:,]\W{0,3})"
+    re.compile(r"((?:authorization|x-api-key|x-auth-token|proxy-authorization)\W{0,3}[=:,]\W{0,3})"
                r"(?:(?:bearer|basic|token)\s+)?[^\s'\",;}]+", re.IGNORECASE),
     re.compile(r"()\blc_[A-Za-z0-9_-]{16,}"),  # an API key wherever it appears
+    re.compile(r"()\bwhsec_[A-Za-z0-9_-]{16,}"),  # a webhook signing secret
     re.compile(r"()\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),  # a JWT
 )
 REDACTED = "[redacted]"

@@ -123,6 +123,9 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Where the runs submitted with this key report their end when the request names no
+    # callback_url of its own (services/webhooks).
+    callback_url: Mapped[str | None] = mapped_column(Text)
 
 
 class CodeSession(Base):
@@ -173,6 +176,8 @@ class Execution(Base):
         ),
         Index("ix_executions_session_queued", "session_id", "queued_at"),
         Index("ix_executions_status_queued", "status", "queued_at"),
+        # The admin analytics select by queued_at range (services/analytics.py).
+        Index("ix_executions_queued_language", "queued_at", "language"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -209,11 +214,16 @@ class Execution(Base):
     execution_time_ms: Mapped[int | None] = mapped_column(Integer)
     cpu_time_ms: Mapped[int | None] = mapped_column(Integer)
     memory_kb: Mapped[int | None] = mapped_column(Integer)
+    # Some of what the run left in out/ was not kept (over a limit); see ExecutionOutput.
+    files_truncated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     # Test cases (services/testcases.py): the definitions as submitted, the compare mode, and once
     # finished each test's result (output base64-encoded). SQL NULL for a run without tests.
     tests: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
     compare_mode: Mapped[str | None] = mapped_column(String(64))
     test_results: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
+    # Compiled languages: the program came from the compile cache (true) or was compiled for this
+    # run (false); null when nothing was compiled (interpreted languages).
+    compile_cached: Mapped[bool | None] = mapped_column(Boolean)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     worker: Mapped[str | None] = mapped_column(String(255))
     request_id: Mapped[str | None] = mapped_column(String(64))
@@ -235,6 +245,22 @@ class ExecutionFile(Base):
     source_hash: Mapped[str] = mapped_column(
         String(64), ForeignKey("sources.hash", name="fk_execution_files_source_hash"), nullable=False, index=True
     )
+
+
+class ExecutionOutput(Base):
+    """A file a run left in out/ (a plot, a CSV), kept with its execution and deleted with it."""
+
+    __tablename__ = "execution_outputs"
+
+    execution_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True
+    )
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)  # relative to out/
+    size: Mapped[int] = mapped_column(Integer, nullable=False)
+    content_type: Mapped[str] = mapped_column(String(100), nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
 class IdempotencyRecord(Base):
@@ -262,6 +288,56 @@ class DeadLetter(Base):
     requeued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class Judge0Submission(Base):
+    """What a Judge0 submission (the /judge0 API) adds to its execution: the Judge0 language id,
+    the expected output (verdicts 3/4) and the options as given, in Judge0's units, to answer
+    `fields=*` with. The token is the execution id."""
+
+    __tablename__ = "judge0_submissions"
+
+    execution_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    language_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    expected_output: Mapped[bytes | None] = mapped_column(LargeBinary)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class WebhookSecret(Base):
+    """A user's webhook signing secret (HMAC-SHA256). `owner` is the user id, or "local" for the
+    single user of a service without accounts. Kept in clear: the worker signs with it."""
+
+    __tablename__ = "webhook_secrets"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One callback to make when its execution is terminal: the table of due deliveries that the
+    worker drains after its final write and sweeps periodically (at least once: a try is leased
+    by moving `next_attempt_at` forward, so a worker that dies mid-try leaves it due again)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    execution_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("executions.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    owner: Mapped[str] = mapped_column(String(64), nullable=False)
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False, default="livecode")  # or "judge0"
+    state: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")  # delivered, failed
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, nullable=False)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    tries: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 class SessionRole(str, enum.Enum):
     """What a user may do with a session: the owner everything; an editor edit and run; a viewer
     read the session and follow its runs. services/members.py holds the one rule."""

@@ -3,6 +3,7 @@ and the error shape of what matches no route."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -151,8 +152,12 @@ def test_languages_lists_what_can_run(live: LiveApp) -> None:
     assert r.status_code == 200
     langs = {lang["id"]: lang for lang in r.get_json()}
     assert {"python", "bash", "c"} <= set(langs)
-    assert set(langs["python"]) == {"id", "name", "version", "available", "compiled"}
+    assert set(langs["python"]) == {"id", "name", "version", "available", "compiled", "libraries"}
     assert langs["python"]["available"] is True and langs["c"]["compiled"] is True
+    # Detected on this host (scripts/setup.sh installs Debian's python3-numpy/-pandas/-matplotlib).
+    libs = {lib["name"] for lib in langs["python"]["libraries"]}
+    installed = {n for n in ("numpy", "pandas", "matplotlib") if os.path.isdir(f"/usr/lib/python3/dist-packages/{n}")}
+    assert libs == installed and langs["bash"]["libraries"] == []
 
 
 def test_metrics_are_open_without_a_token(live: LiveApp) -> None:

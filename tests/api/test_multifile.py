@@ -325,3 +325,40 @@ def test_odd_input_is_a_4xx_never_a_5xx(live: LiveApp, body: dict[str, Any]) -> 
     patch = {k: v for k, v in body.items() if k != "language"}
     r = live.client.patch(f"{SESSIONS}/{sid}", json=patch)
     assert r.status_code < 500, r.get_data()[:300]
+
+
+def test_an_execution_shows_the_program_it_ran(live: LiveApp) -> None:
+    sid = create(live, files=TWO)["session_id"]
+    eid = live.execute(sid)["execution_id"]
+    live.client.patch(f"{SESSIONS}/{sid}", json={"file": {"path": "lib/util.py", "content": "edited later"}})
+    got = live.client.get(f"/api/v1/executions/{eid}/program")
+    assert got.status_code == 200
+    assert got.get_json() == {"execution_id": eid, "language": "python", "entry": "main.py", "files": TWO}
+    single = live.execute(live.session("print(7)")["session_id"])["execution_id"]
+    assert live.client.get(f"/api/v1/executions/{single}/program").get_json()["files"] == [
+        {"path": "main.py", "content": "print(7)"}
+    ]
+    expect_error(live.client.get(f"/api/v1/executions/{uuid.uuid4()}/program"), 404, "EXECUTION_NOT_FOUND")
+    expect_error(live.client.get("/api/v1/executions/nope/program"), 400)
+
+
+def test_another_users_execution_program_is_not_found(secure: LiveApp) -> None:
+    from tests.support.users import sign_up
+
+    ada, bob = sign_up(secure), sign_up(secure)
+    r = secure.client.post(SESSIONS, json={"language": "python", "files": TWO}, headers=ada.headers)
+    sid = r.get_json()["session_id"]
+    eid = secure.execute(sid, headers=ada.headers)["execution_id"]
+    assert secure.client.get(f"/api/v1/executions/{eid}/program", headers=ada.headers).status_code == 200
+    expect_error(
+        secure.client.get(f"/api/v1/executions/{eid}/program", headers=bob.headers), 404, "EXECUTION_NOT_FOUND"
+    )
+    expect_error(secure.client.get(f"/api/v1/executions/{eid}/program"), 401)
+
+
+def test_the_swagger_document_describes_files_and_the_program(live: LiveApp) -> None:
+    doc = live.client.get("/swagger.json").get_json()
+    assert "/api/v1/executions/{execution_id}/program" in doc["paths"]
+    create_body = doc["definitions"]["CodeSessionCreate"]["properties"]
+    assert {"files", "entry", "source_code"} <= set(create_body)
+    assert {"files", "file", "entry"} <= set(doc["definitions"]["CodeSessionAutosave"]["properties"])

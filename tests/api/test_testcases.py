@@ -14,6 +14,7 @@ import pytest
 from livecode.services import testcases
 from livecode.services.compare import parse_compare
 from tests.support.inprocess import LiveApp, expect_error, finish_like_a_worker, uid
+from tests.support.migration_cases import check_testcases_migration
 
 EXECUTIONS = "/api/v1/executions"
 BATCH = f"{EXECUTIONS}/batch"
@@ -42,8 +43,12 @@ def test_tests_and_compare_are_stored_with_the_queued_run(live: LiveApp) -> None
     got = live.client.get(f"{EXECUTIONS}/{queued['execution_id']}").get_json()
     assert got["status"] == "QUEUED"
     assert [(t["index"], t["name"], t["verdict"], t["stdout"]) for t in got["tests"]] == [
-        (0, "one", None, None), (1, None, None, None), (2, "no expectation", None, None)]
+        (0, "one", None, None),
+        (1, None, None, None),
+        (2, "no expectation", None, None),
+    ]
     assert got["summary"] == {"passed": 0, "total": 3, "verdict": None}
+    assert got["compare"] == "tokens"
 
 
 def test_a_run_without_tests_has_null_tests_and_summary(live: LiveApp) -> None:
@@ -52,7 +57,7 @@ def test_a_run_without_tests_has_null_tests_and_summary(live: LiveApp) -> None:
     row = live.rows.one("executions", "id = :id", id=uid(eid))
     assert (row["tests"], row["compare_mode"]) == (None, None)  # SQL NULL, not JSON null
     got = live.client.get(f"{EXECUTIONS}/{eid}").get_json()
-    assert got["tests"] is None and got["summary"] is None
+    assert got["tests"] is None and got["summary"] is None and got["compare"] is None
 
 
 @pytest.mark.parametrize(
@@ -99,11 +104,13 @@ def test_bad_tests_are_refused_and_nothing_is_stored_or_queued(
 
 def test_the_message_names_the_test_and_field(live: LiveApp) -> None:
     sid = live.session()["session_id"]
-    err = expect_error(live.client.post(execute_url(sid), json={"tests": [{"stdin": ""}, {"stdin": 7}]}),
-                       400, "INVALID_FIELD")
+    err = expect_error(
+        live.client.post(execute_url(sid), json={"tests": [{"stdin": ""}, {"stdin": 7}]}), 400, "INVALID_FIELD"
+    )
     assert "tests[1].stdin" in err["message"] and err["details"] == {"field": "tests[1].stdin"}
-    err = expect_error(live.client.post(execute_url(sid), json={"tests": [{"stdin": ""}], "compare": "fuzzy"}),
-                       400, "INVALID_COMPARE")
+    err = expect_error(
+        live.client.post(execute_url(sid), json={"tests": [{"stdin": ""}], "compare": "fuzzy"}), 400, "INVALID_COMPARE"
+    )
     assert "exact" in err["message"] and "float:EPS" in err["message"]
 
 
@@ -124,8 +131,9 @@ def test_batch_items_carry_tests_and_a_bad_one_refuses_the_batch(live: LiveApp) 
     expect_error(live.client.post(BATCH, json=bad), 400, "TOO_MANY_TESTS")
     assert live.rows.snapshot() == before and live.enqueued.calls == []
 
-    r = live.client.post(BATCH, json={"executions": [{"session_id": sid, "tests": TESTS, "compare": "float:1e-6"},
-                                                     {"session_id": sid}]})
+    r = live.client.post(
+        BATCH, json={"executions": [{"session_id": sid, "tests": TESTS, "compare": "float:1e-6"}, {"session_id": sid}]}
+    )
     assert r.status_code == 202, r.get_json()
     first, second = (e["execution_id"] for e in r.get_json()["executions"])
     row = live.rows.one("executions", "id = :id", id=uid(first))
@@ -141,8 +149,15 @@ def _finished(live: LiveApp, results: list[dict[str, Any]], status: str = "COMPL
 
 
 def _entry(verdict: str, stdout: bytes = b"", **kw: Any) -> dict[str, Any]:
-    fields = {"exit_code": 0, "signal": None, "execution_time_ms": 12, "cpu_time_ms": 5, "memory_kb": 900,
-              "truncated": False, **kw}
+    fields = {
+        "exit_code": 0,
+        "signal": None,
+        "execution_time_ms": 12,
+        "cpu_time_ms": 5,
+        "memory_kb": 900,
+        "truncated": False,
+        **kw,
+    }
     return testcases.result_entry(verdict, stdout, b"warn\xff", **fields)
 
 
@@ -152,12 +167,34 @@ def test_per_test_results_and_summary_shape(live: LiveApp) -> None:
     got = live.client.get(f"{EXECUTIONS}/{eid}").get_json()
     assert got["status"] == "COMPLETED"
     assert got["summary"] == {"passed": 2, "total": 3, "verdict": "WRONG_ANSWER"}
+    assert got["compare"] == "trim"  # the default
     first = got["tests"][0]
-    assert set(first) == {"index", "name", "verdict", "stdout", "stderr", "exit_code", "signal",
-                          "execution_time_ms", "cpu_time_ms", "memory_kb", "truncated"}
-    assert first == {"index": 0, "name": "one", "verdict": "ACCEPTED", "stdout": "3\n", "stderr": "warn\ufffd",
-                     "exit_code": 0, "signal": None, "execution_time_ms": 12, "cpu_time_ms": 5, "memory_kb": 900,
-                     "truncated": False}
+    assert set(first) == {
+        "index",
+        "name",
+        "verdict",
+        "stdout",
+        "stderr",
+        "exit_code",
+        "signal",
+        "execution_time_ms",
+        "cpu_time_ms",
+        "memory_kb",
+        "truncated",
+    }
+    assert first == {
+        "index": 0,
+        "name": "one",
+        "verdict": "ACCEPTED",
+        "stdout": "3\n",
+        "stderr": "warn\ufffd",
+        "exit_code": 0,
+        "signal": None,
+        "execution_time_ms": 12,
+        "cpu_time_ms": 5,
+        "memory_kb": 900,
+        "truncated": False,
+    }
     assert [t["verdict"] for t in got["tests"]] == ["ACCEPTED", "WRONG_ANSWER", "ACCEPTED"]
     # Output is bytes: base64 gives each test's exact output.
     raw = live.client.get(f"{EXECUTIONS}/{eid}?encoding=base64").get_json()
@@ -171,9 +208,13 @@ def test_per_test_results_and_summary_shape(live: LiveApp) -> None:
 def test_summary_when_everything_passed_and_after_a_compile_error(live: LiveApp) -> None:
     eid = _finished(live, [_entry("ACCEPTED")] * 3)
     assert live.client.get(f"{EXECUTIONS}/{eid}").get_json()["summary"] == {
-        "passed": 3, "total": 3, "verdict": "ACCEPTED"}
-    eid = _finished(live, [_entry("COMPILE_ERROR")] * 3, "FAILED", reason="COMPILE_ERROR",
-                    compile_output=b"main.cpp:1: error")
+        "passed": 3,
+        "total": 3,
+        "verdict": "ACCEPTED",
+    }
+    eid = _finished(
+        live, [_entry("COMPILE_ERROR")] * 3, "FAILED", reason="COMPILE_ERROR", compile_output=b"main.cpp:1: error"
+    )
     got = live.client.get(f"{EXECUTIONS}/{eid}").get_json()
     assert (got["status"], got["reason"], got["compile_output"]) == ("FAILED", "COMPILE_ERROR", "main.cpp:1: error")
     assert got["summary"] == {"passed": 0, "total": 3, "verdict": "COMPILE_ERROR"}
@@ -192,10 +233,20 @@ def test_swagger_documents_tests_compare_and_results(live: LiveApp) -> None:
     assert set(defs["TestCase"]["properties"]) == {"name", "stdin", "args", "expected_output"}
     assert {"tests", "compare"} <= set(defs["ExecuteRequest"]["properties"])
     assert {"tests", "compare"} <= set(defs["BatchItem"]["properties"])
-    assert {"tests", "summary"} <= set(defs["Execution"]["properties"])
-    assert set(defs["TestResult"]["properties"]) == {"index", "name", "verdict", "stdout", "stderr", "exit_code",
-                                                     "signal", "execution_time_ms", "cpu_time_ms", "memory_kb",
-                                                     "truncated"}
+    assert {"tests", "summary", "compare"} <= set(defs["Execution"]["properties"])
+    assert set(defs["TestResult"]["properties"]) == {
+        "index",
+        "name",
+        "verdict",
+        "stdout",
+        "stderr",
+        "exit_code",
+        "signal",
+        "execution_time_ms",
+        "cpu_time_ms",
+        "memory_kb",
+        "truncated",
+    }
     assert set(defs["TestResult"]["properties"]["verdict"]["enum"]) == set(testcases.VERDICTS)
     assert set(defs["TestSummary"]["properties"]) == {"passed", "total", "verdict"}
 
@@ -222,3 +273,7 @@ def test_verdicts(outcome: str, stdout: bytes, expected: str | None, mode: str, 
 
 def test_an_unknown_execution_still_404s_with_tests_in_the_schema(live: LiveApp) -> None:
     expect_error(live.client.get(f"{EXECUTIONS}/{uuid.uuid4()}"), 404, "EXECUTION_NOT_FOUND")
+
+
+def test_the_migration_round_trip_on_sqlite(tmp_path: Any) -> None:
+    check_testcases_migration(f"sqlite:///{tmp_path / 'db.sqlite'}")

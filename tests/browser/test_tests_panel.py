@@ -30,13 +30,19 @@ def add_case(page: Page, name: str, stdin: str, expected: str) -> None:
 
 
 def verdicts(page: Page) -> list[str]:
-    return list(page.driver.execute_script(
-        "return [...document.querySelectorAll('.test-case .verdict')].map(v => v.dataset.verdict || '')"))
+    return list(
+        page.driver.execute_script(
+            "return [...document.querySelectorAll('.test-case .verdict')].map(v => v.dataset.verdict || '')"
+        )
+    )
 
 
 def colour(page: Page, index: int) -> str:
-    return str(page.driver.execute_script(
-        "return getComputedStyle(document.querySelectorAll('.test-case .verdict')[arguments[0]]).color", index))
+    return str(
+        page.driver.execute_script(
+            "return getComputedStyle(document.querySelectorAll('.test-case .verdict')[arguments[0]]).color", index
+        )
+    )
 
 
 def test_add_cases_run_them_and_see_a_verdict_each(page: Page, client: ApiClient) -> None:
@@ -51,8 +57,9 @@ def test_add_cases_run_them_and_see_a_verdict_each(page: Page, client: ApiClient
     assert page.text("#tests-count") == "(3)"
 
     page.el("#run-tests").click()
-    page.wait(lambda: all(verdicts(page)) and "RUNNING" not in verdicts(page), RUN_TIMEOUT,
-              what="a verdict for every case")
+    page.wait(
+        lambda: all(verdicts(page)) and "RUNNING" not in verdicts(page), RUN_TIMEOUT, what="a verdict for every case"
+    )
     assert wait_finished(page) == "COMPLETED"
     assert verdicts(page) == ["ACCEPTED", "WRONG_ANSWER", "RUNTIME_ERROR"]
     assert colour(page, 0) == GREEN and colour(page, 1) == RED and colour(page, 2) == RED
@@ -61,20 +68,24 @@ def test_add_cases_run_them_and_see_a_verdict_each(page: Page, client: ApiClient
         page.driver.execute_script("document.getElementById('tests-box').scrollIntoView()")
         page.driver.save_screenshot(os.environ["LIVECODE_TESTS_PANEL_SCREENSHOT"])
     outputs = page.driver.execute_script(
-        "return [...document.querySelectorAll('.test-output')].map(o => o.hidden ? null : o.textContent)")
+        "return [...document.querySelectorAll('.test-output')].map(o => o.hidden ? null : o.textContent)"
+    )
     assert outputs[0] == "3\n" and outputs[1] == "4\n" and "ValueError" in outputs[2]
 
     # What the page sent and what the API stored agree.
     execution = client.request("GET", f"/api/v1/executions/session/{sid}").json()["items"][0]
     assert [t["name"] for t in execution["tests"]] == ["adds", "wrong on purpose", "bad input"]
     assert execution["summary"] == {"passed": 1, "total": 3, "verdict": "WRONG_ANSWER"}
+    page.wait(lambda: "1/3 tests passed" in page.text("#history"), what="the run in the history")
 
     # The cases stay with the session, and its last run's verdicts come back with it.
     page.reload()
     assert page.session_id() == sid
     assert len(page.els(".test-case")) == 3
-    page.wait(lambda: verdicts(page) == ["ACCEPTED", "WRONG_ANSWER", "RUNTIME_ERROR"],
-              what="the last run's verdicts after reload")
+    page.wait(
+        lambda: verdicts(page) == ["ACCEPTED", "WRONG_ANSWER", "RUNTIME_ERROR"],
+        what="the last run's verdicts after reload",
+    )
 
     # Editing a case clears the verdicts (they were for the old cases); fixing it turns it green.
     expected = page.els(".test-case")[1].find_element("css selector", ".test-expected")

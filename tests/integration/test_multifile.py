@@ -49,6 +49,8 @@ def test_a_multi_file_program_runs_and_an_edit_of_one_file_is_run_next(
     first = run(api, session["session_id"])
     assert first["status"] == "COMPLETED", first
     assert first["stdout"] == "42\n" and first["entry"] == files[0]["path"]
+    ran = api.request("GET", f"/api/v1/executions/{first['execution_id']}/program").json()
+    assert ran["files"] == files and ran["entry"] == files[0]["path"]
     edited = (
         {
             "path": files[2]["path"],

@@ -81,8 +81,24 @@ def test_real_resources_match_their_documented_schemas(cluster: Any) -> None:
         ("/api/v1/executions/session/{session_id}", "GET", client.request(
             "GET", f"/api/v1/executions/session/{sid}")),
         ("/api/v1/admin/dead-letters", "GET", client.request("GET", "/api/v1/admin/dead-letters")),
+        ("/api/v1/admin/analytics", "GET", client.request("GET", "/api/v1/admin/analytics?bucket=hour")),
         ("/api/v1/languages", "GET", client.request("GET", "/api/v1/languages")),
         ("/health", "GET", client.request("GET", "/health")),
+        ("/api/v1/executions/{execution_id}/deliveries", "GET",
+         client.request("GET", f"/api/v1/executions/{eid}/deliveries")),
+    ]
+    # The Judge0-compatible API: a finished submission (all fields, nulls included), a batch read.
+    j0 = client.request("POST", "/judge0/submissions?wait=true",
+                        json={"source_code": "import sys; sys.exit(3)", "language_id": 71})
+    token = j0.json()["token"]
+    responses += [
+        ("/judge0/submissions", "POST", j0),
+        ("/judge0/submissions/{token}", "GET", client.request("GET", f"/judge0/submissions/{token}?fields=*")),
+        ("/judge0/submissions/batch", "GET", client.request("GET", f"/judge0/submissions/batch?tokens={token},x")),
+        ("/judge0/submissions", "GET", client.request("GET", "/judge0/submissions")),
+        ("/judge0/languages", "GET", client.request("GET", "/judge0/languages")),
+        ("/judge0/statuses", "GET", client.request("GET", "/judge0/statuses")),
+        ("/judge0/config_info", "GET", client.request("GET", "/judge0/config_info")),
     ]
     for path, method, response in responses:
         assert response.status_code < 300, (path, response.text)

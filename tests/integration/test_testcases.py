@@ -6,13 +6,15 @@ wait, batch items, and the test_started/test_finished events on the stream."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
 import requests
+import websocket
 
 from tests.support.client import ApiClient
+from tests.support.migration_cases import check_testcases_migration
+from tests.support.procs import create_database
 
 pytestmark = pytest.mark.integration
 
@@ -67,8 +69,14 @@ def test_cpp_tests_get_a_verdict_each_and_stream_as_events(api: ApiClient) -> No
     assert result["status"] == "COMPLETED", result  # every test ran, whatever the verdicts
     assert result["reason"] is None
     got = [(t["index"], t["name"], t["verdict"]) for t in result["tests"]]
-    assert got == [(0, "small", "ACCEPTED"), (1, "wrong", "WRONG_ANSWER"), (2, "fails", "RUNTIME_ERROR"),
-                   (3, "loops", "TIME_LIMIT"), (4, None, "ACCEPTED"), (5, "no expectation", "ACCEPTED")]
+    assert got == [
+        (0, "small", "ACCEPTED"),
+        (1, "wrong", "WRONG_ANSWER"),
+        (2, "fails", "RUNTIME_ERROR"),
+        (3, "loops", "TIME_LIMIT"),
+        (4, None, "ACCEPTED"),
+        (5, "no expectation", "ACCEPTED"),
+    ]
     assert result["summary"] == {"passed": 3, "total": 6, "verdict": "WRONG_ANSWER"}
     small, wrong, fails, loops, with_args, _ = result["tests"]
     assert (small["stdout"], small["exit_code"], small["truncated"]) == ("3\n", 0, False)
@@ -90,10 +98,31 @@ def test_cpp_tests_get_a_verdict_each_and_stream_as_events(api: ApiClient) -> No
     assert next(d for k, d in events if k == "result")["summary"] == result["summary"]
 
 
+def test_the_websocket_carries_the_test_events(api: ApiClient) -> None:
+    sid = api.create_session("print(input()[::-1])")["session_id"]
+    r = api.execute(sid, tests=[{"stdin": "abc", "expected_output": "cba"}, {"stdin": "xy", "expected_output": "xy"}])
+    assert r.status_code == 202, r.text
+    eid = r.json()["execution_id"]
+    ws = websocket.create_connection(api.base.replace("http://", "ws://") + f"/api/v1/executions/{eid}/ws", timeout=60)
+    received = []
+    try:
+        while not received or received[-1]["event"] != "end":
+            received.append(json.loads(ws.recv()))
+    finally:
+        ws.close()
+    tests_events = [(m["event"], m["data"]["index"]) for m in received if m["event"].startswith("test_")]
+    assert tests_events == [("test_started", 0), ("test_finished", 0), ("test_started", 1), ("test_finished", 1)]
+    assert [m["data"]["verdict"] for m in received if m["event"] == "test_finished"] == ["ACCEPTED", "WRONG_ANSWER"]
+
+
 def test_a_compile_error_ends_every_test_and_the_blocking_wait_has_the_tests(api: ApiClient) -> None:
     sid = api.create_session("int main() { return undefined_name; }\n", "cpp")["session_id"]
-    r = api.request("POST", f"/api/v1/executions/session/{sid}/execute?wait=true&timeout_ms=60000",
-                    json={"tests": SUM_TESTS[:3]}, timeout=90)
+    r = api.request(
+        "POST",
+        f"/api/v1/executions/session/{sid}/execute?wait=true&timeout_ms=60000",
+        json={"tests": SUM_TESTS[:3]},
+        timeout=90,
+    )
     assert r.status_code == 200, r.text
     result = r.json()
     assert (result["status"], result["reason"]) == ("FAILED", "COMPILE_ERROR")
@@ -106,10 +135,16 @@ def test_a_compile_error_ends_every_test_and_the_blocking_wait_has_the_tests(api
 def test_batch_items_with_tests_and_compare_modes(api: ApiClient) -> None:
     sid = api.create_session("import sys\nprint(float(sys.stdin.read()) / 3)")["session_id"]
     tests = [{"stdin": "1", "expected_output": "0.333333"}, {"stdin": "3", "expected_output": "1.0"}]
-    r = api.request("POST", "/api/v1/executions/batch", json={"executions": [
-        {"session_id": sid, "tests": tests, "compare": "float:1e-5"},
-        {"session_id": sid, "tests": tests},  # trim: 0.3333333333333333 is not 0.333333
-    ]})
+    r = api.request(
+        "POST",
+        "/api/v1/executions/batch",
+        json={
+            "executions": [
+                {"session_id": sid, "tests": tests, "compare": "float:1e-5"},
+                {"session_id": sid, "tests": tests},  # trim: 0.3333333333333333 is not 0.333333
+            ]
+        },
+    )
     assert r.status_code == 202, r.text
     loose, strict = (api.wait_execution(e["execution_id"]) for e in r.json()["executions"])
     assert loose["status"] == strict["status"] == "COMPLETED"
@@ -120,11 +155,19 @@ def test_batch_items_with_tests_and_compare_modes(api: ApiClient) -> None:
 
 
 def test_tests_of_a_run_share_the_output_limit(api: ApiClient) -> None:
-    start = time.monotonic()
-    result = run_with_tests(api, "import sys\nsys.stdout.write('x' * int(sys.stdin.read()))",
-                            "python", tests=[{"stdin": "900"}, {"stdin": "2000"}], max_output_bytes=2000)
+    result = run_with_tests(
+        api,
+        "import sys\nsys.stdout.write('x' * int(sys.stdin.read()))",
+        "python",
+        tests=[{"stdin": "900"}, {"stdin": "2000"}],
+        max_output_bytes=2000,
+    )
     # Each test may write its share, 1000 bytes: the second is stopped past it.
     assert [t["verdict"] for t in result["tests"]] == ["ACCEPTED", "OUTPUT_LIMIT"], result["tests"]
     assert result["tests"][0]["stdout"] == "x" * 900
     assert len(result["tests"][1]["stdout"]) <= 1000 and result["tests"][1]["truncated"] is True
-    assert time.monotonic() - start < 120
+
+
+def test_the_migration_round_trip_on_postgresql(pg_admin_url: str) -> None:
+    url = create_database(pg_admin_url).replace("postgresql://", "postgresql+psycopg://")
+    check_testcases_migration(url)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from livecode.errors import ValidationError
-from livecode.infra.languages import HEARTBEAT_KEY, WorkerLanguages
+from livecode.infra.languages import HEARTBEAT_KEY, LIBRARIES_KEY, WorkerLanguages, advertised_libraries
 from livecode.infra.registry import MemoryWorkerRegistry
-from livecode.sandbox.languages import all_languages
+from livecode.sandbox.languages import Language, all_languages, get_language, installed_libraries
 from livecode.services.validation import check_language
 
 DECLARED = {lang.id for lang in all_languages()}
@@ -39,7 +39,7 @@ def test_the_union_over_live_workers_with_their_versions() -> None:
     assert {i for i, lang in langs.items() if lang["available"]} == {"python", "c", "go"}
     assert (langs["python"]["version"], langs["c"]["version"], langs["go"]["version"]) == ("3.11.2", "12.2.0", "1.19.8")
     assert langs["rust"] == {"id": "rust", "name": langs["rust"]["name"], "version": "", "available": False,
-                             "compiled": True, "source_file": "main.rs"}
+                             "compiled": True, "source_file": "main.rs", "libraries": []}
     check_language("c", c)
     with pytest.raises(ValidationError) as exc:
         check_language("rust", c)
@@ -82,3 +82,28 @@ def test_an_unreadable_registry_keeps_what_workers_said_last() -> None:
     registry.down = True
     assert c.runnable() == {"python"}
     assert [lang["id"] for lang in c.listing() if lang["available"]] == ["python"]
+
+
+def test_libraries_are_the_union_of_what_live_workers_have() -> None:
+    registry = MemoryWorkerRegistry()
+    registry.beat("a", {HEARTBEAT_KEY: {"python": "Python 3.11.2"}, LIBRARIES_KEY: {"python": {"numpy": "1.24.2"}}},
+                  ttl_s=60)
+    registry.beat("b", {HEARTBEAT_KEY: {"python": "Python 3.11.2"}, LIBRARIES_KEY: "garbage"}, ttl_s=60)
+    langs = {lang["id"]: lang for lang in WorkerLanguages(registry, refresh_s=0).listing()}
+    assert langs["python"]["libraries"] == [{"name": "numpy", "version": "1.24.2"}]
+    assert langs["go"]["libraries"] == []
+
+
+def test_a_declared_library_that_is_not_installed_is_not_listed(tmp_path: object) -> None:
+    from pathlib import Path
+    from types import MappingProxyType
+
+    base = Path(str(tmp_path))
+    (base / "present").mkdir()
+    (base / "present-2.5.1.egg-info").mkdir()
+    python = get_language("python")
+    assert python is not None
+    lang = Language(**{**python.__dict__, "libraries": MappingProxyType(
+        {"present": str(base / "present"), "absent": str(base / "absent")})})
+    assert installed_libraries(lang) == {"present": "2.5.1"}
+    assert advertised_libraries([lang]) == ({"python": {"present": "2.5.1"}} if lang.available else {})

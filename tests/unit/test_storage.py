@@ -110,11 +110,11 @@ def test_expiry_deletes_old_runs_then_the_sources_nobody_uses(rt: Runtime, clien
         sql(rt, "UPDATE executions SET queued_at = :t, finished_at = :t WHERE id = :e", t=long_ago, e=ids[sid].hex)
     sql(rt, "UPDATE sources SET last_used_at = :t WHERE hash IN (:a, :b)", t=long_ago,
         a=source_hash("print('old')"), b=source_hash("print('kept')"))
-    assert cleanup_once(rt) == {"expired_executions": 2, "collected_sources": 1}
+    assert cleanup_once(rt) == {"expired_files": 0, "expired_executions": 2, "collected_sources": 1}
     assert {row[0] for row in sql(rt, "SELECT session_id FROM executions")} == {uuid.UUID(kept).hex}
     assert {row[0] for row in sql(rt, "SELECT hash FROM sources")} == {
         source_hash("print('kept')"), source_hash("print('recent')")}  # referenced; within the grace
-    assert cleanup_once(rt) == {"expired_executions": 0, "collected_sources": 0}
+    assert cleanup_once(rt) == {"expired_files": 0, "expired_executions": 0, "collected_sources": 0}
 
 
 def test_sources_migration_round_trip_on_sqlite(tmp_path: Path) -> None:

@@ -37,18 +37,25 @@ class LiveCodeApi(Api):
 def build_api(app: Flask) -> LiveCodeApi:
     from . import (
         admin,
+        analytics,  # noqa: F401 - adds /api/v1/admin/analytics to admin.ns
         auth,
         batch,  # noqa: F401 - adds POST /api/v1/executions/batch to executions.ns
         dead_letters,  # noqa: F401 - adds /api/v1/admin/dead-letters to admin.ns
+        execution_files,  # noqa: F401 - adds /api/v1/executions/{id}/files to executions.ns
         executions,
         health,
         keys,
         languages,
         members,  # noqa: F401 - adds .../members, .../share-links and /join to sessions.ns
+        programs,  # noqa: F401 - adds GET /api/v1/executions/{id}/program to executions.ns
         sessions,
         stream,
+        webhooks,
     )
     from .collab import register_collab
+    from .judge0 import info as judge0_info  # noqa: F401 - adds /judge0/languages ... to judge0's namespace
+    from .judge0 import routes as judge0_routes  # noqa: F401 - adds /judge0/submissions ...
+    from .judge0.docs import ns as judge0_ns
 
     api = LiveCodeApi(
         app,
@@ -72,6 +79,8 @@ def build_api(app: Flask) -> LiveCodeApi:
     api.add_namespace(auth.ns, path="/api/v1/auth")
     api.add_namespace(keys.ns, path="/api/v1/api-keys")
     api.add_namespace(admin.ns, path="/api/v1/admin")
+    api.add_namespace(webhooks.ns, path="/api/v1/webhooks")
+    api.add_namespace(judge0_ns, path="/judge0")
     stream.register_websocket(app)  # .../{id}/ws: not a Flask-RESTX resource
     register_collab(app)  # /api/v1/code-sessions/{id}/ws: co-editing (Yjs), not a Flask-RESTX resource
     return api

@@ -37,17 +37,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 jwt = JWTManager()
 
 # Reachable without credentials even when sign-in is required.
-PUBLIC_PREFIXES = ("/health", "/swaggerui/", "/static/", "/s/")
+PUBLIC_PREFIXES = ("/health", "/swaggerui/", "/static/", "/s/", "/judge0/languages/")
 PUBLIC_PATHS = frozenset({
     "/docs", "/swagger.json", "/metrics", "/api/v1/languages", "/api/v1/auth/register",
-    "/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/logout",
+    "/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/logout", "/admin",
+    # What a Judge0 client reads before it submits (as /api/v1/languages is public).
+    "/judge0/languages", "/judge0/statuses", "/judge0/about", "/judge0/config_info", "/judge0/version",
 })
 # Browsers cannot set headers on WebSocket or EventSource requests: there, and only there, the
 # access token may come as `?access_token=`.
 STREAM_SUFFIXES = ("/events", "/stream", "/ws")
 
 SIGN_IN_HINT = ("send 'Authorization: Bearer <access token>' (POST /api/v1/auth/login) "
-                "or 'X-API-Key: <key>' (POST /api/v1/api-keys)")
+                "or 'X-API-Key: <key>' (POST /api/v1/api-keys; Judge0 clients: 'X-Auth-Token: <key>')")
 
 
 class Unauthorized(ApiError):
@@ -118,7 +120,8 @@ def _principal_from_token(token: str) -> accounts.Principal:
 
 def credentials() -> accounts.Principal | None:
     """The caller named by the request's credentials, None if it sent none; 401 if they are bad."""
-    key = request.headers.get("X-API-Key")
+    # Judge0 clients send their token as X-Auth-Token: it is a LiveCode API key (docs/compat.md).
+    key = request.headers.get("X-API-Key") or request.headers.get("X-Auth-Token")
     if key:
         principal = accounts.principal_for_key(rt().db, key.strip())
         if principal is None:
@@ -151,6 +154,7 @@ def authenticate() -> None:
     principal = credentials()
     if principal is not None:
         g.user_id, g.user_role, g.username = principal.user_id, principal.role, principal.username
+        g.key_callback_url = principal.callback_url
     elif rt().settings.auth_required:
         raise Unauthorized("sign-in required: " + SIGN_IN_HINT)
     else:

@@ -11,6 +11,7 @@ from ..services import executions as svc
 from ..services.batch import MAX_BATCH, BatchItem, submit_batch
 from . import schemas
 from .body import json_body, parse_uuid, reject_unknown
+from .callbacks import callback_for, schedule_batch_hook
 from .context import enqueue, owner_id, request_id, rt
 from .executions import ns, parse_execute_options
 from .ratelimit import charge_executions
@@ -28,6 +29,7 @@ batch_item = ns.model("BatchItem", {
 batch_request = ns.model("BatchRequest", {
     "executions": fields.List(fields.Nested(batch_item), required=True,
                               description=f"1 to {MAX_BATCH} runs; a session may appear many times"),
+    "callback_url": fields.String(description="called (signed POST) as each run ends"),
 })
 batch_response = ns.model("BatchQueued", {
     "count": fields.Integer(required=True),
@@ -36,7 +38,7 @@ batch_response = ns.model("BatchQueued", {
 
 
 def parse_items(body: dict[str, Any]) -> list[BatchItem]:
-    reject_unknown(body, {"executions"})
+    reject_unknown(body, {"executions", "callback_url"})
     raw = body.get("executions")
     if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_BATCH:
         raise ValidationError(f"field 'executions' must be a list of 1 to {MAX_BATCH} items", code="INVALID_FIELD")
@@ -66,7 +68,10 @@ class Batch(Resource):
     def post(self) -> Any:
         """Queue many runs on the low-priority queue in one request: all or nothing. Interactive
         runs overtake them. Poll each execution as usual."""
-        items = parse_items(json_body())
+        body = json_body()
+        items = parse_items(body)
+        hook = schedule_batch_hook(callback_for(body))
         r = rt()
         return submit_batch(r.db, enqueue(), r.settings, items, owner_id=owner_id(), events=r.events,
-                            request_id=request_id(), charge=charge_executions, languages=r.languages), 202
+                            request_id=request_id(), charge=charge_executions, languages=r.languages,
+                            after_insert=hook), 202

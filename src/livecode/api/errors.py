@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, has_request_context, jsonify, request
 from kombu.exceptions import OperationalError as KombuOperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -37,8 +38,29 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
     return {"error": err}
 
 
-def to_response(exc: BaseException) -> tuple[dict[str, Any], int, dict[str, str]]:
-    """Map an exception to (body, status, headers)."""
+# A compatibility API answers in its original's error shape: (path prefix, reshape), where
+# reshape(exc, livecode_body, status) returns the body to send instead (api/judge0).
+ErrorShape = Callable[[BaseException, dict[str, Any], int], Any]
+_SHAPES: list[tuple[str, ErrorShape]] = []
+
+
+def register_error_shape(prefix: str, reshape: ErrorShape) -> None:
+    """Errors of requests under `prefix` (e.g. "/judge0") are given in another shape."""
+    if all(p != prefix for p, _ in _SHAPES):
+        _SHAPES.append((prefix, reshape))
+
+
+def to_response(exc: BaseException) -> tuple[Any, int, dict[str, str]]:
+    """Map an exception to (body, status, headers), in the shape of the API the request is for."""
+    body, status, headers = _livecode_response(exc)
+    if has_request_context():
+        for prefix, reshape in _SHAPES:
+            if request.path == prefix or request.path.startswith(prefix + "/"):
+                return reshape(exc, body, status), status, headers
+    return body, status, headers
+
+
+def _livecode_response(exc: BaseException) -> tuple[dict[str, Any], int, dict[str, str]]:
     if isinstance(exc, ApiError):
         return exc.body(), exc.status, exc.headers
     if isinstance(exc, HTTPException) and (exc.code or 500) == 500:

@@ -14,6 +14,7 @@ from ..services import testcases
 from ..services.waiting import wait_for_end
 from . import schemas
 from .body import json_body, optional_int, optional_str, parse_uuid, query_int, reject_unknown
+from .callbacks import callback_for, schedule_hook
 from .context import enqueue, owner_id, request_id, rt
 from .idempotency import idempotent
 from .ratelimit import execution_charge
@@ -22,7 +23,7 @@ from .waiting import WAIT_PARAMS, wait_seconds, wait_slots
 ns = Namespace("executions", description="Asynchronous executions of a session's code")
 schemas.attach(ns)
 
-EXECUTE_FIELDS = {"stdin", "args", "priority", "interactive", "tests", "compare", *svc.LIMIT_FIELDS}
+EXECUTE_FIELDS = {"stdin", "args", "priority", "interactive", "tests", "compare", "callback_url", *svc.LIMIT_FIELDS}
 ENCODING_PARAM = {
     "in": "query",
     "type": "string",
@@ -102,6 +103,7 @@ class Execute(Resource):
             result = svc.submit_execution(
                 r.db, enqueue(), r.settings, sid, owner_id=owner_id(), options=options, events=r.events,
                 request_id=request_id(), on_queued=listen if waiting else None, languages=r.languages,
+                after_insert=schedule_hook(callback_for(body)),
             )
             return result, 202
 

@@ -8,6 +8,7 @@ from typing import Any, cast
 from flask_restx import Namespace, Resource, fields
 
 from ..services import accounts
+from ..services.webhooks.urls import check_callback
 from . import schemas
 from .auth import current_user_id, login_required, token_login_required
 from .body import json_body, optional_int, optional_str, parse_uuid, reject_unknown
@@ -20,6 +21,8 @@ key_create = ns.model("ApiKeyCreate", {
     "name": fields.String(example="ci-bot", description="a label for you"),
     "expires_in_days": fields.Integer(example=90, description="the key stops working after this many days "
                                                               "(1 to 3650); without it, when revoked"),
+    "callback_url": fields.String(description="the default webhook of the runs submitted with this key "
+                                              "(a request's own callback_url wins)"),
 })
 key_model = ns.model("ApiKey", {
     "id": fields.String(required=True),
@@ -28,6 +31,7 @@ key_model = ns.model("ApiKey", {
     "created_at": fields.String(required=True),
     "revoked_at": fields.String(),
     "expires_at": fields.String(),
+    "callback_url": schemas.nullable(fields.String()),
 })
 key_created = ns.inherit("ApiKeyCreated", key_model, {
     "key": fields.String(required=True, description="the secret; shown only in this answer"),
@@ -51,10 +55,13 @@ class KeyList(Resource):
         """Create an API key. Store the returned `key`: only its hash is kept. Needs a sign-in
         token (an API key cannot make more keys)."""
         body = json_body(allow_empty=True)
-        reject_unknown(body, {"name", "expires_in_days"})
+        reject_unknown(body, {"name", "expires_in_days", "callback_url"})
         name = optional_str(body, "name", "", max_len=100) or ""
         days = optional_int(body, "expires_in_days", minimum=1, maximum=3650)
-        return accounts.create_api_key(rt().db, _me(), name, days), 201
+        callback = body.get("callback_url")
+        if callback is not None:
+            callback = check_callback(callback, rt().settings.webhook_allow)
+        return accounts.create_api_key(rt().db, _me(), name, days, callback), 201
 
     @ns.doc("list_api_keys")
     @ns.response(200, "Your keys, newest first (without secrets)", key_list)

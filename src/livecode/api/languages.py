@@ -20,8 +20,9 @@ class Languages(Resource):
     def get(self) -> Any:
         """List every language with its toolchain version and whether it can run: in the distributed
         mode, whether a live worker advertises it (none yet: every language is listed unavailable,
-        and a run of one is queued until a worker comes up)."""
+        and a run of one is queued until a worker comes up). `libraries` lists the libraries a
+        program can import (Python: numpy, pandas, matplotlib), as found on the workers."""
         return [
-            {k: lang.get(k) for k in ("id", "name", "version", "available", "compiled")}
+            {k: lang.get(k) for k in ("id", "name", "version", "available", "compiled", "libraries")}
             for lang in rt().languages.listing()
         ]

@@ -1,5 +1,6 @@
 """The browser playground: GET / (and /s/<session_id>, a shareable session URL) serve the single
-page; /static/<path> serves the bundle built from frontend/ by scripts/build-frontend.sh.
+page, GET /admin the operators' analytics page; /static/<path> serves the bundle built from
+frontend/ by scripts/build-frontend.sh.
 
 The built files are committed under src/livecode/static/ so the Python package ships them and
 `livecode serve` needs no Node toolchain."""
@@ -14,9 +15,10 @@ from flask import Blueprint, Flask, Response, abort, send_from_directory
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 # Everything the page needs is bundled and served from this origin; CodeMirror injects its
-# theme as <style> elements, hence 'unsafe-inline' for styles only (never for scripts).
+# theme as <style> elements, hence 'unsafe-inline' for styles only (never for scripts). A run's
+# images are fetched with the caller's credentials and shown from blob: URLs.
 CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
 )
 
@@ -32,11 +34,11 @@ def _checked(resp: Response) -> Response:
     return resp
 
 
-def _page() -> Response:
-    if not (STATIC_DIR / "index.html").is_file():
+def _page(name: str = "index.html") -> Response:
+    if not (STATIC_DIR / name).is_file():
         # A source checkout whose frontend was never built; say how to fix it instead of a bare 404.
         abort(404, description="the playground is not built; run scripts/build-frontend.sh")
-    resp = _checked(send_from_directory(STATIC_DIR, "index.html", max_age=0))
+    resp = _checked(send_from_directory(STATIC_DIR, name, max_age=0))
     resp.headers["Content-Security-Policy"] = CSP
     resp.headers["Referrer-Policy"] = "no-referrer"
     resp.headers["Cache-Control"] = "no-cache"
@@ -47,6 +49,13 @@ def _page() -> Response:
 def index() -> Response:
     """The playground page. `/?session=<id>` opens that session."""
     return _page()
+
+
+@bp.get("/admin")
+def admin() -> Response:
+    """The analytics page: charts of GET /api/v1/admin/analytics. The page itself is public (a
+    browser sends no token when it navigates); the figures need the admin role."""
+    return _page("admin.html")
 
 
 @bp.get("/s/<session_id>")

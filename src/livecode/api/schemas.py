@@ -157,6 +157,9 @@ execute_request = shared.model(
             description="keep stdin open for input sent over the WebSocket "
             "(/api/v1/executions/{id}/ws) until EOF or the time limit; `stdin` is fed first",
         ),
+        "callback_url": fields.String(
+            description="called when the run ends: a signed POST of the finished execution (see "
+            "/api/v1/webhooks/secret); default: the API key's callback_url"),
         "time_limit_ms": fields.Integer(),
         "cpu_time_ms": fields.Integer(),
         "memory_limit_mb": fields.Integer(),
@@ -206,6 +209,10 @@ execution = shared.model(
         "execution_time_ms": nullable(fields.Integer()),
         "cpu_time_ms": nullable(fields.Integer()),
         "memory_kb": nullable(fields.Integer()),
+        "files_truncated": fields.Boolean(
+            description="some of the files the run left in out/ were not kept (over a limit); "
+            "GET /api/v1/executions/{id}/files lists those that were"
+        ),
         "attempts": fields.Integer(),
         "worker": nullable(fields.String(description="the worker that ran (or is running) it")),
         "queued_at": fields.String(),
@@ -214,6 +221,7 @@ execution = shared.model(
         "tests": nullable(fields.List(fields.Nested(test_result),
                                       description="per-test results, in index order; null for a run without tests")),
         "summary": nullable(fields.Nested(test_summary, description="null for a run without tests")),
+        "compare": nullable(fields.String(description="the tests' compare mode; null for a run without tests")),
     },
 )
 execution_page = shared.model(
@@ -233,6 +241,10 @@ language = shared.model(
         "version": fields.String(),
         "available": fields.Boolean(required=True),
         "compiled": fields.Boolean(),
+        "libraries": fields.List(
+            fields.Nested(shared.model("Library", {"name": fields.String(required=True), "version": fields.String()})),
+            description="libraries a program can use, as installed on the workers (empty when unavailable)",
+        ),
     },
 )
 health = shared.model(

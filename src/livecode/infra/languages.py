@@ -22,13 +22,22 @@ from typing import Any, Protocol
 
 import redis
 
-from ..sandbox.languages import Language, all_languages, language_entry, list_languages, toolchain_version
+from ..sandbox.languages import (
+    Language,
+    all_languages,
+    installed_libraries,
+    language_entry,
+    list_languages,
+    toolchain_version,
+)
 from .registry import WorkerRegistry
 
 log = logging.getLogger(__name__)
 
 # The heartbeat field: {language id: toolchain version line} of what the worker can run.
 HEARTBEAT_KEY = "languages"
+# And {language id: {library: version}} of the libraries it has for them (languages.toml).
+LIBRARIES_KEY = "libraries"
 
 
 class LanguageCatalog(Protocol):
@@ -52,6 +61,16 @@ def advertised(languages: list[Language] | None = None) -> dict[str, str]:
     return out
 
 
+def advertised_libraries(languages: list[Language] | None = None) -> dict[str, dict[str, str]]:
+    """The declared libraries this host has, per language, for its heartbeat."""
+    out = {}
+    for lang in languages if languages is not None else all_languages():
+        found = installed_libraries(lang) if lang.available else {}
+        if found:
+            out[lang.id] = found
+    return out
+
+
 class LocalLanguages:
     """This host's own toolchains (the embedded mode, whose process is the worker)."""
 
@@ -71,6 +90,7 @@ class WorkerLanguages:
         self._lock = threading.Lock()
         self._read_at = -float("inf")
         self._offers: dict[str, list[str]] | None = None  # id -> versions; None: nobody said
+        self._libraries: dict[str, dict[str, str]] = {}  # id -> {library: version}, over live workers
 
     def _snapshot(self) -> dict[str, list[str]] | None:
         with self._lock:
@@ -85,7 +105,13 @@ class WorkerLanguages:
                 log.warning("worker registry unreadable, languages as last seen: %s", exc)
                 return self._offers
             offers: dict[str, list[str]] = {}
+            libraries: dict[str, dict[str, str]] = {}
             for info in workers.values():
+                libs = info.get(LIBRARIES_KEY)
+                if isinstance(libs, dict):
+                    for lang_id, found in libs.items():
+                        if isinstance(found, dict):
+                            libraries.setdefault(str(lang_id), {}).update({str(k): str(v) for k, v in found.items()})
                 langs = info.get(HEARTBEAT_KEY)
                 if not isinstance(langs, dict):  # an older worker: it does not say what it has
                     workers = {}
@@ -93,6 +119,7 @@ class WorkerLanguages:
                 for lang_id, version in langs.items():
                     offers.setdefault(str(lang_id), []).append(str(version))
             self._offers = offers if workers else None
+            self._libraries = libraries
             return self._offers
 
     def listing(self) -> list[dict[str, Any]]:
@@ -102,7 +129,7 @@ class WorkerLanguages:
             versions = offers.get(lang.id, [])
             # Workers of one deployment normally agree; when they do not, the most common wins.
             version = Counter(versions).most_common(1)[0][0] if versions else ""
-            out.append(language_entry(lang, version, bool(versions)))
+            out.append(language_entry(lang, version, bool(versions), self._libraries.get(lang.id)))
         return out
 
     def runnable(self) -> set[str] | None:

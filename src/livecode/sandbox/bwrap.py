@@ -31,6 +31,7 @@ from .files import FileSpec
 from .hostfs import DEFAULT_LOCK_DIR, OrphanReaper, SlotPool, ensure_private_dir, set_child_subreaper
 from .iolimits import SYSTEM_PATHS, IoLimits
 from .launcher import LAUNCHER_NOFILE, build_launcher, send_job
+from .outputs import OUT_DIR, Collected, OutputLimits, collect, has_entries, hold_sandbox_dir
 from .pool import SandboxPool
 from .procfs import LOADAVG, mask_args, meminfo, proc_stat
 from .program import parent_dirs
@@ -70,6 +71,7 @@ def _ro_mounts() -> list[str]:
         elif os.path.isdir(top):
             args += ["--ro-bind", top, top]
     etc = ["/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives"]
+    etc += ["/etc/fonts", "/etc/matplotlibrc"]  # fontconfig's; Debian's matplotlib reads its defaults here
     etc += sorted(glob.glob("/etc/java-*-openjdk"))  # the JDK's conf/ links into here
     for path in etc:
         if os.path.exists(path):
@@ -224,6 +226,7 @@ class BwrapRunner(Runner):
         """Hand a sandbox its job and supervise it. None (and the sandbox destroyed) if a
         pre-built sandbox was unusable."""
         child_ends: list[int] = []
+        work_fd: int | None = None  # the work dir, held to collect out/ (outputs.py)
         try:
             sp.cg.set_limits(stage.memory_mb * 1024 * 1024, stage.max_processes + _EXTRA_PIDS)
             if prebuilt:
@@ -241,11 +244,12 @@ class BwrapRunner(Runner):
             files: list[tuple[str, int, bytes | Callable[[], int]]] = []
             biggest = 0
             for f in stage.files:
+                dest = f.name if f.name.startswith("/") else f"{WORK}/{f.name}"  # absolute: /tmp (fontcache.py)
                 if f.data is not None:
-                    files.append((f"{WORK}/{f.name}", f.mode, f.data))
+                    files.append((dest, f.mode, f.data))
                     biggest = max(biggest, len(f.data))
                 else:  # a cached compiled file: the launcher copies it in-kernel from an fd
-                    files.append((f"{WORK}/{f.name}", f.mode, f.open))
+                    files.append((dest, f.mode, f.open))
                     biggest = max(biggest, f.size())
             rlimits = _rlimits(stage, biggest)
             env = {"HOME": WORK, **stage.env}
@@ -254,9 +258,17 @@ class BwrapRunner(Runner):
                 argv = ["/bin/sh", "-c", _COLLECT, "sh", *stage.argv]
             else:
                 argv = list(stage.argv)
-            dirs = [f"{WORK}/{d}" for d in parent_dirs(f.name for f in stage.files)]
+            if stage.outputs is not None:  # before the program starts: nothing of its making is followed
+                work_fd = hold_sandbox_dir(sp.cg.pids, _LAUNCHER, WORK)
+                if work_fd is None:
+                    log.warning("cannot reach the sandbox's work directory; out/ will not be collected")
+            # out/ is there already (bubblewrap made it); absolute names go to /tmp (fontcache.py)
+            relative = (f.name for f in stage.files if not f.name.startswith("/"))
+            dirs = [f"{WORK}/{d}" for d in parent_dirs(relative) if d != OUT_DIR]
             send_job(sp.sock, [stdin_r, out_w, err_w, res_w], files, rlimits, env, argv, WORK, dirs)
         except (OSError, ValueError):
+            if work_fd is not None:
+                os.close(work_fd)
             if prebuilt:
                 log.warning("pooled sandbox unusable; building one for this run", exc_info=True)
                 self._finish(sp.slot, sp.cg, sp)
@@ -273,15 +285,30 @@ class BwrapRunner(Runner):
                 os.close(fd)
         try:
             result = self._supervise(sp, stage, on_output)
+            if stage.outputs is not None:
+                result.outputs = self._collect(sp, work_fd, stage.outputs)
         except BaseException:
             self._finish(sp.slot, sp.cg, sp)
             raise
+        finally:
+            if work_fd is not None:
+                os.close(work_fd)
         # Every process already got SIGKILL; waiting for the kernel to tear the namespaces
         # down, reaping and removing the cgroup happen off the request path.
         finisher = threading.Thread(target=self._finish_quietly, args=(sp,), daemon=True)
         self._finishing.add(finisher)
         finisher.start()
         return result
+
+    @staticmethod
+    def _collect(sp: Spawned, work_fd: int | None, limits: OutputLimits) -> Collected:
+        """The run's out/, read once every process of the run is gone (none may still write)."""
+        if work_fd is None or not has_entries(work_fd):
+            return Collected()  # nothing in out/: no need to wait for the processes to go
+        if not sp.cg.kill_all(exclude_reap=sp.proc.pid):
+            log.error("the run's processes outlived SIGKILL; its out/ is not collected")
+            return Collected(truncated=True)
+        return collect(work_fd, limits)
 
     def _finish_quietly(self, sp: Spawned) -> None:
         try:
@@ -413,6 +440,7 @@ class BwrapRunner(Runner):
             "--size", str(disk_kb * 1024),
             "--tmpfs", BOX,
             "--dir", WORK,
+            "--dir", f"{WORK}/{OUT_DIR}",  # where a run leaves the files it wants kept (outputs.py)
             "--dir", f"{BOX}/tmp",
             "--symlink", f"{BOX}/tmp", "/tmp",
             *extra,

@@ -29,6 +29,8 @@ class Language:
     sources: tuple[str, ...] = ()  # globs of the files `compile` takes ("{sources}"; program.py)
     env: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
     compile_env: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # name -> the host path whose presence says the library is installed (languages.toml)
+    libraries: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def compiled(self) -> bool:
@@ -84,6 +86,7 @@ def load_registry(path: Path = _REGISTRY_FILE) -> dict[str, Language]:
             sources=_str_tuple(entry, "sources", lang_id) if "sources" in entry else (),
             env=_str_map(entry, "env"),
             compile_env=_str_map(entry, "compile_env"),
+            libraries=_str_map(entry, "libraries"),
         )
     return langs
 
@@ -122,6 +125,26 @@ def toolchain_version(lang: Language) -> str:
         return _versions.setdefault(lang.id, version)
 
 
+def installed_libraries(lang: Language) -> dict[str, str]:
+    """The declared libraries present on this host: {name: version} ("" when no package metadata
+    beside it says which). A library whose path is missing is left out, never assumed."""
+    found = {}
+    for name, marker in lang.libraries.items():
+        path = Path(marker)
+        if not path.exists():
+            continue
+        found[name] = ""
+        for meta in sorted(path.parent.glob(f"{path.name}-*")):
+            if meta.suffix in (".dist-info", ".egg-info"):
+                found[name] = meta.name[len(path.name) + 1 :].removesuffix(meta.suffix).split("-")[0]
+                break
+    return found
+
+
+def libraries_listing(found: dict[str, str]) -> list[dict[str, str]]:
+    return [{"name": name, "version": version} for name, version in sorted(found.items())]
+
+
 def short_version(version_line: str) -> str:
     m = _VERSION_RE.search(version_line)
     return m.group(0) if m else version_line
@@ -142,11 +165,15 @@ def list_languages() -> list[dict[str, object]]:
     if missing:
         with ThreadPoolExecutor(max_workers=len(missing)) as pool:
             list(pool.map(toolchain_version, missing))
-    return [language_entry(lg, version, lg.available and bool(version))
+    return [language_entry(lg, version, lg.available and bool(version), installed_libraries(lg))
             for lg in langs for version in (toolchain_version(lg),)]
 
 
-def language_entry(lang: Language, version_line: str, available: bool) -> dict[str, object]:
-    """One language as GET /api/v1/languages lists it, whoever found its toolchain's version."""
+def language_entry(
+    lang: Language, version_line: str, available: bool, libraries: dict[str, str] | None = None
+) -> dict[str, object]:
+    """One language as GET /api/v1/languages lists it, whoever found its toolchain's version and
+    its libraries ({name: version}, as installed_libraries gives them)."""
     return {"id": lang.id, "name": lang.name, "version": short_version(version_line), "available": available,
-            "compiled": lang.compiled, "source_file": lang.source_file}
+            "compiled": lang.compiled, "source_file": lang.source_file,
+            "libraries": libraries_listing(libraries or {}) if available else []}

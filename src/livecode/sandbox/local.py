@@ -17,6 +17,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from .outputs import OUT_DIR, collect
 from .runner import Runner, Stage, StageResult
 from .supervise import StreamSpec, Watch, supervise
 from .types import OutputCallback
@@ -45,6 +46,8 @@ class UnsandboxedRunner(Runner):
 
     def _in_dir(self, stage: Stage, on_output: OutputCallback | None, workdir: Path) -> StageResult:
         for spec in stage.files:  # paths checked by program.resolve: relative, no ".."
+            if spec.name.startswith("/"):
+                continue  # a cache for the sandbox's own /tmp (fontcache.py): only a speed-up
             target = workdir / spec.name
             target.parent.mkdir(parents=True, exist_ok=True)
             if spec.data is not None:
@@ -54,8 +57,9 @@ class UnsandboxedRunner(Runner):
                     shutil.copyfileobj(src, dst)
             target.chmod(spec.mode)
         (workdir / "tmp").mkdir(exist_ok=True)
+        (workdir / OUT_DIR).mkdir(exist_ok=True)
         env = {**stage.env, "HOME": str(workdir), "TMPDIR": str(workdir / "tmp")}
-        for key in ("GOCACHE", "GOPATH"):
+        for key in ("GOCACHE", "GOPATH", "MPLCONFIGDIR"):
             if key in env:
                 env[key] = str(workdir / "tmp" / key.lower())
         limits = [
@@ -113,6 +117,12 @@ class UnsandboxedRunner(Runner):
             sr.signal = os.WTERMSIG(raw)
         else:
             sr.exit_code = os.WEXITSTATUS(raw)
+        if stage.outputs is not None:  # the process group was killed when the program ended
+            work_fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                sr.outputs = collect(work_fd, stage.outputs)
+            finally:
+                os.close(work_fd)
         if stage.kind == "compile":
             sr.stderr = sr.stdout + sr.stderr
             sr.stdout = b""

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from .cache import ArtifactCache, ArtifactTooLarge, cache_key, close_files, pages
 from .files import FileSpec
+from .fontcache import font_cache_files
 from .languages import Language, all_languages, get_language, toolchain_version
+from .outputs import Collected, OutputLimits
 from .program import InvalidProgram, SourceFile, expand, resolve
 from .types import Outcome, OutputCallback, RunRequest, RunResult, SandboxLimits, StdinSource, text_view
 
@@ -49,6 +51,7 @@ class Stage:
     stdin_source: StdinSource | None = None
     collect: tuple[str, ...] = ()  # artifact globs to bring back (compile stage)
     stdout_file: int | None = None  # compile stage: the artifacts' tar goes to this file, not memory
+    outputs: OutputLimits | None = None  # run stage: bring back what it leaves in out/
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ class StageResult:
     killed_for: str | None = None  # "wall" | "cpu" | "output"
     oom: bool = False
     internal_error: str | None = None
+    outputs: Collected | None = None  # the files of out/, when the stage asked for them
 
 
 class Runner(ABC):
@@ -195,7 +199,7 @@ class Runner(ABC):
             kind="run",
             argv=[*program.argv(lang.run), *req.args],
             env=env,
-            files=files,
+            files=[*files, *font_cache_files(lang)],
             wall_ms=limits.time_limit_ms,
             cpu_ms=limits.cpu_time_ms,
             memory_mb=limits.memory_mb,
@@ -207,6 +211,7 @@ class Runner(ABC):
             stderr_cap=limits.max_output_bytes,
             stdin=req.stdin.encode("utf-8"),
             stdin_source=stdin_source,
+            outputs=req.outputs,
         )
         sr = self._execute(stage, on_output)
         return self._to_result(sr, limits)
@@ -310,6 +315,8 @@ class Runner(ABC):
             cpu_time_ms=sr.cpu_ms,
             memory_kb=sr.memory_kb,
         )
+        if sr.outputs is not None:
+            res.files, res.files_truncated = sr.outputs.files, sr.outputs.truncated
         cpu_over = sr.cpu_ms is not None and sr.cpu_ms >= limits.cpu_time_ms
         # Precedence: our own kills first, then the OOM killer (a tree that lost a process to
         # it and then hung is reported as MEMORY_LIMIT), then time, then the program's own exit.

@@ -92,8 +92,7 @@ def run_many(
                 time_ms = min(time_ms, left)
             if on_start is not None:
                 on_start(index)
-            one = replace(req, stdin=given.stdin, args=tuple(given.args),
-                          limits=replace(limits, time_limit_ms=time_ms))
+            one = replace(req, stdin=given.stdin, args=tuple(given.args), limits=replace(limits, time_limit_ms=time_ms))
             result = runner.run_prepared(prepared, one)
             out.runs.append(result)
             if on_finish is not None:

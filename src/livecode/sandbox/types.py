@@ -9,6 +9,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .outputs import OutputFile, OutputLimits
 from .program import SourceFile
 
 
@@ -53,6 +54,7 @@ class RunRequest:
     stdin: str = ""
     args: tuple[str, ...] = ()
     limits: SandboxLimits = field(default_factory=SandboxLimits)
+    outputs: OutputLimits | None = None  # keep the files the run leaves in out/ (outputs.py)
     files: tuple[SourceFile, ...] = ()
     entry: str | None = None
 
@@ -81,6 +83,8 @@ class RunResult:
     memory_kb: int | None = None
     message: str = ""  # human-readable detail for INTERNAL_ERROR and limits
     cached: bool = False  # compiled artifact came from the cache; the compiler did not run
+    files: list[OutputFile] = field(default_factory=list)  # what the run left in out/
+    files_truncated: bool = False  # some of out/ was left out for a limit
 
     @property
     def stdout(self) -> str:

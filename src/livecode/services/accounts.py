@@ -59,6 +59,7 @@ class Principal:
     role: str
     username: str = ""
     token_version: int = 0
+    callback_url: str | None = None  # the API key's default webhook (services/webhooks)
 
 
 def normalize_username(raw: str) -> str:
@@ -355,7 +356,8 @@ def hash_key(key: str) -> str:
 
 
 def create_api_key(
-    db: Database, user_id: uuid.UUID, name: str, expires_in_days: int | None = None
+    db: Database, user_id: uuid.UUID, name: str, expires_in_days: int | None = None,
+    callback_url: str | None = None,
 ) -> dict[str, Any]:
     """A new key; the only time its secret is returned. With `expires_in_days` it stops working then."""
     if len(name) > 100:
@@ -364,7 +366,7 @@ def create_api_key(
     now = utcnow()
     expires = now + timedelta(days=expires_in_days) if expires_in_days else None
     row = ApiKey(id=uuid.uuid4(), user_id=user_id, name=name, prefix=key[:12], key_hash=hash_key(key),
-                 created_at=now, expires_at=expires)
+                 created_at=now, expires_at=expires, callback_url=callback_url)
     with db.write() as s:
         active = s.execute(
             select(func.count()).select_from(ApiKey).where(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
@@ -378,7 +380,7 @@ def create_api_key(
 
 def serialize_key(k: ApiKey) -> dict[str, Any]:
     return {"id": str(k.id), "name": k.name, "prefix": k.prefix, "created_at": iso(k.created_at),
-            "revoked_at": iso(k.revoked_at), "expires_at": iso(k.expires_at)}
+            "revoked_at": iso(k.revoked_at), "expires_at": iso(k.expires_at), "callback_url": k.callback_url}
 
 
 def list_api_keys(db: Database, user_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -447,14 +449,14 @@ def principal_for_key(db: Database, key: str) -> Principal | None:
         return cached
     with db.read(fresh=True) as s:
         row = s.execute(
-            select(User.id, User.role, User.username, User.token_version, ApiKey.expires_at)
+            select(User.id, User.role, User.username, User.token_version, ApiKey.expires_at, ApiKey.callback_url)
             .join(ApiKey, ApiKey.user_id == User.id)
             .where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None),
                    or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > utcnow()))
         ).first()
     if row is None:
         return None
-    principal = Principal(row.id, row.role, row.username, row.token_version)
+    principal = Principal(row.id, row.role, row.username, row.token_version, row.callback_url)
     ttl = None
     if row.expires_at is not None:  # never cached past its expiry
         expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=utcnow().tzinfo)

@@ -48,12 +48,14 @@ def submit_batch(
     request_id: str | None = None,
     charge: Callable[[int], None] | None = None,
     languages: LanguageCatalog | None = None,
+    after_insert: Callable[[Session, list[uuid.UUID]], object] | None = None,
 ) -> dict[str, Any]:
     """Queue every item on the low-priority queue, or none of them: every session must exist and
     belong to the caller, and every option be valid, before anything is written. Each execution
     gets its QUEUED event, as a single run does. `charge(n)` (the
     rate limit) is called with the number of runs right before they are inserted; it refuses the
-    whole batch by raising."""
+    whole batch by raising. `after_insert(session, ids)` adds rows that belong with the runs
+    (their webhooks) in the same transaction."""
     for item in items:
         item.options.priority = Priority.BATCH.value
         check_options(item.options, settings)
@@ -95,6 +97,8 @@ def submit_batch(
         s.execute(insert(Execution), rows)
         for sid, snap in snapshots.items():
             snap.insert_files(s, [row["id"] for row in rows if row["session_id"] == sid])
+        if after_insert is not None:
+            after_insert(s, [row["id"] for row in rows])
     publish_queued(events, [str(row["id"]) for row in rows])
     failed = 0
     for row in rows:

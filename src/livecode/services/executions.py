@@ -10,7 +10,7 @@ import base64
 import functools
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
@@ -31,11 +31,12 @@ from ..models import (
     status_values,
     utcnow,
 )
+from ..sandbox.outputs import OutputFile
 from ..sandbox.program import SourceFile
 from ..sandbox.types import RunRequest, SandboxLimits, text_view
 from ..streaming.bus import EventBus
 from ..streaming.publisher import publish_queued
-from . import storage, testcases
+from . import output_files, storage, testcases
 from .access import Need, execution_access, refuse, role_of, session_access
 from .sessions import iso, not_found
 from .snapshots import snapshot_files, snapshot_of
@@ -142,12 +143,13 @@ def serialize_execution(e: Execution, encoding: str = "text") -> dict[str, Any]:
         "execution_time_ms": e.execution_time_ms,
         "cpu_time_ms": e.cpu_time_ms,
         "memory_kb": e.memory_kb,
+        "files_truncated": e.files_truncated,
         "attempts": e.attempts,
         "worker": e.worker,
         "queued_at": iso(e.queued_at),
         "started_at": iso(e.started_at),
         "finished_at": iso(e.finished_at),
-        **testcases.serialize_tests(e.tests, e.test_results, encoding),
+        **testcases.serialize_tests(e.tests, e.test_results, encoding, e.compare_mode),
     }
 
 
@@ -239,12 +241,14 @@ def submit_execution(
     request_id: str | None = None,
     on_queued: Callable[[uuid.UUID], object] | None = None,
     languages: LanguageCatalog | None = None,
+    after_insert: Callable[[Any, uuid.UUID, uuid.UUID | None], object] | None = None,
 ) -> dict[str, Any]:
     """Insert a QUEUED execution of the session's code (stored once, by hash: services/storage.py),
     publish its QUEUED event, then queue its id. `on_queued` runs just before the id is queued (a
     waiter listens for the end there, so the end cannot pass unheard); its failure is logged,
     never the caller's. The session read, the source and the execution go through one Core
-    transaction (one pool checkout).
+    transaction (one pool checkout); `after_insert(conn, execution_id, owner)` adds rows that
+    belong with the execution (its webhook, its Judge0 extras) in that transaction.
     """
     check_options(options, settings)
     execution_id = uuid.uuid4()
@@ -276,6 +280,8 @@ def submit_execution(
             if conn.execute(stmt, params).first() is None:
                 raise _NotInserted  # rolls back the source too: a refusal changes nothing
             snapshot.insert_files(conn, [execution_id])
+            if after_insert is not None:
+                after_insert(conn, execution_id, user_id)
     except _Unreadable:
         refuse(session_id, role_of(db, session_id, owner_id), Need.RUN)
     except _NotInserted:
@@ -451,12 +457,20 @@ def finish_execution(
 
 
 def finish_execution_returning(
-    db: Database, execution_id: uuid.UUID, attempt: int, status: ExecutionStatus, **result: Any
+    db: Database, execution_id: uuid.UUID, attempt: int, status: ExecutionStatus,
+    files: Sequence[OutputFile] = (), **result: Any,
 ) -> dict[str, Any] | None:
     """finish_execution that also returns the finished execution as GET returns it (from the
-    UPDATE's RETURNING: no second read), or None when the row was not the attempt's to finish."""
+    UPDATE's RETURNING: no second read), or None when the row was not the attempt's to finish.
+    `files` (what the run left in out/) are stored in the same transaction as the result."""
     # The SET clause is the parameters' column keys (status, finished_at and the result's).
     values = {"status": status.value, "finished_at": utcnow(), **result, "p_eid": execution_id, "p_attempt": attempt}
+    if files:
+        with db.write_core() as tx:
+            row = tx.execute(_FINISH, values).first()
+            if row is not None:
+                output_files.store_files(tx, execution_id, files)
+        return serialize_execution(row) if row is not None else None  # type: ignore[arg-type]
     # write_one: a result committed after its worker died is still the run's result (its
     # message, never acked, finds the row terminal and is skipped).
     with db.write_one() as conn:  # Core: the row's columns are all serialize_execution reads

@@ -187,6 +187,7 @@ def autosave_files(
     beside `files` is the entry's content. The new set is checked like a new session's, then
     written by an UPDATE conditional on the version it was built from (and on
     `expected_version`, when given: 409 VERSION_CONFLICT as for a plain autosave)."""
+    seen: int | None = None  # the version the last attempt was built from
     for _ in range(_SAVE_RETRIES):
         with db.read(fresh=True) as s:
             row = s.execute(_allowed(select(CodeSession.language, CodeSession.source_code, CodeSession.files,
@@ -194,6 +195,7 @@ def autosave_files(
                                      .where(CodeSession.id == session_id), owner_id, Need.EDIT)).first()
         if row is None:
             refuse(session_id, role_of(db, session_id, owner_id), Need.EDIT)
+        seen = row.version
         if expected_version is not None and row.version != expected_version:
             raise _conflict(expected_version, row.version)
         current = programs.session_program(row.language, row.source_code, row.files, row.entry)
@@ -213,7 +215,8 @@ def autosave_files(
             if now_at is None:
                 raise not_found(session_id)
             raise _conflict(expected_version, now_at)
-    raise Conflict("the session kept changing while this save was applied; try again", code="VERSION_CONFLICT")
+    raise Conflict("the session kept changing while this save was applied; try again", code="VERSION_CONFLICT",
+                   details={"current_version": seen, "your_version": expected_version})
 
 
 def _edited(language: str, current: programs.Program, settings: Settings, *, files: list[tuple[str, str]] | None,

@@ -18,8 +18,11 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from ..models import ExecutionFile, Source
+from ..db import Database
+from ..errors import NotFound
+from ..models import Execution, ExecutionFile, Source
 from . import programs, storage
+from .access import execution_access
 
 
 @dataclass
@@ -65,3 +68,24 @@ def snapshot_files(conn: Connection | Session, execution_id: uuid.UUID) -> list[
         .order_by(ExecutionFile.position)
     ).all()
     return [(r.path, r.content) for r in rows]
+
+
+def execution_program(db: Database, execution_id: uuid.UUID, owner_id: uuid.UUID | None) -> dict[str, Any]:
+    """The program an execution ran (or will run): its files and entry as the session held them
+    when it was submitted; 404 EXECUTION_NOT_FOUND as for the execution itself."""
+    q = (
+        select(Execution.language, Execution.entry, Source.content)
+        .join(Source, Source.hash == Execution.source_hash)
+        .where(Execution.id == execution_id)
+    )
+    if owner_id is not None:
+        q = q.where(execution_access(owner_id))  # the session's owner or a member (services/access.py)
+    with db.read(fresh=True) as s:
+        row = s.execute(q).first()
+        if row is None:
+            raise NotFound(f"execution {execution_id} not found", code="EXECUTION_NOT_FOUND")
+        if row.entry is None:
+            program = programs.session_program(row.language, row.content, None, None)
+        else:
+            program = programs.Program(tuple(snapshot_files(s, execution_id)), row.entry)
+    return {"execution_id": str(execution_id), "language": row.language, **programs.as_json(program)}

@@ -19,7 +19,7 @@ from typing import Any
 from ..config import Settings
 from ..errors import ValidationError
 from ..sandbox.types import text_view
-from .compare import Comparator, CompareModeError, parse_compare
+from .compare import DEFAULT_COMPARE, Comparator, CompareModeError, parse_compare
 from .validation import check_text
 
 ACCEPTED = "ACCEPTED"
@@ -46,8 +46,12 @@ class TestCase:
     expected_output: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {"name": self.name, "stdin": self.stdin, "args": list(self.args),
-                "expected_output": self.expected_output}
+        return {
+            "name": self.name,
+            "stdin": self.stdin,
+            "args": list(self.args),
+            "expected_output": self.expected_output,
+        }
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> TestCase:
@@ -80,18 +84,34 @@ def parse_tests(raw: Any) -> list[TestCase] | None:
             raise _invalid(f"{where} must be an object {{name?, stdin, args?, expected_output?}}", where)
         unknown = sorted(set(doc) - TEST_FIELDS)
         if unknown:
-            raise ValidationError(f"unknown field(s) in {where}: {', '.join(unknown)}; allowed: "
-                                  f"{', '.join(sorted(TEST_FIELDS))}", code="UNKNOWN_FIELD", details={"field": where})
+            raise ValidationError(
+                f"unknown field(s) in {where}: {', '.join(unknown)}; allowed: {', '.join(sorted(TEST_FIELDS))}",
+                code="UNKNOWN_FIELD",
+                details={"field": where},
+            )
         args = doc.get("args", [])
         if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
             raise _invalid(f"field '{where}.args' must be a list of strings", f"{where}.args")
-        tests.append(TestCase(_string(doc, "stdin", where) or "", list(args), _string(doc, "name", where),
-                              _string(doc, "expected_output", where)))
+        tests.append(
+            TestCase(
+                _string(doc, "stdin", where) or "",
+                list(args),
+                _string(doc, "name", where),
+                _string(doc, "expected_output", where),
+            )
+        )
     return tests
 
 
-def check_tests(tests: list[TestCase] | None, compare: str | None, settings: Settings, *, stdin: str = "",
-                args: list[str] | None = None, interactive: bool = False) -> None:
+def check_tests(
+    tests: list[TestCase] | None,
+    compare: str | None,
+    settings: Settings,
+    *,
+    stdin: str = "",
+    args: list[str] | None = None,
+    interactive: bool = False,
+) -> None:
     """Counts, sizes and the compare mode; a 4xx in the one error shape for anything wrong.
     `stdin`, `args` and `interactive` are the request's own: each test brings its stdin and args,
     and a run with tests reads no live input."""
@@ -108,7 +128,9 @@ def check_tests(tests: list[TestCase] | None, compare: str | None, settings: Set
     if stdin or args or interactive:
         raise ValidationError(
             "a run with 'tests' takes its stdin and args from each test: leave out the request's own "
-            "'stdin', 'args' and 'interactive'", code="TESTS_CONFLICT")
+            "'stdin', 'args' and 'interactive'",
+            code="TESTS_CONFLICT",
+        )
     comparator(compare)
     for i, test in enumerate(tests):
         where = f"tests[{i}]"
@@ -128,8 +150,11 @@ def check_tests(tests: list[TestCase] | None, compare: str | None, settings: Set
 def comparator(compare: str | None) -> Comparator:
     """The request's compare mode (default "trim"); 400 INVALID_COMPARE naming the modes."""
     if compare is not None and len(compare) > MAX_COMPARE_CHARS:
-        raise ValidationError(f"field 'compare' is longer than {MAX_COMPARE_CHARS} characters",
-                              code="INVALID_COMPARE", details={"field": "compare"})
+        raise ValidationError(
+            f"field 'compare' is longer than {MAX_COMPARE_CHARS} characters",
+            code="INVALID_COMPARE",
+            details={"field": "compare"},
+        )
     try:
         return parse_compare(compare)
     except CompareModeError as exc:
@@ -160,9 +185,18 @@ def summary(verdicts: list[str | None]) -> dict[str, Any]:
     return {"passed": sum(v == ACCEPTED for v in verdicts), "total": len(verdicts), "verdict": first}
 
 
-def result_entry(verdict_: str, stdout: bytes, stderr: bytes, *, exit_code: int | None, signal: int | None,
-                 execution_time_ms: int | None, cpu_time_ms: int | None, memory_kb: int | None,
-                 truncated: bool) -> dict[str, Any]:
+def result_entry(
+    verdict_: str,
+    stdout: bytes,
+    stderr: bytes,
+    *,
+    exit_code: int | None,
+    signal: int | None,
+    execution_time_ms: int | None,
+    cpu_time_ms: int | None,
+    memory_kb: int | None,
+    truncated: bool,
+) -> dict[str, Any]:
     """One test's result as the row keeps it (output base64-encoded)."""
     return {
         "verdict": verdict_,
@@ -183,8 +217,9 @@ def _output(stored: str | None, encoding: str) -> str | None:
     return stored if encoding == "base64" else text_view(base64.b64decode(stored))
 
 
-def case_view(index: int, test: dict[str, Any], result: dict[str, Any] | None,
-              encoding: str = "text") -> dict[str, Any]:
+def case_view(
+    index: int, test: dict[str, Any], result: dict[str, Any] | None, encoding: str = "text"
+) -> dict[str, Any]:
     """One test as the API returns it: its index and name, and its result (nulls until it ran)."""
     r = result or {}
     return {
@@ -202,15 +237,19 @@ def case_view(index: int, test: dict[str, Any], result: dict[str, Any] | None,
     }
 
 
-def serialize_tests(tests: list[dict[str, Any]] | None, results: list[dict[str, Any]] | None,
-                    encoding: str = "text") -> dict[str, Any]:
-    """The execution's `tests` and `summary` fields (both null for a run without tests)."""
+def serialize_tests(
+    tests: list[dict[str, Any]] | None,
+    results: list[dict[str, Any]] | None,
+    encoding: str = "text",
+    compare: str | None = None,
+) -> dict[str, Any]:
+    """The execution's `tests`, `summary` and `compare` fields (all null for a run without tests)."""
     if tests is None:
-        return {"tests": None, "summary": None}
+        return {"tests": None, "summary": None, "compare": None}
     done = results or []
     views = [case_view(i, t, done[i] if i < len(done) else None, encoding) for i, t in enumerate(tests)]
     verdicts = [v["verdict"] for v in views]
     total = summary(verdicts)
     if None in verdicts:
         total["verdict"] = None
-    return {"tests": views, "summary": total}
+    return {"tests": views, "summary": total, "compare": compare or DEFAULT_COMPARE}

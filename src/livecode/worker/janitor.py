@@ -11,6 +11,7 @@ import logging
 import time
 
 from ..runtime import Runtime
+from ..services.output_files import expire_files
 from ..services.storage import collect_sources, expire_executions
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ LOCK_KEY = "livecode:storage-cleanup:lock"
 def cleanup_once(rt: Runtime) -> dict[str, int]:
     """One pass: executions past the retention first, then the sources they leave unreferenced."""
     counts = {
+        "expired_files": expire_files(rt.db, rt.settings),
         "expired_executions": expire_executions(rt.db, rt.settings),
         "collected_sources": collect_sources(rt.db, rt.settings),
     }

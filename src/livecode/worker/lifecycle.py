@@ -8,12 +8,13 @@ from typing import Any
 from celery import signals
 
 from ..infra.languages import HEARTBEAT_KEY as LANGUAGES_KEY
-from ..infra.languages import advertised
+from ..infra.languages import LIBRARIES_KEY, advertised, advertised_libraries
 from ..runtime import Runtime, runtime
 from .celery_app import celery, enqueue_execution
 from .heartbeat import Heartbeat, process_stats, set_identity
 from .reconciler import Reconciler
 from .sandbox_runner import compile_cache_stats, get_process_runner
+from .webhooks import WebhookSweeper
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +29,25 @@ def start_background(rt: Runtime, worker_name: str, concurrency: int) -> None:
     # What this worker can run, probed once before its first heartbeat: the API (which needs no
     # toolchain of its own in the distributed mode) lists and accepts the union over live workers.
     languages = advertised()
+    libraries = advertised_libraries()
     hb = Heartbeat(
         rt.registry, worker_name, rt.settings.heartbeat_interval_s, rt.settings.heartbeat_ttl_s,
-        lambda: _beat_info(active_runs(), concurrency, languages),
+        lambda: _beat_info(active_runs(), concurrency, languages, libraries),
     )
     rec = Reconciler(rt, enqueue_execution, worker_name)
+    hooks = WebhookSweeper(rt)
     hb.start()
     rec.start()
-    _threads.extend([hb, rec])
+    hooks.start()
+    _threads.extend([hb, rec, hooks])
 
 
-def _beat_info(active: int, concurrency: int, languages: dict[str, str]) -> dict[str, Any]:
+def _beat_info(
+    active: int, concurrency: int, languages: dict[str, str], libraries: dict[str, dict[str, str]] | None = None
+) -> dict[str, Any]:
     info = process_stats(active, concurrency)
     info[LANGUAGES_KEY] = languages
+    info[LIBRARIES_KEY] = libraries or {}
     cache = compile_cache_stats()
     if cache is not None:
         info["compile_cache"] = cache

@@ -10,6 +10,8 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -21,14 +23,18 @@ from ..errors import internal_error_message, new_error_id
 from ..models import ExecutionStatus, utcnow
 from ..runtime import Runtime, runtime
 from ..sandbox import Outcome, RunResult, SandboxLimits
+from ..sandbox.outputs import OutputFile
 from ..services.executions import ClaimedRun, claim_execution, fail_queued, finish_execution_returning
+from ..services.output_files import output_limits
 from ..streaming.publisher import OutputPublisher, publish_finished, publish_running
+from .cache_use import compile_cached
 from .celery_app import TASK_NAME, celery
 from .deadletter import record_dead_letter
 from .heartbeat import identity
 from .metrics import record_outcome
 from .sandbox_runner import get_process_runner
 from .test_runs import run_tests_claimed
+from .webhooks import notify as notify_webhooks
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +82,7 @@ def result_columns(result: RunResult) -> dict[str, Any]:
         "execution_time_ms": result.wall_time_ms,
         "cpu_time_ms": result.cpu_time_ms,
         "memory_kb": result.memory_kb,
+        "files_truncated": result.files_truncated,
     }
 
 
@@ -99,7 +106,7 @@ def internal_error_stderr(result: RunResult, extra: dict[str, Any]) -> bytes:
 
 
 def _save(rt: Runtime, claimed: ClaimedRun, status: ExecutionStatus, cols: dict[str, Any],
-          extra: dict[str, Any]) -> tuple[dict[str, Any] | None, ExecutionStatus]:
+          extra: dict[str, Any], files: Sequence[OutputFile] = ()) -> tuple[dict[str, Any] | None, ExecutionStatus]:
     """Write the result. When that fails for good (not a lost connection), the run is recorded as
     FAILED/INTERNAL_ERROR without its output, with a generic message and an error id for the
     user; the exception goes to the operator's log with the same id (the engine hides statement
@@ -107,10 +114,14 @@ def _save(rt: Runtime, claimed: ClaimedRun, status: ExecutionStatus, cols: dict[
     Returns the finished execution (None if the row was not this attempt's to write) and the
     status it was given."""
     try:
-        return _save_with_backoff(rt, claimed, status, cols, rt.settings.task_max_retries), status
+        return _save_with_backoff(rt, claimed, status, cols, rt.settings.task_max_retries, files), status
     except Exception as exc:
         if is_unavailable(exc):
             raise
+        if files:  # the files are what the database refused: the result is still the run's result
+            log.error("could not store the run's output files; saving its result without them", exc_info=True,
+                      extra=extra)
+            return _save(rt, claimed, status, {**cols, "files_truncated": True}, extra)
         error_id = new_error_id()
         log.error("could not save the result (error id %s)", error_id, exc_info=True,
                   extra={**extra, "error_id": error_id})
@@ -124,12 +135,13 @@ def _save(rt: Runtime, claimed: ClaimedRun, status: ExecutionStatus, cols: dict[
 
 
 def _save_with_backoff(
-    rt: Runtime, claimed: ClaimedRun, status: ExecutionStatus, cols: dict[str, Any], max_retries: int
+    rt: Runtime, claimed: ClaimedRun, status: ExecutionStatus, cols: dict[str, Any], max_retries: int,
+    files: Sequence[OutputFile] = (),
 ) -> dict[str, Any] | None:
     """Write the result, retrying a lost database 2^n s apart. The program is not run again."""
     for attempt in range(max_retries + 1):
         try:
-            return finish_execution_returning(rt.db, claimed.execution_id, claimed.attempt, status, **cols)
+            return finish_execution_returning(rt.db, claimed.execution_id, claimed.attempt, status, files, **cols)
         except Exception as exc:
             if not is_unavailable(exc) or attempt == max_retries:
                 raise
@@ -139,7 +151,9 @@ def _save_with_backoff(
 
 def run_claimed(rt: Runtime, claimed: ClaimedRun) -> RunResult:
     eid = str(claimed.execution_id)
-    request = claimed.run_request(limits_for(claimed, rt), stdin=claimed.stdin, args=tuple(claimed.args))
+    # The files the run leaves in out/ come back too (within the configured limits).
+    request = replace(claimed.run_request(limits_for(claimed, rt), stdin=claimed.stdin, args=tuple(claimed.args)),
+                      outputs=output_limits(rt.settings))
 
     # Output goes to the bus from a thread of its own: a slow bus never slows the program.
     on_output = OutputPublisher(rt.events, eid)
@@ -211,16 +225,22 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
     publish_running(rt.events, execution_id, claimed.attempt)
     with _active_lock:
         _active += 1
+    files: Sequence[OutputFile] = ()  # what the run left in out/, stored with its result
     try:
         if claimed.tests is not None:  # test cases: compile once, run once per test
             status, cols = run_tests_claimed(rt, claimed, limits_for(claimed, rt), extra)
         else:
-            status, cols = outcome_columns(run_claimed(rt, claimed), extra)
+            result = run_claimed(rt, claimed)
+            files = result.files
+            status, cols = outcome_columns(result, extra)
+            cols["compile_cached"] = compile_cached(
+                claimed.language, result.cached, result.outcome == Outcome.INTERNAL_ERROR
+            )
     finally:
         with _active_lock:
             _active -= 1
     reason = cols.get("reason")
-    final, status = _save(rt, claimed, status, cols, extra)
+    final, status = _save(rt, claimed, status, cols, extra, files)
     log.info(
         "execution finished",
         extra={
@@ -234,6 +254,7 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
     if final is not None:
         # The row the UPDATE returned, and the three final events in one round trip.
         publish_finished(rt.events, execution_id, status.value, final)
+        notify_webhooks(execution_id)  # after the terminal write; a queue put, the calls are made elsewhere
     record_outcome(rt, status.value, final)  # from the returned row: nothing is read again
     return status.value
 

@@ -20,6 +20,7 @@ from ..sandbox import Outcome, RunInput, RunResult, SandboxLimits, run_many
 from ..services import testcases
 from ..services.executions import ClaimedRun
 from ..streaming.publisher import OutputPublisher, publish_test_started, publish_tests_finished
+from .cache_use import compile_cached
 from .sandbox_runner import get_process_runner
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,15 @@ def run_tests_claimed(
     request = claimed.run_request(limits)
     inputs = [RunInput(t.stdin, tuple(t.args)) for t in tests]
     try:
-        many = run_many(get_process_runner(rt.settings), request, inputs, budget_ms=rt.settings.max_time_limit_ms,
-                        on_output=on_output, on_start=started, on_finish=finished)
+        many = run_many(
+            get_process_runner(rt.settings),
+            request,
+            inputs,
+            budget_ms=rt.settings.max_time_limit_ms,
+            on_output=on_output,
+            on_start=started,
+            on_finish=finished,
+        )
     finally:
         on_output.close()
 
@@ -70,8 +78,9 @@ def run_tests_claimed(
     failed = many.prepared
     if failed is not None and failed.outcome == Outcome.COMPILE_ERROR:
         status, cols["reason"] = ExecutionStatus.FAILED, "COMPILE_ERROR"
-        cols.update(exit_code=failed.exit_code, signal=failed.signal, cpu_time_ms=failed.cpu_time_ms,
-                    memory_kb=failed.memory_kb)
+        cols.update(
+            exit_code=failed.exit_code, signal=failed.signal, cpu_time_ms=failed.cpu_time_ms, memory_kb=failed.memory_kb
+        )
         entries = [_entry(testcases.COMPILE_ERROR) for _ in tests]
         publish_tests_finished(rt.events, eid, [testcases.case_view(i, docs[i], e) for i, e in enumerate(entries)])
     elif many.internal_error:
@@ -82,17 +91,26 @@ def run_tests_claimed(
         first = len(entries)
         entries += skipped
         log.info("tests' time budget spent; %d tests not run", len(skipped), extra=extra)
-        publish_tests_finished(rt.events, eid, [testcases.case_view(first + i, docs[first + i], e)
-                                                for i, e in enumerate(skipped)])
+        publish_tests_finished(
+            rt.events, eid, [testcases.case_view(first + i, docs[first + i], e) for i, e in enumerate(skipped)]
+        )
     cols["test_results"] = entries
+    cached = failed.cached if failed is not None else many.cached
+    cols["compile_cached"] = compile_cached(claimed.language, cached, many.internal_error)
     return status, cols
 
 
 def _entry(verdict: str, result: RunResult | None = None) -> dict[str, Any]:
     r = result or RunResult(Outcome.OK)
     return testcases.result_entry(
-        verdict, r.stdout_bytes, r.stderr_bytes, exit_code=r.exit_code, signal=r.signal,
-        execution_time_ms=r.wall_time_ms if result else None, cpu_time_ms=r.cpu_time_ms, memory_kb=r.memory_kb,
+        verdict,
+        r.stdout_bytes,
+        r.stderr_bytes,
+        exit_code=r.exit_code,
+        signal=r.signal,
+        execution_time_ms=r.wall_time_ms if result else None,
+        cpu_time_ms=r.cpu_time_ms,
+        memory_kb=r.memory_kb,
         truncated=r.stdout_truncated or r.stderr_truncated,
     )
 
@@ -106,6 +124,10 @@ def _internal_error(result: RunResult, extra: dict[str, Any]) -> bytes:
     """The user sees a generic message with an error id; the detail (which may name host paths)
     goes only to the operator's log."""
     error_id = new_error_id()
-    log.error("sandbox internal error in a test run (error id %s): %s", error_id, result.message,
-              extra={**extra, "error_id": error_id})
+    log.error(
+        "sandbox internal error in a test run (error id %s): %s",
+        error_id,
+        result.message,
+        extra={**extra, "error_id": error_id},
+    )
     return internal_error_message(error_id).encode()

@@ -1,7 +1,7 @@
 """session sharing: members (editor or viewer) and share links with a role and an expiry
 
-Revision ID: 0007_collab
-Revises: 0006_multifile
+Revision ID: 0010_collab
+Revises: 0009_judge0
 Create Date: 2026-12-03 17:00:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_collab"
-down_revision: str | None = "0006_multifile"
+revision: str = "0010_collab"
+down_revision: str | None = "0009_judge0"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

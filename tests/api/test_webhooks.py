@@ -1,0 +1,204 @@
+"""Webhooks in process: callback_url checks (SSRF rules at submit time and at connect time),
+scheduling with the run, the signature, retries with backoff, the deliveries listing and the
+secret. The sends go to a real HTTP receiver on loopback (tests/support/receiver.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from livecode.services.webhooks import sender, signing, urls
+from livecode.services.webhooks.dispatch import deliver_due
+from tests.support.inprocess import LiveApp, expect_error, finish_like_a_worker, uid
+from tests.support.receiver import receiver
+from tests.support.users import sign_up
+
+LOOPBACK = ("127.0.0.1",)
+
+
+def execute_url(sid: str) -> str:
+    return f"/api/v1/executions/session/{sid}/execute"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "::1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "fe80::1",
+        "224.0.0.1",
+        "0.0.0.0",
+        "::ffff:127.0.0.1",
+        "100.64.0.1",
+        "fd00:ec2::254",
+    ],
+)
+def test_non_public_addresses_are_refused_unless_allowed(address: str) -> None:
+    assert urls.address_refusal(address, "hooks.example", ()) is not None
+    assert urls.address_refusal(address, "hooks.example", ("hooks.example",)) is None  # by name
+    assert urls.address_refusal("8.8.8.8", "dns.example", ()) is None
+
+
+def test_allow_list_ranges_and_url_shapes() -> None:
+    assert urls.address_refusal("10.20.3.4", "x", ("10.20.0.0/16",)) is None
+    assert urls.address_refusal("10.21.3.4", "x", ("10.20.0.0/16",)) is not None
+    for bad in [
+        "ftp://h/x",
+        "file:///etc/passwd",
+        "http://",
+        "//h/x",
+        "http://u:p@h/x",
+        "http://h/a b",
+        "http://h:99999/",
+        5,
+        "",
+        "h" * 3000,
+    ]:
+        with pytest.raises(urls.RefusedUrl):
+            urls.parse_url(bad)
+
+
+def test_a_name_that_resolves_to_loopback_is_refused_at_submit_time() -> None:
+    def rebinding(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    with pytest.raises(urls.RefusedUrl, match="loopback"):
+        urls.check_url("http://rebind.example/x", (), resolve=rebinding)
+    with pytest.raises(urls.RefusedUrl, match="loopback"):
+        urls.check_url("http://localhost:8080/x", ())  # the system resolver: localhost is loopback
+
+
+def test_the_address_actually_connected_is_checked_at_delivery_time() -> None:
+    """DNS rebinding: the name looked public when submitted, and resolves to 127.0.0.1 now."""
+    with receiver() as rec:
+
+        def rebinding(host: str, port: int) -> list[str]:
+            return ["127.0.0.1"]
+
+        url = f"http://public.example:{rec.port}/hook"
+        refused = sender.send(url, b"{}", {}, resolve=rebinding)
+        assert not refused.ok and refused.error and "loopback" in refused.error and refused.retry is False
+        assert rec.requests == []  # nothing reached the receiver
+        allowed = sender.send(url, b"{}", {}, allow=LOOPBACK, resolve=rebinding)
+        assert allowed.ok and allowed.status_code == 200 and len(rec.requests) == 1
+        assert rec.requests[0].headers["Host"] == f"public.example:{rec.port}"
+
+
+def test_redirects_are_not_followed() -> None:
+    with receiver(statuses=[302]) as rec:
+        result = sender.send(rec.url(), b"{}", {}, allow=LOOPBACK)
+        assert not result.ok and result.status_code == 302 and "redirect" in (result.error or "")
+        assert len(rec.requests) == 1
+
+
+def test_callback_url_on_execute_is_checked_and_scheduled_with_the_run(live: LiveApp) -> None:
+    sid = live.session()["session_id"]
+    before = live.rows.snapshot()
+    err = expect_error(
+        live.client.post(execute_url(sid), json={"callback_url": "http://localhost:9/x"}), 400, "INVALID_CALLBACK_URL"
+    )
+    assert "loopback" in err["message"]
+    expect_error(live.client.post(execute_url(sid), json={"callback_url": "gopher://x"}), 400, "INVALID_CALLBACK_URL")
+    assert live.rows.snapshot() == before and live.enqueued.ids == []
+
+
+def test_a_delivery_is_signed_retried_after_a_500_and_listed(make_live: Any) -> None:
+    live = make_live(webhook_allow=LOOPBACK, webhook_backoff_s=0.01)
+    secret = live.client.post("/api/v1/webhooks/secret").get_json()["secret"]
+    assert live.client.get("/api/v1/webhooks/secret").get_json()["exists"] is True
+    sid = live.session("print(1)")["session_id"]
+    with receiver(statuses=[500]) as rec:
+        eid = live.execute(sid, {"callback_url": rec.url()})["execution_id"]
+        listed = live.client.get(f"/api/v1/executions/{eid}/deliveries").get_json()["deliveries"]
+        assert [(d["state"], d["attempts"]) for d in listed] == [("pending", 0)]
+        assert deliver_due(live.db, live.settings) == 0  # not terminal yet: not due
+        finish_like_a_worker(live, eid, stdout=b"1\n")
+        assert deliver_due(live.db, live.settings) == 1  # the 500
+        import time
+
+        time.sleep(0.05)
+        assert deliver_due(live.db, live.settings) == 1  # the retry, after the backoff
+        got = rec.wait_for(2)
+    body = got[1].body
+    ts = int(got[1].headers["X-LiveCode-Timestamp"])
+    assert signing.verify(secret, ts, body, got[1].headers["X-LiveCode-Signature"])
+    assert not signing.verify("whsec_wrong", ts, body, got[1].headers["X-LiveCode-Signature"])
+    payload = json.loads(body)
+    assert payload["event"] == "execution.finished" and payload["execution"]["execution_id"] == eid
+    assert payload["execution"]["stdout"] == "1\n" and got[1].method == "POST"
+    listed = live.client.get(f"/api/v1/executions/{eid}/deliveries").get_json()["deliveries"]
+    assert listed[0]["state"] == "delivered" and [t["status_code"] for t in listed[0]["tries"]] == [500, 200]
+
+
+def test_retries_stop_after_the_configured_tries(make_live: Any) -> None:
+    live = make_live(webhook_allow=LOOPBACK, webhook_backoff_s=0.001, webhook_max_attempts=3)
+    sid = live.session()["session_id"]
+    with receiver(statuses=[500] * 10) as rec:
+        eid = live.execute(sid, {"callback_url": rec.url()})["execution_id"]
+        finish_like_a_worker(live, eid)
+        import time
+
+        for _ in range(10):
+            deliver_due(live.db, live.settings)
+            time.sleep(0.02)
+        assert len(rec.requests) == 3
+    row = live.client.get(f"/api/v1/executions/{eid}/deliveries").get_json()["deliveries"][0]
+    assert (row["state"], row["attempts"]) == ("failed", 3)
+
+
+def test_batches_api_key_defaults_and_judge0_callbacks(make_live: Any) -> None:
+    live = make_live(webhook_allow=LOOPBACK, auth_required=True)
+    user = sign_up(live)
+    with receiver() as rec:
+        key = live.client.post(
+            "/api/v1/api-keys", json={"callback_url": rec.url("/default")}, headers=user.headers
+        ).get_json()["key"]
+        bad = live.client.post("/api/v1/api-keys", json={"callback_url": "ftp://x"}, headers=user.headers)
+        expect_error(bad, 400, "INVALID_CALLBACK_URL")
+        by_key = {"X-API-Key": key}
+        sid = live.session(headers=by_key)["session_id"]
+        keyed = live.execute(sid, headers=by_key)["execution_id"]
+        batch = live.client.post(
+            "/api/v1/executions/batch",
+            headers=by_key,
+            json={"callback_url": rec.url("/batch"), "executions": [{"session_id": sid}, {"session_id": sid}]},
+        )
+        assert batch.status_code == 202, batch.get_json()
+        j0 = live.client.post(
+            "/judge0/submissions",
+            headers={"X-Auth-Token": key},
+            json={"source_code": "print(1)", "language_id": 71, "callback_url": rec.url("/j0")},
+        )
+        token = j0.get_json()["token"]
+        ids = [keyed, *(e["execution_id"] for e in batch.get_json()["executions"]), token]
+        for eid in ids:
+            finish_like_a_worker(live, eid, stdout=b"1\n")
+        assert deliver_due(live.db, live.settings) == 4
+        got = rec.wait_for(4)
+    by_path = {r.path: r for r in got}
+    assert sorted(r.path for r in got) == ["/batch", "/batch", "/default", "/j0"]
+    judge0 = by_path["/j0"]
+    assert judge0.method == "PUT"
+    body = json.loads(judge0.body)
+    assert body["token"] == token and base64.b64decode(body["stdout"]) == b"1\n" and body["status"]["id"] == 3
+    assert set(body) == {"token", "time", "memory", "stdout", "stderr", "compile_output", "message", "status"}
+    assert live.rows.one("webhook_deliveries", "execution_id = :e", e=uid(token))["max_attempts"] == 3
+    # Another user cannot read these deliveries.
+    other = sign_up(live)
+    assert live.client.get(f"/api/v1/executions/{keyed}/deliveries", headers=other.headers).status_code == 404
+    assert live.client.get(f"/api/v1/executions/{uuid.uuid4()}/deliveries", headers=user.headers).status_code == 404
+
+
+def test_webhook_secrets_and_judge0_tokens_are_redacted_from_log_lines() -> None:
+    from livecode.logging_setup import redact
+
+    line = "X-Auth-Token: lc_" + "k" * 40 + " secret=whsec_" + "s" * 40
+    assert "k" * 40 not in redact(line) and "s" * 40 not in redact(line)
