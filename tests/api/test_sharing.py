@@ -70,6 +70,9 @@ def test_members_see_the_session_and_its_executions(cast: Cast) -> None:
         assert [e["execution_id"] for e in listed.get_json()["items"]] == [run["execution_id"]]
         one = c.get(f"{EXECS}/{run['execution_id']}", headers=user.headers)
         assert one.status_code == 200 and one.get_json()["stdout"] == "1\n"
+        program = c.get(f"{EXECS}/{run['execution_id']}/program", headers=user.headers)
+        assert program.status_code == 200 and program.get_json()["files"][0]["content"] == "print(1)"
+        assert c.get(f"{EXECS}/{run['execution_id']}/files", headers=user.headers).status_code == 200
         events = c.get(f"{EXECS}/{run['execution_id']}/events", headers=user.headers)
         assert events.status_code == 200
         assert "event: end" in events.get_data(as_text=True)
@@ -99,6 +102,8 @@ def test_a_stranger_gets_404_everywhere_and_changes_nothing(cast: Cast) -> None:
     for resp in (
         c.get(f"{EXECS}/{eid}", headers=h),
         c.get(f"{EXECS}/{eid}/events", headers=h),
+        c.get(f"{EXECS}/{eid}/program", headers=h),
+        c.get(f"{EXECS}/{eid}/files", headers=h),
         c.get(f"{EXECS}/{eid}/ws", headers={**h, **WS_HEADERS}),
     ):
         expect_error(resp, 404, "EXECUTION_NOT_FOUND")
