@@ -123,3 +123,51 @@ def test_two_windows_co_edit_a_multi_file_program(page: Page, second_browser: An
         lambda: files() == [("main.py", "import util\n"), ("util.py", "X = 1\nY = 2")],
         what="the session's files to follow",
     )
+
+
+def test_a_share_link_from_the_dialog_brings_a_second_user_in_live(
+    browser: Any, second_browser: Any, auth_apis: Any
+) -> None:
+    from tests.browser.test_playground_auth import sign_in
+    from tests.support.accounts import register
+
+    owner_name, owner_pw = register(auth_apis.base)
+    guest_name, guest_pw = register(auth_apis.base)
+    owner_page, guest_page = Page(browser, auth_apis.base), Page(second_browser, auth_apis.base)
+    try:
+        owner_page.open("/")
+        sign_in(owner_page, owner_name, owner_pw)
+        owner_page.replace_code("print('together')\n")
+        owner_page.wait(lambda: owner_page.text("#save-state").startswith("Saved v"), what="the new session")
+        # The share dialog: an editor link.
+        owner_page.el("#collab").click()
+        owner_page.wait(lambda: owner_page.el("#share-dialog").is_displayed(), what="the share dialog")
+        owner_page.wait(lambda: owner_name in owner_page.text("#members-list"), what="the owner in the list")
+        owner_page.el("#link-create").click()
+        link = owner_page.wait(lambda: owner_page.el("#link-url").get_attribute("value"), what="the share link")
+        assert "#join=lcs_" in link and "live=1" in link
+        owner_page.el("#go-live").click()
+        owner_page.wait(
+            lambda: owner_page.driver.execute_script("return document.body.dataset.live") == "true",
+            what="the owner live",
+        )
+
+        guest_page.open("/")
+        sign_in(guest_page, guest_name, guest_pw)
+        guest_page.driver.get(link)
+        guest_page.wait(
+            lambda: guest_page.driver.execute_script("return document.body.dataset.live") == "true",
+            what="the guest live through the link",
+        )
+        guest_page.wait(lambda: code(guest_page) == "print('together')\n", what="the shared text")
+        assert "#join" not in guest_page.driver.current_url  # the token is redeemed once and dropped
+        guest_page.type_at_end("# guest was here")
+        owner_page.wait(lambda: "# guest was here" in code(owner_page), what="the guest's line at the owner's")
+        for p, other in ((owner_page, guest_name), (guest_page, owner_name)):
+            p.wait(lambda p=p, other=other: other in p.text("#presence"), what="the other in the presence list")
+        # The guest is an editor of the session now (the link's role).
+        owner_page.el("#collab").click()
+        owner_page.wait(lambda: f"{guest_name} (editor)" in owner_page.text("#members-list"), what="the new member")
+    finally:
+        for p in (owner_page, guest_page):
+            p.driver.execute_script("try { localStorage.clear() } catch (e) {}")
