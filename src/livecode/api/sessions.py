@@ -145,8 +145,9 @@ def merge_into_document(sid: Any, version: int, source: str | None = None) -> No
     try:
         collab_rooms().merge_saved(sid, version, source)
     except Exception:  # noqa: BLE001
-        log.warning("merging an autosave into the co-edited document failed", extra={"session_id": str(sid)},
-                    exc_info=True)
+        log.warning(
+            "merging an autosave into the co-edited document failed", extra={"session_id": str(sid)}, exc_info=True
+        )
 
 
 def _version_from_etag(sid: Any, header: str) -> int:
