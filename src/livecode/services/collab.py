@@ -332,9 +332,11 @@ class CollabRooms:
                 doc.apply_update(entry.data)
         update = yd.set_files(doc, list(program.files))
         if update != yd.EMPTY_UPDATE:
-            self.log.append(key, UPDATE, update, self.origin)
+            # Not this process's origin: a room that opened here meanwhile (after the load above)
+            # must not skip it as its own.
+            self.log.append(key, UPDATE, update, self.origin + "-rest")
         notice = {"version": row.version, "sha": _program_sha(program), "entry": program.entry}
-        self.log.append(key, PERSISTED, json.dumps(notice).encode(), self.origin)
+        self.log.append(key, PERSISTED, json.dumps(notice).encode(), self.origin + "-rest")
 
     # ---- the log ---------------------------------------------------------------------------
 
