@@ -19,14 +19,13 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, g, request
 from simple_websocket import ConnectionClosed
 
-from ..errors import ApiError
 from ..services import collab_doc as yd
 from ..services.access import Need, grants, require
 from ..services.collab import CollabRooms, DocumentTooLarge
 from .body import parse_uuid
 from .context import owner_id, rt
-from .stream import _close_websocket
 from .stream_slots import hold_slot
+from .websockets import close_websocket, is_preflight_or_refused
 
 log = logging.getLogger(__name__)
 RECEIVE_TIMEOUT_S = 5.0
@@ -100,12 +99,8 @@ def register_collab(app: Flask) -> None:
 
     @bp.before_request
     def _check() -> None:
-        if request.method == "OPTIONS":
+        if is_preflight_or_refused():
             return
-        if request.method != "GET":
-            raise ApiError(
-                "a WebSocket opens with GET", code="METHOD_NOT_ALLOWED", status=405, headers={"Allow": "GET, OPTIONS"}
-            )
         sid = parse_uuid((request.view_args or {}).get("session_id", ""), "session_id")
         role = require(rt().db, sid, owner_id(), Need.VIEW)  # 404 to a stranger
         collab_rooms().check_capacity(sid)
@@ -118,6 +113,6 @@ def register_collab(app: Flask) -> None:
         try:
             _serve(ws, collab_rooms(), sid, can_edit, owner_id())
         finally:
-            _close_websocket(ws)
+            close_websocket(ws)
 
     app.register_blueprint(bp)

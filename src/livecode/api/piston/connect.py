@@ -22,7 +22,7 @@ import uuid
 from typing import Any
 
 import redis
-from flask import Blueprint, Flask, request
+from flask import Blueprint, Flask
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
@@ -35,8 +35,9 @@ from ...streaming.follower import follow
 from ..context import enqueue, owner_id, request_id, rt
 from ..errors import to_response
 from ..ratelimit import charge_executions
-from ..stream import _close_websocket, row_loader, tails
+from ..stream import row_loader, tails
 from ..stream_slots import hold_slot
+from ..websockets import close_websocket, is_preflight_or_refused, receive_until_closed
 
 log = logging.getLogger(__name__)
 INIT_TIMEOUT_S = 1.0  # Piston's: a connection with no init after a second is closed (4001)
@@ -109,17 +110,7 @@ class _Connection:
     # ---- after init ----------------------------------------------------------------------
 
     def receive_loop(self) -> None:
-        try:
-            while not self.closed.is_set():
-                raw = self.ws.receive(timeout=1)
-                if raw is not None:
-                    self.handle(raw)
-        except ConnectionClosed:
-            pass
-        except Exception:  # noqa: BLE001 - a receive failure ends this connection only
-            log.debug("piston websocket receive failed", exc_info=True)
-        finally:
-            self.closed.set()
+        receive_until_closed(self.ws, self.closed, self.handle, "piston")
 
     def handle(self, raw: str | bytes) -> None:
         msg = self.parse(raw)
@@ -259,12 +250,8 @@ def register_connect(app: Flask) -> None:
 
     @bp.before_request
     def _check() -> None:
-        if request.method == "OPTIONS":
+        if is_preflight_or_refused():
             return
-        if request.method != "GET":
-            raise ApiError(
-                "a WebSocket opens with GET", code="METHOD_NOT_ALLOWED", status=405, headers={"Allow": "GET, OPTIONS"}
-            )
         hold_slot(owner_id())  # before the handshake, so a refusal is a plain 503/429
 
     @sock.route("/piston/api/v2/connect", bp=bp)
@@ -283,6 +270,6 @@ def register_connect(app: Flask) -> None:
             try:
                 conn.forget()
             finally:
-                _close_websocket(ws)
+                close_websocket(ws)
 
     app.register_blueprint(bp)
