@@ -13,6 +13,7 @@ import { languageSupport } from "./languages.js";
 export function createEditor(parent, { onChange, onRun }) {
   const language = new Compartment();
   const editable = new Compartment();
+  const collab = new Compartment(); // live co-editing's binding (collab.js), when live
   let programmatic = false;
   let languageRequest = 0;
 
@@ -26,6 +27,7 @@ export function createEditor(parent, { onChange, onRun }) {
         // Tab indents; Escape then Tab still moves focus out (CodeMirror's tab-focus mode).
         keymap.of([indentWithTab]),
         language.of([]),
+        collab.of([]),
         editable.of(EditorView.editable.of(false)),
         EditorView.contentAttributes.of({ "aria-label": "Source code", "data-testid": "code" }),
         EditorView.updateListener.of((update) => {
@@ -46,6 +48,10 @@ export function createEditor(parent, { onChange, onRun }) {
       } finally {
         programmatic = false;
       }
+    },
+    /** Bind the editor to a shared document (or unbind with []); set its text first. */
+    setCollab(extension) {
+      view.dispatch({ effects: collab.reconfigure(extension) });
     },
     setEditable(on) {
       view.dispatch({ effects: editable.reconfigure(EditorView.editable.of(on)) });

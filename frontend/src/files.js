@@ -25,6 +25,7 @@ export class FileTabs {
     this.entry = null;
     this.active = 0;
     this.defaultPath = "main.py";
+    this.liveSwitch = null; // (path) => void while co-editing live
   }
 
   /** Show a program: {files, entry} (a session) or one default file. */
@@ -67,7 +68,9 @@ export class FileTabs {
     if (index === this.active || !this.files[index]) return;
     this.edited();
     this.active = index;
-    this.editor.setText(this.files[index].content);
+    // Live, the editor is rebound to the shared file (main.js); otherwise it shows the tab's text.
+    if (this.liveSwitch) this.liveSwitch(this.files[index].path);
+    else this.editor.setText(this.files[index].content);
     this.render();
     this.editor.focus();
   }

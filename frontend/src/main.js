@@ -17,6 +17,7 @@ import { FileTabs } from "./files.js";
 import { HistoryView } from "./history.js";
 import { isSample, sampleFor } from "./languages.js";
 import { OutputView } from "./output.js";
+import { ShareDialog, redeemFromUrl } from "./share.js";
 import { ExecutionStream, isTerminal } from "./stream.js";
 import { TestsPanel } from "./tests.js";
 import { VersionsPanel } from "./versions.js";
@@ -31,6 +32,8 @@ const state = {
   languages: new Map(), // id -> {id, name, version, available}
   running: false,
   needsToken: false,
+  live: null, // a LiveSession while co-editing
+  readOnly: false, // a viewer of a shared session
 };
 
 const output = new OutputView();
@@ -52,6 +55,7 @@ let editor;
 let tabs;
 let saver;
 let stream = null;
+let shareDialog;
 
 // --- Messages --------------------------------------------------------------------------------
 
@@ -152,6 +156,11 @@ function onSaveState(kind, info = {}) {
         ],
       },
     );
+  } else if (kind === "live") {
+    el.textContent = info.version ? `Live · saved v${info.version}` : "Live";
+    hideMessage("save");
+  } else if (kind === "offline") {
+    el.textContent = "Live · reconnecting…";
   } else if (kind === "error") {
     el.textContent = "Not saved";
     const retry = info.error && info.error.transient ? " Retrying…" : " It will be saved on your next edit.";
@@ -181,6 +190,7 @@ async function createSession(text) {
 }
 
 function hasUnsaved() {
+  if (state.live) return false; // the server writes the shared document
   if (saver.sessionId === null) return tabs.multi || !isSample(editor.getText());
   return saver.dirty || saver.timer !== null || saver.inflight !== null;
 }
@@ -293,6 +303,7 @@ function sessionIdFromUrl() {
 
 function sessionOpened() {
   $("share").disabled = false;
+  $("collab").disabled = false;
   document.title = `LiveCode · ${languageName(state.language)} session`;
 }
 
@@ -310,12 +321,14 @@ function startNew() {
 }
 
 async function openSession(session) {
+  stopLive();
   state.sessionId = session.session_id;
   tabs.load(session.files ? session : { files: [{ path: defaultPath(session.language), content: session.source_code }] },
     defaultPath(session.language));
   showLanguage(session.language);
   saver.attach(session, tabs.snapshot());
   sessionOpened();
+  if (new URLSearchParams(location.search).get("live") === "1") await goLive();
   output.clear();
   output.setStatus(null);
   tests.load(session.session_id);
@@ -365,7 +378,13 @@ async function run({ withTests = false } = {}) {
   setRunning(true);
   hideMessage("run");
   try {
-    if (!(await saver.flush())) {
+    if (state.live) {
+      // The shared document is written into the session first, so the run is of what all see.
+      if ((await state.live.flush()) === null) {
+        showMessage("Not run: the live document could not be saved (connection lost?); try again.", { source: "run" });
+        return;
+      }
+    } else if (!(await saver.flush())) {
       // A conflict already shows its own choices; anything else is said here, with the cause.
       if (saver.error) showApiError("Not run: the code could not be saved", saver.error, "save");
       else if (!saver.conflict) showMessage("Not run: the code is still being saved; try again.", { source: "run" });
@@ -384,6 +403,7 @@ async function run({ withTests = false } = {}) {
     try {
       const queued = await api("POST", `/api/v1/executions/session/${state.sessionId}/execute`, body);
       executionId = queued.execution_id;
+      if (state.live) state.live.announceRun(executionId); // the others follow it too
     } catch (err) {
       const active = err.code === "EXECUTION_IN_PROGRESS" && err.details.active_execution_id;
       if (!active) throw err;
@@ -548,10 +568,105 @@ async function copyLink() {
   }
 }
 
+// --- Live co-editing ----------------------------------------------------------------------------
+
+async function myRole() {
+  const me = signedInUser();
+  if (!me) return "owner"; // no accounts: the one local user
+  try {
+    const { items } = await api("GET", `/api/v1/code-sessions/${state.sessionId}/members`);
+    const mine = items.find((m) => m.username === me);
+    return mine ? mine.role : "viewer";
+  } catch {
+    return "owner";
+  }
+}
+
+function showPeers(peers) {
+  const box = $("presence");
+  box.textContent = "";
+  for (const p of peers) {
+    const span = document.createElement("span");
+    span.className = "peer";
+    span.dataset.name = p.name;
+    const dot = document.createElement("span");
+    dot.className = "dot";
+    dot.style.background = p.color;
+    span.append(dot, p.self ? `${p.name} (you)` : p.name);
+    box.append(span);
+  }
+  box.hidden = peers.length === 0;
+}
+
+/** Switch the open session to live co-editing: the editor edits the shared document. */
+async function goLive() {
+  if (state.live || !state.sessionId) return;
+  await saver.flush(); // what was typed before goes into the document through the source
+  const url = new URL(location.href);
+  if (url.searchParams.get("live") !== "1") {
+    url.searchParams.set("live", "1");
+    window.history.replaceState(null, "", url.pathname + url.search);
+  }
+  const role = await myRole();
+  state.readOnly = role === "viewer";
+  // Yjs and its bindings load on demand, as languages do: the first load stays small.
+  const { LiveSession } = await import("./collab.js");
+  const live = new LiveSession(state.sessionId, {
+    onSaved: (version) => onSaveState("live", { version }),
+    onPeers: showPeers,
+    onRun: (executionId) => {
+      if (!state.running) track(executionId);
+    },
+    onError: (code, message) => showMessage(`Live editing: ${message} (${code})`, { kind: "error", source: "live" }),
+    onStatus: (connected) => onSaveState(connected ? "live" : "offline"),
+  });
+  state.live = live;
+  onSaveState("live");
+  await live.ready();
+  if (state.live !== live) return;
+  showLiveFiles(live);
+  live.onFilesChanged(() => state.live === live && showLiveFiles(live));
+  tabs.liveSwitch = (path) => bindFile(live, path);
+  editor.setEditable(!state.readOnly);
+  $("run").disabled = state.readOnly || state.running;
+  document.body.dataset.live = "true";
+}
+
+/** The tabs show the shared document's files (in the program's order); the editor edits the active one. */
+function showLiveFiles(live) {
+  const paths = live.paths();
+  const order = tabs.files.map((f) => f.path).filter((p) => paths.includes(p));
+  const all = [...order, ...paths.filter((p) => !order.includes(p)).sort()];
+  const active = tabs.files[tabs.active] && all.includes(tabs.files[tabs.active].path) ? tabs.files[tabs.active].path : null;
+  editor.setCollab([]);
+  tabs.load({ files: all.map((path) => ({ path, content: live.text(path) })), entry: tabs.entry }, defaultPath(state.language));
+  if (active) tabs.active = all.indexOf(active);
+  tabs.render();
+  bindFile(live, tabs.files[tabs.active].path);
+}
+
+function bindFile(live, path) {
+  editor.setCollab([]);
+  editor.setText(live.text(path));
+  editor.setCollab(live.extension(path));
+}
+
+function stopLive() {
+  if (!state.live) return;
+  tabs.liveSwitch = null;
+  editor.setCollab([]);
+  state.live.destroy();
+  state.live = null;
+  $("presence").hidden = true;
+  delete document.body.dataset.live;
+}
+
 function wire() {
   $("run").addEventListener("click", () => run());
   $("language").addEventListener("change", changeLanguage);
   $("share").addEventListener("click", copyLink);
+  shareDialog = new ShareDialog({ onLive: goLive });
+  $("collab").addEventListener("click", () => shareDialog.open(state.sessionId, { live: Boolean(state.live) }));
   $("live-input").addEventListener("submit", sendLine);
   $("live-eof").addEventListener("click", () => stream && stream.sendEof() && output.note("[stdin closed]"));
   $("stdin").addEventListener("keydown", (e) => {
@@ -591,7 +706,7 @@ async function init() {
   editor = createEditor($("editor"), {
     onChange: () => {
       tabs.edited();
-      saver.changed();
+      if (!state.live) saver.changed(); // live, the server writes the shared document
     },
     onRun: () => run(),
   });
@@ -616,6 +731,13 @@ async function init() {
     }
   }
   const sessionId = sessionIdFromUrl();
+  if (sessionId && getToken()) {
+    try {
+      await redeemFromUrl(); // a share link's token: become a member first
+    } catch (err) {
+      showApiError("Could not join with that link", err, "join");
+    }
+  }
   if (sessionId) {
     try {
       await openSession(await api("GET", `/api/v1/code-sessions/${sessionId}`));
@@ -646,9 +768,9 @@ async function init() {
   } else {
     startNew();
   }
-  $("language").disabled = state.running;
-  $("run").disabled = state.running;
-  editor.setEditable(true);
+  $("language").disabled = state.running || Boolean(state.live);
+  $("run").disabled = state.running || state.readOnly;
+  editor.setEditable(!state.readOnly);
   document.body.dataset.ready = "true";
 }
 

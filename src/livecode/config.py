@@ -334,6 +334,21 @@ class Settings:
         "LIVECODE_WEBHOOK_SWEEP_INTERVAL_S", 2.0,
         "How often each worker looks for deliveries that are due (retries, and those a crashed worker left).",
         parse=Seconds(positive=True))
+    # ---- collaborative editing
+    collab_persist_ms: int = setting(
+        "LIVECODE_COLLAB_PERSIST_MS", 400,
+        "A co-edited document is written into the session's source this long after its last change "
+        "(debounced; at most every this long while typing goes on).",
+        parse=Integer(minimum=10), section="collaborative editing")
+    collab_doc_ttl_s: int = setting(
+        "LIVECODE_COLLAB_DOC_TTL_S", 7 * 24 * 3600,
+        "How long a co-edited document's CRDT state is kept (in Redis, or this process's memory) after its "
+        "last change; after that the next editor starts again from the session's source.",
+        parse=Integer(minimum=60))
+    collab_clients_per_session: int = setting(
+        "LIVECODE_COLLAB_CLIENTS_PER_SESSION", 32,
+        "Co-editing connections one session may have on one API process (429 above it; 0 switches the cap off).",
+        parse=COUNT)
 
     @property
     def embedded(self) -> bool:

@@ -392,3 +392,44 @@ class WebhookDelivery(Base):
     tries: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+class SessionRole(str, enum.Enum):
+    """What a user may do with a session: the owner everything; an editor edit and run; a viewer
+    read the session and follow its runs. services/members.py holds the one rule."""
+
+    OWNER = "owner"
+    EDITOR = "editor"
+    VIEWER = "viewer"
+
+
+class SessionMember(Base):
+    """A user the owner shared a session with (directly, or by a share link they redeemed)."""
+
+    __tablename__ = "session_members"
+
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("code_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    role: Mapped[str] = mapped_column(String(16), nullable=False)
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    added_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
+
+class ShareLink(Base):
+    """A link that makes whoever redeems it a member with `role`, until it expires or is revoked.
+    Only the token's sha256 is stored."""
+
+    __tablename__ = "session_share_links"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("code_sessions.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    role: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    redeemed: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))

@@ -25,6 +25,7 @@ from .infra.metrics_store import ExecutionMetricsStore, MemoryMetricsStore, Redi
 from .infra.parking import DeadLetterParking, NoParking, RedisParking
 from .infra.registry import MemoryWorkerRegistry, RedisWorkerRegistry, WorkerRegistry
 from .streaming.bus import EventBus, MemoryEventBus, RedisEventBus
+from .streaming.collab_log import CollabLog, MemoryCollabLog, RedisCollabLog
 from .streaming.stdin import MemoryStdinChannels, RedisStdinChannels, StdinChannels
 
 
@@ -49,6 +50,7 @@ class Runtime:
     dead_letters: DeadLetterParking  # dead letters the database could not take
     limiter_storage: LimiterStorage  # rate-limit counters
     languages: LanguageCatalog  # the languages runs may use (the live workers', or this process's)
+    collab_log: CollabLog  # co-edited documents' updates, shared by the API processes (services/collab.py)
 
 
 _lock = threading.Lock()
@@ -80,6 +82,7 @@ def build_runtime(settings: Settings) -> Runtime:
             # Shorter than the defaults so a Redis outage is a quick 503, not a hung request.
             limiter_storage=LimiterStorage(settings.redis_url, {"socket_connect_timeout": 1, "socket_timeout": 5}),
             languages=WorkerLanguages(registry),
+            collab_log=RedisCollabLog(client, settings.collab_doc_ttl_s),
         )
     return Runtime(
         settings, db,
@@ -92,6 +95,7 @@ def build_runtime(settings: Settings) -> Runtime:
         dead_letters=NoParking(),
         limiter_storage=LimiterStorage("memory://"),
         languages=LocalLanguages(),  # embedded, this process is the worker: it knows its toolchains
+        collab_log=MemoryCollabLog(settings.collab_doc_ttl_s),
     )
 
 

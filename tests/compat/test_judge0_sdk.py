@@ -11,14 +11,17 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
-import judge0
 import pytest
 import requests
-from judge0 import LanguageAlias, Status, Submission
 
 from tests.conftest import Cluster
 from tests.support.accounts import login, register
+
+# The SDK and its HTTP client come with the dev extras (scripts/setup.sh installs them); a venv
+# made before they were added skips this file, saying so, rather than breaking the collection.
+judge0 = pytest.importorskip("judge0", reason="the judge0 SDK is a dev dependency: pip install -e '.[dev]'")
+httpx = pytest.importorskip("httpx")
+from judge0 import LanguageAlias, Status, Submission  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -67,7 +70,7 @@ def judge0_api(cluster: Cluster) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
-def client(judge0_api: dict[str, str]) -> judge0.Client:
+def client(judge0_api: dict[str, str]) -> Any:
     return judge0.get_client(judge0.Flavor.CE)
 
 
@@ -75,13 +78,13 @@ def raw(cluster: Cluster, headers: dict[str, str], method: str, path: str, **kw:
     return httpx.request(method, cluster.base + "/judge0" + path, headers=headers, timeout=60, **kw)
 
 
-def test_the_sdk_finds_the_service_and_its_languages(client: judge0.Client) -> None:
+def test_the_sdk_finds_the_service_and_its_languages(client: Any) -> None:
     assert isinstance(client, judge0.Client) and client.version == "1.13.1"
     assert {lang.id for lang in client.languages} >= set(PROGRAMS)
     assert client.config.max_submission_batch_size == 20 and client.config.enable_compiler_options is False
 
 
-def test_one_submission_in_each_of_the_eight_languages(client: judge0.Client) -> None:
+def test_one_submission_in_each_of_the_eight_languages(client: Any) -> None:
     # Created one by one (POST /submissions, wait off), then waited for (GET /submissions/batch).
     subs = [judge0.async_run(client=client, source_code=src, language=lang) for lang, src in PROGRAMS.items()]
     assert all(s.token is not None and s.status is None for s in subs)
@@ -92,7 +95,7 @@ def test_one_submission_in_each_of_the_eight_languages(client: judge0.Client) ->
         assert sub.time is not None and sub.memory is not None
 
 
-def test_stdin_and_test_cases_give_accepted_and_wrong_answer(client: judge0.Client) -> None:
+def test_stdin_and_test_cases_give_accepted_and_wrong_answer(client: Any) -> None:
     echoed = judge0.run(client=client, source_code="print(input()[::-1])", stdin="olleh", language=PYTHON)
     assert echoed.status == Status.ACCEPTED and echoed.stdout == "hello\n"
     results = judge0.run(
@@ -102,7 +105,7 @@ def test_stdin_and_test_cases_give_accepted_and_wrong_answer(client: judge0.Clie
     assert results[1].stdout == "6\n"
 
 
-def test_a_batch_of_42(client: judge0.Client) -> None:
+def test_a_batch_of_42(client: Any) -> None:
     subs = [Submission(source_code=f"print({i} * {i})", language=PYTHON) for i in range(42)]
     subs = judge0.async_run(client=client, submissions=subs)  # three POST /submissions/batch of at most 20
     assert len({s.token for s in subs}) == 42
@@ -111,7 +114,7 @@ def test_a_batch_of_42(client: judge0.Client) -> None:
     assert {s.status for s in subs} == {Status.ACCEPTED}
 
 
-def test_compile_error_timeout_and_runtime_errors(client: judge0.Client) -> None:
+def test_compile_error_timeout_and_runtime_errors(client: Any) -> None:
     compile_error = judge0.async_run(client=client, source_code="int main( { return 0 }", language=50)
     timeout = judge0.async_run(
         client=client, source_code="while True: pass", language=PYTHON, cpu_time_limit=1, wall_time_limit=2
@@ -159,7 +162,7 @@ def test_wait_true_and_base64_off(cluster: Cluster, judge0_api: dict[str, str]) 
     assert raw(cluster, {"X-Auth-Token": "lc_not-a-key"}, "GET", f"/submissions/{token}").status_code == 401
 
 
-def test_additional_files_are_the_programs_other_files(client: judge0.Client) -> None:
+def test_additional_files_are_the_programs_other_files(client: Any) -> None:
     files = judge0.Filesystem(
         content=[
             judge0.File(name="helper.py", content="ANSWER = 42\n"),

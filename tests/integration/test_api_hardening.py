@@ -95,3 +95,34 @@ def test_an_answer_given_before_the_body_is_read_reaches_the_client(cluster: Any
                             timeout=60)
         assert r.status_code == status, r.text[:200]
         assert r.json()["error"]["code"]
+
+
+def _answer_head(sock: socket.socket) -> str:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\r\n\r\n")[0].decode("latin-1")
+
+
+def test_a_body_past_the_cap_ends_the_connection_and_says_so(cluster: Any) -> None:
+    """A body past the request limit is answered without being read: what is left of it must not
+    be taken for the next request on the connection. The answer says "Connection: close" (a client
+    then opens a new connection instead of sending into a dead one), and the connection closes."""
+    host, port = cluster.base.rsplit("/", 1)[1].split(":")
+    for method in ("BREW", "POST"):
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            body = b'{"pad": "' + b"x" * (3 << 20) + b'"}'
+            sock.sendall(f"{method} /health HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            head = _answer_head(sock)
+            assert head.split()[1] in ("405", "413"), head
+            assert "connection: close" in head.lower(), head
+    # Under the cap, an unread body is drained: the connection serves the next request.
+    session = requests.Session()
+    for _ in range(2):
+        r = session.request("BREW", cluster.base + "/health", data=b"{}" * 1000, timeout=30)
+        assert r.status_code == 405 and r.headers.get("Connection", "").lower() != "close"
+    assert session.get(cluster.base + "/health", timeout=30).status_code == 200

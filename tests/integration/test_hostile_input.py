@@ -255,6 +255,80 @@ def test_header_flood_is_refused(target: Target) -> None:
     assert_4xx(r, 431)  # over the server's limit on header fields, answered in JSON
 
 
+# ---- the Piston API (/piston/api/v2): Piston's {"message"} shape, never a 5xx ---------------------
+
+PISTON = "/piston/api/v2/execute"
+PY_FILE = '{"content": "print(1)"}'
+
+
+def assert_piston_4xx(resp: requests.Response, status: int | tuple[int, ...]) -> None:
+    expected = (status,) if isinstance(status, int) else status
+    assert resp.status_code in expected, (resp.status_code, resp.text[:300])
+    assert resp.headers.get("Content-Type", "").startswith("application/json"), resp.headers
+    body = resp.json()
+    assert set(body) == {"message"} and isinstance(body["message"], str) and body["message"], body
+
+
+@pytest.mark.parametrize(("raw", "status"), [
+    (b'{"language": "python", "version": "*", "files": [{"content": "' + b"A" * (24 * 1024 * 1024) + b'"}]}', 413),
+    (b'{"language": "python", "version": "*", "files": [' + b"[" * 50_000 + b"]" * 50_000 + b"]}", 400),
+    (b'{"language": "python", "version": "*", "files": [' + b'{"a":' * 5_000 + b"1" + b"}" * 5_000 + b"]}", 400),
+    (b'{"language": "python", "version": "*", "files": [' + b",".join([PY_FILE.encode()] * 20_000) + b"]}", 400),
+    (rb'{"language": "py\u0000thon", "version": "*", "files": [' + PY_FILE.encode() + b"]}", 400),
+    (rb'{"language": "python", "version": "*", "files": [{"content": "print(\u0000)"}]}', 400),
+    (rb'{"language": "python", "version": "*", "files": [{"content": "\ud800"}]}', 400),
+    (b'{"language": "python", "version": "*", "files": [{"content": "\xc3\x28"}]}', 400),
+    (rb'{"language": "python", "version": "*", "stdin": "a\u0000b", "files": [' + PY_FILE.encode() + b"]}", 400),
+    (rb'{"language": "python", "version": "*", "args": ["\ud800"], "files": [' + PY_FILE.encode() + b"]}", 400),
+    (b'{"language": "python", "version": "' + b"9" * 5000 + b'", "files": [' + PY_FILE.encode() + b"]}", 400),
+    (b'{"language": "python", "version": "*", "run_timeout": NaN, "files": [' + PY_FILE.encode() + b"]}", 400),
+    (b'{"language": "python", "version": "*", "run_timeout": ' + b"1" * 5000 + b', "files": []}', 400),
+    (b'{"language": "python", "version": "*", "files": [{"content": "x", "name": ["a"], "encoding": {}}]}', 400),
+    (b'{"language": "python", "version": "*", "files": [{"content": "x", "name": "../../etc/passwd"}]}', 400),
+    (b'{"language": "python", "version": "*", "files": [{"content": "x", "name": "-rf"}]}', 400),
+    (b'{"language": "python", "version": "*", "files": [{"content": "x", "name": "a\\u0000b"}]}', 400),
+    (b'{"language": "python", "version": "*", "files": [{"content": "x", "name": "' + b"d/" * 40 + b'x"}]}', 400),
+    (b'{"language": "python", "version": "*", "files": [{"content": "x"}, {"content": "AA==", "encoding": "base64"}]}',
+     400),
+    (b"\xef\xbb\xbf{}", 400), (b"", 400), (b"null", 400), (b'{"a":1}{"b":2}', 400),
+])
+def test_hostile_bodies_for_the_piston_api(target: Target, raw: bytes, status: int) -> None:
+    assert_piston_4xx(target.send("POST", PISTON, data=raw, headers=JSON), status)
+
+
+@pytest.mark.parametrize("content_type", [None, "", "text/plain", "application/xml", "multipart/form-data; b=x"])
+def test_the_piston_api_wants_json(target: Target, content_type: str | None) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    r = target.send("POST", PISTON, data=b'{"language": "python", "version": "*", "files": []}', headers=headers)
+    assert_piston_4xx(r, 415)
+
+
+@pytest.mark.parametrize(("header", "value"), [
+    ("Authorization", "lc_" + "\u00e9" * 500), ("Authorization", "x" * 5000), ("Authorization", "Bearer nope"),
+    ("X-API-Key", "\U0001f4a9" * 20),
+])
+def test_hostile_credentials_for_the_piston_api(target: Target, header: str, value: str) -> None:
+    headers = {header: value.encode("utf-8").decode("latin-1"), **JSON}
+    r = target.send("POST", PISTON, data=b'{"language": "python", "version": "*", "files": []}', headers=headers)
+    assert_piston_4xx(r, 401)
+
+
+def test_hostile_piston_websocket_messages(target: Target) -> None:
+    import websocket
+
+    url = target.base.replace("http://", "ws://") + "/piston/api/v2/connect"
+    for message in ("{", "[]", "null", '"init"', '{"type": "init", "files": ' + "[" * 50_000 + "]" * 50_000 + "}",
+                    '{"type": "init", "language": "python", "version": "*", "files": [{"content": "\u0000"}]}'):
+        ws = websocket.create_connection(url, timeout=30)
+        ws.send(message)
+        opcode, data = ws.recv_data(control_frame=True)
+        while opcode != websocket.ABNF.OPCODE_CLOSE:
+            assert json.loads(data)["type"] == "error"
+            opcode, data = ws.recv_data(control_frame=True)
+        assert int.from_bytes(data[:2], "big") == 4002, message[:80]
+        ws.close()
+
+
 # ---- issue 10: malformed input that answered 500 -------------------------------------------------
 
 
@@ -442,6 +516,12 @@ EXTRA_QUERY = ["access_token=" + "a" * 300, "access_token=eyJ.e30.x", "last_even
 NOT_IN_SWAGGER = [("/api/v1/executions/{execution_id}/ws", ["get"], []), ("/s/{session_id}", ["get"], []),
                   ("/static/{path}", ["get"], []), ("/docs", ["get"], []), ("/swagger.json", ["get"], []),
                   ("/metrics", ["get"], []), ("/", ["get"], [])]
+# The Piston API (its own document, /piston/openapi.json; its errors are Piston's {"message"}).
+PISTON_ROUTES = [("/piston/api/v2/runtimes", ["get"], []), ("/piston/api/v2/execute", ["post"], []),
+                 ("/piston/api/v2/packages", ["get", "post", "delete"], []),
+                 ("/piston/api/v2/connect", ["get"], []), ("/piston/openapi.json", ["get"], [])]
+PISTON_FIELDS = ["language", "version", "files", "stdin", "args", "run_timeout", "run_cpu_time", "run_memory_limit",
+                 "compile_timeout", "compile_cpu_time", "compile_memory_limit"]
 
 
 def routes(base: str) -> list[tuple[str, list[str], list[dict[str, Any]]]]:
@@ -452,7 +532,7 @@ def routes(base: str) -> list[tuple[str, list[str], list[dict[str, Any]]]]:
         params = [p for m in methods for p in ops[m].get("parameters", [])]
         out.append((path, methods, params))
     assert len(out) >= 15, "the sweep found too few routes in /swagger.json"
-    return out + NOT_IN_SWAGGER
+    return out + NOT_IN_SWAGGER + PISTON_ROUTES
 
 
 def body_fields(base: str) -> set[str]:
@@ -472,6 +552,10 @@ def judge0_error_shape(body: Any) -> bool:
 def check_answer(r: requests.Response, what: str, failures: list[str]) -> None:
     if r.status_code >= 500:
         failures.append(f"{what}: {r.status_code} {r.text[:200]}")
+    elif r.status_code >= 400 and r.status_code != 414 and urlsplit(r.url).path.startswith("/piston/"):
+        body = r.json() if r.headers.get("Content-Type", "").startswith("application/json") else None
+        if not (isinstance(body, dict) and set(body) == {"message"} and isinstance(body["message"], str)):
+            failures.append(f"{what}: {r.status_code} not in Piston's error shape: {r.text[:200]!r}")
     elif r.status_code >= 400 and r.status_code != 414 and urlsplit(r.url).path.startswith("/judge0/"):
         # The Judge0-compatible API answers in Judge0's error shapes (docs/compat.md); a request
         # line over the server's limit (414) is refused by the HTTP server before any route.
@@ -534,8 +618,14 @@ def test_every_route_with_hostile_input(sweep_api: SweepApi) -> None:
             for name, raw, ctype in HOSTILE_BODIES if has_body else []:
                 send(method, path, f"{method} {template} body={name}", body=raw, content_type=ctype)
             for value in HOSTILE_VALUES if has_body else []:
-                doc = "{" + ", ".join(f'"{f}": {value}' for f in fields) + "}"
-                send(method, path, f"{method} {template} fields={value[:20]}", body=doc.encode())
+                # Every documented field at once, in documents under the request size limit (a
+                # long value over ~140 fields would be a 413, which test_bodies_of_many_megabytes
+                # covers, and not reach the handlers).
+                names = PISTON_FIELDS if template.startswith("/piston/") else fields
+                per_doc = max(1, 1_000_000 // (len(value) + 40))
+                for start in range(0, len(names), per_doc):
+                    doc = "{" + ", ".join(f'"{f}": {value}' for f in names[start:start + per_doc]) + "}"
+                    send(method, path, f"{method} {template} fields={value[:20]}", body=doc.encode())
                 send(method, path, f"{method} {template} field={value[:20]}",
                      body=('{"executions": [{"session_id": ' + value + "}], \"name\": " + value + "}").encode())
             for headers in HOSTILE_HEADERS:

@@ -366,9 +366,9 @@ def test_every_language_runs_filtered(runner: Runner, lang: str) -> None:
 
 
 def _status_stage(kind: str, disk_kb: int) -> Stage:
-    argv = ["/bin/sh", "-c", "grep '^Seccomp:' /proc/self/status" + (" >&2; : > out" if kind == "compile" else "")]
+    argv = ["/bin/sh", "-c", "grep '^Seccomp:' /proc/self/status" + (" >&2; : > a.out" if kind == "compile" else "")]
     return Stage(kind, argv, {"PATH": "/usr/bin:/bin"}, [], 10_000, 10_000, 64, 16, 1024, disk_kb, 64, 1 << 20, 4096,
-                 collect=("out",) if kind == "compile" else ())  # fmt: skip
+                 collect=("a.out",) if kind == "compile" else ())  # fmt: skip
 
 
 @pytest.mark.parametrize("path", ["compile", "cold run"])

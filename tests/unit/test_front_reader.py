@@ -70,3 +70,23 @@ def test_many_tiny_pieces_cost_little() -> None:
     assert reader.complete(buf)
     # Rescanning the 180 KB head or the body each time would take minutes.
     assert time.process_time() - started < 10
+
+
+@pytest.mark.parametrize(("request_bytes", "partial"), [
+    (GET, False),
+    (POST, False),
+    (CHUNKED, False),
+    (b"POST / HTTP/1.1\r\nContent-Length: 999999\r\n\r\n", True),  # past the cap: the app answers unread
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", True),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1\r\nx\r\n" * (MAX_BODY // 6 + 10), True),
+    (b"GET / HTTP/1.1\r\nX: " + b"a" * (MAX_HEAD + 10), True),
+])
+def test_a_request_handed_over_before_it_was_whole_is_marked(request_bytes: bytes, partial: bool) -> None:
+    """The connection of a request handed over unread must close after its answer (what is left of
+    it would be read as the next request)."""
+    reader, buf = RequestReader(MAX_HEAD, MAX_BODY), bytearray()
+    for i in range(0, len(request_bytes), 100):
+        buf += request_bytes[i:i + 100]
+        if reader.complete(buf):
+            break
+    assert reader.partial is partial

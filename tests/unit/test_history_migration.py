@@ -1,4 +1,4 @@
-"""The history migration (0010_history) on SQLite, up and down: existing sessions start with no
+"""The history migration (0011_history) on SQLite, up and down: existing sessions start with no
 history (history_seq 0), existing executions name no version, and downgrade removes it all."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ def test_history_migration_round_trip(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite:///{tmp_path / 'm.db'}")
     event.listen(engine, "connect", lambda conn, _: conn.execute("PRAGMA foreign_keys=ON"))  # as the app's engine
     try:
-        migrate.upgrade(engine, "0009_judge0")
+        migrate.upgrade(engine, "0010_collab")
         with engine.begin() as c:
             c.execute(
                 text(
@@ -46,7 +46,7 @@ def test_history_migration_round_trip(tmp_path: Path) -> None:
         with engine.connect() as c:
             assert c.execute(text("SELECT history_version FROM executions")).scalar_one() is None
         assert "history_version" in {col["name"] for col in inspect(engine).get_columns("executions")}
-        migrate.downgrade(engine, "0009_judge0")
+        migrate.downgrade(engine, "0010_collab")
         tables = set(inspect(engine).get_table_names())
         assert not {"session_versions", "file_sets", "file_set_files"} & tables
         assert "history_seq" not in {col["name"] for col in inspect(engine).get_columns("code_sessions")}

@@ -47,14 +47,17 @@ def build_api(app: Flask) -> LiveCodeApi:
         history,  # noqa: F401 - adds /api/v1/code-sessions/{id}/versions ... to sessions.ns
         keys,
         languages,
+        members,  # noqa: F401 - adds .../members, .../share-links and /join to sessions.ns
         programs,  # noqa: F401 - adds GET /api/v1/executions/{id}/program to executions.ns
         sessions,
         stream,
         webhooks,
     )
+    from .collab import register_collab
     from .judge0 import info as judge0_info  # noqa: F401 - adds /judge0/languages ... to judge0's namespace
     from .judge0 import routes as judge0_routes  # noqa: F401 - adds /judge0/submissions ...
     from .judge0.docs import ns as judge0_ns
+    from .piston import register_piston
 
     api = LiveCodeApi(
         app,
@@ -81,4 +84,6 @@ def build_api(app: Flask) -> LiveCodeApi:
     api.add_namespace(webhooks.ns, path="/api/v1/webhooks")
     api.add_namespace(judge0_ns, path="/judge0")
     stream.register_websocket(app)  # .../{id}/ws: not a Flask-RESTX resource
+    register_piston(app)  # /piston: Piston's v2 API, in Piston's shapes (not Flask-RESTX)
+    register_collab(app)  # /api/v1/code-sessions/{id}/ws: co-editing (Yjs), not a Flask-RESTX resource
     return api

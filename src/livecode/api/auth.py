@@ -43,10 +43,15 @@ PUBLIC_PATHS = frozenset({
     "/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/logout", "/admin",
     # What a Judge0 client reads before it submits (as /api/v1/languages is public).
     "/judge0/languages", "/judge0/statuses", "/judge0/about", "/judge0/config_info", "/judge0/version",
+    "/piston/api/v2/runtimes", "/piston/api/v2/packages", "/piston/openapi.json",  # and for a Piston client
 })
 # Browsers cannot set headers on WebSocket or EventSource requests: there, and only there, the
 # access token may come as `?access_token=`.
 STREAM_SUFFIXES = ("/events", "/stream", "/ws")
+STREAM_PATHS = frozenset({"/piston/api/v2/connect"})  # Piston's interactive WebSocket
+# Piston clients (piston_rs, ultra-piston, the public Piston forks) send their key bare, as
+# `Authorization: <key>`: under /piston such a header is read as an API key.
+BARE_KEY_PREFIX = "/piston/"
 
 SIGN_IN_HINT = ("send 'Authorization: Bearer <access token>' (POST /api/v1/auth/login) "
                 "or 'X-API-Key: <key>' (POST /api/v1/api-keys; Judge0 clients: 'X-Auth-Token: <key>')")
@@ -122,13 +127,16 @@ def credentials() -> accounts.Principal | None:
     """The caller named by the request's credentials, None if it sent none; 401 if they are bad."""
     # Judge0 clients send their token as X-Auth-Token: it is a LiveCode API key (docs/compat.md).
     key = request.headers.get("X-API-Key") or request.headers.get("X-Auth-Token")
+    header = request.headers.get("Authorization")
+    if not key and header and request.path.startswith(BARE_KEY_PREFIX) and \
+            header.strip().partition(" ")[0].lower() != "bearer":
+        key = header
     if key:
         principal = accounts.principal_for_key(rt().db, key.strip())
         if principal is None:
             raise Unauthorized("the API key is not valid, has expired or has been revoked", code="INVALID_API_KEY")
         g.auth_method = "api_key"
         return principal
-    header = request.headers.get("Authorization")
     if header:
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -136,7 +144,8 @@ def credentials() -> accounts.Principal | None:
         g.auth_method = "token"
         return _principal_from_token(token.strip())
     query_token = request.args.get("access_token")
-    if query_token and request.method == "GET" and request.path.endswith(STREAM_SUFFIXES):
+    if query_token and request.method == "GET" and (request.path.endswith(STREAM_SUFFIXES)
+                                                     or request.path in STREAM_PATHS):
         g.auth_method = "token"
         return _principal_from_token(query_token)
     return None

@@ -14,7 +14,7 @@ from . import history_schemas as hs
 from . import schemas
 from .body import json_body, optional_int, optional_str, parse_uuid, query_int, reject_unknown
 from .context import owner_id, rt
-from .sessions import _version_from_etag, ns
+from .sessions import _version_from_etag, merge_into_document, ns
 
 schemas.attach(ns)  # again: the history models were declared after sessions.ns took the others
 
@@ -50,6 +50,7 @@ class Versions(Resource):
     @ns.expect(hs.checkpoint_request, validate=False)
     @ns.response(201, "The new version", hs.version_summary)
     @ns.response(400, "Invalid input", schemas.error)
+    @ns.response(403, "A viewer of a shared session cannot checkpoint", schemas.error)
     @ns.response(404, "No such session", schemas.error)
     def post(self, session_id: str) -> Any:
         """Checkpoint: keep the session's code as it is now as a version, with an optional
@@ -100,6 +101,7 @@ class VersionRestore(Resource):
     @ns.expect(hs.restore_request, validate=False)
     @ns.response(200, "Restored", hs.restored)
     @ns.response(400, "Invalid input, or no version named", schemas.error)
+    @ns.response(403, "A viewer of a shared session cannot restore", schemas.error)
     @ns.response(404, "No such session or version", schemas.error)
     @ns.response(409, "The session's version moved on; nothing changed", schemas.error)
     def post(self, session_id: str, number: int) -> Any:
@@ -120,4 +122,5 @@ class VersionRestore(Resource):
                 details={"field": "version"},
             )
         done = svc.restore(rt().db, sid, number, expected_version=version, owner_id=owner_id(), settings=rt().settings)
+        merge_into_document(sid, done["version"])  # a co-edited session's editors see the restored code
         return done, 200, {"ETag": sessions_svc.session_etag(sid, done["version"])}

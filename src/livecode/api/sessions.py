@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import request
@@ -12,9 +13,11 @@ from ..services import programs
 from ..services import sessions as svc
 from . import schemas
 from .body import json_body, optional_int, optional_str, parse_uuid, reject_unknown, require_str
+from .collab import collab_rooms
 from .context import owner_id, rt
 from .idempotency import idempotent
 
+log = logging.getLogger(__name__)
 ns = Namespace("code-sessions", description="Code sessions with autosave")
 schemas.attach(ns)
 
@@ -111,6 +114,7 @@ class SessionItem(Resource):
                 entry=optional_str(body, "entry", max_len=1024),
                 source_code=optional_str(body, "source_code"),
             )
+            merge_into_document(sid, saved["version"])
             return saved, 200, {"ETag": svc.session_etag(sid, saved["version"])}
         source = require_str(body, "source_code")
         saved = svc.autosave(
@@ -122,6 +126,7 @@ class SessionItem(Resource):
             max_bytes=s.max_source_bytes,
             history_interval_s=s.history_autosave_interval_s,
         )
+        merge_into_document(sid, saved["version"], source)
         return saved, 200, {"ETag": svc.session_etag(sid, saved["version"])}
 
     @ns.doc("delete_session")
@@ -132,6 +137,18 @@ class SessionItem(Resource):
         sid = parse_uuid(session_id, "session_id")
         svc.delete_session(rt().db, sid, owner_id())
         return "", 204
+
+
+def merge_into_document(sid: Any, version: int, source: str | None = None) -> None:
+    """A co-edited session takes the autosave into its live document (services/collab.py), so
+    the editors see it and their next write keeps it. The autosave is already committed: a
+    failure here is logged, never the caller's."""
+    try:
+        collab_rooms().merge_saved(sid, version, source)
+    except Exception:  # noqa: BLE001
+        log.warning(
+            "merging an autosave into the co-edited document failed", extra={"session_id": str(sid)}, exc_info=True
+        )
 
 
 def _version_from_etag(sid: Any, header: str) -> int:

@@ -25,7 +25,6 @@ import redis
 from flask import Blueprint, Flask, Response, current_app, g, request
 from flask_restx import Namespace, Resource
 from flask_sock import Sock
-from simple_websocket import ConnectionClosed
 from wsproto.utilities import RemoteProtocolError
 
 from ..errors import ApiError, NotFound
@@ -39,9 +38,9 @@ from .body import parse_uuid
 from .context import owner_id, rt
 from .errors import json_error_response
 from .stream_slots import ReleaseStreamSlots, StreamSlots, hold_slot
+from .websockets import close_websocket, is_preflight_or_refused, receive_until_closed
 
 log = logging.getLogger(__name__)
-CLOSE_JOIN_S = 2.0  # as long as the front worker lingers on a closed connection
 
 ns = Namespace(
     "streaming",
@@ -157,17 +156,7 @@ class _Session:
             self.ws.send(json.dumps(message, separators=(",", ":")))
 
     def receive_loop(self) -> None:
-        try:
-            while not self.closed.is_set():
-                raw = self.ws.receive(timeout=1)
-                if raw is not None:
-                    self.handle(raw)
-        except ConnectionClosed:
-            pass
-        except Exception:  # noqa: BLE001 - a receive failure ends this connection only
-            log.debug("websocket receive failed", exc_info=True)
-        finally:
-            self.closed.set()
+        receive_until_closed(self.ws, self.closed, self.handle, "execution")
 
     def handle(self, raw: str | bytes) -> None:
         try:
@@ -221,18 +210,6 @@ class _Session:
             receiver.join(2)
 
 
-def _close_websocket(ws: Any) -> None:
-    """Close, and let simple-websocket's reader thread close the socket before the server goes
-    on with the connection. Otherwise that thread closes it later, while the front worker
-    lingers on it in its selector, and the fd number freed under the selector can be the next
-    accepted connection's: which was then reset with its request unread."""
-    try:
-        ws.close()
-    except ConnectionClosed:
-        pass
-    ws.thread.join(CLOSE_JOIN_S)
-
-
 def register_websocket(app: Flask) -> None:
     """The WebSocket route, and the process's shared tails that SSE and WebSocket followers
     read through. The route is a plain Flask route (Flask-RESTX has no WebSockets); the
@@ -252,13 +229,8 @@ def register_websocket(app: Flask) -> None:
 
     @bp.before_request
     def _check() -> None:
-        if request.method == "OPTIONS":
-            # A CORS preflight carries no credentials: answered the same (200, Allow) whether or
-            # not the execution exists, and without looking it up.
+        if is_preflight_or_refused():
             return
-        if request.method != "GET":
-            raise ApiError("a WebSocket opens with GET", code="METHOD_NOT_ALLOWED", status=405,
-                           headers={"Allow": "GET, OPTIONS"})
         execution_id = (request.view_args or {}).get("execution_id", "")
         g.stream_execution = _lookup(execution_id)
         g.stream_after = _resume_point()
@@ -279,6 +251,6 @@ def register_websocket(app: Flask) -> None:
         try:
             _Session(ws, tails(), rt(), eid, row).run(g.stream_after, owner_id())
         finally:
-            _close_websocket(ws)
+            close_websocket(ws)
 
     app.register_blueprint(bp)

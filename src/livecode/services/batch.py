@@ -20,6 +20,7 @@ from ..models import CodeSession, Execution, ExecutionStatus, Priority, utcnow
 from ..streaming.bus import EventBus
 from ..streaming.publisher import publish_queued
 from . import history, storage, testcases
+from .access import Need, refuse, role_of, session_access
 from .executions import Enqueue, ExecuteOptions, check_options
 from .sessions import iso, not_found
 from .snapshots import snapshot_of
@@ -63,9 +64,11 @@ def submit_batch(
         q = select(CodeSession.id, CodeSession.user_id, CodeSession.language, CodeSession.source_code,
                    CodeSession.files, CodeSession.entry).where(CodeSession.id.in_(wanted))
         if owner_id is not None:
-            q = q.where(CodeSession.user_id == owner_id)
+            q = q.where(session_access(Need.RUN, owner_id))
         sessions = {row.id: row for row in s.execute(q)}
     for sid in sorted(wanted - set(sessions), key=str):
+        if owner_id is not None:
+            refuse(sid, role_of(db, sid, owner_id), Need.RUN)  # 404 to a stranger, 403 to a viewer
         raise not_found(sid)
     for language in {row.language for row in sessions.values()}:
         check_language(language, languages)

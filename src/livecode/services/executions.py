@@ -37,6 +37,7 @@ from ..sandbox.types import RunRequest, SandboxLimits, text_view
 from ..streaming.bus import EventBus
 from ..streaming.publisher import publish_queued
 from . import history, output_files, storage, testcases
+from .access import Need, execution_access, refuse, role_of, session_access
 from .sessions import iso, not_found
 from .snapshots import snapshot_files, snapshot_of
 from .validation import check_language, check_text
@@ -157,6 +158,10 @@ class _NotInserted(Exception):
     pass
 
 
+class _Unreadable(Exception):
+    """The session is not there, or not the caller's to run: refused outside the transaction."""
+
+
 def _refusal(db: Database, settings: Settings, session_id: uuid.UUID, owner: uuid.UUID | None) -> NoReturn:
     """Why INSERT ... SELECT inserted nothing: the owner is at the cap, or the session is gone."""
     with db.read(fresh=True) as s:
@@ -182,7 +187,8 @@ def _active_execution(db: Database, session_id: uuid.UUID) -> uuid.UUID | None:
 def _session_for_run(by_owner: bool) -> Any:
     q = select(CodeSession.language, CodeSession.source_code, CodeSession.user_id, CodeSession.files,
                CodeSession.entry).where(CodeSession.id == bindparam("p_sid"))
-    return q.where(CodeSession.user_id == bindparam("p_owner")) if by_owner else q
+    # The owner or an editor (services/access.py).
+    return q.where(session_access(Need.RUN, bindparam("p_owner", type_=CodeSession.user_id.type))) if by_owner else q
 
 
 _INSERT_COLUMNS = [
@@ -256,7 +262,7 @@ def submit_execution(
                 _session_for_run(owner_id is not None), {"p_sid": session_id, "p_owner": owner_id}
             ).first()
             if session is None:
-                raise not_found(session_id)
+                raise _Unreadable
             check_language(session.language, languages)
             user_id = session.user_id
             snapshot = snapshot_of(session)
@@ -282,6 +288,8 @@ def submit_execution(
             snapshot.insert_files(conn, [execution_id])
             if after_insert is not None:
                 after_insert(conn, execution_id, user_id)
+    except _Unreadable:
+        refuse(session_id, role_of(db, session_id, owner_id), Need.RUN)
     except _NotInserted:
         _refusal(db, settings, session_id, user_id)
     except IntegrityError as exc:
@@ -317,7 +325,8 @@ def submit_execution(
 def _execution_by_id(by_owner: bool) -> Any:
     t = Execution.__table__.c
     q = select(Execution.__table__).where(t.id == bindparam("p_eid"))
-    return q.where(t.user_id == bindparam("p_owner")) if by_owner else q
+    # The session's owner or a member of it (services/access.py).
+    return q.where(execution_access(bindparam("p_owner", type_=t.user_id.type))) if by_owner else q
 
 
 def get_execution(
@@ -337,7 +346,7 @@ def list_executions(
     with db.read() as s:
         q = select(CodeSession.id).where(CodeSession.id == session_id)
         if owner_id is not None:
-            q = q.where(CodeSession.user_id == owner_id)
+            q = q.where(session_access(Need.VIEW, owner_id))
         if s.execute(q).scalar() is None:
             raise not_found(session_id)
         total = s.execute(

@@ -28,6 +28,7 @@ from ..db import Database
 from ..errors import NotFound
 from ..models import Execution, ExecutionOutput, utcnow
 from ..sandbox.outputs import OutputFile, OutputLimits
+from .access import execution_access
 from .storage import MAX_ROUNDS
 
 FILES = cast(Table, ExecutionOutput.__table__)
@@ -97,7 +98,8 @@ def describe(row: Any) -> dict[str, Any]:
 def _owned_execution(by_owner: bool) -> Any:
     t = Execution.__table__.c
     q = select(t.id).where(t.id == bindparam("p_eid"))
-    return q.where(t.user_id == bindparam("p_owner")) if by_owner else q
+    # The session's owner or a member of it (services/access.py), as for the execution itself.
+    return q.where(execution_access(bindparam("p_owner", type_=t.user_id.type))) if by_owner else q
 
 
 def _check_execution(conn: Connection, execution_id: uuid.UUID, owner_id: uuid.UUID | None) -> None:

@@ -11,11 +11,14 @@ from sqlalchemy import bindparam, delete, insert, literal, select, update
 
 from ..config import Settings
 from ..db import Database
-from ..errors import Conflict, NotFound, ValidationError
+from ..errors import Conflict, ValidationError
 from ..infra.languages import LanguageCatalog
 from ..models import CodeSession, utcnow
 from . import history, programs, storage
+from .access import Need, grants, not_found, refuse, role_of, session_access
 from .validation import check_language, check_source
+
+__all__ = ["not_found"]  # re-exported: the rest of the services take it from here
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +50,9 @@ def iso(value: Any) -> str | None:
     return text if value.tzinfo else text + "+00:00"
 
 
-def _owned(stmt: Any, owner_id: uuid.UUID | None) -> Any:
-    return stmt.where(CodeSession.user_id == owner_id) if owner_id is not None else stmt
-
-
-def not_found(session_id: uuid.UUID) -> NotFound:
-    return NotFound(f"code session {session_id} not found", code="SESSION_NOT_FOUND")
+def _allowed(stmt: Any, user_id: uuid.UUID | None, need: Need) -> Any:
+    """`stmt` narrowed to what the caller may do (services/access.py); no rule without accounts."""
+    return stmt.where(session_access(need, user_id)) if user_id is not None else stmt
 
 
 def create_session(
@@ -109,7 +109,7 @@ def create_session(
 
 def get_session(db: Database, session_id: uuid.UUID, owner_id: uuid.UUID | None, fresh: bool = False) -> dict[str, Any]:
     with db.read(fresh=fresh) as s:
-        row = s.scalars(_owned(select(CodeSession).where(CodeSession.id == session_id), owner_id)).first()
+        row = s.scalars(_allowed(select(CodeSession).where(CodeSession.id == session_id), owner_id, Need.VIEW)).first()
         if row is None:
             raise not_found(session_id)
         return serialize_session(row)
@@ -120,8 +120,8 @@ def _autosave_statement(owned: bool, versioned: bool) -> Any:
     """The autosave UPDATE, built once per shape: autosave is the hottest write, and building the
     statement anew each time cost about as much CPU as running it."""
     stmt = update(CodeSession).where(CodeSession.id == bindparam("sid"))
-    if owned:
-        stmt = stmt.where(CodeSession.user_id == bindparam("owner"))
+    if owned:  # the owner or an editor (services/access.py)
+        stmt = stmt.where(session_access(Need.EDIT, bindparam("owner", type_=CodeSession.user_id.type)))
     if versioned:
         stmt = stmt.where(CodeSession.version == bindparam("expected"))
     # history_at: moved when this save is due to make a history version (services/history.py), so
@@ -162,10 +162,14 @@ def autosave(
             "version": saved.version,
             "updated_at": iso(saved.updated_at),
         }
-    # Only the failure path reads: either the session is not there (or not ours), or the version
-    # moved on under the client.
+    # Only the failure path reads: either the session is not there (or not the caller's to see,
+    # or to edit), or the version moved on under the client.
+    if owner_id is not None:
+        role = role_of(db, session_id, owner_id)
+        if role is None or not grants(role, Need.EDIT):
+            refuse(session_id, role, Need.EDIT)
     with db.read(fresh=True) as s:
-        current = s.execute(_owned(select(CodeSession.version).where(CodeSession.id == session_id), owner_id)).scalar()
+        current = s.execute(select(CodeSession.version).where(CodeSession.id == session_id)).scalar()
     if current is None:
         raise not_found(session_id)
     raise _conflict(expected_version, current)
@@ -184,9 +188,9 @@ def _autosave_version(db: Database, session_id: uuid.UUID, author: uuid.UUID | N
 
 def delete_session(db: Database, session_id: uuid.UUID, owner_id: uuid.UUID | None) -> None:
     with db.write() as s:
-        result = s.execute(_owned(delete(CodeSession).where(CodeSession.id == session_id), owner_id))
+        result = s.execute(_allowed(delete(CodeSession).where(CodeSession.id == session_id), owner_id, Need.OWN))
     if result.rowcount == 0:  # type: ignore[attr-defined]
-        raise not_found(session_id)
+        refuse(session_id, role_of(db, session_id, owner_id), Need.OWN)
 
 
 _SAVE_RETRIES = 5  # unversioned saves that lost a race with another save re-read and re-apply
@@ -213,11 +217,11 @@ def autosave_files(
     seen: int | None = None  # the version the last attempt was built from
     for _ in range(_SAVE_RETRIES):
         with db.read(fresh=True) as s:
-            row = s.execute(_owned(select(CodeSession.language, CodeSession.source_code, CodeSession.files,
-                                          CodeSession.entry, CodeSession.version)
-                                   .where(CodeSession.id == session_id), owner_id)).first()
+            row = s.execute(_allowed(select(CodeSession.language, CodeSession.source_code, CodeSession.files,
+                                            CodeSession.entry, CodeSession.version)
+                                     .where(CodeSession.id == session_id), owner_id, Need.EDIT)).first()
         if row is None:
-            raise not_found(session_id)
+            refuse(session_id, role_of(db, session_id, owner_id), Need.EDIT)
         seen = row.version
         if expected_version is not None and row.version != expected_version:
             raise _conflict(expected_version, row.version)

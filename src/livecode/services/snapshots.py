@@ -22,6 +22,7 @@ from ..db import Database
 from ..errors import NotFound
 from ..models import Execution, ExecutionFile, Source
 from . import programs, storage
+from .access import execution_access
 
 
 @dataclass
@@ -78,7 +79,7 @@ def execution_program(db: Database, execution_id: uuid.UUID, owner_id: uuid.UUID
         .where(Execution.id == execution_id)
     )
     if owner_id is not None:
-        q = q.where(Execution.user_id == owner_id)
+        q = q.where(execution_access(owner_id))  # the session's owner or a member (services/access.py)
     with db.read(fresh=True) as s:
         row = s.execute(q).first()
         if row is None:

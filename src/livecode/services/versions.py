@@ -1,6 +1,7 @@
 """What the history API does (issue 15, part 1): list, read, diff, checkpoint, restore. No Flask.
 
-Ownership is the session's: another user's session (or version) is 404, as everywhere.
+Access is the session's (services/access.py): the owner and its members may read the history, the
+owner and editors checkpoint and restore; anyone else gets 404, a viewer asking to write 403.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from ..db import Database
 from ..errors import NotFound
 from ..models import CodeSession, SessionVersion, utcnow
 from . import history, programs
-from .sessions import _conflict, _owned, iso, not_found
+from .access import Need, refuse, role_of
+from .sessions import _allowed, _conflict, iso, not_found
 
 
-def _session(conn: Any, session_id: uuid.UUID, owner_id: uuid.UUID | None) -> Any:
+def _session(db: Database, conn: Any, session_id: uuid.UUID, owner_id: uuid.UUID | None, need: Need) -> Any:
     row = conn.execute(
-        _owned(
+        _allowed(
             select(
                 CodeSession.id,
                 CodeSession.language,
@@ -31,10 +33,11 @@ def _session(conn: Any, session_id: uuid.UUID, owner_id: uuid.UUID | None) -> An
                 CodeSession.user_id,
             ).where(CodeSession.id == session_id),
             owner_id,
+            need,
         )
     ).first()
     if row is None:
-        raise not_found(session_id)
+        refuse(session_id, role_of(db, session_id, owner_id), need)
     return row
 
 
@@ -53,7 +56,7 @@ def list_versions(
 ) -> dict[str, Any]:
     """A page of the session's versions, newest first."""
     with db.read(fresh=True) as s:
-        _session(s, session_id, owner_id)
+        _session(db, s, session_id, owner_id, Need.VIEW)
         total = history.count_versions(s, session_id)
         rows = s.scalars(
             select(SessionVersion)
@@ -73,7 +76,7 @@ def list_versions(
 def get_version(db: Database, session_id: uuid.UUID, number: int, owner_id: uuid.UUID | None) -> dict[str, Any]:
     """One version with its content: files, entry, and source_code (the entry's content)."""
     with db.read(fresh=True) as s:
-        sess = _session(s, session_id, owner_id)
+        sess = _session(db, s, session_id, owner_id, Need.VIEW)
         v = _version(s, session_id, number)
         files = history.load_files(s, v.set_hash)
         entry = s.execute(select(history.FileSet.entry).where(history.FileSet.hash == v.set_hash)).scalar_one()
@@ -90,7 +93,7 @@ def get_version(db: Database, session_id: uuid.UUID, number: int, owner_id: uuid
 def diff_versions(db: Database, session_id: uuid.UUID, a: int, b: int, owner_id: uuid.UUID | None) -> dict[str, Any]:
     """Version a → version b, file by file (see history.unified_diff)."""
     with db.read(fresh=True) as s:
-        _session(s, session_id, owner_id)
+        _session(db, s, session_id, owner_id, Need.VIEW)
         va, vb = _version(s, session_id, a), _version(s, session_id, b)
         fa, fb = history.load_files(s, va.set_hash), history.load_files(s, vb.set_hash)
         sets = select(history.FileSet.hash, history.FileSet.entry).where(
@@ -113,7 +116,7 @@ def checkpoint(
     """A version of the session as it is now (always a new one: it is asked for)."""
     now = utcnow()
     with db.write_core() as conn:
-        sess = _session(conn, session_id, owner_id)
+        sess = _session(db, conn, session_id, owner_id, Need.EDIT)
         number = history.record(
             conn,
             session_id,
@@ -144,7 +147,7 @@ def restore(
     is kept first as a version of reason `restore`."""
     now = utcnow()
     with db.write_core() as conn:
-        sess = _session(conn, session_id, owner_id)
+        sess = _session(db, conn, session_id, owner_id, Need.EDIT)
         v = _version(conn, session_id, number)
         entry = conn.execute(select(history.FileSet.entry).where(history.FileSet.hash == v.set_hash)).scalar_one()
         target = programs.Program(tuple(history.load_files(conn, v.set_hash)), entry)

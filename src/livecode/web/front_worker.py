@@ -85,6 +85,10 @@ class RequestReader:
         self.chunked = False
         self.expects_continue = False
         self.hand_over_now = False  # malformed or too large: the parser or the app answers
+        # Handed over before the whole request was here (a body past the cap, malformed framing,
+        # a head too long): the connection must close after the answer, as what is left of the
+        # request would otherwise be read as the next one.
+        self.partial = False
         self.next_chunk = 0  # where the next chunk-size line starts (chunked)
 
     def complete(self, buf: bytearray) -> bool:
@@ -93,13 +97,21 @@ class RequestReader:
             found = buf.find(b"\r\n\r\n", max(0, self.scanned - 3))
             if found < 0:
                 self.scanned = len(buf)
-                return len(buf) > self.max_head  # too long: the parser answers 431/400
+                self.partial = len(buf) > self.max_head  # too long: the parser answers 431/400
+                return self.partial
             self.head_end = self.next_chunk = found + 4
             self._read_head(bytes(buf[:found]))
+        if self.chunked and not self.hand_over_now:
+            whole = self._chunks_complete(buf)  # malformed chunks set hand_over_now
+            if not self.hand_over_now:
+                if whole:
+                    return True
+                if len(buf) - self.head_end <= self.max_body:
+                    return False
+                self.hand_over_now = True  # past the cap: the app answers 413
         if self.hand_over_now:
+            self.partial = True
             return True
-        if self.chunked:
-            return self._chunks_complete(buf) or len(buf) - self.head_end > self.max_body
         return len(buf) >= self.head_end + self.length
 
     def _read_head(self, head: bytes) -> None:
@@ -342,6 +354,8 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         conn.close(graceful=response is not None)
 
     def handle_request(self, req: Any, conn: FrontConn) -> bool:
+        if conn.reader is not None and conn.reader.partial:
+            req.must_close = True  # the answer says "Connection: close"; the linger drains the rest
         try:
             return bool(super().handle_request(req, conn))
         except (BlockingIOError, TimeoutError):

@@ -1,8 +1,8 @@
 """history: a session's versions (issue 15, part 1), their file sets (content-addressed, the
 contents in `sources`), and the version each execution ran
 
-Revision ID: 0010_history
-Revises: 0009_judge0
+Revision ID: 0011_history
+Revises: 0010_collab
 Create Date: 2026-12-03 17:40:00
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0010_history"
-down_revision: str | None = "0009_judge0"
+revision: str = "0011_history"
+down_revision: str | None = "0010_collab"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,608 @@
+"""Live co-editing: the rooms of one API process. No Flask here (api/collab.py is the WebSocket).
+
+A room is one session's document (services/collab_doc.py) and the editors connected to it on
+this process. Every update an editor sends is applied to the room's document, sent to the room's
+other editors, and appended to the document's log (streaming/collab_log.py), which the other
+processes hosting editors of the same session follow: so editors on different processes (and
+hosts) converge. The room writes its document into the session's source, debounced, through the
+same optimistic-locking UPDATE autosave uses (services/sessions.autosave): REST clients,
+executions and history see what the editors see. A REST autosave is merged into the document
+(merge_text) instead of being overwritten by the next write.
+
+Locking: the manager's lock guards the room table; a room's lock guards its document, its peers
+and its persistence state. Network sends happen under the room's lock, so every peer receives
+the room's messages in the order the document applied them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pycrdt import Awareness, Doc
+from sqlalchemy import select
+
+from ..config import Settings
+from ..db import Database
+from ..errors import ApiError, Conflict, NotFound, ValidationError
+from ..models import CodeSession
+from ..streaming.collab_log import AWARENESS, PERSISTED, SEED, UPDATE, CollabLog, LogEntry
+from . import collab_doc as yd
+from . import programs
+from .access import Need, grants, role_of
+from .sessions import autosave, autosave_files
+
+log = logging.getLogger(__name__)
+
+COMPACT_EVERY = 1000  # log entries between snapshots
+READ_BLOCK_MS = 250
+TICK_S = 0.02
+RECHECK_S = 10.0  # how soon a removed member's (or a demoted editor's) open socket notices
+
+
+class Peer(Protocol):
+    """One editor's connection, as the room sees it."""
+
+    can_edit: bool
+    user_id: uuid.UUID | None  # None: the one local user of a service without accounts
+
+    def send(self, message: bytes) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+
+class DocumentTooLarge(ApiError):
+    status = 413
+    code = "SOURCE_TOO_LARGE"
+
+
+def _program_of(row: Any) -> programs.Program:
+    return programs.session_program(row.language, row.source_code, row.files, row.entry)
+
+
+def _program_sha(program: programs.Program) -> str:
+    return yd.files_sha(dict(program.files))
+
+
+def _doc_sha(room: Room) -> str:
+    return yd.files_sha(yd.file_texts(room.doc))
+
+
+@dataclass(eq=False)
+class Room:
+    session_id: uuid.UUID
+    doc: Doc
+    awareness: Awareness
+    cursor: str  # the last log entry applied to `doc`
+    known_version: int  # the session row's version the document was last written as
+    persisted_sha: str  # files_sha of the program at known_version
+    language: str
+    entry: str  # the file that runs (not in the document: REST sets it)
+    order: list[str]  # the program's file order, kept when it is written back
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    peers: dict[Any, set[int]] = field(default_factory=dict)  # peer -> its awareness client ids
+    dirty_at: float | None = None  # when to write the document into the source
+    first_dirty: float | None = None
+    conflict_version: int | None = None
+    since_snapshot: int = 0
+    closed: bool = False
+    base_state: bytes | None = None  # a document state whose text is the session's at known_version
+
+    @property
+    def key(self) -> str:
+        return str(self.session_id)
+
+
+class CollabRooms:
+    """The co-editing rooms of this process, their log reader and their persister."""
+
+    def __init__(self, db: Database, collab_log: CollabLog, settings: Settings) -> None:
+        self.db, self.log, self.settings = db, collab_log, settings
+        self.origin = uuid.uuid4().hex
+        self.persist_s = settings.collab_persist_ms / 1000
+        self._rooms: dict[str, Room] = {}
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+
+    # ---- joining and leaving ---------------------------------------------------------------
+
+    def check_capacity(self, session_id: uuid.UUID) -> None:
+        """429 before the handshake when this process holds as many editors of the session as allowed."""
+        cap = self.settings.collab_clients_per_session
+        with self._lock:
+            room = self._rooms.get(str(session_id))
+            count = len(room.peers) if room else 0
+        if cap and count >= cap:
+            raise ApiError(
+                f"this session has {count} editors connected here, the most allowed",
+                code="TOO_MANY_EDITORS",
+                status=429,
+            )
+
+    def join(self, session_id: uuid.UUID, peer: Peer) -> Room:
+        """Open (or find) the session's room and add `peer`; sends it the server's state vector
+        and who is here. The caller checked the peer may see the session."""
+        self._start_threads()
+        with self._lock:
+            room = self._rooms.get(str(session_id))
+            opened = room is None
+            if room is None:
+                room = self._open(session_id)
+                self._rooms[room.key] = room
+            with room.lock:
+                room.peers[peer] = set()
+        if opened:
+            self._wake_reader()  # a blocking read started before this room would hold its updates back
+        with room.lock:
+            peer.send(yd.create_sync_message(room.doc))
+            states = list(room.awareness.states)
+            if states:
+                peer.send(yd.create_awareness_message(room.awareness.encode_awareness_update(states)))
+        return room
+
+    def _read_row(self, session_id: uuid.UUID) -> Any:
+        with self.db.read(fresh=True) as s:
+            return s.execute(
+                select(
+                    CodeSession.version,
+                    CodeSession.language,
+                    CodeSession.source_code,
+                    CodeSession.files,
+                    CodeSession.entry,
+                ).where(CodeSession.id == session_id)
+            ).first()
+
+    def _open(self, session_id: uuid.UUID) -> Room:
+        row = self._read_row(session_id)
+        if row is None:
+            raise NotFound(f"code session {session_id} not found", code="SESSION_NOT_FOUND")
+        key = str(session_id)
+        program = _program_of(row)
+        self.log.seed(key, yd.seed_state(list(program.files)), self.origin)
+        doc = yd.new_doc()
+        room = Room(
+            session_id,
+            doc,
+            Awareness(doc),
+            "0-0",
+            row.version,
+            _program_sha(program),
+            row.language,
+            program.entry,
+            [p for p, _ in program.files],
+        )
+        for entry in self.log.load(key):
+            self._apply(room, entry, broadcast=False)
+        if _doc_sha(room) != room.persisted_sha:
+            self._mark_dirty(room, remote=True)  # written by a process that went before its write
+        else:
+            room.base_state = doc.get_update()
+        return room
+
+    def leave(self, room: Room, peer: Peer) -> None:
+        """Remove `peer`: its cursors disappear for the others; the last one out writes the
+        document and closes the room."""
+        with room.lock:
+            ids = room.peers.pop(peer, set())
+            if ids:
+                room.awareness.remove_awareness_states(list(ids), "leave")
+                update = room.awareness.encode_awareness_update(list(ids))
+                self._broadcast(room, yd.create_awareness_message(update), None)
+                self._append(room, AWARENESS, update)
+            empty = not room.peers
+        if empty:
+            self._persist(room)
+            with self._lock, room.lock:
+                if not room.peers and self._rooms.get(room.key) is room:
+                    del self._rooms[room.key]
+                    room.closed = True
+
+    # ---- messages from editors -------------------------------------------------------------
+
+    def receive(self, room: Room, peer: Peer, message: bytes) -> None:
+        """One y-protocols message from `peer`. DocumentTooLarge refuses the update (nothing of
+        it applied); a malformed message raises ValueError."""
+        if not message:
+            raise ValueError("empty message")
+        kind = message[0]
+        if kind == yd.YMessageType.SYNC:
+            self._on_sync(room, peer, message)
+        elif kind == yd.YMessageType.AWARENESS:
+            update = yd.read_payload(message, 1)
+            with room.lock:
+                clients = yd.awareness_clients(update)
+                mine = room.peers.get(peer)
+                if mine is not None:
+                    for client_id, here in clients:
+                        (mine.add if here else mine.discard)(client_id)
+                room.awareness.apply_awareness_update(update, "peer")
+                self._broadcast(room, message, peer)
+                self._append(room, AWARENESS, update)
+        elif kind == 3:  # query awareness
+            with room.lock:
+                states = list(room.awareness.states)
+                peer.send(yd.create_awareness_message(room.awareness.encode_awareness_update(states)))
+        elif kind == yd.LIVECODE:
+            request = json.loads(yd.read_payload(message, 1) or b"{}")
+            if isinstance(request, dict) and request.get("type") == "flush":
+                self._persist(room)
+                with room.lock:
+                    peer.send(yd.livecode_message(json.dumps({"type": "saved", "version": room.known_version})))
+        # Anything else (auth, unknown types) is ignored, as y-protocols peers do.
+
+    def _on_sync(self, room: Room, peer: Peer, message: bytes) -> None:
+        step = message[1]
+        payload = yd.read_payload(message, 2)
+        if step == yd.YSyncMessageType.SYNC_STEP1:
+            with room.lock:
+                peer.send(yd.sync_step2(room.doc, payload))
+            return
+        if payload == yd.EMPTY_UPDATE:
+            return
+        if not peer.can_edit:
+            peer.send(
+                yd.livecode_message(
+                    json.dumps(
+                        {
+                            "type": "error",
+                            "code": "READ_ONLY_MEMBER",
+                            "message": "viewers cannot edit; the change was not applied",
+                        }
+                    )
+                )
+            )
+            return
+        with room.lock:
+            self._check_size(room, payload)
+            room.doc.apply_update(payload)
+            self._broadcast(room, yd.create_update_message(payload), peer)
+            self._append(room, UPDATE, payload)
+            self._mark_dirty(room, remote=False)
+
+    def _check_size(self, room: Room, update: bytes) -> None:
+        limit = self.settings.max_source_bytes
+        # An update carries the text it inserts: when even the sum fits, the result does.
+        if yd.doc_bytes(room.doc) + len(update) <= limit:
+            return
+        trial = yd.new_doc()
+        trial.apply_update(room.doc.get_update())
+        trial.apply_update(update)
+        size = yd.doc_bytes(trial)
+        if size > limit:
+            raise DocumentTooLarge(
+                f"the document would be {size} bytes; the limit is {limit}", details={"limit": limit, "size": size}
+            )
+
+    # ---- REST autosaves --------------------------------------------------------------------
+
+    def merge_saved(self, session_id: uuid.UUID, version: int, source_code: str | None = None) -> None:
+        """A REST autosave wrote `version` (`source_code`: the entry's new text, for a plain
+        autosave; None: read the program back): merge it into the document, when anyone co-edits
+        the session, so that the next write of the document keeps it."""
+        key = str(session_id)
+        with self._lock:
+            room = self._rooms.get(key)
+        if room is None and not self.log.exists(key):
+            return  # nobody co-edits it: the next editor starts from the source
+        row = None
+        if room is None or source_code is None:
+            row = self._read_row(session_id)
+            if row is None:
+                return
+        if room is not None:
+            with room.lock:
+                # Three-way when the save is the next version after the one the document was
+                # written as: the change from that text to the saved one is made on a copy of
+                # the document as it was then, and merged (a CRDT update) into the live one, so
+                # what the editors typed since, not yet written, stays. Otherwise the live text
+                # is made the saved one.
+                base = room.base_state if version == room.known_version + 1 else None
+                target = room.doc
+                if base is not None:
+                    target = yd.new_doc()
+                    target.apply_update(base)
+                if row is None:
+                    assert source_code is not None
+                    update = yd.set_text(target, source_code, room.entry)
+                else:
+                    program = _program_of(row)
+                    update = yd.set_files(target, list(program.files))
+                    room.entry, room.order = program.entry, [p for p, _ in program.files]
+                if base is not None:
+                    room.doc.apply_update(update)
+                if update != yd.EMPTY_UPDATE:
+                    self._broadcast(room, yd.create_update_message(update), None)
+                    self._append(room, UPDATE, update)
+                saved_sha = yd.files_sha(yd.file_texts(target))
+                self._on_persisted(room, version, saved_sha, target.get_update() if base is not None else None)
+                if _doc_sha(room) != saved_sha:
+                    self._mark_dirty(room, remote=False)  # the merge holds more than the save
+            return
+        assert row is not None
+        program = _program_of(row)
+        doc = yd.new_doc()
+        for entry in self.log.load(key):
+            if entry.kind in (SEED, UPDATE):
+                doc.apply_update(entry.data)
+        update = yd.set_files(doc, list(program.files))
+        if update != yd.EMPTY_UPDATE:
+            # Not this process's origin: a room that opened here meanwhile (after the load above)
+            # must not skip it as its own.
+            self.log.append(key, UPDATE, update, self.origin + "-rest")
+        notice = {"version": row.version, "sha": _program_sha(program), "entry": program.entry}
+        self.log.append(key, PERSISTED, json.dumps(notice).encode(), self.origin + "-rest")
+
+    # ---- the log ---------------------------------------------------------------------------
+
+    def _append(self, room: Room, kind: str, data: bytes) -> None:
+        try:
+            self.log.append(room.key, kind, data, self.origin)
+        except Exception:  # noqa: BLE001 - local editors still converge; the source keeps the text
+            log.warning("collab log append failed", extra={"session_id": room.key}, exc_info=True)
+
+    def _apply(self, room: Room, entry: LogEntry, *, broadcast: bool) -> None:
+        room.cursor = entry.entry_id
+        room.since_snapshot += 1
+        if broadcast and entry.origin == self.origin:
+            return  # applied (and sent) when it was received
+        if entry.kind in (SEED, UPDATE):
+            room.doc.apply_update(entry.data)
+            if broadcast:
+                self._broadcast(room, yd.create_update_message(entry.data), None)
+                self._mark_dirty(room, remote=True)
+        elif entry.kind == AWARENESS:
+            room.awareness.apply_awareness_update(entry.data, "log")
+            if broadcast:
+                self._broadcast(room, yd.create_awareness_message(entry.data), None)
+        elif entry.kind == PERSISTED:
+            info = json.loads(entry.data)
+            if info.get("entry"):
+                room.entry = str(info["entry"])
+            self._on_persisted(room, int(info["version"]), str(info["sha"]))
+
+    def _read_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                rooms = {key: room for key, room in self._rooms.items() if not room.closed}
+            try:
+                entries = self.log.read({key: room.cursor for key, room in rooms.items()}, READ_BLOCK_MS, self.origin)
+            except Exception:  # noqa: BLE001 - Redis away: retry; editors here still converge
+                log.warning("collab log read failed", exc_info=True)
+                self._stop.wait(1)
+                continue
+            for entry in entries:
+                room = rooms.get(entry.session_id)
+                if room is None:
+                    continue
+                with room.lock:
+                    self._apply(room, entry, broadcast=True)
+            for room in rooms.values():
+                if room.since_snapshot >= COMPACT_EVERY:
+                    with room.lock:
+                        state, through = room.doc.get_update(), room.cursor
+                        room.since_snapshot = 0
+                    try:
+                        self.log.compact(room.key, state, through, self.origin)
+                    except Exception:  # noqa: BLE001 - compaction is only an economy
+                        log.warning("collab log compaction failed", exc_info=True)
+
+    # ---- writing the document into the session's source ------------------------------------
+
+    def _mark_dirty(self, room: Room, *, remote: bool) -> None:
+        now = time.monotonic()
+        if remote:
+            # A change from another process is written by that process; this one writes it only
+            # if that one has not (it may have died), a little later.
+            if room.dirty_at is None:
+                room.dirty_at = now + 4 * self.persist_s
+            return
+        if room.first_dirty is None:
+            room.first_dirty = now
+        # Debounced, but written at least every few periods while typing goes on.
+        room.dirty_at = min(now + self.persist_s, room.first_dirty + 4 * self.persist_s)
+
+    def _on_persisted(self, room: Room, version: int, sha: str, base: bytes | None = None) -> None:
+        """The session holds `version`, of digest `sha` (`base`: a document state of that text)."""
+        if version >= room.known_version:
+            room.known_version, room.persisted_sha = version, sha
+            room.conflict_version = None
+            room.base_state = base
+        if _doc_sha(room) == room.persisted_sha:
+            room.dirty_at = room.first_dirty = None
+            room.base_state = room.doc.get_update()
+
+    def _persist_loop(self) -> None:
+        next_check = time.monotonic() + RECHECK_S
+        while not self._stop.wait(TICK_S):
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + RECHECK_S
+                try:
+                    self._recheck_members()
+                except Exception:  # noqa: BLE001 - checked again at the next round
+                    log.warning("collab membership check failed", exc_info=True)
+            with self._lock:
+                due = [r for r in self._rooms.values() if r.dirty_at is not None and r.dirty_at <= now]
+            for room in due:
+                try:
+                    self._persist(room)
+                except Exception:  # noqa: BLE001 - tried again at the next change
+                    log.warning("collab persist failed", extra={"session_id": room.key}, exc_info=True)
+                    with room.lock:
+                        room.dirty_at = time.monotonic() + 1
+
+    def _recheck_members(self) -> None:
+        """The membership rule again for every open socket: one removed from the session is
+        closed (4403), one whose role changed gets its new rights. (The handshake checked it;
+        this catches changes made while it is open, on any process.)"""
+        with self._lock:
+            rooms = list(self._rooms.values())
+        for room in rooms:
+            with room.lock:
+                peers = [p for p in room.peers if p.user_id is not None]
+            for peer in peers:
+                role = role_of(self.db, room.session_id, peer.user_id)
+                if role is None:
+                    try:
+                        peer.send(
+                            yd.livecode_message(
+                                json.dumps(
+                                    {
+                                        "type": "error",
+                                        "code": "SESSION_NOT_FOUND",
+                                        "message": "you are no longer a member of this session",
+                                    }
+                                )
+                            )
+                        )
+                        peer.close(4403, "NOT_A_MEMBER")
+                    except Exception:  # noqa: BLE001 - it is closing anyway
+                        log.debug("collab close failed", exc_info=True)
+                else:
+                    peer.can_edit = grants(role, Need.EDIT)
+
+    def _persist(self, room: Room) -> None:
+        """Write the document into the session's source (or files) if it differs, with the
+        version it was last written as (optimistic locking, as autosave)."""
+        for _ in range(2):
+            with room.lock:
+                texts = yd.file_texts(room.doc)
+                sha = yd.files_sha(texts)
+                state = room.doc.get_update()  # the document as written: a later REST save's base
+                if sha == room.persisted_sha:
+                    room.dirty_at = room.first_dirty = None
+                    return
+                expected, entry = room.known_version, room.entry
+                known = [p for p in room.order if p in texts]
+                files = [(p, texts[p]) for p in known + sorted(set(texts) - set(known))]
+            try:
+                saved = self._write(room, files, entry, expected)
+            except NotFound:
+                self._close_room(room, 4404, "SESSION_NOT_FOUND", "the session was deleted")
+                return
+            except Conflict:
+                if self._after_conflict(room):
+                    continue
+                return
+            except ValidationError as exc:
+                # A file set the API refuses (a client put a bad path or too much in the map):
+                # say so, and write nothing until the document changes again.
+                with room.lock:
+                    room.dirty_at = room.first_dirty = None
+                    self._broadcast(
+                        room,
+                        yd.livecode_message(json.dumps({"type": "error", "code": exc.code, "message": exc.message})),
+                        None,
+                    )
+                return
+            with room.lock:
+                room.order = [p for p, _ in files]
+                self._on_persisted(room, saved["version"], sha, state)
+                notice = {"version": saved["version"], "sha": sha}
+                self._append(room, PERSISTED, json.dumps(notice).encode())
+                saved_msg = yd.livecode_message(json.dumps({"type": "saved", "version": saved["version"]}))
+                self._broadcast(room, saved_msg, None)
+            return
+
+    def _write(self, room: Room, files: list[tuple[str, str]], entry: str, expected: int) -> dict[str, Any]:
+        """One file at the language's default path is a plain source (autosave's one small
+        write); anything else is a program (autosave_files)."""
+        if len(files) == 1 and files[0][0] == entry == programs.default_path(room.language):
+            return autosave(
+                self.db,
+                room.session_id,
+                source_code=files[0][1],
+                expected_version=expected,
+                owner_id=None,
+                max_bytes=self.settings.max_source_bytes,
+                history_interval_s=self.settings.history_autosave_interval_s,
+            )
+        return autosave_files(
+            self.db,
+            room.session_id,
+            settings=self.settings,
+            expected_version=expected,
+            owner_id=None,
+            files=files,
+            entry=entry if any(p == entry for p, _ in files) else None,
+        )
+
+    def _after_conflict(self, room: Room) -> bool:
+        """The source moved on: True to write again now. A REST autosave or another process
+        wrote it; its merge (or write notice) comes through the log. Wait for it once; then the
+        document, which holds every merge, is written over the row."""
+        row = self._read_row(room.session_id)
+        if row is None:
+            self._close_room(room, 4404, "SESSION_NOT_FOUND", "the session was deleted")
+            return False
+        with room.lock:
+            program = _program_of(row)
+            room.entry = program.entry
+            if _program_sha(program) == _doc_sha(room):
+                self._on_persisted(room, row.version, _program_sha(program))
+                return False
+            if room.conflict_version == row.version:
+                room.known_version = row.version
+                return True
+            room.conflict_version = row.version
+            room.dirty_at = time.monotonic() + self.persist_s
+            return False
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def _broadcast(self, room: Room, message: bytes, sender: Peer | None) -> None:
+        for peer in list(room.peers):
+            if peer is not sender:
+                try:
+                    peer.send(message)
+                except Exception:  # noqa: BLE001 - that peer's connection ends; the others go on
+                    log.debug("collab send failed", exc_info=True)
+
+    def _close_room(self, room: Room, code: int, error: str, message: str) -> None:
+        with room.lock:
+            peers = list(room.peers)
+            room.dirty_at = None
+        for peer in peers:
+            try:
+                peer.send(yd.livecode_message(json.dumps({"type": "error", "code": error, "message": message})))
+                peer.close(code, error)
+            except Exception:  # noqa: BLE001
+                log.debug("collab close failed", exc_info=True)
+
+    def _wake_reader(self) -> None:
+        try:
+            self.log.wake(self.origin)
+        except Exception:  # noqa: BLE001 - the reader picks the room up at its next read anyway
+            log.debug("collab reader wake-up failed", exc_info=True)
+
+    def _start_threads(self) -> None:
+        with self._lock:
+            if self._threads:
+                return
+            for target, name in ((self._read_loop, "collab-log-reader"), (self._persist_loop, "collab-persister")):
+                thread = threading.Thread(target=target, name=name, daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Write every dirty document and stop the threads (tests; process shutdown)."""
+        with self._lock:
+            rooms = list(self._rooms.values())
+        for room in rooms:
+            try:
+                self._persist(room)
+            except Exception:  # noqa: BLE001
+                log.warning("collab persist at stop failed", exc_info=True)
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(2)
+
+    def rooms(self) -> int:
+        with self._lock:
+            return len(self._rooms)
