@@ -306,3 +306,31 @@ def test_version_numbers_out_of_range_are_400_and_missing_ones_404(live: LiveApp
     expect_error(live.client.get(f"{SESSIONS}/{sid}/versions/-1"), 404)  # not a route at all
     expect_error(live.client.get(f"{SESSIONS}/{sid}/versions/abc"), 404)
     expect_error(live.client.get(f"{SESSIONS}/{sid}/versions/2"), 404, "VERSION_NOT_FOUND")
+
+
+def test_members_read_the_history_and_only_editors_write_it(secure: LiveApp) -> None:
+    owner, editor, viewer, stranger = (sign_up(secure) for _ in range(4))
+    c = secure.client
+    sid = c.post(SESSIONS, json={"language": "python", "source_code": "print(1)"}, headers=owner.headers).get_json()[
+        "session_id"
+    ]
+    for user, role in ((editor, "editor"), (viewer, "viewer")):
+        r = c.post(f"{SESSIONS}/{sid}/members", json={"username": user.username, "role": role}, headers=owner.headers)
+        assert r.status_code in (200, 201), r.get_json()
+    made = c.post(f"{SESSIONS}/{sid}/versions", json={"label": "by the editor"}, headers=editor.headers)
+    assert made.status_code == 201 and made.get_json()["author"] == editor.user_id
+    for user in (owner, editor, viewer):
+        assert c.get(f"{SESSIONS}/{sid}/versions", headers=user.headers).get_json()["total"] == 1
+        assert c.get(f"{SESSIONS}/{sid}/versions/1", headers=user.headers).status_code == 200
+        assert c.get(f"{SESSIONS}/{sid}/versions/1/diff/1", headers=user.headers).status_code == 200
+    before = secure.rows.snapshot()
+    expect_error(c.post(f"{SESSIONS}/{sid}/versions", json={}, headers=viewer.headers), 403, "READ_ONLY_MEMBER")
+    expect_error(
+        c.post(f"{SESSIONS}/{sid}/versions/1/restore", json={"version": 1}, headers=viewer.headers),
+        403,
+        "READ_ONLY_MEMBER",
+    )
+    expect_error(c.get(f"{SESSIONS}/{sid}/versions", headers=stranger.headers), 404, "SESSION_NOT_FOUND")
+    assert secure.rows.snapshot() == before
+    r = c.post(f"{SESSIONS}/{sid}/versions/1/restore", json={"version": 1}, headers=editor.headers)
+    assert r.status_code == 200, r.get_json()
