@@ -29,6 +29,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def iso(value: datetime | None) -> str | None:
+    """A stored timestamp as ISO 8601 with its offset (SQLite hands back naive datetimes; every
+    timestamp we store is UTC)."""
+    if value is None:
+        return None
+    text = value.isoformat()
+    return text if value.tzinfo else text + "+00:00"
+
+
 class Base(DeclarativeBase):
     pass
 

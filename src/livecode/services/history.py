@@ -30,7 +30,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
-from ..models import CodeSession, FileSet, FileSetFile, SessionVersion, Source
+from ..models import CodeSession, FileSet, FileSetFile, SessionVersion, Source, iso
 from . import programs, storage
 from .snapshots import Snapshot
 
@@ -229,8 +229,6 @@ def record_autosave(conn: Connection, session_id: uuid.UUID, author: uuid.UUID |
 
 
 def serialize_version(v: Any) -> dict[str, Any]:
-    from .sessions import iso
-
     return {
         "version": v.number,
         "created_at": iso(v.created_at),

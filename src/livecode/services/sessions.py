@@ -13,7 +13,7 @@ from ..config import Settings
 from ..db import Database
 from ..errors import Conflict, ValidationError
 from ..infra.languages import LanguageCatalog
-from ..models import CodeSession, utcnow
+from ..models import CodeSession, iso, utcnow
 from . import history, programs, storage
 from .access import Need, grants, not_found, refuse, role_of, session_access
 from .validation import check_language, check_source
@@ -40,14 +40,6 @@ def serialize_session(s: CodeSession) -> dict[str, Any]:
         "created_at": iso(s.created_at),
         "updated_at": iso(s.updated_at),
     }
-
-
-def iso(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = value.isoformat()
-    # SQLite hands back naive datetimes; every timestamp we store is UTC.
-    return text if value.tzinfo else text + "+00:00"
 
 
 def _allowed(stmt: Any, user_id: uuid.UUID | None, need: Need) -> Any:
