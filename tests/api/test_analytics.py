@@ -298,6 +298,7 @@ def test_admin_only(secure: LiveApp) -> None:
     ("query", "code"),
     [
         ("from=yesterday", "INVALID_QUERY"),
+        ("to=9999-12-31T23:00:00-05:00", "INVALID_QUERY"),  # past year 9999 in UTC
         ("to=2026-13-01", "INVALID_QUERY"),
         ("from=2026-11-01T25:00", "INVALID_QUERY"),
         ("from=1999-12-31&to=2000-01-02", "INVALID_QUERY"),

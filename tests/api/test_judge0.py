@@ -142,6 +142,7 @@ def test_base64_in_and_out_and_the_non_utf8_answer(live: LiveApp) -> None:
         ({"cpu_time_limit": -1}, "cpu_time_limit", "must be greater than or equal to 0"),
         ({"memory_limit": 100}, "memory_limit", "must be greater than or equal to 2048"),
         ({"wall_time_limit": "soon"}, "wall_time_limit", "is not a number"),
+        ({"cpu_time_limit": 10**400}, "cpu_time_limit", "is not a number"),  # no float can hold it
         (
             {"enable_per_process_and_thread_time_limit": True},
             "enable_per_process_and_thread_time_limit",
@@ -203,6 +204,7 @@ def test_languages_about_version_and_statuses(live: LiveApp) -> None:
     assert python["source_file"] == "main.py" and python["name"].startswith("Python (")
     assert live.client.get("/judge0/languages/12").status_code == 404
     assert live.client.get("/judge0/languages/x").get_json() == {"error": "not found"}
+    assert live.client.get("/judge0/languages/%C2%B2").status_code == 404  # a digit to isdigit(), not to int()
     assert [s["id"] for s in live.client.get("/judge0/statuses").get_json()] == list(range(1, 15))
 
 

@@ -102,6 +102,7 @@ BAD_PATHS = [
     "-rf",
     "/".join(["d"] * 20) + "/x.py",
     "x" * 300,
+    "out",  # the output directory every sandbox starts with
 ]
 
 

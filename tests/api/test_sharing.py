@@ -239,3 +239,16 @@ def test_deleting_the_session_deletes_members_and_links(cast: Cast) -> None:
     assert c.delete(f"{SESSIONS}/{cast.sid}", headers=cast.owner.headers).status_code == 204
     assert cast.live.rows.count("session_members") == 0
     assert cast.live.rows.count("session_share_links") == 0
+
+
+def test_a_viewer_may_follow_an_interactive_run_but_not_type_into_it(cast: Cast) -> None:
+    from livecode.api.stream import _may_send_input
+
+    live = cast.live
+    r = live.client.post(f"{EXECS}/session/{cast.sid}/execute", json={"interactive": True}, headers=cast.owner.headers)
+    assert r.status_code == 202, r.get_json()
+    row = {"interactive": True, "session_id": cast.sid}
+    for user, may in ((cast.owner, True), (cast.editor, True), (cast.viewer, False)):
+        with live.app.test_request_context("/api/v1/auth/me", headers=user.headers):
+            live.app.preprocess_request()  # authenticates the caller, as for the WebSocket route
+            assert _may_send_input(row) is may, user.username

@@ -31,8 +31,12 @@ def schedule_hook(callback: Callback | None) -> Any:
     if callback is None:
         return None
 
-    def hook(conn: Any, execution_id: uuid.UUID, owner: uuid.UUID | None) -> None:
-        schedule(conn, [execution_id], signing.owner_key(owner), callback, utcnow())
+    # Signed with the secret of who asked for the callback (an editor of someone else's session
+    # gets their own signature), as a batch's are.
+    caller = signing.owner_key(owner_id())
+
+    def hook(conn: Any, execution_id: uuid.UUID, _owner: uuid.UUID | None) -> None:
+        schedule(conn, [execution_id], caller, callback, utcnow())
 
     return hook
 

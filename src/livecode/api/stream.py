@@ -30,6 +30,7 @@ from wsproto.utilities import RemoteProtocolError
 from ..errors import ApiError, NotFound
 from ..runtime import Runtime
 from ..services import executions as svc
+from ..services.access import Need, grants, role_of
 from ..streaming.bus import Event, EventBus
 from ..streaming.follower import HEARTBEAT_S, TERMINAL, RowLoader, check_last_event_id, follow, nothing_left
 from ..streaming.tails import SharedTails
@@ -144,8 +145,10 @@ def _error_message(code: str, message: str) -> dict[str, Any]:
 class _Session:
     """One WebSocket follower: the main thread sends events; a second thread takes stdin."""
 
-    def __init__(self, ws: Any, bus: EventBus, r: Runtime, execution_id: uuid.UUID, row: dict[str, Any]) -> None:
+    def __init__(self, ws: Any, bus: EventBus, r: Runtime, execution_id: uuid.UUID, row: dict[str, Any],
+                 may_send_input: bool = True) -> None:
         self.ws, self.bus, self.r, self.row = ws, bus, r, row
+        self.may_send_input = may_send_input  # a viewer follows a run but may not type into it
         self.eid = str(execution_id)
         self.status = row["status"]
         self.closed = threading.Event()
@@ -169,6 +172,9 @@ class _Session:
             return
         if not self.row.get("interactive"):
             self.send(_error_message("NOT_INTERACTIVE", 'this run was not submitted with "interactive": true'))
+            return
+        if not self.may_send_input:
+            self.send(_error_message("READ_ONLY_MEMBER", "a viewer may follow this session's runs, not type into them"))
             return
         if self.status in TERMINAL:
             self.send(_error_message("EXECUTION_FINISHED", "the run has ended; input is no longer read"))
@@ -210,6 +216,15 @@ class _Session:
             receiver.join(2)
 
 
+def _may_send_input(row: dict[str, Any]) -> bool:
+    """Whether the caller may type into this run: whoever may run the session's code (the owner,
+    an editor); a viewer only follows it."""
+    if not row.get("interactive"):
+        return True  # nothing to type into: refused as NOT_INTERACTIVE
+    role = role_of(rt().db, uuid.UUID(str(row["session_id"])), owner_id())
+    return role is not None and grants(role, Need.RUN)
+
+
 def register_websocket(app: Flask) -> None:
     """The WebSocket route, and the process's shared tails that SSE and WebSocket followers
     read through. The route is a plain Flask route (Flask-RESTX has no WebSockets); the
@@ -249,7 +264,7 @@ def register_websocket(app: Flask) -> None:
     def _ws(ws: Any, execution_id: str) -> None:
         eid, row = g.stream_execution
         try:
-            _Session(ws, tails(), rt(), eid, row).run(g.stream_after, owner_id())
+            _Session(ws, tails(), rt(), eid, row, _may_send_input(row)).run(g.stream_after, owner_id())
         finally:
             close_websocket(ws)
 

@@ -38,6 +38,9 @@ class SourceFile:
         return cls(path, content.encode("utf-8", "surrogatepass"))
 
 
+OUTPUT_DIR = "out"  # every sandbox starts with it (outputs.py): the files a run leaves there are kept
+
+
 class InvalidProgram(ValueError):
     """The file set breaks a rule; the message names the path."""
 
@@ -72,6 +75,8 @@ def path_problem(path: object) -> str | None:
             return "a path component must not start with - (a command would take it for an option)"
         if len(part.encode("utf-8")) > MAX_NAME_BYTES:
             return f"a path component may be at most {MAX_NAME_BYTES} bytes"
+    if path == OUTPUT_DIR:
+        return f"{OUTPUT_DIR}/ is the directory a run's output files go to: a file cannot take its name"
     return None
 
 

@@ -77,7 +77,10 @@ def _parse_time(name: str, raw: str) -> datetime:
             code="INVALID_QUERY",
             details={"parameter": name},
         ) from exc
-    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # an offset that moves it past year 1 or 9999
+        value = datetime.min.replace(tzinfo=UTC)
     if not 2000 <= value.year <= 9000:
         raise ValidationError(
             f"query parameter {name!r} must be between the years 2000 and 9000",

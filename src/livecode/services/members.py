@@ -204,27 +204,33 @@ def redeem(db: Database, token: str, user_id: uuid.UUID) -> dict[str, Any]:
     result = {"session_id": str(link.session_id), "role": link.role}
     if link.owner == user_id:
         return {**result, "role": SessionRole.OWNER.value}
-    with db.write() as s:
-        current = s.execute(
-            select(SessionMember.role).where(
-                SessionMember.session_id == link.session_id, SessionMember.user_id == user_id
-            )
-        ).scalar()
-        if current is None:
-            s.add(
-                SessionMember(
-                    session_id=link.session_id, user_id=user_id, role=link.role, added_at=now, added_by=link.owner
+    def join() -> None:
+        with db.write() as s:
+            current = s.execute(
+                select(SessionMember.role).where(
+                    SessionMember.session_id == link.session_id, SessionMember.user_id == user_id
                 )
-            )
-        elif current == SessionRole.VIEWER.value and link.role == SessionRole.EDITOR.value:
-            s.execute(
-                update(SessionMember)
-                .where(SessionMember.session_id == link.session_id, SessionMember.user_id == user_id)
-                .values(role=link.role)
-            )
-        else:
-            result["role"] = current
-        s.execute(update(ShareLink).where(ShareLink.id == link.id).values(redeemed=ShareLink.redeemed + 1))
+            ).scalar()
+            if current is None:
+                s.add(
+                    SessionMember(
+                        session_id=link.session_id, user_id=user_id, role=link.role, added_at=now, added_by=link.owner
+                    )
+                )
+            elif current == SessionRole.VIEWER.value and link.role == SessionRole.EDITOR.value:
+                s.execute(
+                    update(SessionMember)
+                    .where(SessionMember.session_id == link.session_id, SessionMember.user_id == user_id)
+                    .values(role=link.role)
+                )
+            else:
+                result["role"] = current
+            s.execute(update(ShareLink).where(ShareLink.id == link.id).values(redeemed=ShareLink.redeemed + 1))
+
+    try:
+        join()
+    except IntegrityError:  # the same user redeeming twice at once: the other insert won
+        join()
     return result
 
 

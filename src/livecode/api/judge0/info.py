@@ -50,7 +50,7 @@ class LanguageItem(Resource):
         """One language, with its source file name and (LiveCode's) commands."""
         found = (
             catalog.language(rt().languages, int(language_id))
-            if language_id.isdigit() and len(language_id) < 10
+            if language_id.isascii() and language_id.isdigit() and len(language_id) < 10
             else None
         )
         if found is None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import lzma
 import zipfile
+import zlib
 
 from ...config import Settings
 
@@ -41,7 +43,8 @@ def unzip(encoded: str, settings: Settings) -> list[tuple[str, str]]:
         try:
             with archive.open(info) as member:
                 raw = member.read(budget + 1)
-        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, OSError, EOFError) as exc:
+        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, OSError, EOFError,
+                zlib.error, lzma.LZMAError) as exc:  # corrupt compressed data too
             raise ArchiveError(f"file {info.filename[:200]!r} cannot be extracted: {exc}") from None
         if len(raw) > budget:
             raise ArchiveError(f"the files take more than {settings.max_files_bytes} bytes together")

@@ -111,7 +111,11 @@ def _number(body: dict[str, Any], name: str, errors: Errors) -> float | None:
         except ValueError:
             errors.add(name, "is not a number")
             return None
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
+    try:
+        finite = isinstance(value, (int, float)) and math.isfinite(value)
+    except OverflowError:  # an integer of hundreds of digits
+        finite = False
+    if not finite:
         errors.add(name, "is not a number")
         return None
     minimum, strict = NUMBERS[name]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -87,10 +88,21 @@ def send(
         else:
             conn = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
         conn.sock = sock  # already connected to the vetted address: request() does not connect again
-        conn.request(method, target.path, body=body, headers={**headers, "Content-Length": str(len(body))})
-        response = conn.getresponse()
-        response.read(MAX_ANSWER_BYTES)
-        status = response.status
+        # One deadline for the whole try: a receiver trickling its answer a byte at a time would
+        # otherwise hold this sender thread for as long as it likes (each read has its timeout).
+        deadline = threading.Timer(2 * timeout, _shut, (sock,))
+        deadline.daemon = True
+        deadline.start()
+        try:
+            conn.request(method, target.path, body=body, headers={**headers, "Content-Length": str(len(body))})
+            response = conn.getresponse()
+            status = response.status
+            try:
+                response.read(MAX_ANSWER_BYTES)
+            except (OSError, http.client.HTTPException):
+                pass  # the status line is the answer; a body cut off at the deadline changes nothing
+        finally:
+            deadline.cancel()
     except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
         return result(False, None, f"{type(exc).__name__}: {exc}"[:300])
     finally:
@@ -103,3 +115,11 @@ def send(
     if 300 <= status < 400:
         return result(False, status, "a redirect: not followed")
     return result(False, status, f"HTTP {status}")
+
+
+def _shut(sock: socket.socket) -> None:
+    """Ends a try past its deadline: the blocked read in the sender thread fails at once."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
