@@ -103,12 +103,13 @@ def test_closing_the_pool_leaves_no_process_or_zombie(tmp_path: Path) -> None:
     r.check()
     assert isinstance(r, BwrapRunner)
     wait_pool_ready(r)
+    before = set(our_zombies())  # another test's leftovers are not this pool's
     assert run(r, "bash", "echo hi").stdout == "hi\n"
     r.close()
     end = time.monotonic() + 5
-    while our_zombies() and time.monotonic() < end:
+    while set(our_zombies()) - before and time.monotonic() < end:
         time.sleep(0.05)
-    assert not our_zombies()
+    assert not set(our_zombies()) - before
 
 
 def test_a_spare_sandbox_discarded_before_it_joined_its_cgroup_ends(tmp_path: Path) -> None:
@@ -123,6 +124,7 @@ def test_a_spare_sandbox_discarded_before_it_joined_its_cgroup_ends(tmp_path: Pa
     late.write_text(f'#!/bin/sh\nsleep 1\nexec {r._spawner} "$@"\n')  # the real helper, a second late
     late.chmod(0o700)
     r._spawner = late
+    before = set(our_zombies())  # another test's leftovers are not this sandbox's
     try:
         sp = r._prespawn((64, 1024))
         assert sp.cg.pids() == []  # not in its cgroup yet: what the cgroup kill cannot reach
@@ -131,9 +133,9 @@ def test_a_spare_sandbox_discarded_before_it_joined_its_cgroup_ends(tmp_path: Pa
         assert done.wait(30), "discarding the spare sandbox hung"
         assert sp.proc.returncode is not None
         end = time.monotonic() + 5
-        while our_zombies() and time.monotonic() < end:
+        while set(our_zombies()) - before and time.monotonic() < end:
             time.sleep(0.05)
-        assert not our_zombies()
+        assert not set(our_zombies()) - before
         assert no_leftovers()
     finally:
         r.close()
