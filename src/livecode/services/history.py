@@ -73,18 +73,10 @@ def ref_of_row(row: Any) -> FileSetRef:
 # ---- making versions -------------------------------------------------------------------------
 
 
-@functools.cache
 def _upsert_set(dialect: str) -> Any:
-    ins = pg_insert if dialect == "postgresql" else sqlite_insert
-    table = cast(Table, FileSet.__table__)
-    stmt = ins(table)
     # Touching last_used_at (and, on PostgreSQL, locking the row) keeps a concurrent collection
     # from deleting a set a version is about to name, as store_sources does for sources.
-    return stmt.on_conflict_do_update(
-        index_elements=[table.c.hash],
-        set_={"last_used_at": stmt.excluded.last_used_at},
-        where=table.c.last_used_at < bindparam("touch_before"),
-    )
+    return storage.upsert_by_hash(dialect, cast(Table, FileSet.__table__))
 
 
 def store_set(conn: Connection, ref: FileSetRef, now: datetime, sources_stored: bool = False) -> None:

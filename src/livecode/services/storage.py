@@ -74,11 +74,17 @@ def store_sources(s: Session | Connection, texts: dict[str, str], now: datetime)
     conn.execute(_upsert_source(conn.dialect.name), rows[0] if len(rows) == 1 else rows)
 
 
-@functools.cache
 def _upsert_source(dialect: str) -> Any:
-    """Built once per dialect: a statement object reused keeps its compiled form's cache key."""
+    return upsert_by_hash(dialect, cast(Table, Source.__table__))
+
+
+@functools.cache
+def upsert_by_hash(dialect: str, table: Table) -> Any:
+    """INSERT of content-addressed rows (sources, history's file sets) that, when the hash is
+    there already, only touches `last_used_at` (at most every TOUCH_EVERY: `touch_before`), so a
+    concurrent collection does not delete what is about to be named. Built once per dialect and
+    table: a statement object reused keeps its compiled form's cache key."""
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    table = cast(Table, Source.__table__)
     stmt = insert(table)
     return stmt.on_conflict_do_update(
         index_elements=[table.c.hash],
