@@ -3,6 +3,7 @@ playground's end-to-end tests. One browser for the whole module run; each test o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -136,8 +137,9 @@ class Page:
             return {"error": repr(exc)}
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+@contextlib.contextmanager
+def chromium(profile_prefix: str = "lc-chromium-") -> Iterator[Any]:
+    """A headless Chromium with a fresh profile (skips the test when none is installed)."""
     reason = _missing()
     if reason:
         pytest.skip(reason)
@@ -148,15 +150,23 @@ def browser() -> Iterator[Any]:
     options.binary_location = CHROMIUM
     for arg in CHROMIUM_ARGS:
         options.add_argument(arg)
-    profile = tempfile.mkdtemp(prefix="lc-chromium-")
+    profile = tempfile.mkdtemp(prefix=profile_prefix)
     options.add_argument(f"--user-data-dir={profile}")
     # Explicit driver path: Selenium never fetches a driver or browser of its own.
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
-    reap_adopted(("chrom", "chrome_crashpad"))
-    shutil.rmtree(profile, ignore_errors=True)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        reap_adopted(("chrom", "chrome_crashpad"))
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium() as driver:
+        yield driver
 
 
 @pytest.fixture

@@ -4,14 +4,12 @@ the source follows, and a run one starts is followed live by the other."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.browser.conftest import CHROMEDRIVER, CHROMIUM, CHROMIUM_ARGS, Page, _missing
+from tests.browser.conftest import Page, chromium
 from tests.support.client import TERMINAL, ApiClient
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -20,23 +18,8 @@ RUN_TIMEOUT = 90
 
 @pytest.fixture(scope="module")
 def second_browser() -> Iterator[Any]:
-    reason = _missing()
-    if reason:
-        pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in CHROMIUM_ARGS:
-        options.add_argument(arg)
-    profile = tempfile.mkdtemp(prefix="lc-chromium-2-")
-    options.add_argument(f"--user-data-dir={profile}")
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    with chromium("lc-chromium-2-") as driver:
+        yield driver
 
 
 def code(page: Page) -> str:

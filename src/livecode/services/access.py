@@ -30,6 +30,11 @@ def not_found(session_id: uuid.UUID) -> NotFound:
     return NotFound(f"code session {session_id} not found", code="SESSION_NOT_FOUND")
 
 
+def execution_not_found(execution_id: uuid.UUID) -> NotFound:
+    """One answer for an execution that is not there and one that is not the caller's to see."""
+    return NotFound(f"execution {execution_id} not found", code="EXECUTION_NOT_FOUND")
+
+
 class Need(enum.Enum):
     VIEW = "view"  # read the session, its executions and their events
     EDIT = "edit"  # autosave, co-edit

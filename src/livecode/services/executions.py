@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..config import Settings
 from ..db import Database
-from ..errors import Conflict, NotFound, ValidationError
+from ..errors import Conflict, ValidationError
 from ..infra.languages import LanguageCatalog
 from ..models import (
     ACTIVE_STATUSES,
@@ -37,7 +37,7 @@ from ..sandbox.types import RunRequest, SandboxLimits, text_view
 from ..streaming.bus import EventBus
 from ..streaming.publisher import publish_queued
 from . import history, output_files, storage, testcases
-from .access import Need, execution_access, refuse, role_of, session_access
+from .access import Need, execution_access, execution_not_found, refuse, role_of, session_access
 from .sessions import iso, not_found
 from .snapshots import snapshot_files, snapshot_of
 from .validation import check_language, check_text
@@ -335,7 +335,7 @@ def get_execution(
     with db.read_core(fresh=True) as conn:  # Core: the row's columns are all serialize_execution reads
         row = conn.execute(_execution_by_id(owner_id is not None), {"p_eid": execution_id, "p_owner": owner_id}).first()
     if row is None:
-        raise NotFound(f"execution {execution_id} not found", code="EXECUTION_NOT_FOUND")
+        raise execution_not_found(execution_id)
     return serialize_execution(row, encoding)  # type: ignore[arg-type]
 
 

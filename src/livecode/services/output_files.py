@@ -28,7 +28,7 @@ from ..db import Database
 from ..errors import NotFound
 from ..models import Execution, ExecutionOutput, utcnow
 from ..sandbox.outputs import OutputFile, OutputLimits
-from .access import execution_access
+from .access import execution_access, execution_not_found
 from .storage import MAX_ROUNDS
 
 FILES = cast(Table, ExecutionOutput.__table__)
@@ -106,7 +106,7 @@ def _check_execution(conn: Connection, execution_id: uuid.UUID, owner_id: uuid.U
     """404 for an execution that does not exist or is someone else's (the same answer)."""
     found = conn.execute(_owned_execution(owner_id is not None), {"p_eid": execution_id, "p_owner": owner_id}).first()
     if found is None:
-        raise NotFound(f"execution {execution_id} not found", code="EXECUTION_NOT_FOUND")
+        raise execution_not_found(execution_id)
 
 
 def list_files(db: Database, execution_id: uuid.UUID, owner_id: uuid.UUID | None) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from ..errors import Conflict, ValidationError
 from ..infra.languages import LanguageCatalog
 from ..models import CodeSession, iso, utcnow
 from . import history, programs, storage
-from .access import Need, grants, not_found, refuse, role_of, session_access
+from .access import Need, not_found, refuse, require, role_of, session_access
 from .validation import check_language, check_source
 
 __all__ = ["not_found"]  # re-exported: the rest of the services take it from here
@@ -157,9 +157,7 @@ def autosave(
     # Only the failure path reads: either the session is not there (or not the caller's to see,
     # or to edit), or the version moved on under the client.
     if owner_id is not None:
-        role = role_of(db, session_id, owner_id)
-        if role is None or not grants(role, Need.EDIT):
-            refuse(session_id, role, Need.EDIT)
+        require(db, session_id, owner_id, Need.EDIT)
     with db.read(fresh=True) as s:
         current = s.execute(select(CodeSession.version).where(CodeSession.id == session_id)).scalar()
     if current is None:

@@ -19,10 +19,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ..db import Database
-from ..errors import NotFound
 from ..models import Execution, ExecutionFile, Source
 from . import programs, storage
-from .access import execution_access
+from .access import execution_access, execution_not_found
 
 
 @dataclass
@@ -53,7 +52,7 @@ def snapshot_of(session: Any) -> Snapshot:
     hashed = [(path, storage.source_hash(content), content) for path, content in program.files]
     return Snapshot(
         texts={digest: content for _, digest, content in hashed},
-        entry_hash=storage.source_hash(session.source_code),
+        entry_hash=next(digest for path, digest, _ in hashed if path == program.entry),
         entry=program.entry,
         files=[(path, digest) for path, digest, _ in hashed],
     )
@@ -83,7 +82,7 @@ def execution_program(db: Database, execution_id: uuid.UUID, owner_id: uuid.UUID
     with db.read(fresh=True) as s:
         row = s.execute(q).first()
         if row is None:
-            raise NotFound(f"execution {execution_id} not found", code="EXECUTION_NOT_FOUND")
+            raise execution_not_found(execution_id)
         if row.entry is None:
             program = programs.session_program(row.language, row.content, None, None)
         else:

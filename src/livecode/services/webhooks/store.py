@@ -14,8 +14,8 @@ from typing import Any, cast
 from sqlalchemy import Table, insert, select, update
 
 from ...db import Database
-from ...errors import NotFound
 from ...models import TERMINAL_STATUSES, Execution, WebhookDelivery, status_values, utcnow
+from ..access import execution_not_found
 from ..sessions import iso
 from .sender import TryResult
 
@@ -147,7 +147,7 @@ def list_deliveries(db: Database, execution_id: uuid.UUID, owner_id: uuid.UUID |
         q = q.where(e.user_id == owner_id)
     with db.read_core(fresh=True) as conn:
         if conn.execute(q).first() is None:
-            raise NotFound(f"execution {execution_id} not found", code="EXECUTION_NOT_FOUND")
+            raise execution_not_found(execution_id)
         rows = conn.execute(select(DELIVERIES).where(t.execution_id == execution_id).order_by(t.created_at)).all()
     return {
         "execution_id": str(execution_id),
