@@ -186,7 +186,8 @@ def _active_execution(db: Database, session_id: uuid.UUID) -> uuid.UUID | None:
 @functools.cache
 def _session_for_run(by_owner: bool) -> Any:
     q = select(CodeSession.language, CodeSession.source_code, CodeSession.user_id, CodeSession.files,
-               CodeSession.entry).where(CodeSession.id == bindparam("p_sid"))
+               CodeSession.entry, CodeSession.history_seq, CodeSession.history_set).where(
+        CodeSession.id == bindparam("p_sid"))
     # The owner or an editor (services/access.py).
     return q.where(session_access(Need.RUN, bindparam("p_owner", type_=CodeSession.user_id.type))) if by_owner else q
 
@@ -270,7 +271,8 @@ def submit_execution(
             # The history version of the code it runs (services/history.py); rolled back with the
             # execution when the insert below is refused.
             version = history.record_run(conn, session_id, snapshot, session.language, author=owner_id or user_id,
-                                         execution_id=execution_id, now=now)
+                                         execution_id=execution_id, now=now,
+                                         newest_known=(session.history_seq, session.history_set))
             # The run is of the code as read above (the code when the request came). INSERT ...
             # SELECT inserts nothing if the session is gone by now, or if its owner is at the
             # storage cap. RETURNING, not rowcount: psycopg reports -1 for an INSERT ... SELECT

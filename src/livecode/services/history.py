@@ -107,6 +107,7 @@ def record(
     only_if_changed: bool = False,
     sources_stored: bool = False,
     set_stored: bool = False,
+    newest_known: tuple[int, str | None] | None = None,
 ) -> int | None:
     """Make a version of `ref` in the caller's transaction and return its number. With
     `only_if_changed`, a program the newest version already holds makes none: that version's
@@ -114,16 +115,18 @@ def record(
 
     Locks are taken in one order everywhere: sources, then the file set, then the session row
     (a submission stores its sources before it reaches here; a restore stores the replaced code
-    before its UPDATE), so two writers of one session never wait on each other in a cycle."""
+    before its UPDATE), so two writers of one session never wait on each other in a cycle.
+    `newest_known`: the session's (history_seq, history_set) as the caller's transaction already
+    read them (a submission's session read), so they are not read again."""
     newest = select(CodeSession.history_seq).where(CodeSession.id == session_id)
     if only_if_changed:
-        current = conn.execute(
+        current = newest_known or conn.execute(
             select(CodeSession.history_seq, CodeSession.history_set).where(CodeSession.id == session_id)
         ).first()
         if current is None:
             return None
-        if current.history_set == ref.hash:
-            return int(current.history_seq)
+        if current[1] == ref.hash:
+            return int(current[0])
     if not set_stored:
         store_set(conn, ref, now, sources_stored)
     bump = update(CodeSession).where(CodeSession.id == session_id)
@@ -158,6 +161,7 @@ def record_run(
     author: uuid.UUID | None,
     execution_id: uuid.UUID,
     now: datetime,
+    newest_known: tuple[int, str | None] | None = None,
 ) -> int | None:
     """The version an execution runs (its sources were stored by the submission itself)."""
     return record(
@@ -170,6 +174,7 @@ def record_run(
         execution_id=execution_id,
         only_if_changed=True,
         sources_stored=True,
+        newest_known=newest_known,
     )
 
 
