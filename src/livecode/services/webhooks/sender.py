@@ -90,7 +90,7 @@ def send(
         conn.sock = sock  # already connected to the vetted address: request() does not connect again
         # One deadline for the whole try: a receiver trickling its answer a byte at a time would
         # otherwise hold this sender thread for as long as it likes (each read has its timeout).
-        deadline = threading.Timer(2 * timeout, _shut, (sock,))
+        deadline = threading.Timer(timeout + 5, _shut, (sock,))  # within the lease (3 x timeout + 5)
         deadline.daemon = True
         deadline.start()
         try:
