@@ -4,6 +4,7 @@ the installed binaries."""
 
 from __future__ import annotations
 
+import gc
 import os
 import secrets
 import tempfile
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.apps import release_apps
 from tests.support.client import ApiClient
 from tests.support.procs import (
     PostgresServer,
@@ -25,6 +27,7 @@ from tests.support.procs import (
     start_worker,
     wait_workers,
 )
+from tests.support.routes_cache import cache_url_builders
 
 # ---- parallel runs (pytest-xdist, `-n N`) ---------------------------------------------------
 # Each xdist worker is a pytest process of its own (PYTEST_XDIST_WORKER=gw0, gw1, ...). What two
@@ -243,3 +246,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
     # A stable sort on the file alone: each file's tests stay together and in their order.
     items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+
+
+# ---- CPU of the in-process floor -------------------------------------------------------------
+# It builds an app per test (create_app), hundreds per process: each compiled werkzeug's URL
+# builders anew, and none was ever freed (see release_apps). What pytest and the imports set up
+# before the first test lives until the end: frozen, the garbage collector stops walking it again
+# and again.
+cache_url_builders()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    release_apps()
