@@ -21,16 +21,16 @@ from livecode.api.metrics import HTTP_METHODS
 from livecode.app import create_app
 from livecode.config import load_settings
 from livecode.runtime import reset_runtime
+from tests.support.inprocess import clean_env
 
 LATENCY = "livecode_http_request_duration_seconds"
 
 
 @pytest.fixture
 def make_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Flask]]:
-    for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "LIVECODE_METRICS_TOKEN", "LIVECODE_TRUSTED_PROXY_HOPS"):
+    clean_env(monkeypatch, tmp_path)  # nothing from the machine, nothing runs, a cheap password hash
+    for name in ("LIVECODE_METRICS_TOKEN", "LIVECODE_TRUSTED_PROXY_HOPS"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("LIVECODE_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("LIVECODE_SANDBOX", "none")  # nothing runs: enqueue is a no-op
 
     def make(**overrides: Any) -> Flask:
         settings = load_settings("embedded", **overrides)
