@@ -20,7 +20,7 @@ from tests.support.procs import (
     PostgresServer,
     Process,
     RedisServer,
-    create_database,
+    create_migrated_database,
     port_open,
     start_api,
     start_embedded,
@@ -132,14 +132,9 @@ def flush_redis(url: str) -> None:
 def start_cluster(
     pg_admin_url: str, redis_url: str, workers: int = 1, api_workers: int = 1, **env_extra: str
 ) -> Cluster:
-    import subprocess
-
-    from tests.support.procs import livecode
-
-    db_url = create_database(pg_admin_url)
     flush_redis(redis_url)
-    env = base_env(DATABASE_URL=db_url, REDIS_URL=redis_url, **env_extra)
-    subprocess.run(livecode("db", "upgrade"), env=env, check=True, capture_output=True)
+    env = base_env(REDIS_URL=redis_url, **env_extra)
+    env["DATABASE_URL"] = create_migrated_database(pg_admin_url, env)
     api, base = start_api(env, workers=api_workers)
     procs = [start_worker(env, f"w{i}@test") for i in range(workers)]
     cluster = Cluster(base, env, api, procs)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import secrets
 import signal
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -15,7 +14,7 @@ import requests
 
 from tests.conftest import base_env, flush_redis
 from tests.support.client import ApiClient
-from tests.support.procs import Process, create_database, livecode, start_api
+from tests.support.procs import Process, create_migrated_database, start_api
 from tests.support.yjs import WsClient
 
 pytestmark = pytest.mark.integration
@@ -34,13 +33,12 @@ class Pair:
 def pair(pg_admin_url: str, redis_base_url: str) -> Iterator[Pair]:
     flush_redis(redis_base_url)
     env = base_env(
-        DATABASE_URL=create_database(pg_admin_url),
         REDIS_URL=redis_base_url,
         LIVECODE_AUTH_REQUIRED="true",
         LIVECODE_COLLAB_PERSIST_MS="100",
         LIVECODE_MAX_SOURCE_BYTES=str(MAX_SOURCE),
     )
-    subprocess.run(livecode("db", "upgrade"), env=env, check=True, capture_output=True)
+    env["DATABASE_URL"] = create_migrated_database(pg_admin_url, env)
     (pa, a), (pb, b) = start_api(env), start_api(env)
     yield Pair(a, b, [pa, pb])
     for p in (pa, pb):

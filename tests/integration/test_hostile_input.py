@@ -23,7 +23,7 @@ import requests
 
 from tests.support.accounts import login, register
 from tests.support.client import ApiClient
-from tests.support.procs import create_database, livecode, start_api
+from tests.support.procs import create_migrated_database, livecode, start_api
 
 pytestmark = pytest.mark.integration
 
@@ -462,8 +462,8 @@ class SweepApi:
 def sweep_api(cluster: Any, pg_admin_url: str) -> Iterator[SweepApi]:
     """An API of its own (its own database, sign-in required) whose admin sweeps every route: the
     handlers run, not only the 401 in front of them, and admin endpoints purge nothing of others."""
-    env = {**cluster.env, "DATABASE_URL": create_database(pg_admin_url), "LIVECODE_AUTH_REQUIRED": "true"}
-    subprocess.run(livecode("db", "upgrade"), env=env, check=True, capture_output=True, timeout=120)
+    env = {**cluster.env, "LIVECODE_AUTH_REQUIRED": "true"}
+    env["DATABASE_URL"] = create_migrated_database(pg_admin_url, env)
     password = "sweep-" + uuid.uuid4().hex
     subprocess.run(livecode("user", "create", "sweeper", "--admin"), env={**env, "LIVECODE_PASSWORD": password},
                    check=True, capture_output=True, timeout=120)

@@ -26,7 +26,7 @@ from tests.support.client import ApiClient
 from tests.support.procs import (
     Process,
     RedisServer,
-    create_database,
+    create_migrated_database,
     free_port,
     livecode,
     wait_api,
@@ -83,8 +83,8 @@ def test_the_api_lists_and_accepts_what_live_workers_advertise(
     installed = {str(lg["id"]) for lg in list_languages() if lg["available"]}
     if not {"c", "go", WORKER_LACKS} <= installed:
         pytest.skip("the worker host needs gcc, go and rustc (scripts/install-system-deps.sh)")
-    env = base_env(DATABASE_URL=create_database(pg_admin_url), REDIS_URL=own_redis)
-    subprocess.run(livecode("db", "upgrade"), env=env, check=True, capture_output=True)
+    env = base_env(REDIS_URL=own_redis)
+    env["DATABASE_URL"] = create_migrated_database(pg_admin_url, env)
     api_env = {**env, "PATH": bare_path}
 
     # The API's world has no toolchain: in it, the sandbox's own probe finds none of them.

@@ -149,6 +149,27 @@ def create_database(admin_url: str) -> str:
     return admin_url.rsplit("/", 1)[0] + "/" + name
 
 
+_migrated_templates: dict[str, str] = {}  # admin URL -> name of this process's migrated template
+
+
+def create_migrated_database(admin_url: str, env: dict[str, str]) -> str:
+    """A fresh database with every migration applied; returns its URL. `livecode db upgrade` (a
+    second or more of CPU, several on a busy machine) runs once per test process, into a template,
+    and each database is a copy of it (CREATE DATABASE ... TEMPLATE copies files: ~0.1 s)."""
+    import psycopg
+
+    template = _migrated_templates.get(admin_url)
+    if template is None:
+        url = create_database(admin_url)
+        subprocess.run(livecode("db", "upgrade"), env={**env, "DATABASE_URL": url}, check=True,
+                       capture_output=True, timeout=120)
+        template = _migrated_templates[admin_url] = url.rsplit("/", 1)[1]
+    name = f"livecode_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=3) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
 class Process:
     """A livecode process (api, worker, serve) with its output in a log file."""
 
