@@ -25,6 +25,7 @@ from tests.support.procs import (
     start_api,
     start_embedded,
     start_worker,
+    stop_all,
     wait_workers,
 )
 from tests.support.routes_cache import cache_url_builders
@@ -119,8 +120,7 @@ class Cluster:
         return "\n".join(p.output()[-4000:] for p in [self.api, *self.workers])
 
     def stop(self) -> None:
-        for p in [*self.workers, self.api]:
-            p.stop()
+        stop_all([*self.workers, self.api])
 
 
 def flush_redis(url: str) -> None:
@@ -200,8 +200,7 @@ def auth_apis(cluster: Cluster) -> Iterator[AuthApis]:
     started = [start_api(env, workers=2), start_api(env)]
     apis = AuthApis([base for _, base in started], env, [proc for proc, _ in started])
     yield apis
-    for proc in apis.procs:
-        proc.stop()
+    stop_all(apis.procs)
 
 
 # ---- order: the longest files first ------------------------------------------------------------

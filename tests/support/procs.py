@@ -195,8 +195,16 @@ class Process:
                 self.proc.send_signal(sig)
 
     def stop(self, timeout: float = 30) -> None:
+        self.terminate()
+        self.wait_stopped(timeout)
+
+    def terminate(self) -> None:
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self, timeout: float = 30) -> None:
+        """Wait for a process sent SIGTERM to end; SIGKILL its group after `timeout`."""
+        if self.alive():
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -221,6 +229,16 @@ class Process:
                 if done:
                     members.remove(pid)
             time.sleep(0.02)
+
+
+def stop_all(procs: list[Process], timeout: float = 30) -> None:
+    """Stop processes together: SIGTERM to all at once, then wait for each, so that stopping a
+    stack takes its slowest graceful shutdown rather than the sum of them all."""
+    for proc in procs:
+        proc.terminate()
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        proc.wait_stopped(max(0.1, deadline - time.monotonic()))
 
 
 def _pids() -> list[int]:

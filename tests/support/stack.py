@@ -27,6 +27,7 @@ from tests.support.procs import (
     livecode,
     start_api,
     start_worker,
+    stop_all,
     wait_for,
 )
 
@@ -107,10 +108,8 @@ class Stack:
         return "\n".join(parts)
 
     def destroy(self) -> None:
-        for proc in getattr(self, "workers", {}).values():
-            proc.stop(20)
-        if getattr(self, "api", None) is not None:
-            self.api.stop(20)
+        api = getattr(self, "api", None)
+        stop_all([*getattr(self, "workers", {}).values(), *([api] if api is not None else [])], 20)
         self.redis_server.destroy()
         self.pg.destroy()
 
