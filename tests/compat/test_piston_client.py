@@ -245,6 +245,29 @@ def test_the_interactive_protocol_has_compile_and_run_stages(piston: Server) -> 
     assert messages[-1]["code"] == 4
 
 
+def test_the_run_stage_is_announced_when_it_starts_not_at_the_first_output(piston: Server) -> None:
+    # The program prints nothing until it has read a line, and the client types only once the run
+    # stage is announced: announced at the first output, this would wait until the time limit.
+    ws = connect(piston)
+    src = '#include <stdio.h>\nint main(void){char b[64]; if(!fgets(b,64,stdin)) return 1; printf("got %s",b); return 0;}'
+    ws.send(json.dumps({"type": "init", "language": "c", "version": "*", "run_timeout": 20000,
+                        "files": [{"content": src}]}))
+    messages: list[Any] = []
+    while True:
+        opcode, data = ws.recv_data(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            break
+        msg = json.loads(data)
+        messages.append(msg)
+        if msg == {"type": "stage", "stage": "run"}:
+            ws.send(json.dumps({"type": "data", "stream": "stdin", "data": "typed\n"}))
+    assert int.from_bytes(data[:2], "big") == 4999, messages
+    kinds = [(m["type"], m.get("stage")) for m in messages if m["type"] in ("stage", "exit")]
+    assert kinds == [("stage", "compile"), ("exit", "compile"), ("stage", "run"), ("exit", "run")], messages
+    assert [m["data"] for m in messages if m["type"] == "data" and m["stream"] == "stdout"] == ["got typed\n"]
+    assert messages[-1] == {"type": "exit", "stage": "run", "code": 0, "signal": None}
+
+
 def signal_when_ready(ws: websocket.WebSocket, signals: list[str]) -> tuple[list[Any], int]:
     """Every message until the close, sending the `signal` messages one by one once the program
     printed "ready" (each after the previous one's answer, if it has one)."""

@@ -7,6 +7,7 @@ import logging
 import signal as signals
 import tarfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,22 +140,26 @@ class Runner(ABC):
         on_output: OutputCallback | None = None,
         stdin_source: StdinSource | None = None,
         signal_source: SignalSource | None = None,
+        on_run_stage: Callable[[], object] | None = None,
     ) -> RunResult:
         """Compile (if need be) and run `req`. `stdin_source`: input that arrives while it runs
-        (interactive); `signal_source`: signals a user sends to it, in either stage (a Stop)."""
+        (interactive); `signal_source`: signals a user sends to it, in either stage (a Stop);
+        `on_run_stage`: called when a compiled program's run stage starts (the compiler is done)."""
         try:
-            return self._run(req, on_output, stdin_source, signal_source)
+            return self._run(req, on_output, stdin_source, signal_source, on_run_stage)
         except Exception as e:  # the sandbox failed, not the user's program
             log.exception("sandbox run failed")
             return RunResult(Outcome.INTERNAL_ERROR, message=f"sandbox failure: {e}")
 
     def _run(
         self, req: RunRequest, on_output: OutputCallback | None, stdin_source: StdinSource | None,
-        signal_source: SignalSource | None,
+        signal_source: SignalSource | None, on_run_stage: Callable[[], object] | None = None,
     ) -> RunResult:
         prepared = self.prepare(req, on_output, signal_source)
         if isinstance(prepared, RunResult):
             return prepared
+        if on_run_stage is not None and prepared.program.lang.compiled:
+            on_run_stage()
         try:
             result = self._run_stage(req, prepared.program, prepared.files, on_output, stdin_source, signal_source)
         finally:

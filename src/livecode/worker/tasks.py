@@ -167,6 +167,7 @@ def run_claimed(rt: Runtime, claimed: ClaimedRun) -> RunResult:
             on_output=on_output,
             stdin_source=channel.stdin if claimed.interactive else None,
             signal_source=channel.signals,
+            on_run_stage=on_output.run_stage,
         )
     finally:
         on_output.close()  # every chunk is published before the terminal events

@@ -206,6 +206,8 @@ class _Connection:
             if kind == "status" and data.get("status") == ExecutionStatus.RUNNING and stage is None:
                 stage = "compile" if runtime.compiled else "run"
                 self.send({"type": "stage", "stage": stage})
+            elif kind == "stage" and data.get("stage") == "run" and stage != "run":
+                stage = self.next_stage(stage)  # the compiler is done: announced as the run starts
             elif kind == "output":
                 stream = data.get("stream")
                 if stream == "compile":
