@@ -197,11 +197,14 @@ class Runner(ABC):
         built = {a.name for a in artifacts}
         return Prepared(program, [f for f in files if f.name not in built] + artifacts, compile_output, cached)
 
-    def run_prepared(self, prepared: Prepared, req: RunRequest, on_output: OutputCallback | None = None) -> RunResult:
+    def run_prepared(
+        self, prepared: Prepared, req: RunRequest, on_output: OutputCallback | None = None,
+        signal_source: SignalSource | None = None,
+    ) -> RunResult:
         """One run of a prepared program with `req`'s stdin, args and limits (its language and
         files are the prepared ones), in a fresh sandbox. A sandbox failure is INTERNAL_ERROR."""
         try:
-            return self._run_stage(req, prepared.program, prepared.files, on_output, None)
+            return self._run_stage(req, prepared.program, prepared.files, on_output, None, signal_source)
         except Exception as e:  # the sandbox failed, not the user's program
             log.exception("sandbox run failed")
             return RunResult(Outcome.INTERNAL_ERROR, message=f"sandbox failure: {e}")
