@@ -68,8 +68,12 @@ def test_a_finished_run_is_409_and_unchanged(live: LiveApp) -> None:
 
 @pytest.mark.parametrize(
     ("body", "code"),
-    [({"signal": "SIGSTOP"}, "INVALID_SIGNAL"), ({"signal": 9}, "INVALID_SIGNAL"), ({"signal": "sigint"}, "INVALID_SIGNAL"),
-     ({"sig": "SIGINT"}, None)],
+    [
+        ({"signal": "SIGSTOP"}, "INVALID_SIGNAL"),
+        ({"signal": 9}, "INVALID_SIGNAL"),
+        ({"signal": "sigint"}, "INVALID_SIGNAL"),
+        ({"sig": "SIGINT"}, None),
+    ],
 )
 def test_bad_input_is_400_and_changes_nothing(live: LiveApp, body: dict[str, Any], code: str | None) -> None:
     sid = live.session("print(1)")["session_id"]

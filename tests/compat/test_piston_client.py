@@ -249,7 +249,8 @@ def test_the_run_stage_is_announced_when_it_starts_not_at_the_first_output(pisto
     # The program prints nothing until it has read a line, and the client types only once the run
     # stage is announced: announced at the first output, this would wait until the time limit.
     ws = connect(piston)
-    src = '#include <stdio.h>\nint main(void){char b[64]; if(!fgets(b,64,stdin)) return 1; printf("got %s",b); return 0;}'
+    src = ('#include <stdio.h>\n'
+           'int main(void){char b[64]; if(!fgets(b,64,stdin)) return 1; printf("got %s",b); return 0;}')
     ws.send(json.dumps({"type": "init", "language": "c", "version": "*", "run_timeout": 20000,
                         "files": [{"content": src}]}))
     messages: list[Any] = []

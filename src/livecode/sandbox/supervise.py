@@ -12,9 +12,9 @@ import errno
 import os
 import selectors
 import time
-from signal import SIGKILL
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from signal import SIGKILL
 
 from .types import OutputCallback, SignalSource, StdinSource
 

@@ -119,11 +119,10 @@ class OutputPublisher:
                 closed = self._closed
             for stream, text in batch:
                 if stream == _STAGE:
-                    _best_effort(lambda: self.bus.publish(self.execution_id, "stage", {"stage": text}), "stage",
-                                 self.execution_id)
+                    self._publish("stage", {"stage": text})
                     continue
                 for i in range(0, len(text), self.max_event_chars):
-                    self._publish(stream, text[i : i + self.max_event_chars])
+                    self._publish("output", {"stream": stream, "text": text[i : i + self.max_event_chars]})
             if closed:
                 with self._cond:
                     if not self._pending:
@@ -132,9 +131,9 @@ class OutputPublisher:
             # Coalescing window: the first line after a pause goes out at once, a flood in slices.
             self._closing.wait(self.interval_s if self.published < self.event_budget else 0.5)
 
-    def _publish(self, stream: str, text: str) -> None:
+    def _publish(self, kind: str, data: dict[str, Any]) -> None:
         try:
-            self.bus.publish(self.execution_id, "output", {"stream": stream, "text": text})
+            self.bus.publish(self.execution_id, kind, data)
             self.published += 1
         except Exception:  # noqa: BLE001 - streaming is best effort; the stored result is the truth
             log.debug("output publish failed", exc_info=True)

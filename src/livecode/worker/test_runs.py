@@ -4,9 +4,10 @@ verdict for each, events as they go, and the columns of the final write.
 The execution is COMPLETED once every test ran, whatever the verdicts; FAILED with COMPILE_ERROR
 (every test COMPILE_ERROR) or INTERNAL_ERROR (the tests that ran keep their verdicts, the others
 have none); CANCELLED when a signal a user sent (services/cancel.py) ended the compiler or a
-test's run (the tests that ran before keep their verdicts, the others have none). All the tests together get at most LIVECODE_MAX_TIME_LIMIT_MS of wall time (so the
-reconciler, which takes a run far past that for lost, never does); tests left when it is spent
-do not run and are TIME_LIMIT.
+test's run (the tests that ran before keep their verdicts, the others have none). All the tests
+together get at most LIVECODE_MAX_TIME_LIMIT_MS of wall time (so the reconciler, which takes a
+run far past that for lost, never does); tests left when it is spent do not run and are
+TIME_LIMIT.
 """
 
 from __future__ import annotations

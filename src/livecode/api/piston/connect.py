@@ -29,10 +29,9 @@ from flask import Blueprint, Flask
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
-from ...errors import ApiError, NotFound
+from ...errors import ApiError, Conflict, NotFound
 from ...models import ExecutionStatus
 from ...runtime import Runtime
-from ...errors import Conflict
 from ...services import cancel
 from ...services import executions as executions_svc
 from ...services import piston as svc
