@@ -12,20 +12,12 @@ from typing import Any
 import pytest
 
 from tests.integration.test_streaming import open_sse, sse_events
+from tests.sandbox.test_signals import HANDLER, LOOP
 from tests.support.client import ApiClient
 
 pytestmark = pytest.mark.integration
 
-SLEEPER = "import time\nprint('started', flush=True)\nwhile True:\n    time.sleep(0.01)\n"
-HANDLER = (
-    "import time\n"
-    "try:\n"
-    "    print('started', flush=True)\n"
-    "    while True:\n"
-    "        time.sleep(0.01)\n"
-    "except KeyboardInterrupt:\n"
-    "    print('caught KeyboardInterrupt', flush=True)\n"
-)
+SLEEPER = LOOP
 LIMIT_MS = 30_000
 
 

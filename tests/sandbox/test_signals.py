@@ -14,7 +14,17 @@ from livecode.sandbox import Outcome, Runner, RunRequest, SandboxLimits
 
 from .helpers import requires_bwrap
 
+# Programs that run until stopped (also used by tests/integration/test_cancel.py).
 LOOP = "import time\nprint('started', flush=True)\nwhile True:\n    time.sleep(0.01)\n"
+HANDLER = (  # and one that handles Ctrl-C
+    "import time\n"
+    "try:\n"
+    "    print('started', flush=True)\n"
+    "    while True:\n"
+    "        time.sleep(0.01)\n"
+    "except KeyboardInterrupt:\n"
+    "    print('caught KeyboardInterrupt')\n"
+)
 
 
 def after_output(sig: int, marker: str = "started") -> tuple[Callable[[str, str], None], Callable[[], int | None]]:
@@ -54,16 +64,7 @@ def test_sigkill_stops_a_busy_program_at_once(runner: Runner) -> None:
 
 @requires_bwrap
 def test_sigint_raises_keyboard_interrupt_in_python(runner: Runner) -> None:
-    src = (
-        "import time\n"
-        "try:\n"
-        "    print('started', flush=True)\n"
-        "    while True:\n"
-        "        time.sleep(0.01)\n"
-        "except KeyboardInterrupt:\n"
-        "    print('caught KeyboardInterrupt')\n"
-    )
-    res, _ = _run(runner, src, signal.SIGINT)
+    res, _ = _run(runner, HANDLER, signal.SIGINT)
     # It handled the signal and exited by itself: its own outcome, with its handler's output.
     assert res.outcome is Outcome.OK, res
     assert res.stdout == "started\ncaught KeyboardInterrupt\n"
