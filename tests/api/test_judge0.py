@@ -87,6 +87,8 @@ def test_an_unknown_field_is_judge0s_400(live: LiveApp) -> None:
         ("FAILED", {"reason": "RUNTIME_ERROR", "exit_code": 3}, None, 11),
         ("FAILED", {"reason": "MEMORY_LIMIT", "signal": int(signal.SIGKILL), "exit_code": None}, None, 12),
         ("FAILED", {"reason": "INTERNAL_ERROR"}, None, 13),
+        ("CANCELLED", {"reason": "CANCELLED", "signal": int(signal.SIGKILL), "exit_code": None}, None, 12),
+        ("CANCELLED", {"reason": "CANCELLED", "signal": None, "exit_code": None}, None, 12),  # never ran
     ],
 )
 def test_statuses_are_mapped_as_isolate_job_maps_them(
