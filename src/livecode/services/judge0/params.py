@@ -6,8 +6,6 @@ LiveCode's (ms, MB), cut to LiveCode's maxima."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 import shlex
 from dataclasses import dataclass, field
@@ -15,6 +13,7 @@ from typing import Any
 
 from ...config import Settings
 from ..executions import ExecuteOptions
+from ..validation import lenient_b64decode
 from .archive import ArchiveError, unzip
 from .catalog import LANGUAGE_IDS, MAX_ARGUMENTS_LENGTH, defaults, maxima
 
@@ -77,9 +76,8 @@ def _decode(body: dict[str, Any], name: str, base64_encoded: bool, errors: Error
             errors.add(name, "is not valid Unicode")
             return None
     try:
-        cleaned = "".join(value.split())
-        return base64.b64decode(cleaned + "=" * (-len(cleaned) % 4), validate=True)
-    except (binascii.Error, ValueError):
+        return lenient_b64decode(value)
+    except ValueError:
         errors.add(name, "is not valid base64")
         return None
 
