@@ -211,6 +211,7 @@ def test_config_info_says_what_a_submission_without_options_runs_with(live: Live
     assert limits["stack_kb"] == info["stack_limit"] == s.stack_limit_kb
     assert limits["max_file_size_kb"] == info["max_file_size"] == s.file_size_limit_kb
     assert limits["max_processes"] == info["max_processes_and_or_threads"]
+    assert info["callbacks_timeout"] == s.webhook_timeout_s and info["callbacks_max_tries"] == 3
 
 
 def test_config_info_has_the_39_keys_with_unsupported_options_disabled(live: LiveApp) -> None:

@@ -59,7 +59,6 @@ MAX_BATCH = 20
 NO_QUEUE_CAP = 2**31 - 1  # LiveCode refuses no submission for the queue's length
 MAX_ARGUMENTS_LENGTH = 512
 CALLBACK_MAX_TRIES = 3  # Judge0's CALLBACKS_MAX_TRIES default
-CALLBACK_TIMEOUT_S = 5.0
 
 
 def statuses() -> list[dict[str, Any]]:
@@ -151,7 +150,7 @@ def config_info(settings: Settings) -> dict[str, Any]:
         "enable_submission_delete": True,
         "enable_callbacks": True,
         "callbacks_max_tries": CALLBACK_MAX_TRIES,
-        "callbacks_timeout": CALLBACK_TIMEOUT_S,
+        "callbacks_timeout": settings.webhook_timeout_s,  # one try's timeout, as every webhook's
         "enable_additional_files": True,
         "max_queue_size": NO_QUEUE_CAP,
         "cpu_time_limit": d["cpu_time_limit"],
