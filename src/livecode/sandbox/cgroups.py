@@ -262,9 +262,10 @@ class RunCgroup:
     def signal_program(self, sig: int) -> bool:
         """Send `sig` to the run's program: pid 2 of the sandbox's pid namespace (the launcher,
         pid 1, forks it before anything else runs there, and while it lives its pid is not
-        reused; seccomp refuses new namespaces, so no process of the run has pid 2 in another). Only a process of this cgroup gets it, through a pidfd checked after it was
-        opened, so a host pid reused in between is never hit. False when the program is not
-        there (not started yet, or gone)."""
+        reused; seccomp refuses new namespaces, so no process of the run has pid 2 in another).
+        Only a process of this cgroup gets it, through a pidfd checked after it was opened, so a
+        host pid reused in between is never hit. False when the program is not there (not
+        started yet, or gone)."""
         for pid in self.pids():
             if _ns_pid(pid) != 2:
                 continue
