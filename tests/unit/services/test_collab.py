@@ -72,7 +72,7 @@ def test_a_rest_autosave_is_merged_not_lost(db: Any, rooms: Any) -> None:
     saved = ss.autosave(
         db, sid, source_code="line1\nline2\nrest\n", expected_version=None, owner_id=None, max_bytes=10_000
     )
-    a.merge_saved(sid, saved["version"], "line1\nline2\nrest\n")  # the PATCH landed on the other process
+    a.merge_saved(sid, saved["co_edited"])  # the PATCH landed on the other process
     alice.wait_text("line1\nline2\nrest\n")
     alice.insert(0, "# ")
     alice.saved_version()
@@ -86,7 +86,7 @@ def test_a_rest_autosave_on_the_process_of_the_room(db: Any, rooms: Any) -> None
     alice.insert(0, "# top\n")
     alice.saved_version()  # written: an unversioned save over it is the last word
     saved = ss.autosave(db, sid, source_code="x = 2\n", expected_version=None, owner_id=None, max_bytes=10_000)
-    a.merge_saved(sid, saved["version"], "x = 2\n")
+    a.merge_saved(sid, saved["co_edited"])
     alice.wait_text("x = 2\n")
     assert alice.saved_version() >= saved["version"]
     assert source_of(db, sid)[0] == "x = 2\n"
@@ -177,7 +177,7 @@ def test_a_multi_file_program_is_co_edited_file_by_file(db: Any, rooms: Any) -> 
         owner_id=None,
         files=[("main.py", "print(1)\n"), ("util.py", got["files"][1]["content"]), ("extra.py", "X = 1\n")],
     )
-    b.merge_saved(sid, saved["version"])
+    b.merge_saved(sid, saved["co_edited"])
     alice.wait(lambda: alice.text("extra.py") == "X = 1\n" and alice.text() == "print(1)\n", what="the REST files")
 
 
@@ -222,9 +222,90 @@ def test_a_rest_autosave_keeps_what_editors_typed_since_the_last_write(db: Any, 
         saved = ss.autosave(
             db, sid, source_code="line1\nline2\nrest\n", expected_version=1, owner_id=None, max_bytes=10_000
         )
-        a.merge_saved(sid, saved["version"], "line1\nline2\nrest\n")
+        a.merge_saved(sid, saved["co_edited"])
         alice.wait_text("# alice\nline1\nline2\nrest\n")
         assert alice.saved_version() == saved["version"] + 1
         assert source_of(db, sid)[0] == "# alice\nline1\nline2\nrest\n"
     finally:
         a.stop()
+
+
+# ---- durability: a save acknowledged with a 2xx is never overwritten by the document ---------
+
+
+class LogDown(MemoryCollabLog):
+    """A log whose Redis is away: every call fails (a process's view of it during an outage)."""
+
+    def __init__(self, shared: MemoryCollabLog) -> None:
+        super().__init__(3600)
+        self.shared, self.down = shared, False
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in ("seed", "load", "exists", "append", "read", "wake", "compact") and object.__getattribute__(
+            self, "down"
+        ):
+            raise ConnectionError("redis is down")
+        if name in ("seed", "load", "exists", "append", "read", "wake", "compact"):
+            return getattr(object.__getattribute__(self, "shared"), name)
+        return object.__getattribute__(self, name)
+
+
+def test_a_save_whose_merge_never_ran_is_merged_before_the_room_writes(db: Any, settings: Any) -> None:
+    # The process that took the PATCH died before merging it: the room finds it when it writes.
+    slow = settings.with_overrides(collab_persist_ms=60_000)
+    a = CollabRooms(db, MemoryCollabLog(3600), slow)
+    try:
+        sid = new_session(db, "line1\nline2\n")
+        alice = FakePeer(a).join(sid)
+        alice.insert(0, "# alice\n")
+        saved = ss.autosave(
+            db, sid, source_code="line1\nline2\nrest\n", expected_version=1, owner_id=None, max_bytes=10_000
+        )
+        assert saved["co_edited"] is True
+        version = alice.saved_version()  # the room's write conflicts, merges the row, writes again
+        assert version == saved["version"] + 1
+        assert source_of(db, sid)[0] == "# alice\nline1\nline2\nrest\n"
+        alice.wait_text("# alice\nline1\nline2\nrest\n")
+    finally:
+        a.stop()
+
+
+def test_a_save_while_nobody_hosts_the_document_is_in_it_when_it_opens_again(db: Any, rooms: Any) -> None:
+    a, b, _ = rooms
+    sid = new_session(db, "one\n")
+    alice = FakePeer(a).join(sid)
+    alice.insert(len(b"one\n"), "two\n")
+    alice.saved_version()
+    alice.leave()  # the last one out: the room closes; the log keeps the document
+    assert a.rooms() == 0
+    ss.autosave(db, sid, source_code="one\ntwo\nthree\n", expected_version=None, owner_id=None, max_bytes=10_000)
+    # No merge_saved: its process died, or Redis was away then.
+    bob = FakePeer(b).join(sid)
+    bob.wait_text("one\ntwo\nthree\n")
+    bob.insert(0, "# ")
+    bob.saved_version()
+    assert source_of(db, sid)[0] == "# one\ntwo\nthree\n"
+
+
+def test_a_save_merged_while_redis_was_away_reaches_the_room_and_is_kept(db: Any, settings: Any) -> None:
+    shared = MemoryCollabLog(3600)
+    fast = settings.with_overrides(collab_persist_ms=50)
+    host, rest_log = CollabRooms(db, shared, fast), LogDown(shared)
+    rest = CollabRooms(db, rest_log, fast)  # the process the PATCH lands on
+    try:
+        sid = new_session(db, "a\nb\n")
+        alice = FakePeer(host).join(sid)
+        alice.insert(0, "0\n")
+        alice.saved_version()
+        saved = ss.autosave(db, sid, source_code="0\na\nb\nc\n", expected_version=None, owner_id=None, max_bytes=9999)
+        rest_log.down = True
+        with pytest.raises(ConnectionError):  # the API logs it; the save stays acknowledged
+            rest.merge_saved(sid, saved["co_edited"])
+        host._recheck_versions()  # the room's periodic check finds the version it missed
+        alice.wait_text("0\na\nb\nc\n")
+        alice.insert(0, "#")
+        assert alice.saved_version() > saved["version"]
+        assert source_of(db, sid)[0] == "#0\na\nb\nc\n"
+    finally:
+        host.stop()
+        rest.stop()
