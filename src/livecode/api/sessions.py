@@ -147,7 +147,7 @@ def merge_into_document(sid: Any, saved: dict[str, Any]) -> None:
     service's `co_edited` out of the answer."""
     co_edited = saved.pop("co_edited", None)
     try:
-        collab_rooms().merge_saved(sid, co_edited)
+        collab_rooms().merge_saved(sid, saved["version"], co_edited)
     except Exception:  # noqa: BLE001
         log.warning(
             "merging a save into the co-edited document failed", extra={"session_id": str(sid)}, exc_info=True

@@ -33,7 +33,7 @@ from pycrdt import Awareness, Doc
 from ..config import Settings
 from ..db import Database
 from ..errors import ApiError, Conflict, NotFound, ValidationError
-from ..streaming.collab_log import AWARENESS, PERSISTED, SEED, UPDATE, CollabLog, LogEntry
+from ..streaming.collab_log import AWARENESS, PERSISTED, SAVED, SEED, UPDATE, CollabLog, LogEntry
 from . import collab_doc as yd
 from . import collab_store, programs
 from .access import Need, grants, role_of
@@ -89,6 +89,7 @@ class Room:
     first_dirty: float | None = None
     since_snapshot: int = 0
     closed: bool = False
+    behind: bool = False  # a save is to be merged from the row (by the persister thread)
 
     @property
     def key(self) -> str:
@@ -269,29 +270,22 @@ class CollabRooms:
 
     # ---- REST autosaves --------------------------------------------------------------------
 
-    def merge_saved(self, session_id: uuid.UUID, co_edited: bool | None = None) -> None:
-        """A REST save (autosave, restore) changed the session, durably: merge it into the
-        document's state in the row now (any process would do it later) and send the merge to
-        the editors, here and through the log. `co_edited`: whether the session has a document
-        (False: nothing to do; None: unknown, look)."""
+    def merge_saved(self, session_id: uuid.UUID, version: int, co_edited: bool | None = None) -> None:
+        """A REST save (autosave, restore) made `version`, durably. The processes that host the
+        document merge it from the row (services/collab_store.py) when told through the log;
+        the request does not wait for that. `co_edited`: whether the session has a document
+        (False: nothing to do; None: unknown). If the notice is lost (Redis away), a room finds
+        the version at its next write or its periodic check, and an opening one merges it."""
+        if co_edited is False:
+            return  # never co-edited: no room (one opening now reads the row after this save)
         key = str(session_id)
         with self._lock:
             room = self._rooms.get(key)
-        if room is None and co_edited is False:
-            return  # never co-edited: the first editor starts from the source
-        stored = collab_store.merged(self.db, session_id, create=False)
-        if stored is None:
-            return
         if room is not None:
             with room.lock:
-                self._take(room, stored)
-            return
-        if self.log.exists(key):
-            # Not this process's origin: a room that opened here meanwhile must not skip it as its own.
-            origin = self.origin + "-rest"
-            if stored.update != yd.EMPTY_UPDATE:
-                self.log.append(key, UPDATE, stored.update, origin)
-            self.log.append(key, PERSISTED, _notice(stored.version, stored.sha, stored.program.entry), origin)
+                room.behind = True  # this process's room does not wait for the log
+        # Not this process's origin: its own reader must see it too (a room may open here meanwhile).
+        self.log.notify(key, SAVED, json.dumps({"version": version}).encode(), self.origin + "-rest")
 
     def _take(self, room: Room, stored: collab_store.Stored) -> None:
         """Merge the row's document state into the room's (under the room's lock): the room
@@ -341,6 +335,9 @@ class CollabRooms:
             room.awareness.apply_awareness_update(entry.data, "log")
             if broadcast:
                 self._broadcast(room, yd.create_awareness_message(entry.data), None)
+        elif entry.kind == SAVED:
+            if broadcast and int(json.loads(entry.data)["version"]) > room.known_version:
+                room.behind = True  # an opening room reads the row anyway
         elif entry.kind == PERSISTED:
             info = json.loads(entry.data)
             if info.get("entry"):
@@ -410,7 +407,14 @@ class CollabRooms:
                 except Exception:  # noqa: BLE001 - checked again at the next round
                     log.warning("collab membership or version check failed", exc_info=True)
             with self._lock:
+                behind = [r for r in self._rooms.values() if r.behind]
                 due = [r for r in self._rooms.values() if r.dirty_at is not None and r.dirty_at <= now]
+            for room in behind:
+                room.behind = False
+                try:
+                    self._catch_up(room)
+                except Exception:  # noqa: BLE001 - the periodic check, or the next write, merges it
+                    log.warning("collab merge of a save failed", extra={"session_id": room.key}, exc_info=True)
             for room in due:
                 try:
                     self._persist(room)
@@ -457,9 +461,8 @@ class CollabRooms:
         for room in rooms:
             version = collab_store.version_of(self.db, room.session_id)
             with room.lock:
-                behind = version is not None and version > room.known_version
-            if behind:
-                self._catch_up(room)
+                if version is not None and version > room.known_version:
+                    room.behind = True
 
     def _persist(self, room: Room) -> None:
         """Write the document into the session's source (or files) if it differs, with the
