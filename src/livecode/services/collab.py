@@ -472,10 +472,13 @@ class CollabRooms:
                 texts = yd.file_texts(room.doc)
                 sha = yd.files_sha(texts)
                 state = room.doc.get_update()  # written beside the text (services/collab_store.py)
-                if sha == room.persisted_sha:
+                entry = yd.doc_entry(room.doc) or room.entry
+                if entry not in texts:
+                    entry = room.entry  # an old client renamed the entry without naming the new one
+                if sha == room.persisted_sha and entry == room.entry:
                     room.dirty_at = room.first_dirty = None
                     return
-                expected, entry = room.known_version, room.entry
+                expected = room.known_version
                 known = [p for p in room.order if p in texts]
                 files = [(p, texts[p]) for p in known + sorted(set(texts) - set(known))]
             try:
@@ -501,8 +504,10 @@ class CollabRooms:
                 return
             with room.lock:
                 room.order = [p for p, _ in files]
+                if entry in texts:
+                    room.entry = entry
                 self._on_persisted(room, saved["version"], sha)
-                self._append(room, PERSISTED, _notice(saved["version"], sha))
+                self._append(room, PERSISTED, _notice(saved["version"], sha, room.entry))
                 saved_msg = yd.livecode_message(json.dumps({"type": "saved", "version": saved["version"]}))
                 self._broadcast(room, saved_msg, None)
             return

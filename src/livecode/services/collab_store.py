@@ -93,6 +93,7 @@ def merged(db: Database, session_id: uuid.UUID, start: bytes | None = None, *, c
             doc.apply_update(base)
         before = doc.get_state()
         yd.set_files(doc, list(program.files))
+        yd.set_entry(doc, program.entry)
         new_state = doc.get_update()
         if _store(db, session_id, version, doc_version if state is not None else None, new_state):
             return Stored(version, language, program, new_state, doc.get_update(before))

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from pycrdt import Map
 
 from livecode.services import sessions as ss
 from livecode.services.collab import CollabRooms, DocumentTooLarge
@@ -307,3 +308,55 @@ def test_a_save_merged_while_redis_was_away_reaches_the_room_and_is_kept(db: Any
     finally:
         host.stop()
         rest.stop()
+
+
+def test_editors_add_rename_delete_files_and_pick_the_entry_in_the_document(db: Any, rooms: Any) -> None:
+    from pycrdt import Text
+
+    a, b, _ = rooms
+    sid = new_session(db, "import util\n")
+    alice, bob = FakePeer(a).join(sid), FakePeer(b).join(sid)
+
+    def add(files: Any, meta: Any) -> None:
+        files["util.py"] = Text("X = 1\n")
+
+    alice.change_files(add)
+    bob.wait(lambda: bob.text("util.py") == "X = 1\n", what="the new file")
+    alice.saved_version()
+    got = ss.get_session(db, sid, None, fresh=True)
+    assert [(f["path"], f["content"]) for f in got["files"]] == [("main.py", "import util\n"), ("util.py", "X = 1\n")]
+    assert got["entry"] == "main.py"
+
+    def rename_entry(files: Any, meta: Any) -> None:  # what the playground's Rename does
+        files["app.py"] = Text(str(files["main.py"]))
+        del files["main.py"]
+        meta["entry"] = "app.py"
+
+    bob.change_files(rename_entry)
+    alice.wait(lambda: alice.paths() == {"app.py", "util.py"}, what="the rename")
+    bob.saved_version()
+    got = ss.get_session(db, sid, None, fresh=True)
+    assert got["entry"] == "app.py" and {f["path"] for f in got["files"]} == {"app.py", "util.py"}
+
+    def entry_util(files: Any, meta: Any) -> None:
+        meta["entry"] = "util.py"
+
+    alice.change_files(entry_util)
+    alice.flush()
+    alice.wait(lambda: ss.get_session(db, sid, None, fresh=True)["entry"] == "util.py", what="the entry written")
+
+    def delete_util(files: Any, meta: Any) -> None:
+        del files["util.py"]
+        meta["entry"] = "app.py"
+
+    bob.change_files(delete_util)
+    alice.wait(lambda: alice.paths() == {"app.py"}, what="the delete")
+    bob.saved_version()
+    got = ss.get_session(db, sid, None, fresh=True)
+    assert got["entry"] == "app.py" and [f["path"] for f in got["files"]] == ["app.py"]
+    # A REST save that names another entry is merged into the document's entry.
+    saved = ss.autosave_files(db, sid, settings=a.settings, expected_version=None, owner_id=None,
+                              file=("b.py", "pass\n"), entry="b.py")
+    b.merge_saved(sid, saved["version"], saved["co_edited"])
+    alice.wait(lambda: alice.doc.get("meta", type=Map).get("entry") == "b.py" and "b.py" in alice.paths(),
+               what="the REST entry")
