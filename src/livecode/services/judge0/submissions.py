@@ -19,11 +19,10 @@ from ...db import Database
 from ...infra.languages import LanguageCatalog
 from ...models import ACTIVE_STATUSES, Execution, Judge0Submission, Source, status_values, utcnow
 from ...streaming.bus import EventBus
-from ..access import execution_access
+from ..access import execution_access, shown_to_member
 from ..executions import Enqueue, submit_execution
 from ..programs import default_path
 from ..sessions import create_session, delete_session
-from ..webhooks.urls import shown_to_member
 from .catalog import languages
 from .params import Parsed
 

@@ -15,10 +15,10 @@ from sqlalchemy import Table, insert, select, update
 
 from ...db import Database
 from ...models import TERMINAL_STATUSES, Execution, WebhookDelivery, status_values, utcnow
-from ..access import execution_access, execution_not_found
+from ..access import execution_access, execution_not_found, shown_to_member
 from ..sessions import iso
 from .sender import TryResult
-from .urls import scrub, shown_to_member
+from .urls import scrub
 
 DELIVERIES = cast(Table, WebhookDelivery.__table__)
 KINDS = ("livecode", "judge0")

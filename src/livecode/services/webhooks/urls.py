@@ -131,20 +131,8 @@ def check_callback(url: object, allow: Iterable[str], field: str = "callback_url
         raise ValidationError(f"{field}: {exc}", code="INVALID_CALLBACK_URL", details={"field": field}) from None
 
 
-def shown_to_member(url: str | None) -> str | None:
-    """A callback URL as a session's members (not its owner) see it: the origin only. Its path,
-    query and user-info can be a credential of the owner's (a webhook URL with a token in it)."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}"
-
-
 def scrub(text: str | None, url: str) -> str | None:
-    """`text` (a delivery error) without what shown_to_member hides of `url`."""
+    """`text` (a delivery error) without what access.shown_to_member hides of `url`."""
     if not text:
         return text
     parts = urlsplit(url)
