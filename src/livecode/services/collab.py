@@ -8,10 +8,10 @@ hosts) converge. The room writes its document into the session's source, debounc
 same optimistic-locking UPDATE autosave uses (services/sessions.autosave), with the document's
 state beside the text: REST clients, executions and history see what the editors see. A REST
 autosave is durable in PostgreSQL before it is answered, and merged into the document's state
-there (services/collab_store.py), by the process that took it, or by a room that finds the
-version moved on (its write conflicts, or its periodic check), or by the next to open the
-document; a room never writes over a version whose state it has not merged, so no Redis fault
-makes it overwrite a save.
+there (services/collab_store.py) by the rooms hosting the document (told through the log, or
+finding the version moved on when their write conflicts or at their periodic check), or by the
+next room to open it; a room never writes over a version whose state it has not merged, so no
+Redis fault makes it overwrite a save.
 
 Locking: the manager's lock guards the room table; a room's lock guards its document, its peers
 and its persistence state. Network sends happen under the room's lock, so every peer receives
@@ -81,7 +81,7 @@ class Room:
     known_version: int  # a session version whose text the document holds (it may write over it)
     persisted_sha: str  # files_sha of the program at known_version
     language: str
-    entry: str  # the file that runs (not in the document: REST sets it)
+    entry: str  # the file that runs, as the session has it (the document's meta may name another)
     order: list[str]  # the program's file order, kept when it is written back
     lock: threading.RLock = field(default_factory=threading.RLock)
     peers: dict[Any, set[int]] = field(default_factory=dict)  # peer -> its awareness client ids
@@ -174,6 +174,7 @@ class CollabRooms:
             self._apply(room, entry, broadcast=False)
         self._take(room, stored)  # what the row holds and the log lacks (a save merged while Redis was away)
         return room
+
     def leave(self, room: Room, peer: Peer) -> None:
         """Remove `peer`: its cursors disappear for the others; the last one out writes the
         document and closes the room."""

@@ -7,9 +7,9 @@ text (services/sessions.autosave's `doc_state`); every other save (a REST autosa
 changes only the text, so `doc_version < version` says the state lacks a save. `merged()`
 brings the state up to date: the change from the state's text to the row's is made on a copy of
 the state (a CRDT update, services/collab_doc.set_files) and stored by an UPDATE conditional on
-the row being as read, so that update is made once, by whoever comes first (the process that
-took the save, a room that hosts the document, or the next one to open it), and every room
-merges the same update: no text twice. A room never writes over a version whose state it has
+the row being as read, so that update is made once, by whoever comes first (a room that hosts
+the document, or the next one to open it), and every room merges the same update: no text
+twice. A room never writes over a version whose state it has
 not merged (services/collab.py), so a save acknowledged with a 2xx is in the document's next
 write, whatever happened to Redis meanwhile.
 """
@@ -93,7 +93,8 @@ def merged(db: Database, session_id: uuid.UUID, start: bytes | None = None, *, c
             doc.apply_update(base)
         before = doc.get_state()
         yd.set_files(doc, list(program.files))
-        yd.set_entry(doc, program.entry)
+        if yd.doc_entry(doc) not in (None, program.entry):
+            yd.set_entry(doc, program.entry)  # the save named another entry than the document's
         new_state = doc.get_update()
         if _store(db, session_id, version, doc_version if state is not None else None, new_state):
             return Stored(version, language, program, new_state, doc.get_update(before))
