@@ -49,7 +49,10 @@ EXECUTIONS = cast(Table, Execution.__table__)  # for Core statements
 # (execution_id, priority, request_id) -> None; publishes the id on the queue.
 Enqueue = Callable[[uuid.UUID, str, str | None], None]
 
-LIMIT_FIELDS = ("time_limit_ms", "cpu_time_ms", "memory_limit_mb", "max_processes", "max_output_bytes")
+LIMIT_FIELDS = (
+    "time_limit_ms", "cpu_time_ms", "cpu_extra_ms", "memory_limit_mb", "max_processes", "max_output_bytes",
+    "max_file_size_kb", "stack_kb",
+)
 
 # How stdout, stderr and compile_output are returned. "text": UTF-8 with every undecodable
 # sequence replaced by U+FFFD (what the event stream sends). "base64": the exact bytes written.
@@ -71,9 +74,12 @@ def limit_maxima(settings: Settings) -> dict[str, int]:
     return {
         "time_limit_ms": settings.max_time_limit_ms,
         "cpu_time_ms": settings.max_time_limit_ms,
+        "cpu_extra_ms": settings.max_time_limit_ms,
         "memory_limit_mb": settings.max_memory_limit_mb,
         "max_processes": settings.max_processes,
         "max_output_bytes": settings.max_output_bytes,
+        "max_file_size_kb": settings.max_file_size_limit_kb,
+        "stack_kb": settings.max_stack_limit_kb,
     }
 
 
