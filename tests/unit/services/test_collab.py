@@ -346,3 +346,35 @@ def test_editors_add_rename_delete_files_and_pick_the_entry_in_the_document(db: 
     b.merge_saved(sid, saved["version"], saved["co_edited"])
     alice.wait(lambda: alice.doc.get("meta", type=Map).get("entry") == "b.py" and "b.py" in alice.paths(),
                what="the REST entry")
+
+
+def test_two_processes_merging_one_save_at_once_add_it_once(db: Any, rooms: Any) -> None:
+    """The merge of a save into the row's state is made once (a conditional UPDATE): rooms on two
+    processes catching up at the same moment merge the same update, so the text is there once."""
+    import threading
+
+    a, b, _ = rooms
+    sid = new_session(db, "top\n")
+    alice, bob = FakePeer(a).join(sid), FakePeer(b).join(sid)
+    alice.insert(len(b"top\n"), "mid\n")
+    alice.saved_version()
+    bob.wait_text("top\nmid\n")
+    ss.autosave(db, sid, source_code="top\nmid\nend\n", expected_version=None, owner_id=None, max_bytes=10_000)
+    room_a, room_b = a._rooms[str(sid)], b._rooms[str(sid)]
+    go = threading.Barrier(2)
+
+    def catch_up(rooms_: CollabRooms, room: Any) -> None:
+        go.wait()
+        rooms_._catch_up(room)
+
+    threads = [threading.Thread(target=catch_up, args=args) for args in ((a, room_a), (b, room_b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    for peer in (alice, bob):
+        peer.wait_text("top\nmid\nend\n")
+    alice.insert(0, "# ")
+    alice.saved_version()
+    bob.wait_text("# top\nmid\nend\n")
+    assert source_of(db, sid)[0] == "# top\nmid\nend\n"
