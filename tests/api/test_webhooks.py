@@ -361,3 +361,59 @@ def test_webhook_secrets_and_judge0_tokens_are_redacted_from_log_lines() -> None
 
     line = "X-Auth-Token: lc_" + "k" * 40 + " secret=whsec_" + "s" * 40
     assert "k" * 40 not in redact(line) and "s" * 40 not in redact(line)
+
+
+def test_members_see_the_deliveries_and_judge0_submissions_of_the_runs_they_see(make_live: Any) -> None:
+    """The one membership rule (services/access.py): a member (viewer or editor) of a session
+    sees its executions, so their deliveries and Judge0 submissions too; a callback URL shows
+    only its origin to them (its path and query may hold the owner's token), and no delivery
+    holds the signing secret. A stranger still gets 404; a member cannot delete."""
+    from tests.support.procs import free_port
+
+    live = make_live(webhook_allow=LOOPBACK, webhook_backoff_s=0.001, webhook_max_attempts=1, auth_required=True)
+    owner, viewer, stranger = sign_up(live), sign_up(live), sign_up(live)
+    secret = live.client.post("/api/v1/webhooks/secret", headers=owner.headers).get_json()["secret"]
+    dead = f"http://127.0.0.1:{free_port()}/hooks/T0KEN-path?key=s3cret-q"  # nothing listens: an error
+    sid = live.session(headers=owner.headers)["session_id"]
+    eid = live.execute(sid, {"callback_url": dead}, headers=owner.headers)["execution_id"]
+    finish_like_a_worker(live, eid, stdout=b"1\n")
+    deliver_due(live.db, live.settings)
+    j0 = live.client.post(
+        "/judge0/submissions", headers=owner.headers,
+        json={"source_code": "print(1)", "language_id": 71, "callback_url": dead},
+    ).get_json()["token"]
+    j0_sid = live.client.get(f"/api/v1/executions/{j0}", headers=owner.headers).get_json()["session_id"]
+    for shared in (sid, j0_sid):
+        r = live.client.post(f"/api/v1/code-sessions/{shared}/members", headers=owner.headers,
+                             json={"username": viewer.username, "role": "viewer"})
+        assert r.status_code == 201, r.get_json()
+
+    mine = live.client.get(f"/api/v1/executions/{eid}/deliveries", headers=owner.headers).get_json()["deliveries"]
+    # An error that quotes the request line is scrubbed for members as the URL is.
+    assert urls.scrub("Max retries exceeded with url: /hooks/T0KEN-path?key=s3cret-q (refused)", dead) == (
+        "Max retries exceeded with url: … (refused)"
+    )
+    assert mine[0]["url"] == dead and mine[0]["state"] == "failed" and mine[0]["tries"][0]["error"]
+    seen = live.client.get(f"/api/v1/executions/{eid}/deliveries", headers=viewer.headers)
+    assert seen.status_code == 200
+    [delivery] = seen.get_json()["deliveries"]
+    assert delivery["url"] == dead.split("/hooks")[0]
+    assert (delivery["state"], delivery["attempts"]) == ("failed", 1) and delivery["tries"][0]["error"]
+    text = json.dumps(seen.get_json())
+    assert "T0KEN" not in text and "s3cret" not in text and secret not in text
+    expect_error(live.client.get(f"/api/v1/executions/{eid}/deliveries", headers=stranger.headers), 404,
+                 "EXECUTION_NOT_FOUND")
+
+    got = live.client.get(f"/judge0/submissions/{j0}?fields=token,callback_url,status", headers=viewer.headers)
+    assert got.status_code == 200, got.get_json()
+    assert got.get_json()["token"] == j0 and got.get_json()["callback_url"] == dead.split("/hooks")[0]
+    own = live.client.get(f"/judge0/submissions/{j0}?fields=callback_url", headers=owner.headers).get_json()
+    assert own["callback_url"] == dead
+    batch = live.client.get(f"/judge0/submissions/batch?tokens={j0}&fields=token", headers=viewer.headers)
+    assert batch.get_json()["submissions"] == [{"token": j0}]
+    assert live.client.get(f"/judge0/submissions/{j0}", headers=stranger.headers).status_code == 404
+    # Their own list is theirs: a shared submission is not in the viewer's pages.
+    assert live.client.get("/judge0/submissions", headers=viewer.headers).get_json()["submissions"] == []
+    finish_like_a_worker(live, j0, stdout=b"1\n")
+    assert live.client.delete(f"/judge0/submissions/{j0}", headers=viewer.headers).status_code == 403
+    assert live.client.get(f"/judge0/submissions/{j0}", headers=owner.headers).status_code == 200

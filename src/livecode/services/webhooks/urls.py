@@ -178,3 +178,14 @@ def check_callback(url: object, allow: Iterable[str], field: str = "callback_url
         return check_url(url, allow).url
     except RefusedUrl as exc:
         raise ValidationError(f"{field}: {exc}", code="INVALID_CALLBACK_URL", details={"field": field}) from None
+
+
+def scrub(text: str | None, url: str) -> str | None:
+    """`text` (a delivery error) without what access.shown_to_member hides of `url`."""
+    if not text:
+        return text
+    parts = urlsplit(url)
+    for secret in (url, parts.path + (f"?{parts.query}" if parts.query else ""), parts.query):
+        if secret and secret != "/":
+            text = text.replace(secret, "…")
+    return text
