@@ -34,6 +34,7 @@ const state = {
   needsToken: false,
   live: null, // a LiveSession while co-editing
   readOnly: false, // a viewer of a shared session
+  executionId: null, // the run being followed, for the Stop button
 };
 
 const output = new OutputView();
@@ -359,6 +360,10 @@ function setRunning(on) {
   run.textContent = on ? "Running…" : "Run";
   run.setAttribute("aria-busy", String(on));
   $("language").disabled = on;
+  const stop = $("stop");
+  stop.hidden = !on || state.readOnly; // a viewer follows runs, never stops them
+  stop.disabled = false;
+  stop.textContent = "Stop";
   history.setDisabled(on);
   tests.setDisabled(on);
 }
@@ -432,7 +437,25 @@ async function track(executionId) {
   }
 }
 
+/** The Stop button: the run gets SIGKILL (or, still queued, never runs); its end arrives as usual. */
+async function stopRun() {
+  const executionId = state.executionId;
+  if (!executionId) return;
+  const stop = $("stop");
+  stop.disabled = true;
+  stop.textContent = "Stopping…";
+  try {
+    await api("POST", `/api/v1/executions/${executionId}/cancel`);
+  } catch (err) {
+    if (err.code === "EXECUTION_FINISHED") return; // it ended on its own meanwhile
+    stop.disabled = false;
+    stop.textContent = "Stop";
+    showApiError("Could not stop the run", err, "run");
+  }
+}
+
 async function follow(executionId, { interactive = false } = {}) {
+  state.executionId = executionId;
   output.clear();
   output.setStatus("QUEUED");
   history.current = executionId;
@@ -477,6 +500,7 @@ async function follow(executionId, { interactive = false } = {}) {
   } finally {
     s.close();
     if (stream === s) stream = null;
+    if (state.executionId === executionId) state.executionId = null;
     $("live-input").hidden = true;
   }
   if (!result || !result.status) {
@@ -627,9 +651,11 @@ async function goLive() {
   showLiveFiles(live);
   live.onFilesChanged(() => state.live === live && showLiveFiles(live));
   tabs.liveSwitch = (path) => bindFile(live, path);
+  tabs.live = state.readOnly ? null : live;
   editor.setEditable(!state.readOnly);
   $("run").disabled = state.readOnly || state.running;
   document.body.dataset.live = "true";
+  if (state.readOnly) document.body.dataset.viewer = "true";
 }
 
 /** The tabs show the shared document's files (in the program's order); the editor edits the active one. */
@@ -639,7 +665,8 @@ function showLiveFiles(live) {
   const all = [...order, ...paths.filter((p) => !order.includes(p)).sort()];
   const active = tabs.files[tabs.active] && all.includes(tabs.files[tabs.active].path) ? tabs.files[tabs.active].path : null;
   editor.setCollab([]);
-  tabs.load({ files: all.map((path) => ({ path, content: live.text(path) })), entry: tabs.entry }, defaultPath(state.language));
+  const entry = live.entry() && all.includes(live.entry()) ? live.entry() : tabs.entry;
+  tabs.load({ files: all.map((path) => ({ path, content: live.text(path) })), entry }, defaultPath(state.language));
   if (active) tabs.active = all.indexOf(active);
   tabs.render();
   bindFile(live, tabs.files[tabs.active].path);
@@ -654,15 +681,18 @@ function bindFile(live, path) {
 function stopLive() {
   if (!state.live) return;
   tabs.liveSwitch = null;
+  tabs.live = null;
   editor.setCollab([]);
   state.live.destroy();
   state.live = null;
   $("presence").hidden = true;
   delete document.body.dataset.live;
+  delete document.body.dataset.viewer;
 }
 
 function wire() {
   $("run").addEventListener("click", () => run());
+  $("stop").addEventListener("click", stopRun);
   $("language").addEventListener("change", changeLanguage);
   $("share").addEventListener("click", copyLink);
   shareDialog = new ShareDialog({ onLive: goLive });

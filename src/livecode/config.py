@@ -98,6 +98,10 @@ class Settings:
     db_max_overflow: int = setting("DB_MAX_OVERFLOW", 20, "Connections opened past the pool size at busy times.")
     db_pool_recycle: int = setting("DB_POOL_RECYCLE", 3600, "Seconds after which a connection is replaced.")
     db_pool_pre_ping: bool = setting("DB_POOL_PRE_PING", True, "Check a connection before each use.")
+    db_pool_pre_ping_bypass_ms: int = setting(
+        "DB_POOL_PRE_PING_BYPASS_MS", 500, "With the pre-ping on: a connection given back to the pool less than this "
+        "many milliseconds ago is not checked again (as HikariCP's aliveBypassWindowMs); 0: check before every use.",
+        parse=Integer(minimum=0))
     db_connect_timeout_s: int = setting(
         "DB_CONNECT_TIMEOUT", 1, "Seconds to wait for a connection; a stopped database becomes a 503 within about "
         "this long.")
@@ -150,6 +154,18 @@ class Settings:
     max_processes: int = setting("LIVECODE_MAX_PROCESSES", 64, "Processes and threads of one run.")
     max_output_bytes: int = setting("LIVECODE_MAX_OUTPUT_BYTES", 1024 * 1024,
                                     "Each of stdout and stderr; the program is stopped when it writes more.")
+    file_size_limit_kb: int = setting(
+        "LIVECODE_FILE_SIZE_LIMIT_KB", 10_240,
+        "Largest file a run may write, in KB (RLIMIT_FSIZE: SIGXFSZ, or EFBIG where the program ignores it), "
+        "when the request names none.", parse=Integer(minimum=1))
+    max_file_size_limit_kb: int = setting("LIVECODE_MAX_FILE_SIZE_LIMIT_KB", 65_536, "The most a request may ask for.",
+                                          parse=Integer(minimum=1))
+    stack_limit_kb: int = setting(
+        "LIVECODE_STACK_LIMIT_KB", 8192,
+        "A run's stack, in KB (RLIMIT_STACK, soft and hard), when the request names none; 8192 is Linux's "
+        "usual default. The memory limit bounds the stack too.", parse=Integer(minimum=1))
+    max_stack_limit_kb: int = setting("LIVECODE_MAX_STACK_LIMIT_KB", 262_144, "The most a request may ask for.",
+                                      parse=Integer(minimum=1))
     sandbox: str = setting("LIVECODE_SANDBOX", "bwrap",
                            "bwrap (bubblewrap + cgroups; the default) or none (NO isolation: local development only).",
                            parse=Text(choices=("bwrap", "none")))

@@ -56,6 +56,7 @@ class ExecutionStatus(str, enum.Enum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     TIMEOUT = "TIMEOUT"
+    CANCELLED = "CANCELLED"  # stopped on request: before it ran, or by the signal a user sent
 
     @property
     def terminal(self) -> bool:
@@ -64,7 +65,9 @@ class ExecutionStatus(str, enum.Enum):
 
 # A str enum compares and hashes as its value: `row["status"] in TERMINAL_STATUSES` works on the
 # strings the API returns.
-TERMINAL_STATUSES = frozenset({ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT})
+TERMINAL_STATUSES = frozenset(
+    {ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT, ExecutionStatus.CANCELLED}
+)
 ACTIVE_STATUSES = frozenset(ExecutionStatus) - TERMINAL_STATUSES  # QUEUED, RUNNING
 
 
@@ -163,6 +166,13 @@ class CodeSession(Base):
     history_seq: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
     history_set: Mapped[str | None] = mapped_column(String(64))
     history_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Co-editing (services/collab_store.py): the live document's state (a Yjs update) whose texts
+    # are the program's at `doc_version`. Only a document write sets both with the text; any other
+    # save (REST autosave, restore) leaves them, so doc_version < version says "merge the text
+    # into the state", which whoever comes next does, once (a conditional UPDATE). NULL: never
+    # co-edited. Deferred: the ordinary reads of a session never load it.
+    doc_state: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    doc_version: Mapped[int | None] = mapped_column(Integer)
 
 
 class Source(Base):

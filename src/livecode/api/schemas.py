@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from flask_restx import Namespace, fields
 
 from ..models import ExecutionStatus
+from ..services.cancel import DEFAULT_SIGNAL, SIGNALS
 from ..services.compare import COMPARE_MODES, DEFAULT_COMPARE
 from ..services.testcases import VERDICTS
 
@@ -161,10 +162,15 @@ execute_request = shared.model(
             description="called when the run ends: a signed POST of the finished execution (see "
             "/api/v1/webhooks/secret); default: the API key's callback_url"),
         "time_limit_ms": fields.Integer(),
-        "cpu_time_ms": fields.Integer(),
+        "cpu_time_ms": fields.Integer(description="CPU time of the whole process tree; more is TIME_LIMIT"),
+        "cpu_extra_ms": fields.Integer(
+            description="the program is killed only at cpu_time_ms + this (a run that ends in the extra "
+            "time is still TIME_LIMIT, with its output); default 0"),
         "memory_limit_mb": fields.Integer(),
         "max_processes": fields.Integer(),
         "max_output_bytes": fields.Integer(),
+        "max_file_size_kb": fields.Integer(description="largest file the program may write (RLIMIT_FSIZE)"),
+        "stack_kb": fields.Integer(description="the program's stack (RLIMIT_STACK)"),
         "tests": fields.List(fields.Nested(test_case), description=TESTS_DOC),
         "compare": fields.String(description=COMPARE_DOC, default=DEFAULT_COMPARE),
     },
@@ -178,6 +184,24 @@ execution_queued = shared.model(
         "queued_at": fields.String(required=True),
     },
 )
+cancel_request = shared.model(
+    "CancelRequest",
+    {
+        "signal": fields.String(
+            enum=list(SIGNALS), default=DEFAULT_SIGNAL,
+            description="the signal the running program gets (SIGINT: as Ctrl-C; a program may handle "
+            "every one but SIGKILL). A QUEUED execution is cancelled whatever the signal."),
+    },
+)
+cancel_sent = shared.model(
+    "CancelSent",
+    {
+        "execution_id": fields.String(required=True),
+        "session_id": fields.String(required=True),
+        "status": fields.String(required=True, example="RUNNING"),
+        "signal": fields.String(required=True, example="SIGKILL", description="the signal sent to the program"),
+    },
+)
 execution = shared.model(
     "Execution",
     {
@@ -187,8 +211,9 @@ execution = shared.model(
             required=True, enum=[s.value for s in ExecutionStatus]
         ),
         "reason": nullable(fields.String(
-            description="why FAILED or TIMEOUT: COMPILE_ERROR, RUNTIME_ERROR, MEMORY_LIMIT, "
-            "OUTPUT_LIMIT, TIME_LIMIT, INTERNAL_ERROR, WORKER_LOST, DEAD_LETTER"
+            description="why FAILED, TIMEOUT or CANCELLED: COMPILE_ERROR, RUNTIME_ERROR, MEMORY_LIMIT, "
+            "OUTPUT_LIMIT, TIME_LIMIT, INTERNAL_ERROR, WORKER_LOST, DEAD_LETTER, CANCELLED (stopped on "
+            "request: `signal` says which signal ended it, null if it never ran)"
         )),
         "language": fields.String(),
         "entry": nullable(fields.String(description="the file that ran, for a multi-file program; null for one file")),

@@ -23,6 +23,7 @@ class Outcome(str, enum.Enum):
     MEMORY_LIMIT = "MEMORY_LIMIT"
     OUTPUT_LIMIT = "OUTPUT_LIMIT"  # killed for flooding stdout/stderr
     INTERNAL_ERROR = "INTERNAL_ERROR"  # the sandbox itself failed; not the user's fault
+    CANCELLED = "CANCELLED"  # ended by a signal the host sent on request (a user's Stop)
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,12 @@ class SandboxLimits:
     """Per-run resource limits. Defaults are the service defaults."""
 
     time_limit_ms: int = 30_000  # wall clock
-    cpu_time_ms: int = 30_000
+    cpu_time_ms: int = 30_000  # whole tree; a run that used more is TIME_LIMIT, even if it ended
+    cpu_extra_ms: int = 0  # killed only at cpu_time_ms + this (isolate's --extra-time)
     memory_mb: int = 256  # whole process tree
     max_processes: int = 64  # processes + threads
-    max_file_size_kb: int = 10_240  # any single file written
+    max_file_size_kb: int = 10_240  # any single file written (RLIMIT_FSIZE: SIGXFSZ past it)
+    stack_kb: int | None = None  # RLIMIT_STACK, soft and hard; None: the worker's own
     max_disk_kb: int = 65_536  # total size of work dir + /tmp
     max_open_files: int = 256
     max_output_bytes: int = 1_048_576  # each of stdout and stderr
@@ -106,6 +109,11 @@ OutputCallback = Callable[[str, str], None]
 # Returns the next chunk of stdin to feed the program, None when there is none
 # right now, or b"" at end of input. Used for interactive runs (WebSocket).
 StdinSource = Callable[[], bytes | None]
+
+# Returns the next signal (its number) a user asked to send to the running program, or None
+# when there is none right now. Polled like StdinSource; the signal goes to the program's own
+# process (the one the stage started), as a terminal's Ctrl-C would.
+SignalSource = Callable[[], int | None]
 
 
 class SandboxUnavailable(RuntimeError):

@@ -46,6 +46,7 @@ OUTCOME_STATUS: dict[Outcome, tuple[ExecutionStatus, str | None]] = {
     Outcome.OUTPUT_LIMIT: (ExecutionStatus.FAILED, "OUTPUT_LIMIT"),
     Outcome.INTERNAL_ERROR: (ExecutionStatus.FAILED, "INTERNAL_ERROR"),
     Outcome.TIME_LIMIT: (ExecutionStatus.TIMEOUT, "TIME_LIMIT"),
+    Outcome.CANCELLED: (ExecutionStatus.CANCELLED, "CANCELLED"),
 }
 
 _active = 0
@@ -63,9 +64,12 @@ def limits_for(claimed: ClaimedRun, rt: Runtime) -> SandboxLimits:
     return SandboxLimits(
         time_limit_ms=time_ms,
         cpu_time_ms=asked.get("cpu_time_ms", time_ms),
+        cpu_extra_ms=asked.get("cpu_extra_ms", 0),
         memory_mb=asked.get("memory_limit_mb", s.memory_limit_mb),
         max_processes=asked.get("max_processes", s.max_processes),
         max_output_bytes=asked.get("max_output_bytes", s.max_output_bytes),
+        max_file_size_kb=asked.get("max_file_size_kb", s.file_size_limit_kb),
+        stack_kb=asked.get("stack_kb", s.stack_limit_kb),
     )
 
 
@@ -157,15 +161,20 @@ def run_claimed(rt: Runtime, claimed: ClaimedRun) -> RunResult:
 
     # Output goes to the bus from a thread of its own: a slow bus never slows the program.
     on_output = OutputPublisher(rt.events, eid)
+    # Input (interactive runs) and the signals a user sends (POST .../cancel) come from the run's
+    # channel (streaming/stdin.py), whichever process took them.
+    channel = rt.stdin.run_input(eid, claimed.interactive)
     try:
         return get_process_runner(rt.settings).run(
             request,
             on_output=on_output,
-            stdin_source=rt.stdin.source(eid) if claimed.interactive else None,
+            stdin_source=channel.stdin if claimed.interactive else None,
+            signal_source=channel.signals,
+            on_run_stage=on_output.run_stage,
         )
     finally:
         on_output.close()  # every chunk is published before the terminal events
-        if claimed.interactive:
+        if claimed.interactive or channel.received_signal:
             rt.stdin.discard(eid)
 
 
