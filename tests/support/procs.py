@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -80,10 +81,25 @@ class PostgresServer:
             raise RuntimeError("PostgreSQL binaries not found: apt-get install postgresql")
         if self.user:
             shutil.chown(self.dir, self.user)
-        self._run([initdb, "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres", "--no-sync"])
+        self._run(["cp", "-a", str(self._initdb_once(initdb)), str(self.dir / "data")])
         self.pg_ctl = pg_ctl
         self.resume()
         return self
+
+    _initialized: Path | None = None  # this test process's one initdb, which every server copies
+
+    def _initdb_once(self, initdb: str) -> Path:
+        """`initdb` once per test process (a second of CPU, several on a busy machine): each
+        server starts from a copy of its data directory."""
+        cls = type(self)
+        if cls._initialized is None or not cls._initialized.exists():
+            folder = Path(tempfile.mkdtemp(prefix="lc-pg-initdb-"))
+            if self.user:
+                shutil.chown(folder, self.user)
+            self._run([initdb, "-D", str(folder / "data"), "-A", "trust", "-U", "postgres", "--no-sync"])
+            atexit.register(shutil.rmtree, folder, True)
+            cls._initialized = folder / "data"
+        return cls._initialized
 
     def resume(self) -> None:
         self._run([self.pg_ctl, "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-w", "-o",
