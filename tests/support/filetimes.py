@@ -1,6 +1,6 @@
 """Per-file wall and CPU times of a test run, to see which files make the run long.
 
-    pytest -p tests.support.filetimes ...          # LIVECODE_FILETIMES=path (default filetimes.jsonl)
+    pytest -p tests.support.filetimes ...          # FILETIMES_OUT=path (default filetimes.jsonl)
     python -m tests.support.filetimes filetimes.jsonl
 
 A file's wall time runs from its first test's start to the next file's start on the same xdist
@@ -31,7 +31,7 @@ def _close(path: str) -> None:
     record = {"file": path, "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"), "tests": started["n"],
               "wall": round(time.time() - started["t"], 2), "cpu": round(own - started["own"], 2),
               "child_cpu": round(children - started["children"], 2)}
-    with open(os.environ.get("LIVECODE_FILETIMES", "filetimes.jsonl"), "a") as out:
+    with open(os.environ.get("FILETIMES_OUT", "filetimes.jsonl"), "a") as out:
         out.write(json.dumps(record) + "\n")
 
 
