@@ -52,6 +52,7 @@ class Stage:
     collect: tuple[str, ...] = ()  # artifact globs to bring back (compile stage)
     stdout_file: int | None = None  # compile stage: the artifacts' tar goes to this file, not memory
     outputs: OutputLimits | None = None  # run stage: bring back what it leaves in out/
+    ahead: int = 0  # run stage: runs with the same limits that follow this one at once (pool.py)
 
 
 @dataclass(frozen=True)
@@ -173,11 +174,15 @@ class Runner(ABC):
         built = {a.name for a in artifacts}
         return Prepared(program, [f for f in files if f.name not in built] + artifacts, compile_output, cached)
 
-    def run_prepared(self, prepared: Prepared, req: RunRequest, on_output: OutputCallback | None = None) -> RunResult:
+    def run_prepared(
+        self, prepared: Prepared, req: RunRequest, on_output: OutputCallback | None = None, *, ahead: int = 0
+    ) -> RunResult:
         """One run of a prepared program with `req`'s stdin, args and limits (its language and
-        files are the prepared ones), in a fresh sandbox. A sandbox failure is INTERNAL_ERROR."""
+        files are the prepared ones), in a fresh sandbox. A sandbox failure is INTERNAL_ERROR.
+        `ahead`: how many runs with the same limits the caller makes right after this one (its
+        other test cases), so that their sandboxes can be set up while this one runs."""
         try:
-            return self._run_stage(req, prepared.program, prepared.files, on_output, None)
+            return self._run_stage(req, prepared.program, prepared.files, on_output, None, ahead)
         except Exception as e:  # the sandbox failed, not the user's program
             log.exception("sandbox run failed")
             return RunResult(Outcome.INTERNAL_ERROR, message=f"sandbox failure: {e}")
@@ -189,6 +194,7 @@ class Runner(ABC):
         files: list[FileSpec],
         on_output: OutputCallback | None,
         stdin_source: StdinSource | None,
+        ahead: int = 0,
     ) -> RunResult:
         lang = program.lang
         limits = req.limits
@@ -212,6 +218,7 @@ class Runner(ABC):
             stdin=req.stdin.encode("utf-8"),
             stdin_source=stdin_source,
             outputs=req.outputs,
+            ahead=ahead,
         )
         sr = self._execute(stage, on_output)
         return self._to_result(sr, limits)
