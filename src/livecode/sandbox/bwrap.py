@@ -182,6 +182,11 @@ class BwrapRunner(Runner):
             self._pool = None
         wait(list(self._finishing), timeout=10.0)
 
+    def expect(self, limits: SandboxLimits, count: int) -> None:
+        pool = self._pool
+        if pool is not None:
+            pool.expect((limits.memory_mb, limits.max_disk_kb), count)
+
     def _smoke_test(self) -> None:
         stage = Stage(
             "run", ["/bin/true"], {"PATH": "/usr/bin:/bin"}, [], 10_000, 10_000, 64, 16, 1024, 1024, 64, 4096, 4096

@@ -81,6 +81,14 @@ class SandboxPool(Generic[K, T]):
             # the CPU (and the GIL). done() asks for it once the run is over.
             return item
 
+    def expect(self, key: K, count: int) -> None:
+        """`count` runs with `key` will come soon (a program compiling, its test cases next):
+        build their sandboxes now, while the machine waits for the compiler anyway."""
+        with self._cond:
+            self._want = key
+            self._ahead = min(max(count, 0), MAX_AHEAD)
+            self._cond.notify_all()
+
     def done(self) -> None:
         """A run finished: time to top the pool up again."""
         with self._cond:

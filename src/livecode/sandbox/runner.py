@@ -119,6 +119,10 @@ class Runner(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the runner holds between runs (pre-built sandboxes)."""
 
+    def expect(self, limits: SandboxLimits, count: int) -> None:  # noqa: B027 - optional hook
+        """`count` runs with these limits follow soon (a program's test cases, once it is
+        compiled): a runner that builds sandboxes ahead may start on theirs now."""
+
     @abstractmethod
     def _execute(self, stage: Stage, on_output: OutputCallback | None) -> StageResult:
         """Run one stage in a fresh work directory."""

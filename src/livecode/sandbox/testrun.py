@@ -67,6 +67,7 @@ def run_many(
     `on_finish(i, result)` are called around run i, from this thread."""
     started = time.monotonic()
     out = ManyResult()
+    runner.expect(req.limits, len(inputs))  # their sandboxes are built while it compiles
     try:
         prepared = runner.prepare(req, on_output)
     except Exception as e:  # the sandbox failed, not the user's program
