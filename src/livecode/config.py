@@ -98,6 +98,10 @@ class Settings:
     db_max_overflow: int = setting("DB_MAX_OVERFLOW", 20, "Connections opened past the pool size at busy times.")
     db_pool_recycle: int = setting("DB_POOL_RECYCLE", 3600, "Seconds after which a connection is replaced.")
     db_pool_pre_ping: bool = setting("DB_POOL_PRE_PING", True, "Check a connection before each use.")
+    db_pool_pre_ping_bypass_ms: int = setting(
+        "DB_POOL_PRE_PING_BYPASS_MS", 500, "With the pre-ping on: a connection given back to the pool less than this "
+        "many milliseconds ago is not checked again (as HikariCP's aliveBypassWindowMs); 0: check before every use.",
+        parse=Integer(minimum=0))
     db_connect_timeout_s: int = setting(
         "DB_CONNECT_TIMEOUT", 1, "Seconds to wait for a connection; a stopped database becomes a 503 within about "
         "this long.")

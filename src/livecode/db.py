@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -40,7 +41,7 @@ def make_engine(url: str, settings: Settings) -> Engine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_recycle=settings.db_pool_recycle,
-        pool_pre_ping=settings.db_pool_pre_ping,
+        pool_pre_ping=settings.db_pool_pre_ping and not settings.db_pool_pre_ping_bypass_ms,
         pool_timeout=max(1, settings.db_connect_timeout_s * 2),
         connect_args={
             "connect_timeout": settings.db_connect_timeout_s,
@@ -51,7 +52,33 @@ def make_engine(url: str, settings: Settings) -> Engine:
             "keepalives_count": 2,
         },
     )
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if settings.db_pool_pre_ping and settings.db_pool_pre_ping_bypass_ms:
+        _ping_unless_just_used(engine, settings.db_pool_pre_ping_bypass_ms / 1000)
+    return engine
+
+
+def _ping_unless_just_used(engine: Engine, bypass_s: float) -> None:
+    """The pre-ping, skipped for a connection given back less than `bypass_s` ago (it answered
+    then): on the hot paths (autosave, GET, a run's claim and result) the ping was one of two
+    round trips. A connection found dead is replaced before use, as with SQLAlchemy's own
+    pre-ping (raising DisconnectionError at checkout makes the pool connect anew); one that died
+    within the window fails its statement, which the callers treat as the database being
+    unavailable (a 503, a task retry), and the pool is invalidated."""
+
+    @event.listens_for(engine, "checkin")
+    def _given_back(_dbapi_conn: Any, record: Any) -> None:
+        record.info["given_back"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _check(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        given_back = record.info.get("given_back")  # None: a new connection (the info goes with it)
+        if given_back is None or time.monotonic() - given_back < bypass_s:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # noqa: BLE001 - any failure: replace the connection
+            raise DisconnectionError("the pooled connection failed its ping") from exc
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -44,3 +45,27 @@ def test_the_end_event_wakes_only_the_waiters_of_that_execution() -> None:
     bus.unwatch_finished("a", mine)
     bus.unwatch_finished("b", other)
     assert len(bus.finished) == 0
+
+
+def test_the_end_carries_the_result_to_the_waiters() -> None:
+    bus = MemoryEventBus()
+    waiter = bus.watch_finished("e1")
+    row = {"execution_id": "e1", "status": "COMPLETED", "stdout": "hi\n"}
+    bus.publish_many("e1", [("status", {"status": "COMPLETED"}), ("result", row), ("end", {"status": "COMPLETED"})])
+    assert waiter.is_set() and waiter.row == row
+    other = bus.watch_finished("e2")  # an end published without a result: the waiter reads the row
+    bus.publish("e2", "end", {"status": "FAILED"})
+    assert other.is_set() and other.row is None
+
+
+def test_the_finished_notification_carries_only_a_small_result() -> None:
+    from livecode.streaming.bus import FINISHED_ROW_MAX, finished_message, parse_finished
+
+    small = {"execution_id": "e1", "status": "COMPLETED", "stdout": "hi\n"}
+    events = [("status", {"status": "COMPLETED"}), ("result", small), ("end", {"status": "COMPLETED"})]
+    message = finished_message("e1", events, [json.dumps(d) for _, d in events])
+    assert parse_finished(message) == ("e1", small)
+    big = {**small, "stdout": "x" * FINISHED_ROW_MAX}
+    events = [("result", big), ("end", {"status": "COMPLETED"})]
+    message = finished_message("e1", events, [json.dumps(d) for _, d in events])
+    assert message == "e1" and parse_finished(message) == ("e1", None)

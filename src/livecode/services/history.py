@@ -83,15 +83,19 @@ def store_set(conn: Connection, ref: FileSetRef, now: datetime, sources_stored: 
     """Store `ref`'s sources (unless stored already) and its file set, touching them when present."""
     if not sources_stored:
         storage.store_sources(conn, ref.texts, now)
-    conn.execute(
-        _upsert_set(conn.dialect.name),
-        {"hash": ref.hash, "entry": ref.entry, "last_used_at": now, "touch_before": now - storage.TOUCH_EVERY},
-    )
+    set_params = {"hash": ref.hash, "entry": ref.entry, "last_used_at": now}
+    touch = {"touch_before": now - storage.TOUCH_EVERY}
+    rows = [{"set_hash": ref.hash, "position": i, "path": p, "source_hash": h} for i, (p, h) in enumerate(ref.files)]
+    if conn.dialect.name == "postgresql":
+        # One round trip: the set, then its files (a set's hash fixes its files, so a present one
+        # conflicts row for row and inserts nothing).
+        files = pg_insert(FileSetFile).values(rows).on_conflict_do_nothing()
+        conn.execute(files.add_cte(_upsert_set("postgresql").values(set_params).cte("file_set")), touch)
+        return
+    conn.execute(_upsert_set(conn.dialect.name), {**set_params, **touch})
     if conn.execute(select(FileSetFile.position).where(FileSetFile.set_hash == ref.hash).limit(1)).first():
         return
-    ins = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    rows = [{"set_hash": ref.hash, "position": i, "path": p, "source_hash": h} for i, (p, h) in enumerate(ref.files)]
-    conn.execute(ins(FileSetFile).on_conflict_do_nothing(), rows)
+    conn.execute(sqlite_insert(FileSetFile).on_conflict_do_nothing(), rows)
 
 
 def record(
@@ -132,24 +136,29 @@ def record(
     bump = update(CodeSession).where(CodeSession.id == session_id)
     if only_if_changed:  # checked again on the row itself: another writer may have made it meanwhile
         bump = bump.where(or_(CodeSession.history_set.is_(None), CodeSession.history_set != ref.hash))
-    made = conn.execute(
-        bump.values(history_seq=CodeSession.history_seq + 1, history_set=ref.hash).returning(CodeSession.history_seq)
-    ).first()
-    if made is None:
+    bump = bump.values(history_seq=CodeSession.history_seq + 1, history_set=ref.hash).returning(CodeSession.history_seq)
+    version = {"session_id": session_id, "created_at": now, "author_id": author, "reason": reason, "label": label,
+               "set_hash": ref.hash, "execution_id": execution_id}
+    if conn.dialect.name == "postgresql":
+        # One round trip: the bump, and the version numbered by it (none if it matched nothing).
+        made_cte = bump.cte("made")
+        columns = [*version, "number"]
+        values = [bindparam(f"v_{k}", v, type_=SessionVersion.__table__.c[k].type) for k, v in version.items()]
+        number = conn.execute(
+            insert(SessionVersion)
+            .from_select(columns, select(*values, made_cte.c.history_seq))
+            .add_cte(made_cte)
+            .returning(SessionVersion.number)
+        ).scalar()
+    else:
+        made = conn.execute(bump).first()
+        number = None
+        if made is not None:
+            number = made.history_seq
+            conn.execute(insert(SessionVersion).values(**version, number=number))
+    if number is None:
         return conn.execute(newest).scalar() if only_if_changed else None
-    conn.execute(
-        insert(SessionVersion).values(
-            session_id=session_id,
-            number=made.history_seq,
-            created_at=now,
-            author_id=author,
-            reason=reason,
-            label=label,
-            set_hash=ref.hash,
-            execution_id=execution_id,
-        )
-    )
-    return int(made.history_seq)
+    return int(number)
 
 
 def record_run(

@@ -30,6 +30,9 @@ STREAM_TTL_S = 3600
 STREAM_MAXLEN = 20_000
 READ_COUNT = 100  # events per read: what one follower holds in memory at a time
 TERMINAL_KINDS = frozenset({"end"})
+# The finished execution rides on the "finished" notification when its JSON is at most this long,
+# so a blocking wait answers without reading the row again; a larger one is read from the database.
+FINISHED_ROW_MAX = 16 * 1024
 
 
 class EventBus(Protocol):
@@ -52,9 +55,10 @@ class EventBus(Protocol):
         """The newest event, or None when the stream is empty or gone."""
         ...
 
-    def watch_finished(self, execution_id: str) -> threading.Event:
+    def watch_finished(self, execution_id: str) -> Finish:
         """An Event set when the execution's "end" is published (and, spuriously, when the
-        notifications may have been missed: the waiter re-reads the row). Pair with unwatch."""
+        notifications may have been missed: the waiter re-reads the row). Pair with unwatch.
+        Its `row` is the finished execution when the notification carried it."""
         ...
 
     def unwatch_finished(self, execution_id: str, event: threading.Event) -> None: ...
@@ -68,17 +72,42 @@ def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+class Finish(threading.Event):
+    """A waiter's wake-up. `row`: the finished execution as GET returns it (text encoding), when
+    the notification carried it (a small result); None: read it from the database."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.row: dict[str, Any] | None = None
+
+
+def finished_message(execution_id: str, events: list[tuple[str, dict[str, Any]]], dumped: list[str]) -> str:
+    """The "finished" notification: the id, or {"id", "row"} when the events hold a small result."""
+    for (kind, _), text in zip(events, dumped, strict=True):
+        if kind == "result" and len(text) <= FINISHED_ROW_MAX:
+            return f'{{"id":{json.dumps(execution_id)},"row":{text}}}'
+    return execution_id
+
+
+def parse_finished(message: str) -> tuple[str, dict[str, Any] | None]:
+    """The (id, row or None) of a "finished" notification (a bare id from an older worker too)."""
+    if not message.startswith("{"):
+        return message, None
+    data = json.loads(message)
+    return str(data["id"]), data.get("row")
+
+
 class FinishWaiters:
     """Threads of this process waiting for executions to end (the blocking execute), by id.
     One notification wakes every waiter of that id; `notify_all` wakes them all so that each
     re-reads its row once (after notifications may have been missed)."""
 
     def __init__(self) -> None:
-        self._waiting: dict[str, list[threading.Event]] = {}
+        self._waiting: dict[str, list[Finish]] = {}
         self._lock = threading.Lock()
 
-    def register(self, execution_id: str) -> threading.Event:
-        event = threading.Event()
+    def register(self, execution_id: str) -> Finish:
+        event = Finish()
         with self._lock:
             self._waiting.setdefault(execution_id, []).append(event)
         return event
@@ -91,10 +120,11 @@ class FinishWaiters:
                 if not events:
                     del self._waiting[execution_id]
 
-    def notify(self, execution_id: str) -> None:
+    def notify(self, execution_id: str, row: dict[str, Any] | None = None) -> None:
         with self._lock:
             events = list(self._waiting.get(execution_id, ()))
         for e in events:
+            e.row = row
             e.set()
 
     def notify_all(self) -> None:
@@ -127,11 +157,12 @@ class RedisEventBus:
     def publish_many(self, execution_id: str, events: list[tuple[str, dict[str, Any]]]) -> list[str]:
         key = _key(execution_id)
         pipe = self.client.pipeline(transaction=False)
-        for kind, data in events:
-            pipe.xadd(key, {"k": kind, "d": json.dumps(data)}, maxlen=STREAM_MAXLEN, approximate=True)
+        dumped = [json.dumps(data) for _, data in events]
+        for (kind, _), text in zip(events, dumped, strict=True):
+            pipe.xadd(key, {"k": kind, "d": text}, maxlen=STREAM_MAXLEN, approximate=True)
         pipe.expire(key, STREAM_TTL_S)
-        if any(kind in TERMINAL_KINDS for kind, _ in events):
-            pipe.publish(self.finished_channel, execution_id)  # same round trip, after the XADDs
+        if any(kind in TERMINAL_KINDS for kind, _ in events):  # same round trip, after the XADDs
+            pipe.publish(self.finished_channel, finished_message(execution_id, events, dumped))
         return [_text(i) for i in pipe.execute()[: len(events)]]
 
     def publish_each(self, execution_ids: list[str], kind: str, data: dict[str, Any]) -> None:
@@ -142,7 +173,7 @@ class RedisEventBus:
             pipe.expire(_key(execution_id), STREAM_TTL_S)
         pipe.execute()
 
-    def watch_finished(self, execution_id: str) -> threading.Event:
+    def watch_finished(self, execution_id: str) -> Finish:
         with self._listener_lock:  # started by the first waiter: workers never listen
             if self._listener is None:
                 self._listener = threading.Thread(target=self._listen, name="finished-listener", daemon=True)
@@ -162,7 +193,7 @@ class RedisEventBus:
                     if msg is None:
                         continue
                     if msg["type"] == "message":
-                        self.finished.notify(_text(msg["data"]))
+                        self.finished.notify(*parse_finished(_text(msg["data"])))
                     elif msg["type"] == "subscribe":
                         # (Re)subscribed: what ended before this was not heard; waiters re-read.
                         self.finished.notify_all()
@@ -230,7 +261,8 @@ class MemoryEventBus:
         self._bytes = 0
         self.finished = FinishWaiters()
 
-    def publish(self, execution_id: str, kind: str, data: dict[str, Any]) -> str:
+    def publish(self, execution_id: str, kind: str, data: dict[str, Any], *,
+                result: dict[str, Any] | None = None) -> str:
         size = len(json.dumps(data)) + 64
         with self._cond:
             self._seq += 1
@@ -253,17 +285,19 @@ class MemoryEventBus:
             self._evict()
             self._cond.notify_all()
         if kind in TERMINAL_KINDS:
-            self.finished.notify(execution_id)
+            self.finished.notify(execution_id, result)
         return event_id
 
     def publish_many(self, execution_id: str, events: list[tuple[str, dict[str, Any]]]) -> list[str]:
-        return [self.publish(execution_id, kind, data) for kind, data in events]
+        # The waiters of the end get the result published with it (in process: no size limit).
+        result = next((data for kind, data in events if kind == "result"), None)
+        return [self.publish(execution_id, kind, data, result=result) for kind, data in events]
 
     def publish_each(self, execution_ids: list[str], kind: str, data: dict[str, Any]) -> None:
         for execution_id in execution_ids:
             self.publish(execution_id, kind, data)
 
-    def watch_finished(self, execution_id: str) -> threading.Event:
+    def watch_finished(self, execution_id: str) -> Finish:
         return self.finished.register(execution_id)
 
     def unwatch_finished(self, execution_id: str, event: threading.Event) -> None:

@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-from .bus import READ_COUNT, Event, EventBus, events_after, parse_id
+from .bus import READ_COUNT, Event, EventBus, Finish, events_after, parse_id
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class SharedTails:
     def read_last(self, execution_id: str) -> Event | None:
         return self.bus.read_last(execution_id)
 
-    def watch_finished(self, execution_id: str) -> threading.Event:
+    def watch_finished(self, execution_id: str) -> Finish:
         return self.bus.watch_finished(execution_id)
 
     def unwatch_finished(self, execution_id: str, event: threading.Event) -> None:

@@ -265,3 +265,17 @@ def test_stats(live: Any) -> None:
     live.client.post("/api/v1/executions/batch", json={"executions": [{"session_id": sid}] * 2})
     assert stats.broker_queue_lengths(live.rt) == {live.settings.queue_high: 1, live.settings.queue_low: 2}
     assert stats.admin_stats(live.rt, 60)["executions"]["total"] == 3
+
+
+def test_a_waiter_answers_from_the_row_its_notification_carried(live: Any) -> None:
+    from livecode.models import Execution
+    from tests.support.inprocess import finish_like_a_worker
+
+    sid = live.session()["session_id"]
+    eid = uuid.UUID(live.execute(sid)["execution_id"])
+    watch = live.rt.events.watch_finished(str(eid))
+    finish_like_a_worker(live, eid, stdout=b"carried")
+    with live.db.write() as s:  # gone from the database: only the notification can answer
+        s.query(Execution).filter(Execution.id == eid).delete()
+    row = wait_for_end(live.db, live.rt.events, eid, None, 5, watch=watch)
+    assert row is not None and row["status"] == "COMPLETED" and row["stdout"] == "carried"
