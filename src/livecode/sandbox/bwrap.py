@@ -275,6 +275,8 @@ class BwrapRunner(Runner):
             relative = (f.name for f in stage.files if not f.name.startswith("/"))
             dirs = [f"{WORK}/{d}" for d in parent_dirs(relative) if d != OUT_DIR]
             send_job(sp.sock, [stdin_r, out_w, err_w, res_w], files, rlimits, env, argv, WORK, dirs)
+            if stage.ahead and self._pool is not None:
+                self._pool.running()  # the next runs' sandboxes, built while this one runs
         except (OSError, ValueError):
             if work_fd is not None:
                 os.close(work_fd)

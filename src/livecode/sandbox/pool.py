@@ -9,7 +9,7 @@ in its /proc/meminfo) and only serves a run with the same key. The pool builds f
 runs asked for last, so it follows the limits a deployment actually uses.
 
 Runs that come back to back (a program's test cases) say how many more follow (`ahead`): the
-pool then builds that many (at most MAX_AHEAD) as soon as a run takes its sandbox, instead of
+pool then builds that many (at most MAX_AHEAD) as soon as a run has started, instead of
 one after each run, so that bubblewrap sets up the next runs' sandboxes on the other core while
 the current run goes on and each run finds its sandbox ready. They are still built empty and
 used once; only the moment they are built changes.
@@ -75,11 +75,17 @@ class SandboxPool(Generic[K, T]):
             self._want = key
             self._ready = keep
             self._ahead = min(max(ahead, 0), MAX_AHEAD)
-            if self._ahead > len(keep):
-                self._cond.notify_all()  # the next runs' sandboxes: built while this one runs
-            # Otherwise no refill yet: building a sandbox now would compete with this run for
-            # the CPU (and the GIL). done() asks for it once the run is over.
+            # No refill yet: building a sandbox now would compete with this run's set-up for the
+            # CPU and the GIL (the fork and exec of bubblewrap hold it). running() asks for the
+            # announced runs' sandboxes once its program runs, done() for spares once it is over.
             return item
+
+    def running(self) -> None:
+        """The run that took a sandbox handed it its job; its thread now waits for the program.
+        Time to build the sandboxes of the runs announced to follow it."""
+        with self._cond:
+            if self._ahead > len(self._ready):
+                self._cond.notify_all()
 
     def expect(self, key: K, count: int) -> None:
         """`count` runs with `key` will come soon (a program compiling, its test cases next):
