@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -207,7 +208,7 @@ class Stack:
             pass
 
 
-def start_stack(redis_url: str | None, private_redis: bool) -> Stack:
+def start_stack(redis_url: str | None, private_redis: bool, extra_env: dict[str, str] | None = None) -> Stack:
     server = None
     if private_redis:
         server = RedisServer().start()
@@ -224,6 +225,7 @@ def start_stack(redis_url: str | None, private_redis: bool) -> Stack:
     # Every bench client comes from 127.0.0.1, as if through one reverse proxy: the per-address
     # connection cap (64) would answer part of the concurrent waits 429 TOO_MANY_CONNECTIONS.
     env["LIVECODE_CONNECTION_LIMIT_EXEMPT"] = "127.0.0.1"
+    env.update(extra_env or {})
     subprocess.run(livecode("db", "upgrade"), env=env, check=True, capture_output=True)
     port = free_port()
     # The API's defaults: one process here (the issue's setup), its default thread count.
@@ -413,12 +415,18 @@ def _versions(pg: psycopg.Connection[Any], sessions: list[str]) -> int:
     return int(row[0])  # type: ignore[index]
 
 
-def autosave(base: str, pg: psycopg.Connection[Any], seconds: int, clients: int = 32) -> dict[str, Any]:
+def autosave(
+    base: str, pg: psycopg.Connection[Any], seconds: int, clients: int = 32,
+    prepare: Callable[[list[str]], None] | None = None,
+) -> dict[str, Any]:
     """PATCH autosaves from `clients` connections over as many sessions (one editor each). Every
     successful PATCH adds one to its session's version, so the versions in PostgreSQL afterwards
-    must have grown by at least the number of 2xx answers: otherwise an acknowledged save was lost."""
+    must have grown by at least the number of 2xx answers: otherwise an acknowledged save was lost.
+    `prepare`: called with the sessions before the load (bench_autosave_history.py)."""
     api = ApiClient(base)
     sessions = [api.create_session(HELLO)["session_id"] for _ in range(clients)]
+    if prepare is not None:
+        prepare(sessions)
     before = _versions(pg, sessions)
     if have("wrk"):
         paths = ", ".join(f'"/api/v1/code-sessions/{s}"' for s in sessions)

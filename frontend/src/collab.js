@@ -11,6 +11,7 @@ import { ensureFreshToken, getToken, signedInUser } from "./api.js";
 
 const LIVECODE = 100; // the server's own message type: {"type": "saved" | "error", ...} as JSON text
 const FILES = "files"; // a Y.Map of Y.Text by file path (a single-source session: its default path)
+const META = "meta"; // a Y.Map: "entry", the file that runs (absent: the session's own)
 const COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#008080", "#9a6324", "#800000"];
 
 function wsBase() {
@@ -86,11 +87,45 @@ export class LiveSession {
     return yCollab(this.files().get(path), this.awareness);
   }
 
-  /** `fn()` when files are added or removed (a REST save of the whole set). */
+  /** The file that runs, as the document names it (null: the session's entry). */
+  entry() {
+    return this.doc.getMap(META).get("entry") || null;
+  }
+
+  /** Add an empty file to the shared set. */
+  addFile(path) {
+    this.doc.transact(() => this.files().set(path, new Y.Text()));
+  }
+
+  /** Rename a file: a new text with its content, the old one gone, in one change (what someone
+   * types into the old name meanwhile is lost with it); the entry follows it. */
+  renameFile(from, to, entry) {
+    this.doc.transact(() => {
+      const old = this.files().get(from);
+      this.files().set(to, new Y.Text(old ? old.toString() : ""));
+      this.files().delete(from);
+      if ((this.entry() || entry) === from) this.doc.getMap(META).set("entry", to);
+    });
+  }
+
+  /** Delete a file; `nextEntry` runs instead when it was the entry. */
+  deleteFile(path, entry, nextEntry) {
+    this.doc.transact(() => {
+      this.files().delete(path);
+      if ((this.entry() || entry) === path) this.doc.getMap(META).set("entry", nextEntry);
+    });
+  }
+
+  setEntry(path) {
+    this.doc.getMap(META).set("entry", path);
+  }
+
+  /** `fn()` when files are added, renamed or removed, or the entry changes (by anyone). */
   onFilesChanged(fn) {
     this.files().observe((event) => {
       if (event.changes.keys.size) fn();
     });
+    this.doc.getMap(META).observe(() => fn());
   }
 
   /** Ask the server to write the document now (before a run); resolves with the version. */

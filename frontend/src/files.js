@@ -26,6 +26,7 @@ export class FileTabs {
     this.active = 0;
     this.defaultPath = "main.py";
     this.liveSwitch = null; // (path) => void while co-editing live
+    this.live = null; // while co-editing: the LiveSession whose document the set of files is
   }
 
   /** Show a program: {files, entry} (a session) or one default file. */
@@ -78,6 +79,7 @@ export class FileTabs {
   add(path) {
     const why = pathProblem(path, this.files);
     if (why) return this.onError(why), false;
+    if (this.live) return this.live.addFile(path), this.liveFocus(path), true; // the tabs follow the document
     this.edited();
     this.files.push({ path, content: "" });
     this.active = this.files.length - 1;
@@ -91,6 +93,7 @@ export class FileTabs {
     const why = pathProblem(path, this.files, this.active);
     if (why) return this.onError(why), false;
     const file = this.files[this.active];
+    if (this.live) return this.live.renameFile(file.path, path, this.entry), this.liveFocus(path), true;
     if (this.entry === file.path) this.entry = path;
     file.path = path;
     this.render();
@@ -100,6 +103,12 @@ export class FileTabs {
 
   remove() {
     if (this.files.length === 1) return this.onError("A program needs at least one file."), false;
+    if (this.live) {
+      const gone = this.files[this.active].path;
+      const next = this.files.find((f) => f.path !== gone).path;
+      this.live.deleteFile(gone, this.entry, next);
+      return true;
+    }
     const [gone] = this.files.splice(this.active, 1);
     if (this.entry === gone.path) this.entry = this.files[0].path;
     this.active = Math.min(this.active, this.files.length - 1);
@@ -110,9 +119,16 @@ export class FileTabs {
   }
 
   makeEntry() {
+    if (this.live) return this.live.setEntry(this.files[this.active].path);
     this.entry = this.files[this.active].path;
     this.render();
     this.onChange();
+  }
+
+  /** Show `path` once the document's change has made its tab (main.js re-renders the tabs). */
+  liveFocus(path) {
+    const at = this.files.findIndex((f) => f.path === path);
+    if (at >= 0) this.switchTo(at);
   }
 
   render() {

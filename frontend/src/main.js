@@ -627,9 +627,11 @@ async function goLive() {
   showLiveFiles(live);
   live.onFilesChanged(() => state.live === live && showLiveFiles(live));
   tabs.liveSwitch = (path) => bindFile(live, path);
+  tabs.live = state.readOnly ? null : live;
   editor.setEditable(!state.readOnly);
   $("run").disabled = state.readOnly || state.running;
   document.body.dataset.live = "true";
+  if (state.readOnly) document.body.dataset.viewer = "true";
 }
 
 /** The tabs show the shared document's files (in the program's order); the editor edits the active one. */
@@ -639,7 +641,8 @@ function showLiveFiles(live) {
   const all = [...order, ...paths.filter((p) => !order.includes(p)).sort()];
   const active = tabs.files[tabs.active] && all.includes(tabs.files[tabs.active].path) ? tabs.files[tabs.active].path : null;
   editor.setCollab([]);
-  tabs.load({ files: all.map((path) => ({ path, content: live.text(path) })), entry: tabs.entry }, defaultPath(state.language));
+  const entry = live.entry() && all.includes(live.entry()) ? live.entry() : tabs.entry;
+  tabs.load({ files: all.map((path) => ({ path, content: live.text(path) })), entry }, defaultPath(state.language));
   if (active) tabs.active = all.indexOf(active);
   tabs.render();
   bindFile(live, tabs.files[tabs.active].path);
@@ -654,11 +657,13 @@ function bindFile(live, path) {
 function stopLive() {
   if (!state.live) return;
   tabs.liveSwitch = null;
+  tabs.live = null;
   editor.setCollab([]);
   state.live.destroy();
   state.live = null;
   $("presence").hidden = true;
   delete document.body.dataset.live;
+  delete document.body.dataset.viewer;
 }
 
 function wire() {

@@ -154,6 +154,18 @@ class Settings:
     max_processes: int = setting("LIVECODE_MAX_PROCESSES", 64, "Processes and threads of one run.")
     max_output_bytes: int = setting("LIVECODE_MAX_OUTPUT_BYTES", 1024 * 1024,
                                     "Each of stdout and stderr; the program is stopped when it writes more.")
+    file_size_limit_kb: int = setting(
+        "LIVECODE_FILE_SIZE_LIMIT_KB", 10_240,
+        "Largest file a run may write, in KB (RLIMIT_FSIZE: SIGXFSZ, or EFBIG where the program ignores it), "
+        "when the request names none.", parse=Integer(minimum=1))
+    max_file_size_limit_kb: int = setting("LIVECODE_MAX_FILE_SIZE_LIMIT_KB", 65_536, "The most a request may ask for.",
+                                          parse=Integer(minimum=1))
+    stack_limit_kb: int = setting(
+        "LIVECODE_STACK_LIMIT_KB", 8192,
+        "A run's stack, in KB (RLIMIT_STACK, soft and hard), when the request names none; 8192 is Linux's "
+        "usual default. The memory limit bounds the stack too.", parse=Integer(minimum=1))
+    max_stack_limit_kb: int = setting("LIVECODE_MAX_STACK_LIMIT_KB", 262_144, "The most a request may ask for.",
+                                      parse=Integer(minimum=1))
     sandbox: str = setting("LIVECODE_SANDBOX", "bwrap",
                            "bwrap (bubblewrap + cgroups; the default) or none (NO isolation: local development only).",
                            parse=Text(choices=("bwrap", "none")))

@@ -163,6 +163,13 @@ class CodeSession(Base):
     history_seq: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
     history_set: Mapped[str | None] = mapped_column(String(64))
     history_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Co-editing (services/collab_store.py): the live document's state (a Yjs update) whose texts
+    # are the program's at `doc_version`. Only a document write sets both with the text; any other
+    # save (REST autosave, restore) leaves them, so doc_version < version says "merge the text
+    # into the state", which whoever comes next does, once (a conditional UPDATE). NULL: never
+    # co-edited. Deferred: the ordinary reads of a session never load it.
+    doc_state: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    doc_version: Mapped[int | None] = mapped_column(Integer)
 
 
 class Source(Base):

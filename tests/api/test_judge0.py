@@ -163,22 +163,60 @@ def test_refused_submissions_get_judge0s_422_per_field_and_change_nothing(
     assert live.rows.snapshot() == before and live.enqueued.ids == []
 
 
+def stored_limits(live: LiveApp, token: str) -> dict[str, int]:
+    limits = live.rows.one("executions", "id = :id", id=uid(token))["limits"]
+    return json.loads(limits) if isinstance(limits, str) else limits  # type: ignore[no-any-return]
+
+
 def test_units_become_livecode_limits_clamped_by_its_maxima(make_live: Any) -> None:
-    live = make_live(max_time_limit_ms=5000, max_memory_limit_mb=128)
+    live = make_live(max_time_limit_ms=5000, max_memory_limit_mb=128, max_stack_limit_kb=32768,
+                     max_file_size_limit_kb=4096)
     token = create(
         live,
-        {"cpu_time_limit": 1.5, "wall_time_limit": 60, "memory_limit": 65536, "max_processes_and_or_threads": 10_000},
+        {"cpu_time_limit": 1.5, "cpu_extra_time": 0.25, "wall_time_limit": 60, "memory_limit": 65536,
+         "max_processes_and_or_threads": 10_000, "stack_limit": 100_000, "max_file_size": 512},
     )
-    limits = live.rows.one("executions", "id = :id", id=uid(token))["limits"]
-    limits = json.loads(limits) if isinstance(limits, str) else limits
-    assert limits == {
+    assert stored_limits(live, token) == {
         "cpu_time_ms": 1500,
+        "cpu_extra_ms": 250,
         "time_limit_ms": 5000,
         "memory_limit_mb": 64,
         "max_processes": live.settings.max_processes,
+        "stack_kb": 32768,
+        "max_file_size_kb": 512,
+        "max_output_bytes": 512 * 1024,  # isolate's stdout is a file: max_file_size bounds it too
     }
+    # fields=* shows what the submission runs with: each limit cut to LiveCode's maximum.
+    shown = live.client.get(f"{SUB}/{token}?fields=*").get_json()
+    assert (shown["cpu_time_limit"], shown["cpu_extra_time"], shown["wall_time_limit"]) == ("1.5", "0.25", "5.0")
+    assert (shown["stack_limit"], shown["max_file_size"], shown["memory_limit"]) == (32768, 512, 65536)
+    assert shown["max_processes_and_or_threads"] == live.settings.max_processes
+    # As isolate reads them, a stack or file size of 0 is no limit of its own: LiveCode's maximum.
+    unlimited = create(live, {"stack_limit": 0, "max_file_size": 0})
+    limits = stored_limits(live, unlimited)
+    assert (limits["stack_kb"], limits["max_file_size_kb"]) == (32768, 4096) and "cpu_extra_ms" not in limits
+    # Killed at cpu + extra: the extra time is cut so that the two stay within the maximum.
+    extra = stored_limits(live, create(live, {"cpu_time_limit": 4.5, "cpu_extra_time": 5}))
+    assert (extra["cpu_time_ms"], extra["cpu_extra_ms"]) == (4500, 500)
+    none_left = stored_limits(live, create(live, {"cpu_time_limit": 5, "cpu_extra_time": 5}))
+    assert "cpu_extra_ms" not in none_left
     info = live.client.get("/judge0/config_info").get_json()
     assert (info["max_wall_time_limit"], info["max_memory_limit"]) == (5.0, 128 * 1024)
+    assert (info["max_cpu_extra_time"], info["max_stack_limit"], info["max_max_file_size"]) == (5.0, 32768, 4096)
+
+
+def test_config_info_says_what_a_submission_without_options_runs_with(live: LiveApp) -> None:
+    info = live.client.get("/judge0/config_info").get_json()
+    limits = stored_limits(live, create(live))
+    s = live.settings
+    assert limits["cpu_time_ms"] == info["cpu_time_limit"] * 1000 == s.time_limit_ms
+    assert limits["time_limit_ms"] == info["wall_time_limit"] * 1000
+    assert limits.get("cpu_extra_ms", 0) == info["cpu_extra_time"] * 1000 == 0
+    assert limits["memory_limit_mb"] * 1024 == info["memory_limit"]
+    assert limits["stack_kb"] == info["stack_limit"] == s.stack_limit_kb
+    assert limits["max_file_size_kb"] == info["max_file_size"] == s.file_size_limit_kb
+    assert limits["max_processes"] == info["max_processes_and_or_threads"]
+    assert info["callbacks_timeout"] == s.webhook_timeout_s and info["callbacks_max_tries"] == 3
 
 
 def test_config_info_has_the_39_keys_with_unsupported_options_disabled(live: LiveApp) -> None:

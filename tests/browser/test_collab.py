@@ -90,7 +90,7 @@ def test_two_windows_co_edit_a_multi_file_program(page: Page, second_browser: An
     bob = live(Page(second_browser, page.base), sid)
     for p in (alice, bob):
         p.wait(lambda p=p: [t.text for t in p.els(".file-tab")] == ["main.py", "util.py"], what="the file tabs")
-        assert not p.el("#file-add").is_displayed()  # the set of files changes through REST while live
+        assert p.el("#file-add").is_displayed()  # the set of files is the shared document's
         p.el('.file-tab[data-path="util.py"]').click()
         p.wait(lambda p=p: code(p) == "X = 1\n", what="util.py in the editor")
     alice.type_at_end("Y = 2")
@@ -106,6 +106,29 @@ def test_two_windows_co_edit_a_multi_file_program(page: Page, second_browser: An
         lambda: files() == [("main.py", "import util\n"), ("util.py", "X = 1\nY = 2")],
         what="the session's files to follow",
     )
+
+    # Live, a file added or renamed in one window is a tab in the other, and in the session.
+    def name_file(p: Page, button: str, name: str) -> None:
+        p.el(button).click()
+        field = p.el("#file-name")
+        field.clear()
+        field.send_keys(name + "\n")
+
+    name_file(alice, "#file-add", "extra.py")
+    bob.wait(lambda: "extra.py" in [t.text for t in bob.els(".file-tab")], what="alice's new file as a tab")
+    alice.wait(lambda: alice.el('.file-tab[data-path="extra.py"]').get_attribute("aria-selected") == "true",
+               what="the new file shown")
+    alice.type_at_end("Z = 3")
+    bob.el('.file-tab[data-path="extra.py"]').click()
+    bob.wait(lambda: code(bob) == "Z = 3", what="the new file's text")
+    name_file(bob, "#file-rename", "lib.py")
+    alice.wait(lambda: sorted(t.text for t in alice.els(".file-tab")) == ["lib.py", "main.py", "util.py"],
+               what="the rename in alice's window")
+    alice.wait(
+        lambda: sorted(files()) == [("lib.py", "Z = 3"), ("main.py", "import util\n"), ("util.py", "X = 1\nY = 2")],
+        what="the session's files to follow the add and the rename",
+    )
+    assert client.request("GET", f"/api/v1/code-sessions/{sid}").json()["entry"] == "main.py"
 
 
 def test_a_share_link_from_the_dialog_brings_a_second_user_in_live(

@@ -16,6 +16,7 @@ import requests
 
 from tests.conftest import Cluster
 from tests.support.accounts import login, register
+from tests.support.limit_programs import DEEP_RECURSION_C, SPIN_1_2_S_PY, WRITE_2_MIB_C
 
 # The SDK and its HTTP client come with the dev extras (scripts/setup.sh installs them); a venv
 # made before they were added skips this file, saying so, rather than breaking the collection.
@@ -128,6 +129,28 @@ def test_compile_error_timeout_and_runtime_errors(client: Any) -> None:
     assert timeout.status == Status.TIME_LIMIT_EXCEEDED
     assert nzec.status == Status.RUNTIME_ERROR_NZEC and nzec.exit_code == 3 and nzec.stdout == "before\n"
     assert segv.status == Status.RUNTIME_ERROR_SIGSEGV and segv.exit_signal == 11
+
+
+def test_the_limits_a_client_sets_are_enforced(client: Any) -> None:
+    """stack_limit, max_file_size and cpu_extra_time, in Judge0's units, as isolate enforces them."""
+    wall = {"wall_time_limit": 20}  # CPU time decides here, never a busy machine's wall clock
+    small_stack = judge0.async_run(client=client, source_code=DEEP_RECURSION_C, language=50, stack_limit=1024)
+    large_stack = judge0.async_run(client=client, source_code=DEEP_RECURSION_C, language=50, stack_limit=16384)
+    big_file = judge0.async_run(client=client, source_code=WRITE_2_MIB_C, language=50, max_file_size=256)
+    small_file = judge0.async_run(client=client, source_code=WRITE_2_MIB_C, language=50, max_file_size=4096)
+    extra = judge0.async_run(
+        client=client, source_code=SPIN_1_2_S_PY, language=PYTHON, cpu_time_limit=1, cpu_extra_time=1, **wall
+    )
+    no_extra = judge0.async_run(client=client, source_code=SPIN_1_2_S_PY, language=PYTHON, cpu_time_limit=1, **wall)
+    judge0.wait(client=client, submissions=[small_stack, large_stack, big_file, small_file, extra, no_extra])
+    assert small_stack.status == Status.RUNTIME_ERROR_SIGSEGV and small_stack.exit_signal == 11
+    assert large_stack.status == Status.ACCEPTED and large_stack.stdout == "1\n"
+    assert big_file.status == Status.RUNTIME_ERROR_SIGXFSZ and big_file.exit_signal == 25 and not big_file.stdout
+    assert small_file.status == Status.ACCEPTED and small_file.stdout == "wrote 2 MiB\n"
+    # Over cpu_time_limit, ended within the extra time: Time Limit Exceeded, but not killed.
+    assert extra.status == Status.TIME_LIMIT_EXCEEDED and extra.stdout == "done\n", (extra.status, extra.stderr)
+    assert extra.time is not None and 1.0 < float(extra.time) < 2.0
+    assert no_extra.status == Status.TIME_LIMIT_EXCEEDED and not no_extra.stdout  # killed at 1 s
 
 
 def test_wait_true_and_base64_off(cluster: Cluster, judge0_api: dict[str, str]) -> None:

@@ -15,7 +15,7 @@ import requests
 
 from tests.conftest import base_env, flush_redis
 from tests.support.client import ApiClient
-from tests.support.procs import Process, create_database, livecode, start_api
+from tests.support.procs import Process, RedisServer, create_database, livecode, start_api
 from tests.support.yjs import WsClient
 
 pytestmark = pytest.mark.integration
@@ -165,6 +165,53 @@ def test_a_document_past_the_size_limit_is_refused_and_viewers_cannot_edit(pair:
         watcher.disconnect()
 
 
+def test_a_rest_save_while_no_process_hosts_the_document_is_kept(pair: Pair) -> None:
+    """Every editor gone (the document persisted, its log kept in Redis): a PATCH on the other
+    process is in the document the next editor opens, and stays in what is written."""
+    owner, token = account(pair.a)
+    sid = owner.create_session("one\n")["session_id"]
+    alice = WsClient(ws_url(pair.a, sid, token))
+    alice.insert(len(b"one\n"), "two\n")
+    alice.saved_version()
+    alice.disconnect()
+    r = ApiClient(pair.b, {"Authorization": f"Bearer {token}"}).request(
+        "PATCH", f"/api/v1/code-sessions/{sid}", json={"source_code": "one\ntwo\nthree\n"}
+    )
+    assert r.status_code == 200, r.text
+    bob = WsClient(ws_url(pair.a, sid, token))
+    try:
+        bob.wait_text("one\ntwo\nthree\n")
+        bob.insert(0, "# ")
+        version = bob.saved_version()
+        got = owner.request("GET", f"/api/v1/code-sessions/{sid}").json()
+        assert (got["source_code"], got["version"]) == ("# one\ntwo\nthree\n", version)
+    finally:
+        bob.disconnect()
+
+
+def test_a_rest_save_on_one_process_keeps_what_editors_on_the_other_typed(pair: Pair) -> None:
+    owner, token = account(pair.a)
+    rest = ApiClient(pair.b, {"Authorization": f"Bearer {token}"})
+    sid = owner.create_session("a\nb\n")["session_id"]
+    alice = WsClient(ws_url(pair.a, sid, token))
+    try:
+        alice.insert(0, "# alice\n")
+        # A REST client saves the version it read; alice's typing may be written before or after.
+        for _ in range(3):
+            current = rest.request("GET", f"/api/v1/code-sessions/{sid}").json()
+            text = current["source_code"] + "rest\n"
+            r = rest.request("PATCH", f"/api/v1/code-sessions/{sid}", json={"source_code": text,
+                                                                              "version": current["version"]})
+            if r.status_code != 409:
+                break
+        assert r.status_code == 200, r.text
+        alice.wait_text("# alice\na\nb\nrest\n")
+        alice.saved_version()
+        assert rest.request("GET", f"/api/v1/code-sessions/{sid}").json()["source_code"] == "# alice\na\nb\nrest\n"
+    finally:
+        alice.disconnect()
+
+
 def _framed(update: bytes) -> bytes:
     from pycrdt import write_message
 
@@ -194,3 +241,53 @@ def test_an_api_process_killed_mid_session_loses_no_relayed_edit(pair: Pair) -> 
     finally:
         alice.disconnect()
         bob.disconnect()
+
+
+def test_a_rest_save_while_redis_is_away_is_merged_and_never_overwritten(pg_admin_url: str) -> None:
+    """Redis (the document's log) stops while alice co-edits on A; a PATCH on B is answered 200:
+    it is in PostgreSQL, merged into the document's state there, and reaches alice's document
+    when A checks the row, even though the restarted Redis has forgotten the document; what A
+    writes next keeps it. A Redis server of this test's own: it is stopped."""
+    redis_server = RedisServer().start()
+    env = base_env(
+        DATABASE_URL=create_database(pg_admin_url),
+        REDIS_URL=redis_server.url,
+        LIVECODE_AUTH_REQUIRED="true",
+        LIVECODE_COLLAB_PERSIST_MS="100",
+    )
+    subprocess.run(livecode("db", "upgrade"), env=env, check=True, capture_output=True)
+    (pa, a), (pb, b) = start_api(env), start_api(env)
+    alice = None
+    try:
+        owner, token = account(a)
+        rest = ApiClient(b, {"Authorization": f"Bearer {token}"})
+        sid = owner.create_session("a\nb\n")["session_id"]
+        alice = WsClient(ws_url(a, sid, token))
+        alice.insert(0, "0\n")
+        alice.saved_version()
+        redis_server.stop()
+        r = rest.request("PATCH", f"/api/v1/code-sessions/{sid}", json={"source_code": "0\na\nb\nc\n"})
+        # Acknowledged (the save and its merge are in PostgreSQL), or refused naming Redis.
+        assert r.status_code in (200, 503), r.text
+        if r.status_code == 503:
+            assert "redis" in r.text.lower()
+            return
+        saved = r.json()["version"]
+        assert "co_edited" not in r.json()
+        redis_server.start()  # empty: no persistence
+        alice.wait_text("0\na\nb\nc\n", timeout=40)  # A's periodic check of the row
+        alice.insert(0, "#")
+        assert alice.saved_version() > saved
+        assert rest.request("GET", f"/api/v1/code-sessions/{sid}").json()["source_code"] == "#0\na\nb\nc\n"
+        # A newcomer on B (whose log is new) opens the same document: no text twice.
+        bob = WsClient(ws_url(b, sid, token))
+        try:
+            bob.wait_text("#0\na\nb\nc\n")
+        finally:
+            bob.disconnect()
+    finally:
+        if alice is not None:
+            alice.disconnect()
+        for p in (pa, pb):
+            p.stop(20)
+        redis_server.destroy()

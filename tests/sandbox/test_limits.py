@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import time
 
 import pytest
 
 from livecode.sandbox import Outcome, Runner
+from tests.support.limit_programs import DEEP_RECURSION_C, SPIN_1_2_S_PY, WRITE_2_MIB_C
 
 from .helpers import TIME_FACTOR, no_leftovers, requires_bwrap, run
 
@@ -144,6 +146,53 @@ except OSError as e:
 """
     res = run(runner, "python", src, max_file_size_kb=100)
     assert res.stdout.startswith("refused 27"), res  # EFBIG
+
+
+def test_file_size_limit_kills_with_sigxfsz(runner: Runner) -> None:
+    """A program that does not ignore SIGXFSZ (C, unlike Python) is killed by it."""
+    src = WRITE_2_MIB_C
+    res = run(runner, "c", src, max_file_size_kb=256)
+    assert res.outcome is Outcome.RUNTIME_ERROR and res.signal == signal.SIGXFSZ, res
+    assert "wrote" not in res.stdout
+    assert run(runner, "c", src, max_file_size_kb=4096).stdout == "wrote 2 MiB\n"
+
+
+def test_stack_limit(runner: Runner) -> None:
+    small = run(runner, "c", DEEP_RECURSION_C, stack_kb=1024)
+    assert small.outcome is Outcome.RUNTIME_ERROR and small.signal == signal.SIGSEGV, small
+    large = run(runner, "c", DEEP_RECURSION_C, stack_kb=16384)
+    assert large.outcome is Outcome.OK and large.stdout == "1\n", large
+
+
+def test_the_program_cannot_raise_its_own_stack_limit(runner: Runner) -> None:
+    src = """import resource
+print(*resource.getrlimit(resource.RLIMIT_STACK))
+try:
+    resource.setrlimit(resource.RLIMIT_STACK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    print('raised')
+except (ValueError, OSError):
+    print('refused')
+"""
+    res = run(runner, "python", src, stack_kb=2048)
+    assert res.stdout.split() == [str(2048 * 1024), str(2048 * 1024), "refused"], res
+
+
+def test_cpu_extra_time_lets_the_program_end_and_is_still_time_limit(runner: Runner) -> None:
+    """Judge0's cpu_extra_time (isolate's --extra-time): killed at cpu_time_ms + cpu_extra_ms, and
+    TIME_LIMIT whenever it used more than cpu_time_ms, with the output it wrote."""
+    wall = int(30_000 * TIME_FACTOR)
+    extra = run(runner, "python", SPIN_1_2_S_PY, cpu_time_ms=1000, cpu_extra_ms=1000, time_limit_ms=wall)
+    assert extra.outcome is Outcome.TIME_LIMIT and extra.message.startswith("CPU time"), extra
+    assert extra.stdout == "done\n" and extra.exit_code == 0, extra  # it ended on its own
+    assert extra.cpu_time_ms is not None and 1000 < extra.cpu_time_ms < 2000
+    killed = run(runner, "python", SPIN_1_2_S_PY, cpu_time_ms=1000, time_limit_ms=wall)
+    assert killed.outcome is Outcome.TIME_LIMIT and killed.stdout == "", killed  # killed at 1 s
+    within = run(runner, "python", SPIN_1_2_S_PY, cpu_time_ms=3000, time_limit_ms=wall)
+    assert within.outcome is Outcome.OK and within.stdout == "done\n", within
+    forever = run(runner, "python", "while True: pass", cpu_time_ms=500, cpu_extra_ms=500, time_limit_ms=wall)
+    assert forever.outcome is Outcome.TIME_LIMIT and forever.signal is not None, forever
+    # Killed after the extra time, not at 500 ms (RLIMIT_CPU's clock runs ahead of the cgroup's).
+    assert forever.cpu_time_ms is not None and forever.cpu_time_ms >= 700
 
 
 def test_open_files_limit(runner: Runner) -> None:

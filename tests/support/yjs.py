@@ -53,6 +53,17 @@ class YDocClient:
     def insert(self, index: int, value: str, send: bool = True, path: str = KEY) -> bytes:
         return self.edit(lambda t: t.insert(index, value), send, path)
 
+    def change_files(self, fn: Callable[[Map, Map], None]) -> bytes:
+        """Change the set of files as the playground does (fn gets the files and meta maps, in
+        one transaction): add, rename, delete, the entry."""
+        with self.lock:
+            before = self.doc.get_state()
+            with self.doc.transaction():
+                fn(self.doc.get(FILES, type=Map), self.doc.get(yd.META, type=Map))
+            update = self.doc.get_update(before)
+        self.post(create_update_message(update))
+        return update
+
     def set_presence(self, state: dict[str, Any], clock: int = 1) -> None:
         payload = json.dumps(state).encode()
         update = bytes([1]) + _var_uint(self.doc.client_id) + _var_uint(clock) + _var_uint(len(payload)) + payload

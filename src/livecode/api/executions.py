@@ -46,7 +46,7 @@ def parse_execute_options(body: dict[str, Any]) -> svc.ExecuteOptions:
         raise ValidationError("field 'args' must be a list of strings", code="INVALID_FIELD")
     limits = {}
     for name in svc.LIMIT_FIELDS:
-        value = optional_int(body, name, minimum=1)
+        value = optional_int(body, name, minimum=0 if name == "cpu_extra_ms" else 1)
         if value is not None:
             limits[name] = value
     interactive = body.get("interactive", False)

@@ -122,5 +122,5 @@ class VersionRestore(Resource):
                 details={"field": "version"},
             )
         done = svc.restore(rt().db, sid, number, expected_version=version, owner_id=owner_id(), settings=rt().settings)
-        merge_into_document(sid, done["version"])  # a co-edited session's editors see the restored code
+        merge_into_document(sid, done)  # a co-edited session's editors see the restored code
         return done, 200, {"ETag": sessions_svc.session_etag(sid, done["version"])}

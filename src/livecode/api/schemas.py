@@ -161,10 +161,15 @@ execute_request = shared.model(
             description="called when the run ends: a signed POST of the finished execution (see "
             "/api/v1/webhooks/secret); default: the API key's callback_url"),
         "time_limit_ms": fields.Integer(),
-        "cpu_time_ms": fields.Integer(),
+        "cpu_time_ms": fields.Integer(description="CPU time of the whole process tree; more is TIME_LIMIT"),
+        "cpu_extra_ms": fields.Integer(
+            description="the program is killed only at cpu_time_ms + this (a run that ends in the extra "
+            "time is still TIME_LIMIT, with its output); default 0"),
         "memory_limit_mb": fields.Integer(),
         "max_processes": fields.Integer(),
         "max_output_bytes": fields.Integer(),
+        "max_file_size_kb": fields.Integer(description="largest file the program may write (RLIMIT_FSIZE)"),
+        "stack_kb": fields.Integer(description="the program's stack (RLIMIT_STACK)"),
         "tests": fields.List(fields.Nested(test_case), description=TESTS_DOC),
         "compare": fields.String(description=COMPARE_DOC, default=DEFAULT_COMPARE),
     },

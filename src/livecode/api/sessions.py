@@ -114,7 +114,7 @@ class SessionItem(Resource):
                 entry=optional_str(body, "entry", max_len=1024),
                 source_code=optional_str(body, "source_code"),
             )
-            merge_into_document(sid, saved["version"])
+            merge_into_document(sid, saved)
             return saved, 200, {"ETag": svc.session_etag(sid, saved["version"])}
         source = require_str(body, "source_code")
         saved = svc.autosave(
@@ -126,7 +126,7 @@ class SessionItem(Resource):
             max_bytes=s.max_source_bytes,
             history_interval_s=s.history_autosave_interval_s,
         )
-        merge_into_document(sid, saved["version"], source)
+        merge_into_document(sid, saved)
         return saved, 200, {"ETag": svc.session_etag(sid, saved["version"])}
 
     @ns.doc("delete_session")
@@ -139,15 +139,18 @@ class SessionItem(Resource):
         return "", 204
 
 
-def merge_into_document(sid: Any, version: int, source: str | None = None) -> None:
-    """A co-edited session takes the autosave into its live document (services/collab.py), so
-    the editors see it and their next write keeps it. The autosave is already committed: a
-    failure here is logged, never the caller's."""
+def merge_into_document(sid: Any, saved: dict[str, Any]) -> None:
+    """A co-edited session takes the save into its live document (services/collab.py), so the
+    editors see it and their next write keeps it. The save is committed already, and a room
+    merges it from the row before it writes (services/collab_store.py): a failure here (Redis
+    away) delays the merge, it loses nothing, so it is logged, never the caller's. Takes the
+    service's `co_edited` out of the answer."""
+    co_edited = saved.pop("co_edited", None)
     try:
-        collab_rooms().merge_saved(sid, version, source)
+        collab_rooms().merge_saved(sid, saved["version"], co_edited)
     except Exception:  # noqa: BLE001
         log.warning(
-            "merging an autosave into the co-edited document failed", extra={"session_id": str(sid)}, exc_info=True
+            "merging a save into the co-edited document failed", extra={"session_id": str(sid)}, exc_info=True
         )
 
 

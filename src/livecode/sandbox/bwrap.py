@@ -585,13 +585,17 @@ def _rlimits(stage: Stage, biggest_file: int, extra_pids: int = _EXTRA_PIDS) -> 
     cpu_s = math.ceil(stage.cpu_ms / 1000)
     nproc = min(stage.max_processes + extra_pids, _hard(resource.RLIMIT_NPROC))
     nofile = min(stage.max_open_files, _hard(resource.RLIMIT_NOFILE))
-    return [
+    limits = [
         (resource.RLIMIT_CORE, 0, 0),
         (resource.RLIMIT_FSIZE, fsize, fsize),
         (resource.RLIMIT_NOFILE, nofile, nofile),
         (resource.RLIMIT_NPROC, nproc, nproc),
         (resource.RLIMIT_CPU, cpu_s, cpu_s + 1),  # SIGXCPU, then SIGKILL a second later
     ]
+    if stage.stack_kb is not None:  # the hard limit too, so the program cannot raise its own
+        stack = min(stage.stack_kb * 1024, _hard(resource.RLIMIT_STACK))
+        limits.append((resource.RLIMIT_STACK, stack, stack))
+    return limits
 
 
 def _note_child_pid(cg: RunCgroup, status: list[dict[str, int]]) -> None:

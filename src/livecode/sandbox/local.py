@@ -68,6 +68,8 @@ class UnsandboxedRunner(Runner):
             (resource.RLIMIT_NOFILE, stage.max_open_files),
             (resource.RLIMIT_CPU, math.ceil(stage.cpu_ms / 1000)),
         ]
+        if stage.stack_kb is not None:
+            limits.append((resource.RLIMIT_STACK, stage.stack_kb * 1024))
 
         def child_setup() -> None:
             for res, value in limits:

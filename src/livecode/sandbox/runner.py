@@ -47,6 +47,7 @@ class Stage:
     max_open_files: int
     stdout_cap: int
     stderr_cap: int
+    stack_kb: int | None = None  # None: the worker's own RLIMIT_STACK
     stdin: bytes = b""
     stdin_source: StdinSource | None = None
     collect: tuple[str, ...] = ()  # artifact globs to bring back (compile stage)
@@ -211,7 +212,7 @@ class Runner(ABC):
             env=env,
             files=[*files, *font_cache_files(lang)],
             wall_ms=limits.time_limit_ms,
-            cpu_ms=limits.cpu_time_ms,
+            cpu_ms=limits.cpu_time_ms + limits.cpu_extra_ms,  # killed here; judged by cpu_time_ms
             memory_mb=limits.memory_mb,
             max_processes=limits.max_processes,
             max_file_kb=limits.max_file_size_kb,
@@ -219,6 +220,7 @@ class Runner(ABC):
             max_open_files=limits.max_open_files,
             stdout_cap=limits.max_output_bytes,
             stderr_cap=limits.max_output_bytes,
+            stack_kb=limits.stack_kb,
             stdin=req.stdin.encode("utf-8"),
             stdin_source=stdin_source,
             outputs=req.outputs,
@@ -328,9 +330,12 @@ class Runner(ABC):
         )
         if sr.outputs is not None:
             res.files, res.files_truncated = sr.outputs.files, sr.outputs.truncated
-        cpu_over = sr.cpu_ms is not None and sr.cpu_ms >= limits.cpu_time_ms
+        cpu_over = sr.cpu_ms is not None and sr.cpu_ms > limits.cpu_time_ms
         # Precedence: our own kills first, then the OOM killer (a tree that lost a process to
         # it and then hung is reported as MEMORY_LIMIT), then time, then the program's own exit.
+        # A run that used more CPU than cpu_time_ms is over its limit however it ended: with
+        # cpu_extra_ms it may end on its own in the extra time, and is still TIME_LIMIT (isolate's
+        # and Judge0's rule), with its output and real CPU time.
         if sr.internal_error:
             res.outcome, res.message = Outcome.INTERNAL_ERROR, sr.internal_error
         elif sr.killed_for == "output":
@@ -341,7 +346,7 @@ class Runner(ABC):
             res.message = f"memory over {limits.memory_mb} MB; killed by the OOM killer"
         elif sr.killed_for == "wall":
             res.outcome, res.message = Outcome.TIME_LIMIT, f"wall time over {limits.time_limit_ms} ms"
-        elif sr.killed_for == "cpu" or sr.signal == signals.SIGXCPU or (sr.signal and cpu_over):
+        elif sr.killed_for == "cpu" or sr.signal == signals.SIGXCPU or cpu_over:
             res.outcome, res.message = Outcome.TIME_LIMIT, f"CPU time over {limits.cpu_time_ms} ms"
         elif sr.exit_code != 0 or sr.signal:
             res.outcome = Outcome.RUNTIME_ERROR

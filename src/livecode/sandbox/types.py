@@ -30,10 +30,12 @@ class SandboxLimits:
     """Per-run resource limits. Defaults are the service defaults."""
 
     time_limit_ms: int = 30_000  # wall clock
-    cpu_time_ms: int = 30_000
+    cpu_time_ms: int = 30_000  # whole tree; a run that used more is TIME_LIMIT, even if it ended
+    cpu_extra_ms: int = 0  # killed only at cpu_time_ms + this (isolate's --extra-time)
     memory_mb: int = 256  # whole process tree
     max_processes: int = 64  # processes + threads
-    max_file_size_kb: int = 10_240  # any single file written
+    max_file_size_kb: int = 10_240  # any single file written (RLIMIT_FSIZE: SIGXFSZ past it)
+    stack_kb: int | None = None  # RLIMIT_STACK, soft and hard; None: the worker's own
     max_disk_kb: int = 65_536  # total size of work dir + /tmp
     max_open_files: int = 256
     max_output_bytes: int = 1_048_576  # each of stdout and stderr

@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import uuid
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from sqlalchemy import ColumnElement, and_, exists, or_, select
 
@@ -119,3 +120,16 @@ def require(db: Database, session_id: uuid.UUID, user_id: uuid.UUID | None, need
 
 def grants(role: SessionRole, need: Need) -> bool:
     return role is SessionRole.OWNER or role.value in _GRANTING[need]
+
+
+def shown_to_member(url: str | None) -> str | None:
+    """A callback URL as a session's members (not its owner) see it: the origin only. Its path,
+    query and user-info can be a credential of the owner's (a webhook URL with a token in it)."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}"
+

@@ -5,9 +5,13 @@ this process. Every update an editor sends is applied to the room's document, se
 other editors, and appended to the document's log (streaming/collab_log.py), which the other
 processes hosting editors of the same session follow: so editors on different processes (and
 hosts) converge. The room writes its document into the session's source, debounced, through the
-same optimistic-locking UPDATE autosave uses (services/sessions.autosave): REST clients,
-executions and history see what the editors see. A REST autosave is merged into the document
-(merge_text) instead of being overwritten by the next write.
+same optimistic-locking UPDATE autosave uses (services/sessions.autosave), with the document's
+state beside the text: REST clients, executions and history see what the editors see. A REST
+autosave is durable in PostgreSQL before it is answered, and merged into the document's state
+there (services/collab_store.py) by the rooms hosting the document (told through the log, or
+finding the version moved on when their write conflicts or at their periodic check), or by the
+next room to open it; a room never writes over a version whose state it has not merged, so no
+Redis fault makes it overwrite a save.
 
 Locking: the manager's lock guards the room table; a room's lock guards its document, its peers
 and its persistence state. Network sends happen under the room's lock, so every peer receives
@@ -25,15 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pycrdt import Awareness, Doc
-from sqlalchemy import select
 
 from ..config import Settings
 from ..db import Database
 from ..errors import ApiError, Conflict, NotFound, ValidationError
-from ..models import CodeSession
-from ..streaming.collab_log import AWARENESS, PERSISTED, SEED, UPDATE, CollabLog, LogEntry
+from ..streaming.collab_log import AWARENESS, PERSISTED, SAVED, SEED, UPDATE, CollabLog, LogEntry
 from . import collab_doc as yd
-from . import programs
+from . import collab_store, programs
 from .access import Need, grants, role_of
 from .sessions import autosave, autosave_files
 
@@ -61,16 +63,13 @@ class DocumentTooLarge(ApiError):
     code = "SOURCE_TOO_LARGE"
 
 
-def _program_of(row: Any) -> programs.Program:
-    return programs.session_program(row.language, row.source_code, row.files, row.entry)
-
-
-def _program_sha(program: programs.Program) -> str:
-    return yd.files_sha(dict(program.files))
-
-
 def _doc_sha(room: Room) -> str:
     return yd.files_sha(yd.file_texts(room.doc))
+
+
+def _notice(version: int, sha: str, entry: str | None = None) -> bytes:
+    """A PERSISTED log entry: the session holds `version`, of digest `sha` (and runs `entry`)."""
+    return json.dumps({"version": version, "sha": sha, **({"entry": entry} if entry else {})}).encode()
 
 
 @dataclass(eq=False)
@@ -79,19 +78,18 @@ class Room:
     doc: Doc
     awareness: Awareness
     cursor: str  # the last log entry applied to `doc`
-    known_version: int  # the session row's version the document was last written as
+    known_version: int  # a session version whose text the document holds (it may write over it)
     persisted_sha: str  # files_sha of the program at known_version
     language: str
-    entry: str  # the file that runs (not in the document: REST sets it)
+    entry: str  # the file that runs, as the session has it (the document's meta may name another)
     order: list[str]  # the program's file order, kept when it is written back
     lock: threading.RLock = field(default_factory=threading.RLock)
     peers: dict[Any, set[int]] = field(default_factory=dict)  # peer -> its awareness client ids
     dirty_at: float | None = None  # when to write the document into the source
     first_dirty: float | None = None
-    conflict_version: int | None = None
     since_snapshot: int = 0
     closed: bool = False
-    base_state: bytes | None = None  # a document state whose text is the session's at known_version
+    behind: bool = False  # a save is to be merged from the row (by the persister thread)
 
     @property
     def key(self) -> str:
@@ -146,43 +144,35 @@ class CollabRooms:
                 peer.send(yd.create_awareness_message(room.awareness.encode_awareness_update(states)))
         return room
 
-    def _read_row(self, session_id: uuid.UUID) -> Any:
-        with self.db.read(fresh=True) as s:
-            return s.execute(
-                select(
-                    CodeSession.version,
-                    CodeSession.language,
-                    CodeSession.source_code,
-                    CodeSession.files,
-                    CodeSession.entry,
-                ).where(CodeSession.id == session_id)
-            ).first()
-
     def _open(self, session_id: uuid.UUID) -> Room:
-        row = self._read_row(session_id)
-        if row is None:
-            raise NotFound(f"code session {session_id} not found", code="SESSION_NOT_FOUND")
         key = str(session_id)
-        program = _program_of(row)
-        self.log.seed(key, yd.seed_state(list(program.files)), self.origin)
+        legacy = self.log.load(key)  # a document of before its state was kept in the row
+        start = None
+        if legacy:
+            old = yd.new_doc()
+            for entry in legacy:
+                if entry.kind in (SEED, UPDATE):
+                    old.apply_update(entry.data)
+            start = old.get_update()
+        stored = collab_store.merged(self.db, session_id, start)
+        if stored is None:
+            raise NotFound(f"code session {session_id} not found", code="SESSION_NOT_FOUND")
+        self.log.seed(key, stored.state, self.origin)  # an empty log (expired, flushed) starts from the row
         doc = yd.new_doc()
         room = Room(
             session_id,
             doc,
             Awareness(doc),
             "0-0",
-            row.version,
-            _program_sha(program),
-            row.language,
-            program.entry,
-            [p for p, _ in program.files],
+            stored.version,
+            stored.sha,
+            stored.language,
+            stored.program.entry,
+            [p for p, _ in stored.program.files],
         )
         for entry in self.log.load(key):
             self._apply(room, entry, broadcast=False)
-        if _doc_sha(room) != room.persisted_sha:
-            self._mark_dirty(room, remote=True)  # written by a process that went before its write
-        else:
-            room.base_state = doc.get_update()
+        self._take(room, stored)  # what the row holds and the log lacks (a save merged while Redis was away)
         return room
 
     def leave(self, room: Room, peer: Peer) -> None:
@@ -281,62 +271,48 @@ class CollabRooms:
 
     # ---- REST autosaves --------------------------------------------------------------------
 
-    def merge_saved(self, session_id: uuid.UUID, version: int, source_code: str | None = None) -> None:
-        """A REST autosave wrote `version` (`source_code`: the entry's new text, for a plain
-        autosave; None: read the program back): merge it into the document, when anyone co-edits
-        the session, so that the next write of the document keeps it."""
+    def merge_saved(self, session_id: uuid.UUID, version: int, co_edited: bool | None = None) -> None:
+        """A REST save (autosave, restore) made `version`, durably. The processes that host the
+        document merge it from the row (services/collab_store.py) when told through the log;
+        the request does not wait for that. `co_edited`: whether the session has a document
+        (False: nothing to do; None: unknown). If the notice is lost (Redis away), a room finds
+        the version at its next write or its periodic check, and an opening one merges it."""
+        if co_edited is False:
+            return  # never co-edited: no room (one opening now reads the row after this save)
         key = str(session_id)
         with self._lock:
             room = self._rooms.get(key)
-        if room is None and not self.log.exists(key):
-            return  # nobody co-edits it: the next editor starts from the source
-        row = None
-        if room is None or source_code is None:
-            row = self._read_row(session_id)
-            if row is None:
-                return
         if room is not None:
             with room.lock:
-                # Three-way when the save is the next version after the one the document was
-                # written as: the change from that text to the saved one is made on a copy of
-                # the document as it was then, and merged (a CRDT update) into the live one, so
-                # what the editors typed since, not yet written, stays. Otherwise the live text
-                # is made the saved one.
-                base = room.base_state if version == room.known_version + 1 else None
-                target = room.doc
-                if base is not None:
-                    target = yd.new_doc()
-                    target.apply_update(base)
-                if row is None:
-                    assert source_code is not None
-                    update = yd.set_text(target, source_code, room.entry)
-                else:
-                    program = _program_of(row)
-                    update = yd.set_files(target, list(program.files))
-                    room.entry, room.order = program.entry, [p for p, _ in program.files]
-                if base is not None:
-                    room.doc.apply_update(update)
-                if update != yd.EMPTY_UPDATE:
-                    self._broadcast(room, yd.create_update_message(update), None)
-                    self._append(room, UPDATE, update)
-                saved_sha = yd.files_sha(yd.file_texts(target))
-                self._on_persisted(room, version, saved_sha, target.get_update() if base is not None else None)
-                if _doc_sha(room) != saved_sha:
-                    self._mark_dirty(room, remote=False)  # the merge holds more than the save
-            return
-        assert row is not None
-        program = _program_of(row)
-        doc = yd.new_doc()
-        for entry in self.log.load(key):
-            if entry.kind in (SEED, UPDATE):
-                doc.apply_update(entry.data)
-        update = yd.set_files(doc, list(program.files))
-        if update != yd.EMPTY_UPDATE:
-            # Not this process's origin: a room that opened here meanwhile (after the load above)
-            # must not skip it as its own.
-            self.log.append(key, UPDATE, update, self.origin + "-rest")
-        notice = {"version": row.version, "sha": _program_sha(program), "entry": program.entry}
-        self.log.append(key, PERSISTED, json.dumps(notice).encode(), self.origin + "-rest")
+                room.behind = True  # this process's room does not wait for the log
+        # Not this process's origin: its own reader must see it too (a room may open here meanwhile).
+        self.log.notify(key, SAVED, json.dumps({"version": version}).encode(), self.origin + "-rest")
+
+    def _take(self, room: Room, stored: collab_store.Stored) -> None:
+        """Merge the row's document state into the room's (under the room's lock): the room
+        holds that version now, and may write over it."""
+        before = room.doc.get_state()
+        room.doc.apply_update(stored.state)
+        diff = room.doc.get_update(before)
+        if diff != yd.EMPTY_UPDATE:
+            self._broadcast(room, yd.create_update_message(diff), None)
+            self._append(room, UPDATE, diff)
+            self._append(room, PERSISTED, _notice(stored.version, stored.sha, stored.program.entry))
+        room.entry, room.order = stored.program.entry, [p for p, _ in stored.program.files]
+        self._on_persisted(room, stored.version, stored.sha)
+        if _doc_sha(room) != room.persisted_sha:
+            self._mark_dirty(room, remote=False)  # the document holds more than the row
+
+    def _catch_up(self, room: Room) -> bool:
+        """The session moved past the room's version (a save, another process's write): merge
+        it. False when the session is gone (its editors are told)."""
+        stored = collab_store.merged(self.db, room.session_id)
+        if stored is None:
+            self._close_room(room, 4404, "SESSION_NOT_FOUND", "the session was deleted")
+            return False
+        with room.lock:
+            self._take(room, stored)
+        return True
 
     # ---- the log ---------------------------------------------------------------------------
 
@@ -360,11 +336,17 @@ class CollabRooms:
             room.awareness.apply_awareness_update(entry.data, "log")
             if broadcast:
                 self._broadcast(room, yd.create_awareness_message(entry.data), None)
+        elif entry.kind == SAVED:
+            if broadcast and int(json.loads(entry.data)["version"]) > room.known_version:
+                room.behind = True  # an opening room reads the row anyway
         elif entry.kind == PERSISTED:
             info = json.loads(entry.data)
             if info.get("entry"):
                 room.entry = str(info["entry"])
-            self._on_persisted(room, int(info["version"]), str(info["sha"]))
+            # Only a text the document holds: else (an update lost on the way) the room's next
+            # write conflicts and merges the row's state first.
+            if str(info["sha"]) == _doc_sha(room):
+                self._on_persisted(room, int(info["version"]), str(info["sha"]))
 
     def _read_loop(self) -> None:
         while not self._stop.is_set():
@@ -407,15 +389,12 @@ class CollabRooms:
         # Debounced, but written at least every few periods while typing goes on.
         room.dirty_at = min(now + self.persist_s, room.first_dirty + 4 * self.persist_s)
 
-    def _on_persisted(self, room: Room, version: int, sha: str, base: bytes | None = None) -> None:
-        """The session holds `version`, of digest `sha` (`base`: a document state of that text)."""
+    def _on_persisted(self, room: Room, version: int, sha: str) -> None:
+        """The session holds `version`, of digest `sha`, and the document holds its text."""
         if version >= room.known_version:
             room.known_version, room.persisted_sha = version, sha
-            room.conflict_version = None
-            room.base_state = base
         if _doc_sha(room) == room.persisted_sha:
             room.dirty_at = room.first_dirty = None
-            room.base_state = room.doc.get_update()
 
     def _persist_loop(self) -> None:
         next_check = time.monotonic() + RECHECK_S
@@ -425,10 +404,18 @@ class CollabRooms:
                 next_check = now + RECHECK_S
                 try:
                     self._recheck_members()
+                    self._recheck_versions()
                 except Exception:  # noqa: BLE001 - checked again at the next round
-                    log.warning("collab membership check failed", exc_info=True)
+                    log.warning("collab membership or version check failed", exc_info=True)
             with self._lock:
+                behind = [r for r in self._rooms.values() if r.behind]
                 due = [r for r in self._rooms.values() if r.dirty_at is not None and r.dirty_at <= now]
+            for room in behind:
+                room.behind = False
+                try:
+                    self._catch_up(room)
+                except Exception:  # noqa: BLE001 - the periodic check, or the next write, merges it
+                    log.warning("collab merge of a save failed", extra={"session_id": room.key}, exc_info=True)
             for room in due:
                 try:
                     self._persist(room)
@@ -467,27 +454,42 @@ class CollabRooms:
                 else:
                     peer.can_edit = grants(role, Need.EDIT)
 
+    def _recheck_versions(self) -> None:
+        """A save whose merge did not reach this process's rooms through the log (Redis away
+        then) shows up here as a version the room has not seen: merge it from the row."""
+        with self._lock:
+            rooms = list(self._rooms.values())
+        for room in rooms:
+            version = collab_store.version_of(self.db, room.session_id)
+            with room.lock:
+                if version is not None and version > room.known_version:
+                    room.behind = True
+
     def _persist(self, room: Room) -> None:
         """Write the document into the session's source (or files) if it differs, with the
         version it was last written as (optimistic locking, as autosave)."""
-        for _ in range(2):
+        for _ in range(3):
             with room.lock:
                 texts = yd.file_texts(room.doc)
                 sha = yd.files_sha(texts)
-                state = room.doc.get_update()  # the document as written: a later REST save's base
-                if sha == room.persisted_sha:
+                state = room.doc.get_update()  # written beside the text (services/collab_store.py)
+                entry = yd.doc_entry(room.doc) or room.entry
+                if entry not in texts:
+                    entry = room.entry  # an old client renamed the entry without naming the new one
+                if sha == room.persisted_sha and entry == room.entry:
                     room.dirty_at = room.first_dirty = None
                     return
-                expected, entry = room.known_version, room.entry
+                expected = room.known_version
                 known = [p for p in room.order if p in texts]
                 files = [(p, texts[p]) for p in known + sorted(set(texts) - set(known))]
             try:
-                saved = self._write(room, files, entry, expected)
+                saved = self._write(room, files, entry, expected, state)
             except NotFound:
                 self._close_room(room, 4404, "SESSION_NOT_FOUND", "the session was deleted")
                 return
             except Conflict:
-                if self._after_conflict(room):
+                # Someone saved since the version the room holds: merge that first, then write.
+                if self._catch_up(room):
                     continue
                 return
             except ValidationError as exc:
@@ -503,14 +505,17 @@ class CollabRooms:
                 return
             with room.lock:
                 room.order = [p for p, _ in files]
-                self._on_persisted(room, saved["version"], sha, state)
-                notice = {"version": saved["version"], "sha": sha}
-                self._append(room, PERSISTED, json.dumps(notice).encode())
+                if entry in texts:
+                    room.entry = entry
+                self._on_persisted(room, saved["version"], sha)
+                self._append(room, PERSISTED, _notice(saved["version"], sha, room.entry))
                 saved_msg = yd.livecode_message(json.dumps({"type": "saved", "version": saved["version"]}))
                 self._broadcast(room, saved_msg, None)
             return
 
-    def _write(self, room: Room, files: list[tuple[str, str]], entry: str, expected: int) -> dict[str, Any]:
+    def _write(
+        self, room: Room, files: list[tuple[str, str]], entry: str, expected: int, state: bytes
+    ) -> dict[str, Any]:
         """One file at the language's default path is a plain source (autosave's one small
         write); anything else is a program (autosave_files)."""
         if len(files) == 1 and files[0][0] == entry == programs.default_path(room.language):
@@ -522,6 +527,7 @@ class CollabRooms:
                 owner_id=None,
                 max_bytes=self.settings.max_source_bytes,
                 history_interval_s=self.settings.history_autosave_interval_s,
+                doc_state=state,
             )
         return autosave_files(
             self.db,
@@ -531,28 +537,8 @@ class CollabRooms:
             owner_id=None,
             files=files,
             entry=entry if any(p == entry for p, _ in files) else None,
+            doc_state=state,
         )
-
-    def _after_conflict(self, room: Room) -> bool:
-        """The source moved on: True to write again now. A REST autosave or another process
-        wrote it; its merge (or write notice) comes through the log. Wait for it once; then the
-        document, which holds every merge, is written over the row."""
-        row = self._read_row(room.session_id)
-        if row is None:
-            self._close_room(room, 4404, "SESSION_NOT_FOUND", "the session was deleted")
-            return False
-        with room.lock:
-            program = _program_of(row)
-            room.entry = program.entry
-            if _program_sha(program) == _doc_sha(room):
-                self._on_persisted(room, row.version, _program_sha(program))
-                return False
-            if room.conflict_version == row.version:
-                room.known_version = row.version
-                return True
-            room.conflict_version = row.version
-            room.dirty_at = time.monotonic() + self.persist_s
-            return False
 
     # ---- helpers ---------------------------------------------------------------------------
 

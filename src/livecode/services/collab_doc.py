@@ -3,10 +3,14 @@ clients speak to byte for byte). No Flask, no Redis.
 
 The document is a Y.Map named "files" of Y.Text keyed by file path: a multi-file session's
 program (`files: [{path, content}]`) has one entry per path; a single-source session has one,
-at its language's default path (`main.py`, ...), which is what its `source_code` holds.
+at its language's default path (`main.py`, ...), which is what its `source_code` holds. A Y.Map
+named "meta" holds "entry", the file that runs, once anyone changed it through the document or
+a save merged it (absent: the session's entry).
 
-Only the server seeds a document (from the session's source); clients never create the texts,
-so two clients cannot each insert the same file (which a CRDT would keep twice).
+The server seeds a document from the session's program. Editors add, rename and delete files
+in the map: two editors adding the same path at once is one key of a map, so one of the two
+texts wins (the same on every peer, nothing kept twice); a rename is a new text with the old
+one's content and the old key deleted, in one transaction.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from pycrdt import (
 )
 
 FILES = "files"
+META = "meta"
+ENTRY = "entry"
 EMPTY_UPDATE = b"\x00\x00"
 # Our own message type beside y-protocols' sync (0), awareness (1), auth (2) and query-awareness
 # (3): a JSON text. Server to client: {"type": "saved", "version"} when the document was written
@@ -67,6 +73,18 @@ def new_doc() -> Doc:
 
 def _files(doc: Doc) -> Map:
     return doc.get(FILES, type=Map)
+
+
+def doc_entry(doc: Doc) -> str | None:
+    """The entry the document names, if any."""
+    value = doc.get(META, type=Map).get(ENTRY)
+    return value if isinstance(value, str) and value else None
+
+
+def set_entry(doc: Doc, entry: str) -> None:
+    meta = doc.get(META, type=Map)
+    if meta.get(ENTRY) != entry:
+        meta[ENTRY] = entry
 
 
 def seed_state(files: list[tuple[str, str]]) -> bytes:

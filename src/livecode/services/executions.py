@@ -49,7 +49,10 @@ EXECUTIONS = cast(Table, Execution.__table__)  # for Core statements
 # (execution_id, priority, request_id) -> None; publishes the id on the queue.
 Enqueue = Callable[[uuid.UUID, str, str | None], None]
 
-LIMIT_FIELDS = ("time_limit_ms", "cpu_time_ms", "memory_limit_mb", "max_processes", "max_output_bytes")
+LIMIT_FIELDS = (
+    "time_limit_ms", "cpu_time_ms", "cpu_extra_ms", "memory_limit_mb", "max_processes", "max_output_bytes",
+    "max_file_size_kb", "stack_kb",
+)
 
 # How stdout, stderr and compile_output are returned. "text": UTF-8 with every undecodable
 # sequence replaced by U+FFFD (what the event stream sends). "base64": the exact bytes written.
@@ -71,9 +74,12 @@ def limit_maxima(settings: Settings) -> dict[str, int]:
     return {
         "time_limit_ms": settings.max_time_limit_ms,
         "cpu_time_ms": settings.max_time_limit_ms,
+        "cpu_extra_ms": settings.max_time_limit_ms,
         "memory_limit_mb": settings.max_memory_limit_mb,
         "max_processes": settings.max_processes,
         "max_output_bytes": settings.max_output_bytes,
+        "max_file_size_kb": settings.max_file_size_limit_kb,
+        "stack_kb": settings.max_stack_limit_kb,
     }
 
 
@@ -87,13 +93,23 @@ def check_options(opts: ExecuteOptions, settings: Settings) -> None:
     for name, value in opts.limits.items():
         if name not in maxima:
             raise ValidationError(f"unknown limit {name!r}; known: {', '.join(LIMIT_FIELDS)}")
-        if value < 1:
-            raise ValidationError(f"{name} must be at least 1", code="INVALID_LIMIT")
+        least = 0 if name == "cpu_extra_ms" else 1  # no extra time is the normal case
+        if value < least:
+            raise ValidationError(f"{name} must be at least {least}", code="INVALID_LIMIT")
         if value > maxima[name]:
             raise ValidationError(
                 f"{name}={value} is above the maximum of {maxima[name]}",
                 code="LIMIT_ABOVE_MAXIMUM",
                 details={"limit": name, "maximum": maxima[name]},
+            )
+    extra = opts.limits.get("cpu_extra_ms", 0)
+    if extra:  # the program is killed at cpu + extra: together they stay within the CPU maximum
+        cpu = opts.limits.get("cpu_time_ms", opts.limits.get("time_limit_ms", settings.time_limit_ms))
+        if cpu + extra > settings.max_time_limit_ms:
+            raise ValidationError(
+                f"cpu_time_ms + cpu_extra_ms = {cpu + extra} is above the maximum of {settings.max_time_limit_ms}",
+                code="LIMIT_ABOVE_MAXIMUM",
+                details={"limit": "cpu_extra_ms", "maximum": max(0, settings.max_time_limit_ms - cpu)},
             )
     if opts.priority not in {p.value for p in Priority}:
         raise ValidationError("priority must be 'interactive' or 'batch'", code="INVALID_PRIORITY")

@@ -11,8 +11,6 @@ stored-executions cap only while they run.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import math
 import signal
@@ -32,6 +30,7 @@ from ..streaming.bus import EventBus
 from .executions import Enqueue, ExecuteOptions, submit_execution
 from .programs import default_path
 from .sessions import create_session, delete_session
+from .validation import lenient_b64decode
 
 log = logging.getLogger(__name__)
 
@@ -151,13 +150,10 @@ def _decoded(i: int, content: str, encoding: str) -> str:
     if encoding == "utf8":
         return content
     try:
-        if encoding == "base64":  # as Node's Buffer.from: whitespace and missing padding allowed
-            text = "".join(content.split())
-            raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-        else:
-            raw = bytes.fromhex(content)
+        # base64 as Node's Buffer.from takes it: whitespace and missing padding allowed
+        raw = lenient_b64decode(content) if encoding == "base64" else bytes.fromhex(content)
         return raw.decode("utf-8")
-    except (binascii.Error, ValueError):
+    except ValueError:  # binascii.Error is one
         message = f"files[{i}].content is not {encoding} of UTF-8 text (binary files are not supported)"
         raise PistonError(message) from None
 

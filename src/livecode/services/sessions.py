@@ -7,7 +7,7 @@ import logging
 import uuid
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, literal, select, update
+from sqlalchemy import LargeBinary, bindparam, delete, insert, literal, select, update
 
 from ..config import Settings
 from ..db import Database
@@ -107,8 +107,19 @@ def get_session(db: Database, session_id: uuid.UUID, owner_id: uuid.UUID | None,
         return serialize_session(row)
 
 
+_SAVED = (CodeSession.version, CodeSession.updated_at, CodeSession.history_at, CodeSession.doc_version)
+
+
+def _doc_values(doc_state: Any) -> dict[str, Any]:
+    """A co-edited document's write stores its state with the text, as of the new version
+    (services/collab_store.py); any other save leaves the state, to be merged into it."""
+    if doc_state is None:
+        return {}
+    return {"doc_state": doc_state, "doc_version": CodeSession.version + 1}
+
+
 @functools.cache
-def _autosave_statement(owned: bool, versioned: bool) -> Any:
+def _autosave_statement(owned: bool, versioned: bool, with_doc: bool = False) -> Any:
     """The autosave UPDATE, built once per shape: autosave is the hottest write, and building the
     statement anew each time cost about as much CPU as running it."""
     stmt = update(CodeSession).where(CodeSession.id == bindparam("sid"))
@@ -120,8 +131,18 @@ def _autosave_statement(owned: bool, versioned: bool) -> Any:
     # the common save stays this one statement.
     return stmt.values(
         source_code=bindparam("src"), version=CodeSession.version + 1, updated_at=bindparam("now"),
-        **history.autosave_values(),
-    ).returning(CodeSession.version, CodeSession.updated_at, CodeSession.history_at)
+        **history.autosave_values(), **_doc_values(bindparam("doc", type_=LargeBinary) if with_doc else None),
+    ).returning(*_SAVED)
+
+
+def _saved(db: Database, session_id: uuid.UUID, saved: Any, author: uuid.UUID | None, now: Any) -> dict[str, Any]:
+    """What a successful save answers (after its coalesced history version, when one is due).
+    `co_edited`: the session has a live document the save is to be merged into (the API takes
+    the key out of the answer: services/collab.CollabRooms.merge_saved)."""
+    if history.autosave_due(saved.history_at, now):
+        _autosave_version(db, session_id, author, now)
+    return {"session_id": str(session_id), "status": "ACTIVE", "version": saved.version,
+            "updated_at": iso(saved.updated_at), "co_edited": saved.doc_version is not None}
 
 
 def autosave(
@@ -134,26 +155,21 @@ def autosave(
     max_bytes: int,
     history_interval_s: float = history.DEFAULT_AUTOSAVE_INTERVAL_S,
     author_id: uuid.UUID | None = None,
+    doc_state: bytes | None = None,
 ) -> dict[str, Any]:
     """One conditional UPDATE: applied only if `expected_version` (when given) is still current.
     At most once per `history_interval_s` a save also makes a history version (by `author_id`,
-    else the owner), in a second short transaction after the save is durable."""
+    else the owner), in a second short transaction after the save is durable. `doc_state`: the
+    co-edited document this text is written from (services/collab.py)."""
     check_source(source_code, max_bytes)
     now = utcnow()
     params = {"sid": session_id, "owner": owner_id, "expected": expected_version, "src": source_code, "now": now,
-              **history.autosave_params(now, history_interval_s)}
-    stmt = _autosave_statement(owner_id is not None, expected_version is not None)
+              "doc": doc_state, **history.autosave_params(now, history_interval_s)}
+    stmt = _autosave_statement(owner_id is not None, expected_version is not None, doc_state is not None)
     with db.write_one() as conn:
         saved = conn.execute(stmt, params).first()
     if saved is not None:
-        if history.autosave_due(saved.history_at, now):
-            _autosave_version(db, session_id, author_id or owner_id, now)
-        return {
-            "session_id": str(session_id),
-            "status": "ACTIVE",
-            "version": saved.version,
-            "updated_at": iso(saved.updated_at),
-        }
+        return _saved(db, session_id, saved, author_id or owner_id, now)
     # Only the failure path reads: either the session is not there (or not the caller's to see,
     # or to edit), or the version moved on under the client.
     if owner_id is not None:
@@ -198,12 +214,14 @@ def autosave_files(
     entry: str | None = None,
     source_code: str | None = None,
     author_id: uuid.UUID | None = None,
+    doc_state: bytes | None = None,
 ) -> dict[str, Any]:
     """Autosave of a multi-file program: `files` replaces the whole set, `file` adds or replaces
     one file, `entry` names the file that runs (kept when absent and still there), `source_code`
     beside `files` is the entry's content. The new set is checked like a new session's, then
     written by an UPDATE conditional on the version it was built from (and on
-    `expected_version`, when given: 409 VERSION_CONFLICT as for a plain autosave)."""
+    `expected_version`, when given: 409 VERSION_CONFLICT as for a plain autosave). `doc_state`:
+    as for autosave."""
     seen: int | None = None  # the version the last attempt was built from
     for _ in range(_SAVE_RETRIES):
         with db.read(fresh=True) as s:
@@ -220,15 +238,13 @@ def autosave_files(
                           source_code=source_code)
         now = utcnow()
         stmt = (update(CodeSession).where(CodeSession.id == session_id, CodeSession.version == row.version)
-                .values(**columns, version=CodeSession.version + 1, updated_at=now, **history.autosave_values())
-                .returning(CodeSession.version, CodeSession.updated_at, CodeSession.history_at))
+                .values(**columns, version=CodeSession.version + 1, updated_at=now, **history.autosave_values(),
+                        **_doc_values(doc_state))
+                .returning(*_SAVED))
         with db.write_core() as conn:
             saved = conn.execute(stmt, history.autosave_params(now, settings.history_autosave_interval_s)).first()
         if saved is not None:
-            if history.autosave_due(saved.history_at, now):
-                _autosave_version(db, session_id, author_id or owner_id, now)
-            return {"session_id": str(session_id), "status": "ACTIVE", "version": saved.version,
-                    "updated_at": iso(saved.updated_at)}
+            return _saved(db, session_id, saved, author_id or owner_id, now)
         if expected_version is not None:  # someone saved between our read and our write
             with db.read(fresh=True) as s:
                 now_at = s.execute(select(CodeSession.version).where(CodeSession.id == session_id)).scalar()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 from ..errors import PayloadTooLarge, ValidationError
 from ..infra.languages import LanguageCatalog, LocalLanguages
 from ..sandbox import get_language
@@ -48,3 +50,11 @@ def check_text(value: str, field: str, max_bytes: int) -> None:
 
 def check_source(source_code: str, max_bytes: int) -> None:
     check_text(source_code, "source_code", max_bytes)
+
+
+def lenient_b64decode(text: str) -> bytes:
+    """Base64 as the compatibility APIs' clients send it (Ruby's and Node's decoders take it):
+    whitespace anywhere and missing padding are allowed, any other character is not.
+    Raises ValueError (binascii.Error) for what is not base64."""
+    cleaned = "".join(text.split())
+    return base64.b64decode(cleaned + "=" * (-len(cleaned) % 4), validate=True)

@@ -10,7 +10,9 @@ the document's memory between editors).
 
 Entry kinds: "u" a Yjs update, "s" a snapshot (the whole state, also a Yjs update), "a" an
 awareness update, "p" the document was written into the session's source (data: JSON
-{"version", "sha"}). `origin` names the process that wrote it, so it skips its own.
+{"version", "sha"}), "r" a REST save changed the session (data: JSON {"version"}): the
+processes hosting the document merge it from the row. `origin` names the process that wrote it,
+so it skips its own.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ SEED = "s"
 UPDATE = "u"
 AWARENESS = "a"
 PERSISTED = "p"
+SAVED = "r"
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,10 @@ class CollabLog(Protocol):
 
     def append(self, session_id: str, kind: str, data: bytes, origin: str) -> str:
         """Add an entry; returns its id. Refreshes the log's time to live."""
+        ...
+
+    def notify(self, session_id: str, kind: str, data: bytes, origin: str) -> None:
+        """Add an entry only if the log exists (someone co-edited the document lately)."""
         ...
 
     def read(self, cursors: dict[str, str], block_ms: int, reader: str = "") -> list[LogEntry]:
@@ -95,11 +102,23 @@ return 1
 """
 
 
+# One round trip, and no stream made for a document nobody co-edits.
+_NOTIFY_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('XADD', KEYS[1], '*', 'k', ARGV[1], 'd', ARGV[2], 'o', ARGV[3])
+return 1
+"""
+
+
 class RedisCollabLog:
     def __init__(self, client: redis.Redis, ttl_s: int) -> None:
         self.client = client
         self.ttl_s = ttl_s
         self._seed = client.register_script(_SEED_SCRIPT)
+        self._notify = client.register_script(_NOTIFY_SCRIPT)
+
+    def notify(self, session_id: str, kind: str, data: bytes, origin: str) -> None:
+        self._notify(keys=[_key(session_id)], args=[kind, data, origin])
 
     def seed(self, session_id: str, state: bytes, origin: str) -> bool:
         return bool(self._seed(keys=[_key(session_id)], args=[state, origin, self.ttl_s]))
@@ -198,6 +217,11 @@ class MemoryCollabLog:
     def append(self, session_id: str, kind: str, data: bytes, origin: str) -> str:
         with self._cond:
             return self._add(session_id, kind, data, origin)
+
+    def notify(self, session_id: str, kind: str, data: bytes, origin: str) -> None:
+        with self._cond:
+            if self._live(session_id):
+                self._add(session_id, kind, data, origin)
 
     def read(self, cursors: dict[str, str], block_ms: int, reader: str = "") -> list[LogEntry]:
         deadline = time.monotonic() + block_ms / 1000

@@ -64,9 +64,12 @@ def limits_for(claimed: ClaimedRun, rt: Runtime) -> SandboxLimits:
     return SandboxLimits(
         time_limit_ms=time_ms,
         cpu_time_ms=asked.get("cpu_time_ms", time_ms),
+        cpu_extra_ms=asked.get("cpu_extra_ms", 0),
         memory_mb=asked.get("memory_limit_mb", s.memory_limit_mb),
         max_processes=asked.get("max_processes", s.max_processes),
         max_output_bytes=asked.get("max_output_bytes", s.max_output_bytes),
+        max_file_size_kb=asked.get("max_file_size_kb", s.file_size_limit_kb),
+        stack_kb=asked.get("stack_kb", s.stack_limit_kb),
     )
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from pycrdt import Map
 
 from livecode.services import sessions as ss
 from livecode.services.collab import CollabRooms, DocumentTooLarge
@@ -72,7 +73,7 @@ def test_a_rest_autosave_is_merged_not_lost(db: Any, rooms: Any) -> None:
     saved = ss.autosave(
         db, sid, source_code="line1\nline2\nrest\n", expected_version=None, owner_id=None, max_bytes=10_000
     )
-    a.merge_saved(sid, saved["version"], "line1\nline2\nrest\n")  # the PATCH landed on the other process
+    a.merge_saved(sid, saved["version"], saved["co_edited"])  # the PATCH landed on the other process
     alice.wait_text("line1\nline2\nrest\n")
     alice.insert(0, "# ")
     alice.saved_version()
@@ -86,7 +87,7 @@ def test_a_rest_autosave_on_the_process_of_the_room(db: Any, rooms: Any) -> None
     alice.insert(0, "# top\n")
     alice.saved_version()  # written: an unversioned save over it is the last word
     saved = ss.autosave(db, sid, source_code="x = 2\n", expected_version=None, owner_id=None, max_bytes=10_000)
-    a.merge_saved(sid, saved["version"], "x = 2\n")
+    a.merge_saved(sid, saved["version"], saved["co_edited"])
     alice.wait_text("x = 2\n")
     assert alice.saved_version() >= saved["version"]
     assert source_of(db, sid)[0] == "x = 2\n"
@@ -177,7 +178,7 @@ def test_a_multi_file_program_is_co_edited_file_by_file(db: Any, rooms: Any) -> 
         owner_id=None,
         files=[("main.py", "print(1)\n"), ("util.py", got["files"][1]["content"]), ("extra.py", "X = 1\n")],
     )
-    b.merge_saved(sid, saved["version"])
+    b.merge_saved(sid, saved["version"], saved["co_edited"])
     alice.wait(lambda: alice.text("extra.py") == "X = 1\n" and alice.text() == "print(1)\n", what="the REST files")
 
 
@@ -211,8 +212,29 @@ def test_a_member_removed_or_demoted_while_connected_loses_the_socket_or_the_rig
     assert editor.notices[-1]["code"] == "READ_ONLY_MEMBER"
 
 
-def test_a_rest_autosave_keeps_what_editors_typed_since_the_last_write(db: Any, settings: Any) -> None:
-    # Nothing is written on its own here (a long debounce): the editor's line is in the document only.
+# ---- durability: a save acknowledged with a 2xx is never overwritten by the document ---------
+
+
+LOG_CALLS = ("seed", "load", "exists", "append", "notify", "read", "wake", "compact")
+
+
+class LogDown:
+    """A process's view of a shared log whose Redis can go away: then every call fails."""
+
+    def __init__(self, shared: MemoryCollabLog) -> None:
+        self.shared, self.down = shared, False
+
+    def __getattr__(self, name: str) -> Any:
+        if name in LOG_CALLS and self.down:
+            raise ConnectionError("redis is down")
+        return getattr(self.shared, name)
+
+
+@pytest.mark.parametrize("told", [True, False], ids=["merge-told", "merge-never-told"])
+def test_a_rest_autosave_keeps_what_editors_typed_since_the_last_write(db: Any, settings: Any, told: bool) -> None:
+    """Nothing is written on its own here (a long debounce): the editor's line is in the document
+    only. Told of the save (merge_saved) or not (the process that took the PATCH died first, or
+    Redis lost the notice), the room's write merges the row first and keeps both."""
     slow = settings.with_overrides(collab_persist_ms=60_000)
     a = CollabRooms(db, MemoryCollabLog(3600), slow)
     try:
@@ -222,9 +244,137 @@ def test_a_rest_autosave_keeps_what_editors_typed_since_the_last_write(db: Any, 
         saved = ss.autosave(
             db, sid, source_code="line1\nline2\nrest\n", expected_version=1, owner_id=None, max_bytes=10_000
         )
-        a.merge_saved(sid, saved["version"], "line1\nline2\nrest\n")
-        alice.wait_text("# alice\nline1\nline2\nrest\n")
+        assert saved["co_edited"] is True
+        if told:
+            a.merge_saved(sid, saved["version"], saved["co_edited"])
+            alice.wait_text("# alice\nline1\nline2\nrest\n")
         assert alice.saved_version() == saved["version"] + 1
         assert source_of(db, sid)[0] == "# alice\nline1\nline2\nrest\n"
+        alice.wait_text("# alice\nline1\nline2\nrest\n")
     finally:
         a.stop()
+
+
+def test_a_save_while_nobody_hosts_the_document_is_in_it_when_it_opens_again(db: Any, rooms: Any) -> None:
+    a, b, _ = rooms
+    sid = new_session(db, "one\n")
+    alice = FakePeer(a).join(sid)
+    alice.insert(len(b"one\n"), "two\n")
+    alice.saved_version()
+    alice.leave()  # the last one out: the room closes; the log keeps the document
+    assert a.rooms() == 0
+    ss.autosave(db, sid, source_code="one\ntwo\nthree\n", expected_version=None, owner_id=None, max_bytes=10_000)
+    # No merge_saved: its process died, or Redis was away then.
+    bob = FakePeer(b).join(sid)
+    bob.wait_text("one\ntwo\nthree\n")
+    bob.insert(0, "# ")
+    bob.saved_version()
+    assert source_of(db, sid)[0] == "# one\ntwo\nthree\n"
+
+
+def test_a_save_merged_while_redis_was_away_reaches_the_room_and_is_kept(db: Any, settings: Any) -> None:
+    shared = MemoryCollabLog(3600)
+    fast = settings.with_overrides(collab_persist_ms=50)
+    host, rest_log = CollabRooms(db, shared, fast), LogDown(shared)
+    rest = CollabRooms(db, rest_log, fast)  # type: ignore[arg-type]  # the process the PATCH lands on
+    try:
+        sid = new_session(db, "a\nb\n")
+        alice = FakePeer(host).join(sid)
+        alice.insert(0, "0\n")
+        alice.saved_version()
+        saved = ss.autosave(db, sid, source_code="0\na\nb\nc\n", expected_version=None, owner_id=None, max_bytes=9999)
+        rest_log.down = True
+        with pytest.raises(ConnectionError):  # the API logs it; the save stays acknowledged
+            rest.merge_saved(sid, saved["version"], saved["co_edited"])
+        host._recheck_versions()  # the room's periodic check finds the version it missed
+        alice.wait_text("0\na\nb\nc\n")
+        alice.insert(0, "#")
+        assert alice.saved_version() > saved["version"]
+        assert source_of(db, sid)[0] == "#0\na\nb\nc\n"
+    finally:
+        host.stop()
+        rest.stop()
+
+
+def test_editors_add_rename_delete_files_and_pick_the_entry_in_the_document(db: Any, rooms: Any) -> None:
+    from pycrdt import Text
+
+    a, b, _ = rooms
+    sid = new_session(db, "import util\n")
+    alice, bob = FakePeer(a).join(sid), FakePeer(b).join(sid)
+
+    def add(files: Any, meta: Any) -> None:
+        files["util.py"] = Text("X = 1\n")
+
+    alice.change_files(add)
+    bob.wait(lambda: bob.text("util.py") == "X = 1\n", what="the new file")
+    alice.saved_version()
+    got = ss.get_session(db, sid, None, fresh=True)
+    assert [(f["path"], f["content"]) for f in got["files"]] == [("main.py", "import util\n"), ("util.py", "X = 1\n")]
+    assert got["entry"] == "main.py"
+
+    def rename_entry(files: Any, meta: Any) -> None:  # what the playground's Rename does
+        files["app.py"] = Text(str(files["main.py"]))
+        del files["main.py"]
+        meta["entry"] = "app.py"
+
+    bob.change_files(rename_entry)
+    alice.wait(lambda: alice.paths() == {"app.py", "util.py"}, what="the rename")
+    bob.saved_version()
+    got = ss.get_session(db, sid, None, fresh=True)
+    assert got["entry"] == "app.py" and {f["path"] for f in got["files"]} == {"app.py", "util.py"}
+
+    def entry_util(files: Any, meta: Any) -> None:
+        meta["entry"] = "util.py"
+
+    alice.change_files(entry_util)
+    alice.flush()
+    alice.wait(lambda: ss.get_session(db, sid, None, fresh=True)["entry"] == "util.py", what="the entry written")
+
+    def delete_util(files: Any, meta: Any) -> None:
+        del files["util.py"]
+        meta["entry"] = "app.py"
+
+    bob.change_files(delete_util)
+    alice.wait(lambda: alice.paths() == {"app.py"}, what="the delete")
+    bob.saved_version()
+    got = ss.get_session(db, sid, None, fresh=True)
+    assert got["entry"] == "app.py" and [f["path"] for f in got["files"]] == ["app.py"]
+    # A REST save that names another entry is merged into the document's entry.
+    saved = ss.autosave_files(db, sid, settings=a.settings, expected_version=None, owner_id=None,
+                              file=("b.py", "pass\n"), entry="b.py")
+    b.merge_saved(sid, saved["version"], saved["co_edited"])
+    alice.wait(lambda: alice.doc.get("meta", type=Map).get("entry") == "b.py" and "b.py" in alice.paths(),
+               what="the REST entry")
+
+
+def test_two_processes_merging_one_save_at_once_add_it_once(db: Any, rooms: Any) -> None:
+    """The merge of a save into the row's state is made once (a conditional UPDATE): rooms on two
+    processes catching up at the same moment merge the same update, so the text is there once."""
+    import threading
+
+    a, b, _ = rooms
+    sid = new_session(db, "top\n")
+    alice, bob = FakePeer(a).join(sid), FakePeer(b).join(sid)
+    alice.insert(len(b"top\n"), "mid\n")
+    alice.saved_version()
+    bob.wait_text("top\nmid\n")
+    ss.autosave(db, sid, source_code="top\nmid\nend\n", expected_version=None, owner_id=None, max_bytes=10_000)
+    room_a, room_b = a._rooms[str(sid)], b._rooms[str(sid)]
+    go = threading.Barrier(2)
+
+    def catch_up(rooms_: CollabRooms, room: Any) -> None:
+        go.wait()
+        rooms_._catch_up(room)
+
+    threads = [threading.Thread(target=catch_up, args=args) for args in ((a, room_a), (b, room_b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    for peer in (alice, bob):
+        peer.wait_text("top\nmid\nend\n")
+    alice.insert(0, "# ")
+    alice.saved_version()
+    bob.wait_text("# top\nmid\nend\n")
+    assert source_of(db, sid)[0] == "# top\nmid\nend\n"

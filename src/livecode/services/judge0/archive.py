@@ -5,14 +5,13 @@ The zip is read with bounds (entries, declared and actual sizes), so a zip bomb 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import lzma
 import zipfile
 import zlib
 
 from ...config import Settings
+from ..validation import lenient_b64decode
 
 
 class ArchiveError(ValueError):
@@ -22,9 +21,8 @@ class ArchiveError(ValueError):
 def unzip(encoded: str, settings: Settings) -> list[tuple[str, str]]:
     """The (path, text) files of a base64 zip, in the archive's order; directories are skipped."""
     try:
-        cleaned = "".join(encoded.split())
-        data = base64.b64decode(cleaned + "=" * (-len(cleaned) % 4), validate=True)
-    except (binascii.Error, ValueError):
+        data = lenient_b64decode(encoded)
+    except ValueError:
         raise ArchiveError("is not valid base64") from None
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))

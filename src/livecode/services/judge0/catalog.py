@@ -59,7 +59,6 @@ MAX_BATCH = 20
 NO_QUEUE_CAP = 2**31 - 1  # LiveCode refuses no submission for the queue's length
 MAX_ARGUMENTS_LENGTH = 512
 CALLBACK_MAX_TRIES = 3  # Judge0's CALLBACKS_MAX_TRIES default
-CALLBACK_TIMEOUT_S = 5.0
 
 
 def statuses() -> list[dict[str, Any]]:
@@ -115,22 +114,26 @@ def defaults(settings: Settings) -> dict[str, Any]:
         "cpu_extra_time": 0.0,
         "wall_time_limit": settings.time_limit_ms / 1000,
         "memory_limit": settings.memory_limit_mb * 1024,
-        "stack_limit": settings.memory_limit_mb * 1024,
+        "stack_limit": settings.stack_limit_kb,
         "max_processes_and_or_threads": settings.max_processes,
         "enable_per_process_and_thread_time_limit": False,
         "enable_per_process_and_thread_memory_limit": False,
-        "max_file_size": settings.max_output_bytes // 1024,
+        "max_file_size": settings.file_size_limit_kb,
         "redirect_stderr_to_stdout": False,
         "enable_network": False,
     }
 
 
 def maxima(settings: Settings) -> dict[str, float]:
+    """The most each limit may be, in Judge0's units: a submission asking for more gets this."""
     return {
         "cpu_time_limit": settings.max_time_limit_ms / 1000,
+        "cpu_extra_time": settings.max_time_limit_ms / 1000,
         "wall_time_limit": settings.max_time_limit_ms / 1000,
         "memory_limit": settings.max_memory_limit_mb * 1024,
+        "stack_limit": settings.max_stack_limit_kb,
         "max_processes_and_or_threads": settings.max_processes,
+        "max_file_size": settings.max_file_size_limit_kb,
     }
 
 
@@ -147,19 +150,19 @@ def config_info(settings: Settings) -> dict[str, Any]:
         "enable_submission_delete": True,
         "enable_callbacks": True,
         "callbacks_max_tries": CALLBACK_MAX_TRIES,
-        "callbacks_timeout": CALLBACK_TIMEOUT_S,
+        "callbacks_timeout": settings.webhook_timeout_s,  # one try's timeout, as every webhook's
         "enable_additional_files": True,
         "max_queue_size": NO_QUEUE_CAP,
         "cpu_time_limit": d["cpu_time_limit"],
         "max_cpu_time_limit": m["cpu_time_limit"],
-        "cpu_extra_time": 0.0,
-        "max_cpu_extra_time": 0.0,
+        "cpu_extra_time": d["cpu_extra_time"],
+        "max_cpu_extra_time": m["cpu_extra_time"],
         "wall_time_limit": d["wall_time_limit"],
         "max_wall_time_limit": m["wall_time_limit"],
         "memory_limit": d["memory_limit"],
         "max_memory_limit": m["memory_limit"],
         "stack_limit": d["stack_limit"],
-        "max_stack_limit": m["memory_limit"],
+        "max_stack_limit": m["stack_limit"],
         "max_processes_and_or_threads": d["max_processes_and_or_threads"],
         "max_max_processes_and_or_threads": m["max_processes_and_or_threads"],
         "enable_per_process_and_thread_time_limit": False,
@@ -167,7 +170,7 @@ def config_info(settings: Settings) -> dict[str, Any]:
         "enable_per_process_and_thread_memory_limit": False,
         "allow_enable_per_process_and_thread_memory_limit": False,
         "max_file_size": d["max_file_size"],
-        "max_max_file_size": d["max_file_size"],
+        "max_max_file_size": m["max_file_size"],
         "number_of_runs": 1,
         "max_number_of_runs": 1,
         "redirect_stderr_to_stdout": False,

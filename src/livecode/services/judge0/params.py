@@ -6,8 +6,6 @@ LiveCode's (ms, MB), cut to LiveCode's maxima."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 import shlex
 from dataclasses import dataclass, field
@@ -15,6 +13,7 @@ from typing import Any
 
 from ...config import Settings
 from ..executions import ExecuteOptions
+from ..validation import lenient_b64decode
 from .archive import ArchiveError, unzip
 from .catalog import LANGUAGE_IDS, MAX_ARGUMENTS_LENGTH, defaults, maxima
 
@@ -77,9 +76,8 @@ def _decode(body: dict[str, Any], name: str, base64_encoded: bool, errors: Error
             errors.add(name, "is not valid Unicode")
             return None
     try:
-        cleaned = "".join(value.split())
-        return base64.b64decode(cleaned + "=" * (-len(cleaned) % 4), validate=True)
-    except (binascii.Error, ValueError):
+        return lenient_b64decode(value)
+    except ValueError:
         errors.add(name, "is not valid base64")
         return None
 
@@ -158,6 +156,36 @@ def _short_text(body: dict[str, Any], name: str, errors: Errors) -> str | None:
     return value
 
 
+def _limits(asked: dict[str, Any], settings: Settings) -> tuple[dict[str, Any], dict[str, int]]:
+    """The limits a submission runs with, in Judge0's units (what `fields=*` shows: each one cut
+    to LiveCode's maximum) and as LiveCode's limits. As isolate does, a stack or file size of 0
+    is no limit of its own: LiveCode's maximum."""
+    top = maxima(settings)
+    eff = {name: min(float(asked[name]), top[name]) for name in top}
+    for name in ("stack_limit", "max_file_size"):
+        eff[name] = eff[name] or top[name]
+    limits = {
+        # Judge0 has no "no CPU limit": 0 s would stop the program at once; 1 ms is LiveCode's least.
+        "cpu_time_ms": max(1, math.ceil(eff["cpu_time_limit"] * 1000)),
+        "time_limit_ms": max(1, math.ceil(eff["wall_time_limit"] * 1000)),
+        "memory_limit_mb": max(1, math.ceil(eff["memory_limit"] / 1024)),
+        "max_processes": max(1, int(eff["max_processes_and_or_threads"])),
+        "stack_kb": int(eff["stack_limit"]),
+        "max_file_size_kb": int(eff["max_file_size"]),
+    }
+    # Killed at cpu + extra: the extra time is cut so that the two stay within LiveCode's maximum.
+    extra_ms = min(math.ceil(eff["cpu_extra_time"] * 1000), settings.max_time_limit_ms - limits["cpu_time_ms"])
+    eff["cpu_extra_time"] = max(0, extra_ms) / 1000
+    if extra_ms > 0:
+        limits["cpu_extra_ms"] = extra_ms
+    # isolate writes stdout and stderr to files: max_file_size bounds them too (SIGXFSZ, status 8,
+    # which LiveCode's output cap gives).
+    if limits["max_file_size_kb"] * 1024 < settings.max_output_bytes:
+        limits["max_output_bytes"] = limits["max_file_size_kb"] * 1024
+    shown = {**asked, **{k: (int(v) if k in INTEGERS else v) for k, v in eff.items()}}
+    return shown, limits
+
+
 def parse_submission(body: Any, settings: Settings, base64_encoded: bool) -> Parsed | Errors:
     """A Parsed submission, or the Errors Judge0 would answer 422 with."""
     errors = Errors()
@@ -218,21 +246,12 @@ def parse_submission(body: Any, settings: Settings, base64_encoded: bool) -> Par
     if errors or language is None or source is None:
         return errors
 
-    shown = defaults(settings)
-    shown.update({k: (int(v) if k in INTEGERS else v) for k, v in given.items() if v is not None})
+    asked = defaults(settings)
+    asked.update({k: v for k, v in given.items() if v is not None})
+    shown, limits = _limits(asked, settings)
     shown.update({k: v for k, v in flags.items() if v is not None})
     shown["compiler_options"] = compiler_options
     shown["command_line_arguments"] = arguments
     shown["callback_url"] = callback or None
-    top = maxima(settings)
-    cpu_s = min(float(shown["cpu_time_limit"]), top["cpu_time_limit"])
-    wall_s = min(float(shown["wall_time_limit"]), top["wall_time_limit"])
-    limits = {
-        # Judge0 has no "no CPU limit": 0 s would stop the program at once; 1 ms is LiveCode's least.
-        "cpu_time_ms": max(1, math.ceil(cpu_s * 1000)),
-        "time_limit_ms": max(1, math.ceil(wall_s * 1000)),
-        "memory_limit_mb": max(1, min(math.ceil(float(shown["memory_limit"]) / 1024), settings.max_memory_limit_mb)),
-        "max_processes": max(1, min(int(shown["max_processes_and_or_threads"]), settings.max_processes)),
-    }
     options = ExecuteOptions(stdin=stdin or "", args=args, limits=limits)
     return Parsed(language, language_id, source, options, expected, shown, callback or None, extra)

@@ -9,6 +9,7 @@ import functools
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any, cast
 
 from sqlalchemy import Table, func, insert, select
@@ -18,6 +19,7 @@ from ...db import Database
 from ...infra.languages import LanguageCatalog
 from ...models import ACTIVE_STATUSES, Execution, Judge0Submission, Source, status_values, utcnow
 from ...streaming.bus import EventBus
+from ..access import execution_access, shown_to_member
 from ..executions import Enqueue, submit_execution
 from ..programs import default_path
 from ..sessions import create_session, delete_session
@@ -111,7 +113,9 @@ def create(
 
 
 @functools.cache
-def _select(by_owner: bool) -> Any:
+def _select(by_owner: bool, members: bool = False) -> Any:
+    """Submissions joined with their executions and source: the caller's own (`by_owner`), or
+    (`members` too) every one whose session the caller may see (services/access.py)."""
     e, j = EXECUTIONS.c, JUDGE0.c
     q = select(
         *EXECUTIONS.columns,
@@ -120,7 +124,9 @@ def _select(by_owner: bool) -> Any:
         j.options,
         select(Source.content).where(Source.hash == e.source_hash).scalar_subquery().label("source_code"),
     ).join(JUDGE0, j.execution_id == e.id)
-    return q.where(j.user_id == _owner_param()) if by_owner else q
+    if not by_owner:
+        return q
+    return q.where(execution_access(_owner_param()) if members else j.user_id == _owner_param())
 
 
 def _owner_param() -> Any:
@@ -140,14 +146,22 @@ def _ids(tokens: list[str]) -> list[uuid.UUID]:
 
 
 def find(db: Database, tokens: list[str], owner_id: uuid.UUID | None) -> dict[str, Any]:
-    """The caller's submissions among `tokens`: {token: row}."""
+    """The submissions among `tokens` the caller may see (theirs, or of a session they are a
+    member of, as its execution): {token: row}. A member sees the callback URL's origin only."""
     ids = _ids(tokens)
     if not ids:
         return {}
-    q = _select(owner_id is not None).where(EXECUTIONS.c.id.in_(ids))
+    q = _select(owner_id is not None, members=True).where(EXECUTIONS.c.id.in_(ids))
     with db.read_core(fresh=True) as conn:
         rows = conn.execute(q, {"p_owner": owner_id}).all()
-    return {str(r.id): r for r in rows}
+    return {str(r.id): r if owner_id is None or r.user_id == owner_id else _as_member_sees(r) for r in rows}
+
+
+def _as_member_sees(row: Any) -> Any:
+    opts = dict(row.options or {})
+    if opts.get("callback_url"):
+        opts["callback_url"] = shown_to_member(opts["callback_url"])
+    return SimpleNamespace(**{**row._asdict(), "options": opts})
 
 
 def get(db: Database, token: str, owner_id: uuid.UUID | None) -> Any:
@@ -175,7 +189,8 @@ def page(db: Database, owner_id: uuid.UUID | None, page_no: int, per_page: int) 
 
 
 def delete(db: Database, token: str, owner_id: uuid.UUID | None) -> Any:
-    """Delete a finished submission (its session, execution and extras); returns the row as it was."""
+    """Delete a finished submission (its session, execution and extras); returns the row as it
+    was. The owner's only: a member gets 403 (delete_session)."""
     row = get(db, token, owner_id)
     if row.status in status_values(ACTIVE_STATUSES):
         raise StillRunning(row.status)

@@ -15,9 +15,10 @@ from sqlalchemy import Table, insert, select, update
 
 from ...db import Database
 from ...models import TERMINAL_STATUSES, Execution, WebhookDelivery, status_values, utcnow
-from ..access import execution_not_found
+from ..access import execution_access, execution_not_found, shown_to_member
 from ..sessions import iso
 from .sender import TryResult
+from .urls import scrub
 
 DELIVERIES = cast(Table, WebhookDelivery.__table__)
 KINDS = ("livecode", "judge0")
@@ -140,21 +141,26 @@ def record_try(db: Database, claimed: Claimed, result: TryResult, backoff_s: flo
 
 
 def list_deliveries(db: Database, execution_id: uuid.UUID, owner_id: uuid.UUID | None) -> dict[str, Any]:
-    """GET /api/v1/executions/{id}/deliveries: every callback of the execution and each try."""
+    """GET /api/v1/executions/{id}/deliveries: every callback of the execution and each try, to
+    whoever may see the execution (its session's owner or a member: services/access.py). A
+    member sees each callback URL's origin only (urls.shown_to_member); the signing secret is in
+    no delivery."""
     e, t = Execution.__table__.c, DELIVERIES.c
-    q = select(e.id).where(e.id == execution_id)
+    q = select(e.user_id).where(e.id == execution_id)
     if owner_id is not None:
-        q = q.where(e.user_id == owner_id)
+        q = q.where(execution_access(owner_id))
     with db.read_core(fresh=True) as conn:
-        if conn.execute(q).first() is None:
+        found = conn.execute(q).first()
+        if found is None:
             raise execution_not_found(execution_id)
         rows = conn.execute(select(DELIVERIES).where(t.execution_id == execution_id).order_by(t.created_at)).all()
+    owner = owner_id is None or found.user_id == owner_id
     return {
         "execution_id": str(execution_id),
         "deliveries": [
             {
                 "delivery_id": str(r.id),
-                "url": r.url,
+                "url": r.url if owner else shown_to_member(r.url),
                 "kind": r.kind,
                 "state": r.state,
                 "attempts": r.attempts,
@@ -162,8 +168,12 @@ def list_deliveries(db: Database, execution_id: uuid.UUID, owner_id: uuid.UUID |
                 "next_attempt_at": iso(r.next_attempt_at) if r.state == "pending" else None,
                 "created_at": iso(r.created_at),
                 "finished_at": iso(r.finished_at),
-                "tries": list(r.tries or []),
+                "tries": list(r.tries or []) if owner else [_scrubbed(tr, r.url) for tr in r.tries or []],
             }
             for r in rows
         ],
     }
+
+
+def _scrubbed(attempt: dict[str, Any], url: str) -> dict[str, Any]:
+    return {**attempt, "error": scrub(attempt.get("error"), url)}
