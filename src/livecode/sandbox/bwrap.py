@@ -265,7 +265,10 @@ class BwrapRunner(Runner):
             # out/ is there already (bubblewrap made it); absolute names go to /tmp (fontcache.py)
             relative = (f.name for f in stage.files if not f.name.startswith("/"))
             dirs = [f"{WORK}/{d}" for d in parent_dirs(relative) if d != OUT_DIR]
-            send_job(sp.sock, [stdin_r, out_w, err_w, res_w], files, rlimits, env, argv, WORK, dirs)
+            # Merged (2>&1): the program's fds 1 and 2 are the one stdout pipe, so what it writes
+            # to either comes out in the order written; the stderr pipe gets EOF at once.
+            program_err = out_w if stage.merge_stderr else err_w
+            send_job(sp.sock, [stdin_r, out_w, program_err, res_w], files, rlimits, env, argv, WORK, dirs)
         except (OSError, ValueError):
             if work_fd is not None:
                 os.close(work_fd)

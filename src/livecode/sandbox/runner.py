@@ -53,6 +53,7 @@ class Stage:
     collect: tuple[str, ...] = ()  # artifact globs to bring back (compile stage)
     stdout_file: int | None = None  # compile stage: the artifacts' tar goes to this file, not memory
     outputs: OutputLimits | None = None  # run stage: bring back what it leaves in out/
+    merge_stderr: bool = False  # run stage: fds 1 and 2 are one pipe, read as stdout (2>&1)
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,7 @@ class Runner(ABC):
             stdin=req.stdin.encode("utf-8"),
             stdin_source=stdin_source,
             outputs=req.outputs,
+            merge_stderr=req.merge_stderr,
         )
         sr = self._execute(stage, on_output)
         return self._to_result(sr, limits)
