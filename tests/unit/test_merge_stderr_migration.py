@@ -5,25 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, inspect, text
 
 from livecode import migrations as migrate
-
-
-def _before(url: str) -> str:
-    """The revision the migration follows (the chain is re-ordered when branches merge)."""
-    script = ScriptDirectory.from_config(migrate.alembic_config(url))
-    [down] = [rev.down_revision for rev in script.walk_revisions() if rev.revision.endswith("_merge_stderr")]
-    assert isinstance(down, str)
-    return down
+from tests.support.migration_cases import revision_before
 
 
 def test_merge_stderr_migration_round_trip(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'm.db'}"
     engine = create_engine(url)
     event.listen(engine, "connect", lambda conn, _: conn.execute("PRAGMA foreign_keys=ON"))  # as the app's engine
-    before = _before(url)
+    before = revision_before(url, "merge_stderr")
     try:
         migrate.upgrade(engine, before)
         with engine.begin() as c:
