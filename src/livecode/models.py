@@ -56,6 +56,7 @@ class ExecutionStatus(str, enum.Enum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     TIMEOUT = "TIMEOUT"
+    CANCELLED = "CANCELLED"  # stopped on request: before it ran, or by the signal a user sent
 
     @property
     def terminal(self) -> bool:
@@ -64,7 +65,9 @@ class ExecutionStatus(str, enum.Enum):
 
 # A str enum compares and hashes as its value: `row["status"] in TERMINAL_STATUSES` works on the
 # strings the API returns.
-TERMINAL_STATUSES = frozenset({ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT})
+TERMINAL_STATUSES = frozenset(
+    {ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT, ExecutionStatus.CANCELLED}
+)
 ACTIVE_STATUSES = frozenset(ExecutionStatus) - TERMINAL_STATUSES  # QUEUED, RUNNING
 
 

@@ -69,7 +69,8 @@ def test_a_second_run_while_one_is_active_is_409_and_queues_nothing(live: LiveAp
         ({"stack_kb": 10**7}, "LIMIT_ABOVE_MAXIMUM"),
         ({"max_file_size_kb": 10**7}, "LIMIT_ABOVE_MAXIMUM"),
         ({"cpu_extra_ms": 10**9}, "LIMIT_ABOVE_MAXIMUM"),
-        ({"cpu_extra_ms": 0}, "INVALID_FIELD"),
+        ({"cpu_extra_ms": -1}, "INVALID_FIELD"),
+        ({"cpu_time_ms": 1000, "cpu_extra_ms": 10**9}, "LIMIT_ABOVE_MAXIMUM"),
         ({"priority": "urgent"}, "INVALID_PRIORITY"),
         ({"args": ["a"] * 65}, "INVALID_ARGS"),
         ({"args": ["a\u0000"]}, "INVALID_SOURCE"),
@@ -116,6 +117,23 @@ def test_stack_file_size_and_cpu_extra_limits_are_kept_with_the_run(live: LiveAp
     assert (json.loads(limits) if isinstance(limits, str) else limits) == asked
     err = expect_error(live.client.post(execute_url(sid), json={"stack_kb": 10**7}), 400)
     assert err["details"] == {"limit": "stack_kb", "maximum": live.settings.max_stack_limit_kb}
+
+
+def test_cpu_and_its_extra_time_together_stay_within_the_cpu_maximum(live: LiveApp) -> None:
+    sid = live.session()["session_id"]
+    top = live.settings.max_time_limit_ms
+    # Killed at cpu + extra: each within the maximum is not enough.
+    err = expect_error(live.client.post(execute_url(sid), json={"cpu_time_ms": top, "cpu_extra_ms": 1}), 400,
+                       "LIMIT_ABOVE_MAXIMUM")
+    assert err["details"] == {"limit": "cpu_extra_ms", "maximum": 0}
+    ok = live.client.post(execute_url(sid), json={"cpu_time_ms": top - 500, "cpu_extra_ms": 500})
+    assert ok.status_code == 202, ok.get_json()
+
+
+def test_no_extra_cpu_time_is_the_default_and_may_be_asked(live: LiveApp) -> None:
+    sid = live.session()["session_id"]
+    r = live.client.post(execute_url(sid), json={"cpu_extra_ms": 0})
+    assert r.status_code == 202, r.get_json()
 
 
 def test_stdin_over_the_limit_is_413(make_live: Any) -> None:

@@ -87,6 +87,8 @@ def test_an_unknown_field_is_judge0s_400(live: LiveApp) -> None:
         ("FAILED", {"reason": "RUNTIME_ERROR", "exit_code": 3}, None, 11),
         ("FAILED", {"reason": "MEMORY_LIMIT", "signal": int(signal.SIGKILL), "exit_code": None}, None, 12),
         ("FAILED", {"reason": "INTERNAL_ERROR"}, None, 13),
+        ("CANCELLED", {"reason": "CANCELLED", "signal": int(signal.SIGKILL), "exit_code": None}, None, 12),
+        ("CANCELLED", {"reason": "CANCELLED", "signal": None, "exit_code": None}, None, 12),  # never ran
     ],
 )
 def test_statuses_are_mapped_as_isolate_job_maps_them(
@@ -210,6 +212,11 @@ def test_units_become_livecode_limits_clamped_by_its_maxima(make_live: Any) -> N
     unlimited = create(live, {"stack_limit": 0, "max_file_size": 0})
     limits = stored_limits(live, unlimited)
     assert (limits["stack_kb"], limits["max_file_size_kb"]) == (32768, 4096) and "cpu_extra_ms" not in limits
+    # Killed at cpu + extra: the extra time is cut so that the two stay within the maximum.
+    extra = stored_limits(live, create(live, {"cpu_time_limit": 4.5, "cpu_extra_time": 5}))
+    assert (extra["cpu_time_ms"], extra["cpu_extra_ms"]) == (4500, 500)
+    none_left = stored_limits(live, create(live, {"cpu_time_limit": 5, "cpu_extra_time": 5}))
+    assert "cpu_extra_ms" not in none_left
     info = live.client.get("/judge0/config_info").get_json()
     assert (info["max_wall_time_limit"], info["max_memory_limit"]) == (5.0, 128 * 1024)
     assert (info["max_cpu_extra_time"], info["max_stack_limit"], info["max_max_file_size"]) == (5.0, 32768, 4096)

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from flask_restx import Namespace, fields
 
 from ..models import ExecutionStatus
+from ..services.cancel import DEFAULT_SIGNAL, SIGNALS
 from ..services.compare import COMPARE_MODES, DEFAULT_COMPARE
 from ..services.testcases import VERDICTS
 
@@ -189,6 +190,24 @@ execution_queued = shared.model(
         "queued_at": fields.String(required=True),
     },
 )
+cancel_request = shared.model(
+    "CancelRequest",
+    {
+        "signal": fields.String(
+            enum=list(SIGNALS), default=DEFAULT_SIGNAL,
+            description="the signal the running program gets (SIGINT: as Ctrl-C; a program may handle "
+            "every one but SIGKILL). A QUEUED execution is cancelled whatever the signal."),
+    },
+)
+cancel_sent = shared.model(
+    "CancelSent",
+    {
+        "execution_id": fields.String(required=True),
+        "session_id": fields.String(required=True),
+        "status": fields.String(required=True, example="RUNNING"),
+        "signal": fields.String(required=True, example="SIGKILL", description="the signal sent to the program"),
+    },
+)
 execution = shared.model(
     "Execution",
     {
@@ -198,8 +217,9 @@ execution = shared.model(
             required=True, enum=[s.value for s in ExecutionStatus]
         ),
         "reason": nullable(fields.String(
-            description="why FAILED or TIMEOUT: COMPILE_ERROR, RUNTIME_ERROR, MEMORY_LIMIT, "
-            "OUTPUT_LIMIT, TIME_LIMIT, INTERNAL_ERROR, WORKER_LOST, DEAD_LETTER"
+            description="why FAILED, TIMEOUT or CANCELLED: COMPILE_ERROR, RUNTIME_ERROR, MEMORY_LIMIT, "
+            "OUTPUT_LIMIT, TIME_LIMIT, INTERNAL_ERROR, WORKER_LOST, DEAD_LETTER, CANCELLED (stopped on "
+            "request: `signal` says which signal ended it, null if it never ran)"
         )),
         "language": fields.String(),
         "entry": nullable(fields.String(description="the file that ran, for a multi-file program; null for one file")),

@@ -546,8 +546,9 @@ class BwrapRunner(Runner):
             cpu_used_ms=cg.cpu_ms,
             result_fd=sp.result_r,
             kill_now=cg.kill_once,
+            signal_program=cg.signal_program,
         )
-        sup = supervise(watch, streams, sp.stdin_w, stage.stdin, stage.stdin_source, on_output)
+        sup = supervise(watch, streams, sp.stdin_w, stage.stdin, stage.stdin_source, on_output, stage.signal_source)
         if sup.reaped:
             sp.proc.returncode = sup.status  # reaped by supervise(); keep Popen quiet
         status = read_status(sp.status_r)

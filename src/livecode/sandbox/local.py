@@ -103,8 +103,16 @@ class UnsandboxedRunner(Runner):
         for f in (proc.stdin, proc.stdout, proc.stderr):
             if f is not None:
                 f.close()
-        watch = Watch(proc.pid, kill_tree, stage.wall_ms / 1000)
-        sup = supervise(watch, streams, stdin_fd, stage.stdin, stage.stdin_source, on_output)
+
+        def signal_program(sig: int) -> bool:
+            try:  # not reaped before supervise() returns: the pid is still the program's
+                os.kill(proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                return False
+            return True
+
+        watch = Watch(proc.pid, kill_tree, stage.wall_ms / 1000, signal_program=signal_program)
+        sup = supervise(watch, streams, stdin_fd, stage.stdin, stage.stdin_source, on_output, stage.signal_source)
         proc.returncode = sup.status
         sr = StageResult(
             stdout=bytes(sup.data[0]),
@@ -115,6 +123,7 @@ class UnsandboxedRunner(Runner):
             cpu_ms=sup.rusage_cpu_ms,
             memory_kb=sup.rusage_maxrss_kb,
             killed_for=sup.killed_for,
+            sent_signals=frozenset(sup.sent_signals),
         )
         raw = sup.status or 0
         if os.WIFSIGNALED(raw):

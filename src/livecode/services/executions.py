@@ -94,13 +94,23 @@ def check_options(opts: ExecuteOptions, settings: Settings) -> None:
     for name, value in opts.limits.items():
         if name not in maxima:
             raise ValidationError(f"unknown limit {name!r}; known: {', '.join(LIMIT_FIELDS)}")
-        if value < 1:
-            raise ValidationError(f"{name} must be at least 1", code="INVALID_LIMIT")
+        least = 0 if name == "cpu_extra_ms" else 1  # no extra time is the normal case
+        if value < least:
+            raise ValidationError(f"{name} must be at least {least}", code="INVALID_LIMIT")
         if value > maxima[name]:
             raise ValidationError(
                 f"{name}={value} is above the maximum of {maxima[name]}",
                 code="LIMIT_ABOVE_MAXIMUM",
                 details={"limit": name, "maximum": maxima[name]},
+            )
+    extra = opts.limits.get("cpu_extra_ms", 0)
+    if extra:  # the program is killed at cpu + extra: together they stay within the CPU maximum
+        cpu = opts.limits.get("cpu_time_ms", opts.limits.get("time_limit_ms", settings.time_limit_ms))
+        if cpu + extra > settings.max_time_limit_ms:
+            raise ValidationError(
+                f"cpu_time_ms + cpu_extra_ms = {cpu + extra} is above the maximum of {settings.max_time_limit_ms}",
+                code="LIMIT_ABOVE_MAXIMUM",
+                details={"limit": "cpu_extra_ms", "maximum": max(0, settings.max_time_limit_ms - cpu)},
             )
     if opts.priority not in {p.value for p in Priority}:
         raise ValidationError("priority must be 'interactive' or 'batch'", code="INVALID_PRIORITY")

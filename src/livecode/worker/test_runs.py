@@ -3,9 +3,11 @@ verdict for each, events as they go, and the columns of the final write.
 
 The execution is COMPLETED once every test ran, whatever the verdicts; FAILED with COMPILE_ERROR
 (every test COMPILE_ERROR) or INTERNAL_ERROR (the tests that ran keep their verdicts, the others
-have none). All the tests together get at most LIVECODE_MAX_TIME_LIMIT_MS of wall time (so the
-reconciler, which takes a run far past that for lost, never does); tests left when it is spent
-do not run and are TIME_LIMIT.
+have none); CANCELLED when a signal a user sent (services/cancel.py) ended the compiler or a
+test's run (the tests that ran before keep their verdicts, the others have none). All the tests
+together get at most LIVECODE_MAX_TIME_LIMIT_MS of wall time (so the reconciler, which takes a
+run far past that for lost, never does); tests left when it is spent do not run and are
+TIME_LIMIT.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def run_tests_claimed(
     compare = testcases.comparator(claimed.compare)  # checked when it was submitted
     entries: list[dict[str, Any]] = []
     on_output = OutputPublisher(rt.events, eid)
+    channel = rt.stdin.run_input(eid, interactive=False)  # the signals a user sends (a Stop)
 
     def started(index: int) -> None:
         if index == 0:
@@ -43,8 +46,8 @@ def run_tests_claimed(
         publish_test_started(rt.events, eid, index, tests[index].name)
 
     def finished(index: int, result: RunResult) -> None:
-        if result.outcome == Outcome.INTERNAL_ERROR:
-            return  # not the program's doing: no verdict
+        if result.outcome in (Outcome.INTERNAL_ERROR, Outcome.CANCELLED):
+            return  # not the program's doing, or stopped: no verdict
         verdict = testcases.verdict(result.outcome.value, result.stdout_bytes, tests[index].expected_output, compare)
         entries.append(_entry(verdict, result))
         publish_tests_finished(rt.events, eid, [testcases.case_view(index, docs[index], entries[-1])])
@@ -60,9 +63,12 @@ def run_tests_claimed(
             on_output=on_output,
             on_start=started,
             on_finish=finished,
+            signal_source=channel.signals,
         )
     finally:
         on_output.close()
+        if channel.received_signal:
+            rt.stdin.discard(eid)
 
     runs = many.runs
     cols: dict[str, Any] = {
@@ -83,6 +89,9 @@ def run_tests_claimed(
         )
         entries = [_entry(testcases.COMPILE_ERROR) for _ in tests]
         publish_tests_finished(rt.events, eid, [testcases.case_view(i, docs[i], e) for i, e in enumerate(entries)])
+    elif many.cancelled or (failed is not None and failed.outcome == Outcome.CANCELLED):
+        status, cols["reason"] = ExecutionStatus.CANCELLED, "CANCELLED"
+        cols["signal"] = (failed or runs[-1]).signal
     elif many.internal_error:
         status, cols["reason"] = ExecutionStatus.FAILED, "INTERNAL_ERROR"
         cols["stderr"] = _internal_error(failed or runs[-1], extra)

@@ -173,8 +173,11 @@ def _limits(asked: dict[str, Any], settings: Settings) -> tuple[dict[str, Any], 
         "stack_kb": int(eff["stack_limit"]),
         "max_file_size_kb": int(eff["max_file_size"]),
     }
-    if eff["cpu_extra_time"] > 0:
-        limits["cpu_extra_ms"] = math.ceil(eff["cpu_extra_time"] * 1000)
+    # Killed at cpu + extra: the extra time is cut so that the two stay within LiveCode's maximum.
+    extra_ms = min(math.ceil(eff["cpu_extra_time"] * 1000), settings.max_time_limit_ms - limits["cpu_time_ms"])
+    eff["cpu_extra_time"] = max(0, extra_ms) / 1000
+    if extra_ms > 0:
+        limits["cpu_extra_ms"] = extra_ms
     # isolate writes stdout and stderr to files: max_file_size bounds them too (SIGXFSZ, status 8,
     # which LiveCode's output cap gives).
     if limits["max_file_size_kb"] * 1024 < settings.max_output_bytes:
