@@ -34,6 +34,7 @@ const state = {
   needsToken: false,
   live: null, // a LiveSession while co-editing
   readOnly: false, // a viewer of a shared session
+  executionId: null, // the run being followed, for the Stop button
 };
 
 const output = new OutputView();
@@ -359,6 +360,10 @@ function setRunning(on) {
   run.textContent = on ? "Running…" : "Run";
   run.setAttribute("aria-busy", String(on));
   $("language").disabled = on;
+  const stop = $("stop");
+  stop.hidden = !on || state.readOnly; // a viewer follows runs, never stops them
+  stop.disabled = false;
+  stop.textContent = "Stop";
   history.setDisabled(on);
   tests.setDisabled(on);
 }
@@ -432,7 +437,25 @@ async function track(executionId) {
   }
 }
 
+/** The Stop button: the run gets SIGKILL (or, still queued, never runs); its end arrives as usual. */
+async function stopRun() {
+  const executionId = state.executionId;
+  if (!executionId) return;
+  const stop = $("stop");
+  stop.disabled = true;
+  stop.textContent = "Stopping…";
+  try {
+    await api("POST", `/api/v1/executions/${executionId}/cancel`);
+  } catch (err) {
+    if (err.code === "EXECUTION_FINISHED") return; // it ended on its own meanwhile
+    stop.disabled = false;
+    stop.textContent = "Stop";
+    showApiError("Could not stop the run", err, "run");
+  }
+}
+
 async function follow(executionId, { interactive = false } = {}) {
+  state.executionId = executionId;
   output.clear();
   output.setStatus("QUEUED");
   history.current = executionId;
@@ -477,6 +500,7 @@ async function follow(executionId, { interactive = false } = {}) {
   } finally {
     s.close();
     if (stream === s) stream = null;
+    if (state.executionId === executionId) state.executionId = null;
     $("live-input").hidden = true;
   }
   if (!result || !result.status) {
@@ -668,6 +692,7 @@ function stopLive() {
 
 function wire() {
   $("run").addEventListener("click", () => run());
+  $("stop").addEventListener("click", stopRun);
   $("language").addEventListener("change", changeLanguage);
   $("share").addEventListener("click", copyLink);
   shareDialog = new ShareDialog({ onLive: goLive });

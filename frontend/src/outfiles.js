@@ -44,7 +44,7 @@ export class FilesView {
   /** List a finished execution's files (once per execution, however often it is shown). */
   async show(ex) {
     if (!this.box || !ex || !ex.execution_id || this.shown === ex.execution_id) return;
-    if (!["COMPLETED", "FAILED", "TIMEOUT"].includes(ex.status)) return;
+    if (!["COMPLETED", "FAILED", "TIMEOUT", "CANCELLED"].includes(ex.status)) return;
     this.clear();
     this.shown = ex.execution_id;
     const base = `/api/v1/executions/${ex.execution_id}/files`;

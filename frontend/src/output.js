@@ -46,7 +46,7 @@ export class OutputView {
 
   setStatus(status, reason) {
     const labels = { QUEUED: "Queued…", RUNNING: "Running…", COMPLETED: "Completed", FAILED: "Failed",
-      TIMEOUT: "Timed out" };
+      TIMEOUT: "Timed out", CANCELLED: "Stopped" };
     this.status.dataset.status = status || "";
     let label = labels[status] || status || "Not run yet";
     if (reason) label += ` · ${reason}`;

@@ -5,7 +5,7 @@
 
 import { ApiError, api, authHeaders, ensureFreshToken, errorFrom, getToken, networkError } from "./api.js";
 
-const TERMINAL = new Set(["COMPLETED", "FAILED", "TIMEOUT"]);
+const TERMINAL = new Set(["COMPLETED", "FAILED", "TIMEOUT", "CANCELLED"]);
 const POLL_MS = 400;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 

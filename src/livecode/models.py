@@ -56,6 +56,7 @@ class ExecutionStatus(str, enum.Enum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     TIMEOUT = "TIMEOUT"
+    CANCELLED = "CANCELLED"  # stopped on request: before it ran, or by the signal a user sent
 
     @property
     def terminal(self) -> bool:
@@ -64,7 +65,9 @@ class ExecutionStatus(str, enum.Enum):
 
 # A str enum compares and hashes as its value: `row["status"] in TERMINAL_STATUSES` works on the
 # strings the API returns.
-TERMINAL_STATUSES = frozenset({ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT})
+TERMINAL_STATUSES = frozenset(
+    {ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT, ExecutionStatus.CANCELLED}
+)
 ACTIVE_STATUSES = frozenset(ExecutionStatus) - TERMINAL_STATUSES  # QUEUED, RUNNING
 
 
@@ -225,6 +228,8 @@ class Execution(Base):
     priority: Mapped[str] = mapped_column(String(16), nullable=False, default="interactive")
     # Keeps stdin open for input sent over the WebSocket until EOF or the time limit.
     interactive: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
+    # The program's stderr goes into its stdout (2>&1): one stream, in the order written.
+    merge_stderr: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     status: Mapped[str] = mapped_column(String(20), nullable=False, index=True)
     reason: Mapped[str | None] = mapped_column(String(32))
     # Output is bytes (bytea / BLOB): whatever a program writes (NUL, invalid UTF-8) is kept as is;

@@ -123,6 +123,10 @@ def test_without_ordered_events_output_is_stdout_then_stderr(live: LiveApp) -> N
             {"status": "OL", "signal": "SIGKILL"},
         ),
         ({"status": "FAILED", "reason": "INTERNAL_ERROR", "exit_code": None}, {"status": "XX", "code": None}),
+        (
+            {"status": "CANCELLED", "reason": "CANCELLED", "exit_code": None, "signal": 15},
+            {"code": None, "signal": "SIGTERM", "status": "SG", "message": "Caught fatal signal 15"},
+        ),
     ],
 )
 def test_how_a_run_ended_is_told_as_isolate_tells_piston(

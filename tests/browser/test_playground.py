@@ -141,6 +141,22 @@ def test_output_streams_before_the_run_ends(page: Page, client: ApiClient, embed
     assert page.output() == final["stdout"]
 
 
+def test_stop_ends_a_run_that_would_never_end(page: Page, client: ApiClient) -> None:
+    source = "import time\nprint('looping', flush=True)\nwhile True:\n    time.sleep(0.01)\n"
+    page.open("/")
+    page.replace_code(source)
+    sid = wait_saved(page, client, source)["session_id"]
+    assert not page.el("#stop").is_displayed()  # only while a run is active
+    page.run_button().click()
+    page.wait(lambda: "looping" in page.output(), RUN_TIMEOUT, what="the program to start")
+    page.el("#stop").click()
+    assert wait_finished(page) == "CANCELLED"
+    assert page.text("#run-status").startswith("Stopped")
+    assert not page.el("#stop").is_displayed()
+    execution = client.request("GET", f"/api/v1/executions/session/{sid}").json()["items"][0]
+    assert (execution["status"], execution["signal"]) == ("CANCELLED", 9), execution
+
+
 def test_double_click_on_run_starts_one_execution(page: Page, client: ApiClient) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
 

@@ -245,27 +245,80 @@ def test_the_interactive_protocol_has_compile_and_run_stages(piston: Server) -> 
     assert messages[-1]["code"] == 4
 
 
-def test_a_signal_ends_the_programs_input_and_says_so(piston: Server) -> None:
+def test_the_run_stage_is_announced_when_it_starts_not_at_the_first_output(piston: Server) -> None:
+    # The program prints nothing until it has read a line, and the client types only once the run
+    # stage is announced: announced at the first output, this would wait until the time limit.
     ws = connect(piston)
-    ws.send(
-        json.dumps(
-            {
-                "type": "init",
-                "language": "python",
-                "version": "*",
-                "run_timeout": 20000,
-                "files": [{"content": "import sys\nprint(len(sys.stdin.read()))"}],
-            }
-        )
-    )
-    assert json.loads(ws.recv())["type"] == "runtime"
-    ws.send(json.dumps({"type": "data", "stream": "stdin", "data": "abc"}))
-    ws.send(json.dumps({"type": "signal", "signal": "SIGTERM"}))
-    messages, code = until_closed(ws)
-    assert code == 4999, messages
-    assert any(m["type"] == "error" and "cannot signal" in m["message"] for m in messages)
-    assert [m["data"] for m in messages if m["type"] == "data"] == ["3\n"]
+    src = ('#include <stdio.h>\n'
+           'int main(void){char b[64]; if(!fgets(b,64,stdin)) return 1; printf("got %s",b); return 0;}')
+    ws.send(json.dumps({"type": "init", "language": "c", "version": "*", "run_timeout": 20000,
+                        "files": [{"content": src}]}))
+    messages: list[Any] = []
+    while True:
+        opcode, data = ws.recv_data(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            break
+        msg = json.loads(data)
+        messages.append(msg)
+        if msg == {"type": "stage", "stage": "run"}:
+            ws.send(json.dumps({"type": "data", "stream": "stdin", "data": "typed\n"}))
+    assert int.from_bytes(data[:2], "big") == 4999, messages
+    kinds = [(m["type"], m.get("stage")) for m in messages if m["type"] in ("stage", "exit")]
+    assert kinds == [("stage", "compile"), ("exit", "compile"), ("stage", "run"), ("exit", "run")], messages
+    assert [m["data"] for m in messages if m["type"] == "data" and m["stream"] == "stdout"] == ["got typed\n"]
     assert messages[-1] == {"type": "exit", "stage": "run", "code": 0, "signal": None}
+
+
+def signal_when_ready(ws: websocket.WebSocket, signals: list[str]) -> tuple[list[Any], int]:
+    """Every message until the close, sending the `signal` messages one by one once the program
+    printed "ready" (each after the previous one's answer, if it has one)."""
+    messages: list[Any] = []
+    while True:
+        opcode, data = ws.recv_data(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return messages, int.from_bytes(data[:2], "big")
+        if opcode != websocket.ABNF.OPCODE_TEXT:
+            continue
+        msg = json.loads(data)
+        messages.append(msg)
+        ready = msg.get("type") == "data" and "ready" in msg.get("data", "")
+        if signals and (ready or msg.get("type") == "error"):
+            ws.send(json.dumps({"type": "signal", "signal": signals.pop(0)}))
+
+
+LOOP = (
+    "import time\n"
+    "try:\n"
+    "    print('ready', flush=True)\n"
+    "    while True:\n"
+    "        time.sleep(0.01)\n"
+    "except KeyboardInterrupt:\n"
+    "    print('interrupted', flush=True)\n"
+    "    raise SystemExit(130)\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("signals", "exit_", "printed", "error"),
+    [
+        (["SIGINT"], {"code": 130, "signal": None}, "ready\ninterrupted\n", None),  # KeyboardInterrupt
+        (["SIGKILL"], {"code": None, "signal": "SIGKILL"}, "ready\n", None),
+        # A Piston signal LiveCode does not send: an error message, the connection stays open.
+        (["SIGSTOP", "SIGTERM"], {"code": None, "signal": "SIGTERM"}, "ready\n", "SIGSTOP was not sent"),
+    ],
+)
+def test_a_signal_reaches_the_program_and_its_exit_says_so(
+    piston: Server, signals: list[str], exit_: dict[str, Any], printed: str, error: str | None
+) -> None:
+    ws = connect(piston)
+    ws.send(json.dumps({"type": "init", "language": "python", "version": "*", "run_timeout": 30000,
+                        "files": [{"content": LOOP}]}))
+    messages, code = signal_when_ready(ws, list(signals))
+    assert code == 4999, messages
+    assert "".join(m["data"] for m in messages if m["type"] == "data") == printed
+    assert messages[-1] == {"type": "exit", "stage": "run", **exit_}
+    errors = [m["message"] for m in messages if m["type"] == "error"]
+    assert (error in errors[0]) if error else not errors, messages
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from typing import Any
 
 import requests
 
-TERMINAL = {"COMPLETED", "FAILED", "TIMEOUT"}
+TERMINAL = {"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED"}
 
 
 class ApiClient:

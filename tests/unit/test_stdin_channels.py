@@ -54,3 +54,35 @@ def test_discard_drops_what_is_left() -> None:
     channels.discard("run-1")
     source = channels.source("run-1")
     assert source() is None  # nothing, and no EOF either
+
+
+def read_signals(run_input, want: int, deadline_s: float = 2.0) -> list[int]:  # type: ignore[no-untyped-def]
+    got: list[int] = []
+    deadline = time.monotonic() + deadline_s
+    while len(got) < want and time.monotonic() < deadline:
+        sig = run_input.signals()
+        if sig is not None:
+            got.append(sig)
+        time.sleep(0.01)
+    return got
+
+
+def test_signals_travel_beside_input_in_order() -> None:
+    channels = MemoryStdinChannels(limit=100)
+    channels.send("run-1", "typed\n")
+    channels.signal("run-1", 2)
+    channels.close("run-1")
+    channels.signal("run-1", 9)  # after EOF: input is over, a signal still counts
+    run = channels.run_input("run-1", interactive=True)
+    assert read_all(run.stdin) == b"typed\n"
+    assert read_signals(run, 2) == [2, 9]
+    assert run.received_signal
+
+
+def test_a_run_that_is_not_interactive_polls_only_for_signals_and_not_at_once() -> None:
+    channels = MemoryStdinChannels(limit=100)
+    channels.signal("run-1", 15)
+    run = channels.run_input("run-1", interactive=False)
+    assert run.signals() is None  # a short run never asks the store
+    assert read_signals(run, 1) == [15]
+    assert run.stdin() is None  # no input for it

@@ -6,6 +6,8 @@ time budget, a compile error and a sandbox failure."""
 from __future__ import annotations
 
 import base64
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,3 +119,25 @@ def test_a_sandbox_failure_is_an_internal_error_with_an_error_id(rt: Runtime) ->
     assert (status, cols["reason"]) == (ExecutionStatus.FAILED, "INTERNAL_ERROR")
     assert b"error id" in cols["stderr"] and b"no-such-language" not in cols["stderr"]  # details only in the log
     assert cols["test_results"] == []
+
+
+def test_a_signal_stops_the_test_in_progress_and_the_rest(rt: Runtime) -> None:
+    # The second test loops until stopped; the user's SIGTERM is sent once it has started.
+    src = "import time\nif input() == 'loop':\n    while True: time.sleep(0.01)\nprint('ok')\n"
+    run = claimed(src, [{"stdin": "fast\n"}, {"stdin": "loop\n"}, {"stdin": "fast\n"}])
+    eid = str(run.execution_id)
+
+    def stop_the_second() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if ("test_started", {"index": 1, "name": None}) in events(rt, run):
+                rt.stdin.signal(eid, 15)
+                return
+            time.sleep(0.02)
+
+    sender = threading.Thread(target=stop_the_second)
+    sender.start()
+    status, cols = test_runs.run_tests_claimed(rt, run, LIMITS, {})
+    sender.join()
+    assert (status, cols["reason"], cols["signal"]) == (ExecutionStatus.CANCELLED, "CANCELLED", 15)
+    assert verdicts(cols) == ["ACCEPTED"]  # the stopped test and the one after have none

@@ -11,9 +11,10 @@ from flask_restx import Namespace, Resource
 from ..errors import ValidationError
 from ..services import executions as svc
 from ..services import testcases
+from ..services.cancel import cancel_execution
 from ..services.waiting import wait_for_end
 from . import schemas
-from .body import json_body, optional_int, optional_str, parse_uuid, query_int, reject_unknown
+from .body import json_body, optional_bool, optional_int, optional_str, parse_uuid, query_int, reject_unknown
 from .callbacks import callback_for, schedule_hook
 from .context import enqueue, owner_id, request_id, rt
 from .idempotency import idempotent
@@ -23,7 +24,9 @@ from .waiting import WAIT_PARAMS, wait_seconds, wait_slots
 ns = Namespace("executions", description="Asynchronous executions of a session's code")
 schemas.attach(ns)
 
-EXECUTE_FIELDS = {"stdin", "args", "priority", "interactive", "tests", "compare", "callback_url", *svc.LIMIT_FIELDS}
+EXECUTE_FIELDS = {
+    "stdin", "args", "priority", "interactive", "merge_stderr", "tests", "compare", "callback_url", *svc.LIMIT_FIELDS,
+}
 ENCODING_PARAM = {
     "in": "query",
     "type": "string",
@@ -49,15 +52,13 @@ def parse_execute_options(body: dict[str, Any]) -> svc.ExecuteOptions:
         value = optional_int(body, name, minimum=0 if name == "cpu_extra_ms" else 1)
         if value is not None:
             limits[name] = value
-    interactive = body.get("interactive", False)
-    if not isinstance(interactive, bool):
-        raise ValidationError("field 'interactive' must be true or false", code="INVALID_FIELD")
     return svc.ExecuteOptions(
         stdin=optional_str(body, "stdin", "") or "",
         args=list(args),
         limits=limits,
         priority=optional_str(body, "priority", "interactive") or "interactive",
-        interactive=interactive,
+        interactive=optional_bool(body, "interactive"),
+        merge_stderr=optional_bool(body, "merge_stderr"),
         tests=testcases.parse_tests(body.get("tests")),
         compare=optional_str(body, "compare"),
     )
@@ -133,6 +134,32 @@ class ExecutionItem(Resource):
         """Get an execution's state and, once finished, its result."""
         eid = parse_uuid(execution_id, "execution_id")
         return svc.get_execution(rt().db, eid, owner_id(), output_encoding())
+
+
+@ns.route("/<string:execution_id>/cancel")
+@ns.param("execution_id", "the execution's UUID")
+class CancelExecution(Resource):
+    @ns.doc("cancel_execution")
+    @ns.expect(schemas.cancel_request, validate=False)
+    @ns.response(200, "It was still queued: now CANCELLED, and it never runs (the execution, as GET returns it)",
+                 schemas.execution)
+    @ns.response(202, "It is running: the signal is on its way to the program", schemas.cancel_sent)
+    @ns.response(400, "Not a UUID, or a signal not in the list", schemas.error)
+    @ns.response(403, "A viewer of the session: they follow runs, they do not stop them", schemas.error)
+    @ns.response(404, "No such execution", schemas.error)
+    @ns.response(409, "It has already ended (EXECUTION_FINISHED)", schemas.error)
+    def post(self, execution_id: str) -> Any:
+        """Stop a run (a Stop button). A QUEUED execution becomes CANCELLED at once (200). A
+        RUNNING one gets `signal` (default SIGKILL) delivered to its program by the worker that
+        runs it (202); it ends as CANCELLED with `signal` set when the signal ended it, or with
+        the program's own exit when the program handled it (Python's KeyboardInterrupt for
+        SIGINT). Follow it, or poll GET, for the end. A cancel that races the end changes nothing."""
+        eid = parse_uuid(execution_id, "execution_id")
+        body = json_body(allow_empty=True)
+        reject_unknown(body, {"signal"})
+        r = rt()
+        result, cancelled = cancel_execution(r.db, r.stdin, r.events, eid, owner_id(), body.get("signal"))
+        return result, 200 if cancelled else 202
 
 
 @ns.route("/session/<string:session_id>")

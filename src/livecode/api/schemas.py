@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from flask_restx import Namespace, fields
 
 from ..models import ExecutionStatus
+from ..services.cancel import DEFAULT_SIGNAL, SIGNALS
 from ..services.compare import COMPARE_MODES, DEFAULT_COMPARE
 from ..services.testcases import VERDICTS
 
@@ -98,6 +99,11 @@ TESTS_DOC = (
     "sandbox with the request's limits and its share of the output limit; at most LIVECODE_MAX_TESTS (100). "
     "Leave out `stdin`, `args` and `interactive` then: each test brings its own."
 )
+MERGE_STDERR_DOC = (
+    "the program's stderr goes into its stdout, as `2>&1`: one stream (`stdout`, and `stdout` output events), "
+    "in the order written, under the stdout output limit; `stderr` stays empty. The compiler's output is "
+    "still `compile_output`"
+)
 COMPARE_DOC = (
     f"how each test's stdout is compared with its expected_output: one of {', '.join(COMPARE_MODES)} "
     f"(default {DEFAULT_COMPARE}: trailing whitespace of each line and trailing newlines ignored; tokens: "
@@ -157,6 +163,7 @@ execute_request = shared.model(
             description="keep stdin open for input sent over the WebSocket "
             "(/api/v1/executions/{id}/ws) until EOF or the time limit; `stdin` is fed first",
         ),
+        "merge_stderr": fields.Boolean(default=False, description=MERGE_STDERR_DOC),
         "callback_url": fields.String(
             description="called when the run ends: a signed POST of the finished execution (see "
             "/api/v1/webhooks/secret); default: the API key's callback_url"),
@@ -183,6 +190,24 @@ execution_queued = shared.model(
         "queued_at": fields.String(required=True),
     },
 )
+cancel_request = shared.model(
+    "CancelRequest",
+    {
+        "signal": fields.String(
+            enum=list(SIGNALS), default=DEFAULT_SIGNAL,
+            description="the signal the running program gets (SIGINT: as Ctrl-C; a program may handle "
+            "every one but SIGKILL). A QUEUED execution is cancelled whatever the signal."),
+    },
+)
+cancel_sent = shared.model(
+    "CancelSent",
+    {
+        "execution_id": fields.String(required=True),
+        "session_id": fields.String(required=True),
+        "status": fields.String(required=True, example="RUNNING"),
+        "signal": fields.String(required=True, example="SIGKILL", description="the signal sent to the program"),
+    },
+)
 execution = shared.model(
     "Execution",
     {
@@ -192,8 +217,9 @@ execution = shared.model(
             required=True, enum=[s.value for s in ExecutionStatus]
         ),
         "reason": nullable(fields.String(
-            description="why FAILED or TIMEOUT: COMPILE_ERROR, RUNTIME_ERROR, MEMORY_LIMIT, "
-            "OUTPUT_LIMIT, TIME_LIMIT, INTERNAL_ERROR, WORKER_LOST, DEAD_LETTER"
+            description="why FAILED, TIMEOUT or CANCELLED: COMPILE_ERROR, RUNTIME_ERROR, MEMORY_LIMIT, "
+            "OUTPUT_LIMIT, TIME_LIMIT, INTERNAL_ERROR, WORKER_LOST, DEAD_LETTER, CANCELLED (stopped on "
+            "request: `signal` says which signal ended it, null if it never ran)"
         )),
         "language": fields.String(),
         "entry": nullable(fields.String(description="the file that ran, for a multi-file program; null for one file")),
@@ -202,6 +228,7 @@ execution = shared.model(
             "null for a run made before history existed")),
         "priority": fields.String(),
         "interactive": fields.Boolean(),
+        "merge_stderr": fields.Boolean(description=MERGE_STDERR_DOC),
         "encoding": fields.String(
             enum=["text", "base64"],
             description="how stdout, stderr and compile_output are given: `text` (UTF-8, undecodable "

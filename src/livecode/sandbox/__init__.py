@@ -29,6 +29,7 @@ from .types import (
     RunResult,
     SandboxLimits,
     SandboxUnavailable,
+    SignalSource,
     StdinSource,
     text_view,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "SandboxLimits",
     "SandboxUnavailable",
     "SourceFile",
+    "SignalSource",
     "StdinSource",
     "get_language",
     "get_runner",

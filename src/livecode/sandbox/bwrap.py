@@ -274,7 +274,10 @@ class BwrapRunner(Runner):
             # out/ is there already (bubblewrap made it); absolute names go to /tmp (fontcache.py)
             relative = (f.name for f in stage.files if not f.name.startswith("/"))
             dirs = [f"{WORK}/{d}" for d in parent_dirs(relative) if d != OUT_DIR]
-            send_job(sp.sock, [stdin_r, out_w, err_w, res_w], files, rlimits, env, argv, WORK, dirs)
+            # Merged (2>&1): the program's fds 1 and 2 are the one stdout pipe, so what it writes
+            # to either comes out in the order written; the stderr pipe gets EOF at once.
+            program_err = out_w if stage.merge_stderr else err_w
+            send_job(sp.sock, [stdin_r, out_w, program_err, res_w], files, rlimits, env, argv, WORK, dirs)
             if stage.ahead and self._pool is not None:
                 self._pool.running()  # the next runs' sandboxes, built while this one runs
         except (OSError, ValueError):
@@ -563,8 +566,9 @@ class BwrapRunner(Runner):
             cpu_used_ms=cg.cpu_ms,
             result_fd=sp.result_r,
             kill_now=cg.kill_once,
+            signal_program=cg.signal_program,
         )
-        sup = supervise(watch, streams, sp.stdin_w, stage.stdin, stage.stdin_source, on_output)
+        sup = supervise(watch, streams, sp.stdin_w, stage.stdin, stage.stdin_source, on_output, stage.signal_source)
         if sup.reaped:
             sp.proc.returncode = sup.status  # reaped by supervise(); keep Popen quiet
         status = read_status(sp.status_r)

@@ -56,6 +56,18 @@ def _own_paths() -> dict[str, str]:
     return out
 
 
+def _ns_pid(pid: int) -> int | None:
+    """A process's pid in its own (innermost) pid namespace, from /proc/PID/status's NSpid."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 class RunCgroup:
     """The cgroup(s) of one run. Create with CgroupHost.create()."""
 
@@ -287,6 +299,30 @@ class RunCgroup:
         for pid in self.pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+    def signal_program(self, sig: int) -> bool:
+        """Send `sig` to the run's program: pid 2 of the sandbox's pid namespace (the launcher,
+        pid 1, forks it before anything else runs there, and while it lives its pid is not
+        reused; seccomp refuses new namespaces, so no process of the run has pid 2 in another).
+        Only a process of this cgroup gets it, through a pidfd checked after it was opened, so a
+        host pid reused in between is never hit. False when the program is not there (not
+        started yet, or gone)."""
+        for pid in self.pids():
+            if _ns_pid(pid) != 2:
+                continue
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:
+                continue
+            try:
+                if pid in self.pids() and _ns_pid(pid) == 2:
+                    signal.pidfd_send_signal(fd, sig)
+                    return True
+            except OSError:
+                pass  # it ended meanwhile
+            finally:
+                os.close(fd)
+        return False
 
     def reap(self, exclude: int | None) -> None:
         """waitpid() the run's processes that became our children (we are a subreaper)."""

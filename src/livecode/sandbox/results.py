@@ -21,6 +21,7 @@ def stage_result(stage: Stage, sup: Supervised, status: list[dict[str, int]], cg
         cpu_ms=cg.cpu_ms(),
         memory_kb=cg.peak_kb(),
         killed_for=sup.killed_for,
+        sent_signals=frozenset(sup.sent_signals),
         oom=cg.oom_killed(),
     )
     # The launcher's line is the only status we believe: bubblewrap's own exit code is that of

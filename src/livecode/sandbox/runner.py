@@ -7,6 +7,7 @@ import logging
 import signal as signals
 import tarfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,16 @@ from .fontcache import font_cache_files
 from .languages import Language, all_languages, get_language, toolchain_version
 from .outputs import Collected, OutputLimits
 from .program import InvalidProgram, SourceFile, expand, resolve
-from .types import Outcome, OutputCallback, RunRequest, RunResult, SandboxLimits, StdinSource, text_view
+from .types import (
+    Outcome,
+    OutputCallback,
+    RunRequest,
+    RunResult,
+    SandboxLimits,
+    SignalSource,
+    StdinSource,
+    text_view,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +60,11 @@ class Stage:
     stack_kb: int | None = None  # None: the worker's own RLIMIT_STACK
     stdin: bytes = b""
     stdin_source: StdinSource | None = None
+    signal_source: SignalSource | None = None  # signals a user sends to the stage's program
     collect: tuple[str, ...] = ()  # artifact globs to bring back (compile stage)
     stdout_file: int | None = None  # compile stage: the artifacts' tar goes to this file, not memory
     outputs: OutputLimits | None = None  # run stage: bring back what it leaves in out/
+    merge_stderr: bool = False  # run stage: fds 1 and 2 are one pipe, read as stdout (2>&1)
     ahead: int = 0  # run stage: runs with the same limits that follow this one at once (pool.py)
 
 
@@ -101,7 +113,8 @@ class StageResult:
     wall_ms: int = 0
     cpu_ms: int | None = None
     memory_kb: int | None = None
-    killed_for: str | None = None  # "wall" | "cpu" | "output"
+    killed_for: str | None = None  # "wall" | "cpu" | "output" | "signal"
+    sent_signals: frozenset[int] = frozenset()  # delivered to the program on request
     oom: bool = False
     internal_error: str | None = None
     outputs: Collected | None = None  # the files of out/, when the stage asked for them
@@ -133,26 +146,38 @@ class Runner(ABC):
         req: RunRequest,
         on_output: OutputCallback | None = None,
         stdin_source: StdinSource | None = None,
+        signal_source: SignalSource | None = None,
+        on_run_stage: Callable[[], object] | None = None,
     ) -> RunResult:
+        """Compile (if need be) and run `req`. `stdin_source`: input that arrives while it runs
+        (interactive); `signal_source`: signals a user sends to it, in either stage (a Stop);
+        `on_run_stage`: called when a compiled program's run stage starts (the compiler is done)."""
         try:
-            return self._run(req, on_output, stdin_source)
+            return self._run(req, on_output, stdin_source, signal_source, on_run_stage)
         except Exception as e:  # the sandbox failed, not the user's program
             log.exception("sandbox run failed")
             return RunResult(Outcome.INTERNAL_ERROR, message=f"sandbox failure: {e}")
 
-    def _run(self, req: RunRequest, on_output: OutputCallback | None, stdin_source: StdinSource | None) -> RunResult:
-        prepared = self.prepare(req, on_output)
+    def _run(
+        self, req: RunRequest, on_output: OutputCallback | None, stdin_source: StdinSource | None,
+        signal_source: SignalSource | None, on_run_stage: Callable[[], object] | None = None,
+    ) -> RunResult:
+        prepared = self.prepare(req, on_output, signal_source)
         if isinstance(prepared, RunResult):
             return prepared
+        if on_run_stage is not None and prepared.program.lang.compiled:
+            on_run_stage()
         try:
-            result = self._run_stage(req, prepared.program, prepared.files, on_output, stdin_source)
+            result = self._run_stage(req, prepared.program, prepared.files, on_output, stdin_source, signal_source)
         finally:
             prepared.close()
         result.compile_output_bytes = prepared.compile_output
         result.cached = prepared.cached
         return result
 
-    def prepare(self, req: RunRequest, on_output: OutputCallback | None = None) -> Prepared | RunResult:
+    def prepare(
+        self, req: RunRequest, on_output: OutputCallback | None = None, signal_source: SignalSource | None = None
+    ) -> Prepared | RunResult:
         """The files a run of `req` starts with: its source and, for a compiled language, the
         compiled program (from the cache, or compiled now in the sandbox). A RunResult when
         there is nothing to run (COMPILE_ERROR, INTERNAL_ERROR). The caller closes a Prepared;
@@ -171,7 +196,7 @@ class Runner(ABC):
         files = program.specs()
         if not lang.compiled:
             return Prepared(program, files)
-        got = self._compiled(program, req, on_output)
+        got = self._compiled(program, req, on_output, signal_source)
         if isinstance(got, RunResult):
             return got
         artifacts, compile_output, cached = got
@@ -180,14 +205,15 @@ class Runner(ABC):
         return Prepared(program, [f for f in files if f.name not in built] + artifacts, compile_output, cached)
 
     def run_prepared(
-        self, prepared: Prepared, req: RunRequest, on_output: OutputCallback | None = None, *, ahead: int = 0
+        self, prepared: Prepared, req: RunRequest, on_output: OutputCallback | None = None,
+        signal_source: SignalSource | None = None, *, ahead: int = 0,
     ) -> RunResult:
         """One run of a prepared program with `req`'s stdin, args and limits (its language and
         files are the prepared ones), in a fresh sandbox. A sandbox failure is INTERNAL_ERROR.
         `ahead`: how many runs with the same limits the caller makes right after this one (its
         other test cases), so that their sandboxes can be set up while this one runs."""
         try:
-            return self._run_stage(req, prepared.program, prepared.files, on_output, None, ahead)
+            return self._run_stage(req, prepared.program, prepared.files, on_output, None, signal_source, ahead)
         except Exception as e:  # the sandbox failed, not the user's program
             log.exception("sandbox run failed")
             return RunResult(Outcome.INTERNAL_ERROR, message=f"sandbox failure: {e}")
@@ -199,6 +225,7 @@ class Runner(ABC):
         files: list[FileSpec],
         on_output: OutputCallback | None,
         stdin_source: StdinSource | None,
+        signal_source: SignalSource | None = None,
         ahead: int = 0,
     ) -> RunResult:
         lang = program.lang
@@ -223,14 +250,17 @@ class Runner(ABC):
             stack_kb=limits.stack_kb,
             stdin=req.stdin.encode("utf-8"),
             stdin_source=stdin_source,
+            signal_source=signal_source,
             outputs=req.outputs,
+            merge_stderr=req.merge_stderr,
             ahead=ahead,
         )
         sr = self._execute(stage, on_output)
         return self._to_result(sr, limits)
 
     def _compiled(
-        self, program: Program, req: RunRequest, on_output: OutputCallback | None
+        self, program: Program, req: RunRequest, on_output: OutputCallback | None,
+        signal_source: SignalSource | None = None,
     ) -> tuple[list[FileSpec], bytes, bool] | RunResult:
         """The compiled program's files, from the cache or by compiling in the sandbox."""
         lang = program.lang
@@ -254,10 +284,11 @@ class Runner(ABC):
                 on_output("compile", text_view(output))
             return files, output, True
         with self.cache.incoming() as tar_file:
-            return self._compile(program, req, on_output, key, room, tar_file)
+            return self._compile(program, req, on_output, key, room, tar_file, signal_source)
 
     def _compile(
-        self, program: Program, req: RunRequest, on_output: OutputCallback | None, key: str, room: int, tar_file: int
+        self, program: Program, req: RunRequest, on_output: OutputCallback | None, key: str, room: int, tar_file: int,
+        signal_source: SignalSource | None = None,
     ) -> tuple[list[FileSpec], bytes, bool] | RunResult:
         lang = program.lang
         assert lang.compile is not None
@@ -278,12 +309,17 @@ class Runner(ABC):
             stderr_cap=COMPILE_OUTPUT_CAP,
             collect=lang.artifacts,
             stdout_file=tar_file,
+            signal_source=signal_source,
         )
         sr = self._execute(stage, on_output)
         output = sr.stderr  # the compiler's diagnostics, exactly as written
         if sr.internal_error:
             return RunResult(Outcome.INTERNAL_ERROR, compile_output_bytes=output, message=sr.internal_error)
         problem = None
+        if _stopped(sr):
+            problem = f"compilation stopped by signal {sr.signal} ({_signal_name(sr.signal or 0)}) on request"
+            return RunResult(Outcome.CANCELLED, signal=sr.signal, compile_output_bytes=output, wall_time_ms=sr.wall_ms,
+                             cpu_time_ms=sr.cpu_ms, memory_kb=sr.memory_kb, message=problem)
         if sr.killed_for in ("wall", "cpu"):
             problem = f"compilation exceeded its time limit ({limits.compile_time_limit_ms} ms)"
         elif sr.oom:
@@ -332,10 +368,11 @@ class Runner(ABC):
             res.files, res.files_truncated = sr.outputs.files, sr.outputs.truncated
         cpu_over = sr.cpu_ms is not None and sr.cpu_ms > limits.cpu_time_ms
         # Precedence: our own kills first, then the OOM killer (a tree that lost a process to
-        # it and then hung is reported as MEMORY_LIMIT), then time, then the program's own exit.
-        # A run that used more CPU than cpu_time_ms is over its limit however it ended: with
-        # cpu_extra_ms it may end on its own in the extra time, and is still TIME_LIMIT (isolate's
-        # and Judge0's rule), with its output and real CPU time.
+        # it and then hung is reported as MEMORY_LIMIT), then time, then a signal a user sent
+        # (a program that handled it and exited on its own reports its own exit), then the
+        # program's own exit. A run that used more CPU than cpu_time_ms is over its limit however
+        # it ended: with cpu_extra_ms it may end on its own in the extra time, and is still
+        # TIME_LIMIT (isolate's and Judge0's rule), with its output and real CPU time.
         if sr.internal_error:
             res.outcome, res.message = Outcome.INTERNAL_ERROR, sr.internal_error
         elif sr.killed_for == "output":
@@ -348,11 +385,21 @@ class Runner(ABC):
             res.outcome, res.message = Outcome.TIME_LIMIT, f"wall time over {limits.time_limit_ms} ms"
         elif sr.killed_for == "cpu" or sr.signal == signals.SIGXCPU or cpu_over:
             res.outcome, res.message = Outcome.TIME_LIMIT, f"CPU time over {limits.cpu_time_ms} ms"
+        elif _stopped(sr):
+            res.outcome = Outcome.CANCELLED
+            res.message = f"stopped by signal {sr.signal} ({_signal_name(sr.signal or 0)}) on request"
         elif sr.exit_code != 0 or sr.signal:
             res.outcome = Outcome.RUNTIME_ERROR
             if sr.signal:
                 res.message = f"killed by signal {sr.signal} ({_signal_name(sr.signal)})"
         return res
+
+
+def _stopped(sr: StageResult) -> bool:
+    """The stage ended by a signal a user sent it (not by a limit of ours, nor the OOM killer)."""
+    if sr.killed_for == "signal":
+        return True
+    return bool(sr.signal) and sr.signal in sr.sent_signals and sr.killed_for is None and not sr.oom
 
 
 def _with(output: bytes, problem: str) -> bytes:

@@ -14,8 +14,9 @@ import selectors
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from signal import SIGKILL
 
-from .types import OutputCallback, StdinSource
+from .types import OutputCallback, SignalSource, StdinSource
 
 _CHUNK = 65536
 _TICK_S = 0.05  # how often CPU time and interactive stdin are polled
@@ -39,9 +40,10 @@ class Supervised:
     truncated: dict[int, bool] = field(default_factory=dict)
     sizes: dict[int, int] = field(default_factory=dict)  # bytes kept, in memory or in the sink
     wall_ms: int = 0
-    killed_for: str | None = None  # "wall" | "cpu" | "output"
+    killed_for: str | None = None  # "wall" | "cpu" | "output" | "signal" (a SIGKILL on request)
     reaped: bool = False  # the direct child was waited for (else the caller must)
     exact: bool = False  # status came from the launcher: the program's own wait status
+    sent_signals: set[int] = field(default_factory=set)  # delivered on request (SignalSource)
 
 
 @dataclass
@@ -55,6 +57,8 @@ class Watch:
     cpu_used_ms: Callable[[], int | None] | None = None  # whole-tree CPU time, if known
     result_fd: int | None = None  # the launcher's "exit N" / "signal N" line
     kill_now: Callable[[], object] | None = None  # one SIGKILL pass, no waiting (after result)
+    # Send a signal to the program's own process (not the whole tree); False if it is not there.
+    signal_program: Callable[[int], bool] | None = None
 
 
 def _set_nonblocking(fd: int) -> None:
@@ -68,6 +72,7 @@ def supervise(
     stdin_data: bytes,
     stdin_source: StdinSource | None,
     on_output: OutputCallback | None,
+    signals: SignalSource | None = None,
 ) -> Supervised:
     res = Supervised()
     start = time.monotonic()
@@ -114,6 +119,29 @@ def supervise(
         if not killed:
             killed = True
             watch.kill_tree()
+
+    waiting_signals: list[int] = []  # asked for before the program's process was there
+
+    def deliver_signals() -> None:
+        assert signals is not None
+        for _ in range(16):  # a few per turn: a flood of requests cannot starve the loop
+            try:
+                sig = signals()
+            except Exception:  # noqa: BLE001 - a failed poll is retried at the next turn
+                break
+            if sig is None:
+                break
+            waiting_signals.append(sig)
+        while waiting_signals:
+            sig = waiting_signals[0]
+            if watch.signal_program is not None and watch.signal_program(sig):
+                res.sent_signals.add(sig)
+            elif sig == SIGKILL:  # no single process to reach: stop them all
+                res.sent_signals.add(sig)
+                kill("signal")
+            else:
+                return  # not started yet: tried again at the next turn
+            waiting_signals.pop(0)
 
     def on_chunk(i: int, chunk: bytes) -> None:
         spec = streams[i]
@@ -164,6 +192,8 @@ def supervise(
                     stdin_registered = True
                 elif not pending and stdin_eof:
                     close_stdin()
+            if signals is not None and not exited:
+                deliver_signals()
             cpu_due = now >= next_cpu_check
             if cpu_due and watch.cpu_limit_ms is not None and watch.cpu_used_ms is not None and not killed:
                 next_cpu_check = now + _TICK_S
@@ -173,7 +203,7 @@ def supervise(
             timeout = (drain_deadline or deadline) - time.monotonic()
             if killed and not exited:
                 timeout = _TICK_S  # the exit will wake us; just don't spin
-            if watch.cpu_used_ms is not None or (stdin_source is not None and not stdin_eof):
+            if watch.cpu_used_ms is not None or signals is not None or (stdin_source is not None and not stdin_eof):
                 timeout = min(timeout, _TICK_S)
             for key, _ in sel.select(max(timeout, 0.0)):
                 tag = key.data

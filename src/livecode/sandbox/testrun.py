@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from .runner import Runner
-from .types import Outcome, OutputCallback, RunRequest, RunResult
+from .types import Outcome, OutputCallback, RunRequest, RunResult, SignalSource
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +35,15 @@ class RunInput:
 class ManyResult:
     """`prepared` is None when nothing could run: COMPILE_ERROR or INTERNAL_ERROR, with the
     compiler's output, limits and times. `runs` holds one result per input that ran, in order;
-    it stops short after a run that ended INTERNAL_ERROR (`internal_error`), or when the budget
-    was spent (`out_of_budget`)."""
+    it stops short after a run that ended INTERNAL_ERROR (`internal_error`) or by a signal a user
+    sent (`cancelled`), or when the budget was spent (`out_of_budget`)."""
 
     prepared: RunResult | None = None
     compile_output: bytes = b""
     cached: bool = False
     runs: list[RunResult] = field(default_factory=list)
     internal_error: bool = False
+    cancelled: bool = False
     out_of_budget: bool = False
     wall_time_ms: int = 0  # the whole: compile and every run, sandbox set-up included
 
@@ -61,15 +62,17 @@ def run_many(
     on_output: OutputCallback | None = None,
     on_start: Callable[[int], None] | None = None,
     on_finish: Callable[[int, RunResult], None] | None = None,
+    signal_source: SignalSource | None = None,
 ) -> ManyResult:
     """Prepare `req`'s program once and run it once per input. `on_output` gets the compiler's
     output as it comes (the runs' own output is in their results); `on_start(i)` and
-    `on_finish(i, result)` are called around run i, from this thread."""
+    `on_finish(i, result)` are called around run i, from this thread. `signal_source`: signals a
+    user sends, to the compiler or the run in progress (one that ends a run stops them all)."""
     started = time.monotonic()
     out = ManyResult()
     runner.expect(req.limits, len(inputs))  # their sandboxes are built while it compiles
     try:
-        prepared = runner.prepare(req, on_output)
+        prepared = runner.prepare(req, on_output, signal_source)
     except Exception as e:  # the sandbox failed, not the user's program
         log.exception("sandbox prepare failed")
         prepared = RunResult(Outcome.INTERNAL_ERROR, message=f"sandbox failure: {e}")
@@ -95,13 +98,16 @@ def run_many(
                 on_start(index)
             one = replace(req, stdin=given.stdin, args=tuple(given.args), limits=replace(limits, time_limit_ms=time_ms))
             # The runs that follow at once, with the same limits: their sandboxes are set up
-            # while this one runs (a budget cut short makes the last ones differ: no harm).
-            result = runner.run_prepared(prepared, one, ahead=len(inputs) - index - 1)
+            # while this one runs.
+            result = runner.run_prepared(prepared, one, signal_source=signal_source, ahead=len(inputs) - index - 1)
             out.runs.append(result)
             if on_finish is not None:
                 on_finish(index, result)
             if result.outcome == Outcome.INTERNAL_ERROR:
                 out.internal_error = True
+                break
+            if result.outcome == Outcome.CANCELLED:
+                out.cancelled = True
                 break
     finally:
         prepared.close()

@@ -23,6 +23,7 @@ class Outcome(str, enum.Enum):
     MEMORY_LIMIT = "MEMORY_LIMIT"
     OUTPUT_LIMIT = "OUTPUT_LIMIT"  # killed for flooding stdout/stderr
     INTERNAL_ERROR = "INTERNAL_ERROR"  # the sandbox itself failed; not the user's fault
+    CANCELLED = "CANCELLED"  # ended by a signal the host sent on request (a user's Stop)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ class RunRequest:
     outputs: OutputLimits | None = None  # keep the files the run leaves in out/ (outputs.py)
     files: tuple[SourceFile, ...] = ()
     entry: str | None = None
+    # The program's stderr is its stdout (`2>&1`): one pipe, so one stream in the order written,
+    # capped and streamed as stdout; stderr stays empty. The compile stage is not affected.
+    merge_stderr: bool = False
 
 
 def text_view(data: bytes) -> str:
@@ -108,6 +112,11 @@ OutputCallback = Callable[[str, str], None]
 # Returns the next chunk of stdin to feed the program, None when there is none
 # right now, or b"" at end of input. Used for interactive runs (WebSocket).
 StdinSource = Callable[[], bytes | None]
+
+# Returns the next signal (its number) a user asked to send to the running program, or None
+# when there is none right now. Polled like StdinSource; the signal goes to the program's own
+# process (the one the stage started), as a terminal's Ctrl-C would.
+SignalSource = Callable[[], int | None]
 
 
 class SandboxUnavailable(RuntimeError):

@@ -291,7 +291,9 @@ def ending(row: dict[str, Any]) -> tuple[int | None, str | None, str | None, str
         return code, None, None, None
     if row["status"] == ExecutionStatus.TIMEOUT:
         return None, "SIGKILL", "Time limit exceeded", "TO"
-    if reason in ("RUNTIME_ERROR", "COMPILE_ERROR"):
+    if row["status"] == ExecutionStatus.CANCELLED and not signum:
+        return None, "SIGKILL", "Cancelled before it ran", "SG"  # a signal before the program started
+    if reason in ("RUNTIME_ERROR", "COMPILE_ERROR", "CANCELLED"):
         if signum:
             return None, SIGNAL_NAMES.get(signum, str(signum)), f"Caught fatal signal {signum}", "SG"
         return code, None, f"Exited with error status {code}", "RE"

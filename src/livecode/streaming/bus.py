@@ -5,6 +5,7 @@ any worker, replay what it missed from an event id (SSE `Last-Event-ID`) and the
 live tail. Embedded: the same interface over an in-process store.
 
 Event kinds: "status" {status, attempt?}, "output" {stream: stdout|stderr|compile, text},
+"stage" {stage: "run"} (a compiled program's run stage starts: its compiler is done),
 "test_started" {index, name} and "test_finished" {the test's result, verdict included} (a run
 with test cases), "result" {the execution as GET /api/v1/executions/{id} returns it}, "end" {status}.
 """

@@ -64,6 +64,9 @@ def publish_test_events(bus: EventBus, execution_id: str, events: list[tuple[str
         _best_effort(lambda: bus.publish_many(execution_id, events), "test events", execution_id)
 
 
+_STAGE = "\0stage"  # a marker among the pending output: a "stage" event, in its place in the order
+
+
 class OutputPublisher:
     """The sandbox's on_output callback. It never blocks the sandbox's reader thread on the bus:
     chunks go into a buffer that a background thread publishes. What arrives while a publish is
@@ -95,6 +98,13 @@ class OutputPublisher:
                 self._pending.append([stream, text])
             self._cond.notify()
 
+    def run_stage(self) -> None:
+        """The compiled program's run stage starts: a "stage" {"stage": "run"} event, after the
+        compiler's output and before the program's."""
+        with self._cond:
+            self._pending.append([_STAGE, "run"])
+            self._cond.notify()
+
     def close(self, timeout: float = 10.0) -> None:
         """Publish what is buffered and stop; called before the run's final events."""
         with self._cond:
@@ -111,8 +121,11 @@ class OutputPublisher:
                 batch, self._pending = self._pending, []
                 closed = self._closed
             for stream, text in batch:
+                if stream == _STAGE:
+                    self._publish("stage", {"stage": text})
+                    continue
                 for i in range(0, len(text), self.max_event_chars):
-                    self._publish(stream, text[i : i + self.max_event_chars])
+                    self._publish("output", {"stream": stream, "text": text[i : i + self.max_event_chars]})
             if closed:
                 with self._cond:
                     if not self._pending:
@@ -121,9 +134,9 @@ class OutputPublisher:
             # Coalescing window: the first line after a pause goes out at once, a flood in slices.
             self._closing.wait(self.interval_s if self.published < self.event_budget else 0.5)
 
-    def _publish(self, stream: str, text: str) -> None:
+    def _publish(self, kind: str, data: dict[str, Any]) -> None:
         try:
-            self.bus.publish(self.execution_id, "output", {"stream": stream, "text": text})
+            self.bus.publish(self.execution_id, kind, data)
             self.published += 1
         except Exception:  # noqa: BLE001 - streaming is best effort; the stored result is the truth
             log.debug("output publish failed", exc_info=True)

@@ -1,15 +1,18 @@
-"""Interactive stdin: what a WebSocket client types reaches the running program.
+"""A run's input channel: what a WebSocket client types, and the signals a user sends (a Stop
+button, Piston's `signal`), reach the running program.
 
-The API process that holds the WebSocket may not be the worker's process, so input travels
-through Redis: a list `livecode:stdin:{id}` the API appends to and the worker's stdin source pops
-from (without blocking: the sandbox polls it every tick). In the embedded mode (no Redis) it is a
-queue in this process's memory; the runtime builds one of the two
-(runtime.py). Either way the total a client may send is the stdin limit
-(settings.max_stdin_bytes) and input that nobody reads expires.
+The API process that takes them may not be the worker's process, so they travel through Redis: a
+list `livecode:stdin:{id}` the API appends to and the worker's run pops from (without blocking:
+the sandbox polls it every tick). In the embedded mode (no Redis) it is a queue in this process's
+memory; the runtime builds one of the two (runtime.py). Either way the total a client may send
+is the stdin limit (settings.max_stdin_bytes) and what nobody reads expires. An interactive run
+polls from its start; any other run only polls for signals, from SIGNAL_FIRST_POLL_S on, so a
+short run makes no round trip for it (a signal sent earlier waits in the list until then).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -27,7 +30,10 @@ log = logging.getLogger(__name__)
 
 KEY_TTL_S = 3600
 POLL_INTERVAL_S = 0.05  # the sandbox asks on every loop turn; Redis is asked at most this often
-_DATA, _EOF = b"d", b"e"  # list item tags: data follows the tag byte; EOF is the tag alone
+SIGNAL_FIRST_POLL_S = 0.25  # a run that is not interactive is asked for signals from then on,
+SIGNAL_POLL_S = 0.1  # this often
+# List item tags: data follows the tag byte; EOF is the tag alone; a signal's number follows it.
+_DATA, _EOF, _SIGNAL = b"d", b"e", b"s"
 
 
 def _key(execution_id: str) -> str:
@@ -116,9 +122,17 @@ class StdinChannels:
         """End of input: the program's next read returns EOF once the queued input is consumed."""
         self._push(execution_id, _EOF, 0)
 
+    def signal(self, execution_id: str, signum: int) -> None:
+        """Queue a signal for the execution's program (delivered by the worker that runs it)."""
+        self._push(execution_id, _SIGNAL + str(int(signum)).encode("ascii"), 0)
+
     def source(self, execution_id: str) -> StdinSource:
-        """The stdin source for an interactive run (the worker asks only for those)."""
-        return _StdinSource(lambda: self._pop(execution_id))
+        """The stdin source for an interactive run (input only; signals are not read)."""
+        return self.run_input(execution_id, interactive=True).stdin
+
+    def run_input(self, execution_id: str, interactive: bool) -> RunInput:
+        """What a run reads from the channel: its stdin (interactive runs) and its signals."""
+        return RunInput(lambda: self._pop(execution_id), interactive)
 
 
 class MemoryStdinChannels(StdinChannels):
@@ -164,33 +178,54 @@ class RedisStdinChannels(StdinChannels):
             log.debug("could not delete stdin keys", exc_info=True)
 
 
-class _StdinSource:
-    """The sandbox's StdinSource for one run: the next input, None for nothing yet, b"" at EOF.
-    Never blocks: the sandbox calls it from its output-reading loop."""
+class RunInput:
+    """One run's side of the channel: `stdin` (the sandbox's StdinSource: the next input, None
+    for nothing yet, b"" at EOF) and `signals` (its SignalSource). Neither blocks: the sandbox
+    calls them from its output-reading loop, and one poll of the list serves both."""
 
-    def __init__(self, pop: Callable[[], list[bytes]]) -> None:
+    def __init__(self, pop: Callable[[], list[bytes]], interactive: bool) -> None:
         self._pop = pop
-        self.next_poll = 0.0
+        self.interactive = interactive
+        self._interval = POLL_INTERVAL_S if interactive else SIGNAL_POLL_S
+        self.next_poll = 0.0 if interactive else time.monotonic() + SIGNAL_FIRST_POLL_S
         self.eof = False
+        self._data = bytearray()
+        self._signals: deque[int] = deque()
+        self.received_signal = False  # the channel held something: discard it at the end
 
-    def __call__(self) -> bytes | None:
-        if self.eof:
-            return b""
+    def _poll(self) -> None:
         now = time.monotonic()
         if now < self.next_poll:
-            return None
-        self.next_poll = now + POLL_INTERVAL_S
+            return
+        self.next_poll = now + self._interval
         try:
             items = self._pop()
         except redis.RedisError:
-            log.debug("stdin poll failed", exc_info=True)
-            return None
-        out = bytearray()
+            log.debug("run input poll failed", exc_info=True)
+            return
         for item in items:
-            if item[:1] == _EOF:
-                self.eof = True  # anything sent after EOF can never be read: dropped
-                break
-            out += item[1:]
-        if out:
-            return bytes(out)  # EOF, if seen, is reported on the next call
+            tag = item[:1]
+            if tag == _SIGNAL:
+                with contextlib.suppress(ValueError):
+                    self._signals.append(int(item[1:]))
+                    self.received_signal = True
+            elif self.eof or not self.interactive:
+                continue  # anything sent after EOF can never be read: dropped
+            elif tag == _EOF:
+                self.eof = True
+            else:
+                self._data += item[1:]
+
+    def stdin(self) -> bytes | None:
+        if not self._data and not self.eof:
+            self._poll()
+        if self._data:
+            out = bytes(self._data)
+            self._data.clear()
+            return out  # EOF, if seen, is reported on the next call
         return b"" if self.eof else None
+
+    def signals(self) -> int | None:
+        if not self._signals:
+            self._poll()
+        return self._signals.popleft() if self._signals else None

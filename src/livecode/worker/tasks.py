@@ -47,6 +47,7 @@ OUTCOME_STATUS: dict[Outcome, tuple[ExecutionStatus, str | None]] = {
     Outcome.OUTPUT_LIMIT: (ExecutionStatus.FAILED, "OUTPUT_LIMIT"),
     Outcome.INTERNAL_ERROR: (ExecutionStatus.FAILED, "INTERNAL_ERROR"),
     Outcome.TIME_LIMIT: (ExecutionStatus.TIMEOUT, "TIME_LIMIT"),
+    Outcome.CANCELLED: (ExecutionStatus.CANCELLED, "CANCELLED"),
 }
 
 _active = 0
@@ -151,15 +152,20 @@ def run_claimed(rt: Runtime, claimed: ClaimedRun) -> RunResult:
 
     # Output goes to the bus from a thread of its own: a slow bus never slows the program.
     on_output = OutputPublisher(rt.events, eid)
+    # Input (interactive runs) and the signals a user sends (POST .../cancel) come from the run's
+    # channel (streaming/stdin.py), whichever process took them.
+    channel = rt.stdin.run_input(eid, claimed.interactive)
     try:
         return get_process_runner(rt.settings).run(
             request,
             on_output=on_output,
-            stdin_source=rt.stdin.source(eid) if claimed.interactive else None,
+            stdin_source=channel.stdin if claimed.interactive else None,
+            signal_source=channel.signals,
+            on_run_stage=on_output.run_stage,
         )
     finally:
         on_output.close()  # every chunk is published before the terminal events
-        if claimed.interactive:
+        if claimed.interactive or channel.received_signal:
             rt.stdin.discard(eid)
 
 

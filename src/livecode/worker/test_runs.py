@@ -3,9 +3,11 @@ verdict for each, events as they go, and the columns of the final write.
 
 The execution is COMPLETED once every test ran, whatever the verdicts; FAILED with COMPILE_ERROR
 (every test COMPILE_ERROR) or INTERNAL_ERROR (the tests that ran keep their verdicts, the others
-have none). All the tests together get at most LIVECODE_MAX_TIME_LIMIT_MS of wall time (so the
-reconciler, which takes a run far past that for lost, never does); tests left when it is spent
-do not run and are TIME_LIMIT.
+have none); CANCELLED when a signal a user sent (services/cancel.py) ended the compiler or a
+test's run (the tests that ran before keep their verdicts, the others have none). All the tests
+together get at most LIVECODE_MAX_TIME_LIMIT_MS of wall time (so the reconciler, which takes a
+run far past that for lost, never does); tests left when it is spent do not run and are
+TIME_LIMIT.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def run_tests_claimed(
     compare = testcases.comparator(claimed.compare)  # checked when it was submitted
     entries: list[dict[str, Any]] = []
     on_output = OutputPublisher(rt.events, eid)
+    channel = rt.stdin.run_input(eid, interactive=False)  # the signals a user sends (a Stop)
     # A test's test_finished waits for the next test's test_started (nothing happens between
     # them) and goes out with it: one round trip to the bus per test, not two.
     events: list[tuple[str, dict[str, Any]]] = []
@@ -47,8 +50,8 @@ def run_tests_claimed(
         flush()
 
     def finished(index: int, result: RunResult) -> None:
-        if result.outcome == Outcome.INTERNAL_ERROR:
-            return  # not the program's doing: no verdict
+        if result.outcome in (Outcome.INTERNAL_ERROR, Outcome.CANCELLED):
+            return  # not the program's doing, or stopped: no verdict
         verdict = testcases.verdict(result.outcome.value, result.stdout_bytes, tests[index].expected_output, compare)
         entries.append(_entry(verdict, result))
         events.append(event_test_finished(testcases.case_view(index, docs[index], entries[-1])))
@@ -70,10 +73,13 @@ def run_tests_claimed(
             on_output=on_output,
             on_start=started,
             on_finish=finished,
+            signal_source=channel.signals,
         )
     finally:
         on_output.close()
         flush()  # a last test_finished still waiting (the budget ran out, the sandbox failed)
+        if channel.received_signal:
+            rt.stdin.discard(eid)
 
     runs = many.runs
     cols: dict[str, Any] = {
@@ -94,6 +100,9 @@ def run_tests_claimed(
         )
         entries = [_entry(testcases.COMPILE_ERROR) for _ in tests]
         events.extend(event_test_finished(testcases.case_view(i, docs[i], entries[i])) for i in range(len(tests)))
+    elif many.cancelled or (failed is not None and failed.outcome == Outcome.CANCELLED):
+        status, cols["reason"] = ExecutionStatus.CANCELLED, "CANCELLED"
+        cols["signal"] = (failed or runs[-1]).signal
     elif many.internal_error:
         status, cols["reason"] = ExecutionStatus.FAILED, "INTERNAL_ERROR"
         cols["stderr"] = internal_error_stderr(failed or runs[-1], extra)

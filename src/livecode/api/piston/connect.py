@@ -8,8 +8,11 @@ stdin, 4005 not a signal. The run is an interactive execution (stdin stays open 
 client's input ends or the time limit), followed through the same follower as
 /api/v1/executions/{id}/ws; input goes through the runtime's stdin channels.
 
-LiveCode cannot signal a run: a valid `signal` ends the program's input (EOF) and is answered
-with an `error` message (the connection stays open); see docs/compat.md.
+A `signal` goes through LiveCode's cancel (services/cancel.py): the worker that runs the program
+delivers it in the sandbox (before the program starts, the run is cancelled), and the `exit`
+message names the signal that ended it. A valid Piston signal outside LiveCode's list
+(cancel.SIGNALS) is answered with an `error` message and not sent (the connection stays open);
+see docs/compat.md.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ from flask import Blueprint, Flask
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
-from ...errors import ApiError, NotFound
+from ...errors import ApiError, Conflict, NotFound
 from ...models import ExecutionStatus
 from ...runtime import Runtime
+from ...services import cancel
 from ...services import executions as executions_svc
 from ...services import piston as svc
 from ...streaming.follower import follow
@@ -51,6 +55,7 @@ class _Connection:
     def __init__(self, ws: Any, r: Runtime) -> None:
         self.ws, self.r = ws, r
         self.eid: str | None = None
+        self.owner: uuid.UUID | None = None  # the caller, for the receiving thread (no request context)
         self.session_id: uuid.UUID | None = None
         self.closed = threading.Event()
         self.finished = False
@@ -127,18 +132,21 @@ class _Connection:
             elif not self.finished:
                 self.to_program(lambda: self.r.stdin.send(self.eid or "", msg["data"]))
         elif kind == "signal":
-            if msg.get("signal") not in svc.SIGNAL_NAMES.values():
+            name = msg.get("signal")
+            if name not in svc.SIGNAL_NAMES.values():
                 self.close(4005, "Invalid signal")
-                return
-            if not self.finished:
-                self.to_program(lambda: self.r.stdin.close(self.eid or ""))
-            self.send(
-                {
-                    "type": "error",
-                    "message": "this server cannot signal a run: its input was ended "
-                    "instead (EOF); it ends when it next reads, or at its time limit",
-                }
-            )
+            elif name not in cancel.SIGNALS:
+                self.send({"type": "error", "message": f"{name} was not sent: this server sends only "
+                           f"{', '.join(cancel.SIGNALS)}"})
+            elif not self.finished:
+                self.to_program(lambda: self.signal(name))
+
+    def signal(self, name: str) -> None:
+        try:
+            cancel.cancel_execution(self.r.db, self.r.stdin, self.r.events, uuid.UUID(self.eid or ""), self.owner,
+                                    name)
+        except Conflict:
+            pass  # it has just ended: as Piston's kill of an ended process, nothing happens
 
     def to_program(self, act: Any) -> None:
         try:
@@ -175,7 +183,7 @@ class _Connection:
         except Exception as exc:  # noqa: BLE001 - LiveCode's mapping: 4xx messages, 503s, logged bugs
             self.error(to_response(exc)[0]["message"])  # under /piston: Piston's shape
             return
-        self.eid = str(eid)
+        self.eid, self.owner = str(eid), owner_id()
         self.send({"type": "runtime", "language": job.runtime.language, "version": job.runtime.version})
         receiver = threading.Thread(target=self.receive_loop, name=f"piston-ws-{self.eid[:8]}", daemon=True)
         receiver.start()
@@ -197,6 +205,8 @@ class _Connection:
             if kind == "status" and data.get("status") == ExecutionStatus.RUNNING and stage is None:
                 stage = "compile" if runtime.compiled else "run"
                 self.send({"type": "stage", "stage": stage})
+            elif kind == "stage" and data.get("stage") == "run" and stage != "run":
+                stage = self.next_stage(stage)  # the compiler is done: announced as the run starts
             elif kind == "output":
                 stream = data.get("stream")
                 if stream == "compile":

@@ -106,7 +106,7 @@ def status_id(row: Any) -> int:
         return 6
     if reason == "OUTPUT_LIMIT":
         return 8
-    if reason in ("RUNTIME_ERROR", "MEMORY_LIMIT"):
+    if reason in ("RUNTIME_ERROR", "MEMORY_LIMIT", "CANCELLED"):  # CANCELLED: stopped by a user's signal
         if row.signal:
             return _SIGNAL_STATUS.get(row.signal, 12)
         return 11 if (row.exit_code or 0) != 0 else 12
