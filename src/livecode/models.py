@@ -228,6 +228,8 @@ class Execution(Base):
     priority: Mapped[str] = mapped_column(String(16), nullable=False, default="interactive")
     # Keeps stdin open for input sent over the WebSocket until EOF or the time limit.
     interactive: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
+    # The program's stderr goes into its stdout (2>&1): one stream, in the order written.
+    merge_stderr: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     status: Mapped[str] = mapped_column(String(20), nullable=False, index=True)
     reason: Mapped[str | None] = mapped_column(String(32))
     # Output is bytes (bytea / BLOB): whatever a program writes (NUL, invalid UTF-8) is kept as is;

@@ -31,6 +31,14 @@ def test_a_batch_queues_every_run_on_the_low_priority_queue(live: LiveApp) -> No
     assert live.client.post(f"/api/v1/executions/session/{a}/execute", json={}).status_code == 202
 
 
+def test_a_batch_item_may_merge_stderr(live: LiveApp) -> None:
+    sid = live.session()["session_id"]
+    r = live.client.post(BATCH, json={"executions": [{"session_id": sid, "merge_stderr": True}, {"session_id": sid}]})
+    assert r.status_code == 202, r.get_json()
+    shown = [live.client.get(f"/api/v1/executions/{e['execution_id']}").get_json() for e in r.get_json()["executions"]]
+    assert [e["merge_stderr"] for e in shown] == [True, False]
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -42,6 +50,7 @@ def test_a_batch_queues_every_run_on_the_low_priority_queue(live: LiveApp) -> No
         {"executions": [{"session_id": "not-a-uuid"}]},
         {"executions": [{"session_id": "SID", "priority": "interactive"}]},
         {"executions": [{"session_id": "SID", "time_limit_ms": 10**9}]},
+        {"executions": [{"session_id": "SID", "merge_stderr": "yes"}]},
         {"executions": [{"session_id": "SID"}], "extra": 1},
     ],
 )

@@ -59,6 +59,8 @@ def test_a_second_run_while_one_is_active_is_409_and_queues_nothing(live: LiveAp
         ({"args": "x"}, "INVALID_FIELD"),
         ({"args": [1]}, "INVALID_FIELD"),
         ({"interactive": "yes"}, "INVALID_FIELD"),
+        ({"merge_stderr": "true"}, "INVALID_FIELD"),
+        ({"merge_stderr": 1}, "INVALID_FIELD"),
         ({"stdin": 5}, "INVALID_FIELD"),
         ({"time_limit_ms": 0}, "INVALID_FIELD"),
         ({"time_limit_ms": "1"}, "INVALID_FIELD"),
@@ -80,6 +82,25 @@ def test_bad_options_are_400_and_nothing_is_stored_or_queued(live: LiveApp, body
     expect_error(live.client.post(execute_url(sid), json=body), 400, code)
     assert live.rows.snapshot() == before
     assert live.enqueued.calls == []
+
+
+def test_merge_stderr_is_kept_with_the_run_carried_to_the_worker_and_shown(live: LiveApp) -> None:
+    from livecode.models import ExecutionStatus
+    from livecode.sandbox import SandboxLimits
+    from livecode.services import executions
+
+    sid = live.session()["session_id"]
+    merged = live.execute(sid, {"merge_stderr": True})["execution_id"]
+    assert live.client.get(f"{EXECUTIONS}/{merged}").get_json()["merge_stderr"] is True
+    claimed = executions.claim_execution(live.db, uuid.UUID(merged), "test-worker@inprocess")
+    assert claimed is not None and claimed.run_request(SandboxLimits()).merge_stderr is True
+    executions.finish_execution(live.db, claimed.execution_id, claimed.attempt, ExecutionStatus.COMPLETED)
+    for body in ({}, {"merge_stderr": False}, {"merge_stderr": None}):
+        eid = live.execute(sid, body)["execution_id"]
+        assert live.client.get(f"{EXECUTIONS}/{eid}").get_json()["merge_stderr"] is False, body
+        finish_like_a_worker(live, eid)
+    err = expect_error(live.client.post(execute_url(sid), json={"merge_stderr": "yes"}), 400, "INVALID_FIELD")
+    assert "merge_stderr" in err["message"] and err["details"] == {"field": "merge_stderr"}
 
 
 def test_limit_above_maximum_names_the_limit(live: LiveApp) -> None:

@@ -138,6 +138,9 @@ def test_base64_in_and_out_and_the_non_utf8_answer(live: LiveApp) -> None:
         ({"additional_files": "UEsDBA=="}, "additional_files", "is not a zip archive"),
         ({"additional_files": "%%%"}, "additional_files", "is not valid base64"),
         ({"enable_network": True}, "enable_network", "enabling network is not allowed"),
+        ({"redirect_stderr_to_stdout": "sometimes"}, "redirect_stderr_to_stdout", "is not a boolean"),
+        ({"redirect_stderr_to_stdout": 2}, "redirect_stderr_to_stdout", "is not a boolean"),
+        ({"redirect_stderr_to_stdout": [True]}, "redirect_stderr_to_stdout", "is not a boolean"),
         ({"number_of_runs": 5}, "number_of_runs", "must be less than or equal to 1"),
         ({"command_line_arguments": "x" * 513}, "command_line_arguments", "is too long (maximum is 512 characters)"),
         ({"command_line_arguments": "'unclosed"}, "command_line_arguments", "cannot be split"),
@@ -163,6 +166,18 @@ def test_refused_submissions_get_judge0s_422_per_field_and_change_nothing(
     errors = r.get_json()
     assert field in errors and any(message in m for m in errors[field]), errors
     assert live.rows.snapshot() == before and live.enqueued.ids == []
+
+
+@pytest.mark.parametrize(("given", "merged"), [(True, True), ("true", True), (1, True), (False, False),
+                                               ("false", False), (None, False)])
+def test_redirect_stderr_to_stdout_is_the_runs_merge_stderr(live: LiveApp, given: Any, merged: bool) -> None:
+    body = {} if given is None else {"redirect_stderr_to_stdout": given}
+    token = create(live, body)
+    assert live.rows.one("executions", "id = :id", id=uid(token))["merge_stderr"] == merged
+    assert live.client.get(f"{SUB}/{token}?fields=*").get_json()["redirect_stderr_to_stdout"] is merged
+    assert live.client.get(f"{SUB}/{token}?fields=redirect_stderr_to_stdout").get_json() == {
+        "redirect_stderr_to_stdout": merged}
+    assert live.client.get(f"/api/v1/executions/{token}").get_json()["merge_stderr"] is merged
 
 
 def stored_limits(live: LiveApp, token: str) -> dict[str, int]:
@@ -232,6 +247,9 @@ def test_config_info_has_the_39_keys_with_unsupported_options_disabled(live: Liv
     ):
         assert info[key] is False, key
     assert info["max_number_of_runs"] == 1 and info["max_submission_batch_size"] == 20
+    # Judge0's key is the default of a submission that does not name it (config.rb): false, as
+    # Judge0's own default; a submission may ask for true.
+    assert info["redirect_stderr_to_stdout"] is False
     assert info["enable_wait_result"] is True and info["enable_callbacks"] is True
 
 

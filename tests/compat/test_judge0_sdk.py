@@ -200,3 +200,26 @@ def test_additional_files_are_the_programs_other_files(client: Any) -> None:
     )
     assert sub.status == Status.ACCEPTED, (sub.status, sub.stderr)
     assert sub.stdout == "42 from a file\n"
+
+
+def test_redirect_stderr_to_stdout_merges_the_two_streams(cluster: Cluster, judge0_api: dict[str, str],
+                                                          client: Any) -> None:
+    alternate = (
+        "import sys\nfor i in range(3):\n"
+        "    print(f'out{i}', flush=True)\n    print(f'err{i}', file=sys.stderr, flush=True)\n"
+    )
+    merged = judge0.async_run(client=client, source_code=alternate, language=PYTHON, redirect_stderr_to_stdout=True)
+    apart = judge0.async_run(client=client, source_code=alternate, language=PYTHON)
+    judge0.wait(client=client, submissions=[merged, apart])
+    assert merged.status == apart.status == Status.ACCEPTED, (merged.status, apart.status)
+    # One stream in the order written, as isolate's --stderr-to-stdout gives it.
+    assert merged.stdout == "out0\nerr0\nout1\nerr1\nout2\nerr2\n" and not merged.stderr
+    assert apart.stdout == "out0\nout1\nout2\n" and apart.stderr == "err0\nerr1\nerr2\n"
+    shown = raw(cluster, judge0_api, "GET", f"/submissions/{merged.token}?fields=redirect_stderr_to_stdout")
+    assert shown.json() == {"redirect_stderr_to_stdout": True}
+    # The default a submission without it gets, as Judge0's /config_info says it.
+    assert client.config.redirect_stderr_to_stdout is False
+    # Not a boolean: Judge0's 422 for the field.
+    bad = raw(cluster, judge0_api, "POST", "/submissions",
+              json={"source_code": "print(1)", "language_id": 71, "redirect_stderr_to_stdout": "sometimes"})
+    assert bad.status_code == 422 and bad.json() == {"redirect_stderr_to_stdout": ["is not a boolean"]}

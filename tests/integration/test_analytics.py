@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from livecode import migrations as migrate
 from livecode.services import analytics
 from tests.support.client import ApiClient
+from tests.support.migration_cases import revision_before
 from tests.support.procs import create_database
 
 pytestmark = pytest.mark.integration
@@ -260,20 +261,10 @@ def test_percentile_cont_and_the_portable_percentiles_agree(big: sa.Engine) -> N
                 assert figures[key][p] == pytest.approx(portable[lang][key][p], abs=0.11), (lang, key, p)
 
 
-def _before_analytics(url: str) -> str:
-    """The revision the analytics migration follows (the chain is re-ordered when branches merge)."""
-    from alembic.script import ScriptDirectory
-
-    script = ScriptDirectory.from_config(migrate.alembic_config(url))
-    [down] = [rev.down_revision for rev in script.walk_revisions() if rev.revision.endswith("_analytics")]
-    assert isinstance(down, str)
-    return down
-
-
 def check_analytics_migration(url: str) -> None:
     """The analytics migration up, down and up again on a database with a run in it: the run is
     kept, its compile_cached is null (unknown), and the index comes and goes with the column."""
-    before = _before_analytics(url)
+    before = revision_before(url, "analytics")
     engine = sa.create_engine(url)
     try:
         migrate.upgrade(engine, before)

@@ -135,3 +135,11 @@ def test_unknown_path_and_method(client: ApiClient) -> None:
     assert_error(client.request("GET", "/api/v1/nothing-here"), 404)
     assert_error(client.request("PUT", "/api/v1/code-sessions"), 405)
     assert_error(client.request("GET", "/%F0%9F%92%A9" * 50), 404)
+
+
+@pytest.mark.parametrize("value", ["true", 1, [True], {"on": True}])
+def test_merge_stderr_must_be_a_boolean(client: ApiClient, value: object) -> None:
+    sid = client.create_session("print(1)")["session_id"]
+    err = assert_error(client.execute(sid, merge_stderr=value), 400, "INVALID_FIELD")
+    assert "merge_stderr" in err["message"]
+    assert client.request("GET", f"/api/v1/executions/session/{sid}").json()["total"] == 0

@@ -662,6 +662,7 @@ JUDGE0_BODIES: list[Any] = [
     {"source_code": "print(1)", "language_id": 71, "callback_url": "file:///etc/passwd"},
     {"source_code": "print(1)", "language_id": 71, "callback_url": ["http://x"]},
     {"source_code": "print(1)", "language_id": 71, "enable_network": "true"},
+    {"source_code": "print(1)", "language_id": 71, "redirect_stderr_to_stdout": {"a": 1}},
     {"source_code": "print(1)", "language_id": 71, "additional_files": "UEsDBA=="},
     {"source_code": "print(1)", "language_id": 71, "additional_files": {"zip": True}},
     {"source_code": "print(1)", "language_id": 71, "number_of_runs": 2**31},

@@ -112,6 +112,22 @@ def test_sse_lines_arrive_while_the_program_runs(api: ApiClient) -> None:
     assert len(set(ids)) == len(ids)
 
 
+def test_merged_stderr_is_one_stdout_in_the_order_written_stored_and_streamed(api: ApiClient) -> None:
+    alternate = (
+        "import sys\nfor i in range(5):\n"
+        "    print(f'out{i}', flush=True)\n    print(f'err{i}', file=sys.stderr, flush=True)\n"
+    )
+    merged_id, apart_id = submit(api, alternate, merge_stderr=True), submit(api, alternate)
+    merged, apart = api.wait_execution(merged_id), api.wait_execution(apart_id)
+    assert merged["status"] == apart["status"] == "COMPLETED", (merged, apart)
+    assert merged["stdout"] == "".join(f"out{i}\nerr{i}\n" for i in range(5)) and merged["stderr"] == ""
+    assert merged["merge_stderr"] is True and apart["merge_stderr"] is False
+    events = collect(api, merged_id)
+    assert joined(events) == merged["stdout"] and joined(events, "stderr") == ""  # streamed as stdout
+    assert apart["stdout"] == "".join(f"out{i}\n" for i in range(5))
+    assert apart["stderr"] == "".join(f"err{i}\n" for i in range(5))
+
+
 def test_late_connect_replays_everything_and_reconnect_resumes(api: ApiClient) -> None:
     source = "import sys\nfor i in range(5):\n    print(i, flush=True)\n    print('e', i, file=sys.stderr, flush=True)"
     eid = submit(api, source)

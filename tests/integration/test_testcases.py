@@ -154,6 +154,21 @@ def test_batch_items_with_tests_and_compare_modes(api: ApiClient) -> None:
     assert loose["priority"] == "batch"
 
 
+def test_test_cases_of_a_merged_run_see_stderr_in_stdout(api: ApiClient) -> None:
+    sid = api.create_session("import sys\nprint('out', flush=True)\nprint('err', file=sys.stderr, flush=True)\n"
+                             "print(input())")["session_id"]
+    tests = [{"stdin": "x", "expected_output": "out\nerr\nx"}]
+    r = api.request("POST", "/api/v1/executions/batch", json={"executions": [
+        {"session_id": sid, "tests": tests, "merge_stderr": True}, {"session_id": sid, "tests": tests}]})
+    assert r.status_code == 202, r.text
+    merged, apart = (api.wait_execution(e["execution_id"]) for e in r.json()["executions"])
+    assert merged["merge_stderr"] is True and apart["merge_stderr"] is False
+    assert merged["tests"][0]["verdict"] == "ACCEPTED", merged["tests"]
+    assert (merged["tests"][0]["stdout"], merged["tests"][0]["stderr"]) == ("out\nerr\nx\n", "")
+    assert apart["tests"][0]["verdict"] == "WRONG_ANSWER", apart["tests"]
+    assert (apart["tests"][0]["stdout"], apart["tests"][0]["stderr"]) == ("out\nx\n", "err\n")
+
+
 def test_tests_of_a_run_share_the_output_limit(api: ApiClient) -> None:
     result = run_with_tests(
         api,

@@ -59,6 +59,50 @@ def test_output_is_streamed_and_utf8_safe(runner: Runner) -> None:
     assert "".join(t for s, t in chunks if s == "stderr") == "x\n"
 
 
+# Writes to stdout and stderr in turn, flushing each: with 2>&1 they interleave exactly.
+ALTERNATE = (
+    "import sys\n"
+    "for i in range(5):\n"
+    "    print(f'out{i}', flush=True)\n"
+    "    print(f'err{i}', file=sys.stderr, flush=True)\n"
+)
+INTERLEAVED = "".join(f"out{i}\nerr{i}\n" for i in range(5))
+
+
+@requires_bwrap
+def test_merged_stderr_is_one_stdout_in_the_order_written(runner: Runner) -> None:
+    chunks: list[tuple[str, str]] = []
+    res = runner.run(RunRequest("python", ALTERNATE, merge_stderr=True), on_output=lambda s, t: chunks.append((s, t)))
+    assert res.outcome is Outcome.OK, res
+    assert res.stdout == INTERLEAVED and res.stderr == ""
+    assert {s for s, _ in chunks} == {"stdout"} and "".join(t for _, t in chunks) == INTERLEAVED  # streamed as stdout
+    apart = runner.run(RunRequest("python", ALTERNATE))
+    assert apart.stdout == "".join(f"out{i}\n" for i in range(5))
+    assert apart.stderr == "".join(f"err{i}\n" for i in range(5))
+
+
+@requires_bwrap
+def test_merged_stderr_is_capped_as_stdout(runner: Runner) -> None:
+    flood = "import sys\nprint('start', flush=True)\nwhile True: sys.stderr.write('e' * 100)"
+    limits = SandboxLimits(max_output_bytes=4096, time_limit_ms=10_000)
+    res = runner.run(RunRequest("python", flood, limits=limits, merge_stderr=True))
+    assert res.outcome is Outcome.OUTPUT_LIMIT, res
+    assert res.stdout_truncated and len(res.stdout_bytes) == 4096 and res.stdout.startswith("start\n")
+    assert res.stderr_bytes == b"" and not res.stderr_truncated
+
+
+@requires_bwrap
+def test_merged_stderr_leaves_the_compilers_output_apart(runner: Runner) -> None:
+    src = (
+        '#include <stdio.h>\n#warning "from the compiler"\n'
+        'int main(void) { puts("out"); fflush(stdout); fputs("err\\n", stderr); return 0; }\n'
+    )
+    res = runner.run(RunRequest("c", src, merge_stderr=True))
+    assert res.outcome is Outcome.OK, res
+    assert "from the compiler" in res.compile_output and "from the compiler" not in res.stdout
+    assert res.stdout == "out\nerr\n" and res.stderr == ""
+
+
 @requires_bwrap
 def test_interactive_stdin_source(runner: Runner) -> None:
     feed = [None, b"first\n", None, b"second\n", b""]
@@ -92,6 +136,13 @@ def test_dev_runner_runs_and_warns(dev_runner: Runner, caplog: pytest.LogCapture
     assert res.outcome is Outcome.OK, res
     assert res.stdout == "HI ['x']\n"
     assert any("WITHOUT a sandbox" in r.message for r in caplog.records)
+
+
+def test_dev_runner_merges_stderr(dev_runner: Runner) -> None:
+    res = dev_runner.run(RunRequest("python", ALTERNATE, merge_stderr=True))
+    assert res.outcome is Outcome.OK, res
+    assert res.stdout == INTERLEAVED and res.stderr == ""
+    assert dev_runner.run(RunRequest("python", ALTERNATE)).stderr == "".join(f"err{i}\n" for i in range(5))
 
 
 def test_dev_runner_caps_output_and_time(dev_runner: Runner) -> None:

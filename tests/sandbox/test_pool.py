@@ -139,3 +139,31 @@ def test_a_spare_sandbox_discarded_before_it_joined_its_cgroup_ends(tmp_path: Pa
         assert no_leftovers()
     finally:
         r.close()
+
+
+def test_a_run_cgroups_counters_are_read_and_reset_through_the_files_held_since_it_was_made(
+    pooled_runner: Runner,
+) -> None:
+    """The cgroup files a run reads and resets are opened when its cgroup is made (off the request
+    path); reading and resetting through them gives fresh figures, and they close with it."""
+    import os
+    import subprocess
+
+    runner = pooled_runner
+    assert isinstance(runner, BwrapRunner) and runner._cgroups is not None
+    cg = runner._cgroups.create(TEST_SLOTS - 1)
+    assert cg._held  # CPU, peak memory, OOM kills
+    fds = cg.open_procs_fds()
+    try:
+        burn = "x = b'x' * (80 << 20)\nimport time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
+        proc = subprocess.Popen(["python3", "-c", burn], preexec_fn=lambda: [os.write(fd, b"0") for fd in fds])
+        assert proc.wait(30) == 0
+        assert (cg.peak_kb() or 0) > 80 * 1024 and (cg.cpu_ms() or 0) >= 250
+        assert not cg.oom_killed()
+        cg.reset_counters()
+        assert (cg.peak_kb() or 0) < 8 * 1024 and (cg.cpu_ms() or 0) < 50
+    finally:
+        for fd in fds:
+            os.close(fd)
+        assert cg.destroy() == []
+    assert cg._held == {}  # closed with it

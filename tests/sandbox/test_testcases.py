@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from livecode.sandbox import Outcome, RunInput, Runner, RunRequest, SandboxLimits, output_share, run_many
+from livecode.sandbox.bwrap import BwrapRunner
 from livecode.sandbox.runner import Stage, StageResult
 from livecode.sandbox.types import OutputCallback
 
@@ -188,3 +189,41 @@ def test_the_runs_keep_to_their_time_budget(runner: Runner) -> None:
     # The second asked for 5 s but got what was left of the 2.5 s budget; the rest did not run.
     assert got.runs[1].outcome == Outcome.TIME_LIMIT and got.runs[1].wall_time_ms < 4000
     assert len(got.runs) == 2 and got.out_of_budget
+
+
+# Leaves a file in /tmp, the work dir and /dev/shm and a background process in its session, after
+# saying what it found of the earlier runs' (it must find nothing: each run is a fresh sandbox).
+LITTER = """
+import glob, os, subprocess
+seen = glob.glob('/tmp/mark-*') + glob.glob('mark-*') + glob.glob('/dev/shm/mark-*')
+procs = [p for p in os.listdir('/proc') if p.isdigit() and int(p) not in (1, os.getpid())]  # 1: the launcher
+print('seen', seen, 'procs', len(procs), flush=True)
+for d in ('/tmp', '.', '/dev/shm'):
+    open(f'{d}/mark-{os.getpid()}', 'w').write('x')
+subprocess.Popen(['sleep', '60'], start_new_session=True, stdout=subprocess.DEVNULL)
+"""
+
+
+def test_sandboxes_built_while_an_earlier_test_runs_carry_nothing_over(runner: Runner) -> None:
+    """The next tests' sandboxes are set up while a test runs (pool.py's `ahead`): each is still
+    used once, by its own test, with nothing from the test before it."""
+    assert isinstance(runner, BwrapRunner) and runner._pool is not None
+    pool = runner._pool
+    built_soon: list[bool] = []
+    real_build = pool._build
+
+    def build(key: Any, soon: bool) -> Any:
+        built_soon.append(soon)
+        return real_build(key, soon)
+
+    pool._build = build  # type: ignore[method-assign]
+    served = pool.served
+    try:
+        got = many(runner, "python", LITTER, [RunInput()] * 6, budget_ms=60_000)
+    finally:
+        pool._build = real_build  # type: ignore[method-assign]
+    assert [r.outcome for r in got.runs] == [Outcome.OK] * 6, [(r.outcome, r.stderr) for r in got.runs]
+    assert [r.stdout for r in got.runs] == ["seen [] procs 0\n"] * 6
+    assert any(built_soon), built_soon  # built for the tests announced to follow ...
+    assert pool.served - served >= 3  # ... and they ran in them
+    assert no_leftovers(), leftovers()

@@ -1,4 +1,5 @@
-"""The test cases' migration (0005_cases) checked on any database, up and down."""
+"""The test cases' migration (0005_cases) checked on any database, up and down; where a migration
+sits in the chain."""
 
 from __future__ import annotations
 
@@ -8,6 +9,18 @@ import uuid
 from sqlalchemy import create_engine, inspect, text
 
 from livecode import migrations as migrate
+
+
+def revision_before(url: str, suffix: str) -> str:
+    """The revision the migration named `..._{suffix}` follows (the chain is re-ordered when
+    branches merge, so tests never name it)."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(migrate.alembic_config(url))
+    [down] = [rev.down_revision for rev in script.walk_revisions() if rev.revision.endswith(f"_{suffix}")]
+    assert isinstance(down, str)
+    return down
+
 
 TESTS = [{"name": "one", "stdin": "1 2", "args": [], "expected_output": "3"}]
 

@@ -12,7 +12,7 @@ import pytest
 
 from livecode.sandbox import Outcome, RunResult, SandboxLimits
 from livecode.sandbox.runner import Runner, StageResult
-from livecode.worker.tasks import internal_error_stderr
+from livecode.worker.internal_error import internal_error_stderr
 from tests.support.migrations import ANY_BYTES, check_migration_round_trip
 
 

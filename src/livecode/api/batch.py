@@ -16,12 +16,13 @@ from .context import enqueue, owner_id, request_id, rt
 from .executions import ns, parse_execute_options
 from .ratelimit import charge_executions
 
-ITEM_FIELDS = {"session_id", "stdin", "args", "tests", "compare", *svc.LIMIT_FIELDS}
+ITEM_FIELDS = {"session_id", "stdin", "args", "merge_stderr", "tests", "compare", *svc.LIMIT_FIELDS}
 
 batch_item = ns.model("BatchItem", {
     "session_id": fields.String(required=True),
     "stdin": fields.String(),
     "args": fields.List(fields.String),
+    "merge_stderr": fields.Boolean(default=False, description=schemas.MERGE_STDERR_DOC),
     "tests": fields.List(fields.Nested(schemas.test_case), description=schemas.TESTS_DOC),
     "compare": fields.String(description=schemas.COMPARE_DOC),
     **{name: fields.Integer() for name in svc.LIMIT_FIELDS},

@@ -122,6 +122,15 @@ def optional_int(body: dict[str, Any], name: str, *, minimum: int = 0, maximum: 
     return value
 
 
+def optional_bool(body: dict[str, Any], name: str, default: bool = False) -> bool:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ValidationError(f"field {name!r} must be true or false", code="INVALID_FIELD", details={"field": name})
+    return value
+
+
 def reject_unknown(body: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(body) - allowed)
     if unknown:

@@ -14,7 +14,7 @@ from ..services import testcases
 from ..services.cancel import cancel_execution
 from ..services.waiting import wait_for_end
 from . import schemas
-from .body import json_body, optional_int, optional_str, parse_uuid, query_int, reject_unknown
+from .body import json_body, optional_bool, optional_int, optional_str, parse_uuid, query_int, reject_unknown
 from .callbacks import callback_for, schedule_hook
 from .context import enqueue, owner_id, request_id, rt
 from .idempotency import idempotent
@@ -24,7 +24,9 @@ from .waiting import WAIT_PARAMS, wait_seconds, wait_slots
 ns = Namespace("executions", description="Asynchronous executions of a session's code")
 schemas.attach(ns)
 
-EXECUTE_FIELDS = {"stdin", "args", "priority", "interactive", "tests", "compare", "callback_url", *svc.LIMIT_FIELDS}
+EXECUTE_FIELDS = {
+    "stdin", "args", "priority", "interactive", "merge_stderr", "tests", "compare", "callback_url", *svc.LIMIT_FIELDS,
+}
 ENCODING_PARAM = {
     "in": "query",
     "type": "string",
@@ -50,15 +52,13 @@ def parse_execute_options(body: dict[str, Any]) -> svc.ExecuteOptions:
         value = optional_int(body, name, minimum=0 if name == "cpu_extra_ms" else 1)
         if value is not None:
             limits[name] = value
-    interactive = body.get("interactive", False)
-    if not isinstance(interactive, bool):
-        raise ValidationError("field 'interactive' must be true or false", code="INVALID_FIELD")
     return svc.ExecuteOptions(
         stdin=optional_str(body, "stdin", "") or "",
         args=list(args),
         limits=limits,
         priority=optional_str(body, "priority", "interactive") or "interactive",
-        interactive=interactive,
+        interactive=optional_bool(body, "interactive"),
+        merge_stderr=optional_bool(body, "merge_stderr"),
         tests=testcases.parse_tests(body.get("tests")),
         compare=optional_str(body, "compare"),
     )

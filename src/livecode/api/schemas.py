@@ -99,6 +99,11 @@ TESTS_DOC = (
     "sandbox with the request's limits and its share of the output limit; at most LIVECODE_MAX_TESTS (100). "
     "Leave out `stdin`, `args` and `interactive` then: each test brings its own."
 )
+MERGE_STDERR_DOC = (
+    "the program's stderr goes into its stdout, as `2>&1`: one stream (`stdout`, and `stdout` output events), "
+    "in the order written, under the stdout output limit; `stderr` stays empty. The compiler's output is "
+    "still `compile_output`"
+)
 COMPARE_DOC = (
     f"how each test's stdout is compared with its expected_output: one of {', '.join(COMPARE_MODES)} "
     f"(default {DEFAULT_COMPARE}: trailing whitespace of each line and trailing newlines ignored; tokens: "
@@ -158,6 +163,7 @@ execute_request = shared.model(
             description="keep stdin open for input sent over the WebSocket "
             "(/api/v1/executions/{id}/ws) until EOF or the time limit; `stdin` is fed first",
         ),
+        "merge_stderr": fields.Boolean(default=False, description=MERGE_STDERR_DOC),
         "callback_url": fields.String(
             description="called when the run ends: a signed POST of the finished execution (see "
             "/api/v1/webhooks/secret); default: the API key's callback_url"),
@@ -222,6 +228,7 @@ execution = shared.model(
             "null for a run made before history existed")),
         "priority": fields.String(),
         "interactive": fields.Boolean(),
+        "merge_stderr": fields.Boolean(description=MERGE_STDERR_DOC),
         "encoding": fields.String(
             enum=["text", "base64"],
             description="how stdout, stderr and compile_output are given: `text` (UTF-8, undecodable "

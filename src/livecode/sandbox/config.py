@@ -29,8 +29,8 @@ class SandboxConfig:
     uid_base: int = _declare(
         "LIVECODE_SANDBOX_UID_BASE", 61000,
         "Run uids per host (uid base + n), shared by every worker on it: each holds about its concurrency "
-        "+ pool size + 1. Keep the range free of real users (61000-61063 stays below systemd's "
-        "DynamicUser range, 61184 and up).")
+        "+ pool size + 1 (up to 4 more while it runs an execution's test cases). Keep the range free of "
+        "real users (61000-61063 stays below systemd's DynamicUser range, 61184 and up).")
     slots: int = _declare("LIVECODE_SANDBOX_SLOTS", 64, "How many run uids (slots) the range holds.")
     pool_size: int = _declare("LIVECODE_SANDBOX_POOL", 2,
                               "Sandboxes each worker process sets up ahead of time (0 = none).")

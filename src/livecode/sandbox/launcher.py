@@ -23,7 +23,8 @@ Message: records of a tag byte followed by NUL-terminated fields:
   E KEY=VALUE                                           environment entry
   A arg                                                 argv entry (first is the program)
   C dir                                                 working directory
-Passed fds, numbered in the order they arrive: 0 stdin, 1 stdout, 2 stderr (the program's),
+Passed fds, numbered in the order they arrive: 0 stdin, 1 stdout, 2 stderr (the program's; 1 and
+2 are the same pipe when the run merges stderr into stdout),
 3 the result pipe, then the D files. The host sends the D files in batches (send_job), each
 batch's fds attached to the first byte of its records; the launcher creates each file as soon
 as its record is complete and closes its fd, so any number of files passes through a bounded

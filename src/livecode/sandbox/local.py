@@ -80,13 +80,13 @@ class UnsandboxedRunner(Runner):
             stage.argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT if stage.merge_stderr else subprocess.PIPE,  # 2>&1: one pipe
             env=env,
             cwd=workdir,
             preexec_fn=child_setup,
             start_new_session=True,
         )
-        assert proc.stdin and proc.stdout and proc.stderr
+        assert proc.stdin and proc.stdout
 
         def kill_tree() -> None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -95,12 +95,15 @@ class UnsandboxedRunner(Runner):
         streams = [
             StreamSpec(os.dup(proc.stdout.fileno()), stage.stdout_cap,
                        "stdout" if stage.kind == "run" else "compile"),
-            StreamSpec(os.dup(proc.stderr.fileno()), stage.stderr_cap,
-                       "stderr" if stage.kind == "run" else "compile"),
         ]  # fmt: skip
+        if proc.stderr is not None:  # None when merged into stdout
+            streams.append(StreamSpec(os.dup(proc.stderr.fileno()), stage.stderr_cap,
+                                      "stderr" if stage.kind == "run" else "compile"))  # fmt: skip
         stdin_fd = os.dup(proc.stdin.fileno())
         for f in (proc.stdin, proc.stdout, proc.stderr):
-            f.close()
+            if f is not None:
+                f.close()
+
         def signal_program(sig: int) -> bool:
             try:  # not reaped before supervise() returns: the pid is still the program's
                 os.kill(proc.pid, sig)
@@ -113,9 +116,9 @@ class UnsandboxedRunner(Runner):
         proc.returncode = sup.status
         sr = StageResult(
             stdout=bytes(sup.data[0]),
-            stderr=bytes(sup.data[1]),
+            stderr=bytes(sup.data.get(1, b"")),
             stdout_truncated=sup.truncated[0],
-            stderr_truncated=sup.truncated[1],
+            stderr_truncated=sup.truncated.get(1, False),
             wall_ms=sup.wall_ms,
             cpu_ms=sup.rusage_cpu_ms,
             memory_kb=sup.rusage_maxrss_kb,

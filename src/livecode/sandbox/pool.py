@@ -7,6 +7,12 @@ empty, takes one job through its launcher, and is killed with its cgroup afterwa
 A sandbox is built for a key (the limits fixed at build time: the tmpfs size, the memory shown
 in its /proc/meminfo) and only serves a run with the same key. The pool builds for the key the
 runs asked for last, so it follows the limits a deployment actually uses.
+
+Runs that come back to back (a program's test cases) say how many more follow (`ahead`): the
+pool then builds that many (at most MAX_AHEAD) as soon as a run has started, instead of
+one after each run, so that bubblewrap sets up the next runs' sandboxes on the other core while
+the current run goes on and each run finds its sandbox ready. They are still built empty and
+used once; only the moment they are built changes.
 """
 
 from __future__ import annotations
@@ -22,14 +28,20 @@ log = logging.getLogger(__name__)
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 _MAX_IDLE_S = 300.0  # rebuild idle sandboxes now and then so none lingers for hours
+# Sandboxes built ahead for runs that follow (each holds a slot uid until used): setting one up
+# takes about three runs of a small program, so a few in flight keep back-to-back runs fed.
+MAX_AHEAD = 4
 
 
 class SandboxPool(Generic[K, T]):
-    def __init__(self, build: Callable[[K], T], discard: Callable[[T], None], size: int, key: K) -> None:
+    def __init__(self, build: Callable[[K, bool], T], discard: Callable[[T], None], size: int, key: K) -> None:
+        """`build(key, soon)` makes a sandbox; `soon` is True when a run announced it will take it
+        (take's `ahead`), so it need not yield to the runs in progress."""
         self._build = build
         self._discard = discard
         self._size = size
         self._want = key  # what the next sandbox is built for
+        self._ahead = 0  # runs announced to follow the current one at once (take's `ahead`)
         self._ready: collections.deque[tuple[float, K, T]] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -41,8 +53,10 @@ class SandboxPool(Generic[K, T]):
         self._thread = threading.Thread(target=self._fill, name="sandbox-pool", daemon=True)
         self._thread.start()
 
-    def take(self, key: K) -> T | None:
-        """A ready sandbox built for `key`, or None (the caller then builds one on the request path)."""
+    def take(self, key: K, ahead: int = 0) -> T | None:
+        """A ready sandbox built for `key`, or None (the caller then builds one on the request path).
+        `ahead`: how many runs with the same key follow this one at once; the pool starts
+        building their sandboxes now (up to MAX_AHEAD ready at a time)."""
         with self._cond:
             item = None
             keep: collections.deque[tuple[float, K, T]] = collections.deque()
@@ -60,14 +74,35 @@ class SandboxPool(Generic[K, T]):
                 self._discard_later(keep.popleft()[2])
             self._want = key
             self._ready = keep
-            # No refill yet: building a sandbox now would compete with this run for the CPU
-            # (and the GIL). done() asks for it once the run is over.
+            self._ahead = min(max(ahead, 0), MAX_AHEAD)
+            # No refill yet: building a sandbox now would compete with this run's set-up for the
+            # CPU and the GIL (the fork and exec of bubblewrap hold it). running() asks for the
+            # announced runs' sandboxes once its program runs, done() for spares once it is over.
             return item
+
+    def running(self) -> None:
+        """The run that took a sandbox handed it its job; its thread now waits for the program.
+        Time to build the sandboxes of the runs announced to follow it."""
+        with self._cond:
+            if self._ahead > len(self._ready):
+                self._cond.notify_all()
+
+    def expect(self, key: K, count: int) -> None:
+        """`count` runs with `key` will come soon (a program compiling, its test cases next):
+        build their sandboxes now, while the machine waits for the compiler anyway."""
+        with self._cond:
+            self._want = key
+            self._ahead = min(max(count, 0), MAX_AHEAD)
+            self._cond.notify_all()
 
     def done(self) -> None:
         """A run finished: time to top the pool up again."""
         with self._cond:
+            self._ahead = 0  # the next take says again how many follow
             self._cond.notify_all()
+
+    def _target(self) -> int:
+        return max(self._size, self._ahead)
 
     def ready_count(self, key: K | None = None) -> int:
         """Sandboxes ready (for `key`, if given)."""
@@ -88,7 +123,7 @@ class SandboxPool(Generic[K, T]):
     def _fill(self) -> None:
         while True:
             with self._cond:
-                while not self._closed and len(self._ready) >= self._size:
+                while not self._closed and len(self._ready) >= self._target():
                     if not any(k == self._want for _, k, _ in self._ready):
                         # Full of sandboxes built for limits the runs no longer ask for (they
                         # changed while this thread was building): make room for one that fits.
@@ -97,9 +132,9 @@ class SandboxPool(Generic[K, T]):
                     self._cond.wait()
                 if self._closed:
                     return
-                key = self._want
+                key, soon = self._want, self._ahead > 0
             try:
-                item = self._build(key)
+                item = self._build(key, soon)
                 self._failures = 0
             except Exception:
                 self._failures += 1

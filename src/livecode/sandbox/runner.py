@@ -64,6 +64,8 @@ class Stage:
     collect: tuple[str, ...] = ()  # artifact globs to bring back (compile stage)
     stdout_file: int | None = None  # compile stage: the artifacts' tar goes to this file, not memory
     outputs: OutputLimits | None = None  # run stage: bring back what it leaves in out/
+    merge_stderr: bool = False  # run stage: fds 1 and 2 are one pipe, read as stdout (2>&1)
+    ahead: int = 0  # run stage: runs with the same limits that follow this one at once (pool.py)
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,10 @@ class Runner(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the runner holds between runs (pre-built sandboxes)."""
+
+    def expect(self, limits: SandboxLimits, count: int) -> None:  # noqa: B027 - optional hook
+        """`count` runs with these limits follow soon (a program's test cases, once it is
+        compiled): a runner that builds sandboxes ahead may start on theirs now."""
 
     @abstractmethod
     def _execute(self, stage: Stage, on_output: OutputCallback | None) -> StageResult:
@@ -200,12 +206,14 @@ class Runner(ABC):
 
     def run_prepared(
         self, prepared: Prepared, req: RunRequest, on_output: OutputCallback | None = None,
-        signal_source: SignalSource | None = None,
+        signal_source: SignalSource | None = None, *, ahead: int = 0,
     ) -> RunResult:
         """One run of a prepared program with `req`'s stdin, args and limits (its language and
-        files are the prepared ones), in a fresh sandbox. A sandbox failure is INTERNAL_ERROR."""
+        files are the prepared ones), in a fresh sandbox. A sandbox failure is INTERNAL_ERROR.
+        `ahead`: how many runs with the same limits the caller makes right after this one (its
+        other test cases), so that their sandboxes can be set up while this one runs."""
         try:
-            return self._run_stage(req, prepared.program, prepared.files, on_output, None, signal_source)
+            return self._run_stage(req, prepared.program, prepared.files, on_output, None, signal_source, ahead)
         except Exception as e:  # the sandbox failed, not the user's program
             log.exception("sandbox run failed")
             return RunResult(Outcome.INTERNAL_ERROR, message=f"sandbox failure: {e}")
@@ -218,6 +226,7 @@ class Runner(ABC):
         on_output: OutputCallback | None,
         stdin_source: StdinSource | None,
         signal_source: SignalSource | None = None,
+        ahead: int = 0,
     ) -> RunResult:
         lang = program.lang
         limits = req.limits
@@ -243,6 +252,8 @@ class Runner(ABC):
             stdin_source=stdin_source,
             signal_source=signal_source,
             outputs=req.outputs,
+            merge_stderr=req.merge_stderr,
+            ahead=ahead,
         )
         sr = self._execute(stage, on_output)
         return self._to_result(sr, limits)

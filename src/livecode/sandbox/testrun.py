@@ -70,6 +70,7 @@ def run_many(
     user sends, to the compiler or the run in progress (one that ends a run stops them all)."""
     started = time.monotonic()
     out = ManyResult()
+    runner.expect(req.limits, len(inputs))  # their sandboxes are built while it compiles
     try:
         prepared = runner.prepare(req, on_output, signal_source)
     except Exception as e:  # the sandbox failed, not the user's program
@@ -96,7 +97,9 @@ def run_many(
             if on_start is not None:
                 on_start(index)
             one = replace(req, stdin=given.stdin, args=tuple(given.args), limits=replace(limits, time_limit_ms=time_ms))
-            result = runner.run_prepared(prepared, one, signal_source=signal_source)
+            # The runs that follow at once, with the same limits: their sandboxes are set up
+            # while this one runs.
+            result = runner.run_prepared(prepared, one, signal_source=signal_source, ahead=len(inputs) - index - 1)
             out.runs.append(result)
             if on_finish is not None:
                 on_finish(index, result)

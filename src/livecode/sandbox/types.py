@@ -60,6 +60,9 @@ class RunRequest:
     outputs: OutputLimits | None = None  # keep the files the run leaves in out/ (outputs.py)
     files: tuple[SourceFile, ...] = ()
     entry: str | None = None
+    # The program's stderr is its stdout (`2>&1`): one pipe, so one stream in the order written,
+    # capped and streamed as stdout; stderr stays empty. The compile stage is not affected.
+    merge_stderr: bool = False
 
 
 def text_view(data: bytes) -> str:

@@ -82,7 +82,7 @@ def submit_batch(
             "id": uuid.uuid4(), "session_id": src.id, "user_id": src.user_id, "language": src.language,
             "source_hash": snapshots[src.id].entry_hash, "entry": snapshots[src.id].entry,
             "stdin": item.options.stdin, "args": item.options.args,
-            "limits": item.options.limits, "priority": Priority.BATCH.value,
+            "limits": item.options.limits, "priority": Priority.BATCH.value, "merge_stderr": item.options.merge_stderr,
             "status": ExecutionStatus.QUEUED.value, "stdout_truncated": False, "stderr_truncated": False,
             "attempts": 0, "request_id": request_id, "queued_at": now,
             "tests": testcases.stored_tests(item.options.tests), "compare_mode": item.options.compare,

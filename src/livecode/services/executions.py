@@ -66,6 +66,7 @@ class ExecuteOptions:
     limits: dict[str, int] = field(default_factory=dict)
     priority: str = Priority.INTERACTIVE.value
     interactive: bool = False  # stdin stays open for input sent over the WebSocket
+    merge_stderr: bool = False  # the program's stderr goes into its stdout (2>&1)
     tests: list[testcases.TestCase] | None = None  # run once per test, with verdicts
     compare: str | None = None  # how each test's output is compared (services/compare.py)
 
@@ -149,6 +150,7 @@ def serialize_execution(e: Execution, encoding: str = "text") -> dict[str, Any]:
         "version": e.history_version,
         "priority": e.priority,
         "interactive": e.interactive,
+        "merge_stderr": e.merge_stderr,
         "encoding": encoding,
         "stdout": encode_output(e.stdout, encoding),
         "stderr": encode_output(e.stderr, encoding),
@@ -210,8 +212,8 @@ def _session_for_run(by_owner: bool) -> Any:
 
 _INSERT_COLUMNS = [
     "id", "session_id", "user_id", "language", "source_hash", "entry", "stdin", "args", "limits", "priority",
-    "interactive", "status", "stdout_truncated", "stderr_truncated", "attempts", "request_id", "queued_at",
-    "tests", "compare_mode", "history_version",
+    "interactive", "merge_stderr", "status", "stdout_truncated", "stderr_truncated", "attempts", "request_id",
+    "queued_at", "tests", "compare_mode", "history_version",
 ]
 
 
@@ -233,6 +235,7 @@ def _insert_execution(cap: int, anonymous: bool) -> Any:
         bindparam("p_limits", type_=t.limits.type),
         bindparam("p_priority", type_=t.priority.type),
         bindparam("p_interactive", type_=t.interactive.type),
+        bindparam("p_merge_stderr", type_=t.merge_stderr.type),
         literal(ExecutionStatus.QUEUED.value),
         literal(False),
         literal(False),
@@ -298,6 +301,7 @@ def submit_execution(
                 "p_id": execution_id, "p_hash": snapshot.entry_hash, "p_entry": snapshot.entry,
                 "p_stdin": options.stdin, "p_args": options.args,
                 "p_limits": options.limits, "p_priority": options.priority, "p_interactive": options.interactive,
+                "p_merge_stderr": options.merge_stderr,
                 "p_request_id": request_id, "p_now": now, "p_sid": session_id, "p_owner": user_id,
                 "p_tests": testcases.stored_tests(options.tests), "p_compare": options.compare, "p_version": version,
             }
@@ -405,12 +409,14 @@ class ClaimedRun:
     # is the whole program.
     files: list[tuple[str, str]] | None = None
     entry: str | None = None
+    merge_stderr: bool = False  # the program's stderr goes into its stdout (2>&1)
 
     def run_request(self, limits: SandboxLimits, stdin: str = "", args: tuple[str, ...] = ()) -> RunRequest:
         """The sandbox's request for this run's program (one file, or its files and entry)."""
         return RunRequest(
             language=self.language, source=self.source_code, stdin=stdin, args=args, limits=limits,
             files=tuple(SourceFile.text(path, content) for path, content in self.files or ()), entry=self.entry,
+            merge_stderr=self.merge_stderr,
         )
 
 
@@ -435,6 +441,7 @@ def _claim_statement() -> Any:
             t.limits,
             t.request_id,
             t.interactive,
+            t.merge_stderr,
             t.tests,
             t.compare_mode,
             t.entry,
@@ -470,6 +477,7 @@ def claim_execution(db: Database, execution_id: uuid.UUID, worker: str) -> Claim
         row.compare_mode,
         files=files,
         entry=row.entry,
+        merge_stderr=bool(row.merge_stderr),
     )
 
 

@@ -47,18 +47,21 @@ def publish_finished(bus: EventBus, execution_id: str, status: str, row: dict[st
     ]), "the final events", execution_id)
 
 
-def publish_test_started(bus: EventBus, execution_id: str, index: int, name: str | None) -> None:
+def event_test_started(index: int, name: str | None) -> tuple[str, dict[str, Any]]:
     """test_started {index, name}: test case `index` is about to run."""
-    _best_effort(lambda: bus.publish(execution_id, "test_started", {"index": index, "name": name}),
-                 "test_started", execution_id)
+    return "test_started", {"index": index, "name": name}
 
 
-def publish_tests_finished(bus: EventBus, execution_id: str, results: list[dict[str, Any]]) -> None:
-    """test_finished for each test case (its result as GET returns it, verdict included), in
-    one round trip: one as it ends, or all of them at once (a compile error ends every test)."""
-    if results:
-        _best_effort(lambda: bus.publish_many(execution_id, [("test_finished", r) for r in results]),
-                     "test_finished", execution_id)
+def event_test_finished(result: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """test_finished: a test case's result as GET returns it, verdict included."""
+    return "test_finished", result
+
+
+def publish_test_events(bus: EventBus, execution_id: str, events: list[tuple[str, dict[str, Any]]]) -> None:
+    """Test-case events in order, in one round trip: a test's test_finished goes with the next
+    one's test_started (one round trip per test); a compile error's are all sent at once."""
+    if events:
+        _best_effort(lambda: bus.publish_many(execution_id, events), "test events", execution_id)
 
 
 _STAGE = "\0stage"  # a marker among the pending output: a "stage" event, in its place in the order

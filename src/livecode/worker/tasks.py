@@ -31,6 +31,7 @@ from .cache_use import compile_cached
 from .celery_app import TASK_NAME, celery
 from .deadletter import record_dead_letter
 from .heartbeat import identity
+from .internal_error import internal_error_stderr
 from .metrics import record_outcome
 from .sandbox_runner import get_process_runner
 from .test_runs import run_tests_claimed
@@ -97,16 +98,6 @@ def outcome_columns(result: RunResult, extra: dict[str, Any]) -> tuple[Execution
     if result.outcome == Outcome.INTERNAL_ERROR:
         cols["stderr"] = internal_error_stderr(result, extra)
     return status, cols
-
-
-def internal_error_stderr(result: RunResult, extra: dict[str, Any]) -> bytes:
-    """The sandbox failed: the user sees a generic message and an error id after the program's
-    own stderr; what went wrong (which may name host paths) goes only to the operator's log."""
-    error_id = new_error_id()
-    log.error("sandbox internal error (error id %s): %s", error_id, result.message,
-              extra={**extra, "error_id": error_id})
-    notice = internal_error_message(error_id).encode()
-    return (result.stderr_bytes + b"\n" if result.stderr_bytes else b"") + notice
 
 
 def _save(rt: Runtime, claimed: ClaimedRun, status: ExecutionStatus, cols: dict[str, Any],

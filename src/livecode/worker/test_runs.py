@@ -15,14 +15,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..errors import internal_error_message, new_error_id
 from ..models import ExecutionStatus
 from ..runtime import Runtime
 from ..sandbox import Outcome, RunInput, RunResult, SandboxLimits, run_many
 from ..services import testcases
 from ..services.executions import ClaimedRun
-from ..streaming.publisher import OutputPublisher, publish_test_started, publish_tests_finished
+from ..streaming.publisher import OutputPublisher, event_test_finished, event_test_started, publish_test_events
 from .cache_use import compile_cached
+from .internal_error import internal_error_stderr
 from .sandbox_runner import get_process_runner
 
 log = logging.getLogger(__name__)
@@ -39,18 +39,28 @@ def run_tests_claimed(
     entries: list[dict[str, Any]] = []
     on_output = OutputPublisher(rt.events, eid)
     channel = rt.stdin.run_input(eid, interactive=False)  # the signals a user sends (a Stop)
+    # A test's test_finished waits for the next test's test_started (nothing happens between
+    # them) and goes out with it: one round trip to the bus per test, not two.
+    events: list[tuple[str, dict[str, Any]]] = []
 
     def started(index: int) -> None:
         if index == 0:
             on_output.close()  # the compiler's output goes out before the first test's events
-        publish_test_started(rt.events, eid, index, tests[index].name)
+        events.append(event_test_started(index, tests[index].name))
+        flush()
 
     def finished(index: int, result: RunResult) -> None:
         if result.outcome in (Outcome.INTERNAL_ERROR, Outcome.CANCELLED):
             return  # not the program's doing, or stopped: no verdict
         verdict = testcases.verdict(result.outcome.value, result.stdout_bytes, tests[index].expected_output, compare)
         entries.append(_entry(verdict, result))
-        publish_tests_finished(rt.events, eid, [testcases.case_view(index, docs[index], entries[-1])])
+        events.append(event_test_finished(testcases.case_view(index, docs[index], entries[-1])))
+        if index == len(tests) - 1:
+            flush()
+
+    def flush() -> None:
+        publish_test_events(rt.events, eid, events[:])
+        events.clear()
 
     request = claimed.run_request(limits)
     inputs = [RunInput(t.stdin, tuple(t.args)) for t in tests]
@@ -67,6 +77,7 @@ def run_tests_claimed(
         )
     finally:
         on_output.close()
+        flush()  # a last test_finished still waiting (the budget ran out, the sandbox failed)
         if channel.received_signal:
             rt.stdin.discard(eid)
 
@@ -88,21 +99,19 @@ def run_tests_claimed(
             exit_code=failed.exit_code, signal=failed.signal, cpu_time_ms=failed.cpu_time_ms, memory_kb=failed.memory_kb
         )
         entries = [_entry(testcases.COMPILE_ERROR) for _ in tests]
-        publish_tests_finished(rt.events, eid, [testcases.case_view(i, docs[i], e) for i, e in enumerate(entries)])
+        events.extend(event_test_finished(testcases.case_view(i, docs[i], entries[i])) for i in range(len(tests)))
     elif many.cancelled or (failed is not None and failed.outcome == Outcome.CANCELLED):
         status, cols["reason"] = ExecutionStatus.CANCELLED, "CANCELLED"
         cols["signal"] = (failed or runs[-1]).signal
     elif many.internal_error:
         status, cols["reason"] = ExecutionStatus.FAILED, "INTERNAL_ERROR"
-        cols["stderr"] = _internal_error(failed or runs[-1], extra)
+        cols["stderr"] = internal_error_stderr(failed or runs[-1], extra)
     elif many.out_of_budget:
-        skipped = [_entry("TIME_LIMIT") for _ in range(len(entries), len(tests))]
-        first = len(entries)
-        entries += skipped
+        skipped = range(len(entries), len(tests))
+        entries += [_entry("TIME_LIMIT") for _ in skipped]
         log.info("tests' time budget spent; %d tests not run", len(skipped), extra=extra)
-        publish_tests_finished(
-            rt.events, eid, [testcases.case_view(first + i, docs[first + i], e) for i, e in enumerate(skipped)]
-        )
+        events.extend(event_test_finished(testcases.case_view(i, docs[i], entries[i])) for i in skipped)
+    flush()
     cols["test_results"] = entries
     cached = failed.cached if failed is not None else many.cached
     cols["compile_cached"] = compile_cached(claimed.language, cached, many.internal_error)
@@ -127,16 +136,3 @@ def _entry(verdict: str, result: RunResult | None = None) -> dict[str, Any]:
 def _total(values: list[int | None]) -> int | None:
     known = [v for v in values if v is not None]
     return sum(known) if known else None
-
-
-def _internal_error(result: RunResult, extra: dict[str, Any]) -> bytes:
-    """The user sees a generic message with an error id; the detail (which may name host paths)
-    goes only to the operator's log."""
-    error_id = new_error_id()
-    log.error(
-        "sandbox internal error in a test run (error id %s): %s",
-        error_id,
-        result.message,
-        extra={**extra, "error_id": error_id},
-    )
-    return internal_error_message(error_id).encode()

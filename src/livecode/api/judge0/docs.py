@@ -42,6 +42,8 @@ submission_request = ns.model(
         "memory_limit": fields.Integer(description="KB"),
         "max_processes_and_or_threads": fields.Integer(),
         "command_line_arguments": fields.String(description="split like a shell would (shlex), never run by one"),
+        "redirect_stderr_to_stdout": fields.Boolean(
+            default=False, description="the program's stderr goes into its stdout (2>&1), in the order written"),
         "callback_url": fields.String(description="PUT the finished submission here (default fields, base64)"),
     },
 )

@@ -173,7 +173,9 @@ def config_info(settings: Settings) -> dict[str, Any]:
         "max_max_file_size": m["max_file_size"],
         "number_of_runs": 1,
         "max_number_of_runs": 1,
-        "redirect_stderr_to_stdout": False,
+        # As Judge0's (config.rb): the value a submission that does not name it gets. Every
+        # submission may ask for true (supported, as on Judge0, which has no allow_ key for it).
+        "redirect_stderr_to_stdout": d["redirect_stderr_to_stdout"],
         "max_extract_size": settings.max_files_bytes // 1024,
         "enable_batched_submissions": True,
         "max_submission_batch_size": MAX_BATCH,

@@ -1,7 +1,8 @@
 """A submission's body, read and checked as Judge0 CE 1.13.1's submission.rb checks it: unknown
 keys are ignored (Rails' `permit`), and every problem is reported per field in Judge0's 422
 shape, `{"field": ["message", ...]}`. Options LiveCode does not support are refused the way a
-Judge0 with them disabled refuses them. Limits in Judge0's units (seconds, KB) become
+Judge0 with them disabled refuses them; `redirect_stderr_to_stdout` becomes the run's
+merge_stderr (isolate's --stderr-to-stdout). Limits in Judge0's units (seconds, KB) become
 LiveCode's (ms, MB), cut to LiveCode's maxima."""
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ FLAGS = (
 REFUSED_FLAGS = {
     "enable_per_process_and_thread_time_limit": "this option cannot be enabled",
     "enable_per_process_and_thread_memory_limit": "this option cannot be enabled",
-    "redirect_stderr_to_stdout": "redirecting stderr to stdout is not supported",
     "enable_network": "enabling network is not allowed",
 }
 
@@ -253,5 +253,7 @@ def parse_submission(body: Any, settings: Settings, base64_encoded: bool) -> Par
     shown["compiler_options"] = compiler_options
     shown["command_line_arguments"] = arguments
     shown["callback_url"] = callback or None
-    options = ExecuteOptions(stdin=stdin or "", args=args, limits=limits)
+    # As isolate's --stderr-to-stdout: the program's stderr goes into its stdout, in the order written.
+    merge = bool(flags["redirect_stderr_to_stdout"])
+    options = ExecuteOptions(stdin=stdin or "", args=args, limits=limits, merge_stderr=merge)
     return Parsed(language, language_id, source, options, expected, shown, callback or None, extra)
