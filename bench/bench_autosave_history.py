@@ -5,7 +5,7 @@ so that the shared machine's load falls on each alike.
 
 Variants:
 - `before`: the code before history (a source tree given with --before, e.g. `git archive
-  8a5c404^ src | tar -x -C /tmp/prehist`), which the stack's processes run;
+  8a5c404^ src | tar -x -C "$BEFORE"`), which the stack's processes run;
 - `history`: this code, default interval (60 s); every session's last autosave version is aged
   past the interval first, so each session's first save in the window makes a version (what
   one save a minute per editing session pays), the others are the one UPDATE;
@@ -15,7 +15,7 @@ Variants:
 
 A benchmark, never a pass/fail test:
 
-    PYTHONPATH=src:. .venv/bin/python -m bench.bench_autosave_history --before /tmp/prehist --rounds 2
+    PYTHONPATH=src:. .venv/bin/python -m bench.bench_autosave_history --before "$BEFORE" --rounds 2
 """
 
 from __future__ import annotations
