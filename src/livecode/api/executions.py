@@ -49,7 +49,7 @@ def parse_execute_options(body: dict[str, Any]) -> svc.ExecuteOptions:
         raise ValidationError("field 'args' must be a list of strings", code="INVALID_FIELD")
     limits = {}
     for name in svc.LIMIT_FIELDS:
-        value = optional_int(body, name, minimum=0 if name == "cpu_extra_ms" else 1)
+        value = optional_int(body, name, minimum=svc.limit_minimum(name))
         if value is not None:
             limits[name] = value
     return svc.ExecuteOptions(

@@ -77,10 +77,11 @@ class RunCgroup:
         self.seen_pids: set[int] = set()
         self.cpu_base_ms = 0
         self.limits: tuple[int, int] | None = None
-        self._peak_fd: int | None = None  # v2, kernels >= 6.12: memory.peak reset for this fd only
         self._sampled_peak = 0  # v2, kernels < 5.19 (no memory.peak): memory.current seen at CPU checks
         self._has_peak = not v2 or "" not in dirs or (dirs[""] / "memory.peak").exists()
-        self._held: dict[Path, int] = {}  # files a run reads or resets, opened when it was created
+        # Files a run reads or resets, opened when it was created; on v2 (kernels >= 6.12) also
+        # memory.peak, whose reset holds for reads through the same open file only.
+        self._held: dict[Path, int] = {}
 
     def hold_files(self) -> None:
         """Open the files a run reads and resets (CPU, peak memory, OOM kills) now, when the
@@ -184,9 +185,13 @@ class RunCgroup:
         """From kernel 6.12 a write to memory.peak resets it, for reads through the same open
         file only: keep that file open. Older kernels refuse the write; then the peak also
         counts what setting up a pooled sandbox used (bubblewrap and the launcher, ~1-2 MB)."""
-        self._close_peak_fd()
+        path = self.dirs[""] / "memory.peak"
+        old = self._held.pop(path, None)
+        if old is not None:
+            with contextlib.suppress(OSError):
+                os.close(old)
         try:
-            fd = os.open(self.dirs[""] / "memory.peak", os.O_RDWR | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except OSError:
             return
         try:
@@ -194,13 +199,7 @@ class RunCgroup:
         except OSError:
             os.close(fd)
             return
-        self._peak_fd = fd
-
-    def _close_peak_fd(self) -> None:
-        if self._peak_fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._peak_fd)
-            self._peak_fd = None
+        self._held[path] = fd
 
     def cpu_ms(self) -> int | None:
         """Whole-tree CPU time; polled while the run goes on (see supervise)."""
@@ -232,10 +231,7 @@ class RunCgroup:
         name = "memory.peak" if self.v2 else "memory.max_usage_in_bytes"
         d = self.dirs[""] if self.v2 else self.dirs["memory"]
         try:
-            if self._peak_fd is not None:
-                os.lseek(self._peak_fd, 0, os.SEEK_SET)
-                return int(os.read(self._peak_fd, 64)) // 1024
-            return int(self._read(d / name)) // 1024
+            return int(self._read(d / name)) // 1024  # through the reset file when there is one
         except (OSError, ValueError):
             return None
 
@@ -357,7 +353,6 @@ class RunCgroup:
     def destroy(self) -> list[Path]:
         """Remove the run's cgroup directories; returns those still busy after about a second
         (their last processes still being released: a loaded host) for a later retry."""
-        self._close_peak_fd()
         self._release_files()
         busy = []
         for d in self.dirs.values():

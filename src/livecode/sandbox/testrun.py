@@ -80,7 +80,9 @@ def run_many(
         out.prepared = prepared
         out.compile_output = prepared.compile_output_bytes
         out.internal_error = prepared.outcome == Outcome.INTERNAL_ERROR
+        out.cancelled = prepared.outcome == Outcome.CANCELLED
         out.wall_time_ms = _ms_since(started)
+        runner.expect(req.limits, 0)  # no run follows: the sandboxes announced are not built
         return out
     out.compile_output, out.cached = prepared.compile_output, prepared.cached
     limits = replace(req.limits, max_output_bytes=output_share(req.limits.max_output_bytes, len(inputs)))

@@ -38,7 +38,6 @@ class Stored:
     language: str
     program: programs.Program
     state: bytes
-    update: bytes  # what the merge added to the state (EMPTY_UPDATE: nothing)
 
     @property
     def sha(self) -> str:
@@ -73,9 +72,9 @@ def _store(db: Database, session_id: uuid.UUID, version: int, seen: int | None, 
     return done is not None
 
 
-def merged(db: Database, session_id: uuid.UUID, start: bytes | None = None, *, create: bool = True) -> Stored | None:
+def merged(db: Database, session_id: uuid.UUID, start: bytes | None = None) -> Stored | None:
     """The session's document state with every save merged (stored first when a merge was due);
-    None when the session is gone, or (`create` false) was never co-edited. `start`: the state to
+    None when the session is gone. `start`: the state to
     begin from when the session was never co-edited (the document Redis still holds from before;
     None: seeded from the text)."""
     for _ in range(_RACES):
@@ -83,21 +82,18 @@ def merged(db: Database, session_id: uuid.UUID, start: bytes | None = None, *, c
         if got is None:
             return None
         version, language, program, state, doc_version = got
-        if state is None and not create:
-            return None
         if state is not None and doc_version == version:
-            return Stored(version, language, program, state, yd.EMPTY_UPDATE)
+            return Stored(version, language, program, state)
         doc = yd.new_doc()
         base = state if state is not None else start
         if base is not None:
             doc.apply_update(base)
-        before = doc.get_state()
         yd.set_files(doc, list(program.files))
         if yd.doc_entry(doc) not in (None, program.entry):
             yd.set_entry(doc, program.entry)  # the save named another entry than the document's
         new_state = doc.get_update()
         if _store(db, session_id, version, doc_version if state is not None else None, new_state):
-            return Stored(version, language, program, new_state, doc.get_update(before))
+            return Stored(version, language, program, new_state)
     raise RuntimeError(f"the session {session_id} kept changing while its document was merged")
 
 

@@ -84,6 +84,16 @@ def limit_maxima(settings: Settings) -> dict[str, int]:
     }
 
 
+def limit_minimum(name: str) -> int:
+    """The least a request may ask for: 1, except no extra CPU time (the normal case)."""
+    return 0 if name == "cpu_extra_ms" else 1
+
+
+def effective_cpu_ms(limits: dict[str, int], default_time_ms: int) -> int:
+    """The CPU limit a run gets: asked for, else its wall-time limit (asked for, else the default)."""
+    return limits.get("cpu_time_ms", limits.get("time_limit_ms", default_time_ms))
+
+
 def check_options(opts: ExecuteOptions, settings: Settings) -> None:
     check_text(opts.stdin, "stdin", settings.max_stdin_bytes)
     if len(opts.args) > 64:
@@ -94,7 +104,7 @@ def check_options(opts: ExecuteOptions, settings: Settings) -> None:
     for name, value in opts.limits.items():
         if name not in maxima:
             raise ValidationError(f"unknown limit {name!r}; known: {', '.join(LIMIT_FIELDS)}")
-        least = 0 if name == "cpu_extra_ms" else 1  # no extra time is the normal case
+        least = limit_minimum(name)
         if value < least:
             raise ValidationError(f"{name} must be at least {least}", code="INVALID_LIMIT")
         if value > maxima[name]:
@@ -105,7 +115,7 @@ def check_options(opts: ExecuteOptions, settings: Settings) -> None:
             )
     extra = opts.limits.get("cpu_extra_ms", 0)
     if extra:  # the program is killed at cpu + extra: together they stay within the CPU maximum
-        cpu = opts.limits.get("cpu_time_ms", opts.limits.get("time_limit_ms", settings.time_limit_ms))
+        cpu = effective_cpu_ms(opts.limits, settings.time_limit_ms)
         if cpu + extra > settings.max_time_limit_ms:
             raise ValidationError(
                 f"cpu_time_ms + cpu_extra_ms = {cpu + extra} is above the maximum of {settings.max_time_limit_ms}",

@@ -82,11 +82,16 @@ class Finish(threading.Event):
         self.row: dict[str, Any] | None = None
 
 
+def _result_index(events: list[tuple[str, dict[str, Any]]]) -> int | None:
+    """Where the "result" event (the finished execution) is among `events`, if there."""
+    return next((i for i, (kind, _) in enumerate(events) if kind == "result"), None)
+
+
 def finished_message(execution_id: str, events: list[tuple[str, dict[str, Any]]], dumped: list[str]) -> str:
     """The "finished" notification: the id, or {"id", "row"} when the events hold a small result."""
-    for (kind, _), text in zip(events, dumped, strict=True):
-        if kind == "result" and len(text) <= FINISHED_ROW_MAX:
-            return f'{{"id":{json.dumps(execution_id)},"row":{text}}}'
+    i = _result_index(events)
+    if i is not None and len(dumped[i]) <= FINISHED_ROW_MAX:
+        return f'{{"id":{json.dumps(execution_id)},"row":{dumped[i]}}}'
     return execution_id
 
 
@@ -291,7 +296,8 @@ class MemoryEventBus:
 
     def publish_many(self, execution_id: str, events: list[tuple[str, dict[str, Any]]]) -> list[str]:
         # The waiters of the end get the result published with it (in process: no size limit).
-        result = next((data for kind, data in events if kind == "result"), None)
+        i = _result_index(events)
+        result = events[i][1] if i is not None else None
         return [self.publish(execution_id, kind, data, result=result) for kind, data in events]
 
     def publish_each(self, execution_ids: list[str], kind: str, data: dict[str, Any]) -> None:

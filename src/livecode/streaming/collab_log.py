@@ -49,8 +49,6 @@ class CollabLog(Protocol):
         """Every entry, oldest first."""
         ...
 
-    def exists(self, session_id: str) -> bool: ...
-
     def append(self, session_id: str, kind: str, data: bytes, origin: str) -> str:
         """Add an entry; returns its id. Refreshes the log's time to live."""
         ...
@@ -126,9 +124,6 @@ class RedisCollabLog:
     def load(self, session_id: str) -> list[LogEntry]:
         rows: Any = self.client.xrange(_key(session_id))
         return [self._entry(session_id, i, f) for i, f in rows]
-
-    def exists(self, session_id: str) -> bool:
-        return bool(self.client.exists(_key(session_id)))
 
     def append(self, session_id: str, kind: str, data: bytes, origin: str) -> str:
         key = _key(session_id)
@@ -209,10 +204,6 @@ class MemoryCollabLog:
     def load(self, session_id: str) -> list[LogEntry]:
         with self._cond:
             return list(self._live(session_id) or [])
-
-    def exists(self, session_id: str) -> bool:
-        with self._cond:
-            return bool(self._live(session_id))
 
     def append(self, session_id: str, kind: str, data: bytes, origin: str) -> str:
         with self._cond:

@@ -24,7 +24,13 @@ from ..models import ExecutionStatus, utcnow
 from ..runtime import Runtime, runtime
 from ..sandbox import Outcome, RunResult, SandboxLimits
 from ..sandbox.outputs import OutputFile
-from ..services.executions import ClaimedRun, claim_execution, fail_queued, finish_execution_returning
+from ..services.executions import (
+    ClaimedRun,
+    claim_execution,
+    effective_cpu_ms,
+    fail_queued,
+    finish_execution_returning,
+)
 from ..services.output_files import output_limits
 from ..streaming.publisher import OutputPublisher, publish_finished, publish_running
 from .cache_use import compile_cached
@@ -61,10 +67,9 @@ def active_runs() -> int:
 def limits_for(claimed: ClaimedRun, rt: Runtime) -> SandboxLimits:
     s = rt.settings
     asked = claimed.limits
-    time_ms = asked.get("time_limit_ms", s.time_limit_ms)
     return SandboxLimits(
-        time_limit_ms=time_ms,
-        cpu_time_ms=asked.get("cpu_time_ms", time_ms),
+        time_limit_ms=asked.get("time_limit_ms", s.time_limit_ms),
+        cpu_time_ms=effective_cpu_ms(asked, s.time_limit_ms),
         cpu_extra_ms=asked.get("cpu_extra_ms", 0),
         memory_mb=asked.get("memory_limit_mb", s.memory_limit_mb),
         max_processes=asked.get("max_processes", s.max_processes),

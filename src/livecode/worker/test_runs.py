@@ -55,8 +55,6 @@ def run_tests_claimed(
         verdict = testcases.verdict(result.outcome.value, result.stdout_bytes, tests[index].expected_output, compare)
         entries.append(_entry(verdict, result))
         events.append(event_test_finished(testcases.case_view(index, docs[index], entries[-1])))
-        if index == len(tests) - 1:
-            flush()
 
     def flush() -> None:
         publish_test_events(rt.events, eid, events[:])
@@ -77,7 +75,7 @@ def run_tests_claimed(
         )
     finally:
         on_output.close()
-        flush()  # a last test_finished still waiting (the budget ran out, the sandbox failed)
+        flush()  # the last test_finished (or one still waiting when the budget ran out)
         if channel.received_signal:
             rt.stdin.discard(eid)
 
@@ -100,7 +98,7 @@ def run_tests_claimed(
         )
         entries = [_entry(testcases.COMPILE_ERROR) for _ in tests]
         events.extend(event_test_finished(testcases.case_view(i, docs[i], entries[i])) for i in range(len(tests)))
-    elif many.cancelled or (failed is not None and failed.outcome == Outcome.CANCELLED):
+    elif many.cancelled:
         status, cols["reason"] = ExecutionStatus.CANCELLED, "CANCELLED"
         cols["signal"] = (failed or runs[-1]).signal
     elif many.internal_error:

@@ -143,7 +143,7 @@ def record_try(db: Database, claimed: Claimed, result: TryResult, backoff_s: flo
 def list_deliveries(db: Database, execution_id: uuid.UUID, owner_id: uuid.UUID | None) -> dict[str, Any]:
     """GET /api/v1/executions/{id}/deliveries: every callback of the execution and each try, to
     whoever may see the execution (its session's owner or a member: services/access.py). A
-    member sees each callback URL's origin only (urls.shown_to_member); the signing secret is in
+    member sees each callback URL's origin only (access.shown_to_member); the signing secret is in
     no delivery."""
     e, t = Execution.__table__.c, DELIVERIES.c
     q = select(e.user_id).where(e.id == execution_id)
