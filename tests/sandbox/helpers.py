@@ -14,7 +14,7 @@ from livecode.sandbox import Runner, RunRequest, RunResult, SandboxLimits, get_r
 
 # The tests' own uid range (see conftest), so they never collide with a worker on the host.
 TEST_UID_BASE = int(os.environ.get("LIVECODE_TEST_UID_BASE", "62000"))
-TEST_SLOTS = 8
+TEST_SLOTS = 16  # a few runners at once, each with spares and sandboxes built ahead for tests
 # Wall-clock limits that only budget for the program's own start-up are multiplied by this where
 # everything is slower: scripts/test-cgroup-v2 sets it for its emulated (TCG) VM. 1 elsewhere.
 TIME_FACTOR = float(os.environ.get("LIVECODE_TEST_TIME_FACTOR", "1"))
@@ -48,8 +48,15 @@ def make_runner(base: Path, pool: int, **kw: Any) -> Runner:
     """A bubblewrap runner of the tests' own uid range in a private `base` dir, checked."""
     base.chmod(0o700)
     seed_cache(base / "cache")
-    r = get_runner("bwrap", work_root=str(base / "work"), cache_dir=str(base / "cache"), uid_base=TEST_UID_BASE,
-                   slots=TEST_SLOTS, pool_size=pool, **kw)
+    r = get_runner(
+        "bwrap",
+        work_root=str(base / "work"),
+        cache_dir=str(base / "cache"),
+        uid_base=TEST_UID_BASE,
+        slots=TEST_SLOTS,
+        pool_size=pool,
+        **kw,
+    )
     r.check()
     return r
 

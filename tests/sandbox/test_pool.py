@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from livecode.sandbox import Outcome, Runner, get_runner
+from livecode.sandbox import Outcome, Runner, SandboxLimits, get_runner
 from livecode.sandbox.bwrap import BwrapRunner
+from livecode.sandbox.runner import MB, Stage
 
-from .helpers import TEST_SLOTS, TEST_UID_BASE, make_runner, no_leftovers, requires_bwrap, run
+from .helpers import TEST_SLOTS, TEST_UID_BASE, leftovers, make_runner, no_leftovers, requires_bwrap, run
 
 pytestmark = [requires_bwrap, pytest.mark.sandbox, pytest.mark.timeout(60)]
 
@@ -167,3 +168,109 @@ def test_a_run_cgroups_counters_are_read_and_reset_through_the_files_held_since_
             os.close(fd)
         assert cg.destroy() == []
     assert cg._held == {}  # closed with it
+
+
+# A compile stage's script: what it finds of an earlier stage (nothing, in a fresh sandbox), then
+# litter for the next one: files in /tmp, the work dir and /dev/shm, and a process left running.
+LITTER_SH = (
+    "echo seen $(ls /tmp /dev/shm . | grep -c mark) sleeping $(cat /proc/[0-9]*/comm | grep -c sleep)\n"
+    "touch /tmp/mark-$$ mark-$$ /dev/shm/mark-$$\n"
+    "setsid sleep 60 </dev/null >/dev/null 2>&1 &\n"
+)
+
+
+def compile_stage(script: str, memory_mb: int = SandboxLimits().compile_memory_mb) -> Stage:
+    """A compile stage running `script` (its output comes back as the compiler's, on stderr)."""
+    limits = SandboxLimits()
+    return Stage(
+        "compile", ["/bin/sh", "-c", script], {"PATH": "/usr/bin:/bin"}, [], 20_000, 20_000, memory_mb,
+        limits.compile_max_processes, 1024, limits.compile_max_disk_kb, 64, 1 << 20, 1 << 16,
+    )  # fmt: skip
+
+
+def wait_until(check: Callable[[], bool], what: str, deadline_s: float = 20.0) -> None:
+    end = time.monotonic() + deadline_s
+    while not check():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out waiting until {what}")
+        time.sleep(0.02)
+
+
+def test_a_compile_takes_a_sandbox_built_ahead_with_nothing_of_the_compile_before(pooled_runner: Runner) -> None:
+    """The next compile's sandbox is set up before it is asked for (off the request path); it is
+    still built empty for that one compile and destroyed after it."""
+    runner = pooled_runner
+    assert isinstance(runner, BwrapRunner) and runner._compile_pool is not None
+    pool = runner._compile_pool
+    for _ in range(2):
+        wait_until(lambda: pool.ready_count() > 0, "a compile sandbox is ready")
+        served = pool.served
+        sr = runner._execute(compile_stage(LITTER_SH), None)
+        assert pool.served == served + 1  # it ran in the sandbox built ahead
+        assert sr.stderr.decode().splitlines()[0] == "seen 0 sleeping 0", sr
+    assert no_leftovers(), leftovers()
+
+
+def test_a_compile_sandbox_built_for_other_limits_is_destroyed(pooled_runner: Runner) -> None:
+    """A compile with other limits (memory, disk) cannot use the one built ahead: it is destroyed
+    (processes and cgroup), and the next one is built for the limits the compiles now use."""
+    runner = pooled_runner
+    assert isinstance(runner, BwrapRunner) and runner._compile_pool is not None
+    pool = runner._compile_pool
+    wait_until(lambda: pool.ready_count() > 0, "a compile sandbox is ready")
+    old = pool._ready[0][2]
+    sr = runner._execute(compile_stage("echo ok", memory_mb=old.cg.limits[0] // MB // 2), None)
+    assert sr.stderr.startswith(b"ok\n"), sr
+    wait_until(
+        lambda: old.proc.poll() is not None and not any(d.exists() for d in old.cg.dirs.values()),
+        "the sandbox built for the old limits is gone",
+    )
+    new_key = (old.cg.limits[0] // MB // 2, SandboxLimits().compile_max_disk_kb)
+    wait_until(lambda: pool.ready_count(new_key) == 1, "one is built for the new limits")
+    assert pool.ready_count() == 1
+
+
+def test_sandboxes_built_for_runs_that_will_not_come_are_destroyed(pooled_runner: Runner) -> None:
+    """Runs announced (an execution's tests) and then called off (its program did not compile, or
+    its time budget ran out): the sandboxes built for them are destroyed, not kept for hours."""
+    runner = pooled_runner
+    assert isinstance(runner, BwrapRunner) and runner._pool is not None
+    pool, limits = runner._pool, SandboxLimits()
+    key = (limits.memory_mb, limits.max_disk_kb)
+    runner.expect(limits, 6)
+    pool.running()  # as a compile that started does
+    wait_until(lambda: pool.ready_count(key) >= 5, "the announced runs' sandboxes are built")
+    built = [sp for _, _, sp in pool._ready]
+    runner.expect(limits, 0)
+    assert pool.ready_count() <= pool._size
+    gone = [sp for sp in built if all(sp is not kept for _, _, kept in pool._ready)]
+    assert len(gone) >= 3
+    wait_until(lambda: all(sp.proc.poll() is not None for sp in gone), "their processes ended")
+    wait_until(lambda: not any(d.exists() for sp in gone for d in sp.cg.dirs.values()), "their cgroups are removed")
+
+
+def test_sandboxes_built_ahead_take_only_free_slots(tmp_path: Path) -> None:
+    """A sandbox for an announced run takes a free slot or none: it never waits for one (and so
+    never takes one that frees up after its runs were called off), so the runs that build their
+    own sandbox are not kept waiting by sandboxes built ahead."""
+    tmp_path.chmod(0o700)
+    r = get_runner("bwrap", work_root=str(tmp_path / "work"), cache_dir=str(tmp_path / "cache"),
+                   uid_base=TEST_UID_BASE + TEST_SLOTS + 4, slots=3, pool_size=1)  # fmt: skip
+    try:
+        r.check()
+        assert isinstance(r, BwrapRunner) and r._pool is not None and r._compile_pool is not None
+        pool, limits = r._pool, SandboxLimits()
+        wait_until(lambda: pool.ready_count() == 1 and r._compile_pool.ready_count() == 1, "the spares are built")
+        r.expect(limits, 4)
+        pool.running()
+        wait_until(lambda: pool.ready_count() == 2, "one is built ahead, in the last free slot")
+        time.sleep(0.3)
+        assert pool.ready_count() == 2 and pool._failures == 0  # no slot: it waits, quietly
+        r.expect(limits, 0)  # called off: the one built ahead is destroyed and its slot freed ...
+        time.sleep(0.5)
+        assert pool.ready_count() == 1  # ... and no build for the called-off runs takes it back
+        res = run(r, "bash", "echo cold", memory_mb=100)  # other limits: it builds its own, in that slot
+        assert res.outcome is Outcome.OK and res.stdout == "cold\n", res
+    finally:
+        r.close()
+    assert no_leftovers(), leftovers()

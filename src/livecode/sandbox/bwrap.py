@@ -5,7 +5,8 @@ toolchains only, and a size-limited tmpfs for its work directory and /tmp that v
 Every sandbox's pid 1 is the launcher (launcher.py): it takes the stage's files, limits and
 pipes over a unix socket, runs the program and reports its exact exit status on a pipe of its
 own, the only status the host believes. Output comes back through pipes. With a pool (pool.py),
-run stages take a sandbox that was set up ahead of time.
+run stages take a sandbox that was set up ahead of time, and compile stages one of their own
+(a compile's sandbox has its own limits: memory, disk).
 """
 
 from __future__ import annotations
@@ -133,7 +134,8 @@ class BwrapRunner(Runner):
         self._slots: SlotPool | None = None
         self._launcher: Path | None = None
         self._spawner: Path | None = None  # the exec helper that starts bwrap as the slot uid
-        self._pool: SandboxPool[tuple[int, int], Spawned] | None = None
+        self._pool: SandboxPool[tuple[int, int], Spawned] | None = None  # for run stages
+        self._compile_pool: SandboxPool[tuple[int, int], Spawned] | None = None  # one spare, for compiles
         self._ro = _ro_mounts()
         self._orphans = OrphanReaper()
         # Clean-ups of finished runs, in the background on a few long-lived threads: starting a
@@ -173,13 +175,18 @@ class BwrapRunner(Runner):
             if self.pool_size > 0 and self._pool is None:
                 key = (_DEFAULTS.memory_mb, _DEFAULTS.max_disk_kb)
                 self._pool = SandboxPool(self._prespawn, self._discard, self.pool_size, key)
+                # One spare for the next compile, whose sandbox would otherwise be set up on the
+                # request path before the compiler can start (~10 ms of bubblewrap).
+                key = (_DEFAULTS.compile_memory_mb, _DEFAULTS.compile_max_disk_kb)
+                self._compile_pool = SandboxPool(self._prespawn, self._discard, 1, key)
 
     def close(self) -> None:
         """Destroy the pooled sandboxes and wait for the clean-ups in progress: a sandbox whose
         clean-up dies with us would leave its (killed) processes as zombies of our subreaper."""
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        for pool in (self._pool, self._compile_pool):
+            if pool is not None:
+                pool.close()
+        self._pool = self._compile_pool = None
         wait(list(self._finishing), timeout=10.0)
 
     def expect(self, limits: SandboxLimits, count: int) -> None:
@@ -207,8 +214,8 @@ class BwrapRunner(Runner):
     def _execute(self, stage: Stage, on_output: OutputCallback | None) -> StageResult:
         if not self._ready:
             self.check()
-        pool = self._pool
-        if stage.kind != "run" or pool is None:
+        pool = self._pool if stage.kind == "run" else self._compile_pool
+        if pool is None:
             return self._run_cold(stage, on_output)
         try:
             sp = pool.take((stage.memory_mb, stage.max_disk_kb), stage.ahead)
@@ -278,8 +285,10 @@ class BwrapRunner(Runner):
             # to either comes out in the order written; the stderr pipe gets EOF at once.
             program_err = out_w if stage.merge_stderr else err_w
             send_job(sp.sock, [stdin_r, out_w, program_err, res_w], files, rlimits, env, argv, WORK, dirs)
-            if stage.ahead and self._pool is not None:
-                self._pool.running()  # the next runs' sandboxes, built while this one runs
+            if (stage.ahead or stage.kind == "compile") and self._pool is not None:
+                # The runs announced to follow (the next tests; a compile's: its tests, Runner.expect)
+                # get their sandboxes built now, while this stage's program runs.
+                self._pool.running()
         except (OSError, ValueError):
             if work_fd is not None:
                 os.close(work_fd)
@@ -344,12 +353,18 @@ class BwrapRunner(Runner):
         run's own path."""
         memory_mb, disk_kb = key
         nice = 0 if soon else _PREBUILD_NICE
-        return self._start_sandbox(memory_mb, disk_kb, _DEFAULTS.max_processes, nice=nice)
+        # One for announced runs takes a free slot or none (NoFreeSlot): a run in progress that
+        # builds its own sandbox must never wait for a slot held by one built ahead.
+        slot_wait_s = 0.0 if soon else None
+        return self._start_sandbox(memory_mb, disk_kb, _DEFAULTS.max_processes, nice=nice, slot_wait_s=slot_wait_s)
 
-    def _start_sandbox(self, memory_mb: int, disk_kb: int, max_processes: int, nice: int = 0) -> Spawned:
-        """Namespaces, cgroup, tmpfs, and the launcher waiting for its job as pid 1."""
+    def _start_sandbox(
+        self, memory_mb: int, disk_kb: int, max_processes: int, nice: int = 0, slot_wait_s: float | None = None
+    ) -> Spawned:
+        """Namespaces, cgroup, tmpfs, and the launcher waiting for its job as pid 1. `slot_wait_s`:
+        how long to wait for a free slot (None: SlotPool's default) before NoFreeSlot."""
         assert self._launcher is not None
-        slot, cg = self._new_slot_and_cgroup()
+        slot, cg = self._new_slot_and_cgroup(slot_wait_s)
         try:
             cg.set_limits(memory_mb * 1024 * 1024, max_processes + _EXTRA_PIDS)
             host_sock, box_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -390,9 +405,9 @@ class BwrapRunner(Runner):
     def _discard(self, sp: Spawned) -> None:
         self._finish(sp.slot, sp.cg, sp)
 
-    def _new_slot_and_cgroup(self) -> tuple[int, RunCgroup]:
+    def _new_slot_and_cgroup(self, slot_wait_s: float | None = None) -> tuple[int, RunCgroup]:
         assert self._slots is not None and self._cgroups is not None
-        slot = self._slots.acquire()
+        slot = self._slots.acquire() if slot_wait_s is None else self._slots.acquire(slot_wait_s)
         try:
             return slot, self._cgroups.create(slot)
         except BaseException:

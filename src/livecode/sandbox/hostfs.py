@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from .types import SandboxUnavailable
+from .types import NoFreeSlot, SandboxUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,8 @@ class SlotPool:
                         continue
                     self._held[slot] = fd
                     return slot
-            if time.monotonic() > deadline:
-                raise SandboxUnavailable(
+            if time.monotonic() >= deadline:
+                raise NoFreeSlot(
                     f"no free sandbox slot: uids {self.uid_base}..{self.uid_base + self.count - 1} are all busy on "
                     "this host (every worker on a host shares them: raise LIVECODE_SANDBOX_SLOTS)"
                 )

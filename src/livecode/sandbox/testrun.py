@@ -70,7 +70,7 @@ def run_many(
     user sends, to the compiler or the run in progress (one that ends a run stops them all)."""
     started = time.monotonic()
     out = ManyResult()
-    runner.expect(req.limits, len(inputs))  # their sandboxes are built while it compiles
+    runner.expect(req.limits, len(inputs))  # their sandboxes are built while it compiles (pool.py)
     try:
         prepared = runner.prepare(req, on_output, signal_source)
     except Exception as e:  # the sandbox failed, not the user's program
@@ -113,6 +113,7 @@ def run_many(
                 break
     finally:
         prepared.close()
+        runner.expect(req.limits, 0)  # stopped short (budget, error, cancel): the sandboxes built ahead go
     out.wall_time_ms = _ms_since(started)
     return out
 

@@ -121,3 +121,7 @@ SignalSource = Callable[[], int | None]
 
 class SandboxUnavailable(RuntimeError):
     """The host cannot provide a protection the configuration requires."""
+
+
+class NoFreeSlot(SandboxUnavailable):
+    """Every slot uid of the host is taken (SlotPool.acquire's wait ran out)."""
