@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from livecode.sandbox import SandboxUnavailable
+from livecode.sandbox import SandboxUnavailable, hostfs
 from livecode.sandbox.hostfs import SlotPool, uid_has_processes
 
 from .helpers import TEST_SLOTS, TEST_UID_BASE, requires_bwrap
@@ -56,3 +58,47 @@ def test_a_uid_with_live_processes_is_skipped(tmp_path: Path) -> None:
         foreign.kill()
         foreign.wait()
     assert pool.uid_base + pool.acquire(timeout_s=5) == uid  # free again once it is gone
+
+
+def as_uid(uid: int) -> Callable[[], None]:
+    def become() -> None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+
+    return become
+
+
+def test_a_uid_released_clean_is_handed_out_again_without_a_scan_of_proc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scan of /proc costs ~5 us per process of the host, once per sandbox: a uid whose last
+    holder saw all its processes gone (its lock file says so) is not scanned for again while the
+    last scan is recent; one released without that (a run whose processes outlived the clean-up)
+    is."""
+    scans: list[range] = []
+    real = hostfs.uids_with_processes
+    monkeypatch.setattr(hostfs, "uids_with_processes", lambda uids: scans.append(uids) or real(uids))
+    pool = SlotPool(tmp_path / "locks", TEST_SLOTS, TEST_UID_BASE)
+    pool.release(pool.acquire(), clean=True)
+    assert len(scans) == 1
+    for _ in range(20):
+        pool.release(pool.acquire(), clean=True)
+    assert len(scans) == 1
+    pool.release(pool.acquire(), clean=False)
+    pool.release(pool.acquire(), clean=True)
+    assert len(scans) == 2  # the uid released without clean=True was looked at again
+
+
+def test_a_foreign_process_on_a_uid_known_clean_is_found_by_the_next_scan(tmp_path: Path) -> None:
+    pool = SlotPool(tmp_path / "locks", TEST_SLOTS, TEST_UID_BASE)
+    slot = pool.acquire()
+    pool.release(slot, clean=True)
+    uid = pool.uid_base + slot
+    foreign = subprocess.Popen(["sleep", "60"], preexec_fn=as_uid(uid))  # no lock accounts for it
+    try:
+        time.sleep(hostfs.SCAN_EVERY_S)
+        assert uid not in drain(pool)
+    finally:
+        foreign.kill()
+        foreign.wait()

@@ -417,6 +417,7 @@ class BwrapRunner(Runner):
     def _finish(self, slot: int, cg: RunCgroup, sp: Spawned | None) -> None:
         """Kill everything of the run, reap, remove its cgroup, free the slot."""
         assert self._slots is not None
+        clean = False  # every process of the run seen gone: the slot's next holder need not look
         try:
             if sp is not None:
                 # A waiting launcher exits when its socket closes. That also ends a pooled sandbox
@@ -433,15 +434,16 @@ class BwrapRunner(Runner):
                         sp.proc.kill()
                         sp.proc.wait()
                 sp.close_fds()
-            cg.kill_all()
+            emptied = cg.kill_all()
             left = cg.reap_all(exclude=None)
             if left:  # pathological (a process stuck exiting): reap it in the background
                 self._orphans.add(left)
             busy = cg.destroy()
             if busy:  # still being released (a loaded host): removed in the background
                 self._orphans.add_cgroups(busy)
+            clean = emptied and not left and not busy
         finally:
-            self._slots.release(slot)
+            self._slots.release(slot, clean)
 
     def _argv(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -47,6 +48,8 @@ def set_child_subreaper() -> None:
 
 DEFAULT_LOCK_DIR = Path("/run/livecode/slots")
 _FOREIGN_RECHECK_S = 1.0  # a uid found busy with foreign processes is skipped this long
+SCAN_EVERY_S = 1.0  # how stale a /proc scan for processes no lock accounts for may be
+_CLEAN = b"c"  # a uid lock file's content once its last holder saw all the uid's processes gone
 
 
 class SlotPool:
@@ -58,7 +61,11 @@ class SlotPool:
     data directory or TMPDIR. flock() makes a uid exclusive across threads, processes and
     containers that see the same directory; ranges of different workers may overlap.
     As a second guard, a uid that still owns live processes visible in /proc (a worker using
-    another lock directory, a leftover) is skipped."""
+    another lock directory, a leftover) is skipped. Scanning /proc costs ~5 us per process of
+    the host (1 ms with 200, several on a big host), once per sandbox, so it is not done for every
+    acquire: a holder that saw every process of its uid gone says so in the uid's lock file as it
+    releases it (`release(clean=True)`), and a uid whose lock file says so is trusted while the
+    last scan, which looks for processes no lock accounts for, is under SCAN_EVERY_S old."""
 
     def __init__(self, lock_dir: Path, count: int, uid_base: int) -> None:
         try:
@@ -75,6 +82,8 @@ class SlotPool:
         self._held: dict[int, int] = {}  # slot -> fd holding the flock
         self._warned: set[int] = set()
         self._foreign_until: dict[int, float] = {}  # uid -> when to look at its processes again
+        self._scanned_at = -SCAN_EVERY_S  # the last /proc scan (monotonic) ...
+        self._suspect: set[int] = set()  # ... and the uids it found processes of, other than ours
 
     def acquire(self, timeout_s: float = 60.0) -> int:
         deadline = time.monotonic() + timeout_s
@@ -96,11 +105,12 @@ class SlotPool:
                     except BlockingIOError:
                         os.close(fd)
                         continue
-                    if uid_has_processes(uid):
+                    if not self._known_clean(uid, fd) and self._scan(uid):
                         os.close(fd)
                         self._warn_foreign(uid)
                         self._foreign_until[uid] = time.monotonic() + _FOREIGN_RECHECK_S
                         continue
+                    os.pwrite(fd, b"-", 0)  # in use: until its release, its processes may be around
                     self._held[slot] = fd
                     return slot
             if time.monotonic() >= deadline:
@@ -110,11 +120,34 @@ class SlotPool:
                 )
             time.sleep(0.01)
 
-    def release(self, slot: int) -> None:
+    def release(self, slot: int, clean: bool = False) -> None:
+        """`clean`: every process the holder started as the slot's uid is gone (killed and reaped),
+        so the next holder need not look for them in /proc."""
         with self._lock:
             fd = self._held.pop(slot, None)
         if fd is not None:
+            if clean:
+                with contextlib.suppress(OSError):
+                    os.pwrite(fd, _CLEAN, 0)
             os.close(fd)  # closing drops the flock
+
+    def _known_clean(self, uid: int, fd: int) -> bool:
+        """With the uid's lock held: its last holder left it clean, and no process of it that no
+        lock accounts for was seen by a recent scan."""
+        if time.monotonic() - self._scanned_at >= SCAN_EVERY_S or uid in self._suspect:
+            return False
+        try:
+            return os.pread(fd, 1, 0) == _CLEAN
+        except OSError:
+            return False
+
+    def _scan(self, uid: int) -> bool:
+        """With self._lock held: scan /proc; whether `uid` owns processes. The uids this pool holds
+        are not suspects (their processes are its own sandboxes')."""
+        busy = uids_with_processes(range(self.uid_base, self.uid_base + self.count))
+        self._suspect = busy - {self.uid_base + s for s in self._held}
+        self._scanned_at = time.monotonic()
+        return uid in busy
 
     def _warn_foreign(self, uid: int) -> None:
         if uid not in self._warned:
@@ -142,18 +175,25 @@ def _warn_if_container_private(lock_dir: Path) -> None:
 
 
 def uid_has_processes(uid: int) -> bool:
-    """Whether a process (or zombie) of `uid` is visible in /proc. The owner of /proc/PID is the
-    process's effective uid (root for one that made itself non-dumpable), which for sandbox
-    processes is also their real uid; one stat per process keeps it cheap (~6 us each)."""
+    """Whether a process (or zombie) of `uid` is visible in /proc."""
+    return bool(uids_with_processes(range(uid, uid + 1)))
+
+
+def uids_with_processes(uids: range) -> set[int]:
+    """The uids of `uids` that own a process (or zombie) visible in /proc. The owner of /proc/PID
+    is the process's effective uid (root for one that made itself non-dumpable), which for
+    sandbox processes is also their real uid; one stat per process (~5 us each)."""
+    found: set[int] = set()
     with os.scandir("/proc") as it:
         for entry in it:
             if entry.name.isdigit():
                 try:
-                    if entry.stat(follow_symlinks=False).st_uid == uid:
-                        return True
+                    owner = entry.stat(follow_symlinks=False).st_uid
                 except OSError:
                     continue  # exited meanwhile
-    return False
+                if owner in uids:
+                    found.add(owner)
+    return found
 
 
 class OrphanReaper:
