@@ -27,29 +27,39 @@ def _declare(env: str, default: Any, doc: str, **meta: Any) -> Any:
 @dataclass(frozen=True)
 class SandboxConfig:
     uid_base: int = _declare(
-        "LIVECODE_SANDBOX_UID_BASE", 61000,
+        "LIVECODE_SANDBOX_UID_BASE",
+        61000,
         "Run uids per host (uid base + n), shared by every worker on it: each holds about its concurrency "
-        "+ pool size + 1 (up to 4 more while it runs an execution's test cases). Keep the range free of "
-        "real users (61000-61063 stays below systemd's DynamicUser range, 61184 and up).")
+        "+ pool size + 2 (a compile's sandbox built ahead), and while it runs an execution's test cases up "
+        "to 4 more (16 while the program compiles, only of those free then). Keep the range free of real "
+        "users (61000-61063 stays below systemd's DynamicUser range, 61184 and up).",
+    )
     slots: int = _declare("LIVECODE_SANDBOX_SLOTS", 64, "How many run uids (slots) the range holds.")
-    pool_size: int = _declare("LIVECODE_SANDBOX_POOL", 2,
-                              "Sandboxes each worker process sets up ahead of time (0 = none).")
+    pool_size: int = _declare(
+        "LIVECODE_SANDBOX_POOL", 2, "Sandboxes each worker process sets up ahead of time (0 = none)."
+    )
     lock_dir: Path = _declare(
-        "LIVECODE_SANDBOX_LOCK_DIR", DEFAULT_LOCK_DIR,
+        "LIVECODE_SANDBOX_LOCK_DIR",
+        DEFAULT_LOCK_DIR,
         "Host-wide directory of the per-uid slot locks: every worker of a host, in every container, must "
-        "use the same one (compose and Kubernetes mount the host's /run/livecode/slots).")
+        "use the same one (compose and Kubernetes mount the host's /run/livecode/slots).",
+    )
     # Per-run disk I/O bounds: enough for a toolchain's cold start from disk, far from a disk's
     # full bandwidth (a run reading 530 MB/s made the host's fsync latency 7x worse).
     io_read_mbps: int = _declare(
-        "LIVECODE_SANDBOX_IO_READ_MBPS", 64,
+        "LIVECODE_SANDBOX_IO_READ_MBPS",
+        64,
         "Per-run disk I/O limits on the disks behind /usr, /etc and the cache (MiB/s, operations/s of "
-        "each of reads and writes; 0 = none).")
+        "each of reads and writes; 0 = none).",
+    )
     io_write_mbps: int = _declare("LIVECODE_SANDBOX_IO_WRITE_MBPS", 64, "")
     io_iops: int = _declare("LIVECODE_SANDBOX_IO_IOPS", 2000, "")
     compile_cache_max_mb: int = _declare(
-        "LIVECODE_COMPILE_CACHE_MAX_MB", DEFAULT_MAX_MB,
+        "LIVECODE_COMPILE_CACHE_MAX_MB",
+        DEFAULT_MAX_MB,
         "Bound of the compiled-program cache in MB; least recently used entries are evicted past it. "
-        "Every process sharing the cache directory should agree.")
+        "Every process sharing the cache directory should agree.",
+    )
 
     @property
     def io_limits(self) -> IoLimits:
