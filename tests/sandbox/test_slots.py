@@ -79,7 +79,8 @@ def test_a_uid_released_clean_is_handed_out_again_without_a_scan_of_proc(
     scans: list[range] = []
     real = hostfs.uids_with_processes
     monkeypatch.setattr(hostfs, "uids_with_processes", lambda uids: scans.append(uids) or real(uids))
-    pool = SlotPool(tmp_path / "locks", TEST_SLOTS, TEST_UID_BASE)
+    # Uids of no other test's runner: with this private lock dir, their sandboxes would look foreign.
+    pool = SlotPool(tmp_path / "locks", 4, TEST_UID_BASE + TEST_SLOTS + 8)
     pool.release(pool.acquire(), clean=True)
     assert len(scans) == 1
     for _ in range(20):
