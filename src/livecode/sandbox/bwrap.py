@@ -353,10 +353,10 @@ class BwrapRunner(Runner):
         run's own path."""
         memory_mb, disk_kb = key
         nice = 0 if soon else _PREBUILD_NICE
-        # One for announced runs takes a free slot or none (NoFreeSlot): a run in progress that
-        # builds its own sandbox must never wait for a slot held by one built ahead.
-        slot_wait_s = 0.0 if soon else None
-        return self._start_sandbox(memory_mb, disk_kb, _DEFAULTS.max_processes, nice=nice, slot_wait_s=slot_wait_s)
+        # A free slot or none (NoFreeSlot; the pool tries again at the next run's news): a sandbox
+        # built ahead must never make a run that builds its own wait for a slot, nor poll for one
+        # every 10 ms while every slot is taken.
+        return self._start_sandbox(memory_mb, disk_kb, _DEFAULTS.max_processes, nice=nice, slot_wait_s=0.0)
 
     def _start_sandbox(
         self, memory_mb: int, disk_kb: int, max_processes: int, nice: int = 0, slot_wait_s: float | None = None

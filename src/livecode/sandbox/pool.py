@@ -13,10 +13,10 @@ pool then builds that many (at most MAX_AHEAD) as soon as a run has started, ins
 one after each run, so that bubblewrap sets up the next runs' sandboxes on the other core while
 the current run goes on and each run finds its sandbox ready. Runs announced before a compile
 (`expect`) get up to MAX_EXPECTED built while the compiler runs, on the core it leaves idle. They
-are still built empty and used once; only the moment they are built changes. Sandboxes built for
-announced runs take only free slots (`build` raises NoFreeSlot rather than wait for one: the runs
-in progress need them more), and those no run will take (a compile error, a budget spent) are
-destroyed at once (`expect(key, 0)`).
+are still built empty and used once; only the moment they are built changes. Sandboxes built
+ahead take only free slots (`build` raises NoFreeSlot rather than wait for one: the runs in
+progress need them more; the pool tries again at the next run's news), and those no run will
+take (a compile error, a budget spent) are destroyed at once (`expect(key, 0)`).
 """
 
 from __future__ import annotations
