@@ -28,7 +28,7 @@ from tests.support.procs import (
     stop_all,
     wait_workers,
 )
-from tests.support.routes_cache import cache_url_builders
+from tests.support.routes_cache import cache_rule_compilation
 
 # ---- parallel runs (pytest-xdist, `-n N`) ---------------------------------------------------
 # Each xdist worker is a pytest process of its own (PYTEST_XDIST_WORKER=gw0, gw1, ...). What two
@@ -256,7 +256,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # builders anew, and none was ever freed (see release_apps). What pytest and the imports set up
 # before the first test lives until the end: frozen, the garbage collector stops walking it again
 # and again.
-cache_url_builders()
+cache_rule_compilation()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
