@@ -259,7 +259,8 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
     if final is not None:
         # The row the UPDATE returned, and the three final events in one round trip.
         publish_finished(rt.events, execution_id, status.value, final)
-        notify_webhooks(execution_id)  # after the terminal write; a queue put, the calls are made elsewhere
+        if claimed.has_webhooks:  # after the terminal write; a queue put, the calls are made elsewhere
+            notify_webhooks(execution_id)
     record_outcome(rt, status.value, final)  # from the returned row: nothing is read again
     return status.value
 
