@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from typing import Any
+
 from livecode.streaming.bus import MemoryEventBus
-from livecode.streaming.publisher import OutputPublisher
+from livecode.streaming.publisher import OutputPublisher, event_running
 
 
 def test_the_run_stage_is_an_event_between_the_compilers_output_and_the_programs() -> None:
@@ -20,3 +24,45 @@ def test_the_run_stage_is_an_event_between_the_compilers_output_and_the_programs
         ("stage", {"stage": "run"}),
         ("output", {"stream": "stdout", "text": "hello\n"}),
     ]
+
+
+class GatedBus(MemoryEventBus):
+    """Records each round trip (a publish_many call) and holds the first until `gate` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[tuple[str, dict[str, Any]]]] = []
+        self.gate = threading.Event()
+
+    def publish_many(self, execution_id: str, events: list[tuple[str, dict[str, Any]]]) -> list[str]:
+        if not self.calls:
+            self.calls.append(list(events))
+            assert self.gate.wait(10)
+        else:
+            self.calls.append(list(events))
+        return super().publish_many(execution_id, events)
+
+
+def test_running_goes_first_without_the_run_waiting_and_what_piles_up_meanwhile_goes_in_one_round_trip() -> None:
+    bus = GatedBus()
+    running = event_running(2)
+    pub = OutputPublisher(bus, "run-2", interval_s=0.0, first=[running])  # returns with the bus stuck
+    deadline = time.monotonic() + 10
+    while not bus.calls and time.monotonic() < deadline:  # RUNNING is in flight
+        time.sleep(0.001)
+    pub("stdout", "a\n")
+    pub("stderr", "b\n")
+    pub("stdout", "c\n")
+    pub.close(wait=False)  # the run is over: it does not wait for the bus either
+    assert bus.calls == [[running]]
+    bus.gate.set()
+    pub.close()
+    assert bus.calls == [
+        [running],
+        [
+            ("output", {"stream": "stdout", "text": "a\n"}),
+            ("output", {"stream": "stderr", "text": "b\n"}),
+            ("output", {"stream": "stdout", "text": "c\n"}),
+        ],
+    ]
+    assert [kind for _id, kind, _data in bus.read("run-2", None, 0)] == ["status", "output", "output", "output"]
