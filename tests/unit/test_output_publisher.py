@@ -66,3 +66,22 @@ def test_running_goes_first_without_the_run_waiting_and_what_piles_up_meanwhile_
         ],
     ]
     assert [kind for _id, kind, _data in bus.read("run-2", None, 0)] == ["status", "output", "output", "output"]
+
+
+def test_running_waits_a_moment_for_the_first_output_to_go_with_it_and_no_longer() -> None:
+    bus = GatedBus()
+    bus.gate.set()
+    running = event_running(1)
+    pub = OutputPublisher(bus, "run-3", interval_s=5.0, first=[running])
+    pub("stdout", "hi\n")
+    pub.close()
+    assert bus.calls == [[running, ("output", {"stream": "stdout", "text": "hi\n"})]]
+
+    quiet = GatedBus()
+    quiet.gate.set()
+    pub = OutputPublisher(quiet, "run-4", interval_s=0.05, first=[running])  # a program silent for long
+    deadline = time.monotonic() + 10
+    while not quiet.calls and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert quiet.calls == [[running]]  # went out alone, without waiting for the run to end
+    pub.close()

@@ -90,7 +90,8 @@ class OutputPublisher:
     stays far below the stream's MAXLEN. The buffer is bounded by the sandbox's output cap.
     Whatever is pending goes out in one round trip (`publish_many`). `first`: events published
     before any output (the run's RUNNING status), from the same thread, so neither the claim
-    nor the sandbox's start waits for the bus.
+    nor the sandbox's start waits for the bus; they wait up to `interval_s` for the first output
+    to go with them (a short run's RUNNING and output in one round trip, not two).
     """
 
     def __init__(
@@ -144,6 +145,10 @@ class OutputPublisher:
             self._thread.join(timeout)
 
     def _loop(self) -> None:
+        held = len(self._pending)  # the `first` events
+        if held:
+            with self._cond:
+                self._cond.wait_for(lambda: self._closed or len(self._pending) > held, self.interval_s)
         while True:
             with self._cond:
                 while not self._pending and not self._closed:
