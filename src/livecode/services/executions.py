@@ -528,6 +528,8 @@ def finish_execution_returning(
     return serialize_execution(row) if row is not None else None  # type: ignore[arg-type]
 
 
+_NOT_SERIALIZED = {"user_id", "source_hash", "stdin", "args", "limits", "request_id", "compile_cached"}
+
 _FINISH = (
     update(EXECUTIONS)
     .where(
@@ -535,7 +537,9 @@ _FINISH = (
         Execution.__table__.c.status == ExecutionStatus.RUNNING.value,
         Execution.__table__.c.attempts == bindparam("p_attempt"),
     )
-    .returning(*Execution.__table__.columns)
+    # What serialize_execution reads: not the run's stdin (up to the stdin cap), args, limits,
+    # owner, source hash, request id, which GET does not show.
+    .returning(*(c for c in EXECUTIONS.columns if c.name not in _NOT_SERIALIZED))
 )
 
 
