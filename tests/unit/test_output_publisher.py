@@ -46,7 +46,7 @@ class GatedBus(MemoryEventBus):
 def test_running_goes_first_without_the_run_waiting_and_what_piles_up_meanwhile_goes_in_one_round_trip() -> None:
     bus = GatedBus()
     running = event_running(2)
-    pub = OutputPublisher(bus, "run-2", interval_s=0.0, first=[running])  # returns with the bus stuck
+    pub = OutputPublisher(bus, "run-2", interval_s=0.0, first=[running], first_hold_s=0.0)  # returns with the bus stuck
     deadline = time.monotonic() + 10
     while not bus.calls and time.monotonic() < deadline:  # RUNNING is in flight
         time.sleep(0.001)
@@ -72,14 +72,14 @@ def test_running_waits_a_moment_for_the_first_output_to_go_with_it_and_no_longer
     bus = GatedBus()
     bus.gate.set()
     running = event_running(1)
-    pub = OutputPublisher(bus, "run-3", interval_s=5.0, first=[running])
+    pub = OutputPublisher(bus, "run-3", first=[running], first_hold_s=5.0)
     pub("stdout", "hi\n")
     pub.close()
     assert bus.calls == [[running, ("output", {"stream": "stdout", "text": "hi\n"})]]
 
     quiet = GatedBus()
     quiet.gate.set()
-    pub = OutputPublisher(quiet, "run-4", interval_s=0.05, first=[running])  # a program silent for long
+    pub = OutputPublisher(quiet, "run-4", first=[running], first_hold_s=0.05)  # a program silent for long
     deadline = time.monotonic() + 10
     while not quiet.calls and time.monotonic() < deadline:
         time.sleep(0.005)

@@ -90,8 +90,9 @@ class OutputPublisher:
     stays far below the stream's MAXLEN. The buffer is bounded by the sandbox's output cap.
     Whatever is pending goes out in one round trip (`publish_many`). `first`: events published
     before any output (the run's RUNNING status), from the same thread, so neither the claim
-    nor the sandbox's start waits for the bus; they wait up to `interval_s` for the first output
-    to go with them (a short run's RUNNING and output in one round trip, not two).
+    nor the sandbox's start waits for the bus; they wait up to `first_hold_s` (less than a
+    person notices) for the first output or the run's end to go with them: a short run's
+    RUNNING and output in one round trip, not two.
     """
 
     def __init__(
@@ -103,12 +104,14 @@ class OutputPublisher:
         max_event_chars: int = 16 * 1024,
         event_budget: int = 5000,
         first: Sequence[tuple[str, dict[str, Any]]] = (),
+        first_hold_s: float = 0.1,
     ) -> None:
         self.bus = bus
         self.execution_id = execution_id
         self.interval_s = interval_s
         self.max_event_chars = max_event_chars
         self.event_budget = event_budget  # past this many events, coalesce over 0.5 s
+        self.first_hold_s = first_hold_s
         self.published = 0
         # [stream, text] in arrival order; [_STAGE, "run"] and [_EVENT, (kind, data)] among them
         self._pending: list[list[Any]] = [[_EVENT, event] for event in first]
@@ -148,7 +151,7 @@ class OutputPublisher:
         held = len(self._pending)  # the `first` events
         if held:
             with self._cond:
-                self._cond.wait_for(lambda: self._closed or len(self._pending) > held, self.interval_s)
+                self._cond.wait_for(lambda: self._closed or len(self._pending) > held, self.first_hold_s)
         while True:
             with self._cond:
                 while not self._pending and not self._closed:
