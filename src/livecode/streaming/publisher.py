@@ -80,6 +80,7 @@ def publish_test_events(bus: EventBus, execution_id: str, events: list[tuple[str
 
 _STAGE = "\0stage"  # a marker among the pending output: a "stage" event, in its place in the order
 _EVENT = "\0event"  # a whole event among the pending output (the RUNNING status given as `first`)
+FIRST_HOLD_S = 0.1  # how long `first` waits for the first output to go with it: less than a person notices
 
 
 class OutputPublisher:
@@ -90,9 +91,9 @@ class OutputPublisher:
     stays far below the stream's MAXLEN. The buffer is bounded by the sandbox's output cap.
     Whatever is pending goes out in one round trip (`publish_many`). `first`: events published
     before any output (the run's RUNNING status), from the same thread, so neither the claim
-    nor the sandbox's start waits for the bus; they wait up to `first_hold_s` (less than a
-    person notices) for the first output or the run's end to go with them: a short run's
-    RUNNING and output in one round trip, not two.
+    nor the sandbox's start waits for the bus; they wait up to `first_hold_s` for the first
+    output or the run's end to go with them: a short run's RUNNING and output in one round trip,
+    not two.
     """
 
     def __init__(
@@ -104,7 +105,7 @@ class OutputPublisher:
         max_event_chars: int = 16 * 1024,
         event_budget: int = 5000,
         first: Sequence[tuple[str, dict[str, Any]]] = (),
-        first_hold_s: float = 0.1,
+        first_hold_s: float = FIRST_HOLD_S,
     ) -> None:
         self.bus = bus
         self.execution_id = execution_id

@@ -32,7 +32,7 @@ from ..services.executions import (
     finish_execution_returning,
 )
 from ..services.output_files import output_limits
-from ..streaming.publisher import OutputPublisher, event_running, publish_finished
+from ..streaming.publisher import FIRST_HOLD_S, OutputPublisher, event_running, publish_finished
 from .cache_use import compile_cached
 from .celery_app import TASK_NAME, celery
 from .deadletter import record_dead_letter
@@ -239,8 +239,13 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
     extra["request_id"] = claimed.request_id
     log.info("execution started", extra={**extra, "language": claimed.language, "attempt": claimed.attempt})
     # RUNNING, then the output, from a thread of its own: neither the run nor a slow bus waits on
-    # the other.
-    on_output = OutputPublisher(rt.events, execution_id, first=[event_running(claimed.attempt)])
+    # the other. An interactive run's RUNNING goes at once (its user may wait for it to type).
+    on_output = OutputPublisher(
+        rt.events,
+        execution_id,
+        first=[event_running(claimed.attempt)],
+        first_hold_s=0 if claimed.interactive else FIRST_HOLD_S,
+    )
     with _active_lock:
         _active += 1
     files: Sequence[OutputFile] = ()  # what the run left in out/, stored with its result
