@@ -222,7 +222,7 @@ def test_a_changed_host_entry_is_copied_for_the_next_sandboxes(views_root: Path,
 def test_a_touched_copy_is_rebuilt(views_root: Path, host: Path) -> None:
     """A tmp cleaner that removes (or changes) part of a view: the next check builds a new one."""
     clock = Clock()
-    views = HostViews(views_root, {}, sources=lambda: sources_of(host), check_s=5.0, clock=clock)
+    views = HostViews(views_root, {"passwd": b"p\n"}, sources=lambda: sources_of(host), check_s=5.0, clock=clock)
     first = views.acquire()
     assert first is not None
     os.unlink(Path(first.etc, "dir", "inner"))
@@ -230,8 +230,13 @@ def test_a_touched_copy_is_rebuilt(views_root: Path, host: Path) -> None:
     second = views.acquire()
     assert second is not None and second is not first
     assert Path(second.etc, "dir", "inner").read_text() == "inner\n"
-    views.release(first)
-    views.release(second)
+    os.unlink(Path(second.etc, "passwd"))  # one of the sandbox's own files
+    clock.now += 5.0
+    third = views.acquire()
+    assert third is not None and third is not second
+    assert Path(third.etc, "passwd").read_bytes() == b"p\n"
+    for view in (first, second, third):
+        views.release(view)
     views.close()
 
 
@@ -296,3 +301,20 @@ def test_without_a_view_the_sandbox_sees_the_same(tmp_path: Path) -> None:
         assert all(" DENIED " in line for line in res.stdout.splitlines()[:-1]), res.stdout
     finally:
         r.close()
+
+
+def test_a_failed_build_means_binds_one_by_one(views_root: Path, host: Path) -> None:
+    """An entry that vanishes while it is copied: this sandbox binds the host's entries, the next
+    check tries again."""
+    clock = Clock()
+    present = [*sources_of(host), str(host / "gone")]
+    views = HostViews(views_root, {}, sources=lambda: present, check_s=5.0, clock=clock)
+    assert views.acquire() is None
+    assert not any(views_root.iterdir())  # the partial view is not left behind
+    assert views.acquire() is None  # not tried again before the next check
+    present = sources_of(host)
+    clock.now += 5.0
+    view = views.acquire()
+    assert view is not None
+    views.release(view)
+    views.close()

@@ -107,7 +107,7 @@ class HostViews:
         self.clock = clock
         self._lock = threading.Lock()
         self._current: View | None = None
-        self._checked = 0.0
+        self._checked: float | None = None  # when the view was last compared with the host
         self._usable: bool | None = None  # None: not decided yet
 
     def acquire(self) -> View | None:
@@ -120,12 +120,12 @@ class HostViews:
                 return None
             now = self.clock()
             view = self._current
-            if view is None or now - self._checked >= self.check_s:
+            if self._checked is None or now - self._checked >= self.check_s:
                 self._checked = now
-                if view is None or not _mirrors_all(view, self.sources()):
+                if view is None or not _mirrors_all(view, self.sources(), self.files):
                     view = self._replace()
-                    if view is None:
-                        return None
+            if view is None:  # binding the host's entries is right whatever happened
+                return None
             view.users += 1
             return view
 
@@ -140,7 +140,7 @@ class HostViews:
     def close(self) -> None:
         """Remove the current view once no sandbox uses it; a later sandbox builds a new one."""
         with self._lock:
-            view, self._current = self._current, None
+            view, self._current, self._checked = self._current, None, None
             if view is not None and view.users == 0:
                 _remove(view)
 
@@ -162,16 +162,14 @@ class HostViews:
         return True
 
     def _replace(self) -> View | None:
-        old = self._current
-        try:
-            new = _build(self.root, self.sources(), self.files)
-        except OSError:
-            log.exception("could not build the sandbox's /etc and /dev view; binding entry by entry")
-            return old  # the last good view stays in use, if there is one
-        self._current = new
+        old, self._current = self._current, None
         if old is not None and old.users == 0:
-            _remove(old)
-        return new
+            _remove(old)  # else its last sandbox's release removes it
+        try:
+            self._current = _build(self.root, self.sources(), self.files)
+        except OSError:  # tried again at the next check; till then, binds entry by entry
+            log.exception("could not build the sandbox's /etc and /dev view; binding entry by entry")
+        return self._current
 
 
 def _ensure_root(root: Path) -> None:
@@ -251,11 +249,14 @@ def _copied(mode: int) -> bool:
     return stat.S_ISDIR(mode) or stat.S_ISREG(mode) or stat.S_ISLNK(mode)
 
 
-def _mirrors_all(view: View, sources: list[str]) -> bool:
-    """Whether the view's etc/ still mirrors the host's entries (and its dev/ is intact)."""
+def _mirrors_all(view: View, sources: list[str], files: dict[str, bytes]) -> bool:
+    """Whether the view's etc/ still mirrors the host's entries (and holds our files, and its dev/
+    is intact)."""
     if sources != view.sources:
         return False
     try:
+        if sorted(os.listdir(view.etc)) != sorted([*(os.path.basename(p) for p in sources), *files]):
+            return False
         for src in sources:
             if not _mirrors(os.stat(src), src, os.path.join(view.etc, os.path.basename(src))):
                 return False
