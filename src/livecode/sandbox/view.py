@@ -10,10 +10,10 @@ remounts. Here the worker prepares both once, in a root-owned directory of its o
 - dev/: what `--dev` made: the six device nodes (mknod, with the host's numbers and modes), its
   symlinks, an empty shm/ (a tmpfs goes there) and an empty pts/ (no ptys);
 
-and every sandbox binds etc/ read-only on /etc and dev/ on /dev: 2 binds instead of 15, the same
-entries inside. /dev is not remounted read-only (bubblewrap's remount adds nodev, which would
-disable the nodes); nothing in it can be created, removed or changed all the same: every entry
-is owned by the host's root, which the sandbox's user namespace does not map.
+and every sandbox binds etc/ read-only on /etc and dev/ on /dev: 2 mounts and 2 reads of the
+mount table instead of 16 and 15, the same entries inside. /dev is not remounted read-only (bubblewrap's remount adds nodev, which would
+disable the nodes); nothing in it can be created, removed, renamed or chmod'ed all the same: every
+entry is owned by the host's root, which the sandbox's user namespace does not map.
 
 In step with the host: at most every CHECK_S seconds, on a sandbox's set-up, the copy is compared
 with the host (names, types, modes, sizes, mtimes; a changed symlink changes its directory's
@@ -224,6 +224,8 @@ def _make_dev(dev: Path) -> bool:
         dev.mkdir()
         for name in DEV_NODES:
             host = os.stat(f"/dev/{name}")
+            if not stat.S_ISCHR(host.st_mode):
+                raise OSError(f"/dev/{name} is not a character device")
             os.mknod(dev / name, stat.S_IFCHR | stat.S_IMODE(host.st_mode), host.st_rdev)
             os.chmod(dev / name, stat.S_IMODE(host.st_mode))  # mknod's mode went through the umask
         for name, target in DEV_LINKS:
