@@ -50,7 +50,8 @@ WORK = f"{BOX}/work"
 _PASSWD = f"sandbox:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox:{WORK}:/bin/sh\n".encode()
 _GROUP = f"sandbox:x:{SANDBOX_UID}:\n".encode()
 _ETC_FILES = {"passwd": _PASSWD, "group": _GROUP}  # the sandbox's own, in /etc beside the host's entries
-_SHM_MAX_KB = 16 * 1024  # POSIX shm / semaphores (multiprocessing); /dev itself is read-only
+_ETC_SPECS = [FileSpec(f"/etc/{name}", 0o644, data) for name, data in _ETC_FILES.items()]  # where no view has them
+_SHM_MAX_KB = 16 * 1024  # POSIX shm / semaphores (multiprocessing); /dev itself is not writable
 _EXTRA_PIDS = 2  # bwrap's monitor and the launcher (the sandbox's pid 1) live in the run's cgroup too
 _LAUNCHER = "/.livecode-launcher"
 _PREBUILD_NICE = 10  # building spare sandboxes must not slow down the runs in progress
@@ -505,8 +506,7 @@ class BwrapRunner(Runner):
         view = self._views.acquire()  # released when the sandbox is cleaned up (_finish)
         try:
             file_fds: list[tuple[int, int, str]] = []
-            etc = [FileSpec(f"/etc/{name}", 0o644, data) for name, data in _ETC_FILES.items()]  # a view has them
-            for spec in [*(etc if view is None else []), *files]:
+            for spec in [*(_ETC_SPECS if view is None else []), *files]:
                 fd = spec.open() if spec.data is None else _memfd(spec.data)
                 child_fds.append(fd)
                 dest = spec.name if spec.name.startswith("/") else f"{WORK}/{spec.name}"

@@ -11,9 +11,10 @@ remounts. Here the worker prepares both once, in a root-owned directory of its o
   symlinks, an empty shm/ (a tmpfs goes there) and an empty pts/ (no ptys);
 
 and every sandbox binds etc/ read-only on /etc and dev/ on /dev: 2 mounts and 2 reads of the
-mount table instead of 16 and 15, the same entries inside. /dev is not remounted read-only (bubblewrap's remount adds nodev, which would
-disable the nodes); nothing in it can be created, removed, renamed or chmod'ed all the same: every
-entry is owned by the host's root, which the sandbox's user namespace does not map.
+mount table instead of 16 and 15, the same entries inside. /dev is not remounted read-only
+(bubblewrap's remount adds nodev, which would disable the nodes); nothing in it can be created,
+removed, renamed or chmod'ed all the same: every entry is owned by the host's root, which the
+sandbox's user namespace does not map.
 
 In step with the host: at most every CHECK_S seconds, on a sandbox's set-up, the copy is compared
 with the host (names, types, modes, sizes, mtimes; a changed symlink changes its directory's
