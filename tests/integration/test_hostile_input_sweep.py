@@ -23,6 +23,7 @@ from tests.support.procs import create_migrated_database, livecode, start_api
 
 pytestmark = pytest.mark.integration
 
+
 @dataclass
 class SweepApi:
     base: str
@@ -39,8 +40,13 @@ def sweep_api(cluster: Any, pg_admin_url: str) -> Iterator[SweepApi]:
     env = {**cluster.env, "LIVECODE_AUTH_REQUIRED": "true"}
     env["DATABASE_URL"] = create_migrated_database(pg_admin_url, env)
     password = "sweep-" + uuid.uuid4().hex
-    subprocess.run(livecode("user", "create", "sweeper", "--admin"), env={**env, "LIVECODE_PASSWORD": password},
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        livecode("user", "create", "sweeper", "--admin"),
+        env={**env, "LIVECODE_PASSWORD": password},
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     proc, base = start_api(env)
     token = login(base, "sweeper", password)["access_token"]
     sid = ApiClient(base, headers={"Authorization": f"Bearer {token}"}).create_session("print(1)")["session_id"]
@@ -53,10 +59,33 @@ def latin1(value: str) -> str:
     return value.encode("utf-8").decode("latin-1")
 
 
-HOSTILE_IDS = ["not-a-uuid", str(uuid.uuid4()), "%00", "%ff%fe", "\u202eevil", "x" * 2000, "..%2f..%2fetc",
-               "00000000-0000-0000-0000-000000000000", "real"]
-HOSTILE_VALUES = ['"\\u0000"', '"\\ud800"', "1e400", "-1", str(2**70), "[]", "{}", "null", "true",
-                  '"' + "x" * 20_000 + '"', "[" * 2000 + "]" * 2000, '"\\u202e\\u200d"', "-0.0", '"NaN"']
+HOSTILE_IDS = [
+    "not-a-uuid",
+    str(uuid.uuid4()),
+    "%00",
+    "%ff%fe",
+    "\u202eevil",
+    "x" * 2000,
+    "..%2f..%2fetc",
+    "00000000-0000-0000-0000-000000000000",
+    "real",
+]
+HOSTILE_VALUES = [
+    '"\\u0000"',
+    '"\\ud800"',
+    "1e400",
+    "-1",
+    str(2**70),
+    "[]",
+    "{}",
+    "null",
+    "true",
+    '"' + "x" * 20_000 + '"',
+    "[" * 2000 + "]" * 2000,
+    '"\\u202e\\u200d"',
+    "-0.0",
+    '"NaN"',
+]
 HOSTILE_BODIES: list[tuple[str, bytes | Any, str | None]] = [
     ("empty", b"", "application/json"),
     ("truncated", b"{", "application/json"),
@@ -66,36 +95,76 @@ HOSTILE_BODIES: list[tuple[str, bytes | Any, str | None]] = [
     ("not-an-object", b"[1, 2, 3]", "application/json"),
     ("x+json", b"{}", "text/x+json"),
     ("form", b"a=1&b=2", "application/x-www-form-urlencoded"),
-    ("multipart", b"--x\r\nContent-Disposition: form-data; name=a\r\n\r\n1\r\n--x--\r\n",
-     "multipart/form-data; boundary=x"),
+    (
+        "multipart",
+        b"--x\r\nContent-Disposition: form-data; name=a\r\n\r\n1\r\n--x--\r\n",
+        "multipart/form-data; boundary=x",
+    ),
     ("no-content-type", b"{}", None),
     ("chunked", "chunked", "application/json"),
 ]
 HOSTILE_HEADERS: list[dict[str, str]] = [
-    {"Authorization": "Bearer " + "\U0001f4a9" * 20}, {"Authorization": "Bearer eyJhbGciOiJub25lIn0.e30."},
-    {"Authorization": "Basic Zm9vOmJhcg=="}, {"Authorization": "Bearer"}, {"Authorization": "Bearer " + "a" * 5000},
-    {"X-API-Key": "lc_" + "\u00e9" * 300}, {"X-API-Key": "x" * 5000},
-    {"Idempotency-Key": "\u202e" * 50}, {"Idempotency-Key": "k" * 5000},
-    {"If-Match": '"\u202e"'}, {"If-Match": "*"}, {"If-Match": 'W/"1", "2"'}, {"If-None-Match": "x" * 3000},
-    {"Last-Event-ID": "\u00e9" * 500}, {"Last-Event-ID": "1-1-1-1"}, {"Last-Event-ID": "99999999999999999999-0"},
-    {"X-Request-ID": "\U0001f4a9" * 30}, {"X-Forwarded-For": ", ,::::zz, 999.1.1.1"},
-    {"X-Forwarded-Proto": "gopher"}, {"Forwarded": "for=\"[::1\";proto=x"},
-    {"Accept": "application/xml;q=\u00e9"}, {"Accept-Encoding": "br;q=2, *;q=-1"}, {"Range": "bytes=9-1,-5"},
-    {"Content-Encoding": "gzip"}, {"Content-Type": "application/json; charset=utf-16"},
-    {"Content-Type": "application/json; charset=\u00e9\u00e9"}, {"Origin": "null"},
+    {"Authorization": "Bearer " + "\U0001f4a9" * 20},
+    {"Authorization": "Bearer eyJhbGciOiJub25lIn0.e30."},
+    {"Authorization": "Basic Zm9vOmJhcg=="},
+    {"Authorization": "Bearer"},
+    {"Authorization": "Bearer " + "a" * 5000},
+    {"X-API-Key": "lc_" + "\u00e9" * 300},
+    {"X-API-Key": "x" * 5000},
+    {"Idempotency-Key": "\u202e" * 50},
+    {"Idempotency-Key": "k" * 5000},
+    {"If-Match": '"\u202e"'},
+    {"If-Match": "*"},
+    {"If-Match": 'W/"1", "2"'},
+    {"If-None-Match": "x" * 3000},
+    {"Last-Event-ID": "\u00e9" * 500},
+    {"Last-Event-ID": "1-1-1-1"},
+    {"Last-Event-ID": "99999999999999999999-0"},
+    {"X-Request-ID": "\U0001f4a9" * 30},
+    {"X-Forwarded-For": ", ,::::zz, 999.1.1.1"},
+    {"X-Forwarded-Proto": "gopher"},
+    {"Forwarded": 'for="[::1";proto=x'},
+    {"Accept": "application/xml;q=\u00e9"},
+    {"Accept-Encoding": "br;q=2, *;q=-1"},
+    {"Range": "bytes=9-1,-5"},
+    {"Content-Encoding": "gzip"},
+    {"Content-Type": "application/json; charset=utf-16"},
+    {"Content-Type": "application/json; charset=\u00e9\u00e9"},
+    {"Origin": "null"},
     {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "!!"},
 ]
 HOSTILE_QUERY = ["-1", "9" * 5000, "%00", "%ff", "1e9", "", "[]", "\u202e", "0x10", "1&page=2&page=x"]
 EXTRA_QUERY = ["access_token=" + "a" * 300, "access_token=eyJ.e30.x", "last_event_id=zz", "limit=-5"]
-NOT_IN_SWAGGER = [("/api/v1/executions/{execution_id}/ws", ["get"], []), ("/s/{session_id}", ["get"], []),
-                  ("/static/{path}", ["get"], []), ("/docs", ["get"], []), ("/swagger.json", ["get"], []),
-                  ("/metrics", ["get"], []), ("/", ["get"], [])]
+NOT_IN_SWAGGER = [
+    ("/api/v1/executions/{execution_id}/ws", ["get"], []),
+    ("/s/{session_id}", ["get"], []),
+    ("/static/{path}", ["get"], []),
+    ("/docs", ["get"], []),
+    ("/swagger.json", ["get"], []),
+    ("/metrics", ["get"], []),
+    ("/", ["get"], []),
+]
 # The Piston API (its own document, /piston/openapi.json; its errors are Piston's {"message"}).
-PISTON_ROUTES = [("/piston/api/v2/runtimes", ["get"], []), ("/piston/api/v2/execute", ["post"], []),
-                 ("/piston/api/v2/packages", ["get", "post", "delete"], []),
-                 ("/piston/api/v2/connect", ["get"], []), ("/piston/openapi.json", ["get"], [])]
-PISTON_FIELDS = ["language", "version", "files", "stdin", "args", "run_timeout", "run_cpu_time", "run_memory_limit",
-                 "compile_timeout", "compile_cpu_time", "compile_memory_limit"]
+PISTON_ROUTES = [
+    ("/piston/api/v2/runtimes", ["get"], []),
+    ("/piston/api/v2/execute", ["post"], []),
+    ("/piston/api/v2/packages", ["get", "post", "delete"], []),
+    ("/piston/api/v2/connect", ["get"], []),
+    ("/piston/openapi.json", ["get"], []),
+]
+PISTON_FIELDS = [
+    "language",
+    "version",
+    "files",
+    "stdin",
+    "args",
+    "run_timeout",
+    "run_cpu_time",
+    "run_memory_limit",
+    "compile_timeout",
+    "compile_cpu_time",
+    "compile_memory_limit",
+]
 
 
 LOGOUT = "/api/v1/auth/logout"
@@ -152,14 +221,24 @@ def test_every_route_with_hostile_input(sweep_api: SweepApi) -> None:
     failures: list[str] = []
     sent = 0
 
-    def send(method: str, path: str, what: str, headers: dict[str, str] | None = None, body: Any = None,
-             content_type: str | None = "application/json", query: str = "", refused_unread: bool = False) -> None:
+    def send(
+        method: str,
+        path: str,
+        what: str,
+        headers: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str | None = "application/json",
+        query: str = "",
+        refused_unread: bool = False,
+    ) -> None:
         nonlocal sent
         # POST /auth/logout, sent the sweeper's token, would end its sign-in: every route after it
         # would be swept behind a 401.
         token = sweep_api.logout_token if path.startswith(LOGOUT) else sweep_api.token
-        hdrs = {"Authorization": f"Bearer {token}",
-                **({"Content-Type": content_type} if content_type and body is not None else {})}
+        hdrs = {
+            "Authorization": f"Bearer {token}",
+            **({"Content-Type": content_type} if content_type and body is not None else {}),
+        }
         hdrs.update({k: latin1(v) for k, v in (headers or {}).items()})
         if body == "chunked":
             body = iter([b"{", b"}"])
@@ -191,8 +270,14 @@ def test_every_route_with_hostile_input(sweep_api: SweepApi) -> None:
             for value in HOSTILE_IDS if "{" in template else []:
                 send(method, fill(value), f"{method} {template} id={value[:20]!r}", body=b"{}" if has_body else None)
             for name, raw, ctype in HOSTILE_BODIES if has_body else []:
-                send(method, path, f"{method} {template} body={name}", body=raw, content_type=ctype,
-                     refused_unread=method == "BREW")
+                send(
+                    method,
+                    path,
+                    f"{method} {template} body={name}",
+                    body=raw,
+                    content_type=ctype,
+                    refused_unread=method == "BREW",
+                )
             # Field documents only to the route's own methods: a made-up one is refused by the
             # router (405, checked above with the hostile bodies) before any handler reads a field,
             # and its body is drained unread, which those bodies already exercise. (It was half
@@ -204,13 +289,22 @@ def test_every_route_with_hostile_input(sweep_api: SweepApi) -> None:
                 names = PISTON_FIELDS if template.startswith("/piston/") else fields
                 per_doc = max(1, 1_000_000 // (len(value) + 40))
                 for start in range(0, len(names), per_doc):
-                    doc = "{" + ", ".join(f'"{f}": {value}' for f in names[start:start + per_doc]) + "}"
+                    doc = "{" + ", ".join(f'"{f}": {value}' for f in names[start : start + per_doc]) + "}"
                     send(method, path, f"{method} {template} fields={value[:20]}", body=doc.encode())
-                send(method, path, f"{method} {template} field={value[:20]}",
-                     body=('{"executions": [{"session_id": ' + value + "}], \"name\": " + value + "}").encode())
+                send(
+                    method,
+                    path,
+                    f"{method} {template} field={value[:20]}",
+                    body=('{"executions": [{"session_id": ' + value + '}], "name": ' + value + "}").encode(),
+                )
             for headers in HOSTILE_HEADERS:
-                send(method, path, f"{method} {template} headers={list(headers)}", headers=headers,
-                     body=b"{}" if has_body else None)
+                send(
+                    method,
+                    path,
+                    f"{method} {template} headers={list(headers)}",
+                    headers=headers,
+                    body=b"{}" if has_body else None,
+                )
             query_names = [p["name"] for p in params if p.get("in") == "query"]
             for value in HOSTILE_QUERY:
                 for name in query_names:
@@ -224,5 +318,3 @@ def test_every_route_with_hostile_input(sweep_api: SweepApi) -> None:
     assert not failures, f"{len(failures)} of {sent} answers were wrong:\n" + "\n".join(failures[:40])
     log = sweep_api.proc.output()
     assert '"unhandled error"' not in log and "Traceback" not in log, log[-4000:]
-
-
