@@ -110,10 +110,20 @@ def charge_executions(cost: int) -> None:
     budgets: list[Budget] = []
     address = settings.execution_rate_limit_per_address
     if address:
-        budgets.append(Budget(_parsed(address), [KEY_PREFIX, f"addr:{client_address()}", ADDRESS_SCOPE],
-                              f"{address} executions per client address, whichever account sends them"))
-    budgets.append(Budget(_parsed(settings.execution_rate_limit), [KEY_PREFIX, user_or_address(), EXECUTIONS_SCOPE],
-                          f"{settings.execution_rate_limit} executions per user"))
+        budgets.append(
+            Budget(
+                _parsed(address),
+                [KEY_PREFIX, f"addr:{client_address()}", ADDRESS_SCOPE],
+                f"{address} executions per client address, whichever account sends them",
+            )
+        )
+    budgets.append(
+        Budget(
+            _parsed(settings.execution_rate_limit),
+            [KEY_PREFIX, user_or_address(), EXECUTIONS_SCOPE],
+            f"{settings.execution_rate_limit} executions per user",
+        )
+    )
     refused = _acquire_all(budgets, cost)
     if refused is not None:
         _refuse(refused.item, refused.key, cost, refused.what)
