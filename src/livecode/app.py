@@ -38,13 +38,8 @@ class NoCookieSession(SessionInterface):
         return None
 
 
-def create_app(
-    settings: Settings | None = None,
-    *,
-    runtime: Runtime | None = None,
-    enqueue: Any = None,
-    run_migrations: bool | None = None,
-) -> Flask:
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None,
+               enqueue: Any = None, run_migrations: bool | None = None) -> Flask:
     settings = settings or load_settings()
     configure_logging(settings)
     rt = runtime or init_runtime(settings)

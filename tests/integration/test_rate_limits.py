@@ -76,7 +76,8 @@ def test_limit_is_per_user_and_counts_batch_items(auth_apis: Any) -> None:
     sid_a = a.create_session("pass")["session_id"]
     sid_b = b.create_session("pass")["session_id"]
     # A batch bigger than the whole budget is refused outright, and queues nothing.
-    too_many = a.request("POST", "/api/v1/executions/batch", json={"executions": [{"session_id": sid_a}] * (LIMIT + 1)})
+    too_many = a.request("POST", "/api/v1/executions/batch",
+                         json={"executions": [{"session_id": sid_a}] * (LIMIT + 1)})
     check_refusal(too_many, remaining=LIMIT)  # refused whole: it used none of the budget
     assert executions_of(a, sid_a) == 0
     ok = a.request("POST", "/api/v1/executions/batch", json={"executions": [{"session_id": sid_a}] * LIMIT})
@@ -104,13 +105,8 @@ def test_sign_in_attempts_are_limited_per_client_address(auth_apis: Any) -> None
     guesser = requests.Session()
     guesser.mount("http://", SourceAddressAdapter("127.0.0.77"))
     url = auth_apis.base + "/api/v1/auth/login"
-    results = fire(
-        [
-            lambda: guesser.post(url, json={"username": username, "password": "guess-guess"}, timeout=120)
-            for _ in range(60)
-        ],
-        workers=20,
-    )  # argon2 makes each slow
+    results = fire([lambda: guesser.post(url, json={"username": username, "password": "guess-guess"}, timeout=120)
+                    for _ in range(60)], workers=20)  # argon2 makes each slow
     codes = sorted(r.status_code for r in results)
     assert codes.count(401) == 50 and codes.count(429) == 10, codes
     refused = next(r for r in results if r.status_code == 429)
@@ -131,9 +127,8 @@ def batch_body(sid: str, n: int) -> bytes:
     return json.dumps({"executions": [{"session_id": sid}] * n}).encode()
 
 
-@pytest.mark.parametrize(
-    "content_type", ["text/x+json", "application/vnd.livecode+json", "application/json; charset=utf-8", "chunked"]
-)
+@pytest.mark.parametrize("content_type", ["text/x+json", "application/vnd.livecode+json",
+                                          "application/json; charset=utf-8", "chunked"])
 def test_batch_cost_counts_whatever_body_the_api_accepts(auth_apis: Any, content_type: str) -> None:
     """A batch sent as text/x+json (which the body parser accepts and Flask's get_json does not)
     was charged as one run while every item was queued: 55 runs in seconds against 10/minute."""
@@ -142,9 +137,8 @@ def test_batch_cost_counts_whatever_body_the_api_accepts(auth_apis: Any, content
 
     def send(n: int) -> requests.Response:
         if content_type == "chunked":  # no Content-Length: a generator makes requests stream it
-            return client.request(
-                "POST", BATCH, data=iter([batch_body(sid, n)]), headers={"Content-Type": "application/json"}
-            )
+            return client.request("POST", BATCH, data=iter([batch_body(sid, n)]),
+                                  headers={"Content-Type": "application/json"})
         return client.request("POST", BATCH, data=batch_body(sid, n), headers={"Content-Type": content_type})
 
     check_refusal(send(LIMIT + 1), remaining=LIMIT)
@@ -192,17 +186,16 @@ def from_address(source: str) -> requests.Session:
 def _register(base: str, source: str) -> tuple[str, str]:
     """Register from an address of its own, so registering uses no attempt of the buckets under test."""
     username, password = f"u{uuid.uuid4().hex[:12]}", "correct-horse-42"
-    r = from_address(source).post(
-        base + "/api/v1/auth/register", json={"username": username, "password": password}, timeout=60
-    )
+    r = from_address(source).post(base + "/api/v1/auth/register", json={"username": username, "password": password},
+                                  timeout=60)
     assert r.status_code == 201, r.text
     return username, password
 
 
-def _wrong_password(base: str, username: str, headers: dict[str, str], session: requests.Session | None = None) -> int:
-    r = (session or requests).post(
-        base + "/api/v1/auth/login", json={"username": username, "password": "x" * 12}, headers=headers, timeout=60
-    )
+def _wrong_password(base: str, username: str, headers: dict[str, str], session: requests.Session | None = None
+                    ) -> int:
+    r = (session or requests).post(base + "/api/v1/auth/login", json={"username": username, "password": "x" * 12},
+                                   headers=headers, timeout=60)
     assert r.status_code in (401, 429), r.text
     if r.status_code == 429:
         assert r.json()["error"]["code"] == "RATE_LIMITED"
@@ -210,9 +203,8 @@ def _wrong_password(base: str, username: str, headers: dict[str, str], session: 
 
 
 def test_behind_a_trusted_proxy_each_client_has_its_own_sign_in_bucket(cluster: Any) -> None:
-    proc, base = _api_with(
-        cluster.env, LIVECODE_TRUSTED_PROXY_HOPS="1", LIVECODE_LOGIN_RATE_LIMIT=f"{SIGN_IN_LIMIT}/minute"
-    )
+    proc, base = _api_with(cluster.env, LIVECODE_TRUSTED_PROXY_HOPS="1",
+                           LIVECODE_LOGIN_RATE_LIMIT=f"{SIGN_IN_LIMIT}/minute")
     try:
         username, password = _register(base, "127.0.0.79")
         # The proxy appends the address it saw; whatever the client put before it is not trusted.
@@ -226,12 +218,8 @@ def test_behind_a_trusted_proxy_each_client_has_its_own_sign_in_bucket(cluster: 
         for n in range(1, 4):
             other = {"X-Forwarded-For": f"192.0.2.{n}"}
             assert _wrong_password(base, username, other) == 401
-            r = requests.post(
-                base + "/api/v1/auth/login",
-                json={"username": username, "password": password},
-                headers=other,
-                timeout=60,
-            )
+            r = requests.post(base + "/api/v1/auth/login", json={"username": username, "password": password},
+                              headers=other, timeout=60)
             assert r.status_code == 200, r.text
     finally:
         proc.stop()
@@ -242,17 +230,13 @@ def test_without_trusted_proxies_a_forwarded_header_is_ignored(cluster: Any) -> 
     try:
         username, _ = _register(base, "127.0.0.79")
         guesser = from_address("127.0.0.78")
-        codes = [
-            _wrong_password(base, username, {"X-Forwarded-For": f"192.0.2.{n}"}, guesser)
-            for n in range(SIGN_IN_LIMIT + 2)
-        ]
+        codes = [_wrong_password(base, username, {"X-Forwarded-For": f"192.0.2.{n}"}, guesser)
+                 for n in range(SIGN_IN_LIMIT + 2)]
         # Every made-up address is the same client: the peer address counts, nothing else.
         assert codes == [401] * SIGN_IN_LIMIT + [429, 429], codes
         assert _wrong_password(base, username, {"X-Forwarded-For": "192.0.2.200"}, guesser) == 429
-        assert (
-            _wrong_password(base, username, {"X-Real-IP": "192.0.2.201", "Forwarded": "for=192.0.2.202"}, guesser)
-            == 429
-        )
+        assert _wrong_password(base, username, {"X-Real-IP": "192.0.2.201", "Forwarded": "for=192.0.2.202"},
+                               guesser) == 429
     finally:
         proc.stop()
 
@@ -270,11 +254,8 @@ def _client_from(base: str, source: str) -> ApiClient:
 
 def test_fresh_accounts_do_not_multiply_one_address_budget(cluster: Any) -> None:
     per_user, per_address = 4, 6
-    proc, base = _api_with(
-        cluster.env,
-        LIVECODE_EXECUTION_RATE_LIMIT=f"{per_user}/minute",
-        LIVECODE_EXECUTION_RATE_LIMIT_PER_ADDRESS=f"{per_address}/minute",
-    )
+    proc, base = _api_with(cluster.env, LIVECODE_EXECUTION_RATE_LIMIT=f"{per_user}/minute",
+                           LIVECODE_EXECUTION_RATE_LIMIT_PER_ADDRESS=f"{per_address}/minute")
     try:
         first, second, third = (_client_from(base, "127.0.0.61") for _ in range(3))
         elsewhere = _client_from(base, "127.0.0.62")
@@ -303,20 +284,14 @@ def test_concurrent_accounts_never_exceed_one_address_budget(cluster: Any) -> No
     """Both budgets are charged together, atomically: requests of several accounts from one
     address at once cannot all pass the address's check before any of them is charged to it."""
     per_user, per_address, accounts = 4, 5, 6
-    proc, base = _api_with(
-        cluster.env,
-        LIVECODE_EXECUTION_RATE_LIMIT=f"{per_user}/minute",
-        LIVECODE_EXECUTION_RATE_LIMIT_PER_ADDRESS=f"{per_address}/minute",
-    )
+    proc, base = _api_with(cluster.env, LIVECODE_EXECUTION_RATE_LIMIT=f"{per_user}/minute",
+                           LIVECODE_EXECUTION_RATE_LIMIT_PER_ADDRESS=f"{per_address}/minute")
     try:
         for address in ("127.0.0.64", "127.0.0.65"):  # two rounds, each with a budget of its own
             clients = [_client_from(base, address) for _ in range(accounts)]
             sids = [c.create_session("pass")["session_id"] for c in clients]
-            calls = [
-                lambda c=c, sid=sid: c.execute(sid, priority="batch")
-                for c, sid in zip(clients, sids, strict=True)
-                for _ in range(per_user)
-            ]
+            calls = [lambda c=c, sid=sid: c.execute(sid, priority="batch")
+                     for c, sid in zip(clients, sids, strict=True) for _ in range(per_user)]
             codes = sorted(r.status_code for r in fire(calls, workers=len(calls)))
             assert codes == [202] * per_address + [429] * (len(calls) - per_address), codes
             assert sum(executions_of(c, sid) for c, sid in zip(clients, sids, strict=True)) == per_address

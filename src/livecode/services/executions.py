@@ -50,14 +50,8 @@ EXECUTIONS = cast(Table, Execution.__table__)  # for Core statements
 Enqueue = Callable[[uuid.UUID, str, str | None], None]
 
 LIMIT_FIELDS = (
-    "time_limit_ms",
-    "cpu_time_ms",
-    "cpu_extra_ms",
-    "memory_limit_mb",
-    "max_processes",
-    "max_output_bytes",
-    "max_file_size_kb",
-    "stack_kb",
+    "time_limit_ms", "cpu_time_ms", "cpu_extra_ms", "memory_limit_mb", "max_processes", "max_output_bytes",
+    "max_file_size_kb", "stack_kb",
 )
 
 # How stdout, stderr and compile_output are returned. "text": UTF-8 with every undecodable
@@ -130,9 +124,8 @@ def check_options(opts: ExecuteOptions, settings: Settings) -> None:
             )
     if opts.priority not in {p.value for p in Priority}:
         raise ValidationError("priority must be 'interactive' or 'batch'", code="INVALID_PRIORITY")
-    testcases.check_tests(
-        opts.tests, opts.compare, settings, stdin=opts.stdin, args=opts.args, interactive=opts.interactive
-    )
+    testcases.check_tests(opts.tests, opts.compare, settings, stdin=opts.stdin, args=opts.args,
+                          interactive=opts.interactive)
 
 
 def check_encoding(value: str | None) -> str:
@@ -220,42 +213,17 @@ def _active_execution(db: Database, session_id: uuid.UUID) -> uuid.UUID | None:
 
 @functools.cache
 def _session_for_run(by_owner: bool) -> Any:
-    q = select(
-        CodeSession.language,
-        CodeSession.source_code,
-        CodeSession.user_id,
-        CodeSession.files,
-        CodeSession.entry,
-        CodeSession.history_seq,
-        CodeSession.history_set,
-    ).where(CodeSession.id == bindparam("p_sid"))
+    q = select(CodeSession.language, CodeSession.source_code, CodeSession.user_id, CodeSession.files,
+               CodeSession.entry, CodeSession.history_seq, CodeSession.history_set).where(
+        CodeSession.id == bindparam("p_sid"))
     # The owner or an editor (services/access.py).
     return q.where(session_access(Need.RUN, bindparam("p_owner", type_=CodeSession.user_id.type))) if by_owner else q
 
 
 _INSERT_COLUMNS = [
-    "id",
-    "session_id",
-    "user_id",
-    "language",
-    "source_hash",
-    "entry",
-    "stdin",
-    "args",
-    "limits",
-    "priority",
-    "interactive",
-    "merge_stderr",
-    "status",
-    "stdout_truncated",
-    "stderr_truncated",
-    "attempts",
-    "request_id",
-    "queued_at",
-    "tests",
-    "compare_mode",
-    "history_version",
-    "files_truncated",
+    "id", "session_id", "user_id", "language", "source_hash", "entry", "stdin", "args", "limits", "priority",
+    "interactive", "merge_stderr", "status", "stdout_truncated", "stderr_truncated", "attempts", "request_id",
+    "queued_at", "tests", "compare_mode", "history_version", "files_truncated",
 ]
 
 
@@ -342,29 +310,16 @@ def submit_execution(
             # storage cap. RETURNING, not rowcount: psycopg reports -1 for an INSERT ... SELECT
             # that inserted nothing.
             params = {
-                "p_id": execution_id,
-                "p_hash": snapshot.entry_hash,
-                "p_entry": snapshot.entry,
-                "p_stdin": options.stdin,
-                "p_args": options.args,
-                "p_limits": options.limits,
-                "p_priority": options.priority,
-                "p_interactive": options.interactive,
+                "p_id": execution_id, "p_hash": snapshot.entry_hash, "p_entry": snapshot.entry,
+                "p_stdin": options.stdin, "p_args": options.args,
+                "p_limits": options.limits, "p_priority": options.priority, "p_interactive": options.interactive,
                 "p_merge_stderr": options.merge_stderr,
-                "p_request_id": request_id,
-                "p_now": now,
-                "p_sid": session_id,
-                "p_owner": user_id,
-                "p_tests": testcases.stored_tests(options.tests),
-                "p_compare": options.compare,
+                "p_request_id": request_id, "p_now": now, "p_sid": session_id, "p_owner": user_id,
+                "p_tests": testcases.stored_tests(options.tests), "p_compare": options.compare,
                 "p_version": history.unchanged_version(snapshot, session.language, newest_known),
             }
-            alone = (
-                params["p_version"] is not None
-                and not snapshot.files
-                and after_insert is None
-                and conn.dialect.name == "postgresql"
-            )
+            alone = (params["p_version"] is not None and not snapshot.files and after_insert is None
+                     and conn.dialect.name == "postgresql")
             if alone:
                 params.update(storage.source_params(session.source_code, now))
                 stmt = _insert_execution(settings.max_stored_executions, user_id is None, with_source=True)
@@ -376,15 +331,8 @@ def submit_execution(
                 # The history version of the code it runs (services/history.py); rolled back with
                 # the execution when the insert below is refused.
                 params["p_version"] = history.record_run(
-                    conn,
-                    session_id,
-                    snapshot,
-                    session.language,
-                    author=owner_id or user_id,
-                    execution_id=execution_id,
-                    now=now,
-                    newest_known=newest_known,
-                )
+                    conn, session_id, snapshot, session.language, author=owner_id or user_id,
+                    execution_id=execution_id, now=now, newest_known=newest_known)
                 stmt = _insert_execution(settings.max_stored_executions, user_id is None)
                 if conn.execute(stmt, params).first() is None:
                     raise _NotInserted  # rolls back the source too: a refusal changes nothing
@@ -448,11 +396,7 @@ def get_execution(
 
 
 def list_executions(
-    db: Database,
-    session_id: uuid.UUID,
-    owner_id: uuid.UUID | None,
-    page: int,
-    per_page: int,
+    db: Database, session_id: uuid.UUID, owner_id: uuid.UUID | None, page: int, per_page: int,
     encoding: str = "text",
 ) -> dict[str, Any]:
     with db.read() as s:
@@ -504,13 +448,8 @@ class ClaimedRun:
     def run_request(self, limits: SandboxLimits, stdin: str = "", args: tuple[str, ...] = ()) -> RunRequest:
         """The sandbox's request for this run's program (one file, or its files and entry)."""
         return RunRequest(
-            language=self.language,
-            source=self.source_code,
-            stdin=stdin,
-            args=args,
-            limits=limits,
-            files=tuple(SourceFile.text(path, content) for path, content in self.files or ()),
-            entry=self.entry,
+            language=self.language, source=self.source_code, stdin=stdin, args=args, limits=limits,
+            files=tuple(SourceFile.text(path, content) for path, content in self.files or ()), entry=self.entry,
             merge_stderr=self.merge_stderr,
         )
 
@@ -584,12 +523,8 @@ def finish_execution(
 
 
 def finish_execution_returning(
-    db: Database,
-    execution_id: uuid.UUID,
-    attempt: int,
-    status: ExecutionStatus,
-    files: Sequence[OutputFile] = (),
-    **result: Any,
+    db: Database, execution_id: uuid.UUID, attempt: int, status: ExecutionStatus,
+    files: Sequence[OutputFile] = (), **result: Any,
 ) -> dict[str, Any] | None:
     """finish_execution that also returns the finished execution as GET returns it (from the
     UPDATE's RETURNING: no second read), or None when the row was not the attempt's to finish.

@@ -123,12 +123,9 @@ def record(
     `newest_known`: the session's (history_seq, history_set) as the caller's transaction already
     read them (a submission's session read), so they are not read again."""
     if only_if_changed:
-        current = (
-            newest_known
-            or conn.execute(
-                select(CodeSession.history_seq, CodeSession.history_set).where(CodeSession.id == session_id)
-            ).first()
-        )
+        current = newest_known or conn.execute(
+            select(CodeSession.history_seq, CodeSession.history_set).where(CodeSession.id == session_id)
+        ).first()
         if current is None:
             return None
         if current[1] == ref.hash:
@@ -139,15 +136,8 @@ def record(
     if only_if_changed:  # checked again on the row itself: another writer may have made it meanwhile
         bump = bump.where(or_(CodeSession.history_set.is_(None), CodeSession.history_set != ref.hash))
     bump = bump.values(history_seq=CodeSession.history_seq + 1, history_set=ref.hash).returning(CodeSession.history_seq)
-    version = {
-        "session_id": session_id,
-        "created_at": now,
-        "author_id": author,
-        "reason": reason,
-        "label": label,
-        "set_hash": ref.hash,
-        "execution_id": execution_id,
-    }
+    version = {"session_id": session_id, "created_at": now, "author_id": author, "reason": reason, "label": label,
+               "set_hash": ref.hash, "execution_id": execution_id}
     if conn.dialect.name == "postgresql":
         # One round trip: the bump, and the version numbered by it (none if it matched nothing).
         made_cte = bump.cte("made")

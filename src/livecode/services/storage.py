@@ -67,13 +67,8 @@ def store_sources(s: Session | Connection, texts: dict[str, str], now: datetime)
         return
     conn = s if isinstance(s, Connection) else s.connection()  # the session's own transaction
     rows = [
-        {
-            "hash": h,
-            "content": text,
-            "size_bytes": len(text.encode("utf-8", "surrogatepass")),
-            "last_used_at": now,
-            "touch_before": now - TOUCH_EVERY,
-        }
+        {"hash": h, "content": text, "size_bytes": len(text.encode("utf-8", "surrogatepass")), "last_used_at": now,
+         "touch_before": now - TOUCH_EVERY}
         for h, text in texts.items()
     ]
     conn.execute(_upsert_source(conn.dialect.name), rows[0] if len(rows) == 1 else rows)
@@ -108,10 +103,8 @@ def source_upsert_where(condition: ColumnElement[bool]) -> Any:
     execution, under that insert's own condition, so a refused one stores nothing."""
     t = cast(Table, Source.__table__)
     row = select(
-        bindparam("p_hash", type_=t.c.hash.type),
-        bindparam("p_content", type_=t.c.content.type),
-        bindparam("p_size", type_=t.c.size_bytes.type),
-        bindparam("p_now", type_=t.c.last_used_at.type),
+        bindparam("p_hash", type_=t.c.hash.type), bindparam("p_content", type_=t.c.content.type),
+        bindparam("p_size", type_=t.c.size_bytes.type), bindparam("p_now", type_=t.c.last_used_at.type),
     ).where(condition)
     return _touch_when_present(pg_insert(t).from_select(["hash", "content", "size_bytes", "last_used_at"], row), t)
 
@@ -194,9 +187,8 @@ def expire_executions(db: Database, settings: Settings, now: datetime | None = N
         .where(Execution.finished_at < cutoff, Execution.status.in_(terminal))
         .limit(settings.storage_cleanup_batch)
     )
-    return _in_rounds(
-        db, delete(Execution).where(Execution.id.in_(pick.scalar_subquery())), settings.storage_cleanup_batch
-    )
+    return _in_rounds(db, delete(Execution).where(Execution.id.in_(pick.scalar_subquery())),
+                      settings.storage_cleanup_batch)
 
 
 def collect_sources(db: Database, settings: Settings, now: datetime | None = None) -> int:
@@ -218,20 +210,15 @@ def collect_sources(db: Database, settings: Settings, now: datetime | None = Non
     cutoff = (now or utcnow()) - timedelta(seconds=settings.source_gc_grace_s)
     # A source is referenced by an execution (its entry), by a file of a multi-file execution, or
     # by a file of a history version's file set (services/history.py).
-    unreferenced = (
-        ~exists().where(Execution.source_hash == Source.hash)
-        & ~exists().where(ExecutionFile.source_hash == Source.hash)
-        & ~exists().where(FileSetFile.source_hash == Source.hash)
-    )
+    unreferenced = (~exists().where(Execution.source_hash == Source.hash)
+                    & ~exists().where(ExecutionFile.source_hash == Source.hash)
+                    & ~exists().where(FileSetFile.source_hash == Source.hash))
     candidate = aliased(Source)
     pick = (
         select(candidate.hash)
-        .where(
-            candidate.last_used_at < cutoff,
-            ~exists().where(Execution.source_hash == candidate.hash),
-            ~exists().where(ExecutionFile.source_hash == candidate.hash),
-            ~exists().where(FileSetFile.source_hash == candidate.hash),
-        )
+        .where(candidate.last_used_at < cutoff, ~exists().where(Execution.source_hash == candidate.hash),
+               ~exists().where(ExecutionFile.source_hash == candidate.hash),
+               ~exists().where(FileSetFile.source_hash == candidate.hash))
         .limit(settings.storage_cleanup_batch)
     )
     # The conditions are repeated on the DELETE's own row so that they are re-checked on the row's
