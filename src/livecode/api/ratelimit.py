@@ -140,7 +140,7 @@ class Budget:
 # trimmed to the limit) over several keys: every key is checked before any is charged, so a
 # refusal by one budget charges none, and two requests cannot both pass a check that only one of
 # them fits. Returns the 1-based index of the key that refused, or 0.
-_ACQUIRE_ALL = """
+_ACQUIRE_ALL = b"""
 local now, amount = tonumber(ARGV[1]), tonumber(ARGV[2])
 for i, key in ipairs(KEYS) do
     local limit, expiry = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
