@@ -35,6 +35,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -104,6 +105,61 @@ def _own_ticks(pid: int) -> int:
     except OSError:
         return 0
     return int(rest[11]) + int(rest[12])
+
+
+def thread_ticks(pid: int) -> dict[int, int]:
+    """tid -> utime+stime of each live thread of the process."""
+    out: dict[int, int] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                rest = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(tid)] = int(rest[11]) + int(rest[12])
+    return out
+
+
+# A worker thread's Python name (from `py-spy dump`) -> what it does, for the CPU by thread.
+THREAD_KINDS = (
+    ("ThreadPoolExecutor", "task slots"),
+    ("MainThread", "Celery consumer"),
+    ("sandbox-pool", "sandbox pool refill"),
+    ("sandbox-cleanup", "sandbox cleanup"),
+)
+
+
+def thread_kinds(pid: int) -> dict[int, str]:
+    """tid -> kind of each live thread of a Python process, named by py-spy (if installed; else {})."""
+    spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    try:
+        dump = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    kinds = {}
+    for line in dump.splitlines():  # Thread 1234 (idle): "MainThread"
+        if line.startswith("Thread ") and '"' in line:
+            name = line.split('"')[1]
+            kinds[int(line.split()[1], 0)] = next((k for p, k in THREAD_KINDS if name.startswith(p)), "other")
+    return kinds
+
+
+def by_thread_kind(pid: int, before: dict[int, int], after: dict[int, int], count: int) -> dict[str, float]:
+    """The worker process's own CPU per execution by kind of thread; threads that ended inside
+    the window (a run's output publisher) are the difference to the process's own total."""
+    kinds = thread_kinds(pid)
+    if not kinds:
+        return {}
+    to_ms = 1000 / CLK_TCK / count
+    out: dict[str, float] = {}
+    for tid, ticks in after.items():
+        kind = kinds.get(tid, "other")
+        out[kind] = out.get(kind, 0.0) + (ticks - before.get(tid, 0)) * to_ms
+    return out
 
 
 @dataclass
@@ -278,7 +334,7 @@ def throughput(stack: Stack, meter: CpuMeter, pg: psycopg.Connection[Any], sourc
     def read(eid: str) -> str:
         return http().get(f"{stack.base}/api/v1/executions/{eid}", timeout=60).json()["status"]  # type: ignore[no-any-return]
 
-    a = meter.snapshot()
+    a, threads_a = meter.snapshot(), thread_ticks(meter.worker_pid)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(16) as pool:
         ids = list(pool.map(submit, sessions))
@@ -286,10 +342,13 @@ def throughput(stack: Stack, meter: CpuMeter, pg: psycopg.Connection[Any], sourc
     elapsed = time.perf_counter() - t0
     with ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(read, ids))
-    b = meter.snapshot()
+    b, threads_b = meter.snapshot(), thread_ticks(meter.worker_pid)
     cpu = {k: v / count for k, v in CpuMeter.delta_ms(a, b).items()}
+    threads = by_thread_kind(meter.worker_pid, threads_a, threads_b, count)
+    if threads:
+        threads["threads that ended (output publishers)"] = max(0.0, cpu["worker_own"] - sum(threads.values()))
     return {"count": count, "seconds": elapsed, "per_s": count / elapsed, "cpu_ms": cpu,
-            "completed": statuses.count("COMPLETED")}
+            "worker_threads_ms": threads, "completed": statuses.count("COMPLETED")}
 
 
 def latencies(base: str, runs: int, meter: CpuMeter | None = None) -> dict[str, Any]:
@@ -499,6 +558,8 @@ def table(r: dict[str, Any]) -> str:
         if kind == "worker":
             own, sandboxes = cpu["worker_own"], cpu["worker"] - cpu["worker_own"]
             add("    worker's own Python process / its sandboxes", f"{own:.1f} / {sandboxes:.1f} ms", "", "", "")
+            for name, ms in sorted(tp.get("worker_threads_ms", {}).items(), key=lambda kv: -kv[1]):
+                add(f"      own process: {name}", f"{ms:.1f} ms", "", "", "")
     lat = r["latency"]
     plain = raw["latency_median_ms"]
     if lat["wait_fallbacks"]:  # the API answered 202: no blocking wait there

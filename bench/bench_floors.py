@@ -1,6 +1,7 @@
 """The floors under the cost issue's targets: what the parts that issue keeps cost on their own.
 
     .venv/bin/python -m bench.bench_floors [--n 1500] [--seconds 8] [--redis-url redis://127.0.0.1:6379/13]
+    .venv/bin/python -m bench.bench_floors --sandbox-only [--runs 60] [--uid-base 64000]
 
 Issue 11 keeps Flask and Flask-RESTX serving the API, Celery on Redis carrying the work,
 PostgreSQL as the truth and every protection of the sandbox. This measures each of those alone,
@@ -17,7 +18,8 @@ with none of LiveCode's own logic, on this machine, in one run:
    prefetch 1, concurrency 2): the worker's CPU per task (its process tree), the producer's CPU
    per `apply_async` and the Redis server's CPU per task.
 4. **The sandbox**: LiveCode's bubblewrap runner (no pool, so the set-up is counted) running the
-   Python hello world, against the same program bare: CPU per run (children's rusage).
+   Python hello world, against the same program bare: CPU per run (children's rusage); and the
+   sandbox alone: a fresh sandbox running /bin/true (`--sandbox-only`: this part only).
 
 It then adds the floors of one execution: the program in its sandbox, two empty requests (the
 POST and one GET of the result) and one empty task, as a ratio to the program's own CPU, and
@@ -236,7 +238,8 @@ def _children_cpu_ms() -> float:
     return (ru.ru_utime + ru.ru_stime) * 1000
 
 
-def sandbox_floor(runs: int) -> dict[str, float]:
+def sandbox_floor(runs: int, uid_base: int = 64000) -> dict[str, float]:
+    from bench.bench_sandbox import sandboxed_true
     from livecode.sandbox import RunRequest, SandboxLimits, get_runner
 
     bare0 = _children_cpu_ms()
@@ -246,7 +249,7 @@ def sandbox_floor(runs: int) -> dict[str, float]:
     base = Path(tempfile.mkdtemp(prefix="lc-floor-sandbox-"))
     base.chmod(0o700)
     runner = get_runner(
-        "bwrap", work_root=str(base / "work"), cache_dir=str(base / "cache"), uid_base=64000, slots=4, pool_size=0
+        "bwrap", work_root=str(base / "work"), cache_dir=str(base / "cache"), uid_base=uid_base, slots=4, pool_size=0
     )
     runner.check()
     try:
@@ -256,13 +259,30 @@ def sandbox_floor(runs: int) -> dict[str, float]:
         c0, s0 = _children_cpu_ms(), time.process_time()
         for _ in range(runs):
             assert runner.run(req).stdout == "hi\n"
+        c1, s1 = _children_cpu_ms(), time.process_time()
+        for _ in range(runs):
+            sandboxed_true(runner)
         return {
             "bare_cpu_ms": bare,
-            "sandboxed_children_cpu_ms": (_children_cpu_ms() - c0) / runs,
-            "driver_cpu_ms": (time.process_time() - s0) * 1000 / runs,
+            "sandboxed_children_cpu_ms": (c1 - c0) / runs,
+            "driver_cpu_ms": (s1 - s0) * 1000 / runs,
+            "true_children_cpu_ms": (_children_cpu_ms() - c1) / runs,
+            "true_driver_cpu_ms": (time.process_time() - s1) * 1000 / runs,
         }
     finally:
         runner.close()
+
+
+def _print_sandbox_rows(sb: dict[str, float]) -> None:
+    print(f'| the program bare (python3 -c "{HELLO}"), CPU | {sb["bare_cpu_ms"]:.1f} ms |')
+    print(
+        f"| the program in the sandbox (no pool): its processes / the runner's Python | "
+        f"{sb['sandboxed_children_cpu_ms']:.1f} / {sb['driver_cpu_ms']:.1f} ms |"
+    )
+    print(
+        f"| a sandbox alone (no pool; /bin/true in it): its processes / the runner's Python | "
+        f"{sb['true_children_cpu_ms']:.1f} / {sb['true_driver_cpu_ms']:.1f} ms |"
+    )
 
 
 def main() -> None:
@@ -271,7 +291,16 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=60, help="sandboxed and bare runs")
     ap.add_argument("--seconds", type=int, default=8, help="each wrk run")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
+    ap.add_argument("--sandbox-only", action="store_true", help="only the sandbox's rows (no PostgreSQL, Redis, wrk)")
+    ap.add_argument("--uid-base", type=int, default=64000, help="the sandbox's first slot uid")
     args = ap.parse_args()
+    if args.sandbox_only:
+        sb = sandbox_floor(args.runs, args.uid_base)
+        print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at the end")
+        print("| floor | figure |")
+        print("|---|---|")
+        _print_sandbox_rows(sb)
+        return
 
     name = f"floor_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
@@ -291,7 +320,7 @@ def main() -> None:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     cel = celery_floor(args.redis_url, args.n)
-    sb = sandbox_floor(args.runs)
+    sb = sandbox_floor(args.runs, args.uid_base)
 
     program = sb["bare_cpu_ms"]
     sandbox = sb["sandboxed_children_cpu_ms"] + sb["driver_cpu_ms"]
@@ -301,11 +330,7 @@ def main() -> None:
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at the end")
     print("| floor | figure |")
     print("|---|---|")
-    print(f'| the program bare (python3 -c "{HELLO}"), CPU | {program:.1f} ms |')
-    print(
-        f"| the program in the sandbox (no pool): its processes / the runner's Python | "
-        f"{sb['sandboxed_children_cpu_ms']:.1f} / {sb['driver_cpu_ms']:.1f} ms |"
-    )
+    _print_sandbox_rows(sb)
     print(
         f"| empty Flask-RESTX POST / GET, server CPU per request (sequential) | "
         f"{api['post_cpu_ms']:.2f} / {api['get_cpu_ms']:.2f} ms |"

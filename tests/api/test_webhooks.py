@@ -269,6 +269,18 @@ def test_a_wrapped_non_public_callback_is_a_400_and_a_judge0_422(live: LiveApp, 
     assert live.rows.snapshot() == before and live.enqueued.ids == []
 
 
+def test_the_claim_says_whether_the_run_has_callbacks(make_live: Any) -> None:
+    # The worker wakes its webhook thread (a query for due deliveries) only for runs that have one.
+    from livecode.services.executions import claim_execution
+
+    live = make_live(webhook_allow=LOOPBACK)
+    with receiver() as rec:
+        hooked = live.execute(live.session()["session_id"], {"callback_url": rec.url()})["execution_id"]
+    plain = live.execute(live.session()["session_id"])["execution_id"]
+    claims = {eid: claim_execution(live.db, uuid.UUID(eid), "w@test") for eid in (hooked, plain)}
+    assert {eid: c.has_webhooks for eid, c in claims.items() if c is not None} == {hooked: True, plain: False}
+
+
 def test_a_delivery_is_signed_retried_after_a_500_and_listed(make_live: Any) -> None:
     live = make_live(webhook_allow=LOOPBACK, webhook_backoff_s=0.01)
     secret = live.client.post("/api/v1/webhooks/secret").get_json()["secret"]

@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from typing import Any
+
 from livecode.streaming.bus import MemoryEventBus
-from livecode.streaming.publisher import OutputPublisher
+from livecode.streaming.publisher import OutputPublisher, event_running
 
 
 def test_the_run_stage_is_an_event_between_the_compilers_output_and_the_programs() -> None:
@@ -20,3 +24,64 @@ def test_the_run_stage_is_an_event_between_the_compilers_output_and_the_programs
         ("stage", {"stage": "run"}),
         ("output", {"stream": "stdout", "text": "hello\n"}),
     ]
+
+
+class GatedBus(MemoryEventBus):
+    """Records each round trip (a publish_many call) and holds the first until `gate` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[tuple[str, dict[str, Any]]]] = []
+        self.gate = threading.Event()
+
+    def publish_many(self, execution_id: str, events: list[tuple[str, dict[str, Any]]]) -> list[str]:
+        if not self.calls:
+            self.calls.append(list(events))
+            assert self.gate.wait(10)
+        else:
+            self.calls.append(list(events))
+        return super().publish_many(execution_id, events)
+
+
+def test_running_goes_first_without_the_run_waiting_and_what_piles_up_meanwhile_goes_in_one_round_trip() -> None:
+    bus = GatedBus()
+    running = event_running(2)
+    pub = OutputPublisher(bus, "run-2", interval_s=0.0, first=[running], first_hold_s=0.0)  # returns with the bus stuck
+    deadline = time.monotonic() + 10
+    while not bus.calls and time.monotonic() < deadline:  # RUNNING is in flight
+        time.sleep(0.001)
+    pub("stdout", "a\n")
+    pub("stderr", "b\n")
+    pub("stdout", "c\n")
+    pub.close(wait=False)  # the run is over: it does not wait for the bus either
+    assert bus.calls == [[running]]
+    bus.gate.set()
+    pub.close()
+    assert bus.calls == [
+        [running],
+        [
+            ("output", {"stream": "stdout", "text": "a\n"}),
+            ("output", {"stream": "stderr", "text": "b\n"}),
+            ("output", {"stream": "stdout", "text": "c\n"}),
+        ],
+    ]
+    assert [kind for _id, kind, _data in bus.read("run-2", None, 0)] == ["status", "output", "output", "output"]
+
+
+def test_running_waits_a_moment_for_the_first_output_to_go_with_it_and_no_longer() -> None:
+    bus = GatedBus()
+    bus.gate.set()
+    running = event_running(1)
+    pub = OutputPublisher(bus, "run-3", first=[running], first_hold_s=5.0)
+    pub("stdout", "hi\n")
+    pub.close()
+    assert bus.calls == [[running, ("output", {"stream": "stdout", "text": "hi\n"})]]
+
+    quiet = GatedBus()
+    quiet.gate.set()
+    pub = OutputPublisher(quiet, "run-4", first=[running], first_hold_s=0.05)  # a program silent for long
+    deadline = time.monotonic() + 10
+    while not quiet.calls and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert quiet.calls == [[running]]  # went out alone, without waiting for the run to end
+    pub.close()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import glob
 import logging
 import math
 import os
@@ -41,6 +40,7 @@ from .seccomp import build_filter
 from .spawner import build_spawner, spawner_argv
 from .supervise import StreamSpec, Watch, supervise
 from .types import OutputCallback, SandboxLimits, SandboxUnavailable
+from .view import HostViews, View, default_root, etc_sources
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,9 @@ BOX = "/sandbox"
 WORK = f"{BOX}/work"
 _PASSWD = f"sandbox:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox:{WORK}:/bin/sh\n".encode()
 _GROUP = f"sandbox:x:{SANDBOX_UID}:\n".encode()
-_SHM_MAX_KB = 16 * 1024  # POSIX shm / semaphores (multiprocessing); /dev itself is read-only
+_ETC_FILES = {"passwd": _PASSWD, "group": _GROUP}  # the sandbox's own, in /etc beside the host's entries
+_ETC_SPECS = [FileSpec(f"/etc/{name}", 0o644, data) for name, data in _ETC_FILES.items()]  # where no view has them
+_SHM_MAX_KB = 16 * 1024  # POSIX shm / semaphores (multiprocessing); /dev itself is not writable
 _EXTRA_PIDS = 2  # bwrap's monitor and the launcher (the sandbox's pid 1) live in the run's cgroup too
 _LAUNCHER = "/.livecode-launcher"
 _PREBUILD_NICE = 10  # building spare sandboxes must not slow down the runs in progress
@@ -63,21 +65,26 @@ _COLLECT = (
 )
 
 
-def _ro_mounts() -> list[str]:
-    """Read-only binds of the toolchains and the few /etc files they need, nothing else."""
+def _usr_mounts() -> list[str]:
+    """Read-only binds of the toolchains, nothing else."""
     args = ["--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(top):
             args += ["--symlink", os.readlink(top), top]
         elif os.path.isdir(top):
             args += ["--ro-bind", top, top]
-    etc = ["/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives"]
-    etc += ["/etc/fonts", "/etc/matplotlibrc"]  # fontconfig's; Debian's matplotlib reads its defaults here
-    etc += sorted(glob.glob("/etc/java-*-openjdk"))  # the JDK's conf/ links into here
-    for path in etc:
-        if os.path.exists(path):
-            args += ["--ro-bind", path, path]
     return args
+
+
+def _etc_dev_mounts(view: View | None, etc_binds: list[str]) -> list[str]:
+    """/etc (the few entries the toolchains need) and /dev: from this process's prepared view in
+    one bind each (view.py), or entry by entry (`etc_binds`, bwrap's --dev) where there is none."""
+    args = etc_binds if view is None else ["--ro-bind", view.etc, "/etc"]
+    if view is not None and view.dev:
+        return [*args, "--dev-bind", view.devdir, "/dev"]
+    # No ptys: bwrap's devpts instance would draw on the host-wide pty limit (kernel.pty.max),
+    # so a run could take every pty of the host. /dev/ptmx now dangles.
+    return [*args, "--dev", "/dev", "--tmpfs", "/dev/pts", "--remount-ro", "/dev/pts"]
 
 
 @dataclass
@@ -96,6 +103,7 @@ class Spawned:
     err_r: int = -1
     result_r: int | None = None  # the launcher's exit-status pipe
     nice: int = 0  # the priority it was started at (a spare sandbox is built at a lower one)
+    view: View | None = None  # its /etc and /dev (view.py), given back at its clean-up
     fds: list[int] = field(default_factory=list)  # still ours to close
 
     def close_fds(self) -> None:
@@ -118,6 +126,7 @@ class BwrapRunner(Runner):
         lock_dir: Path = DEFAULT_LOCK_DIR,
         io_limits: IoLimits | None = None,
         seccomp: bool = True,  # False only to measure the filter's cost or prove a test needs it
+        view_root: Path | None = None,  # where the prepared /etc and /dev live (view.py)
     ) -> None:
         super().__init__(cache_dir)
         self.work_root = work_root
@@ -134,7 +143,9 @@ class BwrapRunner(Runner):
         self._launcher: Path | None = None
         self._spawner: Path | None = None  # the exec helper that starts bwrap as the slot uid
         self._pool: SandboxPool[tuple[int, int], Spawned] | None = None
-        self._ro = _ro_mounts()
+        self._usr = _usr_mounts()
+        self._etc_binds = [arg for path in etc_sources() for arg in ("--ro-bind", path, path)]  # without a view
+        self._views = HostViews(view_root or default_root(), _ETC_FILES)
         self._orphans = OrphanReaper()
         # Clean-ups of finished runs, in the background on a few long-lived threads: starting a
         # thread per run cost the run's caller ~0.3 ms (it waits for the new thread to start).
@@ -181,6 +192,7 @@ class BwrapRunner(Runner):
             self._pool.close()
             self._pool = None
         wait(list(self._finishing), timeout=10.0)
+        self._views.close()
 
     def expect(self, limits: SandboxLimits, count: int) -> None:
         pool = self._pool
@@ -419,6 +431,9 @@ class BwrapRunner(Runner):
                         sp.proc.wait()
                 sp.close_fds()
             cg.kill_all()
+            if sp is not None:  # every process of the sandbox is dead: its view may go
+                self._views.release(sp.view)
+                sp.view = None
             left = cg.reap_all(exclude=None)
             if left:  # pathological (a process stuck exiting): reap it in the background
                 self._orphans.add(left)
@@ -433,9 +448,9 @@ class BwrapRunner(Runner):
         disk_kb: int,
         file_fds: list[tuple[int, int, str]],
         status_fd: int,
-        extra: list[str],
         seccomp: list[int],
         proc_fds: list[tuple[int, str]] | None = None,
+        view: View | None = None,
     ) -> list[str]:
         args = [
             self.bwrap,
@@ -450,14 +465,10 @@ class BwrapRunner(Runner):
             "--uid", str(SANDBOX_UID),
             "--gid", str(SANDBOX_UID),
             "--hostname", "sandbox",
-            *self._ro,
+            *self._usr,
             "--proc", "/proc",
             *mask_args(),  # host details a program has no need for (procfs.py)
-            "--dev", "/dev",
-            # No ptys: bwrap's devpts instance would draw on the host-wide pty limit
-            # (kernel.pty.max), so a run could take every pty of the host. /dev/ptmx now dangles.
-            "--tmpfs", "/dev/pts",
-            "--remount-ro", "/dev/pts",
+            *_etc_dev_mounts(view, self._etc_binds),
             "--size", str(min(disk_kb, _SHM_MAX_KB) * 1024),
             "--tmpfs", "/dev/shm",
             "--size", str(disk_kb * 1024),
@@ -466,13 +477,14 @@ class BwrapRunner(Runner):
             "--dir", f"{WORK}/{OUT_DIR}",  # where a run leaves the files it wants kept (outputs.py)
             "--dir", f"{BOX}/tmp",
             "--symlink", f"{BOX}/tmp", "/tmp",
-            *extra,
         ]  # fmt: skip
         for fd, dest in proc_fds or []:  # synthesized /proc files (procfs.py)
             args += ["--perms", "0444", "--ro-bind-data", str(fd), dest]
         for fd, mode, dest in file_fds:
             args += ["--perms", f"{mode:04o}", "--file", str(fd), dest]
-        return [*args, "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", WORK, "--json-status-fd", str(status_fd)]
+        if view is None or not view.dev:  # bwrap's --dev: a tmpfs (a view's dev/ is root's: see view.py)
+            args += ["--remount-ro", "/dev"]
+        return [*args, "--remount-ro", "/", "--chdir", WORK, "--json-status-fd", str(status_fd)]
 
     def _spawn(
         self,
@@ -486,16 +498,15 @@ class BwrapRunner(Runner):
         memory_mb: int,
         sock: socket.socket,
         extra_fds: list[int] | None = None,
-        extra_args: list[str] | None = None,
         nice: int = 0,
     ) -> Spawned:
         uid = self.uid_base + slot
         child_fds: list[int] = []  # the child's ends; closed here once it has them
         ours: list[int] = []
+        view = self._views.acquire()  # released when the sandbox is cleaned up (_finish)
         try:
             file_fds: list[tuple[int, int, str]] = []
-            etc = [FileSpec("/etc/passwd", 0o644, _PASSWD), FileSpec("/etc/group", 0o644, _GROUP)]
-            for spec in [*etc, *files]:
+            for spec in [*(_ETC_SPECS if view is None else []), *files]:
                 fd = spec.open() if spec.data is None else _memfd(spec.data)
                 child_fds.append(fd)
                 dest = spec.name if spec.name.startswith("/") else f"{WORK}/{spec.name}"
@@ -528,7 +539,7 @@ class BwrapRunner(Runner):
             # instead of copying the whole worker with fork().
             assert self._spawner is not None
             helper = spawner_argv(self._spawner, uid, uid, nice, procs_fds, rlimits)
-            argv = [*self._argv(disk_kb, file_fds, status_w, extra_args or [], seccomp_fds, proc_fds), "--", *command]
+            argv = [*self._argv(disk_kb, file_fds, status_w, seccomp_fds, proc_fds, view), "--", *command]
             proc = subprocess.Popen(
                 [*helper, *argv],
                 stdin=devnull,
@@ -544,11 +555,12 @@ class BwrapRunner(Runner):
         except BaseException:
             for fd in ours:
                 os.close(fd)
+            self._views.release(view)
             raise
         finally:
             for fd in child_fds:
                 os.close(fd)
-        return Spawned(slot, cg, proc, status_r, sock, diag_r=err_r, fds=list(ours), nice=nice)
+        return Spawned(slot, cg, proc, status_r, sock, diag_r=err_r, fds=list(ours), nice=nice, view=view)
 
     def _supervise(self, sp: Spawned, stage: Stage, on_output: OutputCallback | None) -> StageResult:
         cg = sp.cg

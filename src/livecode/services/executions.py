@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
-from sqlalchemy import Table, bindparam, func, insert, literal, select, update
+from sqlalchemy import Table, bindparam, exists, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..config import Settings
@@ -28,6 +28,7 @@ from ..models import (
     ExecutionStatus,
     Priority,
     Source,
+    WebhookDelivery,
     status_values,
     utcnow,
 )
@@ -444,6 +445,9 @@ class ClaimedRun:
     files: list[tuple[str, str]] | None = None
     entry: str | None = None
     merge_stderr: bool = False  # the program's stderr goes into its stdout (2>&1)
+    # Callbacks were scheduled with it (services/webhooks): only then does its end wake the
+    # worker's webhook thread, whose look for due deliveries is a query per run otherwise.
+    has_webhooks: bool = False
 
     def run_request(self, limits: SandboxLimits, stdin: str = "", args: tuple[str, ...] = ()) -> RunRequest:
         """The sandbox's request for this run's program (one file, or its files and entry)."""
@@ -479,6 +483,9 @@ def _claim_statement() -> Any:
             t.tests,
             t.compare_mode,
             t.entry,
+            # By the bound id: RETURNING names columns unqualified, so `t.id` would be the
+            # deliveries' own id inside this subquery.
+            exists().where(WebhookDelivery.execution_id == bindparam("p_eid")).label("has_webhooks"),
         )
     )
 
@@ -512,6 +519,7 @@ def claim_execution(db: Database, execution_id: uuid.UUID, worker: str) -> Claim
         files=files,
         entry=row.entry,
         merge_stderr=bool(row.merge_stderr),
+        has_webhooks=bool(row.has_webhooks),
     )
 
 
@@ -544,6 +552,8 @@ def finish_execution_returning(
     return serialize_execution(row) if row is not None else None  # type: ignore[arg-type]
 
 
+_NOT_SERIALIZED = {"user_id", "source_hash", "stdin", "args", "limits", "request_id", "compile_cached"}
+
 _FINISH = (
     update(EXECUTIONS)
     .where(
@@ -551,7 +561,9 @@ _FINISH = (
         Execution.__table__.c.status == ExecutionStatus.RUNNING.value,
         Execution.__table__.c.attempts == bindparam("p_attempt"),
     )
-    .returning(*Execution.__table__.columns)
+    # What serialize_execution reads: not the run's stdin (up to the stdin cap), args, limits,
+    # owner, source hash, request id, which GET does not show.
+    .returning(*(c for c in EXECUTIONS.columns if c.name not in _NOT_SERIALIZED))
 )
 
 

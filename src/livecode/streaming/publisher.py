@@ -1,6 +1,7 @@
 """What is published about a run, and when: QUEUED (by the execution service, before the id is
-queued), RUNNING with the attempt (the worker, once it claimed the row), the output (coalesced,
-from the sandbox's reader thread) and the final status, result and end (after the row is saved).
+queued), RUNNING with the attempt (the worker, once it claimed the row, as the first event of
+the run's OutputPublisher), the output (coalesced, from the sandbox's reader thread) and the
+final status, result and end (after the row is saved).
 
 Every publish is best effort: a failure is logged and dropped, the stored row stays the truth
 (followers make the final events from it).
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..models import ExecutionStatus
@@ -19,8 +20,9 @@ from .bus import EventBus
 log = logging.getLogger(__name__)
 
 
-def _best_effort(publish: Callable[[], object], what: str, execution_id: str | None = None,
-                 level: int = logging.DEBUG) -> None:
+def _best_effort(
+    publish: Callable[[], object], what: str, execution_id: str | None = None, level: int = logging.DEBUG
+) -> None:
     try:
         publish()
     except Exception:  # noqa: BLE001 - streaming is best effort; the row is the truth
@@ -29,22 +31,34 @@ def _best_effort(publish: Callable[[], object], what: str, execution_id: str | N
 
 def publish_queued(bus: EventBus, execution_ids: list[str]) -> None:
     """QUEUED for new executions (one, or a batch), in one round trip."""
-    _best_effort(lambda: bus.publish_each(execution_ids, "status", {"status": ExecutionStatus.QUEUED.value}),
-                 "QUEUED", execution_ids[0] if len(execution_ids) == 1 else None, logging.WARNING)
+    _best_effort(
+        lambda: bus.publish_each(execution_ids, "status", {"status": ExecutionStatus.QUEUED.value}),
+        "QUEUED",
+        execution_ids[0] if len(execution_ids) == 1 else None,
+        logging.WARNING,
+    )
 
 
-def publish_running(bus: EventBus, execution_id: str, attempt: int) -> None:
-    """RUNNING: a worker claimed the run. attempt > 1: it started over; clients drop the output so far."""
-    _best_effort(lambda: bus.publish(execution_id, "status",
-                                     {"status": ExecutionStatus.RUNNING.value, "attempt": attempt}),
-                 "RUNNING", execution_id)
+def event_running(attempt: int) -> tuple[str, dict[str, Any]]:
+    """RUNNING: a worker claimed the run. attempt > 1: it started over; clients drop the output so
+    far. The run's OutputPublisher sends it first (`first=`), so the run does not wait for it."""
+    return "status", {"status": ExecutionStatus.RUNNING.value, "attempt": attempt}
 
 
 def publish_finished(bus: EventBus, execution_id: str, status: str, row: dict[str, Any]) -> None:
     """The final status, the result (the row as GET returns it) and end, in one round trip."""
-    _best_effort(lambda: bus.publish_many(execution_id, [
-        ("status", {"status": status}), ("result", row), ("end", {"status": status}),
-    ]), "the final events", execution_id)
+    _best_effort(
+        lambda: bus.publish_many(
+            execution_id,
+            [
+                ("status", {"status": status}),
+                ("result", row),
+                ("end", {"status": status}),
+            ],
+        ),
+        "the final events",
+        execution_id,
+    )
 
 
 def event_test_started(index: int, name: str | None) -> tuple[str, dict[str, Any]]:
@@ -65,6 +79,8 @@ def publish_test_events(bus: EventBus, execution_id: str, events: list[tuple[str
 
 
 _STAGE = "\0stage"  # a marker among the pending output: a "stage" event, in its place in the order
+_EVENT = "\0event"  # a whole event among the pending output (the RUNNING status given as `first`)
+FIRST_HOLD_S = 0.1  # how long `first` waits for the first output to go with it: less than a person notices
 
 
 class OutputPublisher:
@@ -73,17 +89,33 @@ class OutputPublisher:
     in flight or within `interval_s` of the previous one is coalesced into one event, so a
     program writing a byte at a time makes tens of events a second, not thousands, and a run
     stays far below the stream's MAXLEN. The buffer is bounded by the sandbox's output cap.
+    Whatever is pending goes out in one round trip (`publish_many`). `first`: events published
+    before any output (the run's RUNNING status), from the same thread, so neither the claim
+    nor the sandbox's start waits for the bus; they wait up to `first_hold_s` for the first
+    output or the run's end to go with them: a short run's RUNNING and output in one round trip,
+    not two.
     """
 
-    def __init__(self, bus: EventBus, execution_id: str, *, interval_s: float = 0.02,
-                 max_event_chars: int = 16 * 1024, event_budget: int = 5000) -> None:
+    def __init__(
+        self,
+        bus: EventBus,
+        execution_id: str,
+        *,
+        interval_s: float = 0.02,
+        max_event_chars: int = 16 * 1024,
+        event_budget: int = 5000,
+        first: Sequence[tuple[str, dict[str, Any]]] = (),
+        first_hold_s: float = FIRST_HOLD_S,
+    ) -> None:
         self.bus = bus
         self.execution_id = execution_id
         self.interval_s = interval_s
         self.max_event_chars = max_event_chars
         self.event_budget = event_budget  # past this many events, coalesce over 0.5 s
+        self.first_hold_s = first_hold_s
         self.published = 0
-        self._pending: list[list[str]] = []  # [stream, text] in arrival order
+        # [stream, text] in arrival order; [_STAGE, "run"] and [_EVENT, (kind, data)] among them
+        self._pending: list[list[Any]] = [[_EVENT, event] for event in first]
         self._cond = threading.Condition()
         self._closed = False
         self._closing = threading.Event()  # ends a coalescing pause early: the run is over
@@ -105,27 +137,29 @@ class OutputPublisher:
             self._pending.append([_STAGE, "run"])
             self._cond.notify()
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Publish what is buffered and stop; called before the run's final events."""
+    def close(self, timeout: float = 10.0, wait: bool = True) -> None:
+        """Publish what is buffered and stop; called before the run's final events. wait=False
+        only says that no more output comes (what is buffered still goes out, while the caller
+        saves the result); a later close() waits for it."""
         with self._cond:
             self._closed = True
             self._cond.notify()
         self._closing.set()
-        self._thread.join(timeout)
+        if wait:
+            self._thread.join(timeout)
 
     def _loop(self) -> None:
+        held = len(self._pending)  # the `first` events
+        if held:
+            with self._cond:
+                self._cond.wait_for(lambda: self._closed or len(self._pending) > held, self.first_hold_s)
         while True:
             with self._cond:
                 while not self._pending and not self._closed:
                     self._cond.wait()
                 batch, self._pending = self._pending, []
                 closed = self._closed
-            for stream, text in batch:
-                if stream == _STAGE:
-                    self._publish("stage", {"stage": text})
-                    continue
-                for i in range(0, len(text), self.max_event_chars):
-                    self._publish("output", {"stream": stream, "text": text[i : i + self.max_event_chars]})
+            self._publish(self._events(batch))
             if closed:
                 with self._cond:
                     if not self._pending:
@@ -134,9 +168,25 @@ class OutputPublisher:
             # Coalescing window: the first line after a pause goes out at once, a flood in slices.
             self._closing.wait(self.interval_s if self.published < self.event_budget else 0.5)
 
-    def _publish(self, kind: str, data: dict[str, Any]) -> None:
+    def _events(self, batch: list[list[Any]]) -> list[tuple[str, dict[str, Any]]]:
+        events: list[tuple[str, dict[str, Any]]] = []
+        for stream, payload in batch:
+            if stream == _EVENT:
+                events.append(payload)
+            elif stream == _STAGE:
+                events.append(("stage", {"stage": payload}))
+            else:
+                events.extend(
+                    ("output", {"stream": stream, "text": payload[i : i + self.max_event_chars]})
+                    for i in range(0, len(payload), self.max_event_chars)
+                )
+        return events
+
+    def _publish(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        if not events:
+            return
         try:
-            self.bus.publish(self.execution_id, kind, data)
-            self.published += 1
+            self.bus.publish_many(self.execution_id, events)
+            self.published += len(events)
         except Exception:  # noqa: BLE001 - streaming is best effort; the stored result is the truth
             log.debug("output publish failed", exc_info=True)

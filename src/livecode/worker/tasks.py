@@ -32,7 +32,7 @@ from ..services.executions import (
     finish_execution_returning,
 )
 from ..services.output_files import output_limits
-from ..streaming.publisher import OutputPublisher, publish_finished, publish_running
+from ..streaming.publisher import FIRST_HOLD_S, OutputPublisher, event_running, publish_finished
 from .cache_use import compile_cached
 from .celery_app import TASK_NAME, celery
 from .deadletter import record_dead_letter
@@ -105,8 +105,14 @@ def outcome_columns(result: RunResult, extra: dict[str, Any]) -> tuple[Execution
     return status, cols
 
 
-def _save(rt: Runtime, claimed: ClaimedRun, status: ExecutionStatus, cols: dict[str, Any],
-          extra: dict[str, Any], files: Sequence[OutputFile] = ()) -> tuple[dict[str, Any] | None, ExecutionStatus]:
+def _save(
+    rt: Runtime,
+    claimed: ClaimedRun,
+    status: ExecutionStatus,
+    cols: dict[str, Any],
+    extra: dict[str, Any],
+    files: Sequence[OutputFile] = (),
+) -> tuple[dict[str, Any] | None, ExecutionStatus]:
     """Write the result. When that fails for good (not a lost connection), the run is recorded as
     FAILED/INTERNAL_ERROR without its output, with a generic message and an error id for the
     user; the exception goes to the operator's log with the same id (the engine hides statement
@@ -119,12 +125,14 @@ def _save(rt: Runtime, claimed: ClaimedRun, status: ExecutionStatus, cols: dict[
         if is_unavailable(exc):
             raise
         if files:  # the files are what the database refused: the result is still the run's result
-            log.error("could not store the run's output files; saving its result without them", exc_info=True,
-                      extra=extra)
+            log.error(
+                "could not store the run's output files; saving its result without them", exc_info=True, extra=extra
+            )
             return _save(rt, claimed, status, {**cols, "files_truncated": True}, extra)
         error_id = new_error_id()
-        log.error("could not save the result (error id %s)", error_id, exc_info=True,
-                  extra={**extra, "error_id": error_id})
+        log.error(
+            "could not save the result (error id %s)", error_id, exc_info=True, extra={**extra, "error_id": error_id}
+        )
     fallback = {
         "reason": "INTERNAL_ERROR",
         "stderr": internal_error_message(error_id).encode(),
@@ -135,7 +143,11 @@ def _save(rt: Runtime, claimed: ClaimedRun, status: ExecutionStatus, cols: dict[
 
 
 def _save_with_backoff(
-    rt: Runtime, claimed: ClaimedRun, status: ExecutionStatus, cols: dict[str, Any], max_retries: int,
+    rt: Runtime,
+    claimed: ClaimedRun,
+    status: ExecutionStatus,
+    cols: dict[str, Any],
+    max_retries: int,
     files: Sequence[OutputFile] = (),
 ) -> dict[str, Any] | None:
     """Write the result, retrying a lost database 2^n s apart. The program is not run again."""
@@ -149,14 +161,14 @@ def _save_with_backoff(
     return None
 
 
-def run_claimed(rt: Runtime, claimed: ClaimedRun) -> RunResult:
+def run_claimed(rt: Runtime, claimed: ClaimedRun, on_output: OutputPublisher) -> RunResult:
     eid = str(claimed.execution_id)
     # The files the run leaves in out/ come back too (within the configured limits).
-    request = replace(claimed.run_request(limits_for(claimed, rt), stdin=claimed.stdin, args=tuple(claimed.args)),
-                      outputs=output_limits(rt.settings))
+    request = replace(
+        claimed.run_request(limits_for(claimed, rt), stdin=claimed.stdin, args=tuple(claimed.args)),
+        outputs=output_limits(rt.settings),
+    )
 
-    # Output goes to the bus from a thread of its own: a slow bus never slows the program.
-    on_output = OutputPublisher(rt.events, eid)
     # Input (interactive runs) and the signals a user sends (POST .../cancel) come from the run's
     # channel (streaming/stdin.py), whichever process took them.
     channel = rt.stdin.run_input(eid, claimed.interactive)
@@ -169,7 +181,6 @@ def run_claimed(rt: Runtime, claimed: ClaimedRun) -> RunResult:
             on_run_stage=on_output.run_stage,
         )
     finally:
-        on_output.close()  # every chunk is published before the terminal events
         if claimed.interactive or channel.received_signal:
             rt.stdin.discard(eid)
 
@@ -227,15 +238,22 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
         return "skipped"
     extra["request_id"] = claimed.request_id
     log.info("execution started", extra={**extra, "language": claimed.language, "attempt": claimed.attempt})
-    publish_running(rt.events, execution_id, claimed.attempt)
+    # RUNNING, then the output, from a thread of its own: neither the run nor a slow bus waits on
+    # the other. An interactive run's RUNNING goes at once (its user may wait for it to type).
+    on_output = OutputPublisher(
+        rt.events,
+        execution_id,
+        first=[event_running(claimed.attempt)],
+        first_hold_s=0 if claimed.interactive else FIRST_HOLD_S,
+    )
     with _active_lock:
         _active += 1
     files: Sequence[OutputFile] = ()  # what the run left in out/, stored with its result
     try:
         if claimed.tests is not None:  # test cases: compile once, run once per test
-            status, cols = run_tests_claimed(rt, claimed, limits_for(claimed, rt), extra)
+            status, cols = run_tests_claimed(rt, claimed, limits_for(claimed, rt), extra, on_output)
         else:
-            result = run_claimed(rt, claimed)
+            result = run_claimed(rt, claimed, on_output)
             files = result.files
             status, cols = outcome_columns(result, extra)
             cols["compile_cached"] = compile_cached(
@@ -244,8 +262,12 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
     finally:
         with _active_lock:
             _active -= 1
+        on_output.close(wait=False)  # the last output goes out while the result is saved
     reason = cols.get("reason")
-    final, status = _save(rt, claimed, status, cols, extra, files)
+    try:
+        final, status = _save(rt, claimed, status, cols, extra, files)
+    finally:
+        on_output.close()  # every output event is published before the final ones
     log.info(
         "execution finished",
         extra={
@@ -259,7 +281,8 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
     if final is not None:
         # The row the UPDATE returned, and the three final events in one round trip.
         publish_finished(rt.events, execution_id, status.value, final)
-        notify_webhooks(execution_id)  # after the terminal write; a queue put, the calls are made elsewhere
+        if claimed.has_webhooks:  # after the terminal write; a queue put, the calls are made elsewhere
+            notify_webhooks(execution_id)
     record_outcome(rt, status.value, final)  # from the returned row: nothing is read again
     return status.value
 

@@ -29,15 +29,20 @@ log = logging.getLogger(__name__)
 
 
 def run_tests_claimed(
-    rt: Runtime, claimed: ClaimedRun, limits: SandboxLimits, extra: dict[str, Any]
+    rt: Runtime,
+    claimed: ClaimedRun,
+    limits: SandboxLimits,
+    extra: dict[str, Any],
+    on_output: OutputPublisher | None = None,
 ) -> tuple[ExecutionStatus, dict[str, Any]]:
-    """Run every test of `claimed`; the execution's final status and its result columns."""
+    """Run every test of `claimed` (its compiler's output to `on_output`, which this closes: the
+    test events follow it); the execution's final status and its result columns."""
     eid = str(claimed.execution_id)
+    on_output = on_output or OutputPublisher(rt.events, eid)
     tests = [testcases.TestCase.from_json(doc) for doc in claimed.tests or []]
     docs = [t.as_json() for t in tests]
     compare = testcases.comparator(claimed.compare)  # checked when it was submitted
     entries: list[dict[str, Any]] = []
-    on_output = OutputPublisher(rt.events, eid)
     channel = rt.stdin.run_input(eid, interactive=False)  # the signals a user sends (a Stop)
     # A test's test_finished waits for the next test's test_started (nothing happens between
     # them) and goes out with it: one round trip to the bus per test, not two.

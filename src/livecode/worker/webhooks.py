@@ -1,7 +1,8 @@
-"""The worker's webhook thread: after each terminal write the task names the execution here
-(`notify`, a queue put: the run and its result never wait on a callback), and the thread makes its
-due deliveries; every LIVECODE_WEBHOOK_SWEEP_INTERVAL_S it also sweeps for any that are due
-(retries, and deliveries a worker that died left behind). Tries run on a small pool of threads so
+"""The worker's webhook thread: after the terminal write of a run that has callbacks (its claim
+says so) the task names the execution here (`notify`, a queue put: the run and its result never
+wait on a callback), and the thread makes its due deliveries; every
+LIVECODE_WEBHOOK_SWEEP_INTERVAL_S it also sweeps for any that are due (retries, and deliveries a
+worker that died left behind). Tries run on a small pool of threads so
 a slow receiver holds up only its own delivery."""
 
 from __future__ import annotations

@@ -1,0 +1,128 @@
+"""Where the worker's own CPU goes, section by section, for one execution (issue 11).
+
+Runs the execution task in this process, as a worker thread would (Celery's tracer included,
+through `apply`), against a fresh database on the local PostgreSQL, a Redis database number and
+the real sandbox, and times each step of the task with `time.thread_time()` (CPU of the thread
+that runs it, system time included; sampling profilers misplace time on a loaded machine). The
+output publisher's own thread is timed too. The Celery consumer's share (receiving the message,
+the acknowledgement) is not here: bench_cost prints the worker's CPU by thread.
+
+    .venv/bin/python -m bench.bench_worker_sections --runs 200 --redis-url redis://127.0.0.1:6379/12
+
+A benchmark, never a pass/fail test. Needs root (the sandbox), PostgreSQL and Redis on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import os
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from bench.bench_cost import BACKGROUND_TEST_SETTINGS, HELLO, PG_ADMIN
+from tests.conftest import base_env, flush_redis
+from tests.support.procs import create_database, livecode
+
+cpu: collections.Counter[str] = collections.Counter()
+_lock = threading.Lock()
+
+
+def timed(label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.thread_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with _lock:
+                cpu[label] += time.thread_time() - t0
+
+    return wrapper
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=200)
+    p.add_argument(
+        "--redis-url",
+        default=os.environ.get("LIVECODE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"),
+        help="the Redis database the bench may flush (default %(default)s)",
+    )
+    args = p.parse_args()
+
+    db_url = create_database(PG_ADMIN)
+    flush_redis(args.redis_url)
+    env = base_env(DATABASE_URL=db_url, REDIS_URL=args.redis_url)
+    for name in BACKGROUND_TEST_SETTINGS:
+        env.pop(name, None)
+    subprocess.run(livecode("db", "upgrade"), env=env, check=True, capture_output=True)
+    os.environ.update(env)
+    try:
+        run(args.runs)
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db_url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+def run(runs: int) -> None:
+    from livecode.cli import _settings
+    from livecode.logging_setup import configure_logging
+    from livecode.runtime import runtime
+    from livecode.services import sessions
+    from livecode.services.executions import ExecuteOptions, submit_execution
+    from livecode.streaming import publisher
+    from livecode.worker import tasks
+    from livecode.worker.celery_app import configure_celery
+    from livecode.worker.sandbox_runner import get_process_runner
+
+    settings = _settings("distributed")
+    configure_logging(settings)  # the worker's JSON log lines are part of its cost
+    configure_celery(settings)
+    rt = runtime()
+    get_process_runner(settings)
+    for name in ("claim_execution", "run_claimed", "_save", "publish_finished", "record_outcome"):
+        setattr(tasks, name, timed(name, getattr(tasks, name)))
+    tasks.log.info = timed("log lines", tasks.log.info)  # type: ignore[method-assign]
+    pub = publisher.OutputPublisher
+    pub.__init__ = timed("output publisher: start", pub.__init__)  # type: ignore[method-assign]
+    pub._loop = timed("output publisher: its thread (RUNNING, output)", pub._loop)  # type: ignore[method-assign]
+    sid = uuid.UUID(
+        sessions.create_session(rt.db, language="python", source_code=HELLO, owner_id=None, max_bytes=1 << 20)[
+            "session_id"
+        ]
+    )
+
+    def one() -> None:
+        eid = submit_execution(
+            rt.db, lambda *_: None, settings, sid, owner_id=None, options=ExecuteOptions(), events=rt.events
+        )["execution_id"]
+        t0 = time.thread_time()
+        result = tasks.execute_code_task.apply(args=[eid], task_id=eid)
+        cpu["the task in all"] += time.thread_time() - t0
+        assert result.get() == "COMPLETED", result.get()
+
+    for _ in range(10):  # warm the pool, the statement caches and psycopg's prepared statements
+        one()
+    cpu.clear()
+    for _ in range(runs):
+        one()
+    total = cpu.pop("the task in all")
+    known = sum(v for k, v in cpu.items() if not k.startswith("output publisher: its thread"))
+    print(f"load average {os.getloadavg()[0]:.1f}; {runs} sequential hello worlds; CPU per execution:")
+    print(f"| {'step':<52} | ms |\n|{'-' * 54}|----|")
+    print(f"| {'the task (the thread that runs it), in all':<52} | {1000 * total / runs:.2f} |")
+    for label, value in cpu.most_common():
+        print(f"| {'  ' + label:<52} | {1000 * value / runs:.2f} |")
+    print(f"| {'  the rest (Celery tracer, result columns, ...)':<52} | {1000 * (total - known) / runs:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
