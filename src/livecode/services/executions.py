@@ -373,14 +373,11 @@ def submit_execution(
     }
 
 
-# Columns serialize_execution does not read: a GET (a poll) leaves them in PostgreSQL (stdin can
-# be large; args and limits are JSON to decode).
-_NOT_SERIALIZED = frozenset({"user_id", "source_hash", "stdin", "args", "limits", "compile_cached", "request_id"})
-
-
 @functools.cache
 def _execution_by_id(by_owner: bool) -> Any:
     t = Execution.__table__.c
+    # What serialize_execution reads: a GET (a poll) leaves stdin (it can be large), args and
+    # limits (JSON to decode) and the rest of _NOT_SERIALIZED in PostgreSQL.
     q = select(*(c for c in t if c.name not in _NOT_SERIALIZED)).where(t.id == bindparam("p_eid"))
     # The session's owner or a member of it (services/access.py).
     return q.where(execution_access(bindparam("p_owner", type_=t.user_id.type))) if by_owner else q
