@@ -28,7 +28,7 @@ from tests.support.procs import (
     stop_all,
     wait_workers,
 )
-from tests.support.routes_cache import cache_url_builders
+from tests.support.routes_cache import cache_rule_compilation
 
 # ---- parallel runs (pytest-xdist, `-n N`) ---------------------------------------------------
 # Each xdist worker is a pytest process of its own (PYTEST_XDIST_WORKER=gw0, gw1, ...). What two
@@ -212,35 +212,40 @@ def auth_apis(cluster: Cluster) -> Iterator[AuthApis]:
 # ---- order: the longest files first ------------------------------------------------------------
 # Under `scripts/test` (pytest-xdist, whole files per worker, in collection order) the longest
 # files start at once and the short ones fill in around them, so the run ends soon after the
-# longest file does. Figures: per-file wall times of a full run (`--durations=0`, see README); the
-# cgroup v2 VM run (about 2 minutes alone since it runs only what cgroups decide) is among the
-# longest.
+# longest file does. Figures: per-file wall times of a full run (tests/support/filetimes.py, see
+# docs/testing.md); the cgroup v2 VM run (about 2.5 minutes) is the longest.
 LONGEST_FIRST = (
+    "tests/sandbox/test_cgroup_v2_vm.py",
     "tests/integration/test_hostile_input.py",
     "tests/integration/test_faults_workers.py",
-    "tests/sandbox/test_cgroup_v2_vm.py",
-    "tests/integration/test_schemathesis.py",
+    "tests/integration/test_hostile_input_sweep.py",
     "tests/integration/test_faults_postgres.py",
     "tests/integration/test_faults_redis.py",
-    "tests/integration/test_rate_limits.py",
     "tests/browser/test_playground.py",
     "tests/integration/test_run_modes.py",
-    "tests/integration/test_webhooks.py",
-    "tests/integration/test_account_lifecycle.py",
-    "tests/integration/test_output_bytes.py",
-    "tests/integration/test_host_slots.py",
-    "tests/integration/test_stream_limits.py",
     "tests/integration/test_streaming.py",
-    "tests/integration/test_priority_scaleout.py",
     "tests/integration/test_blocking_wait.py",
-    "tests/browser/test_admin_analytics.py",
+    "tests/integration/test_collab.py",
+    "tests/integration/test_stream_limits.py",
+    "tests/integration/test_rate_limits.py",
+    "tests/integration/test_worker_languages.py",
+    "tests/integration/test_schemathesis.py",
+    "tests/integration/test_host_slots.py",
+    "tests/integration/test_account_lifecycle.py",
+    "tests/browser/test_collab.py",
     "tests/integration/test_storage.py",
+    "tests/sandbox/test_limits.py",
+    "tests/integration/test_sandbox_via_api.py",
+    "tests/integration/test_read_replica.py",
+    "tests/sandbox/test_compile_cache.py",
+    "tests/integration/test_webhooks.py",
+    "tests/sandbox/test_cleanup.py",
     "tests/integration/test_accounts.py",
+    "tests/integration/test_output_bytes.py",
+    "tests/integration/test_priority_scaleout.py",
+    "tests/browser/test_admin_analytics.py",
     "tests/compat/test_judge0_sdk.py",
     "tests/integration/test_api_hardening.py",
-    "tests/browser/test_collab.py",
-    "tests/integration/test_collab.py",
-    "tests/sandbox/test_compile_cache.py",
     "tests/browser/test_playground_auth.py",
 )
 
@@ -256,7 +261,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # builders anew, and none was ever freed (see release_apps). What pytest and the imports set up
 # before the first test lives until the end: frozen, the garbage collector stops walking it again
 # and again.
-cache_url_builders()
+cache_rule_compilation()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

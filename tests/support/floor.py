@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.embedded import migrated_sqlite
 from tests.support.inprocess import (
     DB_FILE,
     LiveApp,
@@ -18,7 +19,6 @@ from tests.support.inprocess import (
     close_live_app,
     embedded_settings,
     make_live_app,
-    session_scoped_template,
 )
 
 # The fixtures the in-process floor (tests/api, tests/unit/services) takes in its conftest files.
@@ -26,8 +26,8 @@ __all__ = ["db", "db_template", "live", "make_live", "secure", "settings"]
 
 
 @pytest.fixture(scope="session")
-def db_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield from session_scoped_template(tmp_path_factory)
+def db_template() -> Path:
+    return migrated_sqlite()
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """The in-process floor: `create_app()` with Flask's test client on SQLite in a temporary folder,
 and a recording enqueue instead of a broker. Nothing here starts a process or opens a socket.
 
-The database is migrated once per test run into a template file; each test gets a copy, so a
-test starts from an empty, fully migrated database in a few milliseconds.
+The database is migrated once per test process into a template file
+(tests/support/embedded.py); each test gets a copy, so a test starts from an empty, fully migrated
+database in a few milliseconds.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import secrets
 import shutil
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,9 @@ from flask.testing import FlaskClient
 from livecode.app import create_app
 from livecode.config import Settings, load_settings
 from livecode.models import Base
+from tests.support.embedded import DB_FILE
 
 SECRET = secrets.token_urlsafe(48)
-DB_FILE = "livecode.db"
 # Environment the settings must not pick up from the machine running the tests.
 FOREIGN_ENV = ("DATABASE_URL", "DATABASE_REPLICA_URL", "REDIS_URL", "SECRET_KEY", "LIVECODE_ENV_FILE")
 
@@ -67,14 +67,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:
 def embedded_settings(data_dir: Path, **overrides: Any) -> Settings:
     return load_settings("embedded", data_dir=data_dir, database_url=f"sqlite:///{data_dir / DB_FILE}",
                          **overrides)
-
-
-def migrated_template(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A migrated SQLite file to copy for each test (create_app runs the migrations once)."""
-    clean_env(monkeypatch, folder)
-    app = create_app(embedded_settings(folder), enqueue=RecordingEnqueue())
-    runtime(app).db.dispose()  # closing the last connection folds the WAL into the file
-    return folder / DB_FILE
 
 
 def runtime(app: Flask) -> Any:
@@ -178,14 +170,6 @@ def expect_error(resp: Any, status: int, code: str | None = None) -> dict[str, A
     if code is not None:
         assert err["code"] == code, err
     return err
-
-
-def session_scoped_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    mp = pytest.MonkeyPatch()
-    try:
-        yield migrated_template(tmp_path_factory.mktemp("template"), mp)
-    finally:
-        mp.undo()
 
 
 def finish_like_a_worker(live: LiveApp, execution_id: Any, status: str = "COMPLETED", **result: Any) -> None:

@@ -21,6 +21,7 @@ from livecode.api.metrics import HTTP_METHODS
 from livecode.app import create_app
 from livecode.config import load_settings
 from livecode.runtime import reset_runtime
+from tests.support.embedded import copy_migrated_sqlite
 from tests.support.inprocess import clean_env
 
 LATENCY = "livecode_http_request_duration_seconds"
@@ -33,8 +34,9 @@ def make_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callab
         monkeypatch.delenv(name, raising=False)
 
     def make(**overrides: Any) -> Flask:
+        copy_migrated_sqlite(tmp_path)
         settings = load_settings("embedded", **overrides)
-        return create_app(settings, enqueue=lambda *a, **k: None)
+        return create_app(settings, enqueue=lambda *a, **k: None, run_migrations=False)
 
     yield make
     reset_runtime()
