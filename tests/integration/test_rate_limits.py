@@ -278,3 +278,22 @@ def test_fresh_accounts_do_not_multiply_one_address_budget(cluster: Any) -> None
         assert elsewhere.execute(sids[3], priority="batch").status_code == 202
     finally:
         proc.stop()
+
+
+def test_concurrent_accounts_never_exceed_one_address_budget(cluster: Any) -> None:
+    """Both budgets are charged together, atomically: requests of several accounts from one
+    address at once cannot all pass the address's check before any of them is charged to it."""
+    per_user, per_address, accounts = 4, 5, 6
+    proc, base = _api_with(cluster.env, LIVECODE_EXECUTION_RATE_LIMIT=f"{per_user}/minute",
+                           LIVECODE_EXECUTION_RATE_LIMIT_PER_ADDRESS=f"{per_address}/minute")
+    try:
+        for address in ("127.0.0.64", "127.0.0.65"):  # two rounds, each with a budget of its own
+            clients = [_client_from(base, address) for _ in range(accounts)]
+            sids = [c.create_session("pass")["session_id"] for c in clients]
+            calls = [lambda c=c, sid=sid: c.execute(sid, priority="batch")
+                     for c, sid in zip(clients, sids, strict=True) for _ in range(per_user)]
+            codes = sorted(r.status_code for r in fire(calls, workers=len(calls)))
+            assert codes == [202] * per_address + [429] * (len(calls) - per_address), codes
+            assert sum(executions_of(c, sid) for c, sid in zip(clients, sids, strict=True)) == per_address
+    finally:
+        proc.stop()

@@ -126,6 +126,11 @@ def test_at_the_caps_execute_batch_and_create_session_answer_429(cluster: Cluste
     assert r.status_code == 202, r.text
     alice.wait_execution(r.json()["execution_id"])
 
+    # At the cap, a run of unchanged code is refused too (on PostgreSQL one statement inserts the
+    # execution and touches its source, under one condition).
+    refused(alice.execute(b), "EXECUTION_QUOTA_EXCEEDED")
+    assert user_rows(cluster, "executions", name) == 4
+
     # At the cap: new code is neither run nor stored.
     new_code = f"print('never stored {random.getrandbits(64)}')"
     assert alice.request("PATCH", f"/api/v1/code-sessions/{b}", json={"source_code": new_code}).status_code == 200

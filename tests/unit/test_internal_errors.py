@@ -94,7 +94,7 @@ def test_a_failing_api_route_is_a_generic_500_with_an_error_id_in_the_log(
     assert queued.status_code == 202, queued.get_data(as_text=True)
     eid = queued.get_json()["execution_id"]
     with rt.db.write() as s:
-        s.execute(text("UPDATE executions SET limits = :bad"), {"bad": "{not json"})
+        s.execute(text("UPDATE executions SET tests = :bad"), {"bad": "{not json"})
     with caplog.at_level(logging.ERROR):
         resp = client.get(f"/api/v1/executions/{eid}")
     error_id = assert_generic_500(resp)

@@ -9,8 +9,9 @@ Executions are charged to two budgets: the user's (or, signed out, the client ad
 client address's whoever is signed in (LIVECODE_EXECUTION_RATE_LIMIT_PER_ADDRESS), so fresh
 accounts do not multiply one address's budget. A single submission is charged before the handler
 runs; a batch is charged its number of runs by the batch service, after checking the batch and
-right before inserting it (one atomic hit per budget with that cost). Either way a refused request
-creates nothing.
+right before inserting it. Either way a refused request creates nothing and charges nothing. In
+Redis both budgets are charged by one Lua script on the moving-window lists `limits` keeps (one
+round trip per submission instead of three; both budgets or neither, atomically).
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import wraps
 from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
+from limits import RateLimitItem
 from limits import parse as parse_limit
+from limits.storage import RedisClusterStorage, RedisStorage
 
 from ..config import Settings
 from ..errors import ApiError
@@ -94,28 +98,93 @@ class RateLimited(ApiError):
 
 
 def charge_executions(cost: int) -> None:
-    """Take `cost` executions from the caller's budgets (the user's and the client address's) in
-    atomic steps (one Lua script each in Redis), or answer 429. The batch service calls it once it
+    """Take `cost` executions from the caller's budgets (the user's and the client address's), both
+    or neither, or answer 429 naming the budget that refused. The batch service calls it once it
     knows how many rows it will insert, right before inserting them, so what is charged is what is
     queued, whatever the body looked like to anyone else."""
     settings = _settings()
     if cost <= 0 or not settings.rate_limits_enabled:
         return
-    user_item = _parsed(settings.execution_rate_limit)
-    # The same keys flask-limiter builds for the shared limits above: prefix, key, scope.
-    user_key = [KEY_PREFIX, user_or_address(), EXECUTIONS_SCOPE]
+    # The same keys flask-limiter builds for its shared limits: prefix, key, scope. The address
+    # budget comes first: when both are spent, the refusal names it.
+    budgets: list[Budget] = []
     address = settings.execution_rate_limit_per_address
-    address_item = _parsed(address) if address else None
-    address_key = [KEY_PREFIX, f"addr:{client_address()}", ADDRESS_SCOPE]
-    # The address budget is looked at first so that a refusal there charges nothing; two batches
-    # racing between this look and the hit below can pass it by at most one batch.
-    if address_item is not None and not limiter.limiter.test(address_item, *address_key, cost=cost):
-        _refuse(address_item, address_key, cost,
-                f"{address} executions per client address, whichever account sends them")
-    if not limiter.limiter.hit(user_item, *user_key, cost=cost):
-        _refuse(user_item, user_key, cost, f"{settings.execution_rate_limit} executions per user")
-    if address_item is not None:
-        limiter.limiter.hit(address_item, *address_key, cost=cost)
+    if address:
+        budgets.append(
+            Budget(
+                _parsed(address),
+                [KEY_PREFIX, f"addr:{client_address()}", ADDRESS_SCOPE],
+                f"{address} executions per client address, whichever account sends them",
+            )
+        )
+    budgets.append(
+        Budget(
+            _parsed(settings.execution_rate_limit),
+            [KEY_PREFIX, user_or_address(), EXECUTIONS_SCOPE],
+            f"{settings.execution_rate_limit} executions per user",
+        )
+    )
+    refused = _acquire_all(budgets, cost)
+    if refused is not None:
+        _refuse(refused.item, refused.key, cost, refused.what)
+
+
+@dataclass(frozen=True)
+class Budget:
+    item: RateLimitItem
+    key: list[str]
+    what: str  # for the refusal's message
+
+
+# limits' moving-window acquire (acquire_moving_window.lua: a list per key, newest timestamp first,
+# trimmed to the limit) over several keys: every key is checked before any is charged, so a
+# refusal by one budget charges none, and two requests cannot both pass a check that only one of
+# them fits. Returns the 1-based index of the key that refused, or 0.
+_ACQUIRE_ALL = b"""
+local now, amount = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i, key in ipairs(KEYS) do
+    local limit, expiry = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
+    if amount > limit then return i end
+    local entry = redis.call('lindex', key, limit - amount)
+    if entry and tonumber(entry) >= now - expiry then return i end
+end
+local entries = {}
+for j = 1, amount do entries[j] = now end
+for i, key in ipairs(KEYS) do
+    local limit, expiry = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
+    for j = 1, amount, 5000 do
+        redis.call('lpush', key, unpack(entries, j, math.min(j + 4999, amount)))
+    end
+    redis.call('ltrim', key, 0, limit - 1)
+    redis.call('expire', key, expiry)
+end
+return 0
+"""
+_script: list[Any] = [None, None]  # the storage it was registered on, the registered script
+
+
+def _acquire_all(budgets: list[Budget], cost: int) -> Budget | None:
+    """Charge `cost` to every budget or to none; the budget that refused, or None."""
+    storage = limiter.limiter.storage
+    if isinstance(storage, RedisStorage) and not isinstance(storage, RedisClusterStorage):
+        if _script[0] is not storage:  # a new app (its own storage): register once more
+            _script[:] = [storage, storage.get_connection().register_script(_ACQUIRE_ALL)]
+        args: list[Any] = [time.time(), cost]
+        for b in budgets:
+            args += [b.item.amount, b.item.get_expiry()]
+        refused = int(_script[1]([storage.prefixed_key(b.item.key_for(*b.key)) for b in budgets], args))
+        return budgets[refused - 1] if refused else None
+    # Other storages (the embedded mode's memory: one process, no round trips): look at the others,
+    # charge the last (the user's) atomically, then the others.
+    *others, last = budgets
+    for b in others:
+        if not limiter.limiter.test(b.item, *b.key, cost=cost):
+            return b
+    if not limiter.limiter.hit(last.item, *last.key, cost=cost):
+        return last
+    for b in others:
+        limiter.limiter.hit(b.item, *b.key, cost=cost)
+    return None
 
 
 @functools.lru_cache(maxsize=64)

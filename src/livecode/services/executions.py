@@ -224,15 +224,16 @@ def _session_for_run(by_owner: bool) -> Any:
 _INSERT_COLUMNS = [
     "id", "session_id", "user_id", "language", "source_hash", "entry", "stdin", "args", "limits", "priority",
     "interactive", "merge_stderr", "status", "stdout_truncated", "stderr_truncated", "attempts", "request_id",
-    "queued_at", "tests", "compare_mode", "history_version",
+    "queued_at", "tests", "compare_mode", "history_version", "files_truncated",
 ]
 
 
 @functools.cache
-def _insert_execution(cap: int, anonymous: bool) -> Any:
+def _insert_execution(cap: int, anonymous: bool, with_source: bool = False) -> Any:
     """INSERT ... SELECT of one QUEUED execution from its session row, built once per storage cap
     (and anonymous or not) with bound parameters: a statement object reused keeps its cache key,
-    which SQLAlchemy would otherwise compute anew from the tree on every submission."""
+    which SQLAlchemy would otherwise compute anew from the tree on every submission. With
+    `with_source` (PostgreSQL) the statement also stores the source, under the same condition."""
     t = Execution.__table__.c
     copy = select(
         bindparam("p_id", type_=t.id.type),
@@ -256,10 +257,13 @@ def _insert_execution(cap: int, anonymous: bool) -> Any:
         bindparam("p_tests", type_=t.tests.type),
         bindparam("p_compare", type_=t.compare_mode.type),
         bindparam("p_version", type_=t.history_version.type),
-    ).where(CodeSession.id == bindparam("p_sid"))
+        literal(False),  # files_truncated, named: with a CTE added, SQLAlchemy leaves its default unfilled
+    )
+    condition = CodeSession.id == bindparam("p_sid")
     if cap:
-        copy = copy.where(storage.under_execution_cap(cap, None if anonymous else bindparam("p_owner")))
-    return insert(EXECUTIONS).from_select(_INSERT_COLUMNS, copy).returning(t.id)
+        condition = condition & storage.under_execution_cap(cap, None if anonymous else bindparam("p_owner"))
+    stmt = insert(EXECUTIONS).from_select(_INSERT_COLUMNS, copy.where(condition)).returning(t.id)
+    return stmt.add_cte(storage.source_upsert_where(condition).cte("stored_source")) if with_source else stmt
 
 
 def submit_execution(
@@ -288,7 +292,11 @@ def submit_execution(
     now = utcnow()
     user_id: uuid.UUID | None = None
     try:
-        with db.write_core() as conn:
+        # The session is read in autocommit (no BEGIN): a run of unchanged single-file code on
+        # PostgreSQL then writes in one statement, its own transaction (the source as a CTE, and
+        # the execution), two round trips in all. Anything more (a history version to make, a
+        # multi-file program's rows, after_insert's rows, SQLite) is one transaction after it.
+        with db.write_one() as conn:
             session = conn.execute(
                 _session_for_run(owner_id is not None), {"p_sid": session_id, "p_owner": owner_id}
             ).first()
@@ -297,30 +305,41 @@ def submit_execution(
             check_language(session.language, languages)
             user_id = session.user_id
             snapshot = snapshot_of(session)
-            storage.store_sources(conn, snapshot.texts, now)
-            # The history version of the code it runs (services/history.py); rolled back with the
-            # execution when the insert below is refused.
-            version = history.record_run(conn, session_id, snapshot, session.language, author=owner_id or user_id,
-                                         execution_id=execution_id, now=now,
-                                         newest_known=(session.history_seq, session.history_set))
+            newest_known = (session.history_seq, session.history_set)
             # The run is of the code as read above (the code when the request came). INSERT ...
             # SELECT inserts nothing if the session is gone by now, or if its owner is at the
             # storage cap. RETURNING, not rowcount: psycopg reports -1 for an INSERT ... SELECT
             # that inserted nothing.
-            stmt = _insert_execution(settings.max_stored_executions, user_id is None)
             params = {
                 "p_id": execution_id, "p_hash": snapshot.entry_hash, "p_entry": snapshot.entry,
                 "p_stdin": options.stdin, "p_args": options.args,
                 "p_limits": options.limits, "p_priority": options.priority, "p_interactive": options.interactive,
                 "p_merge_stderr": options.merge_stderr,
                 "p_request_id": request_id, "p_now": now, "p_sid": session_id, "p_owner": user_id,
-                "p_tests": testcases.stored_tests(options.tests), "p_compare": options.compare, "p_version": version,
+                "p_tests": testcases.stored_tests(options.tests), "p_compare": options.compare,
+                "p_version": history.unchanged_version(snapshot, session.language, newest_known),
             }
-            if conn.execute(stmt, params).first() is None:
-                raise _NotInserted  # rolls back the source too: a refusal changes nothing
-            snapshot.insert_files(conn, [execution_id])
-            if after_insert is not None:
-                after_insert(conn, execution_id, user_id)
+            alone = (params["p_version"] is not None and not snapshot.files and after_insert is None
+                     and conn.dialect.name == "postgresql")
+            if alone:
+                params.update(storage.source_params(session.source_code, now))
+                stmt = _insert_execution(settings.max_stored_executions, user_id is None, with_source=True)
+                if conn.execute(stmt, params).first() is None:
+                    raise _NotInserted  # stored nothing: the source is under the same condition
+        if not alone:
+            with db.write_core() as conn:
+                storage.store_sources(conn, snapshot.texts, now)
+                # The history version of the code it runs (services/history.py); rolled back with
+                # the execution when the insert below is refused.
+                params["p_version"] = history.record_run(
+                    conn, session_id, snapshot, session.language, author=owner_id or user_id,
+                    execution_id=execution_id, now=now, newest_known=newest_known)
+                stmt = _insert_execution(settings.max_stored_executions, user_id is None)
+                if conn.execute(stmt, params).first() is None:
+                    raise _NotInserted  # rolls back the source too: a refusal changes nothing
+                snapshot.insert_files(conn, [execution_id])
+                if after_insert is not None:
+                    after_insert(conn, execution_id, user_id)
     except _Unreadable:
         refuse(session_id, role_of(db, session_id, owner_id), Need.RUN)
     except _NotInserted:
@@ -357,7 +376,9 @@ def submit_execution(
 @functools.cache
 def _execution_by_id(by_owner: bool) -> Any:
     t = Execution.__table__.c
-    q = select(Execution.__table__).where(t.id == bindparam("p_eid"))
+    # What serialize_execution reads: a GET (a poll) leaves stdin (it can be large), args and
+    # limits (JSON to decode) and the rest of _NOT_SERIALIZED in PostgreSQL.
+    q = select(*(c for c in t if c.name not in _NOT_SERIALIZED)).where(t.id == bindparam("p_eid"))
     # The session's owner or a member of it (services/access.py).
     return q.where(execution_access(bindparam("p_owner", type_=t.user_id.type))) if by_owner else q
 

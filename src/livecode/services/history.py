@@ -122,7 +122,6 @@ def record(
     before its UPDATE), so two writers of one session never wait on each other in a cycle.
     `newest_known`: the session's (history_seq, history_set) as the caller's transaction already
     read them (a submission's session read), so they are not read again."""
-    newest = select(CodeSession.history_seq).where(CodeSession.id == session_id)
     if only_if_changed:
         current = newest_known or conn.execute(
             select(CodeSession.history_seq, CodeSession.history_set).where(CodeSession.id == session_id)
@@ -157,8 +156,16 @@ def record(
             number = made.history_seq
             conn.execute(insert(SessionVersion).values(**version, number=number))
     if number is None:
+        newest = select(CodeSession.history_seq).where(CodeSession.id == session_id)
         return conn.execute(newest).scalar() if only_if_changed else None
     return int(number)
+
+
+def unchanged_version(snapshot: Snapshot, language: str, newest_known: tuple[int, str | None]) -> int | None:
+    """The number of the session's newest version (its (history_seq, history_set) as read) when
+    that version holds the snapshot's program already: a run of unchanged code makes no version."""
+    seq, set_hash = newest_known
+    return int(seq) if set_hash == ref_of_snapshot(snapshot, language).hash else None
 
 
 def record_run(

@@ -85,12 +85,33 @@ def upsert_by_hash(dialect: str, table: Table) -> Any:
     concurrent collection does not delete what is about to be named. Built once per dialect and
     table: a statement object reused keeps its compiled form's cache key."""
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(table)
+    return _touch_when_present(insert(table), table)
+
+
+def _touch_when_present(stmt: Any, table: Table) -> Any:
     return stmt.on_conflict_do_update(
         index_elements=[table.c.hash],
         set_={"last_used_at": stmt.excluded.last_used_at},
         where=table.c.last_used_at < bindparam("touch_before"),
     )
+
+
+def source_upsert_where(condition: ColumnElement[bool]) -> Any:
+    """store_sources' upsert of one source (bound as p_hash, p_content, p_size, p_now and
+    touch_before) as an INSERT ... SELECT that stores nothing unless `condition` holds, for a
+    PostgreSQL statement's CTE: a submission stores its source in the statement that inserts its
+    execution, under that insert's own condition, so a refused one stores nothing."""
+    t = cast(Table, Source.__table__)
+    row = select(
+        bindparam("p_hash", type_=t.c.hash.type), bindparam("p_content", type_=t.c.content.type),
+        bindparam("p_size", type_=t.c.size_bytes.type), bindparam("p_now", type_=t.c.last_used_at.type),
+    ).where(condition)
+    return _touch_when_present(pg_insert(t).from_select(["hash", "content", "size_bytes", "last_used_at"], row), t)
+
+
+def source_params(text: str, now: datetime) -> dict[str, Any]:
+    """The parameters of source_upsert_where's statement but p_hash (the caller's)."""
+    return {"p_content": text, "p_size": len(text.encode("utf-8", "surrogatepass")), "touch_before": now - TOUCH_EVERY}
 
 
 def _owned_by(column: Any, owner: Any) -> ColumnElement[bool]:
