@@ -122,6 +122,9 @@ attempts = {
     "chmod /dev/null": lambda: os.chmod("/dev/null", 0o600),
     "chown /dev/null": lambda: os.chown("/dev/null", 1000, 1000),
     "date /dev/null": lambda: os.utime("/dev/null", (0, 0)),
+    # Setting a node's times to now needs only write access: a mark every run shares (view.py).
+    "touch /dev/null": lambda: os.utime("/dev/null", None),
+    "touch /dev/urandom": lambda: os.utime("/dev/urandom", None),
     "open a pty": lambda: os.open("/dev/ptmx", os.O_RDWR),
 }
 for what, attempt in attempts.items():
@@ -143,7 +146,7 @@ def test_nothing_in_etc_or_dev_can_be_changed(runner: Runner) -> None:
     assert res.outcome is Outcome.OK, res
     lines = res.stdout.splitlines()
     assert lines[-1] == "devices work True", res.stdout
-    assert len(lines) == 17 and all(" DENIED " in line for line in lines[:-1]), res.stdout
+    assert len(lines) == 19 and all(" DENIED " in line for line in lines[:-1]), res.stdout
 
 
 @pytest.fixture
@@ -298,7 +301,10 @@ def test_without_a_view_the_sandbox_sees_the_same(tmp_path: Path) -> None:
         assert seen["dev"] == host_dev()
         res = run(r, "python", ATTEMPTS)
         assert res.stdout.splitlines()[-1] == "devices work True", res.stdout
-        assert all(" DENIED " in line for line in res.stdout.splitlines()[:-1]), res.stdout
+        # bubblewrap's --dev binds the host's nodes, and its read-only remount would add nodev: a
+        # node's times stay settable to now there, as they always were without a view.
+        kept = [line for line in res.stdout.splitlines()[:-1] if not line.startswith("touch ")]
+        assert len(kept) == 16 and all(" DENIED " in line for line in kept), res.stdout
     finally:
         r.close()
 

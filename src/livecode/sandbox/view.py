@@ -11,10 +11,12 @@ remounts. Here the worker prepares both once, in a root-owned directory of its o
   symlinks, an empty shm/ (a tmpfs goes there) and an empty pts/ (no ptys);
 
 and every sandbox binds etc/ read-only on /etc and dev/ on /dev: 2 mounts and 2 reads of the
-mount table instead of 16 and 15, the same entries inside. /dev is not remounted read-only
-(bubblewrap's remount adds nodev, which would disable the nodes); nothing in it can be created,
-removed, renamed or chmod'ed all the same: every entry is owned by the host's root, which the
-sandbox's user namespace does not map.
+mount table instead of 16 and 15, the same entries inside. dev/ is shared by every sandbox, so it
+is made read-only on the host, once, by binding it onto itself read-only (bubblewrap's own
+read-only remount would add nodev, which disables the nodes): a sandbox's bind of it inherits
+that, so no run can even touch a node's timestamps, which would be a mark another run could read.
+Nothing in it could be created, removed, renamed or chmod'ed anyway: every entry is owned by the
+host's root, which the sandbox's user namespace does not map.
 
 In step with the host: at most every CHECK_S seconds, on a sandbox's set-up, the copy is compared
 with the host (names, types, modes, sizes, mtimes; a changed symlink changes its directory's
@@ -25,12 +27,15 @@ one that starts.
 
 Where a view cannot be used the sandbox gets the binds one by one as before: the views' directory
 is not reachable by the run uids (bubblewrap opens the source as the run's uid), or it cannot be
-built; only /dev falls back to `--dev` where mknod is refused or the filesystem is mounted nodev.
+built; only /dev falls back to `--dev` where mknod or the read-only bind is refused (no
+CAP_SYS_ADMIN) or the filesystem is mounted nodev.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import fcntl
 import glob
 import logging
@@ -237,10 +242,32 @@ def _make_dev(dev: Path) -> bool:
         os.chmod(dev, 0o755)
         with open(dev / "null", "wb"):  # refused on a nodev filesystem (or by a device cgroup)
             pass
+        _bind_read_only(dev)
     except OSError as e:
         log.info("device nodes unusable in %s (%s): sandboxes get bubblewrap's --dev", dev, e)
         return False
     return True
+
+
+_MS_RDONLY, _MS_NOSUID, _MS_REMOUNT, _MS_BIND = 0x1, 0x2, 0x20, 0x1000
+_MNT_DETACH = 0x2
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def _bind_read_only(path: Path) -> None:
+    """`path` bound onto itself, then that bind made read-only (devices still allowed)."""
+    target = os.fsencode(path)
+    for flags in (_MS_BIND, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID):
+        if _libc.mount(target, target, None, flags, None) != 0:
+            err = ctypes.get_errno()
+            if flags != _MS_BIND:
+                _unmount(path)
+            raise OSError(err, f"read-only bind of {path}: {os.strerror(err)}")
+
+
+def _unmount(path: Path) -> None:
+    """Undo _bind_read_only (nothing where it was never bound)."""
+    _libc.umount2(os.fsencode(path), _MNT_DETACH)
 
 
 def _special_files(directory: str, names: list[str]) -> list[str]:
@@ -300,6 +327,7 @@ def _mirrors(host: os.stat_result, host_path: str, copy_path: str) -> bool:
 
 
 def _remove(view: View) -> None:
+    _unmount(view.path / "dev")
     shutil.rmtree(view.path, ignore_errors=True)
     with contextlib.suppress(OSError):
         os.close(view.fd)
@@ -321,6 +349,7 @@ def _remove_orphans(root: Path) -> None:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # a live process's
+            _unmount(Path(entry.path) / "dev")
             shutil.rmtree(entry.path, ignore_errors=True)
         finally:
             os.close(fd)
