@@ -252,10 +252,11 @@ def test_sandboxes_built_for_runs_that_will_not_come_are_destroyed(pooled_runner
 def test_sandboxes_built_ahead_take_only_free_slots(tmp_path: Path) -> None:
     """A sandbox for an announced run takes a free slot or none: it never waits for one (and so
     never takes one that frees up after its runs were called off), so the runs that build their
-    own sandbox are not kept waiting by sandboxes built ahead."""
+    own sandbox are not kept waiting by sandboxes built ahead; and never one of the reserved slots,
+    which those runs find free however many runs are announced."""
     tmp_path.chmod(0o700)
     r = get_runner("bwrap", work_root=str(tmp_path / "work"), cache_dir=str(tmp_path / "cache"),
-                   uid_base=TEST_UID_BASE + TEST_SLOTS + 4, slots=3, pool_size=1)  # fmt: skip
+                   uid_base=TEST_UID_BASE + TEST_SLOTS + 4, slots=4, pool_size=1)  # fmt: skip
     try:
         r.check()
         assert isinstance(r, BwrapRunner) and r._pool is not None and r._compile_pool is not None
@@ -263,9 +264,13 @@ def test_sandboxes_built_ahead_take_only_free_slots(tmp_path: Path) -> None:
         wait_until(lambda: pool.ready_count() == 1 and r._compile_pool.ready_count() == 1, "the spares are built")
         r.expect(limits, 4)
         pool.running()
-        wait_until(lambda: pool.ready_count() == 2, "one is built ahead, in the last free slot")
+        wait_until(lambda: pool.ready_count() == 2, "one is built ahead, in the last unreserved slot")
         time.sleep(0.3)
         assert pool.ready_count() == 2 and pool._failures == 0  # no slot: it waits, quietly
+        assert r._slots is not None and r._slots.reserved() == 1
+        slot = r._slots.acquire(0.0)  # a run that builds its own sandbox finds the reserved slot free
+        assert slot == 3
+        r._slots.release(slot, clean=True)
         r.expect(limits, 0)  # called off: the one built ahead is destroyed and its slot freed ...
         time.sleep(0.5)
         assert pool.ready_count() == 1  # ... and no build for the called-off runs takes it back

@@ -77,10 +77,14 @@ def _usr_mounts() -> list[str]:
     return args
 
 
-def _etc_dev_mounts(view: View | None, etc_binds: list[str]) -> list[str]:
+def _etc_dev_mounts(view: View | None) -> list[str]:
     """/etc (the few entries the toolchains need) and /dev: from this process's prepared view in
-    one bind each (view.py), or entry by entry (`etc_binds`, bwrap's --dev) where there is none."""
-    args = etc_binds if view is None else ["--ro-bind", view.etc, "/etc"]
+    one bind each (view.py), or entry by entry (the host's entries now, bwrap's --dev) where there
+    is none."""
+    if view is None:
+        args = [arg for path in etc_sources() for arg in ("--ro-bind", path, path)]
+    else:
+        args = ["--ro-bind", view.etc, "/etc"]
     if view is not None and view.dev:
         return [*args, "--dev-bind", view.devdir, "/dev"]
     # No ptys: bwrap's devpts instance would draw on the host-wide pty limit (kernel.pty.max),
@@ -146,7 +150,6 @@ class BwrapRunner(Runner):
         self._pool: SandboxPool[tuple[int, int], Spawned] | None = None  # for run stages
         self._compile_pool: SandboxPool[tuple[int, int], Spawned] | None = None  # one spare, for compiles
         self._usr = _usr_mounts()
-        self._etc_binds = [arg for path in etc_sources() for arg in ("--ro-bind", path, path)]  # without a view
         self._views = HostViews(view_root or default_root(), _ETC_FILES)
         self._orphans = OrphanReaper()
         # Clean-ups of finished runs, in the background on a few long-lived threads: starting a
@@ -368,15 +371,16 @@ class BwrapRunner(Runner):
         # A free slot or none (NoFreeSlot; the pool tries again at the next run's news): a sandbox
         # built ahead must never make a run that builds its own wait for a slot, nor poll for one
         # every 10 ms while every slot is taken.
-        return self._start_sandbox(memory_mb, disk_kb, _DEFAULTS.max_processes, nice=nice, slot_wait_s=0.0)
+        # every 10 ms while every slot is taken. It never takes the slots reserved for those runs.
+        return self._start_sandbox(memory_mb, disk_kb, _DEFAULTS.max_processes, nice=nice, ahead=True)
 
     def _start_sandbox(
-        self, memory_mb: int, disk_kb: int, max_processes: int, nice: int = 0, slot_wait_s: float | None = None
+        self, memory_mb: int, disk_kb: int, max_processes: int, nice: int = 0, ahead: bool = False
     ) -> Spawned:
-        """Namespaces, cgroup, tmpfs, and the launcher waiting for its job as pid 1. `slot_wait_s`:
-        how long to wait for a free slot (None: SlotPool's default) before NoFreeSlot."""
+        """Namespaces, cgroup, tmpfs, and the launcher waiting for its job as pid 1. `ahead`: built
+        before any run asked (a free slot outside the reserve, or NoFreeSlot at once)."""
         assert self._launcher is not None
-        slot, cg = self._new_slot_and_cgroup(slot_wait_s)
+        slot, cg = self._new_slot_and_cgroup(ahead)
         try:
             cg.set_limits(memory_mb * 1024 * 1024, max_processes + _EXTRA_PIDS)
             host_sock, box_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -417,9 +421,10 @@ class BwrapRunner(Runner):
     def _discard(self, sp: Spawned) -> None:
         self._finish(sp.slot, sp.cg, sp)
 
-    def _new_slot_and_cgroup(self, slot_wait_s: float | None = None) -> tuple[int, RunCgroup]:
+    def _new_slot_and_cgroup(self, ahead: bool = False) -> tuple[int, RunCgroup]:
         assert self._slots is not None and self._cgroups is not None
-        slot = self._slots.acquire() if slot_wait_s is None else self._slots.acquire(slot_wait_s)
+        slots = self._slots
+        slot = slots.acquire(0.0, below=slots.count - slots.reserved()) if ahead else slots.acquire()
         try:
             return slot, self._cgroups.create(slot)
         except BaseException:
@@ -485,7 +490,7 @@ class BwrapRunner(Runner):
             *self._usr,
             "--proc", "/proc",
             *mask_args(),  # host details a program has no need for (procfs.py)
-            *_etc_dev_mounts(view, self._etc_binds),
+            *_etc_dev_mounts(view),
             "--size", str(min(disk_kb, _SHM_MAX_KB) * 1024),
             "--tmpfs", "/dev/shm",
             "--size", str(disk_kb * 1024),

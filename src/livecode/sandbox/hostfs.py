@@ -85,10 +85,12 @@ class SlotPool:
         self._scanned_at = -SCAN_EVERY_S  # the last /proc scan (monotonic) ...
         self._suspect: set[int] = set()  # ... and the uids it found processes of, other than ours
 
-    def acquire(self, timeout_s: float = 60.0) -> int:
+    def acquire(self, timeout_s: float = 60.0, below: int | None = None) -> int:
+        """A free slot, waiting up to `timeout_s` for one. `below`: only slots under it (sandboxes
+        built ahead leave the rest to the runs that build their own: see reserved())."""
         deadline = time.monotonic() + timeout_s
         while True:
-            for slot in range(self.count):
+            for slot in range(self.count if below is None else min(below, self.count)):
                 with self._lock:
                     if slot in self._held:
                         continue
@@ -119,6 +121,12 @@ class SlotPool:
                     "this host (every worker on a host shares them: raise LIVECODE_SANDBOX_SLOTS)"
                 )
             time.sleep(0.01)
+
+    def reserved(self) -> int:
+        """Slots (the highest) that sandboxes built ahead never take: however many a compile's
+        tests or the spares announce, on every worker of the host, a run that builds its own
+        sandbox finds one of these free rather than waiting for a built-ahead one to be used."""
+        return max(1, self.count // 4)
 
     def release(self, slot: int, clean: bool = False) -> None:
         """`clean`: every process the holder started as the slot's uid is gone (killed and reaped),
