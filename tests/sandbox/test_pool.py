@@ -92,16 +92,7 @@ def test_pooled_sandbox_can_get_more_memory_than_default(pooled_runner: Runner) 
 def test_closing_the_pool_leaves_no_process_or_zombie(tmp_path: Path) -> None:
     from .test_cleanup import our_zombies
 
-    tmp_path.chmod(0o700)
-    r = get_runner(
-        "bwrap",
-        work_root=str(tmp_path / "work"),
-        cache_dir=str(tmp_path / "cache"),
-        uid_base=TEST_UID_BASE,
-        slots=TEST_SLOTS,
-        pool_size=2,
-    )
-    r.check()
+    r = make_runner(tmp_path, 2)
     assert isinstance(r, BwrapRunner)
     wait_pool_ready(r)
     before = set(our_zombies())  # another test's leftovers are not this pool's
