@@ -8,12 +8,13 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from livecode.sandbox import Outcome, Runner, RunRequest, SandboxLimits
 
-from .helpers import requires_bwrap
+from .helpers import make_runner, requires_bwrap, run
 
 # Programs that run until stopped (also used by tests/integration/test_cancel.py).
 LOOP = "import time\nprint('started', flush=True)\nwhile True:\n    time.sleep(0.01)\n"
@@ -48,8 +49,11 @@ def after_output(sig: int, marker: str = "started") -> tuple[Callable[[str, str]
 def _run(runner: Runner, src: str, sig: int, lang: str = "python", marker: str = "started"):  # type: ignore[no-untyped-def]
     on_output, source = after_output(sig, marker)
     start = time.monotonic()
-    res = runner.run(RunRequest(lang, src, limits=SandboxLimits(time_limit_ms=20_000, cpu_time_ms=20_000)),
-                     on_output=on_output, signal_source=source)
+    res = runner.run(
+        RunRequest(lang, src, limits=SandboxLimits(time_limit_ms=20_000, cpu_time_ms=20_000)),
+        on_output=on_output,
+        signal_source=source,
+    )
     return res, time.monotonic() - start
 
 
@@ -70,6 +74,37 @@ def test_sigint_raises_keyboard_interrupt_in_python(runner: Runner) -> None:
     assert res.outcome is Outcome.OK, res
     assert res.stdout == "started\ncaught KeyboardInterrupt\n"
     assert res.exit_code == 0 and res.signal is None
+
+
+DISPOSITIONS = (  # SIGINT's default in Python is KeyboardInterrupt; False where ignored
+    "import signal\n"
+    "print([signal.getsignal(signal.SIGINT) is signal.default_int_handler]\n"
+    "      + [signal.getsignal(getattr(signal, n)) == signal.SIG_DFL for n in ('SIGQUIT', 'SIGTERM', 'SIGUSR1')])\n"
+    "print(sorted(s.name for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])))\n"
+)
+
+
+@requires_bwrap
+def test_the_program_gets_default_signals_whatever_the_worker_ignores_or_blocks(tmp_path: Path) -> None:
+    """A worker started in the background (nohup, `&`) ignores SIGINT and SIGQUIT, and an ignored
+    signal survives execve: the program must still start with every signal at its default and
+    none blocked, or a user's Ctrl-C would never reach it."""
+    ignored = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1)}
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
+    try:
+        r = make_runner(tmp_path, 0)  # no pool: the sandbox is spawned now, from this state
+        try:
+            res = run(r, "python", DISPOSITIONS)
+            stopped, _ = _run(r, HANDLER, signal.SIGINT)
+        finally:
+            r.close()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        for sig, handler in ignored.items():
+            signal.signal(sig, handler)
+    assert res.outcome is Outcome.OK, res
+    assert res.stdout.splitlines() == ["[True, True, True, True]", "[]"], res.stdout
+    assert stopped.outcome is Outcome.OK and stopped.stdout == "started\ncaught KeyboardInterrupt\n", stopped
 
 
 @requires_bwrap
@@ -142,8 +177,11 @@ def test_a_program_that_ignores_signals_is_still_stopped_by_sigkill_with_its_chi
             return signal.SIGKILL
         return None
 
-    res = runner.run(RunRequest("python", src, limits=SandboxLimits(time_limit_ms=20_000, cpu_time_ms=20_000)),
-                     on_output=lambda _s, t: seen.append(t), signal_source=source)
+    res = runner.run(
+        RunRequest("python", src, limits=SandboxLimits(time_limit_ms=20_000, cpu_time_ms=20_000)),
+        on_output=lambda _s, t: seen.append(t),
+        signal_source=source,
+    )
     assert len(sent) == 2, "SIGTERM did not keep it from running: it should have been ignored"
     assert res.outcome is Outcome.CANCELLED and res.signal == signal.SIGKILL, res
     assert res.wall_time_ms < 15_000, res  # not its time limit

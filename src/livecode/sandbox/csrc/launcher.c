@@ -184,6 +184,14 @@ int main(int argc, char **argv) {
             if (dup2(fds[i], i) < 0) die("dup2");
         for (int i = 0; i < nl; i++)
             if (setrlimit(lres[i], &lval[i]) < 0) die("setrlimit");
+        /* Every signal at its default and none blocked, whatever the worker was started with: a
+           worker started in the background (nohup, `&` in a script) ignores SIGINT and SIGQUIT,
+           an ignored signal survives execve, and the program would never see a user's Ctrl-C. */
+        sigset_t none;
+        sigemptyset(&none);
+        if (sigprocmask(SIG_SETMASK, &none, NULL) < 0) die("sigprocmask");
+        for (int sig = 1; sig < NSIG; sig++)
+            if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL); /* libc's own: EINVAL, fine */
         execve(args[0], args, envs);
         die(args[0]);
     }
