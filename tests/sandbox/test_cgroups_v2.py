@@ -138,9 +138,13 @@ def test_run_cgroups_are_removed(runner: Runner) -> None:
 
     assert run(runner, "bash", "echo hi").stdout == "hi\n"
     end = time.monotonic() + 10 * TIME_FACTOR  # a busy host running the VM beside the rest of the suite
-    while finished() and time.monotonic() < end:  # removed off the request path, soon after
+    left = finished()
+    while left and time.monotonic() < end:  # removed off the request path, soon after
         time.sleep(0.1)
-    assert not finished()
+        left = finished()
+    # Judged on the look that ended the wait: a look after it can catch the pool's next sandbox
+    # between its cgroup's creation and its first process joining it (empty for a moment).
+    assert not left, left
 
 
 def test_peak_memory_reset_of_a_prebuilt_sandbox(runner: Runner) -> None:
