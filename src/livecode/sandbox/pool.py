@@ -16,8 +16,8 @@ the current run goes on and each run finds its sandbox ready. Runs announced bef
 are still built empty and used once; only the moment they are built changes. Sandboxes built
 ahead take only free slots, and never the quarter of them reserved for runs that build their own
 (`build` raises NoFreeSlot rather than wait for one: the runs in progress need them more; the pool
-tries again at the next run's news), and those no run will
-take (a compile error, a budget spent) are destroyed at once (`expect(key, 0)`).
+tries again at the next run's news), and those no run will take (a compile error, a budget spent)
+are destroyed at once (`expect(key, 0)`).
 """
 
 from __future__ import annotations

@@ -373,6 +373,9 @@ def submit_execution(
     }
 
 
+# Columns serialize_execution does not show: neither a GET nor the worker's final write reads them.
+_NOT_SERIALIZED = {"user_id", "source_hash", "stdin", "args", "limits", "request_id", "compile_cached"}
+
 @functools.cache
 def _execution_by_id(by_owner: bool) -> Any:
     t = Execution.__table__.c
@@ -548,8 +551,6 @@ def finish_execution_returning(
         row = conn.execute(_FINISH, values).first()
     return serialize_execution(row) if row is not None else None  # type: ignore[arg-type]
 
-
-_NOT_SERIALIZED = {"user_id", "source_hash", "stdin", "args", "limits", "request_id", "compile_cached"}
 
 _FINISH = (
     update(EXECUTIONS)

@@ -66,11 +66,7 @@ def store_sources(s: Session | Connection, texts: dict[str, str], now: datetime)
     if not texts:
         return
     conn = s if isinstance(s, Connection) else s.connection()  # the session's own transaction
-    rows = [
-        {"hash": h, "content": text, "size_bytes": len(text.encode("utf-8", "surrogatepass")), "last_used_at": now,
-         "touch_before": now - TOUCH_EVERY}
-        for h, text in texts.items()
-    ]
+    rows = [{"hash": h, "last_used_at": now, **_source_row(text, now)} for h, text in texts.items()]
     conn.execute(_upsert_source(conn.dialect.name), rows[0] if len(rows) == 1 else rows)
 
 
@@ -110,8 +106,15 @@ def source_upsert_where(condition: ColumnElement[bool]) -> Any:
 
 
 def source_params(text: str, now: datetime) -> dict[str, Any]:
-    """The parameters of source_upsert_where's statement but p_hash (the caller's)."""
-    return {"p_content": text, "p_size": len(text.encode("utf-8", "surrogatepass")), "touch_before": now - TOUCH_EVERY}
+    """The parameters of source_upsert_where's statement but p_hash and p_now (the caller's)."""
+    row = _source_row(text, now)
+    return {"p_content": row["content"], "p_size": row["size_bytes"], "touch_before": row["touch_before"]}
+
+
+def _source_row(text: str, now: datetime) -> dict[str, Any]:
+    """A source's stored columns, and when an existing copy's last use is touched."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    return {"content": text, "size_bytes": size, "touch_before": now - TOUCH_EVERY}
 
 
 def _owned_by(column: Any, owner: Any) -> ColumnElement[bool]:
