@@ -22,6 +22,7 @@ from .api.ratelimit import init_limiter
 from .config import Settings, load_settings
 from .logging_setup import configure_logging
 from .runtime import Runtime, init_runtime
+from .streaming.bus import RedisEventBus
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -61,10 +62,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         PROPAGATE_EXCEPTIONS=False,
     )
     if enqueue is None:
-        from .worker.celery_app import configure_celery, enqueue_execution
+        from .worker.celery_app import RedisEnqueue, configure_celery, enqueue_execution
 
         configure_celery(settings)
-        enqueue = enqueue_execution
+        # On Redis, the task's message is pushed with the event bus's client, in the same round
+        # trip as the run's QUEUED event (services/executions.py, queue_runs).
+        enqueue = RedisEnqueue(rt.events.client) if isinstance(rt.events, RedisEventBus) else enqueue_execution
     app.extensions["livecode.runtime"] = rt
     if settings.trusted_proxy_hops:
         # Only the last N hops of X-Forwarded-For were added by our own proxies; anything before

@@ -3,7 +3,6 @@ transaction. No Flask here."""
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -18,15 +17,12 @@ from ..db import Database
 from ..infra.languages import LanguageCatalog
 from ..models import CodeSession, Execution, ExecutionStatus, Priority, utcnow
 from ..streaming.bus import EventBus
-from ..streaming.publisher import publish_queued
 from . import history, storage, testcases
 from .access import Need, refuse, role_of, session_access
-from .executions import Enqueue, ExecuteOptions, check_options
+from .executions import Enqueue, ExecuteOptions, check_options, queue_runs
 from .sessions import iso, not_found
 from .snapshots import snapshot_of
 from .validation import check_language
-
-log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 
@@ -111,15 +107,7 @@ def submit_batch(
             snap.insert_files(s, [row["id"] for row in rows if row["session_id"] == sid])
         if after_insert is not None:
             after_insert(s, [row["id"] for row in rows])
-    publish_queued(events, [str(row["id"]) for row in rows])
-    failed = 0
-    for row in rows:
-        try:
-            enqueue(row["id"], Priority.BATCH.value, request_id)
-        except Exception:  # noqa: BLE001 - the row is the truth; the reconciler queues it again
-            failed += 1
-    if failed:
-        log.warning("enqueue failed for part of a batch; the reconciler will queue them", extra={"failed": failed})
+    queue_runs(events, enqueue, [row["id"] for row in rows], Priority.BATCH.value, request_id)
     return {
         "count": len(rows),
         "executions": [

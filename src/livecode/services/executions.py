@@ -35,7 +35,7 @@ from ..models import (
 from ..sandbox.outputs import OutputFile
 from ..sandbox.program import SourceFile
 from ..sandbox.types import RunRequest, SandboxLimits, text_view
-from ..streaming.bus import EventBus
+from ..streaming.bus import EventBus, RedisEventBus
 from ..streaming.publisher import publish_queued
 from . import history, output_files, storage, testcases
 from .access import Need, execution_access, execution_not_found, refuse, role_of, session_access
@@ -353,24 +353,44 @@ def submit_execution(
             code="EXECUTION_IN_PROGRESS",
             details={"active_execution_id": str(active)},
         ) from exc
-    publish_queued(events, [str(execution_id)])
     if on_queued is not None:
         try:
             on_queued(execution_id)
         except Exception:  # noqa: BLE001 - an event is a convenience; the row is the truth
             log.warning("on_queued failed", extra={"execution_id": str(execution_id)}, exc_info=True)
-    try:
-        enqueue(execution_id, options.priority, request_id)
-    except Exception:  # noqa: BLE001 - the row is the truth; the reconciler queues it again
-        log.warning(
-            "enqueue failed; the reconciler will queue it", extra={"execution_id": str(execution_id)}, exc_info=True
-        )
+    queue_runs(events, enqueue, [execution_id], options.priority, request_id)
     return {
         "execution_id": str(execution_id),
         "status": ExecutionStatus.QUEUED.value,
         "session_id": str(session_id),
         "queued_at": iso(now),
     }
+
+
+def queue_runs(events: EventBus, enqueue: Enqueue, execution_ids: list[uuid.UUID], priority: str,
+               request_id: str | None) -> None:
+    """Publish new runs' QUEUED events, then put their ids on the queue (a follower sees QUEUED
+    before the worker's RUNNING). When the enqueue hands over its broker messages (`message`: the
+    API's, worker/celery_app.py) and the bus is on Redis, both go in one round trip. An id that
+    could not be queued is logged; its row stays QUEUED and the reconciler queues it."""
+    message = getattr(enqueue, "message", None)
+    ids = [str(i) for i in execution_ids]
+    failed = 0
+    if message is not None and isinstance(events, RedisEventBus):
+        try:
+            publish_queued(events, ids, [message(i, priority, request_id) for i in execution_ids])
+        except Exception:  # noqa: BLE001 - the row is the truth; the reconciler queues it again
+            failed = len(ids)
+    else:
+        publish_queued(events, ids)
+        for execution_id in execution_ids:
+            try:
+                enqueue(execution_id, priority, request_id)
+            except Exception:  # noqa: BLE001 - as above
+                failed += 1
+    if failed:
+        log.warning("enqueue failed; the reconciler will queue them", exc_info=True,
+                    extra={"execution_id": ids[0] if len(ids) == 1 else None, "failed": failed})
 
 
 # Columns serialize_execution does not show: neither a GET nor the worker's final write reads them.

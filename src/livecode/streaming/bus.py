@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,8 +44,11 @@ class EventBus(Protocol):
         """Several events in order, in one round trip (the run's final status, result and end)."""
         ...
 
-    def publish_each(self, execution_ids: list[str], kind: str, data: dict[str, Any]) -> None:
-        """The same event to several executions, in one round trip (a batch's QUEUED)."""
+    def publish_each(self, execution_ids: list[str], kind: str, data: dict[str, Any],
+                     pushes: Sequence[tuple[str, str]] = ()) -> None:
+        """The same event to several executions, in one round trip (a batch's QUEUED). `pushes`
+        (list, value): LPUSHed after the events in that round trip (the runs' broker messages);
+        only a bus on Redis takes them."""
         ...
 
     def read(self, execution_id: str, after: str | None, block_ms: int, count: int = READ_COUNT) -> list[Event]:
@@ -171,12 +175,15 @@ class RedisEventBus:
             pipe.publish(self.finished_channel, finished_message(execution_id, events, dumped))
         return [_text(i) for i in pipe.execute()[: len(events)]]
 
-    def publish_each(self, execution_ids: list[str], kind: str, data: dict[str, Any]) -> None:
+    def publish_each(self, execution_ids: list[str], kind: str, data: dict[str, Any],
+                     pushes: Sequence[tuple[str, str]] = ()) -> None:
         fields = {"k": kind, "d": json.dumps(data)}
         pipe = self.client.pipeline(transaction=False)
         for execution_id in execution_ids:
             pipe.xadd(_key(execution_id), fields, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
             pipe.expire(_key(execution_id), STREAM_TTL_S)
+        for key, value in pushes:
+            pipe.lpush(key, value)
         pipe.execute()
 
     def watch_finished(self, execution_id: str) -> Finish:
@@ -300,7 +307,10 @@ class MemoryEventBus:
         result = events[i][1] if i is not None else None
         return [self.publish(execution_id, kind, data, result=result) for kind, data in events]
 
-    def publish_each(self, execution_ids: list[str], kind: str, data: dict[str, Any]) -> None:
+    def publish_each(self, execution_ids: list[str], kind: str, data: dict[str, Any],
+                     pushes: Sequence[tuple[str, str]] = ()) -> None:
+        if pushes:
+            raise ValueError("the in-process bus has no lists to push to")
         for execution_id in execution_ids:
             self.publish(execution_id, kind, data)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from .bus import READ_COUNT, Event, EventBus, Finish, events_after, parse_id
@@ -49,8 +50,9 @@ class SharedTails:
     def publish_many(self, execution_id: str, events: list[tuple[str, dict[str, Any]]]) -> list[str]:
         return self.bus.publish_many(execution_id, events)
 
-    def publish_each(self, execution_ids: list[str], kind: str, data: dict[str, Any]) -> None:
-        self.bus.publish_each(execution_ids, kind, data)
+    def publish_each(self, execution_ids: list[str], kind: str, data: dict[str, Any],
+                     pushes: Sequence[tuple[str, str]] = ()) -> None:
+        self.bus.publish_each(execution_ids, kind, data, pushes)
 
     def read_last(self, execution_id: str) -> Event | None:
         return self.bus.read_last(execution_id)

@@ -7,10 +7,14 @@ this one names the task only by its name, so the two do not import each other.
 
 from __future__ import annotations
 
+import base64
 import uuid
+from typing import Any
 
 from celery import Celery
 from kombu import Queue
+from kombu.serialization import dumps as serialize
+from kombu.utils.json import dumps as json_dumps
 
 from ..config import Settings
 from .redis_transport import TRANSPORT
@@ -75,3 +79,47 @@ def enqueue_execution(execution_id: uuid.UUID, priority: str, request_id: str | 
         retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
         ignore_result=True,
     )
+
+
+def task_message(execution_id: uuid.UUID, priority: str, request_id: str | None) -> tuple[str, str]:
+    """The Redis list and the message that `enqueue_execution` (Celery's `send_task`) puts there
+    for this run: task protocol 2 (`celery.amqp.as_task_v2`), its body JSON-serialized by kombu and
+    base64-encoded in kombu's Redis envelope, with a fresh delivery tag. Built without a kombu
+    producer (routing, `ensure`, `maybe_declare`: most of a submission's enqueue CPU), so the API
+    can push it in the same round trip as the run's QUEUED event. A stock Celery worker consumes
+    it as it does send_task's (tests/integration/test_task_message.py compares the two)."""
+    settings: Settings = celery.conf.livecode_settings
+    queue = queue_for(settings, priority)
+    eid = str(execution_id)
+    task = celery.amqp.as_task_v2(eid, TASK_NAME, args=[eid], reply_to=celery.thread_oid, ignore_result=True,
+                                  argsrepr=repr([eid]), kwargsrepr="{}")
+    content_type, content_encoding, body = serialize(task.body, serializer="json")
+    message = {
+        "body": base64.b64encode(body.encode() if isinstance(body, str) else body).decode(),
+        "content-encoding": content_encoding,
+        "content-type": content_type,
+        "headers": {**task.headers, "request_id": request_id},
+        "properties": {
+            **task.properties,
+            "delivery_mode": 2,  # persistent, as kombu's default exchange gives it
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": 0,  # kombu keeps priority 0 in the list named after the queue
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    return queue, json_dumps(message)
+
+
+class RedisEnqueue:
+    """The API's enqueue: `task_message` pushed with the client the API's event bus uses (the
+    broker's Redis), and handed to the execution service (`message`) to push together with the
+    runs' QUEUED events (services/executions.py, `queue_runs`)."""
+
+    message = staticmethod(task_message)
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def __call__(self, execution_id: uuid.UUID, priority: str, request_id: str | None) -> None:
+        self.client.lpush(*task_message(execution_id, priority, request_id))

@@ -1,0 +1,91 @@
+"""The API queues a run without Celery's producer (worker/celery_app.py, `task_message`): what it
+puts on the Redis list must be the message `send_task` puts there, so a stock Celery worker takes
+it as before (every distributed suite's run goes through it), and it goes in the same round trip
+as the run's QUEUED event, after it. Real Redis."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from livecode.config import load_settings
+from livecode.services.executions import queue_runs
+from livecode.streaming.bus import RedisEventBus
+from livecode.worker.celery_app import RedisEnqueue, configure_celery, enqueue_execution
+from tests.conftest import flush_redis
+
+
+@pytest.fixture
+def client(redis_base_url: str) -> Iterator[redis.Redis]:
+    settings = load_settings("embedded")
+    configure_celery(dataclasses.replace(settings, redis_url=redis_base_url))
+    flush_redis(redis_base_url)
+    c = redis.Redis.from_url(redis_base_url)
+    yield c
+    flush_redis(redis_base_url)
+    configure_celery(settings)
+
+
+def _messages(client: redis.Redis, queue: str) -> list[dict[str, Any]]:
+    """The queue's messages in the order a worker takes them (kombu pushes left, pops right)."""
+    return [json.loads(raw) for raw in reversed(client.lrange(queue, 0, -1))]  # type: ignore[union-attr]
+
+
+def _comparable(message: dict[str, Any], execution_id: str) -> dict[str, Any]:
+    """The message with the execution id as a placeholder, its body decoded, and what differs on
+    every publish by design (the delivery tag, a fresh uuid) left out."""
+    text = json.dumps(message).replace(execution_id, "<id>")
+    out = json.loads(text)
+    out["body"] = json.loads(base64.b64decode(message["body"]).decode().replace(execution_id, "<id>"))
+    del out["properties"]["delivery_tag"]
+    return out  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(("priority", "queue"), [("interactive", "high_priority"), ("batch", "low_priority")])
+def test_the_apis_message_is_the_one_send_task_sends(client: redis.Redis, priority: str, queue: str) -> None:
+    by_celery, by_api = uuid.uuid4(), uuid.uuid4()
+    enqueue_execution(by_celery, priority, "req-1")
+    RedisEnqueue(client)(by_api, priority, "req-1")
+    sent = _messages(client, queue)
+    assert len(sent) == 2, sent
+    assert sent[1]["headers"]["id"] == sent[1]["properties"]["correlation_id"] == str(by_api)
+    assert sent[1]["headers"]["task"] == "livecode.execute"
+    assert sent[1]["headers"]["request_id"] == "req-1"
+    assert json.loads(base64.b64decode(sent[1]["body"]))[0] == [str(by_api)]
+    assert _comparable(sent[1], str(by_api)) == _comparable(sent[0], str(by_celery))
+    assert sent[0]["properties"]["delivery_tag"] != sent[1]["properties"]["delivery_tag"]
+
+
+def test_queued_events_and_messages_go_in_one_round_trip_events_first(
+    client: redis.Redis, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bus = RedisEventBus(client)
+    seen: list[list[str]] = []
+    real = redis.client.Pipeline.execute
+
+    def execute(pipe: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append([str(c[0][0]) for c in pipe.command_stack])
+        return real(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
+    ids = [uuid.uuid4(), uuid.uuid4()]
+    queue_runs(bus, RedisEnqueue(client), ids, "batch", None)
+    assert seen == [["XADD", "EXPIRE", "XADD", "EXPIRE", "LPUSH", "LPUSH"]]
+    assert [m["headers"]["id"] for m in _messages(client, "low_priority")] == [str(i) for i in ids]
+    for eid in ids:
+        assert [(k, d) for _, k, d in bus.read(str(eid), None, 0)] == [("status", {"status": "QUEUED"})]
+
+
+def test_a_failed_round_trip_queues_nothing_and_is_logged(
+    client: redis.Redis, caplog: pytest.LogCaptureFixture,
+) -> None:
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)  # nothing listens there
+    queue_runs(RedisEventBus(dead), RedisEnqueue(dead), [uuid.uuid4()], "interactive", None)
+    assert any("the reconciler will queue them" in r.getMessage() for r in caplog.records)
