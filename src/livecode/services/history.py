@@ -121,6 +121,32 @@ def store_set(conn: Connection, ref: FileSetRef, now: datetime, sources_stored: 
     conn.execute(sqlite_insert(FileSetFile).on_conflict_do_nothing(), rows)
 
 
+_VERSION_COLUMNS = ("session_id", "created_at", "author_id", "reason", "label", "set_hash", "execution_id")
+
+
+@functools.cache
+def _bump(only_if_changed: bool) -> Any:
+    """The session's history_seq bumped to name a version of set p_set. Built once per shape (as
+    the other hot statements): building and keying a statement on every call cost as much CPU
+    as running it."""
+    bump = update(CodeSession).where(CodeSession.id == bindparam("p_sid"))
+    if only_if_changed:  # checked again on the row itself: another writer may have made it meanwhile
+        bump = bump.where(or_(CodeSession.history_set.is_(None), CodeSession.history_set != bindparam("p_set")))
+    return (bump.values(history_seq=CodeSession.history_seq + 1, history_set=bindparam("p_set"))
+            .returning(CodeSession.history_seq))
+
+
+@functools.cache
+def _version_pg(only_if_changed: bool) -> Any:
+    """One round trip on PostgreSQL: the bump, and the version numbered by it (none if it matched
+    nothing); the version's columns bound as v_<column>."""
+    made = _bump(only_if_changed).cte("made")
+    c = cast(Table, SessionVersion.__table__).c
+    values = [bindparam(f"v_{k}", type_=c[k].type) for k in _VERSION_COLUMNS]
+    return (insert(SessionVersion).from_select([*_VERSION_COLUMNS, "number"], select(*values, made.c.history_seq))
+            .add_cte(made).returning(SessionVersion.number))
+
+
 def record(
     conn: Connection,
     session_id: uuid.UUID,
@@ -155,25 +181,14 @@ def record(
             return int(current[0])
     if not set_stored:
         store_set(conn, ref, now, sources_stored)
-    bump = update(CodeSession).where(CodeSession.id == session_id)
-    if only_if_changed:  # checked again on the row itself: another writer may have made it meanwhile
-        bump = bump.where(or_(CodeSession.history_set.is_(None), CodeSession.history_set != ref.hash))
-    bump = bump.values(history_seq=CodeSession.history_seq + 1, history_set=ref.hash).returning(CodeSession.history_seq)
     version = {"session_id": session_id, "created_at": now, "author_id": author, "reason": reason, "label": label,
                "set_hash": ref.hash, "execution_id": execution_id}
+    bump_params = {"p_sid": session_id, "p_set": ref.hash}
     if conn.dialect.name == "postgresql":
-        # One round trip: the bump, and the version numbered by it (none if it matched nothing).
-        made_cte = bump.cte("made")
-        columns = [*version, "number"]
-        values = [bindparam(f"v_{k}", v, type_=SessionVersion.__table__.c[k].type) for k, v in version.items()]
-        number = conn.execute(
-            insert(SessionVersion)
-            .from_select(columns, select(*values, made_cte.c.history_seq))
-            .add_cte(made_cte)
-            .returning(SessionVersion.number)
-        ).scalar()
+        number = conn.execute(_version_pg(only_if_changed),
+                              {**bump_params, **{f"v_{k}": v for k, v in version.items()}}).scalar()
     else:
-        made = conn.execute(bump).first()
+        made = conn.execute(_bump(only_if_changed), bump_params).first()
         number = None
         if made is not None:
             number = made.history_seq
