@@ -15,22 +15,29 @@ from typing import Any
 import pytest
 import redis
 
-from livecode.config import load_settings
+from livecode.config import Settings, load_settings
 from livecode.services.executions import queue_runs
 from livecode.streaming.bus import RedisEventBus
-from livecode.worker.celery_app import RedisEnqueue, configure_celery, enqueue_execution
-from tests.conftest import flush_redis
+from livecode.worker.celery_app import RedisEnqueue, celery, configure_celery, enqueue_execution
 
 
 @pytest.fixture
-def client(redis_base_url: str) -> Iterator[redis.Redis]:
-    settings = load_settings("embedded")
-    configure_celery(dataclasses.replace(settings, redis_url=redis_base_url))
-    flush_redis(redis_base_url)
-    c = redis.Redis.from_url(redis_base_url)
-    yield c
-    flush_redis(redis_base_url)
-    configure_celery(settings)
+def settings(redis_base_url: str) -> Iterator[Settings]:
+    """Queues of this test's own: the session's shared workers consume the default ones."""
+    previous = celery.conf.get("livecode_settings")
+    tag = uuid.uuid4().hex[:8]
+    mine = dataclasses.replace(load_settings("embedded"), redis_url=redis_base_url,
+                               queue_high=f"test-high-{tag}", queue_low=f"test-low-{tag}")
+    configure_celery(mine)
+    yield mine
+    redis.Redis.from_url(redis_base_url).delete(mine.queue_high, mine.queue_low)
+    if previous is not None:
+        configure_celery(previous)
+
+
+@pytest.fixture
+def client(settings: Settings, redis_base_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_base_url)
 
 
 def _messages(client: redis.Redis, queue: str) -> list[dict[str, Any]]:
@@ -48,8 +55,9 @@ def _comparable(message: dict[str, Any], execution_id: str) -> dict[str, Any]:
     return out  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize(("priority", "queue"), [("interactive", "high_priority"), ("batch", "low_priority")])
-def test_the_apis_message_is_the_one_send_task_sends(client: redis.Redis, priority: str, queue: str) -> None:
+@pytest.mark.parametrize("priority", ["interactive", "batch"])
+def test_the_apis_message_is_the_one_send_task_sends(client: redis.Redis, settings: Settings, priority: str) -> None:
+    queue = settings.queue_low if priority == "batch" else settings.queue_high
     by_celery, by_api = uuid.uuid4(), uuid.uuid4()
     enqueue_execution(by_celery, priority, "req-1")
     RedisEnqueue(client)(by_api, priority, "req-1")
@@ -64,7 +72,7 @@ def test_the_apis_message_is_the_one_send_task_sends(client: redis.Redis, priori
 
 
 def test_queued_events_and_messages_go_in_one_round_trip_events_first(
-    client: redis.Redis, monkeypatch: pytest.MonkeyPatch,
+    client: redis.Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     bus = RedisEventBus(client)
     seen: list[list[str]] = []
@@ -78,7 +86,7 @@ def test_queued_events_and_messages_go_in_one_round_trip_events_first(
     ids = [uuid.uuid4(), uuid.uuid4()]
     queue_runs(bus, RedisEnqueue(client), ids, "batch", None)
     assert seen == [["XADD", "EXPIRE", "XADD", "EXPIRE", "LPUSH", "LPUSH"]]
-    assert [m["headers"]["id"] for m in _messages(client, "low_priority")] == [str(i) for i in ids]
+    assert [m["headers"]["id"] for m in _messages(client, settings.queue_low)] == [str(i) for i in ids]
     for eid in ids:
         assert [(k, d) for _, k, d in bus.read(str(eid), None, 0)] == [("status", {"status": "QUEUED"})]
 
