@@ -273,7 +273,11 @@ class BwrapRunner(Runner):
                 if sp.nice:  # built at low priority; the run gets normal priority: every process
                     # of the slot's uid is this sandbox's (one run per uid on the host, hostfs.py),
                     # so one call, without reading the cgroup's process list (~75 us)
-                    os.setpriority(os.PRIO_USER, self.uid_base + sp.slot, 0)
+                    try:
+                        os.setpriority(os.PRIO_USER, self.uid_base + sp.slot, 0)
+                    except ProcessLookupError:  # taken so soon its helper is still root: as before
+                        for pid in sp.cg.pids():
+                            os.setpriority(os.PRIO_PROCESS, pid, 0)
                 sp.cg.reset_counters()
             # Fresh pipes for this run, handed to the launcher only: bubblewrap never holds them.
             stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
