@@ -153,9 +153,16 @@ def start_cluster(
     return cluster
 
 
+# The shared stacks live through the whole session on every xdist worker: their reconciler and
+# storage job poll at production-like intervals (an idle worker polling every second cost ~0.75 s
+# of CPU a minute, and PostgreSQL's for the queries). The fault stacks (tests/support/stack.py) and
+# any test that waits for the reconciler or the storage job start processes with base_env's 1 s.
+SHARED_STACK_ENV = {"LIVECODE_RECONCILE_INTERVAL_S": "10", "LIVECODE_STORAGE_CLEANUP_INTERVAL_S": "3600"}
+
+
 @pytest.fixture(scope="session")
 def cluster(pg_admin_url: str, redis_base_url: str) -> Iterator[Cluster]:
-    c = start_cluster(pg_admin_url, redis_base_url)
+    c = start_cluster(pg_admin_url, redis_base_url, **SHARED_STACK_ENV)
     yield c
     c.stop(SESSION_END_GRACE_S)
 
@@ -163,7 +170,7 @@ def cluster(pg_admin_url: str, redis_base_url: str) -> Iterator[Cluster]:
 @pytest.fixture(scope="session")
 def embedded() -> Iterator[Cluster]:
     data_dir = tempfile.mkdtemp(prefix="lc-embedded-")
-    env = base_env(LIVECODE_DATA_DIR=data_dir)
+    env = base_env(LIVECODE_DATA_DIR=data_dir, **SHARED_STACK_ENV)
     env.pop("SECRET_KEY")
     proc, base = start_embedded(env)
     c = Cluster(base, env, proc)

@@ -17,10 +17,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from livecode.worker.janitor import LOCK_KEY as STORAGE_LOCK_KEY
 from tests.conftest import Cluster
 from tests.support.accounts import user_client
 from tests.support.migrations import check_sources_migration
-from tests.support.procs import create_database, start_api, wait_for
+from tests.support.procs import create_database, start_api, start_worker, wait_for, wait_workers
 
 pytestmark = pytest.mark.integration
 
@@ -151,7 +152,25 @@ def test_at_the_caps_execute_batch_and_create_session_answer_429(cluster: Cluste
     assert alice.wait_execution(r.json()["execution_id"])["stdout"] == new_code[7:-2] + "\n"
 
 
-def test_the_worker_expires_old_runs_and_collects_unreferenced_sources(cluster: Cluster) -> None:
+@pytest.fixture
+def janitor(cluster: Cluster) -> Iterator[None]:
+    """A worker of the cluster whose storage job runs every second (the shared worker's runs
+    hourly; the job runs on the reconciler's tick). The lock that the shared worker's last pass
+    holds is dropped, so this worker takes the next pass."""
+
+    import redis
+
+    redis.Redis.from_url(cluster.env["REDIS_URL"]).delete(STORAGE_LOCK_KEY)
+    env = {**cluster.env, "LIVECODE_STORAGE_CLEANUP_INTERVAL_S": "1", "LIVECODE_RECONCILE_INTERVAL_S": "1"}
+    proc = start_worker(env, "janitor@test")
+    try:
+        wait_workers(cluster.base, len(cluster.workers) + 1)
+        yield
+    finally:
+        proc.stop()
+
+
+def test_the_worker_expires_old_runs_and_collects_unreferenced_sources(cluster: Cluster, janitor: None) -> None:
     api = cluster.client()
     tag = f"{random.getrandbits(64):x}"
     names = ("old", "kept", "recent")

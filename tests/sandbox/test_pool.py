@@ -270,3 +270,14 @@ def test_sandboxes_built_ahead_take_only_free_slots(tmp_path: Path) -> None:
     finally:
         r.close()
     assert no_leftovers(), leftovers()
+
+
+def test_a_spare_built_at_low_priority_runs_its_program_at_normal_priority(pooled_runner: Runner) -> None:
+    runner = pooled_runner
+    assert isinstance(runner, BwrapRunner) and runner._pool is not None
+    wait_pool_ready(runner)
+    before = runner._pool.served
+    res = run(runner, "python", "import os; print(os.nice(0))")
+    assert res.outcome is Outcome.OK, res
+    assert runner._pool.served == before + 1  # a spare, built at nice 10
+    assert res.stdout.strip() == "0"

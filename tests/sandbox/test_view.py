@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from livecode.sandbox import Outcome, Runner
 from livecode.sandbox.bwrap import _ETC_FILES, BwrapRunner
+from livecode.sandbox.spawner import spawner_argv
 from livecode.sandbox.view import DEV_DIRS, DEV_LINKS, DEV_NODES, HostViews, etc_sources
 
 from .helpers import TEST_SLOTS, TEST_UID_BASE, requires_bwrap, run, seed_cache
@@ -331,3 +333,54 @@ def test_a_failed_build_means_binds_one_by_one(views_root: Path, host: Path) -> 
     assert view is not None
     views.release(view)
     views.close()
+
+
+def _table(mountinfo: str) -> list[tuple[str, str, str]]:
+    """Each mount's point, options and file system type (not its ids, nor its superblock's
+    options, which name the slot's uid)."""
+    rows = []
+    for line in mountinfo.splitlines():
+        fields, _, after = line.partition(" - ")
+        parts = fields.split()
+        rows.append((parts[4], parts[5], after.split()[0]))
+    return rows
+
+
+@requires_bwrap
+def test_bubblewrap_sets_up_in_a_namespace_of_only_what_it_binds_and_the_sandbox_sees_the_same(
+    tmp_path: Path, views_root: Path
+) -> None:
+    """bubblewrap re-reads the whole mount table after each bind, so it starts in a namespace
+    where only the mounts holding what it binds are left (spawner.py); inside, nothing changes."""
+    tmp_path.chmod(0o700)
+    seed_cache(tmp_path / "cache")
+    r = BwrapRunner(tmp_path / "work", tmp_path / "cache", uid_base=TEST_UID_BASE, slots=TEST_SLOTS, pool_size=0,
+                    view_root=views_root)  # fmt: skip
+    r.check()
+    try:
+        res = run(r, "python", "print(open('/proc/self/mountinfo').read())")
+        assert res.outcome is Outcome.OK, res
+        lean = _table(res.stdout.strip())
+        view = r._views._current
+        assert view is not None and view.mntns is not None
+        # What bubblewrap starts in, seen the way it sees it: through the spawner, as the slot uid.
+        assert r._spawner is not None
+        argv = spawner_argv(r._spawner, TEST_UID_BASE + 1, TEST_UID_BASE + 1, 0, [], [], view.mntns)
+        seen = subprocess.run([*argv, "/bin/cat", "/proc/self/mountinfo"], capture_output=True, check=True,
+                              pass_fds=[view.mntns], cwd="/", timeout=30).stdout.decode()  # fmt: skip
+        points = mount_points(seen)
+        with open("/proc/self/mountinfo") as f:
+            host = mount_points(f.read())
+        assert "/sys" in host and "/sys" not in points, points  # nor the cgroup hierarchies, /dev/shm, ...
+        real = os.path.realpath(view.path)
+        allowed = ("/", "/usr", "/proc", "/dev", real)
+        assert all(p in allowed or p.startswith(("/usr/", "/proc/", f"{real}/")) for p in points), points
+        assert len(points) < len(host)
+        # The same sandbox when bubblewrap starts in the worker's namespace.
+        r._views.close()
+        r._views.namespace = None
+        res = run(r, "python", "print(open('/proc/self/mountinfo').read())")
+        assert res.outcome is Outcome.OK, res
+        assert _table(res.stdout.strip()) == lean
+    finally:
+        r.close()

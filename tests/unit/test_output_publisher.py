@@ -85,3 +85,35 @@ def test_running_waits_a_moment_for_the_first_output_to_go_with_it_and_no_longer
         time.sleep(0.005)
     assert quiet.calls == [[running]]  # went out alone, without waiting for the run to end
     pub.close()
+
+
+def test_a_run_that_ends_soon_after_its_first_output_hands_running_and_output_to_the_final_round_trip() -> None:
+    bus = GatedBus()
+    bus.gate.set()
+    running = event_running(1)
+    pub = OutputPublisher(bus, "run-5", first=[running], first_hold_s=5.0, end_hold_s=5.0)
+    pub("stdout", "hi\n")
+    pub.close(wait=False)  # the run ended soon after its first output
+    held = pub.close(keep=True)
+    assert bus.calls == []  # nothing went out on its own: the caller sends it with the final events
+    assert held == [running, ("output", {"stream": "stdout", "text": "hi\n"})]
+    pub("stdout", "late\n")  # nothing comes after the end
+    assert pub.close(keep=True) == []
+
+    pub = OutputPublisher(bus, "run-6", first=[running], first_hold_s=5.0, end_hold_s=5.0)
+    pub("stdout", "hi\n")
+    pub.close()  # without keep (the row was not this attempt's to finish): published here, in order
+    assert bus.calls == [[running, ("output", {"stream": "stdout", "text": "hi\n"})]]
+
+
+def test_the_first_output_waits_a_moment_for_the_run_to_end_and_no_longer() -> None:
+    bus = GatedBus()
+    bus.gate.set()
+    running = event_running(1)
+    pub = OutputPublisher(bus, "run-7", first=[running], first_hold_s=5.0, end_hold_s=0.05)
+    pub("stdout", "hi\n")  # a program that goes on running after its first line
+    deadline = time.monotonic() + 10
+    while not bus.calls and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert bus.calls == [[running, ("output", {"stream": "stdout", "text": "hi\n"})]]
+    assert pub.close(keep=True) == []

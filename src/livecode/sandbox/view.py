@@ -84,6 +84,7 @@ class View:
     sources: list[str]  # the host paths copied into etc/
     dev: bool  # dev/ was made (else bwrap's --dev)
     users: int = 0  # sandboxes set up with it and not yet cleaned up
+    mntns: int | None = None  # the lean mount namespace bubblewrap starts in (spawner.py), made with the view
 
     @property
     def etc(self) -> str:
@@ -105,8 +106,10 @@ class HostViews:
         sources: Callable[[], list[str]] = etc_sources,
         check_s: float = CHECK_S,
         clock: Callable[[], float] = time.monotonic,
+        namespace: Callable[[Path], int | None] | None = None,
     ) -> None:
         self.root = root
+        self.namespace = namespace  # a view's lean mount namespace (an fd), made once its dev/ is bound
         self.files = files  # extra files of etc/ (passwd, group)
         self.sources = sources
         self.check_s = check_s
@@ -173,6 +176,8 @@ class HostViews:
             _remove(old)  # else its last sandbox's release removes it
         try:
             self._current = _build(self.root, self.sources(), self.files)
+            if self.namespace is not None:  # after dev/'s bind, which the namespace must hold
+                self._current.mntns = self.namespace(self._current.path)
         except OSError:  # tried again at the next check; till then, binds entry by entry
             log.exception("could not build the sandbox's /etc and /dev view; binding entry by entry")
         return self._current
@@ -327,6 +332,9 @@ def _mirrors(host: os.stat_result, host_path: str, copy_path: str) -> bool:
 
 
 def _remove(view: View) -> None:
+    if view.mntns is not None:
+        os.close(view.mntns)
+        view.mntns = None
     _unmount(view.path / "dev")
     shutil.rmtree(view.path, ignore_errors=True)
     with contextlib.suppress(OSError):

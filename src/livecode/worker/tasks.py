@@ -262,12 +262,15 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
     finally:
         with _active_lock:
             _active -= 1
-        on_output.close(wait=False)  # the last output goes out while the result is saved
+        on_output.close(wait=False)  # no more output: its thread stops while the result is saved
     reason = cols.get("reason")
+    final: dict[str, Any] | None = None
     try:
         final, status = _save(rt, claimed, status, cols, extra, files)
     finally:
-        on_output.close()  # every output event is published before the final ones
+        # Every output event goes out before the final ones: what the publisher had not sent
+        # yet (a short run's RUNNING and output) goes in their round trip, or now if none follow.
+        held = on_output.close(keep=final is not None)
     log.info(
         "execution finished",
         extra={
@@ -279,8 +282,8 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
         },
     )
     if final is not None:
-        # The row the UPDATE returned, and the three final events in one round trip.
-        publish_finished(rt.events, execution_id, status.value, final)
+        # The row the UPDATE returned and the three final events (after what was held), one round trip.
+        publish_finished(rt.events, execution_id, status.value, final, held)
         if claimed.has_webhooks:  # after the terminal write; a queue put, the calls are made elsewhere
             notify_webhooks(execution_id)
     record_outcome(rt, status.value, final)  # from the returned row: nothing is read again

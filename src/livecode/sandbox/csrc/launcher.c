@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -128,8 +129,9 @@ int main(int argc, char **argv) {
     int sock = atoi(argv[1]);
     if (sock < 3) { errno = EINVAL; die("socket fd"); }
     /* Hold nothing bubblewrap may have left open besides stdio and the socket. */
-    close_range(3, (unsigned)sock - 1, 0);
-    close_range((unsigned)sock + 1, ~0U, 0);
+    /* The raw call: musl (the static build, cbuild.py) has no close_range() wrapper. */
+    syscall(SYS_close_range, 3U, (unsigned)sock - 1, 0U);
+    syscall(SYS_close_range, (unsigned)sock + 1, ~0U, 0U);
     cap = 1 << 20;
     buf = malloc(cap);
     if (!buf) die("malloc");

@@ -2,9 +2,11 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <grp.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -23,12 +25,68 @@ static unsigned long long num(const char *s, const char *what) {
     return v;
 }
 
+/* Whether mount point `mp` is kept in the lean namespace: the root of, or an ancestor of, or
+   below one of the `keep` paths (absolute, canonical). */
+static int kept(const char *mp, char **keep, int nkeep) {
+    for (int k = 0; k < nkeep; k++) {
+        size_t m = strlen(mp), p = strlen(keep[k]);
+        if (m <= p && strncmp(mp, keep[k], m) == 0 && (m == p || keep[k][m] == '/' || m == 1)) return 1;
+        if (m > p && strncmp(mp, keep[k], p) == 0 && mp[p] == '/') return 1;
+    }
+    return 0;
+}
+
+/* mountinfo escapes space, tab, newline and backslash as \ooo: undo it in place. */
+static void unescape(char *s) {
+    char *o = s;
+    for (; *s; s++, o++) {
+        if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+            *o = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
+            s += 3;
+        } else {
+            *o = *s;
+        }
+    }
+    *o = 0;
+}
+
+/* `-n KEEP...`: a mount namespace for bubblewrap to start in, holding only the mounts a sandbox's
+   set-up needs. Its mounts are made slaves first, so nothing done here reaches the host; then
+   every mount that is not kept is detached. Prints "ok" and waits for stdin to close, so the
+   caller can open /proc/PID/ns/mnt (which keeps the namespace once this process is gone). */
+static int lean_namespace(int nkeep, char **keep) {
+    if (unshare(CLONE_NEWNS) < 0) die("unshare");
+    if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0) die("make / a slave");
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f) die("mountinfo");
+    char **points = NULL;
+    size_t n = 0, cap = 0;
+    char *line = NULL;
+    size_t linecap = 0;
+    while (getline(&line, &linecap, f) > 0) {
+        char mp[4096];
+        if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1) continue;
+        unescape(mp);
+        if (kept(mp, keep, nkeep)) continue;
+        if (n == cap && !(points = realloc(points, (cap = cap ? 2 * cap : 64) * sizeof *points))) die("realloc");
+        if (!(points[n++] = strdup(mp))) die("strdup");
+    }
+    fclose(f);
+    while (n > 0) umount2(points[--n], MNT_DETACH); /* children first; a detached parent took its own */
+    if (write(1, "ok", 2) != 2) die("write");
+    char c;
+    while (read(0, &c, 1) > 0) {}
+    return 0;
+}
+
 int main(int argc, char **argv, char **envp) {
     int i = 1;
-    if (argc < 6) { errno = EINVAL; die("usage"); }
+    if (argc >= 2 && strcmp(argv[1], "-n") == 0) return lean_namespace(argc - 2, argv + 2);
+    if (argc < 7) { errno = EINVAL; die("usage"); }
     unsigned long long uid = num(argv[i++], "uid"), gid = num(argv[i++], "gid");
     if (uid == 0 || gid == 0 || uid > 0xfffffffeULL || gid > 0xfffffffeULL) { errno = EINVAL; die("uid/gid"); }
     unsigned long long prio = num(argv[i++], "nice");
+    int mntns = strcmp(argv[i], "-") == 0 ? (i++, -1) : (int)num(argv[i++], "mount namespace fd");
     unsigned long long nfds = num(argv[i++], "fd count");
     if (nfds > 64 || i + (int)nfds >= argc) { errno = EINVAL; die("fd count"); }
     for (unsigned long long k = 0; k < nfds; k++) {
@@ -53,6 +111,10 @@ int main(int argc, char **argv, char **envp) {
         if (nice((int)prio) == -1 && errno) die("nice");
     }
     if (strcmp(argv[i++], "--") != 0 || i >= argc) { errno = EINVAL; die("missing -- PROGRAM"); }
+    if (mntns >= 0) { /* still root: bubblewrap sets up in the lean namespace (-n) */
+        if (setns(mntns, CLONE_NEWNS) < 0) die("setns");
+        if (close(mntns) < 0) die("close mount namespace fd");
+    }
     /* Groups, then gid, then uid: once the uid is dropped nothing else can be changed. */
     if (setgroups(0, NULL) < 0) die("setgroups");
     if (setresgid((gid_t)gid, (gid_t)gid, (gid_t)gid) < 0) die("setresgid");
