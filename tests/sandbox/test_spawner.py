@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,20 @@ def test_the_lean_mount_namespace_detaches_nothing_of_the_host(spawner: Path, tm
             assert str(shared / "inner") in f.read()  # still mounted here
     finally:
         subprocess.run(["umount", "-l", str(shared)], check=False)
+
+
+def test_a_namespace_helper_that_never_answers_is_given_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The namespace is made under the views' lock, which every sandbox start takes: a helper
+    that hangs must not hang them all. It is killed at the deadline, and bubblewrap sets up in
+    the worker's namespace."""
+    import livecode.sandbox.spawner as spawner_module
+
+    hung = tmp_path / "hung-helper"
+    hung.write_text("#!/bin/sh\necho $$ > \"$0.pid\"\nexec sleep 60\n")
+    hung.chmod(0o755)
+    monkeypatch.setattr(spawner_module, "LEAN_NAMESPACE_TIMEOUT_S", 0.5)
+    start = time.monotonic()
+    assert lean_mount_namespace(hung, ["/usr"]) is None
+    assert time.monotonic() - start < 30  # not the helper's 60 s
+    pid = int((tmp_path / "hung-helper.pid").read_text())
+    assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import subprocess
 from pathlib import Path
 
@@ -78,6 +79,9 @@ def _limit(value: int) -> str:
 _RLIM_INFINITY = (1 << 64) - 1
 
 
+LEAN_NAMESPACE_TIMEOUT_S = 10.0
+
+
 def lean_mount_namespace(spawner: Path, keep: list[str]) -> int | None:
     """An fd of a new mount namespace holding only the mounts of `keep` (and /, and what is below
     them; see above), or None (logged) where it cannot be made: bubblewrap then starts in ours."""
@@ -88,6 +92,11 @@ def lean_mount_namespace(spawner: Path, keep: list[str]) -> int | None:
         ) as proc:
             assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
             try:
+                # Within a deadline: this runs under the views' lock, which every sandbox start takes.
+                ready, _, _ = select.select([proc.stdout], [], [], LEAN_NAMESPACE_TIMEOUT_S)
+                if not ready:
+                    proc.kill()
+                    raise OSError(f"no answer within {LEAN_NAMESPACE_TIMEOUT_S} s")
                 if proc.stdout.read(2) != b"ok":
                     raise OSError(proc.stderr.read().decode("utf-8", "replace").strip() or "no answer")
                 return os.open(f"/proc/{proc.pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)

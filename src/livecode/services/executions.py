@@ -375,22 +375,23 @@ def queue_runs(events: EventBus, enqueue: Enqueue, execution_ids: list[uuid.UUID
     could not be queued is logged; its row stays QUEUED and the reconciler queues it."""
     message = getattr(enqueue, "message", None)
     ids = [str(i) for i in execution_ids]
-    failed = 0
+
+    def failed(count: int) -> None:  # in the except block: the log carries the cause
+        log.warning("enqueue failed; the reconciler will queue them", exc_info=True,
+                    extra={"execution_id": ids[0] if len(ids) == 1 else None, "failed": count})
+
     if message is not None and isinstance(events, RedisEventBus):
         try:
             publish_queued(events, ids, [message(i, priority, request_id) for i in execution_ids])
         except Exception:  # noqa: BLE001 - the row is the truth; the reconciler queues it again
-            failed = len(ids)
-    else:
-        publish_queued(events, ids)
-        for execution_id in execution_ids:
-            try:
-                enqueue(execution_id, priority, request_id)
-            except Exception:  # noqa: BLE001 - as above
-                failed += 1
-    if failed:
-        log.warning("enqueue failed; the reconciler will queue them", exc_info=True,
-                    extra={"execution_id": ids[0] if len(ids) == 1 else None, "failed": failed})
+            failed(len(ids))
+        return
+    publish_queued(events, ids)
+    for execution_id in execution_ids:
+        try:
+            enqueue(execution_id, priority, request_id)
+        except Exception:  # noqa: BLE001 - as above
+            failed(1)
 
 
 # Columns serialize_execution does not show: neither a GET nor the worker's final write reads them.

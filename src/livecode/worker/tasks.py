@@ -259,18 +259,25 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
             cols["compile_cached"] = compile_cached(
                 claimed.language, result.cached, result.outcome == Outcome.INTERNAL_ERROR
             )
+    except BaseException:
+        on_output.close()  # the run failed (no sandbox, ...): what the publisher held goes out now
+        raise
     finally:
         with _active_lock:
             _active -= 1
         on_output.close(wait=False)  # no more output: its thread stops while the result is saved
     reason = cols.get("reason")
     final: dict[str, Any] | None = None
+    saved = False
     try:
         final, status = _save(rt, claimed, status, cols, extra, files)
+        saved = True
     finally:
-        # Every output event goes out before the final ones: what the publisher had not sent
-        # yet (a short run's RUNNING and output) goes in their round trip, or now if none follow.
-        held = on_output.close(keep=final is not None)
+        # Every output event goes out before the final ones: what the publisher had not sent yet
+        # (a short run's RUNNING and output) goes in their round trip. If the row was another
+        # attempt's, that attempt's end is already out: nothing more is published. If the save
+        # failed, it goes out now.
+        held = on_output.close(keep=saved)
     log.info(
         "execution finished",
         extra={
