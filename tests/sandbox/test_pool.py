@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -280,4 +281,25 @@ def test_a_spare_built_at_low_priority_runs_its_program_at_normal_priority(poole
     res = run(runner, "python", "import os; print(os.nice(0))")
     assert res.outcome is Outcome.OK, res
     assert runner._pool.served == before + 1  # a spare, built at nice 10
+    assert res.stdout.strip() == "0"
+
+
+def test_a_spare_taken_before_its_helper_dropped_root_is_given_up(
+    pooled_runner: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No process of the slot's uid yet (ESRCH): the helper has not set its nice 10 yet, so no
+    renice can be sure to come after it. The run gets a sandbox built for it, at normal priority."""
+    runner = pooled_runner
+    assert isinstance(runner, BwrapRunner) and runner._pool is not None
+    wait_pool_ready(runner)
+    real = os.setpriority
+
+    def setpriority(which: int, who: int, prio: int) -> None:
+        if which == os.PRIO_USER:
+            raise ProcessLookupError(3, "No such process")
+        real(which, who, prio)
+
+    monkeypatch.setattr(os, "setpriority", setpriority)
+    res = run(runner, "python", "import os; print(os.nice(0))")
+    assert res.outcome is Outcome.OK, res
     assert res.stdout.strip() == "0"

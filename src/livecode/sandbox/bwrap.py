@@ -275,9 +275,12 @@ class BwrapRunner(Runner):
                     # so one call, without reading the cgroup's process list (~75 us)
                     try:
                         os.setpriority(os.PRIO_USER, self.uid_base + sp.slot, 0)
-                    except ProcessLookupError:  # taken so soon its helper is still root: as before
-                        for pid in sp.cg.pids():
-                            os.setpriority(os.PRIO_PROCESS, pid, 0)
+                    except ProcessLookupError:
+                        # Taken so soon that its helper is still root: it has not set its nice 10
+                        # yet (spawner.c does that before it drops to the slot uid), so no renice
+                        # now can be sure to come after it. A sandbox is built for this run instead.
+                        self._finish(sp.slot, sp.cg, sp)
+                        return None
                 sp.cg.reset_counters()
             # Fresh pipes for this run, handed to the launcher only: bubblewrap never holds them.
             stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
