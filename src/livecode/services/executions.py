@@ -36,7 +36,7 @@ from ..sandbox.outputs import OutputFile
 from ..sandbox.program import SourceFile
 from ..sandbox.types import RunRequest, SandboxLimits, text_view
 from ..streaming.bus import EventBus, RedisEventBus
-from ..streaming.publisher import publish_queued
+from ..streaming.publisher import event_queued, publish_queued
 from . import history, output_files, storage, testcases
 from .access import Need, execution_access, execution_not_found, refuse, role_of, session_access
 from .sessions import iso, not_found
@@ -382,7 +382,8 @@ def queue_runs(events: EventBus, enqueue: Enqueue, execution_ids: list[uuid.UUID
 
     if message is not None and isinstance(events, RedisEventBus):
         try:
-            publish_queued(events, ids, [message(i, priority, request_id) for i in execution_ids])
+            # A failure here is the enqueue's too (the runs' messages were not pushed either).
+            events.publish_each(ids, *event_queued(), [message(i, priority, request_id) for i in execution_ids])
         except Exception:  # noqa: BLE001 - the row is the truth; the reconciler queues it again
             failed(len(ids))
         return

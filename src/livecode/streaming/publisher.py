@@ -31,17 +31,19 @@ def _best_effort(
         log.log(level, "could not publish %s", what, extra={"execution_id": execution_id}, exc_info=True)
 
 
-def publish_queued(bus: EventBus, execution_ids: list[str], pushes: Sequence[tuple[str, str]] = ()) -> None:
-    """QUEUED for new executions (one, or a batch), in one round trip. With `pushes` (the runs'
-    broker messages, after the events in that round trip) a failure is the caller's: the runs
-    were not queued either."""
-    def publish() -> None:
-        bus.publish_each(execution_ids, "status", {"status": ExecutionStatus.QUEUED.value}, pushes)
+def event_queued() -> EventSpec:
+    """QUEUED: a new execution waits for a worker."""
+    return "status", {"status": ExecutionStatus.QUEUED.value}
 
-    if pushes:
-        publish()
-        return
-    _best_effort(publish, "QUEUED", execution_ids[0] if len(execution_ids) == 1 else None, logging.WARNING)
+
+def publish_queued(bus: EventBus, execution_ids: list[str]) -> None:
+    """QUEUED for new executions (one, or a batch), in one round trip."""
+    _best_effort(
+        lambda: bus.publish_each(execution_ids, *event_queued()),
+        "QUEUED",
+        execution_ids[0] if len(execution_ids) == 1 else None,
+        logging.WARNING,
+    )
 
 
 def event_running(attempt: int) -> tuple[str, dict[str, Any]]:

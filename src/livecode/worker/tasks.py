@@ -267,7 +267,6 @@ def execute_code_task(self: Task, execution_id: str, first_failed_at: str | None
             _active -= 1
         on_output.close(wait=False)  # no more output: its thread stops while the result is saved
     reason = cols.get("reason")
-    final: dict[str, Any] | None = None
     saved = False
     try:
         final, status = _save(rt, claimed, status, cols, extra, files)
