@@ -55,7 +55,64 @@ def make_engine(url: str, settings: Settings) -> Engine:
     engine = create_engine(url, **kwargs)
     if settings.db_pool_pre_ping and settings.db_pool_pre_ping_bypass_ms:
         _ping_unless_just_used(engine, settings.db_pool_pre_ping_bypass_ms / 1000)
+    _begin_with_first_statement(engine)
     return engine
+
+
+# An execution option: on a connection in psycopg's autocommit mode, a statement that finds no
+# transaction open sends BEGIN in the same round trip as itself (see _begin_with_first_statement).
+PIPELINED_BEGIN = "livecode_pipelined_begin"
+
+
+def _begin_with_first_statement(engine: Engine) -> None:
+    """A transaction whose BEGIN costs no round trip of its own. psycopg sends BEGIN before a
+    transaction's first statement and waits for its answer (in pipeline mode too: it syncs after
+    BEGIN), so a one-statement transaction took three round trips, BEGIN, the statement, COMMIT.
+    On a connection with PIPELINED_BEGIN (in autocommit mode, where psycopg sends no BEGIN of its
+    own), a statement that finds the connection outside a transaction goes in one pipeline after
+    an explicit BEGIN: one round trip for both, then the transaction is open as with psycopg's
+    implicit BEGIN (the connection's commit() and rollback() send COMMIT and ROLLBACK whenever a
+    transaction is open, autocommit or not; a failed BEGIN or statement leaves the transaction
+    aborted, and the rollback ends it). PostgreSQL engines only."""
+
+    def begun(cursor: Any, context: Any) -> Any:
+        """The psycopg connection when this statement must open the transaction, else None."""
+        if context is None or not context.execution_options.get(PIPELINED_BEGIN):
+            return None
+        conn = cursor.connection
+        if not conn.autocommit or conn.info.transaction_status != _IDLE:
+            return None  # already in a transaction (or psycopg opens one itself)
+        return conn
+
+    @event.listens_for(engine, "do_execute")
+    def _execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        conn = begun(cursor, context)
+        if conn is None:
+            return False
+        with conn.pipeline():  # leaving it sends Sync and reads both results
+            conn.execute(b"BEGIN")
+            cursor.execute(statement, parameters)
+        return True
+
+    @event.listens_for(engine, "do_execute_no_params")
+    def _execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
+        conn = begun(cursor, context)
+        if conn is None:
+            return False
+        with conn.pipeline():
+            conn.execute(b"BEGIN")
+            cursor.execute(statement)
+        return True
+
+    @event.listens_for(engine, "do_executemany")
+    def _executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        conn = begun(cursor, context)
+        if conn is None:
+            return False
+        with conn.pipeline():  # executemany rides the same pipeline
+            conn.execute(b"BEGIN")
+            cursor.executemany(statement, parameters)
+        return True
 
 
 def _ping_unless_just_used(engine: Engine, bypass_s: float) -> None:
@@ -79,6 +136,9 @@ def _ping_unless_just_used(engine: Engine, bypass_s: float) -> None:
             engine.dialect.do_ping(dbapi_conn)
         except Exception as exc:  # noqa: BLE001 - any failure: replace the connection
             raise DisconnectionError("the pooled connection failed its ping") from exc
+
+
+_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE (psycopg is imported only for PostgreSQL)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -105,6 +165,10 @@ class Database:
         # transaction (the isolation level is a client-side flag, reset when it goes back).
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._replica_autocommit = self.replica_engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Core transactions on PostgreSQL: the same autocommit connections, a transaction opened
+        # by the first statement's pipelined BEGIN (_begin_with_first_statement).
+        self._pipelined = (self.engine if self.is_sqlite
+                           else self._autocommit.execution_options(**{PIPELINED_BEGIN: True}))
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
         self._replica_factory = sessionmaker(self.replica_engine, expire_on_commit=False)
 
@@ -120,9 +184,10 @@ class Database:
 
     @contextmanager
     def write_core(self) -> Iterator[Connection]:
-        """A Core transaction on the primary: for hot single-statement writes (autosave) that
-        need none of the ORM's bookkeeping."""
-        with self.engine.begin() as conn:
+        """A Core transaction on the primary, committed on success, for writes that need none of
+        the ORM's bookkeeping. On PostgreSQL its BEGIN goes in the round trip of its first
+        statement: a one-statement transaction (a run's claim) is two round trips, not three."""
+        with self._pipelined.connect() as conn, conn.begin():
             yield conn
 
     @contextmanager

@@ -520,7 +520,8 @@ def claim_execution(db: Database, execution_id: uuid.UUID, worker: str) -> Claim
     """QUEUED -> RUNNING. None when the execution is not QUEUED (already taken, done, gone)."""
     # A transaction, not write_one: a worker that dies while its claim waits on the row lock
     # leaves a transaction that PostgreSQL rolls back (the run stays QUEUED); a statement in
-    # autocommit would commit a claim that nobody holds.
+    # autocommit would commit a claim that nobody holds. Two round trips: the BEGIN goes with the
+    # UPDATE (db.write_core), then the COMMIT.
     with db.write_core() as conn:  # Core: one statement, none of the ORM session's bookkeeping
         row = conn.execute(_CLAIM, {"p_eid": execution_id, "p_now": utcnow(), "p_worker": worker}).first()
         files = snapshot_files(conn, execution_id) if row is not None and row.entry is not None else None

@@ -1,0 +1,141 @@
+"""The round trips of an execution's statements on PostgreSQL (issue 11), counted on the wire with
+libpq's trace of the pool's one connection, and the transactions around them kept: a Core
+transaction's BEGIN goes with its first statement (db.write_core), and what the transaction
+wrote is still committed, or rolled back, as one. Real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DataError
+
+from livecode import migrations as migrate
+from livecode.config import load_settings
+from livecode.db import Database
+from livecode.models import ExecutionStatus
+from livecode.services import sessions
+from livecode.services.executions import (
+    ExecuteOptions,
+    claim_execution,
+    finish_execution_returning,
+    get_execution,
+    submit_execution,
+)
+from livecode.streaming.bus import MemoryEventBus
+from tests.support.procs import create_database
+
+
+@pytest.fixture
+def db(pg_admin_url: str) -> Iterator[Database]:
+    url = create_database(pg_admin_url).replace("postgresql://", "postgresql+psycopg://")
+    database = Database(load_settings("embedded", database_url=url, db_pool_size=1, db_max_overflow=0))
+    migrate.upgrade(database.engine)
+    yield database
+    database.dispose()
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+def round_trips(db: Database, fn: Callable[[], Any]) -> tuple[int, list[str]]:
+    """fn's round trips on the pool's only connection (a send after a receive, or the first
+    send), and the statements it sent."""
+    with db.engine.connect() as conn:
+        pgconn = conn.connection.driver_connection.pgconn  # type: ignore[union-attr]
+    fd, path = tempfile.mkstemp()
+    try:
+        pgconn.trace(fd)
+        pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE)
+        try:
+            fn()
+        finally:
+            pgconn.untrace()  # flushes the trace
+        with open(path) as f:
+            lines = [line.split("\t") for line in f.read().splitlines()]
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    trips, last = 0, "B"
+    for line in lines:
+        if line[0] == "F" and last == "B":
+            trips += 1
+        last = line[0]
+    sent = [line[3].strip() for line in lines if line[0] == "F" and line[2] in ("Parse", "Query")]
+    return trips, sent
+
+
+def new_session(db: Database) -> uuid.UUID:
+    return uuid.UUID(sessions.create_session(db, language="python", source_code="print('hi')", owner_id=None,
+                                             max_bytes=1 << 20, settings=db.settings)["session_id"])
+
+
+def submitted(db: Database, session_id: uuid.UUID | None = None) -> uuid.UUID:
+    sid = session_id or new_session(db)
+    return uuid.UUID(submit_execution(db, lambda *_: None, db.settings, sid, owner_id=None,
+                                      options=ExecuteOptions(), events=MemoryEventBus())["execution_id"])
+
+
+def status(db: Database, execution_id: uuid.UUID) -> str:
+    return str(get_execution(db, execution_id, None)["status"])
+
+
+def test_a_claim_is_one_transaction_in_two_round_trips(db: Database) -> None:
+    statements = []
+    for _ in range(7):  # past psycopg's threshold for preparing a statement: the steady state
+        eid = submitted(db)
+        trips, sent = round_trips(db, lambda: claim_execution(db, eid, "w1"))  # noqa: B023
+        assert trips == 2, sent  # BEGIN with the UPDATE, then COMMIT
+        assert status(db, eid) == "RUNNING"
+        statements.append(sent)
+    first = statements[0]  # before psycopg prepared them: each statement's text
+    assert len(first) == 3 and '"BEGIN"' in first[0] and '"UPDATE executions' in first[1], first
+    assert first[2] == '"COMMIT"', first
+    # The same run claimed again finds it taken: still a conditional UPDATE.
+    assert claim_execution(db, eid, "w2") is None
+
+
+def test_a_submission_the_final_write_and_a_get_keep_their_round_trips(db: Database) -> None:
+    sid = new_session(db)
+    eid = submitted(db, sid)  # the first run of the code makes its history version
+    claimed = claim_execution(db, eid, "w1")
+    assert claimed is not None
+    trips, _ = round_trips(db, lambda: finish_execution_returning(
+        db, eid, claimed.attempt, ExecutionStatus.COMPLETED, stdout=b"hi\n", exit_code=0))
+    assert trips == 1  # one statement, its own transaction
+    assert status(db, eid) == "COMPLETED"
+    trips, _ = round_trips(db, lambda: submitted(db, sid))
+    assert trips == 2  # unchanged code: the session read, then the run's insert with its source
+    trips, _ = round_trips(db, lambda: get_execution(db, eid, None))
+    assert trips == 1
+
+
+def test_a_core_transaction_rolls_back_as_one_when_it_fails_after_its_first_statement(db: Database) -> None:
+    with db.write_core() as conn:
+        conn.execute(text("CREATE TABLE t (id int PRIMARY KEY)"))
+
+    with pytest.raises(RuntimeError), db.write_core() as conn:
+        conn.execute(text("INSERT INTO t VALUES (:i)"), [{"i": 1}, {"i": 2}])  # executemany, first statement
+        conn.execute(text("INSERT INTO t VALUES (3)"))
+        raise RuntimeError("after the writes")
+    with pytest.raises(DataError), db.write_core() as conn:
+        conn.execute(text("INSERT INTO t VALUES (4)"))
+        conn.execute(text("INSERT INTO t VALUES (1 / 0)"))
+    with pytest.raises(DataError), db.write_core() as conn:
+        conn.execute(text("INSERT INTO t VALUES (1 / 0)"))  # the first statement fails: BEGIN went with it
+    with db.read_core(fresh=True) as conn:
+        assert conn.execute(text("SELECT count(*) FROM t")).scalar_one() == 0
+
+    with db.write_core() as conn:
+        conn.execute(text("INSERT INTO t VALUES (:i)"), [{"i": 1}, {"i": 2}])
+        # Inside the transaction: another connection does not see the rows before the commit.
+        with psycopg.connect(db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
+                             autocommit=True) as other:
+            assert other.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    with db.read_core(fresh=True) as conn:
+        assert conn.execute(text("SELECT count(*) FROM t")).scalar_one() == 2
