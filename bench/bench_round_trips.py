@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -59,7 +60,8 @@ def marked(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--show", action="store_true", help="print the start of what each step sent to PostgreSQL in each round trip (first run)")
+    p.add_argument("--show", action="store_true",
+                   help="print the start of what each step sent to PostgreSQL in each round trip (first run)")
     p.add_argument(
         "--redis-url",
         default=os.environ.get("LIVECODE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"),
@@ -126,7 +128,7 @@ def run(runs: int, show: bool) -> None:
         )
         try:
             deadline = time.monotonic() + 10
-            while not (os.path.exists(out) and b"MARK+attached" in open(out, "rb").read()):
+            while not (os.path.exists(out) and b"MARK+attached" in Path(out).read_bytes()):
                 if time.monotonic() > deadline:
                     raise SystemExit("strace did not attach")
                 with step("attached"):

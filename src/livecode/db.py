@@ -55,38 +55,49 @@ def make_engine(url: str, settings: Settings) -> Engine:
     engine = create_engine(url, **kwargs)
     if settings.db_pool_pre_ping and settings.db_pool_pre_ping_bypass_ms:
         _ping_unless_just_used(engine, settings.db_pool_pre_ping_bypass_ms / 1000)
-    _begin_with_first_statement(engine)
+    _statement_modes(engine)
     return engine
 
 
-# An execution option: on a connection in psycopg's autocommit mode, a statement that finds no
-# transaction open sends BEGIN in the same round trip as itself (see _begin_with_first_statement).
+# Execution options of the PostgreSQL engines (Database sets them): AUTOCOMMIT runs each statement
+# as its own transaction (psycopg's autocommit mode); PIPELINED_BEGIN, with it, opens a transaction
+# with the first statement, its BEGIN in that statement's round trip (_statement_modes).
+AUTOCOMMIT = "livecode_autocommit"
 PIPELINED_BEGIN = "livecode_pipelined_begin"
 
 
-def _begin_with_first_statement(engine: Engine) -> None:
-    """A transaction whose BEGIN costs no round trip of its own. psycopg sends BEGIN before a
-    transaction's first statement and waits for its answer (in pipeline mode too: it syncs after
-    BEGIN), so a one-statement transaction took three round trips, BEGIN, the statement, COMMIT.
-    On a connection with PIPELINED_BEGIN (in autocommit mode, where psycopg sends no BEGIN of its
-    own), a statement that finds the connection outside a transaction goes in one pipeline after
-    an explicit BEGIN: one round trip for both, then the transaction is open as with psycopg's
-    implicit BEGIN (the connection's commit() and rollback() send COMMIT and ROLLBACK whenever a
-    transaction is open, autocommit or not; a failed BEGIN or statement leaves the transaction
-    aborted, and the rollback ends it). PostgreSQL engines only."""
+def _statement_modes(engine: Engine) -> None:
+    """The connection's mode, set per statement from its execution options, and a transaction
+    whose BEGIN costs no round trip of its own.
 
-    def begun(cursor: Any, context: Any) -> Any:
-        """The psycopg connection when this statement must open the transaction, else None."""
-        if context is None or not context.execution_options.get(PIPELINED_BEGIN):
-            return None
+    The mode: SQLAlchemy's `isolation_level="AUTOCOMMIT"` execution option set psycopg's
+    autocommit and isolation level at every checkout and reset both at every checkin (four
+    driver calls, ~200 Python calls, ~10 us of CPU per checkout); here a connection keeps the mode
+    it was last used in, and a statement changes it only when it needs the other one (between
+    transactions: the connection is idle then). A statement without AUTOCOMMIT (the ORM's, the
+    migrations', a plain engine.connect()) runs as before: psycopg opens the transaction.
+
+    The BEGIN: psycopg sends BEGIN before a transaction's first statement and waits for its
+    answer (in pipeline mode too: it syncs after BEGIN), so a one-statement transaction took three
+    round trips, BEGIN, the statement, COMMIT. With PIPELINED_BEGIN, a statement that finds the
+    connection outside a transaction goes in one pipeline after an explicit BEGIN: one round trip
+    for both, then the transaction is open as with psycopg's own BEGIN (the connection's commit()
+    and rollback() send COMMIT and ROLLBACK whenever a transaction is open, autocommit or not; a
+    failed BEGIN or statement leaves the transaction aborted, and the rollback ends it)."""
+
+    def prepare(cursor: Any, context: Any) -> Any:
+        """Set the connection's mode; return it when this statement must open the transaction."""
         conn = cursor.connection
-        if not conn.autocommit or conn.info.transaction_status != _IDLE:
-            return None  # already in a transaction (or psycopg opens one itself)
-        return conn
+        options = context.execution_options if context is not None else {}
+        autocommit = bool(options.get(AUTOCOMMIT))
+        idle = conn.info.transaction_status == _IDLE
+        if conn.autocommit != autocommit and idle:  # inside a transaction, its statements stay in it
+            conn.autocommit = autocommit
+        return conn if autocommit and idle and options.get(PIPELINED_BEGIN) else None
 
     @event.listens_for(engine, "do_execute")
     def _execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
-        conn = begun(cursor, context)
+        conn = prepare(cursor, context)
         if conn is None:
             return False
         with conn.pipeline():  # leaving it sends Sync and reads both results
@@ -96,7 +107,7 @@ def _begin_with_first_statement(engine: Engine) -> None:
 
     @event.listens_for(engine, "do_execute_no_params")
     def _execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
-        conn = begun(cursor, context)
+        conn = prepare(cursor, context)
         if conn is None:
             return False
         with conn.pipeline():
@@ -106,7 +117,7 @@ def _begin_with_first_statement(engine: Engine) -> None:
 
     @event.listens_for(engine, "do_executemany")
     def _executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
-        conn = begun(cursor, context)
+        conn = prepare(cursor, context)
         if conn is None:
             return False
         with conn.pipeline():  # executemany rides the same pipeline
@@ -162,13 +173,16 @@ class Database:
             else self.engine
         )
         # Same pool; a connection checked out through it runs each statement as its own
-        # transaction (the isolation level is a client-side flag, reset when it goes back).
-        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._replica_autocommit = self.replica_engine.execution_options(isolation_level="AUTOCOMMIT")
-        # Core transactions on PostgreSQL: the same autocommit connections, a transaction opened
-        # by the first statement's pipelined BEGIN (_begin_with_first_statement).
-        self._pipelined = (self.engine if self.is_sqlite
-                           else self._autocommit.execution_options(**{PIPELINED_BEGIN: True}))
+        # transaction. On PostgreSQL the mode is set by the statements (_statement_modes), and
+        # a Core transaction's BEGIN goes with its first statement.
+        if self.is_sqlite:
+            self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            self._replica_autocommit = self.replica_engine.execution_options(isolation_level="AUTOCOMMIT")
+            self._pipelined = self.engine
+        else:
+            self._autocommit = self.engine.execution_options(**{AUTOCOMMIT: True})
+            self._replica_autocommit = self.replica_engine.execution_options(**{AUTOCOMMIT: True})
+            self._pipelined = self.engine.execution_options(**{AUTOCOMMIT: True, PIPELINED_BEGIN: True})
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
         self._replica_factory = sessionmaker(self.replica_engine, expire_on_commit=False)
 
@@ -213,7 +227,9 @@ class Database:
             yield session
 
     def ping(self) -> None:
-        with self.engine.connect() as conn:
+        # Autocommit: one round trip; a transaction's ROLLBACK would also make psycopg forget the
+        # connection's prepared statements (it sends DEALLOCATE ALL after a rollback).
+        with self._autocommit.connect() as conn:
             conn.execute(text("SELECT 1"))
 
     def dispose(self) -> None:

@@ -139,3 +139,38 @@ def test_a_core_transaction_rolls_back_as_one_when_it_fails_after_its_first_stat
             assert other.execute("SELECT count(*) FROM t").fetchone() == (0,)
     with db.read_core(fresh=True) as conn:
         assert conn.execute(text("SELECT count(*) FROM t")).scalar_one() == 2
+
+
+def test_one_connection_alternating_autocommit_statements_and_transactions_keeps_each_ones_mode(
+    db: Database,
+) -> None:
+    # The pool's one connection keeps the mode it was last used in (db._statement_modes): each
+    # use must still get its own, whatever came before it.
+    def others_see() -> int:
+        with psycopg.connect(db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
+                             autocommit=True) as other:
+            return int(other.execute("SELECT count(*) FROM t").fetchone()[0])  # type: ignore[index]
+
+    with db.write_core() as conn:
+        conn.execute(text("CREATE TABLE t (id int PRIMARY KEY)"))
+    for round_ in range(2):
+        base = 10 * round_
+        with db.write_one() as conn:  # autocommit: committed as soon as it ran
+            conn.execute(text("INSERT INTO t VALUES (:i)"), {"i": base + 1})
+            assert others_see() == 3 * round_ + 1
+        with pytest.raises(RuntimeError), db.write() as session:  # the ORM's transaction
+            session.execute(text("INSERT INTO t VALUES (:i)"), {"i": base + 2})
+            assert others_see() == 3 * round_ + 1
+            raise RuntimeError("rolled back")
+        with db.write() as session:
+            session.execute(text("INSERT INTO t VALUES (:i)"), {"i": base + 2})
+        with db.read_core(fresh=True) as conn:
+            assert conn.execute(text("SELECT count(*) FROM t")).scalar_one() == 3 * round_ + 2
+        with pytest.raises(RuntimeError), db.write_core() as conn:  # a Core transaction
+            conn.execute(text("INSERT INTO t VALUES (:i)"), {"i": base + 3})
+            assert others_see() == 3 * round_ + 2
+            raise RuntimeError("rolled back")
+        with db.write_core() as conn:
+            conn.execute(text("INSERT INTO t VALUES (:i)"), {"i": base + 3})
+        assert others_see() == 3 * round_ + 3
+    db.ping()
