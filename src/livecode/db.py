@@ -101,7 +101,7 @@ def _statement_modes(engine: Engine) -> None:
         if conn is None:
             return False
         with conn.pipeline():  # leaving it sends Sync and reads both results
-            conn.execute(b"BEGIN")
+            cursor.execute(b"BEGIN")
             cursor.execute(statement, parameters)
         return True
 
@@ -111,7 +111,7 @@ def _statement_modes(engine: Engine) -> None:
         if conn is None:
             return False
         with conn.pipeline():
-            conn.execute(b"BEGIN")
+            cursor.execute(b"BEGIN")
             cursor.execute(statement)
         return True
 
@@ -121,7 +121,7 @@ def _statement_modes(engine: Engine) -> None:
         if conn is None:
             return False
         with conn.pipeline():  # executemany rides the same pipeline
-            conn.execute(b"BEGIN")
+            cursor.execute(b"BEGIN")
             cursor.executemany(statement, parameters)
         return True
 
