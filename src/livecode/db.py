@@ -90,7 +90,7 @@ def _statement_modes(engine: Engine) -> None:
         conn = cursor.connection
         options = context.execution_options if context is not None else {}
         autocommit = bool(options.get(AUTOCOMMIT))
-        idle = conn.info.transaction_status == _IDLE
+        idle = conn.pgconn.transaction_status == _IDLE
         if conn.autocommit != autocommit and idle:  # inside a transaction, its statements stay in it
             conn.autocommit = autocommit
         return conn if autocommit and idle and options.get(PIPELINED_BEGIN) else None
