@@ -18,6 +18,8 @@ from typing import Any
 
 import requests
 
+from tests.support.forkserver import ForkedProcess, ForkServer
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -186,14 +188,40 @@ def create_migrated_database(admin_url: str, env: dict[str, str]) -> str:
     return admin_url.rsplit("/", 1)[0] + "/" + name
 
 
+_fork_server: ForkServer | None = None
+
+
+def _forked(argv: list[str], env: dict[str, str], log: Path) -> ForkedProcess | None:
+    """The `livecode` console script's process, forked from this test process's fork server (its
+    libraries already imported: tests/support/forkserver.py); None for any other program, or with
+    LIVECODE_TEST_FORKSERVER=0."""
+    global _fork_server
+    if argv[0] != str(BIN / "livecode") or os.environ.get("LIVECODE_TEST_FORKSERVER", "1") == "0":
+        return None
+    # What the interpreter reads at its start (PYTHONPATH, PYTHONHASHSEED, ...) is the server's:
+    # a process asking for other values gets an interpreter of its own.
+    server_env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVECODE_", "DATABASE_", "REDIS_"))}
+    server_env["PYTHONUNBUFFERED"] = "1"
+
+    def interpreter(e: dict[str, str]) -> dict[str, str]:
+        return {k: v for k, v in e.items() if k.startswith("PYTHON") and k != "PYTHONUNBUFFERED"}
+
+    if interpreter(env) != interpreter(server_env):
+        return None
+    if _fork_server is None:
+        _fork_server = ForkServer(sys.executable, server_env)
+        atexit.register(_fork_server.close)
+    return _fork_server.spawn(argv, env, str(ROOT), str(log))
+
+
 class Process:
     """A livecode process (api, worker, serve) with its output in a log file."""
 
     def __init__(self, argv: list[str], env: dict[str, str], name: str) -> None:
         self.log_path = Path(tempfile.mkstemp(prefix=f"lc-{name}-", suffix=".log")[1])
         self.log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     cwd=ROOT, start_new_session=True)
+        self.proc: subprocess.Popen[bytes] | ForkedProcess = _forked(argv, env, self.log_path) or subprocess.Popen(
+            argv, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
         self.name = name
 
     def output(self) -> str:
