@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import base_env
-from tests.support.procs import Process, livecode, start_embedded
+from tests.support.procs import Process, livecode, run_livecode, start_embedded
 
 
 def _finished(proc: Process, timeout: float = 30) -> tuple[int, str]:
@@ -41,6 +41,16 @@ def test_a_forked_process_exits_with_the_status_a_fresh_one_would() -> None:
     assert "LIVECODE_WORKER_CONCURRENCY" in out and "LIVECODE_WORKER_CONCURRENCY" in fresh.stderr
     code, out = _finished(Process(livecode("no-such-command"), env, "forked"))
     assert code == 2 and "invalid choice" in out
+
+
+def test_a_forked_command_keeps_its_output_and_its_errors_apart_as_subprocess_run_does() -> None:
+    env = {"PATH": "/usr/bin:/bin"}
+    for args in (("config", "env-example"), ("no-such-command",), ("dlq", "show", "x")):
+        forked, fresh = run_livecode(*args, env=env), _fresh(*args, env=env)
+        assert (forked.returncode, forked.stdout, forked.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+    assert run_livecode("config", "env-example", env=env).stdout.startswith("#")
+    with pytest.raises(subprocess.CalledProcessError):
+        run_livecode("no-such-command", env=env, check=True)
 
 
 def test_a_forked_process_is_signalled_and_waited_for_as_a_popen_one(tmp_path: Path) -> None:

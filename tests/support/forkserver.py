@@ -95,11 +95,12 @@ def _child(request: dict, conn: socket.socket) -> None:
     os.chdir(request["cwd"])
     null = os.open(os.devnull, os.O_RDONLY)
     out = os.open(request["log"], os.O_WRONLY | os.O_APPEND)
+    err = os.open(request["err"], os.O_WRONLY | os.O_APPEND) if request.get("err") else out
     os.dup2(null, 0)
     os.dup2(out, 1)
-    os.dup2(out, 2)
-    os.close(null)
-    os.close(out)
+    os.dup2(err, 2)
+    for fd in {null, out, err}:
+        os.close(fd)
     os.environ.clear()
     os.environ.update(request["env"])
     unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
@@ -122,7 +123,8 @@ def _child(request: dict, conn: socket.socket) -> None:
 
 def serve(conn: socket.socket) -> None:
     """Take requests (one JSON line each) until the test process closes its end:
-    {"op": "spawn", argv, env, cwd, log} -> {"pid"} and the child's pidfd;
+    {"op": "spawn", argv, env, cwd, log, err} -> {"pid"} and the child's pidfd (its output goes to
+    the file `log`, its standard error to `err` if given);
     {"op": "status", pid} -> {"returncode"} once it has ended (the test side waits on the pidfd first)."""
     spawned: set[int] = set()
     ended: dict[int, int] = {}
@@ -236,8 +238,8 @@ class ForkServer:
         self._conn = ours
         self._line()  # {"ready": N}: it has imported what it preloads
 
-    def spawn(self, argv: list[str], env: dict[str, str], cwd: str, log: str) -> ForkedProcess:
-        request = {"op": "spawn", "argv": argv, "env": env, "cwd": cwd, "log": log}
+    def spawn(self, argv: list[str], env: dict[str, str], cwd: str, log: str, err: str | None = None) -> ForkedProcess:
+        request = {"op": "spawn", "argv": argv, "env": env, "cwd": cwd, "log": log, "err": err}
         with self._lock:
             self._conn.sendall(json.dumps(request).encode() + b"\n")
             # the reply's line and the pidfd come in one message; nothing is buffered before it

@@ -179,8 +179,7 @@ def create_migrated_database(admin_url: str, env: dict[str, str]) -> str:
     template = _migrated_templates.get(admin_url)
     if template is None:
         url = create_database(admin_url)
-        subprocess.run(livecode("db", "upgrade"), env={**env, "DATABASE_URL": url}, check=True,
-                       capture_output=True, timeout=120)
+        run_livecode("db", "upgrade", env={**env, "DATABASE_URL": url}, check=True)
         template = _migrated_templates[admin_url] = url.rsplit("/", 1)[1]
     name = f"livecode_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(admin_url, autocommit=True, connect_timeout=3) as conn:
@@ -191,7 +190,7 @@ def create_migrated_database(admin_url: str, env: dict[str, str]) -> str:
 _fork_server: ForkServer | None = None
 
 
-def _forked(argv: list[str], env: dict[str, str], log: Path) -> ForkedProcess | None:
+def _forked(argv: list[str], env: dict[str, str], log: Path, err: Path | None = None) -> ForkedProcess | None:
     """The `livecode` console script's process, forked from this test process's fork server (its
     libraries already imported: tests/support/forkserver.py); None for any other program, or with
     LIVECODE_TEST_FORKSERVER=0."""
@@ -211,7 +210,33 @@ def _forked(argv: list[str], env: dict[str, str], log: Path) -> ForkedProcess | 
     if _fork_server is None:
         _fork_server = ForkServer(sys.executable, server_env)
         atexit.register(_fork_server.close)
-    return _fork_server.spawn(argv, env, str(ROOT), str(log))
+    return _fork_server.spawn(argv, env, str(ROOT), str(log), str(err) if err else None)
+
+
+def run_livecode(*args: str, env: dict[str, str], timeout: float = 120,
+                 check: bool = False) -> subprocess.CompletedProcess[str]:
+    """`subprocess.run(livecode(*args), capture_output=True, text=True)`, forked from the fork
+    server (a command such as `livecode db upgrade` or `user create`)."""
+    argv = livecode(*args)
+    with tempfile.TemporaryDirectory(prefix="lc-cli-") as tmp:
+        out, err = Path(tmp, "out"), Path(tmp, "err")
+        out.touch()
+        err.touch()
+        proc = _forked(argv, env, out, err)
+        if proc is None:
+            done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        else:
+            try:
+                code = proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+                raise
+            done = subprocess.CompletedProcess(argv, code, out.read_text(errors="replace"),
+                                               err.read_text(errors="replace"))
+    if check:
+        done.check_returncode()
+    return done
 
 
 class Process:
