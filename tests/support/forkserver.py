@@ -79,6 +79,9 @@ def _preload() -> int:
         except Exception:  # noqa: BLE001 - a module that cannot be imported alone is imported later, by the child
             pass
     assert "prometheus_client" not in sys.modules, "a preloaded library imported prometheus_client"
+    import threading
+
+    assert threading.active_count() == 1, "a preloaded library started a thread: forking would copy its locks"
     assert not any(m == "livecode" or m.startswith("livecode.") for m in sys.modules)
     return count
 
