@@ -7,9 +7,12 @@ gunicorn and the rest before running a line of LiveCode. This server imports tho
 process; each start is then a `fork` that runs the real `livecode` console script
 (`runpy.run_path` of `.venv/bin/livecode`, as `python .venv/bin/livecode ARGS` would) with the
 requested arguments, environment, working directory and output file, in a session of its own.
-LiveCode's own modules are imported in the child, as a fresh process imports them: they read the
-environment (settings, prometheus_client's multiprocess directory) when imported or run, so the
-server never imports them, nor prometheus_client.
+LiveCode's own modules are imported in the child, as a fresh process imports them: some keep what
+they found when imported (the worker's boot time, `worker/heartbeat.py`'s BOOTED_AT, which tells a
+restarted worker's runs from its previous life's; prometheus_client's multiprocess directory, from
+the environment), so the server never imports them, nor prometheus_client. The libraries it
+imports keep nothing of the kind that LiveCode reads (their random generators are re-seeded in
+each child by Python's fork hooks).
 
 The child is the server's: the test process gets a pidfd (over the socket) to wait for and
 signal it without racing a reused pid, and asks the server for its exit status. The server reaps
@@ -53,7 +56,7 @@ def _probe_modules() -> list[str]:
 
             for name in PROBE:
                 importlib.import_module(name)
-            os.write(write, json.dumps(sorted(sys.modules)).encode())
+            os.write(write, json.dumps(list(sys.modules)).encode())  # in the order they were imported
         except BaseException:  # noqa: BLE001 - reported as "nothing to preload"
             code = 1
         os._exit(code)
