@@ -636,6 +636,8 @@ def main() -> None:
     p.add_argument("--no-embedded", action="store_true", help="skip the embedded mode")
     p.add_argument("--redis-url", default=os.environ.get("LIVECODE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"),
                    help="the Redis database the bench may flush (default %(default)s)")
+    p.add_argument("--worker-concurrency", type=int,
+                   help="runs at once in the worker (default: its own default, LIVECODE_WORKER_CONCURRENCY unset)")
     p.add_argument("--private-redis", action="store_true", help="start a redis-server for the bench alone")
     p.add_argument("--json", action="store_true", help="also print every figure as JSON")
     args = p.parse_args()
@@ -646,7 +648,8 @@ def main() -> None:
 
     report: dict[str, Any] = {"machine": machine(), "load_before": os.getloadavg(), "private_redis": args.private_redis}
     report["raw"] = raw_figures(runs)
-    stack = start_stack(args.redis_url, args.private_redis)
+    extra = {"LIVECODE_WORKER_CONCURRENCY": str(args.worker_concurrency)} if args.worker_concurrency else {}
+    stack = start_stack(args.redis_url, args.private_redis, extra)
     pg = psycopg.connect(stack.database_url, autocommit=True)
     try:
         meter = CpuMeter(stack.api.proc.pid, stack.worker.proc.pid, redis_pid(stack.env["REDIS_URL"]),
