@@ -315,6 +315,13 @@ def wait_all_done(pg: psycopg.Connection[Any], ids: list[str], timeout: float = 
     raise TimeoutError(f"{len(ids)} executions not all finished after {timeout}s")
 
 
+def cpu_stat() -> tuple[int, int]:
+    """(all, idle + iowait) ticks of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as fh:
+        ticks = [int(x) for x in fh.readline().split()[1:]]
+    return sum(ticks), ticks[3] + ticks[4]
+
+
 def throughput(stack: Stack, meter: CpuMeter, pg: psycopg.Connection[Any], source: str, language: str,
                count: int) -> dict[str, Any]:
     api = ApiClient(stack.base)
@@ -334,12 +341,13 @@ def throughput(stack: Stack, meter: CpuMeter, pg: psycopg.Connection[Any], sourc
     def read(eid: str) -> str:
         return http().get(f"{stack.base}/api/v1/executions/{eid}", timeout=60).json()["status"]  # type: ignore[no-any-return]
 
-    a, threads_a = meter.snapshot(), thread_ticks(meter.worker_pid)
+    a, threads_a, stat_a = meter.snapshot(), thread_ticks(meter.worker_pid), cpu_stat()
     t0 = time.perf_counter()
     with ThreadPoolExecutor(16) as pool:
         ids = list(pool.map(submit, sessions))
     wait_all_done(pg, ids)
     elapsed = time.perf_counter() - t0
+    stat_b = cpu_stat()
     with ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(read, ids))
     b, threads_b = meter.snapshot(), thread_ticks(meter.worker_pid)
@@ -347,7 +355,13 @@ def throughput(stack: Stack, meter: CpuMeter, pg: psycopg.Connection[Any], sourc
     threads = by_thread_kind(meter.worker_pid, threads_a, threads_b, count)
     if threads:
         threads["threads that ended (output publishers)"] = max(0.0, cpu["worker_own"] - sum(threads.values()))
+    # How busy the cores were: the machine's idle share (other load on the host fills it too),
+    # and the stack's CPU over the phase as a share of every core (one GET per run included).
+    cores = os.cpu_count() or 1
+    idle = (stat_b[1] - stat_a[1]) / max(1, stat_b[0] - stat_a[0])
+    stack_share = sum(v for k, v in cpu.items() if k != "worker_own") * count / (elapsed * 1000 * cores)
     return {"count": count, "seconds": elapsed, "per_s": count / elapsed, "cpu_ms": cpu,
+            "machine_idle": idle, "stack_share": stack_share, "cores": cores,
             "worker_threads_ms": threads, "completed": statuses.count("COMPLETED")}
 
 
@@ -545,6 +559,8 @@ def table(r: dict[str, Any]) -> str:
     add(f"hello world executions/s ({tp['count']} at once)", f"{tp['per_s']:.1f}",
         f"{raw['runs_per_s']:.0f} plain runs/s, 2 parallel", f"{100 * tp['per_s'] / raw['runs_per_s']:.0f} %",
         ">= 50 %")
+    add("  while they ran: the stack's CPU / machine idle", f"{100 * tp['stack_share']:.0f} % / "
+        f"{100 * tp['machine_idle']:.0f} % of {tp['cores']} cores", "", "", "")
     if r.get("throughput_c"):
         c = r["throughput_c"]
         add(f"cached C executions/s ({c['count']} at once)", f"{c['per_s']:.1f}", "", "", "")
@@ -620,6 +636,8 @@ def main() -> None:
     p.add_argument("--no-embedded", action="store_true", help="skip the embedded mode")
     p.add_argument("--redis-url", default=os.environ.get("LIVECODE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"),
                    help="the Redis database the bench may flush (default %(default)s)")
+    p.add_argument("--worker-concurrency", type=int,
+                   help="runs at once in the worker (default: its own default, LIVECODE_WORKER_CONCURRENCY unset)")
     p.add_argument("--private-redis", action="store_true", help="start a redis-server for the bench alone")
     p.add_argument("--json", action="store_true", help="also print every figure as JSON")
     args = p.parse_args()
@@ -630,7 +648,8 @@ def main() -> None:
 
     report: dict[str, Any] = {"machine": machine(), "load_before": os.getloadavg(), "private_redis": args.private_redis}
     report["raw"] = raw_figures(runs)
-    stack = start_stack(args.redis_url, args.private_redis)
+    extra = {"LIVECODE_WORKER_CONCURRENCY": str(args.worker_concurrency)} if args.worker_concurrency else {}
+    stack = start_stack(args.redis_url, args.private_redis, extra)
     pg = psycopg.connect(stack.database_url, autocommit=True)
     try:
         meter = CpuMeter(stack.api.proc.pid, stack.worker.proc.pid, redis_pid(stack.env["REDIS_URL"]),

@@ -48,6 +48,29 @@ SANDBOX = os.environ.get("LIVECODE_TEST_SANDBOX", "bwrap")
 TEST_SECRET_KEY = secrets.token_urlsafe(48)
 
 
+# ---- the end of the session -------------------------------------------------------------------
+# The session's stacks (cluster, embedded, auth_apis) and servers are stopped together at the end:
+# each fixture's teardown only sends SIGTERM and leaves its processes here, and the last teardown
+# waits for all of them at once, then destroys the servers they used. One after the other, a
+# worker's teardowns took up to three grace periods at the very end of the run.
+_session_end: list[Process] = []
+_session_end_after: list[Any] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_stops_together() -> Iterator[None]:
+    yield
+    stop_all(_session_end, SESSION_END_GRACE_S)
+    for destroy in reversed(_session_end_after):
+        destroy()
+
+
+def stop_at_session_end(procs: list[Process]) -> None:
+    for proc in procs:
+        proc.terminate()
+    _session_end.extend(procs)
+
+
 @pytest.fixture(scope="session")
 def pg_admin_url() -> Iterator[str]:
     if os.environ.get("LIVECODE_TEST_PG_URL"):
@@ -57,7 +80,7 @@ def pg_admin_url() -> Iterator[str]:
     else:
         server = PostgresServer().start()
         yield server.url
-        server.destroy()
+        _session_end_after.append(server.destroy)
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +88,7 @@ def redis_base_url() -> Iterator[str]:
     if XDIST_WORKER or not (os.environ.get("LIVECODE_TEST_REDIS_URL") or port_open(6379)):
         server = RedisServer().start()
         yield server.url
-        server.destroy()
+        _session_end_after.append(server.destroy)
     elif os.environ.get("LIVECODE_TEST_REDIS_URL"):
         yield os.environ["LIVECODE_TEST_REDIS_URL"]
     else:
@@ -164,7 +187,7 @@ SHARED_STACK_ENV = {"LIVECODE_RECONCILE_INTERVAL_S": "10", "LIVECODE_STORAGE_CLE
 def cluster(pg_admin_url: str, redis_base_url: str) -> Iterator[Cluster]:
     c = start_cluster(pg_admin_url, redis_base_url, **SHARED_STACK_ENV)
     yield c
-    c.stop(SESSION_END_GRACE_S)
+    stop_at_session_end([*c.workers, c.api])
 
 
 @pytest.fixture(scope="session")
@@ -176,7 +199,7 @@ def embedded() -> Iterator[Cluster]:
     c = Cluster(base, env, proc)
     wait_workers(base, 1)
     yield c
-    c.stop(SESSION_END_GRACE_S)
+    stop_at_session_end([proc])
 
 
 @pytest.fixture(params=["distributed", "embedded"])
@@ -213,7 +236,7 @@ def auth_apis(cluster: Cluster) -> Iterator[AuthApis]:
     started = [start_api(env, workers=2), start_api(env)]
     apis = AuthApis([base for _, base in started], env, [proc for proc, _ in started])
     yield apis
-    stop_all(apis.procs, SESSION_END_GRACE_S)
+    stop_at_session_end(apis.procs)
 
 
 # ---- order: the longest files first ------------------------------------------------------------

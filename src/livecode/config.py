@@ -57,6 +57,45 @@ def _env(name: str, default: str | None = None) -> str | None:
     return default if value is None or value == "" else value
 
 
+# The default worker concurrency stops here on big hosts: each run at once holds one of the host's
+# sandbox slot uids (LIVECODE_SANDBOX_SLOTS, shared by every worker on it) and up to its memory limit.
+MAX_DEFAULT_CONCURRENCY = 8
+
+
+def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")) -> int:
+    """The CPUs this process may use: its CPU affinity, bounded by a cgroup v2 CPU quota on its
+    cgroup or an ancestor (a container's `--cpus`, a Kubernetes CPU limit), rounded up."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        path = next(line[3:].strip() for line in proc_cgroup.read_text().splitlines() if line.startswith("0::"))
+    except (OSError, StopIteration):
+        return cpus
+    here = (cgroup_root / path.lstrip("/")).resolve()
+    for d in (here, *here.parents):
+        try:
+            quota, period = (d / "cpu.max").read_text().split()[:2]
+            if quota != "max":
+                cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+        except (OSError, ValueError):
+            pass
+        if d == cgroup_root.resolve():
+            break
+    return cpus
+
+
+def default_worker_concurrency(
+    cgroup_root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")
+) -> int:
+    """Runs at once per worker process when LIVECODE_WORKER_CONCURRENCY is unset: one more than the
+    CPUs it may use. A run waits between its bursts of CPU (its claim's and its result's commits,
+    Redis round trips, the sandbox's start, the hand-off to the next message); with one run per
+    core the cores sit idle in those waits, a quarter of the time on 2 cores (docs/performance.md)."""
+    return min(usable_cpus(cgroup_root, proc_cgroup) + 1, MAX_DEFAULT_CONCURRENCY)
+
+
 def default_data_dir() -> Path:
     base = _env("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "livecode"
@@ -120,8 +159,13 @@ class Settings:
         "(at least 4) at once and answers 503 STREAMS_BUSY past that, so ordinary requests always find a thread.",
         parse=Integer(minimum=1), example="128")
     worker_concurrency: int = setting(
-        "LIVECODE_WORKER_CONCURRENCY", 2,
-        "Runs at once per worker process (Celery threads pool; each run is a sandboxed child process).")
+        "LIVECODE_WORKER_CONCURRENCY", None,
+        "Runs at once per worker process (Celery threads pool; each run is a sandboxed child process; "
+        "`livecode worker -c`). Unset: the CPUs the process may use (affinity, cgroup CPU quota) + 1, at "
+        "most 8 (3 on 2 CPUs): a run waits on the database, Redis and its sandbox's start between bursts of "
+        "CPU, and one run per core leaves the cores idle in those waits. Each run at once holds a sandbox "
+        "slot uid and up to its memory limit: size the worker's memory for concurrency x LIVECODE_MEMORY_LIMIT_MB.",
+        parse=Integer(minimum=1), factory=default_worker_concurrency, example="3")
     queue_high: str = setting(
         "LIVECODE_QUEUE_HIGH", "high_priority",
         "Queue names (design 4.3): interactive runs go to the high one, batch runs to the low one.")

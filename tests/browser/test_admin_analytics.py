@@ -5,7 +5,6 @@ the charts (uPlot canvases) and the figures the API gives."""
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +14,7 @@ import requests
 
 from tests.browser.conftest import Page
 from tests.support.accounts import login, user_client
-from tests.support.procs import livecode
+from tests.support.procs import run_livecode
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.integration]
 
@@ -29,13 +28,7 @@ def admin_page(browser: Any, auth_apis: Any) -> Iterator[Page]:
 
 def create_admin(env: dict[str, str]) -> tuple[str, str]:
     name, password = f"ops{uuid.uuid4().hex[:8]}", "admin-password-73"
-    out = subprocess.run(
-        livecode("user", "create", name, "--admin"),
-        env={**env, "LIVECODE_PASSWORD": password},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_livecode("user", "create", name, "--admin", env={**env, "LIVECODE_PASSWORD": password}, timeout=60)
     assert out.returncode == 0, out.stderr
     return name, password
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from tests.integration.test_rate_limits import from_address
 from tests.support import accounts
 from tests.support.client import ApiClient
-from tests.support.procs import livecode, start_api, wait_for
+from tests.support.procs import run_livecode, start_api, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,7 @@ def refresh(base: str, token: str) -> requests.Response:
 
 def cli(env: dict[str, str], *args: str, password: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**env, **({"LIVECODE_PASSWORD": password} if password else {})}
-    out = subprocess.run(livecode("user", *args), env=env, capture_output=True, text=True, timeout=60)
+    out = run_livecode("user", *args, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     return out
 

@@ -3,7 +3,6 @@ data through any endpoint. Runs against API processes with sign-in required (fix
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from typing import Any
 
@@ -12,7 +11,7 @@ import requests
 
 from tests.support.accounts import login, register, user_client
 from tests.support.client import ApiClient
-from tests.support.procs import livecode, wait_for
+from tests.support.procs import run_livecode, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -171,8 +170,7 @@ def test_admin_reaches_operator_endpoints(auth_apis: Any) -> None:
 
     name = f"admin{uuid.uuid4().hex[:8]}"
     env = {**auth_apis.env, "LIVECODE_PASSWORD": "admin-password-1"}
-    out = subprocess.run(livecode("user", "create", name, "--admin"), env=env, capture_output=True, text=True,
-                         timeout=60)
+    out = run_livecode("user", "create", name, "--admin", env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     tokens = login(auth_apis.base, name, "admin-password-1")
     admin = ApiClient(auth_apis.base, headers={"Authorization": f"Bearer {tokens['access_token']}"})

@@ -5,13 +5,12 @@ letter, and everything recovers by itself when the database is back."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 
 import pytest
 import schemathesis
 
-from tests.support.procs import livecode, wait_for
+from tests.support.procs import run_livecode, wait_for
 from tests.support.stack import Editors, Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("restored_stack")]
@@ -136,7 +135,7 @@ def test_task_that_exhausts_its_retries_is_dead_lettered_then_requeued(stack: St
     assert json.loads(dlq(stack, "show", other))["execution_id"] == ids[1]
     assert json.loads(dlq(stack, "requeue", other))["requeued_at"]
     assert client.wait_execution(ids[1])["status"] == "COMPLETED"
-    twice = subprocess.run(livecode("dlq", "requeue", other), env=stack.env, capture_output=True, text=True)
+    twice = run_livecode("dlq", "requeue", other, env=stack.env)
     assert twice.returncode != 0 and "not dead-lettered" in twice.stderr
     for eid in ids:
         assert stack.execution_row(eid)["attempts"] == 1
@@ -157,7 +156,7 @@ def test_dead_letter_endpoints_reject_bad_ids(stack: Stack) -> None:
     assert client.request("GET", f"{DLQ}/{missing}").json()["error"]["code"] == "DEAD_LETTER_NOT_FOUND"
     assert client.request("POST", f"{DLQ}/{missing}/requeue").status_code == 404
     assert client.request("GET", f"{DLQ}?limit=0").status_code == 400
-    cli = subprocess.run(livecode("dlq", "show", missing), env=stack.env, capture_output=True, text=True)
+    cli = run_livecode("dlq", "show", missing, env=stack.env)
     assert cli.returncode != 0 and "no dead letter" in cli.stderr
 
 
@@ -178,6 +177,6 @@ def test_acknowledged_work_survives_a_postgres_restart(stack: Stack) -> None:
 
 
 def dlq(stack: Stack, *args: str) -> str:
-    done = subprocess.run(livecode("dlq", *args), env=stack.env, capture_output=True, text=True, timeout=60)
+    done = run_livecode("dlq", *args, env=stack.env, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout

@@ -6,7 +6,6 @@ share the `cluster`: xdist runs the two files side by side.)"""
 from __future__ import annotations
 
 import re
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import requests
 from tests.integration.test_hostile_input import judge0_error_shape
 from tests.support.accounts import login
 from tests.support.client import ApiClient
-from tests.support.procs import create_migrated_database, livecode, start_api
+from tests.support.procs import create_migrated_database, run_livecode, start_api
 
 pytestmark = pytest.mark.integration
 
@@ -40,13 +39,7 @@ def sweep_api(cluster: Any, pg_admin_url: str) -> Iterator[SweepApi]:
     env = {**cluster.env, "LIVECODE_AUTH_REQUIRED": "true"}
     env["DATABASE_URL"] = create_migrated_database(pg_admin_url, env)
     password = "sweep-" + uuid.uuid4().hex
-    subprocess.run(
-        livecode("user", "create", "sweeper", "--admin"),
-        env={**env, "LIVECODE_PASSWORD": password},
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    run_livecode("user", "create", "sweeper", "--admin", env={**env, "LIVECODE_PASSWORD": password}, check=True)
     proc, base = start_api(env)
     token = login(base, "sweeper", password)["access_token"]
     sid = ApiClient(base, headers={"Authorization": f"Bearer {token}"}).create_session("print(1)")["session_id"]

@@ -6,7 +6,6 @@ row is there only when the test copies it, possibly stale, as a lagging replica 
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.support.client import ApiClient
-from tests.support.procs import Process, create_database, livecode, start_api
+from tests.support.procs import Process, create_database, run_livecode, start_api
 
 pytestmark = pytest.mark.integration
 
@@ -24,8 +23,7 @@ pytestmark = pytest.mark.integration
 def replica_api(cluster: Any, pg_admin_url: str) -> Iterator[tuple[ApiClient, str, str]]:
     replica_url = create_database(pg_admin_url)
     env = {**cluster.env, "DATABASE_REPLICA_URL": replica_url}
-    subprocess.run(livecode("db", "upgrade"), env={**env, "DATABASE_URL": replica_url}, check=True,
-                   capture_output=True, timeout=120)
+    run_livecode("db", "upgrade", env={**env, "DATABASE_URL": replica_url}, check=True)
     proc: Process
     proc, base = start_api(env)
     yield ApiClient(base), cluster.env["DATABASE_URL"], replica_url

@@ -5,7 +5,6 @@ worker`) run the distributed system."""
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 import tempfile
 
@@ -17,7 +16,7 @@ from tests.support.procs import (
     Process,
     create_database,
     free_port,
-    livecode,
+    run_livecode,
     start_embedded,
     wait_api,
     wait_for,
@@ -69,7 +68,7 @@ def test_design_commands_main_py_and_celery_worker(pg_admin_url: str, redis_base
 
     redis.Redis.from_url(redis_url).flushdb()
     env = base_env(DATABASE_URL=create_database(pg_admin_url), REDIS_URL=redis_url)
-    subprocess.run(livecode("db", "upgrade"), env=env, check=True, capture_output=True)
+    run_livecode("db", "upgrade", env=env, check=True)
     port = free_port()
     api_proc = Process([sys.executable, "main.py", "--port", str(port), "--workers", "1"], env, "main-py")
     worker = Process([sys.executable, "-m", "celery", "-A", "celery_worker.celery", "worker", "--loglevel=info",

@@ -18,6 +18,8 @@ from typing import Any
 
 import requests
 
+from tests.support.forkserver import ForkedProcess, ForkServer
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -177,13 +179,64 @@ def create_migrated_database(admin_url: str, env: dict[str, str]) -> str:
     template = _migrated_templates.get(admin_url)
     if template is None:
         url = create_database(admin_url)
-        subprocess.run(livecode("db", "upgrade"), env={**env, "DATABASE_URL": url}, check=True,
-                       capture_output=True, timeout=120)
+        run_livecode("db", "upgrade", env={**env, "DATABASE_URL": url}, check=True)
         template = _migrated_templates[admin_url] = url.rsplit("/", 1)[1]
     name = f"livecode_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(admin_url, autocommit=True, connect_timeout=3) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+_fork_server: ForkServer | None = None
+
+
+def _forked(argv: list[str], env: dict[str, str], log: Path, err: Path | None = None) -> ForkedProcess | None:
+    """The `livecode` console script's process, forked from this test process's fork server (its
+    libraries already imported: tests/support/forkserver.py); None for any other program, or with
+    LIVECODE_TEST_FORKSERVER=0."""
+    global _fork_server
+    if argv[0] != str(BIN / "livecode") or os.environ.get("LIVECODE_TEST_FORKSERVER", "1") == "0":
+        return None
+    # What the interpreter reads at its start (PYTHONPATH, PYTHONHASHSEED, ...) is the server's:
+    # a process asking for other values gets an interpreter of its own.
+    server_env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVECODE_", "DATABASE_", "REDIS_"))}
+    server_env["PYTHONUNBUFFERED"] = "1"
+
+    def interpreter(e: dict[str, str]) -> dict[str, str]:
+        return {k: v for k, v in e.items() if k.startswith("PYTHON") and k != "PYTHONUNBUFFERED"}
+
+    if interpreter(env) != interpreter(server_env):
+        return None
+    if _fork_server is None:
+        _fork_server = ForkServer(sys.executable, server_env)
+        atexit.register(_fork_server.close)
+    return _fork_server.spawn(argv, env, str(ROOT), str(log), str(err) if err else None)
+
+
+def run_livecode(*args: str, env: dict[str, str], timeout: float = 120,
+                 check: bool = False) -> subprocess.CompletedProcess[str]:
+    """`subprocess.run(livecode(*args), capture_output=True, text=True)`, forked from the fork
+    server (a command such as `livecode db upgrade` or `user create`)."""
+    argv = livecode(*args)
+    with tempfile.TemporaryDirectory(prefix="lc-cli-") as tmp:
+        out, err = Path(tmp, "out"), Path(tmp, "err")
+        out.touch()
+        err.touch()
+        proc = _forked(argv, env, out, err)
+        if proc is None:
+            done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        else:
+            try:
+                code = proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+                raise
+            done = subprocess.CompletedProcess(argv, code, out.read_text(errors="replace"),
+                                               err.read_text(errors="replace"))
+    if check:
+        done.check_returncode()
+    return done
 
 
 class Process:
@@ -192,8 +245,8 @@ class Process:
     def __init__(self, argv: list[str], env: dict[str, str], name: str) -> None:
         self.log_path = Path(tempfile.mkstemp(prefix=f"lc-{name}-", suffix=".log")[1])
         self.log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     cwd=ROOT, start_new_session=True)
+        self.proc: subprocess.Popen[bytes] | ForkedProcess = _forked(argv, env, self.log_path) or subprocess.Popen(
+            argv, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
         self.name = name
 
     def output(self) -> str:

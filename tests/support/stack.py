@@ -3,7 +3,6 @@ stopping them harms nothing else), one API process and any number of worker proc
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 import uuid
@@ -24,7 +23,7 @@ from tests.support.procs import (
     RedisServer,
     create_database,
     free_port,
-    livecode,
+    run_livecode,
     start_api,
     start_worker,
     stop_all,
@@ -41,7 +40,7 @@ class Stack:
         try:
             self.db_url = create_database(self.pg.url)
             self.env = base_env(DATABASE_URL=self.db_url, REDIS_URL=self.redis_server.url, **env_extra)
-            subprocess.run(livecode("db", "upgrade"), env=self.env, check=True, capture_output=True)
+            run_livecode("db", "upgrade", env=self.env, check=True)
             self.api_port = free_port()
             self.api_workers = api_workers
             self.api, self.base = start_api(self.env, self.api_port, workers=api_workers)

@@ -136,3 +136,40 @@ def test_environment_wins_over_dotenv(tmp_path: Path) -> None:
     out = _settings_in(tmp_path, {"LIVECODE_MAX_SOURCE_BYTES": "777"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["embedded", "777"]
+
+
+def _cgroup(root: Path, path: str, **files: str) -> None:
+    d = root / path.lstrip("/")
+    d.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (d / name.replace("_", ".")).write_text(text)
+
+
+def test_worker_concurrency_defaults_to_one_more_run_than_the_cpus_it_may_use(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # A run waits on the database, Redis and its sandbox's start between bursts of CPU: with one
+    # run per core the cores sit idle in those waits (docs/performance.md, issue 11).
+    from livecode.config import default_worker_concurrency, usable_cpus
+
+    monkeypatch.delenv("LIVECODE_WORKER_CONCURRENCY", raising=False)
+    monkeypatch.setenv("LIVECODE_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    root = tmp_path / "cgroup"
+    proc_cgroup = tmp_path / "proc-self-cgroup"
+    proc_cgroup.write_text("0::/system.slice/worker.service\n")
+    _cgroup(root, "/system.slice/worker.service", cpu_max="max 100000\n")
+    assert usable_cpus(root, proc_cgroup) == 2
+    assert default_worker_concurrency(root, proc_cgroup) == 3
+    # A container's CPU quota (docker --cpus 1.5, a Kubernetes CPU limit) bounds it, on any
+    # ancestor of the process's cgroup; the affinity still caps it.
+    _cgroup(root, "/system.slice", cpu_max="150000 100000\n")
+    assert usable_cpus(root, proc_cgroup) == 2  # 1.5 CPUs: two run at once part of the time
+    _cgroup(root, "/system.slice", cpu_max="100000 100000\n")
+    assert (usable_cpus(root, proc_cgroup), default_worker_concurrency(root, proc_cgroup)) == (1, 2)
+    # A big host stops at 8 (each run holds a slot uid and up to its memory limit).
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert default_worker_concurrency(tmp_path / "none", tmp_path / "none") == 8
+    # The setting is that default unless given.
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    assert load_settings().worker_concurrency == default_worker_concurrency()
+    monkeypatch.setenv("LIVECODE_WORKER_CONCURRENCY", "2")
+    assert load_settings().worker_concurrency == 2

@@ -17,6 +17,7 @@ from kombu.serialization import dumps as serialize
 from kombu.utils.json import dumps as json_dumps
 
 from ..config import Settings
+from .memory_transport import TRANSPORT as MEMORY_TRANSPORT
 from .redis_transport import TRANSPORT
 
 TASK_NAME = "livecode.execute"
@@ -34,7 +35,7 @@ def configure_celery(settings: Settings) -> Celery:
         # reconciler notices a lost worker much sooner; this is the last resort).
         transport_options = {"queue_order_strategy": "priority", "visibility_timeout": 3600}
     else:
-        transport_options = {"polling_interval": 0.01}
+        transport = MEMORY_TRANSPORT  # kombu's in-memory transport, woken by a message instead of polling
     celery.conf.update(
         broker_url=settings.broker_url,
         broker_transport=transport,
