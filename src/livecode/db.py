@@ -89,7 +89,8 @@ def _statement_modes(engine: Engine) -> None:
         """Set the connection's mode; return it when this statement must open the transaction."""
         conn = cursor.connection
         options = context.execution_options if context is not None else {}
-        autocommit = bool(options.get(AUTOCOMMIT))
+        # SQLAlchemy's own isolation_level="AUTOCOMMIT" (alembic's autocommit_block) is honoured too.
+        autocommit = bool(options.get(AUTOCOMMIT)) or options.get("isolation_level") == "AUTOCOMMIT"
         idle = conn.pgconn.transaction_status == _IDLE
         if conn.autocommit != autocommit and idle:  # inside a transaction, its statements stay in it
             conn.autocommit = autocommit

@@ -174,3 +174,13 @@ def test_one_connection_alternating_autocommit_statements_and_transactions_keeps
             conn.execute(text("INSERT INTO t VALUES (:i)"), {"i": base + 3})
         assert others_see() == 3 * round_ + 3
     db.ping()
+
+
+def test_sqlalchemys_own_autocommit_isolation_level_still_runs_outside_a_transaction(db: Database) -> None:
+    # What alembic's autocommit_block does, for statements that cannot run in a transaction.
+    with db.engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.execute(text("CREATE TABLE t (id int PRIMARY KEY)"))
+        conn.execute(text("CREATE INDEX CONCURRENTLY t_id ON t (id)"))  # refused inside a transaction
+    with db.write_one() as conn:
+        conn.execute(text("VACUUM t"))  # refused inside a transaction
