@@ -60,9 +60,11 @@ _session_end_after: list[Any] = []
 @pytest.fixture(scope="session", autouse=True)
 def _session_stops_together() -> Iterator[None]:
     yield
-    stop_all(_session_end, SESSION_END_GRACE_S)
-    for destroy in reversed(_session_end_after):
-        destroy()
+    try:
+        stop_all(_session_end, SESSION_END_GRACE_S)
+    finally:
+        for destroy in reversed(_session_end_after):
+            destroy()
 
 
 def stop_at_session_end(procs: list[Process]) -> None:

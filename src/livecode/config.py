@@ -63,22 +63,41 @@ MAX_DEFAULT_CONCURRENCY = 8
 
 
 def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")) -> int:
-    """The CPUs this process may use: its CPU affinity, bounded by a cgroup v2 CPU quota on its
-    cgroup or an ancestor (a container's `--cpus`, a Kubernetes CPU limit), rounded up."""
+    """The CPUs this process may use: its CPU affinity, bounded by a CPU quota (a container's
+    `--cpus`, a Kubernetes CPU limit), rounded up: cgroup v2's `cpu.max` on its cgroup or an
+    ancestor, or cgroup v1's CFS quota on its `cpu` cgroup."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
     try:
-        path = next(line[3:].strip() for line in proc_cgroup.read_text().splitlines() if line.startswith("0::"))
-    except (OSError, StopIteration):
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return cpus
+    for line in lines:  # cgroup v1 (or hybrid): the cpu controller's CFS quota
+        _, controllers, v1_path = (line.split(":", 2) + ["", ""])[:3]
+        if "cpu" not in controllers.split(","):
+            continue
+        mount = cgroup_root / controllers
+        # in a container the mount is its own cgroup; on a host, the process's path under it
+        for d in (mount / v1_path.lstrip("/"), mount):
+            try:
+                quota = int((d / "cpu.cfs_quota_us").read_text())
+                period = int((d / "cpu.cfs_period_us").read_text())
+            except (OSError, ValueError):
+                continue
+            if quota > 0 and period > 0:
+                cpus = min(cpus, max(1, math.ceil(quota / period)))
+    try:
+        path = next(line[3:].strip() for line in lines if line.startswith("0::"))
+    except StopIteration:
         return cpus
     here = (cgroup_root / path.lstrip("/")).resolve()
     for d in (here, *here.parents):
         try:
-            quota, period = (d / "cpu.max").read_text().split()[:2]
-            if quota != "max":
-                cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+            v2_quota, v2_period = (d / "cpu.max").read_text().split()[:2]
+            if v2_quota != "max":
+                cpus = min(cpus, max(1, math.ceil(int(v2_quota) / int(v2_period))))
         except (OSError, ValueError):
             pass
         if d == cgroup_root.resolve():

@@ -4,6 +4,7 @@ as a fresh interpreter would run it, or every integration test would be testing 
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -11,7 +12,17 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import base_env
+from tests.support.forkserver import ForkedProcess
 from tests.support.procs import Process, livecode, run_livecode, start_embedded
+
+FORKED = os.environ.get("LIVECODE_TEST_FORKSERVER", "1") != "0"
+
+
+def _forked(proc: Process) -> Process:
+    """The process, checked to come from the fork server (not a fallback to a fresh interpreter),
+    so that these tests compare a forked process with a fresh one."""
+    assert isinstance(proc.proc, ForkedProcess) == FORKED, proc.proc
+    return proc
 
 
 def _finished(proc: Process, timeout: float = 30) -> tuple[int, str]:
@@ -24,8 +35,8 @@ def _fresh(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_forked_livecode_process_runs_the_console_script_with_its_own_arguments_and_environment() -> None:
-    env = {"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1", "LIVECODE_WORKER_CONCURRENCY": "7"}
-    proc = Process(livecode("config", "env-example"), env, "forked")
+    env = base_env(LIVECODE_WORKER_CONCURRENCY="7")
+    proc = _forked(Process(livecode("config", "env-example"), env, "forked"))
     code, out = _finished(proc)
     fresh = _fresh("config", "env-example", env=env)
     assert (code, out) == (fresh.returncode, fresh.stdout + fresh.stderr)
@@ -33,18 +44,18 @@ def test_a_forked_livecode_process_runs_the_console_script_with_its_own_argument
 
 
 def test_a_forked_process_exits_with_the_status_a_fresh_one_would() -> None:
-    env = {"PATH": "/usr/bin:/bin", "LIVECODE_WORKER_CONCURRENCY": "not-a-number", "SECRET_KEY": "x" * 64}
-    bad_setting = Process(livecode("worker"), env, "forked")
+    env = base_env(LIVECODE_WORKER_CONCURRENCY="not-a-number")
+    bad_setting = _forked(Process(livecode("worker"), env, "forked"))
     code, out = _finished(bad_setting)
     fresh = _fresh("worker", env=env)
     assert code == fresh.returncode != 0
     assert "LIVECODE_WORKER_CONCURRENCY" in out and "LIVECODE_WORKER_CONCURRENCY" in fresh.stderr
-    code, out = _finished(Process(livecode("no-such-command"), env, "forked"))
+    code, out = _finished(_forked(Process(livecode("no-such-command"), env, "forked")))
     assert code == 2 and "invalid choice" in out
 
 
 def test_a_forked_command_keeps_its_output_and_its_errors_apart_as_subprocess_run_does() -> None:
-    env = {"PATH": "/usr/bin:/bin"}
+    env = base_env()
     for args in (("config", "env-example"), ("no-such-command",), ("dlq", "show", "x")):
         forked, fresh = run_livecode(*args, env=env), _fresh(*args, env=env)
         assert (forked.returncode, forked.stdout, forked.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
@@ -57,6 +68,7 @@ def test_a_forked_process_is_signalled_and_waited_for_as_a_popen_one(tmp_path: P
     env = base_env(LIVECODE_DATA_DIR=str(tmp_path))
     env.pop("SECRET_KEY")
     proc, _base = start_embedded(env)
+    _forked(proc)
     assert proc.alive()
     with pytest.raises(subprocess.TimeoutExpired):
         proc.proc.wait(0.1)

@@ -89,7 +89,7 @@ def _preload() -> int:
     return count
 
 
-def _child(request: dict, conn: socket.socket) -> None:
+def _child(request: dict, conn: socket.socket, in_session: int) -> None:
     """In the forked child: become the requested `livecode` process. Raises SystemExit (or the
     program's exception) up to the script's top level, so that the interpreter ends as a process
     started afresh would: atexit handlers, threads joined, buffers flushed."""
@@ -98,6 +98,7 @@ def _child(request: dict, conn: socket.socket) -> None:
 
     conn.close()
     os.setsid()
+    os.close(in_session)  # the server answers the spawn only now: its process group exists
     os.chdir(request["cwd"])
     null = os.open(os.devnull, os.O_RDONLY)
     out = os.open(request["log"], os.O_WRONLY | os.O_APPEND)
@@ -123,7 +124,17 @@ def _child(request: dict, conn: socket.socket) -> None:
     script = request["argv"][0]
     sys.argv = list(request["argv"])
     sys.path[0] = os.path.dirname(script)  # as `python SCRIPT` sets it
-    runpy.run_path(script, run_name="__main__")
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - reported as the interpreter would, from the script's frame on
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename != script:
+            tb = tb.tb_next
+        exc = exc.with_traceback(tb or exc.__traceback__)  # printed from the exception's own traceback
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+        raise SystemExit(1) from None
     raise SystemExit(0)
 
 
@@ -163,10 +174,16 @@ def serve(conn: socket.socket) -> None:
             line, buffer = buffer.split(b"\n", 1)
             request = json.loads(line)
             if request["op"] == "spawn":
+                has_session, in_session = os.pipe()
                 pid = os.fork()
                 if pid == 0:
-                    _child(request, conn)  # never returns
+                    os.close(has_session)
+                    _child(request, conn, in_session)  # never returns
+                os.close(in_session)
+                os.read(has_session, 1)  # EOF once the child has its session (or has died)
+                os.close(has_session)
                 spawned.add(pid)
+                ended.pop(pid, None)  # an earlier child's, with the same pid, that nobody asked for
                 pidfd = os.pidfd_open(pid)
                 socket.send_fds(conn, [json.dumps({"pid": pid}).encode() + b"\n"], [pidfd])
                 os.close(pidfd)
@@ -184,10 +201,17 @@ class ForkedProcess:
     """What the tests use of `subprocess.Popen`, for a process the server forked."""
 
     def __init__(self, server: ForkServer, args: list[str], pid: int, pidfd: int) -> None:
+        import threading
+
         self.server, self.args, self.pid, self._pidfd = server, args, pid, pidfd
         self.returncode: int | None = None
+        self._lock = threading.Lock()  # one thread at a time asks for the status and closes the pidfd
 
     def _ended(self, timeout: float | None) -> bool:
+        with self._lock:
+            return self._ended_locked(timeout)
+
+    def _ended_locked(self, timeout: float | None) -> bool:
         if self.returncode is None:
             poller = select.poll()  # a pidfd is readable once its process has ended
             poller.register(self._pidfd, select.POLLIN)
@@ -212,11 +236,12 @@ class ForkedProcess:
     def send_signal(self, sig: int) -> None:
         import signal
 
-        if self.returncode is None:
-            try:
-                signal.pidfd_send_signal(self._pidfd, sig)
-            except ProcessLookupError:
-                pass
+        with self._lock:
+            if self.returncode is None:
+                try:
+                    signal.pidfd_send_signal(self._pidfd, sig)
+                except ProcessLookupError:
+                    pass
 
     def terminate(self) -> None:
         import signal
@@ -239,7 +264,7 @@ class ForkServer:
         ours, theirs = socket.socketpair()
         self._lock = threading.Lock()
         self._proc = subprocess.Popen([python, __file__, str(theirs.fileno())], env=env, pass_fds=[theirs.fileno()],
-                                      stdin=subprocess.DEVNULL)
+                                      stdin=subprocess.DEVNULL, start_new_session=True)  # not killed by Ctrl-C
         theirs.close()
         self._conn = ours
         self._line()  # {"ready": N}: it has imported what it preloads

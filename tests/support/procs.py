@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -188,6 +190,7 @@ def create_migrated_database(admin_url: str, env: dict[str, str]) -> str:
 
 
 _fork_server: ForkServer | None = None
+_fork_server_lock = threading.Lock()
 
 
 def _forked(argv: list[str], env: dict[str, str], log: Path, err: Path | None = None) -> ForkedProcess | None:
@@ -207,9 +210,10 @@ def _forked(argv: list[str], env: dict[str, str], log: Path, err: Path | None = 
 
     if interpreter(env) != interpreter(server_env):
         return None
-    if _fork_server is None:
-        _fork_server = ForkServer(sys.executable, server_env)
-        atexit.register(_fork_server.close)
+    with _fork_server_lock:
+        if _fork_server is None:
+            _fork_server = ForkServer(sys.executable, server_env)
+            atexit.register(_fork_server.close)
     return _fork_server.spawn(argv, env, str(ROOT), str(log), str(err) if err else None)
 
 
@@ -229,7 +233,8 @@ def run_livecode(*args: str, env: dict[str, str], timeout: float = 120,
             try:
                 code = proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
                 raise
             done = subprocess.CompletedProcess(argv, code, out.read_text(errors="replace"),
@@ -287,7 +292,8 @@ class Process:
         them, or they stay as zombies that the sandbox tests' zombie checks would count."""
         pgid = self.proc.pid
         members = [pid for pid in _pids() if _pgid(pid) == pgid and pid != pgid]
-        os.killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # the group's last member ended meanwhile
+            os.killpg(pgid, signal.SIGKILL)
         deadline = time.monotonic() + 5
         while members and time.monotonic() < deadline:
             for pid in list(members):

@@ -165,6 +165,23 @@ def test_worker_concurrency_defaults_to_one_more_run_than_the_cpus_it_may_use(tm
     assert usable_cpus(root, proc_cgroup) == 2  # 1.5 CPUs: two run at once part of the time
     _cgroup(root, "/system.slice", cpu_max="100000 100000\n")
     assert (usable_cpus(root, proc_cgroup), default_worker_concurrency(root, proc_cgroup)) == (1, 2)
+    # cgroup v1 (or hybrid): the cpu controller's CFS quota, on the container's own mount or on the
+    # process's path under the host's.
+    v1 = tmp_path / "v1"
+    (v1 / "cpu,cpuacct").mkdir(parents=True)
+    proc_v1 = tmp_path / "proc-self-cgroup-v1"
+    proc_v1.write_text("4:memory:/docker/abc\n2:cpu,cpuacct:/docker/abc\n0::/\n")
+    (v1 / "cpu,cpuacct" / "cpu.cfs_period_us").write_text("100000\n")
+    (v1 / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert usable_cpus(v1, proc_v1) == 2  # no quota
+    (v1 / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("100000\n")
+    assert (usable_cpus(v1, proc_v1), default_worker_concurrency(v1, proc_v1)) == (1, 2)
+    host = v1 / "cpu,cpuacct" / "docker" / "abc"
+    host.mkdir(parents=True)
+    (v1 / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("-1\n")
+    (host / "cpu.cfs_period_us").write_text("100000\n")
+    (host / "cpu.cfs_quota_us").write_text("50000\n")
+    assert usable_cpus(v1, proc_v1) == 1
     # A big host stops at 8 (each run holds a slot uid and up to its memory limit).
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
     assert default_worker_concurrency(tmp_path / "none", tmp_path / "none") == 8

@@ -67,3 +67,28 @@ def test_a_message_already_queued_is_delivered_without_waiting(queue: Queue) -> 
         with _consumer(conn, queue, got):
             conn.drain_events(timeout=60)
     assert got == [{"n": 2}]
+
+
+def test_an_acknowledgement_that_frees_the_prefetch_slot_wakes_the_consumer(
+        queue: Queue, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded worker acknowledges late with a prefetch of one per slot: with every slot busy
+    it may take nothing more, and the acknowledgement of a finished run must let it take the next
+    message at once, not after its idle wait."""
+    import livecode.worker.memory_transport as mt
+
+    monkeypatch.setattr(mt, "IDLE_WAIT_S", 60.0)
+    got: list[Any] = []
+    held: list[Any] = []
+    with Connection("memory://", transport=TRANSPORT) as conn:
+        for n in (1, 2):
+            conn.Producer().publish({"n": n}, exchange=queue.exchange, routing_key=queue.routing_key,
+                                    declare=[queue])
+        with conn.Consumer(queue, callbacks=[lambda body, message: (got.append(body), held.append(message))],
+                           prefetch_count=1):
+            conn.drain_events(timeout=60)
+            assert got == [{"n": 1}]
+            threading.Timer(0.2, held[0].ack).start()  # the run ends on another thread
+            started = time.monotonic()
+            conn.drain_events(timeout=60)
+            assert got == [{"n": 1}, {"n": 2}]
+            assert time.monotonic() - started < 30  # woken by the ack, not by the 60 s wait

@@ -4,7 +4,8 @@ polling for one.
 The stock transport's consumer looks at its queues, and finding them empty sleeps for the
 polling interval and looks again: every 10 ms (the embedded mode's interval, so that a run starts
 soon after it is queued), an idle `livecode serve` spent ~0.75 s of CPU a minute on it. Here a
-message put on any queue of this process wakes the waiting consumer at once, and an idle one
+message put on any queue of this process, or an acknowledgement that frees a consumer's prefetch
+slot, wakes the waiting consumer at once, and an idle one
 sleeps until a message comes or its timeout (Celery's loop asks for 2 s at a time) runs out. The
 queues, the messages and their acknowledgement are the stock transport's.
 """
@@ -31,6 +32,16 @@ def _notify() -> None:
 
 
 class Channel(memory.Channel):  # type: ignore[misc]
+    # A consumer may also wait because it may take no more (acks_late with its prefetch limit
+    # reached, every run slot busy): the acknowledgement or rejection that frees a slot wakes it.
+    def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
+        super().basic_ack(delivery_tag, multiple)
+        _notify()
+
+    def basic_reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        super().basic_reject(delivery_tag, requeue)
+        _notify()
+
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
         super()._put(queue, message, **kwargs)
         _notify()
