@@ -40,8 +40,9 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,34 @@ BACKGROUND_TEST_SETTINGS = (
     "LIVECODE_RECONCILE_INTERVAL_S", "LIVECODE_REQUEUE_GRACE_S", "LIVECODE_HEARTBEAT_TTL_S",
     "LIVECODE_STORAGE_CLEANUP_INTERVAL_S", "LIVECODE_MAX_STORED_EXECUTIONS", "LIVECODE_MAX_SESSIONS",
 )
+
+
+def add_redis_url(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--redis-url",
+        default=os.environ.get("LIVECODE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"),
+        help="the Redis database the bench may flush (default %(default)s)",
+    )
+
+
+@contextmanager
+def in_process_stack(redis_url: str) -> Iterator[str]:
+    """For the benches that run LiveCode's code in their own process: a fresh migrated database on
+    the local PostgreSQL and the flushed Redis database, set in this process's environment with
+    the production intervals (none of the tests' fast background settings); the database is
+    dropped afterwards. Yields its URL."""
+    db_url = create_database(PG_ADMIN)
+    flush_redis(redis_url)
+    env = base_env(DATABASE_URL=db_url, REDIS_URL=redis_url)
+    for name in BACKGROUND_TEST_SETTINGS:
+        env.pop(name, None)
+    subprocess.run(livecode("db", "upgrade"), env=env, check=True, capture_output=True)
+    os.environ.update(env)
+    try:
+        yield db_url
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db_url.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
 # ---- CPU from /proc -----------------------------------------------------------------------

@@ -18,18 +18,13 @@ import argparse
 import collections
 import functools
 import os
-import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
-
-from bench.bench_cost import BACKGROUND_TEST_SETTINGS, HELLO, PG_ADMIN
-from tests.conftest import base_env, flush_redis
-from tests.support.procs import create_database, livecode
+from bench.bench_cost import HELLO, add_redis_url, in_process_stack
 
 cpu: collections.Counter[str] = collections.Counter()
 _lock = threading.Lock()
@@ -51,25 +46,11 @@ def timed(label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=200)
-    p.add_argument(
-        "--redis-url",
-        default=os.environ.get("LIVECODE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"),
-        help="the Redis database the bench may flush (default %(default)s)",
-    )
+    add_redis_url(p)
     args = p.parse_args()
 
-    db_url = create_database(PG_ADMIN)
-    flush_redis(args.redis_url)
-    env = base_env(DATABASE_URL=db_url, REDIS_URL=args.redis_url)
-    for name in BACKGROUND_TEST_SETTINGS:
-        env.pop(name, None)
-    subprocess.run(livecode("db", "upgrade"), env=env, check=True, capture_output=True)
-    os.environ.update(env)
-    try:
+    with in_process_stack(args.redis_url):
         run(args.runs)
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db_url.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
 def run(runs: int) -> None:
