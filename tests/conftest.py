@@ -17,6 +17,7 @@ import pytest
 from tests.support.apps import release_apps
 from tests.support.client import ApiClient
 from tests.support.procs import (
+    SERVICE_ENV_PREFIXES,
     PostgresServer,
     Process,
     RedisServer,
@@ -98,7 +99,7 @@ def redis_base_url() -> Iterator[str]:
 
 
 def base_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVECODE_", "DATABASE_", "REDIS_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SERVICE_ENV_PREFIXES)}
     env.update(
         LIVECODE_SANDBOX=SANDBOX,
         LIVECODE_LOG_JSON="true",

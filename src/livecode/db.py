@@ -96,35 +96,29 @@ def _statement_modes(engine: Engine) -> None:
             conn.autocommit = autocommit
         return conn if autocommit and idle and options.get(PIPELINED_BEGIN) else None
 
-    @event.listens_for(engine, "do_execute")
-    def _execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
-        conn = prepare(cursor, context)
-        if conn is None:
-            return False
-        with conn.pipeline():  # leaving it sends Sync and reads both results
-            cursor.execute(b"BEGIN")
-            cursor.execute(statement, parameters)
-        return True
-
-    @event.listens_for(engine, "do_execute_no_params")
-    def _execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
+    def pipelined(cursor: Any, context: Any, send: Any) -> bool:
+        """Run the statement (`send`) after a BEGIN in one pipeline when it opens the transaction;
+        False (SQLAlchemy runs it as usual) otherwise. Leaving the pipeline sends Sync and reads
+        both results."""
         conn = prepare(cursor, context)
         if conn is None:
             return False
         with conn.pipeline():
             cursor.execute(b"BEGIN")
-            cursor.execute(statement)
+            send()
         return True
+
+    @event.listens_for(engine, "do_execute")
+    def _execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        return pipelined(cursor, context, lambda: cursor.execute(statement, parameters))
+
+    @event.listens_for(engine, "do_execute_no_params")
+    def _execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
+        return pipelined(cursor, context, lambda: cursor.execute(statement))
 
     @event.listens_for(engine, "do_executemany")
     def _executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
-        conn = prepare(cursor, context)
-        if conn is None:
-            return False
-        with conn.pipeline():  # executemany rides the same pipeline
-            cursor.execute(b"BEGIN")
-            cursor.executemany(statement, parameters)
-        return True
+        return pipelined(cursor, context, lambda: cursor.executemany(statement, parameters))
 
 
 def _ping_unless_just_used(engine: Engine, bypass_s: float) -> None:

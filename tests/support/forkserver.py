@@ -101,8 +101,8 @@ def _child(request: dict, conn: socket.socket, in_session: int) -> None:
     os.close(in_session)  # the server answers the spawn only now: its process group exists
     os.chdir(request["cwd"])
     null = os.open(os.devnull, os.O_RDONLY)
-    out = os.open(request["log"], os.O_WRONLY | os.O_APPEND)
-    err = os.open(request["err"], os.O_WRONLY | os.O_APPEND) if request.get("err") else out
+    out = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    err = os.open(request["err"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600) if request.get("err") else out
     os.dup2(null, 0)
     os.dup2(out, 1)
     os.dup2(err, 2)

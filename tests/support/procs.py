@@ -24,6 +24,9 @@ from tests.support.forkserver import ForkedProcess, ForkServer
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+# The variables that configure a LiveCode process: a test gives each process its own, never the
+# test process's.
+SERVICE_ENV_PREFIXES = ("LIVECODE_", "DATABASE_", "REDIS_")
 
 
 def free_port() -> int:
@@ -202,7 +205,7 @@ def _forked(argv: list[str], env: dict[str, str], log: Path, err: Path | None = 
         return None
     # What the interpreter reads at its start (PYTHONPATH, PYTHONHASHSEED, ...) is the server's:
     # a process asking for other values gets an interpreter of its own.
-    server_env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVECODE_", "DATABASE_", "REDIS_"))}
+    server_env = {k: v for k, v in os.environ.items() if not k.startswith(SERVICE_ENV_PREFIXES)}
     server_env["PYTHONUNBUFFERED"] = "1"
 
     def interpreter(e: dict[str, str]) -> dict[str, str]:
@@ -224,8 +227,6 @@ def run_livecode(*args: str, env: dict[str, str], timeout: float = 120,
     argv = livecode(*args)
     with tempfile.TemporaryDirectory(prefix="lc-cli-") as tmp:
         out, err = Path(tmp, "out"), Path(tmp, "err")
-        out.touch()
-        err.touch()
         proc = _forked(argv, env, out, err)
         if proc is None:
             done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
