@@ -517,19 +517,60 @@ def _versions(pg: psycopg.Connection[Any], sessions: list[str]) -> int:
     return int(row[0])  # type: ignore[index]
 
 
+def _user_sys_ticks(root: int) -> tuple[int, int]:
+    """(user, system) ticks of a process tree (its live members, their reaped children included)."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    user = system = 0
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                rest = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user += int(rest[11]) + int(rest[13])
+        system += int(rest[12]) + int(rest[14])
+        todo.extend(children.get(pid, ()))
+    return user, system
+
+
+def _postmaster_pid(pg: psycopg.Connection[Any]) -> int:
+    """The PostgreSQL server's first process: the parent of this connection's backend."""
+    backend = pg.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+    return _proc_table()[int(backend)][0]
+
+
+def _pg_sessions(pg: psycopg.Connection[Any]) -> int:
+    """Sessions ever opened on the connection's database (PostgreSQL 14+), this query's own included."""
+    row = pg.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()").fetchone()
+    return int(row[0]) if row else 0
+
+
 def autosave(
     base: str, pg: psycopg.Connection[Any], seconds: int, clients: int = 32,
-    prepare: Callable[[list[str]], None] | None = None,
+    prepare: Callable[[list[str]], None] | None = None, meter: CpuMeter | None = None,
 ) -> dict[str, Any]:
     """PATCH autosaves from `clients` connections over as many sessions (one editor each). Every
     successful PATCH adds one to its session's version, so the versions in PostgreSQL afterwards
     must have grown by at least the number of 2xx answers: otherwise an acknowledged save was lost.
-    `prepare`: called with the sessions before the load (bench_autosave_history.py)."""
+    `prepare`: called with the sessions before the load (bench_autosave_history.py). `meter`: also
+    the CPU per autosave of the API, PostgreSQL and the load tool (wrk), and the machine's idle share."""
     api = ApiClient(base)
     sessions = [api.create_session(HELLO)["session_id"] for _ in range(clients)]
     if prepare is not None:
         prepare(sessions)
     before = _versions(pg, sessions)
+    snap = meter.snapshot() if meter else None
+    machine0, tool0 = cpu_stat(), os.times()
+    api_pid = meter.api_pid if meter else None
+    api0 = _user_sys_ticks(api_pid) if api_pid else (0, 0)
+    sessions0 = _pg_sessions(pg)
+    postmaster = _postmaster_pid(pg)
+    server0 = tree_ticks(_proc_table(), postmaster)
     if have("wrk"):
         paths = ", ".join(f'"/api/v1/code-sessions/{s}"' for s in sessions)
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
@@ -562,9 +603,23 @@ def autosave(
         with ThreadPoolExecutor(clients) as pool:
             list(pool.map(client, sessions))
         rps, ok, tool, p99_ms = len(lat) / (time.perf_counter() - t0), oks[0], "python threads", pct(lat, 99)
+    out: dict[str, Any] = {}
+    if meter and snap:
+        cpu = CpuMeter.delta_ms(snap, meter.snapshot())
+        t1, machine1 = os.times(), cpu_stat()
+        tool_ms = ((t1.children_user - tool0.children_user) + (t1.children_system - tool0.children_system)) * 1000
+        n = max(1, ok)
+        api1 = _user_sys_ticks(meter.api_pid)
+        server_ms = (tree_ticks(_proc_table(), postmaster) - server0) * 1000 / CLK_TCK
+        out = {"cpu_ms": {"api": cpu["api"] / n, "postgresql": cpu["postgresql"] / n, "tool": tool_ms / n,
+                          "api_user": (api1[0] - api0[0]) * 1000 / CLK_TCK / n,
+                          "api_sys": (api1[1] - api0[1]) * 1000 / CLK_TCK / n,
+                          "postgresql_server": server_ms / n},
+               "machine_idle": (machine1[1] - machine0[1]) / max(1, machine1[0] - machine0[0]),
+               "pg_sessions_opened": _pg_sessions(pg) - sessions0 - 1}
     grown = _versions(pg, sessions) - before
     return {"tool": tool, "clients": clients, "per_s": rps, "p99_ms": p99_ms, "ok": ok,
-            "versions_grown": grown, "durable": grown >= ok}
+            "versions_grown": grown, "durable": grown >= ok, **out}
 
 
 def _wrk_ms(text: str) -> float:
@@ -578,13 +633,16 @@ def _wrk_ms(text: str) -> float:
 
 
 def table(r: dict[str, Any]) -> str:
-    raw = r["raw"]
     rows: list[tuple[str, str, str, str, str]] = []
 
     def add(name: str, value: str, ref: str = "", ratio: str = "", target: str = "") -> None:
         rows.append((name, value, ref, ratio, target))
 
-    tp = r["throughput"]
+    tp = r.get("throughput")
+    if tp is None:  # --autosave-only
+        _autosave_rows(r["autosave"], add)
+        return _format(rows)
+    raw = r["raw"]
     add(f"hello world executions/s ({tp['count']} at once)", f"{tp['per_s']:.1f}",
         f"{raw['runs_per_s']:.0f} plain runs/s, 2 parallel", f"{100 * tp['per_s'] / raw['runs_per_s']:.0f} %",
         ">= 50 %")
@@ -631,11 +689,7 @@ def table(r: dict[str, Any]) -> str:
         add("  ordinary GET meanwhile, median / p95", f"{w['get_busy_median_ms']:.1f} / {w['get_busy_p95_ms']:.1f} ms",
             f"idle {w['get_idle_median_ms']:.1f} ms", "", "")
     if r.get("autosave"):
-        a = r["autosave"]
-        add(f"autosave PATCH/s, {a['clients']} connections ({a['tool']})", f"{a['per_s']:.0f}", "", "", ">= 1000")
-        add("  autosave p99", f"{a['p99_ms']:.0f} ms", "", "", "<= 50 ms")
-        add("  every 2xx durable", "yes" if a["durable"] else "NO",
-            f"{a['ok']} 2xx, versions +{a['versions_grown']}", "", "")
+        _autosave_rows(r["autosave"], add)
     if r.get("embedded"):
         e = r["embedded"]
         if e["wait_fallbacks"]:
@@ -646,12 +700,50 @@ def table(r: dict[str, Any]) -> str:
         add("embedded: polling, median", f"{e['poll_median_ms']:.1f} ms", "", f"{e['poll_median_ms'] / plain:.1f}x",
             "<= 2.5x")
         add("embedded: POST / GET median", f"{e['post_median_ms']:.1f} / {e['get_median_ms']:.1f} ms", "", "", "")
+    return _format(rows)
+
+
+def _autosave_rows(a: dict[str, Any], add: Callable[..., None]) -> None:
+    add(f"autosave PATCH/s, {a['clients']} connections ({a['tool']})", f"{a['per_s']:.0f}", "", "", ">= 1000")
+    add("  autosave p99", f"{a['p99_ms']:.0f} ms", "", "", "<= 50 ms")
+    add("  every 2xx durable", "yes" if a["durable"] else "NO",
+        f"{a['ok']} 2xx, versions +{a['versions_grown']}", "", "")
+    if "cpu_ms" in a:
+        c = a["cpu_ms"]
+        add("  CPU per autosave: API (user + system) / PostgreSQL / the load tool",
+            f"{c['api']:.2f} ({c['api_user']:.2f} + {c['api_sys']:.2f}) / {c['postgresql']:.2f} / {c['tool']:.2f} ms",
+            f"machine idle {100 * a['machine_idle']:.0f} %", "", "")
+        add("  PostgreSQL connections opened meanwhile; the whole server's CPU per autosave",
+            f"{a['pg_sessions_opened']}; {c['postgresql_server']:.2f} ms", "(other users' work included)", "", "")
+
+
+def _format(rows: list[tuple[str, str, str, str, str]]) -> str:
     head = ("figure", "LiveCode", "raw, same run", "ratio", "target")
     widths = [max(len(x[i]) for x in [head, *rows]) for i in range(5)]
     lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def autosave_only(args: argparse.Namespace) -> None:
+    """The autosave phase alone, on a stack of its own, with the CPU per autosave by process."""
+    report: dict[str, Any] = {"machine": machine(), "load_before": os.getloadavg()}
+    stack = start_stack(args.redis_url, args.private_redis)
+    pg = psycopg.connect(stack.database_url, autocommit=True)
+    try:
+        meter = CpuMeter(stack.api.proc.pid, stack.worker.proc.pid, None, psycopg.connect(PG_ADMIN, autocommit=True),
+                         stack.database)
+        report["autosave"] = autosave(stack.base, pg, args.seconds or 10, meter=meter)
+    finally:
+        pg.close()
+        stack.close()
+    report["load_after"] = os.getloadavg()
+    print(f"machine: {report['machine']}; load average before {report['load_before'][0]:.1f}, "
+          f"after {report['load_after'][0]:.1f}")
+    print(table(report))
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
 
 
 def main() -> None:
@@ -669,7 +761,12 @@ def main() -> None:
                    help="runs at once in the worker (default: its own default, LIVECODE_WORKER_CONCURRENCY unset)")
     p.add_argument("--private-redis", action="store_true", help="start a redis-server for the bench alone")
     p.add_argument("--json", action="store_true", help="also print every figure as JSON")
+    p.add_argument("--autosave-only", action="store_true",
+                   help="only the autosave load (--seconds, default 10), with the CPU per autosave")
     args = p.parse_args()
+    if args.autosave_only:
+        autosave_only(args)
+        return
     runs = args.runs or (30 if args.quick else 100)
     count = args.throughput or (60 if args.quick else 200)
     waits = args.waits if args.waits is not None else (100 if args.quick else 200)
