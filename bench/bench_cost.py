@@ -545,7 +545,7 @@ def _postmaster_pid(pg: psycopg.Connection[Any]) -> int:
 
 
 def _pg_sessions(pg: psycopg.Connection[Any]) -> int:
-    """Sessions ever opened on the connection's database (PostgreSQL 14+), this query's own included."""
+    """Sessions ever opened on the connection's database (PostgreSQL 14+)."""
     row = pg.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()").fetchone()
     return int(row[0]) if row else 0
 
@@ -616,7 +616,7 @@ def autosave(
                           "api_sys": (api1[1] - api0[1]) * 1000 / CLK_TCK / n,
                           "postgresql_server": server_ms / n},
                "machine_idle": (machine1[1] - machine0[1]) / max(1, machine1[0] - machine0[0]),
-               "pg_sessions_opened": _pg_sessions(pg) - sessions0 - 1}
+               "pg_sessions_opened": _pg_sessions(pg) - sessions0}
     grown = _versions(pg, sessions) - before
     return {"tool": tool, "clients": clients, "per_s": rps, "p99_ms": p99_ms, "ok": ok,
             "versions_grown": grown, "durable": grown >= ok, **out}

@@ -14,7 +14,7 @@ from ..db import Database
 from ..errors import Conflict, ValidationError
 from ..infra.languages import LanguageCatalog
 from ..models import CodeSession, iso, utcnow
-from . import history, programs, storage
+from . import autosave_batch, history, programs, storage
 from .access import Need, not_found, refuse, require, role_of, session_access
 from .validation import check_language, check_source
 
@@ -162,12 +162,15 @@ def autosave(
     else the owner), in a second short transaction after the save is durable. `doc_state`: the
     co-edited document this text is written from (services/collab.py)."""
     check_source(source_code, max_bytes)
-    now = utcnow()
-    params = {"sid": session_id, "owner": owner_id, "expected": expected_version, "src": source_code, "now": now,
-              "doc": doc_state, **history.autosave_params(now, history_interval_s)}
-    stmt = _autosave_statement(owner_id is not None, expected_version is not None, doc_state is not None)
-    with db.write_one() as conn:
-        saved = conn.execute(stmt, params).first()
+    save = autosave_batch.Save(session_id, owner_id, expected_version, source_code, history_interval_s)
+    if doc_state is None and not db.is_sqlite:  # the common save: grouped with the process's others
+        autosave_batch.batcher_for(db, functools.partial(_write_alone, db)).save(save)
+        if save.error is not None:
+            raise save.error
+        saved, now = save.row, save.now
+    else:
+        now = utcnow()
+        saved = _write_alone(db, save, now, doc_state)
     if saved is not None:
         return _saved(db, session_id, saved, author_id or owner_id, now)
     # Only the failure path reads: either the session is not there (or not the caller's to see,
@@ -179,6 +182,15 @@ def autosave(
     if current is None:
         raise not_found(session_id)
     raise _conflict(expected_version, current)
+
+
+def _write_alone(db: Database, save: autosave_batch.Save, now: Any, doc_state: bytes | None = None) -> Any:
+    """One save's conditional UPDATE ... RETURNING, its own transaction: the row, or None."""
+    params = {"sid": save.sid, "owner": save.owner, "expected": save.expected, "src": save.source, "now": now,
+              "doc": doc_state, **history.autosave_params(now, save.interval_s)}
+    stmt = _autosave_statement(save.owner is not None, save.expected is not None, doc_state is not None)
+    with db.write_one() as conn:
+        return conn.execute(stmt, params).first()
 
 
 def _autosave_version(db: Database, session_id: uuid.UUID, author: uuid.UUID | None, now: Any) -> None:
