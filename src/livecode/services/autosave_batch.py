@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, Text, bindparam, case, column, func, or_, update
+from sqlalchemy import Integer, Text, any_, bindparam, case, column, func, or_, update
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from ..db import Database, is_unavailable
@@ -64,8 +64,9 @@ def _batch_statement() -> Any:
     session with its own condition; RETURNING names the rows it changed by their index. Built
     once: its compiled form is cached whatever the batch's size."""
     uuid_type = CodeSession.id.type
+    sids = bindparam("b_sid", type_=ARRAY(uuid_type))
     rows = func.unnest(
-        bindparam("b_idx", type_=ARRAY(Integer)), bindparam("b_sid", type_=ARRAY(uuid_type)),
+        bindparam("b_idx", type_=ARRAY(Integer)), sids,
         bindparam("b_owner", type_=ARRAY(uuid_type)), bindparam("b_expected", type_=ARRAY(Integer)),
         bindparam("b_src", type_=ARRAY(Text)), bindparam("b_hcut", type_=ARRAY(CodeSession.history_at.type)),
     ).table_valued(
@@ -77,6 +78,9 @@ def _batch_statement() -> Any:
     return (
         update(CodeSession)
         .where(
+            # id = ANY(the ids) besides the join: the sessions are found by their key whatever the
+            # table's size (joined alone, PostgreSQL read the whole table past a few dozen rows).
+            CodeSession.id == any_(sids),
             CodeSession.id == rows.c.sid,
             or_(rows.c.owner.is_(None), session_access(Need.EDIT, rows.c.owner)),
             or_(rows.c.expected.is_(None), CodeSession.version == rows.c.expected),
@@ -87,11 +91,14 @@ def _batch_statement() -> Any:
     )
 
 
+WriteOne = Callable[[Database, Save, datetime], Any]
+
+
 class AutosaveBatcher:
-    """One per process and database (batcher_for). `write_one(save, now)` writes a lone save
+    """One per process and database (batcher_for). `write_one(db, save, now)` writes a lone save
     with the ordinary statement (services/sessions.py), returning its row or None."""
 
-    def __init__(self, db: Database, write_one: Callable[[Save, datetime], Any], max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, db: Database, write_one: WriteOne, max_batch: int = MAX_BATCH) -> None:
         self._db = db
         self._write_one = write_one
         self._max = max_batch
@@ -115,6 +122,11 @@ class AutosaveBatcher:
                 return save
         self._lead(save)
         return save
+
+    def queued(self) -> int:
+        """How many saves wait for the batch in flight to end."""
+        with self._mutex:
+            return len(self._queue)
 
     def _lead(self, first: Save) -> None:
         with self._mutex:
@@ -151,10 +163,13 @@ class AutosaveBatcher:
             for s in batch:
                 self._alone(s, now)
             return
+        # In the sessions' order: two processes' batches lock their rows in the same order, so
+        # they cannot wait on each other in a cycle.
+        rows_in = sorted(range(len(batch)), key=lambda i: batch[i].sid)
         params = {
-            "b_idx": list(range(len(batch))), "b_sid": [s.sid for s in batch], "b_owner": [s.owner for s in batch],
-            "b_expected": [s.expected for s in batch], "b_src": [s.source for s in batch],
-            "b_hcut": [now - timedelta(seconds=s.interval_s) for s in batch], "now": now,
+            "b_idx": rows_in, "b_sid": [batch[i].sid for i in rows_in], "b_owner": [batch[i].owner for i in rows_in],
+            "b_expected": [batch[i].expected for i in rows_in], "b_src": [batch[i].source for i in rows_in],
+            "b_hcut": [now - timedelta(seconds=batch[i].interval_s) for i in rows_in], "now": now,
         }
         try:
             with self._db.write_one() as conn:
@@ -176,7 +191,7 @@ class AutosaveBatcher:
 
     def _alone(self, s: Save, now: datetime) -> None:
         try:
-            s.row = self._write_one(s, now)
+            s.row = self._write_one(self._db, s, now)
         except Exception as exc:  # noqa: BLE001 - the waiting request raises it
             s.error = exc
         s.answered = True
@@ -186,7 +201,7 @@ _batchers: weakref.WeakKeyDictionary[Database, AutosaveBatcher] = weakref.WeakKe
 _batchers_lock = threading.Lock()
 
 
-def batcher_for(db: Database, write_one: Callable[[Save, datetime], Any]) -> AutosaveBatcher:
+def batcher_for(db: Database, write_one: WriteOne) -> AutosaveBatcher:
     batcher = _batchers.get(db)
     if batcher is None:
         with _batchers_lock:

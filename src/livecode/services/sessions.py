@@ -164,7 +164,7 @@ def autosave(
     check_source(source_code, max_bytes)
     save = autosave_batch.Save(session_id, owner_id, expected_version, source_code, history_interval_s)
     if doc_state is None and not db.is_sqlite:  # the common save: grouped with the process's others
-        autosave_batch.batcher_for(db, functools.partial(_write_alone, db)).save(save)
+        autosave_batch.batcher_for(db, _write_alone).save(save)
         if save.error is not None:
             raise save.error
         saved, now = save.row, save.now
