@@ -293,6 +293,22 @@ def _print_sandbox_rows(sb: dict[str, float]) -> None:
     )
 
 
+def _print_api_rows(api: dict[str, float], empty: dict[str, float], save: dict[str, float]) -> None:
+    print(
+        f"| empty Flask-RESTX POST / GET, server CPU per request (sequential) | "
+        f"{api['post_cpu_ms']:.2f} / {api['get_cpu_ms']:.2f} ms |"
+    )
+    print(
+        f"| empty Flask-RESTX POST / GET, wall per request (sequential, keep-alive) | "
+        f"{api['post_wall_ms']:.2f} / {api['get_wall_ms']:.2f} ms |"
+    )
+    print(f"| empty route, 32 connections (wrk): req/s, p99 | {empty['per_s']:.0f} /s, {empty['p99_ms']:.1f} ms |")
+    print(
+        f"| one autocommit UPDATE per request, 32 connections: req/s, p99 (non-2xx) | {save['per_s']:.0f} /s, "
+        f"{save['p99_ms']:.1f} ms ({save['non2xx']:.0f}) |"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1500, help="requests and tasks per measurement")
@@ -301,6 +317,7 @@ def main() -> None:
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
     ap.add_argument("--sandbox-only", action="store_true", help="only the sandbox's rows (no PostgreSQL, Redis, wrk)")
     ap.add_argument("--uid-base", type=int, default=64000, help="the sandbox's first slot uid")
+    ap.add_argument("--api-only", action="store_true", help="only the API's rows (the empty route and the UPDATE)")
     args = ap.parse_args()
     if args.sandbox_only:
         sb = sandbox_floor(args.runs, args.uid_base)
@@ -327,6 +344,12 @@ def main() -> None:
         proc.stop()
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    if args.api_only:
+        print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at the end")
+        print("| floor | figure |")
+        print("|---|---|")
+        _print_api_rows(api, empty, save)
+        return
     cel = celery_floor(args.redis_url, args.n)
     sb = sandbox_floor(args.runs, args.uid_base)
 
@@ -339,22 +362,10 @@ def main() -> None:
     print("| floor | figure |")
     print("|---|---|")
     _print_sandbox_rows(sb)
-    print(
-        f"| empty Flask-RESTX POST / GET, server CPU per request (sequential) | "
-        f"{api['post_cpu_ms']:.2f} / {api['get_cpu_ms']:.2f} ms |"
-    )
-    print(
-        f"| empty Flask-RESTX POST / GET, wall per request (sequential, keep-alive) | "
-        f"{api['post_wall_ms']:.2f} / {api['get_wall_ms']:.2f} ms |"
-    )
+    _print_api_rows(api, empty, save)
     print(
         f"| empty Celery task: worker / producer / Redis CPU per task | {cel['worker_cpu_ms']:.2f} / "
         f"{cel['producer_cpu_ms']:.2f} / {cel['redis_cpu_ms']:.2f} ms |"
-    )
-    print(f"| empty route, 32 connections (wrk): req/s, p99 | {empty['per_s']:.0f} /s, {empty['p99_ms']:.1f} ms |")
-    print(
-        f"| one autocommit UPDATE per request, 32 connections: req/s, p99 (non-2xx) | {save['per_s']:.0f} /s, "
-        f"{save['p99_ms']:.1f} ms ({save['non2xx']:.0f}) |"
     )
     print(
         f"| **floor of CPU per execution** (sandboxed run + 2 empty requests + 1 empty task) | "
