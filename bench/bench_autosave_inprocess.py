@@ -4,6 +4,9 @@ Python calls per PATCH (cProfile: a figure that does not move with the machine's
 
 Rows (medians over `--requests`, sequential, back to back):
 - `patch`: the whole request through Flask's test client (hooks, Flask-RESTX, the route, the SQL);
+- `patch without the hooks`: the same with the app's before/after/teardown request functions
+  removed (request id, metrics and access log, authentication, rate limits, security headers):
+  what LiveCode's hooks cost an autosave;
 - `service`: `services.sessions.autosave` alone (the check, the statement, the answer's dict);
 - `statement`: the autosave's conditional `UPDATE … RETURNING` alone through SQLAlchemy Core on a
   pooled connection (what one save's write costs the client);
@@ -86,6 +89,13 @@ def main() -> None:
         if args.show:
             stats.sort_stats("cumulative").print_stats(args.show)
 
+        hooks = (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs)
+        kept = [dict(h) for h in hooks]
+        for h in hooks:
+            h.pop(None, None)
+        out["patch_without_hooks_cpu_ms"] = _median_cpu_ms(patch, n)
+        for h, k in zip(hooks, kept, strict=True):
+            h.update(k)
         sid0 = uuid.UUID(sids[0])
 
         def service(i: int) -> None:
