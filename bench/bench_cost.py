@@ -22,6 +22,7 @@ A benchmark, never a pass/fail test. Run from the repository root:
 
     .venv/bin/python -m bench.bench_cost --quick        # about a minute
     .venv/bin/python -m bench.bench_cost                # the full figures
+    .venv/bin/python -m bench.bench_cost --autosave-only  # the autosave load alone, with its CPU by process
 
 The Redis server at 127.0.0.1:6379 may serve others: its CPU then includes their commands; use
 --private-redis to start one for the bench alone (from the installed redis-server).
