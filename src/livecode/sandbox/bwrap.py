@@ -323,6 +323,9 @@ class BwrapRunner(Runner):
                 if sp.warm is not None:  # started ahead for other runs: the launcher stops it first
                     sp.drop_pipes()
                     lead = UNWARM
+                    # It was pid 2 (the launcher's first fork; an interpreter's start-up forks
+                    # nothing): the run's program, forked next, is pid 3.
+                    sp.cg.program_ns_pid = 3
                 pipes = _make_pipes(sp, stage.merge_stderr)
                 child_ends += dict.fromkeys(pipes)  # stdout twice when merged
             if stage.outputs is not None:  # before the program starts: nothing of its making is followed

@@ -120,7 +120,10 @@ static void start_warm(size_t path_at, size_t temp_at) {
     warm_pid = fork_program();
     warm_result = fds[3];
     na = ne = nl = have_cwd = 0; /* the job's records start afresh */
-    nfds = 0;
+    /* Its four pipes were the first message's; descriptors of the job that came in the same
+       read (a sandbox taken as soon as it was built) are the job's first. */
+    nfds -= 4;
+    memmove(fds, fds + 4, nfds * sizeof(int));
 }
 
 /* U: the job is not for the program started ahead: stop it, and take the job as usual. */
