@@ -244,6 +244,11 @@ class BwrapRunner(Runner):
         wait(list(self._finishing), timeout=10.0)
         self._views.close()
 
+    def warm_spares(self) -> int:
+        """Spare sandboxes ready with a program started in them (warm.py)."""
+        pool = self._pool
+        return 0 if pool is None else pool.ready_count(where=lambda sp: sp.warm is not None)
+
     def expect(self, limits: SandboxLimits, count: int) -> None:
         pool = self._pool
         if pool is not None:

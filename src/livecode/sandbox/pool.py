@@ -125,10 +125,10 @@ class SandboxPool(Generic[K, T]):
     def _target(self) -> int:
         return max(self._size, self._ahead)
 
-    def ready_count(self, key: K | None = None) -> int:
-        """Sandboxes ready (for `key`, if given)."""
+    def ready_count(self, key: K | None = None, where: Callable[[T], bool] | None = None) -> int:
+        """Sandboxes ready (for `key`, if given; those `where` accepts, if given)."""
         with self._cond:
-            return sum(1 for _, k, _ in self._ready if key is None or k == key)
+            return sum(1 for _, k, t in self._ready if (key is None or k == key) and (where is None or where(t)))
 
     def _discard_later(self, item: T) -> None:
         t = threading.Thread(target=self._discard_now, args=(item,), daemon=True)
