@@ -5,6 +5,7 @@ serves any run correctly."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import time
@@ -133,9 +134,8 @@ def test_a_program_of_several_files_finds_them_all(runners: tuple[BwrapRunner, B
 def test_a_source_larger_than_a_pipe_arrives_whole(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
     warm, _ = runners
     filler = "".join(f"# line {i} {'x' * 60}\n" for i in range(4000))  # ~290 KB through the FIFO
-    src = filler + "import hashlib\nprint(len(open(__file__).read()), hashlib.sha256(open(__file__, 'rb').read()).hexdigest())\n"
-    import hashlib
-
+    src = filler + "import hashlib\ndata = open(__file__, 'rb').read()\n"
+    src += "print(len(data), hashlib.sha256(data).hexdigest())\n"
     res = _served_warm(warm, RunRequest("python", src))
     assert res.outcome is Outcome.OK, res
     assert res.stdout == f"{len(src)} {hashlib.sha256(src.encode()).hexdigest()}\n"
