@@ -20,7 +20,7 @@ from livecode.sandbox.bwrap import BwrapRunner
 from livecode.sandbox.config import SandboxConfig
 from livecode.sandbox.program import SourceFile
 
-from .helpers import make_runner, no_leftovers, requires_bwrap, run
+from .helpers import host_uids_of_cmdline, make_runner, no_leftovers, requires_bwrap, run
 
 pytestmark = requires_bwrap
 
@@ -199,3 +199,14 @@ def test_spares_started_ahead_leave_nothing_when_discarded(tmp_path: Path) -> No
     finally:
         r.close()
     assert no_leftovers()
+
+
+def test_no_spare_holds_a_users_arguments(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
+    # A run with arguments never has a spare started with them for the runs after it.
+    warm, _ = runners
+    marker = f"secret-{time.monotonic_ns()}"
+    for _ in range(3):
+        res = _cold(warm, RunRequest("python", "import sys; print(sys.argv[1])", args=(marker,)))
+        assert res.stdout == marker + "\n", res
+    time.sleep(0.5)  # the spares built after them
+    assert host_uids_of_cmdline(marker) == set()
