@@ -191,6 +191,7 @@ class BwrapRunner(Runner):
         # are built with it (warm.py), or with none if that run could not use one.
         self._warm_want: dict[tuple[int, int], WarmStart | None] = {}
         self.warm_runs = 0  # runs served by a program started ahead
+        self.unwarmed_runs = 0  # runs that took a spare whose program was started for other runs
         self._warm_start = warm_start
         self._seccomp: bytes | None = None  # the BPF program (seccomp.py) every stage runs under
 
@@ -326,9 +327,7 @@ class BwrapRunner(Runner):
                 if sp.warm is not None:  # started ahead for other runs: the launcher stops it first
                     sp.drop_pipes()
                     lead = UNWARM
-                    # It was pid 2 (the launcher's first fork; an interpreter's start-up forks
-                    # nothing): the run's program, forked next, is pid 3.
-                    sp.cg.program_ns_pid = 3
+                    self.unwarmed_runs += 1
                 pipes = _make_pipes(sp, stage.merge_stderr)
                 child_ends += dict.fromkeys(pipes)  # stdout twice when merged
             if stage.outputs is not None:  # before the program starts: nothing of its making is followed
@@ -710,10 +709,15 @@ def _make_pipes(sp: Spawned, merged: bool) -> list[int]:
     ends go to `sp`; the program's (stdin, stdout, stderr, result) are returned for the caller to
     send and close. Merged (2>&1): the program's fds 1 and 2 are the one stdout pipe, so what it
     writes to either comes out in the order written; the stderr pipe gets EOF at once."""
-    stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
-    out_r, out_w = os.pipe2(os.O_CLOEXEC)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    res_r, res_w = os.pipe2(os.O_CLOEXEC)
+    made: list[int] = []
+    try:
+        for _ in range(4):
+            made += os.pipe2(os.O_CLOEXEC)
+    except OSError:
+        for fd in made:
+            os.close(fd)
+        raise
+    stdin_r, stdin_w, out_r, out_w, err_r, err_w, res_r, res_w = made
     sp.fds += [stdin_w, out_r, err_r, res_r]
     sp.stdin_w, sp.out_r, sp.err_r, sp.result_r = stdin_w, out_r, err_r, res_r
     if merged:

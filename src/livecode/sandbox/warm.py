@@ -18,8 +18,8 @@ A run uses a spare's warm program only if everything the program was started wit
 run would start (`WarmStart` is equal); otherwise the launcher stops it and starts the run's own
 (U). Not warm-started: compile stages, languages without `warm_start` (languages.toml), runs
 with arguments or an entry other than the language's `source_file` (a spare would hold one
-user's arguments or file name for the next), and a Python source whose first lines declare an encoding other than UTF-8
-(CPython's tokenizer then seeks its file, which a FIFO cannot do).
+user's arguments or file name for the next), and a source CPython reads as more than its text
+(`_fifo_readable`: a non-UTF-8 encoding declaration, a zip, bytecode).
 
 The program's start-up CPU is spent before the run's counters are reset (like the sandbox's own
 set-up), so `cpu_time_ms` of a warm-started run counts from its entry file's arrival, and a
@@ -28,6 +28,7 @@ hello world reports ~1-3 ms instead of ~15.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass
 
@@ -35,6 +36,9 @@ from .files import FileSpec
 
 # PEP 263: an encoding declaration on line 1 or 2.
 _CODING = re.compile(rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)")
+_PYC_MAGIC = importlib.util.MAGIC_NUMBER[:2]  # of the worker's Python: the sandbox's is the same /usr/bin/python3
+_ZIP_END = b"PK\x05\x06"  # a zip's end of central directory record: within its last 64 KiB + 22 bytes
+_ZIP_TAIL = 65536 + 22
 
 
 @dataclass(frozen=True)
@@ -64,11 +68,17 @@ def warm_start(
     source = next((f.data for f in files if f.name == entry), None)
     if source is None or not _fifo_readable(source):
         return None
-    return WarmStart(tuple(argv), tuple(sorted(env.items())), tuple(rlimits), merged, f"{work}/{entry}")
+    # The environment in its order: the program sees it in that order (os.environ, /proc/self/environ).
+    return WarmStart(tuple(argv), tuple(env.items()), tuple(rlimits), merged, f"{work}/{entry}")
 
 
 def _fifo_readable(source: bytes) -> bool:
-    """CPython reads a script through a pipe unless it declares an encoding other than UTF-8."""
+    """Whether CPython runs this script read through a pipe as it runs the file. Not when the
+    file is a zip (CPython runs a zip's __main__.py, and finds a zip only in a regular file),
+    compiled bytecode (recognized by its magic number, read with a seek), or when it declares
+    an encoding other than UTF-8 (the tokenizer then seeks the file)."""
+    if source[:2] == _PYC_MAGIC or _ZIP_END in source[-(_ZIP_TAIL):]:
+        return False
     for line in source.split(b"\n", 2)[:2]:
         m = _CODING.match(line)
         if m:

@@ -35,7 +35,7 @@ static struct rlimit lval[MAX_LIMITS];
 static pid_t warm_pid;
 static int warm_result = -1;
 static size_t warm_path_at, warm_temp_at, entry_at, entry_size;
-static int go, unwarmed, entry_done, first_fd = 4;
+static int go, unwarmed, entry_done, first_fd = 4, entry_w = -1;
 
 static void die(const char *what) {
     dprintf(2, "livecode-launcher: %s: %s\n", what, strerror(errno));
@@ -71,7 +71,7 @@ static int create(const char *path, const char *mode_field, mode_t *mode) {
 }
 
 /* In the program's child: its pipes as stdio, its rlimits, every signal at its default, exec. */
-static void exec_program(void) {
+static void exec_program(const int *stdio) {
     static char *args[MAX_ARGS + 1], *envs[MAX_ENV + 1];
     for (int i = 0; i < na; i++) args[i] = buf + arg_at[i];
     for (int i = 0; i < ne; i++) envs[i] = buf + env_at[i];
@@ -80,7 +80,7 @@ static void exec_program(void) {
     /* The program's stdio: pipes made for this run only, never held by bubblewrap's own
        process, so end-of-output comes as soon as the program's processes close them. */
     for (int i = 0; i < 3; i++)
-        if (dup2(fds[i], i) < 0) die("dup2");
+        if (dup2(stdio[i], i) < 0) die("dup2");
     for (int i = 0; i < nl; i++)
         if (setrlimit(lres[i], &lval[i]) < 0) die("setrlimit");
     /* Every signal at its default and none blocked, whatever the worker was started with: a
@@ -95,35 +95,47 @@ static void exec_program(void) {
     die(args[0]);
 }
 
-/* Fork the program from the records received so far (argv, env, cwd, rlimits, pipes). */
-static pid_t fork_program(void) {
+/* Fork the program from the records received so far (argv, env, cwd, rlimits) with `stdio`. */
+static pid_t fork_program(const int *stdio) {
     if (na == 0) { errno = EINVAL; die("no program"); }
-    if (nfds < 4) { errno = EINVAL; die("missing stdio/result fds"); }
     const char *cwd = have_cwd ? buf + cwd_at : "/";
     if (chdir(cwd) < 0) die(cwd);
     pid_t child = fork();
     if (child < 0) die("fork");
-    if (child == 0) exec_program();
-    for (int i = 0; i < 3; i++) close(fds[i]);
+    if (child == 0) exec_program(stdio);
     return child;
 }
+
+/* A warm start's program, kept until it has opened its entry FIFO: its argv, environment and
+   rlimits (restored if it must be started again) and our copies of its stdio. */
+static int warm_na, warm_ne, warm_nl, warm_stdio[3] = { -1, -1, -1 };
 
 /* W: start the program now, its entry file a FIFO it blocks on at the end of its start-up
    (an interpreter opens its script once it is initialized); the job comes later (G). */
 static void start_warm(size_t path_at, size_t temp_at) {
     if (warm_pid || unwarmed) { errno = EINVAL; die("warm start twice"); }
+    if (nfds < 4) { errno = EINVAL; die("missing stdio/result fds"); }
     check_path(buf + path_at);
     check_path(buf + temp_at);
     if (mkfifo(buf + path_at, 0600) < 0) die(buf + path_at);
     warm_path_at = path_at;
     warm_temp_at = temp_at;
-    warm_pid = fork_program();
+    warm_pid = fork_program(fds);
+    memcpy(warm_stdio, fds, sizeof warm_stdio);
     warm_result = fds[3];
-    na = ne = nl = have_cwd = 0; /* the job's records start afresh */
+    warm_na = na, warm_ne = ne, warm_nl = nl;
+    na = ne = nl = 0; /* the job's records start afresh (a G job has none: these stay as they are) */
     /* Its four pipes were the first message's; descriptors of the job that came in the same
        read (a sandbox taken as soon as it was built) are the job's first. */
     nfds -= 4;
     memmove(fds, fds + 4, nfds * sizeof(int));
+}
+
+static void drop_warm_stdio(void) {
+    for (int i = 0; i < 3; i++) {
+        if (warm_stdio[i] >= 0) close(warm_stdio[i]);
+        warm_stdio[i] = -1;
+    }
 }
 
 /* U: the job is not for the program started ahead: stop it, and take the job as usual. */
@@ -131,32 +143,56 @@ static void unwarm(void) {
     kill(warm_pid, SIGKILL);
     while (waitpid(warm_pid, NULL, __WALL) < 0 && errno == EINTR) {}
     if (unlink(buf + warm_path_at) < 0) die(buf + warm_path_at);
+    drop_warm_stdio();
     close(warm_result);
     warm_pid = 0;
     warm_result = -1;
     unwarmed = 1;
+    have_cwd = 0;
 }
 
-/* G, at the end of the job: every file is in place; wait until the program has opened its
-   FIFO (it may still be starting), put the real entry file in the FIFO's place, then give the
-   program the same content through the FIFO. 0 if it ended before it opened it. */
-static int feed_entry(void) {
+/* The FIFO's write end, once the program has opened it (it may still be starting: 1 ms naps,
+   ENXIO from a non-blocking open while there is no reader); -1 if it ended before. */
+static int entry_writer(void) {
     const char *path = buf + warm_path_at;
-    int w;
     for (;;) {
-        w = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-        if (w >= 0) break;
+        int w = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+        if (w >= 0) {
+            if (fcntl(w, F_SETFL, 0) < 0) die("fcntl");
+            return w;
+        }
         if (errno == EINTR) continue;
-        if (errno != ENXIO) die(path); /* ENXIO: no reader yet */
+        if (errno != ENXIO) die(path);
         siginfo_t si;
         si.si_pid = 0;
         if (waitid(P_PID, (id_t)warm_pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == warm_pid)
-            return 0; /* left for the reaping loop, which reports how it ended */
+            return -1;
         struct timespec ms = { 0, 1000000 };
         nanosleep(&ms, NULL);
     }
-    if (fcntl(w, F_SETFL, 0) < 0) die("fcntl");
-    if (rename(buf + warm_temp_at, path) < 0) die(path);
+}
+
+/* G's entry file, written aside at `temp`: once the program has its FIFO open, the file takes
+   the FIFO's place (now, so that the directory lists it where a cold start's would be) and the
+   FIFO's write end is returned, for its content once every file is in place. A program started
+   ahead that ended before it opened the FIFO (killed while it waited for a run) is started
+   again, once; -1 if that one ends before too (the reaping loop reports how). */
+static int place_entry(void) {
+    int w = entry_writer();
+    if (w < 0) {
+        while (waitpid(warm_pid, NULL, __WALL) < 0 && errno == EINTR) {}
+        na = warm_na, ne = warm_ne, nl = warm_nl;
+        warm_pid = fork_program(warm_stdio);
+        na = ne = nl = 0;
+        w = entry_writer();
+    }
+    drop_warm_stdio(); /* the program holds them now (or is gone) */
+    if (rename(buf + warm_temp_at, buf + warm_path_at) < 0) die(buf + warm_path_at);
+    return w;
+}
+
+static void feed_entry(int w) {
+    if (w < 0) return;
     for (size_t off = 0; off < entry_size;) {
         ssize_t n = write(w, buf + entry_at + off, entry_size - off);
         if (n < 0) {
@@ -166,7 +202,6 @@ static int feed_entry(void) {
         off += (size_t)n;
     }
     close(w);
-    return 1;
 }
 
 /* Handle every complete record from *pos on; stop at one that has not fully arrived. */
@@ -180,6 +215,10 @@ static void parse(size_t *pos) {
         if (warm_pid && !go && tag != 'G' && tag != 'U') {
             errno = EINVAL; /* a job for a warm sandbox says first how it takes the program */
             die("warm start: G or U first");
+        }
+        if (go && tag != 'M' && tag != 'F' && tag != 'D') {
+            errno = EINVAL; /* the program was started with its own: a G job brings files only */
+            die("warm start: files only after G");
         }
         if (tag == 'A') {
             if (na == MAX_ARGS) { errno = E2BIG; die("argv"); }
@@ -226,6 +265,7 @@ static void parse(size_t *pos) {
                 off += (size_t)w;
             }
             if (fchmod(out, mode) < 0 || close(out) < 0) die(buf + f[0]);
+            if (is_entry) entry_w = place_entry();
             next += size;
         } else if (tag == 'D') { /* file content from a passed fd (a cached compiled program) */
             size_t idx = strtoull(buf + f[2], NULL, 10);
@@ -301,12 +341,14 @@ int main(int argc, char **argv) {
     pid_t child;
     int result_fd;
     if (go) {
-        if (!entry_done || na || ne || nl || have_cwd) { errno = EINVAL; die("bad job for a warm start"); }
+        if (!entry_done) { errno = EINVAL; die("a warm start's job without its entry file"); }
         child = warm_pid;
         result_fd = warm_result;
-        feed_entry();
+        feed_entry(entry_w);
     } else {
-        child = fork_program();
+        if (nfds < 4) { errno = EINVAL; die("missing stdio/result fds"); }
+        child = fork_program(fds);
+        for (int i = 0; i < 3; i++) close(fds[i]);
         result_fd = fds[3];
     }
     int devnull = open("/dev/null", O_RDWR);
