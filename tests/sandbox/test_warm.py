@@ -333,3 +333,16 @@ def _sandbox_cmdlines() -> list[list[str]]:
             except OSError:
                 pass
     return out
+
+
+def test_compiled_bytecode_starts_cold_and_runs(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
+    # CPython recognizes bytecode by its magic number, read from a regular file only.
+    import importlib.util
+    import marshal
+
+    pyc = importlib.util.MAGIC_NUMBER + bytes(12) + marshal.dumps(compile("print('from bytecode')", "m", "exec"))
+    warm, _ = runners
+    _wait_warm(warm)
+    res = _cold(warm, RunRequest("python", "", files=(SourceFile("main.py", pyc),), entry="main.py"))
+    assert res.outcome is Outcome.OK, res
+    assert res.stdout == "from bytecode\n"
