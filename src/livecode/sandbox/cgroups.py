@@ -87,6 +87,7 @@ class RunCgroup:
         self.v2 = v2
         self.seen_pids: set[int] = set()
         self.cpu_base_ms = 0
+        self.program_ns_pid = 2  # the run's program in its pid namespace (signal_program)
         self.limits: tuple[int, int] | None = None
         self._sampled_peak = 0  # v2, kernels < 5.19 (no memory.peak): memory.current seen at CPU checks
         self._has_peak = not v2 or "" not in dirs or (dirs[""] / "memory.peak").exists()
@@ -310,19 +311,21 @@ class RunCgroup:
     def signal_program(self, sig: int) -> bool:
         """Send `sig` to the run's program: pid 2 of the sandbox's pid namespace (the launcher,
         pid 1, forks it before anything else runs there, and while it lives its pid is not
-        reused; seccomp refuses new namespaces, so no process of the run has pid 2 in another).
-        Only a process of this cgroup gets it, through a pidfd checked after it was opened, so a
-        host pid reused in between is never hit. False when the program is not there (not
-        started yet, or gone)."""
+        reused; seccomp refuses new namespaces, so no process of the run has pid 2 in another),
+        or `program_ns_pid` when the launcher forked another first (a warm start it stopped:
+        warm.py). Only a process of this cgroup gets it, through a pidfd checked after it was
+        opened, so a host pid reused in between is never hit. False when the program is not
+        there (not started yet, or gone)."""
+        target = self.program_ns_pid
         for pid in self.pids():
-            if _ns_pid(pid) != 2:
+            if _ns_pid(pid) != target:
                 continue
             try:
                 fd = os.pidfd_open(pid)
             except OSError:
                 continue
             try:
-                if pid in self.pids() and _ns_pid(pid) == 2:
+                if pid in self.pids() and _ns_pid(pid) == target:
                     signal.pidfd_send_signal(fd, sig)
                     return True
             except OSError:

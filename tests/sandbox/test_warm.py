@@ -1,0 +1,201 @@
+"""Warm starts (warm.py): a spare sandbox's Python started before its run, its script a FIFO
+until the run's code comes. A program must not be able to tell: everything it can observe of
+its start is what a cold start gives it. And a sandbox whose program was started for other runs
+serves any run correctly."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from livecode.sandbox import Outcome, RunRequest
+from livecode.sandbox.bwrap import BwrapRunner
+from livecode.sandbox.config import SandboxConfig
+from livecode.sandbox.program import SourceFile
+
+from .helpers import make_runner, no_leftovers, requires_bwrap, run
+
+pytestmark = requires_bwrap
+
+# What a program can see of how it was started.
+PROBE = r"""
+import json, os, resource, sys
+fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+print(json.dumps({
+    "argv": sys.argv, "orig_argv": sys.orig_argv, "path": sys.path, "file": __file__,
+    "isfile": os.path.isfile(__file__), "source": open(__file__).read(), "main": sorted(dir()),
+    "loader": type(__loader__).__name__, "spec": repr(__spec__), "modules": sorted(sys.modules),
+    "flags": repr(sys.flags), "cwd": os.getcwd(), "env": dict(os.environ),
+    "rlimits": [resource.getrlimit(r) for r in range(16)],
+    "fds": fds, "box": sorted(os.listdir("/sandbox")), "work": sorted(os.listdir(".")),
+    "pid": os.getpid(), "ppid": os.getppid(), "stdin": sys.stdin.read(),
+    "stdout": [sys.stdout.isatty(), sys.stdout.encoding, sys.stdout.line_buffering],
+}))
+"""
+
+TRACEBACK = "def f():\n    return 1 / 0\n\nprint('before')\nf()\n"
+
+
+@pytest.fixture(scope="module")
+def runners(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BwrapRunner, BwrapRunner]]:
+    warm = make_runner(tmp_path_factory.mktemp("warm"), 2)
+    cold = make_runner(tmp_path_factory.mktemp("cold"), 2, config=SandboxConfig(warm_start=False))
+    assert isinstance(warm, BwrapRunner) and isinstance(cold, BwrapRunner)
+    try:
+        yield warm, cold
+    finally:
+        warm.close()
+        cold.close()
+
+
+def _wait_warm(r: BwrapRunner) -> None:
+    """Until a spare with Python started in it is ready (the last runs were Python's)."""
+    for _ in range(3):
+        run(r, "python", "pass")  # the spares follow the last run's program
+    deadline = time.monotonic() + 15
+    while r.warm_spares() == 0:
+        assert time.monotonic() < deadline, "no warm spare built"
+        time.sleep(0.02)
+
+
+def _served_warm(r: BwrapRunner, req: RunRequest) -> Any:
+    _wait_warm(r)
+    before = r.warm_runs
+    res = r.run(req)
+    assert r.warm_runs == before + 1, "the run did not take the program started ahead"
+    return res
+
+
+def _cold(r: BwrapRunner, req: RunRequest) -> Any:
+    before = r.warm_runs
+    res = r.run(req)
+    assert r.warm_runs == before
+    return res
+
+
+def test_a_warm_started_program_sees_what_a_cold_start_gives_it(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
+    warm, cold = runners
+    req = RunRequest("python", PROBE, stdin="line one\nline two\n")
+    w = _served_warm(warm, req)
+    c = _cold(cold, req)
+    assert w.outcome is Outcome.OK and c.outcome is Outcome.OK, (w, c)
+    seen_warm, seen_cold = json.loads(w.stdout_bytes), json.loads(c.stdout_bytes)
+    assert seen_warm == seen_cold
+    # and what a cold start gives is what `python3 -E -s main.py` gives:
+    assert seen_warm["argv"] == ["main.py"] and seen_warm["file"] == "/sandbox/work/main.py"
+    assert seen_warm["isfile"] and seen_warm["source"] == PROBE
+    assert seen_warm["fds"] == [0, 1, 2, 3]  # stdio and the listing's own: nothing of the launcher's
+    assert seen_warm["box"] == ["tmp", "work"] and seen_warm["work"] == ["main.py", "out"]
+    assert seen_warm["stdin"] == "line one\nline two\n"
+
+
+@pytest.mark.parametrize(
+    ("source", "outcome", "exit_code", "sig"),
+    [
+        (TRACEBACK, Outcome.RUNTIME_ERROR, 1, None),
+        ("import sys\nprint('x', file=sys.stderr)\nsys.exit(3)\n", Outcome.RUNTIME_ERROR, 3, None),
+        ("print('interrupted')\nraise KeyboardInterrupt\n", Outcome.RUNTIME_ERROR, None, signal.SIGINT),
+        ("print('unclosed'\n", Outcome.RUNTIME_ERROR, 1, None),
+    ],
+    ids=["traceback", "exit-status", "keyboard-interrupt", "syntax-error"],
+)
+def test_errors_and_exits_are_those_of_a_cold_start(
+    runners: tuple[BwrapRunner, BwrapRunner], source: str, outcome: Outcome, exit_code: int | None, sig: int | None,
+) -> None:
+    warm, cold = runners
+    w = _served_warm(warm, RunRequest("python", source))
+    c = _cold(cold, RunRequest("python", source))
+    assert (w.outcome, w.exit_code, w.signal) == (outcome, exit_code, sig), w
+    assert (w.stdout_bytes, w.stderr_bytes) == (c.stdout_bytes, c.stderr_bytes)
+    if source == TRACEBACK:  # the traceback quotes the lines of main.py: a regular file by then
+        assert 'File "/sandbox/work/main.py", line 2, in f\n    return 1 / 0' in w.stderr
+
+
+def test_a_program_of_several_files_finds_them_all(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
+    warm, _ = runners
+    files = (
+        SourceFile.text("main.py", "import helper\nfrom pkg import mod\nprint(helper.NAME, mod.VALUE)\n"),
+        SourceFile.text("helper.py", "NAME = 'helper'\n"),
+        SourceFile.text("pkg/__init__.py", ""),
+        SourceFile.text("pkg/mod.py", "VALUE = 42\n"),
+    )
+    res = _served_warm(warm, RunRequest("python", "", files=files, entry="main.py"))
+    assert res.outcome is Outcome.OK, res
+    assert res.stdout == "helper 42\n"
+
+
+def test_a_source_larger_than_a_pipe_arrives_whole(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
+    warm, _ = runners
+    filler = "".join(f"# line {i} {'x' * 60}\n" for i in range(4000))  # ~290 KB through the FIFO
+    src = filler + "import hashlib\nprint(len(open(__file__).read()), hashlib.sha256(open(__file__, 'rb').read()).hexdigest())\n"
+    import hashlib
+
+    res = _served_warm(warm, RunRequest("python", src))
+    assert res.outcome is Outcome.OK, res
+    assert res.stdout == f"{len(src)} {hashlib.sha256(src.encode()).hexdigest()}\n"
+
+
+def test_a_source_declaring_another_encoding_starts_cold_and_runs(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
+    # CPython seeks a script that declares a non-UTF-8 encoding, which a FIFO cannot do.
+    warm, _ = runners
+    files = (SourceFile("main.py", b'# -*- coding: latin-1 -*-\nprint("caf\xe9")\n'),)
+    _wait_warm(warm)
+    res = _cold(warm, RunRequest("python", "", files=files, entry="main.py"))
+    assert res.outcome is Outcome.OK, res
+    assert res.stdout == "café\n"
+
+
+def test_a_run_of_another_program_stops_the_one_started_ahead(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
+    warm, _ = runners
+    _wait_warm(warm)
+    spares = warm.warm_spares()
+    # Another language, and Python with other arguments, limits of the same key, merged stderr:
+    # each takes a spare whose Python was started for the runs before, and runs its own program.
+    for req, out in (
+        (RunRequest("bash", "echo $0"), "main.sh\n"),
+        (RunRequest("python", "import sys; print(sys.argv[1:])", args=("a", "b")), "['a', 'b']\n"),
+        (RunRequest("python", "import sys; print('out', flush=True); print('err', file=sys.stderr)", merge_stderr=True),
+         "out\nerr\n"),
+    ):
+        res = _cold(warm, req)
+        assert res.outcome is Outcome.OK and res.stdout == out, res
+    assert spares > 0
+    assert no_leftovers()
+
+
+def test_a_signal_reaches_a_program_started_after_a_stopped_warm_start(
+    runners: tuple[BwrapRunner, BwrapRunner],
+) -> None:
+    # The program is no longer the sandbox's pid 2 (the Python started ahead was): a Stop must
+    # still reach it, not miss it.
+    warm, _ = runners
+    _wait_warm(warm)
+    seen: list[str] = []
+    sent: list[int] = []
+
+    def source() -> int | None:
+        if not sent and "started" in "".join(seen):
+            sent.append(signal.SIGUSR1)
+            return signal.SIGUSR1
+        return None
+
+    src = "trap 'echo got USR1; exit 3' USR1\necho started\nwhile true; do sleep 0.05; done\n"
+    res = warm.run(RunRequest("bash", src), on_output=lambda _s, text: seen.append(text), signal_source=source)
+    assert res.outcome is Outcome.RUNTIME_ERROR and res.exit_code == 3, res
+    assert "got USR1" in res.stdout
+
+
+def test_spares_started_ahead_leave_nothing_when_discarded(tmp_path: Path) -> None:
+    r = make_runner(tmp_path, 2)
+    assert isinstance(r, BwrapRunner)
+    try:
+        _wait_warm(r)
+    finally:
+        r.close()
+    assert no_leftovers()
