@@ -42,6 +42,12 @@ class Pending:
             raise
         self.conn = conn
 
+    @property
+    def on_the_wire(self) -> bool:
+        """The commands were written (their replies are unread); False when the send failed and
+        replies() will send them again."""
+        return self.conn is not None
+
     def replies(self) -> list[Any]:
         """The commands' replies in order; an error reply raises (as pipeline.execute() does)
         once every reply is read. Idempotent."""

@@ -9,6 +9,7 @@ import json
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 import redis
 import requests
 
+from livecode import redis_split
 from livecode.config import load_settings
 from tests.support.client import ApiClient
 from tests.support.procs import start_api
@@ -127,3 +129,25 @@ def test_a_submission_is_answered_before_redis_replies_and_its_run_is_queued(
     again = api.execute(sid, priority="batch")
     assert again.status_code == 202, again.text
     assert api.wait_execution(again.json()["execution_id"])["status"] == "COMPLETED"
+
+
+def test_replies_read_later_are_those_of_a_pipeline(redis_base_url: str) -> None:
+    """redis_split: commands written now, replies read later, as one pipeline would give them;
+    an error reply is raised once every reply is read, and the connection serves on."""
+    client = redis.Redis.from_url(redis_base_url)
+    key = f"lc-split-{uuid.uuid4().hex}"
+    try:
+        sent = redis_split.send(client, [("SET", key, "v"), ("LPUSH", key, "x"), ("GET", key)])
+        assert sent.on_the_wire
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            sent.replies()
+        assert client.get(key) == b"v"  # nothing left unread on a pooled connection
+        ok = redis_split.send(client, [("INCR", key + ":n"), ("INCR", key + ":n")])
+        assert ok.replies() == [1, 2] and ok.replies() == [1, 2]  # read once
+        dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)  # nothing listens
+        failed = redis_split.send(dead, [("LPUSH", key, "y")])
+        assert not failed.on_the_wire
+        with pytest.raises(redis.ConnectionError):
+            failed.replies()
+    finally:
+        client.delete(key, key + ":n")

@@ -407,7 +407,7 @@ def queue_runs(events: EventBus, enqueue: Enqueue, execution_ids: list[uuid.UUID
             except Exception:  # noqa: BLE001 - as above
                 failed(len(ids))
 
-        if defer is None:
+        if defer is None or not sent.on_the_wire:  # a failed send is retried before the answer
             confirm()
         else:
             defer(confirm)
