@@ -11,7 +11,9 @@ accounts do not multiply one address's budget. A single submission is charged be
 runs; a batch is charged its number of runs by the batch service, after checking the batch and
 right before inserting it. Either way a refused request creates nothing and charges nothing. In
 Redis both budgets are charged by one Lua script on the moving-window lists `limits` keeps (one
-round trip per submission instead of three; both budgets or neither, atomically).
+round trip per submission instead of three; both budgets or neither, atomically). A single
+submission's script is written before its handler runs and its answer read after the session read,
+before anything is written (execution_charge_sent): that round trip overlaps PostgreSQL's.
 """
 
 from __future__ import annotations
