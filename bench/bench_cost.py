@@ -159,6 +159,7 @@ THREAD_KINDS = (
     ("MainThread", "Celery consumer"),
     ("sandbox-pool", "sandbox pool refill"),
     ("sandbox-cleanup", "sandbox cleanup"),
+    ("output-publisher", "output publishers"),
 )
 
 
@@ -383,7 +384,7 @@ def throughput(stack: Stack, meter: CpuMeter, pg: psycopg.Connection[Any], sourc
     cpu = {k: v / count for k, v in CpuMeter.delta_ms(a, b).items()}
     threads = by_thread_kind(meter.worker_pid, threads_a, threads_b, count)
     if threads:
-        threads["threads that ended (output publishers)"] = max(0.0, cpu["worker_own"] - sum(threads.values()))
+        threads["threads that ended"] = max(0.0, cpu["worker_own"] - sum(threads.values()))
     # How busy the cores were: the machine's idle share (other load on the host fills it too),
     # and the stack's CPU over the phase as a share of every core (one GET per run included).
     cores = os.cpu_count() or 1

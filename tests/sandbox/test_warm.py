@@ -5,6 +5,7 @@ serves any run correctly."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import time
@@ -19,7 +20,7 @@ from livecode.sandbox.bwrap import BwrapRunner
 from livecode.sandbox.config import SandboxConfig
 from livecode.sandbox.program import SourceFile
 
-from .helpers import make_runner, no_leftovers, requires_bwrap, run
+from .helpers import host_uids_of_cmdline, make_runner, no_leftovers, requires_bwrap, run
 
 pytestmark = requires_bwrap
 
@@ -133,9 +134,8 @@ def test_a_program_of_several_files_finds_them_all(runners: tuple[BwrapRunner, B
 def test_a_source_larger_than_a_pipe_arrives_whole(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
     warm, _ = runners
     filler = "".join(f"# line {i} {'x' * 60}\n" for i in range(4000))  # ~290 KB through the FIFO
-    src = filler + "import hashlib\nprint(len(open(__file__).read()), hashlib.sha256(open(__file__, 'rb').read()).hexdigest())\n"
-    import hashlib
-
+    src = filler + "import hashlib\ndata = open(__file__, 'rb').read()\n"
+    src += "print(len(data), hashlib.sha256(data).hexdigest())\n"
     res = _served_warm(warm, RunRequest("python", src))
     assert res.outcome is Outcome.OK, res
     assert res.stdout == f"{len(src)} {hashlib.sha256(src.encode()).hexdigest()}\n"
@@ -199,3 +199,14 @@ def test_spares_started_ahead_leave_nothing_when_discarded(tmp_path: Path) -> No
     finally:
         r.close()
     assert no_leftovers()
+
+
+def test_no_spare_holds_a_users_arguments(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
+    # A run with arguments never has a spare started with them for the runs after it.
+    warm, _ = runners
+    marker = f"secret-{time.monotonic_ns()}"
+    for _ in range(3):
+        res = _cold(warm, RunRequest("python", "import sys; print(sys.argv[1])", args=(marker,)))
+        assert res.stdout == marker + "\n", res
+    time.sleep(0.5)  # the spares built after them
+    assert host_uids_of_cmdline(marker) == set()

@@ -21,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ _EXTRA_PIDS = 2  # bwrap's monitor and the launcher (the sandbox's pid 1) live i
 _LAUNCHER = "/.livecode-launcher"
 _ENTRY_TEMP = f"{BOX}/.livecode-entry"  # a warm start's entry file before it replaces the FIFO (warm.py)
 _PREBUILD_NICE = 10  # building spare sandboxes must not slow down the runs in progress
+_RENICE_WAIT_S = 0.05  # a spare taken as it starts: its helper drops to the slot uid within ~1 ms
 _DEFAULTS = SandboxLimits()
 _DISCARD_WAIT_S = 5.0  # a discarded sandbox's launcher exits at once on its closed socket
 _SEND_TIMEOUT_S = 30.0  # the launcher reads its job as soon as bubblewrap has set the sandbox up
@@ -309,17 +311,13 @@ class BwrapRunner(Runner):
         try:
             sp.cg.set_limits(stage.memory_mb * 1024 * 1024, stage.max_processes + _EXTRA_PIDS)
             if prebuilt:
-                if sp.nice:  # built at low priority; the run gets normal priority: every process
-                    # of the slot's uid is this sandbox's (one run per uid on the host, hostfs.py),
-                    # so one call, without reading the cgroup's process list (~75 us)
-                    try:
-                        os.setpriority(os.PRIO_USER, self.uid_base + sp.slot, 0)
-                    except ProcessLookupError:
-                        # Taken so soon that its helper is still root: it has not set its nice 10
-                        # yet (spawner.c does that before it drops to the slot uid), so no renice
-                        # now can be sure to come after it. A sandbox is built for this run instead.
-                        self._finish(sp.slot, sp.cg, sp)
-                        return None
+                # Built at low priority; the run gets normal priority: every process of the slot's
+                # uid is this sandbox's (one run per uid on the host, hostfs.py), so one call,
+                # without reading the cgroup's process list (~75 us). If its helper never dropped
+                # to the slot uid (it failed, or is stuck), a sandbox is built for this run instead.
+                if sp.nice and not _renice(self.uid_base + sp.slot):
+                    self._finish(sp.slot, sp.cg, sp)
+                    return None
                 sp.cg.reset_counters()
             go = sp.warm is not None and sp.warm == job.warm  # its program started ahead is this run's
             lead = GO if go else b""
@@ -741,6 +739,22 @@ def _rlimits(stage: Stage, biggest_file: int, extra_pids: int = _EXTRA_PIDS) -> 
         stack = min(stage.stack_kb * 1024, _hard(resource.RLIMIT_STACK))
         limits.append((resource.RLIMIT_STACK, stack, stack))
     return limits
+
+
+def _renice(uid: int) -> bool:
+    """Every process of the slot's uid back to nice 0. A sandbox taken the moment it was built may
+    have its helper still root: it has not set its nice 10 yet (spawner.c does that, then drops to
+    the slot uid), so a renice now could come before it. Wait (a few ms at most) until a process
+    of the uid exists, i.e. the helper has dropped; False if none comes."""
+    deadline = time.monotonic() + _RENICE_WAIT_S
+    while True:
+        try:
+            os.setpriority(os.PRIO_USER, uid, 0)
+            return True
+        except ProcessLookupError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.0005)
 
 
 def _note_child_pid(cg: RunCgroup, status: list[dict[str, int]]) -> None:

@@ -255,7 +255,8 @@ class Runner(ABC):
             outputs=req.outputs,
             merge_stderr=req.merge_stderr,
             ahead=ahead,
-            warm_entry=program.entry if lang.warm_start else None,
+            # Not with arguments: a spare's program would carry one user's arguments into the next.
+            warm_entry=program.entry if lang.warm_start and not req.args else None,
         )
         sr = self._execute(stage, on_output)
         return self._to_result(sr, limits)
