@@ -670,6 +670,9 @@ def main() -> None:
                    help="runs at once in the worker (default: its own default, LIVECODE_WORKER_CONCURRENCY unset)")
     p.add_argument("--private-redis", action="store_true", help="start a redis-server for the bench alone")
     p.add_argument("--json", action="store_true", help="also print every figure as JSON")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="a setting for the stack's processes, e.g. LIVECODE_SANDBOX_WARM_START=false (repeatable; "
+                        "the bench's own environment does not reach them)")
     args = p.parse_args()
     runs = args.runs or (30 if args.quick else 100)
     count = args.throughput or (60 if args.quick else 200)
@@ -678,7 +681,9 @@ def main() -> None:
 
     report: dict[str, Any] = {"machine": machine(), "load_before": os.getloadavg(), "private_redis": args.private_redis}
     report["raw"] = raw_figures(runs)
+    settings = dict(item.split("=", 1) for item in args.env)
     extra = {"LIVECODE_WORKER_CONCURRENCY": str(args.worker_concurrency)} if args.worker_concurrency else {}
+    extra.update(settings)
     stack = start_stack(args.redis_url, args.private_redis, extra)
     pg = psycopg.connect(stack.database_url, autocommit=True)
     try:
@@ -700,7 +705,7 @@ def main() -> None:
         stack.close()
     if not args.no_embedded:
         data_dir = tempfile.mkdtemp(prefix="lc-bench-embedded-")
-        emb = embedded_stack(data_dir)
+        emb = embedded_stack(data_dir, **settings)
         try:
             ApiClient(emb.base).run(HELLO)
             report["embedded"] = latencies(emb.base, runs)

@@ -201,12 +201,32 @@ def test_spares_started_ahead_leave_nothing_when_discarded(tmp_path: Path) -> No
     assert no_leftovers()
 
 
-def test_no_spare_holds_a_users_arguments(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
-    # A run with arguments never has a spare started with them for the runs after it.
+def test_no_spare_holds_a_users_arguments_or_file_names(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
+    # A run with arguments, or whose entry is a file of its own naming, never has a spare started
+    # with them for the runs after it.
     warm, _ = runners
-    marker = f"secret-{time.monotonic_ns()}"
+    marker = f"secret{time.monotonic_ns()}"
+    entry = f"{marker}.py"
     for _ in range(3):
         res = _cold(warm, RunRequest("python", "import sys; print(sys.argv[1])", args=(marker,)))
         assert res.stdout == marker + "\n", res
+        named = (SourceFile.text(entry, "import sys; print(sys.argv[0])"),)
+        res = _cold(warm, RunRequest("python", "", files=named, entry=entry))
+        assert res.stdout == entry + "\n", res
     time.sleep(0.5)  # the spares built after them
     assert host_uids_of_cmdline(marker) == set()
+    assert not any(marker in " ".join(argv) for argv in _sandbox_cmdlines())
+
+
+def _sandbox_cmdlines() -> list[list[str]]:
+    import os
+
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    out.append([a.decode(errors="replace") for a in f.read().split(b"\0")])
+            except OSError:
+                pass
+    return out

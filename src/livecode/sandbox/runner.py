@@ -255,8 +255,7 @@ class Runner(ABC):
             outputs=req.outputs,
             merge_stderr=req.merge_stderr,
             ahead=ahead,
-            # Not with arguments: a spare's program would carry one user's arguments into the next.
-            warm_entry=program.entry if lang.warm_start and not req.args else None,
+            warm_entry=program.entry if _warm_startable(lang, program, req) else None,
         )
         sr = self._execute(stage, on_output)
         return self._to_result(sr, limits)
@@ -396,6 +395,13 @@ class Runner(ABC):
             if sr.signal:
                 res.message = f"killed by signal {sr.signal} ({_signal_name(sr.signal)})"
         return res
+
+
+def _warm_startable(lang: Language, program: Program, req: RunRequest) -> bool:
+    """Whether the run's program may be started before it comes (warm.py): its language allows it,
+    and its command line holds nothing of the user's (no arguments, the language's own entry name),
+    which a spare's program would carry into the next runs."""
+    return lang.warm_start and not req.args and program.entry == lang.source_file
 
 
 def _stopped(sr: StageResult) -> bool:

@@ -17,8 +17,8 @@ filter and cgroup, from its first instruction, and holds nothing of any run unti
 A run uses a spare's warm program only if everything the program was started with is what the
 run would start (`WarmStart` is equal); otherwise the launcher stops it and starts the run's own
 (U). Not warm-started: compile stages, languages without `warm_start` (languages.toml), runs
-with arguments (a spare would hold one user's arguments for the next), an entry in a
-subdirectory, and a Python source whose first lines declare an encoding other than UTF-8
+with arguments or an entry other than the language's `source_file` (a spare would hold one
+user's arguments or file name for the next), and a Python source whose first lines declare an encoding other than UTF-8
 (CPython's tokenizer then seeks its file, which a FIFO cannot do).
 
 The program's start-up CPU is spent before the run's counters are reset (like the sandbox's own
