@@ -160,6 +160,7 @@ THREAD_KINDS = (
     ("MainThread", "Celery consumer"),
     ("sandbox-pool", "sandbox pool refill"),
     ("sandbox-cleanup", "sandbox cleanup"),
+    ("output-publisher", "output publishers"),
 )
 
 
@@ -384,7 +385,7 @@ def throughput(stack: Stack, meter: CpuMeter, pg: psycopg.Connection[Any], sourc
     cpu = {k: v / count for k, v in CpuMeter.delta_ms(a, b).items()}
     threads = by_thread_kind(meter.worker_pid, threads_a, threads_b, count)
     if threads:
-        threads["threads that ended (output publishers)"] = max(0.0, cpu["worker_own"] - sum(threads.values()))
+        threads["threads that ended"] = max(0.0, cpu["worker_own"] - sum(threads.values()))
     # How busy the cores were: the machine's idle share (other load on the host fills it too),
     # and the stack's CPU over the phase as a share of every core (one GET per run included).
     cores = os.cpu_count() or 1
@@ -730,7 +731,7 @@ def _format(rows: list[tuple[str, str, str, str, str]]) -> str:
 def autosave_only(args: argparse.Namespace) -> None:
     """The autosave phase alone, on a stack of its own, with the CPU per autosave by process."""
     report: dict[str, Any] = {"machine": machine(), "load_before": os.getloadavg()}
-    stack = start_stack(args.redis_url, args.private_redis)
+    stack = start_stack(args.redis_url, args.private_redis, dict(item.split("=", 1) for item in args.env))
     pg = psycopg.connect(stack.database_url, autocommit=True)
     try:
         meter = CpuMeter(stack.api.proc.pid, stack.worker.proc.pid, None, psycopg.connect(PG_ADMIN, autocommit=True),
@@ -764,6 +765,9 @@ def main() -> None:
     p.add_argument("--json", action="store_true", help="also print every figure as JSON")
     p.add_argument("--autosave-only", action="store_true",
                    help="only the autosave load (--seconds, default 10), with the CPU per autosave")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="a setting for the stack's processes, e.g. LIVECODE_SANDBOX_WARM_START=false (repeatable; "
+                        "the bench's own environment does not reach them)")
     args = p.parse_args()
     if args.autosave_only:
         autosave_only(args)
@@ -775,7 +779,9 @@ def main() -> None:
 
     report: dict[str, Any] = {"machine": machine(), "load_before": os.getloadavg(), "private_redis": args.private_redis}
     report["raw"] = raw_figures(runs)
+    settings = dict(item.split("=", 1) for item in args.env)
     extra = {"LIVECODE_WORKER_CONCURRENCY": str(args.worker_concurrency)} if args.worker_concurrency else {}
+    extra.update(settings)
     stack = start_stack(args.redis_url, args.private_redis, extra)
     pg = psycopg.connect(stack.database_url, autocommit=True)
     try:
@@ -797,7 +803,7 @@ def main() -> None:
         stack.close()
     if not args.no_embedded:
         data_dir = tempfile.mkdtemp(prefix="lc-bench-embedded-")
-        emb = embedded_stack(data_dir)
+        emb = embedded_stack(data_dir, **settings)
         try:
             ApiClient(emb.base).run(HELLO)
             report["embedded"] = latencies(emb.base, runs)

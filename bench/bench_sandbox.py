@@ -1,6 +1,6 @@
 """Sandbox speed: hello worlds through the sandbox against the same without it.
 
-    sudo .venv/bin/python bench/bench_sandbox.py [--n 40] [--mode bwrap] [--compare-seccomp]
+    sudo .venv/bin/python bench/bench_sandbox.py [--n 40] [--mode bwrap] [--compare-seccomp] [--no-warm]
 
 Prints median and p95 (ms) of: a Python hello world and /bin/true, bare and sandboxed; and for
 C++, Java, Go and Rust the compile-and-run time (cold cache), the cached re-run time, and the
@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from livecode.sandbox import Outcome, RunRequest, SandboxLimits, get_language, get_runner  # noqa: E402
+from livecode.sandbox.config import SandboxConfig  # noqa: E402
 from livecode.sandbox.runner import Runner, Stage  # noqa: E402
 
 HELLO = {
@@ -194,6 +195,7 @@ def main() -> None:
     ap.add_argument("--uid-base", type=int, default=None, help="first slot uid (default: env or 61000)")
     ap.add_argument("--slots", type=int, default=None, help="slot uids per runner (default: env or 16)")
     ap.add_argument("--compare-seccomp", action="store_true", help="also run without the seccomp filter")
+    ap.add_argument("--no-warm", action="store_true", help="spares without a warm-started interpreter (warm.py)")
     args = ap.parse_args()
     global PAUSE_S
     PAUSE_S = args.pause_ms / 1000
@@ -202,6 +204,7 @@ def main() -> None:
     pool = None if args.pool is None else args.pool
     runner = get_runner(
         args.mode,
+        SandboxConfig(warm_start=not args.no_warm),
         work_root=str(base / "work"),
         cache_dir=str(base / "cache"),
         pool_size=pool,
@@ -216,7 +219,8 @@ def main() -> None:
         return
     time.sleep(1)  # let the pool fill
     print(f"# {platform.node()}: {os.cpu_count()} cores, kernel {platform.release()}, {platform.python_version()}")
-    print(f"# mode={args.mode} n={args.n} pool={pool} pause={args.pause_ms}ms (ms per whole run() call)")
+    print(f"# mode={args.mode} n={args.n} pool={pool} pause={args.pause_ms}ms warm={not args.no_warm} "
+          "(ms per whole run() call)")
     print(f"# load average before: {os.getloadavg()}")
     py_bare, py_box = paired(
         lambda: bare(["/usr/bin/python3", "-c", "print('Hello World!')"]),
@@ -225,7 +229,8 @@ def main() -> None:
     )
     true_bare, true_box = paired(lambda: bare(["/bin/true"]), lambda: sandboxed_true(runner), args.n)
     print(f"python bare      {stats(py_bare)}")
-    print(f"python sandbox   {stats(py_box)}   (x{statistics.median(py_box) / statistics.median(py_bare):.2f})")
+    print(f"python sandbox   {stats(py_box)}   (x{statistics.median(py_box) / statistics.median(py_bare):.2f})"
+          f"   warm-started: {getattr(runner, 'warm_runs', 0)}")
     print(f"/bin/true bare   {stats(true_bare)}")
     print(f"/bin/true sandbox {stats(true_box)}")
     if not args.skip_compiled:

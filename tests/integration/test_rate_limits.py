@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+import redis
 import requests
 from requests.adapters import HTTPAdapter
 
@@ -295,5 +296,33 @@ def test_concurrent_accounts_never_exceed_one_address_budget(cluster: Any) -> No
             codes = sorted(r.status_code for r in fire(calls, workers=len(calls)))
             assert codes == [202] * per_address + [429] * (len(calls) - per_address), codes
             assert sum(executions_of(c, sid) for c, sid in zip(clients, sids, strict=True)) == per_address
+    finally:
+        proc.stop()
+
+
+def test_a_spent_budget_answers_429_whatever_else_is_wrong_and_survives_a_script_flush(cluster: Any) -> None:
+    """The submission's charge is sent before the handler and its answer read after the session
+    read (the two round trips overlap): a refusal still comes first, whatever the handler found,
+    and creates nothing. Redis forgetting its scripts (a restart) does not break a charge."""
+    per_user = 3
+    proc, base = _api_with(cluster.env, LIVECODE_EXECUTION_RATE_LIMIT=f"{per_user}/minute",
+                           LIVECODE_EXECUTION_RATE_LIMIT_PER_ADDRESS="")
+    try:
+        client = _client_from(base, "127.0.0.66")
+        sid = client.create_session("pass")["session_id"]
+        redis.Redis.from_url(cluster.env["REDIS_URL"]).script_flush()  # as after a Redis restart
+        codes = [client.execute(sid, priority="batch").status_code for _ in range(per_user)]
+        assert codes == [202] * per_user, codes
+        assert executions_of(client, sid) == per_user
+        for refused in (
+            client.execute(sid, priority="batch"),
+            client.execute(str(uuid.uuid4()), priority="batch"),  # no such session
+            client.execute(sid, priority="nonsense"),  # a bad body
+            client.request("POST", f"/api/v1/executions/session/{sid}/execute", data=b"{not json",
+                           headers={"Content-Type": "application/json"}),
+        ):
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["error"]["code"] == "RATE_LIMITED"
+        assert executions_of(client, sid) == per_user
     finally:
         proc.stop()

@@ -76,13 +76,13 @@ def test_queued_events_and_messages_go_in_one_round_trip_events_first(
 ) -> None:
     bus = RedisEventBus(client)
     seen: list[list[str]] = []
-    real = redis.client.Pipeline.execute
+    real = redis.connection.Connection.pack_commands
 
-    def execute(pipe: Any, *args: Any, **kwargs: Any) -> Any:
-        seen.append([str(c[0][0]) for c in pipe.command_stack])
-        return real(pipe, *args, **kwargs)
+    def pack_commands(conn: Any, commands: Any) -> Any:  # what one write to the socket carries
+        seen.append([str(c[0]) for c in commands])
+        return real(conn, commands)
 
-    monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
+    monkeypatch.setattr(redis.connection.Connection, "pack_commands", pack_commands)
     ids = [uuid.uuid4(), uuid.uuid4()]
     queue_runs(bus, RedisEnqueue(client), ids, "batch", None)
     assert seen == [["XADD", "EXPIRE", "XADD", "EXPIRE", "LPUSH", "LPUSH"]]

@@ -96,16 +96,31 @@ def processes_of_uids(first: int, count: int) -> list[tuple[int, int]]:
 IDLE_POOL_EXES = {"/usr/bin/bwrap", "/.livecode-launcher"}
 
 
+def warm_idle(pid: str) -> bool:
+    """A spare sandbox's warm-started program (warm.py) still waiting for its run: a child of
+    the launcher, blocked opening its entry FIFO (the kernel's wait for a FIFO's writer)."""
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            if f.read() != "wait_for_partner":
+                return False
+        with open(f"/proc/{pid}/stat") as f:
+            ppid = f.read().rsplit(")", 1)[1].split()[1]
+        return os.readlink(f"/proc/{ppid}/exe") == "/.livecode-launcher"
+    except OSError:
+        return False
+
+
 def leftovers() -> list[tuple[int, int, str]]:
     """Processes of the tests' uids other than idle pre-built sandboxes (bwrap and its launcher
-    waiting for a job; /proc/PID/exe cannot be faked by the program, unlike its name)."""
+    waiting for a job, a warm-started program waiting for its run; /proc/PID/exe and the kernel's
+    wait channel cannot be faked by the program, unlike its name)."""
     found = []
     for pid, uid in processes_of_uids(TEST_UID_BASE, TEST_SLOTS):
         try:
             exe = os.readlink(f"/proc/{pid}/exe")
         except OSError:
             continue  # exited meanwhile, or a zombie
-        if exe not in IDLE_POOL_EXES:
+        if exe not in IDLE_POOL_EXES and not warm_idle(str(pid)):
             found.append((pid, uid, exe))
     return found
 

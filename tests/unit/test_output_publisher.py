@@ -7,6 +7,8 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 from livecode.streaming.bus import MemoryEventBus
 from livecode.streaming.publisher import OutputPublisher, event_running
 
@@ -117,3 +119,44 @@ def test_the_first_output_waits_a_moment_for_the_run_to_end_and_no_longer() -> N
         time.sleep(0.005)
     assert bus.calls == [[running, ("output", {"stream": "stdout", "text": "hi\n"})]]
     assert pub.close(keep=True) == []
+
+
+def _publisher_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "output-publisher")
+
+
+def test_runs_one_after_another_reuse_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    bus = MemoryEventBus()
+    for i in range(3):  # earlier tests' threads, or this one's first, become idle
+        OutputPublisher(bus, f"warm-{i}", interval_s=0.0).close()
+    started: list[str] = []
+    start = threading.Thread.start
+
+    def counting_start(self: threading.Thread) -> None:
+        started.append(self.name)
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", counting_start)
+    for i in range(20):
+        pub = OutputPublisher(bus, f"seq-{i}", interval_s=0.0)
+        pub("stdout", f"line {i}\n")
+        pub.close()
+        assert [d["text"] for _id, _k, d in bus.read(f"seq-{i}", None, 0)] == [f"line {i}\n"]
+    assert started == []  # no thread started per run
+
+
+def test_runs_at_the_same_time_each_have_a_thread() -> None:
+    # A publisher holding its first events (a run that is silent for a while) never delays another's
+    # output: each loop has its own thread, started if none is idle.
+    bus = MemoryEventBus()
+    holders = [OutputPublisher(bus, f"hold-{i}", first=[event_running(1)], first_hold_s=5.0) for i in range(4)]
+    pub = OutputPublisher(bus, "live", interval_s=0.0)
+    pub("stdout", "now\n")
+    deadline = time.monotonic() + 5
+    while not bus.read("live", None, 0):
+        assert time.monotonic() < deadline, "a publisher waited for another's thread"
+        time.sleep(0.01)
+    assert _publisher_threads() >= 5
+    pub.close()
+    for h in holders:
+        h.close()

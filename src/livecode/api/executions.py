@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import Any
 
 from flask import request
@@ -13,12 +14,13 @@ from ..services import executions as svc
 from ..services import testcases
 from ..services.cancel import cancel_execution
 from ..services.waiting import wait_for_end
+from ..web import after_response
 from . import schemas
 from .body import json_body, optional_bool, optional_int, optional_str, parse_uuid, query_int, reject_unknown
 from .callbacks import callback_for, schedule_hook
 from .context import enqueue, owner_id, request_id, rt
 from .idempotency import idempotent
-from .ratelimit import execution_charge
+from .ratelimit import execution_charge_sent, settle_charge
 from .waiting import WAIT_PARAMS, wait_seconds, wait_slots
 
 ns = Namespace("executions", description="Asynchronous executions of a session's code")
@@ -67,9 +69,9 @@ def parse_execute_options(body: dict[str, Any]) -> svc.ExecuteOptions:
 @ns.route("/session/<string:session_id>/execute")
 @ns.param("session_id", "the session's UUID")
 class Execute(Resource):
-    # Charged before the handler (the user's budget and the client address's): a refused request
-    # creates nothing.
-    decorators = [execution_charge]
+    # Charged before the handler (the user's budget and the client address's), its answer awaited
+    # after the session read and before anything is written: a refused request creates nothing.
+    decorators = [execution_charge_sent]
 
     @ns.doc("execute_session", params={"Idempotency-Key": {"in": "header", "type": "string"},
                                        **WAIT_PARAMS, "encoding": ENCODING_PARAM})
@@ -104,7 +106,9 @@ class Execute(Resource):
             result = svc.submit_execution(
                 r.db, enqueue(), r.settings, sid, owner_id=owner_id(), options=options, events=r.events,
                 request_id=request_id(), on_queued=listen if waiting else None, languages=r.languages,
-                after_insert=schedule_hook(callback_for(body)),
+                after_insert=schedule_hook(callback_for(body)), before_insert=settle_charge,
+                # A waiting request hears Redis's replies before it waits; any other after its 202.
+                defer=None if waiting else partial(after_response.defer, request.environ),
             )
             return result, 202
 

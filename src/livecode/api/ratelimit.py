@@ -11,7 +11,9 @@ accounts do not multiply one address's budget. A single submission is charged be
 runs; a batch is charged its number of runs by the batch service, after checking the batch and
 right before inserting it. Either way a refused request creates nothing and charges nothing. In
 Redis both budgets are charged by one Lua script on the moving-window lists `limits` keeps (one
-round trip per submission instead of three; both budgets or neither, atomically).
+round trip per submission instead of three; both budgets or neither, atomically). A single
+submission's script is written before its handler runs and its answer read after the session read,
+before anything is written (execution_charge_sent): that round trip overlaps PostgreSQL's.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from flask_limiter import Limiter
 from limits import RateLimitItem
 from limits import parse as parse_limit
 from limits.storage import RedisClusterStorage, RedisStorage
+from redis.exceptions import NoScriptError
 
+from .. import redis_split
 from ..config import Settings
 from ..errors import ApiError
 from ..runtime import Runtime
@@ -92,6 +96,35 @@ def execution_charge(fn: F) -> F:
     return cast(F, wrapper)
 
 
+def execution_charge_sent(fn: F) -> F:
+    """execution_charge whose answer the handler need not wait for: the charge is sent to Redis
+    before the handler runs, and settled (429 if refused) when the handler calls
+    `settle_charge()`, which it must do before it writes anything (the submission does it right
+    after its session read, so the two round trips overlap). A charge the handler did not settle
+    is settled when it returns or raises; a refusal answers 429 whatever else the handler found
+    (a bad body, a missing session), as when the charge came first."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        g.execution_charge = start_charge(1)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException:
+            settle_charge()
+            raise
+        settle_charge()
+        return result
+
+    return cast(F, wrapper)
+
+
+def settle_charge() -> None:
+    """Wait for the request's pending charge (execution_charge_sent): 429 if it was refused."""
+    pending: PendingCharge | None = g.pop("execution_charge", None)
+    if pending is not None:
+        pending.settle()
+
+
 class RateLimited(ApiError):
     status = 429
     code = "RATE_LIMITED"
@@ -102,9 +135,35 @@ def charge_executions(cost: int) -> None:
     or neither, or answer 429 naming the budget that refused. The batch service calls it once it
     knows how many rows it will insert, right before inserting them, so what is charged is what is
     queued, whatever the body looked like to anyone else."""
+    start_charge(cost).settle()
+
+
+class PendingCharge:
+    """A charge sent; settle() waits for its answer (once) and answers 429 if it was refused."""
+
+    def __init__(self, budgets: list[Budget], cost: int, refused: Budget | None = None,
+                 sent: redis_split.Pending | None = None, call: tuple[list[str], list[Any]] = ([], [])) -> None:
+        self.budgets, self.cost, self.refused = budgets, cost, refused
+        self.sent, self.call = sent, call  # the script's EVALSHA on the wire; its keys and arguments
+
+    def settle(self) -> None:
+        if self.sent is not None:
+            sent, self.sent = self.sent, None
+            try:
+                index = int(sent.replies()[0])
+            except NoScriptError:  # Redis lost its scripts (a restart, SCRIPT FLUSH): nothing was charged
+                index = int(_script[1](*self.call))  # loads the script and runs it
+            self.refused = self.budgets[index - 1] if index else None
+        if self.refused is not None:
+            _refuse(self.refused.item, self.refused.key, self.cost, self.refused.what)
+
+
+def start_charge(cost: int) -> PendingCharge:
+    """Take `cost` executions from the caller's budgets, both or neither, without waiting for
+    Redis's answer: the returned PendingCharge's settle() waits for it and answers 429."""
     settings = _settings()
     if cost <= 0 or not settings.rate_limits_enabled:
-        return
+        return PendingCharge([], cost)
     # The same keys flask-limiter builds for its shared limits: prefix, key, scope. The address
     # budget comes first: when both are spent, the refusal names it.
     budgets: list[Budget] = []
@@ -124,9 +183,7 @@ def charge_executions(cost: int) -> None:
             f"{settings.execution_rate_limit} executions per user",
         )
     )
-    refused = _acquire_all(budgets, cost)
-    if refused is not None:
-        _refuse(refused.item, refused.key, cost, refused.what)
+    return _acquire_all(budgets, cost)
 
 
 @dataclass(frozen=True)
@@ -163,28 +220,33 @@ return 0
 _script: list[Any] = [None, None]  # the storage it was registered on, the registered script
 
 
-def _acquire_all(budgets: list[Budget], cost: int) -> Budget | None:
-    """Charge `cost` to every budget or to none; the budget that refused, or None."""
+def _acquire_all(budgets: list[Budget], cost: int) -> PendingCharge:
+    """Charge `cost` to every budget or to none (the answer: the budget that refused, or none)."""
     storage = limiter.limiter.storage
     if isinstance(storage, RedisStorage) and not isinstance(storage, RedisClusterStorage):
+        client = storage.get_connection()
         if _script[0] is not storage:  # a new app (its own storage): register once more
-            _script[:] = [storage, storage.get_connection().register_script(_ACQUIRE_ALL)]
+            _script[:] = [storage, client.register_script(_ACQUIRE_ALL)]
+        keys = [storage.prefixed_key(b.item.key_for(*b.key)) for b in budgets]
         args: list[Any] = [time.time(), cost]
         for b in budgets:
             args += [b.item.amount, b.item.get_expiry()]
-        refused = int(_script[1]([storage.prefixed_key(b.item.key_for(*b.key)) for b in budgets], args))
-        return budgets[refused - 1] if refused else None
+        # EVALSHA written now; its answer read by settle(). The script is atomic in Redis: when
+        # the answer is read changes nothing of what it charged.
+        sent = redis_split.send(client, [("EVALSHA", _script[1].sha, len(keys), *keys, *args)])
+        return PendingCharge(budgets, cost, sent=sent, call=(keys, args))
     # Other storages (the embedded mode's memory: one process, no round trips): look at the others,
     # charge the last (the user's) atomically, then the others.
     *others, last = budgets
     for b in others:
         if not limiter.limiter.test(b.item, *b.key, cost=cost):
-            return b
+            return PendingCharge(budgets, cost, refused=b)
     if not limiter.limiter.hit(last.item, *last.key, cost=cost):
-        return last
+        return PendingCharge(budgets, cost, refused=last)
     for b in others:
         limiter.limiter.hit(b.item, *b.key, cost=cost)
-    return None
+    return PendingCharge(budgets, cost)
+
 
 
 @functools.lru_cache(maxsize=64)
@@ -239,10 +301,11 @@ def init_limiter(app: Flask, rt: Runtime) -> None:
                 resp.headers["X-RateLimit-Reset"] = str(reset_at)
         return resp
 
-    @limiter.request_filter
-    def _reads_and_autosaves_are_not_limited() -> bool:
-        # Every limit guards a POST (execute, batch, sign-in). Exempting the other methods up
-        # front skips the limiter's per-request resolution on the hot paths (autosave, polling).
-        return request.method != "POST"
-
     limiter.init_app(app)
+    # Flask-Limiter's before_request hook applies default and application-wide limits; LiveCode
+    # has none (sign-in's limit is its route's decorator, executions are charged by
+    # charge_executions), so on every request the hook only resolved that there was nothing to
+    # do (~0.05 ms of a 2 ms GET). Decorated limits do not need it: their decorator checks them.
+    hooks = app.before_request_funcs.get(None, [])
+    if limiter._check_request_limit in hooks:  # not there when rate limits are off
+        hooks.remove(limiter._check_request_limit)

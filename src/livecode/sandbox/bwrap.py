@@ -21,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from .cgroups import CgroupHost, RunCgroup
 from .files import FileSpec
 from .hostfs import DEFAULT_LOCK_DIR, OrphanReaper, SlotPool, ensure_private_dir, set_child_subreaper
 from .iolimits import SYSTEM_PATHS, IoLimits
-from .launcher import LAUNCHER_NOFILE, build_launcher, send_job
+from .launcher import GO, LAUNCHER_NOFILE, UNWARM, build_launcher, send_job, send_warm
 from .outputs import OUT_DIR, Collected, OutputLimits, collect, has_entries, hold_sandbox_dir
 from .pool import SandboxPool
 from .procfs import LOADAVG, mask_args, meminfo, proc_stat
@@ -42,6 +43,7 @@ from .spawner import build_spawner, lean_mount_namespace, spawner_argv
 from .supervise import StreamSpec, Watch, supervise
 from .types import OutputCallback, SandboxLimits, SandboxUnavailable
 from .view import HostViews, View, default_root, etc_sources
+from .warm import WarmStart, warm_start
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,9 @@ _ETC_SPECS = [FileSpec(f"/etc/{name}", 0o644, data) for name, data in _ETC_FILES
 _SHM_MAX_KB = 16 * 1024  # POSIX shm / semaphores (multiprocessing); /dev itself is not writable
 _EXTRA_PIDS = 2  # bwrap's monitor and the launcher (the sandbox's pid 1) live in the run's cgroup too
 _LAUNCHER = "/.livecode-launcher"
+_ENTRY_TEMP = f"{BOX}/.livecode-entry"  # a warm start's entry file before it replaces the FIFO (warm.py)
 _PREBUILD_NICE = 10  # building spare sandboxes must not slow down the runs in progress
+_RENICE_WAIT_S = 0.05  # a spare taken as it starts: its helper drops to the slot uid within ~1 ms
 _DEFAULTS = SandboxLimits()
 _DISCARD_WAIT_S = 5.0  # a discarded sandbox's launcher exits at once on its closed socket
 _SEND_TIMEOUT_S = 30.0  # the launcher reads its job as soon as bubblewrap has set the sandbox up
@@ -113,6 +117,7 @@ class Spawned:
     nice: int = 0  # the priority it was started at (a spare sandbox is built at a lower one)
     view: View | None = None  # its /etc and /dev (view.py), given back at its clean-up
     fds: list[int] = field(default_factory=list)  # still ours to close
+    warm: WarmStart | None = None  # the program started in it ahead of its run (warm.py)
 
     def close_fds(self) -> None:
         for fd in self.fds:
@@ -121,6 +126,27 @@ class Spawned:
         self.fds.clear()
         if self.sock is not None:
             self.sock.close()
+
+    def drop_pipes(self) -> None:
+        """Close our ends of the program's pipes (a warm start's, when the run is another's)."""
+        for fd in (self.stdin_w, self.out_r, self.err_r, self.result_r):
+            if fd is not None and fd in self.fds:
+                self.fds.remove(fd)
+                os.close(fd)
+        self.stdin_w = self.out_r = self.err_r = -1
+        self.result_r = None
+
+
+@dataclass
+class _Job:
+    """What the launcher gets for a stage besides its pipes (launcher.py)."""
+
+    files: list[tuple[str, int, bytes | Callable[[], int]]]
+    rlimits: list[tuple[int, int, int]]
+    env: dict[str, str]
+    argv: list[str]
+    dirs: list[str]
+    warm: WarmStart | None  # the warm start a spare needs to serve it (None: it cannot use one)
 
 
 class BwrapRunner(Runner):
@@ -132,6 +158,7 @@ class BwrapRunner(Runner):
         slots: int = 16,
         pool_size: int = 2,
         lock_dir: Path = DEFAULT_LOCK_DIR,
+        warm_start: bool = True,  # spares start the last runs' program ahead (warm.py)
         io_limits: IoLimits | None = None,
         seccomp: bool = True,  # False only to measure the filter's cost or prove a test needs it
         view_root: Path | None = None,  # where the prepared /etc and /dev live (view.py)
@@ -160,6 +187,12 @@ class BwrapRunner(Runner):
         self._cleanups = ThreadPoolExecutor(_CLEANUP_THREADS, thread_name_prefix="sandbox-cleanup")
         self._finishing: set[Future[None]] = set()
         self._use_seccomp = seccomp
+        # Per (memory_mb, max_disk_kb): the warm start of the last run with those limits; spares
+        # are built with it (warm.py), or with none if that run could not use one.
+        self._warm_want: dict[tuple[int, int], WarmStart | None] = {}
+        self.warm_runs = 0  # runs served by a program started ahead
+        self.unwarmed_runs = 0  # runs that took a spare whose program was started for other runs
+        self._warm_start = warm_start
         self._seccomp: bytes | None = None  # the BPF program (seccomp.py) every stage runs under
 
     # -- start-up ---------------------------------------------------------------------------
@@ -191,7 +224,7 @@ class BwrapRunner(Runner):
         with self._ready_lock:
             if self.pool_size > 0 and self._pool is None:
                 key = (_DEFAULTS.memory_mb, _DEFAULTS.max_disk_kb)
-                self._pool = SandboxPool(self._prespawn, self._discard, self.pool_size, key)
+                self._pool = SandboxPool(self._prespawn_run, self._discard, self.pool_size, key)
                 # One spare for the next compile, whose sandbox would otherwise be set up on the
                 # request path before the compiler can start (~10 ms of bubblewrap).
                 key = (_DEFAULTS.compile_memory_mb, _DEFAULTS.compile_max_disk_kb)
@@ -213,6 +246,11 @@ class BwrapRunner(Runner):
         self._pool = self._compile_pool = None
         wait(list(self._finishing), timeout=10.0)
         self._views.close()
+
+    def warm_spares(self) -> int:
+        """Spare sandboxes ready with a program started in them (warm.py)."""
+        pool = self._pool
+        return 0 if pool is None else pool.ready_count(where=lambda sp: sp.warm is not None)
 
     def expect(self, limits: SandboxLimits, count: int) -> None:
         pool = self._pool
@@ -239,29 +277,33 @@ class BwrapRunner(Runner):
     def _execute(self, stage: Stage, on_output: OutputCallback | None) -> StageResult:
         if not self._ready:
             self.check()
+        job = _job(stage)
         pool = self._pool if stage.kind == "run" else self._compile_pool
         if pool is None:
-            return self._run_cold(stage, on_output)
+            return self._run_cold(stage, job, on_output)
+        key = (stage.memory_mb, stage.max_disk_kb)
+        if stage.kind == "run" and self._warm_start:
+            self._warm_want[key] = job.warm
         try:
-            sp = pool.take((stage.memory_mb, stage.max_disk_kb), stage.ahead)
+            sp = pool.take(key, stage.ahead, prefer=lambda candidate: candidate.warm == job.warm)
             if sp is not None:
-                result = self._run_job(sp, stage, on_output, prebuilt=True)
+                result = self._run_job(sp, stage, job, on_output, prebuilt=True)
                 if result is not None:
                     return result
-            return self._run_cold(stage, on_output)
+            return self._run_cold(stage, job, on_output)
         finally:
             pool.done()
 
-    def _run_cold(self, stage: Stage, on_output: OutputCallback | None) -> StageResult:
+    def _run_cold(self, stage: Stage, job: _Job, on_output: OutputCallback | None) -> StageResult:
         """Build a sandbox for this stage (compile stages, runs no spare sandbox fits) and run it
         through its launcher exactly like a pre-built one."""
         sp = self._start_sandbox(stage.memory_mb, stage.max_disk_kb, stage.max_processes)
-        result = self._run_job(sp, stage, on_output, prebuilt=False)
+        result = self._run_job(sp, stage, job, on_output, prebuilt=False)
         assert result is not None  # only a pre-built sandbox is given up on
         return result
 
     def _run_job(
-        self, sp: Spawned, stage: Stage, on_output: OutputCallback | None, prebuilt: bool
+        self, sp: Spawned, stage: Stage, job: _Job, on_output: OutputCallback | None, prebuilt: bool
     ) -> StageResult | None:
         """Hand a sandbox its job and supervise it. None (and the sandbox destroyed) if a
         pre-built sandbox was unusable."""
@@ -270,54 +312,33 @@ class BwrapRunner(Runner):
         try:
             sp.cg.set_limits(stage.memory_mb * 1024 * 1024, stage.max_processes + _EXTRA_PIDS)
             if prebuilt:
-                if sp.nice:  # built at low priority; the run gets normal priority: every process
-                    # of the slot's uid is this sandbox's (one run per uid on the host, hostfs.py),
-                    # so one call, without reading the cgroup's process list (~75 us)
-                    try:
-                        os.setpriority(os.PRIO_USER, self.uid_base + sp.slot, 0)
-                    except ProcessLookupError:
-                        # Taken so soon that its helper is still root: it has not set its nice 10
-                        # yet (spawner.c does that before it drops to the slot uid), so no renice
-                        # now can be sure to come after it. A sandbox is built for this run instead.
-                        self._finish(sp.slot, sp.cg, sp)
-                        return None
+                # Built at low priority; the run gets normal priority: every process of the slot's
+                # uid is this sandbox's (one run per uid on the host, hostfs.py), so one call,
+                # without reading the cgroup's process list (~75 us). If its helper never dropped
+                # to the slot uid (it failed, or is stuck), a sandbox is built for this run instead.
+                if sp.nice and not _renice(self.uid_base + sp.slot):
+                    self._finish(sp.slot, sp.cg, sp)
+                    return None
                 sp.cg.reset_counters()
-            # Fresh pipes for this run, handed to the launcher only: bubblewrap never holds them.
-            stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
-            out_r, out_w = os.pipe2(os.O_CLOEXEC)
-            err_r, err_w = os.pipe2(os.O_CLOEXEC)
-            res_r, res_w = os.pipe2(os.O_CLOEXEC)
-            sp.fds += [stdin_w, out_r, err_r, res_r]
-            child_ends += [stdin_r, out_w, err_w, res_w]
-            sp.stdin_w, sp.out_r, sp.err_r, sp.result_r = stdin_w, out_r, err_r, res_r
-            files: list[tuple[str, int, bytes | Callable[[], int]]] = []
-            biggest = 0
-            for f in stage.files:
-                dest = f.name if f.name.startswith("/") else f"{WORK}/{f.name}"  # absolute: /tmp (fontcache.py)
-                if f.data is not None:
-                    files.append((dest, f.mode, f.data))
-                    biggest = max(biggest, len(f.data))
-                else:  # a cached compiled file: the launcher copies it in-kernel from an fd
-                    files.append((dest, f.mode, f.open))
-                    biggest = max(biggest, f.size())
-            rlimits = _rlimits(stage, biggest)
-            env = {"HOME": WORK, **stage.env}
-            if stage.kind == "compile":
-                env["LIVECODE_ARTIFACTS"] = " ".join(stage.collect)
-                argv = ["/bin/sh", "-c", _COLLECT, "sh", *stage.argv]
-            else:
-                argv = list(stage.argv)
+            go = sp.warm is not None and sp.warm == job.warm  # its program started ahead is this run's
+            lead = GO if go else b""
+            pipes: list[int] = []
+            if not go:
+                if sp.warm is not None:  # started ahead for other runs: the launcher stops it first
+                    sp.drop_pipes()
+                    lead = UNWARM
+                    self.unwarmed_runs += 1
+                pipes = _make_pipes(sp, stage.merge_stderr)
+                child_ends += dict.fromkeys(pipes)  # stdout twice when merged
             if stage.outputs is not None:  # before the program starts: nothing of its making is followed
                 work_fd = hold_sandbox_dir(sp.cg.pids, _LAUNCHER, WORK)
                 if work_fd is None:
                     log.warning("cannot reach the sandbox's work directory; out/ will not be collected")
-            # out/ is there already (bubblewrap made it); absolute names go to /tmp (fontcache.py)
-            relative = (f.name for f in stage.files if not f.name.startswith("/"))
-            dirs = [f"{WORK}/{d}" for d in parent_dirs(relative) if d != OUT_DIR]
-            # Merged (2>&1): the program's fds 1 and 2 are the one stdout pipe, so what it writes
-            # to either comes out in the order written; the stderr pipe gets EOF at once.
-            program_err = out_w if stage.merge_stderr else err_w
-            send_job(sp.sock, [stdin_r, out_w, program_err, res_w], files, rlimits, env, argv, WORK, dirs)
+            if go:
+                send_job(sp.sock, [], job.files, [], {}, [], None, job.dirs, lead=lead)
+                self.warm_runs += 1
+            else:
+                send_job(sp.sock, pipes, job.files, job.rlimits, job.env, job.argv, WORK, job.dirs, lead=lead)
             if (stage.ahead or stage.kind == "compile") and self._pool is not None:
                 # The runs announced to follow (the next tests; a compile's: its tests, Runner.expect)
                 # get their sandboxes built now, while this stage's program runs.
@@ -378,6 +399,26 @@ class BwrapRunner(Runner):
             self._finish(sp.slot, sp.cg, sp)
         except Exception:
             log.exception("sandbox clean-up failed (slot %d)", sp.slot)
+
+    def _prespawn_run(self, key: tuple[int, int], soon: bool = False) -> Spawned:
+        """A spare for run stages: with the program of the last run with these limits started
+        in it, when that run could use a warm start (warm.py)."""
+        sp = self._prespawn(key, soon)
+        warm = self._warm_want.get(key)
+        if warm is not None:
+            try:
+                pipes = _make_pipes(sp, warm.merged)
+                try:
+                    send_warm(sp.sock, pipes, list(warm.rlimits), dict(warm.env), list(warm.argv), WORK,
+                              warm.entry, _ENTRY_TEMP)
+                finally:
+                    for fd in dict.fromkeys(pipes):
+                        os.close(fd)
+                sp.warm = warm
+            except BaseException:
+                self._finish(sp.slot, sp.cg, sp)
+                raise
+        return sp
 
     def _prespawn(self, key: tuple[int, int], soon: bool = False) -> Spawned:
         """A sandbox set up ahead of time for runs with these (memory_mb, max_disk_kb). A spare
@@ -636,6 +677,55 @@ class BwrapRunner(Runner):
         return sr
 
 
+def _job(stage: Stage) -> _Job:
+    files: list[tuple[str, int, bytes | Callable[[], int]]] = []
+    biggest = 0
+    for f in stage.files:
+        dest = f.name if f.name.startswith("/") else f"{WORK}/{f.name}"  # absolute: /tmp (fontcache.py)
+        if f.data is not None:
+            files.append((dest, f.mode, f.data))
+            biggest = max(biggest, len(f.data))
+        else:  # a cached compiled file: the launcher copies it in-kernel from an fd
+            files.append((dest, f.mode, f.open))
+            biggest = max(biggest, f.size())
+    rlimits = _rlimits(stage, biggest)
+    env = {"HOME": WORK, **stage.env}
+    if stage.kind == "compile":
+        env["LIVECODE_ARTIFACTS"] = " ".join(stage.collect)
+        argv = ["/bin/sh", "-c", _COLLECT, "sh", *stage.argv]
+    else:
+        argv = list(stage.argv)
+    # out/ is there already (bubblewrap made it); absolute names go to /tmp (fontcache.py)
+    relative = (f.name for f in stage.files if not f.name.startswith("/"))
+    dirs = [f"{WORK}/{d}" for d in parent_dirs(relative) if d != OUT_DIR]
+    warm = None
+    if stage.kind == "run":
+        warm = warm_start(stage.warm_entry, WORK, argv, env, rlimits, stage.merge_stderr, stage.files)
+    return _Job(files, rlimits, env, argv, dirs, warm)
+
+
+def _make_pipes(sp: Spawned, merged: bool) -> list[int]:
+    """Fresh pipes for one run, handed to the launcher only (bubblewrap never holds them): our
+    ends go to `sp`; the program's (stdin, stdout, stderr, result) are returned for the caller to
+    send and close. Merged (2>&1): the program's fds 1 and 2 are the one stdout pipe, so what it
+    writes to either comes out in the order written; the stderr pipe gets EOF at once."""
+    made: list[int] = []
+    try:
+        for _ in range(4):
+            made += os.pipe2(os.O_CLOEXEC)
+    except OSError:
+        for fd in made:
+            os.close(fd)
+        raise
+    stdin_r, stdin_w, out_r, out_w, err_r, err_w, res_r, res_w = made
+    sp.fds += [stdin_w, out_r, err_r, res_r]
+    sp.stdin_w, sp.out_r, sp.err_r, sp.result_r = stdin_w, out_r, err_r, res_r
+    if merged:
+        os.close(err_w)
+        return [stdin_r, out_w, out_w, res_w]
+    return [stdin_r, out_w, err_w, res_w]
+
+
 def _rlimits(stage: Stage, biggest_file: int, extra_pids: int = _EXTRA_PIDS) -> list[tuple[int, int, int]]:
     """The program's own rlimits (the launcher sets them in the child before exec)."""
     fsize = max(stage.max_file_kb * 1024, biggest_file)  # the program's own files must fit
@@ -653,6 +743,22 @@ def _rlimits(stage: Stage, biggest_file: int, extra_pids: int = _EXTRA_PIDS) -> 
         stack = min(stage.stack_kb * 1024, _hard(resource.RLIMIT_STACK))
         limits.append((resource.RLIMIT_STACK, stack, stack))
     return limits
+
+
+def _renice(uid: int) -> bool:
+    """Every process of the slot's uid back to nice 0. A sandbox taken the moment it was built may
+    have its helper still root: it has not set its nice 10 yet (spawner.c does that, then drops to
+    the slot uid), so a renice now could come before it. Wait (a few ms at most) until a process
+    of the uid exists, i.e. the helper has dropped; False if none comes."""
+    deadline = time.monotonic() + _RENICE_WAIT_S
+    while True:
+        try:
+            os.setpriority(os.PRIO_USER, uid, 0)
+            return True
+        except ProcessLookupError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.0005)
 
 
 def _note_child_pid(cg: RunCgroup, status: list[dict[str, int]]) -> None:

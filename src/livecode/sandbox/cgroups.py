@@ -67,16 +67,24 @@ def _own_paths() -> dict[str, str]:
     return out
 
 
-def _ns_pid(pid: int) -> int | None:
-    """A process's pid in its own (innermost) pid namespace, from /proc/PID/status's NSpid."""
+def _ns_ids(pid: int) -> tuple[int, int, bool] | None:
+    """A process's pid in its own (innermost) pid namespace, its parent's host pid, and whether
+    it is a zombie, from /proc/PID/status."""
+    ns = ppid = None
+    zombie = False
     try:
         with open(f"/proc/{pid}/status", "rb") as f:
             for line in f:
-                if line.startswith(b"NSpid:"):
-                    return int(line.split()[-1])
-    except (OSError, ValueError):
-        pass
-    return None
+                if line.startswith(b"State:"):
+                    zombie = line.split()[1] in (b"Z", b"X")
+                elif line.startswith(b"PPid:"):
+                    ppid = int(line.split()[1])
+                elif line.startswith(b"NSpid:"):
+                    ns = int(line.split()[-1])
+                    break
+    except (OSError, ValueError, IndexError):
+        return None
+    return None if ns is None or ppid is None else (ns, ppid, zombie)
 
 
 class RunCgroup:
@@ -308,27 +316,33 @@ class RunCgroup:
                 os.kill(pid, signal.SIGKILL)
 
     def signal_program(self, sig: int) -> bool:
-        """Send `sig` to the run's program: pid 2 of the sandbox's pid namespace (the launcher,
-        pid 1, forks it before anything else runs there, and while it lives its pid is not
-        reused; seccomp refuses new namespaces, so no process of the run has pid 2 in another).
-        Only a process of this cgroup gets it, through a pidfd checked after it was opened, so a
-        host pid reused in between is never hit. False when the program is not there (not
-        started yet, or gone)."""
-        for pid in self.pids():
-            if _ns_pid(pid) != 2:
-                continue
-            try:
-                fd = os.pidfd_open(pid)
-            except OSError:
-                continue
-            try:
-                if pid in self.pids() and _ns_pid(pid) == 2:
-                    signal.pidfd_send_signal(fd, sig)
-                    return True
-            except OSError:
-                pass  # it ended meanwhile
-            finally:
-                os.close(fd)
+        """Send `sig` to the run's program: the oldest living child of the sandbox's pid 1 (the
+        launcher), i.e. the lowest pid in the sandbox's pid namespace among its children. The
+        launcher forks the program before anything else of the run exists, so the program's
+        orphans, reparented to the launcher, all come after it; it is pid 2, or later when the
+        launcher stopped a program started ahead for other runs (warm.py). seccomp refuses new
+        namespaces, so no process of the run has a pid of another namespace. Only a process of
+        this cgroup gets it, through a pidfd checked after it was opened, so a host pid reused in
+        between is never hit. False when the program is not there (not started yet, or gone)."""
+        procs = {pid: ids for pid in self.pids() if (ids := _ns_ids(pid)) is not None}
+        launcher = next((pid for pid, (ns, _, _) in procs.items() if ns == 1), None)
+        children = sorted((ns, pid) for pid, (ns, ppid, zombie) in procs.items()
+                          if launcher is not None and ppid == launcher and ns > 1 and not zombie)
+        if not children:
+            return False
+        ns, pid = children[0]
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return False
+        try:
+            if pid in self.pids() and _ns_ids(pid) == (ns, launcher, False):
+                signal.pidfd_send_signal(fd, sig)
+                return True
+        except OSError:
+            pass  # it ended meanwhile
+        finally:
+            os.close(fd)
         return False
 
     def reap(self, exclude: int | None) -> None:

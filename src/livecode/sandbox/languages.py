@@ -31,6 +31,9 @@ class Language:
     compile_env: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
     # name -> the host path whose presence says the library is installed (languages.toml)
     libraries: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # The run command may start before its entry file exists (warm.py): an interpreter that opens
+    # its script once, at the end of its start-up, and reads it through any file.
+    warm_start: bool = False
 
     @property
     def compiled(self) -> bool:
@@ -53,6 +56,13 @@ def _str_tuple(entry: dict[str, object], key: str, lang_id: str) -> tuple[str, .
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise ValueError(f"languages.toml [{lang_id}].{key} must be a non-empty list of strings")
     return tuple(value)
+
+
+def _bool(entry: dict[str, object], key: str, lang_id: str) -> bool:
+    value = entry.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"languages.toml [{lang_id}].{key} must be true or false")
+    return value
 
 
 def _str_map(entry: dict[str, object], key: str) -> MappingProxyType[str, str]:
@@ -87,6 +97,7 @@ def load_registry(path: Path = _REGISTRY_FILE) -> dict[str, Language]:
             env=_str_map(entry, "env"),
             compile_env=_str_map(entry, "compile_env"),
             libraries=_str_map(entry, "libraries"),
+            warm_start=_bool(entry, "warm_start", lang_id),
         )
     return langs
 

@@ -23,12 +23,25 @@ Message: records of a tag byte followed by NUL-terminated fields:
   E KEY=VALUE                                           environment entry
   A arg                                                 argv entry (first is the program)
   C dir                                                 working directory
+  W entry temp                                          warm start (below)
+  G                                                     the job is for the warm-started program
+  U                                                     it is not: stop that program first
 Passed fds, numbered in the order they arrive: 0 stdin, 1 stdout, 2 stderr (the program's; 1 and
 2 are the same pipe when the run merges stderr into stdout),
 3 the result pipe, then the D files. The host sends the D files in batches (send_job), each
 batch's fds attached to the first byte of its records; the launcher creates each file as soon
 as its record is complete and closes its fd, so any number of files passes through a bounded
 number of open descriptors.
+
+A warm start (warm.py) sends two messages. The first, when the sandbox is built, is a program
+(A, E, R, C and its four pipes) ending with W: the launcher makes a FIFO at `entry` and forks the
+program at once, which blocks opening its entry file when its start-up is done (an interpreter
+reads its script only then). The second is the job: G, then the files only (no pipes: the
+program has them; D indices count from 0); the launcher writes the entry's content to `temp`
+(created like every file), and once all files are in place and the program has opened the FIFO,
+renames `temp` over the FIFO and writes the same content into it. Or U, then a job as above: the
+program started ahead is killed and reaped, its FIFO removed, and the job runs as usual. A
+sandbox closed after W and before either is discarded; the program dies with its pid namespace.
 """
 
 from __future__ import annotations
@@ -66,15 +79,17 @@ def send_job(
     rlimits: list[tuple[int, int, int]],
     env: dict[str, str],
     argv: list[str],
-    cwd: str,
+    cwd: str | None,
     dirs: Sequence[str] = (),
+    lead: bytes = b"",
 ) -> None:
-    """Send one job: `pipes` (stdin, stdout, stderr, result) with the first byte, then the
+    """Send one job: `pipes` (stdin, stdout, stderr, result; none for a warm start's job) with
+    the first byte, `lead` (a warm start's G or U record) before the other records, then the
     cached files (given as a function returning a new read-only fd at offset 0) in batches of
     FD_BATCH descriptors, each batch closed on our side once sent. `dirs`: directories the
     files need, parents first (made before any file). The caller closes `pipes`."""
     inline = [(path, mode, data) for path, mode, data in files if isinstance(data, bytes)]
-    _send(sock, encode_message(inline, rlimits, env, argv, cwd, dirs), pipes)
+    _send(sock, lead + encode_message(inline, rlimits, env, argv, cwd, dirs), pipes)
     cached = [(path, mode, src) for path, mode, src in files if not isinstance(src, bytes)]
     index = len(pipes)
     for start in range(0, len(cached), FD_BATCH):
@@ -92,8 +107,29 @@ def send_job(
     sock.shutdown(socket.SHUT_WR)
 
 
+def send_warm(
+    sock: socket.socket, pipes: list[int], rlimits: list[tuple[int, int, int]], env: dict[str, str],
+    argv: list[str], cwd: str, entry: str, temp: str,
+) -> None:
+    """A warm start's first message: the program, started now, with `pipes` as in send_job,
+    reading its entry file `entry` (a FIFO until the job comes); `temp`: where the launcher
+    writes the entry's content before it takes the FIFO's place."""
+    for path in (entry, temp):
+        if "\0" in path:
+            raise ValueError("paths cannot contain NUL bytes")
+    record = b"W" + entry.encode() + b"\0" + temp.encode() + b"\0"
+    _send(sock, encode_message([], rlimits, env, argv, cwd) + record, pipes)
+
+
+GO = b"G\0"  # lead of a job for the program started ahead
+UNWARM = b"U\0"  # lead of a job for another program: the one started ahead is stopped
+
+
 def _send(sock: socket.socket, data: bytes, fds: list[int]) -> None:
     # The fds travel with the first byte: a stream socket may send the rest in several pieces.
+    if not fds:
+        sock.sendall(data)
+        return
     socket.send_fds(sock, [data[:1]], fds)
     sock.sendall(data[1:])
 

@@ -65,18 +65,24 @@ class SandboxPool(Generic[K, T]):
         self._thread = threading.Thread(target=self._fill, name="sandbox-pool", daemon=True)
         self._thread.start()
 
-    def take(self, key: K, ahead: int = 0) -> T | None:
-        """A ready sandbox built for `key`, or None (the caller then builds one on the request path).
-        `ahead`: how many runs with the same key follow this one at once; the pool starts
-        building their sandboxes now (up to MAX_AHEAD ready at a time)."""
+    def take(self, key: K, ahead: int = 0, prefer: Callable[[T], bool] | None = None) -> T | None:
+        """A ready sandbox built for `key`, or None (the caller then builds one on the request path);
+        of those, the first that `prefer` accepts if any. `ahead`: how many runs with the same key
+        follow this one at once; the pool starts building their sandboxes now (up to MAX_AHEAD
+        ready at a time)."""
         with self._cond:
             item = None
             keep: collections.deque[tuple[float, K, T]] = collections.deque()
+            now = time.monotonic()
+            fits = [c for built, k, c in self._ready if k == key and now - built < _MAX_IDLE_S]
+            chosen = next((c for c in fits if prefer(c)), None) if prefer is not None else None
+            if chosen is None and fits:
+                chosen = fits[0]
             while self._ready:
                 built, k, candidate = self._ready.popleft()
-                if time.monotonic() - built >= _MAX_IDLE_S:
+                if now - built >= _MAX_IDLE_S:
                     self._discard_later(candidate)
-                elif item is None and k == key:
+                elif item is None and candidate is chosen:
                     item = candidate
                     self.served += 1
                 else:
@@ -119,10 +125,10 @@ class SandboxPool(Generic[K, T]):
     def _target(self) -> int:
         return max(self._size, self._ahead)
 
-    def ready_count(self, key: K | None = None) -> int:
-        """Sandboxes ready (for `key`, if given)."""
+    def ready_count(self, key: K | None = None, where: Callable[[T], bool] | None = None) -> int:
+        """Sandboxes ready (for `key`, if given; those `where` accepts, if given)."""
         with self._cond:
-            return sum(1 for _, k, _ in self._ready if key is None or k == key)
+            return sum(1 for _, k, t in self._ready if (key is None or k == key) and (where is None or where(t)))
 
     def _discard_later(self, item: T) -> None:
         t = threading.Thread(target=self._discard_now, args=(item,), daemon=True)

@@ -66,6 +66,7 @@ class Stage:
     outputs: OutputLimits | None = None  # run stage: bring back what it leaves in out/
     merge_stderr: bool = False  # run stage: fds 1 and 2 are one pipe, read as stdout (2>&1)
     ahead: int = 0  # run stage: runs with the same limits that follow this one at once (pool.py)
+    warm_entry: str | None = None  # run stage: the entry file, when the program may start before it (warm.py)
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,7 @@ class Runner(ABC):
             outputs=req.outputs,
             merge_stderr=req.merge_stderr,
             ahead=ahead,
+            warm_entry=program.entry if _warm_startable(lang, program, req) else None,
         )
         sr = self._execute(stage, on_output)
         return self._to_result(sr, limits)
@@ -393,6 +395,13 @@ class Runner(ABC):
             if sr.signal:
                 res.message = f"killed by signal {sr.signal} ({_signal_name(sr.signal)})"
         return res
+
+
+def _warm_startable(lang: Language, program: Program, req: RunRequest) -> bool:
+    """Whether the run's program may be started before it comes (warm.py): its language allows it,
+    and its command line holds nothing of the user's (no arguments, the language's own entry name),
+    which a spare's program would carry into the next runs."""
+    return lang.warm_start and not req.args and program.entry == lang.source_file
 
 
 def _stopped(sr: StageResult) -> bool:

@@ -49,6 +49,8 @@ EXECUTIONS = cast(Table, Execution.__table__)  # for Core statements
 
 # (execution_id, priority, request_id) -> None; publishes the id on the queue.
 Enqueue = Callable[[uuid.UUID, str, str | None], None]
+# Runs a callable later (the API's: once the response has been sent).
+Defer = Callable[[Callable[[], None]], object]
 
 LIMIT_FIELDS = (
     "time_limit_ms", "cpu_time_ms", "cpu_extra_ms", "memory_limit_mb", "max_processes", "max_output_bytes",
@@ -279,6 +281,8 @@ def submit_execution(
     on_queued: Callable[[uuid.UUID], object] | None = None,
     languages: LanguageCatalog | None = None,
     after_insert: Callable[[Any, uuid.UUID, uuid.UUID | None], object] | None = None,
+    before_insert: Callable[[], object] | None = None,
+    defer: Defer | None = None,
 ) -> dict[str, Any]:
     """Insert a QUEUED execution of the session's code (stored once, by hash: services/storage.py),
     publish its QUEUED event, then queue its id. `on_queued` runs just before the id is queued (a
@@ -286,6 +290,9 @@ def submit_execution(
     never the caller's. The session read, the source and the execution go through one Core
     transaction (one pool checkout); `after_insert(conn, execution_id, owner)` adds rows that
     belong with the execution (its webhook, its Judge0 extras) in that transaction.
+    `before_insert()` runs after the session read and before anything is written; what it raises
+    refuses the submission (the API's rate-limit charge, whose answer arrives meanwhile). `defer`:
+    see queue_runs.
     """
     check_options(options, settings)
     execution_id = uuid.uuid4()
@@ -302,6 +309,8 @@ def submit_execution(
             ).first()
             if session is None:
                 raise _Unreadable
+            if before_insert is not None:
+                before_insert()
             check_language(session.language, languages)
             user_id = session.user_id
             snapshot = snapshot_of(session)
@@ -358,7 +367,7 @@ def submit_execution(
             on_queued(execution_id)
         except Exception:  # noqa: BLE001 - an event is a convenience; the row is the truth
             log.warning("on_queued failed", extra={"execution_id": str(execution_id)}, exc_info=True)
-    queue_runs(events, enqueue, [execution_id], options.priority, request_id)
+    queue_runs(events, enqueue, [execution_id], options.priority, request_id, defer)
     return {
         "execution_id": str(execution_id),
         "status": ExecutionStatus.QUEUED.value,
@@ -368,11 +377,15 @@ def submit_execution(
 
 
 def queue_runs(events: EventBus, enqueue: Enqueue, execution_ids: list[uuid.UUID], priority: str,
-               request_id: str | None) -> None:
+               request_id: str | None, defer: Defer | None = None) -> None:
     """Publish new runs' QUEUED events, then put their ids on the queue (a follower sees QUEUED
     before the worker's RUNNING). When the enqueue hands over its broker messages (`message`: the
     API's, worker/celery_app.py) and the bus is on Redis, both go in one round trip. An id that
-    could not be queued is logged; its row stays QUEUED and the reconciler queues it."""
+    could not be queued is logged; its row stays QUEUED and the reconciler queues it.
+
+    With `defer` (the API's: after the response has been sent) that round trip's commands are
+    written to Redis now and its replies read later: what they could say changes nothing the
+    caller answers (a failure is logged, as without it), so the answer need not wait for them."""
     message = getattr(enqueue, "message", None)
     ids = [str(i) for i in execution_ids]
 
@@ -383,9 +396,21 @@ def queue_runs(events: EventBus, enqueue: Enqueue, execution_ids: list[uuid.UUID
     if message is not None and isinstance(events, RedisEventBus):
         try:
             # A failure here is the enqueue's too (the runs' messages were not pushed either).
-            events.publish_each(ids, *event_queued(), [message(i, priority, request_id) for i in execution_ids])
+            sent = events.send_each(ids, *event_queued(), [message(i, priority, request_id) for i in execution_ids])
         except Exception:  # noqa: BLE001 - the row is the truth; the reconciler queues it again
             failed(len(ids))
+            return
+
+        def confirm() -> None:
+            try:
+                sent.replies()
+            except Exception:  # noqa: BLE001 - as above
+                failed(len(ids))
+
+        if defer is None or not sent.on_the_wire:  # a failed send is retried before the answer
+            confirm()
+        else:
+            defer(confirm)
         return
     publish_queued(events, ids)
     for execution_id in execution_ids:

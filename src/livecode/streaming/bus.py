@@ -24,6 +24,8 @@ from typing import Any, Protocol
 
 import redis
 
+from .. import redis_split
+
 log = logging.getLogger(__name__)
 
 Event = tuple[str, str, dict[str, Any]]  # (event id, kind, data)
@@ -177,14 +179,20 @@ class RedisEventBus:
 
     def publish_each(self, execution_ids: list[str], kind: str, data: dict[str, Any],
                      pushes: Sequence[tuple[str, str]] = ()) -> None:
-        fields = {"k": kind, "d": json.dumps(data)}
-        pipe = self.client.pipeline(transaction=False)
+        self.send_each(execution_ids, kind, data, pushes).replies()
+
+    def send_each(self, execution_ids: list[str], kind: str, data: dict[str, Any],
+                  pushes: Sequence[tuple[str, str]] = ()) -> redis_split.Pending:
+        """publish_each's commands written to Redis now; its replies are read (and a failure
+        raised) by the returned Pending's replies(), which the caller may leave for later."""
+        text = json.dumps(data)
+        commands: list[tuple[Any, ...]] = []
         for execution_id in execution_ids:
-            pipe.xadd(_key(execution_id), fields, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
-            pipe.expire(_key(execution_id), STREAM_TTL_S)
-        for key, value in pushes:
-            pipe.lpush(key, value)
-        pipe.execute()
+            key = _key(execution_id)
+            commands.append(("XADD", key, "MAXLEN", "~", STREAM_MAXLEN, "*", "k", kind, "d", text))
+            commands.append(("EXPIRE", key, STREAM_TTL_S))
+        commands += [("LPUSH", key, value) for key, value in pushes]
+        return redis_split.send(self.client, commands)
 
     def watch_finished(self, execution_id: str) -> Finish:
         with self._listener_lock:  # started by the first waiter: workers never listen

@@ -31,12 +31,15 @@ import json
 import selectors
 import socket
 import struct
+import threading
 import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
+
+from . import after_response
 
 RECV_BYTES = 65536
 LINGER_S = 2.0  # how long a half-closed connection is drained (as gunicorn's close_graceful)
@@ -211,6 +214,7 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         self.max_head = int(cfg.limit_request_line + 4 + cfg.limit_request_fields * (cfg.limit_request_field_size + 2))
         timeout = self.limits.send_timeout_s
         self.timeval = struct.pack("ll", int(timeout), int((timeout % 1) * 1_000_000))  # per socket
+        self.after_local = threading.local()  # .pending: the thread's request's after-response work
 
     # ---- accepting -------------------------------------------------------------------------
 
@@ -353,6 +357,23 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         self.nr_conns -= 1
         conn.close(graceful=response is not None)
 
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        app: Any = getattr(self, "wsgi")  # noqa: B009 - set by gunicorn's load_wsgi, untyped
+        local = self.after_local
+
+        def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+            # What the request leaves for after its answer (web/after_response.py). A list left
+            # by a request that handle_request did not end (HTTP/2) is run first, not dropped.
+            left = getattr(local, "pending", None)
+            if left:
+                local.pending = None
+                after_response.run(left)
+            environ[after_response.ENVIRON_KEY] = local.pending = []
+            return app(environ, start_response)
+
+        self.wsgi = wsgi
+
     def handle_request(self, req: Any, conn: FrontConn) -> bool:
         if conn.reader is not None and conn.reader.partial:
             req.must_close = True  # the answer says "Connection: close"; the linger drains the rest
@@ -362,6 +383,12 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
             # SO_SNDTIMEO ran out: the client stopped reading. The response was closed already.
             self.log.info("dropped a client that stopped reading (send timeout) from %s", conn.address)
             return False
+        finally:
+            # The answer is written (or the client is gone): the work the request left for now.
+            pending = getattr(self.after_local, "pending", None)
+            self.after_local.pending = None
+            if pending:
+                after_response.run(pending)
 
     # ---- deadlines and lingering closes (run by gunicorn's loop about once a second) -------
 

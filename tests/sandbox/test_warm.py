@@ -1,0 +1,348 @@
+"""Warm starts (warm.py): a spare sandbox's Python started before its run, its script a FIFO
+until the run's code comes. A program must not be able to tell: everything it can observe of
+its start is what a cold start gives it. And a sandbox whose program was started for other runs
+serves any run correctly."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from livecode.sandbox import Outcome, RunRequest
+from livecode.sandbox.bwrap import BwrapRunner
+from livecode.sandbox.config import SandboxConfig
+from livecode.sandbox.program import SourceFile
+
+from .helpers import (
+    TEST_SLOTS,
+    TEST_UID_BASE,
+    host_uids_of_cmdline,
+    make_runner,
+    no_leftovers,
+    processes_of_uids,
+    requires_bwrap,
+    run,
+    warm_idle,
+)
+
+pytestmark = requires_bwrap
+
+# What a program can see of how it was started.
+PROBE = r"""
+import json, os, resource, signal, sys
+fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+print(json.dumps({
+    "argv": sys.argv, "orig_argv": sys.orig_argv, "path": sys.path, "file": __file__,
+    "isfile": os.path.isfile(__file__), "source": open(__file__).read(), "main": sorted(dir()),
+    "loader": type(__loader__).__name__, "spec": repr(__spec__), "modules": sorted(sys.modules),
+    "flags": repr(sys.flags), "cwd": os.getcwd(), "env": list(os.environ.items()),
+    "environ": open("/proc/self/environ", "rb").read().decode(),
+    "rlimits": [resource.getrlimit(r) for r in range(16)],
+    "fds": fds, "box": os.listdir("/sandbox"), "work": os.listdir("."), "tmp": sorted(os.listdir("/tmp")),
+    "pid": os.getpid(), "ppid": os.getppid(), "stdin": sys.stdin.read(),
+    "stdout": [sys.stdout.isatty(), sys.stdout.encoding, sys.stdout.line_buffering],
+    "priority": os.getpriority(os.PRIO_PROCESS, 0),
+    "blocked": sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])),
+    "handlers": [repr(signal.getsignal(s)) for s in signal.valid_signals() if s not in (9, 19)],
+}))
+"""
+
+TRACEBACK = "def f():\n    return 1 / 0\n\nprint('before')\nf()\n"
+
+
+@pytest.fixture(scope="module")
+def runners(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BwrapRunner, BwrapRunner]]:
+    # One spare: after _wait_warm it is the one a run takes (with two, a run that cannot use a
+    # warm start would take the other, if it was built for such runs).
+    warm = make_runner(tmp_path_factory.mktemp("warm"), 1)
+    cold = make_runner(tmp_path_factory.mktemp("cold"), 2, config=SandboxConfig(warm_start=False))
+    assert isinstance(warm, BwrapRunner) and isinstance(cold, BwrapRunner)
+    try:
+        yield warm, cold
+    finally:
+        warm.close()
+        cold.close()
+
+
+def _wait_warm(r: BwrapRunner, every: bool = False) -> None:
+    """Until a spare with Python started in it is ready (the last runs were Python's); `every`:
+    until every spare is."""
+    for _ in range(3):
+        run(r, "python", "pass")  # the spares follow the last run's program
+    deadline = time.monotonic() + 15
+    while r.warm_spares() < (r.pool_size if every else 1):
+        assert time.monotonic() < deadline, "no warm spare built"
+        time.sleep(0.02)
+
+
+def _served_warm(r: BwrapRunner, req: RunRequest) -> Any:
+    _wait_warm(r)
+    before = r.warm_runs
+    res = r.run(req)
+    assert r.warm_runs == before + 1, "the run did not take the program started ahead"
+    return res
+
+
+def _cold(r: BwrapRunner, req: RunRequest) -> Any:
+    before = r.warm_runs
+    res = r.run(req)
+    assert r.warm_runs == before
+    return res
+
+
+def test_a_warm_started_program_sees_what_a_cold_start_gives_it(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
+    warm, cold = runners
+    req = RunRequest("python", PROBE, stdin="line one\nline two\n")
+    w = _served_warm(warm, req)
+    c = _cold(cold, req)
+    assert w.outcome is Outcome.OK and c.outcome is Outcome.OK, (w, c)
+    seen_warm, seen_cold = json.loads(w.stdout_bytes), json.loads(c.stdout_bytes)
+    assert seen_warm == seen_cold
+    # and what a cold start gives is what `python3 -E -s main.py` gives:
+    assert seen_warm["argv"] == ["main.py"] and seen_warm["file"] == "/sandbox/work/main.py"
+    assert seen_warm["isfile"] and seen_warm["source"] == PROBE
+    assert seen_warm["fds"] == [0, 1, 2, 3]  # stdio and the listing's own: nothing of the launcher's
+    assert seen_warm["box"] == ["tmp", "work"] and seen_warm["work"] == ["main.py", "out"]
+    assert seen_warm["stdin"] == "line one\nline two\n"
+
+
+@pytest.mark.parametrize(
+    ("source", "outcome", "exit_code", "sig"),
+    [
+        (TRACEBACK, Outcome.RUNTIME_ERROR, 1, None),
+        ("import sys\nprint('x', file=sys.stderr)\nsys.exit(3)\n", Outcome.RUNTIME_ERROR, 3, None),
+        ("print('interrupted')\nraise KeyboardInterrupt\n", Outcome.RUNTIME_ERROR, None, signal.SIGINT),
+        ("print('unclosed'\n", Outcome.RUNTIME_ERROR, 1, None),
+    ],
+    ids=["traceback", "exit-status", "keyboard-interrupt", "syntax-error"],
+)
+def test_errors_and_exits_are_those_of_a_cold_start(
+    runners: tuple[BwrapRunner, BwrapRunner], source: str, outcome: Outcome, exit_code: int | None, sig: int | None,
+) -> None:
+    warm, cold = runners
+    w = _served_warm(warm, RunRequest("python", source))
+    c = _cold(cold, RunRequest("python", source))
+    assert (w.outcome, w.exit_code, w.signal) == (outcome, exit_code, sig), w
+    assert (w.stdout_bytes, w.stderr_bytes) == (c.stdout_bytes, c.stderr_bytes)
+    if source == TRACEBACK:  # the traceback quotes the lines of main.py: a regular file by then
+        assert 'File "/sandbox/work/main.py", line 2, in f\n    return 1 / 0' in w.stderr
+
+
+def test_a_program_of_several_files_finds_them_all(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
+    warm, cold = runners
+    files = (
+        SourceFile.text("main.py",
+            "import os, helper\nfrom pkg import mod\nprint(helper.NAME, mod.VALUE, os.listdir())"),
+        SourceFile.text("helper.py", "NAME = 'helper'\n"),
+        SourceFile.text("z.py", ""),
+        SourceFile.text("pkg/__init__.py", ""),
+        SourceFile.text("pkg/mod.py", "VALUE = 42\n"),
+        SourceFile.text("b.py", ""),
+    )
+    req = RunRequest("python", "", files=files, entry="main.py")
+    res = _served_warm(warm, req)
+    assert res.outcome is Outcome.OK, res
+    assert res.stdout.startswith("helper 42 [")
+    # The directory lists the entry where a cold start's would (it took the FIFO's place at its turn).
+    assert res.stdout == _cold(cold, req).stdout
+
+
+def test_a_source_larger_than_a_pipe_arrives_whole(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
+    warm, _ = runners
+    filler = "".join(f"# line {i} {'x' * 60}\n" for i in range(4000))  # ~290 KB through the FIFO
+    src = filler + "import hashlib\ndata = open(__file__, 'rb').read()\n"
+    src += "print(len(data), hashlib.sha256(data).hexdigest())\n"
+    res = _served_warm(warm, RunRequest("python", src))
+    assert res.outcome is Outcome.OK, res
+    assert res.stdout == f"{len(src)} {hashlib.sha256(src.encode()).hexdigest()}\n"
+
+
+def test_a_source_declaring_another_encoding_starts_cold_and_runs(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
+    # CPython seeks a script that declares a non-UTF-8 encoding, which a FIFO cannot do.
+    warm, _ = runners
+    files = (SourceFile("main.py", b'# -*- coding: latin-1 -*-\nprint("caf\xe9")\n'),)
+    _wait_warm(warm)
+    res = _cold(warm, RunRequest("python", "", files=files, entry="main.py"))
+    assert res.outcome is Outcome.OK, res
+    assert res.stdout == "café\n"
+
+
+def test_a_zip_application_starts_cold_and_runs_its_main(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
+    # CPython runs a zip's __main__.py, and recognizes a zip only in a regular file.
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("__main__.py", "print('from the zip')\n")
+    warm, _ = runners
+    _wait_warm(warm)
+    res = _cold(warm, RunRequest("python", "", files=(SourceFile("main.py", buf.getvalue()),), entry="main.py"))
+    assert res.outcome is Outcome.OK, res
+    assert res.stdout == "from the zip\n"
+
+
+def test_a_run_of_another_program_stops_the_one_started_ahead(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
+    # Another language, Python with arguments, merged stderr: each takes a spare whose Python was
+    # started for the runs before, and runs its own program.
+    warm, _ = runners
+    for req, out in (
+        (RunRequest("bash", "echo $0"), "main.sh\n"),
+        (RunRequest("python", "import sys; print(sys.argv[1:])", args=("a", "b")), "['a', 'b']\n"),
+        (RunRequest("python", "import sys; print('out', flush=True); print('err', file=sys.stderr)", merge_stderr=True),
+         "out\nerr\n"),
+    ):
+        _wait_warm(warm, every=True)
+        stopped = warm.unwarmed_runs
+        res = _cold(warm, req)
+        assert res.outcome is Outcome.OK and res.stdout == out, res
+        assert warm.unwarmed_runs == stopped + 1, "the run did not take a spare started for others"
+    assert no_leftovers()
+
+
+def test_a_signal_reaches_a_program_started_after_a_stopped_warm_start(
+    runners: tuple[BwrapRunner, BwrapRunner],
+) -> None:
+    # The program is no longer the sandbox's pid 2 (the Python started ahead was): a Stop must
+    # still reach it, not miss it.
+    warm, _ = runners
+    _wait_warm(warm)
+    seen: list[str] = []
+    sent: list[int] = []
+
+    def source() -> int | None:
+        if not sent and "started" in "".join(seen):
+            sent.append(signal.SIGUSR1)
+            return signal.SIGUSR1
+        return None
+
+    src = "trap 'echo got USR1; exit 3' USR1\necho started\nwhile true; do sleep 0.05; done\n"
+    _wait_warm(warm, every=True)
+    stopped = warm.unwarmed_runs
+    res = warm.run(RunRequest("bash", src), on_output=lambda _s, text: seen.append(text), signal_source=source)
+    assert warm.unwarmed_runs == stopped + 1
+    assert res.outcome is Outcome.RUNTIME_ERROR and res.exit_code == 3, res
+    assert "got USR1" in res.stdout
+
+
+def _test_uid_pids() -> set[int]:
+    return {pid for pid, _uid in processes_of_uids(TEST_UID_BASE, TEST_SLOTS)}
+
+
+def _settled_pids() -> set[int]:
+    """The tests' uids' processes once they stop changing (other runners' spares being built)."""
+    last = _test_uid_pids()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = _test_uid_pids()
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+def test_spares_started_ahead_leave_nothing_when_discarded(tmp_path: Path) -> None:
+    others = _settled_pids()  # the module's runners' spares, idle meanwhile
+    r = make_runner(tmp_path, 2)
+    assert isinstance(r, BwrapRunner)
+    try:
+        _wait_warm(r, every=True)
+        deadline = time.monotonic() + 10
+        while not any(warm_idle(str(pid)) for pid in _test_uid_pids() - others):  # its Pythons, waiting
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        ours = _test_uid_pids() - others
+    finally:
+        r.close()
+    deadline = time.monotonic() + 5
+    while ours & _test_uid_pids():
+        assert time.monotonic() < deadline, "a discarded spare's processes outlived it"
+        time.sleep(0.05)
+
+
+def test_runs_back_to_back_take_spares_still_starting(tmp_path: Path) -> None:
+    # One spare, runs with no pause: each takes the spare built after the one before, its
+    # Python still starting (the launcher waits for it to open its FIFO).
+    r = make_runner(tmp_path, 1)
+    assert isinstance(r, BwrapRunner)
+    try:
+        _wait_warm(r)
+        for i in range(15):
+            res = r.run(RunRequest("python", f"print({i} * 2)"))
+            assert res.outcome is Outcome.OK and res.stdout == f"{i * 2}\n", res
+        assert r.warm_runs >= 10
+    finally:
+        r.close()
+
+
+def test_a_program_started_ahead_that_died_is_started_again(tmp_path: Path) -> None:
+    # Killed while it waited for its run (say, by an operator): the run gets a fresh one.
+    r = make_runner(tmp_path, 1)
+    assert isinstance(r, BwrapRunner)
+    try:
+        others = _settled_pids()
+        _wait_warm(r, every=True)
+        deadline = time.monotonic() + 10
+        while not (waiting := [pid for pid in _test_uid_pids() - others if warm_idle(str(pid))]):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        for pid in waiting:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+        before = r.warm_runs
+        res = r.run(RunRequest("python", "print('after all')"))
+        assert res.outcome is Outcome.OK and res.stdout == "after all\n", res
+        assert r.warm_runs == before + 1
+    finally:
+        r.close()
+
+
+def test_no_spare_holds_a_users_arguments_or_file_names(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
+    # A run with arguments, or whose entry is a file of its own naming, never has a spare started
+    # with them for the runs after it.
+    warm, _ = runners
+    marker = f"secret{time.monotonic_ns()}"
+    entry = f"{marker}.py"
+    for _ in range(3):
+        res = _cold(warm, RunRequest("python", "import sys; print(sys.argv[1])", args=(marker,)))
+        assert res.stdout == marker + "\n", res
+        named = (SourceFile.text(entry, "import sys; print(sys.argv[0])"),)
+        res = _cold(warm, RunRequest("python", "", files=named, entry=entry))
+        assert res.stdout == entry + "\n", res
+    time.sleep(0.5)  # the spares built after them
+    assert host_uids_of_cmdline(marker) == set()
+    assert not any(marker in " ".join(argv) for argv in _sandbox_cmdlines())
+
+
+def _sandbox_cmdlines() -> list[list[str]]:
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    out.append([a.decode(errors="replace") for a in f.read().split(b"\0")])
+            except OSError:
+                pass
+    return out
+
+
+def test_compiled_bytecode_starts_cold_and_runs(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
+    # CPython recognizes bytecode by its magic number, read from a regular file only.
+    import importlib.util
+    import marshal
+
+    pyc = importlib.util.MAGIC_NUMBER + bytes(12) + marshal.dumps(compile("print('from bytecode')", "m", "exec"))
+    warm, _ = runners
+    _wait_warm(warm)
+    res = _cold(warm, RunRequest("python", "", files=(SourceFile("main.py", pyc),), entry="main.py"))
+    assert res.outcome is Outcome.OK, res
+    assert res.stdout == "from bytecode\n"
