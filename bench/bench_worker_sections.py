@@ -48,6 +48,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=200)
     p.add_argument("--wall", action="store_true", help="wall time per step instead of the thread's CPU")
+    p.add_argument("--pause-ms", type=float, default=0, help="idle time before each run (the pool refills)")
     add_redis_url(p)
     args = p.parse_args()
     global clock
@@ -55,10 +56,10 @@ def main() -> None:
         clock = time.perf_counter
 
     with in_process_stack(args.redis_url):
-        run(args.runs)
+        run(args.runs, args.pause_ms / 1000)
 
 
-def run(runs: int) -> None:
+def run(runs: int, pause_s: float = 0.0) -> None:
     from livecode.cli import _settings
     from livecode.logging_setup import configure_logging
     from livecode.runtime import runtime
@@ -99,6 +100,7 @@ def run(runs: int) -> None:
         one()
     cpu.clear()
     for _ in range(runs):
+        time.sleep(pause_s)
         one()
     total = cpu.pop("the task in all")
     known = sum(v for k, v in cpu.items() if not k.startswith("output publisher: its thread"))
