@@ -452,6 +452,14 @@ def latencies(base: str, runs: int, meter: CpuMeter | None = None) -> dict[str, 
         posts.append((t1 - t0) * 1000)
     if meter and a:
         cpu["poll_api_cpu_ms"] = CpuMeter.delta_ms(a, meter.snapshot())["api"] / runs
+    paused_poll = []  # the same after a pause, as a user presses Run
+    for _ in range(runs):
+        time.sleep(THINK_S)
+        t0 = time.perf_counter()
+        eid = http.post(url, json={}, timeout=60).json()["execution_id"]
+        while http.get(f"{base}/api/v1/executions/{eid}", timeout=60).json()["status"] not in TERMINAL:
+            time.sleep(0.002)
+        paused_poll.append((time.perf_counter() - t0) * 1000)
     for _ in range(max(runs, 50)):
         t0 = time.perf_counter()
         http.get(f"{base}/api/v1/executions/{eid}", timeout=60)
@@ -468,6 +476,7 @@ def latencies(base: str, runs: int, meter: CpuMeter | None = None) -> dict[str, 
     return {
         "wait_median_ms": statistics.median(waited), "wait_p95_ms": pct(waited, 95), "wait_fallbacks": fallbacks,
         "paused_wait_median_ms": statistics.median(paused), "paused_wait_p95_ms": pct(paused, 95),
+        "paused_poll_median_ms": statistics.median(paused_poll),
         "poll_median_ms": statistics.median(polled), "post_median_ms": statistics.median(posts),
         "get_median_ms": statistics.median(gets), "edited_post_median_ms": statistics.median(edited), **cpu,
     }
@@ -704,6 +713,8 @@ def table(r: dict[str, Any]) -> str:
             f"{lat['paused_wait_median_ms'] / paused_plain:.1f}x / {lat['paused_wait_p95_ms'] / paused_plain:.1f}x", "")
     add("execute -> result, polling every 2 ms, median", f"{lat['poll_median_ms']:.1f} ms", "",
         f"{lat['poll_median_ms'] / plain:.1f}x", "<= 2.5x")
+    add(f"  the same {THINK_S * 1000:.0f} ms after the last result, median", f"{lat['paused_poll_median_ms']:.1f} ms",
+        "", f"{lat['paused_poll_median_ms'] / raw['paused_latency_median_ms']:.1f}x", "")
     if "wait_api_cpu_ms" in lat:
         add("API CPU per run: blocking wait / polling every 2 ms",
             f"{lat['wait_api_cpu_ms']:.1f} / {lat['poll_api_cpu_ms']:.1f} ms", "", "", "")
@@ -731,6 +742,8 @@ def table(r: dict[str, Any]) -> str:
                 f"{e['paused_wait_median_ms'] / raw['paused_latency_median_ms']:.1f}x", "")
         add("embedded: polling, median", f"{e['poll_median_ms']:.1f} ms", "", f"{e['poll_median_ms'] / plain:.1f}x",
             "<= 2.5x")
+        add(f"  the same {THINK_S * 1000:.0f} ms after the last result, median", f"{e['paused_poll_median_ms']:.1f} ms",
+            "", f"{e['paused_poll_median_ms'] / raw['paused_latency_median_ms']:.1f}x", "")
         add("embedded: POST / GET median", f"{e['post_median_ms']:.1f} / {e['get_median_ms']:.1f} ms", "", "", "")
     return _format(rows)
 
