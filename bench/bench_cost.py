@@ -783,11 +783,15 @@ def autosave_only(args: argparse.Namespace) -> None:
     finally:
         pg.close()
         stack.close()
+    print_report(report, args.json)
+
+
+def print_report(report: dict[str, Any], as_json: bool) -> None:
     report["load_after"] = os.getloadavg()
     print(f"machine: {report['machine']}; load average before {report['load_before'][0]:.1f}, "
           f"after {report['load_after'][0]:.1f}")
     print(table(report))
-    if args.json:
+    if as_json:
         print(json.dumps(report, indent=2, default=str))
 
 
@@ -853,12 +857,7 @@ def main() -> None:
         finally:
             emb.stop()
             shutil.rmtree(data_dir, ignore_errors=True)
-    report["load_after"] = os.getloadavg()
-    print(f"machine: {report['machine']}; load average before {report['load_before'][0]:.1f}, "
-          f"after {report['load_after'][0]:.1f}")
-    print(table(report))
-    if args.json:
-        print(json.dumps(report, indent=2, default=str))
+    print_report(report, args.json)
 
 
 if __name__ == "__main__":

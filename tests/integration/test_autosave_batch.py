@@ -10,8 +10,6 @@ releasing the lock lets them go as one batch."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 import time
 import uuid
@@ -28,17 +26,15 @@ from livecode.config import load_settings
 from livecode.db import Database, is_unavailable
 from livecode.errors import ApiError
 from livecode.services import autosave_batch, sessions
-from tests.support.procs import create_database
+from tests.support.pgtrace import scratch_database, traced
 
 MAX_BYTES = 1 << 20
 
 
 @pytest.fixture
 def pg(pg_admin_url: str) -> Iterator[str]:
-    url = create_database(pg_admin_url)
-    yield url
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    with scratch_database(pg_admin_url) as url:
+        yield url
 
 
 def database(url: str, pool: int) -> Database:
@@ -139,21 +135,7 @@ def in_one_batch(db: Database, pg: str, first: uuid.UUID, saves: list[Callable[[
 def statements_sent(db: Database, fn: Callable[[], Any]) -> tuple[Any, int]:
     """fn's result and the number of statements executed on the pool's only connection (libpq's
     trace: one Execute message per statement, prepared or not)."""
-    with db.engine.connect() as conn:
-        pgconn = conn.connection.driver_connection.pgconn  # type: ignore[union-attr]
-    fd, path = tempfile.mkstemp()
-    try:
-        pgconn.trace(fd)
-        pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE)
-        try:
-            result = fn()
-        finally:
-            pgconn.untrace()
-        with open(path) as f:
-            lines = [line.split("\t") for line in f.read().splitlines()]
-    finally:
-        os.close(fd)
-        os.unlink(path)
+    result, lines = traced(db, fn)
     return result, sum(1 for line in lines if line[0] == "F" and line[2] == "Execute")
 
 

@@ -15,15 +15,13 @@ from sqlalchemy import text
 
 from livecode.config import load_settings
 from livecode.db import Database, is_unavailable
-from tests.support.procs import create_database
+from tests.support.pgtrace import scratch_database
 
 
 @pytest.fixture
 def url(pg_admin_url: str) -> Iterator[str]:
-    db_url = create_database(pg_admin_url)
-    yield db_url
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{db_url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    with scratch_database(pg_admin_url) as db_url:
+        yield db_url
 
 
 def database(url: str, bypass_ms: int) -> Database:

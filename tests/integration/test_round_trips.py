@@ -5,8 +5,6 @@ wrote is still committed, or rolled back, as one. Real PostgreSQL."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -29,38 +27,23 @@ from livecode.services.executions import (
     submit_execution,
 )
 from livecode.streaming.bus import MemoryEventBus
-from tests.support.procs import create_database
+from tests.support.pgtrace import scratch_database, traced
 
 
 @pytest.fixture
 def db(pg_admin_url: str) -> Iterator[Database]:
-    url = create_database(pg_admin_url).replace("postgresql://", "postgresql+psycopg://")
-    database = Database(load_settings("embedded", database_url=url, db_pool_size=1, db_max_overflow=0))
-    migrate.upgrade(database.engine)
-    yield database
-    database.dispose()
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    with scratch_database(pg_admin_url) as url:
+        database = Database(load_settings("embedded", database_url=url.replace("postgresql://", "postgresql+psycopg://"),
+                                          db_pool_size=1, db_max_overflow=0))
+        migrate.upgrade(database.engine)
+        yield database
+        database.dispose()
 
 
 def round_trips(db: Database, fn: Callable[[], Any]) -> tuple[int, list[str]]:
     """fn's round trips on the pool's only connection (a send after a receive, or the first
     send), and the statements it sent."""
-    with db.engine.connect() as conn:
-        pgconn = conn.connection.driver_connection.pgconn  # type: ignore[union-attr]
-    fd, path = tempfile.mkstemp()
-    try:
-        pgconn.trace(fd)
-        pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE)
-        try:
-            fn()
-        finally:
-            pgconn.untrace()  # flushes the trace
-        with open(path) as f:
-            lines = [line.split("\t") for line in f.read().splitlines()]
-    finally:
-        os.close(fd)
-        os.unlink(path)
+    _, lines = traced(db, fn)
     trips, last = 0, "B"
     for line in lines:
         if line[0] == "F" and last == "B":
