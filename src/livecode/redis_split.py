@@ -6,7 +6,9 @@ QUEUED event and the run's message, whose failure only logs: the row stays QUEUE
 reconciler queues it) can read it after its response has left. `send()` writes the commands on a
 pooled connection and returns a `Pending`; `Pending.replies()` reads them (once) and gives the
 connection back. A connection error on either side resends the whole pipeline through redis-py's
-own `execute()`, with its retries, as a plain pipeline would have done.
+own `execute()`, with its retries, as a plain pipeline would have done; like redis-py's own retry,
+that may repeat commands Redis had already run before the connection broke (a charge counted
+twice, a run's message pushed twice: its claim is a conditional UPDATE, so it runs once).
 """
 
 from __future__ import annotations

@@ -232,6 +232,26 @@ def test_a_batch_postgresql_refuses_is_written_save_by_save(db: Database, pg: st
     assert answer_b["version"] == 2 and version_of(pg, b) == (2, "fine b")
 
 
+def test_a_batch_that_deadlocks_or_times_out_is_written_save_by_save(db: Database, pg: str) -> None:
+    # psycopg raises a deadlock (40P01), a serialization failure (40001) or a statement timeout
+    # (57014) as an OperationalError, as it does a lost connection: the database is up, the batch
+    # alone failed, and each save must be written alone, not answered 503.
+    with psycopg.connect(pg, autocommit=True) as conn:  # fails any UPDATE of several sessions at once
+        conn.execute("CREATE FUNCTION one_at_a_time() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                     "IF (SELECT count(*) FROM changed) > 1 THEN "
+                     "RAISE EXCEPTION 'deadlock detected' USING ERRCODE = 'deadlock_detected'; END IF; "
+                     "RETURN NULL; END $$")
+        conn.execute("CREATE TRIGGER one_at_a_time AFTER UPDATE ON code_sessions REFERENCING NEW TABLE AS changed "
+                     "FOR EACH STATEMENT EXECUTE FUNCTION one_at_a_time()")
+    first, a, b = (new_session(db) for _ in range(3))
+    calls = [lambda: save(db, a, "saved a"), lambda: save(db, b, "saved b")]
+
+    _, (answer_a, answer_b) = in_one_batch(db, pg, first, calls)
+
+    assert not isinstance(answer_a, Exception) and not isinstance(answer_b, Exception), (answer_a, answer_b)
+    assert version_of(pg, a) == (2, "saved a") and version_of(pg, b) == (2, "saved b")
+
+
 def test_a_batch_that_loses_its_connection_answers_every_save_with_the_error(pg: str) -> None:
     db = database(pg, 2)
     try:

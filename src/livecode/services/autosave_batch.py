@@ -175,7 +175,7 @@ class AutosaveBatcher:
             with self._db.write_one() as conn:
                 rows = conn.execute(_batch_statement(), params).all()
         except Exception as exc:  # noqa: BLE001 - sorted below
-            if is_unavailable(exc):  # the database is away: every save of the batch says so
+            if not _write_alone_after(exc) and is_unavailable(exc):  # away: every save of the batch says so
                 for s in batch:
                     s.error, s.answered = exc, True
                 return
@@ -195,6 +195,15 @@ class AutosaveBatcher:
         except Exception as exc:  # noqa: BLE001 - the waiting request raises it
             s.error = exc
         s.answered = True
+
+
+def _write_alone_after(exc: BaseException) -> bool:
+    """A failure of the batch's statement alone, not of the database, though psycopg raises it as
+    an OperationalError: a deadlock or serialization failure (SQLSTATE class 40: another writer
+    locked two of the batch's rows in another order) or a statement or lock timeout (57014). Each
+    save is then written alone, as for any other refused batch."""
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""
+    return code.startswith("40") or code == "57014"
 
 
 _batchers: weakref.WeakKeyDictionary[Database, AutosaveBatcher] = weakref.WeakKeyDictionary()

@@ -54,7 +54,9 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         # ~150,000 objects) lives as long as the process: out of the collector's reach, a full
         # collection looks only at what requests made since, 1-2 ms instead of 100-200 ms during
         # which every thread of the process stands still (under 32 connections of autosaves, one
-        # every few seconds: they were the p99; docs/performance.md).
+        # every few seconds: they were the p99; docs/performance.md). Collected first, so that
+        # start-up's garbage is freed rather than kept for good.
+        gc.collect()
         gc.freeze()
         return app
 
