@@ -326,3 +326,44 @@ def test_a_spent_budget_answers_429_whatever_else_is_wrong_and_survives_a_script
         assert executions_of(client, sid) == per_user
     finally:
         proc.stop()
+
+
+def _inserted_keys(database_url: str) -> int:
+    """Rows ever inserted into idempotency_keys (PostgreSQL's statistics, flushed by each backend
+    within a second of going idle)."""
+    import time
+
+    import psycopg
+
+    time.sleep(1.5)
+    with psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        row = conn.execute("SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'idempotency_keys'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_a_refused_submission_with_a_key_writes_nothing_and_a_replay_waits_for_nothing(cluster: Any) -> None:
+    """Over its budget, a request with an Idempotency-Key is refused before the key's claim is
+    written, and a replay asking to wait (wait=true) is refused at once, not after its wait."""
+    import time
+
+    per_user = 2
+    proc, base = _api_with(cluster.env, LIVECODE_EXECUTION_RATE_LIMIT=f"{per_user}/minute",
+                           LIVECODE_EXECUTION_RATE_LIMIT_PER_ADDRESS="")
+    try:
+        client = _client_from(base, "127.0.0.67")
+        sid = client.create_session("pass")["session_id"]
+        path = f"/api/v1/executions/session/{sid}/execute"
+        for key in ("first", "second"):
+            r = client.request("POST", path, json={}, headers={"Idempotency-Key": key})
+            assert r.status_code == 202, r.text
+        inserted = _inserted_keys(cluster.env["DATABASE_URL"])
+        refused = client.request("POST", path, json={}, headers={"Idempotency-Key": "third"})
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "RATE_LIMITED", refused.text
+        assert _inserted_keys(cluster.env["DATABASE_URL"]) == inserted  # no claim written, even for a moment
+        t0 = time.monotonic()
+        replay = client.request("POST", path + "?wait=true&timeout_ms=20000", json={},
+                                headers={"Idempotency-Key": "first"})
+        assert replay.status_code == 429 and replay.json()["error"]["code"] == "RATE_LIMITED", replay.text
+        assert time.monotonic() - t0 < 10  # refused, not after its 20 s wait
+    finally:
+        proc.stop()
