@@ -353,16 +353,16 @@ def test_a_refused_submission_with_a_key_writes_nothing_and_a_replay_waits_for_n
         client = _client_from(base, "127.0.0.67")
         sid = client.create_session("pass")["session_id"]
         path = f"/api/v1/executions/session/{sid}/execute"
-        BATCH = {"priority": "batch"}  # noqa: N806 - several runs of one session may be queued at once
+        body = {"priority": "batch"}  # several runs of one session may be queued at once
         for key in ("first", "second"):
-            r = client.request("POST", path, json=BATCH, headers={"Idempotency-Key": key})
+            r = client.request("POST", path, json=body, headers={"Idempotency-Key": key})
             assert r.status_code == 202, r.text
         inserted = _inserted_keys(cluster.env["DATABASE_URL"])
-        refused = client.request("POST", path, json=BATCH, headers={"Idempotency-Key": "third"})
+        refused = client.request("POST", path, json=body, headers={"Idempotency-Key": "third"})
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "RATE_LIMITED", refused.text
         assert _inserted_keys(cluster.env["DATABASE_URL"]) == inserted  # no claim written, even for a moment
         t0 = time.monotonic()
-        replay = client.request("POST", path + "?wait=true&timeout_ms=20000", json=BATCH,
+        replay = client.request("POST", path + "?wait=true&timeout_ms=20000", json=body,
                                 headers={"Idempotency-Key": "first"})
         assert replay.status_code == 429 and replay.json()["error"]["code"] == "RATE_LIMITED", replay.text
         assert time.monotonic() - t0 < 10  # refused, not after its 20 s wait
