@@ -114,9 +114,10 @@ class Execute(Resource):
 
         try:
             if request.headers.get("Idempotency-Key") is not None:
-                settle_charge()  # before the key's claim is written: a refused request writes nothing
+                # Before the key's claim is written (a refused request writes nothing) and before a
+                # replay, which never reaches submit(), would wait for its run.
+                settle_charge()
             result, status = idempotent("execute", body, submit)
-            settle_charge()  # a replay never reached submit(): settled before any wait
             if not waiting or status != 202 or wait_s is None:
                 return result, status
             eid = uuid.UUID(result["execution_id"])
