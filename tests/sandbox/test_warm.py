@@ -346,3 +346,43 @@ def test_compiled_bytecode_starts_cold_and_runs(runners: tuple[BwrapRunner, Bwra
     res = _cold(warm, RunRequest("python", "", files=(SourceFile("main.py", pyc),), entry="main.py"))
     assert res.outcome is Outcome.OK, res
     assert res.stdout == "from bytecode\n"
+
+
+NODE_PROBE = r"""
+const fs = require('fs');
+let input = ''; try { input = fs.readFileSync(0, 'utf8'); } catch (e) { input = 'ERR ' + e.code; }
+console.log(JSON.stringify({argv: process.argv, execArgv: process.execArgv, file: __filename, dir: __dirname,
+  main: require.main === module, env: Object.entries(process.env), cwd: process.cwd(),
+  work: fs.readdirSync('.'), box: fs.readdirSync('/sandbox'), tmp: fs.readdirSync('/tmp').sort(),
+  isFile: fs.statSync(__filename).isFile(), source: fs.readFileSync(__filename, 'utf8'), paths: module.paths,
+  stdin: input, fds: fs.readdirSync('/proc/self/fd')}));
+"""
+
+
+@pytest.mark.parametrize(
+    ("source", "stdin"),
+    [(NODE_PROBE, "line one\n"), ("function f() { throw new Error('boom'); }\nconsole.log('before');\nf();\n", ""),
+     ("process.exitCode = 4;\nconsole.error('bye');\n", "")],
+    ids=["probe", "uncaught", "exit-code"],
+)
+def test_node_started_ahead_sees_what_a_cold_start_gives_it(
+    runners: tuple[BwrapRunner, BwrapRunner], source: str, stdin: str,
+) -> None:
+    # Node reads its main module once it has booted (one readFileSync): started ahead like Python.
+    warm, cold = runners
+    for _ in range(3):
+        run(warm, "javascript", "0")  # the spare follows the last run's language
+    deadline = time.monotonic() + 15
+    while warm.warm_spares() == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    before = warm.warm_runs
+    w = warm.run(RunRequest("javascript", source, stdin=stdin))
+    assert warm.warm_runs == before + 1
+    c = _cold(cold, RunRequest("javascript", source, stdin=stdin))
+    assert (w.outcome, w.exit_code, w.stdout_bytes, w.stderr_bytes) == (c.outcome, c.exit_code, c.stdout_bytes,
+                                                                        c.stderr_bytes)
+    if source is NODE_PROBE:
+        seen = json.loads(w.stdout_bytes)
+        assert seen["file"] == "/sandbox/work/main.js" and seen["isFile"] and seen["source"] == NODE_PROBE
+        assert seen["stdin"] == "line one\n"
