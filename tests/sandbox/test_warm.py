@@ -386,3 +386,19 @@ def test_node_started_ahead_sees_what_a_cold_start_gives_it(
         seen = json.loads(w.stdout_bytes)
         assert seen["file"] == "/sandbox/work/main.js" and seen["isFile"] and seen["source"] == NODE_PROBE
         assert seen["stdin"] == "line one\n"
+
+
+def test_node_with_a_package_json_starts_cold_and_loads_es_modules(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
+    # Node reads package.json ("type": "module") before it opens its main module: a spare's Node,
+    # started before the files came, would have taken main.js for CommonJS.
+    warm, _ = runners
+    for _ in range(3):
+        run(warm, "javascript", "0")
+    files = (
+        SourceFile.text("package.json", '{"type": "module"}'),
+        SourceFile.text("main.js", "import { hi } from './lib.js';\nconsole.log(hi);\n"),
+        SourceFile.text("lib.js", "export const hi = 'from an ES module';\n"),
+    )
+    res = _cold(warm, RunRequest("javascript", "", files=files, entry="main.js"))
+    assert res.outcome is Outcome.OK, res
+    assert res.stdout == "from an ES module\n"

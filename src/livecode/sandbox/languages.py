@@ -34,6 +34,9 @@ class Language:
     # The run command may start before its entry file exists (warm.py): an interpreter that opens
     # its script once, at the end of its start-up, and reads it through any file.
     warm_start: bool = False
+    # ... unless the program has a file of one of these names (read before the entry: Node decides
+    # between CommonJS and ES modules from package.json before it opens its main module).
+    warm_start_unless: tuple[str, ...] = ()
 
     @property
     def compiled(self) -> bool:
@@ -98,6 +101,7 @@ def load_registry(path: Path = _REGISTRY_FILE) -> dict[str, Language]:
             compile_env=_str_map(entry, "compile_env"),
             libraries=_str_map(entry, "libraries"),
             warm_start=_bool(entry, "warm_start", lang_id),
+            warm_start_unless=_str_tuple(entry, "warm_start_unless", lang_id) if "warm_start_unless" in entry else (),
         )
     return langs
 

@@ -4,6 +4,7 @@ program from the cache), run, and turn what happened into a RunResult."""
 from __future__ import annotations
 
 import logging
+import posixpath
 import signal as signals
 import tarfile
 from abc import ABC, abstractmethod
@@ -398,10 +399,13 @@ class Runner(ABC):
 
 
 def _warm_startable(lang: Language, program: Program, req: RunRequest) -> bool:
-    """Whether the run's program may be started before it comes (warm.py): its language allows it,
-    and its command line holds nothing of the user's (no arguments, the language's own entry name),
-    which a spare's program would carry into the next runs."""
-    return lang.warm_start and not req.args and program.entry == lang.source_file
+    """Whether the run's program may be started before it comes (warm.py): its language allows it;
+    its command line holds nothing of the user's (no arguments, the language's own entry name),
+    which a spare's program would carry into the next runs; and it has no file the program reads
+    during its start-up (`warm_start_unless`), which a spare's program started without."""
+    if not lang.warm_start or req.args or program.entry != lang.source_file:
+        return False
+    return not any(posixpath.basename(f.path) in lang.warm_start_unless for f in program.files)
 
 
 def _stopped(sr: StageResult) -> bool:
