@@ -248,7 +248,6 @@ def _acquire_all(budgets: list[Budget], cost: int) -> PendingCharge:
     return PendingCharge(budgets, cost)
 
 
-
 @functools.lru_cache(maxsize=64)
 def _parsed(limit: str) -> Any:
     """A limit string ("30/minute") parsed once, not on every submission."""
