@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from livecode.streaming import publisher
 from livecode.streaming.bus import MemoryEventBus
 from livecode.streaming.publisher import OutputPublisher, event_running
 
@@ -147,7 +148,7 @@ def test_runs_one_after_another_reuse_one_thread(monkeypatch: pytest.MonkeyPatch
 
 def test_runs_at_the_same_time_each_have_a_thread() -> None:
     # A publisher holding its first events (a run that is silent for a while) never delays another's
-    # output: each loop has its own thread, started if none is idle.
+    # output: it holds no thread meanwhile, and each loop has its own thread, started if none is idle.
     bus = MemoryEventBus()
     holders = [OutputPublisher(bus, f"hold-{i}", first=[event_running(1)], first_hold_s=5.0) for i in range(4)]
     pub = OutputPublisher(bus, "live", interval_s=0.0)
@@ -156,7 +157,43 @@ def test_runs_at_the_same_time_each_have_a_thread() -> None:
     while not bus.read("live", None, 0):
         assert time.monotonic() < deadline, "a publisher waited for another's thread"
         time.sleep(0.01)
-    assert _publisher_threads() >= 5
     pub.close()
     for h in holders:
         h.close()
+    assert [kind for _id, kind, _data in bus.read("hold-0", None, 0)] == ["status"]  # published at close
+
+
+def test_a_run_that_ends_within_its_hold_wakes_no_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The common short run: RUNNING and its output are held, then handed to the final events. No
+    # publisher thread is started or woken for it (three wake-ups per run before).
+    loops: list[object] = []
+    monkeypatch.setattr(publisher._THREADS, "run", lambda fn: loops.append(fn))
+    bus = MemoryEventBus()
+    running = event_running(1)
+    for i in range(5):
+        pub = OutputPublisher(bus, f"short-{i}", first=[running], first_hold_s=5.0, end_hold_s=5.0)
+        pub("stdout", "hi\n")
+        pub.close(wait=False)
+        assert pub.close(keep=True) == [running, ("output", {"stream": "stdout", "text": "hi\n"})]
+    assert loops == []
+    assert bus.read("short-0", None, 0) == []  # nothing went out on its own
+
+
+def test_holds_that_run_out_start_their_loops_each_in_turn() -> None:
+    # Runs that go on past their holds: each one's RUNNING goes out on its own, the earliest first,
+    # and their output streams afterwards (a deadline moved earlier by the first output counts).
+    bus = GatedBus()
+    bus.gate.set()
+    running = event_running(1)
+    late = OutputPublisher(bus, "late", first=[running], first_hold_s=0.3)
+    soon = OutputPublisher(bus, "soon", first=[running], first_hold_s=5.0, end_hold_s=0.05)
+    soon("stdout", "a\n")  # its hold now ends 50 ms from here, before `late`'s
+    deadline = time.monotonic() + 10
+    while len(bus.calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert bus.calls == [[running, ("output", {"stream": "stdout", "text": "a\n"})], [running]]
+    soon("stdout", "b\n")
+    while len(bus.calls) < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert bus.calls[2] == [("output", {"stream": "stdout", "text": "b\n"})]
+    assert soon.close(keep=True) == [] and late.close(keep=True) == []

@@ -9,6 +9,8 @@ Every publish is best effort: a failure is logged and dropped, the stored row st
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import queue
 import threading
@@ -133,6 +135,55 @@ class _Threads:
 _THREADS = _Threads()
 
 
+class _Holds:
+    """One daemon thread that hands a publisher's loop to `_THREADS` when its hold ran out (its
+    held RUNNING must go out on its own: the run is still going). A run that ends within its hold
+    (most short runs) never wakes a thread of its own: its RUNNING and output go with the final
+    events, and before this, its publisher's thread was woken three times per run (its start, the
+    first output, the end) to decide nothing. The thread only starts loops (a queue put): a
+    publish that hangs on the bus holds up no other run's hold. It is woken for a deadline earlier
+    than the one it sleeps until; a hold that ended early is dropped when its time comes."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, OutputPublisher]] = []
+        self._order = itertools.count()
+        self._until: float | None = None  # when the sleeping thread wakes (None: not asleep on a deadline)
+        self._asleep = False
+        self._thread: threading.Thread | None = None
+
+    def hold(self, publisher: OutputPublisher, deadline: float) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (deadline, next(self._order), publisher))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="output-holds", daemon=True)
+                self._thread.start()
+            elif self._asleep and (self._until is None or deadline < self._until):
+                self._cond.notify()
+
+    def _serve(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due: list[OutputPublisher] = []
+                while self._heap and self._heap[0][0] <= now:
+                    due.append(heapq.heappop(self._heap)[2])
+                if not due:
+                    self._until = self._heap[0][0] if self._heap else None
+                    self._asleep = True
+                    self._cond.wait(None if self._until is None else self._until - now)
+                    self._asleep = False
+                    continue
+            for publisher in due:
+                try:
+                    publisher._hold_over()
+                except Exception:  # noqa: BLE001 - one publisher's failure must not stop the others'
+                    log.exception("output publisher failed")
+
+
+_HOLDS = _Holds()
+
+
 class OutputPublisher:
     """The sandbox's on_output callback. It never blocks the sandbox's reader thread on the bus:
     chunks go into a buffer that a background thread publishes. What arrives while a publish is
@@ -145,7 +196,8 @@ class OutputPublisher:
     output or the run's end to go with them: a short run's RUNNING and output in one round trip,
     not two; and once the first output came, they wait up to `end_hold_s` more for the run's
     end, so that a run that ends at once sends them with its final events (`close(keep=True)`):
-    one round trip per run instead of two.
+    one round trip per run instead of two. While they are held, no thread runs for this
+    publisher (`_HOLDS` starts its loop if the hold runs out before the run ends).
     """
 
     def __init__(
@@ -175,9 +227,19 @@ class OutputPublisher:
         self._closed = False
         self._closing = threading.Event()  # ends a coalescing pause early: the run is over
         self._done = threading.Event()  # the loop has returned
-        _THREADS.run(self._run)
+        # While `first` is held no loop runs: `_HOLDS` starts it when the hold runs out (then
+        # `_started`); a run that ends before never had one.
+        self._started = not (self._held and first_hold_s > 0)
+        self._start = time.monotonic()
+        self._deadline = self._start + first_hold_s  # when the hold runs out (earlier once output came)
+        self._output_came = False
+        if self._started:
+            _THREADS.run(self._run)
+        else:
+            _HOLDS.hold(self, self._deadline)
 
     def __call__(self, stream: str, text: str) -> None:
+        sooner = None
         with self._cond:
             if self._closed:  # nothing is published after the end (the thread is gone)
                 return
@@ -185,7 +247,25 @@ class OutputPublisher:
                 self._pending[-1][1] += text
             else:
                 self._pending.append([stream, text])
-            self._cond.notify()
+            if self._started:
+                self._cond.notify()
+            elif not self._output_came:
+                # The first output: the held events wait a moment more for the run's end (to go
+                # with the final events), within first_hold_s of the start, and no longer.
+                self._output_came = True
+                sooner = min(self._deadline, time.monotonic() + self.end_hold_s)
+                self._deadline = sooner
+        if sooner is not None:
+            _HOLDS.hold(self, sooner)
+
+    def _hold_over(self) -> None:
+        """From `_HOLDS`: the hold ran out (its latest deadline) while the run goes on; the loop
+        starts and sends what was held."""
+        with self._cond:
+            if self._started or self._closed or time.monotonic() < self._deadline:
+                return  # the run ended first, or an earlier deadline already started it
+            self._started = True
+        _THREADS.run(self._run)
 
     def run_stage(self) -> None:
         """The compiled program's run stage starts: a "stage" {"stage": "run"} event, after the
@@ -194,7 +274,8 @@ class OutputPublisher:
             if self._closed:
                 return
             self._pending.append([_STAGE, "run"])
-            self._cond.notify()
+            if self._started:
+                self._cond.notify()
 
     def close(self, timeout: float = 10.0, wait: bool = True, keep: bool = False) -> list[EventSpec]:
         """Stop: no more output comes. wait=False only says so (the thread stops without waiting
@@ -203,11 +284,14 @@ class OutputPublisher:
         for the caller to publish with the run's final events, in one round trip."""
         with self._cond:
             self._closed = True
-            self._cond.notify()
+            started = self._started  # no loop starts once closed (_hold_over)
+            if started:
+                self._cond.notify()
         self._closing.set()
         if not wait:
             return []
-        self._done.wait(timeout)
+        if started:
+            self._done.wait(timeout)
         with self._cond:
             batch, self._pending = self._pending, []
         events = self._events(batch)
@@ -223,15 +307,7 @@ class OutputPublisher:
             self._done.set()
 
     def _loop(self) -> None:
-        held = self._held
-        if held and self.first_hold_s > 0:
-            start = time.monotonic()
-            with self._cond:
-                self._cond.wait_for(lambda: self._closed or len(self._pending) > held, self.first_hold_s)
-                # The first output came: a moment more for the run's end, to go with the final events.
-                left = self.first_hold_s - (time.monotonic() - start)
-                if not self._closed and left > 0:
-                    self._cond.wait_for(lambda: self._closed, min(self.end_hold_s, left))
+        # Started at once (nothing held, or an interactive run's RUNNING) or once the hold ran out.
         while True:
             with self._cond:
                 while not self._pending and not self._closed:
