@@ -88,20 +88,29 @@ def run(runs: int, pause_s: float = 0.0) -> None:
     )
 
     def one() -> None:
+        s0 = time.thread_time()
         eid = submit_execution(
             rt.db, lambda *_: None, settings, sid, owner_id=None, options=ExecuteOptions(), events=rt.events
         )["execution_id"]
+        submitting[0] += time.thread_time() - s0
         t0 = clock()
         result = tasks.execute_code_task.apply(args=[eid], task_id=eid)
         cpu["the task in all"] += clock() - t0
         assert result.get() == "COMPLETED", result.get()
 
+    submitting = [0.0]  # the bench's own submissions, on this thread: not the worker's
     for _ in range(10):  # warm the pool, the statement caches and psycopg's prepared statements
         one()
     cpu.clear()
+    time.sleep(0.5)  # the warm-up's clean-ups and refills
+    submitting[0] = 0.0
+    p0, switches0 = time.process_time(), _context_switches()
     for _ in range(runs):
         time.sleep(pause_s)
         one()
+    time.sleep(0.5)  # the last run's clean-up and refill
+    process = time.process_time() - p0 - submitting[0]
+    switches = _context_switches() - switches0
     total = cpu.pop("the task in all")
     known = sum(v for k, v in cpu.items() if not k.startswith("output publisher: its thread"))
     what = "wall time" if clock is time.perf_counter else "CPU"
@@ -111,6 +120,22 @@ def run(runs: int, pause_s: float = 0.0) -> None:
     for label, value in cpu.most_common():
         print(f"| {'  ' + label:<52} | {1000 * value / runs:.2f} |")
     print(f"| {'  the rest (Celery tracer, result columns, ...)':<52} | {1000 * (total - known) / runs:.2f} |")
+    if clock is time.thread_time:
+        print(f"| {'the process, every thread (pool refill, clean-up, publishers; not the submission)':<52} "
+              f"| {1000 * process / runs:.2f} |")
+        print(f"| {'  context switches of its threads, per run':<52} | {switches / runs:.1f} |")
+
+
+def _context_switches() -> int:
+    """Voluntary and involuntary context switches of this process's live threads."""
+    total = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/status") as fh:
+                total += sum(int(line.split()[1]) for line in fh if "ctxt_switches" in line)
+        except OSError:
+            continue
+    return total
 
 
 if __name__ == "__main__":
