@@ -161,6 +161,7 @@ THREAD_KINDS = (
     ("sandbox-pool", "sandbox pool refill"),
     ("sandbox-cleanup", "sandbox cleanup"),
     ("output-publisher", "output publishers"),
+    ("output-holds", "output publishers"),  # starts the loops of runs that outlast their hold
 )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import queue
 import threading
 import time
@@ -184,6 +185,15 @@ class _Holds:
 _HOLDS = _Holds()
 
 
+def _after_fork_in_child() -> None:
+    # A forked child has none of the parent's threads: fresh pools, or loops would wait forever.
+    global _THREADS, _HOLDS
+    _THREADS, _HOLDS = _Threads(), _Holds()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class OutputPublisher:
     """The sandbox's on_output callback. It never blocks the sandbox's reader thread on the bus:
     chunks go into a buffer that a background thread publishes. What arrives while a publish is
@@ -265,7 +275,12 @@ class OutputPublisher:
             if self._started or self._closed or time.monotonic() < self._deadline:
                 return  # the run ended first, or an earlier deadline already started it
             self._started = True
-        _THREADS.run(self._run)
+        try:
+            _THREADS.run(self._run)
+        except BaseException:  # no thread for it (the host's limit): close() sends what is held
+            with self._cond:
+                self._started = False
+            raise
 
     def run_stage(self) -> None:
         """The compiled program's run stage starts: a "stage" {"stage": "run"} event, after the
