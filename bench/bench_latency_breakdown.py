@@ -7,7 +7,7 @@ wall time, the result committed to the client holding it, and the whole round tr
 sees it (polling every 2 ms, or with `--wait` the blocking wait). Medians and p95 are printed.
 The row's timestamps are PostgreSQL's clock, the client's `time.time()`: the same machine's clock.
 
-Run: .venv/bin/python -m bench.bench_latency_breakdown [--runs 30] [--wait] [--pause-ms 200]
+Run: .venv/bin/python -m bench.bench_latency_breakdown [--runs 30] [--wait] [--pause-ms 200] [--embedded]
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
 from datetime import datetime
 
 import requests
 
-from bench.common import Stack, machine, pct
+from bench.common import Stack, embedded_stack, machine, pct
+from tests.conftest import Cluster
 from tests.support.client import TERMINAL, ApiClient
 
 
@@ -29,8 +31,13 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--wait", action="store_true", help="POST ...?wait=true instead of polling")
     p.add_argument("--pause-ms", type=float, default=0.0, help="pause after each result (a user reading it)")
+    p.add_argument("--embedded", action="store_true", help="`livecode serve` (SQLite, in-process worker)")
     args = p.parse_args()
-    stack = Stack(workers=1, api_workers=1, LIVECODE_LOG_LEVEL="WARNING")
+    stack: Stack | Cluster
+    if args.embedded:
+        stack = embedded_stack(tempfile.mkdtemp(prefix="lc-bench-breakdown-"), LIVECODE_LOG_LEVEL="WARNING")
+    else:
+        stack = Stack(workers=1, api_workers=1, LIVECODE_LOG_LEVEL="WARNING")
     try:
         api = ApiClient(stack.base)
         api.run("print('warm up')")
@@ -70,7 +77,7 @@ def main() -> None:
         report.update({f"{k}_p95_ms": round(pct(v, 95), 1) for k, v in cols.items() if v})
         print(json.dumps(report, indent=2))
     finally:
-        stack.close()
+        stack.stop() if isinstance(stack, Cluster) else stack.close()
 
 
 if __name__ == "__main__":
