@@ -104,13 +104,16 @@ def run(runs: int, pause_s: float = 0.0) -> None:
     cpu.clear()
     time.sleep(0.5)  # the warm-up's clean-ups and refills
     submitting[0] = 0.0
-    p0, switches0 = time.process_time(), _context_switches()
+    p0, switches0, threads0 = time.process_time(), _context_switches(), _thread_cpu()
     for _ in range(runs):
         time.sleep(pause_s)
         one()
     time.sleep(0.5)  # the last run's clean-up and refill
     process = time.process_time() - p0 - submitting[0]
     switches = _context_switches() - switches0
+    by_name: collections.Counter[str] = collections.Counter()
+    for ident, (name, seconds) in _thread_cpu().items():
+        by_name[name.rstrip("0123456789_").rstrip("-_") or "?"] += seconds - threads0.get(ident, (name, 0.0))[1]
     total = cpu.pop("the task in all")
     known = sum(v for k, v in cpu.items() if not k.startswith("output publisher: its thread"))
     what = "wall time" if clock is time.perf_counter else "CPU"
@@ -124,6 +127,23 @@ def run(runs: int, pause_s: float = 0.0) -> None:
         print(f"| {'the process, every thread (pool refill, clean-up, publishers; not the submission)':<52} "
               f"| {1000 * process / runs:.2f} |")
         print(f"| {'  context switches of its threads, per run':<52} | {switches / runs:.1f} |")
+        for name, seconds in by_name.most_common():
+            if name != "MainThread":  # the task, and the submissions
+                print(f"| {'  thread ' + name:<52} | {1000 * seconds / runs:.2f} |")
+
+
+def _thread_cpu() -> dict[int, tuple[str, float]]:
+    """Each live Python thread's CPU time (s, from its own clock: exact, not clock ticks) and
+    name, by ident."""
+    out = {}
+    for t in threading.enumerate():
+        if t.ident is None:
+            continue
+        try:
+            out[t.ident] = (t.name, time.clock_gettime(time.pthread_getcpuclockid(t.ident)))
+        except OSError:
+            continue
+    return out
 
 
 def _context_switches() -> int:
