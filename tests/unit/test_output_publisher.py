@@ -197,3 +197,18 @@ def test_holds_that_run_out_start_their_loops_each_in_turn() -> None:
         time.sleep(0.005)
     assert bus.calls[2] == [("output", {"stream": "stdout", "text": "b\n"})]
     assert soon.close(keep=True) == [] and late.close(keep=True) == []
+
+
+def test_a_compiled_programs_run_stage_ends_the_hold_as_output_does() -> None:
+    # The compiler is done and printed nothing: RUNNING and the stage event go out a moment later,
+    # not at the end of the whole hold.
+    bus = GatedBus()
+    bus.gate.set()
+    running = event_running(1)
+    pub = OutputPublisher(bus, "compiled", first=[running], first_hold_s=30.0, end_hold_s=0.05)
+    pub.run_stage()
+    deadline = time.monotonic() + 10
+    while not bus.calls and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert bus.calls == [[running, ("stage", {"stage": "run"})]]
+    assert pub.close(keep=True) == []

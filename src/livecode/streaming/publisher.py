@@ -249,7 +249,6 @@ class OutputPublisher:
             _HOLDS.hold(self, self._deadline)
 
     def __call__(self, stream: str, text: str) -> None:
-        sooner = None
         with self._cond:
             if self._closed:  # nothing is published after the end (the thread is gone)
                 return
@@ -257,16 +256,23 @@ class OutputPublisher:
                 self._pending[-1][1] += text
             else:
                 self._pending.append([stream, text])
-            if self._started:
-                self._cond.notify()
-            elif not self._output_came:
-                # The first output: the held events wait a moment more for the run's end (to go
-                # with the final events), within first_hold_s of the start, and no longer.
-                self._output_came = True
-                sooner = min(self._deadline, time.monotonic() + self.end_hold_s)
-                self._deadline = sooner
+            sooner = self._came()
         if sooner is not None:
             _HOLDS.hold(self, sooner)
+
+    def _came(self) -> float | None:
+        """Something to publish came (with self._cond held): the running loop is told; a held
+        publisher's first output (or stage) makes the held events wait only a moment more for
+        the run's end (to go with the final events), within first_hold_s of the start: the new
+        deadline, for `_HOLDS`."""
+        if self._started:
+            self._cond.notify()
+            return None
+        if self._output_came:
+            return None
+        self._output_came = True
+        self._deadline = min(self._deadline, time.monotonic() + self.end_hold_s)
+        return self._deadline
 
     def _hold_over(self) -> None:
         """From `_HOLDS`: the hold ran out (its latest deadline) while the run goes on; the loop
@@ -289,8 +295,9 @@ class OutputPublisher:
             if self._closed:
                 return
             self._pending.append([_STAGE, "run"])
-            if self._started:
-                self._cond.notify()
+            sooner = self._came()
+        if sooner is not None:
+            _HOLDS.hold(self, sooner)
 
     def close(self, timeout: float = 10.0, wait: bool = True, keep: bool = False) -> list[EventSpec]:
         """Stop: no more output comes. wait=False only says so (the thread stops without waiting
