@@ -16,10 +16,12 @@ returns the session row, which the caller goes on with as from its own read: no 
 from __future__ import annotations
 
 import functools
-from typing import Any, cast
+import json
+from typing import Any
+from typing import cast as typed
 
-from sqlalchemy import Table, Text, bindparam, case, func, insert, literal, null, or_, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Table, Text, bindparam, case, cast, func, insert, literal, null, or_, select
+from sqlalchemy.dialects.postgresql import JSONB
 
 from ..infra.languages import LanguageCatalog, LocalLanguages
 from ..models import CodeSession, Execution, ExecutionStatus
@@ -28,7 +30,7 @@ from . import history, storage
 from .access import Need, session_access
 from .snapshots import sql_hash, sql_utf8
 
-EXECUTIONS = cast(Table, Execution.__table__)
+EXECUTIONS = typed(Table, Execution.__table__)
 
 INSERT_COLUMNS = [
     "id", "session_id", "user_id", "language", "source_hash", "entry", "stdin", "args", "limits", "priority",
@@ -100,8 +102,8 @@ def submit_unchanged(cap: int, by_owner: bool) -> Any:
     because the run needs nothing more; else NULL, and nothing is written.
 
     Inserted only when: the program is single-file (no execution_files rows); the session's
-    language is among p_langs (what check_language accepts now; p_before holds each one's manifest
-    start, history.single_file_set_parts); the newest history version (history_set) is the file
+    language is among p_langs (what check_language accepts now, each with its manifest's start:
+    history.single_file_set_parts); the newest history version (history_set) is the file
     set of this code (its number becomes the execution's version); the session's owner is under
     the storage cap."""
     utf8 = sql_utf8(CodeSession.source_code)
@@ -114,17 +116,18 @@ def submit_unchanged(cap: int, by_owner: bool) -> Any:
         read = read.where(session_access(Need.RUN, bindparam("p_caller", type_=CodeSession.user_id.type)))
     sess = read.cte("sess")
     s = sess.c
-    # The session's language among those runnable now, with its file-set manifest's start.
-    langs = func.unnest(bindparam("p_langs", type_=ARRAY(Text)), bindparam("p_before", type_=ARRAY(Text))) \
-        .table_valued("lang", "before").render_derived()
-    set_hash = sql_hash(sql_utf8(langs.c.before.concat(s.src_hash).concat(bindparam("p_after", type_=Text))))
+    # The session's language among those runnable now, by its file-set manifest's start (NULL
+    # for any other language: then nothing matches). One JSON text, cached (language_params):
+    # psycopg sends it as it is, where arrays cost a dump of every element on every submission.
+    before = cast(bindparam("p_langs", type_=Text), JSONB).op("->>", return_type=Text)(s.language)
+    set_hash = sql_hash(sql_utf8(before.concat(s.src_hash).concat(bindparam("p_after", type_=Text))))
     needs_nothing = [or_(s.entry.is_(None), s.files.is_(None)), s.history_set == set_hash]
     if cap:  # the owner's: the session's user_id, or the anonymous executions when it has none
         needs_nothing.append(case(
             (s.user_id.is_(None), _bounded_count(Execution.user_id.is_(None), cap)),
             else_=_bounded_count(Execution.user_id == s.user_id, cap),
         ) < cap)
-    ready = select(sess).join_from(sess, langs, langs.c.lang == s.language).where(*needs_nothing).cte("ready")
+    ready = select(sess).where(*needs_nothing).cte("ready")
     r = ready.c
     stored = storage.source_upsert_from(
         select(r.src_hash, r.source_code, r.src_size, bindparam("p_now", type_=EXECUTIONS.c.queued_at.type))
@@ -145,7 +148,7 @@ def _bounded_count(owned: Any, cap: int) -> Any:
 
 
 def language_params(languages: LanguageCatalog | None) -> dict[str, Any]:
-    """submit_unchanged's p_langs, p_before and p_after for the languages runnable now."""
+    """submit_unchanged's p_langs and p_after for the languages runnable now."""
     runnable = (languages or LocalLanguages()).runnable()
     return _language_params(None if runnable is None else frozenset(runnable))
 
@@ -153,6 +156,7 @@ def language_params(languages: LanguageCatalog | None) -> dict[str, Any]:
 @functools.lru_cache(maxsize=16)
 def _language_params(runnable: frozenset[str] | None) -> dict[str, Any]:
     # As check_language: a declared language that a live worker offers (any, while none has said).
-    ids = [lang.id for lang in all_languages() if runnable is None or lang.id in runnable]
-    parts = [history.single_file_set_parts(i) for i in ids]
-    return {"p_langs": ids, "p_before": [b for b, _ in parts], "p_after": parts[0][1] if parts else ""}
+    parts = {lang.id: history.single_file_set_parts(lang.id)
+             for lang in all_languages() if runnable is None or lang.id in runnable}
+    after = next(iter(parts.values()))[1] if parts else ""
+    return {"p_langs": json.dumps({lang: before for lang, (before, _) in parts.items()}), "p_after": after}

@@ -103,7 +103,7 @@ def task_message(execution_id: uuid.UUID, priority: str, request_id: str | None)
         _REQUEST_ID: json_dumps(request_id),
         _TAG: '"' + str(uuid.uuid4()) + '"',
     }
-    return queue, "".join(fill.get(part, part) for part in parts)
+    return queue, "".join([fill.get(part, part) for part in parts])
 
 
 # What the template holds in place of a message's own values: a uuid (the execution id: in the
