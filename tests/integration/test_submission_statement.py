@@ -77,20 +77,35 @@ def test_a_run_of_unchanged_code_is_one_round_trip_and_stores_what_the_longer_pa
         (1, first)]
 
 
-def test_after_an_edit_the_run_makes_its_version_and_the_next_one_is_one_statement_again(db: Database) -> None:
+def test_a_run_of_new_code_makes_its_version_in_the_same_one_statement(db: Database) -> None:
     sid = new_session(db)
-    submit(db, sid)
+    n, sent = round_trips(db, lambda: submit(db, sid))  # the first run: its version is made
+    assert n == 1, sent
     edited = CODE.replace("llo", "LLO")
     with db.write_one() as conn:  # as an autosave of the code (which makes no version this soon)
         conn.execute(text("UPDATE code_sessions SET source_code = :c WHERE id = :sid"), {"c": edited, "sid": sid})
-    after_edit = submit(db, sid)
-    n, sent = round_trips(db, lambda: submit(db, sid))
-    assert n == 1, sent
+    for _ in range(3):
+        n, sent = round_trips(db, lambda: submit(db, sid))
+        assert n == 1, sent
     runs = rows(db, "SELECT id, source_hash, history_version FROM executions WHERE session_id = :sid "
                     "ORDER BY queued_at", sid=sid)
     assert [(r.source_hash, r.history_version) for r in runs] == [
-        (storage.source_hash(CODE), 1), (storage.source_hash(edited), 2), (storage.source_hash(edited), 2)]
-    assert runs[1].id == after_edit
+        (storage.source_hash(CODE), 1), (storage.source_hash(edited), 2), (storage.source_hash(edited), 2),
+        (storage.source_hash(edited), 2)]
+    # The versions, their file sets and files as history.record_run makes them (Python's hashes).
+    versions = rows(db, "SELECT number, reason, label, author_id, execution_id, set_hash FROM session_versions "
+                        "WHERE session_id = :sid ORDER BY number", sid=sid)
+    sets = [history.ref_of_program(history.programs.Program((("main.py", code),), "main.py")) for code in (CODE, edited)]
+    assert [tuple(v) for v in versions] == [
+        (1, "execution", None, None, runs[0].id, sets[0].hash), (2, "execution", None, None, runs[1].id, sets[1].hash)]
+    for ref in sets:
+        assert rows(db, "SELECT entry FROM file_sets WHERE hash = :h", h=ref.hash) == [("main.py",)]
+        assert rows(db, "SELECT position, path, source_hash FROM file_set_files WHERE set_hash = :h", h=ref.hash) == [
+            (0, "main.py", ref.files[0][1])]
+    assert rows(db, "SELECT history_seq, history_set FROM code_sessions WHERE id = :sid", sid=sid) == [
+        (2, sets[1].hash)]
+    # The session's history reads it back as the code it ran.
+    assert history.load_files(db.engine.connect(), sets[1].hash) == [("main.py", edited)]
 
 
 def test_a_multi_file_program_keeps_its_files_rows(db: Database) -> None:

@@ -262,8 +262,8 @@ def submit_execution(
             if conn.dialect.name == "postgresql" and after_insert is None:
                 if before_insert is not None:  # before anything is written: the statement may write
                     before_insert()
-                session = conn.execute(submission_sql.submit_unchanged(cap, owner_id is not None), {
-                    **params, "p_caller": owner_id, "touch_before": now - storage.TOUCH_EVERY,
+                session = conn.execute(submission_sql.submit_single(cap, owner_id is not None), {
+                    **params, "p_caller": owner_id, "p_author": owner_id, "touch_before": now - storage.TOUCH_EVERY,
                     **submission_sql.language_params(languages),
                 }).first()
                 if session is None:

@@ -1,16 +1,15 @@
 """The statements of a submission (services/executions.py `submit_execution`). No Flask.
 
-The common submission runs the session's code unchanged since its last run (a user pressing Run
-again, a client polling results): a single-file program whose newest history version already
-holds it, so the run makes no version. On PostgreSQL that submission is one statement, one round
-trip: `submit_unchanged` reads the session, and, when the run needs nothing more, stores its
-source and inserts the QUEUED execution in the same statement, which is its own transaction. To
-know in SQL that the newest version holds the code, PostgreSQL hashes the code as
+On PostgreSQL a run of a single-file program is one statement, one round trip, its own
+transaction (`submit_single`): it reads the session and, in the same statement, stores the
+source, makes the history version of the code when the newest one does not hold it (the file
+set, the session's history_seq, the version row, as history.record_run does) and inserts the
+QUEUED execution. To know in SQL which version holds the code, PostgreSQL hashes it as
 storage.source_hash does (sha256 of its UTF-8) and the file set's manifest around that hash as
-history.FileSetRef.hash does; a hash PostgreSQL computed otherwise than Python would only never
-match (the slow path then runs), never make a wrong row. When the run needs more (a history
-version, a multi-file program's rows, a refusal to explain), the statement inserts nothing and
-returns the session row, which the caller goes on with as from its own read: no extra round trip.
+history.FileSetRef.hash does (history.single_file_set_parts; tests compare the two). When the
+statement cannot insert (a multi-file program, a language no worker runs, the storage cap, a
+race with another version's writer) it writes nothing and returns the session row, which the
+caller goes on with as from its own read (session_for_run): no extra round trip to learn why.
 """
 
 from __future__ import annotations
@@ -20,13 +19,29 @@ import json
 from typing import Any
 from typing import cast as typed
 
-from sqlalchemy import Table, Text, bindparam, case, cast, func, insert, literal, null, or_, select
+from sqlalchemy import (
+    Table,
+    Text,
+    bindparam,
+    case,
+    cast,
+    func,
+    insert,
+    literal,
+    literal_column,
+    null,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from ..infra.languages import LanguageCatalog, LocalLanguages
-from ..models import CodeSession, Execution, ExecutionStatus
+from ..models import CodeSession, Execution, ExecutionStatus, FileSet, FileSetFile, SessionVersion, Source
 from ..sandbox.languages import all_languages
-from . import history, storage
+from . import history, programs, storage
 from .access import Need, session_access
 from .snapshots import sql_hash, sql_utf8
 
@@ -71,7 +86,7 @@ def _copy(session: Any, source_hash: Any, entry: Any, version: Any) -> Any:
 
 @functools.cache
 def session_for_run(by_owner: bool) -> Any:
-    """The session read of a submission that does not go through submit_unchanged."""
+    """The session read of a submission that does not go through submit_single (SQLite, a callback's rows)."""
     q = select(CodeSession.language, CodeSession.source_code, CodeSession.user_id, CodeSession.files,
                CodeSession.entry, CodeSession.history_seq, CodeSession.history_set).where(
         CodeSession.id == bindparam("p_sid"))
@@ -96,16 +111,23 @@ def insert_execution(cap: int, anonymous: bool, with_source: bool = False) -> An
 
 
 @functools.cache
-def submit_unchanged(cap: int, by_owner: bool) -> Any:
+def submit_single(cap: int, by_owner: bool) -> Any:
     """PostgreSQL: the session read of session_for_run (the same columns, the same access rule)
-    and `inserted`, the execution's id when the statement also inserted it (with its source)
-    because the run needs nothing more; else NULL, and nothing is written.
+    and `inserted`, the execution's id when the statement also inserted it; else NULL, and
+    nothing is written but, in a race (below), the content-addressed source and file set.
 
-    Inserted only when: the program is single-file (no execution_files rows); the session's
-    language is among p_langs (what check_language accepts now, each with its manifest's start:
-    history.single_file_set_parts); the newest history version (history_set) is the file
-    set of this code (its number becomes the execution's version); the session's owner is under
-    the storage cap."""
+    It inserts when the program is single-file (no execution_files rows), the session's language
+    is among p_langs (what check_language accepts now, each with its file-set manifest's start
+    and its default path: language_params) and the session's owner is under the storage cap. Then
+    it stores the source and, when the newest history version (history_set) does not hold this
+    code, the version's file set, bumps history_seq and inserts the version, as history.record_run
+    does; the execution names that version, or the newest one when it holds the code.
+
+    Locks are taken in history.record's order (the source, the file set, the session row): each
+    write waits for the one before it (it reads the count of that one's RETURNING rows), since
+    PostgreSQL runs a statement's CTEs in no promised order. The session row's bump is checked
+    again on the row (as history._bump): when another writer made this very file set meanwhile,
+    it matches nothing, nothing is inserted, and the caller's longer path names that version."""
     utf8 = sql_utf8(CodeSession.source_code)
     read = select(
         CodeSession.id, CodeSession.language, CodeSession.source_code, CodeSession.user_id, CodeSession.files,
@@ -116,28 +138,58 @@ def submit_unchanged(cap: int, by_owner: bool) -> Any:
         read = read.where(session_access(Need.RUN, bindparam("p_caller", type_=CodeSession.user_id.type)))
     sess = read.cte("sess")
     s = sess.c
-    # The session's language among those runnable now, by its file-set manifest's start (NULL
-    # for any other language: then nothing matches). One JSON text, cached (language_params):
-    # psycopg sends it as it is, where arrays cost a dump of every element on every submission.
-    before = cast(bindparam("p_langs", type_=Text), JSONB).op("->>", return_type=Text)(s.language)
+    # The session's language among those runnable now: [manifest start, default path], NULL for
+    # any other (then nothing is written). One JSON text, cached: psycopg sends it as it is.
+    lang = cast(bindparam("p_langs", type_=Text), JSONB).op("->", return_type=JSONB)(s.language)
+    before = lang.op("->>", return_type=Text)(literal_column("0"))
+    path = lang.op("->>", return_type=Text)(literal_column("1"))
     set_hash = sql_hash(sql_utf8(before.concat(s.src_hash).concat(bindparam("p_after", type_=Text))))
-    needs_nothing = [or_(s.entry.is_(None), s.files.is_(None)), s.history_set == set_hash]
+    conditions = [or_(s.entry.is_(None), s.files.is_(None)), path.is_not(None)]
     if cap:  # the owner's: the session's user_id, or the anonymous executions when it has none
-        needs_nothing.append(case(
+        conditions.append(case(
             (s.user_id.is_(None), _bounded_count(Execution.user_id.is_(None), cap)),
             else_=_bounded_count(Execution.user_id == s.user_id, cap),
         ) < cap)
-    ready = select(sess).where(*needs_nothing).cte("ready")
+    ready = select(sess, path.label("path"), set_hash.label("set_hash")).where(*conditions).cte("ready")
     r = ready.c
-    stored = storage.source_upsert_from(
-        select(r.src_hash, r.source_code, r.src_size, bindparam("p_now", type_=EXECUTIONS.c.queued_at.type))
-    ).cte("stored_source")
+    now = bindparam("p_now", type_=EXECUTIONS.c.queued_at.type)
+    new_set = r.history_set.is_distinct_from(r.set_hash)
+
+    def after(cte: Any) -> Any:  # true, once `cte` has run to its end
+        return select(func.count()).select_from(cte).scalar_subquery() >= 0
+
+    source = storage.upsert_by_hash_from(
+        typed(Table, Source.__table__), ["hash", "content", "size_bytes", "last_used_at"],
+        select(r.src_hash, r.source_code, r.src_size, now),
+    ).returning(Source.hash).cte("stored_source")
+    file_set = storage.upsert_by_hash_from(
+        typed(Table, FileSet.__table__), ["hash", "entry", "last_used_at"],
+        select(r.set_hash, r.path, now).where(new_set, after(source)),
+    ).returning(FileSet.hash).cte("file_set")
+    set_files = (pg_insert(FileSetFile)
+                 .from_select(["set_hash", "position", "path", "source_hash"],
+                              select(r.set_hash, literal(0), r.path, r.src_hash).where(new_set, after(file_set)))
+                 .on_conflict_do_nothing().returning(FileSetFile.set_hash).cte("set_files"))
+    made = (update(CodeSession)
+            .where(CodeSession.id == r.id, after(set_files),
+                   or_(CodeSession.history_set.is_(None), CodeSession.history_set != r.set_hash))
+            .values(history_seq=CodeSession.history_seq + 1, history_set=r.set_hash)
+            .returning(CodeSession.history_seq).cte("made"))
+    author = func.coalesce(bindparam("p_author", type_=CodeSession.user_id.type), r.user_id)
+    execution_id = bindparam("p_id", type_=EXECUTIONS.c.id.type)
+    version_row = select(r.id, now, author, literal("execution"), null(), r.set_hash, execution_id, made.c.history_seq)
+    version = (insert(SessionVersion)
+               .from_select(["session_id", "created_at", "author_id", "reason", "label", "set_hash", "execution_id",
+                             "number"], version_row.select_from(ready.join(made, true())))
+               .returning(SessionVersion.number).cte("version"))
+    named = or_(made.c.history_seq.is_not(None), r.history_set == r.set_hash)
+    copy = _copy(r, r.src_hash, null(), func.coalesce(made.c.history_seq, r.history_seq))
     inserted = (insert(EXECUTIONS)
-                .from_select(INSERT_COLUMNS, _copy(r, r.src_hash, null(), r.history_seq))
+                .from_select(INSERT_COLUMNS, copy.select_from(ready.outerjoin(made, true())).where(named))
                 .returning(EXECUTIONS.c.id).cte("inserted"))
     return (select(s.language, s.source_code, s.user_id, s.files, s.entry, s.history_seq, s.history_set,
                    select(inserted.c.id).scalar_subquery().label("inserted"))
-            .add_cte(stored))
+            .add_cte(source, file_set, set_files, made, version))
 
 
 def _bounded_count(owned: Any, cap: int) -> Any:
@@ -148,7 +200,7 @@ def _bounded_count(owned: Any, cap: int) -> Any:
 
 
 def language_params(languages: LanguageCatalog | None) -> dict[str, Any]:
-    """submit_unchanged's p_langs and p_after for the languages runnable now."""
+    """submit_single's p_langs and p_after for the languages runnable now."""
     runnable = (languages or LocalLanguages()).runnable()
     return _language_params(None if runnable is None else frozenset(runnable))
 
@@ -159,4 +211,5 @@ def _language_params(runnable: frozenset[str] | None) -> dict[str, Any]:
     parts = {lang.id: history.single_file_set_parts(lang.id)
              for lang in all_languages() if runnable is None or lang.id in runnable}
     after = next(iter(parts.values()))[1] if parts else ""
-    return {"p_langs": json.dumps({lang: before for lang, (before, _) in parts.items()}), "p_after": after}
+    paths = {lang: [before, programs.default_path(lang)] for lang, (before, _) in parts.items()}
+    return {"p_langs": json.dumps(paths), "p_after": after}
