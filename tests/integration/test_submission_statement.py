@@ -17,7 +17,7 @@ from livecode import migrations as migrate
 from livecode.config import load_settings
 from livecode.db import Database
 from livecode.errors import ApiError
-from livecode.services import accounts, history, members, sessions, storage
+from livecode.services import accounts, history, members, programs, sessions, storage
 from livecode.services.executions import ExecuteOptions, submit_execution
 from livecode.streaming.bus import MemoryEventBus
 from tests.integration.test_round_trips import round_trips
@@ -95,7 +95,7 @@ def test_a_run_of_new_code_makes_its_version_in_the_same_one_statement(db: Datab
     # The versions, their file sets and files as history.record_run makes them (Python's hashes).
     versions = rows(db, "SELECT number, reason, label, author_id, execution_id, set_hash FROM session_versions "
                         "WHERE session_id = :sid ORDER BY number", sid=sid)
-    sets = [history.ref_of_program(history.programs.Program((("main.py", code),), "main.py")) for code in (CODE, edited)]
+    sets = [history.ref_of_program(programs.Program((("main.py", code),), "main.py")) for code in (CODE, edited)]
     assert [tuple(v) for v in versions] == [
         (1, "execution", None, None, runs[0].id, sets[0].hash), (2, "execution", None, None, runs[1].id, sets[1].hash)]
     for ref in sets:
@@ -170,6 +170,6 @@ def test_postgresqls_file_set_hash_is_historys(db: Database, language: str) -> N
     before, after = history.single_file_set_parts(language)
     digest = storage.source_hash(CODE)
     (sql,) = rows(db, "SELECT encode(sha256(convert_to(:m, 'UTF8')), 'hex')", m=before + digest + after)[0]
-    snapshot_ref = history.FileSetRef(((history.programs.default_path(language), digest),),
-                                      history.programs.default_path(language), {digest: CODE})
+    snapshot_ref = history.FileSetRef(((programs.default_path(language), digest),),
+                                      programs.default_path(language), {digest: CODE})
     assert sql == snapshot_ref.hash
