@@ -17,7 +17,7 @@ from livecode import migrations as migrate
 from livecode.config import load_settings
 from livecode.db import Database
 from livecode.errors import ApiError
-from livecode.services import accounts, history, members, programs, sessions, storage
+from livecode.services import accounts, history, members, programs, sessions, storage, submission_sql
 from livecode.services.executions import ExecuteOptions, submit_execution
 from livecode.streaming.bus import MemoryEventBus
 from tests.integration.test_round_trips import round_trips
@@ -106,6 +106,27 @@ def test_a_run_of_new_code_makes_its_version_in_the_same_one_statement(db: Datab
         (2, sets[1].hash)]
     # The session's history reads it back as the code it ran.
     assert history.load_files(db.engine.connect(), sets[1].hash) == [("main.py", edited)]
+
+
+def test_the_statement_is_chosen_by_the_sessions_last_run_and_a_wrong_guess_costs_one_more(db: Database) -> None:
+    sid = new_session(db)
+    trips = [round_trips(db, lambda: submit(db, sid))[0] for _ in range(3)]  # made a version, rerun, rerun
+    assert trips == [1, 1, 1]
+    assert submission_sql.reruns[sid] is True
+    edited = CODE.replace("llo", "LLO")
+    with db.write_one() as conn:
+        conn.execute(text("UPDATE code_sessions SET source_code = :c WHERE id = :sid"), {"c": edited, "sid": sid})
+    n, sent = round_trips(db, lambda: submit(db, sid))  # guessed a rerun: the lean statement, then the full one
+    assert n == 2, sent
+    assert submission_sql.reruns[sid] is False
+    submission_sql.reruns.clear()  # another process's guess, or none: the same rows
+    assert round_trips(db, lambda: submit(db, sid))[0] == 1
+    submission_sql.reruns[sid] = True
+    assert round_trips(db, lambda: submit(db, sid))[0] == 1
+    runs = rows(db, "SELECT source_hash, history_version FROM executions WHERE session_id = :sid ORDER BY queued_at",
+                sid=sid)
+    assert [tuple(r) for r in runs] == [(storage.source_hash(CODE), 1)] * 3 + [(storage.source_hash(edited), 2)] * 3
+    assert rows(db, "SELECT count(*) FROM session_versions WHERE session_id = :sid", sid=sid) == [(2,)]
 
 
 def test_a_multi_file_program_keeps_its_files_rows(db: Database) -> None:

@@ -214,6 +214,24 @@ def _active_execution(db: Database, session_id: uuid.UUID) -> uuid.UUID | None:
         ).scalar()
 
 
+def _submit_in_one(conn: Any, session_id: uuid.UUID, owner_id: uuid.UUID | None, cap: int,
+                   languages: LanguageCatalog | None, params: dict[str, Any]) -> Any:
+    """A single-file run in one statement (services/submission_sql.py): the session row, with
+    `inserted` set when the statement inserted the run. The statement is chosen by what this
+    session's last run here did: a rerun of the code its newest version holds (submit_unchanged,
+    the leaner) or code that made a version (submit_single); a wrong guess of "unchanged" costs a
+    second statement, never a wrong row."""
+    params.update(submission_sql.language_params(languages))
+    guess = submission_sql.reruns.get(session_id, False)
+    by_owner = owner_id is not None
+    row = conn.execute(submission_sql.submit_unchanged(cap, by_owner) if guess
+                       else submission_sql.submit_single(cap, by_owner), params).first()
+    if guess and row is not None and row.inserted is None:  # edited since: its version is to be made
+        row = conn.execute(submission_sql.submit_single(cap, by_owner), params).first()
+    submission_sql.remember_run(session_id, None if row is None or row.inserted is None else row.made is None)
+    return row
+
+
 def submit_execution(
     db: Database,
     enqueue: Enqueue,
@@ -233,12 +251,13 @@ def submit_execution(
     """Insert a QUEUED execution of the session's code (stored once, by hash: services/storage.py),
     publish its QUEUED event, then queue its id. `on_queued` runs just before the id is queued (a
     waiter listens for the end there, so the end cannot pass unheard); its failure is logged,
-    never the caller's. The session read, the source and the execution go through one Core
-    transaction (one pool checkout); `after_insert(conn, execution_id, owner)` adds rows that
-    belong with the execution (its webhook, its Judge0 extras) in that transaction.
-    `before_insert()` runs after the session read and before anything is written; what it raises
-    refuses the submission (the API's rate-limit charge, whose answer arrives meanwhile). `defer`:
-    see queue_runs.
+    never the caller's. On PostgreSQL a single-file run is one statement (_submit_in_one); else
+    the session read, then the source and the execution in one Core transaction;
+    `after_insert(conn, execution_id, owner)` adds rows that belong with the execution (its
+    webhook, its Judge0 extras) in that transaction. `before_insert()` runs before anything is
+    written (on PostgreSQL before the one statement, else after the session read); what it
+    raises refuses the submission (the API's rate-limit charge, whose answer arrives meanwhile).
+    `defer`: see queue_runs.
     """
     check_options(options, settings)
     execution_id = uuid.uuid4()
@@ -252,20 +271,18 @@ def submit_execution(
         "p_tests": testcases.stored_tests(options.tests), "p_compare": options.compare,
     }
     try:
-        # The session is read in autocommit (no BEGIN). On PostgreSQL a run of unchanged
-        # single-file code is that read's own statement, one round trip in all
-        # (services/submission_sql.py); else the read gives what the rest needs: a run of
-        # unchanged single-file code then writes in one statement (the source as a CTE, and the
-        # execution), anything more (a history version to make, a multi-file program's rows,
-        # after_insert's rows, SQLite) is one transaction after it.
+        # The session is read in autocommit (no BEGIN). On PostgreSQL a run of a single-file
+        # program is that read's own statement, its own transaction, one round trip in all
+        # (_submit_in_one); when that statement cannot insert (a multi-file program, a refusal to
+        # explain, a race) it returns the session row, and the rest goes on from there as from
+        # the read that SQLite and a submission with after_insert's rows make: a run of unchanged
+        # single-file code writes in one statement, anything more in one transaction after it.
         with db.write_one() as conn:
             if conn.dialect.name == "postgresql" and after_insert is None:
                 if before_insert is not None:  # before anything is written: the statement may write
                     before_insert()
-                session = conn.execute(submission_sql.submit_single(cap, owner_id is not None), {
-                    **params, "p_caller": owner_id, "p_author": owner_id, "touch_before": now - storage.TOUCH_EVERY,
-                    **submission_sql.language_params(languages),
-                }).first()
+                session = _submit_in_one(conn, session_id, owner_id, cap, languages, {
+                    **params, "p_caller": owner_id, "p_author": owner_id, "touch_before": now - storage.TOUCH_EVERY})
                 if session is None:
                     raise _Unreadable
                 done = session.inserted is not None
