@@ -93,7 +93,7 @@ def test_a_submission_the_final_write_and_a_get_keep_their_round_trips(db: Datab
     assert trips == 1  # one statement, its own transaction
     assert status(db, eid) == "COMPLETED"
     trips, _ = round_trips(db, lambda: submitted(db, sid))
-    assert trips == 2  # unchanged code: the session read, then the run's insert with its source
+    assert trips == 1  # unchanged code: the session read, the source and the insert in one statement
     trips, _ = round_trips(db, lambda: get_execution(db, eid, None))
     assert trips == 1
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
-from sqlalchemy import Table, bindparam, exists, func, insert, literal, select, update
+from sqlalchemy import Table, bindparam, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..config import Settings
@@ -37,7 +37,7 @@ from ..sandbox.program import SourceFile
 from ..sandbox.types import RunRequest, SandboxLimits, text_view
 from ..streaming.bus import EventBus, RedisEventBus
 from ..streaming.publisher import event_queued, publish_queued
-from . import history, output_files, storage, testcases
+from . import history, output_files, storage, submission_sql, testcases
 from .access import Need, execution_access, execution_not_found, refuse, role_of, session_access
 from .sessions import iso, not_found
 from .snapshots import snapshot_files, snapshot_of
@@ -214,58 +214,22 @@ def _active_execution(db: Database, session_id: uuid.UUID) -> uuid.UUID | None:
         ).scalar()
 
 
-@functools.cache
-def _session_for_run(by_owner: bool) -> Any:
-    q = select(CodeSession.language, CodeSession.source_code, CodeSession.user_id, CodeSession.files,
-               CodeSession.entry, CodeSession.history_seq, CodeSession.history_set).where(
-        CodeSession.id == bindparam("p_sid"))
-    # The owner or an editor (services/access.py).
-    return q.where(session_access(Need.RUN, bindparam("p_owner", type_=CodeSession.user_id.type))) if by_owner else q
-
-
-_INSERT_COLUMNS = [
-    "id", "session_id", "user_id", "language", "source_hash", "entry", "stdin", "args", "limits", "priority",
-    "interactive", "merge_stderr", "status", "stdout_truncated", "stderr_truncated", "attempts", "request_id",
-    "queued_at", "tests", "compare_mode", "history_version", "files_truncated",
-]
-
-
-@functools.cache
-def _insert_execution(cap: int, anonymous: bool, with_source: bool = False) -> Any:
-    """INSERT ... SELECT of one QUEUED execution from its session row, built once per storage cap
-    (and anonymous or not) with bound parameters: a statement object reused keeps its cache key,
-    which SQLAlchemy would otherwise compute anew from the tree on every submission. With
-    `with_source` (PostgreSQL) the statement also stores the source, under the same condition."""
-    t = Execution.__table__.c
-    copy = select(
-        bindparam("p_id", type_=t.id.type),
-        CodeSession.id,
-        CodeSession.user_id,
-        CodeSession.language,
-        bindparam("p_hash", type_=t.source_hash.type),
-        bindparam("p_entry", type_=t.entry.type),
-        bindparam("p_stdin", type_=t.stdin.type),
-        bindparam("p_args", type_=t.args.type),
-        bindparam("p_limits", type_=t.limits.type),
-        bindparam("p_priority", type_=t.priority.type),
-        bindparam("p_interactive", type_=t.interactive.type),
-        bindparam("p_merge_stderr", type_=t.merge_stderr.type),
-        literal(ExecutionStatus.QUEUED.value),
-        literal(False),
-        literal(False),
-        literal(0),
-        bindparam("p_request_id", type_=t.request_id.type),
-        bindparam("p_now", type_=t.queued_at.type),
-        bindparam("p_tests", type_=t.tests.type),
-        bindparam("p_compare", type_=t.compare_mode.type),
-        bindparam("p_version", type_=t.history_version.type),
-        literal(False),  # files_truncated, named: with a CTE added, SQLAlchemy leaves its default unfilled
-    )
-    condition = CodeSession.id == bindparam("p_sid")
-    if cap:
-        condition = condition & storage.under_execution_cap(cap, None if anonymous else bindparam("p_owner"))
-    stmt = insert(EXECUTIONS).from_select(_INSERT_COLUMNS, copy.where(condition)).returning(t.id)
-    return stmt.add_cte(storage.source_upsert_where(condition).cte("stored_source")) if with_source else stmt
+def _submit_in_one(conn: Any, session_id: uuid.UUID, owner_id: uuid.UUID | None, cap: int,
+                   languages: LanguageCatalog | None, params: dict[str, Any]) -> Any:
+    """A single-file run in one statement (services/submission_sql.py): the session row, with
+    `inserted` set when the statement inserted the run. The statement is chosen by what this
+    session's last run here did: a rerun of the code its newest version holds (submit_unchanged,
+    the leaner) or code that made a version (submit_single); a wrong guess of "unchanged" costs a
+    second statement, never a wrong row."""
+    params.update(submission_sql.language_params(languages))
+    guess = submission_sql.reruns.get(session_id, False)
+    by_owner = owner_id is not None
+    row = conn.execute(submission_sql.submit_unchanged(cap, by_owner) if guess
+                       else submission_sql.submit_single(cap, by_owner), params).first()
+    if guess and row is not None and row.inserted is None:  # edited since: its version is to be made
+        row = conn.execute(submission_sql.submit_single(cap, by_owner), params).first()
+    submission_sql.remember_run(session_id, None if row is None or row.inserted is None else row.made is None)
+    return row
 
 
 def submit_execution(
@@ -287,55 +251,72 @@ def submit_execution(
     """Insert a QUEUED execution of the session's code (stored once, by hash: services/storage.py),
     publish its QUEUED event, then queue its id. `on_queued` runs just before the id is queued (a
     waiter listens for the end there, so the end cannot pass unheard); its failure is logged,
-    never the caller's. The session read, the source and the execution go through one Core
-    transaction (one pool checkout); `after_insert(conn, execution_id, owner)` adds rows that
-    belong with the execution (its webhook, its Judge0 extras) in that transaction.
-    `before_insert()` runs after the session read and before anything is written; what it raises
-    refuses the submission (the API's rate-limit charge, whose answer arrives meanwhile). `defer`:
-    see queue_runs.
+    never the caller's. On PostgreSQL a single-file run is one statement (_submit_in_one); else
+    the session read, then the source and the execution in one Core transaction;
+    `after_insert(conn, execution_id, owner)` adds rows that belong with the execution (its
+    webhook, its Judge0 extras) in that transaction. `before_insert()` runs before anything is
+    written (on PostgreSQL before the one statement, else after the session read); what it
+    raises refuses the submission (the API's rate-limit charge, whose answer arrives meanwhile).
+    `defer`: see queue_runs.
     """
     check_options(options, settings)
     execution_id = uuid.uuid4()
     now = utcnow()
     user_id: uuid.UUID | None = None
+    cap = settings.max_stored_executions
+    params = {
+        "p_id": execution_id, "p_stdin": options.stdin, "p_args": options.args,
+        "p_limits": options.limits, "p_priority": options.priority, "p_interactive": options.interactive,
+        "p_merge_stderr": options.merge_stderr, "p_request_id": request_id, "p_now": now, "p_sid": session_id,
+        "p_tests": testcases.stored_tests(options.tests), "p_compare": options.compare,
+    }
     try:
-        # The session is read in autocommit (no BEGIN): a run of unchanged single-file code on
-        # PostgreSQL then writes in one statement, its own transaction (the source as a CTE, and
-        # the execution), two round trips in all. Anything more (a history version to make, a
-        # multi-file program's rows, after_insert's rows, SQLite) is one transaction after it.
+        # The session is read in autocommit (no BEGIN). On PostgreSQL a run of a single-file
+        # program is that read's own statement, its own transaction, one round trip in all
+        # (_submit_in_one); when that statement cannot insert (a multi-file program, a refusal to
+        # explain, a race) it returns the session row, and the rest goes on from there as from
+        # the read that SQLite and a submission with after_insert's rows make: a run of unchanged
+        # single-file code writes in one statement, anything more in one transaction after it.
         with db.write_one() as conn:
-            session = conn.execute(
-                _session_for_run(owner_id is not None), {"p_sid": session_id, "p_owner": owner_id}
-            ).first()
-            if session is None:
-                raise _Unreadable
-            if before_insert is not None:
-                before_insert()
-            check_language(session.language, languages)
+            if conn.dialect.name == "postgresql" and after_insert is None:
+                if before_insert is not None:  # before anything is written: the statement may write
+                    before_insert()
+                session = _submit_in_one(conn, session_id, owner_id, cap, languages, {
+                    **params, "p_caller": owner_id, "p_author": owner_id, "touch_before": now - storage.TOUCH_EVERY})
+                if session is None:
+                    raise _Unreadable
+                done = session.inserted is not None
+            else:
+                session = conn.execute(
+                    submission_sql.session_for_run(owner_id is not None), {"p_sid": session_id, "p_owner": owner_id}
+                ).first()
+                if session is None:
+                    raise _Unreadable
+                if before_insert is not None:
+                    before_insert()
+                done = False
             user_id = session.user_id
-            snapshot = snapshot_of(session)
-            newest_known = (session.history_seq, session.history_set)
-            # The run is of the code as read above (the code when the request came). INSERT ...
-            # SELECT inserts nothing if the session is gone by now, or if its owner is at the
-            # storage cap. RETURNING, not rowcount: psycopg reports -1 for an INSERT ... SELECT
-            # that inserted nothing.
-            params = {
-                "p_id": execution_id, "p_hash": snapshot.entry_hash, "p_entry": snapshot.entry,
-                "p_stdin": options.stdin, "p_args": options.args,
-                "p_limits": options.limits, "p_priority": options.priority, "p_interactive": options.interactive,
-                "p_merge_stderr": options.merge_stderr,
-                "p_request_id": request_id, "p_now": now, "p_sid": session_id, "p_owner": user_id,
-                "p_tests": testcases.stored_tests(options.tests), "p_compare": options.compare,
-                "p_version": history.unchanged_version(snapshot, session.language, newest_known),
-            }
-            alone = (params["p_version"] is not None and not snapshot.files and after_insert is None
-                     and conn.dialect.name == "postgresql")
-            if alone:
-                params.update(storage.source_params(session.source_code, now))
-                stmt = _insert_execution(settings.max_stored_executions, user_id is None, with_source=True)
-                if conn.execute(stmt, params).first() is None:
-                    raise _NotInserted  # stored nothing: the source is under the same condition
-        if not alone:
+            alone = False
+            if not done:
+                check_language(session.language, languages)
+                snapshot = snapshot_of(session)
+                newest_known = (session.history_seq, session.history_set)
+                # The run is of the code as read above (the code when the request came). INSERT
+                # ... SELECT inserts nothing if the session is gone by now, or if its owner is at
+                # the storage cap. RETURNING, not rowcount: psycopg reports -1 for an INSERT ...
+                # SELECT that inserted nothing.
+                params.update({
+                    "p_hash": snapshot.entry_hash, "p_entry": snapshot.entry, "p_owner": user_id,
+                    "p_version": history.unchanged_version(snapshot, session.language, newest_known),
+                })
+                alone = (params["p_version"] is not None and not snapshot.files and after_insert is None
+                         and conn.dialect.name == "postgresql")
+                if alone:
+                    params.update(storage.source_params(session.source_code, now))
+                    stmt = submission_sql.insert_execution(cap, user_id is None, with_source=True)
+                    if conn.execute(stmt, params).first() is None:
+                        raise _NotInserted  # stored nothing: the source is under the same condition
+        if not done and not alone:
             with db.write_core() as conn:
                 storage.store_sources(conn, snapshot.texts, now)
                 # The history version of the code it runs (services/history.py); rolled back with
@@ -343,7 +324,7 @@ def submit_execution(
                 params["p_version"] = history.record_run(
                     conn, session_id, snapshot, session.language, author=owner_id or user_id,
                     execution_id=execution_id, now=now, newest_known=newest_known)
-                stmt = _insert_execution(settings.max_stored_executions, user_id is None)
+                stmt = submission_sql.insert_execution(cap, user_id is None)
                 if conn.execute(stmt, params).first() is None:
                     raise _NotInserted  # rolls back the source too: a refusal changes nothing
                 snapshot.insert_files(conn, [execution_id])

@@ -206,6 +206,18 @@ def unchanged_version(snapshot: Snapshot, language: str, newest_known: tuple[int
     return int(seq) if set_hash == ref_of_snapshot(snapshot, language).hash else None
 
 
+def single_file_set_parts(language: str) -> tuple[str, str]:
+    """A single-file program's file-set manifest (FileSetRef.hash hashes it) around its content
+    hash: (before, after). PostgreSQL computes the set's hash from them and the hash of the
+    session's code, so a submission learns in its one statement whether the newest version holds
+    the code it runs (services/submission_sql.py). Tests compare it with FileSetRef.hash."""
+    mark = uuid.uuid4().hex  # hex, as the hash it stands for: JSON leaves it as is
+    path = programs.default_path(language)
+    manifest = json.dumps({"entry": path, "files": ((path, mark),)}, separators=(",", ":"), ensure_ascii=False)
+    before, after = manifest.split(mark)
+    return before, after
+
+
 def record_run(
     conn: Connection,
     session_id: uuid.UUID,

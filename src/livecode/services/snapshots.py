@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import ColumnElement, func, insert, literal_column, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -56,6 +56,16 @@ def snapshot_of(session: Any) -> Snapshot:
         entry=program.entry,
         files=[(path, digest) for path, digest, _ in hashed],
     )
+
+
+def sql_utf8(text: Any) -> ColumnElement[bytes]:
+    """PostgreSQL: a text column's UTF-8 bytes (what storage.source_hash hashes)."""
+    return func.convert_to(text, literal_column("'UTF8'"))
+
+
+def sql_hash(data: Any) -> ColumnElement[str]:
+    """PostgreSQL: sha256 of bytes as lowercase hex, as storage.source_hash gives a source's."""
+    return func.encode(func.sha256(data), literal_column("'hex'"))
 
 
 def snapshot_files(conn: Connection | Session, execution_id: uuid.UUID) -> list[tuple[str, str]]:

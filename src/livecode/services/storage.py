@@ -105,6 +105,13 @@ def source_upsert_where(condition: ColumnElement[bool]) -> Any:
     return _touch_when_present(pg_insert(t).from_select(["hash", "content", "size_bytes", "last_used_at"], row), t)
 
 
+def upsert_by_hash_from(table: Table, columns: list[str], rows: Any) -> Any:
+    """upsert_by_hash as an INSERT ... SELECT of `rows` (touch_before bound), for a PostgreSQL
+    statement's CTE whose rows are read or computed in that statement (a submission's:
+    services/submission_sql.py)."""
+    return _touch_when_present(pg_insert(table).from_select(columns, rows), table)
+
+
 def source_params(text: str, now: datetime) -> dict[str, Any]:
     """The parameters of source_upsert_where's statement but p_hash and p_now (the caller's)."""
     row = _source_row(text, now)

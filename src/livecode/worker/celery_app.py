@@ -8,6 +8,8 @@ this one names the task only by its name, so the two do not import each other.
 from __future__ import annotations
 
 import base64
+import functools
+import re
 import uuid
 from typing import Any
 
@@ -87,29 +89,57 @@ def task_message(execution_id: uuid.UUID, priority: str, request_id: str | None)
     for this run: task protocol 2 (`celery.amqp.as_task_v2`), its body JSON-serialized by kombu and
     base64-encoded in kombu's Redis envelope, with a fresh delivery tag. Built without a kombu
     producer (routing, `ensure`, `maybe_declare`: most of a submission's enqueue CPU), so the API
-    can push it in the same round trip as the run's QUEUED event. A stock Celery worker consumes
-    it as it does send_task's (tests/integration/test_task_message.py compares the two)."""
+    can push it in the same round trip as the run's QUEUED event, and from a template of that
+    message (`_template`) with the run's id, request id and delivery tag filled in. A stock Celery
+    worker consumes it as it does send_task's (tests/integration/test_task_message.py compares
+    the two)."""
     settings: Settings = celery.conf.livecode_settings
     queue = queue_for(settings, priority)
     eid = str(execution_id)
-    task = celery.amqp.as_task_v2(eid, TASK_NAME, args=[eid], reply_to=celery.thread_oid, ignore_result=True,
-                                  argsrepr=repr([eid]), kwargsrepr="{}")
+    body_parts, parts = _template(queue, celery.thread_oid)
+    fill = {
+        _ID: eid,
+        _BODY: '"' + base64.b64encode(eid.join(body_parts).encode()).decode() + '"',
+        _REQUEST_ID: json_dumps(request_id),
+        _TAG: '"' + str(uuid.uuid4()) + '"',
+    }
+    return queue, "".join([fill.get(part, part) for part in parts])
+
+
+# What the template holds in place of a message's own values: a uuid (the execution id: in the
+# headers, argsrepr, correlation id and body) and JSON strings of hex, neither of which JSON or
+# base64 would rewrite, nor Celery's fields contain.
+_MARK = uuid.uuid4().hex
+_ID = str(uuid.UUID(_MARK))
+_BODY, _REQUEST_ID, _TAG = (f'"{name}{_MARK}"' for name in ("body", "request", "tag"))
+_SLOTS = re.compile("(" + "|".join(re.escape(slot) for slot in (_ID, _BODY, _REQUEST_ID, _TAG)) + ")")
+
+
+@functools.lru_cache(maxsize=256)
+def _template(queue: str, reply_to: str) -> tuple[list[str], list[str]]:
+    """task_message's message for a run on `queue`, sent from a thread whose reply-to is
+    `reply_to` (Celery's per-thread oid): the body's JSON split around the execution id, and the
+    envelope's JSON split into literal text and the placeholders (_ID, _BODY, _REQUEST_ID, _TAG).
+    Building it is most of the CPU of a message: as_task_v2's headers, two JSON encodings."""
+    task = celery.amqp.as_task_v2(_ID, TASK_NAME, args=[_ID], reply_to=reply_to, ignore_result=True,
+                                  argsrepr=repr([_ID]), kwargsrepr="{}")
     content_type, content_encoding, body = serialize(task.body, serializer="json")
     message = {
-        "body": base64.b64encode(body.encode() if isinstance(body, str) else body).decode(),
+        "body": _BODY[1:-1],
         "content-encoding": content_encoding,
         "content-type": content_type,
-        "headers": {**task.headers, "request_id": request_id},
+        "headers": {**task.headers, "request_id": _REQUEST_ID[1:-1]},
         "properties": {
             **task.properties,
             "delivery_mode": 2,  # persistent, as kombu's default exchange gives it
             "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": 0,  # kombu keeps priority 0 in the list named after the queue
             "body_encoding": "base64",
-            "delivery_tag": str(uuid.uuid4()),
+            "delivery_tag": _TAG[1:-1],
         },
     }
-    return queue, json_dumps(message)
+    text = body.decode() if isinstance(body, bytes) else body
+    return text.split(_ID), _SLOTS.split(json_dumps(message))
 
 
 class RedisEnqueue:
