@@ -167,3 +167,25 @@ def test_sqlalchemys_own_autocommit_isolation_level_still_runs_outside_a_transac
         conn.execute(text("CREATE INDEX CONCURRENTLY t_id ON t (id)"))  # refused inside a transaction
     with db.write_one() as conn:
         conn.execute(text("VACUUM t"))  # refused inside a transaction
+
+
+def test_after_a_burst_sequential_statements_keep_to_the_connection_used_last(pg_admin_url: str) -> None:
+    """The pool hands out the connection returned last (pool_use_lifo): after a burst opened
+    several, one request at a time keeps using one connection, whose statements psycopg has
+    prepared, instead of rotating through all of them (each planned afresh for its first uses)."""
+    with scratch_database(pg_admin_url) as url:
+        database = Database(load_settings("embedded", database_url=url.replace("postgresql://", "postgresql+psycopg://"),
+                                          db_pool_size=4, db_max_overflow=0))
+        try:
+            burst = [database.engine.connect() for _ in range(4)]  # four connections open at once
+            for conn in burst:
+                conn.execute(text("SELECT 1"))
+            for conn in burst:
+                conn.close()
+            pids = set()
+            for _ in range(8):
+                with database.engine.connect() as conn:
+                    pids.add(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+            assert len(pids) == 1, pids
+        finally:
+            database.dispose()
