@@ -14,8 +14,6 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DataError
 
-from livecode import migrations as migrate
-from livecode.config import load_settings
 from livecode.db import Database
 from livecode.models import ExecutionStatus
 from livecode.services import sessions
@@ -27,17 +25,13 @@ from livecode.services.executions import (
     submit_execution,
 )
 from livecode.streaming.bus import MemoryEventBus
-from tests.support.pgtrace import scratch_database, traced
+from tests.support.pgtrace import scratch_db, traced
 
 
 @pytest.fixture
 def db(pg_admin_url: str) -> Iterator[Database]:
-    with scratch_database(pg_admin_url) as url:
-        database = Database(load_settings("embedded", database_url=url.replace("postgresql://", "postgresql+psycopg://"),
-                                          db_pool_size=1, db_max_overflow=0))
-        migrate.upgrade(database.engine)
+    with scratch_db(pg_admin_url) as database:
         yield database
-        database.dispose()
 
 
 def round_trips(db: Database, fn: Callable[[], Any]) -> tuple[int, list[str]]:
@@ -173,19 +167,14 @@ def test_after_a_burst_sequential_statements_keep_to_the_connection_used_last(pg
     """The pool hands out the connection returned last (pool_use_lifo): after a burst opened
     several, one request at a time keeps using one connection, whose statements psycopg has
     prepared, instead of rotating through all of them (each planned afresh for its first uses)."""
-    with scratch_database(pg_admin_url) as url:
-        database = Database(load_settings("embedded", database_url=url.replace("postgresql://", "postgresql+psycopg://"),
-                                          db_pool_size=4, db_max_overflow=0))
-        try:
-            burst = [database.engine.connect() for _ in range(4)]  # four connections open at once
-            for conn in burst:
-                conn.execute(text("SELECT 1"))
-            for conn in burst:
-                conn.close()
-            pids = set()
-            for _ in range(8):
-                with database.engine.connect() as conn:
-                    pids.add(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
-            assert len(pids) == 1, pids
-        finally:
-            database.dispose()
+    with scratch_db(pg_admin_url, pool_size=4, migrated=False) as database:
+        burst = [database.engine.connect() for _ in range(4)]  # four connections open at once
+        for conn in burst:
+            conn.execute(text("SELECT 1"))
+        for conn in burst:
+            conn.close()
+        pids = set()
+        for _ in range(8):
+            with database.engine.connect() as conn:
+                pids.add(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        assert len(pids) == 1, pids

@@ -13,15 +13,13 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from livecode import migrations as migrate
-from livecode.config import load_settings
 from livecode.db import Database
 from livecode.errors import ApiError
 from livecode.services import accounts, history, members, programs, sessions, storage, submission_sql
 from livecode.services.executions import ExecuteOptions, submit_execution
 from livecode.streaming.bus import MemoryEventBus
 from tests.integration.test_round_trips import round_trips
-from tests.support.pgtrace import scratch_database
+from tests.support.pgtrace import scratch_db
 
 # Beyond ASCII (two-, three- and four-byte UTF-8), quotes and a backslash: PostgreSQL's hash of
 # the code and of the file set's manifest must be Python's.
@@ -30,12 +28,8 @@ CODE = "print('h\u00e9llo \u2603 \U0001f600 \"q\" \\\\ \u4e2d')\n"
 
 @pytest.fixture
 def db(pg_admin_url: str) -> Iterator[Database]:
-    with scratch_database(pg_admin_url) as url:
-        database = Database(load_settings("embedded", database_url=url.replace("postgresql://", "postgresql+psycopg://"),
-                                          db_pool_size=1, db_max_overflow=0))
-        migrate.upgrade(database.engine)
+    with scratch_db(pg_admin_url) as database:
         yield database
-        database.dispose()
 
 
 def new_session(db: Database, owner: uuid.UUID | None = None, code: str = CODE, **kw: Any) -> uuid.UUID:

@@ -45,3 +45,21 @@ def scratch_database(admin_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+@contextmanager
+def scratch_db(admin_url: str, pool_size: int = 1, migrated: bool = True) -> Iterator[Database]:
+    """A Database (the embedded settings, a pool of `pool_size` and no overflow) on a fresh,
+    migrated database for the block; disposed and dropped after it."""
+    from livecode import migrations
+    from livecode.config import load_settings
+
+    with scratch_database(admin_url) as url:
+        database = Database(load_settings("embedded", database_url=url.replace("postgresql://", "postgresql+psycopg://"),
+                                          db_pool_size=pool_size, db_max_overflow=0))
+        try:
+            if migrated:
+                migrations.upgrade(database.engine)
+            yield database
+        finally:
+            database.dispose()
