@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -23,6 +22,7 @@ from .config import Settings, load_settings
 from .logging_setup import configure_logging
 from .runtime import Runtime, init_runtime
 from .streaming.bus import RedisEventBus
+from .web.request_ids import new_request_id
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     @app.before_request
     def _request_id() -> None:
         incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+        g.request_id = incoming if REQUEST_ID_RE.match(incoming) else new_request_id()
 
     @app.after_request
     def _headers(resp: Response) -> Response:
