@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from gunicorn import util as gunicorn_util
+from gunicorn.http import wsgi as gunicorn_wsgi
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from . import after_response
@@ -163,6 +165,29 @@ class RequestReader:
                 return (buf.find(b"\r\n\r\n", line_end) >= 0
                         or len(buf) - line_end > self.MAX_TRAILERS)
             self.next_chunk = line_end + 2 + size + 2
+
+
+class OneSendResponse(gunicorn_wsgi.Response):  # type: ignore[misc]
+    """gunicorn's HTTP/1 response, which sends its head and its body in two writes. An answer
+    whose whole body comes in one piece of its Content-Length (a JSON answer: Flask gives one
+    bytes object) goes out in one send: one system call, during which the thread lets go of the
+    GIL, instead of two. The bytes on the wire are the same."""
+
+    def write(self, arg: bytes) -> None:
+        if (self.headers_sent or self.chunked or self._omits_body or type(arg) is not bytes
+                or self.response_length != len(arg)):
+            super().write(arg)
+            return
+        head = self.default_headers()
+        head.extend(["%s: %s\r\n" % (k, v) for k, v in self.headers])  # noqa: UP031 - as gunicorn's
+        self.headers_sent = True
+        self.sent = len(arg)
+        gunicorn_util.write(self.sock, gunicorn_util.to_bytestring("%s\r\n" % "".join(head), "latin-1") + arg)
+
+
+# gthread's handle_request builds its response with wsgi.create(), which takes this name's class
+# (HTTP/2 passes its own).
+gunicorn_wsgi.Response = OneSendResponse
 
 
 class HandOffPool:
