@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -75,17 +76,19 @@ def json_formatter() -> logging.Formatter:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._second: tuple[int, str] = (-1, "")
-            self._encoder = self.json_encoder(default=self.json_default, indent=self.json_indent,
-                                              ensure_ascii=self.json_ensure_ascii)
+            encoder = self.json_encoder or json.JSONEncoder  # what json.dumps takes for cls=None
+            self._encoder = encoder(default=self.json_default, indent=self.json_indent,
+                                    ensure_ascii=self.json_ensure_ascii)
 
         def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-            if datefmt or self.converter is not time.localtime:
+            msec_format = self.default_msec_format
+            if datefmt or self.converter is not time.localtime or not msec_format:
                 return str(super().formatTime(record, datefmt))
             second = int(record.created)
             cached = self._second  # one tuple, read and replaced whole: safe across threads
             if cached[0] != second:
                 cached = self._second = (second, time.strftime(self.default_time_format, time.localtime(second)))
-            return self.default_msec_format % (cached[1], record.msecs)
+            return msec_format % (cached[1], record.msecs)
 
         def jsonify_log_record(self, log_data: Any) -> str:
             return str(self._encoder.encode(log_data))

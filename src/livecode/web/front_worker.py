@@ -173,16 +173,19 @@ class OneSendResponse(gunicorn_wsgi.Response):  # type: ignore[misc]
     bytes object) goes out in one send: one system call, during which the thread lets go of the
     GIL, instead of two. The bytes on the wire are the same."""
 
+    headers_sent: bool
+
     def write(self, arg: bytes) -> None:
         if (self.headers_sent or self.chunked or self._omits_body or type(arg) is not bytes
                 or self.response_length != len(arg)):
             super().write(arg)
             return
         head = self.default_headers()
-        head.extend(["%s: %s\r\n" % (k, v) for k, v in self.headers])  # noqa: UP031 - as gunicorn's
+        head.extend(f"{k}: {v}\r\n" for k, v in self.headers)
+        head.append("\r\n")
         self.headers_sent = True
         self.sent = len(arg)
-        gunicorn_util.write(self.sock, gunicorn_util.to_bytestring("%s\r\n" % "".join(head), "latin-1") + arg)
+        gunicorn_util.write(self.sock, "".join(head).encode("latin-1") + arg)
 
 
 # gthread's handle_request builds its response with wsgi.create(), which takes this name's class
