@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -23,6 +22,7 @@ from .config import Settings, load_settings
 from .logging_setup import configure_logging
 from .runtime import Runtime, init_runtime
 from .streaming.bus import RedisEventBus
+from .web.request_ids import new_request_id
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -39,6 +39,34 @@ class NoCookieSession(SessionInterface):
         return None
 
 
+class LiveCodeFlask(Flask):
+    """Flask, asking once per function whether it is a coroutine function.
+
+    Flask calls ensure_sync on every before/after-request hook and on the view, for every
+    request, and each call inspects the function's code flags again. Whether a function is
+    `async def` never changes: the answer is kept per function (the underlying function of a
+    bound method: Flask-RESTX binds its view anew for each request). Hooks and views are a fixed
+    set, so the cache stays small."""
+
+    MAX_KNOWN = 10_000  # past this many functions, the rest are inspected at every call
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._known_sync: set[Any] = set()
+
+    def ensure_sync(self, func: Any) -> Any:
+        key = getattr(func, "__func__", func)
+        try:
+            if key in self._known_sync:
+                return func
+        except TypeError:  # an unhashable callable: asked every time
+            return super().ensure_sync(func)
+        made = super().ensure_sync(func)
+        if made is func and len(self._known_sync) < self.MAX_KNOWN:
+            self._known_sync.add(key)
+        return made
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None,
                enqueue: Any = None, run_migrations: bool | None = None) -> Flask:
     settings = settings or load_settings()
@@ -51,7 +79,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         migrate.upgrade(rt.db.engine)
 
-    app = Flask(__name__, static_folder=None)
+    app = LiveCodeFlask(__name__, static_folder=None)
     app.session_interface = NoCookieSession()
     app.config.update(
         SECRET_KEY=settings.secret_key,
@@ -79,7 +107,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     @app.before_request
     def _request_id() -> None:
         incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+        g.request_id = incoming if REQUEST_ID_RE.match(incoming) else new_request_id()
 
     @app.after_request
     def _headers(resp: Response) -> Response:

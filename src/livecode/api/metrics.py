@@ -209,9 +209,24 @@ def check_metrics_token(expected: str | None) -> None:
         raise ApiError("the metrics token is not valid", code="FORBIDDEN", status=403)
 
 
+_latency_children: dict[tuple[str, str, int], Any] = {}
+
+
+def _latency(rule: str, method: str, status: int) -> Any:
+    """The latency histogram's series for these labels. `labels()` takes the metric's lock and
+    checks and converts its values at every call; the series of a process are few (routes x
+    methods x statuses), so each is looked up once."""
+    key = (rule, method, status)
+    child = _latency_children.get(key)
+    if child is None:
+        child = _latency_children[key] = HTTP_LATENCY.labels(rule, method, str(status))
+    return child
+
+
 def init_metrics(app: Flask, rt: Runtime) -> None:
     """Time every request, log it as one JSON line, and serve GET /metrics."""
     access_log = logging.getLogger("livecode.access")
+    access_name = access_log.name
 
     @app.before_request
     def _start_timer() -> None:
@@ -230,14 +245,17 @@ def init_metrics(app: Flask, rt: Runtime) -> None:
         def record() -> None:
             # After the answer has been sent (web/after_response.py): the client does not wait
             # for the histogram's file write or the log line's JSON. The figures are the same.
-            HTTP_LATENCY.labels(rule, method, str(status)).observe(elapsed)
+            _latency(rule, method, status).observe(elapsed)
             _record_pool(rt)
-            if rule != "/metrics":
+            if rule != "/metrics" and access_log.isEnabledFor(logging.INFO):
                 # The path and query are left out on purpose: a stream URL may carry an access token.
-                access_log.info("request", extra={
+                # The record is made here and handed to the logger as Logger.info would, less its
+                # walk up the stack for the caller's file and line (no access line shows them).
+                access_log.handle(access_log.makeRecord(access_name, logging.INFO, __file__, 0, "request", (), None,
+                                                        "record", {
                     "method": method, "endpoint": rule, "status": status, "duration_ms": round(elapsed * 1000, 2),
                     "user_id": str(user_id or "") or None, "request_id": request_id,
-                })
+                }))
 
         after_response.defer(request.environ, record)
         return resp

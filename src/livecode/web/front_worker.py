@@ -28,6 +28,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import json
+import queue
 import selectors
 import socket
 import struct
@@ -37,12 +38,16 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from gunicorn import util as gunicorn_util
+from gunicorn.http import wsgi as gunicorn_wsgi
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from . import after_response
 
 RECV_BYTES = 65536
 LINGER_S = 2.0  # how long a half-closed connection is drained (as gunicorn's close_graceful)
+_MISSING = object()
+HEARTBEAT_S = 1.0  # the arbiter's liveness file is touched, and the parent checked, at most this often
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,90 @@ class RequestReader:
             self.next_chunk = line_end + 2 + size + 2
 
 
+class OneSendResponse(gunicorn_wsgi.Response):  # type: ignore[misc]
+    """gunicorn's HTTP/1 response, which sends its head and its body in two writes. An answer
+    whose whole body comes in one piece of its Content-Length (a JSON answer: Flask gives one
+    bytes object) goes out in one send: one system call, during which the thread lets go of the
+    GIL, instead of two. The bytes on the wire are the same."""
+
+    headers_sent: bool
+
+    def write(self, arg: bytes) -> None:
+        if (self.headers_sent or self.chunked or self._omits_body or type(arg) is not bytes
+                or self.response_length != len(arg)):
+            super().write(arg)
+            return
+        head = self.default_headers()
+        head.extend(f"{k}: {v}\r\n" for k, v in self.headers)
+        head.append("\r\n")
+        self.headers_sent = True
+        self.sent = len(arg)
+        gunicorn_util.write(self.sock, "".join(head).encode("latin-1") + arg)
+
+
+# gthread's handle_request builds its response with wsgi.create(), which takes this name's class
+# (HTTP/2 passes its own).
+gunicorn_wsgi.Response = OneSendResponse
+
+
+class HandOffPool:
+    """The worker's threads, each taking the next (function, argument) from one queue.
+
+    gthread's ThreadPoolExecutor makes a Future per request, and gunicorn's loop then takes the
+    Future's lock twice (cancelled(), result()) in a done-callback: under autosave load the
+    hand-over both ways was a tenth of the API process's GIL time. A request needs neither: the
+    thread that served it tells the event loop itself (GuardedThreadWorker._serve). What gunicorn
+    calls on its pool (submit for TLS connections, shutdown) keeps ThreadPoolExecutor's meaning:
+    what is queued still runs after shutdown(wait=False); the threads end after it."""
+
+    def __init__(self, threads: int, name: str = "front") -> None:
+        self._queue: queue.SimpleQueue[tuple[Any, tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True)
+                         for i in range(max(1, threads))]
+        for t in self._threads:
+            t.start()
+
+    def _run(self) -> None:
+        get = self._queue.get
+        while True:
+            item = get()
+            if item is None:
+                return
+            fn, args = item
+            try:
+                fn(*args)
+            except BaseException:  # noqa: BLE001 - the thread must keep serving; handle() logs its own
+                pass
+            del item, fn, args
+
+    def put(self, fn: Any, *args: Any) -> None:
+        self._queue.put((fn, args))
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        """As ThreadPoolExecutor.submit (gunicorn's TLS path, which waits for the Future)."""
+        from concurrent.futures import Future
+
+        fut: Future[Any] = Future()
+
+        def run() -> None:
+            if not fut.set_running_or_notify_cancel():
+                return
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - given to whoever waits on the Future
+                fut.set_exception(exc)
+
+        self._queue.put((run, ()))
+        return fut
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        if wait:
+            for t in self._threads:
+                t.join()
+
+
 class FrontConn(TConn):  # type: ignore[misc]
     """A connection, with what the front read of it and the per-address bookkeeping."""
 
@@ -171,6 +260,7 @@ class FrontConn(TConn):  # type: ignore[misc]
         self.worker, self.address = worker, address
         self.buf = bytearray()
         self.deadline = 0.0
+        self.idle = False  # kept alive, no byte of its next request yet: the keep-alive timeout runs
         self.reader: RequestReader | None = None
         self._closed = False
 
@@ -212,9 +302,14 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         self.tls = bool(self.cfg.is_ssl)
         cfg = self.cfg
         self.max_head = int(cfg.limit_request_line + 4 + cfg.limit_request_fields * (cfg.limit_request_field_size + 2))
+        self.keepalive_s = float(cfg.keepalive)
+        self._notified = self._parent_checked = 0.0
         timeout = self.limits.send_timeout_s
         self.timeval = struct.pack("ll", int(timeout), int((timeout % 1) * 1_000_000))  # per socket
         self.after_local = threading.local()  # .pending: the thread's request's after-response work
+
+    def get_thread_pool(self) -> Any:
+        return HandOffPool(self.cfg.threads)
 
     # ---- accepting -------------------------------------------------------------------------
 
@@ -285,16 +380,20 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         left in its parser): it goes to the front first, which hands it to a thread once read."""
         self._start_reading(conn)
 
-    def _start_reading(self, conn: FrontConn) -> None:
+    def _start_reading(self, conn: FrontConn, kept_alive: bool = False) -> None:
+        """Read `conn`'s next request in the event loop. `kept_alive`: straight from its last
+        answer (the keep-alive timeout runs until its first byte, then the header timeout)."""
         if self.tls:  # the front reads plain HTTP; TLS belongs to the proxy in front
             conn.data_ready = False
             super().enqueue_req(conn)
             return
-        conn.sock.setblocking(False)
+        # The socket stays in whatever mode the thread left it (blocking): the front's own reads
+        # and writes say MSG_DONTWAIT instead, which saves two mode switches (ioctl) per request.
         if conn.parser is not None:  # bytes of the next request that gunicorn already read
             conn.buf[:0] = conn.parser.unreader.take_buffered()
         conn.reader = RequestReader(self.max_head, self.limits.max_body_bytes)
-        conn.deadline = time.monotonic() + self.limits.header_timeout_s
+        conn.idle = kept_alive and not conn.buf
+        conn.deadline = time.monotonic() + (self.keepalive_s if conn.idle else self.limits.header_timeout_s)
         self.reading[conn] = None
         if conn.buf and self._complete(conn):
             self._hand_over(conn)
@@ -303,7 +402,7 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
 
     def _on_readable(self, conn: FrontConn, _sock: Any) -> None:
         try:
-            data = conn.sock.recv(RECV_BYTES)
+            data = conn.sock.recv(RECV_BYTES, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -317,6 +416,9 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
                 return
             self._drop(conn)
             return
+        if conn.idle:  # the first byte of a kept-alive connection's next request
+            conn.idle = False
+            conn.deadline = time.monotonic() + self.limits.header_timeout_s
         conn.buf += data
         if self._complete(conn):
             self.poller.unregister(conn.sock)
@@ -333,7 +435,7 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
             conn.deadline = time.monotonic() + self.limits.body_timeout_s
             if reader.expects_continue:  # the client waits for this before it sends the body
                 try:
-                    conn.sock.send(CONTINUE)
+                    conn.sock.send(CONTINUE, socket.MSG_DONTWAIT)
                 except OSError:
                     pass
         return False
@@ -341,17 +443,59 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
     def _hand_over(self, conn: FrontConn) -> None:
         del self.reading[conn]
         conn.data_ready = True  # gthread must not wait for more data: it is all read already
-        super().enqueue_req(conn)
+        self.tpool.put(self._serve, conn)
+
+    def _serve(self, conn: FrontConn) -> None:
+        """In a thread: the request, then its connection back to the front.
+
+        A kept-alive connection is put back by this thread itself: in `reading`, then on the
+        poller (epoll takes a registration while the loop waits in it; the loop is woken by the
+        next request's bytes, not by this). Passing it through gunicorn's method queue instead
+        costs a pipe write, a wake-up of the loop and a pipe read per request. What the loop
+        alone changes (nr_conns, closing) still goes through the queue."""
+        try:
+            keep = self.handle(conn)
+        except BaseException:  # noqa: BLE001 - handle() answers and logs what it can
+            keep = False
+        if keep is True and self.alive:
+            try:
+                self._start_reading(conn, kept_alive=True)
+                return
+            except Exception:  # noqa: BLE001 - e.g. the loop closed it meanwhile (stopping)
+                if self.reading.pop(conn, _MISSING) is _MISSING:
+                    return  # the loop dropped it (and counted it)
+                keep = None
+        self.method_queue.defer(self._served, conn, keep)
+
+    def _served(self, conn: FrontConn, keep: object) -> None:
+        """In the event loop, once `conn`'s answer is written and the thread did not put it back
+        itself (stopping, or it is to be closed): kept alive, the front reads its next request
+        (gthread would first wait for it in its own keep-alive list, then hand it to the front:
+        one more registration and wake-up per request); otherwise closed."""
+        try:
+            if keep is True:
+                self._start_reading(conn, kept_alive=True)
+                return
+        except Exception:  # noqa: BLE001 - as gthread's finish_request: the connection is closed
+            keep = None
+        if keep is None:  # broken, not answered
+            self.reading.pop(conn, None)
+            self.nr_conns -= 1
+            conn.close()
+            return
+        self.nr_conns -= 1
+        conn.close(graceful=True)
 
     def _drop(self, conn: FrontConn, response: bytes | None = None) -> None:
-        self.reading.pop(conn, None)
+        if self.reading.pop(conn, _MISSING) is _MISSING:
+            return  # a thread took it back first (see _serve)
         try:
             self.poller.unregister(conn.sock)
         except (KeyError, ValueError, OSError):
             pass
         if response is not None:
             try:
-                conn.sock.send(response)
+                conn.sock.send(response, socket.MSG_DONTWAIT)
             except OSError:
                 pass
         self.nr_conns -= 1
@@ -374,9 +518,48 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
 
         self.wsgi = wsgi
 
+    def _keepalive_after(self, conn: FrontConn, keepalive: bool) -> bool:
+        """gthread drains what the app left unread of the body before the connection is reused,
+        bounding each read by setting the socket's timeout and setting it back after (and its
+        parser drains again before the next request, setting the timeout back once more): three
+        mode switches (ioctl) per request. A request the front read whole (not `partial`) is all
+        in the parser's buffer already: its drain reads no socket and needs no timeout. Once it is
+        drained the parser forgets it, so that the next request's parse has nothing to drain."""
+        if not (keepalive and conn.reader is not None and not conn.reader.partial and not conn.is_http2):
+            return bool(super()._keepalive_after(conn, keepalive))
+        parser = conn.parser
+        body = getattr(parser.mesg, "body", None)
+        if body is not None:
+            if getattr(body, "failed", False) is True:  # where the next request starts is unknown
+                return False
+            while body.read(RECV_BYTES):
+                pass
+        parser.mesg = None
+        return True
+
+    def notify(self) -> None:
+        """gthread touches the arbiter's liveness file at every turn of its loop (once or more
+        per request under load); the arbiter only needs it within `timeout` (60 s)."""
+        now = time.monotonic()
+        if now - self._notified >= HEARTBEAT_S:
+            self._notified = now
+            super().notify()
+
+    def is_parent_alive(self) -> bool:
+        """Asked at every turn of the loop too (a getppid each); once a second is as good."""
+        now = time.monotonic()
+        if now - self._parent_checked < HEARTBEAT_S:
+            return True
+        self._parent_checked = now
+        return bool(super().is_parent_alive())
+
     def handle_request(self, req: Any, conn: FrontConn) -> bool:
         if conn.reader is not None and conn.reader.partial:
             req.must_close = True  # the answer says "Connection: close"; the linger drains the rest
+        elif len(self.reading) >= self.max_keepalived:
+            # gthread's bound on kept-alive connections (worker_connections - threads), which it
+            # counts in its own keep-alive list: here they wait in the front.
+            req.must_close = True
         try:
             return bool(super().handle_request(req, conn))
         except (BlockingIOError, TimeoutError):
@@ -396,7 +579,7 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         super().murder_pending()
         now = time.monotonic()
         # A stopping worker does not wait for requests that have not started.
-        expired = [c for c in self.reading if c.deadline <= now or (not self.alive and not c.buf)]
+        expired = [c for c in list(self.reading) if c.deadline <= now or (not self.alive and not c.buf)]
         for conn in expired:
             # A connection that never sent a byte is just closed; one that started a request
             # is told why.
