@@ -8,7 +8,9 @@ pooled connection and returns a `Pending`; `Pending.replies()` reads them (once)
 connection back. A connection error on either side resends the whole pipeline through redis-py's
 own `execute()`, with its retries, as a plain pipeline would have done; like redis-py's own retry,
 that may repeat commands Redis had already run before the connection broke (a charge counted
-twice, a run's message pushed twice: its claim is a conditional UPDATE, so it runs once).
+twice, a run's message pushed twice: its claim is a conditional UPDATE, so it runs once). A
+caller for whom a repeat is visible (a stream's events) asks for no resend once the commands
+were written (`resend_after_write=False`): a failed read then raises.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ _RESEND = (RedisConnectionError, RedisTimeoutError, OSError)
 class Pending:
     """Replies still on the wire. Read them with replies(), or give them up with close()."""
 
-    def __init__(self, client: Any, commands: list[tuple[Any, ...]]) -> None:
+    def __init__(self, client: Any, commands: list[tuple[Any, ...]], resend_after_write: bool = True) -> None:
         self.client = client
         self.commands = commands
+        self.resend_after_write = resend_after_write
         self.conn: Any = None
         self.result: list[Any] | None = None
 
@@ -74,6 +77,8 @@ class Pending:
         except _RESEND:
             conn.disconnect()
             pool.release(conn)
+            if not self.resend_after_write:  # Redis may have run them: raise, as a Pipeline would
+                raise
             self.result = self._resend()
             return self.result
         except BaseException:
@@ -100,11 +105,14 @@ class Pending:
         return pipe.execute()  # type: ignore[no-any-return]
 
 
-def send(client: Any, commands: list[tuple[Any, ...]]) -> Pending:
+def send(client: Any, commands: list[tuple[Any, ...]], resend_after_write: bool = True) -> Pending:
     """Write `commands` (each a tuple of a command's arguments) on a connection of `client` (a
     redis.Redis) at once, as one pipeline; read their replies with the returned Pending. A send
-    that failed is done again, as a plain pipeline, by replies()."""
-    pending = Pending(client, commands)
+    that failed is done again, as a plain pipeline, by replies(). `resend_after_write=False`:
+    commands that were written are never sent again (a reply's read that fails raises, as a
+    redis-py Pipeline without retries does), for commands whose repetition a reader would see
+    (events appended to a stream)."""
+    pending = Pending(client, commands, resend_after_write)
     try:
         pending._send()
     except _RESEND:

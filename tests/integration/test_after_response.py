@@ -16,9 +16,12 @@ from typing import Any
 import pytest
 import redis
 import requests
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from livecode import redis_split
 from livecode.config import load_settings
+from livecode.streaming.bus import RedisEventBus
 from tests.support.client import ApiClient
 from tests.support.procs import start_api
 
@@ -151,3 +154,33 @@ def test_replies_read_later_are_those_of_a_pipeline(redis_base_url: str) -> None
             failed.replies()
     finally:
         client.delete(key, key + ":n")
+
+
+def test_a_runs_events_whose_replies_stall_are_published_once(redis_base_url: str) -> None:
+    """The final events go to Redis in one write (RedisEventBus.publish_many). When Redis ran them
+    but its replies come only after the socket timeout, the publish fails as a redis-py Pipeline
+    without retries (the runtime's client) does; it is not sent again once Redis answers: the
+    stream holds each event once, never twice."""
+    real = redis.Redis.from_url(redis_base_url)
+    kwargs = real.connection_pool.connection_kwargs
+    proxy = ReplyHoldingProxy((kwargs["host"], kwargs["port"]))
+    # runtime.redis_client's options (no retry), with a 1 s socket timeout instead of 5.
+    client = redis.Redis(host="127.0.0.1", port=proxy.port, db=kwargs.get("db", 0), socket_connect_timeout=1,
+                         socket_timeout=1.0, retry=Retry(NoBackoff(), 0))
+    eid = f"stall-{uuid.uuid4().hex}"
+    bus = RedisEventBus(client)
+    final = [("output", {"stream": "stdout", "text": "hi\n"}), ("status", {"status": "COMPLETED"}),
+             ("end", {"status": "COMPLETED"})]
+    try:
+        bus.publish(eid, "status", {"status": "RUNNING"})  # the connection is made and pooled
+        proxy.released.clear()  # Redis runs what it gets; its replies come 1.5 s later
+        threading.Timer(1.5, proxy.released.set).start()
+        with pytest.raises(redis.TimeoutError):
+            bus.publish_many(eid, final)  # a resend would connect, and be answered, before its own timeout
+        time.sleep(1.5)
+        kinds = [f[b"k"].decode() for _, f in real.xrange(f"livecode:events:{eid}")]
+        assert kinds == ["status", "output", "status", "end"], kinds
+        assert bus.publish(eid, "status", {"status": "COMPLETED"})  # the pool serves on
+    finally:
+        proxy.close()
+        real.delete(f"livecode:events:{eid}")

@@ -212,3 +212,50 @@ def test_a_compiled_programs_run_stage_ends_the_hold_as_output_does() -> None:
         time.sleep(0.005)
     assert bus.calls == [[running, ("stage", {"stage": "run"})]]
     assert pub.close(keep=True) == []
+
+
+def _failing_start_once(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """threading.Thread.start raises once for a thread named `name`, as at the host's thread limit."""
+    start = threading.Thread.start
+    failed: list[str] = []
+
+    def start_or_fail(self: threading.Thread) -> None:
+        if self.name == name and not failed:
+            failed.append(name)
+            raise RuntimeError("can't start new thread")
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start_or_fail)
+
+
+def test_a_loop_whose_thread_could_not_start_is_never_run_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No thread, no loop: nothing is left queued for the next run's thread to pick up (that loop's
+    # publisher sends its events at close instead; a second loop for the same run would race it).
+    threads = publisher._Threads()
+    _failing_start_once(monkeypatch, "output-publisher")
+    ran: list[str] = []
+    done = threading.Event()
+    with pytest.raises(RuntimeError):
+        threads.run(lambda: ran.append("orphan"))
+    threads.run(lambda: (ran.append("next"), done.set()))
+    assert done.wait(5)
+    time.sleep(0.05)
+    assert ran == ["next"]
+
+
+def test_holds_go_out_live_after_the_holds_thread_once_failed_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A failed start of the holds thread is tried again by the next hold: held RUNNING events still
+    # go out while their runs go on, not only at their end.
+    monkeypatch.setattr(publisher, "_HOLDS", publisher._Holds())
+    _failing_start_once(monkeypatch, "output-holds")
+    bus = MemoryEventBus()
+    running = event_running(1)
+    with pytest.raises(RuntimeError):
+        OutputPublisher(bus, "unlucky", first=[running], first_hold_s=0.05)
+    pub = OutputPublisher(bus, "later", first=[running], first_hold_s=0.05)
+    deadline = time.monotonic() + 5
+    while not bus.read("later", None, 0):
+        assert time.monotonic() < deadline, "the held RUNNING never went out on its own"
+        time.sleep(0.01)
+    assert [kind for _id, kind, _data in bus.read("later", None, 0)] == ["status"]
+    pub.close()

@@ -171,7 +171,8 @@ class RedisEventBus:
         dumped = [json.dumps(data) for _, data in events]
         # The commands as redis_split packs them, not through a redis-py Pipeline (its objects and
         # per-command callbacks cost ~30 us of the 110 of a run's final events, measured hot);
-        # the same commands in one round trip, resent as a pipeline after a connection error.
+        # the same commands in one round trip. Resent only when they never reached Redis: after a
+        # stalled read Redis may have run them, and a stream's readers would see each event twice.
         commands: list[tuple[Any, ...]] = [
             ("XADD", key, "MAXLEN", "~", STREAM_MAXLEN, "*", "k", kind, "d", text)
             for (kind, _), text in zip(events, dumped, strict=True)
@@ -179,7 +180,8 @@ class RedisEventBus:
         commands.append(("EXPIRE", key, STREAM_TTL_S))
         if any(kind in TERMINAL_KINDS for kind, _ in events):  # same round trip, after the XADDs
             commands.append(("PUBLISH", self.finished_channel, finished_message(execution_id, events, dumped)))
-        return [_text(i) for i in redis_split.send(self.client, commands).replies()[: len(events)]]
+        replies = redis_split.send(self.client, commands, resend_after_write=False).replies()
+        return [_text(i) for i in replies[: len(events)]]
 
     def publish_each(self, execution_ids: list[str], kind: str, data: dict[str, Any],
                      pushes: Sequence[tuple[str, str]] = ()) -> None:

@@ -114,13 +114,15 @@ class _Threads:
         self._work: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
 
     def run(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on an idle thread, or on a new one. When no thread can be started (the host's
+        limit), it raises and nothing is queued: no item waits without a thread for it."""
         with self._lock:
             start = self._idle == 0
             if not start:
                 self._idle -= 1  # that thread is this one's: every item queued has a thread
-        self._work.put(fn)
-        if start:
+        if start:  # started before the item is queued: a failed start leaves nothing behind
             threading.Thread(target=self._serve, name="output-publisher", daemon=True).start()
+        self._work.put(fn)
 
     def _serve(self) -> None:
         while True:
@@ -155,11 +157,12 @@ class _Holds:
 
     def hold(self, publisher: OutputPublisher, deadline: float) -> None:
         with self._cond:
-            heapq.heappush(self._heap, (deadline, next(self._order), publisher))
             if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name="output-holds", daemon=True)
-                self._thread.start()
-            elif self._asleep and (self._until is None or deadline < self._until):
+                thread = threading.Thread(target=self._serve, name="output-holds", daemon=True)
+                thread.start()  # a failed start (the host's limit) raises, holding nothing; the next hold tries again
+                self._thread = thread
+            heapq.heappush(self._heap, (deadline, next(self._order), publisher))
+            if self._asleep and (self._until is None or deadline < self._until):
                 self._cond.notify()
 
     def _serve(self) -> None:
