@@ -6,6 +6,8 @@ still refusing with nothing written. Real PostgreSQL."""
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +17,7 @@ from sqlalchemy import text
 
 from livecode.db import Database
 from livecode.errors import ApiError
-from livecode.services import accounts, history, members, programs, sessions, storage, submission_sql
+from livecode.services import accounts, executions, history, members, programs, sessions, storage, submission_sql
 from livecode.services.executions import ExecuteOptions, submit_execution
 from livecode.streaming.bus import MemoryEventBus
 from tests.integration.test_round_trips import round_trips
@@ -188,3 +190,78 @@ def test_postgresqls_file_set_hash_is_historys(db: Database, language: str) -> N
     snapshot_ref = history.FileSetRef(((programs.default_path(language), digest),),
                                       programs.default_path(language), {digest: CODE})
     assert sql == snapshot_ref.hash
+
+
+class _GuessByThread(dict):  # type: ignore[type-arg]
+    """submission_sql.reruns as two API processes would hold it: the thread named "rerun" guesses
+    that the session's code is unchanged (submit_unchanged), any other that it was edited
+    (submit_single). Nothing is remembered."""
+
+    def get(self, _key: Any, _default: Any = None) -> bool:
+        return threading.current_thread().name == "rerun"
+
+    def __setitem__(self, _key: Any, _value: Any) -> None:
+        pass
+
+    def pop(self, *_args: Any) -> None:
+        return None
+
+
+def _interactive(db: Database, sid: uuid.UUID, out: dict[str, str]) -> None:
+    try:
+        submit_execution(db, lambda *_: None, db.settings, sid, owner_id=None,
+                         options=ExecuteOptions(priority="interactive"), events=MemoryEventBus())
+        out[threading.current_thread().name] = "202"
+    except ApiError as exc:
+        out[threading.current_thread().name] = f"{exc.status} {exc.code}"
+    except Exception as exc:  # noqa: BLE001 - what the API would turn into a 5xx
+        out[threading.current_thread().name] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+
+
+def test_two_reruns_at_once_through_the_two_statements_never_deadlock(
+    pg_admin_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two API processes guessing differently about one session's rerun: one takes submit_single,
+    # the other submit_unchanged. Both take the code's source row, then the session's one-active
+    # slot, in that order: one run is queued, the other told a run is in progress (409), never a
+    # deadlock (a 503). The source row is held for a moment (as any writer of that code may) so
+    # that both statements are under way at once.
+    monkeypatch.setattr(submission_sql, "reruns", _GuessByThread())
+    with scratch_db(pg_admin_url, pool_size=4) as db:
+        sid = new_session(db, code="print('twice at once')\n")
+        submit(db, sid)  # the code's version exists: either statement may run it
+        out: dict[str, str] = {}
+        with db.engine.connect() as holder:
+            holder.execute(text("SELECT 1 FROM sources WHERE hash = :h FOR UPDATE"),
+                           {"h": storage.source_hash("print('twice at once')\n")})
+            edited = threading.Thread(target=_interactive, args=(db, sid, out), name="edited")
+            edited.start()
+            time.sleep(0.3)
+            rerun = threading.Thread(target=_interactive, args=(db, sid, out), name="rerun")
+            rerun.start()
+            time.sleep(0.3)
+            holder.commit()
+        edited.join(30)
+        rerun.join(30)
+        assert sorted(out.values()) == ["202", "409 EXECUTION_IN_PROGRESS"], out
+
+
+def test_a_run_that_meets_a_run_ending_at_that_moment_is_queued(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The insert meets the session's interactive run, which ends before the refusal can name it:
+    # the slot is free, so the submission is tried once more and queued (it was a 404 for a
+    # session that exists).
+    sid = new_session(db)
+    first = submit_execution(db, lambda *_: None, db.settings, sid, owner_id=None,
+                             options=ExecuteOptions(priority="interactive"), events=MemoryEventBus())
+    active = executions._active_execution
+
+    def ends_first(database: Database, session_id: uuid.UUID) -> Any:
+        with database.write_core() as conn:  # the worker's final write, just then
+            conn.execute(text("UPDATE executions SET status = 'COMPLETED', finished_at = now() WHERE id = :i"),
+                         {"i": uuid.UUID(first["execution_id"])})
+        return active(database, session_id)
+
+    monkeypatch.setattr(executions, "_active_execution", ends_first)
+    second = submit_execution(db, lambda *_: None, db.settings, sid, owner_id=None,
+                              options=ExecuteOptions(priority="interactive"), events=MemoryEventBus())
+    assert rows(db, "SELECT status FROM executions WHERE id = :i", i=uuid.UUID(second["execution_id"])) == [("QUEUED",)]

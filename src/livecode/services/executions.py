@@ -203,15 +203,23 @@ def _refusal(db: Database, settings: Settings, session_id: uuid.UUID, owner: uui
     raise not_found(session_id)
 
 
-def _active_execution(db: Database, session_id: uuid.UUID) -> uuid.UUID | None:
+class _SlotFreed(Exception):
+    """The insert met the session's interactive run, which ended before it could be named."""
+
+
+def _active_execution(db: Database, session_id: uuid.UUID) -> tuple[uuid.UUID | None, bool]:
+    """The session's active interactive run, if any, and whether the session exists."""
     with db.read(fresh=True) as s:
-        return s.execute(
+        active = s.execute(
             select(Execution.id).where(
                 Execution.session_id == session_id,
                 Execution.status.in_(status_values(ACTIVE_STATUSES)),
                 Execution.priority == Priority.INTERACTIVE.value,
             )
         ).scalar()
+        if active is not None:
+            return active, True
+        return None, s.execute(select(CodeSession.id).where(CodeSession.id == session_id)).first() is not None
 
 
 def _submit_in_one(conn: Any, session_id: uuid.UUID, owner_id: uuid.UUID | None, cap: int,
@@ -259,6 +267,37 @@ def submit_execution(
     raises refuses the submission (the API's rate-limit charge, whose answer arrives meanwhile).
     `defer`: see queue_runs.
     """
+    def attempt(slot_retry: bool) -> dict[str, Any]:
+        return _submit_once(db, enqueue, settings, session_id, owner_id=owner_id, options=options, events=events,
+                            request_id=request_id, on_queued=on_queued, languages=languages,
+                            after_insert=after_insert, before_insert=before_insert, defer=defer,
+                            slot_retry=slot_retry)
+
+    try:
+        return attempt(slot_retry=True)
+    except _SlotFreed:  # the session's run ended between the insert's conflict and its read
+        return attempt(slot_retry=False)
+
+
+def _submit_once(
+    db: Database,
+    enqueue: Enqueue,
+    settings: Settings,
+    session_id: uuid.UUID,
+    *,
+    owner_id: uuid.UUID | None,
+    options: ExecuteOptions,
+    events: EventBus,
+    request_id: str | None,
+    on_queued: Callable[[uuid.UUID], object] | None,
+    languages: LanguageCatalog | None,
+    after_insert: Callable[[Any, uuid.UUID, uuid.UUID | None], object] | None,
+    before_insert: Callable[[], object] | None,
+    defer: Defer | None,
+    slot_retry: bool,
+) -> dict[str, Any]:
+    """submit_execution's one attempt; `slot_retry`: a conflict with a run that ended meanwhile
+    raises _SlotFreed (the caller tries once more) instead of answering 404."""
     check_options(options, settings)
     execution_id = uuid.uuid4()
     now = utcnow()
@@ -335,7 +374,9 @@ def submit_execution(
     except _NotInserted:
         _refusal(db, settings, session_id, user_id)
     except IntegrityError as exc:
-        active = _active_execution(db, session_id)
+        active, exists = _active_execution(db, session_id)
+        if active is None and exists and slot_retry:
+            raise _SlotFreed from exc  # that run ended meanwhile: the slot is free, try once more
         if active is None:  # the session was deleted between the read and the insert
             raise not_found(session_id) from exc
         raise Conflict(

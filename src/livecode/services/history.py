@@ -194,8 +194,15 @@ def record(
             number = made.history_seq
             conn.execute(insert(SessionVersion).values(**version, number=number))
     if number is None:
-        newest = select(CodeSession.history_seq).where(CodeSession.id == session_id)
-        return conn.execute(newest).scalar() if only_if_changed else None
+        if not only_if_changed:
+            return None
+        # Another writer made this very file set since it was read: the version that holds it (the
+        # newest such), not the session's newest, which a third writer may have moved on since.
+        holding = (select(func.max(SessionVersion.number))
+                   .where(SessionVersion.session_id == session_id, SessionVersion.set_hash == ref.hash)
+                   .scalar_subquery())
+        newest = select(func.coalesce(holding, CodeSession.history_seq)).where(CodeSession.id == session_id)
+        return conn.execute(newest).scalar()
     return int(number)
 
 

@@ -107,8 +107,12 @@ def insert_execution(cap: int, anonymous: bool, with_source: bool = False) -> An
     condition = CodeSession.id == bindparam("p_sid")
     if cap:
         condition = condition & storage.under_execution_cap(cap, None if anonymous else bindparam("p_owner"))
-    stmt = insert(EXECUTIONS).from_select(INSERT_COLUMNS, copy.where(condition)).returning(t.id)
-    return stmt.add_cte(storage.source_upsert_where(condition).cte("stored_source")) if with_source else stmt
+    if not with_source:
+        return insert(EXECUTIONS).from_select(INSERT_COLUMNS, copy.where(condition)).returning(t.id)
+    # The execution after the source (as submit_unchanged): the source's lock, then the session's slot.
+    source = storage.source_upsert_where(condition).returning(Source.hash).cte("stored_source")
+    return (insert(EXECUTIONS).from_select(INSERT_COLUMNS, copy.where(condition, _after(source)))
+            .returning(t.id).add_cte(source))
 
 
 def _ready(cap: int, by_owner: bool, unchanged: bool) -> tuple[Any, Any]:
@@ -152,6 +156,12 @@ def _answer(sess: Any, inserted: Any, made: Any) -> Any:
                   select(inserted.c.id).scalar_subquery().label("inserted"), made_number.label("made"))
 
 
+def _after(cte: Any) -> Any:
+    """True, once `cte` has run to its end: a write whose WHERE holds it waits for that CTE's
+    (PostgreSQL runs a statement's CTEs in no promised order)."""
+    return select(func.count()).select_from(cte).scalar_subquery() >= 0
+
+
 def _stored_source(ready: Any, now: Any) -> Any:
     r = ready.c
     return storage.upsert_by_hash_from(
@@ -171,7 +181,12 @@ def submit_unchanged(cap: int, by_owner: bool) -> Any:
     r = ready.c
     now = bindparam("p_now", type_=EXECUTIONS.c.queued_at.type)
     source = _stored_source(ready, now)
-    inserted = (insert(EXECUTIONS).from_select(INSERT_COLUMNS, _copy(r, r.src_hash, null(), r.history_seq))
+    # The execution after the source (its WHERE reads the source's RETURNING): locks in the order
+    # submit_single and history take them (the source, then the session's one-active slot). The
+    # other order deadlocked with a concurrent submit_single of the same code (a process that
+    # guessed "edited"): each held the lock the other waited for.
+    inserted = (insert(EXECUTIONS)
+                .from_select(INSERT_COLUMNS, _copy(r, r.src_hash, null(), r.history_seq).where(_after(source)))
                 .returning(EXECUTIONS.c.id).cte("inserted"))
     return _answer(sess, inserted, None).add_cte(source)
 
@@ -198,10 +213,7 @@ def submit_single(cap: int, by_owner: bool) -> Any:
     r = ready.c
     now = bindparam("p_now", type_=EXECUTIONS.c.queued_at.type)
     new_set = r.history_set.is_distinct_from(r.set_hash)
-
-    def after(cte: Any) -> Any:  # true, once `cte` has run to its end
-        return select(func.count()).select_from(cte).scalar_subquery() >= 0
-
+    after = _after
     source = _stored_source(ready, now)
     file_set = storage.upsert_by_hash_from(
         typed(Table, FileSet.__table__), ["hash", "entry", "last_used_at"],

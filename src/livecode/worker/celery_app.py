@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import os
 import re
 import uuid
 from typing import Any
@@ -96,7 +97,7 @@ def task_message(execution_id: uuid.UUID, priority: str, request_id: str | None)
     settings: Settings = celery.conf.livecode_settings
     queue = queue_for(settings, priority)
     eid = str(execution_id)
-    body_parts, parts = _template(queue, celery.thread_oid)
+    body_parts, parts = _template(queue, celery.thread_oid, os.getpid())
     fill = {
         _ID: eid,
         _BODY: '"' + base64.b64encode(eid.join(body_parts).encode()).decode() + '"',
@@ -116,9 +117,10 @@ _SLOTS = re.compile("(" + "|".join(re.escape(slot) for slot in (_ID, _BODY, _REQ
 
 
 @functools.lru_cache(maxsize=256)
-def _template(queue: str, reply_to: str) -> tuple[list[str], list[str]]:
+def _template(queue: str, reply_to: str, pid: int) -> tuple[list[str], list[str]]:
     """task_message's message for a run on `queue`, sent from a thread whose reply-to is
-    `reply_to` (Celery's per-thread oid): the body's JSON split around the execution id, and the
+    `reply_to` (Celery's per-thread oid) in process `pid` (the headers' `origin` names it: a
+    forked process builds its own): the body's JSON split around the execution id, and the
     envelope's JSON split into literal text and the placeholders (_ID, _BODY, _REQUEST_ID, _TAG).
     Building it is most of the CPU of a message: as_task_v2's headers, two JSON encodings."""
     task = celery.amqp.as_task_v2(_ID, TASK_NAME, args=[_ID], reply_to=reply_to, ignore_result=True,
