@@ -97,7 +97,7 @@ def task_message(execution_id: uuid.UUID, priority: str, request_id: str | None)
     settings: Settings = celery.conf.livecode_settings
     queue = queue_for(settings, priority)
     eid = str(execution_id)
-    body_parts, parts = _template(queue, celery.thread_oid, os.getpid())
+    body_parts, parts = _template(queue, celery.thread_oid, os.getpid(), *_task_limits())
     fill = {
         _ID: eid,
         _BODY: '"' + base64.b64encode(eid.join(body_parts).encode()).decode() + '"',
@@ -116,15 +116,28 @@ _BODY, _REQUEST_ID, _TAG = (f'"{name}{_MARK}"' for name in ("body", "request", "
 _SLOTS = re.compile("(" + "|".join(re.escape(slot) for slot in (_ID, _BODY, _REQUEST_ID, _TAG)) + ")")
 
 
+def _task_limits() -> tuple[Any, Any]:
+    """(time_limit, soft_time_limit) as send_task puts them in its message: the registered task's
+    (a process that imported the worker's tasks: the embedded mode, the tests), else (None, None);
+    a worker applies its task's own limits to a message without them."""
+    task = celery._tasks.get(TASK_NAME)
+    if task is None:
+        return None, None
+    options = task._get_exec_options()
+    return options.get("time_limit"), options.get("soft_time_limit")
+
+
 @functools.lru_cache(maxsize=256)
-def _template(queue: str, reply_to: str, pid: int) -> tuple[list[str], list[str]]:
+def _template(queue: str, reply_to: str, pid: int, time_limit: Any = None,
+              soft_time_limit: Any = None) -> tuple[list[str], list[str]]:
     """task_message's message for a run on `queue`, sent from a thread whose reply-to is
     `reply_to` (Celery's per-thread oid) in process `pid` (the headers' `origin` names it: a
     forked process builds its own): the body's JSON split around the execution id, and the
     envelope's JSON split into literal text and the placeholders (_ID, _BODY, _REQUEST_ID, _TAG).
     Building it is most of the CPU of a message: as_task_v2's headers, two JSON encodings."""
     task = celery.amqp.as_task_v2(_ID, TASK_NAME, args=[_ID], reply_to=reply_to, ignore_result=True,
-                                  argsrepr=repr([_ID]), kwargsrepr="{}")
+                                  argsrepr=repr([_ID]), kwargsrepr="{}", time_limit=time_limit,
+                                  soft_time_limit=soft_time_limit)
     content_type, content_encoding, body = serialize(task.body, serializer="json")
     message = {
         "body": _BODY[1:-1],
