@@ -174,10 +174,11 @@ class OneSendResponse(gunicorn_wsgi.Response):  # type: ignore[misc]
     GIL, instead of two. The bytes on the wire are the same."""
 
     headers_sent: bool
+    ONE_SEND_MAX = 64 * 1024  # a larger body goes as gunicorn sends it (no copy of it behind the head)
 
     def write(self, arg: bytes) -> None:
         if (self.headers_sent or self.chunked or self._omits_body or type(arg) is not bytes
-                or self.response_length != len(arg)):
+                or self.response_length != len(arg) or len(arg) > self.ONE_SEND_MAX):
             super().write(arg)
             return
         head = self.default_headers()
@@ -201,14 +202,24 @@ class HandOffPool:
     hand-over both ways was a tenth of the API process's GIL time. A request needs neither: the
     thread that served it tells the event loop itself (GuardedThreadWorker._serve). What gunicorn
     calls on its pool (submit for TLS connections, shutdown) keeps ThreadPoolExecutor's meaning:
-    what is queued still runs after shutdown(wait=False); the threads end after it."""
+    what is queued still runs after shutdown(wait=False); the threads end after it, and the
+    process's exit waits for them."""
 
     def __init__(self, threads: int, name: str = "front") -> None:
         self._queue: queue.SimpleQueue[tuple[Any, tuple[Any, ...]] | None] = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True)
+        # Not daemons, as ThreadPoolExecutor's: when the worker exits (a reload, max_requests, its
+        # parent gone), the interpreter waits for the requests being served and those queued to
+        # be answered instead of cutting them off; at that exit, each thread is told to end
+        # once the queue is done (as concurrent.futures does, before the interpreter joins them).
+        self._threads = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=False)
                          for i in range(max(1, threads))]
+        threading._register_atexit(self._end_all)  # type: ignore[attr-defined]
         for t in self._threads:
             t.start()
+
+    def _end_all(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
 
     def _run(self) -> None:
         get = self._queue.get
