@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from livecode.sandbox.hostfs import set_child_subreaper
 from tests.support.client import ApiClient
 from tests.support.procs import reap_adopted
 
@@ -152,6 +153,9 @@ def chromium(profile_prefix: str = "lc-chromium-") -> Iterator[Any]:
         options.add_argument(arg)
     profile = tempfile.mkdtemp(prefix=profile_prefix)
     options.add_argument(f"--user-data-dir={profile}")
+    # What the browser leaves behind when it quits (its crash handlers, which daemonize) comes to
+    # this process, which reaps it below, instead of to the host's init, where it outlived the run.
+    set_child_subreaper()
     # Explicit driver path: Selenium never fetches a driver or browser of its own.
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
