@@ -7,6 +7,7 @@ request has begun, the header timeout applies, not the keep-alive time."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -88,24 +89,28 @@ def test_many_requests_on_one_connection_each_get_their_answer(port: int) -> Non
         s.close()
 
 
-def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive_time(port: int) -> None:
+@contextlib.contextmanager
+def kept_alive(port: int) -> Iterator[socket.socket]:
+    """A connection that has had one request answered, now kept alive; closed after the block."""
     s = connect(port)
     try:
         s.sendall(HEALTH)
         assert read_answers(s, 1)[0].startswith(b"HTTP/1.1 200")
-        # Closed by the keep-alive time (5 s; checked about once a second), well before the
-        # 30 s header timeout that applies once a request has begun.
-        waited = closed_within(s, 20)
-        assert waited is not None, "an idle kept-alive connection stayed open"
+        yield s
     finally:
         s.close()
 
 
+def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive_time(port: int) -> None:
+    with kept_alive(port) as s:
+        # Closed by the keep-alive time (5 s; checked about once a second), well before the
+        # 30 s header timeout that applies once a request has begun.
+        waited = closed_within(s, 20)
+        assert waited is not None, "an idle kept-alive connection stayed open"
+
+
 def test_a_next_request_that_has_begun_gets_the_header_timeout(port: int) -> None:
-    s = connect(port)
-    try:
-        s.sendall(HEALTH)
-        assert read_answers(s, 1)[0].startswith(b"HTTP/1.1 200")
+    with kept_alive(port) as s:
         # The next request starts at once, then takes longer than the keep-alive time (5 s)
         # to arrive: it is under the header timeout (30 s) now, and is answered.
         rest = HEALTH
@@ -120,5 +125,3 @@ def test_a_next_request_that_has_begun_gets_the_header_timeout(port: int) -> Non
             rest_sent = i + 1
         s.sendall(rest[rest_sent:])
         assert read_answers(s, 1)[0].startswith(b"HTTP/1.1 200")
-    finally:
-        s.close()

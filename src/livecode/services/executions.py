@@ -203,10 +203,6 @@ def _refusal(db: Database, settings: Settings, session_id: uuid.UUID, owner: uui
     raise not_found(session_id)
 
 
-class _SlotFreed(Exception):
-    """The insert met the session's interactive run, which ended before it could be named."""
-
-
 def _active_execution(db: Database, session_id: uuid.UUID) -> tuple[uuid.UUID | None, bool]:
     """The session's active interactive run, if any, and whether the session exists."""
     with db.read(fresh=True) as s:
@@ -255,6 +251,7 @@ def submit_execution(
     after_insert: Callable[[Any, uuid.UUID, uuid.UUID | None], object] | None = None,
     before_insert: Callable[[], object] | None = None,
     defer: Defer | None = None,
+    _retry_freed_slot: bool = True,
 ) -> dict[str, Any]:
     """Insert a QUEUED execution of the session's code (stored once, by hash: services/storage.py),
     publish its QUEUED event, then queue its id. `on_queued` runs just before the id is queued (a
@@ -265,39 +262,8 @@ def submit_execution(
     webhook, its Judge0 extras) in that transaction. `before_insert()` runs before anything is
     written (on PostgreSQL before the one statement, else after the session read); what it
     raises refuses the submission (the API's rate-limit charge, whose answer arrives meanwhile).
-    `defer`: see queue_runs.
+    `defer`: see queue_runs. (`_retry_freed_slot`: internal, the one retry below.)
     """
-    def attempt(slot_retry: bool) -> dict[str, Any]:
-        return _submit_once(db, enqueue, settings, session_id, owner_id=owner_id, options=options, events=events,
-                            request_id=request_id, on_queued=on_queued, languages=languages,
-                            after_insert=after_insert, before_insert=before_insert, defer=defer,
-                            slot_retry=slot_retry)
-
-    try:
-        return attempt(slot_retry=True)
-    except _SlotFreed:  # the session's run ended between the insert's conflict and its read
-        return attempt(slot_retry=False)
-
-
-def _submit_once(
-    db: Database,
-    enqueue: Enqueue,
-    settings: Settings,
-    session_id: uuid.UUID,
-    *,
-    owner_id: uuid.UUID | None,
-    options: ExecuteOptions,
-    events: EventBus,
-    request_id: str | None,
-    on_queued: Callable[[uuid.UUID], object] | None,
-    languages: LanguageCatalog | None,
-    after_insert: Callable[[Any, uuid.UUID, uuid.UUID | None], object] | None,
-    before_insert: Callable[[], object] | None,
-    defer: Defer | None,
-    slot_retry: bool,
-) -> dict[str, Any]:
-    """submit_execution's one attempt; `slot_retry`: a conflict with a run that ended meanwhile
-    raises _SlotFreed (the caller tries once more) instead of answering 404."""
     check_options(options, settings)
     execution_id = uuid.uuid4()
     now = utcnow()
@@ -375,8 +341,11 @@ def _submit_once(
         _refusal(db, settings, session_id, user_id)
     except IntegrityError as exc:
         active, exists = _active_execution(db, session_id)
-        if active is None and exists and slot_retry:
-            raise _SlotFreed from exc  # that run ended meanwhile: the slot is free, try once more
+        if active is None and exists and _retry_freed_slot:  # that run ended meanwhile: the slot is free
+            return submit_execution(db, enqueue, settings, session_id, owner_id=owner_id, options=options,
+                                    events=events, request_id=request_id, on_queued=on_queued, languages=languages,
+                                    after_insert=after_insert, before_insert=before_insert, defer=defer,
+                                    _retry_freed_slot=False)
         if active is None:  # the session was deleted between the read and the insert
             raise not_found(session_id) from exc
         raise Conflict(
