@@ -5,7 +5,7 @@ request's own latency, the client's send to the row's `queued_at`, the wait in t
 (started_at - queued_at), claim to result committed (finished_at - started_at), the sandboxed run's
 wall time, the result committed to the client holding it, and the whole round trip as the client
 sees it (polling every 2 ms, or with `--wait` the blocking wait). Medians and p95 are printed.
-The row's timestamps are PostgreSQL's clock, the client's `time.time()`: the same machine's clock.
+The row's timestamps (written by the API and the worker) and the client's `time.time()` read one machine's clock.
 
 Run: .venv/bin/python -m bench.bench_latency_breakdown [--runs 30] [--wait] [--pause-ms 200] [--embedded]
 """

@@ -1,6 +1,8 @@
 """The front worker's thread pool (web/front_worker.HandOffPool) at the worker's exit: as
 gunicorn's ThreadPoolExecutor did, the requests being served and those already queued are
-answered before the process ends, and an exit that never shut the pool down does not hang."""
+answered before the process ends (for at most the grace time: a request that never ends, such
+as a stream a client keeps open, does not keep the process alive), and an exit that never shut
+the pool down does not hang."""
 
 from __future__ import annotations
 
@@ -48,3 +50,17 @@ def test_an_exit_without_shutting_the_pool_down_does_not_hang() -> None:
     """)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["in-flight answered"]
+
+
+def test_a_request_that_never_ends_holds_the_exit_for_the_grace_time_only() -> None:
+    # A stream or WebSocket a client keeps open, in a worker whose arbiter is gone.
+    done = _run("""
+        pool = HandOffPool(2, grace_s=1.0)
+        pool.put(lambda: [time.sleep(0.05) for _ in iter(int, 1)])
+        pool.put(request, "short")
+        time.sleep(0.1)
+        pool.shutdown(wait=False)
+        sys.exit(0)
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["short answered"]

@@ -203,6 +203,15 @@ def _refusal(db: Database, settings: Settings, session_id: uuid.UUID, owner: uui
     raise not_found(session_id)
 
 
+def _one_active_conflict(exc: IntegrityError) -> bool:
+    """The insert met the session's interactive run (its one-active unique index), not another
+    constraint: PostgreSQL names the index; SQLite says which columns were not unique."""
+    diag = getattr(exc.orig, "diag", None)
+    if diag is not None:
+        return getattr(diag, "constraint_name", None) == "uq_executions_one_active_per_session"
+    return "UNIQUE constraint failed: executions.session_id" in str(exc.orig)
+
+
 def _active_execution(db: Database, session_id: uuid.UUID) -> tuple[uuid.UUID | None, bool]:
     """The session's active interactive run, if any, and whether the session exists."""
     with db.read(fresh=True) as s:
@@ -341,7 +350,7 @@ def submit_execution(
         _refusal(db, settings, session_id, user_id)
     except IntegrityError as exc:
         active, exists = _active_execution(db, session_id)
-        if active is None and exists and _retry_freed_slot:  # that run ended meanwhile: the slot is free
+        if active is None and exists and _retry_freed_slot and _one_active_conflict(exc):  # it ended meanwhile
             return submit_execution(db, enqueue, settings, session_id, owner_id=owner_id, options=options,
                                     events=events, request_id=request_id, on_queued=on_queued, languages=languages,
                                     after_insert=after_insert, before_insert=before_insert, defer=defer,

@@ -203,16 +203,18 @@ class HandOffPool:
     thread that served it tells the event loop itself (GuardedThreadWorker._serve). What gunicorn
     calls on its pool (submit for TLS connections, shutdown) keeps ThreadPoolExecutor's meaning:
     what is queued still runs after shutdown(wait=False); the threads end after it, and the
-    process's exit waits for them."""
+    process's exit waits for them, for at most `grace_s`."""
 
-    def __init__(self, threads: int, name: str = "front") -> None:
+    def __init__(self, threads: int, name: str = "front", grace_s: float = 30.0) -> None:
         self._queue: queue.SimpleQueue[tuple[Any, tuple[Any, ...]] | None] = queue.SimpleQueue()
-        # Not daemons, as ThreadPoolExecutor's: when the worker exits (a reload, max_requests, its
-        # parent gone), the interpreter waits for the requests being served and those queued to
-        # be answered instead of cutting them off; at that exit, each thread is told to end
-        # once the queue is done (as concurrent.futures does, before the interpreter joins them).
-        self._threads = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=False)
+        self._threads = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True)
                          for i in range(max(1, threads))]
+        # When the worker exits (a reload, max_requests, its parent gone), the requests being
+        # served and those queued are answered, as ThreadPoolExecutor's threads did, but for at
+        # most `grace_s` (gunicorn's graceful_timeout): a stream or a WebSocket that a client
+        # keeps open must not keep a worker whose arbiter is gone alive for ever. Daemon threads,
+        # joined against one deadline when the interpreter exits (before it would cut them off).
+        self._grace_s = grace_s
         threading._register_atexit(self._end_all)  # type: ignore[attr-defined]
         for t in self._threads:
             t.start()
@@ -220,6 +222,9 @@ class HandOffPool:
     def _end_all(self) -> None:
         for _ in self._threads:
             self._queue.put(None)
+        deadline = time.monotonic() + self._grace_s
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
 
     def _run(self) -> None:
         get = self._queue.get
@@ -320,7 +325,7 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         self.after_local = threading.local()  # .pending: the thread's request's after-response work
 
     def get_thread_pool(self) -> Any:
-        return HandOffPool(self.cfg.threads)
+        return HandOffPool(self.cfg.threads, grace_s=self.cfg.graceful_timeout)
 
     # ---- accepting -------------------------------------------------------------------------
 

@@ -133,6 +133,23 @@ def test_one_active_interactive_run_per_session(db: Any, settings: Any) -> None:
     assert submit(db, settings, sid, priority="batch")["status"] == "QUEUED"
 
 
+def test_a_run_meeting_one_that_ends_at_that_moment_is_queued(
+    db: Any, settings: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # SQLite's wording of the one-active conflict (PostgreSQL's: test_submission_statement.py).
+    sid = new_session(db)
+    first = uuid.UUID(submit(db, settings, sid)["execution_id"])
+    active = ex._active_execution
+
+    def ends_first(database: Any, session_id: uuid.UUID) -> Any:
+        claimed = ex.claim_execution(database, first, "worker-1")  # the worker's claim and final write, just then
+        assert claimed is not None and ex.finish_execution(database, first, claimed.attempt, ExecutionStatus.COMPLETED)
+        return active(database, session_id)
+
+    monkeypatch.setattr(ex, "_active_execution", ends_first)
+    assert submit(db, settings, sid)["status"] == "QUEUED"
+
+
 def test_submit_refusals_change_nothing(db: Any, settings: Any) -> None:
     rows = Rows(settings.database_url)
     sid = new_session(db)
