@@ -310,7 +310,6 @@ def submit_execution(
                     before_insert()
                 done = False
             user_id = session.user_id
-            alone = False
             if not done:
                 check_language(session.language, languages)
                 snapshot = snapshot_of(session)
@@ -319,18 +318,8 @@ def submit_execution(
                 # ... SELECT inserts nothing if the session is gone by now, or if its owner is at
                 # the storage cap. RETURNING, not rowcount: psycopg reports -1 for an INSERT ...
                 # SELECT that inserted nothing.
-                params.update({
-                    "p_hash": snapshot.entry_hash, "p_entry": snapshot.entry, "p_owner": user_id,
-                    "p_version": history.unchanged_version(snapshot, session.language, newest_known),
-                })
-                alone = (params["p_version"] is not None and not snapshot.files and after_insert is None
-                         and conn.dialect.name == "postgresql")
-                if alone:
-                    params.update(storage.source_params(session.source_code, now))
-                    stmt = submission_sql.insert_execution(cap, user_id is None, with_source=True)
-                    if conn.execute(stmt, params).first() is None:
-                        raise _NotInserted  # stored nothing: the source is under the same condition
-        if not done and not alone:
+                params.update({"p_hash": snapshot.entry_hash, "p_entry": snapshot.entry, "p_owner": user_id})
+        if not done:
             with db.write_core() as conn:
                 storage.store_sources(conn, snapshot.texts, now)
                 # The history version of the code it runs (services/history.py); rolled back with

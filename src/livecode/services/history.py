@@ -206,13 +206,6 @@ def record(
     return int(number)
 
 
-def unchanged_version(snapshot: Snapshot, language: str, newest_known: tuple[int, str | None]) -> int | None:
-    """The number of the session's newest version (its (history_seq, history_set) as read) when
-    that version holds the snapshot's program already: a run of unchanged code makes no version."""
-    seq, set_hash = newest_known
-    return int(seq) if set_hash == ref_of_snapshot(snapshot, language).hash else None
-
-
 def single_file_set_parts(language: str) -> tuple[str, str]:
     """A single-file program's file-set manifest (FileSetRef.hash hashes it) around its content
     hash: (before, after). PostgreSQL computes the set's hash from them and the hash of the

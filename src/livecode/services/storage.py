@@ -92,30 +92,11 @@ def _touch_when_present(stmt: Any, table: Table) -> Any:
     )
 
 
-def source_upsert_where(condition: ColumnElement[bool]) -> Any:
-    """store_sources' upsert of one source (bound as p_hash, p_content, p_size, p_now and
-    touch_before) as an INSERT ... SELECT that stores nothing unless `condition` holds, for a
-    PostgreSQL statement's CTE: a submission stores its source in the statement that inserts its
-    execution, under that insert's own condition, so a refused one stores nothing."""
-    t = cast(Table, Source.__table__)
-    row = select(
-        bindparam("p_hash", type_=t.c.hash.type), bindparam("p_content", type_=t.c.content.type),
-        bindparam("p_size", type_=t.c.size_bytes.type), bindparam("p_now", type_=t.c.last_used_at.type),
-    ).where(condition)
-    return _touch_when_present(pg_insert(t).from_select(["hash", "content", "size_bytes", "last_used_at"], row), t)
-
-
 def upsert_by_hash_from(table: Table, columns: list[str], rows: Any) -> Any:
     """upsert_by_hash as an INSERT ... SELECT of `rows` (touch_before bound), for a PostgreSQL
     statement's CTE whose rows are read or computed in that statement (a submission's:
     services/submission_sql.py)."""
     return _touch_when_present(pg_insert(table).from_select(columns, rows), table)
-
-
-def source_params(text: str, now: datetime) -> dict[str, Any]:
-    """The parameters of source_upsert_where's statement but p_hash and p_now (the caller's)."""
-    row = _source_row(text, now)
-    return {"p_content": row["content"], "p_size": row["size_bytes"], "touch_before": row["touch_before"]}
 
 
 def _source_row(text: str, now: datetime) -> dict[str, Any]:

@@ -85,34 +85,31 @@ def _copy(session: Any, source_hash: Any, entry: Any, version: Any) -> Any:
     )
 
 
+# What a submission reads of its session (the run's code and program, its owner, its history's newest).
+_SESSION_COLUMNS = (CodeSession.language, CodeSession.source_code, CodeSession.user_id, CodeSession.files,
+                    CodeSession.entry, CodeSession.history_seq, CodeSession.history_set)
+
+
 @functools.cache
 def session_for_run(by_owner: bool) -> Any:
     """The session read of a submission that does not go through submit_single (SQLite, a callback's rows)."""
-    q = select(CodeSession.language, CodeSession.source_code, CodeSession.user_id, CodeSession.files,
-               CodeSession.entry, CodeSession.history_seq, CodeSession.history_set).where(
-        CodeSession.id == bindparam("p_sid"))
+    q = select(*_SESSION_COLUMNS).where(CodeSession.id == bindparam("p_sid"))
     # The owner or an editor (services/access.py).
     return q.where(session_access(Need.RUN, bindparam("p_owner", type_=CodeSession.user_id.type))) if by_owner else q
 
 
 @functools.cache
-def insert_execution(cap: int, anonymous: bool, with_source: bool = False) -> Any:
+def insert_execution(cap: int, anonymous: bool) -> Any:
     """INSERT ... SELECT of one QUEUED execution from its session row, built once per storage cap
     (and anonymous or not) with bound parameters: a statement object reused keeps its cache key,
-    which SQLAlchemy would otherwise compute anew from the tree on every submission. With
-    `with_source` (PostgreSQL) the statement also stores the source, under the same condition."""
+    which SQLAlchemy would otherwise compute anew from the tree on every submission."""
     t = EXECUTIONS.c
     copy = _copy(CodeSession, bindparam("p_hash", type_=t.source_hash.type), bindparam("p_entry", type_=t.entry.type),
                  bindparam("p_version", type_=t.history_version.type))
     condition = CodeSession.id == bindparam("p_sid")
     if cap:
         condition = condition & storage.under_execution_cap(cap, None if anonymous else bindparam("p_owner"))
-    if not with_source:
-        return insert(EXECUTIONS).from_select(INSERT_COLUMNS, copy.where(condition)).returning(t.id)
-    # The execution after the source (as submit_unchanged): the source's lock, then the session's slot.
-    source = storage.source_upsert_where(condition).returning(Source.hash).cte("stored_source")
-    return (insert(EXECUTIONS).from_select(INSERT_COLUMNS, copy.where(condition, _after(source)))
-            .returning(t.id).add_cte(source))
+    return insert(EXECUTIONS).from_select(INSERT_COLUMNS, copy.where(condition)).returning(t.id)
 
 
 def _ready(cap: int, by_owner: bool, unchanged: bool) -> tuple[Any, Any]:
@@ -122,9 +119,7 @@ def _ready(cap: int, by_owner: bool, unchanged: bool) -> tuple[Any, Any]:
     version holds the code already."""
     utf8 = sql_utf8(CodeSession.source_code)
     read = select(
-        CodeSession.id, CodeSession.language, CodeSession.source_code, CodeSession.user_id, CodeSession.files,
-        CodeSession.entry, CodeSession.history_seq, CodeSession.history_set,
-        sql_hash(utf8).label("src_hash"), func.octet_length(utf8).label("src_size"),
+        CodeSession.id, *_SESSION_COLUMNS, sql_hash(utf8).label("src_hash"), func.octet_length(utf8).label("src_size"),
     ).where(CodeSession.id == bindparam("p_sid"))
     if by_owner:  # the caller: the owner or an editor (services/access.py)
         read = read.where(session_access(Need.RUN, bindparam("p_caller", type_=CodeSession.user_id.type)))
@@ -213,18 +208,17 @@ def submit_single(cap: int, by_owner: bool) -> Any:
     r = ready.c
     now = bindparam("p_now", type_=EXECUTIONS.c.queued_at.type)
     new_set = r.history_set.is_distinct_from(r.set_hash)
-    after = _after
     source = _stored_source(ready, now)
     file_set = storage.upsert_by_hash_from(
         typed(Table, FileSet.__table__), ["hash", "entry", "last_used_at"],
-        select(r.set_hash, r.path, now).where(new_set, after(source)),
+        select(r.set_hash, r.path, now).where(new_set, _after(source)),
     ).returning(FileSet.hash).cte("file_set")
     set_files = (pg_insert(FileSetFile)
                  .from_select(["set_hash", "position", "path", "source_hash"],
-                              select(r.set_hash, literal(0), r.path, r.src_hash).where(new_set, after(file_set)))
+                              select(r.set_hash, literal(0), r.path, r.src_hash).where(new_set, _after(file_set)))
                  .on_conflict_do_nothing().returning(FileSetFile.set_hash).cte("set_files"))
     made = (update(CodeSession)
-            .where(CodeSession.id == r.id, after(set_files),
+            .where(CodeSession.id == r.id, _after(set_files),
                    or_(CodeSession.history_set.is_(None), CodeSession.history_set != r.set_hash))
             .values(history_seq=CodeSession.history_seq + 1, history_set=r.set_hash)
             .returning(CodeSession.history_seq).cte("made"))
