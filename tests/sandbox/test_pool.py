@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from livecode.sandbox import Outcome, Runner, SandboxLimits, get_runner
+from livecode.sandbox import Outcome, Runner, SandboxLimits, bwrap, get_runner
 from livecode.sandbox.bwrap import BwrapRunner
 from livecode.sandbox.runner import MB, Stage
 
@@ -279,6 +279,29 @@ def test_a_spare_built_at_low_priority_runs_its_program_at_normal_priority(poole
     wait_pool_ready(runner)
     before = runner._pool.served
     res = run(runner, "python", "import os; print(os.nice(0))")
+    assert res.outcome is Outcome.OK, res
+    assert runner._pool.served == before + 1  # a spare, built at nice 10
+    assert res.stdout.strip() == "0"
+
+
+def test_a_spare_runs_its_program_at_normal_priority_when_the_hosts_renice_misses_it(
+    pooled_runner: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A renice of the slot uid misses a process being forked at that moment (bubblewrap's clone
+    of the launcher): it keeps the spare's nice 10, and so does the program the launcher forks.
+    The host's last renice comes once the launcher is up. Here every renice but that one
+    misses; a run with arguments is not warm-started (the launcher forks its program)."""
+    runner = pooled_runner
+    assert isinstance(runner, BwrapRunner) and runner._pool is not None
+    run(runner, "python", "pass")  # the spares follow the last run's limits
+    defaults = SandboxLimits()
+    deadline = time.monotonic() + 20
+    while runner._pool.ready_count((defaults.memory_mb, defaults.max_disk_kb)) == 0:
+        assert time.monotonic() < deadline, "no spare built"
+        time.sleep(0.02)
+    monkeypatch.setattr(bwrap, "_renice", lambda uid: True)
+    before = runner._pool.served
+    res = run(runner, "python", "import os; print(os.nice(0))", args=("x",))
     assert res.outcome is Outcome.OK, res
     assert runner._pool.served == before + 1  # a spare, built at nice 10
     assert res.stdout.strip() == "0"

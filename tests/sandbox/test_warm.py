@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from livecode.sandbox import Outcome, RunRequest
+from livecode.sandbox import Outcome, RunRequest, bwrap
 from livecode.sandbox.bwrap import BwrapRunner
 from livecode.sandbox.config import SandboxConfig
 from livecode.sandbox.program import SourceFile
@@ -112,6 +112,22 @@ def test_a_warm_started_program_sees_what_a_cold_start_gives_it(runners: tuple[B
     assert seen_warm["fds"] == [0, 1, 2, 3]  # stdio and the listing's own: nothing of the launcher's
     assert seen_warm["box"] == ["tmp", "work"] and seen_warm["work"] == ["main.py", "out"]
     assert seen_warm["stdin"] == "line one\nline two\n"
+
+
+def test_a_program_started_ahead_runs_at_normal_priority_when_the_hosts_renice_misses_it(
+    runners: tuple[BwrapRunner, BwrapRunner], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spare is built at nice 10. A renice of the slot uid misses a process being forked at that
+    moment (bubblewrap's clone of the launcher, the launcher's fork of the program started
+    ahead): it keeps nice 10. The host's last renice comes once the launcher has said it forked
+    that program. Here every renice but that one misses; and the program cannot go below 0."""
+    warm, _ = runners
+    _wait_warm(warm)
+    monkeypatch.setattr(bwrap, "_renice", lambda uid: True)
+    source = "import os\nprint(os.nice(0))\ntry:\n    os.nice(-1)\nexcept PermissionError:\n    print('refused')\n"
+    res = _served_warm(warm, RunRequest("python", source))
+    assert res.outcome is Outcome.OK, res
+    assert res.stdout == "0\nrefused\n"
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import resource
+import select
 import shutil
 import socket
 import subprocess
@@ -60,6 +61,7 @@ _LAUNCHER = "/.livecode-launcher"
 _ENTRY_TEMP = f"{BOX}/.livecode-entry"  # a warm start's entry file before it replaces the FIFO (warm.py)
 _PREBUILD_NICE = 10  # building spare sandboxes must not slow down the runs in progress
 _RENICE_WAIT_S = 0.05  # a spare taken as it starts: its helper drops to the slot uid within ~1 ms
+_UP_WAIT_S = 1.0  # ... and its set-up, at normal priority from then on, ends within ~10 ms
 _DEFAULTS = SandboxLimits()
 _DISCARD_WAIT_S = 5.0  # a discarded sandbox's launcher exits at once on its closed socket
 _SEND_TIMEOUT_S = 30.0  # the launcher reads its job as soon as bubblewrap has set the sandbox up
@@ -118,6 +120,7 @@ class Spawned:
     view: View | None = None  # its /etc and /dev (view.py), given back at its clean-up
     fds: list[int] = field(default_factory=list)  # still ours to close
     warm: WarmStart | None = None  # the program started in it ahead of its run (warm.py)
+    ups: int = 0  # the launcher's UP bytes read (launcher.c)
 
     def close_fds(self) -> None:
         for fd in self.fds:
@@ -294,6 +297,25 @@ class BwrapRunner(Runner):
         finally:
             pool.done()
 
+    def _back_to_normal_priority(self, sp: Spawned) -> bool:
+        """Every process of a spare built at low priority to nice 0. Every process of the slot's
+        uid is this sandbox's (one run per uid on the host, hostfs.py), so one call, without
+        reading the cgroup's process list (~75 us). But a process being forked during that call
+        copies its parent's nice after the call has passed it by: so the call comes once the
+        launcher has said it is up (and has forked its warm start's program), when nothing of
+        the sandbox forks until the job comes. A spare still being set up is reniced first as
+        it stands, so that its set-up ends at normal priority."""
+        uid = self.uid_base + sp.slot
+        want = 2 if sp.warm is not None else 1
+        up = _launcher_up(sp, want, 0.0) or (_renice(uid) and _launcher_up(sp, want, _UP_WAIT_S))
+        if not up:
+            return False
+        try:
+            os.setpriority(os.PRIO_USER, uid, 0)
+        except ProcessLookupError:  # its launcher is up, so the sandbox died since
+            return False
+        return True
+
     def _run_cold(self, stage: Stage, job: _Job, on_output: OutputCallback | None) -> StageResult:
         """Build a sandbox for this stage (compile stages, runs no spare sandbox fits) and run it
         through its launcher exactly like a pre-built one."""
@@ -312,11 +334,9 @@ class BwrapRunner(Runner):
         try:
             sp.cg.set_limits(stage.memory_mb * 1024 * 1024, stage.max_processes + _EXTRA_PIDS)
             if prebuilt:
-                # Built at low priority; the run gets normal priority: every process of the slot's
-                # uid is this sandbox's (one run per uid on the host, hostfs.py), so one call,
-                # without reading the cgroup's process list (~75 us). If its helper never dropped
-                # to the slot uid (it failed, or is stuck), a sandbox is built for this run instead.
-                if sp.nice and not _renice(self.uid_base + sp.slot):
+                # Built at low priority; the run gets normal priority. If its set-up never ended
+                # (it failed, or is stuck), a sandbox is built for this run instead.
+                if sp.nice and not self._back_to_normal_priority(sp):
                     self._finish(sp.slot, sp.cg, sp)
                     return None
                 sp.cg.reset_counters()
@@ -745,11 +765,36 @@ def _rlimits(stage: Stage, biggest_file: int, extra_pids: int = _EXTRA_PIDS) -> 
     return limits
 
 
+def _launcher_up(sp: Spawned, want: int, wait_s: float) -> bool:
+    """Whether the sandbox's launcher has written `want` UP bytes (launcher.c), waiting up to
+    `wait_s` for them; False if it did not in time or is gone. Read from the descriptor: the
+    socket's own timeout would make a recv wait for it first."""
+    fd = sp.sock.fileno()
+    deadline = time.monotonic() + wait_s
+    poller: select.poll | None = None
+    while sp.ups < want:
+        try:
+            got = os.read(fd, want - sp.ups)
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if poller is None:
+                poller = select.poll()
+                poller.register(fd, select.POLLIN)
+            poller.poll(left * 1000)
+            continue
+        if not got:  # the launcher is gone
+            return False
+        sp.ups += len(got)
+    return True
+
+
 def _renice(uid: int) -> bool:
-    """Every process of the slot's uid back to nice 0. A sandbox taken the moment it was built may
-    have its helper still root: it has not set its nice 10 yet (spawner.c does that, then drops to
-    the slot uid), so a renice now could come before it. Wait (a few ms at most) until a process
-    of the uid exists, i.e. the helper has dropped; False if none comes."""
+    """Every process of the slot's uid back to nice 0, as they stand. A sandbox taken the moment
+    it was built may have its helper still root: it has not set its nice 10 yet (spawner.c does
+    that, then drops to the slot uid), so a renice now could come before it. Wait (a few ms at
+    most) until a process of the uid exists, i.e. the helper has dropped; False if none comes."""
     deadline = time.monotonic() + _RENICE_WAIT_S
     while True:
         try:

@@ -42,6 +42,9 @@ program has them; D indices count from 0); the launcher writes the entry's conte
 renames `temp` over the FIFO and writes the same content into it. Or U, then a job as above: the
 program started ahead is killed and reaped, its FIFO removed, and the job runs as usual. A
 sandbox closed after W and before either is discarded; the program dies with its pid namespace.
+
+The launcher writes one byte (UP) on the socket when it starts, and one more when it has forked
+a warm start's program: the host waits for them before it renices a spare (bwrap.py).
 """
 
 from __future__ import annotations

@@ -36,6 +36,17 @@ static pid_t warm_pid;
 static int warm_result = -1;
 static size_t warm_path_at, warm_temp_at, entry_at, entry_size;
 static int go, unwarmed, entry_done, first_fd = 4, entry_w = -1;
+/* The host's socket. We write UP on it once we run (bubblewrap's clone of us is over) and once
+   more when a warm start's program is forked: after those, no process of the sandbox is being
+   forked until the job comes, so the host's renice of a spare built at a low priority cannot
+   miss one (bwrap.py). The host reads them only for such a spare. A failed write is ignored:
+   the host has closed its end to discard us, and our next read ends us. */
+static int sock = -1;
+#define UP "u"
+
+static void tell_up(void) {
+    if (send(sock, UP, 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) { /* nothing to do */ }
+}
 
 static void die(const char *what) {
     dprintf(2, "livecode-launcher: %s: %s\n", what, strerror(errno));
@@ -121,6 +132,7 @@ static void start_warm(size_t path_at, size_t temp_at) {
     warm_path_at = path_at;
     warm_temp_at = temp_at;
     warm_pid = fork_program(fds);
+    tell_up();
     memcpy(warm_stdio, fds, sizeof warm_stdio);
     warm_result = fds[3];
     warm_na = na, warm_ne = ne, warm_nl = nl;
@@ -294,7 +306,7 @@ int main(int argc, char **argv) {
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     signal(SIGPIPE, SIG_IGN); /* a program that is gone before it read its entry: EPIPE, not death */
     if (argc != 2) { errno = EINVAL; die("usage: launcher SOCKET_FD"); }
-    int sock = atoi(argv[1]);
+    sock = atoi(argv[1]);
     if (sock < 3) { errno = EINVAL; die("socket fd"); }
     /* Never the program's: a warm start forks it while the job is still to come on the socket. */
     if (fcntl(sock, F_SETFD, FD_CLOEXEC) < 0) die("socket fd");
@@ -302,6 +314,7 @@ int main(int argc, char **argv) {
     /* The raw call: musl (the static build, cbuild.py) has no close_range() wrapper. */
     syscall(SYS_close_range, 3U, (unsigned)sock - 1, 0U);
     syscall(SYS_close_range, (unsigned)sock + 1, ~0U, 0U);
+    tell_up();
     cap = 1 << 20;
     buf = malloc(cap);
     if (!buf) die("malloc");
