@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from livecode.sandbox import Outcome, Runner, SandboxLimits, bwrap, get_runner
+from livecode.sandbox import Outcome, Runner, SandboxLimits, get_runner
 from livecode.sandbox.bwrap import BwrapRunner
 from livecode.sandbox.runner import MB, Stage
 
@@ -284,34 +284,11 @@ def test_a_spare_built_at_low_priority_runs_its_program_at_normal_priority(poole
     assert res.stdout.strip() == "0"
 
 
-def test_a_spare_runs_its_program_at_normal_priority_when_the_hosts_renice_misses_it(
+def test_a_spare_that_died_before_its_renice_is_given_up(
     pooled_runner: Runner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A renice of the slot uid misses a process being forked at that moment (bubblewrap's clone
-    of the launcher): it keeps the spare's nice 10, and so does the program the launcher forks.
-    The host's last renice comes once the launcher is up. Here every renice but that one
-    misses; a run with arguments is not warm-started (the launcher forks its program)."""
-    runner = pooled_runner
-    assert isinstance(runner, BwrapRunner) and runner._pool is not None
-    run(runner, "python", "pass")  # the spares follow the last run's limits
-    defaults = SandboxLimits()
-    deadline = time.monotonic() + 20
-    while runner._pool.ready_count((defaults.memory_mb, defaults.max_disk_kb)) == 0:
-        assert time.monotonic() < deadline, "no spare built"
-        time.sleep(0.02)
-    monkeypatch.setattr(bwrap, "_renice", lambda uid: True)
-    before = runner._pool.served
-    res = run(runner, "python", "import os; print(os.nice(0))", args=("x",))
-    assert res.outcome is Outcome.OK, res
-    assert runner._pool.served == before + 1  # a spare, built at nice 10
-    assert res.stdout.strip() == "0"
-
-
-def test_a_spare_taken_before_its_helper_dropped_root_is_given_up(
-    pooled_runner: Runner, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """No process of the slot's uid yet (ESRCH): the helper has not set its nice 10 yet, so no
-    renice can be sure to come after it. The run gets a sandbox built for it, at normal priority."""
+    """No process of the slot's uid (ESRCH) when the spare's launcher has said it is up: the
+    sandbox is gone. The run gets a sandbox built for it, at normal priority."""
     runner = pooled_runner
     assert isinstance(runner, BwrapRunner) and runner._pool is not None
     wait_pool_ready(runner)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from livecode.sandbox import Outcome, RunRequest, bwrap
+from livecode.sandbox import Outcome, RunRequest, SandboxLimits
 from livecode.sandbox.bwrap import BwrapRunner
 from livecode.sandbox.config import SandboxConfig
 from livecode.sandbox.program import SourceFile
@@ -114,20 +114,36 @@ def test_a_warm_started_program_sees_what_a_cold_start_gives_it(runners: tuple[B
     assert seen_warm["stdin"] == "line one\nline two\n"
 
 
-def test_a_program_started_ahead_runs_at_normal_priority_when_the_hosts_renice_misses_it(
-    runners: tuple[BwrapRunner, BwrapRunner], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("started_ahead", [True, False], ids=["warm-start", "launcher-only"])
+def test_a_spare_taken_during_its_set_up_ends_with_every_process_at_normal_priority(
+    runners: tuple[BwrapRunner, BwrapRunner], monkeypatch: pytest.MonkeyPatch, started_ahead: bool
 ) -> None:
-    """A spare is built at nice 10. A renice of the slot uid misses a process being forked at that
-    moment (bubblewrap's clone of the launcher, the launcher's fork of the program started
-    ahead): it keeps nice 10. The host's last renice comes once the launcher has said it forked
-    that program. Here every renice but that one misses; and the program cannot go below 0."""
+    """A spare is built at nice 10 and reniced to 0 when a run takes it. A renice misses a process
+    being forked at that moment (bubblewrap's clone of the launcher, the launcher's fork of the
+    program started ahead): that one, and what it forks, keep nice 10. So the renice that counts
+    comes once the launcher has said it is up. Here a spare is taken the moment it is built, and
+    every renice made before its launcher is up misses everything."""
     warm, _ = runners
-    _wait_warm(warm)
-    monkeypatch.setattr(bwrap, "_renice", lambda uid: True)
-    source = "import os\nprint(os.nice(0))\ntry:\n    os.nice(-1)\nexcept PermissionError:\n    print('refused')\n"
-    res = _served_warm(warm, RunRequest("python", source))
-    assert res.outcome is Outcome.OK, res
-    assert res.stdout == "0\nrefused\n"
+    _wait_warm(warm)  # the spares start Python for the runs to come
+    limits = SandboxLimits()
+    key = (limits.memory_mb, limits.max_disk_kb)
+    sp = warm._prespawn_run(key) if started_ahead else warm._prespawn(key)
+    try:
+        assert sp.nice == 10 and (sp.warm is not None) is started_ahead
+        want = 2 if started_ahead else 1
+        real = os.setpriority
+
+        def missing_during_set_up(which: int, who: int, prio: int) -> None:
+            if sp.ups >= want:
+                real(which, who, prio)
+
+        monkeypatch.setattr(os, "setpriority", missing_during_set_up)
+        assert warm._back_to_normal_priority(sp)
+        nices = {pid: os.getpriority(os.PRIO_PROCESS, pid) for pid in sp.cg.pids()}
+        assert len(nices) == 2 + started_ahead, nices  # bubblewrap's monitor, the launcher, the program
+        assert set(nices.values()) == {0}, nices
+    finally:
+        warm._discard(sp)
 
 
 @pytest.mark.parametrize(

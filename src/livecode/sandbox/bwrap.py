@@ -60,8 +60,7 @@ _EXTRA_PIDS = 2  # bwrap's monitor and the launcher (the sandbox's pid 1) live i
 _LAUNCHER = "/.livecode-launcher"
 _ENTRY_TEMP = f"{BOX}/.livecode-entry"  # a warm start's entry file before it replaces the FIFO (warm.py)
 _PREBUILD_NICE = 10  # building spare sandboxes must not slow down the runs in progress
-_RENICE_WAIT_S = 0.05  # a spare taken as it starts: its helper drops to the slot uid within ~1 ms
-_UP_WAIT_S = 1.0  # ... and its set-up, at normal priority from then on, ends within ~10 ms
+_UP_WAIT_S = 5.0  # a spare taken as it starts is up within ~10 ms; a cold build would take as long
 _DEFAULTS = SandboxLimits()
 _DISCARD_WAIT_S = 5.0  # a discarded sandbox's launcher exits at once on its closed socket
 _SEND_TIMEOUT_S = 30.0  # the launcher reads its job as soon as bubblewrap has set the sandbox up
@@ -304,12 +303,17 @@ class BwrapRunner(Runner):
         copies its parent's nice after the call has passed it by: so the call comes once the
         launcher has said it is up (and has forked its warm start's program), when nothing of
         the sandbox forks until the job comes. A spare still being set up is reniced first as
-        it stands, so that its set-up ends at normal priority."""
+        it stands, so that its set-up ends at normal priority. False if its launcher never
+        comes up (its set-up failed) or the sandbox is gone."""
         uid = self.uid_base + sp.slot
         want = 2 if sp.warm is not None else 1
-        up = _launcher_up(sp, want, 0.0) or (_renice(uid) and _launcher_up(sp, want, _UP_WAIT_S))
-        if not up:
-            return False
+        if not _launcher_up(sp, want, 0.0):
+            # Its helper may still be root, before its nice 10 (spawner.c sets it, then drops to
+            # the slot uid): then nothing of the uid exists yet, and this one does nothing.
+            with contextlib.suppress(ProcessLookupError):
+                os.setpriority(os.PRIO_USER, uid, 0)
+            if not _launcher_up(sp, want, _UP_WAIT_S):
+                return False
         try:
             os.setpriority(os.PRIO_USER, uid, 0)
         except ProcessLookupError:  # its launcher is up, so the sandbox died since
@@ -788,22 +792,6 @@ def _launcher_up(sp: Spawned, want: int, wait_s: float) -> bool:
             return False
         sp.ups += len(got)
     return True
-
-
-def _renice(uid: int) -> bool:
-    """Every process of the slot's uid back to nice 0, as they stand. A sandbox taken the moment
-    it was built may have its helper still root: it has not set its nice 10 yet (spawner.c does
-    that, then drops to the slot uid), so a renice now could come before it. Wait (a few ms at
-    most) until a process of the uid exists, i.e. the helper has dropped; False if none comes."""
-    deadline = time.monotonic() + _RENICE_WAIT_S
-    while True:
-        try:
-            os.setpriority(os.PRIO_USER, uid, 0)
-            return True
-        except ProcessLookupError:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.0005)
 
 
 def _note_child_pid(cg: RunCgroup, status: list[dict[str, int]]) -> None:
