@@ -80,7 +80,7 @@ for i in range(4):
 for pid in kids:
     os.waitpid(pid, 0)
 """
-    res = run(runner, "python", src, memory_mb=64, time_limit_ms=8000)
+    res = run(runner, "python", src, memory_mb=64, time_limit_ms=int(8000 * TIME_FACTOR))
     assert res.outcome is Outcome.MEMORY_LIMIT, res
     assert res.memory_kb is not None and res.memory_kb <= 64 * 1024 + 1024
     assert no_leftovers()
