@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from livecode.sandbox import Outcome, Runner, RunRequest
+from livecode.sandbox.spawner import CHILD_EHASH_ENTRIES
 
 from .helpers import REPO, TEST_SLOTS, TEST_UID_BASE, host_uids_of_cmdline, requires_bwrap, run
 
@@ -54,6 +55,18 @@ def test_only_loopback_interface(runner: Runner) -> None:
     # /proc/net/dev, not if_nameindex(): the seccomp filter refuses the netlink socket it needs.
     res = run(runner, "python", "print(sorted(l.split(':')[0].strip() for l in open('/proc/net/dev') if ':' in l))")
     assert res.stdout.strip() == "['lo']", res
+
+
+def test_a_runs_network_namespace_has_its_own_tcp_table(runner: Runner) -> None:
+    """Made from the worker's nursery namespace (spawner.py): the run's namespace has a TCP hash
+    table of its own (shown as its size; one shared with the host shows as minus the host's), and
+    it is never the host's."""
+    probe = "import os; print(os.readlink('/proc/self/ns/net'), open('/proc/sys/net/ipv4/tcp_ehash_entries').read())"
+    first, second = (run(runner, "python", probe) for _ in range(2))
+    assert first.outcome is Outcome.OK and second.outcome is Outcome.OK, (first, second)
+    (ns1, entries1), (ns2, entries2) = first.stdout.split(), second.stdout.split()
+    assert int(entries1) == int(entries2) == CHILD_EHASH_ENTRIES
+    assert os.readlink("/proc/self/ns/net") not in (ns1, ns2)
 
 
 def test_environment_is_empty(runner: Runner, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from livecode.sandbox.launcher import build_launcher
-from livecode.sandbox.spawner import build_spawner, lean_mount_namespace, spawner_argv
+from livecode.sandbox.spawner import (
+    CHILD_EHASH_ENTRIES,
+    build_spawner,
+    lean_mount_namespace,
+    nursery_net_namespace,
+    spawner_argv,
+)
 
 from .helpers import TEST_UID_BASE
 
@@ -156,3 +162,29 @@ def test_a_namespace_helper_that_never_answers_is_given_up(tmp_path: Path, monke
     assert time.monotonic() - start < 30  # not the helper's 60 s
     pid = int((tmp_path / "hung-helper.pid").read_text())
     assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+def test_the_nursery_network_namespace_gives_each_sandbox_namespace_its_own_tcp_table(spawner: Path) -> None:
+    """A network namespace made from the nursery has a TCP hash table of its own (its teardown
+    walks it, not the host's whole table): /proc shows its size, not the host's negated. The
+    nursery itself is not the host's namespace, and only its loopback exists there, down."""
+    fd = nursery_net_namespace(spawner)
+    assert fd is not None
+    try:
+        host_ns = os.readlink("/proc/self/ns/net")
+        argv = spawner_argv(spawner, UID, UID, 0, [], [], None, fd)
+        script = (
+            "readlink /proc/self/ns/net; cat /proc/sys/net/ipv4/tcp_child_ehash_entries; "
+            "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; "
+            "unshare -Urn cat /proc/sys/net/ipv4/tcp_ehash_entries"
+        )
+        proc = subprocess.run([*argv, "/bin/sh", "-c", script], pass_fds=[fd], capture_output=True, cwd="/",
+                              timeout=30, check=False)  # fmt: skip
+    finally:
+        os.close(fd)
+    assert proc.returncode == 0, proc.stderr
+    ns, child_entries, devices, sandbox_entries = proc.stdout.decode().split("\n", 3)
+    assert ns.startswith("net:[") and ns != host_ns
+    assert int(child_entries) == CHILD_EHASH_ENTRIES
+    assert devices.split() == ["lo"]
+    assert int(sandbox_entries) == CHILD_EHASH_ENTRIES  # the host's table shows as -(its size)

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from .program import parent_dirs
 from .results import read_status, stage_result
 from .runner import ARTIFACT_CAP, Runner, Stage, StageResult
 from .seccomp import build_filter
-from .spawner import build_spawner, lean_mount_namespace, spawner_argv
+from .spawner import build_spawner, lean_mount_namespace, nursery_net_namespace, spawner_argv
 from .supervise import StreamSpec, Watch, supervise
 from .types import OutputCallback, SandboxLimits, SandboxUnavailable
 from .view import HostViews, View, default_root, etc_sources
@@ -179,6 +180,7 @@ class BwrapRunner(Runner):
         self._slots: SlotPool | None = None
         self._launcher: Path | None = None
         self._spawner: Path | None = None  # the exec helper that starts bwrap as the slot uid
+        self._netns: int | None = None  # the network namespace bwrap starts in (spawner.py: the nursery)
         self._pool: SandboxPool[tuple[int, int], Spawned] | None = None  # for run stages
         self._compile_pool: SandboxPool[tuple[int, int], Spawned] | None = None  # one spare, for compiles
         self._usr = _usr_mounts()
@@ -218,6 +220,10 @@ class BwrapRunner(Runner):
             self._slots = SlotPool(self.lock_dir, self.slot_count, self.uid_base)
             self._launcher = build_launcher(self.cache.root)
             self._spawner = build_spawner(self.cache.root)
+            if self._netns is None:
+                self._netns = nursery_net_namespace(self._spawner)
+                if self._netns is not None:  # kept while a sandbox may still be started with it
+                    weakref.finalize(self, os.close, self._netns)
             set_child_subreaper()
             if not self._ready:
                 atexit.register(self.close)  # kill and reap the spare sandboxes, finish clean-ups
@@ -644,7 +650,9 @@ class BwrapRunner(Runner):
             # instead of copying the whole worker with fork().
             assert self._spawner is not None
             mntns = view.mntns if view is not None else None
-            helper = spawner_argv(self._spawner, uid, uid, nice, procs_fds, rlimits, mntns)
+            netns = self._netns
+            helper = spawner_argv(self._spawner, uid, uid, nice, procs_fds, rlimits, mntns, netns)
+            ns_fds = [fd for fd in (mntns, netns) if fd is not None]
             argv = [*self._argv(disk_kb, file_fds, status_w, seccomp_fds, proc_fds, view), "--", *command]
             proc = subprocess.Popen(
                 [*helper, *argv],
@@ -655,7 +663,7 @@ class BwrapRunner(Runner):
                 cwd="/",
                 pass_fds=[fd for fd, _, _ in file_fds]
                 + [fd for fd, _ in proc_fds]
-                + [status_w, *(extra_fds or []), *seccomp_fds, *procs_fds, *([] if mntns is None else [mntns])],
+                + [status_w, *(extra_fds or []), *seccomp_fds, *procs_fds, *ns_fds],
                 start_new_session=True,
             )
         except BaseException:

@@ -1,6 +1,7 @@
 /* The sandbox's spawner: built by livecode.sandbox.cbuild (see spawner.py for what it does). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <sched.h>
 #include <stdio.h>
@@ -79,14 +80,35 @@ static int lean_namespace(int nkeep, char **keep) {
     return 0;
 }
 
+/* `-N ENTRIES`: a network namespace for bubblewrap to start in, where the sandbox's own network
+   namespace is then made: with tcp_child_ehash_entries set here, that namespace gets a TCP hash
+   table of its own of ENTRIES buckets instead of sharing the host's, and its teardown walks those
+   instead of every bucket of the host's table. Nothing else is set up here (no interface is up).
+   Prints "ok" and waits for stdin to close, as -n does. */
+static int nursery_namespace(const char *entries) {
+    (void)num(entries, "entries");
+    if (unshare(CLONE_NEWNET) < 0) die("unshare");
+    int fd = open("/proc/sys/net/ipv4/tcp_child_ehash_entries", O_WRONLY | O_CLOEXEC);
+    if (fd < 0) die("tcp_child_ehash_entries");
+    size_t len = strlen(entries);
+    if (write(fd, entries, len) != (ssize_t)len) die("write tcp_child_ehash_entries");
+    if (close(fd) < 0) die("close tcp_child_ehash_entries");
+    if (write(1, "ok", 2) != 2) die("write");
+    char c;
+    while (read(0, &c, 1) > 0) {}
+    return 0;
+}
+
 int main(int argc, char **argv, char **envp) {
     int i = 1;
     if (argc >= 2 && strcmp(argv[1], "-n") == 0) return lean_namespace(argc - 2, argv + 2);
-    if (argc < 7) { errno = EINVAL; die("usage"); }
+    if (argc == 3 && strcmp(argv[1], "-N") == 0) return nursery_namespace(argv[2]);
+    if (argc < 8) { errno = EINVAL; die("usage"); }
     unsigned long long uid = num(argv[i++], "uid"), gid = num(argv[i++], "gid");
     if (uid == 0 || gid == 0 || uid > 0xfffffffeULL || gid > 0xfffffffeULL) { errno = EINVAL; die("uid/gid"); }
     unsigned long long prio = num(argv[i++], "nice");
     int mntns = strcmp(argv[i], "-") == 0 ? (i++, -1) : (int)num(argv[i++], "mount namespace fd");
+    int netns = strcmp(argv[i], "-") == 0 ? (i++, -1) : (int)num(argv[i++], "network namespace fd");
     unsigned long long nfds = num(argv[i++], "fd count");
     if (nfds > 64 || i + (int)nfds >= argc) { errno = EINVAL; die("fd count"); }
     for (unsigned long long k = 0; k < nfds; k++) {
@@ -114,6 +136,10 @@ int main(int argc, char **argv, char **envp) {
     if (mntns >= 0) { /* still root: bubblewrap sets up in the lean namespace (-n) */
         if (setns(mntns, CLONE_NEWNS) < 0) die("setns");
         if (close(mntns) < 0) die("close mount namespace fd");
+    }
+    if (netns >= 0) { /* still root: bubblewrap makes the sandbox's network namespace from there (-N) */
+        if (setns(netns, CLONE_NEWNET) < 0) die("setns");
+        if (close(netns) < 0) die("close network namespace fd");
     }
     /* Groups, then gid, then uid: once the uid is dropped nothing else can be changed. */
     if (setgroups(0, NULL) < 0) die("setgroups");
