@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent import futures
 import time
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from pathlib import Path
 
 import pytest
