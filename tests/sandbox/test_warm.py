@@ -406,6 +406,31 @@ def test_node_started_ahead_sees_what_a_cold_start_gives_it(
         assert seen["stdin"] == "line one\n"
 
 
+# The nice value of every thread of the program (field 19 of each /proc/self/task/*/stat).
+NODE_NICES = (
+    "const fs = require('fs');\n"
+    "console.log(fs.readdirSync('/proc/self/task').map("
+    "t => fs.readFileSync(`/proc/self/task/${t}/stat`, 'utf8').split(') ')[1].split(' ')[16]).join(' '));\n"
+)
+
+
+def test_every_thread_of_a_node_started_ahead_runs_at_normal_priority(
+    runners: tuple[BwrapRunner, BwrapRunner],
+) -> None:
+    """A spare is built at nice 10 and reniced thread by thread when a run takes it (a nice value
+    is a thread's own): Node's threads, started during its boot ahead of the run, are reniced
+    with its main thread."""
+    warm, _ = runners
+    _wait_warm(warm, language="javascript", source="0")
+    time.sleep(0.3)  # the spare's Node has booted: its threads exist before the run takes it
+    before = warm.warm_runs
+    res = warm.run(RunRequest("javascript", NODE_NICES))
+    assert warm.warm_runs == before + 1
+    assert res.outcome is Outcome.OK, res
+    nices = res.stdout.split()
+    assert len(nices) > 1 and set(nices) == {"0"}, nices
+
+
 def test_node_with_a_package_json_starts_cold_and_loads_es_modules(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
     # Node reads package.json ("type": "module") before it opens its main module: a spare's Node,
     # started before the files came, would have taken main.js for CommonJS.

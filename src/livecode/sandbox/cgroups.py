@@ -187,6 +187,14 @@ class RunCgroup:
         self.seen_pids.update(pids)
         return pids
 
+    def threads(self) -> list[int]:
+        """The thread ids of every process of the cgroup (a nice value is a thread's own)."""
+        try:
+            text = _read(self._procs_dir / ("cgroup.threads" if self.v2 else "tasks"))
+        except OSError:
+            return []
+        return [int(t) for t in text.split()]
+
     def reset_counters(self) -> None:
         """Forget what set-up used (a pooled sandbox is built before its run is known)."""
         if self.v2:
