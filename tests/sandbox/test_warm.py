@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import select
 import signal
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from livecode.sandbox import Outcome, RunRequest, SandboxLimits
+from livecode.sandbox import Outcome, RunRequest, SandboxLimits, bwrap
 from livecode.sandbox.bwrap import BwrapRunner
 from livecode.sandbox.config import SandboxConfig
 from livecode.sandbox.program import SourceFile
@@ -142,6 +143,101 @@ def test_a_spare_taken_during_its_set_up_ends_with_every_process_at_normal_prior
         nices = {pid: os.getpriority(os.PRIO_PROCESS, pid) for pid in sp.cg.pids()}
         assert len(nices) == 2 + started_ahead, nices  # bubblewrap's monitor, the launcher, the program
         assert set(nices.values()) == {0}, nices
+    finally:
+        warm._discard(sp)
+
+
+def test_threads_a_program_started_ahead_starts_as_it_is_reniced_get_normal_priority(
+    runners: tuple[BwrapRunner, BwrapRunner], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warm start's program may still be starting threads (Node's) when its spare is taken: a
+    thread made during the renice is not in the list it read. The list is read again until no
+    thread is new. Here the first read sees only the first thread."""
+    warm, _ = runners
+    _wait_warm(warm)
+    limits = SandboxLimits()
+    sp = warm._prespawn_run((limits.memory_mb, limits.max_disk_kb))
+    try:
+        assert sp.warm is not None and sp.nice == 10
+        assert bwrap._launcher_up(sp, 2, 10.0)
+        real_threads = type(sp.cg).threads
+        reads: list[int] = []
+
+        def threads(cg: Any) -> list[int]:
+            reads.append(1)
+            seen = real_threads(cg)
+            return seen[:1] if len(reads) == 1 else seen
+
+        monkeypatch.setattr(type(sp.cg), "threads", threads)
+        assert warm._back_to_normal_priority(sp)
+        monkeypatch.undo()
+        nices = {tid: os.getpriority(os.PRIO_PROCESS, tid) for tid in sp.cg.threads()}
+        assert len(nices) >= 3 and set(nices.values()) == {0}, nices
+    finally:
+        warm._discard(sp)
+
+
+def test_a_spare_taken_before_its_helper_dropped_root_is_reniced_as_soon_as_it_has(
+    runners: tuple[BwrapRunner, BwrapRunner], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taken the moment it was built, a spare's helper may still be root, before its nice 10: a
+    renice then finds nothing of the slot uid (ESRCH). It is tried again while the launcher comes
+    up, so that the set-up does not go on at nice 10 while the run waits for it."""
+    warm, _ = runners
+    limits = SandboxLimits()
+    sp = warm._prespawn(limits_key := (limits.memory_mb, limits.max_disk_kb))
+    assert limits_key and sp.nice == 10
+    try:
+        real_set, real_up = os.setpriority, bwrap._launcher_up
+        user_calls: list[str] = []
+
+        def setpriority(which: int, who: int, prio: int) -> None:
+            if which != os.PRIO_USER:
+                real_set(which, who, prio)
+                return
+            if len(user_calls) < 2:  # the helper is still root
+                user_calls.append("ESRCH")
+                raise ProcessLookupError(3, "No such process")
+            try:
+                real_set(which, who, prio)
+            except ProcessLookupError:  # really still root
+                user_calls.append("ESRCH")
+                raise
+            user_calls.append("done")
+
+        def launcher_up(spawned: Any, want: int, wait_s: float) -> bool | None:
+            if "done" not in user_calls:  # a set-up slower than the helper's drop
+                return False
+            return real_up(spawned, want, wait_s)
+
+        monkeypatch.setattr(os, "setpriority", setpriority)
+        monkeypatch.setattr(bwrap, "_launcher_up", launcher_up)
+        assert warm._back_to_normal_priority(sp)
+        assert user_calls[:2] == ["ESRCH", "ESRCH"] and user_calls[2:].count("done") == 1, user_calls
+        assert user_calls[-1] == "done", user_calls  # tried until it found the helper dropped, then no more
+    finally:
+        warm._discard(sp)
+
+
+def test_a_spare_discarded_with_its_up_bytes_unread_ends_quietly(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
+    """The host reads a spare's UP bytes only when a run takes it. A spare discarded with them
+    unread (its socket closed: ECONNRESET on the launcher's side) ends as a discarded spare
+    does: exit 0, nothing on its diagnostics."""
+    warm, _ = runners
+    limits = SandboxLimits()
+    sp = warm._prespawn((limits.memory_mb, limits.max_disk_kb))
+    try:
+        poller = select.poll()
+        poller.register(sp.sock.fileno(), select.POLLIN)
+        assert poller.poll(10_000), "the launcher never said it is up"
+        sp.sock.close()
+        assert sp.proc.wait(10) == 0
+        os.set_blocking(sp.diag_r, False)
+        try:
+            said = os.read(sp.diag_r, 4096)
+        except BlockingIOError:
+            said = b""
+        assert said == b"", said
     finally:
         warm._discard(sp)
 

@@ -61,6 +61,7 @@ _EXTRA_PIDS = 2  # bwrap's monitor and the launcher (the sandbox's pid 1) live i
 _LAUNCHER = "/.livecode-launcher"
 _ENTRY_TEMP = f"{BOX}/.livecode-entry"  # a warm start's entry file before it replaces the FIFO (warm.py)
 _PREBUILD_NICE = 10  # building spare sandboxes must not slow down the runs in progress
+_RENICE_ROUNDS = 20  # reads of a warm spare's thread list until none is new
 _UP_WAIT_S = 5.0  # a spare taken as it starts is up within ~10 ms; a cold build would take as long
 _DEFAULTS = SandboxLimits()
 _DISCARD_WAIT_S = 5.0  # a discarded sandbox's launcher exits at once on its closed socket
@@ -222,7 +223,9 @@ class BwrapRunner(Runner):
             self._spawner = build_spawner(self.cache.root)
             if self._netns is None:
                 self._netns = nursery_net_namespace(self._spawner)
-                if self._netns is not None:  # kept while a sandbox may still be started with it
+                # Kept while a sandbox may still be started with it: a closed runner still
+                # builds cold ones, and atexit holds the runner, so in practice until the exit.
+                if self._netns is not None:
                     weakref.finalize(self, os.close, self._netns)
             set_child_subreaper()
             if not self._ready:
@@ -305,32 +308,38 @@ class BwrapRunner(Runner):
     def _back_to_normal_priority(self, sp: Spawned) -> list[int] | None:
         """Every thread of a spare built at low priority to nice 0; returns their ids (the
         cgroup's thread list, which the run's out/ collection looks through next:
-        hold_sandbox_dir), or None if the sandbox is unusable. A process being forked during a
-        renice copies its parent's nice after the renice has passed it by: so the renice comes
-        once the launcher has said it is up (and has forked its warm start's program), when
-        nothing of the sandbox forks until the job comes. One setpriority per thread (bubblewrap,
-        the launcher, a warm start's program and its threads), not one setpriority(PRIO_USER)
-        on the slot uid: the kernel answers that one by walking every thread of the host (~20 us
-        hot, ~0.25 ms inside a run with 1,200 threads on the host, its caches cold). A spare
-        still being set up is reniced first as it stands (PRIO_USER: a rare case), so that its
-        set-up ends at normal priority."""
+        hold_sandbox_dir), or None if the sandbox is unusable. A process or thread being created
+        during a renice copies its parent's nice after the renice has passed it by: so the renice
+        comes once the launcher has said it is up (and has forked its warm start's program), when
+        nothing of the sandbox forks until the job comes, but a warm start's program may still
+        be starting its own threads (Node's), so for one the list is read again until no thread
+        is new. One setpriority per thread (bubblewrap, the launcher, a warm start's program and
+        its threads), not one setpriority(PRIO_USER) on the slot uid: the kernel answers that
+        one by walking every thread of the host (~20 us hot, ~0.25 ms inside a run with 1,200
+        threads on the host, its caches cold). A spare still being set up is reniced as it
+        stands while its launcher comes up (PRIO_USER, until its helper has dropped to the slot
+        uid, after setting its nice 10), so that its set-up ends at normal priority."""
         uid = self.uid_base + sp.slot
         want = 2 if sp.warm is not None else 1
-        if not _launcher_up(sp, want, 0.0):
-            # Its helper may still be root, before its nice 10 (spawner.c sets it, then drops to
-            # the slot uid): then nothing of the uid exists yet, and this one does nothing.
-            with contextlib.suppress(ProcessLookupError):
-                os.setpriority(os.PRIO_USER, uid, 0)
-            if not _launcher_up(sp, want, _UP_WAIT_S):
-                return None
-        threads = sp.cg.threads()
+        if not _launcher_up(sp, want, 0.0) and not _set_up_at_normal_priority(sp, uid, want):
+            return None
+        threads: list[int] = []
+        new = sp.cg.threads()
         reniced = 0
-        for tid in threads:
-            try:
-                os.setpriority(os.PRIO_PROCESS, tid, 0)
-                reniced += 1
-            except ProcessLookupError:  # its launcher is up, so the sandbox is dying
-                pass
+        for _ in range(_RENICE_ROUNDS):
+            for tid in new:
+                try:
+                    os.setpriority(os.PRIO_PROCESS, tid, 0)
+                    reniced += 1
+                except ProcessLookupError:  # its launcher is up, so the sandbox is dying
+                    pass
+            threads += new
+            if sp.warm is None:
+                break
+            seen = set(threads)
+            new = [tid for tid in sp.cg.threads() if tid not in seen]
+            if not new:
+                break
         return threads if reniced else None
 
     def _run_cold(self, stage: Stage, job: _Job, on_output: OutputCallback | None) -> StageResult:
@@ -794,10 +803,31 @@ def _rlimits(stage: Stage, biggest_file: int, extra_pids: int = _EXTRA_PIDS) -> 
     return limits
 
 
-def _launcher_up(sp: Spawned, want: int, wait_s: float) -> bool:
+def _set_up_at_normal_priority(sp: Spawned, uid: int, want: int) -> bool:
+    """Wait (up to _UP_WAIT_S) for the launcher of a spare still being set up, renicing its
+    processes as they stand until that renice finds one: its helper may still be root, before
+    its nice 10 (spawner.c sets it, then drops to the slot uid), and then there is nothing of
+    the uid to renice yet. False if the launcher never says it is up."""
+    deadline = time.monotonic() + _UP_WAIT_S
+    reniced = False
+    while True:
+        if not reniced:
+            try:
+                os.setpriority(os.PRIO_USER, uid, 0)
+                reniced = True
+            except ProcessLookupError:
+                pass
+        left = deadline - time.monotonic()
+        up = _launcher_up(sp, want, min(left, 0.001) if not reniced else left)
+        if up is not None and not up and left > 0:
+            continue
+        return bool(up)
+
+
+def _launcher_up(sp: Spawned, want: int, wait_s: float) -> bool | None:
     """Whether the sandbox's launcher has written `want` UP bytes (launcher.c), waiting up to
-    `wait_s` for them; False if it did not in time or is gone. Read from the descriptor: the
-    socket's own timeout would make a recv wait for it first."""
+    `wait_s` for them; False if it did not in time, None if it is gone. Read from the
+    descriptor: the socket's own timeout would make a recv wait for it first."""
     fd = sp.sock.fileno()
     deadline = time.monotonic() + wait_s
     poller: select.poll | None = None
@@ -814,7 +844,7 @@ def _launcher_up(sp: Spawned, want: int, wait_s: float) -> bool:
             poller.poll(left * 1000)
             continue
         if not got:  # the launcher is gone
-            return False
+            return None
         sp.ups += len(got)
     return True
 

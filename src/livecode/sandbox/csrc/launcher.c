@@ -330,6 +330,8 @@ int main(int argc, char **argv) {
         struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
                               .msg_control = control.raw, .msg_controllen = sizeof control.raw };
         ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+        /* ECONNRESET: the host closed its end with our UP bytes unread (a spare it discards). */
+        if (n < 0 && errno == ECONNRESET) n = 0;
         if (n < 0) { if (errno == EINTR) continue; die("recvmsg"); }
         if (msg.msg_flags & MSG_CTRUNC) { errno = EMFILE; die("descriptors lost in transit"); }
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
