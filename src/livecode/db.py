@@ -163,7 +163,7 @@ class _Plan:
         self.sql = str(compiled)
         self.compiled = compiled
         self.processors = tuple(compiled._bind_processors.items())
-        self.row = collections.namedtuple("Row", keys)._make  # type: ignore[misc]
+        self.row: Any = collections.namedtuple("Row", keys)._make  # type: ignore[misc, attr-defined]
 
     def parameters(self, params: dict[str, Any]) -> dict[str, Any]:
         """What Connection.execute sends the driver for `params` (a missing one raises as there)."""
@@ -222,7 +222,7 @@ def _raise_wrapped(engine: Engine, fairy: Any, sql: str, params: dict[str, Any],
     dialect = engine.dialect
     dbapi_error = dialect.loaded_dbapi.Error
     is_driver_error = isinstance(exc, dbapi_error)
-    lost = not is_driver_error or bool(dialect.is_disconnect(exc, fairy.driver_connection, None))
+    lost = not is_driver_error or bool(dialect.is_disconnect(exc, fairy.driver_connection, None))  # type: ignore[arg-type]
     if lost:
         engine.pool._invalidate(fairy, exc if isinstance(exc, Exception) else None)  # checks it in
     else:

@@ -21,6 +21,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+_hiredis_pack: Any
 try:
     from hiredis import pack_command as _hiredis_pack
 except ImportError:  # redis-py's own packer then
