@@ -202,7 +202,10 @@ def _plan(stmt: Any, dialect: Any) -> _Plan | None:
 
 def _run_first(engine: Engine, plan: _Plan, params: dict[str, Any]) -> Any:
     sent = plan.parameters(params)
-    fairy: Any = engine.raw_connection()  # the pool's checkout, its events (the pre-ping) included
+    try:
+        fairy: Any = engine.raw_connection()  # the pool's checkout, its events (the pre-ping) included
+    except engine.dialect.loaded_dbapi.Error as exc:  # as Connection() raises it: wrapped, flagged
+        Connection._handle_dbapi_exception_noconnection(exc, engine.dialect, engine)
     try:
         conn = fairy.driver_connection
         if not conn.autocommit and conn.pgconn.transaction_status == _IDLE:
