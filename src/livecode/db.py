@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
@@ -152,6 +153,89 @@ def _ping_unless_just_used(engine: Engine, bypass_s: float) -> None:
 _IDLE = 0  # psycopg.pq.TransactionStatus.IDLE (psycopg is imported only for PostgreSQL)
 
 
+class _Plan:
+    """A Core statement compiled once for PostgreSQL: its SQL, what its parameters need (the
+    statement's own bound values, SQLAlchemy's conversions: JSON to text, ...), its row type."""
+
+    __slots__ = ("sql", "compiled", "processors", "row")
+
+    def __init__(self, compiled: Any, keys: tuple[str, ...]) -> None:
+        self.sql = str(compiled)
+        self.compiled = compiled
+        self.processors = tuple(compiled._bind_processors.items())
+        self.row: Any = collections.namedtuple("Row", keys)._make  # type: ignore[misc, attr-defined]
+
+    def parameters(self, params: dict[str, Any]) -> dict[str, Any]:
+        """What Connection.execute sends the driver for `params` (a missing one raises as there)."""
+        out: dict[str, Any] = self.compiled.construct_params(params)
+        for name, process in self.processors:
+            if name in out:
+                out[name] = process(out[name])
+        return out
+
+
+_plans: dict[tuple[Any, str], _Plan | None] = {}
+
+
+def _plan(stmt: Any, dialect: Any) -> _Plan | None:
+    """The statement's plan, made once (None: it needs more of SQLAlchemy at each run)."""
+    key = (stmt, dialect.name)
+    try:
+        return _plans[key]
+    except KeyError:
+        pass
+    compiled = stmt.compile(dialect=dialect)
+    keys = tuple(c[0] for c in compiled._result_columns)
+    simple = (
+        bool(keys)  # a statement that returns rows
+        and not compiled.literal_execute_params
+        and not compiled.post_compile_params
+        and all(c[3]._cached_result_processor(dialect, None) is None for c in compiled._result_columns)
+        and all(k.isidentifier() and not k.startswith("_") for k in keys)
+        and len(set(keys)) == len(keys)
+    )
+    plan = _Plan(compiled, keys) if simple else None
+    if len(_plans) < 1000:  # hot statements are built once per shape: few
+        _plans[key] = plan
+    return plan
+
+
+def _run_first(engine: Engine, plan: _Plan, params: dict[str, Any]) -> Any:
+    sent = plan.parameters(params)
+    try:
+        fairy: Any = engine.raw_connection()  # the pool's checkout, its events (the pre-ping) included
+    except engine.dialect.loaded_dbapi.Error as exc:  # as Connection() raises it: wrapped, flagged
+        Connection._handle_dbapi_exception_noconnection(exc, engine.dialect, engine)
+    try:
+        conn = fairy.driver_connection
+        if not conn.autocommit and conn.pgconn.transaction_status == _IDLE:
+            conn.autocommit = True  # as _statement_modes sets it for an AUTOCOMMIT statement
+        row = conn.execute(plan.sql, sent).fetchone()
+    except BaseException as exc:
+        _raise_wrapped(engine, fairy, plan.sql, params, exc)
+    fairy.close()  # back to the pool (its reset: nothing to roll back in autocommit)
+    return None if row is None else plan.row(row)
+
+
+def _raise_wrapped(engine: Engine, fairy: Any, sql: str, params: dict[str, Any], exc: BaseException) -> NoReturn:
+    """Give the connection back and raise `exc` as Connection.execute would: a driver error
+    wrapped in SQLAlchemy's class for it (IntegrityError, OperationalError, ...); a lost
+    connection, or one left in an unknown state by an interruption, invalidated (the pool
+    replaces it, and every connection older than it) and the error flagged connection_invalidated."""
+    dialect = engine.dialect
+    dbapi_error = dialect.loaded_dbapi.Error
+    is_driver_error = isinstance(exc, dbapi_error)
+    lost = not is_driver_error or bool(dialect.is_disconnect(exc, fairy.driver_connection, None))  # type: ignore[arg-type]
+    if lost:
+        engine.pool._invalidate(fairy, exc if isinstance(exc, Exception) else None)  # checks it in
+    else:
+        fairy.close()
+    if not is_driver_error:
+        raise exc
+    raise DBAPIError.instance(sql, params, exc, dbapi_error, hide_parameters=engine.hide_parameters,
+                              connection_invalidated=lost, dialect=dialect) from exc
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -225,6 +309,23 @@ class Database:
         factory = self._factory if fresh else self._replica_factory
         with factory() as session:
             yield session
+
+    def first(self, stmt: Any, params: dict[str, Any], *, primary: bool = False) -> Any:
+        """The first row of one Core statement run as its own transaction (autocommit), or None:
+        what `write_one` (`primary`: a write, or a read that must see the latest writes) or
+        `read_core` and `execute(stmt, params).first()` give, for the hot paths. On
+        PostgreSQL the statement, compiled once, goes straight to the pooled psycopg connection:
+        no execution context, result metadata or row processing per call (a GET's SELECT was
+        ~500 Python calls in SQLAlchemy's execute for one round trip). Errors are SQLAlchemy's
+        (IntegrityError, OperationalError with connection_invalidated for a lost connection, ...),
+        as from Connection.execute. Elsewhere (SQLite), or for a statement whose parameters or
+        columns need SQLAlchemy's processing, it is run by Connection.execute."""
+        engine = self.engine if primary else self.replica_engine
+        plan = _plan(stmt, engine.dialect) if not self.is_sqlite else None
+        if plan is None:
+            with (self._autocommit if primary else self._replica_autocommit).connect() as conn:
+                return conn.execute(stmt, params).first()
+        return _run_first(engine, plan, params)
 
     def ping(self) -> None:
         # Autocommit: one round trip; a transaction's ROLLBACK would also make psycopg forget the

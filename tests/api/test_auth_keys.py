@@ -249,3 +249,19 @@ def test_api_key_errors(secure: LiveApp) -> None:
 def test_keys_need_an_account_even_when_sign_in_is_optional(live: LiveApp) -> None:
     expect_error(live.client.post(KEYS, json={}), 401)
     expect_error(live.client.get(f"{AUTH}/me"), 401)
+
+
+
+def test_flask_limiters_hooks_run_only_for_requests_it_looked_at(make_live: Any) -> None:
+    """Its after-request hook and teardown (api/ratelimit.py _only_where_used) make its
+    per-request context no more for a request no limit looked at; sign-in's limit still has it
+    (and a 429 its headers: test_sign_in_attempts_are_rate_limited_per_address)."""
+    from flask.globals import request_ctx
+
+    live = make_live(auth_required=True, login_rate_limit="3/minute")
+    with live.client:
+        assert live.client.get("/api/v1/languages").status_code == 200
+        assert not hasattr(request_ctx._get_current_object(), "_limiter_request_context")
+    with live.client:
+        live.client.post(f"{AUTH}/login", json={"username": "xxx", "password": "p" * 8})
+        assert hasattr(request_ctx._get_current_object(), "_limiter_request_context")

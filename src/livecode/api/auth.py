@@ -126,8 +126,11 @@ def _principal_from_token(token: str) -> accounts.Principal:
 def credentials() -> accounts.Principal | None:
     """The caller named by the request's credentials, None if it sent none; 401 if they are bad."""
     # Judge0 clients send their token as X-Auth-Token: it is a LiveCode API key (docs/compat.md).
-    key = request.headers.get("X-API-Key") or request.headers.get("X-Auth-Token")
-    header = request.headers.get("Authorization")
+    # The headers read from the WSGI environ, as request.headers.get reads them (one dict lookup
+    # each instead of a header object's ~8 calls, on every request).
+    environ = request.environ
+    key = environ.get("HTTP_X_API_KEY") or environ.get("HTTP_X_AUTH_TOKEN")
+    header = environ.get("HTTP_AUTHORIZATION")
     if not key and header and request.path.startswith(BARE_KEY_PREFIX) and \
             header.strip().partition(" ")[0].lower() != "bearer":
         key = header
@@ -143,11 +146,11 @@ def credentials() -> accounts.Principal | None:
             raise Unauthorized("the Authorization header must be 'Bearer <access token>'", code="INVALID_TOKEN")
         g.auth_method = "token"
         return _principal_from_token(token.strip())
-    query_token = request.args.get("access_token")
-    if query_token and request.method == "GET" and (request.path.endswith(STREAM_SUFFIXES)
-                                                     or request.path in STREAM_PATHS):
-        g.auth_method = "token"
-        return _principal_from_token(query_token)
+    if request.method == "GET" and (request.path.endswith(STREAM_SUFFIXES) or request.path in STREAM_PATHS):
+        query_token = request.args.get("access_token")  # the query parsed only where it may say who
+        if query_token:
+            g.auth_method = "token"
+            return _principal_from_token(query_token)
     return None
 
 

@@ -68,6 +68,9 @@ def drain_unread_body() -> None:
     server's read timeouts."""
     if g.get("livecode_raw_body") is not None:
         return
+    environ = request.environ
+    if not environ.get("CONTENT_LENGTH") and not environ.get("HTTP_TRANSFER_ENCODING"):
+        return  # no body (a GET): nothing to drain
     length = request.content_length
     chunked = "chunked" in (request.headers.get("Transfer-Encoding") or "").lower()
     limit = request.max_content_length

@@ -26,6 +26,7 @@ from functools import wraps
 from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, current_app, g, request
+from flask.globals import request_ctx
 from flask_limiter import Limiter
 from limits import RateLimitItem
 from limits import parse as parse_limit
@@ -278,6 +279,40 @@ login_limit = limiter.shared_limit(
 )
 
 
+def _limiter_used() -> bool:
+    """Whether Flask-Limiter looked at this request: its per-request context is made by the
+    first use (a decorated limit, `current_limit`) and lives on the request context."""
+    return hasattr(request_ctx._get_current_object(), "_limiter_request_context")  # type: ignore[attr-defined]
+
+
+def _only_where_used(app: Flask) -> None:
+    """Flask-Limiter's after-request hook (its X-RateLimit headers when headers_enabled, its
+    `deduct_when` deductions) and its teardown (the reset of its per-request context) ran on every
+    request, each making that context first (~100 Python calls a GET). With nothing recorded in
+    it, both do nothing: they now run only for a request the limiter looked at (sign-in's limit,
+    a 429's headers), as before."""
+    inject = getattr(Limiter, "_Limiter__inject_headers", None)
+    hooks = app.after_request_funcs.get(None, [])
+    for i, fn in enumerate(hooks):
+        if isinstance(fn, functools.partial) and fn.func is inject and fn.args == (limiter,):
+            hooks[i] = _when_used(fn, passthrough=True)
+    teardowns = app.teardown_request_funcs.get(None, [])
+    release = getattr(limiter, "_Limiter__release_context", None)
+    for i, fn in enumerate(teardowns):
+        if release is not None and fn == release:
+            teardowns[i] = _when_used(fn, passthrough=False)
+
+
+def _when_used(fn: Callable[[Any], Any], *, passthrough: bool) -> Callable[[Any], Any]:
+    @wraps(fn)
+    def hook(arg: Any) -> Any:
+        if _limiter_used():
+            return fn(arg)
+        return arg if passthrough else None
+
+    return hook
+
+
 def init_limiter(app: Flask, rt: Runtime) -> None:
     app.config.update(
         RATELIMIT_ENABLED=rt.settings.rate_limits_enabled,
@@ -301,6 +336,7 @@ def init_limiter(app: Flask, rt: Runtime) -> None:
         return resp
 
     limiter.init_app(app)
+    _only_where_used(app)
     # Flask-Limiter's before_request hook applies default and application-wide limits; LiveCode
     # has none (sign-in's limit is its route's decorator, executions are charged by
     # charge_executions), so on every request the hook only resolved that there was nothing to

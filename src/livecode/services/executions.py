@@ -227,7 +227,7 @@ def _active_execution(db: Database, session_id: uuid.UUID) -> tuple[uuid.UUID | 
         return None, s.execute(select(CodeSession.id).where(CodeSession.id == session_id)).first() is not None
 
 
-def _submit_in_one(conn: Any, session_id: uuid.UUID, owner_id: uuid.UUID | None, cap: int,
+def _submit_in_one(db: Database, session_id: uuid.UUID, owner_id: uuid.UUID | None, cap: int,
                    languages: LanguageCatalog | None, params: dict[str, Any]) -> Any:
     """A single-file run in one statement (services/submission_sql.py): the session row, with
     `inserted` set when the statement inserted the run. The statement is chosen by what this
@@ -237,10 +237,10 @@ def _submit_in_one(conn: Any, session_id: uuid.UUID, owner_id: uuid.UUID | None,
     params.update(submission_sql.language_params(languages))
     guess = submission_sql.reruns.get(session_id, False)
     by_owner = owner_id is not None
-    row = conn.execute(submission_sql.submit_unchanged(cap, by_owner) if guess
-                       else submission_sql.submit_single(cap, by_owner), params).first()
+    row = db.first(submission_sql.submit_unchanged(cap, by_owner) if guess
+                   else submission_sql.submit_single(cap, by_owner), params, primary=True)
     if guess and row is not None and row.inserted is None:  # edited since: its version is to be made
-        row = conn.execute(submission_sql.submit_single(cap, by_owner), params).first()
+        row = db.first(submission_sql.submit_single(cap, by_owner), params, primary=True)
     submission_sql.remember_run(session_id, None if row is None or row.inserted is None else row.made is None)
     return row
 
@@ -291,34 +291,34 @@ def submit_execution(
         # explain, a race) it returns the session row, and the rest goes on from there as from
         # the read that SQLite and a submission with after_insert's rows make: a run of unchanged
         # single-file code writes in one statement, anything more in one transaction after it.
-        with db.write_one() as conn:
-            if conn.dialect.name == "postgresql" and after_insert is None:
-                if before_insert is not None:  # before anything is written: the statement may write
-                    before_insert()
-                session = _submit_in_one(conn, session_id, owner_id, cap, languages, {
-                    **params, "p_caller": owner_id, "p_author": owner_id, "touch_before": now - storage.TOUCH_EVERY})
-                if session is None:
-                    raise _Unreadable
-                done = session.inserted is not None
-            else:
+        if not db.is_sqlite and after_insert is None:
+            if before_insert is not None:  # before anything is written: the statement may write
+                before_insert()
+            session = _submit_in_one(db, session_id, owner_id, cap, languages, {
+                **params, "p_caller": owner_id, "p_author": owner_id, "touch_before": now - storage.TOUCH_EVERY})
+            if session is None:
+                raise _Unreadable
+            done = session.inserted is not None
+        else:
+            with db.write_one() as conn:
                 session = conn.execute(
                     submission_sql.session_for_run(owner_id is not None), {"p_sid": session_id, "p_owner": owner_id}
                 ).first()
-                if session is None:
-                    raise _Unreadable
-                if before_insert is not None:
-                    before_insert()
-                done = False
-            user_id = session.user_id
-            if not done:
-                check_language(session.language, languages)
-                snapshot = snapshot_of(session)
-                newest_known = (session.history_seq, session.history_set)
-                # The run is of the code as read above (the code when the request came). INSERT
-                # ... SELECT inserts nothing if the session is gone by now, or if its owner is at
-                # the storage cap. RETURNING, not rowcount: psycopg reports -1 for an INSERT ...
-                # SELECT that inserted nothing.
-                params.update({"p_hash": snapshot.entry_hash, "p_entry": snapshot.entry, "p_owner": user_id})
+            if session is None:
+                raise _Unreadable
+            if before_insert is not None:
+                before_insert()
+            done = False
+        user_id = session.user_id
+        if not done:
+            check_language(session.language, languages)
+            snapshot = snapshot_of(session)
+            newest_known = (session.history_seq, session.history_set)
+            # The run is of the code as read above (the code when the request came). INSERT
+            # ... SELECT inserts nothing if the session is gone by now, or if its owner is at
+            # the storage cap. RETURNING, not rowcount: psycopg reports -1 for an INSERT ...
+            # SELECT that inserted nothing.
+            params.update({"p_hash": snapshot.entry_hash, "p_entry": snapshot.entry, "p_owner": user_id})
         if not done:
             with db.write_core() as conn:
                 storage.store_sources(conn, snapshot.texts, now)
@@ -425,8 +425,9 @@ def _execution_by_id(by_owner: bool) -> Any:
 def get_execution(
     db: Database, execution_id: uuid.UUID, owner_id: uuid.UUID | None, encoding: str = "text"
 ) -> dict[str, Any]:
-    with db.read_core(fresh=True) as conn:  # Core: the row's columns are all serialize_execution reads
-        row = conn.execute(_execution_by_id(owner_id is not None), {"p_eid": execution_id, "p_owner": owner_id}).first()
+    # Core: the row's columns are all serialize_execution reads; one statement, no transaction.
+    row = db.first(_execution_by_id(owner_id is not None), {"p_eid": execution_id, "p_owner": owner_id},
+                   primary=True)
     if row is None:
         raise execution_not_found(execution_id)
     return serialize_execution(row, encoding)  # type: ignore[arg-type]

@@ -1,0 +1,80 @@
+"""Database.first: a hot statement run straight on the pooled psycopg connection gives what
+SQLAlchemy's Connection.execute(...).first() gives, rows and errors alike. Real PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from sqlalchemy import text, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from livecode import db as dbmod
+from livecode.db import Database
+from livecode.models import Execution
+from livecode.services import sessions
+from livecode.services.executions import ExecuteOptions, _execution_by_id, submit_execution
+from livecode.services.testcases import TestCase
+from livecode.streaming.bus import MemoryEventBus
+from tests.support.pgtrace import scratch_db
+
+
+@pytest.fixture
+def db(pg_admin_url: str) -> Iterator[Database]:
+    with scratch_db(pg_admin_url) as database:
+        yield database
+
+
+def finished_run(db: Database) -> uuid.UUID:
+    sid = uuid.UUID(sessions.create_session(db, language="python", source_code="print('hi')", owner_id=None,
+                                            max_bytes=1 << 20, settings=db.settings)["session_id"])
+    options = ExecuteOptions(tests=[TestCase(name="t", stdin="1", expected_output="2")])
+    eid = uuid.UUID(submit_execution(db, lambda *_: None, db.settings, sid, owner_id=None, options=options,
+                                     events=MemoryEventBus())["execution_id"])
+    with db.write_one() as conn:
+        conn.execute(update(Execution).where(Execution.id == eid).values(
+            status="COMPLETED", stdout=b"\x00\xff out", stderr=b"", exit_code=0, test_results=[{"passed": True}],
+            finished_at=text("now()"), execution_time_ms=3))
+    return eid
+
+
+def test_the_row_is_the_one_connection_execute_gives(db: Database) -> None:
+    eid = finished_run(db)
+    for by_owner, owner in ((False, None), (True, uuid.uuid4())):
+        stmt, params = _execution_by_id(by_owner), {"p_eid": eid, "p_owner": owner}
+        assert dbmod._plan(stmt, db.engine.dialect) is not None  # the fast path, not the fallback
+        with db.read_core(fresh=True) as conn:
+            expected = conn.execute(stmt, params).first()
+        got = db.first(stmt, params, primary=True)
+        if expected is None:
+            assert got is None
+        else:
+            assert got._asdict() == expected._asdict()
+            assert got.stdout == b"\x00\xff out" and got.tests and got.test_results == [{"passed": True}]
+
+
+def test_a_driver_error_is_sqlalchemys_and_the_connection_stays_usable(db: Database) -> None:
+    eid = finished_run(db)
+    stmt = text("INSERT INTO executions (id, session_id, language, source_hash, status) "
+                "SELECT id, session_id, language, source_hash, status FROM executions WHERE id = :eid "
+                "RETURNING id").columns()
+    with pytest.raises(IntegrityError):  # the same primary key
+        db.first(stmt.bindparams(eid=eid), {}, primary=True)
+    assert db.first(_execution_by_id(False), {"p_eid": eid}, primary=True).id == eid
+
+
+def test_a_lost_connection_is_unavailable_invalidated_and_replaced(db: Database) -> None:
+    eid = finished_run(db)
+    stmt, params = _execution_by_id(False), {"p_eid": eid}
+    db.first(stmt, params, primary=True)
+    with db.engine.connect() as conn:
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+    admin = psycopg.connect(db.settings.database_url.replace("+psycopg", ""), autocommit=True)
+    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    admin.close()
+    with pytest.raises(OperationalError) as caught:
+        db.first(stmt, params, primary=True)
+    assert caught.value.connection_invalidated
+    assert db.first(stmt, params, primary=True).id == eid  # a new connection
