@@ -306,9 +306,8 @@ class BwrapRunner(Runner):
             pool.done()
 
     def _back_to_normal_priority(self, sp: Spawned) -> list[int] | None:
-        """Every thread of a spare built at low priority to nice 0; returns their ids (the
-        cgroup's thread list, which the run's out/ collection looks through next:
-        hold_sandbox_dir), or None if the sandbox is unusable. A process or thread being created
+        """Every thread of a spare built at low priority to nice 0; returns their ids, or None if
+        the sandbox is unusable. A process or thread being created
         during a renice copies its parent's nice after the renice has passed it by: so the renice
         comes once the launcher has said it is up (and has forked its warm start's program), when
         nothing of the sandbox forks until the job comes, but a warm start's program may still
@@ -325,6 +324,12 @@ class BwrapRunner(Runner):
             return None
         threads: list[int] = []
         new = sp.cg.threads()
+        if not new:  # no thread list (cgroup v2 before Linux 4.14): its processes, as they stand
+            try:
+                os.setpriority(os.PRIO_USER, uid, 0)
+            except ProcessLookupError:
+                return None
+            return sp.cg.pids()
         reniced = 0
         for _ in range(_RENICE_ROUNDS):
             for tid in new:
@@ -359,16 +364,12 @@ class BwrapRunner(Runner):
         work_fd: int | None = None  # the work dir, held to collect out/ (outputs.py)
         try:
             sp.cg.set_limits(stage.memory_mb * 1024 * 1024, stage.max_processes + _EXTRA_PIDS)
-            known: list[list[int]] = []  # the sandbox's threads, read for the renice: hold_sandbox_dir's first look
             if prebuilt:
                 # Built at low priority; the run gets normal priority. If its set-up never ended
                 # (it failed, or is stuck), a sandbox is built for this run instead.
-                if sp.nice:
-                    threads = self._back_to_normal_priority(sp)
-                    if threads is None:
-                        self._finish(sp.slot, sp.cg, sp)
-                        return None
-                    known.append(threads)
+                if sp.nice and self._back_to_normal_priority(sp) is None:
+                    self._finish(sp.slot, sp.cg, sp)
+                    return None
                 sp.cg.reset_counters()
             go = sp.warm is not None and sp.warm == job.warm  # its program started ahead is this run's
             lead = GO if go else b""
@@ -381,7 +382,8 @@ class BwrapRunner(Runner):
                 pipes = _make_pipes(sp, stage.merge_stderr)
                 child_ends += dict.fromkeys(pipes)  # stdout twice when merged
             if stage.outputs is not None:  # before the program starts: nothing of its making is followed
-                work_fd = hold_sandbox_dir(lambda: known.pop() if known else sp.cg.pids(), _LAUNCHER, WORK)
+                # A fresh list, not the renice's: a pid read earlier could be another sandbox's by now.
+                work_fd = hold_sandbox_dir(sp.cg.pids, _LAUNCHER, WORK)
                 if work_fd is None:
                     log.warning("cannot reach the sandbox's work directory; out/ will not be collected")
             if go:

@@ -127,8 +127,9 @@ class SlotPool:
         return max(1, self.count // 4)
 
     def release(self, slot: int, clean: bool = False) -> None:
-        """`clean`: every process the holder started as the slot's uid is gone (killed and reaped),
-        so the next holder need not look for them in /proc."""
+        """`clean`: every process the holder started as the slot's uid is gone (killed and reaped).
+        Written for workers of older versions sharing the lock directory, which then need not look
+        for them in /proc; this version asks the kernel at every acquire."""
         with self._lock:
             fd = self._held.pop(slot, None)
         if fd is not None:
