@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import keyword
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -174,12 +175,12 @@ class _Plan:
         return out
 
 
-_plans: dict[tuple[Any, str], _Plan | None] = {}
+_plans: dict[tuple[Any, str, str], _Plan | None] = {}
 
 
 def _plan(stmt: Any, dialect: Any) -> _Plan | None:
     """The statement's plan, made once (None: it needs more of SQLAlchemy at each run)."""
-    key = (stmt, dialect.name)
+    key = (stmt, dialect.name, dialect.driver)
     try:
         return _plans[key]
     except KeyError:
@@ -187,17 +188,29 @@ def _plan(stmt: Any, dialect: Any) -> _Plan | None:
     compiled = stmt.compile(dialect=dialect)
     keys = tuple(c[0] for c in compiled._result_columns)
     simple = (
-        bool(keys)  # a statement that returns rows
+        dialect.driver == "psycopg"  # _run_first speaks psycopg 3
+        and bool(keys)  # a statement that returns rows
         and not compiled.literal_execute_params
         and not compiled.post_compile_params
-        and all(c[3]._cached_result_processor(dialect, None) is None for c in compiled._result_columns)
-        and all(k.isidentifier() and not k.startswith("_") for k in keys)
+        and not compiled.insert_prefetch  # Python-side defaults, filled per execution
+        and not compiled.update_prefetch
+        and not getattr(compiled, "escaped_bind_names", None)  # renamed binds: processors keyed otherwise
+        and _no_result_processing(compiled, dialect)
+        and all(k.isidentifier() and not keyword.iskeyword(k) and not k.startswith("_") for k in keys)
         and len(set(keys)) == len(keys)
     )
     plan = _Plan(compiled, keys) if simple else None
     if len(_plans) < 1000:  # hot statements are built once per shape: few
         _plans[key] = plan
     return plan
+
+
+def _no_result_processing(compiled: Any, dialect: Any) -> bool:
+    """Whether every result column comes from the driver as SQLAlchemy would give it."""
+    try:
+        return all(c[3]._cached_result_processor(dialect, None) is None for c in compiled._result_columns)
+    except Exception:  # a type whose processor needs the cursor's description (Numeric on psycopg)
+        return False
 
 
 def _run_first(engine: Engine, plan: _Plan, params: dict[str, Any]) -> Any:
@@ -224,14 +237,17 @@ def _raise_wrapped(engine: Engine, fairy: Any, sql: str, params: dict[str, Any],
     replaces it, and every connection older than it) and the error flagged connection_invalidated."""
     dialect = engine.dialect
     dbapi_error = dialect.loaded_dbapi.Error
-    is_driver_error = isinstance(exc, dbapi_error)
-    lost = not is_driver_error or bool(dialect.is_disconnect(exc, fairy.driver_connection, None))  # type: ignore[arg-type]
+    if not isinstance(exc, dbapi_error):
+        if isinstance(exc, Exception):  # ours or the adapter's, before anything was sent
+            fairy.close()
+        else:  # interrupted (KeyboardInterrupt, a timeout's signal): its state unknown
+            fairy.invalidate(exc)  # this connection only; checks it in
+        raise exc
+    lost = bool(dialect.is_disconnect(exc, fairy.driver_connection, None))  # type: ignore[arg-type]
     if lost:
-        engine.pool._invalidate(fairy, exc if isinstance(exc, Exception) else None)  # checks it in
+        engine.pool._invalidate(fairy, exc)  # checks it in
     else:
         fairy.close()
-    if not is_driver_error:
-        raise exc
     raise DBAPIError.instance(sql, params, exc, dbapi_error, hide_parameters=engine.hide_parameters,
                               connection_invalidated=lost, dialect=dialect) from exc
 

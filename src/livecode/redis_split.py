@@ -118,7 +118,13 @@ def _pack(conn: Any, commands: list[tuple[Any, ...]]) -> Any:
     bytes, int and float itself, to the same bytes. Any other argument, or an encoder set to
     something else than UTF-8 (strict), goes through redis-py, which accepts or refuses it as before."""
     encoder = conn.encoder
-    if _hiredis_pack is not None and encoder.encoding == "utf-8" and encoder.encoding_errors == "strict":
+    if (
+        _hiredis_pack is not None
+        and encoder.encoding == "utf-8"
+        and encoder.encoding_errors == "strict"
+        # redis-py splits a command name with a space ("CLIENT SETINFO") into two arguments
+        and not any(" " in args[0] if isinstance(args[0], str) else b" " in args[0] for args in commands)
+    ):
         try:
             return [b"".join([_hiredis_pack(args) for args in commands])]
         except (TypeError, UnicodeError):

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 
 import psycopg
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import JSON, Numeric, Uuid, bindparam, cast, column, insert, literal, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from livecode import db as dbmod
@@ -59,10 +60,34 @@ def test_a_driver_error_is_sqlalchemys_and_the_connection_stays_usable(db: Datab
     eid = finished_run(db)
     stmt = text("INSERT INTO executions (id, session_id, language, source_hash, status) "
                 "SELECT id, session_id, language, source_hash, status FROM executions WHERE id = :eid "
-                "RETURNING id").columns()
-    with pytest.raises(IntegrityError):  # the same primary key
-        db.first(stmt.bindparams(eid=eid), {}, primary=True)
+                "RETURNING id").columns(column("id", Uuid()))
+    stmt = stmt.bindparams(eid=eid)
+    assert dbmod._plan(stmt, db.engine.dialect) is not None  # the fast path, not the fallback
+    with pytest.raises(IntegrityError) as caught:  # the same primary key
+        db.first(stmt, {}, primary=True)
+    assert not caught.value.connection_invalidated
     assert db.first(_execution_by_id(False), {"p_eid": eid}, primary=True).id == eid
+
+
+def test_statements_the_fast_path_cannot_run_as_sqlalchemy_would_take_the_usual_one(db: Database) -> None:
+    """Python-side defaults (filled per execution), result processing (Numeric), a label that
+    is a keyword, a renamed bind parameter: Connection.execute runs these."""
+    dialect = db.engine.dialect
+    executions = Execution.__table__
+    needs_default = (
+        insert(executions)
+        .values(session_id=bindparam("sid"), language="python", source_hash="h", status="QUEUED")
+        .returning(executions.c.id)
+    )
+    for stmt in (
+        needs_default,
+        select(cast(literal(1.5), Numeric()).label("x")),
+        select(literal(1).label("from")),
+        select(cast(bindparam("p.j", type_=JSON), JSON).label("j")),
+    ):
+        assert dbmod._plan(stmt, dialect) is None, stmt
+    assert db.first(select(cast(literal(1.5), Numeric()).label("x")), {}).x == Decimal("1.5")
+    assert db.first(select(literal(1).label("from")), {})._asdict() == {"from": 1}
 
 
 def test_a_lost_connection_is_unavailable_invalidated_and_replaced(db: Database) -> None:

@@ -32,3 +32,10 @@ def test_an_argument_hiredis_does_not_take_is_refused_by_redis_py_as_before(bad)
 def test_another_encoding_goes_through_redis_pys_encoder():
     conn = redis.Redis(encoding="latin-1").connection_pool.make_connection()
     assert b"".join(redis_split._pack(conn, [("SET", "k", "é")])) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n\xe9\r\n"
+
+
+@pytest.mark.parametrize("name", ["CLIENT SETINFO", b"CLIENT SETINFO"])
+def test_a_command_name_with_a_space_is_split_as_redis_py_splits_it(name):
+    conn = Connection()
+    commands = [(name, "LIB-NAME", "livecode"), ("PING",)]
+    assert b"".join(redis_split._pack(conn, commands)) == b"".join(conn.pack_commands(commands))
