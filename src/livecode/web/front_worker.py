@@ -189,6 +189,27 @@ class OneSendResponse(gunicorn_wsgi.Response):  # type: ignore[misc]
         gunicorn_util.write(self.sock, "".join(head).encode("latin-1") + arg)
 
 
+_gunicorn_http_date = gunicorn_util.http_date
+_date: tuple[int, str] = (-1, "")
+
+
+def http_date(timestamp: float | None = None) -> str:
+    """gunicorn's Date header value, formatted once a second instead of per answer (the value
+    has whole seconds: email.utils.formatdate drops the fraction). An explicit timestamp is
+    formatted as gunicorn formats it."""
+    global _date
+    if timestamp is not None:
+        return str(_gunicorn_http_date(timestamp))
+    now = int(time.time())
+    cached = _date  # one tuple, read and replaced whole: safe across threads
+    if cached[0] != now:
+        cached = _date = (now, str(_gunicorn_http_date(now)))
+    return cached[1]
+
+
+# gunicorn's Response.default_headers calls util.http_date() for every answer.
+gunicorn_util.http_date = http_date
+
 # gthread's handle_request builds its response with wsgi.create(), which takes this name's class
 # (HTTP/2 passes its own).
 gunicorn_wsgi.Response = OneSendResponse
