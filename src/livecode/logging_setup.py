@@ -99,12 +99,45 @@ def json_formatter() -> logging.Formatter:
     )
 
 
+class LineStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """logging.StreamHandler, formatting its line outside its lock.
+
+    The stdlib's handler takes its lock, then formats the record, then writes: every API request's
+    access line (api/metrics.py) was formatted to JSON with the lock held, and a thread made to
+    give up the GIL meanwhile (the write, a switch interval) left the other request threads
+    blocked on the lock, each with a futex call and a switch. Here only the write and the flush
+    are under the lock: the same line, whole, one write per record, as before. The formatter
+    keeps no state between records (the JSON formatter's cached second is replaced whole)."""
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        rv = self.filter(record)
+        if isinstance(rv, logging.LogRecord):  # Python 3.12: a filter may return a new record
+            record = rv
+        if rv:
+            try:
+                line = self.format(record) + self.terminator
+            except RecursionError:  # as StreamHandler.emit: see issue 36272
+                raise
+            except Exception:  # noqa: BLE001 - logging's own error path, as emit() has
+                self.handleError(record)
+                return rv
+            with self.lock:  # type: ignore[union-attr]
+                try:
+                    self.stream.write(line)
+                    self.flush()
+                except RecursionError:
+                    raise
+                except Exception:  # noqa: BLE001
+                    self.handleError(record)
+        return rv
+
+
 def configure_logging(settings: Settings) -> None:
     global _configured
     if _configured:
         return
     _configured = True
-    handler = logging.StreamHandler(sys.stderr)
+    handler = LineStreamHandler(sys.stderr)
     if settings.log_json:
         handler.setFormatter(json_formatter())
     else:

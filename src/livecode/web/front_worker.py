@@ -189,6 +189,27 @@ class OneSendResponse(gunicorn_wsgi.Response):  # type: ignore[misc]
         gunicorn_util.write(self.sock, "".join(head).encode("latin-1") + arg)
 
 
+_gunicorn_http_date = gunicorn_util.http_date
+_date: tuple[int, str] = (-1, "")
+
+
+def http_date(timestamp: float | None = None) -> str:
+    """gunicorn's Date header value, formatted once a second instead of per answer (the value
+    has whole seconds: email.utils.formatdate drops the fraction). An explicit timestamp is
+    formatted as gunicorn formats it."""
+    global _date
+    if timestamp is not None:
+        return str(_gunicorn_http_date(timestamp))
+    now = int(time.time())
+    cached = _date  # one tuple, read and replaced whole: safe across threads
+    if cached[0] != now:
+        cached = _date = (now, str(_gunicorn_http_date(now)))
+    return cached[1]
+
+
+# gunicorn's Response.default_headers calls util.http_date() for every answer.
+gunicorn_util.http_date = http_date
+
 # gthread's handle_request builds its response with wsgi.create(), which takes this name's class
 # (HTTP/2 passes its own).
 gunicorn_wsgi.Response = OneSendResponse
@@ -267,11 +288,32 @@ class HandOffPool:
                 t.join()
 
 
+class ModeKeepingSocket(socket.socket):
+    """A client socket whose `setblocking(True)` does nothing when it is blocking already.
+
+    gthread's `handle` calls `setblocking(True)` at every request (for a socket it set
+    non-blocking for its own keep-alive poller); the front never switches modes (it reads with
+    MSG_DONTWAIT), so the call was one ioctl per request for nothing, during which the thread let
+    go of the GIL and then waited to take it back among the others. Python itself sets the file's
+    O_NONBLOCK flag only from its timeout (no timeout: blocking), and nothing here sets the flag
+    behind its back, so `gettimeout() is None` says the socket is blocking. Every other call
+    (non-blocking, a timeout) goes to the socket as before."""
+
+    __slots__ = ()
+
+    def setblocking(self, flag: bool) -> None:
+        if flag and self.gettimeout() is None:
+            return
+        super().setblocking(flag)
+
+
 class FrontConn(TConn):  # type: ignore[misc]
     """A connection, with what the front read of it and the per-address bookkeeping."""
 
     def __init__(self, worker: GuardedThreadWorker, cfg: Any, sock: socket.socket, client: Any,
                  server: Any, address: str) -> None:
+        if type(sock) is socket.socket:  # not a TLS socket: its modes stay the ssl module's
+            sock.__class__ = ModeKeepingSocket
         super().__init__(cfg, sock, client, server)
         self.worker, self.address = worker, address
         self.buf = bytearray()
