@@ -119,7 +119,8 @@ class LineStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             except RecursionError:  # as StreamHandler.emit: see issue 36272
                 raise
             except Exception:  # noqa: BLE001 - logging's own error path, as emit() has
-                self.handleError(record)
+                with self.lock:  # type: ignore[union-attr]  # its traceback whole, as the stdlib's
+                    self.handleError(record)
                 return rv
             with self.lock:  # type: ignore[union-attr]
                 try:

@@ -57,3 +57,16 @@ def test_a_filter_that_drops_the_record_writes_nothing_and_a_broken_format_is_ha
     broken = logging.LogRecord("x", logging.INFO, __file__, 1, "%d", ("not a number",), None)
     handler.handle(broken)  # logging's error path, not the caller's exception
     assert out.getvalue() == "" and errors == [broken]
+
+
+def test_the_services_log_through_it(monkeypatch) -> None:
+    """configure_logging (the API's and the worker's start) installs this handler."""
+    import livecode.logging_setup as logging_setup
+    from livecode.config import Settings
+
+    root = logging.getLogger()
+    monkeypatch.setattr(logging_setup, "_configured", False)
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    logging_setup.configure_logging(Settings())
+    assert type(root.handlers[0]) is LineStreamHandler

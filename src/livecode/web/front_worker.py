@@ -296,7 +296,8 @@ class ModeKeepingSocket(socket.socket):
     MSG_DONTWAIT), so the call was one ioctl per request for nothing, during which the thread let
     go of the GIL and then waited to take it back among the others. Python itself sets the file's
     O_NONBLOCK flag only from its timeout (no timeout: blocking), and nothing here sets the flag
-    behind its back, so `gettimeout() is None` says the socket is blocking. Every other call
+    behind its back (linger()'s copy sets it on a socket whose original is closed), so
+    `gettimeout() is None` says the socket is blocking. Every other call
     (non-blocking, a timeout) goes to the socket as before."""
 
     __slots__ = ()
@@ -312,7 +313,9 @@ class FrontConn(TConn):  # type: ignore[misc]
 
     def __init__(self, worker: GuardedThreadWorker, cfg: Any, sock: socket.socket, client: Any,
                  server: Any, address: str) -> None:
-        if type(sock) is socket.socket:  # not a TLS socket: its modes stay the ssl module's
+        # Always a plain socket here (TLS wraps it later, in TConn.init: the ssl module detaches
+        # it into an SSLSocket, not this class, so a TLS connection's modes stay the ssl module's).
+        if type(sock) is socket.socket:
             sock.__class__ = ModeKeepingSocket
         super().__init__(cfg, sock, client, server)
         self.worker, self.address = worker, address
