@@ -233,8 +233,9 @@ def _run_first(engine: Engine, plan: _Plan, params: dict[str, Any]) -> Any:
 def _raise_wrapped(engine: Engine, fairy: Any, sql: str, params: dict[str, Any], exc: BaseException) -> NoReturn:
     """Give the connection back and raise `exc` as Connection.execute would: a driver error
     wrapped in SQLAlchemy's class for it (IntegrityError, OperationalError, ...); a lost
-    connection, or one left in an unknown state by an interruption, invalidated (the pool
-    replaces it, and every connection older than it) and the error flagged connection_invalidated."""
+    connection invalidated (the pool replaces it, and every connection older than it) and the
+    error flagged connection_invalidated; one left in an unknown state by an interruption
+    invalidated alone."""
     dialect = engine.dialect
     dbapi_error = dialect.loaded_dbapi.Error
     if not isinstance(exc, dbapi_error):

@@ -305,9 +305,9 @@ class BwrapRunner(Runner):
         finally:
             pool.done()
 
-    def _back_to_normal_priority(self, sp: Spawned) -> list[int] | None:
-        """Every thread of a spare built at low priority to nice 0; returns their ids, or None if
-        the sandbox is unusable. A process or thread being created
+    def _back_to_normal_priority(self, sp: Spawned) -> bool:
+        """Every thread of a spare built at low priority to nice 0; False if the sandbox is
+        unusable (its set-up never ended, or it is gone). A process or thread being created
         during a renice copies its parent's nice after the renice has passed it by: so the renice
         comes once the launcher has said it is up (and has forked its warm start's program), when
         nothing of the sandbox forks until the job comes, but a warm start's program may still
@@ -321,31 +321,26 @@ class BwrapRunner(Runner):
         uid = self.uid_base + sp.slot
         want = 2 if sp.warm is not None else 1
         if not _launcher_up(sp, want, 0.0) and not _set_up_at_normal_priority(sp, uid, want):
-            return None
-        threads: list[int] = []
+            return False
         new = sp.cg.threads()
         if not new:  # no thread list (cgroup v2 before Linux 4.14): its processes, as they stand
-            try:
-                os.setpriority(os.PRIO_USER, uid, 0)
-            except ProcessLookupError:
-                return None
-            return sp.cg.pids()
-        reniced = 0
+            return _renice_uid(uid)
+        seen: set[int] = set()
+        reniced = False
         for _ in range(_RENICE_ROUNDS):
             for tid in new:
                 try:
                     os.setpriority(os.PRIO_PROCESS, tid, 0)
-                    reniced += 1
+                    reniced = True
                 except ProcessLookupError:  # its launcher is up, so the sandbox is dying
                     pass
-            threads += new
+            seen.update(new)
             if sp.warm is None:
                 break
-            seen = set(threads)
             new = [tid for tid in sp.cg.threads() if tid not in seen]
             if not new:
                 break
-        return threads if reniced else None
+        return reniced
 
     def _run_cold(self, stage: Stage, job: _Job, on_output: OutputCallback | None) -> StageResult:
         """Build a sandbox for this stage (compile stages, runs no spare sandbox fits) and run it
@@ -367,7 +362,7 @@ class BwrapRunner(Runner):
             if prebuilt:
                 # Built at low priority; the run gets normal priority. If its set-up never ended
                 # (it failed, or is stuck), a sandbox is built for this run instead.
-                if sp.nice and self._back_to_normal_priority(sp) is None:
+                if sp.nice and not self._back_to_normal_priority(sp):
                     self._finish(sp.slot, sp.cg, sp)
                     return None
                 sp.cg.reset_counters()
@@ -813,17 +808,21 @@ def _set_up_at_normal_priority(sp: Spawned, uid: int, want: int) -> bool:
     deadline = time.monotonic() + _UP_WAIT_S
     reniced = False
     while True:
-        if not reniced:
-            try:
-                os.setpriority(os.PRIO_USER, uid, 0)
-                reniced = True
-            except ProcessLookupError:
-                pass
+        reniced = reniced or _renice_uid(uid)
         left = deadline - time.monotonic()
         up = _launcher_up(sp, want, min(left, 0.001) if not reniced else left)
         if up is not None and not up and left > 0:
             continue
         return bool(up)
+
+
+def _renice_uid(uid: int) -> bool:
+    """Every process of the slot's uid to nice 0, as they stand; False if it has none."""
+    try:
+        os.setpriority(os.PRIO_USER, uid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _launcher_up(sp: Spawned, want: int, wait_s: float) -> bool | None:

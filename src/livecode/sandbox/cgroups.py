@@ -179,21 +179,20 @@ class RunCgroup:
         _write(self.dirs["pids"] / "pids.max", str(max_pids))
 
     def pids(self) -> list[int]:
-        try:
-            text = _read(self._procs_dir / "cgroup.procs")
-        except OSError:
-            return []
-        pids = [int(p) for p in text.split()]
+        pids = self._ids("cgroup.procs")
         self.seen_pids.update(pids)
         return pids
 
     def threads(self) -> list[int]:
         """The thread ids of every process of the cgroup (a nice value is a thread's own)."""
+        return self._ids("cgroup.threads" if self.v2 else "tasks")
+
+    def _ids(self, name: str) -> list[int]:
         try:
-            text = _read(self._procs_dir / ("cgroup.threads" if self.v2 else "tasks"))
+            text = _read(self._procs_dir / name)
         except OSError:
             return []
-        return [int(t) for t in text.split()]
+        return [int(i) for i in text.split()]
 
     def reset_counters(self) -> None:
         """Forget what set-up used (a pooled sandbox is built before its run is known)."""

@@ -202,9 +202,8 @@ def hold_sandbox_dir(
     pids: Callable[[], list[int]], launcher_exe: str, path: str, timeout_s: float = 10.0
 ) -> int | None:
     """A directory descriptor of `path` (absolute, as the sandbox sees it) inside the sandbox whose
-    pid 1 is the launcher among `pids()` (the run's cgroup: its processes, or its threads). Waits
-    until the launcher runs: it is exec'd only once bubblewrap has set up every mount, so its root
-    is the sandbox's final root.
+    pid 1 is the launcher among `pids()` (the run's cgroup). Waits until the launcher runs: it is
+    exec'd only once bubblewrap has set up every mount, so its root is the sandbox's final root.
     Call it before the job is sent: then no program of the run exists yet, and the cgroup holds
     only bubblewrap and the launcher. None if that does not happen in time, or if the sandbox is
     gone (its cgroup emptied again: bubblewrap failed)."""

@@ -319,7 +319,6 @@ def submit_execution(
             # the storage cap. RETURNING, not rowcount: psycopg reports -1 for an INSERT ...
             # SELECT that inserted nothing.
             params.update({"p_hash": snapshot.entry_hash, "p_entry": snapshot.entry, "p_owner": user_id})
-        if not done:
             with db.write_core() as conn:
                 storage.store_sources(conn, snapshot.texts, now)
                 # The history version of the code it runs (services/history.py); rolled back with

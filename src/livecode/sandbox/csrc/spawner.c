@@ -51,6 +51,15 @@ static void unescape(char *s) {
     *o = 0;
 }
 
+/* The namespace is made: say so, and hold it until stdin closes (the caller opens
+   /proc/PID/ns/..., which keeps it once this process is gone). */
+static int made_and_held(void) {
+    if (write(1, "ok", 2) != 2) die("write");
+    char c;
+    while (read(0, &c, 1) > 0) {}
+    return 0;
+}
+
 /* `-n KEEP...`: a mount namespace for bubblewrap to start in, holding only the mounts a sandbox's
    set-up needs. Its mounts are made slaves first, so nothing done here reaches the host; then
    every mount that is not kept is detached. Prints "ok" and waits for stdin to close, so the
@@ -74,10 +83,7 @@ static int lean_namespace(int nkeep, char **keep) {
     }
     fclose(f);
     while (n > 0) umount2(points[--n], MNT_DETACH); /* children first; a detached parent took its own */
-    if (write(1, "ok", 2) != 2) die("write");
-    char c;
-    while (read(0, &c, 1) > 0) {}
-    return 0;
+    return made_and_held();
 }
 
 /* `-N ENTRIES`: a network namespace for bubblewrap to start in, where the sandbox's own network
@@ -93,10 +99,7 @@ static int nursery_namespace(const char *entries) {
     size_t len = strlen(entries);
     if (write(fd, entries, len) != (ssize_t)len) die("write tcp_child_ehash_entries");
     if (close(fd) < 0) die("close tcp_child_ehash_entries");
-    if (write(1, "ok", 2) != 2) die("write");
-    char c;
-    while (read(0, &c, 1) > 0) {}
-    return 0;
+    return made_and_held();
 }
 
 int main(int argc, char **argv, char **envp) {
