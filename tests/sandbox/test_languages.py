@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 
 import pytest
 
-from livecode.sandbox import Outcome, Runner, get_language
+from livecode.sandbox import Outcome, Runner, RunRequest, get_language
+from livecode.sandbox.pysite import find_hooks
 
 from .helpers import requires_bwrap, run
 
@@ -98,3 +101,44 @@ def test_compile_time_limit(runner: Runner) -> None:
     res = run(runner, "cpp", src, compile_time_limit_ms=1000)
     assert res.outcome is Outcome.COMPILE_ERROR, res
     assert "time limit" in res.message and res.cached is False
+
+
+NSPKG_HOOKS = find_hooks()
+
+
+@pytest.mark.skipif(not NSPKG_HOOKS, reason="no setuptools namespace hook (*-nspkg.pth) under /usr to rewrite "
+                    "(python3-matplotlib ships one: scripts/setup.sh)")
+def test_python_starts_without_the_namespace_hooks_imports_and_keeps_their_packages(runner: Runner) -> None:
+    # Each host hook imports importlib.util at every start (~4 ms of a hello world's CPU): the
+    # sandbox sees it rewritten (sandbox/pysite.py), and the packages it sets up are the host's.
+    probe = (
+        "import json, sys\n"
+        "start = 'importlib.util' in sys.modules\n"
+        "mods = {n: [list(m.__path__), m.__file__] for n, m in sorted(sys.modules.items())"
+        " if getattr(m, '__path__', None) is not None and n.split('.')[0] in NAMES}\n"
+        "print(json.dumps([start, mods]))\n"
+    )
+    names = sorted({rewritten.split(b"setdefault('")[1].split(b"'")[0].decode().split(".")[0]
+                    for _, rewritten in NSPKG_HOOKS})
+    src = f"NAMES = {names!r}\n{probe}"
+    res = runner.run(RunRequest("python", src))
+    assert res.outcome == Outcome.OK, res.stderr
+    started_with_util, in_sandbox = json.loads(res.stdout)
+    host = subprocess.run(["/usr/bin/python3", "-E", "-s", "-c", src], capture_output=True, text=True, check=True)
+    host_util, on_host = json.loads(host.stdout)
+    assert host_util is True  # the host's hooks import it
+    assert started_with_util is False
+    assert in_sandbox == on_host and in_sandbox  # the same namespace packages, same paths and files
+    path, data = NSPKG_HOOKS[0]
+    seen = runner.run(RunRequest("python", f"import sys; sys.stdout.write(open({path!r}).read())"))
+    assert seen.stdout.encode() == data
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/lib/python3/dist-packages/mpl_toolkits/mplot3d"),
+                    reason="python3-matplotlib is not installed (scripts/setup.sh)")
+def test_mpl_toolkits_imports_as_on_the_host_without_running_pkg_resources(runner: Runner) -> None:
+    src = ("import sys\nfrom mpl_toolkits.mplot3d import Axes3D\n"
+           "print(Axes3D.__module__, 'pkg_resources' in sys.modules)\n")
+    res = runner.run(RunRequest("python", src))
+    assert res.outcome == Outcome.OK, res.stderr
+    assert res.stdout.split() == ["mpl_toolkits.mplot3d.axes3d", "False"]

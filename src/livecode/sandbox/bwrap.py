@@ -38,6 +38,7 @@ from .outputs import OUT_DIR, Collected, OutputLimits, collect, has_entries, hol
 from .pool import SandboxPool
 from .procfs import LOADAVG, mask_args, meminfo, proc_stat
 from .program import parent_dirs
+from .pysite import SiteHooks
 from .results import read_status, stage_result
 from .runner import ARTIFACT_CAP, Runner, Stage, StageResult
 from .seccomp import build_filter
@@ -185,6 +186,7 @@ class BwrapRunner(Runner):
         self._pool: SandboxPool[tuple[int, int], Spawned] | None = None  # for run stages
         self._compile_pool: SandboxPool[tuple[int, int], Spawned] | None = None  # one spare, for compiles
         self._usr = _usr_mounts()
+        self._site_hooks = SiteHooks()  # Python's start-up without importlib.util (pysite.py)
         self._views = HostViews(view_root or default_root(), _ETC_FILES, namespace=self._lean_namespace)
         self._orphans = OrphanReaper()
         # Clean-ups of finished runs, in the background on a few long-lived threads: starting a
@@ -612,7 +614,7 @@ class BwrapRunner(Runner):
             "--dir", f"{BOX}/tmp",
             "--symlink", f"{BOX}/tmp", "/tmp",
         ]  # fmt: skip
-        for fd, dest in proc_fds or []:  # synthesized /proc files (procfs.py)
+        for fd, dest in proc_fds or []:  # synthesized files: /proc's (procfs.py), Python's site hooks (pysite.py)
             args += ["--perms", "0444", "--ro-bind-data", str(fd), dest]
         for fd, mode, dest in file_fds:
             args += ["--perms", f"{mode:04o}", "--file", str(fd), dest]
@@ -651,6 +653,9 @@ class BwrapRunner(Runner):
                 child_fds.append(proc_fds[-1][0])
             proc_fds.append((_memfd(LOADAVG), "/proc/loadavg"))
             child_fds.append(proc_fds[-1][0])
+            for dest, data in self._site_hooks.files():
+                proc_fds.append((_memfd(data), dest))
+                child_fds.append(proc_fds[-1][0])
             # bwrap's stdin and stdout are /dev/null: the program gets its own pipes through the
             # launcher. bwrap's stderr (and the launcher's) is for diagnostics.
             devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
