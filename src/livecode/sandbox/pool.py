@@ -76,11 +76,17 @@ class SandboxPool(Generic[K, T]):
             now = time.monotonic()
             fits = [c for built, k, c in self._ready if k == key and now - built < _MAX_IDLE_S]
             chosen = next((c for c in fits if prefer(c)), None) if prefer is not None else None
+            # Spares passed over for a newer one that suits the run better (built before the runs
+            # changed what they want: a worker's first spares, made before any run said what it
+            # would warm-start; another language's) are replaced. Kept, each would sit at the
+            # head of the pool until _MAX_IDLE_S while the runs took the newest spare, the one
+            # the refill has just started, as though the pool held one.
+            passed = fits[: fits.index(chosen)] if chosen is not None else []
             if chosen is None and fits:
                 chosen = fits[0]
             while self._ready:
                 built, k, candidate = self._ready.popleft()
-                if now - built >= _MAX_IDLE_S:
+                if now - built >= _MAX_IDLE_S or any(candidate is c for c in passed):
                     self._discard_later(candidate)
                 elif item is None and candidate is chosen:
                     item = candidate
