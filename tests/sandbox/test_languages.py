@@ -9,7 +9,8 @@ import subprocess
 import pytest
 
 from livecode.sandbox import Outcome, Runner, RunRequest, get_language
-from livecode.sandbox.pysite import find_hooks
+from livecode.sandbox.bwrap import BwrapRunner
+from livecode.sandbox.pysite import SiteHooks, find_hooks
 
 from .helpers import requires_bwrap, run
 
@@ -142,3 +143,33 @@ def test_mpl_toolkits_imports_as_on_the_host_without_running_pkg_resources(runne
     res = runner.run(RunRequest("python", src))
     assert res.outcome == Outcome.OK, res.stderr
     assert res.stdout.split() == ["mpl_toolkits.mplot3d.axes3d", "False"]
+
+
+class _GoneOnce(SiteHooks):
+    """A hook whose host file is gone by the time bubblewrap binds over it, the first time."""
+
+    GONE = "/usr/lib/python3/dist-packages/livecode-test-gone-nspkg.pth"
+
+    def __init__(self) -> None:
+        super().__init__(())
+        self.calls = 0
+
+    def files(self) -> list[tuple[str, bytes]]:
+        self.calls += 1
+        if self.calls == 1:
+            with self._lock:
+                self._hooks, self._read_at = [(self.GONE, b"\n")], self.clock()
+            return list(self._hooks)
+        return super().files()
+
+
+def test_a_hook_removed_under_bubblewrap_costs_a_rebuild_not_the_run(runner: Runner) -> None:
+    assert isinstance(runner, BwrapRunner)
+    assert not os.path.exists(_GoneOnce.GONE)
+    hooks, pool, runner._site_hooks, runner._pool = runner._site_hooks, runner._pool, _GoneOnce(), None
+    try:
+        res = runner.run(RunRequest("python", "print('ran once')"))
+        assert res.outcome == Outcome.OK, res.message
+        assert res.stdout == "ran once\n" and runner._site_hooks.calls == 2
+    finally:
+        runner._site_hooks, runner._pool = hooks, pool

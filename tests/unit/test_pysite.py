@@ -121,3 +121,30 @@ def test_only_readable_template_files_are_found_and_a_removed_one_is_left_out(tm
     assert hooks.files() == []  # gone: never put over nothing; d not read again yet
     now[0] = 10.0
     assert [p for p, _ in hooks.files()] == [f"{tmp_path}/d-nspkg.pth"]
+
+
+def test_a_hook_gone_under_bubblewrap_is_named_and_read_again(tmp_path: Path) -> None:
+    (tmp_path / "a-nspkg.pth").write_text(template("a") + "\n")
+    hooks = SiteHooks((f"{tmp_path}/*-nspkg.pth",), check_s=3600, clock=lambda: 0.0)
+    assert len(hooks.files()) == 1
+    gone = (
+        "the sandbox ended without the program's exit status: "
+        f"bwrap: Can't create file at {tmp_path}/a-nspkg.pth: Read-only file system"
+    )
+    assert not hooks.caused(None)
+    assert not hooks.caused("the sandbox ended without the program's exit status: bwrap: Can't create file at /x: y")
+    os.unlink(tmp_path / "a-nspkg.pth")
+    (tmp_path / "b-nspkg.pth").write_text(template("b") + "\n")
+    assert hooks.caused(gone)
+    assert [p for p, _ in hooks.files()] == [f"{tmp_path}/b-nspkg.pth"]  # read again at once, not in an hour
+
+
+def test_a_host_file_that_cannot_be_rewritten_never_fails_a_sandbox(tmp_path: Path) -> None:
+    nul = template("a").replace("'a'", "'a\x00b'")
+    (tmp_path / "a-nspkg.pth").write_text(nul + "\n")  # literal_eval would raise on it
+    os.mkfifo(tmp_path / "f-nspkg.pth")  # opened, it would block every spawn
+    (tmp_path / "c-nspkg.pth").write_text(template("c") + "\x0c" + template("c") + "\n")  # one line to site
+    (tmp_path / "d-nspkg.pth").write_text(template("d") + "\r\n\r\n")
+    found = dict(SiteHooks((f"{tmp_path}/*-nspkg.pth",)).files())
+    assert list(found) == [f"{tmp_path}/d-nspkg.pth"]
+    assert found[f"{tmp_path}/d-nspkg.pth"].count(b"\n") == 2

@@ -53,19 +53,20 @@ def test_a_spare_passed_over_for_a_newer_one_that_suits_the_runs_is_replaced() -
         wait_for(lambda: pool.ready_count(KEY) == 2)
         b.warm = "python"
         warm = lambda s: s.warm == "python"  # noqa: E731
-        first = pool.take(KEY, prefer=warm)
+        stale = lambda s: s.warm != "python"  # noqa: E731 - the runs want only Python now
+        first = pool.take(KEY, prefer=warm, stale=stale)
         assert first is not None and first.warm is None  # none warm yet: the oldest
         pool.done()
         wait_for(lambda: pool.ready_count(KEY, where=warm) == 1)
         (cold,) = [s for _, _, s in pool._ready if s.warm is None]
-        second = pool.take(KEY, prefer=warm)
+        second = pool.take(KEY, prefer=warm, stale=stale)
         assert second is not None and second.warm == "python"
         pool.done()
         wait_for(lambda: pool.ready_count(KEY, where=warm) == 2)
         assert pool.ready_count(KEY) == 2, "the cold spare is still in the pool"
         wait_for(lambda: cold in b.discarded)
         # The next run gets the older of two warm spares, not the one just built.
-        third = pool.take(KEY, prefer=warm)
+        third = pool.take(KEY, prefer=warm, stale=stale)
         assert third is not None and third.warm == "python"
         assert third.built < max(s.built for _, _, s in pool._ready)
     finally:
@@ -81,5 +82,32 @@ def test_the_oldest_spare_is_taken_when_none_suits_better() -> None:
         assert pool.take(KEY, prefer=lambda s: s.warm == "node") is oldest
         assert b.discarded == []  # nothing passed over: the others stay
         assert pool.ready_count(KEY) == 1
+    finally:
+        pool.close()
+
+
+def test_a_spare_passed_over_that_runs_still_want_stays() -> None:
+    """Two languages with the same limits: a Node spare passed over by a Python run stays for the
+    Node runs (the review of b2b: replacing every spare passed over cost a mix a third of its
+    warm starts)."""
+    b = Builder()
+    b.warm = "node"
+    pool: SandboxPool[tuple[int, int], Spare] = SandboxPool(b.build, b.discard, 2, KEY)
+    try:
+        wait_for(lambda: pool.ready_count(KEY) == 2)
+        b.warm = "python"
+        node = pool.take(KEY, prefer=lambda s: s.warm == "node")  # a Node run: the refill builds Python's
+        assert node is not None
+        pool.done()
+        wait_for(lambda: pool.ready_count(KEY, where=lambda s: s.warm == "python") == 1)
+        wanted = ["node", "python"]
+        py = pool.take(KEY, prefer=lambda s: s.warm == "python", stale=lambda s: s.warm not in wanted)
+        assert py is not None and py.warm == "python"
+        assert b.discarded == [] and pool.ready_count(KEY, where=lambda s: s.warm == "node") == 1
+        # Once no run wants Node, the spare passed over goes.
+        pool.done()
+        wait_for(lambda: pool.ready_count(KEY, where=lambda s: s.warm == "python") == 1)
+        assert pool.take(KEY, prefer=lambda s: s.warm == "python", stale=lambda s: s.warm != "python") is not None
+        wait_for(lambda: any(s.warm == "node" for s in b.discarded))
     finally:
         pool.close()

@@ -12,6 +12,7 @@ run stages take a sandbox that was set up ahead of time, and compile stages one 
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import logging
 import math
@@ -62,6 +63,8 @@ _EXTRA_PIDS = 2  # bwrap's monitor and the launcher (the sandbox's pid 1) live i
 _LAUNCHER = "/.livecode-launcher"
 _ENTRY_TEMP = f"{BOX}/.livecode-entry"  # a warm start's entry file before it replaces the FIFO (warm.py)
 _PREBUILD_NICE = 10  # building spare sandboxes must not slow down the runs in progress
+_RECENT_RUNS = 8  # runs whose warm starts keep a spare that suits them in the pool (pool.take's stale)
+_RECENT_KEYS = 256
 _RENICE_ROUNDS = 20  # reads of a warm spare's thread list until none is new
 _UP_WAIT_S = 5.0  # a spare taken as it starts is up within ~10 ms; a cold build would take as long
 _DEFAULTS = SandboxLimits()
@@ -197,6 +200,7 @@ class BwrapRunner(Runner):
         # Per (memory_mb, max_disk_kb): the warm start of the last run with those limits; spares
         # are built with it (warm.py), or with none if that run could not use one.
         self._warm_want: dict[tuple[int, int], WarmStart | None] = {}
+        self._recent_warm: dict[tuple[str, tuple[int, int]], collections.deque[WarmStart | None]] = {}
         self.warm_runs = 0  # runs served by a program started ahead
         self.unwarmed_runs = 0  # runs that took a spare whose program was started for other runs
         self._warm_start = warm_start
@@ -297,8 +301,18 @@ class BwrapRunner(Runner):
         key = (stage.memory_mb, stage.max_disk_kb)
         if stage.kind == "run" and self._warm_start:
             self._warm_want[key] = job.warm
+        # What the last runs with these limits warm-started (None: nothing): a spare passed over
+        # whose warm start none of them wanted is replaced (pool.take's `stale`).
+        if len(self._recent_warm) > _RECENT_KEYS:  # limits are the users' choice: keep the map small
+            self._recent_warm.clear()
+        recent = self._recent_warm.setdefault((stage.kind, key), collections.deque(maxlen=_RECENT_RUNS))
+        recent.append(job.warm)
+        wanted = list(recent)  # a copy: other runs' threads append meanwhile
         try:
-            sp = pool.take(key, stage.ahead, prefer=lambda candidate: candidate.warm == job.warm)
+            sp = pool.take(
+                key, stage.ahead, prefer=lambda candidate: candidate.warm == job.warm,
+                stale=lambda candidate: candidate.warm not in wanted,
+            )
             if sp is not None:
                 result = self._run_job(sp, stage, job, on_output, prebuilt=True)
                 if result is not None:
@@ -347,10 +361,17 @@ class BwrapRunner(Runner):
     def _run_cold(self, stage: Stage, job: _Job, on_output: OutputCallback | None) -> StageResult:
         """Build a sandbox for this stage (compile stages, runs no spare sandbox fits) and run it
         through its launcher exactly like a pre-built one."""
-        sp = self._start_sandbox(stage.memory_mb, stage.max_disk_kb, stage.max_processes)
-        result = self._run_job(sp, stage, job, on_output, prebuilt=False)
-        assert result is not None  # only a pre-built sandbox is given up on
-        return result
+        for attempt in range(2):
+            sp = self._start_sandbox(stage.memory_mb, stage.max_disk_kb, stage.max_processes)
+            result = self._run_job(sp, stage, job, on_output, prebuilt=False)
+            assert result is not None  # only a pre-built sandbox is given up on
+            # bubblewrap's set-up failed on a Python hook's host file removed since it was
+            # looked for (a package removed or upgraded meanwhile): the launcher never ran, so
+            # nor did the program; a sandbox built again goes without that file (pysite.py).
+            if attempt == 0 and self._site_hooks.caused(result.internal_error):
+                continue
+            return result
+        raise AssertionError("unreachable")
 
     def _run_job(
         self, sp: Spawned, stage: Stage, job: _Job, on_output: OutputCallback | None, prebuilt: bool

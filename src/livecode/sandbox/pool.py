@@ -65,23 +65,31 @@ class SandboxPool(Generic[K, T]):
         self._thread = threading.Thread(target=self._fill, name="sandbox-pool", daemon=True)
         self._thread.start()
 
-    def take(self, key: K, ahead: int = 0, prefer: Callable[[T], bool] | None = None) -> T | None:
+    def take(
+        self,
+        key: K,
+        ahead: int = 0,
+        prefer: Callable[[T], bool] | None = None,
+        stale: Callable[[T], bool] | None = None,
+    ) -> T | None:
         """A ready sandbox built for `key`, or None (the caller then builds one on the request path);
         of those, the first that `prefer` accepts if any. `ahead`: how many runs with the same key
         follow this one at once; the pool starts building their sandboxes now (up to MAX_AHEAD
-        ready at a time)."""
+        ready at a time). `stale`: which of the spares passed over for the one `prefer` chose
+        no run wants any more (they are replaced)."""
         with self._cond:
             item = None
             keep: collections.deque[tuple[float, K, T]] = collections.deque()
             now = time.monotonic()
             fits = [c for built, k, c in self._ready if k == key and now - built < _MAX_IDLE_S]
             chosen = next((c for c in fits if prefer(c)), None) if prefer is not None else None
-            # Spares passed over for a newer one that suits the run better (built before the runs
-            # changed what they want: a worker's first spares, made before any run said what it
-            # would warm-start; another language's) are replaced. Kept, each would sit at the
-            # head of the pool until _MAX_IDLE_S while the runs took the newest spare, the one
-            # the refill has just started, as though the pool held one.
-            passed = fits[: fits.index(chosen)] if chosen is not None else []
+            # Spares passed over for a newer one that suits the run better, and that no run wants
+            # any more (`stale`: built before the runs changed what they want, as a worker's first
+            # spares, made before any run said what it would warm-start), are replaced. Kept, each
+            # would sit at the head of the pool until _MAX_IDLE_S while the runs took the newest
+            # spare, the one the refill has just started, as though the pool held one. A spare a
+            # run still wants (another language's, in a mix) stays for it.
+            passed = [c for c in fits[: fits.index(chosen)] if stale(c)] if chosen is not None and stale else []
             if chosen is None and fits:
                 chosen = fits[0]
             while self._ready:

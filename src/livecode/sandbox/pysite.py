@@ -5,8 +5,9 @@ Python's site module executes the import lines of every `.pth` file in its site 
 each start. setuptools wrote one `<dist>-nspkg.pth` per legacy namespace package (Debian's
 python3-matplotlib ships `matplotlib-*-nspkg.pth`, for mpl_toolkits), and each of its lines imports
 importlib.util and importlib.machinery for two functions, which brings in contextlib, collections,
-functools and more: ~4 ms of a hello world's ~17 ms of CPU on the 2-core development machine, paid
-by every Python run (docs/performance.md, "the sandboxed interpreter's start").
+functools and more: ~5 ms of the ~20 ms a sandboxed interpreter spent starting on the 2-core
+development machine, paid by every Python run (docs/performance.md, "a sandboxed Python's start-up
+without setuptools' namespace hooks").
 
 Those two functions are the import system's own, loaded before site runs: `module_from_spec` of
 `_frozen_importlib` (importlib._bootstrap) and `PathFinder` of `_frozen_importlib_external`
@@ -28,11 +29,15 @@ from __future__ import annotations
 
 import ast
 import glob
+import logging
 import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 # Where a sandbox's interpreters look for .pth files: a sandbox sees the host's /usr only.
 SITE_GLOBS = tuple(
@@ -40,10 +45,12 @@ SITE_GLOBS = tuple(
     for prefix in ("/usr/lib", "/usr/lib64", "/usr/local/lib")
     for kind in ("dist", "site")
 )
+_LINES = re.compile(r"\r\n|\r|\n")
 CHECK_S = 10.0  # how long the rewritten files are kept before the host's are read again
 _MAX_BYTES = 64 * 1024
+_BWRAP_NO_FILE = "Can't create file at "  # bubblewrap's message when a file to bind over is gone
 
-_LITERAL = r"'[^'\\\n]*'"
+_LITERAL = r"'[^'\\\x00-\x1f\x7f]*'"  # a quoted name: no quote, backslash or control character
 # setuptools' `_nspkg_tmpl` (setuptools/namespaces.py), its lines joined by ';', and for a nested
 # package its `_nspkg_tmpl_multi`.
 _TEMPLATE = re.compile(
@@ -90,7 +97,9 @@ def rewrite_line(line: str) -> str | None:
 def rewrite(text: str) -> str | None:
     """A whole `-nspkg.pth` file rewritten, or None (leave it) unless every line with content is
     the template."""
-    lines = text.splitlines()
+    lines = _LINES.split(text)  # as site reads a .pth: universal newlines only, not splitlines()'s others
+    if lines and lines[-1] == "":
+        lines.pop()
     if not any(line.strip() for line in lines):
         return None
     out = []
@@ -110,12 +119,18 @@ def find_hooks(globs: tuple[str, ...] = SITE_GLOBS) -> list[tuple[str, bytes]]:
     found = []
     for path in sorted({p for pattern in globs for p in glob.glob(pattern)}):
         try:
-            with open(path, "rb") as f:
-                data = f.read(_MAX_BYTES + 1)
-            if len(data) > _MAX_BYTES or not os.path.isfile(path):
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)  # a FIFO never blocks
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    continue
+                data = os.read(fd, _MAX_BYTES + 1)
+            finally:
+                os.close(fd)
+            if len(data) > _MAX_BYTES:
                 continue
             new = rewrite(data.decode("utf-8"))
-        except (OSError, UnicodeDecodeError):
+        except Exception:  # noqa: BLE001 - whatever is wrong with one host file, it stays as it is
+            log.warning("left %s as the host has it: it could not be read or rewritten", path, exc_info=True)
             continue
         if new is not None:
             found.append((path, new.encode()))
@@ -146,6 +161,24 @@ class SiteHooks:
         with self._lock:
             now = self.clock()
             if self._read_at is None or now - self._read_at >= self.check_s:
-                self._hooks, self._read_at = find_hooks(self.globs), now
+                self._read_at = now
+                try:
+                    self._hooks = find_hooks(self.globs)
+                except Exception:  # noqa: BLE001 - a sandbox is set up without the rewrite rather than not at all
+                    log.exception("could not look for Python's namespace hooks; sandboxes see the host's")
+                    self._hooks = []
             hooks = self._hooks
         return [(path, data) for path, data in hooks if os.path.isfile(path)]
+
+    def caused(self, message: str | None) -> bool:
+        """Whether bubblewrap failed to set a sandbox up because a hook's host file went away
+        after files() looked (a package removed or upgraded meanwhile: bubblewrap cannot put a
+        file over nothing in the read-only /usr). Then the hooks are read again at the next
+        files(), and a sandbox built anew does not fail for it; the program never ran."""
+        if not message or _BWRAP_NO_FILE not in message:
+            return False
+        with self._lock:
+            if not any(f"{_BWRAP_NO_FILE}{path}:" in message for path, _ in self._hooks):
+                return False
+            self._read_at = None
+        return True
