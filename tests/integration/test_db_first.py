@@ -134,4 +134,5 @@ def test_the_autosaves_statements_take_the_short_path_and_write_what_execute_wro
     assert [stored[s] for s in sids] == ["a", "b", "print('hi')"]
     # A refused batch raises SQLAlchemy's error, as Connection.execute did (the batcher's fallback).
     with pytest.raises(IntegrityError):
-        db.all_written(autosave_batch._batch_statement(), {**params, "b_src": [None, "b", "c"], "b_expected": [None] * 3})
+        db.all_written(autosave_batch._batch_statement(),
+                       {**params, "b_src": [None, "b", "c"], "b_expected": [None] * 3})

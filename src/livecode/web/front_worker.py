@@ -48,6 +48,7 @@ from . import after_response
 RECV_BYTES = 65536
 LINGER_S = 2.0  # how long a half-closed connection is drained (as gunicorn's close_graceful)
 _MISSING = object()
+SWEEP_S = 0.1  # how often the front looks for connections past their deadline (at most)
 HEARTBEAT_S = 1.0  # the arbiter's liveness file is touched, and the parent checked, at most this often
 
 
@@ -408,7 +409,7 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         cfg = self.cfg
         self.max_head = int(cfg.limit_request_line + 4 + cfg.limit_request_fields * (cfg.limit_request_field_size + 2))
         self.keepalive_s = float(cfg.keepalive)
-        self._notified = self._parent_checked = 0.0
+        self._notified = self._parent_checked = self._swept = 0.0
         timeout = self.limits.send_timeout_s
         self.timeval = struct.pack("ll", int(timeout), int((timeout % 1) * 1_000_000))  # per socket
         self.after_local = threading.local()  # .pending: the thread's request's after-response work
@@ -682,11 +683,19 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
             if pending:
                 after_response.run(pending)
 
-    # ---- deadlines and lingering closes (run by gunicorn's loop about once a second) -------
+    # ---- deadlines and lingering closes (run by gunicorn's loop after every turn) ----------
 
     def murder_pending(self) -> None:
-        super().murder_pending()
+        """Close what ran out of time: requests not read within their deadline, lingering closes.
+        gunicorn calls this after every turn of its loop, i.e. about once per request under load,
+        and each sweep walks every connection the front reads (all the idle kept-alive ones): at
+        most once per SWEEP_S instead (the deadlines are seconds long), at every turn once the
+        worker is stopping."""
         now = time.monotonic()
+        if self.alive and now - self._swept < SWEEP_S:
+            return
+        self._swept = now
+        super().murder_pending()
         # A stopping worker does not wait for requests that have not started.
         expired = [c for c in list(self.reading) if c.deadline <= now or (not self.alive and not c.buf)]
         for conn in expired:
