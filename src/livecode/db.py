@@ -214,6 +214,12 @@ def _no_result_processing(compiled: Any, dialect: Any) -> bool:
 
 
 def _run_first(engine: Engine, plan: _Plan, params: dict[str, Any]) -> Any:
+    rows = _run(engine, plan, params, many=False)
+    return rows[0] if rows else None
+
+
+def _run(engine: Engine, plan: _Plan, params: dict[str, Any], *, many: bool) -> list[Any]:
+    """The statement's rows (`many`), or its first row alone, as `plan.row`s."""
     sent = plan.parameters(params)
     try:
         fairy: Any = engine.raw_connection()  # the pool's checkout, its events (the pre-ping) included
@@ -223,11 +229,12 @@ def _run_first(engine: Engine, plan: _Plan, params: dict[str, Any]) -> Any:
         conn = fairy.driver_connection
         if not conn.autocommit and conn.pgconn.transaction_status == _IDLE:
             conn.autocommit = True  # as _statement_modes sets it for an AUTOCOMMIT statement
-        row = conn.execute(plan.sql, sent).fetchone()
+        cur = conn.execute(plan.sql, sent)
+        got = cur.fetchall() if many else [row] if (row := cur.fetchone()) is not None else []
     except BaseException as exc:
         _raise_wrapped(engine, fairy, plan.sql, params, exc)
     fairy.close()  # back to the pool (its reset: nothing to roll back in autocommit)
-    return None if row is None else plan.row(row)
+    return [plan.row(r) for r in got]
 
 
 def _raise_wrapped(engine: Engine, fairy: Any, sql: str, params: dict[str, Any], exc: BaseException) -> NoReturn:
@@ -343,6 +350,16 @@ class Database:
             with (self._autocommit if primary else self._replica_autocommit).connect() as conn:
                 return conn.execute(stmt, params).first()
         return _run_first(engine, plan, params)
+
+    def all_written(self, stmt: Any, params: dict[str, Any]) -> list[Any]:
+        """Every row one Core write returns (`RETURNING`), run as its own transaction (autocommit)
+        on the primary: what `write_one` and `execute(stmt, params).all()` give, by the same
+        short path as `first` (the autosave's batch: services/autosave_batch.py)."""
+        plan = _plan(stmt, self.engine.dialect) if not self.is_sqlite else None
+        if plan is None:
+            with self._autocommit.connect() as conn:
+                return list(conn.execute(stmt, params).all())
+        return _run(self.engine, plan, params, many=True)
 
     def ping(self) -> None:
         # Autocommit: one round trip; a transaction's ROLLBACK would also make psycopg forget the

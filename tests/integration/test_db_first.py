@@ -103,3 +103,36 @@ def test_a_lost_connection_is_unavailable_invalidated_and_replaced(db: Database)
         db.first(stmt, params, primary=True)
     assert caught.value.connection_invalidated
     assert db.first(stmt, params, primary=True).id == eid  # a new connection
+
+
+def test_the_autosaves_statements_take_the_short_path_and_write_what_execute_wrote(db: Database) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import event
+
+    from livecode.services import autosave_batch
+
+    sids = [uuid.UUID(sessions.create_session(db, language="python", source_code="print('hi')", owner_id=None,
+                                              max_bytes=1 << 20, settings=db.settings)["session_id"])
+            for _ in range(3)]
+    executed: list[str] = []
+    event.listen(db.engine, "before_cursor_execute", lambda *a: executed.append(a[2]))
+    # The lone save: its row, as Connection.execute(...).first() gave it (by name and position).
+    save = autosave_batch.Save(sids[0], None, None, "print('lone')", 60.0)
+    row = sessions._write_alone(db, save, sessions.utcnow())
+    assert row is not None and row.version == row[0] == 2 and row.history_at is not None
+    # The batch: every row it changed, by index; a row whose condition did not hold is absent.
+    now = sessions.utcnow()
+    params = {"b_idx": [0, 1, 2], "b_sid": sids, "b_owner": [None] * 3, "b_expected": [2, 1, 5],
+              "b_src": ["a", "b", "c"], "b_hcut": [now - timedelta(seconds=60)] * 3, "now": now}
+    rows = db.all_written(autosave_batch._batch_statement(), params)
+    assert sorted((r.idx, r.version) for r in rows) == [(0, 3), (1, 2)]  # the third named version 5
+    assert executed == []  # neither went through Connection.execute
+    with db.read_core(fresh=True) as conn:
+        stored = dict(conn.execute(select(sessions.CodeSession.id, sessions.CodeSession.source_code)
+                                   .where(sessions.CodeSession.id.in_(sids))).all())
+    assert [stored[s] for s in sids] == ["a", "b", "print('hi')"]
+    # A refused batch raises SQLAlchemy's error, as Connection.execute did (the batcher's fallback).
+    with pytest.raises(IntegrityError):
+        db.all_written(autosave_batch._batch_statement(),
+                       {**params, "b_src": [None, "b", "c"], "b_expected": [None] * 3})

@@ -172,8 +172,7 @@ class AutosaveBatcher:
             "b_hcut": [now - timedelta(seconds=batch[i].interval_s) for i in rows_in], "now": now,
         }
         try:
-            with self._db.write_one() as conn:
-                rows = conn.execute(_batch_statement(), params).all()
+            rows = self._db.all_written(_batch_statement(), params)
         except Exception as exc:  # noqa: BLE001 - sorted below
             if not _write_alone_after(exc) and is_unavailable(exc):  # away: every save of the batch says so
                 for s in batch:

@@ -189,8 +189,7 @@ def _write_alone(db: Database, save: autosave_batch.Save, now: Any, doc_state: b
     params = {"sid": save.sid, "owner": save.owner, "expected": save.expected, "src": save.source, "now": now,
               "doc": doc_state, **history.autosave_params(now, save.interval_s)}
     stmt = _autosave_statement(save.owner is not None, save.expected is not None, doc_state is not None)
-    with db.write_one() as conn:
-        return conn.execute(stmt, params).first()
+    return db.first(stmt, params, primary=True)
 
 
 def _autosave_version(db: Database, session_id: uuid.UUID, author: uuid.UUID | None, now: Any) -> None:

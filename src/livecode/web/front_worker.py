@@ -39,6 +39,7 @@ from functools import partial
 from typing import Any
 
 from gunicorn import util as gunicorn_util
+from gunicorn.http import message as gunicorn_message
 from gunicorn.http import wsgi as gunicorn_wsgi
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
@@ -47,6 +48,7 @@ from . import after_response
 RECV_BYTES = 65536
 LINGER_S = 2.0  # how long a half-closed connection is drained (as gunicorn's close_graceful)
 _MISSING = object()
+SWEEP_S = 0.1  # how often the front looks for connections past their deadline (at most)
 HEARTBEAT_S = 1.0  # the arbiter's liveness file is touched, and the parent checked, at most this often
 
 
@@ -215,6 +217,48 @@ gunicorn_util.http_date = http_date
 gunicorn_wsgi.Response = OneSendResponse
 
 
+class SettledConfig:
+    """gunicorn's Config as a worker reads it: each setting looked up once, then kept.
+
+    Config answers every attribute through `__getattr__` (a dict lookup and the setting's `get()`,
+    some of them properties that build a new value each time), and the request path asks ~20 of
+    them per request (the parser's limits and header policy, the environ, the response): 2 % of
+    the API process's GIL time under autosave load. A worker's settings do not change after its
+    fork (a reload starts new workers with a new Config), so each value is kept on first use."""
+
+    def __init__(self, cfg: Any) -> None:
+        self._cfg = cfg
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._cfg, name)
+        setattr(self, name, value)  # the next lookup finds it in this object's own dict
+        return value
+
+
+_peer_is_trusted_proxy = gunicorn_message.HeaderPolicy._peer_is_trusted_proxy
+_trusted_peers: dict[tuple[Any, str], bool] = {}
+
+
+def peer_is_trusted_proxy(self: Any) -> bool:
+    """gunicorn's check (is the peer in forwarded_allow_ips?), which parses the peer's address and
+    walks the allowed networks at every request, answered once per (config, address): the
+    settings do not change in a worker, and a client's address is the same at every request."""
+    peer = self.peer_addr
+    if not isinstance(peer, tuple):
+        return True
+    key = (self.cfg, peer[0])
+    known = _trusted_peers.get(key)
+    if known is None:
+        known = bool(_peer_is_trusted_proxy(self))
+        if len(_trusted_peers) > 10_000:
+            _trusted_peers.clear()
+        _trusted_peers[key] = known
+    return known
+
+
+gunicorn_message.HeaderPolicy._peer_is_trusted_proxy = peer_is_trusted_proxy
+
+
 class HandOffPool:
     """The worker's threads, each taking the next (function, argument) from one queue.
 
@@ -350,6 +394,7 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
     """See the module docstring. `limits` is set by livecode.server.serve before the fork."""
 
     limits = FrontLimits()
+    cfg: Any  # gunicorn's Config; a SettledConfig once the worker runs (init_process)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -364,10 +409,14 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         cfg = self.cfg
         self.max_head = int(cfg.limit_request_line + 4 + cfg.limit_request_fields * (cfg.limit_request_field_size + 2))
         self.keepalive_s = float(cfg.keepalive)
-        self._notified = self._parent_checked = 0.0
+        self._notified = self._parent_checked = self._swept = 0.0
         timeout = self.limits.send_timeout_s
         self.timeval = struct.pack("ll", int(timeout), int((timeout % 1) * 1_000_000))  # per socket
         self.after_local = threading.local()  # .pending: the thread's request's after-response work
+
+    def init_process(self) -> None:
+        self.cfg = SettledConfig(self.cfg)  # after the fork: this worker's settings, fixed
+        super().init_process()
 
     def get_thread_pool(self) -> Any:
         return HandOffPool(self.cfg.threads, grace_s=self.cfg.graceful_timeout)
@@ -634,11 +683,19 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
             if pending:
                 after_response.run(pending)
 
-    # ---- deadlines and lingering closes (run by gunicorn's loop about once a second) -------
+    # ---- deadlines and lingering closes (run by gunicorn's loop after every turn) ----------
 
     def murder_pending(self) -> None:
-        super().murder_pending()
+        """Close what ran out of time: requests not read within their deadline, lingering closes.
+        gunicorn calls this after every turn of its loop, i.e. about once per request under load,
+        and each sweep walks every connection the front reads (all the idle kept-alive ones): at
+        most once per SWEEP_S instead (the deadlines are seconds long), at every turn once the
+        worker is stopping."""
         now = time.monotonic()
+        if self.alive and now - self._swept < SWEEP_S:
+            return
+        self._swept = now
+        super().murder_pending()
         # A stopping worker does not wait for requests that have not started.
         expired = [c for c in list(self.reading) if c.deadline <= now or (not self.alive and not c.buf)]
         for conn in expired:
