@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 
 import pytest
 
-from livecode.sandbox import Outcome, Runner, RunRequest, get_language
-from livecode.sandbox.bwrap import BwrapRunner
+from livecode.sandbox import Outcome, Runner, RunRequest, SandboxLimits, get_language
+from livecode.sandbox.bwrap import BwrapRunner, _job
 from livecode.sandbox.pysite import SiteHooks, find_hooks
+from livecode.sandbox.runner import Stage
 
 from .helpers import requires_bwrap, run
 
@@ -146,30 +148,49 @@ def test_mpl_toolkits_imports_as_on_the_host_without_running_pkg_resources(runne
 
 
 class _GoneOnce(SiteHooks):
-    """A hook whose host file is gone by the time bubblewrap binds over it, the first time."""
+    """A hook whose host file is gone by the time bubblewrap binds over it, the first time the
+    test's own thread sets a sandbox up (the pools' threads build spares meanwhile)."""
 
     GONE = "/usr/lib/python3/dist-packages/livecode-test-gone-nspkg.pth"
 
-    def __init__(self) -> None:
-        super().__init__(())
+    def __init__(self, thread: int) -> None:
+        super().__init__()
+        self.thread = thread
         self.calls = 0
 
     def files(self) -> list[tuple[str, bytes]]:
+        if threading.get_ident() != self.thread:
+            return super().files()
         self.calls += 1
         if self.calls == 1:
-            with self._lock:
-                self._hooks, self._read_at = [(self.GONE, b"\n")], self.clock()
-            return list(self._hooks)
+            return [(self.GONE, b"\n")]
         return super().files()
 
 
 def test_a_hook_removed_under_bubblewrap_costs_a_rebuild_not_the_run(runner: Runner) -> None:
     assert isinstance(runner, BwrapRunner)
     assert not os.path.exists(_GoneOnce.GONE)
-    hooks, pool, runner._site_hooks, runner._pool = runner._site_hooks, runner._pool, _GoneOnce(), None
+    gone = _GoneOnce(threading.get_ident())
+    hooks, pool, runner._site_hooks, runner._pool = runner._site_hooks, runner._pool, gone, None
     try:
         res = runner.run(RunRequest("python", "print('ran once')"))
         assert res.outcome == Outcome.OK, res.message
-        assert res.stdout == "ran once\n" and runner._site_hooks.calls == 2
+        assert res.stdout == "ran once\n" and gone.calls == 2
     finally:
         runner._site_hooks, runner._pool = hooks, pool
+
+
+def test_a_spare_for_announced_runs_whose_hook_was_removed_is_given_up_not_the_run(runner: Runner) -> None:
+    # A spare built at normal priority for runs announced to follow is not checked to be up before
+    # its job is sent: its failed set-up shows as the run's result, which must not be the user's.
+    assert isinstance(runner, BwrapRunner)
+    hooks, runner._site_hooks = runner._site_hooks, _GoneOnce(threading.get_ident())
+    limits = SandboxLimits()
+    try:
+        sp = runner._prespawn((limits.memory_mb, limits.max_disk_kb), soon=True)
+    finally:
+        runner._site_hooks = hooks
+    assert sp.nice == 0
+    stage = Stage("run", ["/bin/true"], {"PATH": "/usr/bin:/bin"}, [], 10_000, 10_000, limits.memory_mb,
+                  limits.max_processes, limits.max_file_size_kb, limits.max_disk_kb, limits.max_open_files, 4096, 4096)
+    assert runner._run_job(sp, stage, _job(stage), None, prebuilt=True) is None  # the caller builds one

@@ -133,6 +133,7 @@ def test_a_hook_gone_under_bubblewrap_is_named_and_read_again(tmp_path: Path) ->
     )
     assert not hooks.caused(None)
     assert not hooks.caused("the sandbox ended without the program's exit status: bwrap: Can't create file at /x: y")
+    assert not hooks.caused(f"bwrap: Can't mount proc on {tmp_path}/a-nspkg.pth: y")
     os.unlink(tmp_path / "a-nspkg.pth")
     (tmp_path / "b-nspkg.pth").write_text(template("b") + "\n")
     assert hooks.caused(gone)

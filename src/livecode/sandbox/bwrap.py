@@ -443,6 +443,11 @@ class BwrapRunner(Runner):
         # Every process already got SIGKILL; waiting for the kernel to tear the namespaces
         # down, reaping and removing the cgroup happen off the request path.
         self._finish_later(sp)
+        if prebuilt and self._site_hooks.caused(result.internal_error):
+            # A spare built for runs announced to follow (not reniced, so not checked to be up)
+            # whose set-up failed on a Python hook removed meanwhile: its launcher never ran, so
+            # neither did the program; this run gets a sandbox built for it (pysite.py).
+            return None
         return result
 
     @staticmethod

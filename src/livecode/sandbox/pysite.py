@@ -28,6 +28,7 @@ without such a hook.
 from __future__ import annotations
 
 import ast
+import fnmatch
 import glob
 import logging
 import os
@@ -45,10 +46,11 @@ SITE_GLOBS = tuple(
     for prefix in ("/usr/lib", "/usr/lib64", "/usr/local/lib")
     for kind in ("dist", "site")
 )
+_warned: set[str] = set()  # host files already reported unreadable
 _LINES = re.compile(r"\r\n|\r|\n")
 CHECK_S = 10.0  # how long the rewritten files are kept before the host's are read again
 _MAX_BYTES = 64 * 1024
-_BWRAP_NO_FILE = "Can't create file at "  # bubblewrap's message when a file to bind over is gone
+_BWRAP_NO_FILE = re.compile(r"Can't create file at (/.+?): ")  # bubblewrap's, when a file to bind over is gone
 
 _LITERAL = r"'[^'\\\x00-\x1f\x7f]*'"  # a quoted name: no quote, backslash or control character
 # setuptools' `_nspkg_tmpl` (setuptools/namespaces.py), its lines joined by ';', and for a nested
@@ -129,8 +131,10 @@ def find_hooks(globs: tuple[str, ...] = SITE_GLOBS) -> list[tuple[str, bytes]]:
             if len(data) > _MAX_BYTES:
                 continue
             new = rewrite(data.decode("utf-8"))
-        except Exception:  # noqa: BLE001 - whatever is wrong with one host file, it stays as it is
-            log.warning("left %s as the host has it: it could not be read or rewritten", path, exc_info=True)
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with one host file, it stays as it is
+            if path not in _warned:  # once per process, not at every read (every CHECK_S)
+                _warned.add(path)
+                log.warning("left %s as the host has it: it could not be read or rewritten (%r)", path, exc)
             continue
         if new is not None:
             found.append((path, new.encode()))
@@ -174,11 +178,13 @@ class SiteHooks:
         """Whether bubblewrap failed to set a sandbox up because a hook's host file went away
         after files() looked (a package removed or upgraded meanwhile: bubblewrap cannot put a
         file over nothing in the read-only /usr). Then the hooks are read again at the next
-        files(), and a sandbox built anew does not fail for it; the program never ran."""
-        if not message or _BWRAP_NO_FILE not in message:
+        files(), and a sandbox built anew does not fail for it. `message` is the sandbox's
+        internal error, from bubblewrap's own stderr: the launcher, and so the program, never ran."""
+        # Matched against the globs, not the list now held: another sandbox's set-up may have
+        # read the hooks again since this one's was built.
+        m = _BWRAP_NO_FILE.search(message or "")
+        if m is None or not any(fnmatch.fnmatchcase(m[1], pattern) for pattern in self.globs):
             return False
         with self._lock:
-            if not any(f"{_BWRAP_NO_FILE}{path}:" in message for path, _ in self._hooks):
-                return False
             self._read_at = None
         return True
