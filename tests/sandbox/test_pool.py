@@ -370,3 +370,35 @@ def test_a_spare_that_died_before_its_renice_is_given_up(
     res = run(runner, "python", "import os; print(os.nice(0))")
     assert res.outcome is Outcome.OK, res
     assert res.stdout.strip() == "0"
+
+
+def test_a_run_tells_the_pool_which_passed_over_spares_no_run_wants(pooled_runner: Runner) -> None:
+    # bwrap._execute's side of pool.take's `stale`: after Python runs, a spare with no warm start
+    # (a worker's first ones) is stale, a Python one is not; after a C run too, neither is.
+    assert isinstance(pooled_runner, BwrapRunner) and pooled_runner._pool is not None
+    pool = pooled_runner._pool
+    calls: list[tuple[Callable[..., bool], object]] = []
+    take = pool.take
+
+    def recording(key: object, ahead: int = 0, prefer: object = None, stale: object = None) -> object:
+        calls.append((stale, prefer))  # type: ignore[arg-type]
+        return take(key, ahead, prefer, stale)  # type: ignore[arg-type]
+
+    pool.take = recording  # type: ignore[method-assign]
+    try:
+        assert run(pooled_runner, "python", "print(1)").outcome == Outcome.OK
+        assert run(pooled_runner, "python", "print(2)").outcome == Outcome.OK
+        stale = calls[-1][0]
+        py_warm = pooled_runner._warm_want[(SandboxLimits().memory_mb, SandboxLimits().max_disk_kb)]
+        assert py_warm is not None, "python runs warm-start"
+
+        class Spare:
+            def __init__(self, warm: object) -> None:
+                self.warm = warm
+
+        assert stale(Spare(None)) and not stale(Spare(py_warm))
+        assert run(pooled_runner, "c", '#include <stdio.h>\nint main(void){puts("3");}').outcome == Outcome.OK
+        stale = [s for s, _ in calls if s is not None][-1]
+        assert not stale(Spare(None)) and not stale(Spare(py_warm))  # a mix keeps both
+    finally:
+        pool.take = take  # type: ignore[method-assign]

@@ -60,3 +60,16 @@ def test_a_peer_is_trusted_as_gunicorn_says_and_its_address_parsed_once(monkeypa
     other = Config()
     other.set("forwarded_allow_ips", "*")
     assert _Msg(other, ("127.0.0.1", 1))._peer_is_trusted_proxy() is True  # per config, not shared
+
+
+def test_a_worker_runs_on_its_settled_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gunicorn.workers.gthread import ThreadWorker
+
+    from livecode.web.front_worker import GuardedThreadWorker, SettledConfig
+
+    seen: list[object] = []
+    monkeypatch.setattr(ThreadWorker, "init_process", lambda self: seen.append(self.cfg))
+    w = object.__new__(GuardedThreadWorker)
+    w.cfg = object()
+    w.init_process()  # gunicorn calls it in the worker, after the fork
+    assert len(seen) == 1 and isinstance(seen[0], SettledConfig) and w.cfg is seen[0]
