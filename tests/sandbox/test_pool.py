@@ -377,6 +377,7 @@ def test_a_run_tells_the_pool_which_passed_over_spares_no_run_wants(pooled_runne
     # (a worker's first ones) is stale, a Python one is not; after a C run too, neither is.
     assert isinstance(pooled_runner, BwrapRunner) and pooled_runner._pool is not None
     pool = pooled_runner._pool
+    pooled_runner._recent_warm.clear()  # the runs of the tests before (bash's: no warm start) forgotten
     calls: list[tuple[Callable[..., bool], object]] = []
     take = pool.take
 
