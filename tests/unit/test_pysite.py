@@ -149,3 +149,13 @@ def test_a_host_file_that_cannot_be_rewritten_never_fails_a_sandbox(tmp_path: Pa
     found = dict(SiteHooks((f"{tmp_path}/*-nspkg.pth",)).files())
     assert list(found) == [f"{tmp_path}/d-nspkg.pth"]
     assert found[f"{tmp_path}/d-nspkg.pth"].count(b"\n") == 2
+
+
+def test_an_unreadable_host_file_is_reported_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "a-nspkg.pth").write_bytes(b"\xff\xfe")  # not UTF-8: left as the host has it
+    globs = (f"{tmp_path}/*-nspkg.pth",)
+    with caplog.at_level("WARNING", logger="livecode.sandbox.pysite"):
+        assert find_hooks(globs) == [] and find_hooks(globs) == []  # read twice (every CHECK_S)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        f"left {tmp_path}/a-nspkg.pth as the host has it"
+    ]
