@@ -188,7 +188,7 @@ def _plan(stmt: Any, dialect: Any) -> _Plan | None:
     compiled = stmt.compile(dialect=dialect)
     keys = tuple(c[0] for c in compiled._result_columns)
     simple = (
-        dialect.driver == "psycopg"  # _run_first speaks psycopg 3
+        dialect.driver == "psycopg"  # _run speaks psycopg 3
         and bool(keys)  # a statement that returns rows
         and not compiled.literal_execute_params
         and not compiled.post_compile_params
@@ -211,11 +211,6 @@ def _no_result_processing(compiled: Any, dialect: Any) -> bool:
         return all(c[3]._cached_result_processor(dialect, None) is None for c in compiled._result_columns)
     except Exception:  # a type whose processor needs the cursor's description (Numeric on psycopg)
         return False
-
-
-def _run_first(engine: Engine, plan: _Plan, params: dict[str, Any]) -> Any:
-    rows = _run(engine, plan, params, many=False)
-    return rows[0] if rows else None
 
 
 def _run(engine: Engine, plan: _Plan, params: dict[str, Any], *, many: bool) -> list[Any]:
@@ -344,22 +339,24 @@ class Database:
         (IntegrityError, OperationalError with connection_invalidated for a lost connection, ...),
         as from Connection.execute. Elsewhere (SQLite), or for a statement whose parameters or
         columns need SQLAlchemy's processing, it is run by Connection.execute."""
-        engine = self.engine if primary else self.replica_engine
-        plan = _plan(stmt, engine.dialect) if not self.is_sqlite else None
-        if plan is None:
-            with (self._autocommit if primary else self._replica_autocommit).connect() as conn:
-                return conn.execute(stmt, params).first()
-        return _run_first(engine, plan, params)
+        rows = self._rows(stmt, params, primary=primary, many=False)
+        return rows[0] if rows else None
 
     def all_written(self, stmt: Any, params: dict[str, Any]) -> list[Any]:
         """Every row one Core write returns (`RETURNING`), run as its own transaction (autocommit)
         on the primary: what `write_one` and `execute(stmt, params).all()` give, by the same
         short path as `first` (the autosave's batch: services/autosave_batch.py)."""
-        plan = _plan(stmt, self.engine.dialect) if not self.is_sqlite else None
-        if plan is None:
-            with self._autocommit.connect() as conn:
-                return list(conn.execute(stmt, params).all())
-        return _run(self.engine, plan, params, many=True)
+        return self._rows(stmt, params, primary=True, many=True)
+
+    def _rows(self, stmt: Any, params: dict[str, Any], *, primary: bool, many: bool) -> list[Any]:
+        """`first`'s and `all_written`'s statement: all its rows (`many`) or its first alone."""
+        engine = self.engine if primary else self.replica_engine
+        plan = _plan(stmt, engine.dialect) if not self.is_sqlite else None
+        if plan is not None:
+            return _run(engine, plan, params, many=many)
+        with (self._autocommit if primary else self._replica_autocommit).connect() as conn:
+            result = conn.execute(stmt, params)
+            return list(result.all()) if many else [row] if (row := result.first()) is not None else []
 
     def ping(self) -> None:
         # Autocommit: one round trip; a transaction's ROLLBACK would also make psycopg forget the

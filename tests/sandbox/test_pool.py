@@ -390,7 +390,7 @@ def test_a_run_tells_the_pool_which_passed_over_spares_no_run_wants(pooled_runne
         assert run(pooled_runner, "python", "print(1)").outcome == Outcome.OK
         assert run(pooled_runner, "python", "print(2)").outcome == Outcome.OK
         stale = calls[-1][0]
-        py_warm = pooled_runner._warm_want[(SandboxLimits().memory_mb, SandboxLimits().max_disk_kb)]
+        py_warm = pooled_runner._last_warm((SandboxLimits().memory_mb, SandboxLimits().max_disk_kb))
         assert py_warm is not None, "python runs warm-start"
 
         class Spare:

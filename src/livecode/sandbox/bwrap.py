@@ -197,9 +197,9 @@ class BwrapRunner(Runner):
         self._cleanups = ThreadPoolExecutor(_CLEANUP_THREADS, thread_name_prefix="sandbox-cleanup")
         self._finishing: set[Future[None]] = set()
         self._use_seccomp = seccomp
-        # Per (memory_mb, max_disk_kb): the warm start of the last run with those limits; spares
-        # are built with it (warm.py), or with none if that run could not use one.
-        self._warm_want: dict[tuple[int, int], WarmStart | None] = {}
+        # Per (stage kind, (memory_mb, max_disk_kb)): the warm starts of the last runs with those
+        # limits (None: a run that could use none). Run spares are built with the last one's
+        # (warm.py, _prespawn_run); a passed-over spare none of them wants is replaced (pool.take).
         self._recent_warm: dict[tuple[str, tuple[int, int]], collections.deque[WarmStart | None]] = {}
         self.warm_runs = 0  # runs served by a program started ahead
         self.unwarmed_runs = 0  # runs that took a spare whose program was started for other runs
@@ -299,10 +299,7 @@ class BwrapRunner(Runner):
         if pool is None:
             return self._run_cold(stage, job, on_output)
         key = (stage.memory_mb, stage.max_disk_kb)
-        if stage.kind == "run" and self._warm_start:
-            self._warm_want[key] = job.warm
-        # What the last runs with these limits warm-started (None: nothing): a spare passed over
-        # whose warm start none of them wanted is replaced (pool.take's `stale`).
+        # Cleared before this run's entry: the limits spares are built for (the last run's) keep theirs.
         if len(self._recent_warm) > _RECENT_KEYS:  # limits are the users' choice: keep the map small
             self._recent_warm.clear()
         recent = self._recent_warm.setdefault((stage.kind, key), collections.deque(maxlen=_RECENT_RUNS))
@@ -475,11 +472,16 @@ class BwrapRunner(Runner):
         except Exception:
             log.exception("sandbox clean-up failed (slot %d)", sp.slot)
 
+    def _last_warm(self, key: tuple[int, int]) -> WarmStart | None:
+        """The warm start of the last run with these limits (None: none, or warm starts off)."""
+        recent = self._recent_warm.get(("run", key))
+        return recent[-1] if recent and self._warm_start else None
+
     def _prespawn_run(self, key: tuple[int, int], soon: bool = False) -> Spawned:
         """A spare for run stages: with the program of the last run with these limits started
         in it, when that run could use a warm start (warm.py)."""
         sp = self._prespawn(key, soon)
-        warm = self._warm_want.get(key)
+        warm = self._last_warm(key)
         if warm is not None:
             try:
                 pipes = _make_pipes(sp, warm.merged)
