@@ -47,6 +47,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 from concurrent.futures import wait
 from dataclasses import dataclass, field
@@ -67,8 +68,16 @@ TEMPLATE_CODE = "__import__('_zygote').serve(3, '/.zyg/config')"
 HELLO = "print('hi')"
 
 # Flags of a run (zygote_helper.c)
-F_NET, F_PROC_SUBSET, F_NO_SECCOMP = 1, 2, 4
+F_NET, F_PROC_SUBSET, F_NO_SECCOMP, F_FAST_EXIT = 1, 2, 4, 8
 HEADER = struct.Struct("=4I2Q8i8Q8Q4I")
+# Variants measured with --variants (each loses something; see the docs): /proc with subset=pid (no
+# host-wide files at all, so no masks), the program's interpreter ended by _exit after its atexit
+# functions and a flush (no teardown), and no network namespace of its own (the template's, shared).
+VARIANTS = {
+    "zygote, /proc subset=pid": F_NET | F_PROC_SUBSET,
+    "zygote, fast exit": F_NET | F_FAST_EXIT,
+    "zygote, no netns of its own": 0,
+}
 A_STEPS = ("start", "cgroup join + cgroupns", "hostname + lo up", "tmpfs /sandbox, dirs, /dev/shm",
            "mount /proc", "/proc masks + 3 files", "rlimits, setsid, caps, uids, no_new_privs", "seccomp",
            "fork the program (A's side)")  # fmt: skip
@@ -224,6 +233,7 @@ class ZygRun:
     a_cpu_ms: float
     cg_cpu_ms: float | None  # the run's cgroup (A and B, from the join)
     host_pid: int = 0
+    b_minflt: int = 0  # the program's minor page faults (copy-on-write of the template's pages among them)
 
 
 @dataclass
@@ -253,6 +263,7 @@ class Zygote:
         self.uid_base = uid_base
         self.slots = slots
         self._next = 0
+        self._ctl_lock = threading.Lock()  # a request and its reply, for runs from several threads
         self.cgroups = CgroupHost.detect()
         tmp.mkdir(mode=0o700, parents=True)
         root = tmp / "root"
@@ -279,8 +290,9 @@ class Zygote:
 
     def stats(self) -> tuple[float, float]:
         """The template's own CPU and its reaped children's (every run's processes), ms."""
-        self.ctl.send(b"S")
-        got = self.ctl.recv(16)
+        with self._ctl_lock:
+            self.ctl.send(b"S")
+            got = self.ctl.recv(16)
         if len(got) != 16:
             raise RuntimeError(f"the template is gone: {self._log_tail()}")
         s, c = struct.unpack("=2q", got)
@@ -318,11 +330,12 @@ class Zygote:
                 *[r for r, _, _ in rl], *([0] * pad), *[s for _, s, _ in rl], *([0] * pad),
                 *[h for _, _, h in rl], *([0] * pad), len(envb), len(argvb), len(src), 0,
             )  # fmt: skip
-            socket.send_fds(self.ctl, [b"R" + head + envb + argvb + src], [in_r, out_w, err_w, res_w, st_w, *procs])
+            with self._ctl_lock:
+                socket.send_fds(self.ctl, [b"R" + head + envb + argvb + src], [in_r, out_w, err_w, res_w, st_w, *procs])
+                reply = self.ctl.recv(16)
             for fd in theirs:
                 os.close(fd)
             theirs.clear()
-            reply = self.ctl.recv(16)
             if len(reply) != 16:
                 raise RuntimeError(f"the template is gone: {self._log_tail()}")
             pid, clone_ns = struct.unpack("=2q", reply)
@@ -347,7 +360,7 @@ class Zygote:
                         open_fds.discard(fd)
             wall = (time.perf_counter() - t0) * 1000
             res = bytes(bufs[res_r])
-            status, b_us, a_ns = struct.unpack("=3q", res) if len(res) == 24 else (-1, 0, 0)
+            status, b_us, a_ns, minflt = struct.unpack("=4q", res) if len(res) == 32 else (-1, 0, 0, 0)
             a_steps, b_steps = [0.0] * NA, [0.0] * NB
             st = bytes(bufs[st_r])
             while st:
@@ -365,7 +378,7 @@ class Zygote:
             with contextlib.suppress(OSError, KeyError, ValueError):
                 raw = int((cg.dirs["cpuacct"] / "cpuacct.usage").read_text()) / 1e6
             return ZygRun(status, bytes(bufs[out_r]), bytes(bufs[err_r]), wall, clone_ns / 1e6, a_steps, b_steps,
-                          b_us / 1000, a_ns / 1e6, raw, pid)  # fmt: skip
+                          b_us / 1000, a_ns / 1e6, raw, pid, minflt)  # fmt: skip
         finally:
             for fd in ours + theirs:
                 with contextlib.suppress(OSError):
@@ -410,7 +423,11 @@ def bench(args: argparse.Namespace, tmp: Path, module: Path, bpf: Path) -> None:
     pool = get_runner("bwrap", work_root=str(tmp / "pw"), cache_dir=str(tmp / "pc"), uid_base=UID_POOL, slots=4,
                       pool_size=2)  # fmt: skip
     hello = RunRequest("python", HELLO, limits=SandboxLimits())
-    sides = {n: Side(n) for n in ("zygote", "runner cold", "runner pool=2", "plain python3 -c")}
+    names = ["zygote", "runner cold", "runner pool=2", "plain python3 -c"]
+    if args.variants:
+        names += list(VARIANTS)
+    sides = {n: Side(n) for n in names}
+    minflt: list[int] = []
     steps_a: list[list[float]] = []
     steps_b: list[list[float]] = []
     clone: list[float] = []
@@ -426,10 +443,17 @@ def bench(args: argparse.Namespace, tmp: Path, module: Path, bpf: Path) -> None:
             wait(list(fin), timeout=10)
 
     def one(side: str) -> None:
+        if side in VARIANTS:
+            r = zyg.run(HELLO, flags=VARIANTS[side])
+            if r.stdout != b"hi\n":
+                raise RuntimeError(f"{side} run: {r}")
+            sides[side].wall.append(r.wall_ms)
+            return
         if side == "zygote":
             r = zyg.run(HELLO)
             if r.stdout != b"hi\n":
                 raise RuntimeError(f"zygote run: {r}")
+            minflt.append(r.b_minflt)
             steps_a.append(r.a_steps)
             steps_b.append(r.b_steps)
             clone.append(r.clone_ms)
@@ -462,10 +486,11 @@ def bench(args: argparse.Namespace, tmp: Path, module: Path, bpf: Path) -> None:
             b0, t0 = _busy_jiffies(), time.perf_counter()
             time.sleep(args.idle_s)
             idle_rates.append((_busy_jiffies() - b0) * 1000 / hz / ((time.perf_counter() - t0) * 1000))
-            rot = order[rnd % 4 :] + order[: rnd % 4]
+            k = rnd % len(order)
+            rot = order[k:] + order[:k]
             for name in rot if rnd % 2 == 0 else list(reversed(rot)):
                 s = sides[name]
-                z0 = zyg.stats() if name == "zygote" else (0.0, 0.0)
+                z0 = zyg.stats() if name.startswith("zygote") else (0.0, 0.0)
                 c0, h0 = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
                 b0, t0 = _busy_jiffies(), time.perf_counter()
                 for _ in range(args.runs):
@@ -473,7 +498,7 @@ def bench(args: argparse.Namespace, tmp: Path, module: Path, bpf: Path) -> None:
                 settle(cold if name == "runner cold" else pool)
                 if name == "runner pool=2":
                     time.sleep(0.3)  # the spares for the next block are built in the background: counted here
-                if name == "zygote":
+                if name.startswith("zygote"):
                     z1 = zyg.stats()
                     cpu = (z1[0] + z1[1] - z0[0] - z0[1]) / args.runs
                 else:
@@ -489,6 +514,7 @@ def bench(args: argparse.Namespace, tmp: Path, module: Path, bpf: Path) -> None:
                 + f"; idle busy {idle_rates[-1] * 100:.0f}%; load {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
+        tp = throughput(args, zyg, cold, pool, hello) if args.tp_rounds else {}
     finally:
         for r in (cold, pool):
             r.close()
@@ -507,6 +533,13 @@ def bench(args: argparse.Namespace, tmp: Path, module: Path, bpf: Path) -> None:
         print(f"| {s.name} | {_med(s.cpu):.2f} ({min(s.cpu):.2f}-{max(s.cpu):.2f}) | {_med(s.host):.2f} | "
               f"{tot:.2f} ({tot / plain:.2f}x) | {_med(s.busy):.2f} | {_med(s.wall):.2f} "
               f"({w[int(0.9 * (len(w) - 1))]:.2f}) ms |")  # fmt: skip
+    if tp:
+        print(f"\nthroughput, hello worlds with 2 at once ({args.tp_rounds} alternated rounds of {args.tp_runs} runs a side):")
+        print("| side | runs/s (rounds) | median | share of plain runs/s |")
+        print("|---|---|---|---|")
+        base = _med(tp["plain python3 -c"])
+        for name, v in tp.items():
+            print(f"| {name} | {', '.join(f'{x:.0f}' for x in v)} | {_med(v):.0f} | {_med(v) / base * 100:.0f} % |")
     print("\nthe zygote's run, CPU per step (medians over every run, ms):")
     print(f"| template: clone (page tables copied) | {_med(clone):.3f} |")
     da = [[r[i] - r[i - 1] for r in steps_a] for i in range(1, NA)]
@@ -519,8 +552,50 @@ def bench(args: argparse.Namespace, tmp: Path, module: Path, bpf: Path) -> None:
         print(f"| B (the program, pid 2): {name} | {_med(db[i]):.3f} |")
     print(f"| B: start (after fork) | {_med([r[0] for r in steps_b]):.3f} |")
     print(f"| B: the program itself and the interpreter's exit | {_med([b - r[-1] for b, r in zip(b_total, steps_b)]):.3f} |")
+    print(f"| B: minor page faults (count) | {_med([float(m) for m in minflt]):.0f} |")
     print(f"| A + B (wait4 + A's clock) | {_med([a + b for a, b in zip(a_total, b_total)]):.3f} |")
     print(f"| the run's cgroup (cpuacct, from the join) | {_med(cg_cpu):.3f} |")
+
+
+def throughput(args: argparse.Namespace, zyg: Zygote, cold: object, pool: object, hello: object) -> dict[str, list[float]]:
+    """Runs/s with two at once (the issue's throughput target: 2 cores), alternated in rounds."""
+    names = ["zygote", "runner cold", "runner pool=2", "plain python3 -c"]
+    if args.variants:
+        names.append("zygote, fast exit")
+    out: dict[str, list[float]] = {n: [] for n in names}
+
+    def worker(name: str, slot: int, left: list[int], lock: threading.Lock) -> None:
+        while True:
+            with lock:
+                if left[0] <= 0:
+                    return
+                left[0] -= 1
+            if name.startswith("zygote"):
+                r = zyg.run(HELLO, flags=VARIANTS.get(name, F_NET), slot=slot)
+                ok = r.stdout == b"hi\n"
+            elif name == "plain python3 -c":
+                ok = subprocess.run([PYTHON, "-c", HELLO], capture_output=True).stdout == b"hi\n"
+            else:
+                ok = (cold if name == "runner cold" else pool).run(hello).stdout == "hi\n"  # type: ignore[attr-defined]
+            if not ok:
+                raise RuntimeError(f"{name}: a run failed")
+
+    for rnd in range(args.tp_rounds):
+        for name in names if rnd % 2 == 0 else list(reversed(names)):
+            left, lock = [args.tp_runs], threading.Lock()
+            t0 = time.perf_counter()
+            ths = [threading.Thread(target=worker, args=(name, i, left, lock)) for i in range(2)]
+            for t in ths:
+                t.start()
+            for t in ths:
+                t.join()
+            out[name].append(args.tp_runs / (time.perf_counter() - t0))
+            for r in (cold, pool):
+                fin = getattr(r, "_finishing", None)
+                if fin:
+                    wait(list(fin), timeout=10)
+            time.sleep(0.3)
+    return out
 
 
 # -- the protections -------------------------------------------------------------------------
@@ -657,8 +732,6 @@ def attacks(tmp: Path, module: Path, bpf: Path) -> None:
             detail = (out.splitlines()[0] if out else "") + (f" / stderr: {r.stderr.decode()[-200:]}" if r.stderr else "")
             rows.append((name, verdict, f"status {r.status:#x}; {detail[:300]}"))
         # Another run's files and processes: run X sleeps with a file in /tmp while run Y looks.
-        import threading
-
         x_started = threading.Event()
         x_res: list[ZygRun] = []
         th = threading.Thread(
@@ -705,6 +778,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20, help="runs per side per round")
     ap.add_argument("--idle-s", type=float, default=1.0, help="idle time per round, for /proc/stat's background rate")
     ap.add_argument("--attacks", action="store_true", help="run the attack programs instead of the figures")
+    ap.add_argument("--variants", action="store_true", help="also the zygote's variants (VARIANTS)")
+    ap.add_argument("--tp-rounds", type=int, default=3, help="throughput rounds (2 runs at once); 0: none")
+    ap.add_argument("--tp-runs", type=int, default=60, help="runs per side per throughput round")
     ap.add_argument("--template-setup", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.template_setup:

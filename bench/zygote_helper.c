@@ -58,6 +58,7 @@
 #define F_NET 1        /* a network namespace of its own (else the template's nursery one) */
 #define F_PROC_SUBSET 2 /* /proc mounted subset=pid: no host-wide files, no masks needed */
 #define F_NO_SECCOMP 4
+#define F_FAST_EXIT 8  /* after the program: threading._shutdown, atexit, flush, _exit (no interpreter teardown) */
 
 struct header { /* what the host sends before the payload; native layout (struct "=") */
     uint32_t uid;
@@ -342,17 +343,40 @@ static PyObject *run_program(const struct header *h, const char *env, const char
     if (!code) goto failed;
     PyObject *res = PyEval_EvalCode(code, d, d);
     Py_DECREF(code);
+    int exit_code = 0;
     if (res) {
         Py_DECREF(res);
-        Py_DECREF(main);
-        Py_RETURN_NONE;
-    }
+        if (!(h->flags & F_FAST_EXIT)) {
+            Py_DECREF(main);
+            Py_RETURN_NONE;
+        }
+    } else {
 failed:
-    Py_DECREF(main);
-    if (PyErr_ExceptionMatches(PyExc_SystemExit)) return NULL; /* the interpreter ends as for a script */
-    PyErr_Print(); /* the traceback from the program's own frame, as a script's */
-    PyErr_SetObject(PyExc_SystemExit, PyLong_FromLong(1));
-    return NULL;
+        if (PyErr_ExceptionMatches(PyExc_SystemExit) || !(h->flags & F_FAST_EXIT)) {
+            Py_DECREF(main);
+            if (PyErr_ExceptionMatches(PyExc_SystemExit)) return NULL; /* the interpreter ends as for a script */
+            PyErr_Print(); /* the traceback from the program's own frame, as a script's */
+            PyErr_SetObject(PyExc_SystemExit, PyLong_FromLong(1));
+            return NULL;
+        }
+        PyErr_Print();
+        exit_code = 1;
+    }
+    /* F_FAST_EXIT: what of Py_FinalizeEx a program can rely on (its non-daemon threads joined, its
+       atexit functions, its buffered output), then _exit: no module teardown, no final GC, no
+       __del__ of what is left, no freeing of the interpreter's memory. */
+    PyObject *t = PyImport_GetModule(PyUnicode_FromString("threading"));
+    if (t) { PyObject *r2 = PyObject_CallMethod(t, "_shutdown", NULL); Py_XDECREF(r2); Py_DECREF(t); PyErr_Clear(); }
+    PyObject *ax = PyImport_ImportModule("atexit");
+    if (ax) { PyObject *r2 = PyObject_CallMethod(ax, "_run_exitfuncs", NULL); Py_XDECREF(r2); Py_DECREF(ax); }
+    PyErr_Clear();
+    const char *names[] = {"stdout", "stderr"};
+    for (int i = 0; i < 2; i++) {
+        PyObject *f = PySys_GetObject(names[i]);
+        if (f && f != Py_None) { PyObject *r2 = PyObject_CallMethod(f, "flush", NULL); Py_XDECREF(r2); }
+        PyErr_Clear();
+    }
+    _exit(exit_code);
 }
 
 /* ---- the template's loop ------------------------------------------------------------------ */
@@ -479,10 +503,10 @@ static PyObject *serve(PyObject *self, PyObject *args) {
             }
             struct timespec ts;
             clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-            int64_t out[3] = {status,
+            int64_t out[4] = {status,
                               (int64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000 + ru.ru_utime.tv_usec +
                                   ru.ru_stime.tv_usec,
-                              (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec};
+                              (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec, ru.ru_minflt};
             write_all(result, out, sizeof out);
             _exit(0);
         }
