@@ -234,6 +234,7 @@ class ZygRun:
     cg_cpu_ms: float | None  # the run's cgroup (A and B, from the join)
     host_pid: int = 0
     b_minflt: int = 0  # the program's minor page faults (copy-on-write of the template's pages among them)
+    peak_kb: int | None = None  # the run's memory cgroup's peak (what its memory limit is held against)
 
 
 @dataclass
@@ -374,11 +375,12 @@ class Zygote:
                     st = st[1 + 16 * NB :]
                 else:
                     break
+            peak = cg.peak_kb()
             raw = cg._raw_cpu_ms()  # noqa: SLF001 - whole ms; cpuacct.usage read directly below
             with contextlib.suppress(OSError, KeyError, ValueError):
                 raw = int((cg.dirs["cpuacct"] / "cpuacct.usage").read_text()) / 1e6
             return ZygRun(status, bytes(bufs[out_r]), bytes(bufs[err_r]), wall, clone_ns / 1e6, a_steps, b_steps,
-                          b_us / 1000, a_ns / 1e6, raw, pid, minflt)  # fmt: skip
+                          b_us / 1000, a_ns / 1e6, raw, pid, minflt, peak)  # fmt: skip
         finally:
             for fd in ours + theirs:
                 with contextlib.suppress(OSError):
@@ -718,8 +720,12 @@ def attacks(tmp: Path, module: Path, bpf: Path) -> None:
     small = Limits(memory_mb=64, max_processes=16, disk_kb=4096, max_file_kb=8192)
     rows: list[tuple[str, str, str]] = []
     try:
-        zyg.run("s = 'PREVIOUS' '-RUN-SECRET-%s'; print(len(s))" % os.urandom(4).hex(), small)  # noqa: UP031
         for name, body in ATTACKS.items():
+            if name == "nothing of an earlier run in memory":
+                # Right before it, a run whose message is longer than the test's, its marker at the end:
+                # only the template's zeroing of its receive buffer keeps it from the next runs.
+                zyg.run("#" + "x" * 16384 + "\ns = 'PREVIOUS' '-RUN-SECRET-%s'; print(len(s))" % os.urandom(4).hex(),  # noqa: UP031
+                        small)  # fmt: skip
             src = body.replace("TEMPLATE_PID", str(zyg.proc.pid)).replace("SLOT_UID", str(zyg.uid_base))
             src = src.replace("MEM_KB", str(64 * 1024)) + "\nimport sys; sys.stdout.flush(); print('PASS' if ok else 'FAIL')\n"
             r = zyg.run(src, small, slot=0)
@@ -762,6 +768,13 @@ def attacks(tmp: Path, module: Path, bpf: Path) -> None:
         p1, p2 = zyg.run(probe, small).stdout.decode().strip(), zyg.run(probe, small).stdout.decode().strip()
         rows.append(("hash seed / ASLR fresh per run", "PASS" if p1.split()[:2] != p2.split()[:2] else "NOT KEPT",
                      f"{p1} || {p2}"))  # fmt: skip
+        hello = zyg.run(HELLO, small)
+        rows.append(("memory charged to a hello world's cgroup", "info", f"{hello.peak_kb} KiB (the template's pages are "
+                     "charged to the template until a run writes them)"))  # fmt: skip
+        unflushed = "f = open(1, 'w', closefd=False, buffering=8192); f.write('unflushed at exit\\n')"
+        n1 = zyg.run(unflushed, small).stdout
+        n2 = zyg.run(unflushed, small, flags=F_NET | F_FAST_EXIT).stdout
+        rows.append(("an unclosed file's buffer at the exit (normal / fast exit)", "info", f"{n1!r} / {n2!r}"))
         tb = zyg.run("def f():\n    1/0\nf()", small)
         rows.append(("traceback as a script's", "info", tb.stderr.decode().replace("\n", " | ")[:300]))
     finally:

@@ -428,6 +428,8 @@ static PyObject *serve(PyObject *self, PyObject *args) {
         ssize_t n = recvmsg(ctl, &mh, MSG_CMSG_CLOEXEC);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) break; /* the host closed it: the template ends */
+        if (n >= MAX_MSG) n = MAX_MSG - 1; /* (then refused below: shorter than its header says) */
+        msg[n] = 0; /* the source, last in the message, is compiled as a C string */
         int fds[MAX_FDS], nfds = 0;
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
             if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
@@ -452,7 +454,7 @@ static PyObject *serve(PyObject *self, PyObject *args) {
         }
         memcpy(&h, msg + 1, sizeof h);
         const char *env = msg + 1 + sizeof h, *argv = env + h.env_len, *src = argv + h.argv_len;
-        if ((size_t)n < 1 + sizeof h + h.env_len + h.argv_len + h.src_len) {
+        if ((size_t)n != 1 + sizeof h + h.env_len + h.argv_len + h.src_len) {
             for (int i = 0; i < nfds; i++) close(fds[i]);
             continue;
         }
@@ -512,7 +514,7 @@ static PyObject *serve(PyObject *self, PyObject *args) {
         }
         PyOS_AfterFork_Parent();
         int64_t c1 = cpu_ns();
-        memset(msg, 0, (size_t)n); /* no run's source stays in the template for the next ones */
+        memset(msg, 0, (size_t)n + 1); /* no run's source stays in the template for the next ones */
         for (int i = 0; i < nfds; i++) close(fds[i]);
         if (pid > 0 && nkids < MAX_KIDS) {
             kids[nkids] = pid;
