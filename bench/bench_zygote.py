@@ -409,6 +409,7 @@ class Side:
     host: list[float] = field(default_factory=list)  # per run, block means: this process (host side)
     busy: list[float] = field(default_factory=list)  # per run: /proc/stat busy minus the idle rate
     wall: list[float] = field(default_factory=list)  # every run
+    minflt: list[float] = field(default_factory=list)  # zygote sides: the program's minor page faults
 
 
 def _med(v: list[float]) -> float:
@@ -450,12 +451,14 @@ def bench(args: argparse.Namespace, tmp: Path, module: Path, bpf: Path) -> None:
             if r.stdout != b"hi\n":
                 raise RuntimeError(f"{side} run: {r}")
             sides[side].wall.append(r.wall_ms)
+            sides[side].minflt.append(r.b_minflt)
             return
         if side == "zygote":
             r = zyg.run(HELLO)
             if r.stdout != b"hi\n":
                 raise RuntimeError(f"zygote run: {r}")
             minflt.append(r.b_minflt)
+            sides[side].minflt.append(r.b_minflt)
             steps_a.append(r.a_steps)
             steps_b.append(r.b_steps)
             clone.append(r.clone_ms)
@@ -527,14 +530,14 @@ def bench(args: argparse.Namespace, tmp: Path, module: Path, bpf: Path) -> None:
           f"{max(idle_rates) * 100:.0f}% of one CPU")  # fmt: skip
     plain = _med(sides["plain python3 -c"].cpu)
     print("| side | sandbox's processes CPU/run (rounds' medians; min-max) | + host process | total (x plain) "
-          "| /proc/stat busy/run, idle rate removed | wall median (p90) |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
+          "| /proc/stat busy/run, idle rate removed | wall median (p90) | program's minor faults |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for s in sides.values():
         tot = _med(s.cpu) + _med(s.host)
         w = sorted(s.wall)
         print(f"| {s.name} | {_med(s.cpu):.2f} ({min(s.cpu):.2f}-{max(s.cpu):.2f}) | {_med(s.host):.2f} | "
               f"{tot:.2f} ({tot / plain:.2f}x) | {_med(s.busy):.2f} | {_med(s.wall):.2f} "
-              f"({w[int(0.9 * (len(w) - 1))]:.2f}) ms |")  # fmt: skip
+              f"({w[int(0.9 * (len(w) - 1))]:.2f}) ms | {_med(s.minflt) if s.minflt else '':} |")  # fmt: skip
     if tp:
         print(f"\nthroughput, hello worlds with 2 at once ({args.tp_rounds} alternated rounds of {args.tp_runs} runs a side):")
         print("| side | runs/s (rounds) | median | share of plain runs/s |")
