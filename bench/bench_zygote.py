@@ -65,6 +65,9 @@ RUN_ENV = {
     "NUMEXPR_MAX_THREADS": "1",
 }  # fmt: skip
 TEMPLATE_CODE = "__import__('_zygote').serve(3, '/.zyg/config')"
+# --freeze: the template moves every object it has to the GC's permanent generation first, so that the
+# runs' collections (the interpreter's exit does one) do not write into the template's pages.
+FREEZE_CODE = "__import__('gc').freeze(); __import__('sys').modules.pop('gc'); " + TEMPLATE_CODE
 HELLO = "print('hi')"
 
 # Flags of a run (zygote_helper.c)
@@ -78,6 +81,7 @@ VARIANTS = {
     "zygote, fast exit": F_NET | F_FAST_EXIT,
     "zygote, no netns of its own": 0,
 }
+FROZEN = "zygote, gc.freeze() in the template"
 A_STEPS = ("start", "cgroup join + cgroupns", "hostname + lo up", "tmpfs /sandbox, dirs, /dev/shm",
            "mount /proc", "/proc masks + 3 files", "rlimits, setsid, caps, uids, no_new_privs", "seccomp",
            "fork the program (A's side)")  # fmt: skip
@@ -203,7 +207,7 @@ def template_setup(cfg_path: str) -> None:
         os.dup2(ctl, 3)
     os.closerange(4, 65536)  # stderr (2) stays: the template's diagnostics, a log file of the bench's
     os.set_inheritable(3, True)
-    os.execve(PYTHON, [PYTHON, "-E", "-s", "-c", TEMPLATE_CODE], RUN_ENV)
+    os.execve(PYTHON, [PYTHON, "-E", "-s", "-c", FREEZE_CODE if cfg.get("freeze") else TEMPLATE_CODE], RUN_ENV)
 
 
 # -- the host's side: the template and one run ------------------------------------------------
@@ -257,7 +261,8 @@ class Limits:
 
 
 class Zygote:
-    def __init__(self, tmp: Path, module: Path, seccomp: Path | None, uid_base: int, slots: int, memory_mb: int):
+    def __init__(self, tmp: Path, module: Path, seccomp: Path | None, uid_base: int, slots: int, memory_mb: int,
+                 freeze: bool = False):  # fmt: skip
         from livecode.sandbox.cgroups import CgroupHost
 
         self.tmp = tmp
@@ -272,7 +277,7 @@ class Zygote:
         uids = range(uid_base, uid_base + slots)
         cfg = {
             "root": str(root), "module": str(module), "seccomp": str(seccomp) if seccomp else None,
-            "memory_mb": memory_mb,
+            "memory_mb": memory_mb, "freeze": freeze,
             "passwd": "".join(f"sandbox:x:{u}:{u}:sandbox:{WORK}:/bin/sh\n" for u in uids),
             "group": "".join(f"sandbox:x:{u}:\n" for u in uids),
         }  # fmt: skip
@@ -421,6 +426,7 @@ def bench(args: argparse.Namespace, tmp: Path, module: Path, bpf: Path) -> None:
     from livecode.sandbox import RunRequest, SandboxLimits, get_runner
 
     zyg = Zygote(tmp / "zyg", module, bpf, UID_ZYG, 4, 256)
+    frozen = Zygote(tmp / "zygf", module, bpf, UID_ATTACK, 4, 256, freeze=True) if args.freeze else None
     cold = get_runner("bwrap", work_root=str(tmp / "cw"), cache_dir=str(tmp / "cc"), uid_base=UID_COLD, slots=4,
                       pool_size=0)  # fmt: skip
     pool = get_runner("bwrap", work_root=str(tmp / "pw"), cache_dir=str(tmp / "pc"), uid_base=UID_POOL, slots=4,
@@ -429,6 +435,8 @@ def bench(args: argparse.Namespace, tmp: Path, module: Path, bpf: Path) -> None:
     names = ["zygote", "runner cold", "runner pool=2", "plain python3 -c"]
     if args.variants:
         names += list(VARIANTS)
+    if frozen is not None:
+        names.append(FROZEN)
     sides = {n: Side(n) for n in names}
     minflt: list[int] = []
     steps_a: list[list[float]] = []
@@ -446,8 +454,8 @@ def bench(args: argparse.Namespace, tmp: Path, module: Path, bpf: Path) -> None:
             wait(list(fin), timeout=10)
 
     def one(side: str) -> None:
-        if side in VARIANTS:
-            r = zyg.run(HELLO, flags=VARIANTS[side])
+        if side in VARIANTS or side == FROZEN:
+            r = (frozen if side == FROZEN else zyg).run(HELLO, flags=VARIANTS.get(side, F_NET))  # type: ignore[union-attr]
             if r.stdout != b"hi\n":
                 raise RuntimeError(f"{side} run: {r}")
             sides[side].wall.append(r.wall_ms)
@@ -495,7 +503,8 @@ def bench(args: argparse.Namespace, tmp: Path, module: Path, bpf: Path) -> None:
             rot = order[k:] + order[:k]
             for name in rot if rnd % 2 == 0 else list(reversed(rot)):
                 s = sides[name]
-                z0 = zyg.stats() if name.startswith("zygote") else (0.0, 0.0)
+                zz = frozen if name == FROZEN else zyg
+                z0 = zz.stats() if name.startswith("zygote") else (0.0, 0.0)  # type: ignore[union-attr]
                 c0, h0 = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
                 b0, t0 = _busy_jiffies(), time.perf_counter()
                 for _ in range(args.runs):
@@ -504,7 +513,7 @@ def bench(args: argparse.Namespace, tmp: Path, module: Path, bpf: Path) -> None:
                 if name == "runner pool=2":
                     time.sleep(0.3)  # the spares for the next block are built in the background: counted here
                 if name.startswith("zygote"):
-                    z1 = zyg.stats()
+                    z1 = zz.stats()  # type: ignore[union-attr]
                     cpu = (z1[0] + z1[1] - z0[0] - z0[1]) / args.runs
                 else:
                     cpu = (_ms(resource.getrusage(resource.RUSAGE_CHILDREN)) - _ms(c0)) / args.runs
@@ -524,6 +533,8 @@ def bench(args: argparse.Namespace, tmp: Path, module: Path, bpf: Path) -> None:
         for r in (cold, pool):
             r.close()
         zyg.close()
+        if frozen is not None:
+            frozen.close()
 
     print(f"\nmachine: {machine()}; load average at the end {os.getloadavg()[0]:.1f}; "
           f"{args.rounds} rounds x {args.runs} runs a side; idle busy {min(idle_rates) * 100:.0f}-"
@@ -795,6 +806,7 @@ def main() -> None:
     ap.add_argument("--idle-s", type=float, default=1.0, help="idle time per round, for /proc/stat's background rate")
     ap.add_argument("--attacks", action="store_true", help="run the attack programs instead of the figures")
     ap.add_argument("--variants", action="store_true", help="also the zygote's variants (VARIANTS)")
+    ap.add_argument("--freeze", action="store_true", help="also a second template that ran gc.freeze() (FREEZE_CODE)")
     ap.add_argument("--tp-rounds", type=int, default=3, help="throughput rounds (2 runs at once); 0: none")
     ap.add_argument("--tp-runs", type=int, default=60, help="runs per side per throughput round")
     ap.add_argument("--template-setup", help=argparse.SUPPRESS)
