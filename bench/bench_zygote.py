@@ -71,7 +71,7 @@ FREEZE_CODE = "__import__('gc').freeze(); __import__('sys').modules.pop('gc'); "
 HELLO = "print('hi')"
 
 # Flags of a run (zygote_helper.c)
-F_NET, F_PROC_SUBSET, F_NO_SECCOMP, F_FAST_EXIT = 1, 2, 4, 8
+F_NET, F_PROC_SUBSET, F_NO_SECCOMP, F_FAST_EXIT, F_USERNS = 1, 2, 4, 8, 16
 HEADER = struct.Struct("=4I2Q8i8Q8Q4I")
 # Variants measured with --variants (each loses something; see the docs): /proc with subset=pid (no
 # host-wide files at all, so no masks), the program's interpreter ended by _exit after its atexit
@@ -80,6 +80,7 @@ VARIANTS = {
     "zygote, /proc subset=pid": F_NET | F_PROC_SUBSET,
     "zygote, fast exit": F_NET | F_FAST_EXIT,
     "zygote, no netns of its own": 0,
+    "zygote, a user namespace (uid 1000 inside)": F_NET | F_USERNS,
 }
 FROZEN = "zygote, gc.freeze() in the template"
 A_STEPS = ("start", "cgroup join + cgroupns", "hostname + lo up", "tmpfs /sandbox, dirs, /dev/shm",
@@ -218,9 +219,7 @@ def build_module(tmp: Path) -> Path:
     inc = sysconfig.get_paths()["include"]
     if not Path(inc, "Python.h").exists():
         inc = "/usr/include/python3.11"
-    subprocess.run(
-        ["gcc", "-shared", "-fPIC", "-O2", "-Wall", f"-I{inc}", "-o", str(out), str(HELPER_C)], check=True
-    )
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-Wall", f"-I{inc}", "-o", str(out), str(HELPER_C)], check=True)
     return out
 
 
@@ -550,7 +549,10 @@ def bench(args: argparse.Namespace, tmp: Path, module: Path, bpf: Path) -> None:
               f"{tot:.2f} ({tot / plain:.2f}x) | {_med(s.busy):.2f} | {_med(s.wall):.2f} "
               f"({w[int(0.9 * (len(w) - 1))]:.2f}) ms | {_med(s.minflt) if s.minflt else '':} |")  # fmt: skip
     if tp:
-        print(f"\nthroughput, hello worlds with 2 at once ({args.tp_rounds} alternated rounds of {args.tp_runs} runs a side):")
+        print(
+            f"\nthroughput, hello worlds with 2 at once ({args.tp_rounds} alternated rounds"
+            f" of {args.tp_runs} runs a side):"
+        )
         print("| side | runs/s (rounds) | median | share of plain runs/s |")
         print("|---|---|---|---|")
         base = _med(tp["plain python3 -c"])
@@ -562,18 +564,22 @@ def bench(args: argparse.Namespace, tmp: Path, module: Path, bpf: Path) -> None:
     for i, name in enumerate(A_STEPS[1:]):
         print(f"| A (pid 1): {name} | {_med(da[i]):.3f} |")
     print(f"| A: start (thread clock at its first line) | {_med([r[0] for r in steps_a]):.3f} |")
-    print(f"| A: waiting, reporting, exit (rest of A's CPU) | {_med([a - r[-1] for a, r in zip(a_total, steps_a)]):.3f} |")
+    a_rest = [a - r[-1] for a, r in zip(a_total, steps_a, strict=True)]
+    print(f"| A: waiting, reporting, exit (rest of A's CPU) | {_med(a_rest):.3f} |")
     db = [[r[i] - r[i - 1] for r in steps_b] for i in range(1, NB)]
     for i, name in enumerate(B_STEPS[1:]):
         print(f"| B (the program, pid 2): {name} | {_med(db[i]):.3f} |")
     print(f"| B: start (after fork) | {_med([r[0] for r in steps_b]):.3f} |")
-    print(f"| B: the program itself and the interpreter's exit | {_med([b - r[-1] for b, r in zip(b_total, steps_b)]):.3f} |")
+    b_rest = [b - r[-1] for b, r in zip(b_total, steps_b, strict=True)]
+    print(f"| B: the program itself and the interpreter's exit | {_med(b_rest):.3f} |")
     print(f"| B: minor page faults (count) | {_med([float(m) for m in minflt]):.0f} |")
-    print(f"| A + B (wait4 + A's clock) | {_med([a + b for a, b in zip(a_total, b_total)]):.3f} |")
+    print(f"| A + B (wait4 + A's clock) | {_med([a + b for a, b in zip(a_total, b_total, strict=True)]):.3f} |")
     print(f"| the run's cgroup (cpuacct, from the join) | {_med(cg_cpu):.3f} |")
 
 
-def throughput(args: argparse.Namespace, zyg: Zygote, cold: object, pool: object, hello: object) -> dict[str, list[float]]:
+def throughput(
+    args: argparse.Namespace, zyg: Zygote, cold: object, pool: object, hello: object
+) -> dict[str, list[float]]:
     """Runs/s with two at once (the issue's throughput target: 2 cores), alternated in rounds."""
     names = ["zygote", "runner cold", "runner pool=2", "plain python3 -c"]
     if args.variants:
@@ -630,7 +636,8 @@ ok = pids == [1, 2] and os.getpid() == 2 and hit != 'template signalable'
     "no writes outside the run's tmpfs (/sandbox: work/, /tmp) and /dev/shm": """
 import os
 bad = []
-for p in ['/usr/x', '/etc/x', '/x', '/.zyg/x', '/dev/x', '/proc/x', '/proc/sys/kernel/hostname', '/usr/lib/python3/dist-packages/x']:
+for p in ['/usr/x', '/etc/x', '/x', '/.zyg/x', '/dev/x', '/proc/x', '/proc/sys/kernel/hostname',
+          '/usr/lib/python3/dist-packages/x']:
     try:
         open(p, 'w').write('x'); bad.append(p)
     except OSError: pass
@@ -645,7 +652,8 @@ ok = not bad
 import socket, errno
 res = {}
 for fam in ('AF_INET', 'AF_INET6', 'AF_NETLINK', 'AF_PACKET'):
-    try: socket.socket(getattr(socket, fam), socket.SOCK_RAW if fam == 'AF_PACKET' else socket.SOCK_DGRAM); res[fam] = 'allowed'
+    kind = socket.SOCK_RAW if fam == 'AF_PACKET' else socket.SOCK_DGRAM
+    try: socket.socket(getattr(socket, fam), kind); res[fam] = 'allowed'
     except OSError as e: res[fam] = errno.errorcode[e.errno]
 socket.socket(socket.AF_UNIX)
 print(res, open('/proc/net/dev').read().split('\\n')[2:4])
@@ -665,7 +673,8 @@ libc = ctypes.CDLL(None, use_errno=True)
 un = libc.unshare(0x10000000); un_err = ctypes.get_errno()
 mnt = libc.mount(b'none', b'/tmp', b'tmpfs', 0, None); mnt_err = ctypes.get_errno()
 caps = [st[k].strip() for k in ('CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb')]
-print(os.getresuid(), os.getresgid(), os.getgroups(), caps, st['NoNewPrivs'].strip(), st['Seccomp'].strip(), un, un_err, mnt, mnt_err)
+print(os.getresuid(), os.getresgid(), os.getgroups(), caps, st['NoNewPrivs'].strip(), st['Seccomp'].strip(),
+      un, un_err, mnt, mnt_err)
 ok = (os.getresuid() == (SLOT_UID,) * 3 and os.getresgid() == (SLOT_UID,) * 3 and set(caps) == {'0000000000000000'}
       and st['NoNewPrivs'].strip() == '1' and st['Seccomp'].strip() == '2' and un == -1 and mnt == -1)
 """,
@@ -741,7 +750,10 @@ def attacks(tmp: Path, module: Path, bpf: Path) -> None:
                 zyg.run("#" + "x" * 16384 + "\ns = 'PREVIOUS' '-RUN-SECRET-%s'; print(len(s))" % os.urandom(4).hex(),  # noqa: UP031
                         small)  # fmt: skip
             src = body.replace("TEMPLATE_PID", str(zyg.proc.pid)).replace("SLOT_UID", str(zyg.uid_base))
-            src = src.replace("MEM_KB", str(64 * 1024)) + "\nimport sys; sys.stdout.flush(); print('PASS' if ok else 'FAIL')\n"
+            src = (
+                src.replace("MEM_KB", str(64 * 1024))
+                + "\nimport sys; sys.stdout.flush(); print('PASS' if ok else 'FAIL')\n"
+            )
             r = zyg.run(src, small, slot=0)
             out = r.stdout.decode("utf-8", "replace").strip()
             last = out.splitlines()[-1] if out else ""
@@ -749,8 +761,17 @@ def attacks(tmp: Path, module: Path, bpf: Path) -> None:
                 verdict = "PASS" if r.status & 0x7F == signal.SIGKILL and "allocated all" not in out else "FAIL"
             else:
                 verdict = last if last in ("PASS", "FAIL") else "FAIL"
-            detail = (out.splitlines()[0] if out else "") + (f" / stderr: {r.stderr.decode()[-200:]}" if r.stderr else "")
+            detail = (out.splitlines()[0] if out else "") + (
+                f" / stderr: {r.stderr.decode()[-200:]}" if r.stderr else ""
+            )
             rows.append((name, verdict, f"status {r.status:#x}; {detail[:300]}"))
+        # The same uid/capability checks with a user namespace of its own (F_USERNS): uid 1000 inside.
+        body = ATTACKS["slot uid, no capabilities, no_new_privs, seccomp"].replace("SLOT_UID", "1000")
+        body += "\nprint(open('/proc/self/uid_map').read().split(), os.stat('/sandbox/work').st_uid)\n"
+        r = zyg.run(body + "\nprint('PASS' if ok else 'FAIL')\n", small, flags=F_NET | F_USERNS, slot=0)
+        out = r.stdout.decode("utf-8", "replace").strip().splitlines()
+        rows.append(("the same, with a user namespace (uid 1000 inside)", out[-1] if out else "FAIL",
+                     f"status {r.status:#x}; {' / '.join(out[:-1])}{r.stderr.decode()[-200:]}"))  # fmt: skip
         # Another run's files and processes: run X sleeps with a file in /tmp while run Y looks.
         x_started = threading.Event()
         x_res: list[ZygRun] = []
@@ -778,13 +799,16 @@ def attacks(tmp: Path, module: Path, bpf: Path) -> None:
         rows.append(("a run's background process ends with it", "PASS" if not mine else "FAIL",
                      f"processes of uid {UID_ATTACK + 1} after the run: {mine}"))  # fmt: skip
         # What a program sees that differs between two runs of one template (and of today's runner).
-        probe = "import sys; print(hash('livecode'), hex(id(None)), open('/proc/self/cmdline','rb').read().split(b'\\0')[:5])"
+        probe = (
+            "import sys; print(hash('livecode'), hex(id(None)), "
+            "open('/proc/self/cmdline','rb').read().split(b'\\0')[:5])"
+        )
         p1, p2 = zyg.run(probe, small).stdout.decode().strip(), zyg.run(probe, small).stdout.decode().strip()
         rows.append(("hash seed / ASLR fresh per run", "PASS" if p1.split()[:2] != p2.split()[:2] else "NOT KEPT",
                      f"{p1} || {p2}"))  # fmt: skip
         hello = zyg.run(HELLO, small)
-        rows.append(("memory charged to a hello world's cgroup", "info", f"{hello.peak_kb} KiB (the template's pages are "
-                     "charged to the template until a run writes them)"))  # fmt: skip
+        rows.append(("memory charged to a hello world's cgroup", "info", f"{hello.peak_kb} KiB (the template's pages "
+                     "are charged to the template until a run writes them)"))  # fmt: skip
         unflushed = "f = open(1, 'w', closefd=False, buffering=8192); f.write('unflushed at exit\\n')"
         n1 = zyg.run(unflushed, small).stdout
         n2 = zyg.run(unflushed, small, flags=F_NET | F_FAST_EXIT).stdout

@@ -58,6 +58,7 @@
 #define F_NET 1        /* a network namespace of its own (else the template's nursery one) */
 #define F_PROC_SUBSET 2 /* /proc mounted subset=pid: no host-wide files, no masks needed */
 #define F_NO_SECCOMP 4
+#define F_USERNS 16   /* a user namespace of its own after the drop: uid/gid 1000 inside, as bwrap's --uid 1000 */
 #define F_FAST_EXIT 8  /* after the program: threading._shutdown, atexit, flush, _exit (no interpreter teardown) */
 
 struct header { /* what the host sends before the payload; native layout (struct "=") */
@@ -220,6 +221,29 @@ static void set_up_run(const struct header *h, const int *fds, int nfds) {
     if (setgroups(1, &g) < 0) die("setgroups");
     if (setresgid(uid, uid, uid) < 0) die("setresgid");
     if (setresuid(uid, uid, uid) < 0) die("setresuid");
+    if (h->flags & F_USERNS) {
+        /* As the slot uid (no capability in the host's namespaces left): a user namespace of its
+           own mapping 1000 to it. It starts with every capability and a full bounding set *in it*
+           (it owns none of the run's other namespaces, made by root before), so both are dropped
+           again below, as 1000. */
+        prctl(PR_SET_DUMPABLE, 1, 0, 0, 0); /* setresuid made /proc/self root's: our maps are ours to write */
+        if (unshare(CLONE_NEWUSER) < 0) die("unshare(NEWUSER)");
+        char map[64];
+        int f = open("/proc/self/setgroups", O_WRONLY | O_CLOEXEC);
+        if (f < 0 || write(f, "deny", 4) != 4) die("setgroups deny");
+        close(f);
+        int len = snprintf(map, sizeof map, "1000 %u 1\n", uid);
+        f = open("/proc/self/uid_map", O_WRONLY | O_CLOEXEC);
+        if (f < 0 || write(f, map, (size_t)len) != len) die("uid_map");
+        close(f);
+        f = open("/proc/self/gid_map", O_WRONLY | O_CLOEXEC);
+        if (f < 0 || write(f, map, (size_t)len) != len) die("gid_map");
+        close(f);
+        for (int c = 0; c <= CAP_LAST_CAP; c++)
+            if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL) die("PR_CAPBSET_DROP in the userns");
+        if (setresgid(1000, 1000, 1000) < 0) die("setresgid 1000");
+        if (setresuid(1000, 1000, 1000) < 0) die("setresuid 1000");
+    }
     struct __user_cap_header_struct ch = {_LINUX_CAPABILITY_VERSION_3, 0};
     struct __user_cap_data_struct cd[2];
     memset(cd, 0, sizeof cd);
