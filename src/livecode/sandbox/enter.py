@@ -1,0 +1,183 @@
+"""Entered warm starts: a spare sandbox's Python is a copy of an interpreter started once, not a
+new one (issue 11: a Python start-up is ~9 ms of a sandboxed hello world's ~15 ms of CPU).
+
+A warm start (warm.py) starts the interpreter in each spare sandbox ahead of its run: the
+start-up is off the run's path but still paid once per run. Here the worker keeps one template
+per warm start (`/usr/bin/python3 -E -s main.py`, started as a cold start in the sandbox is: the
+same argv, environment, working directory name and the sandbox's view of /etc and of Python's
+site hooks; enter_template.py). For each spare, once bubblewrap has set it up and its launcher
+is up, the template forks a copy that enters the spare: its cgroups, namespaces (the user
+namespace last), uid, no capabilities, no_new_privs, the stage's rlimits and nice, bubblewrap's
+seccomp filter, only its pipes; it makes its entry FIFO and blocks reading it, as the warm start
+forked by the launcher does. The launcher is told (P) and serves the run as any warm start (G,
+or U when the run is another program). The template holds nothing of any run: only
+descriptors and namespaces pass through it, never code or input, so what a copy inherits of its
+memory is the same for every run.
+
+What differs from a cold start, for a program that looks (docs/sandbox.md): its parent is
+outside its pid namespace (`os.getppid()` is 0, not 1: the copy's parent outside reports its exit
+status in the launcher's place); its module frame has the template's below it; its session and
+process group are the template's (invisible, 0); and the runs of one template share its string
+hash seed and its address-space layout (a template serves at most `_USES` spares, then a new one
+starts). Anything else a cold start shows, it shows (tests/sandbox/test_warm.py compares them).
+
+Any failure (no template, a request refused) builds the spare as before: the launcher starts the
+interpreter itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from .warm import WarmStart
+
+log = logging.getLogger(__name__)
+
+_TEMPLATE = (Path(__file__).parent / "enter_template.py").read_text()
+_USES = 256  # spares per template: runs sharing its hash seed and layout; then a fresh one
+_ANSWER_S = 5.0  # a template answers within ~3 ms; one that does not is replaced
+
+
+class EnterError(Exception):
+    """The template could not put a program in the sandbox (the spare is built the usual way)."""
+
+
+class Template:
+    """One started interpreter and its socket; requests one at a time."""
+
+    def __init__(self, root: Path, warm: WarmStart, seccomp: bytes, bwrap: str, etc: str | None,
+                 hooks: Sequence[tuple[str, bytes]]) -> None:
+        self.warm = warm
+        self.uses = 0
+        key = hashlib.sha256(repr((warm, _TEMPLATE)).encode()).hexdigest()[:16]
+        self.dir = root / f"enter-{key}"
+        self.dir.mkdir(mode=0o700, exist_ok=True)
+        script = self.dir / os.path.basename(warm.entry)
+        if not script.exists() or script.read_text() != _TEMPLATE:
+            script.write_text(_TEMPLATE)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        data_fds: list[int] = []
+        try:
+            # The template's view of the host is the sandbox's where a Python start-up looks:
+            # the prepared /etc (no sitecustomize) and the site hooks as rewritten (pysite.py).
+            argv = [bwrap, "--bind", "/", "/", "--cap-add", "ALL", "--die-with-parent"]
+            if etc is not None:
+                argv += ["--ro-bind", etc, "/etc"]
+            for dest, data in hooks:
+                fd = os.memfd_create("livecode-hook")
+                os.write(fd, data)
+                os.lseek(fd, 0, os.SEEK_SET)
+                data_fds.append(fd)
+                argv += ["--ro-bind-data", str(fd), dest]
+            # bubblewrap adds PWD to the environment: env(1) execs the interpreter with the runs' own,
+            # in their order (what /proc/self/environ shows), as the launcher does.
+            env_argv = ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in warm.env)]
+            argv += ["--chdir", str(self.dir), "--", *env_argv, *warm.argv]
+            self.proc = subprocess.Popen(
+                argv, env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, pass_fds=[theirs.fileno(), *data_fds],
+            )
+        finally:
+            theirs.close()
+            for fd in data_fds:
+                os.close(fd)
+        self.sock = ours
+        self.sock.settimeout(_ANSWER_S)
+        try:
+            self.sock.send(seccomp)
+        except OSError:
+            self.close()
+            raise
+
+    def enter(self, launcher: int, uid: int, nice: int, entry: str, work: str, procs: Sequence[int],
+              pipes: Sequence[int], rlimits: Sequence[tuple[int, int, int]]) -> tuple[int, int]:
+        """Put a started program in the sandbox whose pid 1 is host pid `launcher`: (its pid
+        there, its pid on the host). `pipes`: stdin, stdout, stderr and the result pipe."""
+        for field in (entry, work):
+            if not field or any(c.isspace() for c in field):
+                raise EnterError(f"unusable path {field!r}")
+        limits = ";".join(f"{res},{soft if soft >= 0 else -1},{hard}" for res, soft, hard in rlimits)
+        message = f"{launcher} {uid} {nice} {entry} {work} {len(procs)} {limits}".encode()
+        self.uses += 1
+        try:
+            socket.send_fds(self.sock, [message], [*procs, *pipes])
+            answer = self.sock.recv(4096).decode()
+        except OSError as e:
+            raise EnterError(f"the template did not answer: {e}") from e
+        if not answer or answer.startswith("!"):
+            raise EnterError(answer[1:] or "the template has exited")
+        nspid, host_pid = answer.split()
+        return int(nspid), int(host_pid)
+
+    @property
+    def spent(self) -> bool:
+        return self.uses >= _USES or self.proc.poll() is not None
+
+    def retire(self) -> None:
+        """No more requests: the template exits once the programs it made have ended (each has
+        its parent outside, a child of the template, which must not be orphaned: the worker, a
+        subreaper, would inherit it and its program)."""
+        self.sock.close()
+
+    def close(self, wait_s: float = 5.0) -> None:
+        self.retire()
+        try:
+            self.proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            log.warning("an entered warm starts' template still waits for its programs; killing it")
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Templates:
+    """The worker's templates, one per warm start in use (a few: the runs' languages and limits)."""
+
+    def __init__(self, root: Path, seccomp: bytes, bwrap: str) -> None:
+        self._root = root
+        self._seccomp = seccomp
+        self._bwrap = bwrap
+        self._lock = threading.Lock()
+        self._by_warm: dict[WarmStart, Template] = {}
+        self._retired: list[Template] = []  # until their programs have ended
+        self.failures = 0
+
+    def enter(self, warm: WarmStart, etc: str | None, hooks: Sequence[tuple[str, bytes]], launcher: int, uid: int,
+              nice: int, entry: str, work: str, procs: Sequence[int], pipes: Sequence[int],
+              rlimits: Sequence[tuple[int, int, int]]) -> tuple[int, int]:
+        with self._lock:
+            self._retired = [t for t in self._retired if t.proc.poll() is None]
+            t = self._by_warm.get(warm)
+            if t is not None and t.spent:
+                self._retire(warm)
+                t = None
+            if t is None:
+                if len(self._by_warm) >= 8:  # limits are the users' choice: keep few
+                    for key in list(self._by_warm):
+                        self._retire(key)
+                t = self._by_warm[warm] = Template(self._root, warm, self._seccomp, self._bwrap, etc, hooks)
+            try:
+                return t.enter(launcher, uid, nice, entry, work, procs, pipes, rlimits)
+            except EnterError:
+                self.failures += 1
+                self._retire(warm)
+                raise
+
+    def _retire(self, warm: WarmStart) -> None:
+        t = self._by_warm.pop(warm)
+        t.retire()
+        self._retired.append(t)
+
+    def close(self) -> None:
+        """Once the spares are gone (their programs with them): every template exits."""
+        with self._lock:
+            for t in [*self._by_warm.values(), *self._retired]:
+                t.close()
+            self._by_warm.clear()
+            self._retired.clear()
