@@ -6,6 +6,8 @@ run, and a template that fails must cost nothing but the spare's start-up."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ import pytest
 from livecode.sandbox import Outcome, RunRequest, enter
 from livecode.sandbox.bwrap import BwrapRunner
 
-from .helpers import make_runner, requires_bwrap
+from .helpers import make_runner, no_leftovers, requires_bwrap
 
 pytestmark = requires_bwrap
 
@@ -134,7 +136,7 @@ def test_a_template_copy_holds_nothing_of_an_earlier_run(runner: BwrapRunner) ->
 def test_a_failing_template_leaves_spares_started_by_the_launcher(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refuse(*args: object, **kwargs: object) -> tuple[int, int]:
+    def refuse(*args: object, **kwargs: object) -> tuple[int, int, enter.Template]:
         raise enter.EnterError("refused for the test")
 
     monkeypatch.setattr(enter.Templates, "enter", refuse)
@@ -169,3 +171,29 @@ def test_a_template_is_replaced_after_its_uses(tmp_path: Path, monkeypatch: pyte
         assert len(seeds) >= 2
     finally:
         r.close()
+
+
+def test_a_template_that_died_leaves_its_spares_to_the_launcher(tmp_path: Path) -> None:
+    # Its copies would have no parent to report their exit status: a run that takes one has the
+    # launcher start its program, and the copy (now the worker's) is reaped with the sandbox.
+    r = make_runner(tmp_path, 1)
+    assert isinstance(r, BwrapRunner)
+    try:
+        _entered_run(r, "pass")
+        deadline = time.monotonic() + 15
+        while not (r.warm_spares() and r._templates is not None and r._templates.live()):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        for t in r._templates.live():
+            os.kill(t.pid, signal.SIGKILL)  # the template itself (bubblewrap, its parent, then exits)
+        deadline = time.monotonic() + 5
+        while r._templates.live():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        res = r.run(RunRequest("python", "print('served')"))
+        assert res.outcome is Outcome.OK and res.stdout == "served\n", res
+        stdout, _ = _entered_run(r, "print('entered again')")  # a new template
+        assert stdout == "entered again\n"
+    finally:
+        r.close()
+    assert no_leftovers()

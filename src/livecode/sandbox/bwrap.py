@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cgroups import CgroupHost, RunCgroup
-from .enter import EnterError, Templates
+from .enter import EnterError, Template, Templates
 from .files import FileSpec
 from .hostfs import DEFAULT_LOCK_DIR, OrphanReaper, SlotPool, ensure_private_dir, set_child_subreaper
 from .iolimits import SYSTEM_PATHS, IoLimits
@@ -128,6 +128,7 @@ class Spawned:
     warm: WarmStart | None = None  # the program started in it ahead of its run (warm.py)
     ups: int = 0  # the launcher's UP bytes read (launcher.c)
     entered: int | None = None  # a pidfd of its warm start's program when a template's copy (enter.py)
+    template: Template | None = None  # ... and that template, its parent (which reports its exit status)
 
     def close_fds(self) -> None:
         if self.entered is not None:
@@ -538,7 +539,7 @@ class BwrapRunner(Runner):
         procs = sp.cg.open_procs_fds()
         try:
             work, entry = os.path.split(warm.entry)
-            nspid, host_pid = self._templates.enter(
+            nspid, host_pid, sp.template = self._templates.enter(
                 warm, view.etc, self._site_hooks.files(), launcher, SANDBOX_UID, sp.nice, entry, work, procs,
                 pipes, warm.rlimits,
             )
@@ -920,10 +921,11 @@ def _enterable(warm: WarmStart) -> bool:
 
 
 def _entered_ended(sp: Spawned) -> bool:
-    """Whether the spare's program, a template's copy, has ended (killed while it waited)."""
+    """Whether the spare's program, a template's copy, has ended (killed while it waited), or its
+    template, which would report its exit status, has (killed: the launcher then runs the job)."""
     if sp.entered is None:
         return False
-    return bool(select.select([sp.entered], [], [], 0)[0])
+    return bool(select.select([sp.entered], [], [], 0)[0]) or sp.template is None or not sp.template.alive
 
 
 def _launcher_up(sp: Spawned, want: int, wait_s: float) -> bool | None:

@@ -27,12 +27,16 @@ interpreter itself.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import select
+import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -67,7 +71,10 @@ class Template:
         try:
             # The template's view of the host is the sandbox's where a Python start-up looks:
             # the prepared /etc (no sitecustomize) and the site hooks as rewritten (pysite.py).
-            argv = [bwrap, "--bind", "/", "/", "--cap-add", "ALL", "--die-with-parent"]
+            # Not --die-with-parent: that follows the thread that started it (the pool's filler,
+            # which ends before the spares are discarded), and a template that dies leaves its
+            # programs to the worker, a subreaper. It exits at its socket's end, once they have.
+            argv = [bwrap, "--bind", "/", "/", "--cap-add", "ALL"]
             if etc is not None:
                 argv += ["--ro-bind", etc, "/etc"]
             for dest, data in hooks:
@@ -90,11 +97,14 @@ class Template:
                 os.close(fd)
         self.sock = ours
         self.sock.settimeout(_ANSWER_S)
+        self.pidfd: int | None = None
         try:
             self.sock.send(seccomp)
-        except OSError:
+            self.pid = int(self.sock.recv(64) or b"0")
+            self.pidfd = os.pidfd_open(self.pid)  # its parent is bubblewrap: watched, not waited for
+        except (OSError, ValueError) as e:
             self.close()
-            raise
+            raise EnterError(f"the template did not start: {e}") from e
 
     def enter(self, launcher: int, uid: int, nice: int, entry: str, work: str, procs: Sequence[int],
               pipes: Sequence[int], rlimits: Sequence[tuple[int, int, int]]) -> tuple[int, int]:
@@ -117,8 +127,27 @@ class Template:
         return int(nspid), int(host_pid)
 
     @property
+    def alive(self) -> bool:
+        """The template runs (its programs' parent, which reports their exit status)."""
+        return self.pidfd is not None and not select.select([self.pidfd], [], [], 0)[0]
+
+    @property
     def spent(self) -> bool:
-        return self.uses >= _USES or self.proc.poll() is not None
+        return self.uses >= _USES or not self.alive
+
+    def gone(self) -> bool:
+        """Whether it has exited and been reaped (by bubblewrap, or by us when bubblewrap went
+        first and left it to the worker, a subreaper)."""
+        if self.proc.poll() is None:
+            return False
+        if self.pidfd is not None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, os.WNOHANG)
+            if self.alive:
+                return False
+            os.close(self.pidfd)
+            self.pidfd = None
+        return True
 
     def retire(self) -> None:
         """No more requests: the template exits once the programs it made have ended (each has
@@ -128,12 +157,16 @@ class Template:
 
     def close(self, wait_s: float = 5.0) -> None:
         self.retire()
-        try:
-            self.proc.wait(wait_s)
-        except subprocess.TimeoutExpired:
-            log.warning("an entered warm starts' template still waits for its programs; killing it")
-            self.proc.kill()
-            self.proc.wait()
+        deadline = time.monotonic() + wait_s
+        while not self.gone():
+            if time.monotonic() > deadline:
+                log.warning("an entered warm starts' template still waits for its programs; killing it")
+                if self.pidfd is not None:
+                    signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+                self.proc.kill()
+                self.proc.wait()
+                deadline = time.monotonic() + wait_s
+            time.sleep(0.01)
 
 
 class Templates:
@@ -150,9 +183,10 @@ class Templates:
 
     def enter(self, warm: WarmStart, etc: str | None, hooks: Sequence[tuple[str, bytes]], launcher: int, uid: int,
               nice: int, entry: str, work: str, procs: Sequence[int], pipes: Sequence[int],
-              rlimits: Sequence[tuple[int, int, int]]) -> tuple[int, int]:
+              rlimits: Sequence[tuple[int, int, int]]) -> tuple[int, int, Template]:
+        """(the program's pid in the sandbox, on the host, and the template that is its parent)."""
         with self._lock:
-            self._retired = [t for t in self._retired if t.proc.poll() is None]
+            self._retired = [t for t in self._retired if not t.gone()]
             t = self._by_warm.get(warm)
             if t is not None and t.spent:
                 self._retire(warm)
@@ -163,7 +197,7 @@ class Templates:
                         self._retire(key)
                 t = self._by_warm[warm] = Template(self._root, warm, self._seccomp, self._bwrap, etc, hooks)
             try:
-                return t.enter(launcher, uid, nice, entry, work, procs, pipes, rlimits)
+                return (*t.enter(launcher, uid, nice, entry, work, procs, pipes, rlimits), t)
             except EnterError:
                 self.failures += 1
                 self._retire(warm)
@@ -173,6 +207,10 @@ class Templates:
         t = self._by_warm.pop(warm)
         t.retire()
         self._retired.append(t)
+
+    def live(self) -> list[Template]:
+        with self._lock:
+            return [t for t in self._by_warm.values() if t.alive]
 
     def close(self) -> None:
         """Once the spares are gone (their programs with them): every template exits."""
