@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from livecode.sandbox import Outcome, RunRequest, enter
+from livecode.sandbox import Outcome, RunRequest, SandboxLimits, enter
 from livecode.sandbox.bwrap import BwrapRunner
 
 from .helpers import make_runner, no_leftovers, requires_bwrap
@@ -81,6 +82,8 @@ out["caps"] = [status[k] for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapA
 out["nnp"], out["seccomp"] = status["NoNewPrivs"], status["Seccomp"]
 out["ids"] = [os.getresuid(), os.getresgid(), os.getgroups()]
 out["root"] = sorted(os.listdir("/"))
+out["session"] = [os.getsid(0), os.getpgrp(), os.getpid()]
+attempt("open /dev/tty", lambda: open("/dev/tty", "rb"))
 print(json.dumps(out))
 """
 
@@ -98,6 +101,11 @@ def test_a_template_copy_has_the_sandboxs_protections(runner: BwrapRunner) -> No
     assert seen["pids"] == [1, 2]  # the launcher and itself: nothing of the template
     assert seen["fds"] == ["0", "1", "2", "3"]  # stdio and the listing's own
     assert "sandbox" in seen["root"] and "root" not in seen["root"]
+    # A session and process group of its own (bubblewrap's --new-session for a cold start): not
+    # the worker's, whose terminal it could otherwise type into (TIOCSTI) or whose group signal.
+    sid, pgrp, pid = seen["session"]
+    assert sid == pgrp == pid
+    assert seen["open /dev/tty"][0] == "refused"
 
 
 SECRET_RUN = "secret_in_source = 'zq' + 'RUN-A-SOURCE-7f3c'\nprint(input())\n"
@@ -197,3 +205,66 @@ def test_a_template_that_died_leaves_its_spares_to_the_launcher(tmp_path: Path) 
     finally:
         r.close()
     assert no_leftovers()
+
+
+def test_a_worker_ignoring_sigint_does_not_pass_it_on(tmp_path: Path) -> None:
+    # A worker started in the background (nohup, `&`) ignores SIGINT; a program must still see a
+    # user's Ctrl-C, as the launcher's programs do (it resets every signal before exec).
+    probe = "print(open('/proc/self/status').read().split('SigIgn:')[1].split()[0])"
+    (tmp_path / "entered").mkdir()
+    (tmp_path / "cold").mkdir()
+    r = make_runner(tmp_path / "entered", 1)
+    cold = make_runner(tmp_path / "cold", 0)
+    assert isinstance(r, BwrapRunner)
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:  # the template starts with the first spare built for a Python run: now
+        stdout, _ = _entered_run(r, probe)
+        cold_stdout = cold.run(RunRequest("python", probe)).stdout
+    finally:
+        signal.signal(signal.SIGINT, before)
+        r.close()
+        cold.close()
+    assert stdout == cold_stdout
+    assert int(stdout, 16) & (1 << (signal.SIGINT - 1)) == 0
+
+
+def test_a_run_whose_template_dies_ends_at_once(tmp_path: Path) -> None:
+    # Its exit status would have come from the template: the result pipe closes with none, and
+    # the run ends then (the program dies with its parent), not at its wall time limit.
+    r = make_runner(tmp_path, 1)
+    assert isinstance(r, BwrapRunner)
+    try:
+        _entered_run(r, "pass")
+        deadline = time.monotonic() + 15
+        while not r.warm_spares():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert r._templates is not None
+        templates = r._templates.live()
+
+        def kill_soon() -> None:
+            time.sleep(0.5)
+            for t in templates:
+                os.kill(t.pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_soon)
+        killer.start()
+        t0 = time.monotonic()
+        res = r.run(RunRequest("python", "import time\nprint('started', flush=True)\ntime.sleep(30)",
+                               limits=SandboxLimits(time_limit_ms=30000)))
+        killer.join()
+        assert time.monotonic() - t0 < 10, res
+        assert res.outcome is not Outcome.OK, res
+    finally:
+        r.close()
+    assert no_leftovers()
+
+
+def test_a_source_with_a_nul_byte_starts_cold(runner: BwrapRunner) -> None:
+    # The interpreter reading a script and compile() of its bytes treat one differently (the
+    # first runs what comes before it): such a source gets the interpreter's own start.
+    _entered_run(runner, "pass")
+    before = runner.warm_runs
+    res = runner.run(RunRequest("python", "print('a')\n\0\n"))
+    assert runner.warm_runs == before
+    assert res.outcome is Outcome.OK and res.stdout == "a\n", res

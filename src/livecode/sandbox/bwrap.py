@@ -546,6 +546,7 @@ class BwrapRunner(Runner):
         finally:
             for fd in [*procs, *dict.fromkeys(pipes)]:
                 os.close(fd)
+        sp.cg.seen_pids.add(host_pid)  # reaped with the sandbox if its template is gone (we then inherit it)
         try:
             sp.entered = os.pidfd_open(host_pid)
         except ProcessLookupError as e:

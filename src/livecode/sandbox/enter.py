@@ -60,7 +60,7 @@ class Template:
                  hooks: Sequence[tuple[str, bytes]]) -> None:
         self.warm = warm
         self.uses = 0
-        key = hashlib.sha256(repr((warm, _TEMPLATE)).encode()).hexdigest()[:16]
+        key = hashlib.sha256(repr((warm.argv, warm.env, _TEMPLATE)).encode()).hexdigest()[:16]
         self.dir = root / f"enter-{key}"
         self.dir.mkdir(mode=0o700, exist_ok=True)
         script = self.dir / os.path.basename(warm.entry)
@@ -85,11 +85,14 @@ class Template:
                 argv += ["--ro-bind-data", str(fd), dest]
             # bubblewrap adds PWD to the environment: env(1) execs the interpreter with the runs' own,
             # in their order (what /proc/self/environ shows), as the launcher does.
-            env_argv = ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in warm.env)]
+            # --default-signal: every signal at its default, as the launcher resets a program's (a
+            # worker started with SIGINT ignored would pass that on: a user's Ctrl-C never seen).
+            env_argv = ["/usr/bin/env", "-i", "--default-signal", *(f"{k}={v}" for k, v in warm.env)]
             argv += ["--chdir", str(self.dir), "--", *env_argv, *warm.argv]
             self.proc = subprocess.Popen(
                 argv, env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, pass_fds=[theirs.fileno(), *data_fds],
+                start_new_session=True,  # not in the worker's session or process group
             )
         finally:
             theirs.close()
@@ -177,7 +180,9 @@ class Templates:
         self._seccomp = seccomp
         self._bwrap = bwrap
         self._lock = threading.Lock()
-        self._by_warm: dict[WarmStart, Template] = {}
+        # By argv and environment (a language's and the limits' own): the rlimits, the users'
+        # choice, go with each request, so they make no template of their own.
+        self._by_warm: dict[tuple[object, ...], Template] = {}
         self._retired: list[Template] = []  # until their programs have ended
         self.failures = 0
 
@@ -187,24 +192,25 @@ class Templates:
         """(the program's pid in the sandbox, on the host, and the template that is its parent)."""
         with self._lock:
             self._retired = [t for t in self._retired if not t.gone()]
-            t = self._by_warm.get(warm)
+            key = (warm.argv, warm.env)
+            t = self._by_warm.get(key)
             if t is not None and t.spent:
-                self._retire(warm)
+                self._retire(key)
                 t = None
             if t is None:
-                if len(self._by_warm) >= 8:  # limits are the users' choice: keep few
-                    for key in list(self._by_warm):
-                        self._retire(key)
-                t = self._by_warm[warm] = Template(self._root, warm, self._seccomp, self._bwrap, etc, hooks)
+                if len(self._by_warm) >= 8:  # a language's environment per memory limit: keep few
+                    for old in list(self._by_warm):
+                        self._retire(old)
+                t = self._by_warm[key] = Template(self._root, warm, self._seccomp, self._bwrap, etc, hooks)
             try:
                 return (*t.enter(launcher, uid, nice, entry, work, procs, pipes, rlimits), t)
             except EnterError:
                 self.failures += 1
-                self._retire(warm)
+                self._retire(key)
                 raise
 
-    def _retire(self, warm: WarmStart) -> None:
-        t = self._by_warm.pop(warm)
+    def _retire(self, key: tuple[object, ...]) -> None:
+        t = self._by_warm.pop(key)
         t.retire()
         self._retired.append(t)
 

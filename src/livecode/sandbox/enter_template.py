@@ -32,7 +32,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _CLONE_NEWPID = 0x20000000
 _NAMESPACES = ("cgroup", "ipc", "uts", "net", "mnt")  # then "user", last: root on the host until then
 _PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _PR_CAP_AMBIENT = 24, 38, 22, 47
-_PR_SET_DUMPABLE, _SECCOMP_MODE_FILTER, _PR_CAP_AMBIENT_CLEAR_ALL = 4, 2, 4
+_PR_SET_DUMPABLE, _SECCOMP_MODE_FILTER, _PR_CAP_AMBIENT_CLEAR_ALL, _PR_SET_PDEATHSIG = 4, 2, 4, 1
 
 
 class _CapHeader(ctypes.Structure):
@@ -67,6 +67,10 @@ def _become(ns: dict[str, int], uid: int, nice: int, entry: str, work: str, proc
     sandbox's program from here on. Returns the path of its entry file, the FIFO it reads."""
     import resource  # not a cold start's: forgotten with the template's own imports (_as_main)
 
+    template = os.getppid()
+    # A session of its own, as bubblewrap's --new-session gives a cold start: no controlling
+    # terminal (no TIOCSTI into the worker's), no signals to the worker's process group.
+    os.setsid()
     for fd in procs:
         os.write(fd, b"0")
     os.setpriority(os.PRIO_PROCESS, 0, nice)
@@ -82,6 +86,11 @@ def _become(ns: dict[str, int], uid: int, nice: int, entry: str, work: str, proc
     _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
     _check(_libc.capset(ctypes.byref(_CapHeader(0x20080522, 0)), (_CapData * 2)()), "capset")
     _check(_libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0), "dumpable")  # as after an exec: /proc/self is its own
+    # Ends with the template, which reports its exit status (set after the uid change, which
+    # clears it); a template already gone is seen as a parent no longer ours.
+    _check(_libc.prctl(_PR_SET_PDEATHSIG, 9, 0, 0, 0), "pdeathsig")
+    if os.getppid() != template:
+        os._exit(122)
     _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
     for res, soft, hard in rlimits:
         resource.setrlimit(res, (soft, hard))

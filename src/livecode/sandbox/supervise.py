@@ -244,6 +244,11 @@ def supervise(
                     if not chunk or status_now is not None:
                         sel.unregister(watch.result_fd)
                         result_done = True
+                    if status_now is None and not chunk and not exited:
+                        # The pipe closed with no report: whoever writes it is gone (the launcher
+                        # killed, or the parent outside of an entered warm start, enter.py, whose
+                        # program then dies with it). End the sandbox: its exit ends the run.
+                        kill(None)
                     if status_now is None or exited:
                         continue  # no report (the launcher was killed): bwrap's exit ends the run
                     res.status, res.exact, exited = status_now, True, True
