@@ -83,6 +83,9 @@ out["nnp"], out["seccomp"] = status["NoNewPrivs"], status["Seccomp"]
 out["ids"] = [os.getresuid(), os.getresgid(), os.getgroups()]
 out["root"] = sorted(os.listdir("/"))
 out["session"] = [os.getsid(0), os.getpgrp(), os.getpid()]
+import sys
+outer = sys._getframe().f_back
+out["outer frame"] = outer.f_code.co_filename if outer else None
 attempt("open /dev/tty", lambda: open("/dev/tty", "rb"))
 print(json.dumps(out))
 """
@@ -106,6 +109,8 @@ def test_a_template_copy_has_the_sandboxs_protections(runner: BwrapRunner) -> No
     sid, pgrp, pid = seen["session"]
     assert sid == pgrp == pid
     assert seen["open /dev/tty"][0] == "refused"
+    # The template's frame below the program's names no path of the host (its cache directory).
+    assert seen["outer frame"] == "/tmp/main.py"
 
 
 SECRET_RUN = "secret_in_source = 'zq' + 'RUN-A-SOURCE-7f3c'\nprint(input())\n"

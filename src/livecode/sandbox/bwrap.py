@@ -408,6 +408,9 @@ class BwrapRunner(Runner):
             if not go:
                 if sp.warm is not None:  # started ahead for other runs: the launcher stops it first
                     sp.drop_pipes()
+                    if sp.entered is not None:  # the launcher's own program reports this run
+                        os.close(sp.entered)
+                        sp.entered = None
                     lead = UNWARM
                     self.unwarmed_runs += 1
                 pipes = _make_pipes(sp, stage.merge_stderr)
@@ -807,6 +810,7 @@ class BwrapRunner(Runner):
             result_fd=sp.result_r,
             kill_now=cg.kill_once,
             signal_program=cg.signal_program,
+            result_eof_ends=sp.entered is not None,
         )
         sup = supervise(watch, streams, sp.stdin_w, stage.stdin, stage.stdin_source, on_output, stage.signal_source)
         if sup.reaped:

@@ -49,7 +49,7 @@ class SandboxConfig:
         "LIVECODE_SANDBOX_ENTER",
         True,
         "A spare's warm-started Python is a copy of one started once per worker, which enters the spare's "
-        "sandbox, instead of a new interpreter (docs/sandbox.md, entered warm starts): ~7 ms less CPU per run. "
+        "sandbox, instead of a new interpreter (docs/sandbox.md, entered warm starts): ~3 ms less CPU per run. "
         "false: each spare starts its own.",
     )
     lock_dir: Path = _declare(

@@ -1,28 +1,27 @@
 """Entered warm starts: a spare sandbox's Python is a copy of an interpreter started once, not a
-new one (issue 11: a Python start-up is ~9 ms of a sandboxed hello world's ~15 ms of CPU).
+new one (issue 11: a Python start-up is ~8-9 ms of a sandboxed hello world's ~15 ms of CPU).
 
 A warm start (warm.py) starts the interpreter in each spare sandbox ahead of its run: the
 start-up is off the run's path but still paid once per run. Here the worker keeps one template
-per warm start (`/usr/bin/python3 -E -s main.py`, started as a cold start in the sandbox is: the
-same argv, environment, working directory name and the sandbox's view of /etc and of Python's
-site hooks; enter_template.py). For each spare, once bubblewrap has set it up and its launcher
-is up, the template forks a copy that enters the spare: its cgroups, namespaces (the user
-namespace last), uid, no capabilities, no_new_privs, the stage's rlimits and nice, bubblewrap's
-seccomp filter, only its pipes; it makes its entry FIFO and blocks reading it, as the warm start
-forked by the launcher does. The launcher is told (P) and serves the run as any warm start (G,
-or U when the run is another program). The template holds nothing of any run: only
-descriptors and namespaces pass through it, never code or input, so what a copy inherits of its
-memory is the same for every run.
+per language environment (`/usr/bin/python3 -E -s main.py`, started as a cold start in the sandbox
+is: the same argv, environment and view of /etc and of Python's site hooks; enter_template.py).
+For each spare, once bubblewrap has set it up and its launcher is up, the template forks a copy
+into the spare's pid namespace, which enters the rest of the sandbox: its own session, the run's
+cgroups, the namespaces (the user namespace last), the sandbox's uid, no capabilities,
+no_new_privs, the stage's rlimits and nice, bubblewrap's seccomp filter, only its pipes; it makes
+its entry FIFO and blocks reading it, as the warm start forked by the launcher does. The launcher
+is told (P) and serves the run as any warm start (G, or U when the run is another program); the
+template, the copy's parent, reports its exit status. The template holds nothing of any run:
+only descriptors and a sandbox to enter pass through it, never code or input.
 
-What differs from a cold start, for a program that looks (docs/sandbox.md): its parent is
-outside its pid namespace (`os.getppid()` is 0, not 1: the copy's parent outside reports its exit
-status in the launcher's place); its module frame has the template's below it; its session and
-process group are the template's (invisible, 0); and the runs of one template share its string
-hash seed and its address-space layout (a template serves at most `_USES` spares, then a new one
-starts). Anything else a cold start shows, it shows (tests/sandbox/test_warm.py compares them).
+What differs from a cold start, for a program that looks (docs/sandbox.md, entered warm starts):
+its parent is outside its pid namespace (`os.getppid()` is 0), its module frame has the
+template's below it, and the copies of one template share its string hash seed and address-space
+layout (a template serves at most `_USES` spares, then a new one starts). The rest a cold start
+shows, it shows (tests/sandbox/test_warm.py compares them).
 
-Any failure (no template, a request refused) builds the spare as before: the launcher starts the
-interpreter itself.
+Any failure (no template, a request refused or unanswered) builds the spare as before: the
+launcher starts the interpreter itself.
 """
 
 from __future__ import annotations
@@ -74,7 +73,10 @@ class Template:
             # Not --die-with-parent: that follows the thread that started it (the pool's filler,
             # which ends before the spares are discarded), and a template that dies leaves its
             # programs to the worker, a subreaper. It exits at its socket's end, once they have.
-            argv = [bwrap, "--bind", "/", "/", "--cap-add", "ALL"]
+            # Its script at /tmp/main.py (a tmpfs of its own), not under the worker's cache: the
+            # template's frame below a program's (warnings' stacklevel, inspect) names no host path.
+            argv = [bwrap, "--ro-bind", "/", "/", "--cap-add", "ALL", "--tmpfs", "/tmp",
+                    "--ro-bind", str(script), f"/tmp/{script.name}"]
             if etc is not None:
                 argv += ["--ro-bind", etc, "/etc"]
             for dest, data in hooks:
@@ -88,7 +90,7 @@ class Template:
             # --default-signal: every signal at its default, as the launcher resets a program's (a
             # worker started with SIGINT ignored would pass that on: a user's Ctrl-C never seen).
             env_argv = ["/usr/bin/env", "-i", "--default-signal", *(f"{k}={v}" for k, v in warm.env)]
-            argv += ["--chdir", str(self.dir), "--", *env_argv, *warm.argv]
+            argv += ["--chdir", "/tmp", "--", *env_argv, *warm.argv]
             self.proc = subprocess.Popen(
                 argv, env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, pass_fds=[theirs.fileno(), *data_fds],

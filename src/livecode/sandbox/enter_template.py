@@ -2,27 +2,29 @@ import sys
 
 _AT_START = frozenset(sys.modules)  # what a cold start of `python3 -E -s main.py` has imported
 
-# The template of entered warm starts (enter.py). Not a module of livecode: the worker copies this
-# file as `main.py` into a root-only directory and starts it there as `/usr/bin/python3 -E -s
-# main.py`, with the environment of the runs it serves, so that each copy of it (os.fork) is an
-# interpreter whose start-up is a cold start's: the same argv, environment, flags and modules.
-# It holds nothing of any run: a request is the sandbox to enter and descriptors, never code or
-# input (the program reads its source from its sandbox's FIFO). Requests come on the one
-# descriptor above 2 it is started with (a unix socket to the worker): first the seccomp filter
-# (8-byte length, then the BPF program), then one message per spare sandbox:
-#   "<launcher pid> <slot uid> <nice> <entry> <work> <cgroup fds> <rlimits: res,soft,hard;...>"
+# The template of entered warm starts (enter.py). Not a module of livecode: the worker starts it
+# (bubblewrap as root, the host read-only with the sandbox's /etc and site hooks, this file as
+# /tmp/main.py) as `/usr/bin/python3 -E -s main.py` with the environment of the runs it serves,
+# so that each copy of it (os.fork) is an interpreter whose start-up is a cold start's: the same
+# argv, environment, flags and modules. It holds nothing of any run: a request is a sandbox to
+# enter and descriptors, never code or input (the program reads its source from its sandbox's
+# FIFO). Requests come on the one descriptor above 2 it is started with (a unix socket to the
+# worker): first the seccomp filter (the BPF program, one message; it answers with its pid), then
+# one message per spare sandbox:
+#   "<launcher pid> <uid> <nice> <entry> <work> <number of cgroup fds> <rlimits: res,soft,hard;...>"
 # with SCM_RIGHTS: the run's cgroup.procs files, then stdin, stdout, stderr and the result pipe.
-# The answer is "<pid in the sandbox> <pid on the host>\n", or "!<error>\n".
+# The answer is "<pid in the sandbox> <pid on the host>", or "!<error>".
 #
-# Per request it forks a child (outside the sandbox, root, in no cgroup of the run) that points
-# its children's pid namespace at the sandbox's and forks the program: the program joins the
-# run's cgroups, clears its groups, takes the slot's gid, enters the sandbox's cgroup, IPC, UTS,
-# network and mount namespaces (root and cwd become the sandbox's), then its user namespace,
-# takes the slot's uid, drops every capability (effective, permitted, inheritable, ambient, the
-# bounding set), sets no_new_privs, the stage's rlimits and priority, loads the seccomp filter
+# Per request it points its children's pid namespace at the sandbox's and forks the program, which
+# (before anything of a user's exists in it) starts a session of its own, joins the run's cgroups,
+# drops root's groups, enters the sandbox's cgroup, IPC, UTS, network and mount namespaces (root
+# and cwd become the sandbox's), then its user namespace, takes the sandbox's uid and gid, drops
+# every capability (effective, permitted, inheritable, ambient, the bounding set), asks to die
+# with the template, sets no_new_privs, the stage's rlimits and priority, loads the seccomp filter
 # bubblewrap gave the sandbox, keeps only its stdio, makes its entry FIFO and blocks reading it,
-# as a started interpreter reads its script. The child outside waits for it and writes its exit
-# status to the result pipe ("exit N" / "signal N", as the launcher would).
+# as a started interpreter reads its script. The template waits for its programs (a pidfd each)
+# and writes each one's exit status to its result pipe ("exit N" / "signal N", as the launcher
+# would); once the worker has closed the socket and they have all ended, it exits.
 
 import _socket  # noqa: E402  (built in)
 import ctypes  # noqa: E402
