@@ -1,8 +1,10 @@
-"""What a run's Python would cost if a started interpreter entered its fresh sandbox instead of
-a new one starting in it (issue 11: "what would move the floor"). A measurement of a design,
-not LiveCode's runner.
+"""What a run's Python costs when a started interpreter enters its fresh sandbox instead of a new
+one starting in it (issue 11; LiveCode's entered warm starts, sandbox/enter.py).
 
     .venv/bin/python -m bench.bench_enter [--rounds 4] [--runs 30] [--uid 74100]
+    .venv/bin/python -m bench.bench_enter --runner [--rounds 6] [--runs 40]   # LiveCode's runner, on and off
+
+Without --runner, a measurement of the design alone (a prototype template, not LiveCode's):
 
 A template (`/usr/bin/python3 -E -s`, started once, root, single-threaded, nothing of any run in
 it) is asked per run to fork a child into a fresh bubblewrap sandbox: it points its children's
@@ -53,7 +55,8 @@ PROBE = textwrap.dedent('''
     print("fds", sorted(os.listdir("/proc/self/fd")), "root", sorted(os.listdir("/")), "cwd", os.getcwd())
     for fam in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK):
         try:
-            socket.socket(fam, socket.SOCK_DGRAM if fam != socket.AF_NETLINK else socket.SOCK_RAW); print("socket", fam, "ALLOWED")
+            socket.socket(fam, socket.SOCK_DGRAM if fam != socket.AF_NETLINK else socket.SOCK_RAW)
+            print("socket", fam, "ALLOWED")
         except OSError as e:
             print("socket", int(fam), "refused:", e.strerror)
     for what, call in (("setns", lambda: os.setns(0, 0) if hasattr(os, "setns") else os.unshare(0)),
@@ -62,7 +65,8 @@ PROBE = textwrap.dedent('''
             call(); print(what, "ALLOWED")
         except (OSError, AttributeError) as e:
             print(what, "refused:", e)
-    print("modules beyond a cold start's:", sorted(m for m in sys.modules if m in ("ctypes", "json", "resource", "textwrap")))
+    extra = ("ctypes", "json", "resource", "textwrap")
+    print("modules beyond a cold start's:", sorted(m for m in sys.modules if m in extra))
 ''')
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -210,14 +214,62 @@ def _as(uid: int):  # type: ignore[no-untyped-def]
     return pre
 
 
+def runner_sides(rounds: int, runs: int, uid_base: int) -> None:
+    """--runner: LiveCode's runner (pool of 1, warm starts) with entered warm starts and without
+    (LIVECODE_SANDBOX_ENTER), alternated: the CPU per sequential hello world of every process it
+    starts (its sandboxes, the template and its copies: reaped, we being their subreaper, before
+    the count is read) and of the runner's own threads."""
+    from livecode.sandbox import RunRequest, SandboxLimits, get_runner
+    from livecode.sandbox.config import SandboxConfig
+
+    children: dict[bool, list[float]] = {True: [], False: []}
+    own: dict[bool, list[float]] = {True: [], False: []}
+    hello = RunRequest("python", CODE, limits=SandboxLimits())
+    for rnd in range(rounds):
+        for entered in (True, False) if rnd % 2 == 0 else (False, True):
+            base = Path(tempfile.mkdtemp(prefix="lc-enter-runner-"))
+            base.chmod(0o700)
+            r = get_runner("bwrap", work_root=str(base / "w"), cache_dir=str(base / "c"), uid_base=uid_base, slots=8,
+                           pool_size=1, config=SandboxConfig(enter=entered))
+            r.check()
+            for _ in range(5):
+                r.run(hello)
+                time.sleep(0.05)
+            c0, s0 = _cpu_children_ms(), _cpu_self_ms()
+            for _ in range(runs):
+                assert r.run(hello).stdout == "hi\n"
+                time.sleep(0.04)  # the spare is rebuilt, as between a user's runs
+            r.close()
+            time.sleep(0.2)
+            _reap_orphans()
+            children[entered].append((_cpu_children_ms() - c0) / runs)
+            own[entered].append((_cpu_self_ms() - s0) / runs)
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at the end")
+    print("| a sandboxed Python hello world, per run (medians of the rounds) | its sandbox and program "
+          "| the runner's own threads |")
+    print("|---|---|---|")
+    for entered, name in ((False, "warm start forked by the launcher (a new interpreter per spare)"),
+                          (True, "entered warm start (a template's copy per spare)")):
+        print(f"| {name} | {statistics.median(children[entered]):.2f} ms | {statistics.median(own[entered]):.2f} ms |")
+
+
+def _cpu_self_ms() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return (ru.ru_utime + ru.ru_stime) * 1000
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--uid", type=int, default=74100)
     ap.add_argument("--check", action="store_true", help="run a probe of the entered program's privileges instead")
+    ap.add_argument("--runner", action="store_true", help="LiveCode's runner, entered warm starts on and off")
     args = ap.parse_args()
     ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    if args.runner:
+        runner_sides(args.rounds, args.runs, args.uid)
+        return
     cache = Path(tempfile.mkdtemp(prefix="lc-enter-cache-"))
     cache.chmod(0o700)
     bpf = build_filter(cache)
@@ -268,7 +320,8 @@ def main() -> None:
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at the end")
     print("| a Python hello world's own process in a fresh sandbox (medians) | CPU |")
     print("|---|---|")
-    print(f"| a new interpreter started in it (`python3 -E -s -c`, the host's site hooks) | {statistics.median(start):.2f} ms |")
+    print(f"| a new interpreter started in it (`python3 -E -s -c`, the host's site hooks) | "
+          f"{statistics.median(start):.2f} ms |")
     print(f"| a started one entering it (fork, setns, drops, seccomp, the program, exit) | "
           f"{statistics.median(enter):.2f} ms (the template's own share {statistics.median(enter_self):.2f} ms; "
           f"request to exit status {statistics.median(enter_wall):.2f} ms of wall time) |")

@@ -98,14 +98,19 @@ IDLE_POOL_EXES = {"/usr/bin/bwrap", "/.livecode-launcher"}
 
 def warm_idle(pid: str) -> bool:
     """A spare sandbox's warm-started program (warm.py) still waiting for its run: a child of
-    the launcher, blocked opening its entry FIFO (the kernel's wait for a FIFO's writer)."""
+    the launcher (or of a template's copy outside, enter.py), blocked opening its entry FIFO
+    (the kernel's wait for a FIFO's writer)."""
     try:
         with open(f"/proc/{pid}/wchan") as f:
             if f.read() != "wait_for_partner":
                 return False
         with open(f"/proc/{pid}/stat") as f:
             ppid = f.read().rsplit(")", 1)[1].split()[1]
-        return os.readlink(f"/proc/{ppid}/exe") == "/.livecode-launcher"
+        if os.readlink(f"/proc/{ppid}/exe") == "/.livecode-launcher":
+            return True
+        # An entered warm start (enter.py): a template's copy, its parent the copy outside that
+        # waits for it (root, the template's interpreter).
+        return os.stat(f"/proc/{ppid}").st_uid == 0 and os.readlink(f"/proc/{ppid}/exe").startswith("/usr/bin/python3")
     except OSError:
         return False
 

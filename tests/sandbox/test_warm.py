@@ -51,6 +51,11 @@ print(json.dumps({
     "pid": os.getpid(), "ppid": os.getppid(), "stdin": sys.stdin.read(),
     "stdout": [sys.stdout.isatty(), sys.stdout.encoding, sys.stdout.line_buffering],
     "priority": os.getpriority(os.PRIO_PROCESS, 0),
+    "status": [line for line in open("/proc/self/status").read().splitlines()
+               if line.split(":")[0] in ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
+                                         "NoNewPrivs", "Seccomp", "Seccomp_filters", "Cpus_allowed_list")],
+    "cgroup": open("/proc/self/cgroup").read(), "mounts": open("/proc/self/mountinfo").read().count("\n"),
+    "dumpable": open("/proc/self/environ", "rb").read() != b"" and os.access("/proc/self/mem", os.R_OK),
     "blocked": sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])),
     "handlers": [repr(signal.getsignal(s)) for s in signal.valid_signals() if s not in (9, 19)],
 }))
@@ -62,7 +67,8 @@ TRACEBACK = "def f():\n    return 1 / 0\n\nprint('before')\nf()\n"
 @pytest.fixture(scope="module")
 def runners(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BwrapRunner, BwrapRunner]]:
     # One spare: after _wait_warm it is the one a run takes (with two, a run that cannot use a
-    # warm start would take the other, if it was built for such runs).
+    # warm start would take the other, if it was built for such runs). Python's warm starts are
+    # copies of a template's interpreter (enter.py); launcher_started() gives the other kind.
     warm = make_runner(tmp_path_factory.mktemp("warm"), 1)
     cold = make_runner(tmp_path_factory.mktemp("cold"), 2, config=SandboxConfig(warm_start=False))
     assert isinstance(warm, BwrapRunner) and isinstance(cold, BwrapRunner)
@@ -73,14 +79,32 @@ def runners(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BwrapRun
         cold.close()
 
 
+@pytest.fixture
+def launcher_started(tmp_path: Path) -> Iterator[BwrapRunner]:
+    """Warm starts forked by the launcher (no template: LIVECODE_SANDBOX_ENTER=false). Not kept
+    for the module: each runner holds slots for its spares, and the tests' range is small."""
+    r = make_runner(tmp_path, 1, config=SandboxConfig(enter=False))
+    assert isinstance(r, BwrapRunner)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
 def _wait_warm(r: BwrapRunner, every: bool = False, language: str = "python", source: str = "pass") -> None:
     """Until a spare with `language`'s interpreter started in it is ready (the last runs were in
     that language); `every`: until every spare is."""
     for _ in range(3):
         run(r, language, source)  # the spares follow the last run's program
     deadline = time.monotonic() + 15
+    again = time.monotonic() + 1
     while r.warm_spares() < (r.pool_size if every else 1):
         assert time.monotonic() < deadline, "no warm spare built"
+        if time.monotonic() > again:
+            # A spare built before the runs (for none) is replaced when a run passes it over for
+            # a warm one (pool.take's `stale`): one more run, if the last ones took it in turn.
+            run(r, language, source)
+            again = time.monotonic() + 1
         time.sleep(0.02)
 
 
@@ -99,13 +123,25 @@ def _cold(r: BwrapRunner, req: RunRequest) -> Any:
     return res
 
 
-def test_a_warm_started_program_sees_what_a_cold_start_gives_it(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
+@pytest.mark.parametrize("entered", [True, False], ids=["template-copy", "launcher-started"])
+def test_a_warm_started_program_sees_what_a_cold_start_gives_it(
+    runners: tuple[BwrapRunner, BwrapRunner], request: pytest.FixtureRequest, entered: bool
+) -> None:
     warm, cold = runners
+    if not entered:
+        warm = request.getfixturevalue("launcher_started")
     req = RunRequest("python", PROBE, stdin="line one\nline two\n")
+    spares = warm.entered_spares
     w = _served_warm(warm, req)
+    assert (warm.entered_spares > spares) is entered
     c = _cold(cold, req)
     assert w.outcome is Outcome.OK and c.outcome is Outcome.OK, (w, c)
     seen_warm, seen_cold = json.loads(w.stdout_bytes), json.loads(c.stdout_bytes)
+    # Its privileges, ids, cgroup, mounts and filter are a cold start's (the "status" lines):
+    # what may differ is its parent, outside the sandbox for a template's copy (enter.py).
+    assert seen_cold["ppid"] == 1
+    assert seen_warm.pop("ppid") == (0 if entered else 1)
+    seen_cold.pop("ppid")
     assert seen_warm == seen_cold
     # and what a cold start gives is what `python3 -E -s main.py` gives:
     assert seen_warm["argv"] == ["main.py"] and seen_warm["file"] == "/sandbox/work/main.py"
@@ -415,9 +451,11 @@ def test_runs_back_to_back_take_spares_still_starting(tmp_path: Path) -> None:
         r.close()
 
 
-def test_a_program_started_ahead_that_died_is_started_again(tmp_path: Path) -> None:
-    # Killed while it waited for its run (say, by an operator): the run gets a fresh one.
-    r = make_runner(tmp_path, 1)
+@pytest.mark.parametrize("entered", [True, False], ids=["template-copy", "launcher-started"])
+def test_a_program_started_ahead_that_died_is_started_again(tmp_path: Path, entered: bool) -> None:
+    # Killed while it waited for its run (say, by an operator): the run gets a fresh one (the
+    # launcher's own start when the one that died was a template's copy).
+    r = make_runner(tmp_path, 1, config=SandboxConfig(enter=entered))
     assert isinstance(r, BwrapRunner)
     try:
         others = _settled_pids()
@@ -432,7 +470,8 @@ def test_a_program_started_ahead_that_died_is_started_again(tmp_path: Path) -> N
         before = r.warm_runs
         res = r.run(RunRequest("python", "print('after all')"))
         assert res.outcome is Outcome.OK and res.stdout == "after all\n", res
-        assert r.warm_runs == before + 1
+        assert r.warm_runs == before + (0 if entered else 1)
+        assert (r.entered_spares > 0) is entered
     finally:
         r.close()
 

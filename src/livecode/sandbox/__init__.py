@@ -107,6 +107,7 @@ def get_runner(
             slots=config.slots,
             pool_size=config.pool_size,
             warm_start=config.warm_start,
+            enter=config.enter,
             lock_dir=config.lock_dir,
             io_limits=io_limits if io_limits is not None else config.io_limits,
         ), config.compile_cache_max_mb)  # fmt: skip

@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cgroups import CgroupHost, RunCgroup
+from .enter import EnterError, Template, Templates
 from .files import FileSpec
 from .hostfs import DEFAULT_LOCK_DIR, OrphanReaper, SlotPool, ensure_private_dir, set_child_subreaper
 from .iolimits import SYSTEM_PATHS, IoLimits
-from .launcher import GO, LAUNCHER_NOFILE, UNWARM, build_launcher, send_job, send_warm
+from .launcher import GO, LAUNCHER_NOFILE, UNWARM, build_launcher, send_adopt, send_job, send_warm
 from .outputs import OUT_DIR, Collected, OutputLimits, collect, has_entries, hold_sandbox_dir
 from .pool import SandboxPool
 from .procfs import LOADAVG, mask_args, meminfo, proc_stat
@@ -126,8 +127,13 @@ class Spawned:
     fds: list[int] = field(default_factory=list)  # still ours to close
     warm: WarmStart | None = None  # the program started in it ahead of its run (warm.py)
     ups: int = 0  # the launcher's UP bytes read (launcher.c)
+    entered: int | None = None  # a pidfd of its warm start's program when a template's copy (enter.py)
+    template: Template | None = None  # ... and that template, its parent (which reports its exit status)
 
     def close_fds(self) -> None:
+        if self.entered is not None:
+            os.close(self.entered)
+            self.entered = None
         for fd in self.fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -167,6 +173,7 @@ class BwrapRunner(Runner):
         pool_size: int = 2,
         lock_dir: Path = DEFAULT_LOCK_DIR,
         warm_start: bool = True,  # spares start the last runs' program ahead (warm.py)
+        enter: bool = True,  # ... as copies of a started interpreter where the language allows (enter.py)
         io_limits: IoLimits | None = None,
         seccomp: bool = True,  # False only to measure the filter's cost or prove a test needs it
         view_root: Path | None = None,  # where the prepared /etc and /dev live (view.py)
@@ -204,6 +211,9 @@ class BwrapRunner(Runner):
         self.warm_runs = 0  # runs served by a program started ahead
         self.unwarmed_runs = 0  # runs that took a spare whose program was started for other runs
         self._warm_start = warm_start
+        self._enter = enter and warm_start
+        self._templates: Templates | None = None  # entered warm starts' templates (enter.py)
+        self.entered_spares = 0  # spares whose warm start is a template's copy
         self._seccomp: bytes | None = None  # the BPF program (seccomp.py) every stage runs under
 
     # -- start-up ---------------------------------------------------------------------------
@@ -227,6 +237,8 @@ class BwrapRunner(Runner):
             self._slots = SlotPool(self.lock_dir, self.slot_count, self.uid_base)
             self._launcher = build_launcher(self.cache.root)
             self._spawner = build_spawner(self.cache.root)
+            if self._enter and self._seccomp is not None and self._templates is None:
+                self._templates = Templates(self.cache.root, self._seccomp, self.bwrap)
             if self._netns is None:
                 self._netns = nursery_net_namespace(self._spawner)
                 # Kept while a sandbox may still be started with it: a closed runner still
@@ -262,6 +274,8 @@ class BwrapRunner(Runner):
                 pool.close()
         self._pool = self._compile_pool = None
         wait(list(self._finishing), timeout=10.0)
+        if self._templates is not None:
+            self._templates.close()
         self._views.close()
 
     def warm_spares(self) -> int:
@@ -386,12 +400,17 @@ class BwrapRunner(Runner):
                     self._finish(sp.slot, sp.cg, sp)
                     return None
                 sp.cg.reset_counters()
-            go = sp.warm is not None and sp.warm == job.warm  # its program started ahead is this run's
+            # Its program started ahead is this run's (and, a template's copy, still there: it is
+            # not the launcher's to start again, enter.py).
+            go = sp.warm is not None and sp.warm == job.warm and not _entered_ended(sp)
             lead = GO if go else b""
             pipes: list[int] = []
             if not go:
                 if sp.warm is not None:  # started ahead for other runs: the launcher stops it first
                     sp.drop_pipes()
+                    if sp.entered is not None:  # the launcher's own program reports this run
+                        os.close(sp.entered)
+                        sp.entered = None
                     lead = UNWARM
                     self.unwarmed_runs += 1
                 pipes = _make_pipes(sp, stage.merge_stderr)
@@ -482,6 +501,17 @@ class BwrapRunner(Runner):
         in it, when that run could use a warm start (warm.py)."""
         sp = self._prespawn(key, soon)
         warm = self._last_warm(key)
+        if warm is not None and self._templates is not None and _enterable(warm) and sp.view is not None:
+            try:
+                self._enter_spare(sp, warm, sp.view)
+                return sp
+            except EnterError as e:
+                log.info("spare built without a template's copy: %s", e)
+                self._finish(sp.slot, sp.cg, sp)
+                sp = self._prespawn(key, soon)
+            except BaseException:
+                self._finish(sp.slot, sp.cg, sp)
+                raise
         if warm is not None:
             try:
                 pipes = _make_pipes(sp, warm.merged)
@@ -496,6 +526,37 @@ class BwrapRunner(Runner):
                 self._finish(sp.slot, sp.cg, sp)
                 raise
         return sp
+
+    def _enter_spare(self, sp: Spawned, warm: WarmStart, view: View) -> None:
+        """The spare's warm start as a copy of the template's started interpreter (enter.py),
+        once bubblewrap has set the sandbox up (its launcher is up)."""
+        assert self._templates is not None
+        if not _launcher_up(sp, 1, _SEND_TIMEOUT_S):
+            raise EnterError("the sandbox's launcher did not come up")
+        status = read_status(sp.status_r)
+        _note_child_pid(sp.cg, status)
+        launcher = next((doc["child-pid"] for doc in status if isinstance(doc.get("child-pid"), int)), None)
+        if launcher is None:
+            raise EnterError("bubblewrap did not name the sandbox's pid 1")
+        pipes = _make_pipes(sp, warm.merged)
+        procs = sp.cg.open_procs_fds()
+        try:
+            work, entry = os.path.split(warm.entry)
+            nspid, host_pid, sp.template = self._templates.enter(
+                warm, view.etc, self._site_hooks.files(), launcher, SANDBOX_UID, sp.nice, entry, work, procs,
+                pipes, warm.rlimits,
+            )
+        finally:
+            for fd in [*procs, *dict.fromkeys(pipes)]:
+                os.close(fd)
+        sp.cg.seen_pids.add(host_pid)  # reaped with the sandbox if its template is gone (we then inherit it)
+        try:
+            sp.entered = os.pidfd_open(host_pid)
+        except ProcessLookupError as e:
+            raise EnterError("the template's copy ended before its run") from e
+        send_adopt(sp.sock, nspid, warm.entry, _ENTRY_TEMP)
+        sp.warm = warm
+        self.entered_spares += 1
 
     def _prespawn(self, key: tuple[int, int], soon: bool = False) -> Spawned:
         """A sandbox set up ahead of time for runs with these (memory_mb, max_disk_kb). A spare
@@ -749,6 +810,7 @@ class BwrapRunner(Runner):
             result_fd=sp.result_r,
             kill_now=cg.kill_once,
             signal_program=cg.signal_program,
+            result_eof_ends=sp.entered is not None,
         )
         sup = supervise(watch, streams, sp.stdin_w, stage.stdin, stage.stdin_source, on_output, stage.signal_source)
         if sup.reaped:
@@ -856,6 +918,19 @@ def _renice_uid(uid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def _enterable(warm: WarmStart) -> bool:
+    """A warm start whose program a template's copy can be: a CPython's (enter_template.py)."""
+    return warm.argv[:1] == ("/usr/bin/python3",) and len(warm.argv) >= 2
+
+
+def _entered_ended(sp: Spawned) -> bool:
+    """Whether the spare's program, a template's copy, has ended (killed while it waited), or its
+    template, which would report its exit status, has (killed: the launcher then runs the job)."""
+    if sp.entered is None:
+        return False
+    return bool(select.select([sp.entered], [], [], 0)[0]) or sp.template is None or not sp.template.alive
 
 
 def _launcher_up(sp: Spawned, want: int, wait_s: float) -> bool | None:

@@ -69,7 +69,8 @@ def _own_paths() -> dict[str, str]:
 
 def _ns_ids(pid: int) -> tuple[int, int, bool] | None:
     """A process's pid in its own (innermost) pid namespace, its parent's host pid, and whether
-    it is a zombie, from /proc/PID/status."""
+    it is a zombie, from /proc/PID/status. None for a process of the host's pid namespace
+    (bubblewrap's monitor) as for one that is gone."""
     ns = ppid = None
     zombie = False
     try:
@@ -80,7 +81,10 @@ def _ns_ids(pid: int) -> tuple[int, int, bool] | None:
                 elif line.startswith(b"PPid:"):
                     ppid = int(line.split()[1])
                 elif line.startswith(b"NSpid:"):
-                    ns = int(line.split()[-1])
+                    ids = line.split()
+                    if len(ids) < 3:  # "NSpid:" and the host's pid only: not in the sandbox
+                        return None
+                    ns = int(ids[-1])
                     break
     except (OSError, ValueError, IndexError):
         return None
@@ -327,14 +331,18 @@ class RunCgroup:
         launcher), i.e. the lowest pid in the sandbox's pid namespace among its children. The
         launcher forks the program before anything else of the run exists, so the program's
         orphans, reparented to the launcher, all come after it; it is pid 2, or later when the
-        launcher stopped a program started ahead for other runs (warm.py). seccomp refuses new
-        namespaces, so no process of the run has a pid of another namespace. Only a process of
-        this cgroup gets it, through a pidfd checked after it was opened, so a host pid reused in
-        between is never hit. False when the program is not there (not started yet, or gone)."""
+        launcher stopped a program started ahead for other runs (warm.py). A program that is a
+        template's copy (enter.py) has its parent outside the sandbox: the only process of the
+        sandbox's namespace whose parent is not in it, and also made before the run's others.
+        seccomp refuses new namespaces, so no process of the run has a pid of another namespace.
+        Only a process of this cgroup gets it, through a pidfd checked after it was opened, so a
+        host pid reused in between is never hit. False when the program is not there (not
+        started yet, or gone)."""
         procs = {pid: ids for pid in self.pids() if (ids := _ns_ids(pid)) is not None}
         launcher = next((pid for pid, (ns, _, _) in procs.items() if ns == 1), None)
         children = sorted((ns, pid) for pid, (ns, ppid, zombie) in procs.items()
-                          if launcher is not None and ppid == launcher and ns > 1 and not zombie)
+                          if launcher is not None and (ppid == launcher or ppid not in procs) and ns > 1
+                          and not zombie)
         if not children:
             return False
         ns, pid = children[0]
@@ -343,7 +351,9 @@ class RunCgroup:
         except OSError:
             return False
         try:
-            if pid in self.pids() and _ns_ids(pid) == (ns, launcher, False):
+            now = _ns_ids(pid)
+            if pid in self.pids() and now is not None and now[0] == ns and not now[2] and (
+                    now[1] == launcher or now[1] not in procs):
                 signal.pidfd_send_signal(fd, sig)
                 return True
         except OSError:

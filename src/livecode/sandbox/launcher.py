@@ -24,6 +24,7 @@ Message: records of a tag byte followed by NUL-terminated fields:
   A arg                                                 argv entry (first is the program)
   C dir                                                 working directory
   W entry temp                                          warm start (below)
+  P pid entry temp                                      entered warm start (below)
   G                                                     the job is for the warm-started program
   U                                                     it is not: stop that program first
 Passed fds, numbered in the order they arrive: 0 stdin, 1 stdout, 2 stderr (the program's; 1 and
@@ -43,8 +44,14 @@ renames `temp` over the FIFO and writes the same content into it. Or U, then a j
 program started ahead is killed and reaped, its FIFO removed, and the job runs as usual. A
 sandbox closed after W and before either is discarded; the program dies with its pid namespace.
 
+An entered warm start (enter.py) is the same but for its first message: P names the program, a
+copy of the worker's template that entered the sandbox (pid `pid` here), not the launcher's
+child: it makes its own FIFO, and its parent outside writes its exit status to the result pipe;
+the launcher only puts the entry in place (or, for U, kills it) and reaps the orphans.
+
 The launcher writes one byte (UP) on the socket when it starts, and one more when it has forked
-a warm start's program: the host waits for them before it renices a spare (bwrap.py).
+a warm start's program (or been told of an entered one): the host waits for them before it
+renices a spare (bwrap.py).
 """
 
 from __future__ import annotations
@@ -122,6 +129,15 @@ def send_warm(
             raise ValueError("paths cannot contain NUL bytes")
     record = b"W" + entry.encode() + b"\0" + temp.encode() + b"\0"
     _send(sock, encode_message([], rlimits, env, argv, cwd) + record, pipes)
+
+
+def send_adopt(sock: socket.socket, pid: int, entry: str, temp: str) -> None:
+    """An entered warm start's message (enter.py): the program, pid `pid` in the sandbox, is
+    already there (a template's copy, not our child), and makes its own FIFO at `entry`."""
+    for path in (entry, temp):
+        if "\0" in path:
+            raise ValueError("paths cannot contain NUL bytes")
+    sock.sendall(b"P" + str(pid).encode() + b"\0" + entry.encode() + b"\0" + temp.encode() + b"\0")
 
 
 GO = b"G\0"  # lead of a job for the program started ahead

@@ -59,6 +59,9 @@ class Watch:
     kill_now: Callable[[], object] | None = None  # one SIGKILL pass, no waiting (after result)
     # Send a signal to the program's own process (not the whole tree); False if it is not there.
     signal_program: Callable[[int], bool] | None = None
+    # The result pipe closing with no report ends the run (its writer is not the sandbox's pid 1,
+    # whose exit would: an entered warm start's parent outside, enter.py).
+    result_eof_ends: bool = False
 
 
 def _set_nonblocking(fd: int) -> None:
@@ -244,6 +247,11 @@ def supervise(
                     if not chunk or status_now is not None:
                         sel.unregister(watch.result_fd)
                         result_done = True
+                    if status_now is None and not chunk and not exited and watch.result_eof_ends:
+                        # The pipe closed with no report, and the sandbox's pid 1 will not end by
+                        # itself: the program's parent outside (an entered warm start, enter.py)
+                        # is gone, the program with it. End the sandbox: its exit ends the run.
+                        kill(None)
                     if status_now is None or exited:
                         continue  # no report (the launcher was killed): bwrap's exit ends the run
                     res.status, res.exact, exited = status_now, True, True

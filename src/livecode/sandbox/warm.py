@@ -80,6 +80,14 @@ def _fifo_readable(source: bytes) -> bool:
     an encoding other than UTF-8 (the tokenizer then seeks the file)."""
     if source[:2] == _PYC_MAGIC or _ZIP_END in source[-(_ZIP_TAIL):]:
         return False
+    # A NUL byte, or bytes that are not UTF-8: the interpreter's own reading and compile() of the
+    # bytes (an entered warm start's, enter.py) report them differently; a cold start says it its way.
+    if b"\0" in source:
+        return False
+    try:
+        source.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
     for line in source.split(b"\n", 2)[:2]:
         m = _CODING.match(line)
         if m:

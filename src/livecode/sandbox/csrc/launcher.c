@@ -33,6 +33,10 @@ static struct rlimit lval[MAX_LIMITS];
 /* A warm start (launcher.py): the program started ahead of its job, reading its entry file
    through a FIFO until the job gives the file. */
 static pid_t warm_pid;
+/* An entered warm start (P, enter.py): the program is not our child but a started interpreter
+   that entered the sandbox from the host's template, its parent outside (it reports the exit
+   status itself); warm_pid is its pid here, for U's kill and the FIFO's wait. */
+static int adopted;
 static int warm_result = -1;
 static size_t warm_path_at, warm_temp_at, entry_at, entry_size;
 static int go, unwarmed, entry_done, first_fd = 4, entry_w = -1;
@@ -143,6 +147,29 @@ static void start_warm(size_t path_at, size_t temp_at) {
     memmove(fds, fds + 4, nfds * sizeof(int));
 }
 
+/* P: the program entered the sandbox already (enter.py); it makes its own FIFO at `path`. */
+static void adopt_warm(size_t pid_at, size_t path_at, size_t temp_at) {
+    if (warm_pid || unwarmed) { errno = EINVAL; die("warm start twice"); }
+    check_path(buf + path_at);
+    check_path(buf + temp_at);
+    long pid = strtol(buf + pid_at, NULL, 10);
+    if (pid <= 1) { errno = EINVAL; die("adopted pid"); }
+    warm_pid = (pid_t)pid;
+    adopted = 1;
+    warm_path_at = path_at;
+    warm_temp_at = temp_at;
+    tell_up();
+    na = ne = nl = 0;
+}
+
+/* Whether the warm start's program has ended (an adopted one is not ours to wait for). */
+static int warm_ended(void) {
+    if (adopted) return kill(warm_pid, 0) < 0 && errno == ESRCH;
+    siginfo_t si;
+    si.si_pid = 0;
+    return waitid(P_PID, (id_t)warm_pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == warm_pid;
+}
+
 static void drop_warm_stdio(void) {
     for (int i = 0; i < 3; i++) {
         if (warm_stdio[i] >= 0) close(warm_stdio[i]);
@@ -153,10 +180,13 @@ static void drop_warm_stdio(void) {
 /* U: the job is not for the program started ahead: stop it, and take the job as usual. */
 static void unwarm(void) {
     kill(warm_pid, SIGKILL);
-    while (waitpid(warm_pid, NULL, __WALL) < 0 && errno == EINTR) {}
-    if (unlink(buf + warm_path_at) < 0) die(buf + warm_path_at);
+    if (!adopted)
+        while (waitpid(warm_pid, NULL, __WALL) < 0 && errno == EINTR) {}
+    /* An adopted program makes its FIFO itself: it may have ended before it did. */
+    if (unlink(buf + warm_path_at) < 0 && !(adopted && errno == ENOENT)) die(buf + warm_path_at);
     drop_warm_stdio();
-    close(warm_result);
+    if (warm_result >= 0) close(warm_result);
+    adopted = 0;
     warm_pid = 0;
     warm_result = -1;
     unwarmed = 1;
@@ -174,11 +204,8 @@ static int entry_writer(void) {
             return w;
         }
         if (errno == EINTR) continue;
-        if (errno != ENXIO) die(path);
-        siginfo_t si;
-        si.si_pid = 0;
-        if (waitid(P_PID, (id_t)warm_pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == warm_pid)
-            return -1;
+        if (errno != ENXIO && !(adopted && errno == ENOENT)) die(path);
+        if (warm_ended()) return -1;
         struct timespec ms = { 0, 1000000 };
         nanosleep(&ms, NULL);
     }
@@ -191,6 +218,13 @@ static int entry_writer(void) {
    again, once; -1 if that one ends before too (the reaping loop reports how). */
 static int place_entry(void) {
     int w = entry_writer();
+    if (w < 0 && adopted) {
+        /* Ended before its run came (the host checks just before it sends the job, so only
+           in that moment): its parent outside reports how; the entry is put in place all the same. */
+        if (unlink(buf + warm_path_at) < 0 && errno != ENOENT) die(buf + warm_path_at);
+        if (rename(buf + warm_temp_at, buf + warm_path_at) < 0) die(buf + warm_path_at);
+        return -1;
+    }
     if (w < 0) {
         while (waitpid(warm_pid, NULL, __WALL) < 0 && errno == EINTR) {}
         na = warm_na, ne = warm_ne, nl = warm_nl;
@@ -221,7 +255,7 @@ static void parse(size_t *pos) {
     while (*pos < len) {
         char tag = buf[*pos];
         size_t f[3], next;
-        int nf = tag == 'R' || tag == 'F' || tag == 'D' ? 3 : tag == 'M' || tag == 'W' ? 2 : 1;
+        int nf = tag == 'R' || tag == 'F' || tag == 'D' || tag == 'P' ? 3 : tag == 'M' || tag == 'W' ? 2 : 1;
         if (!fields(*pos + 1, nf, f, &next)) return;
         if (tag == 'F' && strtoull(buf + f[2], NULL, 10) > len - next) return; /* content on its way */
         if (warm_pid && !go && tag != 'G' && tag != 'U') {
@@ -252,6 +286,8 @@ static void parse(size_t *pos) {
             if (mkdir(buf + f[0], (mode_t)strtol(buf + f[1], NULL, 8)) < 0) die(buf + f[0]);
         } else if (tag == 'W') {
             start_warm(f[0], f[1]);
+        } else if (tag == 'P') {
+            adopt_warm(f[0], f[1], f[2]);
         } else if (tag == 'G' || tag == 'U') {
             if (!warm_pid || go) { errno = EINVAL; die("G/U without a warm start"); }
             if (tag == 'G') {
@@ -297,6 +333,34 @@ static void parse(size_t *pos) {
             die("bad message");
         }
         *pos = next;
+    }
+}
+
+static void on_child(int sig) { (void)sig; }
+
+/* An adopted program's run: its parent outside reports its exit status; we only reap what is
+   reparented to us (the program's orphans) until the host ends the sandbox. */
+static void reap_only(void) {
+    int devnull = open("/dev/null", O_RDWR);
+    if (devnull >= 0) { dup2(devnull, 0); dup2(devnull, 1); dup2(devnull, 2); }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_child;
+    sigaction(SIGCHLD, &sa, NULL);
+    sigset_t chld, old;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, &old);
+    for (;;) {
+        int status;
+        pid_t pid = waitpid(-1, &status, __WALL | WNOHANG);
+        if (pid > 0) {
+            if (WIFSTOPPED(status) && ptrace(PTRACE_DETACH, pid, 0, (void *)(long)WSTOPSIG(status)) < 0 && errno != ESRCH)
+                kill(pid, SIGKILL);
+            continue;
+        }
+        if (pid < 0 && errno == EINTR) continue;
+        sigsuspend(&old); /* until a child of ours changes state */
     }
 }
 
@@ -360,6 +424,7 @@ int main(int argc, char **argv) {
         child = warm_pid;
         result_fd = warm_result;
         feed_entry(entry_w);
+        if (adopted) reap_only();
     } else {
         if (nfds < 4) { errno = EINVAL; die("missing stdio/result fds"); }
         child = fork_program(fds);

@@ -1,0 +1,294 @@
+import sys
+
+_AT_START = frozenset(sys.modules)  # what a cold start of `python3 -E -s main.py` has imported
+
+# The template of entered warm starts (enter.py). Not a module of livecode: the worker starts it
+# (bubblewrap as root, the host read-only with the sandbox's /etc and site hooks, this file as
+# /tmp/main.py) as `/usr/bin/python3 -E -s main.py` with the environment of the runs it serves,
+# so that each copy of it (os.fork) is an interpreter whose start-up is a cold start's: the same
+# argv, environment, flags and modules. It holds nothing of any run: a request is a sandbox to
+# enter and descriptors, never code or input (the program reads its source from its sandbox's
+# FIFO). Requests come on the one descriptor above 2 it is started with (a unix socket to the
+# worker): first the seccomp filter (the BPF program, one message; it answers with its pid), then
+# one message per spare sandbox:
+#   "<launcher pid> <uid> <nice> <entry> <work> <number of cgroup fds> <rlimits: res,soft,hard;...>"
+# with SCM_RIGHTS: the run's cgroup.procs files, then stdin, stdout, stderr and the result pipe.
+# The answer is "<pid in the sandbox> <pid on the host>", or "!<error>".
+#
+# Per request it points its children's pid namespace at the sandbox's and forks the program, which
+# (before anything of a user's exists in it) starts a session of its own, joins the run's cgroups,
+# drops root's groups, enters the sandbox's cgroup, IPC, UTS, network and mount namespaces (root
+# and cwd become the sandbox's), then its user namespace, takes the sandbox's uid and gid, drops
+# every capability (effective, permitted, inheritable, ambient, the bounding set), asks to die
+# with the template, sets no_new_privs, the stage's rlimits and priority, loads the seccomp filter
+# bubblewrap gave the sandbox, keeps only its stdio, makes its entry FIFO and blocks reading it,
+# as a started interpreter reads its script. The template waits for its programs (a pidfd each)
+# and writes each one's exit status to its result pipe ("exit N" / "signal N", as the launcher
+# would); once the worker has closed the socket and they have all ended, it exits.
+
+import _socket  # noqa: E402  (built in)
+import ctypes  # noqa: E402
+import os  # noqa: E402  (imported by site at every start: nothing new)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_CLONE_NEWPID = 0x20000000
+_NAMESPACES = ("cgroup", "ipc", "uts", "net", "mnt")  # then "user", last: root on the host until then
+_PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _PR_CAP_AMBIENT = 24, 38, 22, 47
+_PR_SET_DUMPABLE, _SECCOMP_MODE_FILTER, _PR_CAP_AMBIENT_CLEAR_ALL, _PR_SET_PDEATHSIG = 4, 2, 4, 1
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+class _Filter(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        raise OSError(ctypes.get_errno(), f"{what}: {os.strerror(ctypes.get_errno())}")
+
+
+def _recv(sock: _socket.socket, size: int, nfds: int = 0) -> tuple[bytes, list[int]]:
+    data, ancillary, _, _ = sock.recvmsg(size, _socket.CMSG_SPACE(nfds * 4) if nfds else 0)
+    fds: list[int] = []
+    for level, kind, raw in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            fds += [int.from_bytes(raw[i : i + 4], sys.byteorder) for i in range(0, len(raw) - len(raw) % 4, 4)]
+    return data, fds
+
+
+def _become(ns: dict[str, int], uid: int, nice: int, entry: str, work: str, procs: list[int], stdio: list[int],
+            rlimits: list[tuple[int, int, int]], bpf: _Filter, ready: int) -> str:
+    """In the program's process (the sandbox's pid namespace, still root on the host): the
+    sandbox's program from here on. Returns the path of its entry file, the FIFO it reads."""
+    import resource  # not a cold start's: forgotten with the template's own imports (_as_main)
+
+    template = os.getppid()
+    # A session of its own, as bubblewrap's --new-session gives a cold start: no controlling
+    # terminal (no TIOCSTI into the worker's), no signals to the worker's process group.
+    os.setsid()
+    for fd in procs:
+        os.write(fd, b"0")
+    os.setpriority(os.PRIO_PROCESS, 0, nice)
+    os.setgroups([])  # root's groups, gone before anything of the sandbox is reachable
+    for name in _NAMESPACES:
+        _check(_libc.setns(ns[name], 0), f"setns {name}")
+    _check(_libc.setns(ns["user"], 0), "setns user")
+    os.setresgid(uid, uid, uid)  # the sandbox's ids, mapped to the slot's on the host
+    os.setresuid(uid, uid, uid)  # keeps the capabilities: the sandbox's user namespace has no uid 0
+    for cap in range(64):
+        if _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            break  # past the last capability
+    _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    _check(_libc.capset(ctypes.byref(_CapHeader(0x20080522, 0)), (_CapData * 2)()), "capset")
+    _check(_libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0), "dumpable")  # as after an exec: /proc/self is its own
+    # Ends with the template, which reports its exit status (set after the uid change, which
+    # clears it); a template already gone is seen as a parent no longer ours.
+    _check(_libc.prctl(_PR_SET_PDEATHSIG, 9, 0, 0, 0), "pdeathsig")
+    if os.getppid() != template:
+        os._exit(122)
+    _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    for res, soft, hard in rlimits:
+        resource.setrlimit(res, (soft, hard))
+    _check(_libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(bpf), 0, 0), "seccomp")
+    for i, fd in enumerate(stdio):
+        os.dup2(fd, i)
+    os.chdir(work)
+    os.mkfifo(entry, 0o600)
+    os.write(ready, b"ready\n")
+    os.closerange(3, 1 << 20)
+    return f"{work}/{entry}"
+
+
+class _Programs:
+    """The programs out there (their parent is the template): by pidfd, their pid and result pipe."""
+
+    def __init__(self) -> None:
+        self.by_pidfd: dict[int, tuple[int, int]] = {}
+
+    def add(self, pid: int, result: int) -> None:
+        self.by_pidfd[os.pidfd_open(pid)] = (pid, result)
+
+    def ended(self, pidfd: int) -> None:
+        """Report the program's exit status as the launcher would ("exit N" / "signal N")."""
+        pid, result = self.by_pidfd.pop(pidfd)
+        os.close(pidfd)
+        try:
+            _, status = os.waitpid(pid, 0)
+            line = f"exit {os.WEXITSTATUS(status)}\n" if os.WIFEXITED(status) else f"signal {os.WTERMSIG(status)}\n"
+            os.write(result, line.encode())
+        except OSError:
+            pass  # the run is over on the worker's side (its pipe closed): nothing to tell
+        finally:
+            os.close(result)
+
+
+def _request(sock: _socket.socket, bpf: _Filter, programs: _Programs, own_pid_ns: int) -> str | None:
+    """One request; None in the template (answered), the entry path in the program's process."""
+    data, fds = _recv(sock, 65536, 16)
+    if not data:
+        raise EOFError
+    ns: dict[str, int] = {}
+    answer_r = answer_w = -1
+    try:
+        launcher_s, uid_s, nice_s, entry, work, ncg_s, limits = data.decode().split(" ")
+        launcher, ncg = int(launcher_s), int(ncg_s)
+        procs, stdio = fds[:ncg], fds[ncg : ncg + 4]
+        if len(stdio) != 4 or len(fds) != ncg + 4:
+            raise ValueError("descriptors missing")
+        rlimits = [(int(a), int(b), int(c)) for a, b, c in (item.split(",") for item in limits.split(";") if item)]
+        for name in (*_NAMESPACES, "user", "pid"):
+            ns[name] = os.open(f"/proc/{launcher}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        answer_r, answer_w = os.pipe()
+        # Our next child is made in the sandbox's pid namespace (we stay in ours).
+        _check(_libc.setns(ns["pid"], _CLONE_NEWPID), "setns pid")
+        program = -1
+        try:
+            program = os.fork()
+        finally:
+            if program != 0:
+                _check(_libc.setns(own_pid_ns, _CLONE_NEWPID), "setns back")
+    except Exception as e:  # noqa: BLE001  (the worker builds its spare the usual way)
+        _close(fds, ns.values(), (answer_r, answer_w))
+        sock.sendall(f"!{type(e).__name__}: {e}".encode())
+        return None
+    if program == 0:  # the program: only it returns
+        try:
+            return _become(ns, int(uid_s), int(nice_s), entry, work, procs, stdio[:3], rlimits, bpf, answer_w)
+        except BaseException:
+            os._exit(121)
+    programs.add(program, stdio[3])
+    _close(fds[:ncg + 3], ns.values(), (answer_w,))  # the result pipe (fds[ncg + 3]) is kept for its status
+    try:
+        answer = b""
+        while chunk := os.read(answer_r, 64):
+            answer += chunk
+        if answer != b"ready\n":
+            raise OSError(f"the program could not enter its sandbox ({answer!r})")
+        with open(f"/proc/{program}/status") as status:
+            nspid = next(line.split()[-1] for line in status if line.startswith("NSpid:"))
+        sock.sendall(f"{nspid} {program}".encode())
+    except Exception as e:  # noqa: BLE001
+        sock.sendall(f"!{type(e).__name__}: {e}".encode())
+    finally:
+        os.close(answer_r)
+    return None
+
+
+def _close(*groups: object) -> None:
+    for group in groups:
+        for fd in group:  # type: ignore[attr-defined]
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+def _serve() -> str:
+    """Requests until the worker closes the socket, then until the programs out there have
+    ended (each reported); in a program's process, its entry path."""
+    import gc
+    import select
+
+    own = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    sock_fd = next(fd for fd in own if fd > 2 if os.path.exists(f"/proc/self/fd/{fd}")
+                   if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"))
+    sock = _socket.socket(fileno=sock_fd)
+    blob = sock.recv(1 << 20)  # the seccomp filter: one message
+    sock.sendall(f"{os.getpid()}".encode())  # the worker watches us by this pid
+    buf = ctypes.create_string_buffer(blob, len(blob))
+    bpf = _Filter(len(blob) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    programs = _Programs()
+    # Every object so far out of the collector's reach: a copy's collections and exit then write
+    # none of their headers, so fewer of the pages it shares with us are copied (~2 ms a copy).
+    gc.freeze()
+    serving = True
+    while serving or programs.by_pidfd:
+        watched = [sock.fileno()] if serving else []
+        for fd in select.select([*watched, *programs.by_pidfd], [], [])[0]:
+            if fd in programs.by_pidfd:
+                programs.ended(fd)
+                continue
+            try:
+                entry = _request(sock, bpf, programs, own_pid_ns)
+            except EOFError:  # the worker closed its end: no more requests
+                serving = False
+                continue
+            if entry is not None:
+                return entry
+    os._exit(0)
+
+
+def _as_main(path: str) -> dict[str, object]:
+    """A fresh __main__ for the script at `path`, as `python3 main.py` makes it; the template's
+    own imports forgotten."""
+    import _frozen_importlib_external as external
+
+    main = type(sys)("__main__")
+    main.__file__ = path
+    main.__cached__ = None  # type: ignore[attr-defined]
+    main.__loader__ = external.SourceFileLoader("__main__", path)
+    main.__builtins__ = __builtins__  # type: ignore[attr-defined]
+    main.__spec__ = None
+    main.__annotations__ = {}
+    sys.modules["__main__"] = main
+    sys.path[0] = os.path.dirname(path)
+    sys.path_importer_cache.clear()
+    for name in [name for name in sys.modules if name not in _AT_START and name != "__main__"]:
+        del sys.modules[name]
+    return main.__dict__
+
+
+def _interrupted_exit() -> None:
+    """Last of the exit's handlers: a KeyboardInterrupt nothing caught ends the process by SIGINT,
+    as a cold start's interpreter does once it has finalized."""
+    if _interrupted:
+        import signal
+
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001, S110  (as the interpreter's own flush: nothing to do)
+                pass
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def _report(e: BaseException, tb: object) -> None:
+    """An exception nothing caught, printed as the interpreter prints it: its traceback from the
+    program's own frame (the template's below it left out)."""
+    global _interrupted
+    e.__traceback__ = tb  # type: ignore[assignment]  # what the interpreter's display reads
+    _interrupted = isinstance(e, KeyboardInterrupt)
+    sys.excepthook(type(e), e, tb)  # type: ignore[arg-type]
+
+
+_interrupted = False
+_entry = _serve()
+import atexit  # noqa: E402  (forgotten with the template's own imports; the handler stays)
+
+atexit.register(_interrupted_exit)  # first registered, so the last run
+_globals = _as_main(_entry)
+with open(_entry, "rb") as _f:
+    _source = _f.read()
+del _f
+try:
+    _code = compile(_source, _entry, "exec")
+except (SyntaxError, ValueError) as _e:  # as the interpreter reports a script it cannot compile
+    _report(_e, None)
+    sys.exit(1)
+try:
+    exec(_code, _globals)
+except SystemExit:
+    raise
+except BaseException as _e:
+    _report(_e, _e.__traceback__.tb_next if _e.__traceback__ else None)
+    sys.exit(1)
