@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from livecode.sandbox import Outcome, RunRequest, SandboxLimits, enter
+from livecode.sandbox import bwrap as bwrap_module
 from livecode.sandbox.bwrap import BwrapRunner
 
 from .helpers import make_runner, no_leftovers, requires_bwrap
@@ -273,3 +274,45 @@ def test_a_source_with_a_nul_byte_starts_cold(runner: BwrapRunner) -> None:
     res = runner.run(RunRequest("python", "print('a')\n\0\n"))
     assert runner.warm_runs == before
     assert res.outcome is Outcome.OK and res.stdout == "a\n", res
+
+
+def test_a_copy_slow_to_come_up_holds_up_no_other(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One spare's copy stuck in its set-up (here: writing to a full pipe given as its cgroup file)
+    # costs that spare only: the template answers the next request meanwhile.
+    monkeypatch.setattr(enter, "_ANSWER_S", 1.0)
+    r = make_runner(tmp_path, 1)
+    assert isinstance(r, BwrapRunner)
+    full_r, full_w = os.pipe()
+    os.set_blocking(full_w, False)
+    while True:
+        try:
+            os.write(full_w, b"x" * 65536)
+        except BlockingIOError:
+            break
+    os.set_blocking(full_w, True)
+    try:
+        _entered_run(r, "pass")
+        key = (SandboxLimits().memory_mb, SandboxLimits().max_disk_kb)
+        warm = r._last_warm(key)
+        assert warm is not None and r._templates is not None
+        stuck = r._prespawn(key)
+        try:
+            pid1 = bwrap_module._pid1(stuck)
+            pipes = [os.open(os.devnull, os.O_RDWR) for _ in range(4)]
+            with pytest.raises(enter.EnterError):
+                r._templates.enter(warm, stuck.view.etc if stuck.view else None, [], pid1, 1000, 10,
+                                   "main.py", "/sandbox/work", [full_w], pipes, [])
+            for fd in pipes:
+                os.close(fd)
+            spares = r.entered_spares
+            other = r._prespawn(key)
+            r._enter_spare(other, warm, other.view)  # answered, the first still stuck
+            assert r.entered_spares == spares + 1
+            r._discard(other)
+        finally:
+            r._discard(stuck)
+    finally:
+        os.close(full_r)
+        os.close(full_w)
+        r.close()
+    assert no_leftovers()

@@ -50,6 +50,7 @@ print(json.dumps({
     "fds": fds, "box": os.listdir("/sandbox"), "work": os.listdir("."), "tmp": sorted(os.listdir("/tmp")),
     "pid": os.getpid(), "ppid": os.getppid(), "stdin": sys.stdin.read(),
     "stdout": [sys.stdout.isatty(), sys.stdout.encoding, sys.stdout.line_buffering],
+    "seekable": [sys.stdin.seekable(), sys.stdout.seekable(), sys.stderr.seekable()],
     "priority": os.getpriority(os.PRIO_PROCESS, 0),
     "status": [line for line in open("/proc/self/status").read().splitlines()
                if line.split(":")[0] in ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",

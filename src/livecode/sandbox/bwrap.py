@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cgroups import CgroupHost, RunCgroup
-from .enter import EnterError, Template, Templates
+from .enter import EnterError, Template, Templates, exited
 from .files import FileSpec
 from .hostfs import DEFAULT_LOCK_DIR, OrphanReaper, SlotPool, ensure_private_dir, set_child_subreaper
 from .iolimits import SYSTEM_PATHS, IoLimits
@@ -129,9 +129,22 @@ class Spawned:
     ups: int = 0  # the launcher's UP bytes read (launcher.c)
     entered: int | None = None  # a pidfd of its warm start's program when a template's copy (enter.py)
     template: Template | None = None  # ... and that template, its parent (which reports its exit status)
+    adopted_run: bool = False  # the run is that copy's: its template, not the launcher, reports its status
+
+    def reap_entered(self, wait_s: float = 1.0) -> None:
+        """A template's copy whose template is gone is ours (we are a subreaper): once killed,
+        reap that very process (its pidfd), or its sandbox's pid 1 waits for it forever."""
+        if self.entered is None or self.template is None or self.template.alive:
+            return
+        poller = select.poll()
+        poller.register(self.entered, select.POLLIN)
+        poller.poll(wait_s * 1000)
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitid(os.P_PIDFD, self.entered, os.WEXITED | os.WNOHANG)
 
     def close_fds(self) -> None:
         if self.entered is not None:
+            self.reap_entered(0.0)
             os.close(self.entered)
             self.entered = None
         for fd in self.fds:
@@ -403,14 +416,12 @@ class BwrapRunner(Runner):
             # Its program started ahead is this run's (and, a template's copy, still there: it is
             # not the launcher's to start again, enter.py).
             go = sp.warm is not None and sp.warm == job.warm and not _entered_ended(sp)
+            sp.adopted_run = go and sp.entered is not None
             lead = GO if go else b""
             pipes: list[int] = []
             if not go:
                 if sp.warm is not None:  # started ahead for other runs: the launcher stops it first
                     sp.drop_pipes()
-                    if sp.entered is not None:  # the launcher's own program reports this run
-                        os.close(sp.entered)
-                        sp.entered = None
                     lead = UNWARM
                     self.unwarmed_runs += 1
                 pipes = _make_pipes(sp, stage.merge_stderr)
@@ -531,29 +542,18 @@ class BwrapRunner(Runner):
         """The spare's warm start as a copy of the template's started interpreter (enter.py),
         once bubblewrap has set the sandbox up (its launcher is up)."""
         assert self._templates is not None
-        if not _launcher_up(sp, 1, _SEND_TIMEOUT_S):
-            raise EnterError("the sandbox's launcher did not come up")
-        status = read_status(sp.status_r)
-        _note_child_pid(sp.cg, status)
-        launcher = next((doc["child-pid"] for doc in status if isinstance(doc.get("child-pid"), int)), None)
-        if launcher is None:
-            raise EnterError("bubblewrap did not name the sandbox's pid 1")
+        launcher = _pid1(sp)
         pipes = _make_pipes(sp, warm.merged)
         procs = sp.cg.open_procs_fds()
         try:
             work, entry = os.path.split(warm.entry)
-            nspid, host_pid, sp.template = self._templates.enter(
+            nspid, sp.entered, sp.template = self._templates.enter(
                 warm, view.etc, self._site_hooks.files(), launcher, SANDBOX_UID, sp.nice, entry, work, procs,
                 pipes, warm.rlimits,
             )
         finally:
             for fd in [*procs, *dict.fromkeys(pipes)]:
                 os.close(fd)
-        sp.cg.seen_pids.add(host_pid)  # reaped with the sandbox if its template is gone (we then inherit it)
-        try:
-            sp.entered = os.pidfd_open(host_pid)
-        except ProcessLookupError as e:
-            raise EnterError("the template's copy ended before its run") from e
         send_adopt(sp.sock, nspid, warm.entry, _ENTRY_TEMP)
         sp.warm = warm
         self.entered_spares += 1
@@ -646,6 +646,7 @@ class BwrapRunner(Runner):
                 # look: each reads cgroup.procs, ~0.07 ms inside a run).
                 joined = bool(cg.seen_pids)
                 emptied = cg.kill_all(exclude_reap=sp.proc.pid) and joined
+                sp.reap_entered()
                 if sp.proc.returncode is None:  # never supervised (a discarded pooled sandbox)
                     try:
                         sp.proc.wait(_DISCARD_WAIT_S)
@@ -810,7 +811,8 @@ class BwrapRunner(Runner):
             result_fd=sp.result_r,
             kill_now=cg.kill_once,
             signal_program=cg.signal_program,
-            result_eof_ends=sp.entered is not None,
+            # A template's copy runs it: its parent outside reports, not the launcher (enter.py).
+            result_eof_ends=sp.adopted_run,
         )
         sup = supervise(watch, streams, sp.stdin_w, stage.stdin, stage.stdin_source, on_output, stage.signal_source)
         if sup.reaped:
@@ -920,9 +922,23 @@ def _renice_uid(uid: int) -> bool:
     return True
 
 
+def _pid1(sp: Spawned) -> int:
+    """The host pid of the sandbox's launcher, once it is up (bubblewrap has set the sandbox up)."""
+    if not _launcher_up(sp, 1, _SEND_TIMEOUT_S):
+        raise EnterError("the sandbox's launcher did not come up")
+    status = read_status(sp.status_r)
+    _note_child_pid(sp.cg, status)
+    launcher = next((doc["child-pid"] for doc in status if isinstance(doc.get("child-pid"), int)), None)
+    if launcher is None:
+        raise EnterError("bubblewrap did not name the sandbox's pid 1")
+    return launcher
+
+
 def _enterable(warm: WarmStart) -> bool:
-    """A warm start whose program a template's copy can be: a CPython's (enter_template.py)."""
-    return warm.argv[:1] == ("/usr/bin/python3",) and len(warm.argv) >= 2
+    """A warm start whose program a template's copy can be: CPython on its script, as the
+    language starts it (languages.toml), no user's arguments or file name (enter_template.py)."""
+    return warm.argv == ("/usr/bin/python3", "-E", "-s", os.path.basename(warm.entry)) and \
+        warm.entry == f"{WORK}/main.py"
 
 
 def _entered_ended(sp: Spawned) -> bool:
@@ -930,7 +946,7 @@ def _entered_ended(sp: Spawned) -> bool:
     template, which would report its exit status, has (killed: the launcher then runs the job)."""
     if sp.entered is None:
         return False
-    return bool(select.select([sp.entered], [], [], 0)[0]) or sp.template is None or not sp.template.alive
+    return exited(sp.entered) or sp.template is None or not sp.template.alive
 
 
 def _launcher_up(sp: Spawned, want: int, wait_s: float) -> bool | None:

@@ -48,6 +48,13 @@ _USES = 256  # spares per template: runs sharing its hash seed and layout; then 
 _ANSWER_S = 5.0  # a template answers within ~3 ms; one that does not is replaced
 
 
+def exited(pidfd: int) -> bool:
+    """Whether the process of this pidfd has exited (poll: any descriptor number)."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 class EnterError(Exception):
     """The template could not put a program in the sandbox (the spare is built the usual way)."""
 
@@ -75,7 +82,14 @@ class Template:
             # programs to the worker, a subreaper. It exits at its socket's end, once they have.
             # Its script at /tmp/main.py (a tmpfs of its own), not under the worker's cache: the
             # template's frame below a program's (warnings' stacklevel, inspect) names no host path.
-            argv = [bwrap, "--ro-bind", "/", "/", "--cap-add", "ALL", "--tmpfs", "/tmp",
+            # Its own network, IPC and UTS namespaces (its copies take the sandbox's), and only the
+            # capabilities entering needs: setns (SYS_ADMIN, SYS_CHROOT), other uids' /proc/PID/ns
+            # (SYS_PTRACE), the ids (SETUID, SETGID), the bounding set (SETPCAP), rlimits up to
+            # the worker's own (SYS_RESOURCE).
+            caps = ["CAP_SYS_ADMIN", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP",
+                    "CAP_SYS_RESOURCE"]
+            argv = [bwrap, "--ro-bind", "/", "/", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+                    *(arg for cap in caps for arg in ("--cap-add", cap)), "--tmpfs", "/tmp",
                     "--ro-bind", str(script), f"/tmp/{script.name}"]
             if etc is not None:
                 argv += ["--ro-bind", etc, "/etc"]
@@ -91,9 +105,16 @@ class Template:
             # worker started with SIGINT ignored would pass that on: a user's Ctrl-C never seen).
             env_argv = ["/usr/bin/env", "-i", "--default-signal", *(f"{k}={v}" for k, v in warm.env)]
             argv += ["--chdir", "/tmp", "--", *env_argv, *warm.argv]
+            # Its stdio pipes (closed at our end), as a sandbox's program has: the interpreter decides
+            # at its start what its stdio is (buffering, seekable()), and its copies keep that.
+            stdin_r, stdin_w = os.pipe()
+            out_r, out_w = os.pipe()
+            os.close(stdin_w)
+            os.close(out_r)
+            data_fds += [stdin_r, out_w]
             self.proc = subprocess.Popen(
-                argv, env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, pass_fds=[theirs.fileno(), *data_fds],
+                argv, env={"PATH": "/usr/bin:/bin"}, stdin=stdin_r, stdout=out_w, stderr=out_w,
+                pass_fds=[theirs.fileno(), *data_fds],
                 start_new_session=True,  # not in the worker's session or process group
             )
         finally:
@@ -102,6 +123,7 @@ class Template:
                 os.close(fd)
         self.sock = ours
         self.sock.settimeout(_ANSWER_S)
+        self._seq = 0
         self.pidfd: int | None = None
         try:
             self.sock.send(seccomp)
@@ -114,27 +136,43 @@ class Template:
     def enter(self, launcher: int, uid: int, nice: int, entry: str, work: str, procs: Sequence[int],
               pipes: Sequence[int], rlimits: Sequence[tuple[int, int, int]]) -> tuple[int, int]:
         """Put a started program in the sandbox whose pid 1 is host pid `launcher`: (its pid
-        there, its pid on the host). `pipes`: stdin, stdout, stderr and the result pipe."""
+        there, a pidfd of it, ours to close). `pipes`: stdin, stdout, stderr and the result pipe.
+        A program slow to come up (a loaded host) costs this spare only: the template answers
+        other requests and reports other programs meanwhile, and its late answer is dropped."""
         for field in (entry, work):
             if not field or any(c.isspace() for c in field):
                 raise EnterError(f"unusable path {field!r}")
+        self._seq += 1
+        seq = str(self._seq)
         limits = ";".join(f"{res},{soft if soft >= 0 else -1},{hard}" for res, soft, hard in rlimits)
-        message = f"{launcher} {uid} {nice} {entry} {work} {len(procs)} {limits}".encode()
+        message = f"{seq} {launcher} {uid} {nice} {entry} {work} {len(procs)} {limits}".encode()
         self.uses += 1
+        deadline = time.monotonic() + _ANSWER_S
         try:
             socket.send_fds(self.sock, [message], [*procs, *pipes])
-            answer = self.sock.recv(4096).decode()
+            while True:
+                self.sock.settimeout(max(0.001, deadline - time.monotonic()))
+                data, fds, _, _ = socket.recv_fds(self.sock, 4096, 1)
+                if not data:
+                    raise EnterError("the template has exited")
+                got, _, answer = data.decode().partition(" ")
+                if got == seq:
+                    break
+                for fd in fds:  # a late answer to a request given up on
+                    os.close(fd)
         except OSError as e:
             raise EnterError(f"the template did not answer: {e}") from e
-        if not answer or answer.startswith("!"):
-            raise EnterError(answer[1:] or "the template has exited")
-        nspid, host_pid = answer.split()
-        return int(nspid), int(host_pid)
+        if answer.startswith("!") or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            raise EnterError(answer[1:] or "no pidfd in the answer")
+        nspid, _host_pid = answer.split()
+        return int(nspid), fds[0]
 
     @property
     def alive(self) -> bool:
         """The template runs (its programs' parent, which reports their exit status)."""
-        return self.pidfd is not None and not select.select([self.pidfd], [], [], 0)[0]
+        return self.pidfd is not None and not exited(self.pidfd)
 
     @property
     def spent(self) -> bool:
@@ -146,8 +184,8 @@ class Template:
         if self.proc.poll() is None:
             return False
         if self.pidfd is not None:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.pid, os.WNOHANG)
+            with contextlib.suppress(ChildProcessError):  # that very process, only if it is ours
+                os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED | os.WNOHANG)
             if self.alive:
                 return False
             os.close(self.pidfd)
@@ -191,7 +229,7 @@ class Templates:
     def enter(self, warm: WarmStart, etc: str | None, hooks: Sequence[tuple[str, bytes]], launcher: int, uid: int,
               nice: int, entry: str, work: str, procs: Sequence[int], pipes: Sequence[int],
               rlimits: Sequence[tuple[int, int, int]]) -> tuple[int, int, Template]:
-        """(the program's pid in the sandbox, on the host, and the template that is its parent)."""
+        """(the program's pid in the sandbox, a pidfd of it, and the template that is its parent)."""
         with self._lock:
             self._retired = [t for t in self._retired if not t.gone()]
             key = (warm.argv, warm.env)
@@ -208,7 +246,8 @@ class Templates:
                 return (*t.enter(launcher, uid, nice, entry, work, procs, pipes, rlimits), t)
             except EnterError:
                 self.failures += 1
-                self._retire(key)
+                if not t.alive:
+                    self._retire(key)
                 raise
 
     def _retire(self, key: tuple[object, ...]) -> None:

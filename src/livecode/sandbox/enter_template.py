@@ -64,18 +64,17 @@ def _recv(sock: _socket.socket, size: int, nfds: int = 0) -> tuple[bytes, list[i
 
 
 def _become(ns: dict[str, int], uid: int, nice: int, entry: str, work: str, procs: list[int], stdio: list[int],
-            rlimits: list[tuple[int, int, int]], bpf: _Filter, ready: int) -> str:
-    """In the program's process (the sandbox's pid namespace, still root on the host): the
-    sandbox's program from here on. Returns the path of its entry file, the FIFO it reads."""
+            rlimits: list[tuple[int, int, int]], bpf: _Filter, ready: int, template: int) -> str:
+    """In the program's process (the sandbox's pid namespace, still root on the host), holding
+    only what it needs (_keep_only): the sandbox's program from here on. Returns the path of its
+    entry file, the FIFO it reads."""
     import resource  # not a cold start's: forgotten with the template's own imports (_as_main)
 
-    template = os.getppid()
     # A session of its own, as bubblewrap's --new-session gives a cold start: no controlling
     # terminal (no TIOCSTI into the worker's), no signals to the worker's process group.
     os.setsid()
     for fd in procs:
         os.write(fd, b"0")
-    os.setpriority(os.PRIO_PROCESS, 0, nice)
     os.setgroups([])  # root's groups, gone before anything of the sandbox is reachable
     for name in _NAMESPACES:
         _check(_libc.setns(ns[name], 0), f"setns {name}")
@@ -87,11 +86,10 @@ def _become(ns: dict[str, int], uid: int, nice: int, entry: str, work: str, proc
             break  # past the last capability
     _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
     _check(_libc.capset(ctypes.byref(_CapHeader(0x20080522, 0)), (_CapData * 2)()), "capset")
-    _check(_libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0), "dumpable")  # as after an exec: /proc/self is its own
     # Ends with the template, which reports its exit status (set after the uid change, which
-    # clears it); a template already gone is seen as a parent no longer ours.
+    # clears it); a template already gone by then is seen on its pidfd.
     _check(_libc.prctl(_PR_SET_PDEATHSIG, 9, 0, 0, 0), "pdeathsig")
-    if os.getppid() != template:
+    if _ended(template):
         os._exit(122)
     _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
     for res, soft, hard in rlimits:
@@ -101,9 +99,31 @@ def _become(ns: dict[str, int], uid: int, nice: int, entry: str, work: str, proc
         os.dup2(fd, i)
     os.chdir(work)
     os.mkfifo(entry, 0o600)
-    os.write(ready, b"ready\n")
+    os.setpriority(os.PRIO_PROCESS, 0, nice)  # the spare's, once its set-up is done
+    os.write(ready, b"ready")
     os.closerange(3, 1 << 20)
+    # As after an exec: its /proc/self is its own (it holds nothing but its stdio by now).
+    _check(_libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0), "dumpable")
     return f"{work}/{entry}"
+
+
+def _ended(pidfd: int) -> bool:
+    """Whether the process of this pidfd has exited."""
+    import select
+
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _keep_only(keep: set[int]) -> None:
+    """Close every descriptor but `keep` (a new copy holds the template's: other runs' pipes)."""
+    for fd in [int(name) for name in os.listdir("/proc/self/fd")]:
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 class _Programs:
@@ -112,13 +132,12 @@ class _Programs:
     def __init__(self) -> None:
         self.by_pidfd: dict[int, tuple[int, int]] = {}
 
-    def add(self, pid: int, result: int) -> None:
-        self.by_pidfd[os.pidfd_open(pid)] = (pid, result)
+    def add(self, pid: int, pidfd: int, result: int) -> None:
+        self.by_pidfd[pidfd] = (pid, result)
 
     def ended(self, pidfd: int) -> None:
         """Report the program's exit status as the launcher would ("exit N" / "signal N")."""
         pid, result = self.by_pidfd.pop(pidfd)
-        os.close(pidfd)
         try:
             _, status = os.waitpid(pid, 0)
             line = f"exit {os.WEXITSTATUS(status)}\n" if os.WIFEXITED(status) else f"signal {os.WTERMSIG(status)}\n"
@@ -126,18 +145,29 @@ class _Programs:
         except OSError:
             pass  # the run is over on the worker's side (its pipe closed): nothing to tell
         finally:
-            os.close(result)
+            _close([pidfd, result])
 
 
-def _request(sock: _socket.socket, bpf: _Filter, programs: _Programs, own_pid_ns: int) -> str | None:
-    """One request; None in the template (answered), the entry path in the program's process."""
+class _Pending:
+    """A request whose program is entering its sandbox: answered once it says it is ready."""
+
+    def __init__(self, seq: str, answer_r: int, pid: int, pidfd: int) -> None:
+        self.seq, self.answer_r, self.pid, self.pidfd = seq, answer_r, pid, pidfd
+        self.answer = b""
+
+
+def _request(sock: _socket.socket, bpf: _Filter, programs: _Programs, own_pid_ns: int,
+             self_pidfd: int) -> str | _Pending | None:
+    """Start one request: the entry path in the program's process; in the template, what to
+    answer once the program is ready (or None: answered already, with an error)."""
     data, fds = _recv(sock, 65536, 16)
     if not data:
         raise EOFError
     ns: dict[str, int] = {}
     answer_r = answer_w = -1
+    seq = "?"
     try:
-        launcher_s, uid_s, nice_s, entry, work, ncg_s, limits = data.decode().split(" ")
+        seq, launcher_s, uid_s, nice_s, entry, work, ncg_s, limits = data.decode().split(" ")
         launcher, ncg = int(launcher_s), int(ncg_s)
         procs, stdio = fds[:ncg], fds[ncg : ncg + 4]
         if len(stdio) != 4 or len(fds) != ncg + 4:
@@ -148,37 +178,67 @@ def _request(sock: _socket.socket, bpf: _Filter, programs: _Programs, own_pid_ns
         answer_r, answer_w = os.pipe()
         # Our next child is made in the sandbox's pid namespace (we stay in ours).
         _check(_libc.setns(ns["pid"], _CLONE_NEWPID), "setns pid")
-        program = -1
-        try:
-            program = os.fork()
-        finally:
-            if program != 0:
-                _check(_libc.setns(own_pid_ns, _CLONE_NEWPID), "setns back")
+        program = os.fork()
     except Exception as e:  # noqa: BLE001  (the worker builds its spare the usual way)
         _close(fds, ns.values(), (answer_r, answer_w))
-        sock.sendall(f"!{type(e).__name__}: {e}".encode())
+        _answer(sock, f"{seq} !{type(e).__name__}: {e}".encode())
         return None
     if program == 0:  # the program: only it returns
         try:
-            return _become(ns, int(uid_s), int(nice_s), entry, work, procs, stdio[:3], rlimits, bpf, answer_w)
+            _keep_only({*ns.values(), *procs, *stdio[:3], answer_w, self_pidfd})
+            return _become(ns, int(uid_s), int(nice_s), entry, work, procs, stdio[:3], rlimits, bpf, answer_w,
+                           self_pidfd)
         except BaseException:
             os._exit(121)
-    programs.add(program, stdio[3])
-    _close(fds[:ncg + 3], ns.values(), (answer_w,))  # the result pipe (fds[ncg + 3]) is kept for its status
+    pidfd = os.pidfd_open(program)
+    programs.add(program, pidfd, stdio[3])  # the result pipe (fds[ncg + 3]) is kept for its status
+    _close(fds[: ncg + 3], ns.values(), (answer_w,))
     try:
-        answer = b""
-        while chunk := os.read(answer_r, 64):
-            answer += chunk
-        if answer != b"ready\n":
-            raise OSError(f"the program could not enter its sandbox ({answer!r})")
-        with open(f"/proc/{program}/status") as status:
-            nspid = next(line.split()[-1] for line in status if line.startswith("NSpid:"))
-        sock.sendall(f"{nspid} {program}".encode())
-    except Exception as e:  # noqa: BLE001
-        sock.sendall(f"!{type(e).__name__}: {e}".encode())
-    finally:
+        _check(_libc.setns(own_pid_ns, _CLONE_NEWPID), "setns back")
+    except OSError:
+        # Our children would be made in that sandbox from now on: no more requests, this one
+        # refused (its program killed, its status still reported).
+        os.kill(program, 9)
         os.close(answer_r)
-    return None
+        raise
+    return _Pending(seq, answer_r, program, pidfd)
+
+
+def _answer(sock: _socket.socket, message: bytes, fds: list[int] | None = None) -> None:
+    """Send an answer; a worker gone (its end closed) is not an error here: the loop sees EOF."""
+    try:
+        _socket_send(sock, message, fds or [])
+    except OSError:
+        pass
+
+
+def _socket_send(sock: _socket.socket, message: bytes, fds: list[int]) -> None:
+    if fds:
+        sock.sendmsg([message], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, b"".join(
+            fd.to_bytes(4, sys.byteorder) for fd in fds))])
+    else:
+        sock.sendall(message)
+
+
+def _ready(sock: _socket.socket, pending: _Pending) -> None:
+    """The program's answer pipe: once it has closed, answer the worker (with a pidfd of it)."""
+    try:
+        chunk = os.read(pending.answer_r, 64)
+    except OSError:
+        chunk = b""
+    if chunk:
+        pending.answer += chunk
+        return
+    os.close(pending.answer_r)
+    pending.answer_r = -1
+    try:
+        if pending.answer != b"ready":
+            raise OSError(f"the program could not enter its sandbox ({pending.answer!r})")
+        with open(f"/proc/{pending.pid}/status") as status:
+            nspid = next(line.split()[-1] for line in status if line.startswith("NSpid:"))
+        _answer(sock, f"{pending.seq} {nspid} {pending.pid}".encode(), [pending.pidfd])
+    except Exception as e:  # noqa: BLE001
+        _answer(sock, f"{pending.seq} !{type(e).__name__}: {e}".encode())
 
 
 def _close(*groups: object) -> None:
@@ -193,7 +253,8 @@ def _close(*groups: object) -> None:
 
 def _serve() -> str:
     """Requests until the worker closes the socket, then until the programs out there have
-    ended (each reported); in a program's process, its entry path."""
+    ended (each reported); in a program's process, its entry path. One loop: a program being
+    set up (its answer pending) never holds up another's exit status."""
     import gc
     import select
 
@@ -206,24 +267,39 @@ def _serve() -> str:
     buf = ctypes.create_string_buffer(blob, len(blob))
     bpf = _Filter(len(blob) // 8, ctypes.cast(buf, ctypes.c_void_p))
     own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    self_pidfd = os.pidfd_open(os.getpid())  # a copy's way to see that we are gone
     programs = _Programs()
+    pending: dict[int, _Pending] = {}
     # Every object so far out of the collector's reach: a copy's collections and exit then write
     # none of their headers, so fewer of the pages it shares with us are copied (~2 ms a copy).
     gc.freeze()
     serving = True
-    while serving or programs.by_pidfd:
-        watched = [sock.fileno()] if serving else []
-        for fd in select.select([*watched, *programs.by_pidfd], [], [])[0]:
-            if fd in programs.by_pidfd:
+    poller = select.poll()
+    while serving or programs.by_pidfd or pending:
+        watched = {**({sock.fileno(): "sock"} if serving else {}), **dict.fromkeys(programs.by_pidfd, "exit"),
+                   **dict.fromkeys(pending, "ready")}
+        poller = select.poll()
+        for fd in watched:
+            poller.register(fd, select.POLLIN)
+        for fd, _ in poller.poll():
+            kind = watched.get(fd)
+            if kind == "exit":
                 programs.ended(fd)
-                continue
-            try:
-                entry = _request(sock, bpf, programs, own_pid_ns)
-            except EOFError:  # the worker closed its end: no more requests
-                serving = False
-                continue
-            if entry is not None:
-                return entry
+            elif kind == "ready":
+                p = pending.pop(fd)
+                _ready(sock, p)
+                if p.answer_r >= 0:
+                    pending[p.answer_r] = p
+            elif kind == "sock" and serving:
+                try:
+                    started = _request(sock, bpf, programs, own_pid_ns, self_pidfd)
+                except (EOFError, OSError):  # the worker closed its end, or we cannot serve
+                    serving = False
+                    continue
+                if isinstance(started, str):
+                    return started
+                if started is not None:
+                    pending[started.answer_r] = started
     os._exit(0)
 
 
