@@ -49,6 +49,17 @@ def _entered_run(r: BwrapRunner, source: str, stdin: str = "") -> tuple[str, str
     return res.stdout, res.stderr
 
 
+def _spare_and_templates(r: BwrapRunner) -> list[enter.Template]:
+    """After an entered run, until a warm spare (a template's copy) is ready: the live templates."""
+    _entered_run(r, "pass")
+    deadline = time.monotonic() + 15
+    while not (r.warm_spares() and r._templates is not None and r._templates.live()):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert r._templates is not None
+    return r._templates.live()
+
+
 # What an attacker tries first, from inside a template's copy.
 ATTACKS = r"""
 import ctypes, json, os, socket
@@ -193,12 +204,8 @@ def test_a_template_that_died_leaves_its_spares_to_the_launcher(tmp_path: Path) 
     r = make_runner(tmp_path, 1)
     assert isinstance(r, BwrapRunner)
     try:
-        _entered_run(r, "pass")
-        deadline = time.monotonic() + 15
-        while not (r.warm_spares() and r._templates is not None and r._templates.live()):
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        for t in r._templates.live():
+        templates = _spare_and_templates(r)
+        for t in templates:
             os.kill(t.pid, signal.SIGKILL)  # the template itself (bubblewrap, its parent, then exits)
         deadline = time.monotonic() + 5
         while r._templates.live():
@@ -240,13 +247,7 @@ def test_a_run_whose_template_dies_ends_at_once(tmp_path: Path) -> None:
     r = make_runner(tmp_path, 1)
     assert isinstance(r, BwrapRunner)
     try:
-        _entered_run(r, "pass")
-        deadline = time.monotonic() + 15
-        while not r.warm_spares():
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        assert r._templates is not None
-        templates = r._templates.live()
+        templates = _spare_and_templates(r)
 
         def kill_soon() -> None:
             time.sleep(0.5)

@@ -201,7 +201,9 @@ def _request(sock: _socket.socket, bpf: _Filter, programs: _Programs, own_pid_ns
         os.kill(program, 9)
         os.close(answer_r)
         raise
-    return _Pending(seq, answer_r, program, pidfd)
+    # The answer's own pidfd: the one kept for the exit status is closed when the program ends,
+    # which may come first, and its number be taken again meanwhile.
+    return _Pending(seq, answer_r, program, os.dup(pidfd))
 
 
 def _answer(sock: _socket.socket, message: bytes, fds: list[int] | None = None) -> None:
@@ -239,6 +241,8 @@ def _ready(sock: _socket.socket, pending: _Pending) -> None:
         _answer(sock, f"{pending.seq} {nspid} {pending.pid}".encode(), [pending.pidfd])
     except Exception as e:  # noqa: BLE001
         _answer(sock, f"{pending.seq} !{type(e).__name__}: {e}".encode())
+    finally:
+        os.close(pending.pidfd)
 
 
 def _close(*groups: object) -> None:
