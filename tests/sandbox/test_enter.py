@@ -305,11 +305,12 @@ def test_a_copy_slow_to_come_up_holds_up_no_other(tmp_path: Path, monkeypatch: p
                                    "main.py", "/sandbox/work", [full_w], pipes, [])
             for fd in pipes:
                 os.close(fd)
-            spares = r.entered_spares
             other = r._prespawn(key)
-            r._enter_spare(other, warm, other.view)  # answered, the first still stuck
-            assert r.entered_spares == spares + 1
-            r._discard(other)
+            try:
+                r._enter_spare(other, warm, other.view)  # answered (EnterError if not), the first still stuck
+                assert other.entered is not None and other.warm == warm
+            finally:
+                r._discard(other)
         finally:
             r._discard(stuck)
     finally:
