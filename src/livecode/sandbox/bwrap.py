@@ -130,6 +130,7 @@ class Spawned:
     entered: int | None = None  # a pidfd of its warm start's program when a template's copy (enter.py)
     template: Template | None = None  # ... and that template, its parent (which reports its exit status)
     adopted_run: bool = False  # the run is that copy's: its template, not the launcher, reports its status
+    status_read: list[dict[str, int]] = field(default_factory=list)  # bubblewrap's status read before the run
 
     def reap_entered(self, wait_s: float = 1.0) -> None:
         """A template's copy whose template is gone is ours (we are a subreaper): once killed,
@@ -817,7 +818,7 @@ class BwrapRunner(Runner):
         sup = supervise(watch, streams, sp.stdin_w, stage.stdin, stage.stdin_source, on_output, stage.signal_source)
         if sup.reaped:
             sp.proc.returncode = sup.status  # reaped by supervise(); keep Popen quiet
-        status = read_status(sp.status_r)
+        status = [*sp.status_read, *read_status(sp.status_r)]
         _note_child_pid(cg, status)
         sr = stage_result(stage, sup, status, cg)
         if sr.internal_error:
@@ -927,6 +928,7 @@ def _pid1(sp: Spawned) -> int:
     if not _launcher_up(sp, 1, _SEND_TIMEOUT_S):
         raise EnterError("the sandbox's launcher did not come up")
     status = read_status(sp.status_r)
+    sp.status_read += status
     _note_child_pid(sp.cg, status)
     launcher = next((doc["child-pid"] for doc in status if isinstance(doc.get("child-pid"), int)), None)
     if launcher is None:
