@@ -319,3 +319,16 @@ def test_a_copy_slow_to_come_up_holds_up_no_other(tmp_path: Path, monkeypatch: p
         os.close(full_w)
         r.close()
     assert no_leftovers()
+
+
+def test_the_template_holds_only_the_capabilities_entering_needs(runner: BwrapRunner) -> None:
+    # Root on the host, it never runs a user's code; still, only what entering a sandbox takes,
+    # in every set (bubblewrap run as root keeps them all unless told to drop them).
+    templates = _spare_and_templates(runner)
+    keep = sum(1 << cap for cap in (6, 18, 19, 21))  # SETGID, SYS_CHROOT, SYS_PTRACE, SYS_ADMIN
+    for t in templates:
+        with open(f"/proc/{t.pid}/status") as f:
+            status = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+        for name in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            assert int(status[name], 16) & ~keep == 0, (name, status[name])
+        assert int(status["CapEff"], 16) == keep

@@ -44,6 +44,7 @@ from .warm import WarmStart
 log = logging.getLogger(__name__)
 
 _TEMPLATE = (Path(__file__).parent / "enter_template.py").read_text()
+TEMPLATE_CAPS = ("CAP_SYS_ADMIN", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SETGID")  # enter_template.py's _KEEP
 _USES = 256  # spares per template: runs sharing its hash seed and layout; then a fresh one
 _ANSWER_S = 5.0  # a template answers within ~3 ms; one that does not is replaced
 
@@ -83,13 +84,14 @@ class Template:
             # Its script at /tmp/main.py (a tmpfs of its own), not under the worker's cache: the
             # template's frame below a program's (warnings' stacklevel, inspect) names no host path.
             # Its own network, IPC and UTS namespaces (its copies take the sandbox's), and only the
-            # capabilities entering needs: setns (SYS_ADMIN, SYS_CHROOT), other uids' /proc/PID/ns
-            # (SYS_PTRACE), the ids (SETUID, SETGID), the bounding set (SETPCAP), rlimits up to
-            # the worker's own (SYS_RESOURCE).
-            caps = ["CAP_SYS_ADMIN", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP",
-                    "CAP_SYS_RESOURCE"]
+            # capabilities entering needs (bubblewrap as root keeps them all unless told to drop
+            # them): setns (SYS_ADMIN, SYS_CHROOT), other uids' /proc/PID/ns (SYS_PTRACE), root's
+            # groups dropped (SETGID), and SETPCAP for the template to cut its bounding set to
+            # those at its start (enter_template.py), then its own. In the sandbox's user namespace
+            # a copy has every capability there, which it drops.
             argv = [bwrap, "--ro-bind", "/", "/", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-                    *(arg for cap in caps for arg in ("--cap-add", cap)), "--tmpfs", "/tmp",
+                    "--cap-drop", "ALL", *(a for cap in (*TEMPLATE_CAPS, "CAP_SETPCAP") for a in ("--cap-add", cap)),
+                    "--tmpfs", "/tmp",
                     "--ro-bind", str(script), f"/tmp/{script.name}"]
             if etc is not None:
                 argv += ["--ro-bind", etc, "/etc"]
@@ -124,6 +126,7 @@ class Template:
         self.sock = ours
         self.sock.settimeout(_ANSWER_S)
         self._seq = 0
+        self.serving = True  # False once it closed its end (it stopped taking requests)
         self.pidfd: int | None = None
         try:
             self.sock.send(seccomp)
@@ -154,7 +157,8 @@ class Template:
                 self.sock.settimeout(max(0.001, deadline - time.monotonic()))
                 data, fds, _, _ = socket.recv_fds(self.sock, 4096, 1)
                 if not data:
-                    raise EnterError("the template has exited")
+                    self.serving = False
+                    raise EnterError("the template takes no more requests")
                 got, _, answer = data.decode().partition(" ")
                 if got == seq:
                     break
@@ -162,12 +166,15 @@ class Template:
                     os.close(fd)
         except OSError as e:
             raise EnterError(f"the template did not answer: {e}") from e
-        if answer.startswith("!") or len(fds) != 1:
+        try:
+            if answer.startswith("!") or len(fds) != 1:
+                raise EnterError(answer[1:] or "no pidfd in the answer")
+            nspid = int(answer.split()[0])
+        except (EnterError, ValueError, IndexError) as e:
             for fd in fds:
                 os.close(fd)
-            raise EnterError(answer[1:] or "no pidfd in the answer")
-        nspid, _host_pid = answer.split()
-        return int(nspid), fds[0]
+            raise EnterError(str(e)) from e
+        return nspid, fds[0]
 
     @property
     def alive(self) -> bool:
@@ -176,7 +183,7 @@ class Template:
 
     @property
     def spent(self) -> bool:
-        return self.uses >= _USES or not self.alive
+        return self.uses >= _USES or not self.serving or not self.alive
 
     def gone(self) -> bool:
         """Whether it has exited and been reaped (by bubblewrap, or by us when bubblewrap went

@@ -35,6 +35,9 @@ _CLONE_NEWPID = 0x20000000
 _NAMESPACES = ("cgroup", "ipc", "uts", "net", "mnt")  # then "user", last: root on the host until then
 _PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _PR_CAP_AMBIENT = 24, 38, 22, 47
 _PR_SET_DUMPABLE, _SECCOMP_MODE_FILTER, _PR_CAP_AMBIENT_CLEAR_ALL, _PR_SET_PDEATHSIG = 4, 2, 4, 1
+# The capabilities the template keeps (enter.py's TEMPLATE_CAPS): SETGID 6, SYS_CHROOT 18,
+# SYS_PTRACE 19, SYS_ADMIN 21.
+_KEEP = (6, 18, 19, 21)
 
 
 class _CapHeader(ctypes.Structure):
@@ -190,7 +193,13 @@ def _request(sock: _socket.socket, bpf: _Filter, programs: _Programs, own_pid_ns
                            self_pidfd)
         except BaseException:
             os._exit(121)
-    pidfd = os.pidfd_open(program)
+    try:
+        pidfd = os.pidfd_open(program)
+    except OSError:  # out of descriptors: this request refused, no more taken
+        os.kill(program, 9)
+        os.waitpid(program, 0)
+        _close(fds, ns.values(), (answer_r, answer_w))
+        raise
     programs.add(program, pidfd, stdio[3])  # the result pipe (fds[ncg + 3]) is kept for its status
     _close(fds[: ncg + 3], ns.values(), (answer_w,))
     try:
@@ -236,8 +245,12 @@ def _ready(sock: _socket.socket, pending: _Pending) -> None:
     try:
         if pending.answer != b"ready":
             raise OSError(f"the program could not enter its sandbox ({pending.answer!r})")
-        with open(f"/proc/{pending.pid}/status") as status:
-            nspid = next(line.split()[-1] for line in status if line.startswith("NSpid:"))
+        # Its pid in the sandbox from its pidfd (never from the number: it may have ended, been
+        # reaped and its number taken again).
+        with open(f"/proc/self/fdinfo/{pending.pidfd}") as info:
+            nspid = next(line.split()[-1] for line in info if line.startswith("NSpid:"))
+        if int(nspid) <= 0:
+            raise OSError("the program has ended")
         _answer(sock, f"{pending.seq} {nspid} {pending.pid}".encode(), [pending.pidfd])
     except Exception as e:  # noqa: BLE001
         _answer(sock, f"{pending.seq} !{type(e).__name__}: {e}".encode())
@@ -272,6 +285,14 @@ def _serve() -> str:
     bpf = _Filter(len(blob) // 8, ctypes.cast(buf, ctypes.c_void_p))
     own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     self_pidfd = os.pidfd_open(os.getpid())  # a copy's way to see that we are gone
+    # Only the capabilities entering needs, in every set, the bounding set too (bubblewrap gave
+    # us SETPCAP for this cut): nothing we could exec would get more.
+    for cap in range(64):
+        if cap not in _KEEP and _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            break
+    keep = sum(1 << cap for cap in _KEEP)
+    data = (_CapData * 2)(_CapData(keep, keep, 0), _CapData(0, 0, 0))
+    _check(_libc.capset(ctypes.byref(_CapHeader(0x20080522, 0)), data), "capset")
     programs = _Programs()
     pending: dict[int, _Pending] = {}
     # Every object so far out of the collector's reach: a copy's collections and exit then write
@@ -299,6 +320,10 @@ def _serve() -> str:
                     started = _request(sock, bpf, programs, own_pid_ns, self_pidfd)
                 except (EOFError, OSError):  # the worker closed its end, or we cannot serve
                     serving = False
+                    try:
+                        sock.shutdown(_socket.SHUT_RDWR)  # the worker sees it and starts another
+                    except OSError:
+                        pass
                     continue
                 if isinstance(started, str):
                     return started
