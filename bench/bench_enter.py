@@ -162,9 +162,13 @@ def _reap_orphans() -> None:
             return
 
 
-def _cpu_children_ms() -> float:
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+def _cpu_ms(who: int) -> float:
+    ru = resource.getrusage(who)
     return (ru.ru_utime + ru.ru_stime) * 1000
+
+
+def _cpu_children_ms() -> float:
+    return _cpu_ms(resource.RUSAGE_CHILDREN)
 
 
 class Template:
@@ -235,7 +239,7 @@ def runner_sides(rounds: int, runs: int, uid_base: int) -> None:
             for _ in range(5):
                 r.run(hello)
                 time.sleep(0.05)
-            c0, s0 = _cpu_children_ms(), _cpu_self_ms()
+            c0, s0 = _cpu_children_ms(), _cpu_ms(resource.RUSAGE_SELF)
             for _ in range(runs):
                 assert r.run(hello).stdout == "hi\n"
                 time.sleep(0.04)  # the spare is rebuilt, as between a user's runs
@@ -243,7 +247,7 @@ def runner_sides(rounds: int, runs: int, uid_base: int) -> None:
             time.sleep(0.2)
             _reap_orphans()
             children[entered].append((_cpu_children_ms() - c0) / runs)
-            own[entered].append((_cpu_self_ms() - s0) / runs)
+            own[entered].append((_cpu_ms(resource.RUSAGE_SELF) - s0) / runs)
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at the end")
     print("| a sandboxed Python hello world, per run (medians of the rounds) | its sandbox and program "
           "| the runner's own threads |")
@@ -251,11 +255,6 @@ def runner_sides(rounds: int, runs: int, uid_base: int) -> None:
     for entered, name in ((False, "warm start forked by the launcher (a new interpreter per spare)"),
                           (True, "entered warm start (a template's copy per spare)")):
         print(f"| {name} | {statistics.median(children[entered]):.2f} ms | {statistics.median(own[entered]):.2f} ms |")
-
-
-def _cpu_self_ms() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return (ru.ru_utime + ru.ru_stime) * 1000
 
 
 def main() -> None:

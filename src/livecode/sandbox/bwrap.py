@@ -939,8 +939,7 @@ def _pid1(sp: Spawned) -> int:
 def _enterable(warm: WarmStart) -> bool:
     """A warm start whose program a template's copy can be: CPython on its script, as the
     language starts it (languages.toml), no user's arguments or file name (enter_template.py)."""
-    return warm.argv == ("/usr/bin/python3", "-E", "-s", os.path.basename(warm.entry)) and \
-        warm.entry == f"{WORK}/main.py"
+    return warm.argv == ("/usr/bin/python3", "-E", "-s", "main.py") and warm.entry == f"{WORK}/main.py"
 
 
 def _entered_ended(sp: Spawned) -> bool:

@@ -340,9 +340,11 @@ class RunCgroup:
         started yet, or gone)."""
         procs = {pid: ids for pid in self.pids() if (ids := _ns_ids(pid)) is not None}
         launcher = next((pid for pid, (ns, _, _) in procs.items() if ns == 1), None)
-        children = sorted((ns, pid) for pid, (ns, ppid, zombie) in procs.items()
-                          if launcher is not None and (ppid == launcher or ppid not in procs) and ns > 1
-                          and not zombie)
+
+        def candidate(ids: tuple[int, int, bool] | None) -> bool:  # a living child of pid 1, or a copy's
+            return ids is not None and ids[0] > 1 and not ids[2] and (ids[1] == launcher or ids[1] not in procs)
+
+        children = sorted((ids[0], pid) for pid, ids in procs.items() if launcher is not None and candidate(ids))
         if not children:
             return False
         ns, pid = children[0]
@@ -352,8 +354,7 @@ class RunCgroup:
             return False
         try:
             now = _ns_ids(pid)
-            if pid in self.pids() and now is not None and now[0] == ns and not now[2] and (
-                    now[1] == launcher or now[1] not in procs):
+            if pid in self.pids() and candidate(now) and now is not None and now[0] == ns:
                 signal.pidfd_send_signal(fd, sig)
                 return True
         except OSError:

@@ -65,7 +65,6 @@ class Template:
 
     def __init__(self, root: Path, warm: WarmStart, seccomp: bytes, bwrap: str, etc: str | None,
                  hooks: Sequence[tuple[str, bytes]]) -> None:
-        self.warm = warm
         self.uses = 0
         key = hashlib.sha256(repr((warm.argv, warm.env, _TEMPLATE)).encode()).hexdigest()[:16]
         self.dir = root / f"enter-{key}"
@@ -169,7 +168,7 @@ class Template:
         try:
             if answer.startswith("!") or len(fds) != 1:
                 raise EnterError(answer[1:] or "no pidfd in the answer")
-            nspid = int(answer.split()[0])
+            nspid = int(answer)
         except (EnterError, ValueError, IndexError) as e:
             for fd in fds:
                 os.close(fd)

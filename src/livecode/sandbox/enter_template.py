@@ -13,7 +13,7 @@ _AT_START = frozenset(sys.modules)  # what a cold start of `python3 -E -s main.p
 # one message per spare sandbox:
 #   "<launcher pid> <uid> <nice> <entry> <work> <number of cgroup fds> <rlimits: res,soft,hard;...>"
 # with SCM_RIGHTS: the run's cgroup.procs files, then stdin, stdout, stderr and the result pipe.
-# The answer is "<pid in the sandbox> <pid on the host>", or "!<error>".
+# The answer is "<seq> <pid in the sandbox>" with a pidfd of the program, or "<seq> !<error>".
 #
 # Per request it points its children's pid namespace at the sandbox's and forks the program, which
 # (before anything of a user's exists in it) starts a session of its own, joins the run's cgroups,
@@ -154,8 +154,8 @@ class _Programs:
 class _Pending:
     """A request whose program is entering its sandbox: answered once it says it is ready."""
 
-    def __init__(self, seq: str, answer_r: int, pid: int, pidfd: int) -> None:
-        self.seq, self.answer_r, self.pid, self.pidfd = seq, answer_r, pid, pidfd
+    def __init__(self, seq: str, answer_r: int, pidfd: int) -> None:
+        self.seq, self.answer_r, self.pidfd = seq, answer_r, pidfd
         self.answer = b""
 
 
@@ -212,23 +212,17 @@ def _request(sock: _socket.socket, bpf: _Filter, programs: _Programs, own_pid_ns
         raise
     # The answer's own pidfd: the one kept for the exit status is closed when the program ends,
     # which may come first, and its number be taken again meanwhile.
-    return _Pending(seq, answer_r, program, os.dup(pidfd))
+    return _Pending(seq, answer_r, os.dup(pidfd))
 
 
-def _answer(sock: _socket.socket, message: bytes, fds: list[int] | None = None) -> None:
-    """Send an answer; a worker gone (its end closed) is not an error here: the loop sees EOF."""
+def _answer(sock: _socket.socket, message: bytes, pidfd: int | None = None) -> None:
+    """Send an answer (with a pidfd of the program); a worker gone (its end closed) is not an
+    error here: the loop sees EOF."""
+    rights = [] if pidfd is None else [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, pidfd.to_bytes(4, sys.byteorder))]
     try:
-        _socket_send(sock, message, fds or [])
+        sock.sendmsg([message], rights)
     except OSError:
         pass
-
-
-def _socket_send(sock: _socket.socket, message: bytes, fds: list[int]) -> None:
-    if fds:
-        sock.sendmsg([message], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, b"".join(
-            fd.to_bytes(4, sys.byteorder) for fd in fds))])
-    else:
-        sock.sendall(message)
 
 
 def _ready(sock: _socket.socket, pending: _Pending) -> None:
@@ -251,7 +245,7 @@ def _ready(sock: _socket.socket, pending: _Pending) -> None:
             nspid = next(line.split()[-1] for line in info if line.startswith("NSpid:"))
         if int(nspid) <= 0:
             raise OSError("the program has ended")
-        _answer(sock, f"{pending.seq} {nspid} {pending.pid}".encode(), [pending.pidfd])
+        _answer(sock, f"{pending.seq} {nspid}".encode(), pending.pidfd)
     except Exception as e:  # noqa: BLE001
         _answer(sock, f"{pending.seq} !{type(e).__name__}: {e}".encode())
     finally:
