@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -811,7 +812,7 @@ class BwrapRunner(Runner):
             cpu_used_ms=cg.cpu_ms,
             result_fd=sp.result_r,
             kill_now=cg.kill_once,
-            signal_program=cg.signal_program,
+            signal_program=functools.partial(cg.signal_program, adopted=sp.adopted_run),
             # A template's copy runs it: its parent outside reports, not the launcher (enter.py).
             result_eof_ends=sp.adopted_run,
         )

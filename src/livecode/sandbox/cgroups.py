@@ -326,14 +326,16 @@ class RunCgroup:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
-    def signal_program(self, sig: int) -> bool:
+    def signal_program(self, sig: int, adopted: bool = False) -> bool:
         """Send `sig` to the run's program: the oldest living child of the sandbox's pid 1 (the
         launcher), i.e. the lowest pid in the sandbox's pid namespace among its children. The
         launcher forks the program before anything else of the run exists, so the program's
         orphans, reparented to the launcher, all come after it; it is pid 2, or later when the
-        launcher stopped a program started ahead for other runs (warm.py). A program that is a
-        template's copy (enter.py) has its parent outside the sandbox: the only process of the
-        sandbox's namespace whose parent is not in it, and also made before the run's others.
+        launcher stopped a program started ahead for other runs (warm.py). `adopted`: the
+        program is a template's copy (enter.py), whose parent is outside the sandbox: the only
+        process of the sandbox's namespace whose parent is not in it (its orphans are the
+        launcher's). Only that kind is looked for: a copy the launcher has just killed to run
+        another program (U) may still be dying, and is not that program.
         seccomp refuses new namespaces, so no process of the run has a pid of another namespace.
         Only a process of this cgroup gets it, through a pidfd checked after it was opened, so a
         host pid reused in between is never hit. False when the program is not there (not
@@ -341,8 +343,9 @@ class RunCgroup:
         procs = {pid: ids for pid in self.pids() if (ids := _ns_ids(pid)) is not None}
         launcher = next((pid for pid, (ns, _, _) in procs.items() if ns == 1), None)
 
-        def candidate(ids: tuple[int, int, bool] | None) -> bool:  # a living child of pid 1, or a copy's
-            return ids is not None and ids[0] > 1 and not ids[2] and (ids[1] == launcher or ids[1] not in procs)
+        def candidate(ids: tuple[int, int, bool] | None) -> bool:  # living, and its parent the program's
+            return ids is not None and ids[0] > 1 and not ids[2] and (
+                ids[1] not in procs if adopted else ids[1] == launcher)
 
         children = sorted((ids[0], pid) for pid, ids in procs.items() if launcher is not None and candidate(ids))
         if not children:
