@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import select
 import signal
 import time
@@ -20,6 +21,7 @@ import pytest
 from livecode.sandbox import Outcome, RunRequest, SandboxLimits, bwrap
 from livecode.sandbox.bwrap import BwrapRunner
 from livecode.sandbox.config import SandboxConfig
+from livecode.sandbox.outputs import OutputLimits
 from livecode.sandbox.program import SourceFile
 
 from .helpers import (
@@ -299,6 +301,72 @@ def test_errors_and_exits_are_those_of_a_cold_start(
     assert (w.stdout_bytes, w.stderr_bytes) == (c.stdout_bytes, c.stderr_bytes)
     if source == TRACEBACK:  # the traceback quotes the lines of main.py: a regular file by then
         assert 'File "/sandbox/work/main.py", line 2, in f\n    return 1 / 0' in w.stderr
+
+
+# How a program ends, as a program can see it: a template's copy does the interpreter's exit
+# itself (enter_template._end, without finalizing what it shares with the template) unless the
+# program leaves something unusual, when the interpreter's own finalization does it.
+FINALIZERS = """\
+import atexit, sys, types
+
+
+class Noisy:
+    def __init__(self, name):
+        self.name = name
+
+    def __del__(self):
+        print("finalized", self.name)
+
+
+left_open = open("out/left-open.txt", "w")
+left_open.write("written, never closed")
+n = Noisy("in __main__")
+helper = types.ModuleType("helper")
+helper.obj = Noisy("in a module of the program")
+sys.modules["helper"] = helper
+atexit.register(print, "atexit handler")
+print("end of the program")
+"""
+EXITS = {
+    # (source, what the run must show: in stdout, stderr or out/, and its exit status)
+    "finalizers": (FINALIZERS, ("atexit handler\nfinalized in __main__\nfinalized in a module of the program",
+                                "written, never closed"), 0),
+    "stdout-redirected": ("import sys\nsys.stdout = open('out/log.txt', 'w')\nprint('to the file')\n",
+                          ("to the file\n",), 0),
+    "exit-message": ("import sys\nprint('x')\nsys.exit('bye')\n", ("bye\n",), 1),
+    "exit-status": ("import sys\nsys.exit(300)\n", (), 300 & 0xFF),
+    "c-stdio": ("import ctypes\nctypes.CDLL(None).printf(b'from C\\n')\nprint('from Python')\n",
+                ("from Python\nfrom C\n",), 0),
+    "threads": ("import threading, time\n"
+                "threading.Thread(target=lambda: (time.sleep(0.3), print('joined'))).start()\n"
+                "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\nprint('main')\n",
+                ("main\njoined\n",), 0),
+    "executor": ("from concurrent.futures import ThreadPoolExecutor\n"
+                 "ThreadPoolExecutor(1).submit(print, 'from the pool')\n", ("from the pool\n",), 0),
+    "atexit-raises": ("import atexit\natexit.register(lambda: 1 / 0)\nprint('ok')\n",
+                      ("Exception ignored in atexit callback", "ZeroDivisionError"), 0),
+    "stdout-closed": ("import os\nprint('lost')\nos.close(1)\n", ("Bad file descriptor",), 120),
+}
+
+
+@pytest.mark.parametrize("case", EXITS)
+def test_a_program_ends_as_a_cold_start_ends(runners: tuple[BwrapRunner, BwrapRunner], case: str) -> None:
+    source, shown, status = EXITS[case]
+    warm, cold = runners
+    req = RunRequest("python", source, outputs=OutputLimits())
+    w, c = _served_warm(warm, req), _cold(cold, req)
+    assert w.exit_code == status, w
+    seen = w.stdout + w.stderr + "".join(f.data.decode() for f in w.files)
+    for part in shown:
+        assert part in seen, (part, w)
+    assert (w.outcome, w.exit_code, w.signal) == (c.outcome, c.exit_code, c.signal)
+    # (an object's address differs between any two runs)
+    assert (w.stdout_bytes, w.files) == (c.stdout_bytes, c.files)
+    assert _no_address(w.stderr_bytes) == _no_address(c.stderr_bytes)
+
+
+def _no_address(text: bytes) -> bytes:
+    return re.sub(rb" at 0x[0-9a-f]+", b" at 0x...", text)
 
 
 def test_a_program_of_several_files_finds_them_all(runners: tuple[BwrapRunner, BwrapRunner]) -> None:

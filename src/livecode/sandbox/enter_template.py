@@ -27,8 +27,11 @@ _AT_START = frozenset(sys.modules)  # what a cold start of `python3 -E -s main.p
 # would); once the worker has closed the socket and they have all ended, it exits.
 
 import _socket  # noqa: E402  (built in)
+import atexit as _at_exit  # noqa: E402  (built in; _end's, never one of the program's: see _as_main)
 import ctypes  # noqa: E402
+import gc as _gc  # noqa: E402  (built in)
 import os  # noqa: E402  (imported by site at every start: nothing new)
+import resource  # noqa: E402  (a shared library: loaded once here, not by every copy)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _CLONE_NEWPID = 0x20000000
@@ -71,8 +74,6 @@ def _become(ns: dict[str, int], uid: int, nice: int, entry: str, work: str, proc
     """In the program's process (the sandbox's pid namespace, still root on the host), holding
     only what it needs (_keep_only): the sandbox's program from here on. Returns the path of its
     entry file, the FIFO it reads."""
-    import resource  # not a cold start's: forgotten with the template's own imports (_as_main)
-
     # A session of its own, as bubblewrap's --new-session gives a cold start: no controlling
     # terminal (no TIOCSTI into the worker's), no signals to the worker's process group.
     os.setsid()
@@ -266,7 +267,6 @@ def _serve() -> str:
     """Requests until the worker closes the socket, then until the programs out there have
     ended (each reported); in a program's process, its entry path. One loop: a program being
     set up (its answer pending) never holds up another's exit status."""
-    import gc
     import select
 
     own = [int(fd) for fd in os.listdir("/proc/self/fd")]
@@ -291,7 +291,7 @@ def _serve() -> str:
     pending: dict[int, _Pending] = {}
     # Every object so far out of the collector's reach: a copy's collections and exit then write
     # none of their headers, so fewer of the pages it shares with us are copied (~2 ms a copy).
-    gc.freeze()
+    _gc.freeze()
     serving = True
     poller = select.poll()
     while serving or programs.by_pidfd or pending:
@@ -347,18 +347,22 @@ def _as_main(path: str) -> dict[str, object]:
 
 
 def _interrupted_exit() -> None:
-    """Last of the exit's handlers: a KeyboardInterrupt nothing caught ends the process by SIGINT,
-    as a cold start's interpreter does once it has finalized."""
-    if _interrupted:
-        import signal
+    """Last of the exit's handlers when the interpreter ends the copy itself (_end's way out): a
+    KeyboardInterrupt nothing caught ends the process by SIGINT, as a cold start's does."""
+    if _interrupted and not _ending:
+        _by_sigint()
 
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # noqa: BLE001, S110  (as the interpreter's own flush: nothing to do)
-                pass
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
+
+def _by_sigint() -> None:
+    import _signal  # built in, imported at every start (never one of the modules _end clears)
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001, S110  (as the interpreter's own flush: nothing to do)
+            pass
+    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+    os.kill(os.getpid(), _signal.SIGINT)
 
 
 def _report(e: BaseException, tb: object) -> None:
@@ -370,24 +374,118 @@ def _report(e: BaseException, tb: object) -> None:
     sys.excepthook(type(e), e, tb)  # type: ignore[arg-type]
 
 
-_interrupted = False
-_entry = _serve()
-import atexit  # noqa: E402  (forgotten with the template's own imports; the handler stays)
+def _clear(module: object) -> None:
+    """A module's names set to None as the interpreter's finalization does (_PyModule_ClearDict:
+    those with one leading underscore first, then the rest but __builtins__)."""
+    names = getattr(module, "__dict__", None)
+    if not isinstance(names, dict):
+        return
+    for name in list(names):
+        if isinstance(name, str) and name[:1] == "_" and name[1:2] != "_":
+            names[name] = None
+    for name in list(names):
+        if name != "__builtins__":
+            names[name] = None
 
-atexit.register(_interrupted_exit)  # first registered, so the last run
+
+def _flushed() -> bool:
+    """The program's standard streams flushed as the interpreter's finalization flushes them;
+    False if one could not be (the interpreter reports that and exits 120: _end leaves it to it)."""
+    for stream in dict.fromkeys((sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)):
+        if stream is None or getattr(stream, "closed", False):
+            continue
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001
+            return False
+    return True
+
+
+def _end(status: int) -> None:
+    """End the program as the interpreter ends a script, without finalizing what the copy shares
+    with its template. A copy's finalization writes to nearly every object the template made
+    before the fork, so each of those pages is copied (~2 ms a run, measured: docs/performance.md).
+    What the interpreter does at exit that a program can see is done here, in its order: other
+    threads joined, atexit handlers, the standard streams flushed, the modules the program
+    imported (its own, and any the cold start had not) and its __main__ cleared so that their
+    objects are finalized (__del__, unclosed files flushed), the collector run, the streams
+    flushed again, then the C library's exit (its stdio flushed, its atexit handlers). Objects
+    only the modules a cold start imports before the program hold are not finalized, as Python
+    allows ("It is not guaranteed that __del__() methods are called for objects that still exist
+    when the interpreter exits"). Anything unusual (another thread running, a threading exit
+    hook, a stream that cannot be flushed) and the interpreter's own finalization does the rest
+    (the copy's exit then costs what it did before)."""
+    global _ending
+    _ending = True
+    ran = [False]  # whether the atexit handlers ran (the fallback's SIGINT handler again if so)
+    try:
+        fast = _exit_fast(ran)
+    except BaseException:  # noqa: BLE001  (whatever the program left behind: the usual way)
+        fast = False
+    if fast:
+        if _interrupted:
+            _by_sigint()
+        _libc.exit(status)
+    _ending = False
+    if _interrupted and ran[0]:
+        _at_exit.register(_interrupted_exit)
+    sys.exit(status)
+
+
+def _exit_fast(ran: list[bool]) -> bool:
+    """_end's steps up to the C library's exit; False when the interpreter's own finalization is
+    to do the rest. (atexit and gc are the template's module objects: not among those cleared.)"""
+    threading = sys.modules.get("threading")
+    if len(sys._current_frames()) > 1 or getattr(threading, "_threading_atexits", None):
+        return False
+    if threading is not None:
+        threading._shutdown()
+    ran[0] = True
+    _at_exit._run_exitfuncs()
+    if len(sys._current_frames()) > 1 or not _flushed():
+        return False
+    # Each module of the program's set to None in sys.modules, then their names cleared, as the
+    # interpreter's finalization does: __main__'s first (it goes first there, by its place in
+    # sys.modules), then the others, the last imported first; then a collection. Cleared while
+    # they are held, so that their objects go in the order the names were bound, not in the
+    # collector's (which would close a file before the buffer that holds its last writes).
+    names = [name for name in sys.modules if name not in _AT_START or name == "__main__"]
+    programs = [sys.modules[name] for name in names]
+    for name in names:
+        sys.modules[name] = None  # type: ignore[assignment]
+    main = programs.pop(names.index("__main__"))
+    for module in [main, *reversed(programs)]:
+        if isinstance(module, type(sys)):
+            _clear(module)
+    del main, module, programs
+    _gc.collect()
+    return _flushed()
+
+
+_interrupted = _ending = False
+_entry = _serve()
+_at_exit.register(_interrupted_exit)  # first registered, so the last run
 _globals = _as_main(_entry)
 with open(_entry, "rb") as _f:
     _source = _f.read()
 del _f
+_status = 0
 try:
     _code = compile(_source, _entry, "exec")
 except (SyntaxError, ValueError) as _e:  # as the interpreter reports a script it cannot compile
     _report(_e, None)
-    sys.exit(1)
-try:
-    exec(_code, _globals)
-except SystemExit:
-    raise
-except BaseException as _e:
-    _report(_e, _e.__traceback__.tb_next if _e.__traceback__ else None)
-    sys.exit(1)
+    _status = 1
+else:
+    try:
+        exec(_code, _globals)
+    except SystemExit as _e:
+        # The interpreter prints any other code (a message) and exits 1: its own way, then.
+        if not (_e.code is None or (type(_e.code) is int and -(1 << 31) <= _e.code < 1 << 31)):
+            raise
+        _status = _e.code or 0
+    except BaseException as _e:
+        _report(_e, _e.__traceback__.tb_next if _e.__traceback__ else None)
+        _status = 1
+    del _code
+del _globals
+_end(_status)
