@@ -327,6 +327,23 @@ sys.modules["helper"] = helper
 atexit.register(print, "atexit handler")
 print("end of the program")
 """
+COUNTER = """\
+class Person:
+    count = 0
+
+    def __init__(self, name):
+        self.name = name
+        Person.count += 1
+
+    def __del__(self):
+        Person.count -= 1
+        print(f"{self.name} deleted, {Person.count} left")
+
+
+ann = Person("Ann")
+bob = Person("Bob")
+print("people:", Person.count)
+"""
 EXITS = {
     # (source, what the run must show: in stdout, stderr or out/, and its exit status)
     "finalizers": (FINALIZERS, ("atexit handler\nfinalized in __main__\nfinalized in a module of the program",
@@ -346,7 +363,27 @@ EXITS = {
     "atexit-raises": ("import atexit\natexit.register(lambda: 1 / 0)\nprint('ok')\n",
                       ("Exception ignored in atexit callback", "ZeroDivisionError"), 0),
     "stdout-closed": ("import os\nprint('lost')\nos.close(1)\n", ("Bad file descriptor",), 120),
+    # A __del__ sees its module's names still bound (a finalization that cleared them first
+    # would print AttributeErrors instead).
+    "del-uses-globals": (COUNTER, ("Ann deleted, 1 left\nBob deleted, 0 left\n",), 0),
+    "file-in-a-cycle": ("class Log:\n    def __init__(self):\n        self.me = self\n"
+                        "        self.f = open('out/cycle.txt', 'w')\n        self.f.write('kept')\n\n\nlog = Log()\n",
+                        ("kept",), 0),
+    "output-order": ("import atexit, os\nprint('first')\natexit.register(os.system, 'echo second')\n",
+                     ("first\nsecond\n",), 0),
+    "del-prints-to-stdout": ("import sys\nclass T:\n    def __del__(self):\n        print('to stdout again')\n\n\n"
+                             "t = T()\nsys.stdout = open('out/log.txt', 'w')\nprint('to the file')\n",
+                             ("to stdout again\n", "to the file\n"), 0),
+    "excepthook-raises": ("import sys\ndef hook(*args):\n    raise RuntimeError('the hook broke')\n\n\n"
+                          "sys.excepthook = hook\n1 / 0\n",
+                          ("Error in sys.excepthook:", "the hook broke", "Original exception was:",
+                           "ZeroDivisionError"), 1),
 }
+# (interrupted: the run ends by SIGINT, its exit status None)
+INTERRUPTED = ("import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+               "f = open('out/partial.txt', 'w')\nf.write('partial results')\nraise KeyboardInterrupt\n")
+EXITS["interrupted-with-a-thread"] = (INTERRUPTED, ("partial results", "KeyboardInterrupt"), None)
+EXITS["interrupted"] = (INTERRUPTED.split("\n", 2)[2], ("partial results", "KeyboardInterrupt"), None)
 
 
 @pytest.mark.parametrize("case", EXITS)

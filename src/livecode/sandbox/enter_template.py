@@ -26,8 +26,11 @@ _AT_START = frozenset(sys.modules)  # what a cold start of `python3 -E -s main.p
 # and writes each one's exit status to its result pipe ("exit N" / "signal N", as the launcher
 # would); once the worker has closed the socket and they have all ended, it exits.
 
+import _signal  # noqa: E402  (built in, imported at every start)
 import _socket  # noqa: E402  (built in)
+import _weakref  # noqa: E402  (built in, imported at every start)
 import atexit as _at_exit  # noqa: E402  (built in; _end's, never one of the program's: see _as_main)
+import builtins as _builtins  # noqa: E402  (imported at every start)
 import ctypes  # noqa: E402
 import gc as _gc  # noqa: E402  (built in)
 import os  # noqa: E402  (imported by site at every start: nothing new)
@@ -346,40 +349,62 @@ def _as_main(path: str) -> dict[str, object]:
     return main.__dict__
 
 
-def _interrupted_exit() -> None:
-    """Last of the exit's handlers when the interpreter ends the copy itself (_end's way out): a
-    KeyboardInterrupt nothing caught ends the process by SIGINT, as a cold start's does."""
-    if _interrupted and not _ending:
-        _by_sigint()
-
-
-def _by_sigint() -> None:
-    import _signal  # built in, imported at every start (never one of the modules _end clears)
-
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # noqa: BLE001, S110  (as the interpreter's own flush: nothing to do)
-            pass
-    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
-    os.kill(os.getpid(), _signal.SIGINT)
+def _flush_io() -> None:
+    """As the interpreter does once a script's code has returned or raised (pythonrun.c's
+    flush_io): stderr, then stdout, errors dropped."""
+    for stream in (getattr(sys, "stderr", None), getattr(sys, "stdout", None)):
+        if stream is not None:
+            try:
+                stream.flush()
+            except BaseException:  # noqa: BLE001, S110  (the interpreter drops them too)
+                pass
 
 
 def _report(e: BaseException, tb: object) -> None:
-    """An exception nothing caught, printed as the interpreter prints it: its traceback from the
-    program's own frame (the template's below it left out)."""
-    global _interrupted
+    """An exception nothing caught, reported as the interpreter reports it (_PyErr_PrintEx):
+    sys.last_*, then sys.excepthook with its traceback from the program's own frame (the
+    template's below it left out); a hook that fails reported with the original, a hook's
+    SystemExit the interpreter's to handle."""
     e.__traceback__ = tb  # type: ignore[assignment]  # what the interpreter's display reads
-    _interrupted = isinstance(e, KeyboardInterrupt)
-    sys.excepthook(type(e), e, tb)  # type: ignore[arg-type]
+    sys.last_type, sys.last_value, sys.last_traceback = type(e), e, tb  # type: ignore[assignment]
+    try:
+        hook = sys.excepthook
+    except AttributeError:
+        sys.stderr.write("sys.excepthook is missing\n")
+        sys.__excepthook__(type(e), e, tb)  # type: ignore[arg-type]
+        return
+    try:
+        hook(type(e), e, tb)  # type: ignore[arg-type]
+    except SystemExit:
+        raise
+    except BaseException as failed:  # noqa: BLE001
+        failed_tb = failed.__traceback__.tb_next if failed.__traceback__ else None  # (this frame out)
+        failed.__traceback__ = failed_tb
+        if failed.__context__ is e:
+            failed.__context__ = None  # (the interpreter's call of the hook handles no exception)
+        _libc.fflush(None)
+        sys.stderr.write("Error in sys.excepthook:\n")
+        sys.__excepthook__(type(failed), failed, failed_tb)
+        sys.stderr.write("\nOriginal exception was:\n")
+        sys.__excepthook__(type(e), e, tb)  # type: ignore[arg-type]
 
 
-def _clear(module: object) -> None:
+def _silent(*args: object) -> None:
+    pass
+
+
+class _Mark:
+    """Put in a module's names by _exit_fast: alive as long as they are (each holds the other)."""
+
+    __slots__ = ("names", "__weakref__")
+
+    def __init__(self, names: dict[str, object]) -> None:
+        self.names: dict[str, object] | None = names
+
+
+def _clear(names: dict[str, object]) -> None:
     """A module's names set to None as the interpreter's finalization does (_PyModule_ClearDict:
     those with one leading underscore first, then the rest but __builtins__)."""
-    names = getattr(module, "__dict__", None)
-    if not isinstance(names, dict):
-        return
     for name in list(names):
         if isinstance(name, str) and name[:1] == "_" and name[1:2] != "_":
             names[name] = None
@@ -401,91 +426,132 @@ def _flushed() -> bool:
     return True
 
 
-def _end(status: int) -> None:
+def _end(status: int, interrupted: bool) -> None:
     """End the program as the interpreter ends a script, without finalizing what the copy shares
-    with its template. A copy's finalization writes to nearly every object the template made
-    before the fork, so each of those pages is copied (~2 ms a run, measured: docs/performance.md).
-    What the interpreter does at exit that a program can see is done here, in its order: other
-    threads joined, atexit handlers, the standard streams flushed, the modules the program
-    imported (its own, and any the cold start had not) and its __main__ cleared so that their
-    objects are finalized (__del__, unclosed files flushed), the collector run, the streams
-    flushed again, then the C library's exit (its stdio flushed, its atexit handlers). Objects
-    only the modules a cold start imports before the program hold are not finalized, as Python
-    allows ("It is not guaranteed that __del__() methods are called for objects that still exist
-    when the interpreter exits"). Anything unusual (another thread running, a threading exit
-    hook, a stream that cannot be flushed) and the interpreter's own finalization does the rest
-    (the copy's exit then costs what it did before)."""
-    global _ending
-    _ending = True
-    ran = [False]  # whether the atexit handlers ran (the fallback's SIGINT handler again if so)
+    with its template. The interpreter's finalization writes to nearly every object the template
+    made before the fork, so each of those pages would be copied (~2.4 ms a run, measured:
+    docs/performance.md). What the interpreter does at exit that a program can see is done here,
+    in Py_FinalizeEx's order (_exit_fast), for the program's modules (its own, and those a cold
+    start had not imported) and what it hung on sys and builtins; then the C library's exit (its
+    stdio flushed, its atexit handlers). Objects that only the modules a cold start has imported
+    before the program hold (`os.x = ...`) are not finalized, as Python allows ("It is not
+    guaranteed that __del__() methods are called for objects that still exist when the
+    interpreter exits"). Anything unusual (another thread running, a threading exit hook, a
+    stream that cannot be flushed, anything raised on the way) and the interpreter's own
+    finalization does the rest (the copy's exit then costs what it did before)."""
     try:
-        fast = _exit_fast(ran)
+        fast = _exit_fast()
     except BaseException:  # noqa: BLE001  (whatever the program left behind: the usual way)
         fast = False
     if fast:
-        if _interrupted:
-            _by_sigint()
+        if interrupted:  # as the interpreter ends on a KeyboardInterrupt nothing caught
+            _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+            os.kill(os.getpid(), _signal.SIGINT)
         _libc.exit(status)
-    _ending = False
-    if _interrupted and ran[0]:
-        _at_exit.register(_interrupted_exit)
-    sys.exit(status)
+    if interrupted:
+        sys.excepthook = _silent  # reported already: the interpreter's own exit by SIGINT
+        raise KeyboardInterrupt
+    raise SystemExit(status)  # (not sys.exit: the program may have replaced it)
 
 
-def _exit_fast(ran: list[bool]) -> bool:
+def _exit_fast() -> bool:
     """_end's steps up to the C library's exit; False when the interpreter's own finalization is
-    to do the rest. (atexit and gc are the template's module objects: not among those cleared.)"""
+    to do the rest. (atexit, gc, _signal and builtins are the template's module objects, none of
+    them among those cleared.)"""
     threading = sys.modules.get("threading")
     if len(sys._current_frames()) > 1 or getattr(threading, "_threading_atexits", None):
         return False
     if threading is not None:
-        threading._shutdown()
-    ran[0] = True
+        threading._shutdown()  # type: ignore[attr-defined]
     _at_exit._run_exitfuncs()
     if len(sys._current_frames()) > 1 or not _flushed():
         return False
-    # Each module of the program's set to None in sys.modules, then their names cleared, as the
-    # interpreter's finalization does: __main__'s first (it goes first there, by its place in
-    # sys.modules), then the others, the last imported first; then a collection. Cleared while
-    # they are held, so that their objects go in the order the names were bound, not in the
-    # collector's (which would close a file before the buffer that holds its last writes).
-    names = [name for name in sys.modules if name not in _AT_START or name == "__main__"]
-    programs = [sys.modules[name] for name in names]
-    for name in names:
+    # _PySignal_Fini: the program's signal handlers gone.
+    for signum in _signal.valid_signals():
+        try:
+            if callable(_signal.getsignal(signum)):
+                _signal.signal(signum, _signal.SIG_DFL)
+        except (OSError, ValueError, RuntimeError):
+            pass
+    if _gc.isenabled():
+        _gc.collect()  # with every module still there
+    _gc.callbacks.clear()  # (the finalization's own collection calls none)
+    # finalize_modules_delete_special
+    _builtins._ = None  # type: ignore[attr-defined]
+    for name in ("path", "argv", "ps1", "ps2", "last_type", "last_value", "last_traceback", "path_hooks",
+                 "path_importer_cache", "meta_path", "__interactivehook__"):
+        sys.__dict__[name] = None
+    sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__
+    # finalize_remove_modules, for the program's (in sys.modules' order: __main__ first). Each
+    # module's names get a mark that only they hold (and that holds them): the collection below
+    # finalizes the names nothing else holds with all of them still bound, as the interpreter's
+    # does; those still held after it are cleared then, the last imported first.
+    marks = []
+    for name in [name for name in sys.modules if name not in _AT_START or name == "__main__"]:
+        names = getattr(sys.modules[name], "__dict__", None)
+        if type(names) is dict:
+            names["__livecode_end__"] = _Mark(names)
+            marks.append(_weakref.ref(names["__livecode_end__"]))
         sys.modules[name] = None  # type: ignore[assignment]
-    main = programs.pop(names.index("__main__"))
-    for module in [main, *reversed(programs)]:
-        if isinstance(module, type(sys)):
-            _clear(module)
-    del main, module, programs
+    names = None
+    # finalize_restore_builtins: what the program added gone, what it replaced back.
+    for name in [name for name in _builtins.__dict__ if name not in _BUILTINS]:
+        del _builtins.__dict__[name]
+    for name, value in _BUILTINS.items():
+        if _builtins.__dict__.get(name, _BUILTINS) is not value:
+            _builtins.__dict__[name] = value
+    _gc.collect()
+    for ref in reversed(marks):  # finalize_modules_clear_weaklist
+        mark = ref()
+        if mark is not None and mark.names is not None:
+            held, mark.names = mark.names, None
+            held.pop("__livecode_end__", None)
+            _clear(held)
+            del held
+        del mark
+    for name in [name for name in sys.__dict__ if name not in _SYS_NAMES]:  # what it hung on sys
+        sys.__dict__[name] = None
     _gc.collect()
     return _flushed()
 
 
-_interrupted = _ending = False
+# The names builtins and sys have before any program (the interpreter restores builtins' at exit).
+_BUILTINS = dict(_builtins.__dict__)
+_SYS_NAMES = frozenset(sys.__dict__)
 _entry = _serve()
-_at_exit.register(_interrupted_exit)  # first registered, so the last run
 _globals = _as_main(_entry)
+_gc.collect()  # the fresh __main__ among the oldest objects, as at a cold start (finalizers' order)
 with open(_entry, "rb") as _f:
     _source = _f.read()
 del _f
 _status = 0
+_interrupted = False
 try:
     _code = compile(_source, _entry, "exec")
 except (SyntaxError, ValueError) as _e:  # as the interpreter reports a script it cannot compile
+    _flush_io()
     _report(_e, None)
     _status = 1
 else:
     try:
         exec(_code, _globals)
     except SystemExit as _e:
+        _flush_io()
         # The interpreter prints any other code (a message) and exits 1: its own way, then.
         if not (_e.code is None or (type(_e.code) is int and -(1 << 31) <= _e.code < 1 << 31)):
             raise
         _status = _e.code or 0
     except BaseException as _e:
+        _flush_io()
+        _interrupted = isinstance(_e, KeyboardInterrupt)
         _report(_e, _e.__traceback__.tb_next if _e.__traceback__ else None)
         _status = 1
+        _globals.pop("__file__", None)  # as the interpreter does once a script has run
+        _globals.pop("__cached__", None)
+    else:
+        _flush_io()
+        _globals.pop("__file__", None)
+        _globals.pop("__cached__", None)
     del _code
 del _globals
-_end(_status)
+_end(_status, _interrupted)
