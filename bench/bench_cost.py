@@ -387,6 +387,7 @@ def throughput(stack: Stack, meter: CpuMeter, pg: psycopg.Connection[Any], sourc
         return http().get(f"{stack.base}/api/v1/executions/{eid}", timeout=60).json()["status"]  # type: ignore[no-any-return]
 
     a, threads_a, stat_a = meter.snapshot(), thread_ticks(meter.worker_pid), cpu_stat()
+    client0 = time.process_time()  # this process: the client's submissions and polls
     t0, wall0 = time.perf_counter(), time.time()
     with ThreadPoolExecutor(16) as pool:
         ids = list(pool.map(submit, sessions))
@@ -396,7 +397,7 @@ def throughput(stack: Stack, meter: CpuMeter, pg: psycopg.Connection[Any], sourc
     last = pg.execute("SELECT extract(epoch FROM max(finished_at)) FROM executions WHERE id = ANY(%s::uuid[])",
                       (ids,)).fetchone()[0]  # type: ignore[index]
     elapsed = min(time.perf_counter() - t0, float(last) - wall0)
-    stat_b = cpu_stat()
+    stat_b, client = cpu_stat(), time.process_time() - client0
     with ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(read, ids))
     b, threads_b = meter.snapshot(), thread_ticks(meter.worker_pid)
@@ -411,6 +412,7 @@ def throughput(stack: Stack, meter: CpuMeter, pg: psycopg.Connection[Any], sourc
     stack_share = sum(v for k, v in cpu.items() if k != "worker_own") * count / (elapsed * 1000 * cores)
     return {"count": count, "seconds": elapsed, "per_s": count / elapsed, "cpu_ms": cpu,
             "machine_idle": idle, "stack_share": stack_share, "cores": cores,
+            "client_share": client / (elapsed * cores),
             "worker_threads_ms": threads, "completed": statuses.count("COMPLETED")}
 
 
@@ -693,6 +695,8 @@ def table(r: dict[str, Any]) -> str:
         ">= 50 %")
     add("  while they ran: the stack's CPU / machine idle", f"{100 * tp['stack_share']:.0f} % / "
         f"{100 * tp['machine_idle']:.0f} % of {tp['cores']} cores", "", "", "")
+    if "client_share" in tp:
+        add("  … this bench's client (submissions, polls)", f"{100 * tp['client_share']:.0f} %", "", "", "")
     if r.get("throughput_c"):
         c = r["throughput_c"]
         add(f"cached C executions/s ({c['count']} at once)", f"{c['per_s']:.1f}", "", "", "")
