@@ -161,10 +161,10 @@ def test_a_template_copy_holds_nothing_of_an_earlier_run(runner: BwrapRunner) ->
 def test_a_failing_template_leaves_spares_started_by_the_launcher(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refuse(*args: object, **kwargs: object) -> tuple[int, int, enter.Template]:
+    def refuse(*args: object, **kwargs: object) -> tuple[int, int]:
         raise enter.EnterError("refused for the test")
 
-    monkeypatch.setattr(enter.Templates, "enter", refuse)
+    monkeypatch.setattr(enter.Template, "enter", refuse)
     r = make_runner(tmp_path, 1)
     assert isinstance(r, BwrapRunner)
     try:
@@ -301,15 +301,27 @@ def test_a_copy_slow_to_come_up_holds_up_no_other(tmp_path: Path, monkeypatch: p
         try:
             pid1 = bwrap_module._pid1(stuck)
             pipes = [os.open(os.devnull, os.O_RDWR) for _ in range(4)]
-            with pytest.raises(enter.EnterError):
-                r._templates.enter(warm, stuck.view.etc if stuck.view else None, [], pid1, 1000, 10,
-                                   "main.py", "/sandbox/work", [full_w], pipes, [])
+            with pytest.raises(enter.EnterError), r._templates.serving(warm, None, []) as template:
+                template.enter(pid1, 1000, 10, "main.py", "/sandbox/work", [full_w], pipes, [])
             for fd in pipes:
                 os.close(fd)
+            # Kept (one slow copy is the host's load, not the template's fault), but a run's own
+            # path does not wait on it until it has answered again.
+            assert template in r._templates.live()
+            with pytest.raises(enter.EnterBusy), r._templates.serving(warm, None, [], wait=False):
+                pass
+            # It answers another request, its first copy still stuck.
             other = r._prespawn(key)
             try:
-                r._enter_spare(other, warm, other.view)  # answered (EnterError if not), the first still stuck
-                assert other.entered is not None and other.warm == warm
+                other_pid1 = bwrap_module._pid1(other)
+                pipes = [os.open(os.devnull, os.O_RDWR) for _ in range(4)]
+                procs = other.cg.open_procs_fds()
+                try:
+                    _, pidfd = template.enter(other_pid1, 1000, 10, "main.py", "/sandbox/work", procs, pipes, [])
+                    os.close(pidfd)
+                finally:
+                    for fd in [*pipes, *procs]:
+                        os.close(fd)
             finally:
                 r._discard(other)
         finally:
@@ -332,3 +344,31 @@ def test_the_template_holds_only_the_capabilities_entering_needs(runner: BwrapRu
         for name in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
             assert int(status[name], 16) & ~keep == 0, (name, status[name])
         assert int(status["CapEff"], 16) == keep
+
+
+def test_a_run_that_finds_no_spare_ready_gets_a_copy_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Runs back to back on every slot take the spares faster than they are built: a run that
+    # builds its own sandbox has a template's copy entered into it (no interpreter start-up on
+    # its path), when a template is up and free; the launcher starts the interpreter otherwise.
+    r = make_runner(tmp_path, 1)
+    assert isinstance(r, BwrapRunner)
+    try:
+        _entered_run(r, "pass")  # a template is up
+        assert r._pool is not None
+        monkeypatch.setattr(r._pool, "take", lambda *args, **kwargs: None)  # no spare ready, ever
+        deadline = time.monotonic() + 15
+        while not (r.warm_spares() and r._pool.ready_count()):  # the filler done: the template free
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        probe = "import os, sys\nprint(os.getppid(), sys.argv, __file__)\n"
+        for _ in range(3):
+            res = r.run(RunRequest("python", probe))
+            assert res.stdout == "0 ['main.py'] /sandbox/work/main.py\n", res  # a copy's parent is outside
+        templates = r._templates
+        assert templates is not None
+        with templates.serving(r._last_warm((SandboxLimits().memory_mb, SandboxLimits().max_disk_kb)), None, []):
+            res = r.run(RunRequest("python", probe))  # the template busy: the launcher starts it
+        assert res.stdout == "1 ['main.py'] /sandbox/work/main.py\n", res
+    finally:
+        r.close()
+    assert no_leftovers()

@@ -384,6 +384,16 @@ INTERRUPTED = ("import threading, time\nthreading.Thread(target=time.sleep, args
                "f = open('out/partial.txt', 'w')\nf.write('partial results')\nraise KeyboardInterrupt\n")
 EXITS["interrupted-with-a-thread"] = (INTERRUPTED, ("partial results", "KeyboardInterrupt"), None)
 EXITS["interrupted"] = (INTERRUPTED.split("\n", 2)[2], ("partial results", "KeyboardInterrupt"), None)
+EXITS.update({
+    "interrupt-subclass": ("class Stop(KeyboardInterrupt):\n    pass\n\n\nraise Stop\n", ("Stop",), 1),
+    "interrupt-blocked": ("import signal\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
+                          "raise KeyboardInterrupt\n", ("KeyboardInterrupt",), 130),
+    "late-write-error": ("class D:\n    def __del__(self):\n        print('bye')\n\n\nd = D()\nout = open(1, 'w')\n",
+                         (), 0),
+    "c-stdio-exit": ("import atexit, ctypes, sys\nctypes.CDLL(None).printf(b'from C\\n')\n"
+                     "atexit.register(print, 'py atexit')\nsys.exit(0)\n", ("from C\npy atexit\n",), 0),
+    "compile-error": ("x = " + "-" * 100_000 + "1\n", ("MemoryError",), 1),  # (the parser runs out)
+})
 
 
 @pytest.mark.parametrize("case", EXITS)
@@ -400,6 +410,21 @@ def test_a_program_ends_as_a_cold_start_ends(runners: tuple[BwrapRunner, BwrapRu
     # (an object's address differs between any two runs)
     assert (w.stdout_bytes, w.files) == (c.stdout_bytes, c.files)
     assert _no_address(w.stderr_bytes) == _no_address(c.stderr_bytes)
+
+
+def test_a_stack_limit_of_its_own_gives_a_run_a_cold_starts_stacks(runners: tuple[BwrapRunner, BwrapRunner]) -> None:
+    # The C library sizes threads' stacks from the stack limit a process starts with: a copy of
+    # the template (started with the worker's) that set the run's after its start would give a
+    # thread 8 MB where the run asked for 64 (it crashed here). Such runs are not copies.
+    source = ("import functools, sys, threading\nsys.setrecursionlimit(10**6)\n\n\n@functools.lru_cache(None)\n"
+              "def f(n):\n    return f(n - 1) + 1 if n else 0\n\n\n"
+              "t = threading.Thread(target=lambda: print(f(60000)))\nt.start()\nt.join()\n")
+    warm, cold = runners
+    req = RunRequest("python", source, limits=SandboxLimits(stack_kb=65536))
+    assert cold.run(req).stdout == "60000\n"
+    for _ in range(3):  # the spares follow the last runs: these, after the first
+        res = warm.run(req)
+        assert (res.outcome, res.stdout) == (Outcome.OK, "60000\n"), res
 
 
 def _no_address(text: bytes) -> bytes:

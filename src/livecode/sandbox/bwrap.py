@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cgroups import CgroupHost, RunCgroup
-from .enter import EnterError, Template, Templates, exited
+from .enter import EnterBusy, EnterError, Template, Templates, exited
 from .files import FileSpec
 from .hostfs import DEFAULT_LOCK_DIR, OrphanReaper, SlotPool, ensure_private_dir, set_child_subreaper
 from .iolimits import SYSTEM_PATHS, IoLimits
@@ -392,12 +392,16 @@ class BwrapRunner(Runner):
             if job.warm is not None and self._templates is not None and _enterable(job.warm) and sp.view is not None:
                 # Its program a template's copy too (enter.py): runs that find no spare ready (runs
                 # back to back on every slot) skip the interpreter's start-up and finalization as
-                # well (~4 ms of CPU, and the start's wall time, on the run's own path).
+                # well (~4 ms of CPU, and the start's wall time, on the run's own path). Only from
+                # a template that is up and free: a run never waits for one to start, or for
+                # another thread's request (then its launcher starts the interpreter, as before).
                 try:
-                    self._enter_spare(sp, job.warm, sp.view)
-                except EnterError as e:
+                    self._enter_spare(sp, job.warm, sp.view, wait=False)
+                except EnterBusy:
+                    pass
+                except (EnterError, OSError) as e:
                     log.info("sandbox built without a template's copy: %s", e)
-                    self._finish(sp.slot, sp.cg, sp)
+                    self._finish_later(sp)
                     sp = self._start_sandbox(stage.memory_mb, stage.max_disk_kb, stage.max_processes)
                 except BaseException:
                     self._finish(sp.slot, sp.cg, sp)
@@ -554,22 +558,24 @@ class BwrapRunner(Runner):
                 raise
         return sp
 
-    def _enter_spare(self, sp: Spawned, warm: WarmStart, view: View) -> None:
+    def _enter_spare(self, sp: Spawned, warm: WarmStart, view: View, wait: bool = True) -> None:
         """The spare's warm start as a copy of the template's started interpreter (enter.py),
-        once bubblewrap has set the sandbox up (its launcher is up)."""
+        once bubblewrap has set the sandbox up (its launcher is up). `wait` False: EnterBusy,
+        the sandbox untouched, unless a template is up and no other request is being served."""
         assert self._templates is not None
-        launcher = _pid1(sp)
-        pipes = _make_pipes(sp, warm.merged)
-        procs = sp.cg.open_procs_fds()
-        try:
-            work, entry = os.path.split(warm.entry)
-            nspid, sp.entered, sp.template = self._templates.enter(
-                warm, view.etc, self._site_hooks.files(), launcher, SANDBOX_UID, sp.nice, entry, work, procs,
-                pipes, warm.rlimits,
-            )
-        finally:
-            for fd in [*procs, *dict.fromkeys(pipes)]:
-                os.close(fd)
+        launcher = _pid1(sp)  # (before the template is held: bubblewrap's set-up takes a while)
+        with self._templates.serving(warm, view.etc, self._site_hooks.files(), wait) as template:
+            pipes = _make_pipes(sp, warm.merged)
+            procs: list[int] = []
+            try:
+                procs = sp.cg.open_procs_fds()
+                work, entry = os.path.split(warm.entry)
+                nspid, sp.entered = template.enter(launcher, SANDBOX_UID, sp.nice, entry, work, procs, pipes,
+                                                   warm.rlimits)
+                sp.template = template
+            finally:
+                for fd in [*procs, *dict.fromkeys(pipes)]:
+                    os.close(fd)
         send_adopt(sp.sock, nspid, warm.entry, _ENTRY_TEMP)
         sp.warm = warm
         self.entered_spares += 1
@@ -953,8 +959,13 @@ def _pid1(sp: Spawned) -> int:
 
 def _enterable(warm: WarmStart) -> bool:
     """A warm start whose program a template's copy can be: CPython on its script, as the
-    language starts it (languages.toml), no user's arguments or file name (enter_template.py)."""
-    return warm.argv == ("/usr/bin/python3", "-E", "-s", "main.py") and warm.entry == f"{WORK}/main.py"
+    language starts it (languages.toml), no user's arguments or file name (enter_template.py),
+    and the stack limit the template started with (the worker's): the C library sizes threads'
+    stacks, and the kernel lays out the main stack, from the limit a process starts with, so a
+    copy that set another one after its start would not have a cold start's stacks."""
+    stack = resource.getrlimit(resource.RLIMIT_STACK)[0]
+    return (warm.argv == ("/usr/bin/python3", "-E", "-s", "main.py") and warm.entry == f"{WORK}/main.py"
+            and all(soft == stack for res, soft, _ in warm.rlimits if res == resource.RLIMIT_STACK))
 
 
 def _entered_ended(sp: Spawned) -> bool:

@@ -36,7 +36,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .warm import WarmStart
@@ -58,6 +58,10 @@ def exited(pidfd: int) -> bool:
 
 class EnterError(Exception):
     """The template could not put a program in the sandbox (the spare is built the usual way)."""
+
+
+class EnterBusy(EnterError):
+    """No template up and free right now (a request that would not wait): nothing was sent."""
 
 
 class Template:
@@ -126,6 +130,7 @@ class Template:
         self.sock.settimeout(_ANSWER_S)
         self._seq = 0
         self.serving = True  # False once it closed its end (it stopped taking requests)
+        self.timeouts = 0  # requests in a row it did not answer in time
         self.pidfd: int | None = None
         try:
             self.sock.send(seccomp)
@@ -164,7 +169,13 @@ class Template:
                 for fd in fds:  # a late answer to a request given up on
                     os.close(fd)
         except OSError as e:
+            # One copy slow to come up (a loaded host) costs its spare only; a template that
+            # misses twice in a row is stuck or gone: replaced.
+            self.timeouts += 1
+            if self.timeouts >= 2:
+                self.serving = False
             raise EnterError(f"the template did not answer: {e}") from e
+        self.timeouts = 0
         try:
             if answer.startswith("!") or len(fds) != 1:
                 raise EnterError(answer[1:] or "no pidfd in the answer")
@@ -232,29 +243,38 @@ class Templates:
         self._retired: list[Template] = []  # until their programs have ended
         self.failures = 0
 
-    def enter(self, warm: WarmStart, etc: str | None, hooks: Sequence[tuple[str, bytes]], launcher: int, uid: int,
-              nice: int, entry: str, work: str, procs: Sequence[int], pipes: Sequence[int],
-              rlimits: Sequence[tuple[int, int, int]]) -> tuple[int, int, Template]:
-        """(the program's pid in the sandbox, a pidfd of it, and the template that is its parent)."""
-        with self._lock:
+    @contextlib.contextmanager
+    def serving(self, warm: WarmStart, etc: str | None, hooks: Sequence[tuple[str, bytes]],
+                wait: bool = True) -> Iterator[Template]:
+        """The template for `warm`'s runs (started if none is up), for one request at a time.
+        `wait` False (a run's own path): EnterBusy at once if another request holds it or it
+        would have to be started. A request that fails counts; a template that did not answer
+        in time, or has died, is replaced."""
+        if not self._lock.acquire(blocking=wait):
+            raise EnterBusy("the template is serving another request")
+        try:
             self._retired = [t for t in self._retired if not t.gone()]
             key = (warm.argv, warm.env)
             t = self._by_warm.get(key)
             if t is not None and t.spent:
                 self._retire(key)
                 t = None
-            if t is None:
+            if t is None or (not wait and t.timeouts):
+                if not wait:
+                    raise EnterBusy("no template up" if t is None else "the template is slow to answer")
                 if len(self._by_warm) >= 8:  # a language's environment per memory limit: keep few
                     for old in list(self._by_warm):
                         self._retire(old)
                 t = self._by_warm[key] = Template(self._root, warm, self._seccomp, self._bwrap, etc, hooks)
             try:
-                return (*t.enter(launcher, uid, nice, entry, work, procs, pipes, rlimits), t)
+                yield t
             except EnterError:
                 self.failures += 1
-                if not t.alive:
+                if t.spent:
                     self._retire(key)
                 raise
+        finally:
+            self._lock.release()
 
     def _retire(self, key: tuple[object, ...]) -> None:
         t = self._by_warm.pop(key)

@@ -367,14 +367,19 @@ def _report(e: BaseException, tb: object) -> None:
     SystemExit the interpreter's to handle."""
     e.__traceback__ = tb  # type: ignore[assignment]  # what the interpreter's display reads
     sys.last_type, sys.last_value, sys.last_traceback = type(e), e, tb  # type: ignore[assignment]
+    hook = sys.__dict__.get("excepthook", _report)  # (_report: missing)
     try:
-        hook = sys.excepthook
-    except AttributeError:
+        sys.audit("sys.excepthook", None if hook is _report else hook, type(e), e, tb)
+    except RuntimeError:
+        return  # an audit hook's way to say: no report
+    except Exception:  # noqa: BLE001, S110  (the interpreter reports it as unraisable and goes on)
+        pass
+    if hook is _report:
         sys.stderr.write("sys.excepthook is missing\n")
         sys.__excepthook__(type(e), e, tb)  # type: ignore[arg-type]
         return
     try:
-        hook(type(e), e, tb)  # type: ignore[arg-type]
+        hook(type(e), e, tb)  # type: ignore[operator]
     except SystemExit:
         raise
     except BaseException as failed:  # noqa: BLE001
@@ -414,9 +419,9 @@ def _clear(names: dict[str, object]) -> None:
 
 
 def _flushed() -> bool:
-    """The program's standard streams flushed as the interpreter's finalization flushes them;
+    """sys.stdout and sys.stderr flushed as the interpreter's finalization flushes them first;
     False if one could not be (the interpreter reports that and exits 120: _end leaves it to it)."""
-    for stream in dict.fromkeys((sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)):
+    for stream in (getattr(sys, "stdout", None), getattr(sys, "stderr", None)):
         if stream is None or getattr(stream, "closed", False):
             continue
         try:
@@ -431,22 +436,32 @@ def _end(status: int, interrupted: bool) -> None:
     with its template. The interpreter's finalization writes to nearly every object the template
     made before the fork, so each of those pages would be copied (~2.4 ms a run, measured:
     docs/performance.md). What the interpreter does at exit that a program can see is done here,
-    in Py_FinalizeEx's order (_exit_fast), for the program's modules (its own, and those a cold
-    start had not imported) and what it hung on sys and builtins; then the C library's exit (its
-    stdio flushed, its atexit handlers). Objects that only the modules a cold start has imported
-    before the program hold (`os.x = ...`) are not finalized, as Python allows ("It is not
-    guaranteed that __del__() methods are called for objects that still exist when the
-    interpreter exits"). Anything unusual (another thread running, a threading exit hook, a
-    stream that cannot be flushed, anything raised on the way) and the interpreter's own
-    finalization does the rest (the copy's exit then costs what it did before)."""
+    in Py_FinalizeEx's order (_exit_ready, then _finalize), for the program's modules (its own,
+    and those a cold start had not imported) and what it set on sys and builtins; then the C
+    library's exit (its stdio flushed, its atexit handlers). Objects that only the modules a cold
+    start has imported before the program hold (`os.x = ...`) are not finalized, as Python allows
+    ("It is not guaranteed that __del__() methods are called for objects that still exist when
+    the interpreter exits"). Anything unusual before the finalization proper (another thread
+    running, a threading exit hook, a stream that cannot be flushed, anything raised) and the
+    interpreter's own finalization does it all (the copy's exit then costs what it did before)."""
     try:
-        fast = _exit_fast()
+        ready = _exit_ready()
     except BaseException:  # noqa: BLE001  (whatever the program left behind: the usual way)
-        fast = False
-    if fast:
-        if interrupted:  # as the interpreter ends on a KeyboardInterrupt nothing caught
+        ready = False
+    if ready:
+        try:
+            _finalize()
+        except BaseException:  # noqa: BLE001, S110  (too late to hand over: the rest goes with the process)
+            pass
+        for stream in (sys.__dict__.get("stdout"), sys.__dict__.get("stderr")):  # once more, as the interpreter
+            try:
+                stream.flush()  # type: ignore[union-attr]
+            except BaseException:  # noqa: BLE001, S110  (it finds them gone by then: nothing said)
+                pass
+        if interrupted:  # as the interpreter ends on a KeyboardInterrupt nothing caught (exit_sigint)
             _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
             os.kill(os.getpid(), _signal.SIGINT)
+            status = 130  # (SIGINT blocked)
         _libc.exit(status)
     if interrupted:
         sys.excepthook = _silent  # reported already: the interpreter's own exit by SIGINT
@@ -454,18 +469,22 @@ def _end(status: int, interrupted: bool) -> None:
     raise SystemExit(status)  # (not sys.exit: the program may have replaced it)
 
 
-def _exit_fast() -> bool:
-    """_end's steps up to the C library's exit; False when the interpreter's own finalization is
-    to do the rest. (atexit, gc, _signal and builtins are the template's module objects, none of
-    them among those cleared.)"""
+def _exit_ready() -> bool:
+    """The exit's steps before the finalization proper (threads joined, atexit handlers, the
+    streams flushed); False when the interpreter's own finalization is to do the rest."""
     threading = sys.modules.get("threading")
     if len(sys._current_frames()) > 1 or getattr(threading, "_threading_atexits", None):
         return False
     if threading is not None:
         threading._shutdown()  # type: ignore[attr-defined]
     _at_exit._run_exitfuncs()
-    if len(sys._current_frames()) > 1 or not _flushed():
-        return False
+    return len(sys._current_frames()) == 1 and _flushed()
+
+
+def _finalize() -> None:
+    """The interpreter's finalization (Py_FinalizeEx, finalize_modules) for what the program
+    made. (atexit, gc, _signal and builtins are the template's module objects, none of them among
+    those cleared.)"""
     # _PySignal_Fini: the program's signal handlers gone.
     for signum in _signal.valid_signals():
         try:
@@ -481,20 +500,21 @@ def _exit_fast() -> bool:
     for name in ("path", "argv", "ps1", "ps2", "last_type", "last_value", "last_traceback", "path_hooks",
                  "path_importer_cache", "meta_path", "__interactivehook__"):
         sys.__dict__[name] = None
-    sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__
+    for name in ("stdin", "stdout", "stderr"):
+        sys.__dict__[name] = sys.__dict__.get(f"__{name}__")
     # finalize_remove_modules, for the program's (in sys.modules' order: __main__ first). Each
     # module's names get a mark that only they hold (and that holds them): the collection below
     # finalizes the names nothing else holds with all of them still bound, as the interpreter's
     # does; those still held after it are cleared then, the last imported first.
     marks = []
     for name in [name for name in sys.modules if name not in _AT_START or name == "__main__"]:
-        names = getattr(sys.modules[name], "__dict__", None)
-        if type(names) is dict:
-            names["__livecode_end__"] = _Mark(names)
-            marks.append(_weakref.ref(names["__livecode_end__"]))
+        module = sys.modules[name]
+        if isinstance(module, type(sys)) and type(module.__dict__) is dict:
+            module.__dict__["__livecode_end__"] = _Mark(module.__dict__)
+            marks.append(_weakref.ref(module.__dict__["__livecode_end__"]))
         sys.modules[name] = None  # type: ignore[assignment]
-    names = None
-    # finalize_restore_builtins: what the program added gone, what it replaced back.
+    module = None  # type: ignore[assignment]
+    # finalize_restore_builtins: builtins as they were before site and the program.
     for name in [name for name in _builtins.__dict__ if name not in _BUILTINS]:
         del _builtins.__dict__[name]
     for name, value in _BUILTINS.items():
@@ -509,15 +529,19 @@ def _exit_fast() -> bool:
             _clear(held)
             del held
         del mark
-    for name in [name for name in sys.__dict__ if name not in _SYS_NAMES]:  # what it hung on sys
-        sys.__dict__[name] = None
+    # finalize_clear_sys_builtins_dict, for what the program set on sys
+    for name, value in list(sys.__dict__.items()):
+        if _SYS.get(name, _SYS) is not value:
+            sys.__dict__[name] = None
     _gc.collect()
-    return _flushed()
 
 
-# The names builtins and sys have before any program (the interpreter restores builtins' at exit).
-_BUILTINS = dict(_builtins.__dict__)
-_SYS_NAMES = frozenset(sys.__dict__)
+# builtins as the interpreter keeps them to restore at exit (before site added its names and the
+# import system its own), and sys's names before any program.
+_BUILTINS = {**{name: value for name, value in _builtins.__dict__.items()
+                if name not in ("exit", "quit", "help", "copyright", "credits", "license")},
+             "__spec__": None, "__loader__": None}
+_SYS = dict(sys.__dict__)
 _entry = _serve()
 _globals = _as_main(_entry)
 _gc.collect()  # the fresh __main__ among the oldest objects, as at a cold start (finalizers' order)
@@ -528,8 +552,9 @@ _status = 0
 _interrupted = False
 try:
     _code = compile(_source, _entry, "exec")
-except (SyntaxError, ValueError) as _e:  # as the interpreter reports a script it cannot compile
+except BaseException as _e:  # as the interpreter reports a script it cannot compile
     _flush_io()
+    _interrupted = type(_e) is KeyboardInterrupt
     _report(_e, None)
     _status = 1
 else:
@@ -537,13 +562,14 @@ else:
         exec(_code, _globals)
     except SystemExit as _e:
         _flush_io()
+        _libc.fflush(None)  # (the interpreter's handling of SystemExit flushes C's stdout)
         # The interpreter prints any other code (a message) and exits 1: its own way, then.
         if not (_e.code is None or (type(_e.code) is int and -(1 << 31) <= _e.code < 1 << 31)):
             raise
         _status = _e.code or 0
     except BaseException as _e:
         _flush_io()
-        _interrupted = isinstance(_e, KeyboardInterrupt)
+        _interrupted = type(_e) is KeyboardInterrupt  # (not a subclass: the interpreter's test)
         _report(_e, _e.__traceback__.tb_next if _e.__traceback__ else None)
         _status = 1
         _globals.pop("__file__", None)  # as the interpreter does once a script has run
