@@ -393,8 +393,8 @@ class BwrapRunner(Runner):
                 # Its program a template's copy too (enter.py): runs that find no spare ready (runs
                 # back to back on every slot) skip the interpreter's start-up and finalization as
                 # well (~4 ms of CPU, and the start's wall time, on the run's own path). Only from
-                # a template that is up and free: a run never waits for one to start, or for
-                # another thread's request (then its launcher starts the interpreter, as before).
+                # a template that is up and answering: a run never waits for one to start, nor
+                # long for another thread's request (then its launcher starts the interpreter).
                 try:
                     self._enter_spare(sp, job.warm, sp.view, wait=False)
                 except EnterBusy:

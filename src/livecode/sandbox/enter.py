@@ -47,6 +47,7 @@ _TEMPLATE = (Path(__file__).parent / "enter_template.py").read_text()
 TEMPLATE_CAPS = ("CAP_SYS_ADMIN", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SETGID")  # enter_template.py's _KEEP
 _USES = 256  # spares per template: runs sharing its hash seed and layout; then a fresh one
 _ANSWER_S = 5.0  # a template answers within ~3 ms; one that does not is replaced
+_BUSY_S = 0.05  # how long a run's own path waits for another request to the template
 
 
 def exited(pidfd: int) -> bool:
@@ -247,10 +248,10 @@ class Templates:
     def serving(self, warm: WarmStart, etc: str | None, hooks: Sequence[tuple[str, bytes]],
                 wait: bool = True) -> Iterator[Template]:
         """The template for `warm`'s runs (started if none is up), for one request at a time.
-        `wait` False (a run's own path): EnterBusy at once if another request holds it or it
-        would have to be started. A request that fails counts; a template that did not answer
-        in time, or has died, is replaced."""
-        if not self._lock.acquire(blocking=wait):
+        `wait` False (a run's own path): EnterBusy if another request holds it longer than one
+        takes (_BUSY_S), if it would have to be started, or if it missed its last answer. A
+        request that fails counts; a template that has died, or missed twice, is replaced."""
+        if not self._lock.acquire(timeout=-1 if wait else _BUSY_S):
             raise EnterBusy("the template is serving another request")
         try:
             self._retired = [t for t in self._retired if not t.gone()]
