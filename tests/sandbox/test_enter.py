@@ -297,6 +297,11 @@ def test_a_copy_slow_to_come_up_holds_up_no_other(tmp_path: Path, monkeypatch: p
         key = (SandboxLimits().memory_mb, SandboxLimits().max_disk_kb)
         warm = r._last_warm(key)
         assert warm is not None and r._templates is not None
+        assert r._pool is not None
+        deadline = time.monotonic() + 15
+        while not r._pool.ready_count():  # the filler idle from here on: no request of its own
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
         stuck = r._prespawn(key)
         try:
             pid1 = bwrap_module._pid1(stuck)
@@ -317,7 +322,9 @@ def test_a_copy_slow_to_come_up_holds_up_no_other(tmp_path: Path, monkeypatch: p
                 pipes = [os.open(os.devnull, os.O_RDWR) for _ in range(4)]
                 procs = other.cg.open_procs_fds()
                 try:
-                    _, pidfd = template.enter(other_pid1, 1000, 10, "main.py", "/sandbox/work", procs, pipes, [])
+                    with r._templates.serving(warm, None, []) as same:
+                        assert same is template
+                        _, pidfd = same.enter(other_pid1, 1000, 10, "main.py", "/sandbox/work", procs, pipes, [])
                     os.close(pidfd)
                 finally:
                     for fd in [*pipes, *procs]:
@@ -346,11 +353,20 @@ def test_the_template_holds_only_the_capabilities_entering_needs(runner: BwrapRu
         assert int(status["CapEff"], 16) == keep
 
 
-def test_a_run_that_finds_no_spare_ready_gets_a_copy_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("worker_nice", [0, 5])
+def test_a_run_that_finds_no_spare_ready_gets_a_copy_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, worker_nice: int
+) -> None:
     # Runs back to back on every slot take the spares faster than they are built: a run that
     # builds its own sandbox has a template's copy entered into it (no interpreter start-up on
     # its path), when a template is up and free; the launcher starts the interpreter otherwise.
-    r = make_runner(tmp_path, 1)
+    # Also from a worker started at a nice value (its threads, the template's parent, inherit it):
+    # a copy, without capabilities, could not lower its priority to a run's.
+    os.setpriority(os.PRIO_PROCESS, 0, worker_nice)  # this thread: the runner's threads inherit it
+    try:
+        r = make_runner(tmp_path, 1)
+    finally:
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
     assert isinstance(r, BwrapRunner)
     try:
         _entered_run(r, "pass")  # a template is up

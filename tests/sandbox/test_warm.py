@@ -384,7 +384,19 @@ INTERRUPTED = ("import threading, time\nthreading.Thread(target=time.sleep, args
                "f = open('out/partial.txt', 'w')\nf.write('partial results')\nraise KeyboardInterrupt\n")
 EXITS["interrupted-with-a-thread"] = (INTERRUPTED, ("partial results", "KeyboardInterrupt"), None)
 EXITS["interrupted"] = (INTERRUPTED.split("\n", 2)[2], ("partial results", "KeyboardInterrupt"), None)
+LAZY = """\
+import importlib.util, sys
+spec = importlib.util.find_spec("this")
+spec.loader = loader = importlib.util.LazyLoader(spec.loader)
+sys.modules["this"] = module = importlib.util.module_from_spec(spec)
+loader.exec_module(module)
+f = open("out/x.txt", "w")
+f.write("data")
+print("hi")
+"""
 EXITS.update({
+    # a lazily loaded module the program never used: not loaded by the exit (nor its output)
+    "lazy-module": (LAZY, ("hi\n", "data"), 0),
     "interrupt-subclass": ("class Stop(KeyboardInterrupt):\n    pass\n\n\nraise Stop\n", ("Stop",), 1),
     "interrupt-blocked": ("import signal\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
                           "raise KeyboardInterrupt\n", ("KeyboardInterrupt",), 130),

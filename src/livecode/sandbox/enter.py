@@ -137,6 +137,9 @@ class Template:
             self.sock.send(seccomp)
             self.pid = int(self.sock.recv(64) or b"0")
             self.pidfd = os.pidfd_open(self.pid)  # its parent is bubblewrap: watched, not waited for
+            # At nice 0 whatever the worker's: a copy (no capabilities) can raise its nice to its
+            # spare's, never lower it to a run's 0.
+            os.setpriority(os.PRIO_PROCESS, self.pid, 0)
         except (OSError, ValueError) as e:
             self.close()
             raise EnterError(f"the template did not start: {e}") from e

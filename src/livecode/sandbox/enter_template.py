@@ -37,6 +37,7 @@ import os  # noqa: E402  (imported by site at every start: nothing new)
 import resource  # noqa: E402  (a shared library: loaded once here, not by every copy)
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_c_exit = ctypes.PyDLL(None).exit  # (the GIL held: no thread of the program runs while it exits)
 _CLONE_NEWPID = 0x20000000
 _NAMESPACES = ("cgroup", "ipc", "uts", "net", "mnt")  # then "user", last: root on the host until then
 _PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _PR_CAP_AMBIENT = 24, 38, 22, 47
@@ -372,10 +373,10 @@ def _report(e: BaseException, tb: object) -> None:
         sys.audit("sys.excepthook", None if hook is _report else hook, type(e), e, tb)
     except RuntimeError:
         return  # an audit hook's way to say: no report
-    except Exception:  # noqa: BLE001, S110  (the interpreter reports it as unraisable and goes on)
+    except BaseException:  # noqa: BLE001, S110  (the interpreter reports it as unraisable and goes on)
         pass
     if hook is _report:
-        sys.stderr.write("sys.excepthook is missing\n")
+        _write_stderr("sys.excepthook is missing\n")
         sys.__excepthook__(type(e), e, tb)  # type: ignore[arg-type]
         return
     try:
@@ -388,10 +389,18 @@ def _report(e: BaseException, tb: object) -> None:
         if failed.__context__ is e:
             failed.__context__ = None  # (the interpreter's call of the hook handles no exception)
         _libc.fflush(None)
-        sys.stderr.write("Error in sys.excepthook:\n")
+        _write_stderr("Error in sys.excepthook:\n")
         sys.__excepthook__(type(failed), failed, failed_tb)
-        sys.stderr.write("\nOriginal exception was:\n")
+        _write_stderr("\nOriginal exception was:\n")
         sys.__excepthook__(type(e), e, tb)  # type: ignore[arg-type]
+
+
+def _write_stderr(text: str) -> None:
+    """As PySys_WriteStderr: to sys.stderr, or to descriptor 2 without one."""
+    try:
+        sys.stderr.write(text)
+    except Exception:  # noqa: BLE001
+        os.write(2, text.encode())
 
 
 def _silent(*args: object) -> None:
@@ -453,7 +462,8 @@ def _end(status: int, interrupted: bool) -> None:
             _finalize()
         except BaseException:  # noqa: BLE001, S110  (too late to hand over: the rest goes with the process)
             pass
-        for stream in (sys.__dict__.get("stdout"), sys.__dict__.get("stderr")):  # once more, as the interpreter
+        for stream in dict.fromkeys((sys.__dict__.get("stdout"), sys.__dict__.get("stderr"), _SYS.get("stdout"),
+                                     _SYS.get("stderr"))):  # once more, as the interpreter (the originals too)
             try:
                 stream.flush()  # type: ignore[union-attr]
             except BaseException:  # noqa: BLE001, S110  (it finds them gone by then: nothing said)
@@ -462,7 +472,7 @@ def _end(status: int, interrupted: bool) -> None:
             _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
             os.kill(os.getpid(), _signal.SIGINT)
             status = 130  # (SIGINT blocked)
-        _libc.exit(status)
+        _c_exit(status)
     if interrupted:
         sys.excepthook = _silent  # reported already: the interpreter's own exit by SIGINT
         raise KeyboardInterrupt
@@ -509,11 +519,14 @@ def _finalize() -> None:
     marks = []
     for name in [name for name in sys.modules if name not in _AT_START or name == "__main__"]:
         module = sys.modules[name]
-        if isinstance(module, type(sys)) and type(module.__dict__) is dict:
-            module.__dict__["__livecode_end__"] = _Mark(module.__dict__)
-            marks.append(_weakref.ref(module.__dict__["__livecode_end__"]))
+        # (its dict as the interpreter reads it: a module class's own lookup, a lazy module's
+        # load, never runs)
+        names = _module_dict(module) if isinstance(module, type(sys)) else None
+        if type(names) is dict:
+            names["__livecode_end__"] = _Mark(names)
+            marks.append(_weakref.ref(names["__livecode_end__"]))
         sys.modules[name] = None  # type: ignore[assignment]
-    module = None  # type: ignore[assignment]
+    module = names = None  # type: ignore[assignment]
     # finalize_restore_builtins: builtins as they were before site and the program.
     for name in [name for name in _builtins.__dict__ if name not in _BUILTINS]:
         del _builtins.__dict__[name]
@@ -540,8 +553,9 @@ def _finalize() -> None:
 # import system its own), and sys's names before any program.
 _BUILTINS = {**{name: value for name, value in _builtins.__dict__.items()
                 if name not in ("exit", "quit", "help", "copyright", "credits", "license")},
-             "__spec__": None, "__loader__": None}
+             "__spec__": None, "__loader__": None, "__package__": None}
 _SYS = dict(sys.__dict__)
+_module_dict = type(sys).__dict__["__dict__"].__get__  # type: ignore[index]
 _entry = _serve()
 _globals = _as_main(_entry)
 _gc.collect()  # the fresh __main__ among the oldest objects, as at a cold start (finalizers' order)
