@@ -228,7 +228,7 @@ class BwrapRunner(Runner):
         self._warm_start = warm_start
         self._enter = enter and warm_start
         self._templates: Templates | None = None  # entered warm starts' templates (enter.py)
-        self.entered_spares = 0  # spares whose warm start is a template's copy
+        self.entered_spares = 0  # sandboxes whose program is a template's copy (spares, runs that found none)
         self._seccomp: bytes | None = None  # the BPF program (seccomp.py) every stage runs under
 
     # -- start-up ---------------------------------------------------------------------------
@@ -389,14 +389,14 @@ class BwrapRunner(Runner):
         through its launcher exactly like a pre-built one."""
         for attempt in range(2):
             sp = self._start_sandbox(stage.memory_mb, stage.max_disk_kb, stage.max_processes)
-            if job.warm is not None and self._templates is not None and _enterable(job.warm) and sp.view is not None:
+            if job.warm is not None and self._can_enter(sp, job.warm):
                 # Its program a template's copy too (enter.py): runs that find no spare ready (runs
                 # back to back on every slot) skip the interpreter's start-up and finalization as
                 # well (~4 ms of CPU, and the start's wall time, on the run's own path). Only from
                 # a template that is up and answering: a run never waits for one to start, nor
                 # long for another thread's request (then its launcher starts the interpreter).
                 try:
-                    self._enter_spare(sp, job.warm, sp.view, wait=False)
+                    self._enter_spare(sp, job.warm, wait=False)
                 except EnterBusy:
                     pass
                 except (EnterError, OSError) as e:
@@ -532,9 +532,9 @@ class BwrapRunner(Runner):
         in it, when that run could use a warm start (warm.py)."""
         sp = self._prespawn(key, soon)
         warm = self._last_warm(key)
-        if warm is not None and self._templates is not None and _enterable(warm) and sp.view is not None:
+        if warm is not None and self._can_enter(sp, warm):
             try:
-                self._enter_spare(sp, warm, sp.view)
+                self._enter_spare(sp, warm)
                 return sp
             except EnterError as e:
                 log.info("spare built without a template's copy: %s", e)
@@ -558,13 +558,17 @@ class BwrapRunner(Runner):
                 raise
         return sp
 
-    def _enter_spare(self, sp: Spawned, warm: WarmStart, view: View, wait: bool = True) -> None:
+    def _can_enter(self, sp: Spawned, warm: WarmStart) -> bool:
+        """Whether `sp`'s program for `warm`'s runs can be a template's copy (enter.py)."""
+        return self._templates is not None and sp.view is not None and _enterable(warm)
+
+    def _enter_spare(self, sp: Spawned, warm: WarmStart, wait: bool = True) -> None:
         """The spare's warm start as a copy of the template's started interpreter (enter.py),
-        once bubblewrap has set the sandbox up (its launcher is up). `wait` False: EnterBusy,
-        the sandbox untouched, unless a template is up and no other request is being served."""
-        assert self._templates is not None
+        once bubblewrap has set the sandbox up (its launcher is up); _can_enter said it can be.
+        `wait` False: EnterBusy, the sandbox untouched, unless a template is up and free."""
+        assert self._templates is not None and sp.view is not None
         launcher = _pid1(sp)  # (before the template is held: bubblewrap's set-up takes a while)
-        with self._templates.serving(warm, view.etc, self._site_hooks.files(), wait) as template:
+        with self._templates.serving(warm, sp.view.etc, self._site_hooks.files(), wait) as template:
             pipes = _make_pipes(sp, warm.merged)
             procs: list[int] = []
             try:

@@ -245,7 +245,6 @@ class Templates:
         # choice, go with each request, so they make no template of their own.
         self._by_warm: dict[tuple[object, ...], Template] = {}
         self._retired: list[Template] = []  # until their programs have ended
-        self.failures = 0
 
     @contextlib.contextmanager
     def serving(self, warm: WarmStart, etc: str | None, hooks: Sequence[tuple[str, bytes]],
@@ -253,7 +252,7 @@ class Templates:
         """The template for `warm`'s runs (started if none is up), for one request at a time.
         `wait` False (a run's own path): EnterBusy if another request holds it longer than one
         takes (_BUSY_S), if it would have to be started, or if it missed its last answer. A
-        request that fails counts; a template that has died, or missed twice, is replaced."""
+        template that has died, or missed twice, is replaced."""
         if not self._lock.acquire(timeout=-1 if wait else _BUSY_S):
             raise EnterBusy("the template is serving another request")
         try:
@@ -273,7 +272,6 @@ class Templates:
             try:
                 yield t
             except EnterError:
-                self.failures += 1
                 if t.spent:
                     self._retire(key)
                 raise
