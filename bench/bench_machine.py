@@ -1,0 +1,209 @@
+"""Where the whole machine's CPU goes while the distributed stack drains a queue (issue 11).
+
+`bench_cost` counts the stack's processes from /proc; what it cannot split is the short-lived
+ones (bubblewrap, the launcher, the template's copies: each lives a few milliseconds and its CPU
+lands in its parent's children's time) and what runs outside the stack's processes (kernel
+threads: a network namespace's teardown, RCU; the idle cores). This bench samples the whole
+machine with `perf record -a` while one API and one worker (their defaults, as `bench_cost`
+starts them) drain N hello worlds submitted at once, and prints, per execution, the CPU of each
+kind of process:
+
+    .venv/bin/python -m bench.bench_machine [--count 700] [--seconds 8] [--language python]
+
+Needs root and `perf` (Debian's linux-perf). The sampling window starts one second into the
+drain (the submissions are under way by then) and must end before the queue does: with N
+too small for the window, the figures include the idle tail (the bench says so). A benchmark,
+never a pass/fail test; 499 samples per second per core, so a kind below ~1 % of the machine
+moves by a few tenths of a millisecond between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+import requests
+
+from bench.bench_cost import HELLO, add_redis_url, cpu_stat, start_stack, wait_all_done
+from bench.common import machine
+from tests.support.client import ApiClient
+
+_FREQ = 499
+_TEMPLATE_CMDLINE = b"/usr/bin/python3\0-E\0-s\0main.py\0"
+
+
+def _children(pid: int) -> set[int]:
+    """pid and every descendant, from /proc (the processes alive now)."""
+    parents: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    parents[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = {pid}, [pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parents.items() if pp == p and c not in found]
+        found.update(kids)
+        frontier += kids
+    return found
+
+
+def _templates() -> set[int]:
+    """The enter templates alive now (their copies share their comm, python3, and their command
+    line: a copy alive at the scan is counted as a template, a few milliseconds of it)."""
+    found = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    if f.read() == _TEMPLATE_CMDLINE:
+                        found.add(int(name))
+            except OSError:
+                continue
+    return found
+
+
+def kind_of(comm: str, pid: int, roles: dict[int, str], templates: set[int]) -> str:
+    if pid in roles:
+        return roles[pid]
+    if comm == "swapper":
+        return "idle"
+    if comm == "python3":
+        return "enter templates (their own work: the forks, the loop)" if pid in templates else (
+            "sandboxed programs (template copies, interpreters)")
+    if comm == "bwrap":
+        return "bubblewrap (the sandboxes' set-up)"
+    if comm.startswith(".livecode-launc"):
+        return "launcher (each sandbox's pid 1, its exit)"
+    if comm.startswith("spawner-"):
+        return "spawner (the exec helper before bubblewrap)"
+    if comm == "postgres":
+        return "postgresql"
+    if comm == "redis-server":
+        return "redis"
+    if comm.startswith(("kworker", "ksoftirqd", "rcu", "migration", "kdamond", "cpuhp", "kthreadd")):
+        return "kernel threads (namespace teardown, RCU, cgroups)"
+    return f"other ({comm})"
+
+
+def drain(count: int, seconds: float, language: str, redis_url: str) -> dict[str, Any]:
+    perf = shutil.which("perf")
+    if perf is None:
+        raise SystemExit("bench_machine needs perf (apt-get install linux-perf)")
+    stack = start_stack(redis_url, False)
+    out = tempfile.mkdtemp(prefix="lc-bench-machine-")
+    data = os.path.join(out, "perf.data")
+    try:
+        api = ApiClient(stack.base)
+        api.run(HELLO, language)  # the worker's pool and templates up
+        sessions = [api.create_session(HELLO, language)["session_id"] for _ in range(count)]
+        pg = psycopg.connect(stack.database_url, autocommit=True)
+        roles = {p: "api" for p in _children(stack.api.proc.pid)}
+        roles.update({p: "worker's own Python process" for p in _children(stack.worker.proc.pid)
+                      if _comm(p).startswith("python")})
+        roles[os.getpid()] = "this bench's client"
+        local = threading.local()
+
+        def submit(sid: str) -> str:
+            if not hasattr(local, "s"):
+                local.s = requests.Session()
+            r = local.s.post(f"{stack.base}/api/v1/executions/session/{sid}/execute", json={}, timeout=60)
+            assert r.status_code == 202, r.text
+            return str(r.json()["execution_id"])
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(16) as pool:
+            futures = [pool.submit(submit, sid) for sid in sessions]
+            time.sleep(1.0)
+            before = _finished(pg)
+            stat0 = cpu_stat()
+            rec = subprocess.Popen([perf, "record", "-a", "-F", str(_FREQ), "-o", data, "--", "sleep", str(seconds)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            # Templates are replaced after 256 spares: looked for through the window (their
+            # copies have their command line too, and are told apart as they are short-lived).
+            templates: set[int] = set()
+            while rec.poll() is None:
+                templates |= _templates()
+                time.sleep(0.25)
+            ids = [f.result() for f in futures]
+        done_in_window = _finished(pg) - before
+        stat1 = cpu_stat()
+        wait_all_done(pg, ids)
+        elapsed = time.perf_counter() - t0
+        script = subprocess.run([perf, "script", "-i", data, "-F", "comm,pid"], capture_output=True, text=True,
+                                check=True).stdout
+        samples: collections.Counter[str] = collections.Counter()
+        by_pid: collections.Counter[tuple[str, int]] = collections.Counter()
+        for line in script.splitlines():
+            comm, _, pid = line.strip().rpartition(" ")
+            if not pid.isdigit():
+                continue
+            samples[kind_of(comm.strip(), int(pid), roles, templates)] += 1
+            by_pid[(comm.strip(), int(pid))] += 1
+        if os.environ.get("BENCH_MACHINE_DEBUG"):
+            print(sorted(templates), by_pid.most_common(12))
+        pg.close()
+        return {"count": count, "elapsed": elapsed, "window_s": seconds, "finished_in_window": done_in_window,
+                "samples": dict(samples), "cores": os.cpu_count() or 1,
+                "idle_stat": (stat1[1] - stat0[1]) / max(1, stat1[0] - stat0[0]),
+                "queue_outlived_window": done_in_window < count}
+    finally:
+        stack.close()
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _finished(pg: psycopg.Connection[Any]) -> int:
+    row = pg.execute("SELECT count(*) FROM executions WHERE finished_at IS NOT NULL").fetchone()
+    return int(row[0]) if row else 0
+
+
+def report(r: dict[str, Any]) -> str:
+    total = sum(r["samples"].values())
+    per_sample_ms = 1000 / _FREQ
+    runs = max(1, r["finished_in_window"])
+    lines = [f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at the end",
+             f"{r['count']} hello worlds queued at once, drained in {r['elapsed']:.1f} s "
+             f"({r['count'] / r['elapsed']:.1f}/s); sampled {r['window_s']:.0f} s of it: "
+             f"{r['finished_in_window']} executions finished in the window"
+             + ("" if r["queue_outlived_window"] else " (the queue ran dry inside the window: raise --count)"),
+             "", "| kind of process | share of the machine | CPU per execution |", "|---|---|---|"]
+    for kind, n in sorted(r["samples"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {kind} | {100 * n / total:.1f} % | {n * per_sample_ms / runs:.2f} ms |")
+    busy = total - r["samples"].get("idle", 0)
+    lines.append(f"| **all but idle** | {100 * busy / total:.1f} % | **{busy * per_sample_ms / runs:.2f} ms** |")
+    lines.append(f"\n(/proc/stat's idle share over the same window: {100 * r['idle_stat']:.0f} %)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--count", type=int, default=700, help="executions queued at once (default %(default)s)")
+    p.add_argument("--seconds", type=float, default=8, help="the sampling window (default %(default)s)")
+    p.add_argument("--language", default="python")
+    add_redis_url(p)
+    args = p.parse_args()
+    print(report(drain(args.count, args.seconds, args.language, args.redis_url)))
+
+
+if __name__ == "__main__":
+    main()
