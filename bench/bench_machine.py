@@ -98,7 +98,7 @@ def kind_of(comm: str, pid: int, roles: dict[int, str], templates: set[int]) -> 
     return f"other ({comm})"
 
 
-def drain(count: int, seconds: float, language: str, redis_url: str) -> dict[str, Any]:
+def drain(count: int, seconds: float, language: str, redis_url: str, keep: str | None = None) -> dict[str, Any]:
     perf = shutil.which("perf")
     if perf is None:
         raise SystemExit("bench_machine needs perf (apt-get install linux-perf)")
@@ -129,8 +129,9 @@ def drain(count: int, seconds: float, language: str, redis_url: str) -> dict[str
             time.sleep(1.0)
             before = _finished(pg)
             stat0 = cpu_stat()
-            rec = subprocess.Popen([perf, "record", "-a", "-F", str(_FREQ), "-o", data, "--", "sleep", str(seconds)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            rec = subprocess.Popen(
+                [perf, "record", "-a", "-g", "-F", str(_FREQ), "-o", data, "--", "sleep", str(seconds)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             # Templates are replaced after 256 spares: looked for through the window (their
             # copies have their command line too, and are told apart as they are short-lived).
             templates: set[int] = set()
@@ -161,6 +162,8 @@ def drain(count: int, seconds: float, language: str, redis_url: str) -> dict[str
                 "queue_outlived_window": done_in_window < count}
     finally:
         stack.close()
+        if keep and os.path.exists(data):
+            shutil.move(data, keep)
         shutil.rmtree(out, ignore_errors=True)
 
 
@@ -200,9 +203,10 @@ def main() -> None:
     p.add_argument("--count", type=int, default=700, help="executions queued at once (default %(default)s)")
     p.add_argument("--seconds", type=float, default=8, help="the sampling window (default %(default)s)")
     p.add_argument("--language", default="python")
+    p.add_argument("--perf-data", metavar="PATH", help="keep perf's samples there (for perf report -i PATH)")
     add_redis_url(p)
     args = p.parse_args()
-    print(report(drain(args.count, args.seconds, args.language, args.redis_url)))
+    print(report(drain(args.count, args.seconds, args.language, args.redis_url, args.perf_data)))
 
 
 if __name__ == "__main__":

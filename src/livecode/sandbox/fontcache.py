@@ -11,6 +11,7 @@ matplotlib builds its own, as before.
 
 from __future__ import annotations
 
+import functools
 import logging
 import subprocess
 import tempfile
@@ -50,13 +51,20 @@ def font_cache_files(lang: Language) -> list[FileSpec]:
     building it)."""
     config_dir = lang.env.get("MPLCONFIGDIR")
     marker = lang.libraries.get("matplotlib")
-    if not config_dir or not marker or not config_dir.startswith("/") or not Path(marker).is_dir():
+    if not config_dir or not marker or not config_dir.startswith("/") or not _installed(marker):
         return []
     built = font_list(lang.run[0])
     if built is None:
         return []
     name, data = built
     return [FileSpec(f"{config_dir.rstrip('/')}/{name}", 0o644, data=data)]
+
+
+@functools.cache
+def _installed(marker: str) -> bool:
+    """Whether the library's marker directory exists, looked at once per worker process (not a
+    stat per run: the installed libraries do not change under a running worker)."""
+    return Path(marker).is_dir()
 
 
 def font_list(python: str, wait_s: float = 0.0) -> tuple[str, bytes] | None:
