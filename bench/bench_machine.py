@@ -38,6 +38,7 @@ from bench.common import machine
 from tests.support.client import ApiClient
 
 _FREQ = 499
+_PERF = "perf itself (the measurement, not in the total)"
 _TEMPLATE_CMDLINE = b"/usr/bin/python3\0-E\0-s\0main.py\0"
 
 
@@ -61,17 +62,22 @@ def _children(pid: int) -> set[int]:
 
 
 def _templates() -> set[int]:
-    """The enter templates alive now (their copies share their comm, python3, and their command
-    line: a copy alive at the scan is counted as a template, a few milliseconds of it)."""
+    """The enter templates alive now. Their copies and the launchers' interpreters have their comm
+    (python3) and command line too, but live in a sandbox's pid namespace (two pids in NSpid); a
+    template is root in ours."""
     found = set()
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
                 with open(f"/proc/{name}/cmdline", "rb") as f:
-                    if f.read() == _TEMPLATE_CMDLINE:
-                        found.add(int(name))
-            except OSError:
+                    if f.read() != _TEMPLATE_CMDLINE:
+                        continue
+                with open(f"/proc/{name}/status") as f:
+                    nspid = next(line.split()[1:] for line in f if line.startswith("NSpid:"))
+            except (OSError, StopIteration):
                 continue
+            if len(nspid) == 1:
+                found.add(int(name))
     return found
 
 
@@ -80,6 +86,8 @@ def kind_of(comm: str, pid: int, roles: dict[int, str], templates: set[int]) -> 
         return roles[pid]
     if comm == "swapper":
         return "idle"
+    if comm == "perf":
+        return _PERF
     if comm == "python3":
         return "enter templates (their own work: the forks, the loop)" if pid in templates else (
             "sandboxed programs (template copies, interpreters)")
@@ -110,10 +118,12 @@ def drain(count: int, seconds: float, language: str, redis_url: str, keep: str |
         api.run(HELLO, language)  # the worker's pool and templates up
         sessions = [api.create_session(HELLO, language)["session_id"] for _ in range(count)]
         pg = psycopg.connect(stack.database_url, autocommit=True)
+        # The API's processes (its server and workers: no sandboxes there); the worker's own
+        # process only (its descendants are the sandboxes, templates and their copies).
         roles = {p: "api" for p in _children(stack.api.proc.pid)}
-        roles.update({p: "worker's own Python process" for p in _children(stack.worker.proc.pid)
-                      if _comm(p).startswith("python")})
+        roles[stack.worker.proc.pid] = "worker's own Python process"
         roles[os.getpid()] = "this bench's client"
+        baseline = _finished(pg)
         local = threading.local()
 
         def submit(sid: str) -> str:
@@ -127,11 +137,14 @@ def drain(count: int, seconds: float, language: str, redis_url: str, keep: str |
         with ThreadPoolExecutor(16) as pool:
             futures = [pool.submit(submit, sid) for sid in sessions]
             time.sleep(1.0)
-            before = _finished(pg)
             stat0 = cpu_stat()
+            # cpu-clock: a timer's samples, whatever the CPU's counters (idle and frequency
+            # scaling move a `cycles` event's rate).
             rec = subprocess.Popen(
-                [perf, "record", "-a", "-g", "-F", str(_FREQ), "-o", data, "--", "sleep", str(seconds)],
+                [perf, "record", "-a", "-g", "--no-buildid", "-e", "cpu-clock", "-F", str(_FREQ), "-o", data,
+                 "--", "sleep", str(seconds)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            window = time.time()  # (perf starts sampling a few milliseconds later)
             # Templates are replaced after 256 spares: looked for through the window (their
             # copies have their command line too, and are told apart as they are short-lived).
             templates: set[int] = set()
@@ -139,8 +152,10 @@ def drain(count: int, seconds: float, language: str, redis_url: str, keep: str |
                 templates |= _templates()
                 time.sleep(0.25)
             ids = [f.result() for f in futures]
-        done_in_window = _finished(pg) - before
         stat1 = cpu_stat()
+        # The executions that finished while perf sampled (perf writes its file after the window).
+        done_in_window = _finished(pg, window, window + seconds)
+        queue_outlived = _finished(pg, 0, window + seconds) < baseline + count
         wait_all_done(pg, ids)
         elapsed = time.perf_counter() - t0
         script = subprocess.run([perf, "script", "-i", data, "-F", "comm,pid"], capture_output=True, text=True,
@@ -159,7 +174,7 @@ def drain(count: int, seconds: float, language: str, redis_url: str, keep: str |
         return {"count": count, "elapsed": elapsed, "window_s": seconds, "finished_in_window": done_in_window,
                 "samples": dict(samples), "cores": os.cpu_count() or 1,
                 "idle_stat": (stat1[1] - stat0[1]) / max(1, stat1[0] - stat0[0]),
-                "queue_outlived_window": done_in_window < count}
+                "queue_outlived_window": queue_outlived}
     finally:
         stack.close()
         if keep and os.path.exists(data):
@@ -167,16 +182,13 @@ def drain(count: int, seconds: float, language: str, redis_url: str, keep: str |
         shutil.rmtree(out, ignore_errors=True)
 
 
-def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def _finished(pg: psycopg.Connection[Any]) -> int:
-    row = pg.execute("SELECT count(*) FROM executions WHERE finished_at IS NOT NULL").fetchone()
+def _finished(pg: psycopg.Connection[Any], since: float | None = None, until: float | None = None) -> int:
+    """Executions finished (in [since, until], epoch seconds, if given)."""
+    if since is None:
+        row = pg.execute("SELECT count(*) FROM executions WHERE finished_at IS NOT NULL").fetchone()
+    else:
+        row = pg.execute("SELECT count(*) FROM executions WHERE finished_at BETWEEN to_timestamp(%s) AND "
+                         "to_timestamp(%s)", (since, until)).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -188,12 +200,14 @@ def report(r: dict[str, Any]) -> str:
              f"{r['count']} hello worlds queued at once, drained in {r['elapsed']:.1f} s "
              f"({r['count'] / r['elapsed']:.1f}/s); sampled {r['window_s']:.0f} s of it: "
              f"{r['finished_in_window']} executions finished in the window"
-             + ("" if r["queue_outlived_window"] else " (the queue ran dry inside the window: raise --count)"),
+             + ("" if r["queue_outlived_window"] else
+                " (the queue ran dry before the window ended: the idle tail is in the figures; raise --count)"),
              "", "| kind of process | share of the machine | CPU per execution |", "|---|---|---|"]
     for kind, n in sorted(r["samples"].items(), key=lambda kv: -kv[1]):
         lines.append(f"| {kind} | {100 * n / total:.1f} % | {n * per_sample_ms / runs:.2f} ms |")
-    busy = total - r["samples"].get("idle", 0)
-    lines.append(f"| **all but idle** | {100 * busy / total:.1f} % | **{busy * per_sample_ms / runs:.2f} ms** |")
+    busy = total - r["samples"].get("idle", 0) - r["samples"].get(_PERF, 0)
+    lines.append(f"| **all but idle and perf** | {100 * busy / total:.1f} % "
+                 f"| **{busy * per_sample_ms / runs:.2f} ms** |")
     lines.append(f"\n(/proc/stat's idle share over the same window: {100 * r['idle_stat']:.0f} %)")
     return "\n".join(lines)
 

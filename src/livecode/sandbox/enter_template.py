@@ -125,8 +125,9 @@ def _ended(pidfd: int) -> bool:
 
 def _keep_only(keep: set[int]) -> None:
     """Close every descriptor but `keep` (a new copy holds the template's: other runs' pipes),
-    a range at a time (close_range): listing /proc/self/fd cost a copy ~0.3 ms, and its exit
-    more (the listing's /proc entries are dropped when it ends)."""
+    a range at a time (close_range, Linux 5.9, which the launcher needs too; descriptors go up to
+    fs.nr_open, 2^20 by default): listing /proc/self/fd cost a copy ~0.3 ms, and its exit more
+    (the listing's /proc entries are dropped when it ends)."""
     low = 3
     for fd in sorted(fd for fd in keep if fd >= low):
         os.closerange(low, fd)
@@ -295,9 +296,11 @@ def _serve() -> str:
     # check whether it was given an AST): ~1.3 ms, paid by every copy compiling its program (a
     # cold start compiles its script without that check). Made once, here.
     compile(b"", "<template>", "exec")
-    # What each copy would drop before its program (_as_main), dropped once here: the import
-    # system's caches of the directories the template's own imports looked in, and the modules a
-    # cold start has not imported (the template's names hold what it uses of them). ~0.3 ms a copy.
+    # Dropped once here, what each copy would otherwise drop before its program at a cost (~0.3 ms
+    # a copy: the finders' directory listings freed in copied pages): the import system's caches
+    # of the directories the template's own imports looked in, and the modules a cold start has
+    # not imported (the template's names hold what it uses of them). _as_main still drops them in
+    # the copy: cheap now, and right whatever the template imported since.
     sys.path_importer_cache.clear()
     for name in [name for name in sys.modules if name not in _AT_START]:
         del sys.modules[name]
