@@ -9,7 +9,7 @@ worlds, and prints the median of each phase. The copy reports its stamps on its 
 before it exits (so the exit's own kernel work, after the last stamp, is not in them); the
 template's totals ride along (a copy inherits them at its fork).
 
-    .venv/bin/python -m bench.bench_copy_phases [--runs 60] [--src src] [--uid 75200]
+    .venv/bin/python -m bench.bench_copy_phases [--runs 60] [--src src] [--uid 75200] [--code "import json"]
 
 Needs root and bubblewrap. `--src` measures another tree (e.g. `git archive <commit> src`
 unpacked somewhere). A stamp whose anchor is not found in that tree's enter_template.py is
@@ -88,7 +88,9 @@ def instrument(src: Path) -> tuple[Path, list[str]]:
     return tmp, missing
 
 
-def measure(tree: Path, runs: int, uid_base: int) -> tuple[dict[str, list[float]], dict[str, float]]:
+def measure(
+    tree: Path, runs: int, uid_base: int, code: str = "print('hi')"
+) -> tuple[dict[str, list[float]], dict[str, float]]:
     sys.path.insert(0, str(tree / "src"))
     from livecode.sandbox import RunRequest, SandboxLimits, get_runner
     from livecode.sandbox.config import SandboxConfig
@@ -101,7 +103,7 @@ def measure(tree: Path, runs: int, uid_base: int) -> tuple[dict[str, list[float]
     totals: list[dict[str, int]] = []
     try:
         r.check()
-        hello = RunRequest("python", "print('hi')", limits=SandboxLimits())
+        hello = RunRequest("python", code, limits=SandboxLimits())
         for _ in range(5):
             r.run(hello)
             time.sleep(0.04)
@@ -136,11 +138,12 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=60)
     p.add_argument("--src", default="src", help="the source tree to measure (default %(default)s)")
     p.add_argument("--uid", type=int, default=75200, help="the runner's uid base (default %(default)s)")
+    p.add_argument("--code", default="print('hi')", help="the program (default %(default)s)")
     args = p.parse_args()
     tree, missing = instrument(Path(args.src))
     compile((tree / "src/livecode/sandbox/enter_template.py").read_text(), "enter_template.py", "exec")
     try:
-        phases, template = measure(tree, args.runs, args.uid)
+        phases, template = measure(tree, args.runs, args.uid, args.code)
     finally:
         shutil.rmtree(tree, ignore_errors=True)
     from bench.common import machine
@@ -148,7 +151,7 @@ def main() -> None:
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f}; tree {args.src}")
     if missing:
         print("stamps left out (anchor not found):", "; ".join(missing))
-    print("| a template's copy running print('hi'), thread CPU (median) | ms |")
+    print(f"| a template's copy running {args.code!r}, thread CPU (median) | ms |")
     print("|---|---|")
     for name, values in phases.items():
         print(f"| {name} | {statistics.median(values):.3f} |")

@@ -46,6 +46,7 @@ print(json.dumps({
     "argv": sys.argv, "orig_argv": sys.orig_argv, "path": sys.path, "file": __file__,
     "isfile": os.path.isfile(__file__), "source": open(__file__).read(), "main": sorted(dir()),
     "loader": type(__loader__).__name__, "spec": repr(__spec__), "modules": sorted(sys.modules),
+    "finders": sorted((path, type(finder).__name__) for path, finder in sys.path_importer_cache.items()),
     "flags": repr(sys.flags), "cwd": os.getcwd(), "env": list(os.environ.items()),
     "environ": open("/proc/self/environ", "rb").read().decode(),
     "rlimits": [resource.getrlimit(r) for r in range(16)],

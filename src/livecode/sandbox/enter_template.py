@@ -1,6 +1,8 @@
 import sys
 
 _AT_START = frozenset(sys.modules)  # what a cold start of `python3 -E -s main.py` has imported
+_FINDERS_AT_START = dict(sys.path_importer_cache)  # and the finders its start-up's imports made
+_SCRIPT = __file__  # (its entry there, as the interpreter looked for an importer of the script)
 
 # The template of entered warm starts (enter.py). Not a module of livecode: the worker starts it
 # (bubblewrap as root, the host read-only with the sandbox's /etc and site hooks, this file as
@@ -297,11 +299,13 @@ def _serve() -> str:
     # cold start compiles its script without that check). Made once, here.
     compile(b"", "<template>", "exec")
     # Dropped once here, what each copy would otherwise drop before its program at a cost (~0.3 ms
-    # a copy: the finders' directory listings freed in copied pages): the import system's caches
-    # of the directories the template's own imports looked in, and the modules a cold start has
+    # a copy: the finders' directory listings freed in copied pages): the import system's finders
+    # of the directories the template's own imports looked in (those of a cold start's start-up
+    # kept, as a cold start has them), and the modules a cold start has
     # not imported (the template's names hold what it uses of them). _as_main still drops them in
     # the copy: cheap now, and right whatever the template imported since.
     sys.path_importer_cache.clear()
+    sys.path_importer_cache.update(_FINDERS_AT_START)
     for name in [name for name in sys.modules if name not in _AT_START]:
         del sys.modules[name]
     # Every object so far out of the collector's reach: a copy's collections and exit then write
@@ -355,7 +359,11 @@ def _as_main(path: str) -> dict[str, object]:
     main.__annotations__ = {}
     sys.modules["__main__"] = main
     sys.path[0] = os.path.dirname(path)
+    # The finders a cold start's start-up made, its script's own entry (None: no importer takes
+    # a file) under the program's path, in their order.
+    finders = {path if key == _SCRIPT else key: value for key, value in _FINDERS_AT_START.items()}
     sys.path_importer_cache.clear()
+    sys.path_importer_cache.update(finders)
     for name in [name for name in sys.modules if name not in _AT_START and name != "__main__"]:
         del sys.modules[name]
     return main.__dict__
