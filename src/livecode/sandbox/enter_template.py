@@ -249,9 +249,15 @@ def _ready(sock: _socket.socket, pending: _Pending) -> None:
             raise OSError(f"the program could not enter its sandbox ({pending.answer!r})")
         # Its pid in the sandbox from its pidfd (never from the number: it may have ended, been
         # reaped and its number taken again).
-        with open(f"/proc/self/fdinfo/{pending.pidfd}") as info:
-            nspid = next(line.split()[-1] for line in info if line.startswith("NSpid:"))
-        if int(nspid) <= 0:
+        # (read raw: a text file object's machinery cost ~0.2 ms a request here, in pages the
+        # template shares with its copies)
+        info_fd = os.open(f"/proc/self/fdinfo/{pending.pidfd}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            info = os.read(info_fd, 4096)
+        finally:
+            os.close(info_fd)
+        nspid = int(next(line.split()[-1] for line in info.split(b"\n") if line.startswith(b"NSpid:")))
+        if nspid <= 0:
             raise OSError("the program has ended")
         _answer(sock, f"{pending.seq} {nspid}".encode(), pending.pidfd)
     except Exception as e:  # noqa: BLE001
