@@ -306,10 +306,10 @@ def _serve() -> str:
     compile(b"", "<template>", "exec")
     # Dropped once here, what each copy would otherwise drop before its program at a cost (~0.3 ms
     # a copy: the finders' directory listings freed in copied pages): the import system's finders
-    # of the directories the template's own imports looked in (those of a cold start's start-up
-    # kept, as a cold start has them), and the modules a cold start has
-    # not imported (the template's names hold what it uses of them). _as_main still drops them in
-    # the copy: cheap now, and right whatever the template imported since.
+    # of the directories the template's own imports looked in (those of its start-up kept, as a
+    # cold start has them), and the modules a cold start has not imported (the template's names
+    # hold what it uses of them). _as_main does it again in the copy: cheap now, and right
+    # whatever the template imported since.
     sys.path_importer_cache.clear()
     sys.path_importer_cache.update(_FINDERS_AT_START)
     for name in [name for name in sys.modules if name not in _AT_START]:
