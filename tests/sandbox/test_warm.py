@@ -46,7 +46,9 @@ print(json.dumps({
     "argv": sys.argv, "orig_argv": sys.orig_argv, "path": sys.path, "file": __file__,
     "isfile": os.path.isfile(__file__), "source": open(__file__).read(), "main": sorted(dir()),
     "loader": type(__loader__).__name__, "spec": repr(__spec__), "modules": sorted(sys.modules),
-    "finders": sorted((path, type(finder).__name__) for path, finder in sys.path_importer_cache.items()),
+    "finders": [(path, type(finder).__name__, getattr(finder, "_path_mtime", None) if path != os.getcwd() else 0,
+                 sorted(getattr(finder, "_path_cache", None) or ()))
+                for path, finder in sys.path_importer_cache.items()],  # (the run's own dir: made when it started)
     "flags": repr(sys.flags), "cwd": os.getcwd(), "env": list(os.environ.items()),
     "environ": open("/proc/self/environ", "rb").read().decode(),
     "rlimits": [resource.getrlimit(r) for r in range(16)],

@@ -256,7 +256,10 @@ def _ready(sock: _socket.socket, pending: _Pending) -> None:
             info = os.read(info_fd, 4096)
         finally:
             os.close(info_fd)
-        nspid = int(next(line.split()[-1] for line in info.split(b"\n") if line.startswith(b"NSpid:")))
+        found = next((line.split()[-1] for line in info.split(b"\n") if line.startswith(b"NSpid:")), None)
+        if found is None:
+            raise OSError("no NSpid in the pidfd's fdinfo (pid namespaces are needed)")
+        nspid = int(found)
         if nspid <= 0:
             raise OSError("the program has ended")
         _answer(sock, f"{pending.seq} {nspid}".encode(), pending.pidfd)
@@ -366,8 +369,11 @@ def _as_main(path: str) -> dict[str, object]:
     sys.modules["__main__"] = main
     sys.path[0] = os.path.dirname(path)
     # The finders a cold start's start-up made, its script's own entry (None: no importer takes
-    # a file) under the program's path, in their order.
-    finders = {path if key == _SCRIPT else key: value for key, value in _FINDERS_AT_START.items()}
+    # a file) under the program's path, in their order. A directory of sys.path that did not
+    # exist at the template's start (None) and does now is left to the import system to look at
+    # again, as a cold start would (a finder's own listing follows its directory's mtime).
+    finders = {path if key == _SCRIPT else key: value for key, value in _FINDERS_AT_START.items()
+               if value is not None or key == _SCRIPT or not os.path.exists(key)}
     sys.path_importer_cache.clear()
     sys.path_importer_cache.update(finders)
     for name in [name for name in sys.modules if name not in _AT_START and name != "__main__"]:
