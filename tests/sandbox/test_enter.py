@@ -198,6 +198,32 @@ def test_a_template_is_replaced_after_its_uses(tmp_path: Path, monkeypatch: pyte
         r.close()
 
 
+def test_a_template_is_replaced_when_the_site_hooks_change(tmp_path: Path) -> None:
+    # A template's start-up read Python's site hooks as they were (pysite.py); once the host's
+    # change (a package installed), a cold start reads the new ones, and so must a copy's template.
+    r = make_runner(tmp_path, 1)
+    assert isinstance(r, BwrapRunner)
+    try:
+        first = {t.pid for t in _spare_and_templates(r)}
+        hooks = r._site_hooks.files()
+        if not hooks:
+            pth = Path("/usr/lib/python3/dist-packages/distutils-precedence.pth")
+            if not pth.is_file():
+                pytest.skip("no site hook to change on this host")
+            hooks = [(str(pth), pth.read_bytes())]
+        changed = [(path, data + b"\n") for path, data in hooks]  # the same hooks, new bytes
+        r._site_hooks.files = lambda: changed  # type: ignore[method-assign]
+        stdout, _ = _entered_run(r, "print('entered')")
+        assert stdout == "entered\n"
+        assert r._templates is not None
+        now = {t.pid for t in r._templates.live()}
+        assert now and not now & first, (first, now)
+        assert all(t.view_of[1] == tuple(changed) for t in r._templates.live())
+    finally:
+        r.close()
+    assert no_leftovers()
+
+
 def test_a_template_that_died_leaves_its_spares_to_the_launcher(tmp_path: Path) -> None:
     # Its copies would have no parent to report their exit status: a run that takes one has the
     # launcher start its program, and the copy (now the worker's) is reaped with the sandbox.

@@ -71,6 +71,10 @@ class Template:
     def __init__(self, root: Path, warm: WarmStart, seccomp: bytes, bwrap: str, etc: str | None,
                  hooks: Sequence[tuple[str, bytes]]) -> None:
         self.uses = 0
+        # What its start-up read of the sandbox's view: a template whose view has changed since
+        # (the host's /etc, Python's site hooks: a package installed) is replaced, as a cold start
+        # would read the new one.
+        self.view_of = (etc, tuple(hooks))
         key = hashlib.sha256(repr((warm.argv, warm.env, _TEMPLATE)).encode()).hexdigest()[:16]
         self.dir = root / f"enter-{key}"
         self.dir.mkdir(mode=0o700, exist_ok=True)
@@ -259,7 +263,7 @@ class Templates:
             self._retired = [t for t in self._retired if not t.gone()]
             key = (warm.argv, warm.env)
             t = self._by_warm.get(key)
-            if t is not None and t.spent:
+            if t is not None and (t.spent or t.view_of != (etc, tuple(hooks))):
                 self._retire(key)
                 t = None
             if t is None or (not wait and t.timeouts):
