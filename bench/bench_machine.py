@@ -145,14 +145,16 @@ def drain(count: int, seconds: float, language: str, redis_url: str, keep: str |
                  "--", "sleep", str(seconds)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             window = time.time()  # (perf starts sampling a few milliseconds later)
-            # Templates are replaced after 256 spares: looked for through the window (their
-            # copies have their command line too, and are told apart as they are short-lived).
+            # Templates are replaced after 256 spares: looked for through the window.
             templates: set[int] = set()
+            stat1 = None
             while rec.poll() is None:
                 templates |= _templates()
+                if stat1 is None and time.time() >= window + seconds:
+                    stat1 = cpu_stat()  # (perf goes on writing its file for a while)
                 time.sleep(0.25)
+            stat1 = stat1 or cpu_stat()
             ids = [f.result() for f in futures]
-        stat1 = cpu_stat()
         # The executions that finished while perf sampled (perf writes its file after the window).
         done_in_window = _finished(pg, window, window + seconds)
         queue_outlived = _finished(pg, 0, window + seconds) < baseline + count
