@@ -112,19 +112,24 @@ def _proc_table() -> dict[int, tuple[int, int]]:
     return table
 
 
-def tree_ticks(table: dict[int, tuple[int, int]], root: int) -> int:
-    """CPU of a process tree: every live member's own and reaped children's time. A child that
-    exits is reaped by its parent in the tree, so its time moves into the parent's cutime."""
+def tree_members(table: dict[int, tuple[int, int]], root: int) -> list[int]:
+    """`root` and its live descendants, from a _proc_table()."""
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in table.items():
         children.setdefault(ppid, []).append(pid)
-    total, todo = 0, [root]
+    members, todo = [], [root]
     while todo:
         pid = todo.pop()
         if pid in table:
-            total += table[pid][1]
+            members.append(pid)
             todo.extend(children.get(pid, ()))
-    return total
+    return members
+
+
+def tree_ticks(table: dict[int, tuple[int, int]], root: int) -> int:
+    """CPU of a process tree: every live member's own and reaped children's time. A child that
+    exits is reaped by its parent in the tree, so its time moves into the parent's cutime."""
+    return sum(table[pid][1] for pid in tree_members(table, root))
 
 
 def _own_ticks(pid: int) -> int:

@@ -33,32 +33,13 @@ from typing import Any
 import psycopg
 import requests
 
-from bench.bench_cost import HELLO, add_redis_url, cpu_stat, start_stack, wait_all_done
+from bench.bench_cost import HELLO, _proc_table, add_redis_url, cpu_stat, start_stack, tree_members, wait_all_done
 from bench.common import machine
 from tests.support.client import ApiClient
 
 _FREQ = 499
 _PERF = "perf itself (the measurement, not in the total)"
 _TEMPLATE_CMDLINE = b"/usr/bin/python3\0-E\0-s\0main.py\0"
-
-
-def _children(pid: int) -> set[int]:
-    """pid and every descendant, from /proc (the processes alive now)."""
-    parents: dict[int, int] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as f:
-                    parents[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found, frontier = {pid}, [pid]
-    while frontier:
-        p = frontier.pop()
-        kids = [c for c, pp in parents.items() if pp == p and c not in found]
-        found.update(kids)
-        frontier += kids
-    return found
 
 
 def _templates() -> set[int]:
@@ -120,7 +101,7 @@ def drain(count: int, seconds: float, language: str, redis_url: str, keep: str |
         pg = psycopg.connect(stack.database_url, autocommit=True)
         # The API's processes (its server and workers: no sandboxes there); the worker's own
         # process only (its descendants are the sandboxes, templates and their copies).
-        roles = {p: "api" for p in _children(stack.api.proc.pid)}
+        roles = {p: "api" for p in tree_members(_proc_table(), stack.api.proc.pid)}
         roles[stack.worker.proc.pid] = "worker's own Python process"
         roles[os.getpid()] = "this bench's client"
         baseline = _finished(pg)
@@ -163,15 +144,10 @@ def drain(count: int, seconds: float, language: str, redis_url: str, keep: str |
         script = subprocess.run([perf, "script", "-i", data, "-F", "comm,pid"], capture_output=True, text=True,
                                 check=True).stdout
         samples: collections.Counter[str] = collections.Counter()
-        by_pid: collections.Counter[tuple[str, int]] = collections.Counter()
         for line in script.splitlines():
             comm, _, pid = line.strip().rpartition(" ")
-            if not pid.isdigit():
-                continue
-            samples[kind_of(comm.strip(), int(pid), roles, templates)] += 1
-            by_pid[(comm.strip(), int(pid))] += 1
-        if os.environ.get("BENCH_MACHINE_DEBUG"):
-            print(sorted(templates), by_pid.most_common(12))
+            if pid.isdigit():
+                samples[kind_of(comm.strip(), int(pid), roles, templates)] += 1
         pg.close()
         return {"count": count, "elapsed": elapsed, "window_s": seconds, "finished_in_window": done_in_window,
                 "samples": dict(samples), "cores": os.cpu_count() or 1,

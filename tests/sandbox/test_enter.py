@@ -328,18 +328,20 @@ def test_a_copy_slow_to_come_up_holds_up_no_other(tmp_path: Path, monkeypatch: p
         while not r._pool.ready_count():  # the filler idle from here on: no request of its own
             assert time.monotonic() < deadline
             time.sleep(0.02)
+        # The runner's own template (its view: a template for another view would be a new one).
+        (view,) = {t.view_of for t in r._templates.live()}
         stuck = r._prespawn(key)
         try:
             pid1 = bwrap_module._pid1(stuck)
             pipes = [os.open(os.devnull, os.O_RDWR) for _ in range(4)]
-            with pytest.raises(enter.EnterError), r._templates.serving(warm, None, []) as template:
+            with pytest.raises(enter.EnterError), r._templates.serving(warm, *view) as template:
                 template.enter(pid1, 1000, 10, "main.py", "/sandbox/work", [full_w], pipes, [])
             for fd in pipes:
                 os.close(fd)
             # Kept (one slow copy is the host's load, not the template's fault), but a run's own
             # path does not wait on it until it has answered again.
             assert template in r._templates.live()
-            with pytest.raises(enter.EnterBusy), r._templates.serving(warm, None, [], wait=False):
+            with pytest.raises(enter.EnterBusy), r._templates.serving(warm, *view, wait=False):
                 pass
             # It answers another request, its first copy still stuck.
             other = r._prespawn(key)
@@ -348,7 +350,7 @@ def test_a_copy_slow_to_come_up_holds_up_no_other(tmp_path: Path, monkeypatch: p
                 pipes = [os.open(os.devnull, os.O_RDWR) for _ in range(4)]
                 procs = other.cg.open_procs_fds()
                 try:
-                    with r._templates.serving(warm, None, []) as same:
+                    with r._templates.serving(warm, *view) as same:
                         assert same is template
                         _, pidfd = same.enter(other_pid1, 1000, 10, "main.py", "/sandbox/work", procs, pipes, [])
                     os.close(pidfd)
@@ -408,7 +410,8 @@ def test_a_run_that_finds_no_spare_ready_gets_a_copy_too(
             assert res.stdout == "0 ['main.py'] /sandbox/work/main.py\n", res  # a copy's parent is outside
         templates = r._templates
         assert templates is not None
-        with templates.serving(r._last_warm((SandboxLimits().memory_mb, SandboxLimits().max_disk_kb)), None, []):
+        (view,) = {t.view_of for t in templates.live()}  # the runs' template, held busy below
+        with templates.serving(r._last_warm((SandboxLimits().memory_mb, SandboxLimits().max_disk_kb)), *view):
             res = r.run(RunRequest("python", probe))  # the template busy: the launcher starts it
         assert res.stdout == "1 ['main.py'] /sandbox/work/main.py\n", res
     finally:

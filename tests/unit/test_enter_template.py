@@ -12,13 +12,13 @@ import livecode.sandbox
 
 TEMPLATE = Path(livecode.sandbox.__file__).parent / "enter_template.py"
 
-# Runs one of the template's functions (by name) with the globals it reads, in this interpreter.
+# Runs the template's _as_main (and what it calls) with the globals it reads, in this interpreter.
 HARNESS = r"""
 import ast, json, os, sys
 from importlib.machinery import FileFinder, SourceFileLoader, SOURCE_SUFFIXES
 template, base = sys.argv[1], sys.argv[2]
 tree = ast.parse(open(template).read())
-fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_as_main")
+fns = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in ("_as_main", "_imports_as_at_start")]
 made, missing, kept = f"{base}/made", f"{base}/missing", f"{base}/kept"
 finder = FileFinder(kept, (SourceFileLoader, SOURCE_SUFFIXES))
 ns = {"sys": sys, "os": os, "__builtins__": __builtins__, "_AT_START": frozenset(sys.modules),
@@ -26,7 +26,7 @@ ns = {"sys": sys, "os": os, "__builtins__": __builtins__, "_AT_START": frozenset
       # As the template's start-up left them: its script's entry, a directory of sys.path that
       # did not exist then (None), one that still does not, one that had a finder.
       "_FINDERS_AT_START": {f"{base}/template/main.py": None, made: None, missing: None, kept: finder}}
-exec(compile(ast.Module([fn], []), template, "exec"), ns)
+exec(compile(ast.Module(fns, []), template, "exec"), ns)
 os.mkdir(made)  # made since the template started
 ns["_as_main"](f"{base}/work/main.py")
 print(json.dumps([[key, type(value).__name__] for key, value in sys.path_importer_cache.items()]))

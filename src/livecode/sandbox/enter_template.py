@@ -313,10 +313,7 @@ def _serve() -> str:
     # cold start has them), and the modules a cold start has not imported (the template's names
     # hold what it uses of them). _as_main does it again in the copy: cheap now, and right
     # whatever the template imported since.
-    sys.path_importer_cache.clear()
-    sys.path_importer_cache.update(_FINDERS_AT_START)
-    for name in [name for name in sys.modules if name not in _AT_START]:
-        del sys.modules[name]
+    _imports_as_at_start(_SCRIPT)
     # Every object so far out of the collector's reach: a copy's collections and exit then write
     # none of their headers, so fewer of the pages it shares with us are copied (~2 ms a copy).
     _gc.freeze()
@@ -368,17 +365,23 @@ def _as_main(path: str) -> dict[str, object]:
     main.__annotations__ = {}
     sys.modules["__main__"] = main
     sys.path[0] = os.path.dirname(path)
-    # The finders a cold start's start-up made, its script's own entry (None: no importer takes
-    # a file) under the program's path, in their order. A directory of sys.path that did not
-    # exist at the template's start (None) and does now is left to the import system to look at
-    # again, as a cold start would (a finder's own listing follows its directory's mtime).
-    finders = {path if key == _SCRIPT else key: value for key, value in _FINDERS_AT_START.items()
+    _imports_as_at_start(path)
+    return main.__dict__
+
+
+def _imports_as_at_start(script: str) -> None:
+    """The import system as the template's start-up (a cold start's) left it: only the modules
+    imported then (the template's names hold what it uses of the others), and the finders made
+    then, in their order, the script's own entry (None: no importer takes a file) under `script`.
+    A directory of sys.path that did not exist then (None) and does now is left to the import
+    system to look at again, as a cold start would (a finder's own listing follows its
+    directory's mtime)."""
+    finders = {script if key == _SCRIPT else key: value for key, value in _FINDERS_AT_START.items()
                if value is not None or key == _SCRIPT or not os.path.exists(key)}
     sys.path_importer_cache.clear()
     sys.path_importer_cache.update(finders)
-    for name in [name for name in sys.modules if name not in _AT_START and name != "__main__"]:
+    for name in [name for name in sys.modules if name not in _AT_START]:
         del sys.modules[name]
-    return main.__dict__
 
 
 def _flush_io() -> None:
@@ -439,7 +442,7 @@ def _silent(*args: object) -> None:
 
 
 class _Mark:
-    """Put in a module's names by _exit_fast: alive as long as they are (each holds the other)."""
+    """Put in a module's names by _finalize: alive as long as they are (each holds the other)."""
 
     __slots__ = ("names", "__weakref__")
 
