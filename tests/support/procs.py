@@ -332,10 +332,10 @@ def livecode(*args: str) -> list[str]:
     return [str(BIN / "livecode"), *args]
 
 
-def start_api(env: dict[str, str], port: int | None = None, workers: int = 1) -> tuple[Process, str]:
+def start_api(env: dict[str, str], port: int | None = None, workers: int = 1, threads: int = 32) -> tuple[Process, str]:
     port = port or free_port()
     proc = Process(livecode("api", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-                            "--threads", "32"), env, "api")
+                            "--threads", str(threads)), env, "api")
     base = f"http://127.0.0.1:{port}"
     wait_api(proc, base)
     return proc, base

@@ -13,15 +13,15 @@ from ..errors import ValidationError
 from ..services import executions as svc
 from ..services import testcases
 from ..services.cancel import cancel_execution
-from ..services.waiting import wait_for_end
-from ..web import after_response
+from ..services.waiting import EndWait, wait_for_end
+from ..web import after_response, parking
 from . import schemas
 from .body import json_body, optional_bool, optional_int, optional_str, parse_uuid, query_int, reject_unknown
 from .callbacks import callback_for, schedule_hook
 from .context import enqueue, owner_id, request_id, rt
 from .idempotency import idempotent
 from .ratelimit import execution_charge_sent, settle_charge
-from .waiting import WAIT_PARAMS, wait_seconds, wait_slots
+from .waiting import WAIT_PARAMS, ParkedWait, wait_seconds, wait_slots
 
 ns = Namespace("executions", description="Asynchronous executions of a session's code")
 schemas.attach(ns)
@@ -93,7 +93,8 @@ class Execute(Resource):
         r = rt()
         wait_s = wait_seconds(r.settings)
         encoding = output_encoding() if wait_s is not None else "text"
-        waiting = wait_s is not None and wait_slots(r.settings).try_acquire()
+        parks = parking.can_park(request.environ)
+        waiting = wait_s is not None and wait_slots(r.settings).try_acquire(parks)
         watch: dict[str, Any] = {}
 
         def listen(eid: Any) -> None:
@@ -121,6 +122,14 @@ class Execute(Resource):
             if not waiting or status != 202 or wait_s is None:
                 return result, status
             eid = uuid.UUID(result["execution_id"])
+            if parks:
+                # The server holds this 202 and answers it, or the finished execution, when the
+                # wait ends (api/waiting.ParkedWait); this thread goes back to serve others.
+                parking.park(request.environ, ParkedWait(
+                    EndWait(r.db, r.events, eid, owner_id(), wait_s, encoding=encoding, watch=watch.pop("event")),
+                    wait_slots(r.settings)))
+                waiting = False  # the parked wait gives the slot back
+                return result, 202
             final = wait_for_end(r.db, r.events, eid, owner_id(), wait_s, encoding=encoding,
                                  watch=watch.pop("event", None))
             return (final, 200) if final is not None else (result, 202)
@@ -128,7 +137,7 @@ class Execute(Resource):
             if "event" in watch:  # registered, but the wait never started
                 r.events.unwatch_finished(watch["eid"], watch["event"])
             if waiting:
-                wait_slots(r.settings).release()
+                wait_slots(r.settings).release(parks)
 
 
 @ns.route("/<string:execution_id>")

@@ -37,7 +37,7 @@ from ..errors import ApiError
 from ..infra.metrics_store import DURATION_BUCKETS, WAIT_BUCKETS, histogram_from
 from ..runtime import Runtime
 from ..services.stats import broker_queue_lengths
-from ..web import after_response
+from ..web import after_response, parking
 
 log = logging.getLogger(__name__)
 
@@ -242,9 +242,15 @@ def init_metrics(app: Flask, rt: Runtime) -> None:
         method = request.method if request.method in HTTP_METHODS else "other"
         status, user_id, request_id = resp.status_code, g.get("user_id"), g.get("request_id")
 
+        environ = request.environ
+
         def record() -> None:
             # After the answer has been sent (web/after_response.py): the client does not wait
             # for the histogram's file write or the log line's JSON. The figures are the same.
+            nonlocal status, elapsed
+            answer = parking.answered(environ)
+            if answer is not None:  # a parked wait's (web/parking.py): its final status and time
+                status, elapsed = answer[0], answer[1] - started
             _latency(rule, method, status).observe(elapsed)
             _record_pool(rt)
             if rule != "/metrics" and access_log.isEnabledFor(logging.INFO):

@@ -1,18 +1,29 @@
-"""The blocking execute (`?wait=true`): its query parameters and the per-process cap on waiters.
+"""The blocking execute (`?wait=true`): its query parameters, the per-process cap on waiters, and
+the wait itself.
 
-Under gunicorn's gthread worker a waiting request holds a server thread, so the number of
-requests one API process lets wait is capped (LIVECODE_MAX_WAITS); past it a request is not
-refused, it answers 202 at once as without `wait`, and the client polls or follows the events.
+Under LiveCode's own server (web/front_worker.py, `livecode api|serve` without TLS) a waiting
+request is parked: it holds no thread while it waits (web/parking.py), only its connection, so
+one process lets three quarters of its connections wait (LIVECODE_CONNECTIONS_PER_PROCESS: 750
+of 1000). Elsewhere (a TLS front, another WSGI server) it waits in its thread, and three quarters
+of the threads may (LIVECODE_API_THREADS). LIVECODE_MAX_WAITS sets both caps. Past its cap a
+request is not refused: it answers 202 at once as without `wait`, and the client polls or
+follows the events.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from flask import current_app, request
+from flask_restx.representations import output_json
 
 from ..config import Settings
 from ..errors import ValidationError
+from ..services.waiting import EndWait
+from ..web.parking import PLACEHOLDER, Parked
+from .errors import to_response
 
 WAIT_PARAMS = {
     "wait": {
@@ -53,9 +64,14 @@ def wait_seconds(settings: Settings) -> float | None:
 
 
 class WaitSlots:
-    def __init__(self, limit: int | None) -> None:
-        self.limit = limit  # None: no cap (the app runs outside `livecode api|serve`)
+    """`limit`: requests waiting at once (parked or not; None: no cap, the app runs outside
+    `livecode api|serve`); `thread_limit`: of those, how many may hold a thread."""
+
+    def __init__(self, limit: int | None, thread_limit: int | None = None) -> None:
+        self.limit = limit
+        self.thread_limit = limit if thread_limit is None else thread_limit
         self.active = 0
+        self.in_threads = 0
         self._lock = threading.Lock()
 
     @classmethod
@@ -65,18 +81,25 @@ class WaitSlots:
         threads = settings.api_threads
         if threads is None:
             return cls(None)
-        return cls(max(1, threads - max(4, threads // 4)))  # leave a quarter for other requests
+        connections = settings.connections_per_process
+        # A quarter of the threads, and of the connections, left for other requests.
+        return cls(max(1, connections - max(4, connections // 4)), max(1, threads - max(4, threads // 4)))
 
-    def try_acquire(self) -> bool:
+    def try_acquire(self, parks: bool = False) -> bool:
+        """A slot for a wait that holds a thread (`parks` False) or only its connection."""
         with self._lock:
             if self.limit is not None and self.active >= self.limit:
                 return False
+            if not parks and self.thread_limit is not None and self.in_threads >= self.thread_limit:
+                return False
             self.active += 1
+            self.in_threads += not parks
             return True
 
-    def release(self) -> None:
+    def release(self, parks: bool = False) -> None:
         with self._lock:
             self.active -= 1
+            self.in_threads -= not parks
 
 
 _create_lock = threading.Lock()
@@ -90,3 +113,39 @@ def wait_slots(settings: Settings) -> WaitSlots:
             slots = ext.get("livecode.wait_slots") or WaitSlots.for_server(settings)
             ext["livecode.wait_slots"] = slots
     return slots  # type: ignore[no-any-return]
+
+
+class ParkedWait(Parked):
+    """A blocking execute's wait, parked by the server (web/parking.py): the same steps as
+    wait_for_end (services/waiting.EndWait), each run on a server thread in the app's context;
+    the answer is the finished execution (200) or, at the deadline, the 202 the request made."""
+
+    def __init__(self, wait: EndWait, slots: WaitSlots) -> None:
+        self.wait, self.slots = wait, slots
+        self.deadline = wait.deadline
+        self.app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    def arm(self, wake: Callable[[], None]) -> None:
+        event = self.wait.event
+        event.on_set = wake
+        if event.is_set():  # it ended (or the listener resubscribed) before this
+            wake()
+
+    def step(self, woke: bool) -> Any:
+        with self.app.app_context():
+            try:
+                done, row = self.wait.check(woke)
+            except Exception as exc:  # noqa: BLE001 - answered as the route would have been (e.g. 503)
+                body, status, headers = to_response(exc)
+                return status, output_json(body, status).get_data(), headers
+            if not done:
+                return None
+            if row is None:
+                return PLACEHOLDER
+            return 200, output_json(row, 200).get_data(), {}
+
+    def release(self) -> None:
+        try:
+            self.wait.close()
+        finally:
+            self.slots.release(parks=True)

@@ -14,6 +14,47 @@ from ..streaming.bus import EventBus, Finish
 from .executions import get_execution
 
 
+class EndWait:
+    """One request's wait for an execution's end, in steps: `check(woke)` after each wake-up of
+    `event` (woke=True) or at `deadline` (woke=False). A thread can wait on the event between
+    steps (wait_for_end), or a server can park the request and run each step on one of its
+    threads when the event is set or the deadline passes (web/parking.py): the same reads either
+    way. `close()` stops listening; call it once, whatever the outcome."""
+
+    def __init__(self, db: Database, bus: EventBus, execution_id: uuid.UUID, owner_id: uuid.UUID | None,
+                 timeout_s: float, *, encoding: str = "text", watch: Finish | None = None) -> None:
+        self.db, self.bus, self.execution_id, self.owner_id = db, bus, execution_id, owner_id
+        self.encoding = encoding
+        self.deadline = time.monotonic() + timeout_s
+        self.watched = watch is not None
+        self.event = watch if watch is not None else bus.watch_finished(str(execution_id))
+
+    def first(self) -> dict[str, Any] | None:
+        """Before the first wait: the row when the run ended before the event was taken (None:
+        wait). Without `watch` the end may have passed unheard, so the row is read once."""
+        if self.watched:
+            return None
+        row = get_execution(self.db, self.execution_id, self.owner_id, self.encoding)
+        return row if row["status"] in TERMINAL_STATUSES else None
+
+    def check(self, woke: bool) -> tuple[bool, dict[str, Any] | None]:
+        """(True, row) once it is terminal; (True, None) when the deadline came first (woke=False
+        and still not terminal); (False, None): wait again (a wake-up that was not the end)."""
+        event = self.event
+        event.clear()
+        carried, event.row = event.row, None
+        if woke and carried is not None and self.encoding == "text" and carried.get("status") in TERMINAL_STATUSES:
+            return True, carried
+        row = get_execution(self.db, self.execution_id, self.owner_id, self.encoding)
+        if row["status"] in TERMINAL_STATUSES:
+            return True, row
+        return (not woke), None
+
+    def close(self) -> None:
+        self.event.on_set = None
+        self.bus.unwatch_finished(str(self.execution_id), self.event)
+
+
 def wait_for_end(
     db: Database,
     bus: EventBus,
@@ -32,25 +73,16 @@ def wait_for_end(
     notification that carries the finished row (as GET returns it in the text encoding) is
     answered from it: the row the worker's final UPDATE returned, with no read at all. Access
     was checked before the wait (the caller submitted the run, or the first read below)."""
-    eid = str(execution_id)
-    deadline = time.monotonic() + timeout_s
-    event = watch if watch is not None else bus.watch_finished(eid)
+    wait = EndWait(db, bus, execution_id, owner_id, timeout_s, encoding=encoding, watch=watch)
     try:
-        if watch is None:  # it may have ended before we listened
-            row = get_execution(db, execution_id, owner_id, encoding)
-            if row["status"] in TERMINAL_STATUSES:
-                return row
+        row = wait.first()
+        if row is not None:
+            return row
         while True:
-            remaining = deadline - time.monotonic()
-            woke = event.wait(remaining) if remaining > 0 else False
-            event.clear()
-            carried, event.row = event.row, None
-            if woke and carried is not None and encoding == "text" and carried.get("status") in TERMINAL_STATUSES:
-                return carried
-            row = get_execution(db, execution_id, owner_id, encoding)
-            if row["status"] in TERMINAL_STATUSES:
+            remaining = wait.deadline - time.monotonic()
+            woke = wait.event.wait(remaining) if remaining > 0 else False
+            done, row = wait.check(woke)
+            if done:
                 return row
-            if not woke:
-                return None
     finally:
-        bus.unwatch_finished(eid, event)
+        wait.close()

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -86,6 +86,15 @@ class Finish(threading.Event):
     def __init__(self) -> None:
         super().__init__()
         self.row: dict[str, Any] | None = None
+        # Called after every set(), in the notifying thread (a parked wait: it only hands the
+        # wake-up to the server's threads). None: a thread waits on the event instead.
+        self.on_set: Callable[[], None] | None = None
+
+    def set(self) -> None:
+        super().set()
+        on_set = self.on_set
+        if on_set is not None:
+            on_set()
 
 
 def _result_index(events: list[tuple[str, dict[str, Any]]]) -> int | None:

@@ -26,6 +26,7 @@ version range is pinned in pyproject.toml.
 from __future__ import annotations
 
 import errno
+import heapq
 import ipaddress
 import json
 import queue
@@ -35,7 +36,9 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
+from http import HTTPStatus
 from typing import Any
 
 from gunicorn import util as gunicorn_util
@@ -43,7 +46,7 @@ from gunicorn.http import message as gunicorn_message
 from gunicorn.http import wsgi as gunicorn_wsgi
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from . import after_response
+from . import after_response, parking
 
 RECV_BYTES = 65536
 LINGER_S = 2.0  # how long a half-closed connection is drained (as gunicorn's close_graceful)
@@ -390,6 +393,40 @@ class FrontConn(TConn):  # type: ignore[misc]
                 pass
 
 
+class ParkedRequest:
+    """A request whose answer waits (web/parking.py), while no thread holds it: what the
+    application answered (the placeholder), what gunicorn needs to write the final answer, and
+    the wait's state. `state`: "parked" (nothing runs for it), "stepping" (a thread runs a step;
+    `again`: woken meanwhile, step once more) or "done"."""
+
+    def __init__(self, parked: parking.Parked, resp: Any, environ: dict[str, Any], status: str,
+                 headers: list[tuple[str, str]], body: bytes, pending: list[Any] | None, started: datetime) -> None:
+        self.parked, self.resp, self.environ = parked, resp, environ
+        self.status, self.headers, self.body = status, headers, body
+        self.pending, self.started = pending, started
+        self.conn: FrontConn | None = None
+        self.state = "parked"
+        self.again = False
+        self.lock = threading.Lock()
+
+
+class _Park(BaseException):  # noqa: N818 - not an error: unwinds gunicorn's handle() to _serve
+    """Raised by the WSGI wrapper once an application parked its answer: gunicorn's
+    handle_request and handle() let it through (they catch Exception), _serve parks."""
+
+    def __init__(self, request: ParkedRequest) -> None:
+        super().__init__()
+        self.request = request
+
+
+def _nothing() -> None:
+    pass
+
+
+def _no_write(_data: bytes) -> None:
+    raise RuntimeError("a parked answer has no write(): return its body")
+
+
 class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
     """See the module docstring. `limits` is set by livecode.server.serve before the fork."""
 
@@ -413,6 +450,10 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         timeout = self.limits.send_timeout_s
         self.timeval = struct.pack("ll", int(timeout), int((timeout % 1) * 1_000_000))  # per socket
         self.after_local = threading.local()  # .pending: the thread's request's after-response work
+        self.parked: dict[ParkedRequest, None] = {}  # answers waiting without a thread (web/parking.py)
+        self.parked_deadlines: list[tuple[float, int, ParkedRequest]] = []  # a heap, each popped once due
+        self.parked_lock = threading.Lock()
+        self._parked_seq = 0
 
     def init_process(self) -> None:
         self.cfg = SettledConfig(self.cfg)  # after the fork: this worker's settings, fixed
@@ -565,8 +606,16 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         alone changes (nr_conns, closing) still goes through the queue."""
         try:
             keep = self.handle(conn)
+        except _Park as parked:
+            self._park(conn, parked.request)
+            return
         except BaseException:  # noqa: BLE001 - handle() answers and logs what it can
             keep = False
+        self._after_answer(conn, keep)
+
+    def _after_answer(self, conn: FrontConn, keep: object) -> None:
+        """In the thread that wrote `conn`'s answer: kept alive, the front reads its next request;
+        otherwise the loop closes it."""
         if keep is True and self.alive:
             try:
                 self._start_reading(conn, kept_alive=True)
@@ -624,9 +673,159 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
                 local.pending = None
                 after_response.run(left)
             environ[after_response.ENVIRON_KEY] = local.pending = []
-            return app(environ, start_response)
+            resp = getattr(start_response, "__self__", None)
+            if self.tls or not isinstance(resp, gunicorn_wsgi.Response):
+                return app(environ, start_response)
+            environ[parking.CAN_PARK_KEY] = True
+            started = datetime.now()
+            held: list[Any] = []
+
+            def hold_or_start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                parked = environ.get(parking.PARKED_KEY)
+                if parked is not None and exc_info is None and status.startswith("202"):
+                    held[:] = [status, headers]
+                    return _no_write
+                if parked is not None:  # the answer is not the placeholder (an error after the park)
+                    del environ[parking.PARKED_KEY]
+                    parked.release()
+                return start_response(status, headers, exc_info)
+
+            try:
+                result = app(environ, hold_or_start)
+            except BaseException:
+                parked = environ.pop(parking.PARKED_KEY, None)
+                if parked is not None:
+                    parked.release()
+                raise
+            parked = environ.get(parking.PARKED_KEY)
+            if parked is None or not held:
+                return result
+            try:
+                body = b"".join(result)
+            except BaseException:
+                del environ[parking.PARKED_KEY]
+                parked.release()
+                raise
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
+            pending, local.pending = local.pending, None  # runs after the final answer
+            raise _Park(ParkedRequest(parked, resp, environ, held[0], held[1], body, pending, started))
 
         self.wsgi = wsgi
+
+    # ---- parked answers (web/parking.py) ---------------------------------------------------
+
+    def _park(self, conn: FrontConn, pr: ParkedRequest) -> None:
+        """In the thread that served the request: it waits from now on without one."""
+        pr.conn = conn
+        with self.parked_lock:
+            self.parked[pr] = None
+            self._parked_seq += 1
+            heapq.heappush(self.parked_deadlines, (pr.parked.deadline, self._parked_seq, pr))
+            soonest = self.parked_deadlines[0][2] is pr
+        if soonest:  # the loop may sleep past it: woken to shorten its wait (a pipe write)
+            self.method_queue.defer(_nothing)
+        try:
+            pr.parked.arm(partial(self._wake, pr, True))
+        except Exception:  # noqa: BLE001 - then only its deadline ends it
+            self.log.exception("arming a parked answer failed")
+
+    def _wake(self, pr: ParkedRequest, woke: bool) -> None:
+        """From any thread (the wait's notifier, the loop's sweep): a step on a server thread."""
+        with pr.lock:
+            if pr.state == "stepping":
+                pr.again = True
+                return
+            if pr.state != "parked":
+                return
+            pr.state = "stepping"
+        self.tpool.put(self._step, pr, woke)
+
+    def _step(self, pr: ParkedRequest, woke: bool) -> None:
+        while True:
+            try:
+                outcome = pr.parked.step(woke)
+            except Exception:  # noqa: BLE001 - answered with what the application returned
+                self.log.exception("a parked answer's step failed")
+                outcome = parking.PLACEHOLDER
+            if outcome is None and not woke:
+                outcome = parking.PLACEHOLDER
+            if outcome is not None:
+                break
+            with pr.lock:
+                if pr.again:
+                    pr.again = False
+                    continue
+                if time.monotonic() >= pr.parked.deadline or not self.alive:
+                    woke = False
+                    continue
+                pr.state = "parked"
+                return
+        with pr.lock:
+            pr.state = "done"
+        with self.parked_lock:
+            self.parked.pop(pr, None)
+        self._answer_parked(pr, outcome)
+
+    def _answer_parked(self, pr: ParkedRequest, outcome: Any) -> None:
+        conn, resp, environ = pr.conn, pr.resp, pr.environ
+        assert conn is not None
+        if outcome is parking.PLACEHOLDER:
+            status, headers, body = pr.status, pr.headers, pr.body
+        else:
+            code, body, extra = outcome
+            status = f"{code} {HTTPStatus(code).phrase}"
+            replaced = {"content-length", *(k.lower() for k in extra)}
+            headers = [(k, v) for k, v in pr.headers if k.lower() not in replaced]
+            headers += [*extra.items(), ("Content-Length", str(len(body)))]
+        environ[parking.ANSWERED_KEY] = (int(status.split(" ", 1)[0]), time.perf_counter())
+        keep: object = None
+        try:
+            if not self.alive:
+                resp.force_close()
+            try:
+                resp.start_response(status, headers)
+                resp.write(body)
+                resp.close()
+            finally:
+                self.log.access(resp, resp.req, environ, datetime.now() - pr.started)
+            keep = self._keepalive_after(conn, not resp.should_close())
+        except Exception as exc:  # noqa: BLE001 - the client is gone (or stopped reading): closed
+            self.log.debug("a parked answer was not delivered: %r", exc)
+            keep = None
+        finally:
+            try:
+                pr.parked.release()
+            finally:
+                if pr.pending:
+                    after_response.run(pr.pending)
+        self._after_answer(conn, keep)
+
+    def _sweep_parked(self, now: float) -> None:
+        """In the loop: a last step for the parked answers past their deadline (all of them when
+        the worker is stopping: each answers at once, 200 when its run has ended, else 202)."""
+        with self.parked_lock:
+            if not self.alive:
+                due = list(self.parked)
+            else:
+                due = []
+                heap = self.parked_deadlines
+                while heap and heap[0][0] <= now:
+                    due.append(heapq.heappop(heap)[2])
+        for pr in due:
+            self._wake(pr, False)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        """gthread's loop waits up to a second for events; with answers parked, no longer than
+        the nearest deadline, whose last step is handed to a thread here."""
+        if self.parked_deadlines or (self.parked and not self.alive):
+            now = time.monotonic()
+            self._sweep_parked(now)
+            with self.parked_lock:
+                if self.parked_deadlines:
+                    timeout = max(0.0, min(timeout, self.parked_deadlines[0][0] - now))
+        super().wait_for_and_dispatch_events(timeout)
 
     def _keepalive_after(self, conn: FrontConn, keepalive: bool) -> bool:
         """gthread drains what the app left unread of the body before the connection is reused,
