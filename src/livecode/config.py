@@ -324,8 +324,10 @@ class Settings:
                                "POST .../execute?wait=true: the longest wait in ms (a longer timeout_ms is cut to it).")
     max_waits: int = setting(
         "LIVECODE_MAX_WAITS", 0,
-        "Requests one API process lets wait at once (each holds a thread); past it they answer 202 at once. "
-        "0: three quarters of LIVECODE_API_THREADS.", parse=AT_LEAST_0)
+        "Requests one API process lets wait at once (`?wait=true`, Piston's execute); past it they answer as "
+        "without waiting (202; Piston: 503). 0: three quarters of LIVECODE_CONNECTIONS_PER_PROCESS where the "
+        "server parks waits (they hold a connection, not a thread: `livecode api|serve` without TLS), three "
+        "quarters of LIVECODE_API_THREADS where each holds a thread.", parse=AT_LEAST_0)
 
     # ---- storage quotas and retention (issue 10, item 8): a request that would go over a cap is
     # refused with 429 and changes nothing; 0 turns a cap (or the expiry) off.

@@ -240,3 +240,30 @@ def test_past_the_wait_cap_a_request_answers_202_at_once(cluster: Cluster) -> No
         assert api.wait_execution(r.json()["execution_id"])["status"] in TERMINAL
     finally:
         proc.stop()
+
+
+def test_judge0_and_piston_waits_past_the_thread_count_all_get_their_results(cluster: Cluster) -> None:
+    """Judge0's `?wait=true` and Piston's execute (always a wait) are parked too: 12 of each at
+    once on a process of 4 threads, every one answered with its run's output."""
+    proc, base = start_api(cluster.env, threads=4)
+    try:
+        def judge0(i: int) -> requests.Response:
+            return requests.post(f"{base}/judge0/submissions?wait=true", timeout=120, json={
+                "language_id": 71, "source_code": f"import time\ntime.sleep(0.5)\nprint({i})"})
+
+        def piston(i: int) -> requests.Response:
+            return requests.post(f"{base}/piston/api/v2/execute", timeout=120, json={
+                "language": "python", "version": "*",
+                "files": [{"content": f"import time\ntime.sleep(0.5)\nprint({i})"}]})
+
+        with ThreadPoolExecutor(24) as pool:
+            j0 = [pool.submit(judge0, i) for i in range(12)]
+            ps = [pool.submit(piston, i) for i in range(12)]
+            j0_answers, piston_answers = [f.result() for f in j0], [f.result() for f in ps]
+        assert [a.status_code for a in j0_answers] == [201] * 12, [a.text for a in j0_answers]
+        assert [a.json()["stdout"] for a in j0_answers] == [f"{i}\n" for i in range(12)]
+        assert all(a.json()["status"]["id"] == 3 for a in j0_answers)  # Accepted
+        assert [a.status_code for a in piston_answers] == [200] * 12, [a.text for a in piston_answers]
+        assert [a.json()["run"]["stdout"] for a in piston_answers] == [f"{i}\n" for i in range(12)]
+    finally:
+        proc.stop()

@@ -115,15 +115,28 @@ def wait_slots(settings: Settings) -> WaitSlots:
     return slots  # type: ignore[no-any-return]
 
 
-class ParkedWait(Parked):
-    """A blocking execute's wait, parked by the server (web/parking.py): the same steps as
-    wait_for_end (services/waiting.EndWait), each run on a server thread in the app's context;
-    the answer is the finished execution (200) or, at the deadline, the 202 the request made."""
+def execution_answer(row: dict[str, Any] | None) -> Any:
+    """A finished execution as GET /api/v1/executions/{id} answers it (200); at the deadline, the
+    202 the request made."""
+    return PLACEHOLDER if row is None else (200, output_json(row, 200).get_data(), {})
 
-    def __init__(self, wait: EndWait, slots: WaitSlots) -> None:
-        self.wait, self.slots = wait, slots
+
+class ParkedWait(Parked):
+    """A wait for an execution's end, parked by the server (web/parking.py): the same steps as
+    wait_for_end (services/waiting.EndWait), each run on a server thread in a context of the
+    request (its path, query and app: what `answer` and the error shapes read). `answer(row)`
+    makes the final answer from the finished execution, or from None at the deadline;
+    `placeholder_status`: the status of the answer the route returns (held until then);
+    `after`: run once the answer is written, with the slot given back."""
+
+    def __init__(self, wait: EndWait, slots: WaitSlots, placeholder_status: int = 202,
+                 answer: Callable[[dict[str, Any] | None], Any] = execution_answer,
+                 after: Callable[[], None] | None = None) -> None:
+        self.wait, self.slots, self.answer, self.after = wait, slots, answer, after
         self.deadline = wait.deadline
+        self.placeholder_status = placeholder_status
         self.app = current_app._get_current_object()  # type: ignore[attr-defined]
+        self.environ = request.environ
 
     def arm(self, wake: Callable[[], None]) -> None:
         event = self.wait.event
@@ -132,20 +145,18 @@ class ParkedWait(Parked):
             wake()
 
     def step(self, woke: bool) -> Any:
-        with self.app.app_context():
+        with self.app.request_context(self.environ):
             try:
                 done, row = self.wait.check(woke)
+                return self.answer(row) if done else None
             except Exception as exc:  # noqa: BLE001 - answered as the route would have been (e.g. 503)
                 body, status, headers = to_response(exc)
                 return status, output_json(body, status).get_data(), headers
-            if not done:
-                return None
-            if row is None:
-                return PLACEHOLDER
-            return 200, output_json(row, 200).get_data(), {}
 
     def release(self) -> None:
         try:
             self.wait.close()
         finally:
             self.slots.release(parks=True)
+            if self.after is not None:
+                self.after()

@@ -73,7 +73,11 @@ def wait_for_end(
     notification that carries the finished row (as GET returns it in the text encoding) is
     answered from it: the row the worker's final UPDATE returned, with no read at all. Access
     was checked before the wait (the caller submitted the run, or the first read below)."""
-    wait = EndWait(db, bus, execution_id, owner_id, timeout_s, encoding=encoding, watch=watch)
+    return wait_for(EndWait(db, bus, execution_id, owner_id, timeout_s, encoding=encoding, watch=watch))
+
+
+def wait_for(wait: EndWait) -> dict[str, Any] | None:
+    """`wait` in this thread: the terminal row, or None at its deadline. Closes it."""
     try:
         row = wait.first()
         if row is not None:

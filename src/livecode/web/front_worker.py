@@ -682,7 +682,7 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
 
             def hold_or_start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
                 parked = environ.get(parking.PARKED_KEY)
-                if parked is not None and exc_info is None and status.startswith("202"):
+                if parked is not None and exc_info is None and status.startswith(f"{parked.placeholder_status} "):
                     held[:] = [status, headers]
                     return _no_write
                 if parked is not None:  # the answer is not the placeholder (an error after the park)

@@ -32,6 +32,7 @@ class Parked:
     if nothing woke it first."""
 
     deadline: float
+    placeholder_status: int  # the status of the answer the application returns while parking
 
     def arm(self, wake: Callable[[], None]) -> None:
         """Call `wake()` (from any thread, cheaply) at each event that may end the wait, and at

@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import request
 from flask_restx import Resource
+from flask_restx.representations import output_json
 
 from ...errors import ApiError
 from ...models import utcnow
@@ -22,14 +23,15 @@ from ...services.judge0.serialize import (
     requested_fields,
     serialize,
 )
-from ...services.waiting import wait_for_end
+from ...services.waiting import EndWait, wait_for
 from ...services.webhooks.signing import owner_key
 from ...services.webhooks.store import Callback, schedule
 from ...services.webhooks.urls import RefusedUrl, check_url
+from ...web import parking
 from ..body import json_body
 from ..context import enqueue, owner_id, request_id, rt
 from ..ratelimit import charge_executions, execution_charge
-from ..waiting import wait_slots
+from ..waiting import ParkedWait, wait_slots
 from . import Judge0Error
 from .docs import (
     BASE64_PARAM,
@@ -136,7 +138,8 @@ class Submissions(Resource):
         b64 = base64_encoded()
         parsed = _parse(json_body())
         r = rt()
-        waiting = request.args.get("wait") == "true" and wait_slots(r.settings).try_acquire()
+        parks = parking.can_park(request.environ)
+        waiting = request.args.get("wait") == "true" and wait_slots(r.settings).try_acquire(parks)
         watch: dict[str, Any] = {}
 
         def listen(eid: Any) -> None:
@@ -147,25 +150,30 @@ class Submissions(Resource):
             token = _create(parsed, listen if waiting else None)
             if not waiting:
                 return {"token": token}, 201
-            final = wait_for_end(
-                r.db,
-                r.events,
-                uuid.UUID(token),
-                owner_id(),
-                r.settings.max_wait_ms / 1000,
-                watch=watch.pop("event", None),
-            )
-            if final is None:  # it outlived the wait: the token, as without wait
+            owner = owner_id()
+
+            def answer(final: dict[str, Any] | None) -> Any:
+                if final is None:  # it outlived the wait: the token, as without wait
+                    return {"token": token}
+                try:
+                    return serialize(svc.get(r.db, token, owner), wanted, b64)
+                except NotUtf8:
+                    return {"error": CONVERSION_ERROR, "token": token}
+
+            wait = EndWait(r.db, r.events, uuid.UUID(token), owner, r.settings.max_wait_ms / 1000,
+                           watch=watch.pop("event", None))
+            if parks:  # the server answers when the wait ends, holding no thread meanwhile (web/parking.py)
+                parking.park(request.environ, ParkedWait(
+                    wait, wait_slots(r.settings), 201,
+                    lambda final: (201, output_json(answer(final), 201).get_data(), {})))
+                waiting = False  # the parked wait gives the slot back
                 return {"token": token}, 201
-            try:
-                return serialize(svc.get(r.db, token, owner_id()), wanted, b64), 201
-            except NotUtf8:
-                return {"error": CONVERSION_ERROR, "token": token}, 201
+            return answer(wait_for(wait)), 201
         finally:
             if "event" in watch:
                 r.events.unwatch_finished(watch["eid"], watch["event"])
             if waiting:
-                wait_slots(r.settings).release()
+                wait_slots(r.settings).release(parks)
 
     @ns.doc(
         "judge0_list_submissions",

@@ -22,12 +22,14 @@ from flask import Blueprint, Flask, Response, request
 
 from ...errors import ApiError
 from ...services import piston as svc
-from ...services.waiting import wait_for_end
+from ...services.waiting import EndWait, wait_for
+from ...web import parking
+from ...web.parking import PLACEHOLDER
 from ..body import json_body
 from ..context import enqueue, owner_id, request_id, rt
 from ..errors import register_error_shape
 from ..ratelimit import charge_executions
-from ..waiting import wait_slots
+from ..waiting import ParkedWait, wait_slots
 from .openapi import OPENAPI
 
 bp = Blueprint("piston", __name__, url_prefix="/piston")
@@ -91,7 +93,8 @@ def execute() -> Any:
     job = svc.parse_job(piston_body(), svc.runtimes(r.languages), r.settings)
     charge_executions(1)  # after the checks: bad input costs nothing, and creates nothing
     slots = wait_slots(r.settings)
-    if not slots.try_acquire():
+    parks = parking.can_park(request.environ)
+    if not slots.try_acquire(parks):
         raise ApiError(
             "this server has as many runs waiting as it can hold; retry shortly",
             status=503,
@@ -105,6 +108,7 @@ def execute() -> Any:
         watch["event"] = r.events.watch_finished(str(eid))
 
     session_id = None
+    parked = False
     try:
         session_id, eid = svc.start_run(
             r.db,
@@ -119,22 +123,38 @@ def execute() -> Any:
         )
         # As long as LiveCode's blocking wait, plus the run's own time limit.
         wait_s = (r.settings.max_wait_ms + job.options.limits.get("time_limit_ms", r.settings.time_limit_ms)) / 1000
-        row = wait_for_end(r.db, r.events, eid, owner_id(), wait_s, watch=watch.pop("event", None))
-        if row is None:
-            raise ApiError(
-                f"the run did not finish within {wait_s:.0f} s (no worker took it in time); retry shortly",
-                status=503,
-                headers={"Retry-After": "5"},
-            )
-        stdout, stderr = row.get("stdout") or "", row.get("stderr") or ""
-        output = svc.interleaved_output(r.events, str(eid), stdout, stderr) if stdout and stderr else None
-        return piston_json(svc.piston_result(row, job.runtime, output))
+        late = f"the run did not finish within {wait_s:.0f} s (no worker took it in time); retry shortly"
+        owner = owner_id()
+
+        def answer(row: dict[str, Any] | None) -> Response:
+            if row is None:
+                return message_response(late, 503, {"Retry-After": "5"})
+            stdout, stderr = row.get("stdout") or "", row.get("stderr") or ""
+            output = svc.interleaved_output(r.events, str(eid), stdout, stderr) if stdout and stderr else None
+            return piston_json(svc.piston_result(row, job.runtime, output))
+
+        wait = EndWait(r.db, r.events, eid, owner, wait_s, watch=watch.pop("event", None))
+        if parks:  # the server answers when the run ends, holding no thread meanwhile (web/parking.py)
+            sid = session_id
+
+            def parked_answer(row: dict[str, Any] | None) -> Any:
+                if row is None:
+                    return PLACEHOLDER
+                resp = answer(row)
+                return resp.status_code, resp.get_data(), {}
+
+            parking.park(request.environ, ParkedWait(wait, slots, 503, parked_answer,
+                                                     after=lambda: svc.forget_run(r.db, sid, owner)))
+            parked = True
+            return answer(None)  # held by the server: the answer if the run outlives the wait
+        return answer(wait_for(wait))
     finally:
         if "event" in watch:  # registered, but the wait never started
             r.events.unwatch_finished(watch["eid"], watch["event"])
-        slots.release()
-        if session_id is not None:
-            svc.forget_run(r.db, session_id, owner_id())
+        if not parked:
+            slots.release(parks)
+            if session_id is not None:
+                svc.forget_run(r.db, session_id, owner_id())
 
 
 @bp.get("/openapi.json")
