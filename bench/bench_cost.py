@@ -502,10 +502,12 @@ def latencies(base: str, runs: int, meter: CpuMeter | None = None) -> dict[str, 
 
 
 def concurrent_waits(base: str, count: int) -> dict[str, Any]:
-    """`count` blocking waits at once (hello worlds), and the latency of an ordinary GET meanwhile."""
+    """`count` blocking waits at once (hello worlds), and the latency of an ordinary GET meanwhile;
+    the same GET while `count` runs submitted without a wait drain (the machine as busy with the
+    runs, no request waiting): what the waits themselves cost the other requests."""
     api = ApiClient(base)
     done = api.run(HELLO)["execution_id"]
-    sessions = [api.create_session(HELLO)["session_id"] for _ in range(count)]
+    sessions = [api.create_session(HELLO)["session_id"] for _ in range(count)]  # each used twice
     probe_url = f"{base}/api/v1/executions/{done}"
     http = requests.Session()
 
@@ -518,14 +520,37 @@ def concurrent_waits(base: str, count: int) -> dict[str, Any]:
             time.sleep(0.02)
         return out
 
+    def probing(during: Callable[[], Any]) -> tuple[Any, list[float]]:
+        busy: list[float] = []
+        stop = threading.Event()
+
+        def prober() -> None:
+            while not stop.is_set():
+                busy.extend(probe(1))
+
+        t = threading.Thread(target=prober)
+        t.start()
+        try:
+            return during(), busy
+        finally:
+            stop.set()
+            t.join()
+
     idle = probe(30)
-    busy: list[float] = []
-    stop = threading.Event()
+    barrier = threading.Barrier(count)
 
-    def prober() -> None:
-        while not stop.is_set():
-            busy.extend(probe(1))
+    def submit_all() -> None:  # the same runs, no wait: the POSTs at once, then the drain watched
+        def one(sid: str) -> str:
+            barrier.wait()
+            return str(requests.post(f"{base}/api/v1/executions/session/{sid}/execute", json={},
+                                     timeout=120).json()["execution_id"])
 
+        with ThreadPoolExecutor(count) as pool:
+            ids = list(pool.map(one, sessions))
+        for eid in ids:
+            api.wait_execution(eid, timeout=300)
+
+    _, no_wait = probing(submit_all)
     barrier = threading.Barrier(count)
 
     def one(sid: str) -> tuple[int, float]:
@@ -535,21 +560,22 @@ def concurrent_waits(base: str, count: int) -> dict[str, Any]:
                              timeout=120).status_code
         return code, time.perf_counter() - t0
 
-    t = threading.Thread(target=prober)
+    def wait_all() -> list[tuple[int, float]]:
+        with ThreadPoolExecutor(count) as pool:
+            return list(pool.map(one, sessions))
+
     t0 = time.perf_counter()
-    t.start()
-    with ThreadPoolExecutor(count) as pool:
-        answers = list(pool.map(one, sessions))
-    stop.set()
-    t.join()
+    answers, busy = probing(wait_all)
+    seconds = time.perf_counter() - t0
     codes = [c for c, _ in answers]
     # A 202 within a second: the process's wait cap was full; later: the wait ran out (queue too long).
     at_once = sum(1 for c, dt in answers if c == 202 and dt < 1.0)
     return {"count": count, "answered_200": codes.count(200), "answered_202": codes.count(202),
             "answered_202_at_once": at_once,
-            "other": len(codes) - codes.count(200) - codes.count(202), "seconds": time.perf_counter() - t0,
+            "other": len(codes) - codes.count(200) - codes.count(202), "seconds": seconds,
             "get_idle_median_ms": statistics.median(idle), "get_busy_median_ms": statistics.median(busy),
-            "get_busy_p95_ms": pct(busy, 95), "get_busy_max_ms": max(busy)}
+            "get_busy_p95_ms": pct(busy, 95), "get_busy_max_ms": max(busy),
+            "get_no_wait_median_ms": statistics.median(no_wait), "get_no_wait_p95_ms": pct(no_wait, 95)}
 
 
 WRK_LUA = """
@@ -749,6 +775,9 @@ def table(r: dict[str, Any]) -> str:
             f"in {w['seconds']:.1f} s", "", "")
         add("  ordinary GET meanwhile, median / p95", f"{w['get_busy_median_ms']:.1f} / {w['get_busy_p95_ms']:.1f} ms",
             f"idle {w['get_idle_median_ms']:.1f} ms", "", "")
+        if "get_no_wait_median_ms" in w:
+            add(f"  the same GET while {w['count']} runs drain, no wait", f"{w['get_no_wait_median_ms']:.1f} / "
+                f"{w['get_no_wait_p95_ms']:.1f} ms", "", "", "")
     if r.get("autosave"):
         _autosave_rows(r["autosave"], add)
     if r.get("embedded"):

@@ -126,7 +126,7 @@ class Execute(Resource):
                 # The server holds this 202 and answers it, or the finished execution, when the
                 # wait ends (api/waiting.ParkedWait); this thread goes back to serve others.
                 parking.park(request.environ, ParkedWait(
-                    EndWait(r.db, r.events, eid, owner_id(), wait_s, encoding=encoding, watch=watch.pop("event")),
+                    EndWait(r.db, r.events, eid, owner_id(), wait_s, encoding=encoding, watch=watch.pop("event", None)),
                     wait_slots(r.settings)))
                 waiting = False  # the parked wait gives the slot back
                 return result, 202

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from flask import current_app, request
+from flask import current_app, g, request
 from flask_restx.representations import output_json
 
 from ..config import Settings
@@ -76,14 +76,15 @@ class WaitSlots:
 
     @classmethod
     def for_server(cls, settings: Settings) -> WaitSlots:
-        if settings.max_waits > 0:
-            return cls(settings.max_waits)
         threads = settings.api_threads
         if threads is None:
-            return cls(None)
+            return cls(settings.max_waits or None)
         connections = settings.connections_per_process
         # A quarter of the threads, and of the connections, left for other requests.
-        return cls(max(1, connections - max(4, connections // 4)), max(1, threads - max(4, threads // 4)))
+        in_threads = max(1, threads - max(4, threads // 4))
+        if settings.max_waits > 0:
+            return cls(settings.max_waits, min(settings.max_waits, in_threads))
+        return cls(max(1, connections - max(4, connections // 4)), in_threads)
 
     def try_acquire(self, parks: bool = False) -> bool:
         """A slot for a wait that holds a thread (`parks` False) or only its connection."""
@@ -137,15 +138,19 @@ class ParkedWait(Parked):
         self.placeholder_status = placeholder_status
         self.app = current_app._get_current_object()  # type: ignore[attr-defined]
         self.environ = request.environ
+        self.request_id = g.get("request_id", "")
 
     def arm(self, wake: Callable[[], None]) -> None:
         event = self.wait.event
         event.on_set = wake
-        if event.is_set():  # it ended (or the listener resubscribed) before this
+        # Set already: it ended (or the listener resubscribed) before this. Not watched from before
+        # the run was queued (an idempotent replay): it may have ended unheard; a first step reads.
+        if event.is_set() or not self.wait.watched:
             wake()
 
     def step(self, woke: bool) -> Any:
         with self.app.request_context(self.environ):
+            g.request_id = self.request_id  # in the step's log lines, as in the request's
             try:
                 done, row = self.wait.check(woke)
                 return self.answer(row) if done else None

@@ -754,11 +754,10 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
             if outcome is not None:
                 break
             with pr.lock:
-                if pr.again:
+                last = time.monotonic() >= pr.parked.deadline or not self.alive
+                if pr.again or last:
                     pr.again = False
-                    continue
-                if time.monotonic() >= pr.parked.deadline or not self.alive:
-                    woke = False
+                    woke = not last
                     continue
                 pr.state = "parked"
                 return
@@ -771,17 +770,19 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
     def _answer_parked(self, pr: ParkedRequest, outcome: Any) -> None:
         conn, resp, environ = pr.conn, pr.resp, pr.environ
         assert conn is not None
-        if outcome is parking.PLACEHOLDER:
-            status, headers, body = pr.status, pr.headers, pr.body
-        else:
-            code, body, extra = outcome
-            status = f"{code} {HTTPStatus(code).phrase}"
-            replaced = {"content-length", *(k.lower() for k in extra)}
-            headers = [(k, v) for k, v in pr.headers if k.lower() not in replaced]
-            headers += [*extra.items(), ("Content-Length", str(len(body)))]
-        environ[parking.ANSWERED_KEY] = (int(status.split(" ", 1)[0]), time.perf_counter())
         keep: object = None
         try:
+            if outcome is parking.PLACEHOLDER:
+                status, headers, body = pr.status, pr.headers, pr.body
+            else:
+                code, body, extra = outcome
+                status = f"{code} {HTTPStatus(code).phrase}"
+                # The placeholder's headers from the app's hooks (request id, security headers)
+                # stay; what belonged to the placeholder alone goes (its length, a Retry-After).
+                replaced = {"content-length", "retry-after", *(k.lower() for k in extra)}
+                headers = [(k, v) for k, v in pr.headers if k.lower() not in replaced]
+                headers += [*extra.items(), ("Content-Length", str(len(body)))]
+            environ[parking.ANSWERED_KEY] = (int(status.split(" ", 1)[0]), time.perf_counter())
             if not self.alive:
                 resp.force_close()
             try:
@@ -791,27 +792,32 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
             finally:
                 self.log.access(resp, resp.req, environ, datetime.now() - pr.started)
             keep = self._keepalive_after(conn, not resp.should_close())
-        except Exception as exc:  # noqa: BLE001 - the client is gone (or stopped reading): closed
+        except OSError as exc:  # the client is gone (or stopped reading): closed
             self.log.debug("a parked answer was not delivered: %r", exc)
-            keep = None
+        except Exception:  # noqa: BLE001 - closed without an answer, and said
+            self.log.exception("a parked answer failed")
         finally:
             try:
                 pr.parked.release()
             finally:
-                if pr.pending:
-                    after_response.run(pr.pending)
+                pending, pr.pending = pr.pending, None
+                # What the heap entry keeps until its deadline is only this small object.
+                pr.environ, pr.resp, pr.body, pr.headers = {}, None, b"", []
+                if pending:
+                    after_response.run(pending)
         self._after_answer(conn, keep)
 
     def _sweep_parked(self, now: float) -> None:
         """In the loop: a last step for the parked answers past their deadline (all of them when
         the worker is stopping: each answers at once, 200 when its run has ended, else 202)."""
         with self.parked_lock:
-            if not self.alive:
+            heap = self.parked_deadlines
+            if not self.alive:  # stopping: every one at once (the steps then see it), the heap done
                 due = list(self.parked)
+                heap.clear()
             else:
                 due = []
-                heap = self.parked_deadlines
-                while heap and heap[0][0] <= now:
+                while heap and (heap[0][0] <= now or heap[0][2].state == "done"):
                     due.append(heapq.heappop(heap)[2])
         for pr in due:
             self._wake(pr, False)
@@ -821,7 +827,7 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         the nearest deadline, whose last step is handed to a thread here."""
         if self.parked_deadlines or (self.parked and not self.alive):
             now = time.monotonic()
-            self._sweep_parked(now)
+            self._sweep_parked(now)  # also drops the answered ones from the heap's top
             with self.parked_lock:
                 if self.parked_deadlines:
                     timeout = max(0.0, min(timeout, self.parked_deadlines[0][0] - now))
