@@ -674,7 +674,7 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
                 after_response.run(left)
             environ[after_response.ENVIRON_KEY] = local.pending = []
             resp = getattr(start_response, "__self__", None)
-            if self.tls or not isinstance(resp, gunicorn_wsgi.Response):
+            if self.tls or type(resp) is not OneSendResponse:  # HTTP/1 on a connection the front reads
                 return app(environ, start_response)
             environ[parking.CAN_PARK_KEY] = True
             started = datetime.now()
@@ -698,7 +698,11 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
                     parked.release()
                 raise
             parked = environ.get(parking.PARKED_KEY)
-            if parked is None or not held:
+            if parked is None:
+                return result
+            if not held:  # no answer started (Flask always starts one): not parked
+                del environ[parking.PARKED_KEY]
+                parked.release()
                 return result
             try:
                 body = b"".join(result)
