@@ -319,7 +319,7 @@ class Settings:
         "Addresses or networks (comma-separated) not subject to the per-address connection cap (a reverse "
         "proxy's).", parse=Networks())
     # POST .../execute?wait=true: the longest wait (a longer timeout_ms is cut to it), and how many
-    # requests of one API process may wait at once (each holds a server thread).
+    # requests of one API process may wait at once (parked: each holds its connection, not a thread).
     max_wait_ms: int = setting("LIVECODE_MAX_WAIT_MS", 30_000,
                                "POST .../execute?wait=true: the longest wait in ms (a longer timeout_ms is cut to it).")
     max_waits: int = setting(
