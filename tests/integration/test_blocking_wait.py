@@ -292,3 +292,44 @@ def test_judge0_and_piston_waits_past_the_thread_count_all_get_their_results(clu
         assert [a.json()["run"]["stdout"] for a in piston_answers] == [f"{i}\n" for i in range(12)]
     finally:
         proc.stop()
+
+
+def test_each_parked_wait_gives_its_slot_back_once(cluster: Cluster) -> None:
+    """LIVECODE_MAX_WAITS=3: after rounds of waits ended every way (the run's end, the deadline, a
+    replay, a bad request after nothing was parked), 3 wait at once again and a 4th answers 202 at
+    once: no slot was kept (the 3 would not all wait) nor given back twice (the 4th would wait)."""
+    proc, base = start_api({**cluster.env, "LIVECODE_MAX_WAITS": "3"}, threads=4)
+    try:
+        api = ApiClient(base)
+
+        def wait(source: str, query: str = "wait=true", **kw: Any) -> requests.Response:
+            sid = api.create_session(source)["session_id"]
+            return execute_wait(base, sid, query, **kw)
+
+        with ThreadPoolExecutor(3) as pool:  # ended by the run's end, by the deadline, by a 400
+            ends = list(pool.map(lambda q: wait("print(1)", q),
+                                 ["wait=true", "wait=true&timeout_ms=200", "wait=true&timeout_ms=x"]))
+        assert [a.status_code for a in ends][::2] == [200, 400]
+        assert ends[1].status_code in (200, 202)
+        sid = api.create_session("print('replayed')")["session_id"]
+        key = {"Idempotency-Key": f"slots-{uuid.uuid4()}"}
+        for _ in range(2):  # a replay's wait too
+            r = requests.post(f"{base}/api/v1/executions/session/{sid}/execute?wait=true", json={}, headers=key,
+                              timeout=60)
+            assert r.status_code == 200, r.text
+        long_runs = [api.create_session(SLEEPER.format(s=2))["session_id"] for _ in range(3)]
+        holders = ThreadPoolExecutor(3)
+        try:
+            held = [holders.submit(execute_wait, base, s) for s in long_runs]
+            wait_for(lambda: sum(api.request("GET", f"/api/v1/executions/session/{s}").json()["total"]
+                                 for s in long_runs) == 3, what="the 3 long runs queued")
+            time.sleep(0.2)
+            t0 = time.monotonic()
+            fourth = wait("print(4)")
+            assert fourth.status_code == 202 and time.monotonic() - t0 < 1.5, fourth.text  # the cap is full
+            assert [f.result(60).status_code for f in held] == [200, 200, 200]
+        finally:
+            holders.shutdown()
+        assert wait("print(5)").status_code == 200  # and free again
+    finally:
+        proc.stop()
