@@ -78,32 +78,43 @@ def test_bad_wait_parameters_are_400_and_create_nothing(system: Cluster, query: 
 def test_many_concurrent_waits_all_return_while_health_answers(system: Cluster) -> None:
     api = system.client()
     sessions = [api.create_session(f"print({i})")["session_id"] for i in range(50)]
-    health: list[tuple[int, float]] = []
-    stop = threading.Event()
-
-    def probe() -> None:
-        while not stop.is_set():
-            t0 = time.monotonic()
-            code = requests.get(f"{system.base}/health", timeout=30).status_code
-            health.append((code, time.monotonic() - t0))
-            time.sleep(0.1)
-
-    prober = threading.Thread(target=probe)
-    prober.start()
-    try:
-        with ThreadPoolExecutor(50) as pool:
-            answers = list(pool.map(lambda sid: execute_wait(system.base, sid, timeout=90), sessions))
-    finally:
-        stop.set()
-        prober.join()
+    answers, health = wait_all_while_probing(system.base, sessions, "/health", timeout=90)
     # Parked, the waits hold no server thread: 50 wait at once on a process of 32 threads.
     assert [a.status_code for a in answers] == [200] * 50, [a.text for a in answers if a.status_code != 200]
     for i, a in enumerate(answers):
         body = a.json()
         assert body["status"] == "COMPLETED" and body["stdout"] == f"{i}\n"
         assert a.headers["X-Request-ID"] and int(a.headers["Content-Length"]) == len(a.content)
-    assert health and all(code == 200 for code, _ in health)
+    assert health and {code for code, _ in health} == {200}, health
     assert max(dt for _, dt in health) < 10  # answered while every wait was open (no thread starvation)
+
+
+def wait_all_while_probing(base: str, sessions: list[str], probe_path: str,
+                           timeout: float) -> tuple[list[requests.Response], list[tuple[int | str, float]]]:
+    """Every session's run waited for at once (`wait=true`) while one client GETs `probe_path` in
+    a loop: the answers, and each probe's (status, or the error, and its seconds)."""
+    probes: list[tuple[int | str, float]] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        while not stop.is_set():
+            t0 = time.monotonic()
+            try:
+                code: int | str = requests.get(f"{base}{probe_path}", timeout=30).status_code
+            except requests.RequestException as exc:
+                code = repr(exc)
+            probes.append((code, time.monotonic() - t0))
+            time.sleep(0.05)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        with ThreadPoolExecutor(len(sessions)) as pool:
+            answers = list(pool.map(lambda sid: execute_wait(base, sid, timeout=timeout), sessions))
+    finally:
+        stop.set()
+        prober.join()
+    return answers, probes
 
 
 def test_more_waits_than_threads_all_wait_and_ordinary_requests_are_served(cluster: Cluster) -> None:
@@ -115,27 +126,7 @@ def test_more_waits_than_threads_all_wait_and_ordinary_requests_are_served(clust
         api = ApiClient(base)
         sessions = [api.create_session(f"import time\ntime.sleep(0.2)\nprint({i})")["session_id"] for i in range(40)]
         done = api.run("print('done')")["execution_id"]
-        gets: list[tuple[int | str, float]] = []
-        stop = threading.Event()
-
-        def probe() -> None:
-            while not stop.is_set():
-                t0 = time.monotonic()
-                try:
-                    code: int | str = requests.get(f"{base}/api/v1/executions/{done}", timeout=30).status_code
-                except requests.RequestException as exc:
-                    code = repr(exc)
-                gets.append((code, time.monotonic() - t0))
-                time.sleep(0.05)
-
-        prober = threading.Thread(target=probe)
-        prober.start()
-        try:
-            with ThreadPoolExecutor(40) as pool:
-                answers = list(pool.map(lambda sid: execute_wait(base, sid, timeout=180), sessions))
-        finally:
-            stop.set()
-            prober.join()
+        answers, gets = wait_all_while_probing(base, sessions, f"/api/v1/executions/{done}", timeout=180)
         assert [a.status_code for a in answers] == [200] * 40, [a.text for a in answers if a.status_code != 200]
         assert [a.json()["stdout"] for a in answers] == [f"{i}\n" for i in range(40)]
         assert len(gets) >= 5 and {code for code, _ in gets} == {200}, gets
