@@ -5,8 +5,9 @@ Under LiveCode's own server (web/front_worker.py, `livecode api|serve` without T
 request is parked: it holds no thread while it waits (web/parking.py), only its connection, so
 one process lets three quarters of its connections wait (LIVECODE_CONNECTIONS_PER_PROCESS: 750
 of 1000). Elsewhere (a TLS front, another WSGI server) it waits in its thread, and three quarters
-of the threads may (LIVECODE_API_THREADS). LIVECODE_MAX_WAITS sets both caps. Past its cap a
-request is not refused: it answers 202 at once as without `wait`, and the client polls or
+of the threads may (LIVECODE_API_THREADS). LIVECODE_MAX_WAITS replaces the first cap, and the
+second where it is lower. Past its cap a request is not refused: it answers as without `wait`
+(202; Judge0: 201 with the token; Piston, which always waits: 503), and the client polls or
 follows the events.
 """
 
@@ -159,9 +160,12 @@ class ParkedWait(Parked):
                 return status, output_json(body, status).get_data(), headers
 
     def release(self) -> None:
+        after, self.after = self.after, None
         try:
             self.wait.close()
         finally:
             self.slots.release(parks=True)
-            if self.after is not None:
-                self.after()
+            # Kept no longer than the answer (the server's deadline heap may hold this a while).
+            self.environ, self.answer = {}, execution_answer
+            if after is not None:
+                after()

@@ -454,6 +454,7 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         self.parked_deadlines: list[tuple[float, int, ParkedRequest]] = []  # a heap, each popped once due
         self.parked_lock = threading.Lock()
         self._parked_seq = 0
+        self._stopping_since: float | None = None
 
     def init_process(self) -> None:
         self.cfg = SettledConfig(self.cfg)  # after the fork: this worker's settings, fixed
@@ -758,7 +759,7 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
             if outcome is not None:
                 break
             with pr.lock:
-                last = time.monotonic() >= pr.parked.deadline or not self.alive
+                last = time.monotonic() >= min(pr.parked.deadline, self._parked_cutoff())
                 if pr.again or last:
                     pr.again = False
                     woke = not last
@@ -816,25 +817,37 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         the worker is stopping: each answers at once, 200 when its run has ended, else 202)."""
         with self.parked_lock:
             heap = self.parked_deadlines
-            if not self.alive:  # stopping: every one at once (the steps then see it), the heap done
-                due = list(self.parked)
-                heap.clear()
-            else:
-                due = []
-                while heap and (heap[0][0] <= now or heap[0][2].state == "done"):
-                    due.append(heapq.heappop(heap)[2])
+            due = []
+            while heap and (heap[0][0] <= now or heap[0][2].state == "done"):
+                due.append(heapq.heappop(heap)[2])
+            if now >= self._parked_cutoff():  # stopping, and out of time: every one now
+                due += self.parked
         for pr in due:
             self._wake(pr, False)
+
+    def _parked_cutoff(self) -> float:
+        """When the parked waits must end: never while the worker runs. Once it stops they go on
+        waiting for their runs (as a request in a thread would during the graceful stop) until
+        a second before gunicorn's graceful timeout, when each takes its last step (200 if its
+        run has ended, else what the route answers at its deadline)."""
+        if self.alive:
+            return float("inf")
+        if self._stopping_since is None:
+            self._stopping_since = time.monotonic()
+        return self._stopping_since + max(0.0, float(self.cfg.graceful_timeout) - 1.0)
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         """gthread's loop waits up to a second for events; with answers parked, no longer than
         the nearest deadline, whose last step is handed to a thread here."""
-        if self.parked_deadlines or (self.parked and not self.alive):
+        if self.parked_deadlines or self.parked:
             now = time.monotonic()
             self._sweep_parked(now)  # also drops the answered ones from the heap's top
             with self.parked_lock:
+                soonest = self._parked_cutoff() if self.parked else float("inf")
                 if self.parked_deadlines:
-                    timeout = max(0.0, min(timeout, self.parked_deadlines[0][0] - now))
+                    soonest = min(soonest, self.parked_deadlines[0][0])
+            if soonest > now:
+                timeout = min(timeout, soonest - now)
         super().wait_for_and_dispatch_events(timeout)
 
     def _keepalive_after(self, conn: FrontConn, keepalive: bool) -> bool:
@@ -870,7 +883,10 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         if now - self._parent_checked < HEARTBEAT_S:
             return True
         self._parent_checked = now
-        return bool(super().is_parent_alive())
+        if super().is_parent_alive():
+            return True
+        self.alive = False  # gthread only leaves its loop: what waits (parked answers) must see it
+        return False
 
     def handle_request(self, req: Any, conn: FrontConn) -> bool:
         if conn.reader is not None and conn.reader.partial:
