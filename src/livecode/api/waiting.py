@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from flask import current_app, g, request
+from flask import Response, current_app, g, request
 from flask_restx.representations import output_json
 
 from ..config import Settings
@@ -120,14 +120,26 @@ def wait_slots(settings: Settings) -> WaitSlots:
 def execution_answer(row: dict[str, Any] | None) -> Any:
     """A finished execution as GET /api/v1/executions/{id} answers it (200); at the deadline, the
     202 the request made."""
-    return PLACEHOLDER if row is None else (200, output_json(row, 200).get_data(), {})
+    return PLACEHOLDER if row is None else (row, 200)
+
+
+def _encoded(answer: Any) -> Any:
+    """A route's answer as the server writes it: (status, body bytes, headers). `answer`: the
+    PLACEHOLDER, a Response, or (data, status[, headers]) as a Flask-RESTX resource returns it."""
+    if answer is PLACEHOLDER:
+        return answer
+    if isinstance(answer, Response):
+        return answer.status_code, answer.get_data(), {}
+    data, status, *headers = answer
+    return status, output_json(data, status).get_data(), (headers[0] if headers else {})
 
 
 class ParkedWait(Parked):
     """A wait for an execution's end, parked by the server (web/parking.py): the same steps as
     wait_for_end (services/waiting.EndWait), each run on a server thread in a context of the
     request (its path, query and app: what `answer` and the error shapes read). `answer(row)`
-    makes the final answer from the finished execution, or from None at the deadline;
+    makes the final answer from the finished execution, or from None at the deadline (as
+    `_encoded` takes it);
     `placeholder_status`: the status of the answer the route returns (held until then);
     `after`: run once the answer is written, with the slot given back."""
 
@@ -154,10 +166,9 @@ class ParkedWait(Parked):
             g.request_id = self.request_id  # in the step's log lines, as in the request's
             try:
                 done, row = self.wait.check(woke)
-                return self.answer(row) if done else None
+                return _encoded(self.answer(row)) if done else None
             except Exception as exc:  # noqa: BLE001 - answered as the route would have been (e.g. 503)
-                body, status, headers = to_response(exc)
-                return status, output_json(body, status).get_data(), headers
+                return _encoded(to_response(exc))
 
     def release(self) -> None:
         after, self.after = self.after, None

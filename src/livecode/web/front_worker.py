@@ -450,8 +450,9 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         timeout = self.limits.send_timeout_s
         self.timeval = struct.pack("ll", int(timeout), int((timeout % 1) * 1_000_000))  # per socket
         self.after_local = threading.local()  # .pending: the thread's request's after-response work
-        self.parked: dict[ParkedRequest, None] = {}  # answers waiting without a thread (web/parking.py)
-        self.parked_deadlines: list[tuple[float, int, ParkedRequest]] = []  # a heap, each popped once due
+        # Answers waiting without a thread (web/parking.py), by deadline: a heap, each entry popped
+        # when its last step is due (or once it is answered), so it holds every one still waiting.
+        self.parked_deadlines: list[tuple[float, int, ParkedRequest]] = []
         self.parked_lock = threading.Lock()
         self._parked_seq = 0
         self._stopping_since: float | None = None
@@ -675,7 +676,8 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
                 after_response.run(left)
             environ[after_response.ENVIRON_KEY] = local.pending = []
             resp = getattr(start_response, "__self__", None)
-            if self.tls or type(resp) is not OneSendResponse:  # HTTP/1 on a connection the front reads
+            # Only a POST waits (the execute routes); parked: HTTP/1 on a connection the front reads.
+            if environ["REQUEST_METHOD"] != "POST" or self.tls or type(resp) is not OneSendResponse:
                 return app(environ, start_response)
             environ[parking.CAN_PARK_KEY] = True
             started = datetime.now()
@@ -725,7 +727,6 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         """In the thread that served the request: it waits from now on without one."""
         pr.conn = conn
         with self.parked_lock:
-            self.parked[pr] = None
             self._parked_seq += 1
             heapq.heappush(self.parked_deadlines, (pr.parked.deadline, self._parked_seq, pr))
             soonest = self.parked_deadlines[0][2] is pr
@@ -768,8 +769,6 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
                 return
         with pr.lock:
             pr.state = "done"
-        with self.parked_lock:
-            self.parked.pop(pr, None)
         self._answer_parked(pr, outcome)
 
     def _answer_parked(self, pr: ParkedRequest, outcome: Any) -> None:
@@ -813,15 +812,14 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         self._after_answer(conn, keep)
 
     def _sweep_parked(self, now: float) -> None:
-        """In the loop: a last step for the parked answers past their deadline (all of them when
-        the worker is stopping: each answers at once, 200 when its run has ended, else 202)."""
+        """In the loop: a last step for the parked answers past their deadline (all of them once
+        a stopping worker is out of time: `_parked_cutoff`)."""
         with self.parked_lock:
             heap = self.parked_deadlines
             due = []
-            while heap and (heap[0][0] <= now or heap[0][2].state == "done"):
+            cutoff = self._parked_cutoff()
+            while heap and (heap[0][0] <= now or heap[0][2].state == "done" or cutoff <= now):
                 due.append(heapq.heappop(heap)[2])
-            if now >= self._parked_cutoff():  # stopping, and out of time: every one now
-                due += self.parked
         for pr in due:
             self._wake(pr, False)
 
@@ -839,15 +837,13 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         """gthread's loop waits up to a second for events; with answers parked, no longer than
         the nearest deadline, whose last step is handed to a thread here."""
-        if self.parked_deadlines or self.parked:
+        if self.parked_deadlines:
             now = time.monotonic()
             self._sweep_parked(now)  # also drops the answered ones from the heap's top
             with self.parked_lock:
-                soonest = self._parked_cutoff() if self.parked else float("inf")
                 if self.parked_deadlines:
-                    soonest = min(soonest, self.parked_deadlines[0][0])
-            if soonest > now:
-                timeout = min(timeout, soonest - now)
+                    soonest = min(self.parked_deadlines[0][0], self._parked_cutoff())
+                    timeout = min(timeout, max(0.0, soonest - now))
         super().wait_for_and_dispatch_events(timeout)
 
     def _keepalive_after(self, conn: FrontConn, keepalive: bool) -> bool:

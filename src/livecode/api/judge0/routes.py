@@ -8,7 +8,6 @@ from typing import Any
 
 from flask import request
 from flask_restx import Resource
-from flask_restx.representations import output_json
 
 from ...errors import ApiError
 from ...models import utcnow
@@ -163,9 +162,8 @@ class Submissions(Resource):
             wait = EndWait(r.db, r.events, uuid.UUID(token), owner, r.settings.max_wait_ms / 1000,
                            watch=watch.pop("event", None))
             if parks:  # the server answers when the wait ends, holding no thread meanwhile (web/parking.py)
-                parking.park(request.environ, ParkedWait(
-                    wait, wait_slots(r.settings), 201,
-                    lambda final: (201, output_json(answer(final), 201).get_data(), {})))
+                parking.park(request.environ, ParkedWait(wait, wait_slots(r.settings), 201,
+                                                         lambda final: (answer(final), 201)))
                 waiting = False  # the parked wait gives the slot back
                 return {"token": token}, 201
             return answer(wait_for(wait)), 201

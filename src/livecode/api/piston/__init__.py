@@ -137,14 +137,9 @@ def execute() -> Any:
         if parks:  # the server answers when the run ends, holding no thread meanwhile (web/parking.py)
             sid = session_id
 
-            def parked_answer(row: dict[str, Any] | None) -> Any:
-                if row is None:
-                    return PLACEHOLDER
-                resp = answer(row)
-                return resp.status_code, resp.get_data(), {}
-
-            parking.park(request.environ, ParkedWait(wait, slots, 503, parked_answer,
-                                                     after=lambda: svc.forget_run(r.db, sid, owner)))
+            parking.park(request.environ, ParkedWait(
+                wait, slots, 503, lambda row: PLACEHOLDER if row is None else answer(row),
+                after=lambda: svc.forget_run(r.db, sid, owner)))
             parked = True
             return answer(None)  # held by the server: the answer if the run outlives the wait
         return answer(wait_for(wait))
